@@ -1,0 +1,154 @@
+//! The groups a node hosts, keyed by group id.
+
+use crate::network::{GroupNetwork, PeerClients};
+use crate::{Error, GroupState, Raft, SmHandle, TypeConfig};
+use openraft::{Config, SnapshotPolicy};
+use orrery_storage::{LogStore, NodeStorage, StateMachineStore};
+use orrery_types::{group_name, GroupId, NodeId};
+use std::collections::BTreeMap;
+use std::sync::{Arc, RwLock};
+
+/// Raft timing and compaction settings, the same for every group.
+#[derive(Clone, Debug)]
+pub struct RaftSettings {
+    pub heartbeat_ms: u64,
+    pub election_min_ms: u64,
+    pub election_max_ms: u64,
+    /// Build a snapshot (and allow purging the log below it) after this many
+    /// entries since the last one.
+    pub snapshot_logs: u64,
+    /// Entries kept in the log below the last snapshot, so that briefly
+    /// lagging followers catch up from the log instead of a snapshot.
+    pub keep_logs: u64,
+    pub snapshot_chunk_bytes: u64,
+}
+
+impl Default for RaftSettings {
+    fn default() -> Self {
+        Self {
+            heartbeat_ms: 150,
+            election_min_ms: 800,
+            election_max_ms: 1600,
+            snapshot_logs: 10_000,
+            keep_logs: 1_000,
+            snapshot_chunk_bytes: 1 << 20,
+        }
+    }
+}
+
+impl RaftSettings {
+    fn openraft_config(&self) -> Result<Config, Error> {
+        let c = Config {
+            cluster_name: "orrery".into(),
+            heartbeat_interval: self.heartbeat_ms,
+            election_timeout_min: self.election_min_ms,
+            election_timeout_max: self.election_max_ms,
+            snapshot_policy: SnapshotPolicy::LogsSinceLast(self.snapshot_logs),
+            max_in_snapshot_log_to_keep: self.keep_logs,
+            snapshot_max_chunk_size: self.snapshot_chunk_bytes,
+            install_snapshot_timeout: 4000,
+            max_payload_entries: 1024,
+            replication_lag_threshold: self.snapshot_logs.max(1000),
+            ..Default::default()
+        };
+        c.validate().map_err(|e| Error::Fatal(format!("invalid raft settings: {e}")))
+    }
+}
+
+/// One Raft group on this node.
+pub struct Group {
+    pub id: GroupId,
+    pub raft: Raft,
+    pub sm: SmHandle,
+    log: LogStore<TypeConfig>,
+}
+
+impl Group {
+    /// Whether this replica has never voted or logged: a group that was
+    /// neither initialised here nor joined yet.
+    pub fn is_pristine(&self) -> bool {
+        self.log.is_pristine()
+    }
+
+    pub fn name(&self) -> String {
+        group_name(self.id)
+    }
+}
+
+pub struct Registry {
+    node_id: NodeId,
+    storage: NodeStorage,
+    clients: PeerClients,
+    config: Arc<Config>,
+    groups: RwLock<BTreeMap<GroupId, Arc<Group>>>,
+    create_lock: tokio::sync::Mutex<()>,
+}
+
+impl Registry {
+    pub fn new(node_id: NodeId, storage: NodeStorage, clients: PeerClients, settings: &RaftSettings) -> Result<Self, Error> {
+        Ok(Self {
+            node_id,
+            storage,
+            clients,
+            config: Arc::new(settings.openraft_config()?),
+            groups: RwLock::new(BTreeMap::new()),
+            create_lock: tokio::sync::Mutex::new(()),
+        })
+    }
+
+    pub fn node_id(&self) -> NodeId {
+        self.node_id
+    }
+
+    pub fn clients(&self) -> &PeerClients {
+        &self.clients
+    }
+
+    pub fn storage(&self) -> &NodeStorage {
+        &self.storage
+    }
+
+    pub fn get(&self, id: GroupId) -> Option<Arc<Group>> {
+        self.groups.read().unwrap_or_else(|p| p.into_inner()).get(&id).cloned()
+    }
+
+    pub fn all(&self) -> Vec<Arc<Group>> {
+        self.groups.read().unwrap_or_else(|p| p.into_inner()).values().cloned().collect()
+    }
+
+    /// Returns the group, opening it from storage (or creating it empty) if
+    /// this node does not run it yet.
+    pub async fn ensure(&self, id: GroupId) -> Result<Arc<Group>, Error> {
+        if let Some(g) = self.get(id) {
+            return Ok(g);
+        }
+        let _guard = self.create_lock.lock().await;
+        if let Some(g) = self.get(id) {
+            return Ok(g);
+        }
+        let log = LogStore::<TypeConfig>::open(&self.storage, id)?;
+        let entries = log.verify()?;
+        let sm_store = StateMachineStore::<TypeConfig, GroupState>::open(&self.storage, id)?;
+        let sm = sm_store.handle();
+        let network = GroupNetwork { group: id, clients: self.clients.clone() };
+        let raft = Raft::new(self.node_id, self.config.clone(), network, log.clone(), sm_store)
+            .await
+            .map_err(|e| Error::Fatal(e.to_string()))?;
+        tracing::info!(group = id, name = %group_name(id), entries, "raft group started");
+        let group = Arc::new(Group { id, raft, sm, log });
+        self.groups.write().unwrap_or_else(|p| p.into_inner()).insert(id, group.clone());
+        Ok(group)
+    }
+
+    /// Stops every group's Raft task (on shutdown).
+    pub async fn shutdown(&self) {
+        for g in self.all() {
+            if let Err(e) = g.raft.shutdown().await {
+                tracing::warn!(group = g.id, "raft shutdown: {e}");
+            }
+        }
+        if let Err(e) = self.storage.flush().await {
+            tracing::warn!("final flush failed: {e}");
+        }
+    }
+}

@@ -1,0 +1,260 @@
+//! `RaftStateMachine` over an in-memory domain state with durable snapshots.
+//!
+//! The domain state (`M`) is a pure, deterministic value: it sees only the
+//! command and the log index, never the clock or the disk. This module owns
+//! everything else: last-applied bookkeeping, membership, and persisting
+//! snapshots with a checksum.
+
+use crate::codec::{decode, encode};
+use crate::{NodeStorage, StorageError as Error};
+use openraft::storage::{RaftStateMachine, Snapshot};
+use openraft::{
+    AnyError, Entry, EntryPayload, ErrorSubject, ErrorVerb, LogId, OptionalSend, RaftSnapshotBuilder, RaftTypeConfig,
+    SnapshotMeta, StorageError, StorageIOError, StoredMembership,
+};
+use orrery_types::GroupId;
+use serde::{Deserialize, Serialize};
+use std::io::Cursor;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, RwLock, RwLockReadGuard};
+
+const KEY_SNAPSHOT: &[u8] = b"current";
+
+/// The contract every group's domain state fulfils. Implementations must be
+/// deterministic: the same commands applied to the same state give the same
+/// state and responses on every replica.
+pub trait StateMachine<C: RaftTypeConfig>: Default + Send + Sync + 'static {
+    /// Applies one committed command. `index` is the command's log index,
+    /// usable as a revision number.
+    fn apply(&mut self, index: u64, cmd: C::D) -> C::R;
+    /// Response for log entries that carry no command (blank, membership).
+    fn empty_response() -> C::R;
+    /// Serialises the whole state.
+    fn snapshot(&self) -> Result<Vec<u8>, String>;
+    /// Builds a state from `snapshot`'s output.
+    fn restore(data: &[u8]) -> Result<Self, String>;
+}
+
+struct Inner<C: RaftTypeConfig, M> {
+    last_applied: Option<LogId<C::NodeId>>,
+    membership: StoredMembership<C::NodeId, C::Node>,
+    state: M,
+}
+
+#[derive(Serialize, Deserialize)]
+#[serde(bound = "")]
+struct StoredSnapshot<C: RaftTypeConfig> {
+    meta: SnapshotMeta<C::NodeId, C::Node>,
+    data: Vec<u8>,
+}
+
+/// Read access to a group's applied state, for serving reads.
+pub struct SmHandle<C: RaftTypeConfig, M> {
+    inner: Arc<RwLock<Inner<C, M>>>,
+}
+
+impl<C: RaftTypeConfig, M> Clone for SmHandle<C, M> {
+    fn clone(&self) -> Self {
+        Self { inner: self.inner.clone() }
+    }
+}
+
+impl<C: RaftTypeConfig, M> SmHandle<C, M> {
+    /// Runs `f` on the applied state under a read lock.
+    pub fn read<T>(&self, f: impl FnOnce(&M) -> T) -> T {
+        let g = self.lock();
+        f(&g.state)
+    }
+
+    pub fn last_applied_index(&self) -> u64 {
+        self.lock().last_applied.as_ref().map(|l| l.index).unwrap_or(0)
+    }
+
+    fn lock(&self) -> RwLockReadGuard<'_, Inner<C, M>> {
+        // A poisoned lock means a panic inside apply; the state is still the
+        // last consistent one, since apply replaces it only on success.
+        self.inner.read().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+/// The state machine store of one group.
+pub struct StateMachineStore<C: RaftTypeConfig, M> {
+    group: GroupId,
+    inner: Arc<RwLock<Inner<C, M>>>,
+    snap_tree: sled::Tree,
+    storage: NodeStorage,
+    snapshot_seq: Arc<AtomicU64>,
+}
+
+fn sm_err<NID: openraft::NodeId>(verb: ErrorVerb, e: impl ToString) -> StorageError<NID> {
+    StorageIOError::new(ErrorSubject::StateMachine, verb, AnyError::error(e.to_string())).into()
+}
+
+fn snap_err<NID: openraft::NodeId>(verb: ErrorVerb, e: impl ToString) -> StorageError<NID> {
+    StorageIOError::new(ErrorSubject::Snapshot(None), verb, AnyError::error(e.to_string())).into()
+}
+
+impl<C, M> StateMachineStore<C, M>
+where
+    C: RaftTypeConfig<NodeId = u64, Entry = Entry<C>, SnapshotData = Cursor<Vec<u8>>>,
+    M: StateMachine<C>,
+{
+    /// Opens the group's state machine, restoring the last snapshot if any.
+    pub fn open(storage: &NodeStorage, group: GroupId) -> Result<Self, Error> {
+        let snap_tree = storage.tree(group, "snap")?;
+        let mut inner = Inner { last_applied: None, membership: StoredMembership::default(), state: M::default() };
+        if let Some(bytes) = snap_tree.get(KEY_SNAPSHOT)? {
+            let stored: StoredSnapshot<C> = decode(&bytes).map_err(|e| Error::Corrupt {
+                what: format!("group {group} snapshot"),
+                detail: e.to_string(),
+            })?;
+            inner.state = M::restore(&stored.data).map_err(|e| Error::Corrupt {
+                what: format!("group {group} snapshot contents"),
+                detail: e,
+            })?;
+            inner.last_applied = stored.meta.last_log_id;
+            inner.membership = stored.meta.last_membership.clone();
+        }
+        Ok(Self {
+            group,
+            inner: Arc::new(RwLock::new(inner)),
+            snap_tree,
+            storage: storage.clone(),
+            snapshot_seq: Arc::new(AtomicU64::new(0)),
+        })
+    }
+
+    pub fn handle(&self) -> SmHandle<C, M> {
+        SmHandle { inner: self.inner.clone() }
+    }
+
+    pub fn group(&self) -> GroupId {
+        self.group
+    }
+
+    fn write_lock(&self) -> std::sync::RwLockWriteGuard<'_, Inner<C, M>> {
+        self.inner.write().unwrap_or_else(|p| p.into_inner())
+    }
+
+    async fn save_snapshot(&self, stored: &StoredSnapshot<C>) -> Result<(), StorageError<C::NodeId>> {
+        let bytes = encode(stored).map_err(|e| snap_err(ErrorVerb::Write, e))?;
+        self.snap_tree.insert(KEY_SNAPSHOT, bytes).map_err(|e| snap_err(ErrorVerb::Write, e))?;
+        // The log below this snapshot may be purged as soon as we return.
+        self.storage.flush().await.map_err(|e| snap_err(ErrorVerb::Write, e))?;
+        Ok(())
+    }
+}
+
+/// Builds a snapshot from a consistent copy of the state.
+pub struct SnapshotBuilder<C: RaftTypeConfig, M> {
+    store: StateMachineStore<C, M>,
+}
+
+impl<C: RaftTypeConfig, M> Clone for StateMachineStore<C, M> {
+    fn clone(&self) -> Self {
+        Self {
+            group: self.group,
+            inner: self.inner.clone(),
+            snap_tree: self.snap_tree.clone(),
+            storage: self.storage.clone(),
+            snapshot_seq: self.snapshot_seq.clone(),
+        }
+    }
+}
+
+impl<C, M> RaftSnapshotBuilder<C> for SnapshotBuilder<C, M>
+where
+    C: RaftTypeConfig<NodeId = u64, Entry = Entry<C>, SnapshotData = Cursor<Vec<u8>>>,
+    M: StateMachine<C>,
+{
+    async fn build_snapshot(&mut self) -> Result<Snapshot<C>, StorageError<C::NodeId>> {
+        let (data, last_applied, membership) = {
+            let g = self.store.inner.read().unwrap_or_else(|p| p.into_inner());
+            let data = g.state.snapshot().map_err(|e| sm_err(ErrorVerb::Read, e))?;
+            (data, g.last_applied, g.membership.clone())
+        };
+        let seq = self.store.snapshot_seq.fetch_add(1, Ordering::Relaxed);
+        let snapshot_id = match last_applied {
+            Some(l) => format!("{}-{}-{}", l.leader_id, l.index, seq),
+            None => format!("none-{seq}"),
+        };
+        let meta = SnapshotMeta { last_log_id: last_applied, last_membership: membership, snapshot_id };
+        let stored = StoredSnapshot::<C> { meta: meta.clone(), data };
+        self.store.save_snapshot(&stored).await?;
+        tracing::debug!(group = self.store.group, snapshot = %meta.snapshot_id, bytes = stored.data.len(), "snapshot built");
+        Ok(Snapshot { meta, snapshot: Box::new(Cursor::new(stored.data)) })
+    }
+}
+
+impl<C, M> RaftStateMachine<C> for StateMachineStore<C, M>
+where
+    C: RaftTypeConfig<NodeId = u64, Entry = Entry<C>, SnapshotData = Cursor<Vec<u8>>>,
+    M: StateMachine<C>,
+{
+    type SnapshotBuilder = SnapshotBuilder<C, M>;
+
+    async fn applied_state(
+        &mut self,
+    ) -> Result<(Option<LogId<C::NodeId>>, StoredMembership<C::NodeId, C::Node>), StorageError<C::NodeId>> {
+        let g = self.inner.read().unwrap_or_else(|p| p.into_inner());
+        Ok((g.last_applied, g.membership.clone()))
+    }
+
+    async fn apply<I>(&mut self, entries: I) -> Result<Vec<C::R>, StorageError<C::NodeId>>
+    where
+        I: IntoIterator<Item = C::Entry> + OptionalSend,
+        I::IntoIter: OptionalSend,
+    {
+        let mut g = self.write_lock();
+        let mut out = Vec::new();
+        for entry in entries {
+            g.last_applied = Some(entry.log_id);
+            match entry.payload {
+                EntryPayload::Blank => out.push(M::empty_response()),
+                EntryPayload::Normal(cmd) => out.push(g.state.apply(entry.log_id.index, cmd)),
+                EntryPayload::Membership(m) => {
+                    g.membership = StoredMembership::new(Some(entry.log_id), m);
+                    out.push(M::empty_response());
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    async fn get_snapshot_builder(&mut self) -> Self::SnapshotBuilder {
+        SnapshotBuilder { store: self.clone() }
+    }
+
+    async fn begin_receiving_snapshot(&mut self) -> Result<Box<C::SnapshotData>, StorageError<C::NodeId>> {
+        Ok(Box::new(Cursor::new(Vec::new())))
+    }
+
+    async fn install_snapshot(
+        &mut self,
+        meta: &SnapshotMeta<C::NodeId, C::Node>,
+        snapshot: Box<C::SnapshotData>,
+    ) -> Result<(), StorageError<C::NodeId>> {
+        let data = snapshot.into_inner();
+        let state = M::restore(&data).map_err(|e| snap_err(ErrorVerb::Read, e))?;
+        let stored = StoredSnapshot::<C> { meta: meta.clone(), data };
+        // Persist before replacing the in-memory state, so that a crash in
+        // between restarts from the new snapshot, never from a mix.
+        self.save_snapshot(&stored).await?;
+        let mut g = self.write_lock();
+        g.state = state;
+        g.last_applied = meta.last_log_id;
+        g.membership = meta.last_membership.clone();
+        tracing::info!(group = self.group, snapshot = %meta.snapshot_id, "snapshot installed");
+        Ok(())
+    }
+
+    async fn get_current_snapshot(&mut self) -> Result<Option<Snapshot<C>>, StorageError<C::NodeId>> {
+        match self.snap_tree.get(KEY_SNAPSHOT).map_err(|e| snap_err(ErrorVerb::Read, e))? {
+            None => Ok(None),
+            Some(bytes) => {
+                let stored: StoredSnapshot<C> = decode(&bytes).map_err(|e| snap_err(ErrorVerb::Read, e))?;
+                Ok(Some(Snapshot { meta: stored.meta, snapshot: Box::new(Cursor::new(stored.data)) }))
+            }
+        }
+    }
+}
