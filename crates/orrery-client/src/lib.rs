@@ -1,0 +1,135 @@
+//! A Rust client for Orrery's public gRPC API.
+//!
+//! Any node can be the endpoint: requests reach the right shard leader on the
+//! server side.
+//!
+//! ```no_run
+//! # async fn demo() -> Result<(), orrery_client::Error> {
+//! let mut c = orrery_client::Client::connect("127.0.0.1:17001").await?;
+//! let rev = c.put("greeting", "hello").await?;
+//! let v = c.get("greeting").await?;
+//! assert_eq!(v.map(|v| v.value), Some(b"hello".to_vec()));
+//! # let _ = rev; Ok(()) }
+//! ```
+
+pub use orrery_proto::v1 as pb;
+use orrery_proto::v1::cluster_client::ClusterClient;
+use orrery_proto::v1::kv_client::KvClient;
+use std::time::Duration;
+use tonic::transport::{Channel, Endpoint};
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("cannot connect to {endpoint}: {message}")]
+    Connect { endpoint: String, message: String },
+    #[error("{}: {}", code_name(.0.code()), .0.message())]
+    Status(#[from] tonic::Status),
+}
+
+fn code_name(c: tonic::Code) -> &'static str {
+    match c {
+        tonic::Code::InvalidArgument => "invalid argument",
+        tonic::Code::NotFound => "not found",
+        tonic::Code::FailedPrecondition => "conflict",
+        tonic::Code::ResourceExhausted => "too large",
+        tonic::Code::Unavailable => "unavailable",
+        _ => "error",
+    }
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Consistency {
+    #[default]
+    Linearizable,
+    Stale,
+}
+
+impl Consistency {
+    fn pb(self) -> i32 {
+        match self {
+            Consistency::Linearizable => pb::Consistency::Linearizable as i32,
+            Consistency::Stale => pb::Consistency::Stale as i32,
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Value {
+    pub value: Vec<u8>,
+    pub revision: u64,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CasOutcome {
+    pub succeeded: bool,
+    pub revision: u64,
+    pub current: Option<Vec<u8>>,
+}
+
+#[derive(Clone)]
+pub struct Client {
+    kv: KvClient<Channel>,
+    cluster: ClusterClient<Channel>,
+}
+
+impl Client {
+    /// Connects to `endpoint` (`host:port` or `http://host:port`).
+    pub async fn connect(endpoint: &str) -> Result<Self, Error> {
+        let url = if endpoint.starts_with("http://") || endpoint.starts_with("https://") {
+            endpoint.to_string()
+        } else {
+            format!("http://{endpoint}")
+        };
+        let err = |m: String| Error::Connect { endpoint: endpoint.to_string(), message: m };
+        let ch = Endpoint::from_shared(url)
+            .map_err(|e| err(e.to_string()))?
+            .connect_timeout(Duration::from_secs(3))
+            .connect()
+            .await
+            .map_err(|e| err(format!("{e} ({})", std::error::Error::source(&e).map(|s| s.to_string()).unwrap_or_default())))?;
+        Ok(Self {
+            kv: KvClient::new(ch.clone()).max_decoding_message_size(64 << 20).max_encoding_message_size(64 << 20),
+            cluster: ClusterClient::new(ch),
+        })
+    }
+
+    pub async fn put(&mut self, key: impl Into<Vec<u8>>, value: impl Into<Vec<u8>>) -> Result<u64, Error> {
+        let r = self.kv.put(pb::PutRequest { key: key.into(), value: value.into() }).await?;
+        Ok(r.into_inner().revision)
+    }
+
+    pub async fn get(&mut self, key: impl Into<Vec<u8>>) -> Result<Option<Value>, Error> {
+        self.get_with(key, Consistency::Linearizable).await
+    }
+
+    pub async fn get_with(&mut self, key: impl Into<Vec<u8>>, c: Consistency) -> Result<Option<Value>, Error> {
+        let r = self.kv.get(pb::GetRequest { key: key.into(), consistency: c.pb() }).await?.into_inner();
+        Ok(r.found.then_some(Value { value: r.value, revision: r.revision }))
+    }
+
+    /// Returns whether the key existed.
+    pub async fn delete(&mut self, key: impl Into<Vec<u8>>) -> Result<bool, Error> {
+        Ok(self.kv.delete(pb::DeleteRequest { key: key.into() }).await?.into_inner().deleted)
+    }
+
+    /// Compare-and-set; `expected = None` means "only if absent".
+    pub async fn cas(
+        &mut self,
+        key: impl Into<Vec<u8>>,
+        expected: Option<Vec<u8>>,
+        value: impl Into<Vec<u8>>,
+    ) -> Result<CasOutcome, Error> {
+        let r = self.kv.cas(pb::CasRequest { key: key.into(), expected, value: value.into() }).await?.into_inner();
+        Ok(CasOutcome { succeeded: r.succeeded, revision: r.revision, current: r.current })
+    }
+
+    pub async fn list(&mut self, prefix: impl Into<Vec<u8>>, limit: u32, c: Consistency) -> Result<Vec<pb::KeyValue>, Error> {
+        let r = self.kv.list(pb::ListRequest { prefix: prefix.into(), limit, consistency: c.pb() }).await?;
+        Ok(r.into_inner().items)
+    }
+
+    /// The cluster-administration API.
+    pub fn cluster(&mut self) -> &mut ClusterClient<Channel> {
+        &mut self.cluster
+    }
+}

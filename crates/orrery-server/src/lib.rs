@@ -1,0 +1,177 @@
+//! The Orrery node: storage, Raft groups, the REST and gRPC fronts on the
+//! client address, and the peer service on the peer address.
+
+pub mod error;
+pub mod grpc;
+mod kv_api;
+pub mod metrics;
+pub mod node;
+pub mod ops;
+pub mod peer;
+pub mod rest;
+
+pub use error::ApiError;
+pub use node::{Node, NodeConfig};
+pub use orrery_raft::RaftSettings;
+
+use openraft::ServerState;
+use orrery_proto::peer::peer_server::PeerServer;
+use orrery_proto::v1::cluster_server::ClusterServer;
+use orrery_proto::v1::kv_server::KvServer;
+use orrery_raft::{PeerClients, Registry};
+use orrery_storage::NodeStorage;
+use orrery_types::{group_name, PLACEMENT_GROUP};
+use std::fmt::Write;
+use std::future::Future;
+use std::sync::Arc;
+use tokio::net::TcpListener;
+
+/// Errors that stop a node from starting or running.
+#[derive(Debug, thiserror::Error)]
+pub enum ServerError {
+    #[error("cannot listen on {addr}: {source}")]
+    Bind { addr: String, source: std::io::Error },
+    #[error("data directory {path}: {message}")]
+    DataDir { path: String, message: String },
+    #[error(transparent)]
+    Raft(#[from] orrery_raft::Error),
+    #[error("storage: {0}")]
+    Storage(#[from] orrery_storage::StorageError),
+    #[error("server: {0}")]
+    Serve(String),
+}
+
+/// Where the node's listeners ended up (useful with port 0).
+pub struct Bound {
+    pub client: std::net::SocketAddr,
+    pub peer: std::net::SocketAddr,
+}
+
+/// The node id is written into the data directory on first start, so that
+/// a directory can never be served under another node's identity.
+fn check_identity(cfg: &NodeConfig) -> Result<(), ServerError> {
+    let dir = &cfg.data_dir;
+    let err = |m: String| ServerError::DataDir { path: dir.display().to_string(), message: m };
+    std::fs::create_dir_all(dir).map_err(|e| err(e.to_string()))?;
+    let id_file = dir.join("node_id");
+    match std::fs::read_to_string(&id_file) {
+        Ok(s) => {
+            let stored: u64 = s.trim().parse().map_err(|_| err(format!("{} is corrupt", id_file.display())))?;
+            if stored != cfg.id {
+                return Err(err(format!("it belongs to node {stored}, but this node was started with --id {}", cfg.id)));
+            }
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            std::fs::write(&id_file, format!("{}\n", cfg.id)).map_err(|e| err(e.to_string()))?;
+        }
+        Err(e) => return Err(err(e.to_string())),
+    }
+    Ok(())
+}
+
+/// Runs a node until `shutdown` resolves. `client` and `peer` are the
+/// addresses to bind; `cfg.addr`/`cfg.peer_addr` are what peers are told.
+pub async fn run(
+    cfg: NodeConfig,
+    client: &str,
+    peer: &str,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+    on_bound: impl FnOnce(Bound) + Send,
+) -> Result<(), ServerError> {
+    if cfg.id == 0 {
+        return Err(ServerError::Serve("--id must be a positive integer (0 is reserved)".into()));
+    }
+    check_identity(&cfg)?;
+    let client_l = TcpListener::bind(client).await.map_err(|e| ServerError::Bind { addr: client.into(), source: e })?;
+    let peer_l = TcpListener::bind(peer).await.map_err(|e| ServerError::Bind { addr: peer.into(), source: e })?;
+    let bound = Bound {
+        client: client_l.local_addr().map_err(|e| ServerError::Serve(e.to_string()))?,
+        peer: peer_l.local_addr().map_err(|e| ServerError::Serve(e.to_string()))?,
+    };
+
+    let storage = NodeStorage::open(&cfg.data_dir)?;
+    let registry = Arc::new(Registry::new(cfg.id, storage.clone(), PeerClients::default(), &cfg.raft)?);
+    registry.ensure(PLACEMENT_GROUP).await?;
+    for g in storage.stored_groups() {
+        registry.ensure(g).await?;
+    }
+    let node = Node::new(cfg.clone(), registry.clone());
+
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    tokio::spawn(node.clone().run_reconciler(stop_rx.clone()));
+    if let Some(j) = cfg.join.clone() {
+        tokio::spawn(node.clone().run_join(j, stop_rx.clone()));
+    }
+
+    let grpc = tonic::service::Routes::new(KvServer::new(grpc::KvService(node.clone())))
+        .add_service(ClusterServer::new(grpc::ClusterService(node.clone())))
+        .prepare()
+        .into_axum_router();
+    let rest = rest::router(node.clone());
+    // REST and gRPC share the client port; the content type tells them apart.
+    let app = axum::Router::new().fallback_service(tower::service_fn(move |req: axum::extract::Request| {
+        let is_grpc = req
+            .headers()
+            .get(axum::http::header::CONTENT_TYPE)
+            .map(|v| v.as_bytes().starts_with(b"application/grpc"))
+            .unwrap_or(false);
+        let svc = if is_grpc { grpc.clone() } else { rest.clone() };
+        tower::ServiceExt::oneshot(svc, req)
+    }));
+
+    let mut rx1 = stop_rx.clone();
+    let client_srv = axum::serve(client_l, app).with_graceful_shutdown(async move {
+        let _ = rx1.changed().await;
+    });
+    let mut rx2 = stop_rx.clone();
+    let peer_srv = tonic::transport::Server::builder()
+        .add_service(
+            PeerServer::new(peer::PeerService(node.clone()))
+                .max_decoding_message_size(256 << 20)
+                .max_encoding_message_size(256 << 20),
+        )
+        .serve_with_incoming_shutdown(tokio_stream::wrappers::TcpListenerStream::new(peer_l), async move {
+            let _ = rx2.changed().await;
+        });
+
+    tracing::info!(node = cfg.id, client = %bound.client, peer = %bound.peer, "orrery node listening");
+    on_bound(bound);
+    tokio::spawn(async move {
+        shutdown.await;
+        tracing::info!("shutting down");
+        let _ = stop_tx.send(true);
+    });
+    let (a, b) = tokio::join!(client_srv, peer_srv);
+    registry.shutdown().await;
+    a.map_err(|e| ServerError::Serve(e.to_string()))?;
+    b.map_err(|e| ServerError::Serve(e.to_string()))?;
+    tracing::info!("stopped");
+    Ok(())
+}
+
+/// Raft gauges per group, in Prometheus text format.
+pub fn render_raft_metrics(node: &Node, out: &mut String) {
+    let _ = writeln!(out, "# HELP orrery_raft_term Current Raft term per group.");
+    let _ = writeln!(out, "# TYPE orrery_raft_term gauge");
+    let reports = node.local_reports();
+    for r in &reports {
+        let _ = writeln!(out, "orrery_raft_term{{group=\"{}\"}} {}", group_name(r.group), r.term);
+    }
+    let _ = writeln!(out, "# TYPE orrery_raft_commit_index gauge");
+    for r in &reports {
+        let _ = writeln!(out, "orrery_raft_commit_index{{group=\"{}\"}} {}", group_name(r.group), r.commit_index());
+    }
+    let _ = writeln!(out, "# TYPE orrery_raft_applied_index gauge");
+    for r in &reports {
+        let _ = writeln!(out, "orrery_raft_applied_index{{group=\"{}\"}} {}", group_name(r.group), r.applied);
+    }
+    let _ = writeln!(out, "# TYPE orrery_raft_last_log_index gauge");
+    for r in &reports {
+        let _ = writeln!(out, "orrery_raft_last_log_index{{group=\"{}\"}} {}", group_name(r.group), r.last_log_index);
+    }
+    let _ = writeln!(out, "# TYPE orrery_raft_is_leader gauge");
+    for g in node.registry.all() {
+        let leader = g.raft.metrics().borrow().state == ServerState::Leader;
+        let _ = writeln!(out, "orrery_raft_is_leader{{group=\"{}\"}} {}", group_name(g.id), u8::from(leader));
+    }
+}

@@ -1,0 +1,104 @@
+//! The one place where errors become HTTP statuses and gRPC codes.
+
+use axum::http::{header, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use serde::{Deserialize, Serialize};
+
+/// An error returned to a client. Serializable because forwarded requests
+/// carry it back from the node that served them.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
+pub enum ApiError {
+    #[error("{message}")]
+    BadRequest { code: String, message: String },
+    #[error("{0}")]
+    NotFound(String),
+    #[error("{0}")]
+    Conflict(String),
+    #[error("{0}")]
+    TooLarge(String),
+    /// No leader, no quorum, or a timeout: the client may retry.
+    #[error("{0}")]
+    Unavailable(String),
+    #[error("this node is not part of an initialised cluster yet")]
+    NotInitialized,
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+impl ApiError {
+    pub fn bad(code: &str, message: impl Into<String>) -> Self {
+        ApiError::BadRequest { code: code.to_string(), message: message.into() }
+    }
+
+    pub fn unavailable(message: impl Into<String>) -> Self {
+        ApiError::Unavailable(message.into())
+    }
+
+    pub fn code(&self) -> &str {
+        match self {
+            ApiError::BadRequest { code, .. } => code,
+            ApiError::NotFound(_) => "not_found",
+            ApiError::Conflict(_) => "conflict",
+            ApiError::TooLarge(_) => "too_large",
+            ApiError::Unavailable(_) => "unavailable",
+            ApiError::NotInitialized => "not_initialized",
+            ApiError::Internal(_) => "internal",
+        }
+    }
+
+    pub fn http_status(&self) -> StatusCode {
+        match self {
+            ApiError::BadRequest { .. } => StatusCode::BAD_REQUEST,
+            ApiError::NotFound(_) => StatusCode::NOT_FOUND,
+            ApiError::Conflict(_) => StatusCode::CONFLICT,
+            ApiError::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            ApiError::Unavailable(_) | ApiError::NotInitialized => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+
+    pub fn body(&self) -> serde_json::Value {
+        serde_json::json!({"error": {"code": self.code(), "message": self.to_string()}})
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let status = self.http_status();
+        let mut resp = (status, axum::Json(self.body())).into_response();
+        if status == StatusCode::SERVICE_UNAVAILABLE {
+            resp.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+        }
+        resp
+    }
+}
+
+impl From<ApiError> for tonic::Status {
+    fn from(e: ApiError) -> Self {
+        let msg = e.to_string();
+        match e {
+            ApiError::BadRequest { .. } => tonic::Status::invalid_argument(msg),
+            ApiError::NotFound(_) => tonic::Status::not_found(msg),
+            ApiError::Conflict(_) => tonic::Status::failed_precondition(msg),
+            ApiError::TooLarge(_) => tonic::Status::resource_exhausted(msg),
+            ApiError::Unavailable(_) | ApiError::NotInitialized => tonic::Status::unavailable(msg),
+            ApiError::Internal(_) => tonic::Status::internal(msg),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn statuses_and_bodies() {
+        let e = ApiError::bad("key_too_large", "key is 5000 bytes");
+        assert_eq!(e.http_status(), StatusCode::BAD_REQUEST);
+        assert_eq!(e.body()["error"]["code"], "key_too_large");
+        let r = ApiError::unavailable("no quorum").into_response();
+        assert_eq!(r.status(), StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(r.headers()[header::RETRY_AFTER], "1");
+        assert_eq!(tonic::Status::from(ApiError::Conflict("x".into())).code(), tonic::Code::FailedPrecondition);
+    }
+}

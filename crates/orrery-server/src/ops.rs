@@ -1,0 +1,104 @@
+//! Operations as they travel between nodes when a request is forwarded.
+
+use orrery_kv::{KvItem, Versioned};
+use orrery_raft::{Command, Response};
+use orrery_types::{GroupId, NodeId};
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+
+/// A read against one group's applied state.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub enum Query {
+    KvGet { key: Vec<u8> },
+    KvList { prefix: Vec<u8>, limit: usize },
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub enum QueryResult {
+    KvGet(Option<Versioned>),
+    KvList(Vec<KvItem>),
+}
+
+/// Membership operations, executed by the placement leader.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub enum AdminOp {
+    AddMember { id: NodeId, addr: String, peer_addr: String, learner_only: bool },
+    RemoveMember { id: NodeId },
+    PromoteMember { id: NodeId },
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub enum AdminResult {
+    Progress(Vec<String>),
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub enum ForwardOp {
+    Write { group: GroupId, cmd: Command },
+    Read { group: GroupId, query: Query, linearizable: bool },
+    Admin(AdminOp),
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub enum ForwardOk {
+    Write(Response),
+    Read(QueryResult),
+    Admin(AdminResult),
+}
+
+/// One node's view of a group it hosts (the LocalStatus peer RPC).
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct GroupReport {
+    pub group: GroupId,
+    pub node: NodeId,
+    pub is_leader: bool,
+    pub leader: Option<NodeId>,
+    pub term: u64,
+    pub last_log_index: u64,
+    pub applied: u64,
+    pub snapshot: u64,
+    pub voters: Vec<NodeId>,
+    pub learners: Vec<NodeId>,
+    /// On the leader: the last index known to be replicated to each node.
+    pub matched: Option<BTreeMap<NodeId, u64>>,
+}
+
+impl GroupReport {
+    /// On a leader, the highest index stored on a majority of voters.
+    pub fn commit_index(&self) -> u64 {
+        let Some(m) = &self.matched else { return self.applied };
+        let mut idx: Vec<u64> = self
+            .voters
+            .iter()
+            .map(|v| if *v == self.node { self.last_log_index } else { m.get(v).copied().unwrap_or(0) })
+            .collect();
+        if idx.is_empty() {
+            return self.applied;
+        }
+        idx.sort_unstable_by(|a, b| b.cmp(a));
+        idx[idx.len() / 2].max(self.applied)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn commit_is_majority_match() {
+        let r = GroupReport {
+            group: 1,
+            node: 1,
+            is_leader: true,
+            leader: Some(1),
+            term: 2,
+            last_log_index: 10,
+            applied: 7,
+            snapshot: 0,
+            voters: vec![1, 2, 3],
+            learners: vec![],
+            matched: Some([(1, 10), (2, 8), (3, 3)].into_iter().collect()),
+        };
+        assert_eq!(r.commit_index(), 8);
+    }
+}

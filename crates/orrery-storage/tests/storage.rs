@@ -1,0 +1,1060 @@
+//! Tests for `orrery-storage`: openraft's own storage suite, plus targeted
+//! tests for persistence across reopen, corruption detection, snapshots and a
+//! model-based property test of the log.
+//!
+//! `openraft::storage::LogFlushed` (the `append` callback) cannot be built
+//! outside openraft, so `LogStore::append` is exercised by openraft's suite and
+//! by a real single-node `Raft`. Other tests plant log entries directly in the
+//! group's sled tree with [`plant`], using the exact layout `append` writes
+//! (big-endian index key, `encode(&entry)` value); `raft_single_node_*` checks
+//! that layout against what `append` actually stored.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::io::Cursor;
+use std::ops::{Bound, RangeBounds};
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use openraft::error::{InstallSnapshotError, RPCError, RaftError};
+use openraft::network::{RPCOption, RaftNetwork, RaftNetworkFactory};
+use openraft::raft::{
+    AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest, InstallSnapshotResponse, VoteRequest,
+    VoteResponse,
+};
+use openraft::storage::{RaftLogStorage, RaftStateMachine};
+use openraft::testing::{StoreBuilder, Suite};
+use openraft::{
+    BasicNode, CommittedLeaderId, Entry, EntryPayload, LogId, Membership, RaftLogReader, RaftSnapshotBuilder,
+    SnapshotMeta, StorageError, StoredMembership, Vote,
+};
+use orrery_storage::{decode, encode, LogStore, NodeStorage, StateMachine, StateMachineStore};
+use proptest::prelude::*;
+use serde::{Deserialize, Serialize};
+use tempfile::TempDir;
+
+// ---------------------------------------------------------------------------
+// Test type config and domain state machine
+// ---------------------------------------------------------------------------
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum TestCmd {
+    /// Appends `value` to the list under `key`.
+    Push { key: String, value: u64 },
+    /// Removes the list under `key`.
+    Clear { key: String },
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum TestResp {
+    /// Length of the list after the command, and the index that applied it.
+    Len { len: usize, index: u64 },
+    Empty,
+}
+
+openraft::declare_raft_types!(
+    pub TestConfig:
+        D = TestCmd,
+        R = TestResp,
+        NodeId = u64,
+        Node = openraft::BasicNode,
+        Entry = openraft::Entry<TestConfig>,
+        SnapshotData = std::io::Cursor<Vec<u8>>,
+);
+
+/// Deterministic domain state: named lists of numbers.
+#[derive(Debug, Default, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TestState {
+    lists: BTreeMap<String, Vec<u64>>,
+    /// Index of the last command applied (blank/membership entries excluded).
+    last_cmd_index: u64,
+}
+
+impl StateMachine<TestConfig> for TestState {
+    fn apply(&mut self, index: u64, cmd: TestCmd) -> TestResp {
+        self.last_cmd_index = index;
+        match cmd {
+            TestCmd::Push { key, value } => {
+                let list = self.lists.entry(key).or_default();
+                list.push(value);
+                TestResp::Len { len: list.len(), index }
+            }
+            TestCmd::Clear { key } => {
+                self.lists.remove(&key);
+                TestResp::Len { len: 0, index }
+            }
+        }
+    }
+
+    fn empty_response() -> TestResp {
+        TestResp::Empty
+    }
+
+    fn snapshot(&self) -> Result<Vec<u8>, String> {
+        encode(self).map_err(|e| e.to_string())
+    }
+
+    fn restore(data: &[u8]) -> Result<Self, String> {
+        decode(data).map_err(|e| e.to_string())
+    }
+}
+
+type C = TestConfig;
+type Log = LogStore<C>;
+type Sm = StateMachineStore<C, TestState>;
+type SErr = StorageError<u64>;
+
+const GROUP: u64 = 7;
+
+// ---------------------------------------------------------------------------
+// Helpers
+// ---------------------------------------------------------------------------
+
+fn lid(term: u64, index: u64) -> LogId<u64> {
+    LogId::new(CommittedLeaderId::new(term, 1), index)
+}
+
+fn blank(term: u64, index: u64) -> Entry<C> {
+    Entry { log_id: lid(term, index), payload: EntryPayload::Blank }
+}
+
+fn push(term: u64, index: u64, key: &str, value: u64) -> Entry<C> {
+    Entry { log_id: lid(term, index), payload: EntryPayload::Normal(TestCmd::Push { key: key.into(), value }) }
+}
+
+fn membership(term: u64, index: u64, voters: &[u64]) -> Entry<C> {
+    let set: BTreeSet<u64> = voters.iter().copied().collect();
+    let nodes: BTreeMap<u64, BasicNode> =
+        voters.iter().map(|id| (*id, BasicNode::new(format!("10.0.0.{id}:7000")))).collect();
+    Entry {
+        log_id: lid(term, index),
+        payload: EntryPayload::Membership(Membership::new(vec![set], nodes)),
+    }
+}
+
+/// A mixed entry (blank / command / membership) chosen by index, so that every
+/// payload kind goes through the codec.
+fn mixed(term: u64, index: u64) -> Entry<C> {
+    match index % 5 {
+        0 => blank(term, index),
+        3 => membership(term, index, &[1, 2, 3]),
+        _ => push(term, index, &format!("k{}", index % 3), index * 10),
+    }
+}
+
+fn log_tree(storage: &NodeStorage, group: u64) -> sled::Tree {
+    storage.db().open_tree(format!("g{group}.log")).unwrap()
+}
+
+/// Writes entries exactly as `LogStore::append` does, without the callback.
+fn plant(storage: &NodeStorage, group: u64, entries: &[Entry<C>]) {
+    let tree = log_tree(storage, group);
+    for e in entries {
+        tree.insert(e.log_id.index.to_be_bytes(), encode(e).unwrap()).unwrap();
+    }
+    storage.db().flush().unwrap();
+}
+
+/// Opens `dir`, retrying briefly: after every handle of a previous
+/// `NodeStorage` is dropped, its flusher task still owns a `sled::Db` clone
+/// until it next runs and sees its channel closed, and sled keeps the
+/// directory locked until then.
+async fn open_node(dir: &Path) -> NodeStorage {
+    let mut last = None;
+    for _ in 0..400 {
+        match NodeStorage::open(dir) {
+            Ok(s) => return s,
+            Err(e) => last = Some(e),
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    panic!("cannot reopen {}: {:?}", dir.display(), last);
+}
+
+async fn all_entries(log: &mut Log) -> Vec<Entry<C>> {
+    log.try_get_log_entries(..).await.unwrap()
+}
+
+fn ids(entries: &[Entry<C>]) -> Vec<LogId<u64>> {
+    entries.iter().map(|e| e.log_id).collect()
+}
+
+fn indexes(entries: &[Entry<C>]) -> Vec<u64> {
+    entries.iter().map(|e| e.log_id.index).collect()
+}
+
+fn flip_byte(tree: &sled::Tree, key: &[u8], at: impl Fn(usize) -> usize) {
+    let mut v = tree.get(key).unwrap().expect("record to corrupt exists").to_vec();
+    let i = at(v.len());
+    v[i] ^= 0x20;
+    tree.insert(key, v).unwrap();
+    tree.flush().unwrap();
+}
+
+async fn snapshot_bytes(sm: &mut Sm) -> Option<(SnapshotMeta<u64, BasicNode>, Vec<u8>)> {
+    sm.get_current_snapshot().await.unwrap().map(|s| (s.meta, s.snapshot.into_inner()))
+}
+
+// ---------------------------------------------------------------------------
+// 1. openraft's own storage test suite
+// ---------------------------------------------------------------------------
+
+/// Keeps the node's storage and its directory alive for one suite case.
+/// Field order matters: the storage is dropped before the directory.
+struct Guard {
+    _storage: NodeStorage,
+    _dir: TempDir,
+}
+
+struct Builder;
+
+impl StoreBuilder<C, Log, Sm, Guard> for Builder {
+    async fn build(&self) -> Result<(Guard, Log, Sm), SErr> {
+        let dir = tempfile::tempdir().unwrap();
+        let storage = NodeStorage::open(dir.path()).unwrap();
+        let log = LogStore::open(&storage, GROUP).unwrap();
+        let sm = StateMachineStore::open(&storage, GROUP).unwrap();
+        Ok((Guard { _storage: storage, _dir: dir }, log, sm))
+    }
+}
+
+/// The suite creates one tokio runtime per case, so this is a plain test.
+#[test]
+fn openraft_storage_suite() {
+    Suite::test_all(Builder).unwrap();
+}
+
+// ---------------------------------------------------------------------------
+// Reading back
+// ---------------------------------------------------------------------------
+
+#[tokio::test]
+async fn read_back_ranges_and_log_state() {
+    let dir = tempfile::tempdir().unwrap();
+    let storage = NodeStorage::open(dir.path()).unwrap();
+    let mut log = Log::open(&storage, GROUP).unwrap();
+
+    assert!(log.is_pristine());
+    let st = log.get_log_state().await.unwrap();
+    assert_eq!((st.last_purged_log_id, st.last_log_id), (None, None));
+    assert!(all_entries(&mut log).await.is_empty());
+
+    let entries: Vec<_> = (1..=20).map(|i| mixed(1 + i / 8, i)).collect();
+    plant(&storage, GROUP, &entries);
+    assert!(!log.is_pristine());
+
+    let st = log.get_log_state().await.unwrap();
+    assert_eq!(st.last_purged_log_id, None);
+    assert_eq!(st.last_log_id, Some(entries[19].log_id));
+
+    // Full contents, payloads included.
+    let got = all_entries(&mut log).await;
+    assert_eq!(format!("{got:?}"), format!("{entries:?}"));
+
+    async fn check<R>(log: &mut Log, range: R, want: Vec<u64>)
+    where
+        R: RangeBounds<u64> + Clone + std::fmt::Debug + Send + Sync,
+    {
+        let got = log.try_get_log_entries(range.clone()).await.unwrap();
+        assert_eq!(indexes(&got), want, "range {range:?}");
+    }
+    check(&mut log, 3..7, (3..7).collect()).await;
+    check(&mut log, 3..=7, (3..=7).collect()).await;
+    check(&mut log, ..5, (1..5).collect()).await;
+    check(&mut log, ..=5, (1..=5).collect()).await;
+    check(&mut log, 15.., (15..=20).collect()).await;
+    check(&mut log, 0..3, vec![1, 2]).await;
+    check(&mut log, 20..=20, vec![20]).await;
+    check(&mut log, 5..5, vec![]).await;
+    check(&mut log, 21..30, vec![]).await;
+    check(&mut log, 18..100, vec![18, 19, 20]).await;
+    check(&mut log, (Bound::Excluded(3), Bound::Included(6)), vec![4, 5, 6]).await;
+    check(&mut log, (Bound::Excluded(3), Bound::Excluded(6)), vec![4, 5]).await;
+    check(&mut log, (Bound::Excluded(20), Bound::Unbounded), vec![]).await;
+    // Inverted or out-of-range bounds must not panic.
+    #[allow(clippy::reversed_empty_ranges)]
+    check(&mut log, 9..4, vec![]).await;
+    check(&mut log, (Bound::Excluded(u64::MAX), Bound::Unbounded), vec![]).await;
+    check(&mut log, u64::MAX.., vec![]).await;
+
+    // The reader handed to openraft sees the same log, including later writes.
+    let mut reader = log.get_log_reader().await;
+    assert_eq!(indexes(&reader.try_get_log_entries(10..12).await.unwrap()), vec![10, 11]);
+    plant(&storage, GROUP, &[blank(3, 21)]);
+    assert_eq!(indexes(&reader.try_get_log_entries(20..).await.unwrap()), vec![20, 21]);
+
+    assert_eq!(log.verify().unwrap(), 21);
+}
+
+#[tokio::test]
+async fn groups_on_one_node_are_isolated() {
+    let dir = tempfile::tempdir().unwrap();
+    let storage = NodeStorage::open(dir.path()).unwrap();
+    let mut a = Log::open(&storage, 1).unwrap();
+    let mut b = Log::open(&storage, 2).unwrap();
+    plant(&storage, 1, &(1..=10).map(|i| blank(1, i)).collect::<Vec<_>>());
+    plant(&storage, 2, &(1..=4).map(|i| push(2, i, "x", i)).collect::<Vec<_>>());
+
+    a.purge(lid(1, 5)).await.unwrap();
+    b.truncate(lid(2, 3)).await.unwrap();
+    a.save_vote(&Vote::new(4, 1)).await.unwrap();
+
+    assert_eq!(indexes(&all_entries(&mut a).await), (6..=10).collect::<Vec<_>>());
+    assert_eq!(indexes(&all_entries(&mut b).await), vec![1, 2]);
+    assert_eq!(b.get_log_state().await.unwrap().last_purged_log_id, None);
+    assert_eq!(b.read_vote().await.unwrap(), None);
+    assert_eq!(a.group(), 1);
+    assert_eq!(b.group(), 2);
+}
+
+// ---------------------------------------------------------------------------
+// 2. Truncate and purge
+// ---------------------------------------------------------------------------
+
+#[tokio::test]
+async fn truncate_and_purge_leave_no_holes_and_persist() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let storage = NodeStorage::open(dir.path()).unwrap();
+        let mut log = Log::open(&storage, GROUP).unwrap();
+        let entries: Vec<_> = (1..=10).map(|i| mixed(1, i)).collect();
+        plant(&storage, GROUP, &entries);
+
+        // Truncate [7, ..).
+        log.truncate(lid(1, 7)).await.unwrap();
+        assert_eq!(indexes(&all_entries(&mut log).await), (1..=6).collect::<Vec<_>>());
+        let st = log.get_log_state().await.unwrap();
+        assert_eq!((st.last_purged_log_id, st.last_log_id), (None, Some(lid(1, 6))));
+
+        // Truncating past the end is a no-op.
+        log.truncate(lid(1, 50)).await.unwrap();
+        assert_eq!(indexes(&all_entries(&mut log).await), (1..=6).collect::<Vec<_>>());
+
+        // Purge (.., 3].
+        log.purge(lid(1, 3)).await.unwrap();
+        assert_eq!(indexes(&all_entries(&mut log).await), vec![4, 5, 6]);
+        let st = log.get_log_state().await.unwrap();
+        assert_eq!((st.last_purged_log_id, st.last_log_id), (Some(lid(1, 3)), Some(lid(1, 6))));
+        assert!(log.try_get_log_entries(..4).await.unwrap().is_empty());
+
+        // Appending after truncate continues the log with a new term.
+        plant(&storage, GROUP, &[blank(2, 7), blank(2, 8)]);
+        assert_eq!(indexes(&all_entries(&mut log).await), vec![4, 5, 6, 7, 8]);
+        assert_eq!(log.get_log_state().await.unwrap().last_log_id, Some(lid(2, 8)));
+        // Every remaining entry is intact.
+        assert_eq!(log.verify().unwrap(), 5);
+    }
+    {
+        let storage = open_node(dir.path()).await;
+        let mut log = Log::open(&storage, GROUP).unwrap();
+        let st = log.get_log_state().await.unwrap();
+        assert_eq!((st.last_purged_log_id, st.last_log_id), (Some(lid(1, 3)), Some(lid(2, 8))));
+        assert_eq!(indexes(&all_entries(&mut log).await), vec![4, 5, 6, 7, 8]);
+
+        // Purging everything leaves last_log_id == last_purged_log_id.
+        log.purge(lid(2, 8)).await.unwrap();
+        assert!(all_entries(&mut log).await.is_empty());
+        let st = log.get_log_state().await.unwrap();
+        assert_eq!((st.last_purged_log_id, st.last_log_id), (Some(lid(2, 8)), Some(lid(2, 8))));
+    }
+    {
+        let storage = open_node(dir.path()).await;
+        let mut log = Log::open(&storage, GROUP).unwrap();
+        let st = log.get_log_state().await.unwrap();
+        assert_eq!((st.last_purged_log_id, st.last_log_id), (Some(lid(2, 8)), Some(lid(2, 8))));
+        assert!(all_entries(&mut log).await.is_empty());
+    }
+}
+
+#[tokio::test]
+async fn purge_beyond_last_log_id() {
+    // After a snapshot install, openraft may purge past the local log's end.
+    let dir = tempfile::tempdir().unwrap();
+    let storage = NodeStorage::open(dir.path()).unwrap();
+    let mut log = Log::open(&storage, GROUP).unwrap();
+    plant(&storage, GROUP, &(1..=3).map(|i| blank(1, i)).collect::<Vec<_>>());
+    log.purge(lid(5, 40)).await.unwrap();
+    assert!(all_entries(&mut log).await.is_empty());
+    let st = log.get_log_state().await.unwrap();
+    assert_eq!((st.last_purged_log_id, st.last_log_id), (Some(lid(5, 40)), Some(lid(5, 40))));
+    plant(&storage, GROUP, &[blank(5, 41)]);
+    let st = log.get_log_state().await.unwrap();
+    assert_eq!((st.last_purged_log_id, st.last_log_id), (Some(lid(5, 40)), Some(lid(5, 41))));
+}
+
+// ---------------------------------------------------------------------------
+// 3. Vote and committed
+// ---------------------------------------------------------------------------
+
+#[tokio::test]
+async fn vote_and_committed_round_trip_and_survive_reopen() {
+    let dir = tempfile::tempdir().unwrap();
+    let committed_vote = Vote::new_committed(5, 3);
+    {
+        let storage = NodeStorage::open(dir.path()).unwrap();
+        let mut log = Log::open(&storage, GROUP).unwrap();
+        assert!(log.is_pristine());
+        assert_eq!(log.read_vote().await.unwrap(), None);
+        assert_eq!(log.read_committed().await.unwrap(), None);
+
+        log.save_vote(&Vote::new(4, 2)).await.unwrap();
+        assert_eq!(log.read_vote().await.unwrap(), Some(Vote::new(4, 2)));
+        assert!(!log.is_pristine(), "a node that voted is not pristine");
+        log.save_vote(&committed_vote).await.unwrap();
+        assert_eq!(log.read_vote().await.unwrap(), Some(committed_vote));
+
+        log.save_committed(Some(lid(5, 9))).await.unwrap();
+        assert_eq!(log.read_committed().await.unwrap(), Some(lid(5, 9)));
+        log.save_committed(None).await.unwrap();
+        assert_eq!(log.read_committed().await.unwrap(), None);
+        log.save_committed(Some(lid(5, 12))).await.unwrap();
+        assert_eq!(log.read_committed().await.unwrap(), Some(lid(5, 12)));
+        assert_eq!(log.verify().unwrap(), 0);
+        // save_committed is deliberately not fsync'd; flush so that the
+        // reopen below checks the encoding, not sled's flush timing.
+        storage.flush().await.unwrap();
+    }
+    {
+        let storage = open_node(dir.path()).await;
+        let mut log = Log::open(&storage, GROUP).unwrap();
+        assert!(!log.is_pristine());
+        assert_eq!(log.read_vote().await.unwrap(), Some(committed_vote));
+        assert!(log.read_vote().await.unwrap().unwrap().is_committed());
+        assert_eq!(log.read_committed().await.unwrap(), Some(lid(5, 12)));
+        // Other groups on the node are untouched.
+        let mut other = Log::open(&storage, GROUP + 1).unwrap();
+        assert_eq!(other.read_vote().await.unwrap(), None);
+        assert!(other.is_pristine());
+    }
+}
+
+// ---------------------------------------------------------------------------
+// 4. Snapshots
+// ---------------------------------------------------------------------------
+
+/// Applies a mix of entries and returns the expected domain state.
+async fn apply_some(sm: &mut Sm, from: u64, to: u64) -> Vec<TestResp> {
+    let entries: Vec<_> = (from..=to).map(|i| mixed(2, i)).collect();
+    sm.apply(entries).await.unwrap()
+}
+
+#[tokio::test]
+async fn apply_updates_state_membership_and_responses() {
+    let dir = tempfile::tempdir().unwrap();
+    let storage = NodeStorage::open(dir.path()).unwrap();
+    let mut sm = Sm::open(&storage, GROUP).unwrap();
+    assert_eq!(sm.group(), GROUP);
+    let handle = sm.handle();
+    assert_eq!(handle.last_applied_index(), 0);
+    assert_eq!(sm.applied_state().await.unwrap(), (None, StoredMembership::default()));
+
+    let resps = apply_some(&mut sm, 1, 6).await;
+    // 1: push k1, 2: push k2, 3: membership, 4: push k1, 5: blank, 6: push k0
+    assert_eq!(
+        resps,
+        vec![
+            TestResp::Len { len: 1, index: 1 },
+            TestResp::Len { len: 1, index: 2 },
+            TestResp::Empty,
+            TestResp::Len { len: 2, index: 4 },
+            TestResp::Empty,
+            TestResp::Len { len: 1, index: 6 },
+        ]
+    );
+    let (applied, mem) = sm.applied_state().await.unwrap();
+    assert_eq!(applied, Some(lid(2, 6)));
+    assert_eq!(mem.log_id(), &Some(lid(2, 3)));
+    assert_eq!(mem.voter_ids().collect::<Vec<_>>(), vec![1, 2, 3]);
+    assert_eq!(handle.last_applied_index(), 6);
+    handle.read(|s| {
+        assert_eq!(s.lists["k1"], vec![10, 40]);
+        assert_eq!(s.lists["k2"], vec![20]);
+        assert_eq!(s.lists["k0"], vec![60]);
+        assert_eq!(s.last_cmd_index, 6);
+    });
+
+    let resp = sm
+        .apply([Entry { log_id: lid(2, 7), payload: EntryPayload::Normal(TestCmd::Clear { key: "k1".into() }) }])
+        .await
+        .unwrap();
+    assert_eq!(resp, vec![TestResp::Len { len: 0, index: 7 }]);
+    assert!(handle.read(|s| !s.lists.contains_key("k1")));
+    // Nothing is persisted by apply alone: no snapshot yet.
+    assert!(sm.get_current_snapshot().await.unwrap().is_none());
+}
+
+#[tokio::test]
+async fn snapshot_build_and_restore_after_reopen() {
+    let dir = tempfile::tempdir().unwrap();
+    let (meta, data, state, applied) = {
+        let storage = NodeStorage::open(dir.path()).unwrap();
+        let mut sm = Sm::open(&storage, GROUP).unwrap();
+
+        // Snapshot of an empty state machine.
+        let empty = sm.get_snapshot_builder().await.build_snapshot().await.unwrap();
+        assert_eq!(empty.meta.last_log_id, None);
+        assert_eq!(TestState::restore(&empty.snapshot.into_inner()).unwrap(), TestState::default());
+
+        apply_some(&mut sm, 1, 12).await;
+        let snap = sm.get_snapshot_builder().await.build_snapshot().await.unwrap();
+        assert_eq!(snap.meta.last_log_id, Some(lid(2, 12)));
+        assert_eq!(snap.meta.last_membership.log_id(), &Some(lid(2, 8)));
+        assert_ne!(snap.meta.snapshot_id, empty.meta.snapshot_id);
+        let data = snap.snapshot.into_inner();
+        let state = sm.handle().read(|s| s.clone());
+        assert_eq!(TestState::restore(&data).unwrap(), state);
+
+        // get_current_snapshot returns exactly what was built.
+        let (cur_meta, cur_data) = snapshot_bytes(&mut sm).await.unwrap();
+        assert_eq!(cur_meta, snap.meta);
+        assert_eq!(cur_data, data);
+
+        // Applying more does not change the stored snapshot.
+        apply_some(&mut sm, 13, 14).await;
+        assert_eq!(snapshot_bytes(&mut sm).await.unwrap().0, snap.meta);
+
+        // A second build gets a different id for the later state.
+        let snap2 = sm.get_snapshot_builder().await.build_snapshot().await.unwrap();
+        assert_ne!(snap2.meta.snapshot_id, snap.meta.snapshot_id);
+        assert_eq!(snap2.meta.last_log_id, Some(lid(2, 14)));
+        let state2 = sm.handle().read(|s| s.clone());
+        let applied2 = sm.applied_state().await.unwrap();
+        (snap2.meta, snap2.snapshot.into_inner(), state2, applied2)
+    };
+    {
+        let storage = open_node(dir.path()).await;
+        let mut sm = Sm::open(&storage, GROUP).unwrap();
+        assert_eq!(sm.applied_state().await.unwrap(), applied);
+        assert_eq!(sm.handle().read(|s| s.clone()), state);
+        assert_eq!(sm.handle().last_applied_index(), 14);
+        let (cur_meta, cur_data) = snapshot_bytes(&mut sm).await.unwrap();
+        assert_eq!(cur_meta, meta);
+        assert_eq!(cur_data, data);
+
+        // The restored machine keeps applying from where the snapshot ended.
+        let resp = sm.apply([push(3, 15, "k1", 7)]).await.unwrap();
+        let len = state.lists.get("k1").map_or(0, Vec::len) + 1;
+        assert_eq!(resp, vec![TestResp::Len { len, index: 15 }]);
+    }
+}
+
+#[tokio::test]
+async fn install_snapshot_on_another_node() {
+    let dir_a = tempfile::tempdir().unwrap();
+    let dir_b = tempfile::tempdir().unwrap();
+    let storage_a = NodeStorage::open(dir_a.path()).unwrap();
+    let storage_b = NodeStorage::open(dir_b.path()).unwrap();
+    let mut a = Sm::open(&storage_a, GROUP).unwrap();
+    let mut b = Sm::open(&storage_b, GROUP).unwrap();
+
+    apply_some(&mut a, 1, 9).await;
+    let built = a.get_snapshot_builder().await.build_snapshot().await.unwrap();
+    let meta = built.meta.clone();
+    let data = built.snapshot.into_inner();
+
+    // b has some older state of its own.
+    apply_some(&mut b, 1, 2).await;
+    let mut rx = b.begin_receiving_snapshot().await.unwrap();
+    assert!(rx.get_ref().is_empty());
+    std::io::Write::write_all(&mut *rx, &data).unwrap();
+    b.install_snapshot(&meta, rx).await.unwrap();
+
+    let (cur_meta, cur_data) = snapshot_bytes(&mut b).await.unwrap();
+    assert_eq!(cur_meta, meta);
+    assert_eq!(cur_data, data);
+    assert_eq!(b.applied_state().await.unwrap(), a.applied_state().await.unwrap());
+    assert_eq!(b.handle().read(|s| s.clone()), a.handle().read(|s| s.clone()));
+
+    // A snapshot whose contents do not restore is refused and changes nothing.
+    let bad_meta = SnapshotMeta {
+        last_log_id: Some(lid(9, 100)),
+        last_membership: StoredMembership::default(),
+        snapshot_id: "bad".into(),
+    };
+    let err = b.install_snapshot(&bad_meta, Box::new(Cursor::new(b"not a snapshot".to_vec()))).await;
+    assert!(err.is_err());
+    assert_eq!(snapshot_bytes(&mut b).await.unwrap().0, meta);
+    assert_eq!(b.applied_state().await.unwrap().0, meta.last_log_id);
+
+    // The installed snapshot is durable.
+    let state = a.handle().read(|s| s.clone());
+    let applied = a.applied_state().await.unwrap();
+    drop((b, storage_b));
+    let storage_b = open_node(dir_b.path()).await;
+    let mut b = Sm::open(&storage_b, GROUP).unwrap();
+    assert_eq!(b.applied_state().await.unwrap(), applied);
+    assert_eq!(b.handle().read(|s| s.clone()), state);
+    assert_eq!(snapshot_bytes(&mut b).await.unwrap().0, meta);
+}
+
+// ---------------------------------------------------------------------------
+// 5. Corruption
+// ---------------------------------------------------------------------------
+
+#[tokio::test]
+async fn corrupt_log_entry_is_detected() {
+    let dir = tempfile::tempdir().unwrap();
+    let storage = NodeStorage::open(dir.path()).unwrap();
+    let mut log = Log::open(&storage, GROUP).unwrap();
+    plant(&storage, GROUP, &(1..=6).map(|i| push(1, i, "k", i)).collect::<Vec<_>>());
+    assert_eq!(log.verify().unwrap(), 6);
+
+    let tree = log_tree(&storage, GROUP);
+    // Flip a byte in the body of entry 3.
+    flip_byte(&tree, &3u64.to_be_bytes(), |len| len - 1);
+    let err = log.verify().unwrap_err();
+    assert!(matches!(err, orrery_storage::StorageError::Corrupt { .. }), "{err:?}");
+    assert!(err.to_string().contains("entry 3"), "{err}");
+    assert!(log.try_get_log_entries(3..=3).await.is_err());
+    assert!(log.try_get_log_entries(..).await.is_err());
+    assert!(log.try_get_log_entries(2..5).await.is_err());
+    // Entries around it are still readable.
+    assert_eq!(indexes(&log.try_get_log_entries(1..3).await.unwrap()), vec![1, 2]);
+    assert_eq!(indexes(&log.try_get_log_entries(4..).await.unwrap()), vec![4, 5, 6]);
+    assert!(log.get_log_state().await.is_ok());
+
+    // A flipped checksum byte in the last entry breaks get_log_state too.
+    flip_byte(&tree, &6u64.to_be_bytes(), |_| 0);
+    assert!(log.get_log_state().await.is_err());
+
+    // A truncated record.
+    tree.insert(5u64.to_be_bytes(), vec![1, 2]).unwrap();
+    assert!(log.try_get_log_entries(5..=5).await.is_err());
+}
+
+#[tokio::test]
+async fn corrupt_log_metadata_is_detected() {
+    let dir = tempfile::tempdir().unwrap();
+    let storage = NodeStorage::open(dir.path()).unwrap();
+    let mut log = Log::open(&storage, GROUP).unwrap();
+    log.save_vote(&Vote::new(3, 1)).await.unwrap();
+    log.save_committed(Some(lid(3, 4))).await.unwrap();
+    plant(&storage, GROUP, &(1..=4).map(|i| blank(3, i)).collect::<Vec<_>>());
+    log.purge(lid(3, 2)).await.unwrap();
+    assert_eq!(log.verify().unwrap(), 2);
+
+    let meta = storage.db().open_tree(format!("g{GROUP}.meta")).unwrap();
+    for key in [&b"vote"[..], b"committed", b"last_purged"] {
+        let orig = meta.get(key).unwrap().unwrap();
+        flip_byte(&meta, key, |len| len - 1);
+        assert!(log.verify().is_err(), "corrupt {key:?} not detected by verify");
+        match key {
+            b"vote" => assert!(log.read_vote().await.is_err()),
+            b"committed" => assert!(log.read_committed().await.is_err()),
+            _ => assert!(log.get_log_state().await.is_err()),
+        }
+        meta.insert(key, orig).unwrap();
+        assert!(log.verify().is_ok());
+    }
+}
+
+#[tokio::test]
+async fn corrupt_snapshot_refuses_to_open() {
+    let dir = tempfile::tempdir().unwrap();
+    let storage = NodeStorage::open(dir.path()).unwrap();
+    {
+        let mut sm = Sm::open(&storage, GROUP).unwrap();
+        apply_some(&mut sm, 1, 5).await;
+        sm.get_snapshot_builder().await.build_snapshot().await.unwrap();
+    }
+    let snap = storage.db().open_tree(format!("g{GROUP}.snap")).unwrap();
+    let orig = snap.get(b"current").unwrap().unwrap();
+
+    for at in [0usize, 4, orig.len() / 2, orig.len() - 1] {
+        flip_byte(&snap, b"current", |_| at);
+        let err = Sm::open(&storage, GROUP).err().expect("corrupt snapshot must not open");
+        assert!(matches!(err, orrery_storage::StorageError::Corrupt { .. }), "{err:?}");
+        snap.insert(b"current", orig.clone()).unwrap();
+    }
+
+    // Truncated record.
+    snap.insert(b"current", &orig[..3]).unwrap();
+    assert!(Sm::open(&storage, GROUP).is_err());
+
+    // A record with a valid checksum whose contents the domain state machine
+    // rejects is reported too.
+    #[derive(Serialize)]
+    struct FakeStored {
+        meta: SnapshotMeta<u64, BasicNode>,
+        data: Vec<u8>,
+    }
+    let fake = FakeStored {
+        meta: SnapshotMeta { last_log_id: Some(lid(1, 1)), last_membership: Default::default(), snapshot_id: "x".into() },
+        data: b"garbage".to_vec(),
+    };
+    snap.insert(b"current", encode(&fake).unwrap()).unwrap();
+    let err = Sm::open(&storage, GROUP).err().expect("bad contents must not open");
+    assert!(err.to_string().contains("snapshot contents"), "{err}");
+
+    // Restoring the original record makes the group usable again.
+    snap.insert(b"current", orig).unwrap();
+    let mut sm = Sm::open(&storage, GROUP).unwrap();
+    assert_eq!(sm.applied_state().await.unwrap().0, Some(lid(2, 5)));
+}
+
+// ---------------------------------------------------------------------------
+// 7. stored_groups, drop_group
+// ---------------------------------------------------------------------------
+
+#[tokio::test]
+async fn stored_groups_survive_reopen_and_drop_group() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let storage = NodeStorage::open(dir.path()).unwrap();
+        assert!(storage.stored_groups().is_empty());
+        for g in [42u64, 3, 10, 1] {
+            let mut log = Log::open(&storage, g).unwrap();
+            let _sm = Sm::open(&storage, g).unwrap();
+            log.save_vote(&Vote::new(1, g)).await.unwrap();
+        }
+        // Opening twice does not duplicate.
+        let _ = Log::open(&storage, 3).unwrap();
+        assert_eq!(storage.stored_groups(), vec![1, 3, 10, 42]);
+        // An unrelated tree is not a group.
+        storage.db().open_tree("gx.meta").unwrap();
+        storage.db().open_tree("other").unwrap();
+        storage.flush().await.unwrap();
+    }
+    {
+        let storage = open_node(dir.path()).await;
+        assert_eq!(storage.stored_groups(), vec![1, 3, 10, 42]);
+        storage.drop_group(3).unwrap();
+        assert_eq!(storage.stored_groups(), vec![1, 10, 42]);
+    }
+    {
+        let storage = open_node(dir.path()).await;
+        assert_eq!(storage.stored_groups(), vec![1, 10, 42]);
+        let mut log = Log::open(&storage, 10).unwrap();
+        assert_eq!(log.read_vote().await.unwrap(), Some(Vote::new(1, 10)));
+        // A dropped group comes back empty.
+        let mut gone = Log::open(&storage, 3).unwrap();
+        assert!(gone.is_pristine());
+        assert_eq!(gone.read_vote().await.unwrap(), None);
+        assert!(Sm::open(&storage, 3).unwrap().get_current_snapshot().await.unwrap().is_none());
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Flusher
+// ---------------------------------------------------------------------------
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn flusher_completes_callbacks_in_order() {
+    let dir = tempfile::tempdir().unwrap();
+    let storage = NodeStorage::open(dir.path()).unwrap();
+    let done = Arc::new(Mutex::new(Vec::new()));
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    let tx = Arc::new(Mutex::new(Some(tx)));
+    const N: usize = 500;
+    for i in 0..N {
+        storage.db().insert(i.to_be_bytes(), &[1u8][..]).unwrap();
+        let done = done.clone();
+        let tx = tx.clone();
+        storage.flusher().after_flush(move |r| {
+            r.unwrap();
+            let mut d = done.lock().unwrap();
+            d.push(i);
+            if d.len() == N {
+                let _ = tx.lock().unwrap().take().unwrap().send(());
+            }
+        });
+    }
+    tokio::time::timeout(Duration::from_secs(10), rx).await.unwrap().unwrap();
+    assert_eq!(*done.lock().unwrap(), (0..N).collect::<Vec<_>>());
+}
+
+#[test]
+fn flusher_reports_error_after_runtime_stops() {
+    let dir = tempfile::tempdir().unwrap();
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let storage = rt.block_on(async { NodeStorage::open(dir.path()).unwrap() });
+    drop(rt);
+    let result = Arc::new(Mutex::new(None));
+    let r2 = result.clone();
+    storage.flusher().after_flush(move |r| *r2.lock().unwrap() = Some(r.is_err()));
+    assert_eq!(*result.lock().unwrap(), Some(true), "callback must run, with an error");
+}
+
+// ---------------------------------------------------------------------------
+// LogStore::append through a real single-node Raft
+// ---------------------------------------------------------------------------
+
+struct NoNetwork;
+
+impl RaftNetworkFactory<C> for NoNetwork {
+    type Network = NoNetwork;
+    async fn new_client(&mut self, _target: u64, _node: &BasicNode) -> Self::Network {
+        NoNetwork
+    }
+}
+
+fn unreachable_err<E: std::error::Error>() -> RPCError<u64, BasicNode, E> {
+    RPCError::Unreachable(openraft::error::Unreachable::new(&std::io::Error::other("single node")))
+}
+
+impl RaftNetwork<C> for NoNetwork {
+    async fn append_entries(
+        &mut self,
+        _rpc: AppendEntriesRequest<C>,
+        _option: RPCOption,
+    ) -> Result<AppendEntriesResponse<u64>, RPCError<u64, BasicNode, RaftError<u64>>> {
+        Err(unreachable_err())
+    }
+    async fn install_snapshot(
+        &mut self,
+        _rpc: InstallSnapshotRequest<C>,
+        _option: RPCOption,
+    ) -> Result<InstallSnapshotResponse<u64>, RPCError<u64, BasicNode, RaftError<u64, InstallSnapshotError>>> {
+        Err(unreachable_err())
+    }
+    async fn vote(
+        &mut self,
+        _rpc: VoteRequest<u64>,
+        _option: RPCOption,
+    ) -> Result<VoteResponse<u64>, RPCError<u64, BasicNode, RaftError<u64>>> {
+        Err(unreachable_err())
+    }
+}
+
+fn raft_config() -> Arc<openraft::Config> {
+    Arc::new(
+        openraft::Config {
+            heartbeat_interval: 50,
+            election_timeout_min: 100,
+            election_timeout_max: 200,
+            snapshot_policy: openraft::SnapshotPolicy::Never,
+            ..Default::default()
+        }
+        .validate()
+        .unwrap(),
+    )
+}
+
+async fn start_raft(storage: &NodeStorage) -> (openraft::Raft<C>, orrery_storage::SmHandle<C, TestState>) {
+    let log = Log::open(storage, GROUP).unwrap();
+    let sm = Sm::open(storage, GROUP).unwrap();
+    let handle = sm.handle();
+    let raft = openraft::Raft::new(1, raft_config(), NoNetwork, log, sm).await.unwrap();
+    (raft, handle)
+}
+
+const WAIT: Option<Duration> = Some(Duration::from_secs(5));
+
+#[tokio::test]
+async fn raft_single_node_append_apply_snapshot_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let (state, last_index, snap_index) = {
+        let storage = NodeStorage::open(dir.path()).unwrap();
+        let (raft, handle) = start_raft(&storage).await;
+        raft.initialize(BTreeMap::from([(1u64, BasicNode::new("127.0.0.1:1"))])).await.unwrap();
+        raft.wait(WAIT).current_leader(1, "leader").await.unwrap();
+
+        for i in 0..30u64 {
+            let key = format!("k{}", i % 4);
+            let resp = raft.client_write(TestCmd::Push { key, value: i }).await.unwrap();
+            assert_eq!(resp.data, TestResp::Len { len: (i / 4 + 1) as usize, index: resp.log_id.index });
+        }
+        let metrics = raft.metrics().borrow().clone();
+        let last_index = metrics.last_log_index.unwrap();
+
+        // What append stored has the layout `plant` assumes, with no holes.
+        let tree = log_tree(&storage, GROUP);
+        let mut expect = 0;
+        for kv in tree.iter() {
+            let (k, v) = kv.unwrap();
+            let index = u64::from_be_bytes(k.as_ref().try_into().unwrap());
+            assert_eq!(index, expect);
+            let e: Entry<C> = decode(&v).unwrap();
+            assert_eq!(e.log_id.index, index);
+            expect += 1;
+        }
+        assert_eq!(expect, last_index + 1);
+
+        raft.trigger().snapshot().await.unwrap();
+        raft.wait(WAIT).snapshot(metrics.last_applied.unwrap(), "snapshot").await.unwrap();
+        let snap_index = 20;
+        raft.trigger().purge_log(snap_index).await.unwrap();
+        raft.wait(WAIT)
+            .metrics(|m| m.purged.map(|p| p.index) == Some(snap_index), "purged")
+            .await
+            .unwrap();
+
+        // More writes after the snapshot: these must be re-applied on restart.
+        for i in 30..35u64 {
+            raft.client_write(TestCmd::Push { key: "tail".into(), value: i }).await.unwrap();
+        }
+        let last_index = raft.metrics().borrow().last_log_index.unwrap();
+        raft.wait(WAIT).applied_index(Some(last_index), "applied").await.unwrap();
+        let state = handle.read(|s| s.clone());
+        assert_eq!(state.lists["tail"], (30..35).collect::<Vec<_>>());
+        assert_eq!(state.last_cmd_index, last_index);
+
+        let log = Log::open(&storage, GROUP).unwrap();
+        assert_eq!(log.verify().unwrap(), last_index - snap_index);
+        raft.shutdown().await.unwrap();
+        (state, last_index, snap_index)
+    };
+
+    // Restart: the state machine comes back from the snapshot, then the log
+    // after it is re-applied.
+    let storage = open_node(dir.path()).await;
+    {
+        let mut log = Log::open(&storage, GROUP).unwrap();
+        let st = log.get_log_state().await.unwrap();
+        assert_eq!(st.last_purged_log_id.map(|l| l.index), Some(snap_index));
+        assert_eq!(st.last_log_id.map(|l| l.index), Some(last_index));
+        let mut sm = Sm::open(&storage, GROUP).unwrap();
+        let applied = sm.applied_state().await.unwrap().0.unwrap().index;
+        assert!(applied >= snap_index && applied < last_index, "snapshot at {applied}");
+    }
+    let (raft, handle) = start_raft(&storage).await;
+    raft.wait(WAIT).current_leader(1, "leader again").await.unwrap();
+    raft.wait(WAIT).applied_index_at_least(Some(last_index), "re-applied").await.unwrap();
+    let after = handle.read(|s| s.clone());
+    assert_eq!(after.lists, state.lists);
+    let resp = raft.client_write(TestCmd::Push { key: "tail".into(), value: 99 }).await.unwrap();
+    assert_eq!(resp.data, TestResp::Len { len: 6, index: resp.log_id.index });
+    raft.shutdown().await.unwrap();
+}
+
+// ---------------------------------------------------------------------------
+// 6. Model-based property test
+// ---------------------------------------------------------------------------
+
+#[derive(Debug, Clone)]
+enum Op {
+    /// Append `n` entries; `new_term` starts a new term first.
+    Append { n: u64, new_term: bool },
+    /// Truncate at a position in the non-purged log (as a fraction).
+    Truncate(u8),
+    /// Purge up to a position in the log (as a fraction); 255 = past the end.
+    Purge(u8),
+    Vote(u64),
+    Reopen,
+}
+
+fn op() -> impl Strategy<Value = Op> {
+    prop_oneof![
+        4 => (1u64..8, any::<bool>()).prop_map(|(n, new_term)| Op::Append { n, new_term }),
+        2 => any::<u8>().prop_map(Op::Truncate),
+        2 => any::<u8>().prop_map(Op::Purge),
+        1 => (1u64..100).prop_map(Op::Vote),
+        1 => Just(Op::Reopen),
+    ]
+}
+
+#[derive(Debug, Default)]
+struct Model {
+    entries: Vec<LogId<u64>>,
+    purged: Option<LogId<u64>>,
+    term: u64,
+    vote: Option<Vote<u64>>,
+}
+
+impl Model {
+    fn last(&self) -> Option<LogId<u64>> {
+        self.entries.last().copied().or(self.purged)
+    }
+    fn next_index(&self) -> u64 {
+        self.last().map_or(0, |l| l.index + 1)
+    }
+}
+
+fn pick(lo: u64, hi: u64, frac: u8) -> u64 {
+    // lo..=hi
+    lo + (hi - lo) * u64::from(frac) / 255
+}
+
+async fn check_model(log: &mut Log, model: &Model) {
+    let st = log.get_log_state().await.unwrap();
+    assert_eq!(st.last_purged_log_id, model.purged, "last_purged");
+    assert_eq!(st.last_log_id, model.last(), "last_log_id");
+    let all = all_entries(log).await;
+    assert_eq!(ids(&all), model.entries, "contents");
+    assert_eq!(log.verify().unwrap(), model.entries.len() as u64);
+    assert_eq!(log.read_vote().await.unwrap(), model.vote);
+    if let (Some(first), Some(last)) = (model.entries.first(), model.entries.last()) {
+        let (a, b) = (first.index, last.index);
+        let mid = a + (b - a) / 2;
+        let got = log.try_get_log_entries(mid..=b).await.unwrap();
+        assert_eq!(ids(&got), model.entries[(mid - a) as usize..].to_vec());
+        let got = log.try_get_log_entries(..mid).await.unwrap();
+        assert_eq!(ids(&got), model.entries[..(mid - a) as usize].to_vec());
+    }
+}
+
+async fn run_ops(ops: Vec<Op>) {
+    let dir = tempfile::tempdir().unwrap();
+    let mut storage = NodeStorage::open(dir.path()).unwrap();
+    let mut log = Log::open(&storage, GROUP).unwrap();
+    let mut model = Model { term: 1, ..Default::default() };
+    for op in ops {
+        match op {
+            Op::Append { n, new_term } => {
+                if new_term {
+                    model.term += 1;
+                }
+                let start = model.next_index();
+                let entries: Vec<_> = (start..start + n).map(|i| mixed(model.term, i)).collect();
+                plant(&storage, GROUP, &entries);
+                model.entries.extend(entries.iter().map(|e| e.log_id));
+            }
+            Op::Truncate(frac) => {
+                // openraft only truncates entries that are not committed, hence
+                // never at or below the purge point.
+                let Some(first) = model.entries.first() else { continue };
+                let last = model.entries.last().unwrap();
+                let at = pick(first.index, last.index, frac);
+                let pos = (at - first.index) as usize;
+                log.truncate(model.entries[pos]).await.unwrap();
+                model.entries.truncate(pos);
+            }
+            Op::Purge(frac) => {
+                if frac == 255 {
+                    // Past the end, as after a snapshot install.
+                    model.term += 1;
+                    let id = LogId::new(CommittedLeaderId::new(model.term, 1), model.next_index() + 3);
+                    log.purge(id).await.unwrap();
+                    model.entries.clear();
+                    model.purged = Some(id);
+                    continue;
+                }
+                let Some(first) = model.entries.first() else { continue };
+                let last = model.entries.last().unwrap();
+                let at = pick(first.index, last.index, frac);
+                let pos = (at - first.index) as usize;
+                let id = model.entries[pos];
+                log.purge(id).await.unwrap();
+                model.entries.drain(..=pos);
+                model.purged = Some(id);
+            }
+            Op::Vote(term) => {
+                let v = Vote::new(term, 1);
+                log.save_vote(&v).await.unwrap();
+                model.vote = Some(v);
+            }
+            Op::Reopen => {
+                drop(log);
+                drop(storage);
+                storage = open_node(dir.path()).await;
+                log = Log::open(&storage, GROUP).unwrap();
+            }
+        }
+        check_model(&mut log, &model).await;
+    }
+    drop(log);
+    drop(storage);
+    let storage = open_node(dir.path()).await;
+    let mut log = Log::open(&storage, GROUP).unwrap();
+    check_model(&mut log, &model).await;
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 40, ..ProptestConfig::default() })]
+
+    #[test]
+    fn log_matches_model(ops in proptest::collection::vec(op(), 1..25)) {
+        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        rt.block_on(run_ops(ops));
+    }
+}

@@ -1,0 +1,304 @@
+//! `orreryctl`: administer an Orrery cluster over its gRPC API.
+
+use anyhow::{anyhow, bail, Result};
+use clap::{Parser, Subcommand};
+use orrery_client::{pb, Client, Consistency};
+use serde_json::{json, Value};
+use std::time::{Duration, Instant};
+
+#[derive(Parser)]
+#[command(name = "orreryctl", version, about = "Administer an Orrery cluster")]
+struct Cli {
+    /// Any node's client address.
+    #[arg(long, global = true, env = "ORRERY_ENDPOINT", default_value = "127.0.0.1:17001")]
+    endpoint: String,
+    /// Print JSON instead of text (read commands).
+    #[arg(long, global = true)]
+    json: bool,
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Cluster bootstrap.
+    #[command(subcommand)]
+    Cluster(ClusterCmd),
+    /// Membership.
+    #[command(subcommand)]
+    Members(MembersCmd),
+    /// Per-group Raft status: leader, term, commit/applied, replica lag.
+    Status,
+    /// Data shards.
+    #[command(subcommand)]
+    Shards(ShardsCmd),
+    /// The key-value namespace.
+    #[command(subcommand)]
+    Kv(KvCmd),
+}
+
+#[derive(Subcommand)]
+enum ClusterCmd {
+    /// Make the endpoint node the first voter of a new cluster.
+    Init {
+        #[arg(long, default_value_t = 8)]
+        shards: u32,
+    },
+}
+
+#[derive(Subcommand)]
+enum MembersCmd {
+    /// Add a node: learner, catch up, voter, then shard replicas.
+    Add {
+        id: u64,
+        /// The new node's client address.
+        #[arg(long)]
+        addr: String,
+        /// The new node's peer address.
+        #[arg(long)]
+        peer_addr: String,
+        /// Keep it a learner (no vote, no shard replicas).
+        #[arg(long)]
+        learner: bool,
+        /// Seconds to wait for shard replicas to be placed and caught up (0: don't wait).
+        #[arg(long, default_value_t = 120)]
+        wait: u64,
+    },
+    List,
+    /// Remove a node (refused while it holds shard replicas).
+    Remove { id: u64 },
+    /// Promote a learner to voter.
+    Promote { id: u64 },
+}
+
+#[derive(Subcommand)]
+enum ShardsCmd {
+    List,
+}
+
+#[derive(Subcommand)]
+enum KvCmd {
+    Put {
+        key: String,
+        value: String,
+    },
+    Get {
+        key: String,
+        /// linearizable (default) or stale.
+        #[arg(long, default_value = "linearizable")]
+        consistency: String,
+    },
+    Del {
+        key: String,
+    },
+    List {
+        #[arg(long, default_value = "")]
+        prefix: String,
+        #[arg(long, default_value_t = 100)]
+        limit: u32,
+    },
+}
+
+fn print_json(v: &Value) {
+    println!("{}", serde_json::to_string_pretty(v).unwrap_or_default());
+}
+
+fn member_json(m: &pb::Member) -> Value {
+    json!({"id": m.id, "addr": m.addr, "peer_addr": m.peer_addr, "state": m.state, "shards": m.shards})
+}
+
+async fn status(c: &mut Client, as_json: bool) -> Result<()> {
+    let s = c.cluster().status(pb::StatusRequest {}).await?.into_inner();
+    if as_json {
+        let groups: Vec<Value> = s
+            .groups
+            .iter()
+            .map(|g| {
+                json!({"group": g.group_id, "name": g.name, "leader": nz(g.leader), "term": g.term,
+                       "commit_index": g.commit_index, "applied_index": g.applied_index,
+                       "last_log_index": g.last_log_index, "reported_by": g.reported_by,
+                       "replicas": g.replicas.iter().map(|r| json!({"node": r.node_id, "matched": r.matched, "lag": r.lag, "voter": r.voter})).collect::<Vec<_>>()})
+            })
+            .collect();
+        print_json(&json!({"cluster_id": s.cluster_id, "node_id": s.node_id, "groups": groups, "unreachable": s.unreachable}));
+        return Ok(());
+    }
+    println!("cluster {} (as seen from node {})", s.cluster_id, s.node_id);
+    if !s.unreachable.is_empty() {
+        println!("unreachable nodes: {:?}", s.unreachable);
+    }
+    println!("{:<12} {:>6} {:>6} {:>8} {:>8}  REPLICAS (node:matched/lag, * = voter)", "GROUP", "LEADER", "TERM", "COMMIT", "APPLIED");
+    for g in &s.groups {
+        let reps: Vec<String> = g
+            .replicas
+            .iter()
+            .map(|r| format!("{}{}:{}/{}", r.node_id, if r.voter { "*" } else { "" }, r.matched, r.lag))
+            .collect();
+        let leader = if g.leader == 0 { "-".to_string() } else { g.leader.to_string() };
+        println!("{:<12} {:>6} {:>6} {:>8} {:>8}  {}", g.name, leader, g.term, g.commit_index, g.applied_index, reps.join(" "));
+    }
+    Ok(())
+}
+
+fn nz(v: u64) -> Value {
+    if v == 0 {
+        Value::Null
+    } else {
+        json!(v)
+    }
+}
+
+/// Waits until every shard the placement leader gave `id` has it as a
+/// caught-up voter, printing progress.
+async fn wait_for_replicas(c: &mut Client, id: u64, wait: Duration) -> Result<()> {
+    let start = Instant::now();
+    let mut last = String::new();
+    loop {
+        let shards = c.cluster().list_shards(pb::ListShardsRequest {}).await?.into_inner().shards;
+        let status = c.cluster().status(pb::StatusRequest {}).await?.into_inner();
+        let voters = shards.iter().filter(|s| s.replicas.len() < 3 || s.replicas.contains(&id)).count();
+        let ready = shards
+            .iter()
+            .filter(|s| {
+                s.replicas.contains(&id)
+                    && status.groups.iter().any(|g| {
+                        g.group_id == s.group_id && g.replicas.iter().any(|r| r.node_id == id && r.voter && r.lag == 0)
+                    })
+            })
+            .count();
+        let full = shards.iter().filter(|s| s.replicas.len() >= 3 || s.replicas.contains(&id)).count() == shards.len();
+        let line = format!("shard replicas on node {id}: {ready} ready of {voters} planned");
+        if line != last {
+            println!("{line}");
+            last = line;
+        }
+        if full && ready == shards.iter().filter(|s| s.replicas.contains(&id)).count() {
+            println!("node {id} holds {ready} shard replicas, all caught up");
+            return Ok(());
+        }
+        if start.elapsed() > wait {
+            bail!("timed out after {wait:?} waiting for shard replicas on node {id}; check `orreryctl status`");
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
+
+async fn run(cli: Cli) -> Result<()> {
+    let mut c = Client::connect(&cli.endpoint).await?;
+    match cli.cmd {
+        Cmd::Cluster(ClusterCmd::Init { shards }) => {
+            let r = c.cluster().init(pb::InitRequest { shards }).await?.into_inner();
+            if cli.json {
+                print_json(&json!({"cluster_id": r.cluster_id, "node_id": r.node_id, "shards": r.shards}));
+            } else {
+                println!("initialised cluster {} with {} shards; node {} is the first voter", r.cluster_id, r.shards, r.node_id);
+            }
+        }
+        Cmd::Members(MembersCmd::Add { id, addr, peer_addr, learner, wait }) => {
+            println!("adding node {id} ({addr}, peer {peer_addr})...");
+            let r = c
+                .cluster()
+                .add_member(pb::AddMemberRequest { id, addr, peer_addr, learner_only: learner })
+                .await?
+                .into_inner();
+            for p in &r.progress {
+                println!("  {p}");
+            }
+            if !learner && wait > 0 {
+                wait_for_replicas(&mut c, id, Duration::from_secs(wait)).await?;
+            }
+        }
+        Cmd::Members(MembersCmd::List) => {
+            let r = c.cluster().list_members(pb::ListMembersRequest {}).await?.into_inner();
+            if cli.json {
+                print_json(&json!({"cluster_id": r.cluster_id, "placement_leader": nz(r.placement_leader),
+                    "members": r.members.iter().map(member_json).collect::<Vec<_>>()}));
+            } else {
+                println!("cluster {}; placement leader {}", r.cluster_id, r.placement_leader);
+                println!("{:<6} {:<8} {:<22} {:<22} SHARDS", "ID", "STATE", "ADDR", "PEER ADDR");
+                for m in &r.members {
+                    println!("{:<6} {:<8} {:<22} {:<22} {:?}", m.id, m.state, m.addr, m.peer_addr, m.shards);
+                }
+            }
+        }
+        Cmd::Members(MembersCmd::Remove { id }) => {
+            c.cluster().remove_member(pb::RemoveMemberRequest { id }).await?;
+            println!("node {id} removed; its id is retired and cannot rejoin");
+        }
+        Cmd::Members(MembersCmd::Promote { id }) => {
+            c.cluster().promote_member(pb::PromoteMemberRequest { id }).await?;
+            println!("node {id} is now a voter");
+        }
+        Cmd::Status => status(&mut c, cli.json).await?,
+        Cmd::Shards(ShardsCmd::List) => {
+            let r = c.cluster().list_shards(pb::ListShardsRequest {}).await?.into_inner();
+            if cli.json {
+                print_json(&json!({"shards": r.shards.iter().map(|s| json!({"id": s.id, "group": s.group_id, "replicas": s.replicas, "epoch": s.epoch, "leader": nz(s.leader)})).collect::<Vec<_>>()}));
+            } else {
+                println!("{:<6} {:<6} {:<7} {:<6} REPLICAS", "SHARD", "GROUP", "LEADER", "EPOCH");
+                for s in &r.shards {
+                    let leader = if s.leader == 0 { "-".to_string() } else { s.leader.to_string() };
+                    println!("{:<6} {:<6} {:<7} {:<6} {:?}", s.id, s.group_id, leader, s.epoch, s.replicas);
+                }
+            }
+        }
+        Cmd::Kv(KvCmd::Put { key, value }) => {
+            let rev = c.put(key, value).await?;
+            if cli.json {
+                print_json(&json!({"revision": rev}));
+            } else {
+                println!("OK revision {rev}");
+            }
+        }
+        Cmd::Kv(KvCmd::Get { key, consistency }) => {
+            let cons = match consistency.as_str() {
+                "linearizable" => Consistency::Linearizable,
+                "stale" => Consistency::Stale,
+                other => bail!("--consistency must be linearizable or stale, got {other:?}"),
+            };
+            match c.get_with(key.clone(), cons).await? {
+                None => return Err(anyhow!("key {key:?} not found")),
+                Some(v) if cli.json => {
+                    print_json(&json!({"key": key, "value": String::from_utf8_lossy(&v.value), "revision": v.revision}))
+                }
+                Some(v) => println!("{}", String::from_utf8_lossy(&v.value)),
+            }
+        }
+        Cmd::Kv(KvCmd::Del { key }) => {
+            let existed = c.delete(key.clone()).await?;
+            if cli.json {
+                print_json(&json!({"deleted": existed}));
+            } else if existed {
+                println!("deleted {key}");
+            } else {
+                println!("{key} did not exist");
+            }
+        }
+        Cmd::Kv(KvCmd::List { prefix, limit }) => {
+            let items = c.list(prefix, limit, Consistency::Linearizable).await?;
+            if cli.json {
+                print_json(&json!({"items": items.iter().map(|i| json!({"key": String::from_utf8_lossy(&i.key), "value": String::from_utf8_lossy(&i.value), "revision": i.revision})).collect::<Vec<_>>()}));
+            } else {
+                for i in &items {
+                    println!("{}\t{}", String::from_utf8_lossy(&i.key), String::from_utf8_lossy(&i.value));
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+fn main() {
+    let cli = Cli::parse();
+    let rt = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: {e}");
+            std::process::exit(1);
+        }
+    };
+    if let Err(e) = rt.block_on(run(cli)) {
+        eprintln!("error: {e:#}");
+        std::process::exit(1);
+    }
+}

@@ -1,0 +1,211 @@
+//! `orrery`: the Orrery node.
+
+use anyhow::{bail, Context, Result};
+use clap::{Parser, Subcommand, ValueEnum};
+use orrery_server::{NodeConfig, RaftSettings};
+use serde::Deserialize;
+use std::path::PathBuf;
+use std::time::Duration;
+
+#[derive(Parser)]
+#[command(name = "orrery", version, about = "Orrery: a Raft-replicated database node")]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Run a node.
+    Serve(Box<ServeArgs>),
+}
+
+#[derive(Clone, Copy, ValueEnum, Deserialize, Default, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+enum LogFormat {
+    #[default]
+    Text,
+    Json,
+}
+
+/// Every option can also come from a TOML file (`--config`, same names with
+/// underscores) or an `ORRERY_*` environment variable; flags and variables
+/// win over the file.
+#[derive(clap::Args, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct ServeArgs {
+    /// TOML configuration file.
+    #[arg(long, env = "ORRERY_CONFIG")]
+    #[serde(skip)]
+    config: Option<PathBuf>,
+    /// This node's id: a positive integer, unique and never reused in the cluster.
+    #[arg(long, env = "ORRERY_ID")]
+    id: Option<u64>,
+    /// Address for clients: REST and the public gRPC API [default: 127.0.0.1:17001].
+    #[arg(long, env = "ORRERY_LISTEN")]
+    listen: Option<String>,
+    /// Address for peers: Raft and request forwarding [default: 127.0.0.1:17101].
+    #[arg(long, env = "ORRERY_PEER_LISTEN")]
+    peer_listen: Option<String>,
+    /// Client address advertised to others, if it differs from --listen.
+    #[arg(long, env = "ORRERY_ADVERTISE")]
+    advertise: Option<String>,
+    /// Peer address advertised to others, if it differs from --peer-listen.
+    #[arg(long, env = "ORRERY_PEER_ADVERTISE")]
+    peer_advertise: Option<String>,
+    /// Data directory [default: ./orrery-data/n<ID>].
+    #[arg(long, env = "ORRERY_DATA_DIR")]
+    data_dir: Option<PathBuf>,
+    /// Ask this node (client address) to add us to its cluster.
+    #[arg(long, env = "ORRERY_JOIN")]
+    join: Option<String>,
+    /// Log format [default: text]; filter with RUST_LOG.
+    #[arg(long, env = "ORRERY_LOG_FORMAT", value_enum)]
+    log_format: Option<LogFormat>,
+    /// Raft heartbeat interval in ms [default: 150].
+    #[arg(long, env = "ORRERY_HEARTBEAT_MS")]
+    heartbeat_ms: Option<u64>,
+    /// Minimum election timeout in ms [default: 800]; the maximum is twice this.
+    #[arg(long, env = "ORRERY_ELECTION_TIMEOUT_MS")]
+    election_timeout_ms: Option<u64>,
+    /// Snapshot (and compact the log) every this many entries [default: 10000].
+    #[arg(long, env = "ORRERY_SNAPSHOT_LOGS")]
+    snapshot_logs: Option<u64>,
+    /// Entries kept below a snapshot for lagging followers [default: 1000].
+    #[arg(long, env = "ORRERY_KEEP_LOGS")]
+    keep_logs: Option<u64>,
+    /// Largest key in bytes [default: 4096].
+    #[arg(long, env = "ORRERY_MAX_KEY_BYTES")]
+    max_key_bytes: Option<usize>,
+    /// Largest value in bytes [default: 16777216].
+    #[arg(long, env = "ORRERY_MAX_VALUE_BYTES")]
+    max_value_bytes: Option<usize>,
+    /// Time a request may wait for a leader or quorum before 503, in ms [default: 5000].
+    #[arg(long, env = "ORRERY_REQUEST_TIMEOUT_MS")]
+    request_timeout_ms: Option<u64>,
+}
+
+impl ServeArgs {
+    /// Fills every unset option from `file`.
+    fn merge(self, file: ServeArgs) -> ServeArgs {
+        macro_rules! pick {
+            ($($f:ident),*) => { ServeArgs { config: self.config, $($f: self.$f.or(file.$f)),* } };
+        }
+        pick!(
+            id,
+            listen,
+            peer_listen,
+            advertise,
+            peer_advertise,
+            data_dir,
+            join,
+            log_format,
+            heartbeat_ms,
+            election_timeout_ms,
+            snapshot_logs,
+            keep_logs,
+            max_key_bytes,
+            max_value_bytes,
+            request_timeout_ms
+        )
+    }
+}
+
+fn init_logging(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,openraft=warn,sled=warn,h2=warn,tower=warn"));
+    let b = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    match format {
+        LogFormat::Json => b.json().init(),
+        LogFormat::Text => b.init(),
+    }
+}
+
+async fn shutdown_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = term.recv() => {}
+                    _ = tokio::signal::ctrl_c() => {}
+                }
+            }
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}
+
+async fn serve(args: ServeArgs) -> Result<()> {
+    let args = match &args.config {
+        Some(path) => {
+            let text = std::fs::read_to_string(path).with_context(|| format!("reading config {}", path.display()))?;
+            let file: ServeArgs = toml::from_str(&text).with_context(|| format!("parsing config {}", path.display()))?;
+            args.merge(file)
+        }
+        None => args,
+    };
+    init_logging(args.log_format.unwrap_or_default());
+    let Some(id) = args.id else { bail!("--id is required (a positive integer unique in the cluster)") };
+    if id == 0 {
+        bail!("--id must be a positive integer; 0 is reserved");
+    }
+    let listen = args.listen.unwrap_or_else(|| "127.0.0.1:17001".into());
+    let peer_listen = args.peer_listen.unwrap_or_else(|| "127.0.0.1:17101".into());
+    let election = args.election_timeout_ms.unwrap_or(800);
+    let raft = RaftSettings {
+        heartbeat_ms: args.heartbeat_ms.unwrap_or(150),
+        election_min_ms: election,
+        election_max_ms: election * 2,
+        snapshot_logs: args.snapshot_logs.unwrap_or(10_000),
+        keep_logs: args.keep_logs.unwrap_or(1_000),
+        ..RaftSettings::default()
+    };
+    if raft.heartbeat_ms >= raft.election_min_ms {
+        bail!("--heartbeat-ms ({}) must be below --election-timeout-ms ({})", raft.heartbeat_ms, raft.election_min_ms);
+    }
+    let cfg = NodeConfig {
+        id,
+        addr: args.advertise.unwrap_or_else(|| listen.clone()),
+        peer_addr: args.peer_advertise.unwrap_or_else(|| peer_listen.clone()),
+        data_dir: args.data_dir.unwrap_or_else(|| PathBuf::from(format!("orrery-data/n{id}"))),
+        raft,
+        max_key_bytes: args.max_key_bytes.unwrap_or(4096),
+        max_value_bytes: args.max_value_bytes.unwrap_or(16 << 20),
+        request_timeout: Duration::from_millis(args.request_timeout_ms.unwrap_or(5000)),
+        admin_timeout: Duration::from_secs(60),
+        join: args.join,
+    };
+    orrery_server::run(cfg, &listen, &peer_listen, shutdown_signal(), |b| {
+        eprintln!("orrery node {id} ready: client {} peer {}", b.client, b.peer);
+    })
+    .await?;
+    Ok(())
+}
+
+fn main() {
+    let cli = Cli::parse();
+    let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the runtime: {e}");
+            std::process::exit(1);
+        }
+    };
+    let result = rt.block_on(async {
+        match cli.cmd {
+            Cmd::Serve(args) => serve(*args).await,
+        }
+    });
+    if let Err(e) = result {
+        eprintln!("error: {e:#}");
+        std::process::exit(1);
+    }
+}
