@@ -235,7 +235,9 @@ impl Node {
     /// For a group not hosted here: a replica to forward to, rotating so a
     /// dead preferred replica does not stall every request.
     fn remote_target(&self, group: GroupId) -> Result<Option<String>, ApiError> {
-        let replicas = self.replica_addrs(group)?;
+        // This node may be listed before it has opened the group (just after
+        // init, or while being added); never forward to ourselves.
+        let replicas: Vec<_> = self.replica_addrs(group)?.into_iter().filter(|(id, _)| *id != self.id()).collect();
         if replicas.is_empty() {
             return Ok(None);
         }
@@ -293,7 +295,7 @@ impl Node {
     // ---------------------------------------------------------------
 
     /// Bootstraps a new cluster with this node as its only member.
-    pub async fn init_cluster(&self, shards: u32) -> Result<(String, u32), ApiError> {
+    pub async fn init_cluster(self: &Arc<Self>, shards: u32) -> Result<(String, u32), ApiError> {
         let shards = if shards == 0 { 8 } else { shards };
         if shards > 1024 {
             return Err(ApiError::bad("invalid_shards", format!("shards must be 1..=1024, got {shards}")));
@@ -314,7 +316,18 @@ impl Node {
             addr: self.cfg.node_addr(),
         };
         self.placement_write(cmd).await?;
-        self.wake_reconciler();
+        // Bootstrap the shard groups now, so the cluster serves as soon as
+        // init returns.
+        self.reconcile_once().await?;
+        let deadline = Instant::now() + self.cfg.admin_timeout;
+        for gid in self.shard_groups()? {
+            while self.registry.get(gid).and_then(|g| g.raft.metrics().borrow().current_leader).is_none() {
+                if Instant::now() > deadline {
+                    return Err(ApiError::unavailable(format!("{} elected no leader", orrery_types::group_name(gid))));
+                }
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        }
         tracing::info!(cluster_id, shards, "cluster initialised");
         Ok((cluster_id, shards))
     }

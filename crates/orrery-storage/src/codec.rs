@@ -19,7 +19,8 @@ fn config() -> bincode::config::Configuration {
 }
 
 pub fn encode<T: Serialize>(value: &T) -> Result<Vec<u8>, CodecError> {
-    let body = bincode::serde::encode_to_vec(value, config()).map_err(|e| CodecError::Encode(e.to_string()))?;
+    let body = bincode::serde::encode_to_vec(value, config())
+        .map_err(|e| CodecError::Encode(e.to_string()))?;
     let mut out = Vec::with_capacity(body.len() + 4);
     out.extend_from_slice(&crc32fast::hash(&body).to_le_bytes());
     out.extend_from_slice(&body);
@@ -36,7 +37,8 @@ pub fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, CodecError> {
     if stored != computed {
         return Err(CodecError::Checksum { stored, computed });
     }
-    let (v, _) = bincode::serde::decode_from_slice(body, config()).map_err(|e| CodecError::Decode(e.to_string()))?;
+    let (v, _) = bincode::serde::decode_from_slice(body, config())
+        .map_err(|e| CodecError::Decode(e.to_string()))?;
     Ok(v)
 }
 
@@ -53,8 +55,14 @@ mod tests {
         for i in 0..bytes.len() {
             let mut bad = bytes.clone();
             bad[i] ^= 0x40;
-            assert!(decode::<(u64, String, Vec<u8>)>(&bad).is_err(), "flip at {i} not detected");
+            assert!(
+                decode::<(u64, String, Vec<u8>)>(&bad).is_err(),
+                "flip at {i} not detected"
+            );
         }
-        assert!(matches!(decode::<u64>(&bytes[..2]), Err(CodecError::Short(2))));
+        assert!(matches!(
+            decode::<u64>(&bytes[..2]),
+            Err(CodecError::Short(2))
+        ));
     }
 }

@@ -1,12 +1,16 @@
 //! `RaftLogStorage` over sled: entries keyed by big-endian index so that
 //! sled's ordered iteration is log order.
 
+// openraft's `StorageError` is large, but it is the error type openraft's
+// storage traits require; the private helpers return it as is.
+#![allow(clippy::result_large_err)]
+
 use crate::codec::{decode, encode};
 use crate::{Flusher, NodeStorage, StorageError as Error};
 use openraft::storage::{LogFlushed, LogState, RaftLogStorage};
 use openraft::{
-    AnyError, Entry, ErrorSubject, ErrorVerb, LogId, OptionalSend, RaftLogId, RaftLogReader, RaftTypeConfig,
-    StorageError, StorageIOError, Vote,
+    AnyError, Entry, ErrorSubject, ErrorVerb, LogId, OptionalSend, RaftLogId, RaftLogReader,
+    RaftTypeConfig, StorageError, StorageIOError, Vote,
 };
 use orrery_types::GroupId;
 use std::fmt::Debug;
@@ -17,7 +21,11 @@ const KEY_VOTE: &[u8] = b"vote";
 const KEY_COMMITTED: &[u8] = b"committed";
 const KEY_PURGED: &[u8] = b"last_purged";
 
-fn io_err<NID: openraft::NodeId>(subject: ErrorSubject<NID>, verb: ErrorVerb, e: impl ToString) -> StorageError<NID> {
+fn io_err<NID: openraft::NodeId>(
+    subject: ErrorSubject<NID>,
+    verb: ErrorVerb,
+    e: impl ToString,
+) -> StorageError<NID> {
     StorageIOError::new(subject, verb, AnyError::error(e.to_string())).into()
 }
 
@@ -60,17 +68,32 @@ where
         self.group
     }
 
-    fn read_meta<T: serde::de::DeserializeOwned>(&self, key: &[u8]) -> Result<Option<T>, StorageError<C::NodeId>> {
+    fn read_meta<T: serde::de::DeserializeOwned>(
+        &self,
+        key: &[u8],
+    ) -> Result<Option<T>, StorageError<C::NodeId>> {
         let subject = ErrorSubject::Store;
-        match self.meta.get(key).map_err(|e| io_err(subject.clone(), ErrorVerb::Read, e))? {
+        match self
+            .meta
+            .get(key)
+            .map_err(|e| io_err(subject.clone(), ErrorVerb::Read, e))?
+        {
             None => Ok(None),
-            Some(bytes) => decode(&bytes).map(Some).map_err(|e| io_err(subject, ErrorVerb::Read, e)),
+            Some(bytes) => decode(&bytes)
+                .map(Some)
+                .map_err(|e| io_err(subject, ErrorVerb::Read, e)),
         }
     }
 
-    fn write_meta<T: serde::Serialize>(&self, key: &[u8], v: &T) -> Result<(), StorageError<C::NodeId>> {
+    fn write_meta<T: serde::Serialize>(
+        &self,
+        key: &[u8],
+        v: &T,
+    ) -> Result<(), StorageError<C::NodeId>> {
         let bytes = encode(v).map_err(|e| io_err(ErrorSubject::Store, ErrorVerb::Write, e))?;
-        self.meta.insert(key, bytes).map_err(|e| io_err(ErrorSubject::Store, ErrorVerb::Write, e))?;
+        self.meta
+            .insert(key, bytes)
+            .map_err(|e| io_err(ErrorSubject::Store, ErrorVerb::Write, e))?;
         Ok(())
     }
 
@@ -99,9 +122,15 @@ where
         for key in [KEY_VOTE, KEY_COMMITTED, KEY_PURGED] {
             if let Some(v) = self.meta.get(key)? {
                 // Only the checksum is verified here; the type is checked on use.
-                if v.len() < 4 || u32::from_le_bytes([v[0], v[1], v[2], v[3]]) != crc32fast::hash(&v[4..]) {
+                if v.len() < 4
+                    || u32::from_le_bytes([v[0], v[1], v[2], v[3]]) != crc32fast::hash(&v[4..])
+                {
                     return Err(Error::Corrupt {
-                        what: format!("group {} metadata {}", self.group, String::from_utf8_lossy(key)),
+                        what: format!(
+                            "group {} metadata {}",
+                            self.group,
+                            String::from_utf8_lossy(key)
+                        ),
                         detail: "checksum mismatch".into(),
                     });
                 }
@@ -144,7 +173,11 @@ where
         for kv in self.log.range((Bound::Included(index_key(start)), end)) {
             let (k, v) = kv.map_err(|e| io_err(ErrorSubject::Logs, ErrorVerb::Read, e))?;
             let entry: Entry<C> = decode(&v).map_err(|e| {
-                io_err(ErrorSubject::Log(LogId::new(Default::default(), key_index(&k))), ErrorVerb::Read, e)
+                io_err(
+                    ErrorSubject::Log(LogId::new(Default::default(), key_index(&k))),
+                    ErrorVerb::Read,
+                    e,
+                )
             })?;
             out.push(entry);
         }
@@ -160,17 +193,34 @@ where
 
     async fn get_log_state(&mut self) -> Result<LogState<C>, StorageError<C::NodeId>> {
         let last_purged = self.last_purged()?;
-        let last = match self.log.last().map_err(|e| io_err(ErrorSubject::Logs, ErrorVerb::Read, e))? {
+        let last = match self
+            .log
+            .last()
+            .map_err(|e| io_err(ErrorSubject::Logs, ErrorVerb::Read, e))?
+        {
             None => None,
             Some((k, v)) => {
                 let e: Entry<C> = decode(&v).map_err(|e| {
-                    io_err(ErrorSubject::Log(LogId::new(Default::default(), key_index(&k))), ErrorVerb::Read, e)
+                    io_err(
+                        ErrorSubject::Log(LogId::new(Default::default(), key_index(&k))),
+                        ErrorVerb::Read,
+                        e,
+                    )
                 })?;
                 Some(*e.get_log_id())
             }
         };
-        let last_log_id = last.or(last_purged);
-        Ok(LogState { last_purged_log_id: last_purged, last_log_id })
+        // A crash between the two steps of `purge` can leave entries at or
+        // below the purge point; they must not make the log look shorter
+        // than what was purged (openraft requires last_purged <= last).
+        let last_log_id = match (last, last_purged) {
+            (Some(l), Some(p)) if l.index <= p.index => Some(p),
+            (l, p) => l.or(p),
+        };
+        Ok(LogState {
+            last_purged_log_id: last_purged,
+            last_log_id,
+        })
     }
 
     async fn get_log_reader(&mut self) -> Self::LogReader {
@@ -181,7 +231,10 @@ where
         self.write_meta(KEY_VOTE, vote)?;
         // A vote must survive a crash before it is acted on, or a node could
         // vote twice in one term.
-        self.meta.flush_async().await.map_err(|e| io_err(ErrorSubject::Vote, ErrorVerb::Write, e))?;
+        self.meta
+            .flush_async()
+            .await
+            .map_err(|e| io_err(ErrorSubject::Vote, ErrorVerb::Write, e))?;
         Ok(())
     }
 
@@ -189,17 +242,28 @@ where
         self.read_meta(KEY_VOTE)
     }
 
-    async fn save_committed(&mut self, committed: Option<LogId<C::NodeId>>) -> Result<(), StorageError<C::NodeId>> {
+    async fn save_committed(
+        &mut self,
+        committed: Option<LogId<C::NodeId>>,
+    ) -> Result<(), StorageError<C::NodeId>> {
         // Not flushed: losing it only means re-learning the commit index from
         // the leader, which is always safe.
         self.write_meta(KEY_COMMITTED, &committed)
     }
 
-    async fn read_committed(&mut self) -> Result<Option<LogId<C::NodeId>>, StorageError<C::NodeId>> {
-        Ok(self.read_meta::<Option<LogId<C::NodeId>>>(KEY_COMMITTED)?.flatten())
+    async fn read_committed(
+        &mut self,
+    ) -> Result<Option<LogId<C::NodeId>>, StorageError<C::NodeId>> {
+        Ok(self
+            .read_meta::<Option<LogId<C::NodeId>>>(KEY_COMMITTED)?
+            .flatten())
     }
 
-    async fn append<I>(&mut self, entries: I, callback: LogFlushed<C>) -> Result<(), StorageError<C::NodeId>>
+    async fn append<I>(
+        &mut self,
+        entries: I,
+        callback: LogFlushed<C>,
+    ) -> Result<(), StorageError<C::NodeId>>
     where
         I: IntoIterator<Item = C::Entry> + OptionalSend,
         I::IntoIter: OptionalSend,
@@ -207,11 +271,15 @@ where
         let mut batch = sled::Batch::default();
         for entry in entries {
             let id = *entry.get_log_id();
-            let bytes = encode(&entry).map_err(|e| io_err(ErrorSubject::Log(id), ErrorVerb::Write, e))?;
+            let bytes =
+                encode(&entry).map_err(|e| io_err(ErrorSubject::Log(id), ErrorVerb::Write, e))?;
             batch.insert(&index_key(id.index), bytes);
         }
-        self.log.apply_batch(batch).map_err(|e| io_err(ErrorSubject::Logs, ErrorVerb::Write, e))?;
-        self.flusher.after_flush(move |r| callback.log_io_completed(r));
+        self.log
+            .apply_batch(batch)
+            .map_err(|e| io_err(ErrorSubject::Logs, ErrorVerb::Write, e))?;
+        self.flusher
+            .after_flush(move |r| callback.log_io_completed(r));
         Ok(())
     }
 
@@ -221,7 +289,9 @@ where
             let k = k.map_err(|e| io_err(ErrorSubject::Logs, ErrorVerb::Delete, e))?;
             batch.remove(k);
         }
-        self.log.apply_batch(batch).map_err(|e| io_err(ErrorSubject::Logs, ErrorVerb::Delete, e))?;
+        self.log
+            .apply_batch(batch)
+            .map_err(|e| io_err(ErrorSubject::Logs, ErrorVerb::Delete, e))?;
         Ok(())
     }
 
@@ -229,13 +299,18 @@ where
         // Record the purge point durably first: a crash between the two steps
         // then leaves extra entries (harmless) rather than a hole.
         self.write_meta(KEY_PURGED, &log_id)?;
-        self.meta.flush_async().await.map_err(|e| io_err(ErrorSubject::Store, ErrorVerb::Write, e))?;
+        self.meta
+            .flush_async()
+            .await
+            .map_err(|e| io_err(ErrorSubject::Store, ErrorVerb::Write, e))?;
         let mut batch = sled::Batch::default();
         for k in self.log.range(..=index_key(log_id.index)).keys() {
             let k = k.map_err(|e| io_err(ErrorSubject::Logs, ErrorVerb::Delete, e))?;
             batch.remove(k);
         }
-        self.log.apply_batch(batch).map_err(|e| io_err(ErrorSubject::Logs, ErrorVerb::Delete, e))?;
+        self.log
+            .apply_batch(batch)
+            .map_err(|e| io_err(ErrorSubject::Logs, ErrorVerb::Delete, e))?;
         Ok(())
     }
 }

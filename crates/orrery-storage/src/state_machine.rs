@@ -9,8 +9,9 @@ use crate::codec::{decode, encode};
 use crate::{NodeStorage, StorageError as Error};
 use openraft::storage::{RaftStateMachine, Snapshot};
 use openraft::{
-    AnyError, Entry, EntryPayload, ErrorSubject, ErrorVerb, LogId, OptionalSend, RaftSnapshotBuilder, RaftTypeConfig,
-    SnapshotMeta, StorageError, StorageIOError, StoredMembership,
+    AnyError, Entry, EntryPayload, ErrorSubject, ErrorVerb, LogId, OptionalSend,
+    RaftSnapshotBuilder, RaftTypeConfig, SnapshotMeta, StorageError, StorageIOError,
+    StoredMembership,
 };
 use orrery_types::GroupId;
 use serde::{Deserialize, Serialize};
@@ -48,6 +49,13 @@ struct StoredSnapshot<C: RaftTypeConfig> {
     data: Vec<u8>,
 }
 
+/// The leading field of a `StoredSnapshot` record, read without the data.
+#[derive(Deserialize)]
+#[serde(bound = "")]
+struct StoredSnapshotMeta<C: RaftTypeConfig> {
+    meta: SnapshotMeta<C::NodeId, C::Node>,
+}
+
 /// Read access to a group's applied state, for serving reads.
 pub struct SmHandle<C: RaftTypeConfig, M> {
     inner: Arc<RwLock<Inner<C, M>>>,
@@ -55,7 +63,9 @@ pub struct SmHandle<C: RaftTypeConfig, M> {
 
 impl<C: RaftTypeConfig, M> Clone for SmHandle<C, M> {
     fn clone(&self) -> Self {
-        Self { inner: self.inner.clone() }
+        Self {
+            inner: self.inner.clone(),
+        }
     }
 }
 
@@ -67,7 +77,11 @@ impl<C: RaftTypeConfig, M> SmHandle<C, M> {
     }
 
     pub fn last_applied_index(&self) -> u64 {
-        self.lock().last_applied.as_ref().map(|l| l.index).unwrap_or(0)
+        self.lock()
+            .last_applied
+            .as_ref()
+            .map(|l| l.index)
+            .unwrap_or(0)
     }
 
     fn lock(&self) -> RwLockReadGuard<'_, Inner<C, M>> {
@@ -87,11 +101,21 @@ pub struct StateMachineStore<C: RaftTypeConfig, M> {
 }
 
 fn sm_err<NID: openraft::NodeId>(verb: ErrorVerb, e: impl ToString) -> StorageError<NID> {
-    StorageIOError::new(ErrorSubject::StateMachine, verb, AnyError::error(e.to_string())).into()
+    StorageIOError::new(
+        ErrorSubject::StateMachine,
+        verb,
+        AnyError::error(e.to_string()),
+    )
+    .into()
 }
 
 fn snap_err<NID: openraft::NodeId>(verb: ErrorVerb, e: impl ToString) -> StorageError<NID> {
-    StorageIOError::new(ErrorSubject::Snapshot(None), verb, AnyError::error(e.to_string())).into()
+    StorageIOError::new(
+        ErrorSubject::Snapshot(None),
+        verb,
+        AnyError::error(e.to_string()),
+    )
+    .into()
 }
 
 impl<C, M> StateMachineStore<C, M>
@@ -102,7 +126,11 @@ where
     /// Opens the group's state machine, restoring the last snapshot if any.
     pub fn open(storage: &NodeStorage, group: GroupId) -> Result<Self, Error> {
         let snap_tree = storage.tree(group, "snap")?;
-        let mut inner = Inner { last_applied: None, membership: StoredMembership::default(), state: M::default() };
+        let mut inner = Inner {
+            last_applied: None,
+            membership: StoredMembership::default(),
+            state: M::default(),
+        };
         if let Some(bytes) = snap_tree.get(KEY_SNAPSHOT)? {
             let stored: StoredSnapshot<C> = decode(&bytes).map_err(|e| Error::Corrupt {
                 what: format!("group {group} snapshot"),
@@ -125,7 +153,9 @@ where
     }
 
     pub fn handle(&self) -> SmHandle<C, M> {
-        SmHandle { inner: self.inner.clone() }
+        SmHandle {
+            inner: self.inner.clone(),
+        }
     }
 
     pub fn group(&self) -> GroupId {
@@ -136,11 +166,43 @@ where
         self.inner.write().unwrap_or_else(|p| p.into_inner())
     }
 
-    async fn save_snapshot(&self, stored: &StoredSnapshot<C>) -> Result<(), StorageError<C::NodeId>> {
+    /// Stores `stored` as the current snapshot, unless a newer one is already
+    /// stored: openraft builds snapshots in a task of its own, so a build
+    /// that read the state before a concurrent `install_snapshot` may finish
+    /// after it, and must not replace the installed (newer) snapshot, below
+    /// which the log may already be purged.
+    async fn save_snapshot(
+        &self,
+        stored: &StoredSnapshot<C>,
+    ) -> Result<(), StorageError<C::NodeId>> {
         let bytes = encode(stored).map_err(|e| snap_err(ErrorVerb::Write, e))?;
-        self.snap_tree.insert(KEY_SNAPSHOT, bytes).map_err(|e| snap_err(ErrorVerb::Write, e))?;
+        loop {
+            let current = self
+                .snap_tree
+                .get(KEY_SNAPSHOT)
+                .map_err(|e| snap_err(ErrorVerb::Read, e))?;
+            if let Some(cur) = &current {
+                // An unreadable record is simply replaced.
+                if let Ok(cur) = decode::<StoredSnapshotMeta<C>>(cur) {
+                    if cur.meta.last_log_id > stored.meta.last_log_id {
+                        return Ok(());
+                    }
+                }
+            }
+            let swapped = self
+                .snap_tree
+                .compare_and_swap(KEY_SNAPSHOT, current, Some(bytes.as_slice()))
+                .map_err(|e| snap_err(ErrorVerb::Write, e))?;
+            if swapped.is_ok() {
+                break;
+            }
+            // Raced with another save: compare again.
+        }
         // The log below this snapshot may be purged as soon as we return.
-        self.storage.flush().await.map_err(|e| snap_err(ErrorVerb::Write, e))?;
+        self.storage
+            .flush()
+            .await
+            .map_err(|e| snap_err(ErrorVerb::Write, e))?;
         Ok(())
     }
 }
@@ -178,11 +240,21 @@ where
             Some(l) => format!("{}-{}-{}", l.leader_id, l.index, seq),
             None => format!("none-{seq}"),
         };
-        let meta = SnapshotMeta { last_log_id: last_applied, last_membership: membership, snapshot_id };
-        let stored = StoredSnapshot::<C> { meta: meta.clone(), data };
+        let meta = SnapshotMeta {
+            last_log_id: last_applied,
+            last_membership: membership,
+            snapshot_id,
+        };
+        let stored = StoredSnapshot::<C> {
+            meta: meta.clone(),
+            data,
+        };
         self.store.save_snapshot(&stored).await?;
         tracing::debug!(group = self.store.group, snapshot = %meta.snapshot_id, bytes = stored.data.len(), "snapshot built");
-        Ok(Snapshot { meta, snapshot: Box::new(Cursor::new(stored.data)) })
+        Ok(Snapshot {
+            meta,
+            snapshot: Box::new(Cursor::new(stored.data)),
+        })
     }
 }
 
@@ -195,7 +267,13 @@ where
 
     async fn applied_state(
         &mut self,
-    ) -> Result<(Option<LogId<C::NodeId>>, StoredMembership<C::NodeId, C::Node>), StorageError<C::NodeId>> {
+    ) -> Result<
+        (
+            Option<LogId<C::NodeId>>,
+            StoredMembership<C::NodeId, C::Node>,
+        ),
+        StorageError<C::NodeId>,
+    > {
         let g = self.inner.read().unwrap_or_else(|p| p.into_inner());
         Ok((g.last_applied, g.membership.clone()))
     }
@@ -222,10 +300,14 @@ where
     }
 
     async fn get_snapshot_builder(&mut self) -> Self::SnapshotBuilder {
-        SnapshotBuilder { store: self.clone() }
+        SnapshotBuilder {
+            store: self.clone(),
+        }
     }
 
-    async fn begin_receiving_snapshot(&mut self) -> Result<Box<C::SnapshotData>, StorageError<C::NodeId>> {
+    async fn begin_receiving_snapshot(
+        &mut self,
+    ) -> Result<Box<C::SnapshotData>, StorageError<C::NodeId>> {
         Ok(Box::new(Cursor::new(Vec::new())))
     }
 
@@ -236,7 +318,10 @@ where
     ) -> Result<(), StorageError<C::NodeId>> {
         let data = snapshot.into_inner();
         let state = M::restore(&data).map_err(|e| snap_err(ErrorVerb::Read, e))?;
-        let stored = StoredSnapshot::<C> { meta: meta.clone(), data };
+        let stored = StoredSnapshot::<C> {
+            meta: meta.clone(),
+            data,
+        };
         // Persist before replacing the in-memory state, so that a crash in
         // between restarts from the new snapshot, never from a mix.
         self.save_snapshot(&stored).await?;
@@ -248,12 +333,22 @@ where
         Ok(())
     }
 
-    async fn get_current_snapshot(&mut self) -> Result<Option<Snapshot<C>>, StorageError<C::NodeId>> {
-        match self.snap_tree.get(KEY_SNAPSHOT).map_err(|e| snap_err(ErrorVerb::Read, e))? {
+    async fn get_current_snapshot(
+        &mut self,
+    ) -> Result<Option<Snapshot<C>>, StorageError<C::NodeId>> {
+        match self
+            .snap_tree
+            .get(KEY_SNAPSHOT)
+            .map_err(|e| snap_err(ErrorVerb::Read, e))?
+        {
             None => Ok(None),
             Some(bytes) => {
-                let stored: StoredSnapshot<C> = decode(&bytes).map_err(|e| snap_err(ErrorVerb::Read, e))?;
-                Ok(Some(Snapshot { meta: stored.meta, snapshot: Box::new(Cursor::new(stored.data)) }))
+                let stored: StoredSnapshot<C> =
+                    decode(&bytes).map_err(|e| snap_err(ErrorVerb::Read, e))?;
+                Ok(Some(Snapshot {
+                    meta: stored.meta,
+                    snapshot: Box::new(Cursor::new(stored.data)),
+                }))
             }
         }
     }

@@ -19,14 +19,14 @@ use std::time::Duration;
 use openraft::error::{InstallSnapshotError, RPCError, RaftError};
 use openraft::network::{RPCOption, RaftNetwork, RaftNetworkFactory};
 use openraft::raft::{
-    AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest, InstallSnapshotResponse, VoteRequest,
-    VoteResponse,
+    AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest, InstallSnapshotResponse,
+    VoteRequest, VoteResponse,
 };
 use openraft::storage::{RaftLogStorage, RaftStateMachine};
 use openraft::testing::{StoreBuilder, Suite};
 use openraft::{
-    BasicNode, CommittedLeaderId, Entry, EntryPayload, LogId, Membership, RaftLogReader, RaftSnapshotBuilder,
-    SnapshotMeta, StorageError, StoredMembership, Vote,
+    BasicNode, CommittedLeaderId, Entry, EntryPayload, LogId, Membership, RaftLogReader,
+    RaftSnapshotBuilder, SnapshotMeta, StorageError, StoredMembership, Vote,
 };
 use orrery_storage::{decode, encode, LogStore, NodeStorage, StateMachine, StateMachineStore};
 use proptest::prelude::*;
@@ -48,7 +48,10 @@ pub enum TestCmd {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum TestResp {
     /// Length of the list after the command, and the index that applied it.
-    Len { len: usize, index: u64 },
+    Len {
+        len: usize,
+        index: u64,
+    },
     Empty,
 }
 
@@ -77,7 +80,10 @@ impl StateMachine<TestConfig> for TestState {
             TestCmd::Push { key, value } => {
                 let list = self.lists.entry(key).or_default();
                 list.push(value);
-                TestResp::Len { len: list.len(), index }
+                TestResp::Len {
+                    len: list.len(),
+                    index,
+                }
             }
             TestCmd::Clear { key } => {
                 self.lists.remove(&key);
@@ -115,17 +121,28 @@ fn lid(term: u64, index: u64) -> LogId<u64> {
 }
 
 fn blank(term: u64, index: u64) -> Entry<C> {
-    Entry { log_id: lid(term, index), payload: EntryPayload::Blank }
+    Entry {
+        log_id: lid(term, index),
+        payload: EntryPayload::Blank,
+    }
 }
 
 fn push(term: u64, index: u64, key: &str, value: u64) -> Entry<C> {
-    Entry { log_id: lid(term, index), payload: EntryPayload::Normal(TestCmd::Push { key: key.into(), value }) }
+    Entry {
+        log_id: lid(term, index),
+        payload: EntryPayload::Normal(TestCmd::Push {
+            key: key.into(),
+            value,
+        }),
+    }
 }
 
 fn membership(term: u64, index: u64, voters: &[u64]) -> Entry<C> {
     let set: BTreeSet<u64> = voters.iter().copied().collect();
-    let nodes: BTreeMap<u64, BasicNode> =
-        voters.iter().map(|id| (*id, BasicNode::new(format!("10.0.0.{id}:7000")))).collect();
+    let nodes: BTreeMap<u64, BasicNode> = voters
+        .iter()
+        .map(|id| (*id, BasicNode::new(format!("10.0.0.{id}:7000"))))
+        .collect();
     Entry {
         log_id: lid(term, index),
         payload: EntryPayload::Membership(Membership::new(vec![set], nodes)),
@@ -150,7 +167,8 @@ fn log_tree(storage: &NodeStorage, group: u64) -> sled::Tree {
 fn plant(storage: &NodeStorage, group: u64, entries: &[Entry<C>]) {
     let tree = log_tree(storage, group);
     for e in entries {
-        tree.insert(e.log_id.index.to_be_bytes(), encode(e).unwrap()).unwrap();
+        tree.insert(e.log_id.index.to_be_bytes(), encode(e).unwrap())
+            .unwrap();
     }
     storage.db().flush().unwrap();
 }
@@ -184,7 +202,11 @@ fn indexes(entries: &[Entry<C>]) -> Vec<u64> {
 }
 
 fn flip_byte(tree: &sled::Tree, key: &[u8], at: impl Fn(usize) -> usize) {
-    let mut v = tree.get(key).unwrap().expect("record to corrupt exists").to_vec();
+    let mut v = tree
+        .get(key)
+        .unwrap()
+        .expect("record to corrupt exists")
+        .to_vec();
     let i = at(v.len());
     v[i] ^= 0x20;
     tree.insert(key, v).unwrap();
@@ -192,7 +214,10 @@ fn flip_byte(tree: &sled::Tree, key: &[u8], at: impl Fn(usize) -> usize) {
 }
 
 async fn snapshot_bytes(sm: &mut Sm) -> Option<(SnapshotMeta<u64, BasicNode>, Vec<u8>)> {
-    sm.get_current_snapshot().await.unwrap().map(|s| (s.meta, s.snapshot.into_inner()))
+    sm.get_current_snapshot()
+        .await
+        .unwrap()
+        .map(|s| (s.meta, s.snapshot.into_inner()))
 }
 
 // ---------------------------------------------------------------------------
@@ -214,7 +239,14 @@ impl StoreBuilder<C, Log, Sm, Guard> for Builder {
         let storage = NodeStorage::open(dir.path()).unwrap();
         let log = LogStore::open(&storage, GROUP).unwrap();
         let sm = StateMachineStore::open(&storage, GROUP).unwrap();
-        Ok((Guard { _storage: storage, _dir: dir }, log, sm))
+        Ok((
+            Guard {
+                _storage: storage,
+                _dir: dir,
+            },
+            log,
+            sm,
+        ))
     }
 }
 
@@ -268,20 +300,41 @@ async fn read_back_ranges_and_log_state() {
     check(&mut log, 5..5, vec![]).await;
     check(&mut log, 21..30, vec![]).await;
     check(&mut log, 18..100, vec![18, 19, 20]).await;
-    check(&mut log, (Bound::Excluded(3), Bound::Included(6)), vec![4, 5, 6]).await;
-    check(&mut log, (Bound::Excluded(3), Bound::Excluded(6)), vec![4, 5]).await;
+    check(
+        &mut log,
+        (Bound::Excluded(3), Bound::Included(6)),
+        vec![4, 5, 6],
+    )
+    .await;
+    check(
+        &mut log,
+        (Bound::Excluded(3), Bound::Excluded(6)),
+        vec![4, 5],
+    )
+    .await;
     check(&mut log, (Bound::Excluded(20), Bound::Unbounded), vec![]).await;
     // Inverted or out-of-range bounds must not panic.
     #[allow(clippy::reversed_empty_ranges)]
     check(&mut log, 9..4, vec![]).await;
-    check(&mut log, (Bound::Excluded(u64::MAX), Bound::Unbounded), vec![]).await;
+    check(
+        &mut log,
+        (Bound::Excluded(u64::MAX), Bound::Unbounded),
+        vec![],
+    )
+    .await;
     check(&mut log, u64::MAX.., vec![]).await;
 
     // The reader handed to openraft sees the same log, including later writes.
     let mut reader = log.get_log_reader().await;
-    assert_eq!(indexes(&reader.try_get_log_entries(10..12).await.unwrap()), vec![10, 11]);
+    assert_eq!(
+        indexes(&reader.try_get_log_entries(10..12).await.unwrap()),
+        vec![10, 11]
+    );
     plant(&storage, GROUP, &[blank(3, 21)]);
-    assert_eq!(indexes(&reader.try_get_log_entries(20..).await.unwrap()), vec![20, 21]);
+    assert_eq!(
+        indexes(&reader.try_get_log_entries(20..).await.unwrap()),
+        vec![20, 21]
+    );
 
     assert_eq!(log.verify().unwrap(), 21);
 }
@@ -292,14 +345,25 @@ async fn groups_on_one_node_are_isolated() {
     let storage = NodeStorage::open(dir.path()).unwrap();
     let mut a = Log::open(&storage, 1).unwrap();
     let mut b = Log::open(&storage, 2).unwrap();
-    plant(&storage, 1, &(1..=10).map(|i| blank(1, i)).collect::<Vec<_>>());
-    plant(&storage, 2, &(1..=4).map(|i| push(2, i, "x", i)).collect::<Vec<_>>());
+    plant(
+        &storage,
+        1,
+        &(1..=10).map(|i| blank(1, i)).collect::<Vec<_>>(),
+    );
+    plant(
+        &storage,
+        2,
+        &(1..=4).map(|i| push(2, i, "x", i)).collect::<Vec<_>>(),
+    );
 
     a.purge(lid(1, 5)).await.unwrap();
     b.truncate(lid(2, 3)).await.unwrap();
     a.save_vote(&Vote::new(4, 1)).await.unwrap();
 
-    assert_eq!(indexes(&all_entries(&mut a).await), (6..=10).collect::<Vec<_>>());
+    assert_eq!(
+        indexes(&all_entries(&mut a).await),
+        (6..=10).collect::<Vec<_>>()
+    );
     assert_eq!(indexes(&all_entries(&mut b).await), vec![1, 2]);
     assert_eq!(b.get_log_state().await.unwrap().last_purged_log_id, None);
     assert_eq!(b.read_vote().await.unwrap(), None);
@@ -322,25 +386,40 @@ async fn truncate_and_purge_leave_no_holes_and_persist() {
 
         // Truncate [7, ..).
         log.truncate(lid(1, 7)).await.unwrap();
-        assert_eq!(indexes(&all_entries(&mut log).await), (1..=6).collect::<Vec<_>>());
+        assert_eq!(
+            indexes(&all_entries(&mut log).await),
+            (1..=6).collect::<Vec<_>>()
+        );
         let st = log.get_log_state().await.unwrap();
-        assert_eq!((st.last_purged_log_id, st.last_log_id), (None, Some(lid(1, 6))));
+        assert_eq!(
+            (st.last_purged_log_id, st.last_log_id),
+            (None, Some(lid(1, 6)))
+        );
 
         // Truncating past the end is a no-op.
         log.truncate(lid(1, 50)).await.unwrap();
-        assert_eq!(indexes(&all_entries(&mut log).await), (1..=6).collect::<Vec<_>>());
+        assert_eq!(
+            indexes(&all_entries(&mut log).await),
+            (1..=6).collect::<Vec<_>>()
+        );
 
         // Purge (.., 3].
         log.purge(lid(1, 3)).await.unwrap();
         assert_eq!(indexes(&all_entries(&mut log).await), vec![4, 5, 6]);
         let st = log.get_log_state().await.unwrap();
-        assert_eq!((st.last_purged_log_id, st.last_log_id), (Some(lid(1, 3)), Some(lid(1, 6))));
+        assert_eq!(
+            (st.last_purged_log_id, st.last_log_id),
+            (Some(lid(1, 3)), Some(lid(1, 6)))
+        );
         assert!(log.try_get_log_entries(..4).await.unwrap().is_empty());
 
         // Appending after truncate continues the log with a new term.
         plant(&storage, GROUP, &[blank(2, 7), blank(2, 8)]);
         assert_eq!(indexes(&all_entries(&mut log).await), vec![4, 5, 6, 7, 8]);
-        assert_eq!(log.get_log_state().await.unwrap().last_log_id, Some(lid(2, 8)));
+        assert_eq!(
+            log.get_log_state().await.unwrap().last_log_id,
+            Some(lid(2, 8))
+        );
         // Every remaining entry is intact.
         assert_eq!(log.verify().unwrap(), 5);
     }
@@ -348,20 +427,29 @@ async fn truncate_and_purge_leave_no_holes_and_persist() {
         let storage = open_node(dir.path()).await;
         let mut log = Log::open(&storage, GROUP).unwrap();
         let st = log.get_log_state().await.unwrap();
-        assert_eq!((st.last_purged_log_id, st.last_log_id), (Some(lid(1, 3)), Some(lid(2, 8))));
+        assert_eq!(
+            (st.last_purged_log_id, st.last_log_id),
+            (Some(lid(1, 3)), Some(lid(2, 8)))
+        );
         assert_eq!(indexes(&all_entries(&mut log).await), vec![4, 5, 6, 7, 8]);
 
         // Purging everything leaves last_log_id == last_purged_log_id.
         log.purge(lid(2, 8)).await.unwrap();
         assert!(all_entries(&mut log).await.is_empty());
         let st = log.get_log_state().await.unwrap();
-        assert_eq!((st.last_purged_log_id, st.last_log_id), (Some(lid(2, 8)), Some(lid(2, 8))));
+        assert_eq!(
+            (st.last_purged_log_id, st.last_log_id),
+            (Some(lid(2, 8)), Some(lid(2, 8)))
+        );
     }
     {
         let storage = open_node(dir.path()).await;
         let mut log = Log::open(&storage, GROUP).unwrap();
         let st = log.get_log_state().await.unwrap();
-        assert_eq!((st.last_purged_log_id, st.last_log_id), (Some(lid(2, 8)), Some(lid(2, 8))));
+        assert_eq!(
+            (st.last_purged_log_id, st.last_log_id),
+            (Some(lid(2, 8)), Some(lid(2, 8)))
+        );
         assert!(all_entries(&mut log).await.is_empty());
     }
 }
@@ -372,14 +460,73 @@ async fn purge_beyond_last_log_id() {
     let dir = tempfile::tempdir().unwrap();
     let storage = NodeStorage::open(dir.path()).unwrap();
     let mut log = Log::open(&storage, GROUP).unwrap();
-    plant(&storage, GROUP, &(1..=3).map(|i| blank(1, i)).collect::<Vec<_>>());
+    plant(
+        &storage,
+        GROUP,
+        &(1..=3).map(|i| blank(1, i)).collect::<Vec<_>>(),
+    );
     log.purge(lid(5, 40)).await.unwrap();
     assert!(all_entries(&mut log).await.is_empty());
     let st = log.get_log_state().await.unwrap();
-    assert_eq!((st.last_purged_log_id, st.last_log_id), (Some(lid(5, 40)), Some(lid(5, 40))));
+    assert_eq!(
+        (st.last_purged_log_id, st.last_log_id),
+        (Some(lid(5, 40)), Some(lid(5, 40)))
+    );
     plant(&storage, GROUP, &[blank(5, 41)]);
     let st = log.get_log_state().await.unwrap();
-    assert_eq!((st.last_purged_log_id, st.last_log_id), (Some(lid(5, 40)), Some(lid(5, 41))));
+    assert_eq!(
+        (st.last_purged_log_id, st.last_log_id),
+        (Some(lid(5, 40)), Some(lid(5, 41)))
+    );
+}
+
+/// `purge` records the purge point durably before removing the entries, so a
+/// crash in between leaves entries at or below it. When the purge point lies
+/// past the end of the log (after a snapshot install), the log state must
+/// still report `last_log_id >= last_purged_log_id`.
+#[tokio::test]
+async fn log_state_after_crash_between_purge_steps() {
+    let dir = tempfile::tempdir().unwrap();
+    let storage = NodeStorage::open(dir.path()).unwrap();
+    let mut log = Log::open(&storage, GROUP).unwrap();
+    plant(
+        &storage,
+        GROUP,
+        &(1..=5).map(|i| blank(1, i)).collect::<Vec<_>>(),
+    );
+    let meta = storage.db().open_tree(format!("g{GROUP}.meta")).unwrap();
+
+    // Purge point inside the log, entries not removed yet.
+    meta.insert(b"last_purged", encode(&lid(1, 3)).unwrap())
+        .unwrap();
+    let st = log.get_log_state().await.unwrap();
+    assert_eq!(
+        (st.last_purged_log_id, st.last_log_id),
+        (Some(lid(1, 3)), Some(lid(1, 5)))
+    );
+    // openraft reads only after the purge point.
+    assert_eq!(
+        indexes(&log.try_get_log_entries(4..).await.unwrap()),
+        vec![4, 5]
+    );
+
+    // Purge point past the end of the log, entries not removed yet.
+    meta.insert(b"last_purged", encode(&lid(3, 40)).unwrap())
+        .unwrap();
+    let st = log.get_log_state().await.unwrap();
+    assert_eq!(
+        (st.last_purged_log_id, st.last_log_id),
+        (Some(lid(3, 40)), Some(lid(3, 40)))
+    );
+
+    // Redoing the purge (as openraft does) cleans up.
+    log.purge(lid(3, 40)).await.unwrap();
+    assert!(all_entries(&mut log).await.is_empty());
+    let st = log.get_log_state().await.unwrap();
+    assert_eq!(
+        (st.last_purged_log_id, st.last_log_id),
+        (Some(lid(3, 40)), Some(lid(3, 40)))
+    );
 }
 
 // ---------------------------------------------------------------------------
@@ -446,7 +593,10 @@ async fn apply_updates_state_membership_and_responses() {
     assert_eq!(sm.group(), GROUP);
     let handle = sm.handle();
     assert_eq!(handle.last_applied_index(), 0);
-    assert_eq!(sm.applied_state().await.unwrap(), (None, StoredMembership::default()));
+    assert_eq!(
+        sm.applied_state().await.unwrap(),
+        (None, StoredMembership::default())
+    );
 
     let resps = apply_some(&mut sm, 1, 6).await;
     // 1: push k1, 2: push k2, 3: membership, 4: push k1, 5: blank, 6: push k0
@@ -474,7 +624,10 @@ async fn apply_updates_state_membership_and_responses() {
     });
 
     let resp = sm
-        .apply([Entry { log_id: lid(2, 7), payload: EntryPayload::Normal(TestCmd::Clear { key: "k1".into() }) }])
+        .apply([Entry {
+            log_id: lid(2, 7),
+            payload: EntryPayload::Normal(TestCmd::Clear { key: "k1".into() }),
+        }])
         .await
         .unwrap();
     assert_eq!(resp, vec![TestResp::Len { len: 0, index: 7 }]);
@@ -491,12 +644,25 @@ async fn snapshot_build_and_restore_after_reopen() {
         let mut sm = Sm::open(&storage, GROUP).unwrap();
 
         // Snapshot of an empty state machine.
-        let empty = sm.get_snapshot_builder().await.build_snapshot().await.unwrap();
+        let empty = sm
+            .get_snapshot_builder()
+            .await
+            .build_snapshot()
+            .await
+            .unwrap();
         assert_eq!(empty.meta.last_log_id, None);
-        assert_eq!(TestState::restore(&empty.snapshot.into_inner()).unwrap(), TestState::default());
+        assert_eq!(
+            TestState::restore(&empty.snapshot.into_inner()).unwrap(),
+            TestState::default()
+        );
 
         apply_some(&mut sm, 1, 12).await;
-        let snap = sm.get_snapshot_builder().await.build_snapshot().await.unwrap();
+        let snap = sm
+            .get_snapshot_builder()
+            .await
+            .build_snapshot()
+            .await
+            .unwrap();
         assert_eq!(snap.meta.last_log_id, Some(lid(2, 12)));
         assert_eq!(snap.meta.last_membership.log_id(), &Some(lid(2, 8)));
         assert_ne!(snap.meta.snapshot_id, empty.meta.snapshot_id);
@@ -514,7 +680,12 @@ async fn snapshot_build_and_restore_after_reopen() {
         assert_eq!(snapshot_bytes(&mut sm).await.unwrap().0, snap.meta);
 
         // A second build gets a different id for the later state.
-        let snap2 = sm.get_snapshot_builder().await.build_snapshot().await.unwrap();
+        let snap2 = sm
+            .get_snapshot_builder()
+            .await
+            .build_snapshot()
+            .await
+            .unwrap();
         assert_ne!(snap2.meta.snapshot_id, snap.meta.snapshot_id);
         assert_eq!(snap2.meta.last_log_id, Some(lid(2, 14)));
         let state2 = sm.handle().read(|s| s.clone());
@@ -548,7 +719,12 @@ async fn install_snapshot_on_another_node() {
     let mut b = Sm::open(&storage_b, GROUP).unwrap();
 
     apply_some(&mut a, 1, 9).await;
-    let built = a.get_snapshot_builder().await.build_snapshot().await.unwrap();
+    let built = a
+        .get_snapshot_builder()
+        .await
+        .build_snapshot()
+        .await
+        .unwrap();
     let meta = built.meta.clone();
     let data = built.snapshot.into_inner();
 
@@ -562,8 +738,14 @@ async fn install_snapshot_on_another_node() {
     let (cur_meta, cur_data) = snapshot_bytes(&mut b).await.unwrap();
     assert_eq!(cur_meta, meta);
     assert_eq!(cur_data, data);
-    assert_eq!(b.applied_state().await.unwrap(), a.applied_state().await.unwrap());
-    assert_eq!(b.handle().read(|s| s.clone()), a.handle().read(|s| s.clone()));
+    assert_eq!(
+        b.applied_state().await.unwrap(),
+        a.applied_state().await.unwrap()
+    );
+    assert_eq!(
+        b.handle().read(|s| s.clone()),
+        a.handle().read(|s| s.clone())
+    );
 
     // A snapshot whose contents do not restore is refused and changes nothing.
     let bad_meta = SnapshotMeta {
@@ -571,7 +753,9 @@ async fn install_snapshot_on_another_node() {
         last_membership: StoredMembership::default(),
         snapshot_id: "bad".into(),
     };
-    let err = b.install_snapshot(&bad_meta, Box::new(Cursor::new(b"not a snapshot".to_vec()))).await;
+    let err = b
+        .install_snapshot(&bad_meta, Box::new(Cursor::new(b"not a snapshot".to_vec())))
+        .await;
     assert!(err.is_err());
     assert_eq!(snapshot_bytes(&mut b).await.unwrap().0, meta);
     assert_eq!(b.applied_state().await.unwrap().0, meta.last_log_id);
@@ -587,6 +771,74 @@ async fn install_snapshot_on_another_node() {
     assert_eq!(snapshot_bytes(&mut b).await.unwrap().0, meta);
 }
 
+/// openraft runs `build_snapshot` in a task of its own, concurrently with the
+/// state-machine worker, which may meanwhile install a newer snapshot sent by
+/// the leader (and then purge the log up to it). A build that read the state
+/// before the install must not overwrite the newer stored snapshot, or a
+/// restart would come back at the old index with the log after it purged.
+#[tokio::test]
+async fn stale_build_does_not_overwrite_newer_installed_snapshot() {
+    let dir_a = tempfile::tempdir().unwrap();
+    let dir_b = tempfile::tempdir().unwrap();
+    let storage_a = NodeStorage::open(dir_a.path()).unwrap();
+    let storage_b = NodeStorage::open(dir_b.path()).unwrap();
+
+    // The leader's snapshot at index 50.
+    let mut leader = Sm::open(&storage_a, GROUP).unwrap();
+    apply_some(&mut leader, 1, 50).await;
+    let newer = leader
+        .get_snapshot_builder()
+        .await
+        .build_snapshot()
+        .await
+        .unwrap();
+    let newer_meta = newer.meta.clone();
+    let newer_data = newer.snapshot.into_inner();
+    let newer_state = leader.handle().read(|s| s.clone());
+
+    // A follower at index 10 builds a snapshot while installing the leader's.
+    let mut follower = Sm::open(&storage_b, GROUP).unwrap();
+    apply_some(&mut follower, 1, 10).await;
+    let mut builder = follower.get_snapshot_builder().await;
+    let mut installer = follower.clone();
+    let (installed, built) = tokio::join!(
+        installer.install_snapshot(&newer_meta, Box::new(Cursor::new(newer_data.clone()))),
+        builder.build_snapshot(),
+    );
+    installed.unwrap();
+    let built = built.unwrap();
+    assert!(built.meta.last_log_id <= newer_meta.last_log_id);
+
+    let (cur_meta, cur_data) = snapshot_bytes(&mut follower).await.unwrap();
+    assert_eq!(cur_meta, newer_meta, "stored snapshot went backwards");
+    assert_eq!(cur_data, newer_data);
+    assert_eq!(
+        follower.applied_state().await.unwrap().0,
+        newer_meta.last_log_id
+    );
+
+    // After a restart the follower is at the installed snapshot, not before it.
+    drop((follower, installer, builder, storage_b));
+    let storage_b = open_node(dir_b.path()).await;
+    let mut follower = Sm::open(&storage_b, GROUP).unwrap();
+    assert_eq!(
+        follower.applied_state().await.unwrap().0,
+        newer_meta.last_log_id
+    );
+    assert_eq!(follower.handle().read(|s| s.clone()), newer_state);
+
+    // Building again at a later index still replaces the stored snapshot.
+    apply_some(&mut follower, 51, 52).await;
+    let later = follower
+        .get_snapshot_builder()
+        .await
+        .build_snapshot()
+        .await
+        .unwrap();
+    assert_eq!(snapshot_bytes(&mut follower).await.unwrap().0, later.meta);
+    assert_eq!(later.meta.last_log_id, Some(lid(2, 52)));
+}
+
 // ---------------------------------------------------------------------------
 // 5. Corruption
 // ---------------------------------------------------------------------------
@@ -596,21 +848,34 @@ async fn corrupt_log_entry_is_detected() {
     let dir = tempfile::tempdir().unwrap();
     let storage = NodeStorage::open(dir.path()).unwrap();
     let mut log = Log::open(&storage, GROUP).unwrap();
-    plant(&storage, GROUP, &(1..=6).map(|i| push(1, i, "k", i)).collect::<Vec<_>>());
+    plant(
+        &storage,
+        GROUP,
+        &(1..=6).map(|i| push(1, i, "k", i)).collect::<Vec<_>>(),
+    );
     assert_eq!(log.verify().unwrap(), 6);
 
     let tree = log_tree(&storage, GROUP);
     // Flip a byte in the body of entry 3.
     flip_byte(&tree, &3u64.to_be_bytes(), |len| len - 1);
     let err = log.verify().unwrap_err();
-    assert!(matches!(err, orrery_storage::StorageError::Corrupt { .. }), "{err:?}");
+    assert!(
+        matches!(err, orrery_storage::StorageError::Corrupt { .. }),
+        "{err:?}"
+    );
     assert!(err.to_string().contains("entry 3"), "{err}");
     assert!(log.try_get_log_entries(3..=3).await.is_err());
     assert!(log.try_get_log_entries(..).await.is_err());
     assert!(log.try_get_log_entries(2..5).await.is_err());
     // Entries around it are still readable.
-    assert_eq!(indexes(&log.try_get_log_entries(1..3).await.unwrap()), vec![1, 2]);
-    assert_eq!(indexes(&log.try_get_log_entries(4..).await.unwrap()), vec![4, 5, 6]);
+    assert_eq!(
+        indexes(&log.try_get_log_entries(1..3).await.unwrap()),
+        vec![1, 2]
+    );
+    assert_eq!(
+        indexes(&log.try_get_log_entries(4..).await.unwrap()),
+        vec![4, 5, 6]
+    );
     assert!(log.get_log_state().await.is_ok());
 
     // A flipped checksum byte in the last entry breaks get_log_state too.
@@ -629,7 +894,11 @@ async fn corrupt_log_metadata_is_detected() {
     let mut log = Log::open(&storage, GROUP).unwrap();
     log.save_vote(&Vote::new(3, 1)).await.unwrap();
     log.save_committed(Some(lid(3, 4))).await.unwrap();
-    plant(&storage, GROUP, &(1..=4).map(|i| blank(3, i)).collect::<Vec<_>>());
+    plant(
+        &storage,
+        GROUP,
+        &(1..=4).map(|i| blank(3, i)).collect::<Vec<_>>(),
+    );
     log.purge(lid(3, 2)).await.unwrap();
     assert_eq!(log.verify().unwrap(), 2);
 
@@ -637,7 +906,10 @@ async fn corrupt_log_metadata_is_detected() {
     for key in [&b"vote"[..], b"committed", b"last_purged"] {
         let orig = meta.get(key).unwrap().unwrap();
         flip_byte(&meta, key, |len| len - 1);
-        assert!(log.verify().is_err(), "corrupt {key:?} not detected by verify");
+        assert!(
+            log.verify().is_err(),
+            "corrupt {key:?} not detected by verify"
+        );
         match key {
             b"vote" => assert!(log.read_vote().await.is_err()),
             b"committed" => assert!(log.read_committed().await.is_err()),
@@ -655,15 +927,24 @@ async fn corrupt_snapshot_refuses_to_open() {
     {
         let mut sm = Sm::open(&storage, GROUP).unwrap();
         apply_some(&mut sm, 1, 5).await;
-        sm.get_snapshot_builder().await.build_snapshot().await.unwrap();
+        sm.get_snapshot_builder()
+            .await
+            .build_snapshot()
+            .await
+            .unwrap();
     }
     let snap = storage.db().open_tree(format!("g{GROUP}.snap")).unwrap();
     let orig = snap.get(b"current").unwrap().unwrap();
 
     for at in [0usize, 4, orig.len() / 2, orig.len() - 1] {
         flip_byte(&snap, b"current", |_| at);
-        let err = Sm::open(&storage, GROUP).err().expect("corrupt snapshot must not open");
-        assert!(matches!(err, orrery_storage::StorageError::Corrupt { .. }), "{err:?}");
+        let err = Sm::open(&storage, GROUP)
+            .err()
+            .expect("corrupt snapshot must not open");
+        assert!(
+            matches!(err, orrery_storage::StorageError::Corrupt { .. }),
+            "{err:?}"
+        );
         snap.insert(b"current", orig.clone()).unwrap();
     }
 
@@ -679,11 +960,17 @@ async fn corrupt_snapshot_refuses_to_open() {
         data: Vec<u8>,
     }
     let fake = FakeStored {
-        meta: SnapshotMeta { last_log_id: Some(lid(1, 1)), last_membership: Default::default(), snapshot_id: "x".into() },
+        meta: SnapshotMeta {
+            last_log_id: Some(lid(1, 1)),
+            last_membership: Default::default(),
+            snapshot_id: "x".into(),
+        },
         data: b"garbage".to_vec(),
     };
     snap.insert(b"current", encode(&fake).unwrap()).unwrap();
-    let err = Sm::open(&storage, GROUP).err().expect("bad contents must not open");
+    let err = Sm::open(&storage, GROUP)
+        .err()
+        .expect("bad contents must not open");
     assert!(err.to_string().contains("snapshot contents"), "{err}");
 
     // Restoring the original record makes the group usable again.
@@ -730,7 +1017,12 @@ async fn stored_groups_survive_reopen_and_drop_group() {
         let mut gone = Log::open(&storage, 3).unwrap();
         assert!(gone.is_pristine());
         assert_eq!(gone.read_vote().await.unwrap(), None);
-        assert!(Sm::open(&storage, 3).unwrap().get_current_snapshot().await.unwrap().is_none());
+        assert!(Sm::open(&storage, 3)
+            .unwrap()
+            .get_current_snapshot()
+            .await
+            .unwrap()
+            .is_none());
     }
 }
 
@@ -759,7 +1051,10 @@ async fn flusher_completes_callbacks_in_order() {
             }
         });
     }
-    tokio::time::timeout(Duration::from_secs(10), rx).await.unwrap().unwrap();
+    tokio::time::timeout(Duration::from_secs(10), rx)
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(*done.lock().unwrap(), (0..N).collect::<Vec<_>>());
 }
 
@@ -771,8 +1066,14 @@ fn flusher_reports_error_after_runtime_stops() {
     drop(rt);
     let result = Arc::new(Mutex::new(None));
     let r2 = result.clone();
-    storage.flusher().after_flush(move |r| *r2.lock().unwrap() = Some(r.is_err()));
-    assert_eq!(*result.lock().unwrap(), Some(true), "callback must run, with an error");
+    storage
+        .flusher()
+        .after_flush(move |r| *r2.lock().unwrap() = Some(r.is_err()));
+    assert_eq!(
+        *result.lock().unwrap(),
+        Some(true),
+        "callback must run, with an error"
+    );
 }
 
 // ---------------------------------------------------------------------------
@@ -789,7 +1090,9 @@ impl RaftNetworkFactory<C> for NoNetwork {
 }
 
 fn unreachable_err<E: std::error::Error>() -> RPCError<u64, BasicNode, E> {
-    RPCError::Unreachable(openraft::error::Unreachable::new(&std::io::Error::other("single node")))
+    RPCError::Unreachable(openraft::error::Unreachable::new(&std::io::Error::other(
+        "single node",
+    )))
 }
 
 impl RaftNetwork<C> for NoNetwork {
@@ -804,7 +1107,10 @@ impl RaftNetwork<C> for NoNetwork {
         &mut self,
         _rpc: InstallSnapshotRequest<C>,
         _option: RPCOption,
-    ) -> Result<InstallSnapshotResponse<u64>, RPCError<u64, BasicNode, RaftError<u64, InstallSnapshotError>>> {
+    ) -> Result<
+        InstallSnapshotResponse<u64>,
+        RPCError<u64, BasicNode, RaftError<u64, InstallSnapshotError>>,
+    > {
         Err(unreachable_err())
     }
     async fn vote(
@@ -830,11 +1136,15 @@ fn raft_config() -> Arc<openraft::Config> {
     )
 }
 
-async fn start_raft(storage: &NodeStorage) -> (openraft::Raft<C>, orrery_storage::SmHandle<C, TestState>) {
+async fn start_raft(
+    storage: &NodeStorage,
+) -> (openraft::Raft<C>, orrery_storage::SmHandle<C, TestState>) {
     let log = Log::open(storage, GROUP).unwrap();
     let sm = Sm::open(storage, GROUP).unwrap();
     let handle = sm.handle();
-    let raft = openraft::Raft::new(1, raft_config(), NoNetwork, log, sm).await.unwrap();
+    let raft = openraft::Raft::new(1, raft_config(), NoNetwork, log, sm)
+        .await
+        .unwrap();
     (raft, handle)
 }
 
@@ -846,13 +1156,24 @@ async fn raft_single_node_append_apply_snapshot_restart() {
     let (state, last_index, snap_index) = {
         let storage = NodeStorage::open(dir.path()).unwrap();
         let (raft, handle) = start_raft(&storage).await;
-        raft.initialize(BTreeMap::from([(1u64, BasicNode::new("127.0.0.1:1"))])).await.unwrap();
+        raft.initialize(BTreeMap::from([(1u64, BasicNode::new("127.0.0.1:1"))]))
+            .await
+            .unwrap();
         raft.wait(WAIT).current_leader(1, "leader").await.unwrap();
 
         for i in 0..30u64 {
             let key = format!("k{}", i % 4);
-            let resp = raft.client_write(TestCmd::Push { key, value: i }).await.unwrap();
-            assert_eq!(resp.data, TestResp::Len { len: (i / 4 + 1) as usize, index: resp.log_id.index });
+            let resp = raft
+                .client_write(TestCmd::Push { key, value: i })
+                .await
+                .unwrap();
+            assert_eq!(
+                resp.data,
+                TestResp::Len {
+                    len: (i / 4 + 1) as usize,
+                    index: resp.log_id.index
+                }
+            );
         }
         let metrics = raft.metrics().borrow().clone();
         let last_index = metrics.last_log_index.unwrap();
@@ -871,7 +1192,10 @@ async fn raft_single_node_append_apply_snapshot_restart() {
         assert_eq!(expect, last_index + 1);
 
         raft.trigger().snapshot().await.unwrap();
-        raft.wait(WAIT).snapshot(metrics.last_applied.unwrap(), "snapshot").await.unwrap();
+        raft.wait(WAIT)
+            .snapshot(metrics.last_applied.unwrap(), "snapshot")
+            .await
+            .unwrap();
         let snap_index = 20;
         raft.trigger().purge_log(snap_index).await.unwrap();
         raft.wait(WAIT)
@@ -881,10 +1205,18 @@ async fn raft_single_node_append_apply_snapshot_restart() {
 
         // More writes after the snapshot: these must be re-applied on restart.
         for i in 30..35u64 {
-            raft.client_write(TestCmd::Push { key: "tail".into(), value: i }).await.unwrap();
+            raft.client_write(TestCmd::Push {
+                key: "tail".into(),
+                value: i,
+            })
+            .await
+            .unwrap();
         }
         let last_index = raft.metrics().borrow().last_log_index.unwrap();
-        raft.wait(WAIT).applied_index(Some(last_index), "applied").await.unwrap();
+        raft.wait(WAIT)
+            .applied_index(Some(last_index), "applied")
+            .await
+            .unwrap();
         let state = handle.read(|s| s.clone());
         assert_eq!(state.lists["tail"], (30..35).collect::<Vec<_>>());
         assert_eq!(state.last_cmd_index, last_index);
@@ -905,15 +1237,36 @@ async fn raft_single_node_append_apply_snapshot_restart() {
         assert_eq!(st.last_log_id.map(|l| l.index), Some(last_index));
         let mut sm = Sm::open(&storage, GROUP).unwrap();
         let applied = sm.applied_state().await.unwrap().0.unwrap().index;
-        assert!(applied >= snap_index && applied < last_index, "snapshot at {applied}");
+        assert!(
+            applied >= snap_index && applied < last_index,
+            "snapshot at {applied}"
+        );
     }
     let (raft, handle) = start_raft(&storage).await;
-    raft.wait(WAIT).current_leader(1, "leader again").await.unwrap();
-    raft.wait(WAIT).applied_index_at_least(Some(last_index), "re-applied").await.unwrap();
+    raft.wait(WAIT)
+        .current_leader(1, "leader again")
+        .await
+        .unwrap();
+    raft.wait(WAIT)
+        .applied_index_at_least(Some(last_index), "re-applied")
+        .await
+        .unwrap();
     let after = handle.read(|s| s.clone());
     assert_eq!(after.lists, state.lists);
-    let resp = raft.client_write(TestCmd::Push { key: "tail".into(), value: 99 }).await.unwrap();
-    assert_eq!(resp.data, TestResp::Len { len: 6, index: resp.log_id.index });
+    let resp = raft
+        .client_write(TestCmd::Push {
+            key: "tail".into(),
+            value: 99,
+        })
+        .await
+        .unwrap();
+    assert_eq!(
+        resp.data,
+        TestResp::Len {
+            len: 6,
+            index: resp.log_id.index
+        }
+    );
     raft.shutdown().await.unwrap();
 }
 
@@ -924,7 +1277,10 @@ async fn raft_single_node_append_apply_snapshot_restart() {
 #[derive(Debug, Clone)]
 enum Op {
     /// Append `n` entries; `new_term` starts a new term first.
-    Append { n: u64, new_term: bool },
+    Append {
+        n: u64,
+        new_term: bool,
+    },
     /// Truncate at a position in the non-purged log (as a fraction).
     Truncate(u8),
     /// Purge up to a position in the log (as a fraction); 255 = past the end.
@@ -987,7 +1343,10 @@ async fn run_ops(ops: Vec<Op>) {
     let dir = tempfile::tempdir().unwrap();
     let mut storage = NodeStorage::open(dir.path()).unwrap();
     let mut log = Log::open(&storage, GROUP).unwrap();
-    let mut model = Model { term: 1, ..Default::default() };
+    let mut model = Model {
+        term: 1,
+        ..Default::default()
+    };
     for op in ops {
         match op {
             Op::Append { n, new_term } => {
@@ -1002,7 +1361,9 @@ async fn run_ops(ops: Vec<Op>) {
             Op::Truncate(frac) => {
                 // openraft only truncates entries that are not committed, hence
                 // never at or below the purge point.
-                let Some(first) = model.entries.first() else { continue };
+                let Some(first) = model.entries.first() else {
+                    continue;
+                };
                 let last = model.entries.last().unwrap();
                 let at = pick(first.index, last.index, frac);
                 let pos = (at - first.index) as usize;
@@ -1013,13 +1374,18 @@ async fn run_ops(ops: Vec<Op>) {
                 if frac == 255 {
                     // Past the end, as after a snapshot install.
                     model.term += 1;
-                    let id = LogId::new(CommittedLeaderId::new(model.term, 1), model.next_index() + 3);
+                    let id = LogId::new(
+                        CommittedLeaderId::new(model.term, 1),
+                        model.next_index() + 3,
+                    );
                     log.purge(id).await.unwrap();
                     model.entries.clear();
                     model.purged = Some(id);
                     continue;
                 }
-                let Some(first) = model.entries.first() else { continue };
+                let Some(first) = model.entries.first() else {
+                    continue;
+                };
                 let last = model.entries.last().unwrap();
                 let at = pick(first.index, last.index, frac);
                 let pos = (at - first.index) as usize;

@@ -1,0 +1,271 @@
+//! Test harness: real `orrery` processes on free loopback ports, each with
+//! its own data directory, driven over real sockets.
+
+#![allow(dead_code)]
+
+use serde_json::Value;
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+pub const ORRERY: &str = env!("CARGO_BIN_EXE_orrery");
+pub const ORRERYCTL: &str = env!("CARGO_BIN_EXE_orreryctl");
+
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).expect("free port")
+}
+
+pub struct TestNode {
+    pub id: u64,
+    pub addr: String,
+    pub peer_addr: String,
+    pub data_dir: PathBuf,
+    pub log: PathBuf,
+    pub extra: Vec<String>,
+    child: Option<Child>,
+}
+
+impl TestNode {
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{}", self.addr, path)
+    }
+
+    pub fn is_running(&self) -> bool {
+        self.child.is_some()
+    }
+}
+
+pub struct Cluster {
+    pub dir: tempfile::TempDir,
+    pub nodes: Vec<TestNode>,
+    pub http: reqwest::Client,
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        for n in &mut self.nodes {
+            if let Some(mut c) = n.child.take() {
+                let _ = c.kill();
+                let _ = c.wait();
+            }
+        }
+    }
+}
+
+impl Cluster {
+    /// Starts `n` nodes (not yet a cluster) with `extra` flags for each.
+    pub async fn start(n: usize, extra: &[&str]) -> Cluster {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut c = Cluster {
+            dir,
+            nodes: Vec::new(),
+            http: reqwest::Client::builder().timeout(Duration::from_secs(20)).build().expect("http client"),
+        };
+        for _ in 0..n {
+            c.add_node(extra).await;
+        }
+        c
+    }
+
+    /// Starts one more node process (id = count + 1) and waits for /healthz.
+    pub async fn add_node(&mut self, extra: &[&str]) -> usize {
+        let id = self.nodes.len() as u64 + 1;
+        let data_dir = self.dir.path().join(format!("n{id}"));
+        let node = TestNode {
+            id,
+            addr: format!("127.0.0.1:{}", free_port()),
+            peer_addr: format!("127.0.0.1:{}", free_port()),
+            log: self.dir.path().join(format!("n{id}.log")),
+            data_dir,
+            extra: extra.iter().map(|s| s.to_string()).collect(),
+            child: None,
+        };
+        self.nodes.push(node);
+        let i = self.nodes.len() - 1;
+        self.restart(i).await;
+        i
+    }
+
+    /// (Re)starts node `i` with its data directory, and waits for /healthz.
+    pub async fn restart(&mut self, i: usize) {
+        let n = &mut self.nodes[i];
+        assert!(n.child.is_none(), "node {} is already running", n.id);
+        let log = std::fs::OpenOptions::new().create(true).append(true).open(&n.log).expect("log file");
+        let child = Command::new(ORRERY)
+            .args(["serve", "--id", &n.id.to_string(), "--listen", &n.addr, "--peer-listen", &n.peer_addr])
+            .arg("--data-dir")
+            .arg(&n.data_dir)
+            .args(&n.extra)
+            .env("RUST_LOG", "info,openraft=warn")
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("spawn orrery");
+        n.child = Some(child);
+        let url = n.url("/healthz");
+        wait_until(Duration::from_secs(20), || async {
+            self.http.get(&url).send().await.map(|r| r.status().is_success()).unwrap_or(false)
+        })
+        .await
+        .unwrap_or_else(|_| panic!("node {} did not become healthy; log:\n{}", i + 1, self.log(i)));
+    }
+
+    pub fn kill9(&mut self, i: usize) {
+        if let Some(mut c) = self.nodes[i].child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// SIGTERM; returns the exit status.
+    pub fn terminate(&mut self, i: usize) -> std::process::ExitStatus {
+        let mut c = self.nodes[i].child.take().expect("node running");
+        let _ = Command::new("kill").args(["-TERM", &c.id().to_string()]).status();
+        let start = Instant::now();
+        loop {
+            if let Ok(Some(s)) = c.try_wait() {
+                return s;
+            }
+            if start.elapsed() > Duration::from_secs(15) {
+                let _ = c.kill();
+                panic!("node {} did not stop within 15 s of SIGTERM", i + 1);
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    pub fn log(&self, i: usize) -> String {
+        std::fs::read_to_string(&self.nodes[i].log).unwrap_or_default()
+    }
+
+    pub fn ctl(&self, i: usize, args: &[&str]) -> Output {
+        Command::new(ORRERYCTL)
+            .args(["--endpoint", &self.nodes[i].addr])
+            .args(args)
+            .output()
+            .expect("run orreryctl")
+    }
+
+    pub fn ctl_ok(&self, i: usize, args: &[&str]) -> String {
+        let out = self.ctl(i, args);
+        assert!(
+            out.status.success(),
+            "orreryctl {args:?} failed: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    pub fn ctl_json(&self, i: usize, args: &[&str]) -> Value {
+        let mut a = vec!["--json"];
+        a.extend_from_slice(args);
+        let out = self.ctl_ok(i, &a);
+        serde_json::from_str(&out).unwrap_or_else(|e| panic!("orreryctl {args:?} printed invalid JSON ({e}): {out}"))
+    }
+
+    /// `cluster init` on node 1 and `members add` for every other node.
+    pub fn form(&self, shards: u32) {
+        self.ctl_ok(0, &["cluster", "init", "--shards", &shards.to_string()]);
+        for n in &self.nodes[1..] {
+            self.ctl_ok(
+                0,
+                &["members", "add", &n.id.to_string(), "--addr", &n.addr, "--peer-addr", &n.peer_addr, "--wait", "60"],
+            );
+        }
+    }
+
+    /// A started and formed cluster.
+    pub async fn formed(n: usize, shards: u32, extra: &[&str]) -> Cluster {
+        let c = Cluster::start(n, extra).await;
+        c.form(shards);
+        c
+    }
+
+    pub async fn put(&self, i: usize, key: &str, value: &str) -> reqwest::Response {
+        self.http.put(self.nodes[i].url(&format!("/v1/kv/{key}"))).body(value.to_string()).send().await.expect("PUT")
+    }
+
+    /// PUT that must succeed; returns the revision.
+    pub async fn put_ok(&self, i: usize, key: &str, value: &str) -> u64 {
+        let r = self.put(i, key, value).await;
+        let status = r.status();
+        let body = r.text().await.unwrap_or_default();
+        assert_eq!(status, 200, "PUT {key} via node {} failed: {body}", i + 1);
+        let v: Value = serde_json::from_str(&body).expect("json");
+        v["revision"].as_u64().expect("revision")
+    }
+
+    pub async fn get(&self, i: usize, key: &str, consistency: &str) -> (u16, String) {
+        let r = self
+            .http
+            .get(self.nodes[i].url(&format!("/v1/kv/{key}?consistency={consistency}")))
+            .send()
+            .await
+            .expect("GET");
+        let s = r.status().as_u16();
+        (s, r.text().await.unwrap_or_default())
+    }
+
+    /// Waits until `orreryctl status` (asked from node `i`) shows a leader
+    /// and lag 0 on every replica of every group, for `nodes` replicas.
+    pub async fn wait_caught_up(&self, i: usize, timeout: Duration) -> Value {
+        let start = Instant::now();
+        loop {
+            let out = self.ctl(i, &["--json", "status"]);
+            if out.status.success() {
+                if let Ok(v) = serde_json::from_slice::<Value>(&out.stdout) {
+                    let groups = v["groups"].as_array().cloned().unwrap_or_default();
+                    let ok = !groups.is_empty()
+                        && groups.iter().all(|g| {
+                            !g["leader"].is_null()
+                                && g["replicas"].as_array().map(|r| r.iter().all(|r| r["lag"] == 0)).unwrap_or(false)
+                        });
+                    if ok {
+                        return v;
+                    }
+                }
+            }
+            if start.elapsed() > timeout {
+                panic!("cluster did not catch up within {timeout:?}: {}", String::from_utf8_lossy(&out.stdout));
+            }
+            tokio::time::sleep(Duration::from_millis(300)).await;
+        }
+    }
+}
+
+/// Polls `f` until it returns true or `timeout` passes.
+pub async fn wait_until<F, Fut>(timeout: Duration, mut f: F) -> Result<(), ()>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let start = Instant::now();
+    loop {
+        if f().await {
+            return Ok(());
+        }
+        if start.elapsed() > timeout {
+            return Err(());
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+pub fn dir_size(p: &Path) -> u64 {
+    std::fs::read_dir(p)
+        .map(|rd| {
+            rd.filter_map(|e| e.ok())
+                .map(|e| {
+                    let m = e.metadata().map(|m| (m.is_dir(), m.len())).unwrap_or((false, 0));
+                    if m.0 {
+                        dir_size(&e.path())
+                    } else {
+                        m.1
+                    }
+                })
+                .sum()
+        })
+        .unwrap_or(0)
+}
