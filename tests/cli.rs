@@ -16,7 +16,12 @@ async fn orreryctl_commands() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("already initialised"));
 
     let members = c.ctl_json(1, &["members", "list"]);
-    let ids: Vec<u64> = members["members"].as_array().unwrap().iter().map(|m| m["id"].as_u64().unwrap()).collect();
+    let ids: Vec<u64> = members["members"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["id"].as_u64().unwrap())
+        .collect();
     assert_eq!(ids, vec![1, 2]);
     assert!(members["placement_leader"].as_u64().is_some());
 
@@ -26,17 +31,35 @@ async fn orreryctl_commands() {
     assert!(text.contains("SHARD") && text.contains("REPLICAS"));
 
     let status = c.wait_caught_up(1, Duration::from_secs(20)).await;
-    assert_eq!(status["groups"].as_array().unwrap().len(), 4, "placement + 3 shards");
+    assert_eq!(
+        status["groups"].as_array().unwrap().len(),
+        4,
+        "placement + 3 shards"
+    );
     let text = c.ctl_ok(0, &["status"]);
-    assert!(text.contains("placement") && text.contains("shard-2"), "{text}");
+    assert!(
+        text.contains("placement") && text.contains("shard-2"),
+        "{text}"
+    );
 
-    assert!(c.ctl_ok(0, &["kv", "put", "app/a", "1"]).contains("revision"));
+    assert!(c
+        .ctl_ok(0, &["kv", "put", "app/a", "1"])
+        .contains("revision"));
     c.ctl_ok(1, &["kv", "put", "app/b", "2"]);
     c.ctl_ok(1, &["kv", "put", "other", "3"]);
     assert_eq!(c.ctl_ok(1, &["kv", "get", "app/a"]).trim(), "1");
-    assert_eq!(c.ctl_ok(0, &["kv", "get", "app/b", "--consistency", "stale"]).trim(), "2");
+    assert_eq!(
+        c.ctl_ok(0, &["kv", "get", "app/b", "--consistency", "stale"])
+            .trim(),
+        "2"
+    );
     let list = c.ctl_json(0, &["kv", "list", "--prefix", "app/"]);
-    let keys: Vec<&str> = list["items"].as_array().unwrap().iter().map(|i| i["key"].as_str().unwrap()).collect();
+    let keys: Vec<&str> = list["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| i["key"].as_str().unwrap())
+        .collect();
     assert_eq!(keys, vec!["app/a", "app/b"]);
     assert!(c.ctl_ok(0, &["kv", "del", "app/a"]).contains("deleted"));
     let out = c.ctl(0, &["kv", "get", "app/a"]);
@@ -44,7 +67,14 @@ async fn orreryctl_commands() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("not found"));
 
     // A dead endpoint gives a clear error, not a hang.
-    let out = Command::new(ORRERYCTL).args(["--endpoint", &format!("127.0.0.1:{}", free_port()), "status"]).output().unwrap();
+    let out = Command::new(ORRERYCTL)
+        .args([
+            "--endpoint",
+            &format!("127.0.0.1:{}", free_port()),
+            "status",
+        ])
+        .output()
+        .unwrap();
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("cannot connect"));
 }
@@ -74,23 +104,48 @@ async fn serve_reads_config_file_and_env_with_flags_winning() {
     let http = reqwest::Client::new();
     let url = format!("http://127.0.0.1:{p3}");
     let up = wait_until(Duration::from_secs(20), || async {
-        http.get(format!("{url}/healthz")).send().await.map(|r| r.status().is_success()).unwrap_or(false)
+        http.get(format!("{url}/healthz"))
+            .send()
+            .await
+            .map(|r| r.status().is_success())
+            .unwrap_or(false)
     })
     .await;
     let ok = up.is_ok();
-    let init = Command::new(ORRERYCTL).args(["--endpoint", &format!("127.0.0.1:{p3}"), "cluster", "init"]).output().unwrap();
-    let r15 = http.put(format!("{url}/v1/kv/{}", "k".repeat(15))).body("v").send().await.map(|r| r.status().as_u16());
-    let r25 = http.put(format!("{url}/v1/kv/{}", "k".repeat(25))).body("v").send().await.map(|r| r.status().as_u16());
+    let init = Command::new(ORRERYCTL)
+        .args(["--endpoint", &format!("127.0.0.1:{p3}"), "cluster", "init"])
+        .output()
+        .unwrap();
+    let r15 = http
+        .put(format!("{url}/v1/kv/{}", "k".repeat(15)))
+        .body("v")
+        .send()
+        .await
+        .map(|r| r.status().as_u16());
+    let r25 = http
+        .put(format!("{url}/v1/kv/{}", "k".repeat(25)))
+        .body("v")
+        .send()
+        .await
+        .map(|r| r.status().as_u16());
     let _ = child.kill();
     let _ = child.wait();
     assert!(ok, "node did not listen on the --listen flag's port");
     assert!(init.status.success());
-    assert_eq!(r15.unwrap(), 200, "env var should raise the file's key limit");
+    assert_eq!(
+        r15.unwrap(),
+        200,
+        "env var should raise the file's key limit"
+    );
     assert_eq!(r25.unwrap(), 413);
 
     // Unknown config keys and missing ids are clear errors.
     std::fs::write(&cfg, "id = 1\nlisten_adress = \"x\"\n").unwrap();
-    let out = Command::new(ORRERY).args(["serve", "--config"]).arg(&cfg).output().unwrap();
+    let out = Command::new(ORRERY)
+        .args(["serve", "--config"])
+        .arg(&cfg)
+        .output()
+        .unwrap();
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("unknown field"));
     let out = Command::new(ORRERY).args(["serve"]).output().unwrap();

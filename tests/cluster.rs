@@ -18,15 +18,30 @@ async fn put_retry(c: &Cluster, i: usize, key: &str, value: &str, timeout: Durat
             let v: Value = r.json().await.expect("json");
             return v["revision"].as_u64().expect("revision");
         }
-        assert_eq!(status, 503, "unexpected status for PUT {key}: {}", r.text().await.unwrap_or_default());
-        assert!(r.headers().contains_key("retry-after"), "503 without Retry-After");
-        assert!(start.elapsed() < timeout, "PUT {key} kept failing for {timeout:?}");
+        assert_eq!(
+            status,
+            503,
+            "unexpected status for PUT {key}: {}",
+            r.text().await.unwrap_or_default()
+        );
+        assert!(
+            r.headers().contains_key("retry-after"),
+            "503 without Retry-After"
+        );
+        assert!(
+            start.elapsed() < timeout,
+            "PUT {key} kept failing for {timeout:?}"
+        );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
 
 fn leader_of(status: &Value, name: &str) -> Option<u64> {
-    status["groups"].as_array()?.iter().find(|g| g["name"] == name)?["leader"].as_u64()
+    status["groups"]
+        .as_array()?
+        .iter()
+        .find(|g| g["name"] == name)?["leader"]
+        .as_u64()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -39,7 +54,12 @@ async fn replicates_to_all_and_reads_your_writes_through_any_node() {
             c.put_ok(w, &key, &format!("v{w}{k}")).await;
             for r in 0..3 {
                 let (s, body) = c.get(r, &key, "linearizable").await;
-                assert_eq!((s, body.as_str()), (200, format!("v{w}{k}").as_str()), "read via node {}", r + 1);
+                assert_eq!(
+                    (s, body.as_str()),
+                    (200, format!("v{w}{k}").as_str()),
+                    "read via node {}",
+                    r + 1
+                );
             }
         }
     }
@@ -60,7 +80,15 @@ async fn replicates_to_all_and_reads_your_writes_through_any_node() {
         .unwrap_or_else(|_| panic!("node {} is missing replicated writes", r + 1));
     }
     // Requests were forwarded between nodes rather than redirected.
-    let m = c.http.get(c.nodes[1].url("/metrics")).send().await.unwrap().text().await.unwrap();
+    let m = c
+        .http
+        .get(c.nodes[1].url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
     let fwd: u64 = m
         .lines()
         .find(|l| l.starts_with("orrery_forwarded_total "))
@@ -90,18 +118,32 @@ async fn leader_crash_then_writes_continue_and_node_catches_up() {
     // Writes continue within a few seconds of losing the leader.
     let start = Instant::now();
     for k in 0..20 {
-        put_retry(&c, survivor, &format!("during-{k}"), "y", Duration::from_secs(15)).await;
+        put_retry(
+            &c,
+            survivor,
+            &format!("during-{k}"),
+            "y",
+            Duration::from_secs(15),
+        )
+        .await;
     }
     assert!(start.elapsed() < Duration::from_secs(30));
     let status = c.ctl_json(survivor, &["status"]);
     let new_leader = leader_of(&status, "shard-0").expect("new shard-0 leader");
-    assert_ne!(new_leader, leader, "shard-0 still reports the crashed leader");
+    assert_ne!(
+        new_leader, leader,
+        "shard-0 still reports the crashed leader"
+    );
     // The crashed node restarts, catches up (lag 0), and serves everything.
     c.restart(victim).await;
     c.wait_caught_up(victim, Duration::from_secs(30)).await;
     for k in 0..20 {
         let (s, b) = c.get(victim, &format!("during-{k}"), "stale").await;
-        assert_eq!((s, b.as_str()), (200, "y"), "restarted node missing during-{k}");
+        assert_eq!(
+            (s, b.as_str()),
+            (200, "y"),
+            "restarted node missing during-{k}"
+        );
         let (s, _) = c.get(victim, &format!("pre-{k}"), "linearizable").await;
         assert_eq!(s, 200);
     }
@@ -119,7 +161,14 @@ async fn lagging_node_catches_up_by_snapshot_after_compaction() {
     c.kill9(down);
     let up = (down + 1) % 3;
     for k in 0..150 {
-        put_retry(&c, up, &format!("snap-{k:03}"), &format!("v{k}"), Duration::from_secs(15)).await;
+        put_retry(
+            &c,
+            up,
+            &format!("snap-{k:03}"),
+            &format!("v{k}"),
+            Duration::from_secs(15),
+        )
+        .await;
     }
     c.restart(down).await;
     c.wait_caught_up(up, Duration::from_secs(40)).await;
@@ -158,8 +207,14 @@ async fn every_acknowledged_write_survives_killing_all_nodes() {
                 assert_eq!(b, format!("v{k}"));
                 break;
             }
-            assert_eq!(s, 503, "acknowledged write {key} lost after restart (status {s}: {b})");
-            assert!(start.elapsed() < Duration::from_secs(20), "cluster did not recover");
+            assert_eq!(
+                s, 503,
+                "acknowledged write {key} lost after restart (status {s}: {b})"
+            );
+            assert!(
+                start.elapsed() < Duration::from_secs(20),
+                "cluster did not recover"
+            );
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
     }
@@ -173,13 +228,35 @@ async fn membership_add_remove_and_retired_ids() {
     // A fourth node joins; every shard already has 3 replicas, so it gets none.
     let i4 = c.add_node(&[]).await;
     let (addr4, peer4) = (c.nodes[i4].addr.clone(), c.nodes[i4].peer_addr.clone());
-    c.ctl_ok(1, &["members", "add", "4", "--addr", &addr4, "--peer-addr", &peer4, "--wait", "30"]);
+    c.ctl_ok(
+        1,
+        &[
+            "members",
+            "add",
+            "4",
+            "--addr",
+            &addr4,
+            "--peer-addr",
+            &peer4,
+            "--wait",
+            "30",
+        ],
+    );
     let members = c.ctl_json(3, &["members", "list"]);
-    let m4 = members["members"].as_array().unwrap().iter().find(|m| m["id"] == 4).expect("node 4 listed").clone();
+    let m4 = members["members"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["id"] == 4)
+        .expect("node 4 listed")
+        .clone();
     assert_eq!(m4["state"], "voter");
     // Node 4 reads through forwarding although it hosts no shard.
     c.put_ok(0, "via4", "x").await;
-    assert_eq!(c.get(3, "via4", "linearizable").await, (200, "x".to_string()));
+    assert_eq!(
+        c.get(3, "via4", "linearizable").await,
+        (200, "x".to_string())
+    );
     // Removing a node that holds replicas is refused with a clear error.
     let out = c.ctl(0, &["members", "remove", "2"]);
     assert!(!out.status.success());
@@ -188,8 +265,23 @@ async fn membership_add_remove_and_retired_ids() {
     // Removing node 4 works; its id is retired.
     c.ctl_ok(2, &["members", "remove", "4"]);
     let members = c.ctl_json(0, &["members", "list"]);
-    assert!(members["members"].as_array().unwrap().iter().all(|m| m["id"] != 4));
-    let out = c.ctl(0, &["members", "add", "4", "--addr", &addr4, "--peer-addr", &peer4]);
+    assert!(members["members"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .all(|m| m["id"] != 4));
+    let out = c.ctl(
+        0,
+        &[
+            "members",
+            "add",
+            "4",
+            "--addr",
+            &addr4,
+            "--peer-addr",
+            &peer4,
+        ],
+    );
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("cannot be reused"));
     // Unknown ids give not-found.
@@ -209,68 +301,204 @@ async fn join_flag_adds_the_node_by_itself() {
     wait_until(Duration::from_secs(60), || async {
         let v = c.ctl(0, &["--json", "shards", "list"]);
         serde_json::from_slice::<Value>(&v.stdout)
-            .map(|v| v["shards"].as_array().unwrap().iter().all(|s| s["replicas"].as_array().unwrap().len() == 3))
+            .map(|v| {
+                v["shards"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .all(|s| s["replicas"].as_array().unwrap().len() == 3)
+            })
             .unwrap_or(false)
     })
     .await
     .expect("joined nodes never received replicas");
     c.wait_caught_up(2, Duration::from_secs(30)).await;
     c.put_ok(2, "joined", "yes").await;
-    assert_eq!(c.get(1, "joined", "linearizable").await, (200, "yes".to_string()));
+    assert_eq!(
+        c.get(1, "joined", "linearizable").await,
+        (200, "yes".to_string())
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_input_gets_clear_errors() {
-    let mut c =
-        Cluster::formed(3, 2, &["--max-value-bytes", "1024", "--max-key-bytes", "64", "--request-timeout-ms", "1500"])
-            .await;
+    let mut c = Cluster::formed(
+        3,
+        2,
+        &[
+            "--max-value-bytes",
+            "1024",
+            "--max-key-bytes",
+            "64",
+            "--request-timeout-ms",
+            "1500",
+        ],
+    )
+    .await;
     let h = &c.http;
     let n = &c.nodes[1];
     async fn check(r: reqwest::Response, status: u16, code: &str) {
         assert_eq!(r.status().as_u16(), status);
         let v: Value = r.json().await.expect("JSON error body");
         assert_eq!(v["error"]["code"], code, "body: {v}");
-        assert!(v["error"]["message"].as_str().map(|m| !m.is_empty()).unwrap_or(false));
+        assert!(v["error"]["message"]
+            .as_str()
+            .map(|m| !m.is_empty())
+            .unwrap_or(false));
     }
     // Oversized key and value: 413.
     let long_key = "k".repeat(65);
-    check(h.put(n.url(&format!("/v1/kv/{long_key}"))).body("v").send().await.unwrap(), 413, "too_large").await;
-    check(h.put(n.url("/v1/kv/big")).body(vec![b'x'; 1025]).send().await.unwrap(), 413, "too_large").await;
-    check(h.get(n.url(&format!("/v1/kv/{long_key}"))).send().await.unwrap(), 413, "too_large").await;
+    check(
+        h.put(n.url(&format!("/v1/kv/{long_key}")))
+            .body("v")
+            .send()
+            .await
+            .unwrap(),
+        413,
+        "too_large",
+    )
+    .await;
+    check(
+        h.put(n.url("/v1/kv/big"))
+            .body(vec![b'x'; 1025])
+            .send()
+            .await
+            .unwrap(),
+        413,
+        "too_large",
+    )
+    .await;
+    check(
+        h.get(n.url(&format!("/v1/kv/{long_key}")))
+            .send()
+            .await
+            .unwrap(),
+        413,
+        "too_large",
+    )
+    .await;
     // Absent key: 404; bad consistency: 400; unknown endpoint: 404 JSON.
-    check(h.get(n.url("/v1/kv/absent")).send().await.unwrap(), 404, "not_found").await;
-    check(h.get(n.url("/v1/kv/a?consistency=eventual")).send().await.unwrap(), 400, "invalid_consistency").await;
-    check(h.get(n.url("/v2/nothing")).send().await.unwrap(), 404, "not_found").await;
-    check(h.patch(n.url("/v1/kv/a")).send().await.unwrap(), 405, "method_not_allowed").await;
+    check(
+        h.get(n.url("/v1/kv/absent")).send().await.unwrap(),
+        404,
+        "not_found",
+    )
+    .await;
+    check(
+        h.get(n.url("/v1/kv/a?consistency=eventual"))
+            .send()
+            .await
+            .unwrap(),
+        400,
+        "invalid_consistency",
+    )
+    .await;
+    check(
+        h.get(n.url("/v2/nothing")).send().await.unwrap(),
+        404,
+        "not_found",
+    )
+    .await;
+    check(
+        h.patch(n.url("/v1/kv/a")).send().await.unwrap(),
+        405,
+        "method_not_allowed",
+    )
+    .await;
     // List limits.
-    check(h.get(n.url("/v1/kv?limit=0")).send().await.unwrap(), 400, "invalid_limit").await;
-    check(h.get(n.url("/v1/kv?limit=abc")).send().await.unwrap(), 400, "invalid_limit").await;
+    check(
+        h.get(n.url("/v1/kv?limit=0")).send().await.unwrap(),
+        400,
+        "invalid_limit",
+    )
+    .await;
+    check(
+        h.get(n.url("/v1/kv?limit=abc")).send().await.unwrap(),
+        400,
+        "invalid_limit",
+    )
+    .await;
     // CAS: malformed bodies are 400; a lost comparison is 409 with the current value.
     let cas = n.url("/v1/kv/c1/cas");
-    check(h.post(&cas).body("not json").send().await.unwrap(), 400, "invalid_json").await;
-    check(h.post(&cas).body(r#"{"value":"a"}"#).send().await.unwrap(), 400, "missing_field").await;
-    check(h.post(&cas).body(r#"{"expected":null,"value":5}"#).send().await.unwrap(), 400, "invalid_field").await;
-    check(h.post(n.url("/v1/kv/c1/other")).body("{}").send().await.unwrap(), 404, "not_found").await;
-    let r = h.post(&cas).body(r#"{"expected":null,"value":"a"}"#).send().await.unwrap();
+    check(
+        h.post(&cas).body("not json").send().await.unwrap(),
+        400,
+        "invalid_json",
+    )
+    .await;
+    check(
+        h.post(&cas).body(r#"{"value":"a"}"#).send().await.unwrap(),
+        400,
+        "missing_field",
+    )
+    .await;
+    check(
+        h.post(&cas)
+            .body(r#"{"expected":null,"value":5}"#)
+            .send()
+            .await
+            .unwrap(),
+        400,
+        "invalid_field",
+    )
+    .await;
+    check(
+        h.post(n.url("/v1/kv/c1/other"))
+            .body("{}")
+            .send()
+            .await
+            .unwrap(),
+        404,
+        "not_found",
+    )
+    .await;
+    let r = h
+        .post(&cas)
+        .body(r#"{"expected":null,"value":"a"}"#)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 200);
     let v: Value = r.json().await.unwrap();
     assert_eq!(v["succeeded"], true);
     let rev = v["revision"].as_u64().unwrap();
-    let r = h.post(&cas).body(r#"{"expected":null,"value":"b"}"#).send().await.unwrap();
+    let r = h
+        .post(&cas)
+        .body(r#"{"expected":null,"value":"b"}"#)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 409);
     let v: Value = r.json().await.unwrap();
-    assert_eq!((v["succeeded"].clone(), v["current"].clone()), (Value::Bool(false), Value::from("a")));
-    let r = h.post(&cas).body(r#"{"expected":"a","value":"b"}"#).send().await.unwrap();
+    assert_eq!(
+        (v["succeeded"].clone(), v["current"].clone()),
+        (Value::Bool(false), Value::from("a"))
+    );
+    let r = h
+        .post(&cas)
+        .body(r#"{"expected":"a","value":"b"}"#)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 200);
     let (s, b) = c.get(0, "c1", "linearizable").await;
     assert_eq!((s, b.as_str()), (200, "b"));
     let r = h.get(n.url("/v1/kv/c1")).send().await.unwrap();
-    let header_rev: u64 = r.headers()["x-orrery-revision"].to_str().unwrap().parse().unwrap();
+    let header_rev: u64 = r.headers()["x-orrery-revision"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
     assert!(header_rev > rev);
     // DELETE then 404.
     let r = h.delete(n.url("/v1/kv/c1")).send().await.unwrap();
     assert_eq!(r.json::<Value>().await.unwrap()["deleted"], true);
-    check(h.get(n.url("/v1/kv/c1")).send().await.unwrap(), 404, "not_found").await;
+    check(
+        h.get(n.url("/v1/kv/c1")).send().await.unwrap(),
+        404,
+        "not_found",
+    )
+    .await;
     // Nothing was lost by the rejected requests.
     assert_eq!(c.get(2, "big", "linearizable").await.0, 404);
     // No quorum: 503 with Retry-After, within the request timeout, not a hang.
@@ -282,7 +510,12 @@ async fn bad_input_gets_clear_errors() {
     assert_eq!(r.headers()["retry-after"], "1");
     let v: Value = r.json().await.unwrap();
     assert_eq!(v["error"]["code"], "unavailable");
-    let r = c.http.get(c.nodes[1].url("/v1/kv/anything")).send().await.unwrap();
+    let r = c
+        .http
+        .get(c.nodes[1].url("/v1/kv/anything"))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 503);
     assert!(start.elapsed() < Duration::from_secs(10));
 }
@@ -295,10 +528,29 @@ async fn uninitialised_node_and_graceful_shutdown() {
     assert_eq!(r.status(), 503);
     let v: Value = r.json().await.unwrap();
     assert_eq!(v["error"]["code"], "not_initialized");
-    assert_eq!(c.http.get(n.url("/readyz")).send().await.unwrap().status(), 503);
+    assert_eq!(
+        c.http.get(n.url("/readyz")).send().await.unwrap().status(),
+        503
+    );
     c.form(2);
-    assert_eq!(c.http.get(c.nodes[0].url("/readyz")).send().await.unwrap().status(), 200);
-    let v: Value = c.http.get(c.nodes[0].url("/v1/cluster")).send().await.unwrap().json().await.unwrap();
+    assert_eq!(
+        c.http
+            .get(c.nodes[0].url("/readyz"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
+    let v: Value = c
+        .http
+        .get(c.nodes[0].url("/v1/cluster"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
     assert_eq!(v["shards"].as_array().unwrap().len(), 2);
     assert_eq!(v["members"][0]["id"], 1);
     c.put_ok(0, "k", "v").await;
@@ -307,14 +559,25 @@ async fn uninitialised_node_and_graceful_shutdown() {
     // The data directory is bound to its node id.
     let dir = c.nodes[0].data_dir.clone();
     let out = std::process::Command::new(ORRERY)
-        .args(["serve", "--id", "7", "--listen", "127.0.0.1:0", "--peer-listen", "127.0.0.1:0", "--data-dir"])
+        .args([
+            "serve",
+            "--id",
+            "7",
+            "--listen",
+            "127.0.0.1:0",
+            "--peer-listen",
+            "127.0.0.1:0",
+            "--data-dir",
+        ])
         .arg(&dir)
         .output()
         .unwrap();
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("belongs to node 1"));
     c.restart(0).await;
-    wait_until(Duration::from_secs(10), || async { c.get(0, "k", "linearizable").await == (200, "v".to_string()) })
-        .await
-        .expect("value lost across graceful restart");
+    wait_until(Duration::from_secs(10), || async {
+        c.get(0, "k", "linearizable").await == (200, "v".to_string())
+    })
+    .await
+    .expect("value lost across graceful restart");
 }

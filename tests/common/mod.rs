@@ -13,7 +13,10 @@ pub const ORRERY: &str = env!("CARGO_BIN_EXE_orrery");
 pub const ORRERYCTL: &str = env!("CARGO_BIN_EXE_orreryctl");
 
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).expect("free port")
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("free port")
 }
 
 pub struct TestNode {
@@ -60,7 +63,10 @@ impl Cluster {
         let mut c = Cluster {
             dir,
             nodes: Vec::new(),
-            http: reqwest::Client::builder().timeout(Duration::from_secs(20)).build().expect("http client"),
+            http: reqwest::Client::builder()
+                .timeout(Duration::from_secs(20))
+                .build()
+                .expect("http client"),
         };
         for _ in 0..n {
             c.add_node(extra).await;
@@ -91,9 +97,21 @@ impl Cluster {
     pub async fn restart(&mut self, i: usize) {
         let n = &mut self.nodes[i];
         assert!(n.child.is_none(), "node {} is already running", n.id);
-        let log = std::fs::OpenOptions::new().create(true).append(true).open(&n.log).expect("log file");
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&n.log)
+            .expect("log file");
         let child = Command::new(ORRERY)
-            .args(["serve", "--id", &n.id.to_string(), "--listen", &n.addr, "--peer-listen", &n.peer_addr])
+            .args([
+                "serve",
+                "--id",
+                &n.id.to_string(),
+                "--listen",
+                &n.addr,
+                "--peer-listen",
+                &n.peer_addr,
+            ])
             .arg("--data-dir")
             .arg(&n.data_dir)
             .args(&n.extra)
@@ -105,10 +123,21 @@ impl Cluster {
         n.child = Some(child);
         let url = n.url("/healthz");
         wait_until(Duration::from_secs(20), || async {
-            self.http.get(&url).send().await.map(|r| r.status().is_success()).unwrap_or(false)
+            self.http
+                .get(&url)
+                .send()
+                .await
+                .map(|r| r.status().is_success())
+                .unwrap_or(false)
         })
         .await
-        .unwrap_or_else(|_| panic!("node {} did not become healthy; log:\n{}", i + 1, self.log(i)));
+        .unwrap_or_else(|_| {
+            panic!(
+                "node {} did not become healthy; log:\n{}",
+                i + 1,
+                self.log(i)
+            )
+        });
     }
 
     pub fn kill9(&mut self, i: usize) {
@@ -121,7 +150,9 @@ impl Cluster {
     /// SIGTERM; returns the exit status.
     pub fn terminate(&mut self, i: usize) -> std::process::ExitStatus {
         let mut c = self.nodes[i].child.take().expect("node running");
-        let _ = Command::new("kill").args(["-TERM", &c.id().to_string()]).status();
+        let _ = Command::new("kill")
+            .args(["-TERM", &c.id().to_string()])
+            .status();
         let start = Instant::now();
         loop {
             if let Ok(Some(s)) = c.try_wait() {
@@ -162,7 +193,8 @@ impl Cluster {
         let mut a = vec!["--json"];
         a.extend_from_slice(args);
         let out = self.ctl_ok(i, &a);
-        serde_json::from_str(&out).unwrap_or_else(|e| panic!("orreryctl {args:?} printed invalid JSON ({e}): {out}"))
+        serde_json::from_str(&out)
+            .unwrap_or_else(|e| panic!("orreryctl {args:?} printed invalid JSON ({e}): {out}"))
     }
 
     /// `cluster init` on node 1 and `members add` for every other node.
@@ -171,7 +203,17 @@ impl Cluster {
         for n in &self.nodes[1..] {
             self.ctl_ok(
                 0,
-                &["members", "add", &n.id.to_string(), "--addr", &n.addr, "--peer-addr", &n.peer_addr, "--wait", "60"],
+                &[
+                    "members",
+                    "add",
+                    &n.id.to_string(),
+                    "--addr",
+                    &n.addr,
+                    "--peer-addr",
+                    &n.peer_addr,
+                    "--wait",
+                    "60",
+                ],
             );
         }
     }
@@ -184,7 +226,12 @@ impl Cluster {
     }
 
     pub async fn put(&self, i: usize, key: &str, value: &str) -> reqwest::Response {
-        self.http.put(self.nodes[i].url(&format!("/v1/kv/{key}"))).body(value.to_string()).send().await.expect("PUT")
+        self.http
+            .put(self.nodes[i].url(&format!("/v1/kv/{key}")))
+            .body(value.to_string())
+            .send()
+            .await
+            .expect("PUT")
     }
 
     /// PUT that must succeed; returns the revision.
@@ -220,7 +267,10 @@ impl Cluster {
                     let ok = !groups.is_empty()
                         && groups.iter().all(|g| {
                             !g["leader"].is_null()
-                                && g["replicas"].as_array().map(|r| r.iter().all(|r| r["lag"] == 0)).unwrap_or(false)
+                                && g["replicas"]
+                                    .as_array()
+                                    .map(|r| r.iter().all(|r| r["lag"] == 0))
+                                    .unwrap_or(false)
                         });
                     if ok {
                         return v;
@@ -228,7 +278,10 @@ impl Cluster {
                 }
             }
             if start.elapsed() > timeout {
-                panic!("cluster did not catch up within {timeout:?}: {}", String::from_utf8_lossy(&out.stdout));
+                panic!(
+                    "cluster did not catch up within {timeout:?}: {}",
+                    String::from_utf8_lossy(&out.stdout)
+                );
             }
             tokio::time::sleep(Duration::from_millis(300)).await;
         }
@@ -258,7 +311,10 @@ pub fn dir_size(p: &Path) -> u64 {
         .map(|rd| {
             rd.filter_map(|e| e.ok())
                 .map(|e| {
-                    let m = e.metadata().map(|m| (m.is_dir(), m.len())).unwrap_or((false, 0));
+                    let m = e
+                        .metadata()
+                        .map(|m| (m.is_dir(), m.len()))
+                        .unwrap_or((false, 0));
                     if m.0 {
                         dir_size(&e.path())
                     } else {

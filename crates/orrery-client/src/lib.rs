@@ -80,21 +80,43 @@ impl Client {
         } else {
             format!("http://{endpoint}")
         };
-        let err = |m: String| Error::Connect { endpoint: endpoint.to_string(), message: m };
+        let err = |m: String| Error::Connect {
+            endpoint: endpoint.to_string(),
+            message: m,
+        };
         let ch = Endpoint::from_shared(url)
             .map_err(|e| err(e.to_string()))?
             .connect_timeout(Duration::from_secs(3))
             .connect()
             .await
-            .map_err(|e| err(format!("{e} ({})", std::error::Error::source(&e).map(|s| s.to_string()).unwrap_or_default())))?;
+            .map_err(|e| {
+                err(format!(
+                    "{e} ({})",
+                    std::error::Error::source(&e)
+                        .map(|s| s.to_string())
+                        .unwrap_or_default()
+                ))
+            })?;
         Ok(Self {
-            kv: KvClient::new(ch.clone()).max_decoding_message_size(64 << 20).max_encoding_message_size(64 << 20),
+            kv: KvClient::new(ch.clone())
+                .max_decoding_message_size(64 << 20)
+                .max_encoding_message_size(64 << 20),
             cluster: ClusterClient::new(ch),
         })
     }
 
-    pub async fn put(&mut self, key: impl Into<Vec<u8>>, value: impl Into<Vec<u8>>) -> Result<u64, Error> {
-        let r = self.kv.put(pb::PutRequest { key: key.into(), value: value.into() }).await?;
+    pub async fn put(
+        &mut self,
+        key: impl Into<Vec<u8>>,
+        value: impl Into<Vec<u8>>,
+    ) -> Result<u64, Error> {
+        let r = self
+            .kv
+            .put(pb::PutRequest {
+                key: key.into(),
+                value: value.into(),
+            })
+            .await?;
         Ok(r.into_inner().revision)
     }
 
@@ -102,14 +124,33 @@ impl Client {
         self.get_with(key, Consistency::Linearizable).await
     }
 
-    pub async fn get_with(&mut self, key: impl Into<Vec<u8>>, c: Consistency) -> Result<Option<Value>, Error> {
-        let r = self.kv.get(pb::GetRequest { key: key.into(), consistency: c.pb() }).await?.into_inner();
-        Ok(r.found.then_some(Value { value: r.value, revision: r.revision }))
+    pub async fn get_with(
+        &mut self,
+        key: impl Into<Vec<u8>>,
+        c: Consistency,
+    ) -> Result<Option<Value>, Error> {
+        let r = self
+            .kv
+            .get(pb::GetRequest {
+                key: key.into(),
+                consistency: c.pb(),
+            })
+            .await?
+            .into_inner();
+        Ok(r.found.then_some(Value {
+            value: r.value,
+            revision: r.revision,
+        }))
     }
 
     /// Returns whether the key existed.
     pub async fn delete(&mut self, key: impl Into<Vec<u8>>) -> Result<bool, Error> {
-        Ok(self.kv.delete(pb::DeleteRequest { key: key.into() }).await?.into_inner().deleted)
+        Ok(self
+            .kv
+            .delete(pb::DeleteRequest { key: key.into() })
+            .await?
+            .into_inner()
+            .deleted)
     }
 
     /// Compare-and-set; `expected = None` means "only if absent".
@@ -119,12 +160,36 @@ impl Client {
         expected: Option<Vec<u8>>,
         value: impl Into<Vec<u8>>,
     ) -> Result<CasOutcome, Error> {
-        let r = self.kv.cas(pb::CasRequest { key: key.into(), expected, value: value.into() }).await?.into_inner();
-        Ok(CasOutcome { succeeded: r.succeeded, revision: r.revision, current: r.current })
+        let r = self
+            .kv
+            .cas(pb::CasRequest {
+                key: key.into(),
+                expected,
+                value: value.into(),
+            })
+            .await?
+            .into_inner();
+        Ok(CasOutcome {
+            succeeded: r.succeeded,
+            revision: r.revision,
+            current: r.current,
+        })
     }
 
-    pub async fn list(&mut self, prefix: impl Into<Vec<u8>>, limit: u32, c: Consistency) -> Result<Vec<pb::KeyValue>, Error> {
-        let r = self.kv.list(pb::ListRequest { prefix: prefix.into(), limit, consistency: c.pb() }).await?;
+    pub async fn list(
+        &mut self,
+        prefix: impl Into<Vec<u8>>,
+        limit: u32,
+        c: Consistency,
+    ) -> Result<Vec<pb::KeyValue>, Error> {
+        let r = self
+            .kv
+            .list(pb::ListRequest {
+                prefix: prefix.into(),
+                limit,
+                consistency: c.pb(),
+            })
+            .await?;
         Ok(r.into_inner().items)
     }
 

@@ -81,14 +81,27 @@ impl KvState {
     pub fn apply(&mut self, index: u64, cmd: KvCommand) -> KvResponse {
         match cmd {
             KvCommand::Put { key, value } => {
-                self.map.insert(key, Versioned { value, revision: index });
+                self.map.insert(
+                    key,
+                    Versioned {
+                        value,
+                        revision: index,
+                    },
+                );
                 KvResponse::Put { revision: index }
             }
             KvCommand::Delete { key } => {
                 let deleted = self.map.remove(&key).is_some();
-                KvResponse::Delete { deleted, revision: index }
+                KvResponse::Delete {
+                    deleted,
+                    revision: index,
+                }
             }
-            KvCommand::Cas { key, expected, value } => {
+            KvCommand::Cas {
+                key,
+                expected,
+                value,
+            } => {
                 let current = self.map.get(&key);
                 let matches = match (&expected, current) {
                     (None, None) => true,
@@ -96,8 +109,18 @@ impl KvState {
                     _ => false,
                 };
                 if matches {
-                    self.map.insert(key, Versioned { value, revision: index });
-                    KvResponse::Cas { succeeded: true, revision: index, current: None }
+                    self.map.insert(
+                        key,
+                        Versioned {
+                            value,
+                            revision: index,
+                        },
+                    );
+                    KvResponse::Cas {
+                        succeeded: true,
+                        revision: index,
+                        current: None,
+                    }
                 } else {
                     KvResponse::Cas {
                         succeeded: false,
@@ -119,7 +142,11 @@ impl KvState {
             .range(prefix.to_vec()..)
             .take_while(|(k, _)| k.starts_with(prefix))
             .take(limit)
-            .map(|(k, v)| KvItem { key: k.clone(), value: v.value.clone(), revision: v.revision })
+            .map(|(k, v)| KvItem {
+                key: k.clone(),
+                value: v.value.clone(),
+                revision: v.revision,
+            })
             .collect()
     }
 
@@ -148,16 +175,37 @@ mod tests {
     use proptest::prelude::*;
 
     fn put(k: &str, v: &str) -> KvCommand {
-        KvCommand::Put { key: k.into(), value: v.into() }
+        KvCommand::Put {
+            key: k.into(),
+            value: v.into(),
+        }
     }
 
     #[test]
     fn put_get_delete() {
         let mut s = KvState::default();
         assert_eq!(s.apply(5, put("a", "1")), KvResponse::Put { revision: 5 });
-        assert_eq!(s.get(b"a"), Some(&Versioned { value: b"1".to_vec(), revision: 5 }));
-        assert_eq!(s.apply(6, KvCommand::Delete { key: b"a".to_vec() }), KvResponse::Delete { deleted: true, revision: 6 });
-        assert_eq!(s.apply(7, KvCommand::Delete { key: b"a".to_vec() }), KvResponse::Delete { deleted: false, revision: 7 });
+        assert_eq!(
+            s.get(b"a"),
+            Some(&Versioned {
+                value: b"1".to_vec(),
+                revision: 5
+            })
+        );
+        assert_eq!(
+            s.apply(6, KvCommand::Delete { key: b"a".to_vec() }),
+            KvResponse::Delete {
+                deleted: true,
+                revision: 6
+            }
+        );
+        assert_eq!(
+            s.apply(7, KvCommand::Delete { key: b"a".to_vec() }),
+            KvResponse::Delete {
+                deleted: false,
+                revision: 7
+            }
+        );
         assert!(s.get(b"a").is_none());
     }
 
@@ -170,20 +218,49 @@ mod tests {
             value: v.into(),
         };
         // create-only succeeds when absent
-        assert_eq!(s.apply(1, cas(None, "a")), KvResponse::Cas { succeeded: true, revision: 1, current: None });
+        assert_eq!(
+            s.apply(1, cas(None, "a")),
+            KvResponse::Cas {
+                succeeded: true,
+                revision: 1,
+                current: None
+            }
+        );
         // create-only fails when present, reporting the current value
         assert_eq!(
             s.apply(2, cas(None, "b")),
-            KvResponse::Cas { succeeded: false, revision: 1, current: Some(b"a".to_vec()) }
+            KvResponse::Cas {
+                succeeded: false,
+                revision: 1,
+                current: Some(b"a".to_vec())
+            }
         );
         assert_eq!(
             s.apply(3, cas(Some("x"), "b")),
-            KvResponse::Cas { succeeded: false, revision: 1, current: Some(b"a".to_vec()) }
+            KvResponse::Cas {
+                succeeded: false,
+                revision: 1,
+                current: Some(b"a".to_vec())
+            }
         );
-        assert_eq!(s.apply(4, cas(Some("a"), "b")), KvResponse::Cas { succeeded: true, revision: 4, current: None });
+        assert_eq!(
+            s.apply(4, cas(Some("a"), "b")),
+            KvResponse::Cas {
+                succeeded: true,
+                revision: 4,
+                current: None
+            }
+        );
         assert_eq!(s.get(b"k").map(|v| v.value.clone()), Some(b"b".to_vec()));
         s.apply(5, KvCommand::Delete { key: b"k".to_vec() });
-        assert_eq!(s.apply(6, cas(Some("b"), "c")), KvResponse::Cas { succeeded: false, revision: 0, current: None });
+        assert_eq!(
+            s.apply(6, cas(Some("b"), "c")),
+            KvResponse::Cas {
+                succeeded: false,
+                revision: 0,
+                current: None
+            }
+        );
     }
 
     #[test]
@@ -192,7 +269,11 @@ mod tests {
         for (i, k) in ["b/2", "a/1", "b/1", "c", "b/3"].iter().enumerate() {
             s.apply(i as u64 + 1, put(k, "v"));
         }
-        let keys: Vec<_> = s.list(b"b/", 10).into_iter().map(|i| String::from_utf8(i.key).unwrap()).collect();
+        let keys: Vec<_> = s
+            .list(b"b/", 10)
+            .into_iter()
+            .map(|i| String::from_utf8(i.key).unwrap())
+            .collect();
         assert_eq!(keys, ["b/1", "b/2", "b/3"]);
         assert_eq!(s.list(b"b/", 2).len(), 2);
         assert_eq!(s.list(b"", 100).len(), 5);
@@ -200,15 +281,18 @@ mod tests {
     }
 
     fn arb_cmd() -> impl Strategy<Value = KvCommand> {
-        let key = prop::sample::select(vec!["a", "b", "c", "d"]).prop_map(|k| k.as_bytes().to_vec());
+        let key =
+            prop::sample::select(vec!["a", "b", "c", "d"]).prop_map(|k| k.as_bytes().to_vec());
         let val = prop::collection::vec(any::<u8>(), 0..8);
         prop_oneof![
             (key.clone(), val.clone()).prop_map(|(key, value)| KvCommand::Put { key, value }),
             key.clone().prop_map(|key| KvCommand::Delete { key }),
-            (key, prop::option::of(val.clone()), val).prop_map(|(key, expected, value)| KvCommand::Cas {
-                key,
-                expected,
-                value
+            (key, prop::option::of(val.clone()), val).prop_map(|(key, expected, value)| {
+                KvCommand::Cas {
+                    key,
+                    expected,
+                    value,
+                }
             }),
         ]
     }

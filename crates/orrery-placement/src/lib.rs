@@ -43,13 +43,26 @@ pub struct ShardInfo {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum PlacementCommand {
     /// First command of a cluster: identity, shard count, first member.
-    Init { cluster_id: String, shard_count: u32, node_id: NodeId, addr: NodeAddr },
+    Init {
+        cluster_id: String,
+        shard_count: u32,
+        node_id: NodeId,
+        addr: NodeAddr,
+    },
     /// Adds a member or updates its addresses/state.
-    UpsertMember { id: NodeId, addr: NodeAddr, state: MemberState },
+    UpsertMember {
+        id: NodeId,
+        addr: NodeAddr,
+        state: MemberState,
+    },
     /// Removes a member; refused while it holds shard replicas.
     RemoveMember { id: NodeId },
     /// Sets a shard's replicas, if its epoch is still `expected_epoch`.
-    SetReplicas { shard: ShardId, replicas: Vec<NodeId>, expected_epoch: u64 },
+    SetReplicas {
+        shard: ShardId,
+        replicas: Vec<NodeId>,
+        expected_epoch: u64,
+    },
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -67,8 +80,15 @@ pub enum PlacementError {
     /// Node ids are never reused, so that a removed node can never rejoin
     /// with stale state under its old identity.
     IdRetired(NodeId),
-    HoldsReplicas { id: NodeId, shards: Vec<ShardId> },
-    StaleEpoch { shard: ShardId, expected: u64, actual: u64 },
+    HoldsReplicas {
+        id: NodeId,
+        shards: Vec<ShardId>,
+    },
+    StaleEpoch {
+        shard: ShardId,
+        expected: u64,
+        actual: u64,
+    },
     UnknownShard(ShardId),
     InvalidReplicas(String),
 }
@@ -113,7 +133,9 @@ impl PlacementState {
     }
 
     pub fn voters(&self) -> impl Iterator<Item = &Member> {
-        self.members.values().filter(|m| m.state == MemberState::Voter)
+        self.members
+            .values()
+            .filter(|m| m.state == MemberState::Voter)
     }
 
     /// Shards that have `node` among their replicas.
@@ -135,13 +157,30 @@ impl PlacementState {
 
     fn try_apply(&mut self, cmd: PlacementCommand) -> Result<(), PlacementError> {
         match cmd {
-            PlacementCommand::Init { cluster_id, shard_count, node_id, addr } => {
+            PlacementCommand::Init {
+                cluster_id,
+                shard_count,
+                node_id,
+                addr,
+            } => {
                 if self.is_initialized() {
                     return Err(PlacementError::AlreadyInitialized);
                 }
                 self.cluster_id = Some(cluster_id);
-                self.members.insert(node_id, Member { id: node_id, addr, state: MemberState::Voter });
-                self.shards = (0..shard_count).map(|_| ShardInfo { replicas: vec![node_id], epoch: 1 }).collect();
+                self.members.insert(
+                    node_id,
+                    Member {
+                        id: node_id,
+                        addr,
+                        state: MemberState::Voter,
+                    },
+                );
+                self.shards = (0..shard_count)
+                    .map(|_| ShardInfo {
+                        replicas: vec![node_id],
+                        epoch: 1,
+                    })
+                    .collect();
                 Ok(())
             }
             PlacementCommand::UpsertMember { id, addr, state } => {
@@ -165,14 +204,28 @@ impl PlacementState {
                 self.retired.insert(id);
                 Ok(())
             }
-            PlacementCommand::SetReplicas { shard, replicas, expected_epoch } => {
+            PlacementCommand::SetReplicas {
+                shard,
+                replicas,
+                expected_epoch,
+            } => {
                 self.require_init()?;
-                let info = self.shards.get(shard as usize).ok_or(PlacementError::UnknownShard(shard))?;
+                let info = self
+                    .shards
+                    .get(shard as usize)
+                    .ok_or(PlacementError::UnknownShard(shard))?;
                 if info.epoch != expected_epoch {
-                    return Err(PlacementError::StaleEpoch { shard, expected: expected_epoch, actual: info.epoch });
+                    return Err(PlacementError::StaleEpoch {
+                        shard,
+                        expected: expected_epoch,
+                        actual: info.epoch,
+                    });
                 }
                 let unique: BTreeSet<_> = replicas.iter().collect();
-                if replicas.is_empty() || replicas.len() > MAX_REPLICAS || unique.len() != replicas.len() {
+                if replicas.is_empty()
+                    || replicas.len() > MAX_REPLICAS
+                    || unique.len() != replicas.len()
+                {
                     return Err(PlacementError::InvalidReplicas(format!("{replicas:?}")));
                 }
                 if let Some(bad) = replicas.iter().find(|r| !self.members.contains_key(r)) {
@@ -242,7 +295,11 @@ pub fn plan_replicas(state: &PlacementState) -> Vec<PlacementCommand> {
             }
         }
         if replicas != s.replicas {
-            out.push(PlacementCommand::SetReplicas { shard: i as ShardId, replicas, expected_epoch: s.epoch });
+            out.push(PlacementCommand::SetReplicas {
+                shard: i as ShardId,
+                replicas,
+                expected_epoch: s.epoch,
+            });
         }
     }
     out
@@ -267,13 +324,21 @@ pub fn plan_leaders(state: &PlacementState) -> Vec<PlacementCommand> {
     let ceil = state.shards.len().div_ceil(voters.len());
     let mut out = Vec::new();
     for (i, s) in state.shards.iter().enumerate() {
-        let Some(&first) = s.replicas.first() else { continue };
+        let Some(&first) = s.replicas.first() else {
+            continue;
+        };
         if led.get(&first).copied().unwrap_or(0) <= ceil {
             continue;
         }
         // Hand this shard to the replica that leads the fewest shards, if
         // that improves the balance.
-        let best = s.replicas.iter().skip(1).filter(|r| voters.contains(r)).min_by_key(|r| (led[r], **r)).copied();
+        let best = s
+            .replicas
+            .iter()
+            .skip(1)
+            .filter(|r| voters.contains(r))
+            .min_by_key(|r| (led[r], **r))
+            .copied();
         if let Some(b) = best {
             if led[&b] + 1 < led[&first] {
                 let mut replicas = s.replicas.clone();
@@ -281,7 +346,11 @@ pub fn plan_leaders(state: &PlacementState) -> Vec<PlacementCommand> {
                 replicas.insert(0, b);
                 *led.entry(first).or_default() -= 1;
                 *led.entry(b).or_default() += 1;
-                out.push(PlacementCommand::SetReplicas { shard: i as ShardId, replicas, expected_epoch: s.epoch });
+                out.push(PlacementCommand::SetReplicas {
+                    shard: i as ShardId,
+                    replicas,
+                    expected_epoch: s.epoch,
+                });
             }
         }
     }
@@ -294,19 +363,31 @@ mod tests {
     use proptest::prelude::*;
 
     fn addr(i: u64) -> NodeAddr {
-        NodeAddr { addr: format!("127.0.0.1:{}", 17000 + i), peer_addr: format!("127.0.0.1:{}", 17100 + i) }
+        NodeAddr {
+            addr: format!("127.0.0.1:{}", 17000 + i),
+            peer_addr: format!("127.0.0.1:{}", 17100 + i),
+        }
     }
 
     fn init(shards: u32) -> PlacementState {
         let mut s = PlacementState::default();
-        let r = s.apply(PlacementCommand::Init { cluster_id: "c".into(), shard_count: shards, node_id: 1, addr: addr(1) });
+        let r = s.apply(PlacementCommand::Init {
+            cluster_id: "c".into(),
+            shard_count: shards,
+            node_id: 1,
+            addr: addr(1),
+        });
         assert_eq!(r, PlacementResponse::Ok);
         s
     }
 
     fn add_voter(s: &mut PlacementState, id: u64) {
         assert_eq!(
-            s.apply(PlacementCommand::UpsertMember { id, addr: addr(id), state: MemberState::Voter }),
+            s.apply(PlacementCommand::UpsertMember {
+                id,
+                addr: addr(id),
+                state: MemberState::Voter
+            }),
             PlacementResponse::Ok
         );
     }
@@ -323,7 +404,12 @@ mod tests {
         assert_eq!(s.shard_count(), 8);
         assert!(s.shards.iter().all(|sh| sh.replicas == vec![1]));
         assert_eq!(
-            s.apply(PlacementCommand::Init { cluster_id: "x".into(), shard_count: 2, node_id: 2, addr: addr(2) }),
+            s.apply(PlacementCommand::Init {
+                cluster_id: "x".into(),
+                shard_count: 2,
+                node_id: 2,
+                addr: addr(2)
+            }),
             PlacementResponse::Rejected(PlacementError::AlreadyInitialized)
         );
     }
@@ -340,7 +426,10 @@ mod tests {
         let p = plan_replicas(&s);
         apply_all(&mut s, p);
         assert!(s.shards.iter().all(|sh| sh.replicas.len() == 3));
-        assert!(plan_replicas(&s).is_empty(), "planner must reach a fixed point");
+        assert!(
+            plan_replicas(&s).is_empty(),
+            "planner must reach a fixed point"
+        );
         // Node 4 joined last but still gets replicas, and nobody is overloaded.
         let loads: Vec<usize> = (1..=4).map(|n| s.shards_of(n).len()).collect();
         assert!(loads.iter().all(|l| *l >= 4), "loads {loads:?}");
@@ -379,9 +468,16 @@ mod tests {
         apply_all(&mut s, p);
         add_voter(&mut s, 6);
         assert!(plan_replicas(&s).is_empty());
-        assert_eq!(s.apply(PlacementCommand::RemoveMember { id: 6 }), PlacementResponse::Ok);
         assert_eq!(
-            s.apply(PlacementCommand::UpsertMember { id: 6, addr: addr(6), state: MemberState::Learner }),
+            s.apply(PlacementCommand::RemoveMember { id: 6 }),
+            PlacementResponse::Ok
+        );
+        assert_eq!(
+            s.apply(PlacementCommand::UpsertMember {
+                id: 6,
+                addr: addr(6),
+                state: MemberState::Learner
+            }),
             PlacementResponse::Rejected(PlacementError::IdRetired(6))
         );
         assert_eq!(
@@ -396,7 +492,10 @@ mod tests {
         add_voter(&mut s, 2);
         let plan = plan_replicas(&s);
         apply_all(&mut s, plan.clone());
-        assert!(matches!(s.apply(plan[0].clone()), PlacementResponse::Rejected(PlacementError::StaleEpoch { .. })));
+        assert!(matches!(
+            s.apply(plan[0].clone()),
+            PlacementResponse::Rejected(PlacementError::StaleEpoch { .. })
+        ));
     }
 
     proptest! {

@@ -8,7 +8,7 @@ pub mod registry;
 pub mod state;
 
 pub use network::PeerClients;
-pub use registry::{Group, Registry, RaftSettings};
+pub use registry::{Group, RaftSettings, Registry};
 pub use state::{Command, GroupState, Response};
 
 use orrery_types::{NodeAddr, NodeId};

@@ -2,11 +2,13 @@
 //! channel per peer, tagged with its group id.
 
 use crate::TypeConfig;
-use openraft::error::{InstallSnapshotError, NetworkError, RPCError, RaftError, RemoteError, Unreachable};
+use openraft::error::{
+    InstallSnapshotError, NetworkError, RPCError, RaftError, RemoteError, Unreachable,
+};
 use openraft::network::{RPCOption, RaftNetwork, RaftNetworkFactory};
 use openraft::raft::{
-    AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest, InstallSnapshotResponse, VoteRequest,
-    VoteResponse,
+    AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest, InstallSnapshotResponse,
+    VoteRequest, VoteResponse,
 };
 use orrery_proto::peer::peer_client::PeerClient;
 use orrery_proto::peer::{RaftKind, RaftRequest};
@@ -43,7 +45,9 @@ impl PeerClients {
             return Ok(Self::wrap(ch.clone()));
         }
         let endpoint = Endpoint::from_shared(format!("http://{peer_addr}"))
-            .map_err(|e| tonic::Status::invalid_argument(format!("bad peer address {peer_addr}: {e}")))?
+            .map_err(|e| {
+                tonic::Status::invalid_argument(format!("bad peer address {peer_addr}: {e}"))
+            })?
             .connect_timeout(Duration::from_millis(500))
             .tcp_nodelay(true)
             .http2_keep_alive_interval(Duration::from_secs(5))
@@ -54,7 +58,9 @@ impl PeerClients {
     }
 
     fn wrap(ch: Channel) -> PeerClient<Channel> {
-        PeerClient::new(ch).max_decoding_message_size(256 << 20).max_encoding_message_size(256 << 20)
+        PeerClient::new(ch)
+            .max_decoding_message_size(256 << 20)
+            .max_encoding_message_size(256 << 20)
     }
 }
 
@@ -88,13 +94,19 @@ pub struct PeerConnection {
 type RpcResult<T, E> = Result<T, RPCError<NodeId, NodeAddr, E>>;
 
 impl PeerConnection {
-    async fn call<Req, Resp, E>(&self, kind: RaftKind, req: &Req, ttl: Duration) -> RpcResult<Resp, E>
+    async fn call<Req, Resp, E>(
+        &self,
+        kind: RaftKind,
+        req: &Req,
+        ttl: Duration,
+    ) -> RpcResult<Resp, E>
     where
         Req: Serialize,
         Resp: DeserializeOwned,
         E: std::error::Error + DeserializeOwned,
     {
-        let payload = orrery_storage::encode(req).map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
+        let payload =
+            orrery_storage::encode(req).map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
         let mut client = self
             .clients
             .client(&self.peer_addr)
@@ -108,10 +120,9 @@ impl PeerConnection {
         request.set_timeout(ttl);
         let reply = match tokio::time::timeout(ttl, client.raft(request)).await {
             Err(_) => {
-                return Err(RPCError::Network(NetworkError::new(&TransportError(format!(
-                    "raft rpc to node {} timed out after {ttl:?}",
-                    self.target
-                )))))
+                return Err(RPCError::Network(NetworkError::new(&TransportError(
+                    format!("raft rpc to node {} timed out after {ttl:?}", self.target),
+                ))))
             }
             Ok(Err(status)) => {
                 let err = TransportError(format!("node {}: {}", self.target, status.message()));
@@ -122,8 +133,8 @@ impl PeerConnection {
             }
             Ok(Ok(r)) => r.into_inner(),
         };
-        let decoded: Result<Resp, E> =
-            orrery_storage::decode(&reply.payload).map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
+        let decoded: Result<Resp, E> = orrery_storage::decode(&reply.payload)
+            .map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
         decoded.map_err(|e| RPCError::RemoteError(RemoteError::new(self.target, e)))
     }
 }
@@ -134,7 +145,8 @@ impl RaftNetwork<TypeConfig> for PeerConnection {
         rpc: AppendEntriesRequest<TypeConfig>,
         option: RPCOption,
     ) -> RpcResult<AppendEntriesResponse<NodeId>, RaftError<NodeId>> {
-        self.call(RaftKind::AppendEntries, &rpc, option.hard_ttl()).await
+        self.call(RaftKind::AppendEntries, &rpc, option.hard_ttl())
+            .await
     }
 
     async fn install_snapshot(
@@ -142,7 +154,8 @@ impl RaftNetwork<TypeConfig> for PeerConnection {
         rpc: InstallSnapshotRequest<TypeConfig>,
         option: RPCOption,
     ) -> RpcResult<InstallSnapshotResponse<NodeId>, RaftError<NodeId, InstallSnapshotError>> {
-        self.call(RaftKind::InstallSnapshot, &rpc, option.hard_ttl()).await
+        self.call(RaftKind::InstallSnapshot, &rpc, option.hard_ttl())
+            .await
     }
 
     async fn vote(

@@ -51,7 +51,8 @@ impl RaftSettings {
             replication_lag_threshold: self.snapshot_logs.max(1000),
             ..Default::default()
         };
-        c.validate().map_err(|e| Error::Fatal(format!("invalid raft settings: {e}")))
+        c.validate()
+            .map_err(|e| Error::Fatal(format!("invalid raft settings: {e}")))
     }
 }
 
@@ -85,7 +86,12 @@ pub struct Registry {
 }
 
 impl Registry {
-    pub fn new(node_id: NodeId, storage: NodeStorage, clients: PeerClients, settings: &RaftSettings) -> Result<Self, Error> {
+    pub fn new(
+        node_id: NodeId,
+        storage: NodeStorage,
+        clients: PeerClients,
+        settings: &RaftSettings,
+    ) -> Result<Self, Error> {
         Ok(Self {
             node_id,
             storage,
@@ -109,11 +115,20 @@ impl Registry {
     }
 
     pub fn get(&self, id: GroupId) -> Option<Arc<Group>> {
-        self.groups.read().unwrap_or_else(|p| p.into_inner()).get(&id).cloned()
+        self.groups
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&id)
+            .cloned()
     }
 
     pub fn all(&self) -> Vec<Arc<Group>> {
-        self.groups.read().unwrap_or_else(|p| p.into_inner()).values().cloned().collect()
+        self.groups
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .values()
+            .cloned()
+            .collect()
     }
 
     /// Returns the group, opening it from storage (or creating it empty) if
@@ -130,13 +145,25 @@ impl Registry {
         let entries = log.verify()?;
         let sm_store = StateMachineStore::<TypeConfig, GroupState>::open(&self.storage, id)?;
         let sm = sm_store.handle();
-        let network = GroupNetwork { group: id, clients: self.clients.clone() };
-        let raft = Raft::new(self.node_id, self.config.clone(), network, log.clone(), sm_store)
-            .await
-            .map_err(|e| Error::Fatal(e.to_string()))?;
+        let network = GroupNetwork {
+            group: id,
+            clients: self.clients.clone(),
+        };
+        let raft = Raft::new(
+            self.node_id,
+            self.config.clone(),
+            network,
+            log.clone(),
+            sm_store,
+        )
+        .await
+        .map_err(|e| Error::Fatal(e.to_string()))?;
         tracing::info!(group = id, name = %group_name(id), entries, "raft group started");
         let group = Arc::new(Group { id, raft, sm, log });
-        self.groups.write().unwrap_or_else(|p| p.into_inner()).insert(id, group.clone());
+        self.groups
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(id, group.clone());
         Ok(group)
     }
 

@@ -30,7 +30,12 @@ impl std::fmt::Display for Command {
         match self {
             Command::Placement(c) => write!(f, "placement:{c:?}"),
             Command::Kv(KvCommand::Put { key, value }) => {
-                write!(f, "kv:put({} bytes key, {} bytes value)", key.len(), value.len())
+                write!(
+                    f,
+                    "kv:put({} bytes key, {} bytes value)",
+                    key.len(),
+                    value.len()
+                )
             }
             Command::Kv(c) => write!(f, "kv:{c:?}"),
         }
@@ -79,13 +84,19 @@ impl StateMachine<crate::TypeConfig> for GroupState {
     }
 
     fn snapshot(&self) -> Result<Vec<u8>, String> {
-        let s = SnapshotV1 { placement: self.placement.snapshot()?, kv: self.kv.snapshot()? };
+        let s = SnapshotV1 {
+            placement: self.placement.snapshot()?,
+            kv: self.kv.snapshot()?,
+        };
         orrery_storage::encode(&s).map_err(|e| e.to_string())
     }
 
     fn restore(data: &[u8]) -> Result<Self, String> {
         let s: SnapshotV1 = orrery_storage::decode(data).map_err(|e| e.to_string())?;
-        Ok(GroupState { placement: PlacementState::restore(&s.placement)?, kv: KvState::restore(&s.kv)? })
+        Ok(GroupState {
+            placement: PlacementState::restore(&s.placement)?,
+            kv: KvState::restore(&s.kv)?,
+        })
     }
 }
 
@@ -96,13 +107,22 @@ mod tests {
     #[test]
     fn dispatch_and_snapshot_round_trip() {
         let mut s = GroupState::default();
-        let r = s.apply(3, Command::Kv(KvCommand::Put { key: b"k".to_vec(), value: b"v".to_vec() }));
+        let r = s.apply(
+            3,
+            Command::Kv(KvCommand::Put {
+                key: b"k".to_vec(),
+                value: b"v".to_vec(),
+            }),
+        );
         assert_eq!(r, Response::Kv(KvResponse::Put { revision: 3 }));
         let r = s.apply(
             4,
             Command::Placement(PlacementCommand::RemoveMember { id: 9 }),
         );
-        assert!(matches!(r, Response::Placement(PlacementResponse::Rejected(_))));
+        assert!(matches!(
+            r,
+            Response::Placement(PlacementResponse::Rejected(_))
+        ));
         let bytes = StateMachine::snapshot(&s).unwrap();
         let back = <GroupState as StateMachine<crate::TypeConfig>>::restore(&bytes).unwrap();
         assert_eq!(back, s);

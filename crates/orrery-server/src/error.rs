@@ -27,7 +27,10 @@ pub enum ApiError {
 
 impl ApiError {
     pub fn bad(code: &str, message: impl Into<String>) -> Self {
-        ApiError::BadRequest { code: code.to_string(), message: message.into() }
+        ApiError::BadRequest {
+            code: code.to_string(),
+            message: message.into(),
+        }
     }
 
     pub fn unavailable(message: impl Into<String>) -> Self {
@@ -67,7 +70,8 @@ impl IntoResponse for ApiError {
         let status = self.http_status();
         let mut resp = (status, axum::Json(self.body())).into_response();
         if status == StatusCode::SERVICE_UNAVAILABLE {
-            resp.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+            resp.headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
         }
         resp
     }
@@ -99,6 +103,9 @@ mod tests {
         let r = ApiError::unavailable("no quorum").into_response();
         assert_eq!(r.status(), StatusCode::SERVICE_UNAVAILABLE);
         assert_eq!(r.headers()[header::RETRY_AFTER], "1");
-        assert_eq!(tonic::Status::from(ApiError::Conflict("x".into())).code(), tonic::Code::FailedPrecondition);
+        assert_eq!(
+            tonic::Status::from(ApiError::Conflict("x".into())).code(),
+            tonic::Code::FailedPrecondition
+        );
     }
 }

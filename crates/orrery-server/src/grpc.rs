@@ -31,12 +31,23 @@ impl Kv for KvService {
         let r = req.into_inner();
         let v = self.0.kv_get(r.key, lin(r.consistency)).await?;
         Ok(Response::new(match v {
-            Some(v) => pb::GetResponse { found: true, value: v.value, revision: v.revision },
-            None => pb::GetResponse { found: false, value: vec![], revision: 0 },
+            Some(v) => pb::GetResponse {
+                found: true,
+                value: v.value,
+                revision: v.revision,
+            },
+            None => pb::GetResponse {
+                found: false,
+                value: vec![],
+                revision: 0,
+            },
         }))
     }
 
-    async fn delete(&self, req: Request<pb::DeleteRequest>) -> Result<Response<pb::DeleteResponse>, Status> {
+    async fn delete(
+        &self,
+        req: Request<pb::DeleteRequest>,
+    ) -> Result<Response<pb::DeleteResponse>, Status> {
         let (deleted, revision) = self.0.kv_delete(req.into_inner().key).await?;
         Ok(Response::new(pb::DeleteResponse { deleted, revision }))
     }
@@ -44,20 +55,42 @@ impl Kv for KvService {
     async fn cas(&self, req: Request<pb::CasRequest>) -> Result<Response<pb::CasResponse>, Status> {
         let r = req.into_inner();
         let (succeeded, revision, current) = self.0.kv_cas(r.key, r.expected, r.value).await?;
-        Ok(Response::new(pb::CasResponse { succeeded, revision, current }))
+        Ok(Response::new(pb::CasResponse {
+            succeeded,
+            revision,
+            current,
+        }))
     }
 
-    async fn list(&self, req: Request<pb::ListRequest>) -> Result<Response<pb::ListResponse>, Status> {
+    async fn list(
+        &self,
+        req: Request<pb::ListRequest>,
+    ) -> Result<Response<pb::ListResponse>, Status> {
         let r = req.into_inner();
-        let limit = if r.limit == 0 { DEFAULT_LIST_LIMIT } else { r.limit as usize };
+        let limit = if r.limit == 0 {
+            DEFAULT_LIST_LIMIT
+        } else {
+            r.limit as usize
+        };
         let items = self.0.kv_list(r.prefix, limit, lin(r.consistency)).await?;
         Ok(Response::new(pb::ListResponse {
-            items: items.into_iter().map(|i| pb::KeyValue { key: i.key, value: i.value, revision: i.revision }).collect(),
+            items: items
+                .into_iter()
+                .map(|i| pb::KeyValue {
+                    key: i.key,
+                    value: i.value,
+                    revision: i.revision,
+                })
+                .collect(),
         }))
     }
 }
 
-fn member_pb(node: &Node, p: &orrery_placement::PlacementState, m: &orrery_placement::Member) -> pb::Member {
+fn member_pb(
+    node: &Node,
+    p: &orrery_placement::PlacementState,
+    m: &orrery_placement::Member,
+) -> pb::Member {
     let _ = node;
     pb::Member {
         id: m.id,
@@ -70,29 +103,54 @@ fn member_pb(node: &Node, p: &orrery_placement::PlacementState, m: &orrery_place
 
 #[tonic::async_trait]
 impl Cluster for ClusterService {
-    async fn init(&self, req: Request<pb::InitRequest>) -> Result<Response<pb::InitResponse>, Status> {
+    async fn init(
+        &self,
+        req: Request<pb::InitRequest>,
+    ) -> Result<Response<pb::InitResponse>, Status> {
         let (cluster_id, shards) = self.0.init_cluster(req.into_inner().shards).await?;
-        Ok(Response::new(pb::InitResponse { cluster_id, node_id: self.0.id(), shards }))
+        Ok(Response::new(pb::InitResponse {
+            cluster_id,
+            node_id: self.0.id(),
+            shards,
+        }))
     }
 
-    async fn add_member(&self, req: Request<pb::AddMemberRequest>) -> Result<Response<pb::AddMemberResponse>, Status> {
+    async fn add_member(
+        &self,
+        req: Request<pb::AddMemberRequest>,
+    ) -> Result<Response<pb::AddMemberResponse>, Status> {
         let r = req.into_inner();
         let id = r.id;
         let AdminResult::Progress(progress) = self
             .0
-            .admin(AdminOp::AddMember { id, addr: r.addr, peer_addr: r.peer_addr, learner_only: r.learner_only })
+            .admin(AdminOp::AddMember {
+                id,
+                addr: r.addr,
+                peer_addr: r.peer_addr,
+                learner_only: r.learner_only,
+            })
             .await?;
         let p = self.0.placement();
         let member = p.members.get(&id).map(|m| member_pb(&self.0, &p, m));
         Ok(Response::new(pb::AddMemberResponse { progress, member }))
     }
 
-    async fn remove_member(&self, req: Request<pb::RemoveMemberRequest>) -> Result<Response<pb::RemoveMemberResponse>, Status> {
-        self.0.admin(AdminOp::RemoveMember { id: req.into_inner().id }).await?;
+    async fn remove_member(
+        &self,
+        req: Request<pb::RemoveMemberRequest>,
+    ) -> Result<Response<pb::RemoveMemberResponse>, Status> {
+        self.0
+            .admin(AdminOp::RemoveMember {
+                id: req.into_inner().id,
+            })
+            .await?;
         Ok(Response::new(pb::RemoveMemberResponse {}))
     }
 
-    async fn promote_member(&self, req: Request<pb::PromoteMemberRequest>) -> Result<Response<pb::PromoteMemberResponse>, Status> {
+    async fn promote_member(
+        &self,
+        req: Request<pb::PromoteMemberRequest>,
+    ) -> Result<Response<pb::PromoteMemberResponse>, Status> {
         let id = req.into_inner().id;
         self.0.admin(AdminOp::PromoteMember { id }).await?;
         let p = self.0.placement();
@@ -100,19 +158,29 @@ impl Cluster for ClusterService {
         Ok(Response::new(pb::PromoteMemberResponse { member }))
     }
 
-    async fn list_members(&self, _req: Request<pb::ListMembersRequest>) -> Result<Response<pb::ListMembersResponse>, Status> {
+    async fn list_members(
+        &self,
+        _req: Request<pb::ListMembersRequest>,
+    ) -> Result<Response<pb::ListMembersResponse>, Status> {
         let p = self.0.placement();
         if !p.is_initialized() {
             return Err(ApiError::NotInitialized.into());
         }
         Ok(Response::new(pb::ListMembersResponse {
             cluster_id: p.cluster_id.clone().unwrap_or_default(),
-            members: p.members.values().map(|m| member_pb(&self.0, &p, m)).collect(),
+            members: p
+                .members
+                .values()
+                .map(|m| member_pb(&self.0, &p, m))
+                .collect(),
             placement_leader: self.0.placement_leader().unwrap_or(0),
         }))
     }
 
-    async fn list_shards(&self, _req: Request<pb::ListShardsRequest>) -> Result<Response<pb::ListShardsResponse>, Status> {
+    async fn list_shards(
+        &self,
+        _req: Request<pb::ListShardsRequest>,
+    ) -> Result<Response<pb::ListShardsResponse>, Status> {
         let p = self.0.placement();
         if !p.is_initialized() {
             return Err(ApiError::NotInitialized.into());
@@ -138,7 +206,10 @@ impl Cluster for ClusterService {
         }))
     }
 
-    async fn status(&self, _req: Request<pb::StatusRequest>) -> Result<Response<pb::StatusResponse>, Status> {
+    async fn status(
+        &self,
+        _req: Request<pb::StatusRequest>,
+    ) -> Result<Response<pb::StatusResponse>, Status> {
         let p = self.0.placement();
         if !p.is_initialized() {
             return Err(ApiError::NotInitialized.into());
@@ -161,7 +232,10 @@ impl Cluster for ClusterService {
                         let matched = if id == r.node {
                             r.last_log_index
                         } else {
-                            r.matched.as_ref().and_then(|m| m.get(&id).copied()).unwrap_or(0)
+                            r.matched
+                                .as_ref()
+                                .and_then(|m| m.get(&id).copied())
+                                .unwrap_or(0)
                         };
                         pb::ReplicaStatus {
                             node_id: id,

@@ -46,7 +46,10 @@ impl Node {
     pub async fn kv_put(&self, key: Vec<u8>, value: Vec<u8>) -> Result<u64, ApiError> {
         self.check_key(&key)?;
         self.check_value(value.len())?;
-        match self.kv_write(&key.clone(), KvCommand::Put { key, value }).await? {
+        match self
+            .kv_write(&key.clone(), KvCommand::Put { key, value })
+            .await?
+        {
             KvResponse::Put { revision } => Ok(revision),
             other => Err(ApiError::Internal(format!("unexpected response {other:?}"))),
         }
@@ -55,7 +58,10 @@ impl Node {
     /// Returns whether the key existed, and the revision of the delete.
     pub async fn kv_delete(&self, key: Vec<u8>) -> Result<(bool, u64), ApiError> {
         self.check_key(&key)?;
-        match self.kv_write(&key.clone(), KvCommand::Delete { key }).await? {
+        match self
+            .kv_write(&key.clone(), KvCommand::Delete { key })
+            .await?
+        {
             KvResponse::Delete { deleted, revision } => Ok((deleted, revision)),
             other => Err(ApiError::Internal(format!("unexpected response {other:?}"))),
         }
@@ -71,13 +77,31 @@ impl Node {
         self.check_key(&key)?;
         self.check_value(value.len())?;
         self.check_value(expected.as_ref().map(|e| e.len()).unwrap_or(0))?;
-        match self.kv_write(&key.clone(), KvCommand::Cas { key, expected, value }).await? {
-            KvResponse::Cas { succeeded, revision, current } => Ok((succeeded, revision, current)),
+        match self
+            .kv_write(
+                &key.clone(),
+                KvCommand::Cas {
+                    key,
+                    expected,
+                    value,
+                },
+            )
+            .await?
+        {
+            KvResponse::Cas {
+                succeeded,
+                revision,
+                current,
+            } => Ok((succeeded, revision, current)),
             other => Err(ApiError::Internal(format!("unexpected response {other:?}"))),
         }
     }
 
-    pub async fn kv_get(&self, key: Vec<u8>, linearizable: bool) -> Result<Option<Versioned>, ApiError> {
+    pub async fn kv_get(
+        &self,
+        key: Vec<u8>,
+        linearizable: bool,
+    ) -> Result<Option<Versioned>, ApiError> {
         self.check_key(&key)?;
         let group = self.group_for_key(&key)?;
         match self.read(group, Query::KvGet { key }, linearizable).await? {
@@ -87,16 +111,30 @@ impl Node {
     }
 
     /// Keys with `prefix` from every shard, merged in key order.
-    pub async fn kv_list(&self, prefix: Vec<u8>, limit: usize, linearizable: bool) -> Result<Vec<KvItem>, ApiError> {
+    pub async fn kv_list(
+        &self,
+        prefix: Vec<u8>,
+        limit: usize,
+        linearizable: bool,
+    ) -> Result<Vec<KvItem>, ApiError> {
         if limit == 0 || limit > MAX_LIST_LIMIT {
-            return Err(ApiError::bad("invalid_limit", format!("limit must be 1..={MAX_LIST_LIMIT}, got {limit}")));
+            return Err(ApiError::bad(
+                "invalid_limit",
+                format!("limit must be 1..={MAX_LIST_LIMIT}, got {limit}"),
+            ));
         }
         if prefix.len() > self.cfg.max_key_bytes {
-            return Err(ApiError::TooLarge(format!("prefix is longer than the key limit ({} bytes)", self.cfg.max_key_bytes)));
+            return Err(ApiError::TooLarge(format!(
+                "prefix is longer than the key limit ({} bytes)",
+                self.cfg.max_key_bytes
+            )));
         }
         let groups = self.shard_groups()?;
         let futs = groups.into_iter().map(|g| {
-            let q = Query::KvList { prefix: prefix.clone(), limit };
+            let q = Query::KvList {
+                prefix: prefix.clone(),
+                limit,
+            };
             async move { self.read(g, q, linearizable).await }
         });
         let mut items = Vec::new();

@@ -30,7 +30,10 @@ use tokio::net::TcpListener;
 #[derive(Debug, thiserror::Error)]
 pub enum ServerError {
     #[error("cannot listen on {addr}: {source}")]
-    Bind { addr: String, source: std::io::Error },
+    Bind {
+        addr: String,
+        source: std::io::Error,
+    },
     #[error("data directory {path}: {message}")]
     DataDir { path: String, message: String },
     #[error(transparent)]
@@ -51,14 +54,23 @@ pub struct Bound {
 /// a directory can never be served under another node's identity.
 fn check_identity(cfg: &NodeConfig) -> Result<(), ServerError> {
     let dir = &cfg.data_dir;
-    let err = |m: String| ServerError::DataDir { path: dir.display().to_string(), message: m };
+    let err = |m: String| ServerError::DataDir {
+        path: dir.display().to_string(),
+        message: m,
+    };
     std::fs::create_dir_all(dir).map_err(|e| err(e.to_string()))?;
     let id_file = dir.join("node_id");
     match std::fs::read_to_string(&id_file) {
         Ok(s) => {
-            let stored: u64 = s.trim().parse().map_err(|_| err(format!("{} is corrupt", id_file.display())))?;
+            let stored: u64 = s
+                .trim()
+                .parse()
+                .map_err(|_| err(format!("{} is corrupt", id_file.display())))?;
             if stored != cfg.id {
-                return Err(err(format!("it belongs to node {stored}, but this node was started with --id {}", cfg.id)));
+                return Err(err(format!(
+                    "it belongs to node {stored}, but this node was started with --id {}",
+                    cfg.id
+                )));
             }
         }
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
@@ -79,18 +91,39 @@ pub async fn run(
     on_bound: impl FnOnce(Bound) + Send,
 ) -> Result<(), ServerError> {
     if cfg.id == 0 {
-        return Err(ServerError::Serve("--id must be a positive integer (0 is reserved)".into()));
+        return Err(ServerError::Serve(
+            "--id must be a positive integer (0 is reserved)".into(),
+        ));
     }
     check_identity(&cfg)?;
-    let client_l = TcpListener::bind(client).await.map_err(|e| ServerError::Bind { addr: client.into(), source: e })?;
-    let peer_l = TcpListener::bind(peer).await.map_err(|e| ServerError::Bind { addr: peer.into(), source: e })?;
+    let client_l = TcpListener::bind(client)
+        .await
+        .map_err(|e| ServerError::Bind {
+            addr: client.into(),
+            source: e,
+        })?;
+    let peer_l = TcpListener::bind(peer)
+        .await
+        .map_err(|e| ServerError::Bind {
+            addr: peer.into(),
+            source: e,
+        })?;
     let bound = Bound {
-        client: client_l.local_addr().map_err(|e| ServerError::Serve(e.to_string()))?,
-        peer: peer_l.local_addr().map_err(|e| ServerError::Serve(e.to_string()))?,
+        client: client_l
+            .local_addr()
+            .map_err(|e| ServerError::Serve(e.to_string()))?,
+        peer: peer_l
+            .local_addr()
+            .map_err(|e| ServerError::Serve(e.to_string()))?,
     };
 
     let storage = NodeStorage::open(&cfg.data_dir)?;
-    let registry = Arc::new(Registry::new(cfg.id, storage.clone(), PeerClients::default(), &cfg.raft)?);
+    let registry = Arc::new(Registry::new(
+        cfg.id,
+        storage.clone(),
+        PeerClients::default(),
+        &cfg.raft,
+    )?);
     registry.ensure(PLACEMENT_GROUP).await?;
     for g in storage.stored_groups() {
         registry.ensure(g).await?;
@@ -109,15 +142,17 @@ pub async fn run(
         .into_axum_router();
     let rest = rest::router(node.clone());
     // REST and gRPC share the client port; the content type tells them apart.
-    let app = axum::Router::new().fallback_service(tower::service_fn(move |req: axum::extract::Request| {
-        let is_grpc = req
-            .headers()
-            .get(axum::http::header::CONTENT_TYPE)
-            .map(|v| v.as_bytes().starts_with(b"application/grpc"))
-            .unwrap_or(false);
-        let svc = if is_grpc { grpc.clone() } else { rest.clone() };
-        tower::ServiceExt::oneshot(svc, req)
-    }));
+    let app = axum::Router::new().fallback_service(tower::service_fn(
+        move |req: axum::extract::Request| {
+            let is_grpc = req
+                .headers()
+                .get(axum::http::header::CONTENT_TYPE)
+                .map(|v| v.as_bytes().starts_with(b"application/grpc"))
+                .unwrap_or(false);
+            let svc = if is_grpc { grpc.clone() } else { rest.clone() };
+            tower::ServiceExt::oneshot(svc, req)
+        },
+    ));
 
     let mut rx1 = stop_rx.clone();
     let client_srv = axum::serve(client_l, app).with_graceful_shutdown(async move {
@@ -130,9 +165,12 @@ pub async fn run(
                 .max_decoding_message_size(256 << 20)
                 .max_encoding_message_size(256 << 20),
         )
-        .serve_with_incoming_shutdown(tokio_stream::wrappers::TcpListenerStream::new(peer_l), async move {
-            let _ = rx2.changed().await;
-        });
+        .serve_with_incoming_shutdown(
+            tokio_stream::wrappers::TcpListenerStream::new(peer_l),
+            async move {
+                let _ = rx2.changed().await;
+            },
+        );
 
     tracing::info!(node = cfg.id, client = %bound.client, peer = %bound.peer, "orrery node listening");
     on_bound(bound);
@@ -155,23 +193,48 @@ pub fn render_raft_metrics(node: &Node, out: &mut String) {
     let _ = writeln!(out, "# TYPE orrery_raft_term gauge");
     let reports = node.local_reports();
     for r in &reports {
-        let _ = writeln!(out, "orrery_raft_term{{group=\"{}\"}} {}", group_name(r.group), r.term);
+        let _ = writeln!(
+            out,
+            "orrery_raft_term{{group=\"{}\"}} {}",
+            group_name(r.group),
+            r.term
+        );
     }
     let _ = writeln!(out, "# TYPE orrery_raft_commit_index gauge");
     for r in &reports {
-        let _ = writeln!(out, "orrery_raft_commit_index{{group=\"{}\"}} {}", group_name(r.group), r.commit_index());
+        let _ = writeln!(
+            out,
+            "orrery_raft_commit_index{{group=\"{}\"}} {}",
+            group_name(r.group),
+            r.commit_index()
+        );
     }
     let _ = writeln!(out, "# TYPE orrery_raft_applied_index gauge");
     for r in &reports {
-        let _ = writeln!(out, "orrery_raft_applied_index{{group=\"{}\"}} {}", group_name(r.group), r.applied);
+        let _ = writeln!(
+            out,
+            "orrery_raft_applied_index{{group=\"{}\"}} {}",
+            group_name(r.group),
+            r.applied
+        );
     }
     let _ = writeln!(out, "# TYPE orrery_raft_last_log_index gauge");
     for r in &reports {
-        let _ = writeln!(out, "orrery_raft_last_log_index{{group=\"{}\"}} {}", group_name(r.group), r.last_log_index);
+        let _ = writeln!(
+            out,
+            "orrery_raft_last_log_index{{group=\"{}\"}} {}",
+            group_name(r.group),
+            r.last_log_index
+        );
     }
     let _ = writeln!(out, "# TYPE orrery_raft_is_leader gauge");
     for g in node.registry.all() {
         let leader = g.raft.metrics().borrow().state == ServerState::Leader;
-        let _ = writeln!(out, "orrery_raft_is_leader{{group=\"{}\"}} {}", group_name(g.id), u8::from(leader));
+        let _ = writeln!(
+            out,
+            "orrery_raft_is_leader{{group=\"{}\"}} {}",
+            group_name(g.id),
+            u8::from(leader)
+        );
     }
 }

@@ -7,7 +7,9 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Mutex;
 use std::time::Duration;
 
-const BUCKETS_MS: [f64; 12] = [0.5, 1.0, 2.5, 5.0, 10.0, 25.0, 50.0, 100.0, 250.0, 500.0, 1000.0, 5000.0];
+const BUCKETS_MS: [f64; 12] = [
+    0.5, 1.0, 2.5, 5.0, 10.0, 25.0, 50.0, 100.0, 250.0, 500.0, 1000.0, 5000.0,
+];
 
 #[derive(Default)]
 struct Histogram {
@@ -27,7 +29,12 @@ pub struct Metrics {
 impl Metrics {
     pub fn observe(&self, route: &str, status: u16, elapsed: Duration) {
         let ms = elapsed.as_secs_f64() * 1000.0;
-        *self.requests.lock().unwrap_or_else(|p| p.into_inner()).entry((route.to_string(), status)).or_default() += 1;
+        *self
+            .requests
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .entry((route.to_string(), status))
+            .or_default() += 1;
         let mut lat = self.latency.lock().unwrap_or_else(|p| p.into_inner());
         let h = lat.entry(route.to_string()).or_default();
         for (i, b) in BUCKETS_MS.iter().enumerate() {
@@ -49,24 +56,66 @@ impl Metrics {
     }
 
     pub fn render(&self, out: &mut String) {
-        let _ = writeln!(out, "# HELP orrery_requests_total Requests served, by route and HTTP status.");
+        let _ = writeln!(
+            out,
+            "# HELP orrery_requests_total Requests served, by route and HTTP status."
+        );
         let _ = writeln!(out, "# TYPE orrery_requests_total counter");
-        for ((route, status), n) in self.requests.lock().unwrap_or_else(|p| p.into_inner()).iter() {
-            let _ = writeln!(out, "orrery_requests_total{{route=\"{route}\",status=\"{status}\"}} {n}");
+        for ((route, status), n) in self
+            .requests
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+        {
+            let _ = writeln!(
+                out,
+                "orrery_requests_total{{route=\"{route}\",status=\"{status}\"}} {n}"
+            );
         }
-        let _ = writeln!(out, "# HELP orrery_request_duration_ms Request latency in milliseconds.");
+        let _ = writeln!(
+            out,
+            "# HELP orrery_request_duration_ms Request latency in milliseconds."
+        );
         let _ = writeln!(out, "# TYPE orrery_request_duration_ms histogram");
-        for (route, h) in self.latency.lock().unwrap_or_else(|p| p.into_inner()).iter() {
+        for (route, h) in self
+            .latency
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+        {
             for (i, b) in BUCKETS_MS.iter().enumerate() {
-                let _ = writeln!(out, "orrery_request_duration_ms_bucket{{route=\"{route}\",le=\"{b}\"}} {}", h.buckets[i]);
+                let _ = writeln!(
+                    out,
+                    "orrery_request_duration_ms_bucket{{route=\"{route}\",le=\"{b}\"}} {}",
+                    h.buckets[i]
+                );
             }
-            let _ = writeln!(out, "orrery_request_duration_ms_bucket{{route=\"{route}\",le=\"+Inf\"}} {}", h.count);
-            let _ = writeln!(out, "orrery_request_duration_ms_sum{{route=\"{route}\"}} {}", h.sum_ms);
-            let _ = writeln!(out, "orrery_request_duration_ms_count{{route=\"{route}\"}} {}", h.count);
+            let _ = writeln!(
+                out,
+                "orrery_request_duration_ms_bucket{{route=\"{route}\",le=\"+Inf\"}} {}",
+                h.count
+            );
+            let _ = writeln!(
+                out,
+                "orrery_request_duration_ms_sum{{route=\"{route}\"}} {}",
+                h.sum_ms
+            );
+            let _ = writeln!(
+                out,
+                "orrery_request_duration_ms_count{{route=\"{route}\"}} {}",
+                h.count
+            );
         }
-        let _ = writeln!(out, "# HELP orrery_forwarded_total Requests forwarded to another node.");
+        let _ = writeln!(
+            out,
+            "# HELP orrery_forwarded_total Requests forwarded to another node."
+        );
         let _ = writeln!(out, "# TYPE orrery_forwarded_total counter");
-        let _ = writeln!(out, "orrery_forwarded_total {}", self.forwarded.load(Ordering::Relaxed));
+        let _ = writeln!(
+            out,
+            "orrery_forwarded_total {}",
+            self.forwarded.load(Ordering::Relaxed)
+        );
     }
 }
 

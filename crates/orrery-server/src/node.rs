@@ -8,7 +8,9 @@ use crate::metrics::Metrics;
 use crate::ops::{AdminOp, AdminResult, ForwardOk, ForwardOp, GroupReport, Query, QueryResult};
 use openraft::error::{CheckIsLeaderError, ClientWriteError, ForwardToLeader, RaftError};
 use openraft::{ChangeMembers, ServerState};
-use orrery_placement::{plan_leaders, plan_replicas, MemberState, PlacementCommand, PlacementResponse, PlacementState};
+use orrery_placement::{
+    plan_leaders, plan_replicas, MemberState, PlacementCommand, PlacementResponse, PlacementState,
+};
 use orrery_proto::peer::ForwardRequest;
 use orrery_raft::{Command, Group, RaftSettings, Registry, Response};
 use orrery_types::{group_shard, shard_group, GroupId, NodeAddr, NodeId, PLACEMENT_GROUP};
@@ -42,7 +44,10 @@ pub struct NodeConfig {
 
 impl NodeConfig {
     pub fn node_addr(&self) -> NodeAddr {
-        NodeAddr { addr: self.addr.clone(), peer_addr: self.peer_addr.clone() }
+        NodeAddr {
+            addr: self.addr.clone(),
+            peer_addr: self.peer_addr.clone(),
+        }
     }
 }
 
@@ -83,16 +88,22 @@ impl Node {
 
     /// This node's copy of the placement state (may lag the leader's).
     pub fn placement(&self) -> PlacementState {
-        self.placement_group().map(|g| g.sm.read(|s| s.placement.clone())).unwrap_or_default()
+        self.placement_group()
+            .map(|g| g.sm.read(|s| s.placement.clone()))
+            .unwrap_or_default()
     }
 
     pub fn placement_leader(&self) -> Option<NodeId> {
-        self.placement_group().and_then(|g| g.raft.metrics().borrow().current_leader)
+        self.placement_group()
+            .and_then(|g| g.raft.metrics().borrow().current_leader)
     }
 
     /// The shard map as this node knows it, or an error before init.
     fn shard_count(&self) -> Result<u32, ApiError> {
-        let n = self.placement_group().map(|g| g.sm.read(|s| s.placement.shard_count())).unwrap_or(0);
+        let n = self
+            .placement_group()
+            .map(|g| g.sm.read(|s| s.placement.shard_count()))
+            .unwrap_or(0);
         if n == 0 {
             Err(ApiError::NotInitialized)
         } else {
@@ -101,7 +112,10 @@ impl Node {
     }
 
     pub fn group_for_key(&self, key: &[u8]) -> Result<GroupId, ApiError> {
-        Ok(shard_group(orrery_types::shard_for_key(key, self.shard_count()?)))
+        Ok(shard_group(orrery_types::shard_for_key(
+            key,
+            self.shard_count()?,
+        )))
     }
 
     pub fn shard_groups(&self) -> Result<Vec<GroupId>, ApiError> {
@@ -140,14 +154,30 @@ impl Node {
             .collect())
     }
 
-    async fn forward(&self, peer_addr: &str, op: &ForwardOp, hops: u32, deadline: Instant) -> Result<ForwardOk, FwdErr> {
+    async fn forward(
+        &self,
+        peer_addr: &str,
+        op: &ForwardOp,
+        hops: u32,
+        deadline: Instant,
+    ) -> Result<ForwardOk, FwdErr> {
         if hops >= MAX_HOPS {
-            return Err(FwdErr::Api(ApiError::unavailable("request forwarded too many times; leadership is changing")));
+            return Err(FwdErr::Api(ApiError::unavailable(
+                "request forwarded too many times; leadership is changing",
+            )));
         }
-        let payload = orrery_storage::encode(op).map_err(|e| FwdErr::Api(ApiError::Internal(e.to_string())))?;
-        let mut client = self.registry.clients().client(peer_addr).map_err(|e| FwdErr::Api(ApiError::Internal(e.to_string())))?;
+        let payload = orrery_storage::encode(op)
+            .map_err(|e| FwdErr::Api(ApiError::Internal(e.to_string())))?;
+        let mut client = self
+            .registry
+            .clients()
+            .client(peer_addr)
+            .map_err(|e| FwdErr::Api(ApiError::Internal(e.to_string())))?;
         let remaining = deadline.saturating_duration_since(Instant::now());
-        let mut req = tonic::Request::new(ForwardRequest { payload, hops: hops + 1 });
+        let mut req = tonic::Request::new(ForwardRequest {
+            payload,
+            hops: hops + 1,
+        });
         req.set_timeout(remaining);
         self.metrics.inc_forwarded();
         match timeout_at(deadline.into(), client.forward(req)).await {
@@ -162,8 +192,10 @@ impl Node {
                 }
             }
             Ok(Ok(reply)) => {
-                let r: Result<ForwardOk, ApiError> = orrery_storage::decode(&reply.into_inner().payload)
-                    .map_err(|e| FwdErr::Api(ApiError::Internal(format!("bad forward reply: {e}"))))?;
+                let r: Result<ForwardOk, ApiError> =
+                    orrery_storage::decode(&reply.into_inner().payload).map_err(|e| {
+                        FwdErr::Api(ApiError::Internal(format!("bad forward reply: {e}")))
+                    })?;
                 r.map_err(FwdErr::Api)
             }
         }
@@ -172,10 +204,18 @@ impl Node {
     /// Serves a forwarded operation (the Peer.Forward RPC).
     pub async fn handle_forward(&self, op: ForwardOp, hops: u32) -> Result<ForwardOk, ApiError> {
         match op {
-            ForwardOp::Write { group, cmd } => self.write_hops(group, cmd, hops).await.map(ForwardOk::Write),
-            ForwardOp::Read { group, query, linearizable } => {
-                self.read_hops(group, query, linearizable, hops).await.map(ForwardOk::Read)
-            }
+            ForwardOp::Write { group, cmd } => self
+                .write_hops(group, cmd, hops)
+                .await
+                .map(ForwardOk::Write),
+            ForwardOp::Read {
+                group,
+                query,
+                linearizable,
+            } => self
+                .read_hops(group, query, linearizable, hops)
+                .await
+                .map(ForwardOk::Read),
             ForwardOp::Admin(a) => self.admin_hops(a, hops).await.map(ForwardOk::Admin),
         }
     }
@@ -185,23 +225,37 @@ impl Node {
         self.write_hops(group, cmd, 0).await
     }
 
-    async fn write_hops(&self, group: GroupId, cmd: Command, hops: u32) -> Result<Response, ApiError> {
+    async fn write_hops(
+        &self,
+        group: GroupId,
+        cmd: Command,
+        hops: u32,
+    ) -> Result<Response, ApiError> {
         let deadline = self.deadline();
-        let op = ForwardOp::Write { group, cmd: cmd.clone() };
+        let op = ForwardOp::Write {
+            group,
+            cmd: cmd.clone(),
+        };
         loop {
             let target = match self.registry.get(group) {
-                Some(g) => match timeout_at(deadline.into(), g.raft.client_write(cmd.clone())).await {
-                    Err(_) => {
-                        return Err(ApiError::unavailable(format!(
-                            "{} did not commit the write within {:?}: no quorum or no leader",
-                            g.name(),
-                            self.cfg.request_timeout
-                        )))
+                Some(g) => {
+                    match timeout_at(deadline.into(), g.raft.client_write(cmd.clone())).await {
+                        Err(_) => {
+                            return Err(ApiError::unavailable(format!(
+                                "{} did not commit the write within {:?}: no quorum or no leader",
+                                g.name(),
+                                self.cfg.request_timeout
+                            )))
+                        }
+                        Ok(Ok(resp)) => return Ok(resp.data),
+                        Ok(Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f)))) => {
+                            self.leader_target(&f)
+                        }
+                        Ok(Err(e)) => {
+                            return Err(ApiError::unavailable(format!("{}: {e}", g.name())))
+                        }
                     }
-                    Ok(Ok(resp)) => return Ok(resp.data),
-                    Ok(Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f)))) => self.leader_target(&f),
-                    Ok(Err(e)) => return Err(ApiError::unavailable(format!("{}: {e}", g.name()))),
-                },
+                }
                 None => self.remote_target(group)?,
             };
             if let Some(addr) = target {
@@ -210,7 +264,9 @@ impl Node {
                     Ok(_) => return Err(ApiError::Internal("mismatched forward reply".into())),
                     Err(FwdErr::Api(e)) => return Err(e),
                     // The write may have been applied: only the client can decide to retry.
-                    Err(FwdErr::Sent(m)) => return Err(ApiError::unavailable(format!("write outcome unknown: {m}"))),
+                    Err(FwdErr::Sent(m)) => {
+                        return Err(ApiError::unavailable(format!("write outcome unknown: {m}")))
+                    }
                     Err(FwdErr::NotSent(m)) => tracing::debug!(group, "forward not sent: {m}"),
                 }
             }
@@ -237,7 +293,11 @@ impl Node {
     fn remote_target(&self, group: GroupId) -> Result<Option<String>, ApiError> {
         // This node may be listed before it has opened the group (just after
         // init, or while being added); never forward to ourselves.
-        let replicas: Vec<_> = self.replica_addrs(group)?.into_iter().filter(|(id, _)| *id != self.id()).collect();
+        let replicas: Vec<_> = self
+            .replica_addrs(group)?
+            .into_iter()
+            .filter(|(id, _)| *id != self.id())
+            .collect();
         if replicas.is_empty() {
             return Ok(None);
         }
@@ -245,13 +305,28 @@ impl Node {
         Ok(Some(replicas[i].1.clone()))
     }
 
-    pub async fn read(&self, group: GroupId, query: Query, linearizable: bool) -> Result<QueryResult, ApiError> {
+    pub async fn read(
+        &self,
+        group: GroupId,
+        query: Query,
+        linearizable: bool,
+    ) -> Result<QueryResult, ApiError> {
         self.read_hops(group, query, linearizable, 0).await
     }
 
-    async fn read_hops(&self, group: GroupId, query: Query, linearizable: bool, hops: u32) -> Result<QueryResult, ApiError> {
+    async fn read_hops(
+        &self,
+        group: GroupId,
+        query: Query,
+        linearizable: bool,
+        hops: u32,
+    ) -> Result<QueryResult, ApiError> {
         let deadline = self.deadline();
-        let op = ForwardOp::Read { group, query: query.clone(), linearizable };
+        let op = ForwardOp::Read {
+            group,
+            query: query.clone(),
+            linearizable,
+        };
         loop {
             let target = match self.registry.get(group) {
                 Some(g) if !linearizable => return Ok(run_query(&g, &query)),
@@ -264,7 +339,9 @@ impl Node {
                         )))
                     }
                     Ok(Ok(_)) => return Ok(run_query(&g, &query)),
-                    Ok(Err(RaftError::APIError(CheckIsLeaderError::ForwardToLeader(f)))) => self.leader_target(&f),
+                    Ok(Err(RaftError::APIError(CheckIsLeaderError::ForwardToLeader(f)))) => {
+                        self.leader_target(&f)
+                    }
                     Ok(Err(RaftError::APIError(CheckIsLeaderError::QuorumNotEnough(_)))) => None,
                     Ok(Err(e)) => return Err(ApiError::unavailable(format!("{}: {e}", g.name()))),
                 },
@@ -276,7 +353,9 @@ impl Node {
                     Ok(_) => return Err(ApiError::Internal("mismatched forward reply".into())),
                     Err(FwdErr::Api(e)) => return Err(e),
                     // Reads have no effect, so any transport failure may be retried.
-                    Err(FwdErr::Sent(m)) | Err(FwdErr::NotSent(m)) => tracing::debug!(group, "read forward failed: {m}"),
+                    Err(FwdErr::Sent(m)) | Err(FwdErr::NotSent(m)) => {
+                        tracing::debug!(group, "read forward failed: {m}")
+                    }
                 }
             }
             if Instant::now() + Duration::from_millis(50) >= deadline {
@@ -298,16 +377,25 @@ impl Node {
     pub async fn init_cluster(self: &Arc<Self>, shards: u32) -> Result<(String, u32), ApiError> {
         let shards = if shards == 0 { 8 } else { shards };
         if shards > 1024 {
-            return Err(ApiError::bad("invalid_shards", format!("shards must be 1..=1024, got {shards}")));
+            return Err(ApiError::bad(
+                "invalid_shards",
+                format!("shards must be 1..=1024, got {shards}"),
+            ));
         }
-        let g = self.placement_group().ok_or_else(|| ApiError::Internal("placement group not running".into()))?;
+        let g = self
+            .placement_group()
+            .ok_or_else(|| ApiError::Internal("placement group not running".into()))?;
         if !g.is_pristine() || self.placement().is_initialized() {
             return Err(ApiError::Conflict(
                 "this node is already initialised (it belongs to a cluster); cluster init is only for a fresh node".into(),
             ));
         }
-        let members: BTreeMap<NodeId, NodeAddr> = [(self.id(), self.cfg.node_addr())].into_iter().collect();
-        g.raft.initialize(members).await.map_err(|e| ApiError::Conflict(format!("cannot initialise: {e}")))?;
+        let members: BTreeMap<NodeId, NodeAddr> =
+            [(self.id(), self.cfg.node_addr())].into_iter().collect();
+        g.raft
+            .initialize(members)
+            .await
+            .map_err(|e| ApiError::Conflict(format!("cannot initialise: {e}")))?;
         let cluster_id = format!("{:016x}", rand::random::<u64>());
         let cmd = PlacementCommand::Init {
             cluster_id: cluster_id.clone(),
@@ -321,9 +409,17 @@ impl Node {
         self.reconcile_once().await?;
         let deadline = Instant::now() + self.cfg.admin_timeout;
         for gid in self.shard_groups()? {
-            while self.registry.get(gid).and_then(|g| g.raft.metrics().borrow().current_leader).is_none() {
+            while self
+                .registry
+                .get(gid)
+                .and_then(|g| g.raft.metrics().borrow().current_leader)
+                .is_none()
+            {
                 if Instant::now() > deadline {
-                    return Err(ApiError::unavailable(format!("{} elected no leader", orrery_types::group_name(gid))));
+                    return Err(ApiError::unavailable(format!(
+                        "{} elected no leader",
+                        orrery_types::group_name(gid)
+                    )));
                 }
                 tokio::time::sleep(Duration::from_millis(20)).await;
             }
@@ -336,7 +432,9 @@ impl Node {
         match self.write(PLACEMENT_GROUP, Command::Placement(cmd)).await? {
             Response::Placement(PlacementResponse::Ok) => Ok(()),
             Response::Placement(PlacementResponse::Rejected(e)) => Err(placement_error(e)),
-            other => Err(ApiError::Internal(format!("unexpected placement response {other:?}"))),
+            other => Err(ApiError::Internal(format!(
+                "unexpected placement response {other:?}"
+            ))),
         }
     }
 
@@ -353,15 +451,28 @@ impl Node {
         loop {
             let m = g.raft.metrics().borrow().clone();
             match m.current_leader {
-                Some(l) if l == self.id() && m.state == ServerState::Leader => return self.execute_admin(&g, op).await,
+                Some(l) if l == self.id() && m.state == ServerState::Leader => {
+                    return self.execute_admin(&g, op).await
+                }
                 Some(l) => {
-                    let addr = m.membership_config.membership().get_node(&l).map(|n| n.peer_addr.clone());
+                    let addr = m
+                        .membership_config
+                        .membership()
+                        .get_node(&l)
+                        .map(|n| n.peer_addr.clone());
                     if let Some(addr) = addr {
-                        match self.forward(&addr, &ForwardOp::Admin(op.clone()), hops, deadline).await {
+                        match self
+                            .forward(&addr, &ForwardOp::Admin(op.clone()), hops, deadline)
+                            .await
+                        {
                             Ok(ForwardOk::Admin(r)) => return Ok(r),
-                            Ok(_) => return Err(ApiError::Internal("mismatched forward reply".into())),
+                            Ok(_) => {
+                                return Err(ApiError::Internal("mismatched forward reply".into()))
+                            }
                             Err(FwdErr::Api(e)) => return Err(e),
-                            Err(FwdErr::Sent(m)) => return Err(ApiError::unavailable(format!("outcome unknown: {m}"))),
+                            Err(FwdErr::Sent(m)) => {
+                                return Err(ApiError::unavailable(format!("outcome unknown: {m}")))
+                            }
                             Err(FwdErr::NotSent(_)) => {}
                         }
                     }
@@ -379,14 +490,21 @@ impl Node {
         let mut progress = Vec::new();
         let placement = self.placement();
         match op {
-            AdminOp::AddMember { id, addr, peer_addr, learner_only } => {
+            AdminOp::AddMember {
+                id,
+                addr,
+                peer_addr,
+                learner_only,
+            } => {
                 if id == 0 {
                     return Err(ApiError::bad("invalid_node_id", "node id 0 is reserved"));
                 }
                 validate_addr("addr", &addr)?;
                 validate_addr("peer_addr", &peer_addr)?;
                 if placement.retired.contains(&id) {
-                    return Err(placement_error(orrery_placement::PlacementError::IdRetired(id)));
+                    return Err(placement_error(
+                        orrery_placement::PlacementError::IdRetired(id),
+                    ));
                 }
                 let node = NodeAddr { addr, peer_addr };
                 if let Some(existing) = placement.members.get(&id) {
@@ -397,13 +515,27 @@ impl Node {
                         )));
                     }
                 }
-                let clash = placement.members.values().find(|m| m.id != id && (m.addr.addr == node.addr || m.addr.peer_addr == node.peer_addr));
+                let clash = placement.members.values().find(|m| {
+                    m.id != id && (m.addr.addr == node.addr || m.addr.peer_addr == node.peer_addr)
+                });
                 if let Some(c) = clash {
-                    return Err(ApiError::Conflict(format!("node {} already uses address {}", c.id, c.addr)));
+                    return Err(ApiError::Conflict(format!(
+                        "node {} already uses address {}",
+                        c.id, c.addr
+                    )));
                 }
-                let was_voter = placement.members.get(&id).map(|m| m.state == MemberState::Voter).unwrap_or(false);
+                let was_voter = placement
+                    .members
+                    .get(&id)
+                    .map(|m| m.state == MemberState::Voter)
+                    .unwrap_or(false);
                 if !was_voter {
-                    self.placement_write(PlacementCommand::UpsertMember { id, addr: node.clone(), state: MemberState::Learner }).await?;
+                    self.placement_write(PlacementCommand::UpsertMember {
+                        id,
+                        addr: node.clone(),
+                        state: MemberState::Learner,
+                    })
+                    .await?;
                 }
                 progress.push(format!("node {id} registered at {node}"));
                 timeout_at(
@@ -411,18 +543,29 @@ impl Node {
                     g.raft.add_learner(id, node.clone(), true),
                 )
                 .await
-                .map_err(|_| ApiError::unavailable(format!("node {id} did not catch up within {:?}; is it running at {}?", self.cfg.admin_timeout, node.peer_addr)))?
+                .map_err(|_| {
+                    ApiError::unavailable(format!(
+                        "node {id} did not catch up within {:?}; is it running at {}?",
+                        self.cfg.admin_timeout, node.peer_addr
+                    ))
+                })?
                 .map_err(|e| ApiError::unavailable(format!("adding learner {id}: {e}")))?;
-                progress.push(format!("node {id} caught up as a learner of the placement group"));
+                progress.push(format!(
+                    "node {id} caught up as a learner of the placement group"
+                ));
                 if !learner_only {
                     self.promote(g, id, &node).await?;
                     progress.push(format!("node {id} is a voter of the placement group"));
-                    progress.push("shard replicas will be placed on it by the placement leader".into());
+                    progress
+                        .push("shard replicas will be placed on it by the placement leader".into());
                 }
                 self.wake_reconciler();
             }
             AdminOp::PromoteMember { id } => {
-                let m = placement.members.get(&id).ok_or_else(|| ApiError::NotFound(format!("node {id} is not a member")))?;
+                let m = placement
+                    .members
+                    .get(&id)
+                    .ok_or_else(|| ApiError::NotFound(format!("node {id} is not a member")))?;
                 self.promote(g, id, &m.addr.clone()).await?;
                 progress.push(format!("node {id} is a voter of the placement group"));
                 self.wake_reconciler();
@@ -433,26 +576,43 @@ impl Node {
                 }
                 let shards = placement.shards_of(id);
                 if !shards.is_empty() {
-                    return Err(placement_error(orrery_placement::PlacementError::HoldsReplicas { id, shards }));
+                    return Err(placement_error(
+                        orrery_placement::PlacementError::HoldsReplicas { id, shards },
+                    ));
                 }
-                let mem = g.raft.metrics().borrow().membership_config.membership().clone();
+                let mem = g
+                    .raft
+                    .metrics()
+                    .borrow()
+                    .membership_config
+                    .membership()
+                    .clone();
                 let voters: BTreeSet<NodeId> = mem.voter_ids().collect();
                 if voters.contains(&id) {
                     if voters.len() == 1 {
                         return Err(ApiError::Conflict("cannot remove the last voter".into()));
                     }
                     g.raft
-                        .change_membership(ChangeMembers::RemoveVoters([id].into_iter().collect()), false)
+                        .change_membership(
+                            ChangeMembers::RemoveVoters([id].into_iter().collect()),
+                            false,
+                        )
                         .await
                         .map_err(|e| ApiError::unavailable(format!("removing voter {id}: {e}")))?;
                 } else if mem.get_node(&id).is_some() {
                     g.raft
-                        .change_membership(ChangeMembers::RemoveNodes([id].into_iter().collect()), false)
+                        .change_membership(
+                            ChangeMembers::RemoveNodes([id].into_iter().collect()),
+                            false,
+                        )
                         .await
-                        .map_err(|e| ApiError::unavailable(format!("removing learner {id}: {e}")))?;
+                        .map_err(|e| {
+                            ApiError::unavailable(format!("removing learner {id}: {e}"))
+                        })?;
                 }
                 progress.push(format!("node {id} left the placement group"));
-                self.placement_write(PlacementCommand::RemoveMember { id }).await?;
+                self.placement_write(PlacementCommand::RemoveMember { id })
+                    .await?;
                 progress.push(format!("node {id} removed; its id is retired"));
             }
         }
@@ -460,14 +620,29 @@ impl Node {
     }
 
     async fn promote(&self, g: &Arc<Group>, id: NodeId, node: &NodeAddr) -> Result<(), ApiError> {
-        let voters: BTreeSet<NodeId> = g.raft.metrics().borrow().membership_config.membership().voter_ids().collect();
+        let voters: BTreeSet<NodeId> = g
+            .raft
+            .metrics()
+            .borrow()
+            .membership_config
+            .membership()
+            .voter_ids()
+            .collect();
         if !voters.contains(&id) {
             g.raft
-                .change_membership(ChangeMembers::AddVoterIds([id].into_iter().collect()), false)
+                .change_membership(
+                    ChangeMembers::AddVoterIds([id].into_iter().collect()),
+                    false,
+                )
                 .await
                 .map_err(|e| ApiError::unavailable(format!("promoting {id}: {e}")))?;
         }
-        self.placement_write(PlacementCommand::UpsertMember { id, addr: node.clone(), state: MemberState::Voter }).await
+        self.placement_write(PlacementCommand::UpsertMember {
+            id,
+            addr: node.clone(),
+            state: MemberState::Voter,
+        })
+        .await
     }
 
     // ---------------------------------------------------------------
@@ -493,10 +668,11 @@ impl Node {
                     snapshot: m.snapshot.map(|l| l.index).unwrap_or(0),
                     voters: mem.voter_ids().collect(),
                     learners: mem.learner_ids().collect(),
-                    matched: m
-                        .replication
-                        .as_ref()
-                        .map(|r| r.iter().map(|(n, l)| (*n, l.map(|l| l.index).unwrap_or(0))).collect()),
+                    matched: m.replication.as_ref().map(|r| {
+                        r.iter()
+                            .map(|(n, l)| (*n, l.map(|l| l.index).unwrap_or(0)))
+                            .collect()
+                    }),
                 }
             })
             .collect()
@@ -515,7 +691,10 @@ impl Node {
                     let mut c = clients.client(&addr).ok()?;
                     let mut req = tonic::Request::new(orrery_proto::peer::LocalStatusRequest {});
                     req.set_timeout(Duration::from_secs(1));
-                    let reply = tokio::time::timeout(Duration::from_secs(1), c.local_status(req)).await.ok()?.ok()?;
+                    let reply = tokio::time::timeout(Duration::from_secs(1), c.local_status(req))
+                        .await
+                        .ok()?
+                        .ok()?;
                     orrery_storage::decode::<Vec<GroupReport>>(&reply.into_inner().payload).ok()
                 }
                 .await;
@@ -561,11 +740,16 @@ impl Node {
             if !info.replicas.contains(&me) {
                 continue;
             }
-            let g = self.registry.ensure(gid).await.map_err(|e| ApiError::Internal(e.to_string()))?;
+            let g = self
+                .registry
+                .ensure(gid)
+                .await
+                .map_err(|e| ApiError::Internal(e.to_string()))?;
             // Only a shard's very first replica may bootstrap it; every later
             // replica joins through the existing group's leader.
             if info.replicas == [me] && g.is_pristine() {
-                let members: BTreeMap<NodeId, NodeAddr> = [(me, self.cfg.node_addr())].into_iter().collect();
+                let members: BTreeMap<NodeId, NodeAddr> =
+                    [(me, self.cfg.node_addr())].into_iter().collect();
                 if let Err(e) = g.raft.initialize(members).await {
                     tracing::warn!(group = gid, "initialise shard group: {e}");
                 } else {
@@ -596,7 +780,12 @@ impl Node {
 
     /// On a shard leader: make the group's voters equal the shard map's
     /// replicas (learners first, so a new replica catches up before voting).
-    fn reconcile_shard_membership(self: &Arc<Self>, g: &Arc<Group>, desired: &[NodeId], p: &PlacementState) {
+    fn reconcile_shard_membership(
+        self: &Arc<Self>,
+        g: &Arc<Group>,
+        desired: &[NodeId],
+        p: &PlacementState,
+    ) {
         let m = g.raft.metrics().borrow().clone();
         if m.state != ServerState::Leader {
             return;
@@ -653,8 +842,13 @@ impl Node {
             return;
         }
         let m = g.raft.metrics().borrow().clone();
-        let is_voter = m.membership_config.membership().voter_ids().any(|v| v == self.id());
-        let caught_up = m.last_applied.map(|l| l.index).unwrap_or(0) + 5 >= m.last_log_index.unwrap_or(0);
+        let is_voter = m
+            .membership_config
+            .membership()
+            .voter_ids()
+            .any(|v| v == self.id());
+        let caught_up =
+            m.last_applied.map(|l| l.index).unwrap_or(0) + 5 >= m.last_log_index.unwrap_or(0);
         let other_leader = matches!(m.current_leader, Some(l) if l != self.id());
         if !(is_voter && caught_up && other_leader && m.state == ServerState::Follower) {
             return;
@@ -674,15 +868,26 @@ impl Node {
     }
 
     /// Asks `endpoint` to add this node, until it is a member.
-    pub async fn run_join(self: Arc<Self>, endpoint: String, mut shutdown: tokio::sync::watch::Receiver<bool>) {
+    pub async fn run_join(
+        self: Arc<Self>,
+        endpoint: String,
+        mut shutdown: tokio::sync::watch::Receiver<bool>,
+    ) {
         use orrery_proto::v1::cluster_client::ClusterClient;
         loop {
-            let is_member = self.placement_group().map(|g| !g.is_pristine()).unwrap_or(false);
+            let is_member = self
+                .placement_group()
+                .map(|g| !g.is_pristine())
+                .unwrap_or(false);
             if is_member {
                 tracing::info!("joined the cluster");
                 return;
             }
-            let url = if endpoint.starts_with("http") { endpoint.clone() } else { format!("http://{endpoint}") };
+            let url = if endpoint.starts_with("http") {
+                endpoint.clone()
+            } else {
+                format!("http://{endpoint}")
+            };
             match ClusterClient::connect(url).await {
                 Ok(mut c) => {
                     let req = orrery_proto::v1::AddMemberRequest {
@@ -733,16 +938,20 @@ fn is_connect_error(status: &tonic::Status) -> bool {
 fn validate_addr(field: &str, addr: &str) -> Result<(), ApiError> {
     match addr.rsplit_once(':') {
         Some((host, port)) if !host.is_empty() && port.parse::<u16>().is_ok() => Ok(()),
-        _ => Err(ApiError::bad("invalid_address", format!("{field} must be host:port, got {addr:?}"))),
+        _ => Err(ApiError::bad(
+            "invalid_address",
+            format!("{field} must be host:port, got {addr:?}"),
+        )),
     }
 }
 
 pub fn placement_error(e: orrery_placement::PlacementError) -> ApiError {
     use orrery_placement::PlacementError as P;
     match &e {
-        P::AlreadyInitialized | P::HoldsReplicas { .. } | P::StaleEpoch { .. } | P::IdRetired(_) => {
-            ApiError::Conflict(e.to_string())
-        }
+        P::AlreadyInitialized
+        | P::HoldsReplicas { .. }
+        | P::StaleEpoch { .. }
+        | P::IdRetired(_) => ApiError::Conflict(e.to_string()),
         P::NotInitialized => ApiError::NotInitialized,
         P::UnknownMember(_) | P::UnknownShard(_) => ApiError::NotFound(e.to_string()),
         P::InvalidReplicas(_) => ApiError::bad("invalid_replicas", e.to_string()),

@@ -22,9 +22,18 @@ pub enum QueryResult {
 /// Membership operations, executed by the placement leader.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub enum AdminOp {
-    AddMember { id: NodeId, addr: String, peer_addr: String, learner_only: bool },
-    RemoveMember { id: NodeId },
-    PromoteMember { id: NodeId },
+    AddMember {
+        id: NodeId,
+        addr: String,
+        peer_addr: String,
+        learner_only: bool,
+    },
+    RemoveMember {
+        id: NodeId,
+    },
+    PromoteMember {
+        id: NodeId,
+    },
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -34,8 +43,15 @@ pub enum AdminResult {
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub enum ForwardOp {
-    Write { group: GroupId, cmd: Command },
-    Read { group: GroupId, query: Query, linearizable: bool },
+    Write {
+        group: GroupId,
+        cmd: Command,
+    },
+    Read {
+        group: GroupId,
+        query: Query,
+        linearizable: bool,
+    },
     Admin(AdminOp),
 }
 
@@ -66,11 +82,19 @@ pub struct GroupReport {
 impl GroupReport {
     /// On a leader, the highest index stored on a majority of voters.
     pub fn commit_index(&self) -> u64 {
-        let Some(m) = &self.matched else { return self.applied };
+        let Some(m) = &self.matched else {
+            return self.applied;
+        };
         let mut idx: Vec<u64> = self
             .voters
             .iter()
-            .map(|v| if *v == self.node { self.last_log_index } else { m.get(v).copied().unwrap_or(0) })
+            .map(|v| {
+                if *v == self.node {
+                    self.last_log_index
+                } else {
+                    m.get(v).copied().unwrap_or(0)
+                }
+            })
             .collect();
         if idx.is_empty() {
             return self.applied;

@@ -4,7 +4,10 @@ use crate::error::ApiError;
 use crate::node::Node;
 use crate::ops::{ForwardOk, ForwardOp};
 use orrery_proto::peer::peer_server::Peer;
-use orrery_proto::peer::{ForwardReply, ForwardRequest, LocalStatusReply, LocalStatusRequest, RaftKind, RaftReply, RaftRequest};
+use orrery_proto::peer::{
+    ForwardReply, ForwardRequest, LocalStatusReply, LocalStatusRequest, RaftKind, RaftReply,
+    RaftRequest,
+};
 use orrery_raft::TypeConfig;
 use serde::{de::DeserializeOwned, Serialize};
 use std::sync::Arc;
@@ -31,11 +34,13 @@ impl Peer for PeerService {
                 r.target
             )));
         }
-        let group = self
-            .0
-            .registry
-            .get(r.group_id)
-            .ok_or_else(|| Status::not_found(format!("group {} is not hosted on node {}", r.group_id, self.0.id())))?;
+        let group = self.0.registry.get(r.group_id).ok_or_else(|| {
+            Status::not_found(format!(
+                "group {} is not hosted on node {}",
+                r.group_id,
+                self.0.id()
+            ))
+        })?;
         let payload = match RaftKind::try_from(r.kind) {
             Ok(RaftKind::AppendEntries) => {
                 let rpc: openraft::raft::AppendEntriesRequest<TypeConfig> = decode(&r.payload)?;
@@ -49,19 +54,34 @@ impl Peer for PeerService {
                 let rpc: openraft::raft::InstallSnapshotRequest<TypeConfig> = decode(&r.payload)?;
                 encode(&group.raft.install_snapshot(rpc).await)?
             }
-            Err(_) => return Err(Status::invalid_argument(format!("unknown raft rpc kind {}", r.kind))),
+            Err(_) => {
+                return Err(Status::invalid_argument(format!(
+                    "unknown raft rpc kind {}",
+                    r.kind
+                )))
+            }
         };
         Ok(Response::new(RaftReply { payload }))
     }
 
-    async fn forward(&self, req: Request<ForwardRequest>) -> Result<Response<ForwardReply>, Status> {
+    async fn forward(
+        &self,
+        req: Request<ForwardRequest>,
+    ) -> Result<Response<ForwardReply>, Status> {
         let r = req.into_inner();
         let op: ForwardOp = decode(&r.payload)?;
         let result: Result<ForwardOk, ApiError> = self.0.handle_forward(op, r.hops).await;
-        Ok(Response::new(ForwardReply { payload: encode(&result)? }))
+        Ok(Response::new(ForwardReply {
+            payload: encode(&result)?,
+        }))
     }
 
-    async fn local_status(&self, _req: Request<LocalStatusRequest>) -> Result<Response<LocalStatusReply>, Status> {
-        Ok(Response::new(LocalStatusReply { payload: encode(&self.0.local_reports())? }))
+    async fn local_status(
+        &self,
+        _req: Request<LocalStatusRequest>,
+    ) -> Result<Response<LocalStatusReply>, Status> {
+        Ok(Response::new(LocalStatusReply {
+            payload: encode(&self.0.local_reports())?,
+        }))
     }
 }

@@ -24,7 +24,10 @@ type AppState = Arc<Node>;
 pub fn router(node: Arc<Node>) -> Router {
     Router::new()
         .route("/v1/kv", get(kv_list))
-        .route("/v1/kv/{*key}", get(kv_get).put(kv_put).delete(kv_delete).post(kv_post))
+        .route(
+            "/v1/kv/{*key}",
+            get(kv_get).put(kv_put).delete(kv_delete).post(kv_post),
+        )
         .route("/v1/cluster", get(cluster))
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
@@ -44,7 +47,11 @@ async fn observe(State(node): State<AppState>, req: Request, next: Next) -> Resp
     let method = req.method().clone();
     let start = Instant::now();
     let resp = next.run(req).await;
-    node.metrics.observe(&format!("{method} {route}"), resp.status().as_u16(), start.elapsed());
+    node.metrics.observe(
+        &format!("{method} {route}"),
+        resp.status().as_u16(),
+        start.elapsed(),
+    );
     resp
 }
 
@@ -74,12 +81,22 @@ fn linearizable(c: Option<&str>) -> Result<bool, ApiError> {
 }
 
 async fn read_body(node: &Node, body: Body, limit: usize) -> Result<Vec<u8>, ApiError> {
-    axum::body::to_bytes(body, limit).await.map(|b| b.to_vec()).map_err(|_| {
-        ApiError::TooLarge(format!("request body exceeds the limit of {} bytes", limit.max(node.cfg.max_value_bytes)))
-    })
+    axum::body::to_bytes(body, limit)
+        .await
+        .map(|b| b.to_vec())
+        .map_err(|_| {
+            ApiError::TooLarge(format!(
+                "request body exceeds the limit of {} bytes",
+                limit.max(node.cfg.max_value_bytes)
+            ))
+        })
 }
 
-async fn kv_put(State(node): State<AppState>, Path(key): Path<String>, body: Body) -> Result<Json<Value>, ApiError> {
+async fn kv_put(
+    State(node): State<AppState>,
+    Path(key): Path<String>,
+    body: Body,
+) -> Result<Json<Value>, ApiError> {
     let key = key.into_bytes();
     node.check_key(&key)?;
     let value = read_body(&node, body, node.cfg.max_value_bytes).await?;
@@ -97,61 +114,120 @@ async fn kv_get(
         None => Err(ApiError::NotFound(format!("key {key:?} not found"))),
         Some(v) => {
             let mut resp = (StatusCode::OK, v.value).into_response();
-            resp.headers_mut().insert("x-orrery-revision", HeaderValue::from(v.revision));
-            resp.headers_mut().insert("content-type", HeaderValue::from_static("application/octet-stream"));
+            resp.headers_mut()
+                .insert("x-orrery-revision", HeaderValue::from(v.revision));
+            resp.headers_mut().insert(
+                "content-type",
+                HeaderValue::from_static("application/octet-stream"),
+            );
             Ok(resp)
         }
     }
 }
 
-async fn kv_delete(State(node): State<AppState>, Path(key): Path<String>) -> Result<Json<Value>, ApiError> {
+async fn kv_delete(
+    State(node): State<AppState>,
+    Path(key): Path<String>,
+) -> Result<Json<Value>, ApiError> {
     let (deleted, revision) = node.kv_delete(key.into_bytes()).await?;
     Ok(Json(json!({ "deleted": deleted, "revision": revision })))
 }
 
 /// `POST /v1/kv/{key}/cas`: the wildcard route also matches the suffix.
-async fn kv_post(State(node): State<AppState>, Path(path): Path<String>, body: Body) -> Result<Response, ApiError> {
+async fn kv_post(
+    State(node): State<AppState>,
+    Path(path): Path<String>,
+    body: Body,
+) -> Result<Response, ApiError> {
     let Some(key) = path.strip_suffix("/cas") else {
-        return Err(ApiError::NotFound("POST is only defined for /v1/kv/{key}/cas".into()));
+        return Err(ApiError::NotFound(
+            "POST is only defined for /v1/kv/{key}/cas".into(),
+        ));
     };
     let key = key.as_bytes().to_vec();
     node.check_key(&key)?;
     // The JSON encoding of a value can be up to 6x its size (\u escapes).
-    let raw = read_body(&node, body, node.cfg.max_value_bytes.saturating_mul(2).saturating_add(4096)).await?;
-    let v: Value = serde_json::from_slice(&raw).map_err(|e| ApiError::bad("invalid_json", format!("body is not valid JSON: {e}")))?;
-    let obj = v.as_object().ok_or_else(|| ApiError::bad("invalid_body", "body must be a JSON object"))?;
+    let raw = read_body(
+        &node,
+        body,
+        node.cfg
+            .max_value_bytes
+            .saturating_mul(2)
+            .saturating_add(4096),
+    )
+    .await?;
+    let v: Value = serde_json::from_slice(&raw)
+        .map_err(|e| ApiError::bad("invalid_json", format!("body is not valid JSON: {e}")))?;
+    let obj = v
+        .as_object()
+        .ok_or_else(|| ApiError::bad("invalid_body", "body must be a JSON object"))?;
     let expected = match obj.get("expected") {
-        None => return Err(ApiError::bad("missing_field", "field \"expected\" is required (use null for create-if-absent)")),
+        None => {
+            return Err(ApiError::bad(
+                "missing_field",
+                "field \"expected\" is required (use null for create-if-absent)",
+            ))
+        }
         Some(Value::Null) => None,
         Some(Value::String(s)) => Some(s.clone().into_bytes()),
-        Some(_) => return Err(ApiError::bad("invalid_field", "field \"expected\" must be a string or null")),
+        Some(_) => {
+            return Err(ApiError::bad(
+                "invalid_field",
+                "field \"expected\" must be a string or null",
+            ))
+        }
     };
     let value = match obj.get("value") {
         Some(Value::String(s)) => s.clone().into_bytes(),
-        None => return Err(ApiError::bad("missing_field", "field \"value\" is required")),
-        Some(_) => return Err(ApiError::bad("invalid_field", "field \"value\" must be a string")),
+        None => {
+            return Err(ApiError::bad(
+                "missing_field",
+                "field \"value\" is required",
+            ))
+        }
+        Some(_) => {
+            return Err(ApiError::bad(
+                "invalid_field",
+                "field \"value\" must be a string",
+            ))
+        }
     };
     let (succeeded, revision, current) = node.kv_cas(key, expected, value).await?;
     if succeeded {
         Ok(Json(json!({"succeeded": true, "revision": revision})).into_response())
     } else {
         let current = current.map(|c| String::from_utf8_lossy(&c).into_owned());
-        Ok((StatusCode::CONFLICT, Json(json!({"succeeded": false, "revision": revision, "current": current}))).into_response())
+        Ok((
+            StatusCode::CONFLICT,
+            Json(json!({"succeeded": false, "revision": revision, "current": current})),
+        )
+            .into_response())
     }
 }
 
 fn value_json(v: &[u8]) -> (&'static str, Value) {
     match std::str::from_utf8(v) {
         Ok(s) => ("value", Value::String(s.to_string())),
-        Err(_) => ("value_base64", Value::String(base64::engine::general_purpose::STANDARD.encode(v))),
+        Err(_) => (
+            "value_base64",
+            Value::String(base64::engine::general_purpose::STANDARD.encode(v)),
+        ),
     }
 }
 
-async fn kv_list(State(node): State<AppState>, Query(p): Query<HashMap<String, String>>) -> Result<Json<Value>, ApiError> {
+async fn kv_list(
+    State(node): State<AppState>,
+    Query(p): Query<HashMap<String, String>>,
+) -> Result<Json<Value>, ApiError> {
     let prefix = p.get("prefix").cloned().unwrap_or_default().into_bytes();
     let limit = match p.get("limit") {
         None => DEFAULT_LIST_LIMIT,
-        Some(l) => l.parse().map_err(|_| ApiError::bad("invalid_limit", format!("limit must be a positive integer, got {l:?}")))?,
+        Some(l) => l.parse().map_err(|_| {
+            ApiError::bad(
+                "invalid_limit",
+                format!("limit must be a positive integer, got {l:?}"),
+            )
+        })?,
     };
     let lin = linearizable(p.get("consistency").map(String::as_str))?;
     let items = node.kv_list(prefix, limit, lin).await?;
@@ -160,7 +236,10 @@ async fn kv_list(State(node): State<AppState>, Query(p): Query<HashMap<String, S
         .map(|i| {
             let (field, value) = value_json(&i.value);
             let mut o = serde_json::Map::new();
-            o.insert("key".into(), Value::String(String::from_utf8_lossy(&i.key).into_owned()));
+            o.insert(
+                "key".into(),
+                Value::String(String::from_utf8_lossy(&i.key).into_owned()),
+            );
             o.insert(field.into(), value);
             o.insert("revision".into(), json!(i.revision));
             Value::Object(o)
@@ -174,8 +253,12 @@ async fn cluster(State(node): State<AppState>) -> Result<Json<Value>, ApiError> 
     if !p.is_initialized() {
         return Err(ApiError::NotInitialized);
     }
-    let leaders: HashMap<u64, Option<u64>> =
-        node.registry.all().iter().map(|g| (g.id, g.raft.metrics().borrow().current_leader)).collect();
+    let leaders: HashMap<u64, Option<u64>> = node
+        .registry
+        .all()
+        .iter()
+        .map(|g| (g.id, g.raft.metrics().borrow().current_leader))
+        .collect();
     let members: Vec<Value> = p
         .members
         .values()
@@ -210,7 +293,10 @@ async fn healthz() -> Json<Value> {
 async fn readyz(State(node): State<AppState>) -> Response {
     match node.placement_leader() {
         Some(l) => Json(json!({"status": "ready", "placement_leader": l})).into_response(),
-        None => ApiError::unavailable("no placement leader known yet (not initialised, or no quorum)").into_response(),
+        None => {
+            ApiError::unavailable("no placement leader known yet (not initialised, or no quorum)")
+                .into_response()
+        }
     }
 }
 

@@ -90,7 +90,10 @@ mod tests {
         // Pinned values: changing the hash would move every key.
         assert_eq!(stable_hash(b""), 0xcbf2_9ce4_8422_2325);
         assert_eq!(stable_hash(b"a"), 0xaf63_dc4c_8601_ec8c);
-        assert_eq!(shard_for_key(b"a", 8), (0xaf63_dc4c_8601_ec8c_u64 % 8) as u32);
+        assert_eq!(
+            shard_for_key(b"a", 8),
+            (0xaf63_dc4c_8601_ec8c_u64 % 8) as u32
+        );
     }
 
     #[test]

@@ -8,7 +8,11 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 #[derive(Parser)]
-#[command(name = "orrery", version, about = "Orrery: a Raft-replicated database node")]
+#[command(
+    name = "orrery",
+    version,
+    about = "Orrery: a Raft-replicated database node"
+)]
 struct Cli {
     #[command(subcommand)]
     cmd: Cmd,
@@ -112,9 +116,12 @@ impl ServeArgs {
 }
 
 fn init_logging(format: LogFormat) {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,openraft=warn,sled=warn,h2=warn,tower=warn"));
-    let b = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| {
+        tracing_subscriber::EnvFilter::new("info,openraft=warn,sled=warn,h2=warn,tower=warn")
+    });
+    let b = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
     match format {
         LogFormat::Json => b.json().init(),
         LogFormat::Text => b.init(),
@@ -146,14 +153,18 @@ async fn shutdown_signal() {
 async fn serve(args: ServeArgs) -> Result<()> {
     let args = match &args.config {
         Some(path) => {
-            let text = std::fs::read_to_string(path).with_context(|| format!("reading config {}", path.display()))?;
-            let file: ServeArgs = toml::from_str(&text).with_context(|| format!("parsing config {}", path.display()))?;
+            let text = std::fs::read_to_string(path)
+                .with_context(|| format!("reading config {}", path.display()))?;
+            let file: ServeArgs = toml::from_str(&text)
+                .with_context(|| format!("parsing config {}", path.display()))?;
             args.merge(file)
         }
         None => args,
     };
     init_logging(args.log_format.unwrap_or_default());
-    let Some(id) = args.id else { bail!("--id is required (a positive integer unique in the cluster)") };
+    let Some(id) = args.id else {
+        bail!("--id is required (a positive integer unique in the cluster)")
+    };
     if id == 0 {
         bail!("--id must be a positive integer; 0 is reserved");
     }
@@ -169,13 +180,19 @@ async fn serve(args: ServeArgs) -> Result<()> {
         ..RaftSettings::default()
     };
     if raft.heartbeat_ms >= raft.election_min_ms {
-        bail!("--heartbeat-ms ({}) must be below --election-timeout-ms ({})", raft.heartbeat_ms, raft.election_min_ms);
+        bail!(
+            "--heartbeat-ms ({}) must be below --election-timeout-ms ({})",
+            raft.heartbeat_ms,
+            raft.election_min_ms
+        );
     }
     let cfg = NodeConfig {
         id,
         addr: args.advertise.unwrap_or_else(|| listen.clone()),
         peer_addr: args.peer_advertise.unwrap_or_else(|| peer_listen.clone()),
-        data_dir: args.data_dir.unwrap_or_else(|| PathBuf::from(format!("orrery-data/n{id}"))),
+        data_dir: args
+            .data_dir
+            .unwrap_or_else(|| PathBuf::from(format!("orrery-data/n{id}"))),
         raft,
         max_key_bytes: args.max_key_bytes.unwrap_or(4096),
         max_value_bytes: args.max_value_bytes.unwrap_or(16 << 20),
@@ -184,7 +201,10 @@ async fn serve(args: ServeArgs) -> Result<()> {
         join: args.join,
     };
     orrery_server::run(cfg, &listen, &peer_listen, shutdown_signal(), |b| {
-        eprintln!("orrery node {id} ready: client {} peer {}", b.client, b.peer);
+        eprintln!(
+            "orrery node {id} ready: client {} peer {}",
+            b.client, b.peer
+        );
     })
     .await?;
     Ok(())
@@ -192,7 +212,10 @@ async fn serve(args: ServeArgs) -> Result<()> {
 
 fn main() {
     let cli = Cli::parse();
-    let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("error: cannot start the runtime: {e}");

@@ -10,7 +10,12 @@ use std::time::{Duration, Instant};
 #[command(name = "orreryctl", version, about = "Administer an Orrery cluster")]
 struct Cli {
     /// Any node's client address.
-    #[arg(long, global = true, env = "ORRERY_ENDPOINT", default_value = "127.0.0.1:17001")]
+    #[arg(
+        long,
+        global = true,
+        env = "ORRERY_ENDPOINT",
+        default_value = "127.0.0.1:17001"
+    )]
     endpoint: String,
     /// Print JSON instead of text (read commands).
     #[arg(long, global = true)]
@@ -66,9 +71,13 @@ enum MembersCmd {
     },
     List,
     /// Remove a node (refused while it holds shard replicas).
-    Remove { id: u64 },
+    Remove {
+        id: u64,
+    },
     /// Promote a learner to voter.
-    Promote { id: u64 },
+    Promote {
+        id: u64,
+    },
 }
 
 #[derive(Subcommand)]
@@ -120,22 +129,47 @@ async fn status(c: &mut Client, as_json: bool) -> Result<()> {
                        "replicas": g.replicas.iter().map(|r| json!({"node": r.node_id, "matched": r.matched, "lag": r.lag, "voter": r.voter})).collect::<Vec<_>>()})
             })
             .collect();
-        print_json(&json!({"cluster_id": s.cluster_id, "node_id": s.node_id, "groups": groups, "unreachable": s.unreachable}));
+        print_json(
+            &json!({"cluster_id": s.cluster_id, "node_id": s.node_id, "groups": groups, "unreachable": s.unreachable}),
+        );
         return Ok(());
     }
     println!("cluster {} (as seen from node {})", s.cluster_id, s.node_id);
     if !s.unreachable.is_empty() {
         println!("unreachable nodes: {:?}", s.unreachable);
     }
-    println!("{:<12} {:>6} {:>6} {:>8} {:>8}  REPLICAS (node:matched/lag, * = voter)", "GROUP", "LEADER", "TERM", "COMMIT", "APPLIED");
+    println!(
+        "{:<12} {:>6} {:>6} {:>8} {:>8}  REPLICAS (node:matched/lag, * = voter)",
+        "GROUP", "LEADER", "TERM", "COMMIT", "APPLIED"
+    );
     for g in &s.groups {
         let reps: Vec<String> = g
             .replicas
             .iter()
-            .map(|r| format!("{}{}:{}/{}", r.node_id, if r.voter { "*" } else { "" }, r.matched, r.lag))
+            .map(|r| {
+                format!(
+                    "{}{}:{}/{}",
+                    r.node_id,
+                    if r.voter { "*" } else { "" },
+                    r.matched,
+                    r.lag
+                )
+            })
             .collect();
-        let leader = if g.leader == 0 { "-".to_string() } else { g.leader.to_string() };
-        println!("{:<12} {:>6} {:>6} {:>8} {:>8}  {}", g.name, leader, g.term, g.commit_index, g.applied_index, reps.join(" "));
+        let leader = if g.leader == 0 {
+            "-".to_string()
+        } else {
+            g.leader.to_string()
+        };
+        println!(
+            "{:<12} {:>6} {:>6} {:>8} {:>8}  {}",
+            g.name,
+            leader,
+            g.term,
+            g.commit_index,
+            g.applied_index,
+            reps.join(" ")
+        );
     }
     Ok(())
 }
@@ -154,19 +188,34 @@ async fn wait_for_replicas(c: &mut Client, id: u64, wait: Duration) -> Result<()
     let start = Instant::now();
     let mut last = String::new();
     loop {
-        let shards = c.cluster().list_shards(pb::ListShardsRequest {}).await?.into_inner().shards;
+        let shards = c
+            .cluster()
+            .list_shards(pb::ListShardsRequest {})
+            .await?
+            .into_inner()
+            .shards;
         let status = c.cluster().status(pb::StatusRequest {}).await?.into_inner();
-        let voters = shards.iter().filter(|s| s.replicas.len() < 3 || s.replicas.contains(&id)).count();
+        let voters = shards
+            .iter()
+            .filter(|s| s.replicas.len() < 3 || s.replicas.contains(&id))
+            .count();
         let ready = shards
             .iter()
             .filter(|s| {
                 s.replicas.contains(&id)
                     && status.groups.iter().any(|g| {
-                        g.group_id == s.group_id && g.replicas.iter().any(|r| r.node_id == id && r.voter && r.lag == 0)
+                        g.group_id == s.group_id
+                            && g.replicas
+                                .iter()
+                                .any(|r| r.node_id == id && r.voter && r.lag == 0)
                     })
             })
             .count();
-        let full = shards.iter().filter(|s| s.replicas.len() >= 3 || s.replicas.contains(&id)).count() == shards.len();
+        let full = shards
+            .iter()
+            .filter(|s| s.replicas.len() >= 3 || s.replicas.contains(&id))
+            .count()
+            == shards.len();
         let line = format!("shard replicas on node {id}: {ready} ready of {voters} planned");
         if line != last {
             println!("{line}");
@@ -187,18 +236,38 @@ async fn run(cli: Cli) -> Result<()> {
     let mut c = Client::connect(&cli.endpoint).await?;
     match cli.cmd {
         Cmd::Cluster(ClusterCmd::Init { shards }) => {
-            let r = c.cluster().init(pb::InitRequest { shards }).await?.into_inner();
+            let r = c
+                .cluster()
+                .init(pb::InitRequest { shards })
+                .await?
+                .into_inner();
             if cli.json {
-                print_json(&json!({"cluster_id": r.cluster_id, "node_id": r.node_id, "shards": r.shards}));
+                print_json(
+                    &json!({"cluster_id": r.cluster_id, "node_id": r.node_id, "shards": r.shards}),
+                );
             } else {
-                println!("initialised cluster {} with {} shards; node {} is the first voter", r.cluster_id, r.shards, r.node_id);
+                println!(
+                    "initialised cluster {} with {} shards; node {} is the first voter",
+                    r.cluster_id, r.shards, r.node_id
+                );
             }
         }
-        Cmd::Members(MembersCmd::Add { id, addr, peer_addr, learner, wait }) => {
+        Cmd::Members(MembersCmd::Add {
+            id,
+            addr,
+            peer_addr,
+            learner,
+            wait,
+        }) => {
             println!("adding node {id} ({addr}, peer {peer_addr})...");
             let r = c
                 .cluster()
-                .add_member(pb::AddMemberRequest { id, addr, peer_addr, learner_only: learner })
+                .add_member(pb::AddMemberRequest {
+                    id,
+                    addr,
+                    peer_addr,
+                    learner_only: learner,
+                })
                 .await?
                 .into_inner();
             for p in &r.progress {
@@ -209,36 +278,71 @@ async fn run(cli: Cli) -> Result<()> {
             }
         }
         Cmd::Members(MembersCmd::List) => {
-            let r = c.cluster().list_members(pb::ListMembersRequest {}).await?.into_inner();
+            let r = c
+                .cluster()
+                .list_members(pb::ListMembersRequest {})
+                .await?
+                .into_inner();
             if cli.json {
-                print_json(&json!({"cluster_id": r.cluster_id, "placement_leader": nz(r.placement_leader),
-                    "members": r.members.iter().map(member_json).collect::<Vec<_>>()}));
+                print_json(
+                    &json!({"cluster_id": r.cluster_id, "placement_leader": nz(r.placement_leader),
+                    "members": r.members.iter().map(member_json).collect::<Vec<_>>()}),
+                );
             } else {
-                println!("cluster {}; placement leader {}", r.cluster_id, r.placement_leader);
-                println!("{:<6} {:<8} {:<22} {:<22} SHARDS", "ID", "STATE", "ADDR", "PEER ADDR");
+                println!(
+                    "cluster {}; placement leader {}",
+                    r.cluster_id, r.placement_leader
+                );
+                println!(
+                    "{:<6} {:<8} {:<22} {:<22} SHARDS",
+                    "ID", "STATE", "ADDR", "PEER ADDR"
+                );
                 for m in &r.members {
-                    println!("{:<6} {:<8} {:<22} {:<22} {:?}", m.id, m.state, m.addr, m.peer_addr, m.shards);
+                    println!(
+                        "{:<6} {:<8} {:<22} {:<22} {:?}",
+                        m.id, m.state, m.addr, m.peer_addr, m.shards
+                    );
                 }
             }
         }
         Cmd::Members(MembersCmd::Remove { id }) => {
-            c.cluster().remove_member(pb::RemoveMemberRequest { id }).await?;
+            c.cluster()
+                .remove_member(pb::RemoveMemberRequest { id })
+                .await?;
             println!("node {id} removed; its id is retired and cannot rejoin");
         }
         Cmd::Members(MembersCmd::Promote { id }) => {
-            c.cluster().promote_member(pb::PromoteMemberRequest { id }).await?;
+            c.cluster()
+                .promote_member(pb::PromoteMemberRequest { id })
+                .await?;
             println!("node {id} is now a voter");
         }
         Cmd::Status => status(&mut c, cli.json).await?,
         Cmd::Shards(ShardsCmd::List) => {
-            let r = c.cluster().list_shards(pb::ListShardsRequest {}).await?.into_inner();
+            let r = c
+                .cluster()
+                .list_shards(pb::ListShardsRequest {})
+                .await?
+                .into_inner();
             if cli.json {
-                print_json(&json!({"shards": r.shards.iter().map(|s| json!({"id": s.id, "group": s.group_id, "replicas": s.replicas, "epoch": s.epoch, "leader": nz(s.leader)})).collect::<Vec<_>>()}));
+                print_json(
+                    &json!({"shards": r.shards.iter().map(|s| json!({"id": s.id, "group": s.group_id, "replicas": s.replicas, "epoch": s.epoch, "leader": nz(s.leader)})).collect::<Vec<_>>()}),
+                );
             } else {
-                println!("{:<6} {:<6} {:<7} {:<6} REPLICAS", "SHARD", "GROUP", "LEADER", "EPOCH");
+                println!(
+                    "{:<6} {:<6} {:<7} {:<6} REPLICAS",
+                    "SHARD", "GROUP", "LEADER", "EPOCH"
+                );
                 for s in &r.shards {
-                    let leader = if s.leader == 0 { "-".to_string() } else { s.leader.to_string() };
-                    println!("{:<6} {:<6} {:<7} {:<6} {:?}", s.id, s.group_id, leader, s.epoch, s.replicas);
+                    let leader = if s.leader == 0 {
+                        "-".to_string()
+                    } else {
+                        s.leader.to_string()
+                    };
+                    println!(
+                        "{:<6} {:<6} {:<7} {:<6} {:?}",
+                        s.id, s.group_id, leader, s.epoch, s.replicas
+                    );
                 }
             }
         }
@@ -258,9 +362,9 @@ async fn run(cli: Cli) -> Result<()> {
             };
             match c.get_with(key.clone(), cons).await? {
                 None => return Err(anyhow!("key {key:?} not found")),
-                Some(v) if cli.json => {
-                    print_json(&json!({"key": key, "value": String::from_utf8_lossy(&v.value), "revision": v.revision}))
-                }
+                Some(v) if cli.json => print_json(
+                    &json!({"key": key, "value": String::from_utf8_lossy(&v.value), "revision": v.revision}),
+                ),
                 Some(v) => println!("{}", String::from_utf8_lossy(&v.value)),
             }
         }
@@ -277,10 +381,16 @@ async fn run(cli: Cli) -> Result<()> {
         Cmd::Kv(KvCmd::List { prefix, limit }) => {
             let items = c.list(prefix, limit, Consistency::Linearizable).await?;
             if cli.json {
-                print_json(&json!({"items": items.iter().map(|i| json!({"key": String::from_utf8_lossy(&i.key), "value": String::from_utf8_lossy(&i.value), "revision": i.revision})).collect::<Vec<_>>()}));
+                print_json(
+                    &json!({"items": items.iter().map(|i| json!({"key": String::from_utf8_lossy(&i.key), "value": String::from_utf8_lossy(&i.value), "revision": i.revision})).collect::<Vec<_>>()}),
+                );
             } else {
                 for i in &items {
-                    println!("{}\t{}", String::from_utf8_lossy(&i.key), String::from_utf8_lossy(&i.value));
+                    println!(
+                        "{}\t{}",
+                        String::from_utf8_lossy(&i.key),
+                        String::from_utf8_lossy(&i.value)
+                    );
                 }
             }
         }
@@ -290,7 +400,10 @@ async fn run(cli: Cli) -> Result<()> {
 
 fn main() {
     let cli = Cli::parse();
-    let rt = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+    let rt = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("error: {e}");
