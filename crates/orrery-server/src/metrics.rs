@@ -24,6 +24,7 @@ pub struct Metrics {
     latency: Mutex<BTreeMap<String, Histogram>>,
     forwarded: AtomicU64,
     rotation: AtomicUsize,
+    request_ids: AtomicU64,
 }
 
 impl Metrics {
@@ -48,6 +49,11 @@ impl Metrics {
 
     pub fn inc_forwarded(&self) {
         self.forwarded.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// A process-unique id for a client request, for logs and `x-request-id`.
+    pub fn next_request_id(&self) -> u64 {
+        self.request_ids.fetch_add(1, Ordering::Relaxed) + 1
     }
 
     /// A counter used to rotate between replicas when forwarding.

@@ -12,6 +12,7 @@ use orrery_raft::TypeConfig;
 use serde::{de::DeserializeOwned, Serialize};
 use std::sync::Arc;
 use tonic::{Request, Response, Status};
+use tracing::Instrument;
 
 pub struct PeerService(pub Arc<Node>);
 
@@ -70,7 +71,9 @@ impl Peer for PeerService {
     ) -> Result<Response<ForwardReply>, Status> {
         let r = req.into_inner();
         let op: ForwardOp = decode(&r.payload)?;
-        let result: Result<ForwardOk, ApiError> = self.0.handle_forward(op, r.hops).await;
+        let span = tracing::debug_span!("forwarded", node = self.0.id(), hops = r.hops);
+        let result: Result<ForwardOk, ApiError> =
+            self.0.handle_forward(op, r.hops).instrument(span).await;
         Ok(Response::new(ForwardReply {
             payload: encode(&result)?,
         }))

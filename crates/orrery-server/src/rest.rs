@@ -18,6 +18,7 @@ use serde_json::{json, Value};
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Instant;
+use tracing::Instrument;
 
 type AppState = Arc<Node>;
 
@@ -46,12 +47,16 @@ async fn observe(State(node): State<AppState>, req: Request, next: Next) -> Resp
         .unwrap_or_else(|| "unmatched".to_string());
     let method = req.method().clone();
     let start = Instant::now();
-    let resp = next.run(req).await;
+    let request_id = node.metrics.next_request_id();
+    let span = tracing::info_span!("http", node = node.id(), request = request_id, %method, %route);
+    let mut resp = next.run(req).instrument(span).await;
     node.metrics.observe(
         &format!("{method} {route}"),
         resp.status().as_u16(),
         start.elapsed(),
     );
+    resp.headers_mut()
+        .insert("x-request-id", HeaderValue::from(request_id));
     resp
 }
 
