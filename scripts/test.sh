@@ -14,3 +14,14 @@ echo "== cargo test"
 # Integration tests start 1-4 node clusters each; two at a time keeps a
 # 2-core machine from starving Raft heartbeats.
 cargo test --workspace --locked -- --test-threads "${ORRERY_TEST_THREADS:-2}"
+
+echo "== fault-injection suite (jepsen/, short profile)"
+# Needs root for its private network namespace and iptables; CI runs as
+# root. ORRERY_SKIP_JEPSEN=1 skips it (say so when you report results).
+if [ "${ORRERY_SKIP_JEPSEN:-0}" = 1 ]; then
+    echo "skipped: ORRERY_SKIP_JEPSEN=1"
+elif [ "$(id -u)" -ne 0 ]; then
+    echo "skipped: needs root (run as root, or scripts/jepsen.sh ci under sudo)"
+else
+    scripts/jepsen.sh ci
+fi

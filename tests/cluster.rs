@@ -28,10 +28,13 @@ async fn put_retry(c: &Cluster, i: usize, key: &str, value: &str, timeout: Durat
             r.headers().contains_key("retry-after"),
             "503 without Retry-After"
         );
-        assert!(
-            start.elapsed() < timeout,
-            "PUT {key} kept failing for {timeout:?}"
-        );
+        if start.elapsed() > timeout {
+            let body = r.text().await.unwrap_or_default();
+            panic!(
+                "PUT {key} kept failing for {timeout:?}: {body}\n{}",
+                c.log_tails(25)
+            );
+        }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
@@ -580,4 +583,109 @@ async fn uninitialised_node_and_graceful_shutdown() {
     })
     .await
     .expect("value lost across graceful restart");
+}
+
+/// Flips `count` bytes spread over the middle of every file in `dir`
+/// (recursively) that is larger than 4 KiB.
+fn corrupt_files(dir: &std::path::Path, count: usize) -> usize {
+    let mut corrupted = 0;
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return 0;
+    };
+    for e in entries.flatten() {
+        let p = e.path();
+        if p.is_dir() {
+            corrupted += corrupt_files(&p, count);
+            continue;
+        }
+        let Ok(mut bytes) = std::fs::read(&p) else {
+            continue;
+        };
+        if bytes.len() <= 4096 {
+            continue;
+        }
+        let span = bytes.len() - 2048;
+        for k in 0..count {
+            let at = 1024 + span * (k + 1) / (count + 1);
+            bytes[at] ^= 0xA5;
+        }
+        std::fs::write(&p, &bytes).expect("rewrite corrupted file");
+        corrupted += 1;
+    }
+    corrupted
+}
+
+/// A stopped minority node whose files were corrupted must either refuse
+/// to start or come back serving exactly the cluster's data: corruption is
+/// never served and never spreads to the healthy majority.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn corrupted_minority_node_refuses_or_recovers_and_never_spreads() {
+    let mut c = Cluster::formed(3, 2, &["--snapshot-logs", "30"]).await;
+    let mut truth = std::collections::BTreeMap::new();
+    for k in 0..90 {
+        let key = format!("c-{k}");
+        let v = format!("v{k}-{}", "x".repeat(200));
+        c.put_ok(k % 2, &key, &v).await;
+        truth.insert(key, v);
+    }
+    c.wait_caught_up(0, Duration::from_secs(30)).await;
+    assert!(c.terminate(2).success());
+    let files = corrupt_files(&c.nodes[2].data_dir, 32);
+    assert!(files > 0, "no data files found to corrupt");
+
+    c.spawn(2);
+    // The majority keeps working meanwhile.
+    for k in 90..120 {
+        let key = format!("c-{k}");
+        let v = format!("v{k}");
+        put_retry(&c, k % 2, &key, &v, Duration::from_secs(15)).await;
+        truth.insert(key, v);
+    }
+    let start = Instant::now();
+    let mut healthy = false;
+    let mut refused = None;
+    while start.elapsed() < Duration::from_secs(20) {
+        if let Some(st) = c.exited(2) {
+            refused = Some(st);
+            break;
+        }
+        if let Ok(r) = c.http.get(c.nodes[2].url("/healthz")).send().await {
+            healthy = r.status().is_success();
+            if healthy {
+                break;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    if let Some(st) = refused {
+        assert!(!st.success(), "a node that refuses must exit non-zero");
+        let log = c.log(2).to_lowercase();
+        assert!(
+            log.contains("lost durable state") || log.contains("corrupt"),
+            "the refusal must say why:\n{}",
+            c.log(2)
+        );
+    } else {
+        assert!(healthy, "node 3 neither refused nor came up:\n{}", c.log(2));
+        // Up: then it must converge to exactly the cluster's data.
+        c.wait_caught_up(0, Duration::from_secs(60)).await;
+        for (key, v) in &truth {
+            let (s, b) = c.get(2, key, "stale").await;
+            assert_eq!((s, &b), (200, v), "node 3 serves wrong data for {key}");
+        }
+    }
+    for (key, v) in &truth {
+        for i in 0..2 {
+            let (s, b) = c.get(i, key, "linearizable").await;
+            assert_eq!((s, &b), (200, v), "node {} lost or corrupted {key}", i + 1);
+        }
+    }
+    eprintln!(
+        "corrupted node {}",
+        if refused.is_some() {
+            "refused to start"
+        } else {
+            "recovered"
+        }
+    );
 }

@@ -47,6 +47,10 @@ pub struct Cluster {
 
 impl Drop for Cluster {
     fn drop(&mut self) {
+        if std::thread::panicking() || std::env::var_os("ORRERY_TEST_KEEP").is_some() {
+            let kept = std::mem::replace(&mut self.dir, tempfile::tempdir().expect("tempdir"));
+            eprintln!("test cluster files kept in {}", kept.keep().display());
+        }
         for n in &mut self.nodes {
             if let Some(mut c) = n.child.take() {
                 let _ = c.kill();
@@ -95,6 +99,28 @@ impl Cluster {
 
     /// (Re)starts node `i` with its data directory, and waits for /healthz.
     pub async fn restart(&mut self, i: usize) {
+        self.spawn(i);
+        let url = self.nodes[i].url("/healthz");
+        wait_until(Duration::from_secs(20), || async {
+            self.http
+                .get(&url)
+                .send()
+                .await
+                .map(|r| r.status().is_success())
+                .unwrap_or(false)
+        })
+        .await
+        .unwrap_or_else(|_| {
+            panic!(
+                "node {} did not become healthy; log:\n{}",
+                i + 1,
+                self.log(i)
+            )
+        });
+    }
+
+    /// Starts node `i`'s process without waiting for it.
+    pub fn spawn(&mut self, i: usize) {
         let n = &mut self.nodes[i];
         assert!(n.child.is_none(), "node {} is already running", n.id);
         let log = std::fs::OpenOptions::new()
@@ -121,23 +147,15 @@ impl Cluster {
             .spawn()
             .expect("spawn orrery");
         n.child = Some(child);
-        let url = n.url("/healthz");
-        wait_until(Duration::from_secs(20), || async {
-            self.http
-                .get(&url)
-                .send()
-                .await
-                .map(|r| r.status().is_success())
-                .unwrap_or(false)
-        })
-        .await
-        .unwrap_or_else(|_| {
-            panic!(
-                "node {} did not become healthy; log:\n{}",
-                i + 1,
-                self.log(i)
-            )
-        });
+    }
+
+    /// The exit status of node `i` if its process has exited (then it is
+    /// no longer considered running).
+    pub fn exited(&mut self, i: usize) -> Option<std::process::ExitStatus> {
+        let n = &mut self.nodes[i];
+        let st = n.child.as_mut()?.try_wait().ok()??;
+        n.child = None;
+        Some(st)
     }
 
     pub fn kill9(&mut self, i: usize) {
@@ -164,6 +182,23 @@ impl Cluster {
             }
             std::thread::sleep(Duration::from_millis(50));
         }
+    }
+
+    /// The last `n` lines of every node's log, for failure messages.
+    pub fn log_tails(&self, n: usize) -> String {
+        (0..self.nodes.len())
+            .map(|i| {
+                let log = self.log(i);
+                let lines: Vec<&str> = log.lines().collect();
+                let from = lines.len().saturating_sub(n);
+                format!(
+                    "--- node {} log tail ---\n{}",
+                    i + 1,
+                    lines[from..].join("\n")
+                )
+            })
+            .collect::<Vec<_>>()
+            .join("\n")
     }
 
     pub fn log(&self, i: usize) -> String {
@@ -279,8 +314,9 @@ impl Cluster {
             }
             if start.elapsed() > timeout {
                 panic!(
-                    "cluster did not catch up within {timeout:?}: {}",
-                    String::from_utf8_lossy(&out.stdout)
+                    "cluster did not catch up within {timeout:?}: {}\n{}",
+                    String::from_utf8_lossy(&out.stdout),
+                    self.log_tails(40)
                 );
             }
             tokio::time::sleep(Duration::from_millis(300)).await;

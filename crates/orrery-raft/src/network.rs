@@ -15,6 +15,7 @@ use orrery_proto::peer::{RaftKind, RaftRequest};
 use orrery_types::{GroupId, NodeAddr, NodeId};
 use serde::{de::DeserializeOwned, Serialize};
 use std::collections::HashMap;
+use std::net::IpAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tonic::transport::{Channel, Endpoint};
@@ -24,6 +25,10 @@ use tonic::transport::{Channel, Endpoint};
 #[derive(Clone, Default)]
 pub struct PeerClients {
     channels: Arc<Mutex<HashMap<String, Channel>>>,
+    /// Source address for outgoing peer connections. Binding it lets
+    /// address-based firewall rules (and the fault-injection suite's
+    /// partitions) tell the nodes of one host apart.
+    source: Option<IpAddr>,
 }
 
 #[derive(Debug)]
@@ -38,6 +43,14 @@ impl std::fmt::Display for TransportError {
 impl std::error::Error for TransportError {}
 
 impl PeerClients {
+    /// Clients whose connections originate from `source` when given.
+    pub fn new(source: Option<IpAddr>) -> Self {
+        Self {
+            channels: Arc::default(),
+            source,
+        }
+    }
+
     /// A client for the peer at `peer_addr` (host:port).
     pub fn client(&self, peer_addr: &str) -> Result<PeerClient<Channel>, tonic::Status> {
         let mut map = self.channels.lock().unwrap_or_else(|p| p.into_inner());
@@ -48,6 +61,7 @@ impl PeerClients {
             .map_err(|e| {
                 tonic::Status::invalid_argument(format!("bad peer address {peer_addr}: {e}"))
             })?
+            .local_address(self.source)
             .connect_timeout(Duration::from_millis(500))
             .tcp_nodelay(true)
             .http2_keep_alive_interval(Duration::from_secs(5))

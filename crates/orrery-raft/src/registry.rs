@@ -143,6 +143,7 @@ impl Registry {
         }
         let log = LogStore::<TypeConfig>::open(&self.storage, id)?;
         let entries = log.verify()?;
+        log.check_durable()?;
         let sm_store = StateMachineStore::<TypeConfig, GroupState>::open(&self.storage, id)?;
         let sm = sm_store.handle();
         let network = GroupNetwork {

@@ -118,10 +118,11 @@ pub async fn run(
     };
 
     let storage = NodeStorage::open(&cfg.data_dir)?;
+    storage.check_groups_present()?;
     let registry = Arc::new(Registry::new(
         cfg.id,
         storage.clone(),
-        PeerClients::default(),
+        PeerClients::new(cfg.peer_source),
         &cfg.raft,
     )?);
     registry.ensure(PLACEMENT_GROUP).await?;
@@ -155,6 +156,12 @@ pub async fn run(
     ));
 
     let mut rx1 = stop_rx.clone();
+    // Small request/response exchanges (reads, heartbeats) must not wait
+    // out Nagle's algorithm against delayed ACKs (~40 ms a round trip).
+    use axum::serve::ListenerExt;
+    let client_l = client_l.tap_io(|tcp| {
+        let _ = tcp.set_nodelay(true);
+    });
     let client_srv = axum::serve(client_l, app).with_graceful_shutdown(async move {
         let _ = rx1.changed().await;
     });
@@ -166,7 +173,15 @@ pub async fn run(
                 .max_encoding_message_size(256 << 20),
         )
         .serve_with_incoming_shutdown(
-            tokio_stream::wrappers::TcpListenerStream::new(peer_l),
+            tokio_stream::StreamExt::map(
+                tokio_stream::wrappers::TcpListenerStream::new(peer_l),
+                |conn| {
+                    if let Ok(tcp) = &conn {
+                        let _ = tcp.set_nodelay(true);
+                    }
+                    conn
+                },
+            ),
             async move {
                 let _ = rx2.changed().await;
             },

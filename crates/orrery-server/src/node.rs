@@ -40,6 +40,8 @@ pub struct NodeConfig {
     pub admin_timeout: Duration,
     /// Ask this endpoint to add us, if we are not a member yet.
     pub join: Option<String>,
+    /// Source address of outgoing peer connections (`None`: the kernel picks).
+    pub peer_source: Option<std::net::IpAddr>,
 }
 
 impl NodeConfig {

@@ -16,11 +16,13 @@
 mod codec;
 mod flusher;
 mod log_store;
+mod manifest;
 mod state_machine;
 
 pub use codec::{decode, encode, CodecError};
 pub use flusher::Flusher;
 pub use log_store::LogStore;
+pub use manifest::{GroupMark, Manifest};
 pub use state_machine::{SmHandle, SnapshotBuilder, StateMachine, StateMachineStore};
 
 use orrery_types::GroupId;
@@ -35,6 +37,12 @@ pub enum StorageError {
     Corrupt { what: String, detail: String },
     #[error("codec: {0}")]
     Codec(#[from] CodecError),
+    #[error("durability manifest: {0}")]
+    Manifest(String),
+    /// Sled holds less than this node durably acknowledged: its files were
+    /// damaged (sled drops a damaged segment and all after it).
+    #[error("group {group} lost durable state ({detail}); the data directory is damaged. Do not restart this node on it: move the directory away and re-add the node under a new id (docs/operations.md, \"Corrupted data directory\")")]
+    Lost { group: GroupId, detail: String },
 }
 
 /// The node's storage: one sled database and the flusher shared by all groups.
@@ -42,6 +50,7 @@ pub enum StorageError {
 pub struct NodeStorage {
     db: sled::Db,
     flusher: Flusher,
+    manifest: Manifest,
 }
 
 impl NodeStorage {
@@ -55,7 +64,41 @@ impl NodeStorage {
             .flush_every_ms(Some(1000))
             .open()?;
         let flusher = Flusher::spawn(db.clone());
-        Ok(Self { db, flusher })
+        let manifest = Manifest::load(dir).map_err(StorageError::Manifest)?;
+        let m = manifest.clone();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(std::time::Duration::from_millis(300));
+            loop {
+                tick.tick().await;
+                let m = m.clone();
+                if let Ok(Err(e)) = tokio::task::spawn_blocking(move || m.sync()).await {
+                    tracing::warn!(error = %e, "writing the durability manifest failed");
+                }
+            }
+        });
+        Ok(Self {
+            db,
+            flusher,
+            manifest,
+        })
+    }
+
+    pub fn manifest(&self) -> &Manifest {
+        &self.manifest
+    }
+
+    /// Fails if a group the manifest knows has no trees in sled any more.
+    pub fn check_groups_present(&self) -> Result<(), StorageError> {
+        let stored = self.stored_groups();
+        for g in self.manifest.groups() {
+            if !stored.contains(&g) {
+                return Err(StorageError::Lost {
+                    group: g,
+                    detail: "its log and metadata are missing".into(),
+                });
+            }
+        }
+        Ok(())
     }
 
     pub fn db(&self) -> &sled::Db {
@@ -85,6 +128,11 @@ impl NodeStorage {
 
     /// Removes every tree of a group (used when a replica leaves this node).
     pub fn drop_group(&self, group: GroupId) -> Result<(), StorageError> {
+        // Forget it in the manifest first: a crash midway must not leave a
+        // manifest expecting trees that are gone.
+        self.manifest
+            .forget(group)
+            .map_err(|e| StorageError::Manifest(e.to_string()))?;
         for suffix in ["log", "meta", "snap"] {
             self.db.drop_tree(format!("g{group}.{suffix}"))?;
         }

@@ -6,7 +6,7 @@
 #![allow(clippy::result_large_err)]
 
 use crate::codec::{decode, encode};
-use crate::{Flusher, NodeStorage, StorageError as Error};
+use crate::{Flusher, Manifest, NodeStorage, StorageError as Error};
 use openraft::storage::{LogFlushed, LogState, RaftLogStorage};
 use openraft::{
     AnyError, Entry, ErrorSubject, ErrorVerb, LogId, OptionalSend, RaftLogId, RaftLogReader,
@@ -16,6 +16,8 @@ use orrery_types::GroupId;
 use std::fmt::Debug;
 use std::marker::PhantomData;
 use std::ops::{Bound, RangeBounds};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 
 const KEY_VOTE: &[u8] = b"vote";
 const KEY_COMMITTED: &[u8] = b"committed";
@@ -35,6 +37,9 @@ pub struct LogStore<C: RaftTypeConfig> {
     log: sled::Tree,
     meta: sled::Tree,
     flusher: Flusher,
+    manifest: Manifest,
+    /// 1 + the highest log index known flushed (0: none), shared by clones.
+    flushed: Arc<AtomicU64>,
     _c: PhantomData<C>,
 }
 
@@ -45,6 +50,8 @@ impl<C: RaftTypeConfig> Clone for LogStore<C> {
             log: self.log.clone(),
             meta: self.meta.clone(),
             flusher: self.flusher.clone(),
+            manifest: self.manifest.clone(),
+            flushed: self.flushed.clone(),
             _c: PhantomData,
         }
     }
@@ -55,11 +62,19 @@ where
     C: RaftTypeConfig<NodeId = u64, Entry = Entry<C>>,
 {
     pub fn open(storage: &NodeStorage, group: GroupId) -> Result<Self, Error> {
+        let log = storage.tree(group, "log")?;
+        // What sled recovered on open is on disk.
+        let flushed = match log.last()? {
+            Some((k, _)) => key_index(&k) + 1,
+            None => 0,
+        };
         Ok(Self {
             group,
-            log: storage.tree(group, "log")?,
+            flushed: Arc::new(AtomicU64::new(flushed)),
+            log,
             meta: storage.tree(group, "meta")?,
             flusher: storage.flusher().clone(),
+            manifest: storage.manifest().clone(),
             _c: PhantomData,
         })
     }
@@ -109,6 +124,47 @@ where
 
     /// Checks every stored entry's checksum. Used on start so that a node
     /// with a damaged log refuses to serve instead of replicating damage.
+    /// Fails if sled holds less than the durability manifest recorded: an
+    /// older vote, or a log that ends (even counting purged entries) before
+    /// the recorded commit index.
+    pub fn check_durable(&self) -> Result<(), Error> {
+        let Some(mark) = self.manifest.mark(self.group) else {
+            return Ok(());
+        };
+        let lost = |detail: String| Error::Lost {
+            group: self.group,
+            detail,
+        };
+        let vote: Option<Vote<u64>> = self
+            .read_meta(KEY_VOTE)
+            .map_err(|e| lost(format!("vote unreadable: {e}")))?;
+        let (term, node) = vote
+            .map(|v| (v.leader_id.term, v.leader_id.node_id))
+            .unwrap_or((0, 0));
+        if term < mark.vote_term || (term == mark.vote_term && node != mark.vote_node) {
+            return Err(lost(format!(
+                "stored vote is term {term} for n{node}, but a vote for term {} (n{}) was durable",
+                mark.vote_term, mark.vote_node
+            )));
+        }
+        if let Some(committed) = mark.committed {
+            let last_log = match self.log.last()? {
+                Some((k, _)) => Some(key_index(&k)),
+                None => None,
+            };
+            let purged: Option<LogId<u64>> = self
+                .read_meta(KEY_PURGED)
+                .map_err(|e| lost(format!("purge marker unreadable: {e}")))?;
+            let last = last_log.max(purged.map(|p| p.index));
+            if last.is_none_or(|l| l < committed) {
+                return Err(lost(format!(
+                    "log ends at {last:?}, but entries up to {committed} were durable and committed"
+                )));
+            }
+        }
+        Ok(())
+    }
+
     pub fn verify(&self) -> Result<u64, Error> {
         let mut n = 0;
         for kv in self.log.iter() {
@@ -235,6 +291,18 @@ where
             .flush_async()
             .await
             .map_err(|e| io_err(ErrorSubject::Vote, ErrorVerb::Write, e))?;
+        let (m, group) = (self.manifest.clone(), self.group);
+        let (term, node) = (vote.leader_id.term, vote.leader_id.node_id);
+        tokio::task::spawn_blocking(move || m.record_vote(group, term, node))
+            .await
+            .map_err(|e| {
+                io_err(
+                    ErrorSubject::Vote,
+                    ErrorVerb::Write,
+                    std::io::Error::other(e),
+                )
+            })?
+            .map_err(|e| io_err(ErrorSubject::Vote, ErrorVerb::Write, e))?;
         Ok(())
     }
 
@@ -247,7 +315,17 @@ where
         committed: Option<LogId<C::NodeId>>,
     ) -> Result<(), StorageError<C::NodeId>> {
         // Not flushed: losing it only means re-learning the commit index from
-        // the leader, which is always safe.
+        // the leader, which is always safe. Entries up to it are durable (a
+        // node only counts flushed entries), so the manifest may record it.
+        // Only the part of it this node has flushed: a follower may learn
+        // a commit index before its own copy of those entries is on disk.
+        if let Some(c) = committed {
+            let flushed = self.flushed.load(Ordering::Acquire);
+            if flushed > 0 {
+                self.manifest
+                    .record_committed(self.group, c.index.min(flushed - 1));
+            }
+        }
         self.write_meta(KEY_COMMITTED, &committed)
     }
 
@@ -269,8 +347,10 @@ where
         I::IntoIter: OptionalSend,
     {
         let mut batch = sled::Batch::default();
+        let mut last = None;
         for entry in entries {
             let id = *entry.get_log_id();
+            last = Some(id.index);
             let bytes =
                 encode(&entry).map_err(|e| io_err(ErrorSubject::Log(id), ErrorVerb::Write, e))?;
             batch.insert(&index_key(id.index), bytes);
@@ -278,8 +358,13 @@ where
         self.log
             .apply_batch(batch)
             .map_err(|e| io_err(ErrorSubject::Logs, ErrorVerb::Write, e))?;
-        self.flusher
-            .after_flush(move |r| callback.log_io_completed(r));
+        let flushed = self.flushed.clone();
+        self.flusher.after_flush(move |r| {
+            if let (Ok(()), Some(l)) = (&r, last) {
+                flushed.fetch_max(l + 1, Ordering::AcqRel);
+            }
+            callback.log_io_completed(r)
+        });
         Ok(())
     }
 

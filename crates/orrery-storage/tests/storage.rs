@@ -1424,3 +1424,58 @@ proptest! {
         rt.block_on(run_ops(ops));
     }
 }
+
+#[tokio::test]
+async fn manifest_detects_a_log_or_vote_that_went_back() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let storage = open_node(dir.path()).await;
+        let entries: Vec<Entry<C>> = (1..=10).map(|i| blank(1, i)).collect();
+        plant(&storage, 7, &entries);
+        let mut log = Log::open(&storage, 7).unwrap();
+        log.save_vote(&Vote::new_committed(1, 1)).await.unwrap();
+        log.save_committed(Some(lid(1, 10))).await.unwrap();
+        storage.manifest().sync().unwrap();
+        log.check_durable().unwrap();
+    }
+    // Reopen: the manifest is read back and the intact log passes.
+    {
+        let storage = open_node(dir.path()).await;
+        assert_eq!(
+            storage
+                .manifest()
+                .mark(7)
+                .map(|m| (m.vote_term, m.committed)),
+            Some((1, Some(10)))
+        );
+        storage.check_groups_present().unwrap();
+        let log = Log::open(&storage, 7).unwrap();
+        log.check_durable().unwrap();
+        // Entries after the commit index may go (truncation); those up to it may not.
+        let tree = log_tree(&storage, 7);
+        for i in 8..=10u64 {
+            tree.remove(i.to_be_bytes()).unwrap();
+        }
+        let err = log.check_durable().unwrap_err();
+        assert!(
+            err.to_string().contains("lost durable state"),
+            "unexpected error: {err}"
+        );
+    }
+    // A vote older than the recorded one, and a group gone missing.
+    {
+        let storage = open_node(dir.path()).await;
+        storage.manifest().record_vote(8, 3, 2).unwrap();
+        let err = storage.check_groups_present().unwrap_err();
+        assert!(err.to_string().contains("group 8"), "{err}");
+        let log = Log::open(&storage, 8).unwrap();
+        assert!(
+            log.check_durable().is_err(),
+            "missing vote must be detected"
+        );
+        // Dropping a group on purpose forgets it.
+        storage.drop_group(8).unwrap();
+        storage.manifest().forget(7).unwrap();
+        storage.check_groups_present().unwrap();
+    }
+}

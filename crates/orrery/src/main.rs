@@ -57,6 +57,11 @@ struct ServeArgs {
     /// Peer address advertised to others, if it differs from --peer-listen.
     #[arg(long, env = "ORRERY_PEER_ADVERTISE")]
     peer_advertise: Option<String>,
+    /// Source IP of outgoing peer connections [default: chosen by the kernel].
+    /// Set it when several nodes share a host and firewall rules must tell
+    /// them apart.
+    #[arg(long, env = "ORRERY_PEER_SOURCE")]
+    peer_source: Option<std::net::IpAddr>,
     /// Data directory [default: ./orrery-data/n<ID>].
     #[arg(long, env = "ORRERY_DATA_DIR")]
     data_dir: Option<PathBuf>,
@@ -101,6 +106,7 @@ impl ServeArgs {
             peer_listen,
             advertise,
             peer_advertise,
+            peer_source,
             data_dir,
             join,
             log_format,
@@ -199,6 +205,7 @@ async fn serve(args: ServeArgs) -> Result<()> {
         request_timeout: Duration::from_millis(args.request_timeout_ms.unwrap_or(5000)),
         admin_timeout: Duration::from_secs(60),
         join: args.join,
+        peer_source: args.peer_source,
     };
     orrery_server::run(cfg, &listen, &peer_listen, shutdown_signal(), |b| {
         eprintln!(

@@ -1,0 +1,376 @@
+//! The database under test: real `orrery` processes, one per loopback
+//! address, started, killed, paused and restarted by the nemesis.
+
+use crate::net::{node_ip, CLIENT_IP};
+use anyhow::{bail, Context, Result};
+use serde_json::Value;
+use std::fs::OpenOptions;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+pub const CLIENT_PORT: u16 = 17001;
+pub const PEER_PORT: u16 = 17101;
+
+/// Group id of the placement group and of shard `s`.
+pub const PLACEMENT_GROUP: u64 = 0;
+
+pub fn client_addr(id: u64) -> String {
+    format!("{}:{CLIENT_PORT}", node_ip(id))
+}
+
+pub fn peer_addr(id: u64) -> String {
+    format!("{}:{PEER_PORT}", node_ip(id))
+}
+
+pub struct NodeProc {
+    pub id: u64,
+    child: Option<Child>,
+    pub paused: bool,
+    /// `faketime` offset the node was (re)started with, if any.
+    pub clock_offset_s: Option<i64>,
+    /// Removed from the cluster: never started again under this id.
+    pub retired: bool,
+}
+
+impl NodeProc {
+    pub fn running(&self) -> bool {
+        self.child.is_some()
+    }
+
+    pub fn pid(&self) -> Option<i32> {
+        self.child.as_ref().map(|c| c.id() as i32)
+    }
+}
+
+pub struct Db {
+    pub bin_dir: PathBuf,
+    pub dir: PathBuf,
+    pub nodes: Vec<NodeProc>,
+    pub shards: u32,
+    http: reqwest::Client,
+}
+
+fn signal(pid: i32, sig: i32) {
+    // SAFETY: kill(2) on a pid we spawned; errors (already gone) are ignored.
+    unsafe {
+        libc::kill(pid, sig);
+    }
+}
+
+impl Db {
+    pub fn new(bin_dir: PathBuf, dir: PathBuf, nodes: usize, shards: u32) -> Result<Db> {
+        for b in ["orrery", "orreryctl"] {
+            if !bin_dir.join(b).exists() {
+                bail!(
+                    "{} not found; build it first (cargo build --release -p orrery) or pass --bin-dir",
+                    bin_dir.join(b).display()
+                );
+            }
+        }
+        let http = reqwest::Client::builder()
+            .local_address(std::net::IpAddr::V4(CLIENT_IP))
+            .timeout(Duration::from_secs(2))
+            .build()?;
+        Ok(Db {
+            bin_dir,
+            dir,
+            nodes: (1..=nodes as u64)
+                .map(|id| NodeProc {
+                    id,
+                    child: None,
+                    paused: false,
+                    clock_offset_s: None,
+                    retired: false,
+                })
+                .collect(),
+            shards,
+            http,
+        })
+    }
+
+    pub fn ids(&self) -> Vec<u64> {
+        self.nodes
+            .iter()
+            .filter(|n| !n.retired)
+            .map(|n| n.id)
+            .collect()
+    }
+
+    pub fn node(&mut self, id: u64) -> Result<&mut NodeProc> {
+        self.nodes
+            .iter_mut()
+            .find(|n| n.id == id)
+            .with_context(|| format!("no node n{id}"))
+    }
+
+    /// Makes room for a fresh node (membership nemesis).
+    pub fn add_node_slot(&mut self, id: u64) {
+        if !self.nodes.iter().any(|n| n.id == id) {
+            self.nodes.push(NodeProc {
+                id,
+                child: None,
+                paused: false,
+                clock_offset_s: None,
+                retired: false,
+            });
+        }
+    }
+
+    pub fn log_path(&self, id: u64) -> PathBuf {
+        self.dir.join(format!("n{id}.log"))
+    }
+
+    pub fn data_dir(&self, id: u64) -> PathBuf {
+        self.dir.join("data").join(format!("n{id}"))
+    }
+
+    /// Starts node `id` (again), optionally under `faketime` with a clock
+    /// offset, and waits until it answers `/healthz`.
+    pub async fn start(&mut self, id: u64, clock_offset_s: Option<i64>) -> Result<()> {
+        let log = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.log_path(id))?;
+        let orrery = self.bin_dir.join("orrery");
+        let mut cmd = match clock_offset_s {
+            Some(off) => {
+                let mut c = Command::new("faketime");
+                c.arg("-f").arg(format!("{off:+}s")).arg(&orrery);
+                c
+            }
+            None => Command::new(&orrery),
+        };
+        let ip = node_ip(id).to_string();
+        cmd.arg("serve")
+            .args(["--id", &id.to_string()])
+            .args(["--listen", &client_addr(id)])
+            .args(["--peer-listen", &peer_addr(id)])
+            .args(["--peer-source", &ip])
+            .arg("--data-dir")
+            .arg(self.data_dir(id))
+            .args(["--heartbeat-ms", "100"])
+            .args(["--election-timeout-ms", "600"])
+            .args(["--snapshot-logs", "400"])
+            .args(["--keep-logs", "100"])
+            .args(["--request-timeout-ms", "2000"])
+            .env(
+                "RUST_LOG",
+                "info,openraft=info,sled=warn,h2=warn,tower=warn",
+            )
+            .stdin(Stdio::null())
+            .stdout(log.try_clone()?)
+            .stderr(log);
+        let child = cmd
+            .spawn()
+            .with_context(|| format!("starting {}", orrery.display()))?;
+        let n = self.node(id)?;
+        n.child = Some(child);
+        n.paused = false;
+        n.clock_offset_s = clock_offset_s;
+        self.wait_healthy(id, Duration::from_secs(20)).await
+    }
+
+    async fn wait_healthy(&mut self, id: u64, timeout: Duration) -> Result<()> {
+        let deadline = Instant::now() + timeout;
+        let url = format!("http://{}/healthz", client_addr(id));
+        loop {
+            if let Ok(r) = self.http.get(&url).send().await {
+                if r.status().is_success() {
+                    return Ok(());
+                }
+            }
+            if let Some(c) = self.node(id)?.child.as_mut() {
+                if let Ok(Some(st)) = c.try_wait() {
+                    bail!(
+                        "node n{id} exited during start ({st}); see {}",
+                        self.log_path(id).display()
+                    );
+                }
+            }
+            if Instant::now() > deadline {
+                bail!("node n{id} not healthy after {timeout:?}");
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// `kill -9`.
+    pub fn kill(&mut self, id: u64) -> Result<()> {
+        let n = self.node(id)?;
+        if let Some(mut c) = n.child.take() {
+            if n.paused {
+                signal(c.id() as i32, libc::SIGCONT);
+            }
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+        n.paused = false;
+        Ok(())
+    }
+
+    pub fn pause(&mut self, id: u64) -> Result<()> {
+        let n = self.node(id)?;
+        if let Some(pid) = n.pid() {
+            signal(pid, libc::SIGSTOP);
+            n.paused = true;
+        }
+        Ok(())
+    }
+
+    pub fn resume(&mut self, id: u64) -> Result<()> {
+        let n = self.node(id)?;
+        if let Some(pid) = n.pid() {
+            signal(pid, libc::SIGCONT);
+        }
+        n.paused = false;
+        Ok(())
+    }
+
+    /// SIGTERM, then SIGKILL after a grace period.
+    pub async fn stop_all(&mut self) {
+        for n in &mut self.nodes {
+            if let Some(pid) = n.pid() {
+                if n.paused {
+                    signal(pid, libc::SIGCONT);
+                }
+                signal(pid, libc::SIGTERM);
+            }
+        }
+        let deadline = Instant::now() + Duration::from_secs(5);
+        for n in &mut self.nodes {
+            if let Some(mut c) = n.child.take() {
+                loop {
+                    match c.try_wait() {
+                        Ok(Some(_)) => break,
+                        _ if Instant::now() > deadline => {
+                            let _ = c.kill();
+                            let _ = c.wait();
+                            break;
+                        }
+                        _ => tokio::time::sleep(Duration::from_millis(50)).await,
+                    }
+                }
+            }
+        }
+    }
+
+    fn ctl(&self, args: &[&str]) -> Result<String> {
+        let out = Command::new(self.bin_dir.join("orreryctl"))
+            .args(args)
+            .output()
+            .context("running orreryctl")?;
+        if !out.status.success() {
+            bail!(
+                "orreryctl {} failed: {}{}",
+                args.join(" "),
+                String::from_utf8_lossy(&out.stdout).trim(),
+                String::from_utf8_lossy(&out.stderr).trim()
+            );
+        }
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    }
+
+    /// Starts every node, initialises the cluster on n1 and adds the rest.
+    pub async fn setup(&mut self) -> Result<()> {
+        std::fs::create_dir_all(self.dir.join("data"))?;
+        for id in self.ids() {
+            self.start(id, None).await?;
+        }
+        let ep = client_addr(1);
+        let shards = self.shards.to_string();
+        self.ctl(&["--endpoint", &ep, "cluster", "init", "--shards", &shards])?;
+        for id in self.ids().into_iter().skip(1) {
+            self.add_member(id)?;
+        }
+        Ok(())
+    }
+
+    /// Adds node `id` (already running) through any live node.
+    pub fn add_member(&self, id: u64) -> Result<()> {
+        let mut last = None;
+        for via in self.ids() {
+            if via == id || !self.nodes.iter().any(|n| n.id == via && n.running()) {
+                continue;
+            }
+            match self.ctl(&[
+                "--endpoint",
+                &client_addr(via),
+                "members",
+                "add",
+                &id.to_string(),
+                "--addr",
+                &client_addr(id),
+                "--peer-addr",
+                &peer_addr(id),
+                "--wait",
+                "60",
+            ]) {
+                Ok(_) => return Ok(()),
+                Err(e) => last = Some(e),
+            }
+        }
+        Err(last.unwrap_or_else(|| anyhow::anyhow!("no live node to add n{id} through")))
+    }
+
+    /// Removes node `id` from the cluster through node `via`.
+    pub fn remove_member(&self, id: u64, via: u64) -> Result<String> {
+        self.ctl(&[
+            "--endpoint",
+            &client_addr(via),
+            "members",
+            "remove",
+            &id.to_string(),
+        ])
+    }
+
+    /// The cluster view of node `id` (`GET /v1/cluster`).
+    pub async fn cluster_view(&self, id: u64) -> Result<Value> {
+        let r = self
+            .http
+            .get(format!("http://{}/v1/cluster", client_addr(id)))
+            .send()
+            .await?;
+        if !r.status().is_success() {
+            bail!("GET /v1/cluster on n{id}: {}", r.status());
+        }
+        Ok(r.json().await?)
+    }
+
+    /// The leader of `group` as some live node sees it.
+    pub async fn leader_of(&self, group: u64) -> Option<u64> {
+        for n in self.nodes.iter().filter(|n| n.running() && !n.paused) {
+            let Ok(v) = self.cluster_view(n.id).await else {
+                continue;
+            };
+            let l = if group == PLACEMENT_GROUP {
+                v["placement_leader"].as_u64()
+            } else {
+                v["shards"]
+                    .as_array()
+                    .and_then(|s| s.iter().find(|s| s["group"].as_u64() == Some(group)))
+                    .and_then(|s| s["leader"].as_u64())
+            };
+            if l.is_some() {
+                return l;
+            }
+        }
+        None
+    }
+
+    /// Copies nothing: logs already live in the store directory. Removes the
+    /// data directories unless asked to keep them.
+    pub fn cleanup(&self, keep_data: bool) {
+        if !keep_data {
+            let _ = std::fs::remove_dir_all(self.dir.join("data"));
+        }
+    }
+}
+
+/// Directory holding this executable, where cargo also puts `orrery`.
+pub fn default_bin_dir() -> PathBuf {
+    std::env::current_exe()
+        .ok()
+        .and_then(|p| p.parent().map(Path::to_path_buf))
+        .unwrap_or_else(|| PathBuf::from("."))
+}

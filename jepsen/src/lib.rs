@@ -1,0 +1,13 @@
+//! Orrery's fault-injection suite: the history format, checkers and (in the
+//! `orrery-jepsen` binary) the harness that drives real nodes.
+
+pub mod check;
+pub mod db;
+pub mod history;
+pub mod nemesis;
+pub mod net;
+pub mod recorder;
+pub mod results;
+pub mod runner;
+pub mod stats;
+pub mod workload;

@@ -1,0 +1,364 @@
+//! One test: set up the cluster, run clients and nemesis, heal, final
+//! reads, check, and write the results directory.
+
+use crate::db::{default_bin_dir, Db};
+use crate::history::{Op, OpType};
+use crate::nemesis::{Nemesis, NemesisKind};
+use crate::recorder::Recorder;
+use crate::stats;
+use crate::workload::{Client, Generator, ReadConsistency, Request, Workload};
+use anyhow::{bail, Context, Result};
+use rand::rngs::StdRng;
+use rand::seq::SliceRandom;
+use rand::{Rng, SeedableRng};
+use serde_json::{json, Value};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, RwLock};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+#[derive(Clone, Debug, clap::Args)]
+pub struct TestOpts {
+    /// What the clients do.
+    #[arg(long, value_enum, default_value = "register")]
+    pub workload: Workload,
+    /// Which faults to inject.
+    #[arg(long, value_enum, default_value = "partition")]
+    pub nemesis: NemesisKind,
+    /// Seconds of client operations (before healing and final reads).
+    #[arg(long, default_value_t = 60)]
+    pub time_limit: u64,
+    /// Cluster size (3 or 5 is usual).
+    #[arg(long, default_value_t = 5)]
+    pub nodes: usize,
+    /// Concurrent client processes.
+    #[arg(long, default_value_t = 10)]
+    pub concurrency: usize,
+    /// Consistency of reads: `stale` is expected to come out invalid under
+    /// partitions.
+    #[arg(long, value_enum, default_value = "linearizable")]
+    pub read_consistency: ReadConsistency,
+    /// Random seed for operations and faults [default: from the clock].
+    #[arg(long)]
+    pub seed: Option<u64>,
+    /// Target rate of client operations per second, all processes together.
+    #[arg(long, default_value_t = 50.0)]
+    pub rate: f64,
+    /// Shards at cluster init.
+    #[arg(long, default_value_t = 4)]
+    pub shards: u32,
+    /// Seconds between faults, and how long each fault lasts.
+    #[arg(long, default_value_t = 5)]
+    pub nemesis_interval: u64,
+    /// Seconds to wait after healing before the final reads.
+    #[arg(long, default_value_t = 5)]
+    pub recovery: u64,
+    /// Client request timeout in ms.
+    #[arg(long, default_value_t = 3000)]
+    pub op_timeout_ms: u64,
+    /// Directory with the `orrery` and `orreryctl` binaries [default: ours].
+    #[arg(long)]
+    pub bin_dir: Option<PathBuf>,
+    /// Where test directories go [default: jepsen/store of this checkout].
+    #[arg(long)]
+    pub store: Option<PathBuf>,
+    /// Keep the nodes' data directories even when the test is valid.
+    #[arg(long)]
+    pub keep_data: bool,
+}
+
+pub fn default_store() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("store")
+}
+
+/// `20261122T101502` (UTC).
+fn timestamp() -> String {
+    let secs = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
+    let days = (secs / 86_400) as i64;
+    let rem = secs % 86_400;
+    // Civil from days (Howard Hinnant's algorithm).
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    format!(
+        "{y:04}{m:02}{d:02}T{:02}{:02}{:02}",
+        rem / 3600,
+        (rem / 60) % 60,
+        rem % 60
+    )
+}
+
+fn make_test_dir(store: &Path, name: &str) -> Result<PathBuf> {
+    std::fs::create_dir_all(store).with_context(|| format!("creating {}", store.display()))?;
+    let base = format!("{name}-{}", timestamp());
+    let mut dir_name = base.clone();
+    let mut n = 1;
+    while store.join(&dir_name).exists() {
+        dir_name = format!("{base}-{n}");
+        n += 1;
+    }
+    let dir = store.join(&dir_name);
+    std::fs::create_dir_all(&dir)?;
+    let latest = store.join("latest");
+    let _ = std::fs::remove_file(&latest);
+    #[cfg(unix)]
+    let _ = std::os::unix::fs::symlink(&dir_name, &latest);
+    Ok(dir)
+}
+
+/// The outcome of a test.
+pub struct Outcome {
+    pub dir: PathBuf,
+    /// `true`, `false` or `"unknown"`.
+    pub valid: Value,
+}
+
+async fn client_loop(
+    gen: Arc<Generator>,
+    client: Arc<Client>,
+    rec: Arc<Recorder>,
+    live: Arc<RwLock<Vec<u64>>>,
+    next_process: Arc<AtomicU64>,
+    mean_delay: Duration,
+    seed: u64,
+    stop: tokio::sync::watch::Receiver<bool>,
+) {
+    let mut rng = StdRng::seed_from_u64(seed);
+    let mut process = next_process.fetch_add(1, Ordering::Relaxed);
+    while !*stop.borrow() {
+        let d = mean_delay.mul_f64(rng.gen_range(0.0..2.0));
+        tokio::time::sleep(d).await;
+        if *stop.borrow() {
+            break;
+        }
+        let node = {
+            let l = live.read().unwrap_or_else(|p| p.into_inner());
+            match l.choose(&mut rng) {
+                Some(&n) => n,
+                None => continue,
+            }
+        };
+        let req = gen.next(&mut rng);
+        let kind = invoke_and_complete(&client, &rec, &req, process, node).await;
+        if kind == OpType::Info {
+            // Its operation may still be in flight: a process with an
+            // unknown outcome never issues another operation.
+            process = next_process.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+}
+
+async fn invoke_and_complete(
+    client: &Client,
+    rec: &Recorder,
+    req: &Request,
+    process: u64,
+    node: u64,
+) -> OpType {
+    let inv = rec.record(req.invoke(process, node));
+    let (kind, value, error) = client.perform(req, node).await;
+    let mut done = Op::new(process, kind, inv.f.clone(), value).with_node(format!("n{node}"));
+    done.key = inv.key.clone();
+    done.error = error;
+    rec.record(done);
+    kind
+}
+
+/// Reads `req` until it succeeds on some node, for at most `budget`.
+async fn final_read(
+    client: &Client,
+    rec: &Recorder,
+    req: Request,
+    nodes: &[u64],
+    next_process: &AtomicU64,
+    budget: Duration,
+) -> bool {
+    let deadline = Instant::now() + budget;
+    let process = next_process.fetch_add(1, Ordering::Relaxed);
+    let mut i = 0;
+    while Instant::now() < deadline {
+        let node = nodes[i % nodes.len()];
+        i += 1;
+        if invoke_and_complete(client, rec, &req, process, node).await == OpType::Ok {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    false
+}
+
+pub async fn run_test(o: TestOpts) -> Result<Outcome> {
+    if o.workload == Workload::Queue {
+        bail!("the queue workload needs the job queue API, which this build does not have yet");
+    }
+    if o.nodes < 1 || o.nodes > 9 {
+        bail!("--nodes must be between 1 and 9");
+    }
+    if o.concurrency == 0 || o.rate <= 0.0 {
+        bail!("--concurrency and --rate must be positive");
+    }
+    let seed = o.seed.unwrap_or_else(|| {
+        SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_nanos() as u64)
+            .unwrap_or(1)
+    });
+    let store = o.store.clone().unwrap_or_else(default_store);
+    let dir = make_test_dir(
+        &store,
+        &format!("{}-{}", o.workload.name(), o.nemesis.name()),
+    )?;
+    eprintln!(
+        "orrery-jepsen: test directory {} (seed {seed})",
+        dir.display()
+    );
+    let opts = json!({
+        "workload": o.workload.name(), "nemesis": o.nemesis.name(), "time_limit": o.time_limit,
+        "nodes": o.nodes, "concurrency": o.concurrency,
+        "read_consistency": format!("{:?}", o.read_consistency).to_lowercase(),
+        "seed": seed, "rate": o.rate, "shards": o.shards, "nemesis_interval": o.nemesis_interval,
+        "recovery": o.recovery, "op_timeout_ms": o.op_timeout_ms,
+    });
+    std::fs::write(dir.join("opts.json"), serde_json::to_vec_pretty(&opts)?)?;
+
+    let bin_dir = o.bin_dir.clone().unwrap_or_else(default_bin_dir);
+    let mut db = Db::new(bin_dir, dir.clone(), o.nodes, o.shards)?;
+    if let Err(e) = db.setup().await {
+        db.stop_all().await;
+        return Err(e.context("setting up the cluster"));
+    }
+    eprintln!("orrery-jepsen: cluster of {} nodes up", o.nodes);
+
+    let history_path = dir.join("history.jsonl");
+    let rec = Arc::new(Recorder::create(&history_path)?);
+    let run_prefix = format!("jepsen/{seed:x}");
+    let gen = Arc::new(Generator::new(o.workload, &run_prefix, o.concurrency));
+    let client = Arc::new(Client::new(
+        Duration::from_millis(o.op_timeout_ms),
+        o.read_consistency,
+        &run_prefix,
+    )?);
+    let live = Arc::new(RwLock::new(db.ids()));
+    let next_process = Arc::new(AtomicU64::new(0));
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let mean_delay = Duration::from_secs_f64(o.concurrency as f64 / o.rate);
+
+    let mut workers = Vec::new();
+    for i in 0..o.concurrency {
+        workers.push(tokio::spawn(client_loop(
+            gen.clone(),
+            client.clone(),
+            rec.clone(),
+            live.clone(),
+            next_process.clone(),
+            mean_delay,
+            seed.wrapping_add(i as u64 + 1),
+            stop_rx.clone(),
+        )));
+    }
+    let mut nemesis = Nemesis::new(
+        o.nemesis,
+        db,
+        rec.clone(),
+        StdRng::seed_from_u64(seed),
+        live.clone(),
+    );
+    let interval = Duration::from_secs(o.nemesis_interval.max(1));
+    let nem_stop = stop_rx.clone();
+    let nem_task = tokio::spawn(async move {
+        let r = nemesis.run(interval, nem_stop).await;
+        (nemesis, r)
+    });
+
+    tokio::time::sleep(Duration::from_secs(o.time_limit)).await;
+    let _ = stop_tx.send(true);
+    for w in workers {
+        let _ = w.await;
+    }
+    let (mut nemesis, nem_result) = nem_task.await.context("nemesis task")?;
+    if let Err(e) = nem_result {
+        eprintln!("orrery-jepsen: nemesis error: {e:#}");
+    }
+    eprintln!("orrery-jepsen: healing; recovery {} s", o.recovery);
+    let healed = nemesis.heal_all().await;
+    tokio::time::sleep(Duration::from_secs(o.recovery)).await;
+
+    let nodes = live.read().unwrap_or_else(|p| p.into_inner()).clone();
+    let mut final_ok = healed.is_ok();
+    match o.workload {
+        Workload::Register => {
+            let keys = gen.keys.lock().unwrap_or_else(|p| p.into_inner()).all();
+            for key in keys {
+                final_ok &= final_read(
+                    &client,
+                    &rec,
+                    Request::Read { key },
+                    &nodes,
+                    &next_process,
+                    Duration::from_secs(20),
+                )
+                .await;
+            }
+        }
+        Workload::Set | Workload::Queue => {
+            final_ok &= final_read(
+                &client,
+                &rec,
+                Request::ReadSet,
+                &nodes,
+                &next_process,
+                Duration::from_secs(30),
+            )
+            .await;
+        }
+    }
+    nemesis.db.stop_all().await;
+
+    let (ops, write_err) = rec.finish();
+    eprintln!("orrery-jepsen: {} history records; checking", ops.len());
+    let checked = crate::check::check_file(&history_path, o.workload.name())
+        .map_err(|e| anyhow::anyhow!("checking {}: {e}", history_path.display()))?;
+    let mut valid = checked.get("valid").cloned().unwrap_or(json!("unknown"));
+    let mut notes = Vec::new();
+    if let Err(e) = &healed {
+        notes.push(format!("healing failed: {e:#}"));
+    }
+    if !final_ok {
+        notes.push("some final reads never succeeded: the cluster did not recover".to_string());
+        if valid == json!(true) {
+            valid = json!("unknown");
+        }
+    }
+    if let Some(e) = write_err {
+        notes.push(format!("writing the history failed: {e}"));
+        valid = json!("unknown");
+    }
+    let summary = stats::summarize(&ops);
+    if let Err(e) = stats::plot(&ops, &dir.join("latency-raw.png")) {
+        notes.push(format!("plot: {e:#}"));
+    }
+    let results = json!({
+        "valid": valid,
+        "workload": o.workload.name(),
+        "nemesis": o.nemesis.name(),
+        "seed": seed,
+        "checker": checked,
+        "stats": summary,
+        "notes": notes,
+    });
+    std::fs::write(
+        dir.join("results.json"),
+        serde_json::to_vec_pretty(&results)?,
+    )?;
+    nemesis.db.cleanup(o.keep_data || valid != json!(true));
+    Ok(Outcome { dir, valid })
+}

@@ -1,0 +1,344 @@
+//! Workloads: what the client processes do, and how each reply maps to a
+//! completion.
+//!
+//! Completion rules (Jepsen's): `ok` means it happened; `fail` means it
+//! certainly did not (a CAS that lost, a 4xx, a connection that was never
+//! made, or any error on a read, which changes nothing); `info` means the
+//! outcome is unknown (timeout, 5xx, a connection cut mid-request) — the
+//! write may take effect at any later time, or never.
+
+use crate::db::client_addr;
+use crate::history::{f, Op, OpType};
+use crate::net::CLIENT_IP;
+use anyhow::Result;
+use rand::rngs::StdRng;
+use rand::Rng;
+use reqwest::StatusCode;
+use serde_json::{json, Value};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Mutex;
+use std::time::Duration;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum Workload {
+    /// Reads, writes and compare-and-sets on independent registers.
+    Register,
+    /// Unique adds under a prefix; a final read must hold every acknowledged add.
+    Set,
+    /// Job queues (enqueue/claim/complete): needs the job queue API.
+    Queue,
+}
+
+impl Workload {
+    pub fn name(self) -> &'static str {
+        match self {
+            Workload::Register => "register",
+            Workload::Set => "set",
+            Workload::Queue => "queue",
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum ReadConsistency {
+    Linearizable,
+    /// Any replica answers from local state: expected to fail the checker
+    /// under partitions (the suite's proof that it can fail).
+    Stale,
+}
+
+/// The registers in use. Each key takes `per_key` operations, then a fresh
+/// key replaces it, so per-key linearizability checking stays small.
+pub struct KeyPool {
+    prefix: String,
+    active: Vec<(String, u32)>,
+    next: u64,
+    per_key: u32,
+    all: Vec<String>,
+}
+
+impl KeyPool {
+    pub fn new(prefix: String, active: usize, per_key: u32) -> KeyPool {
+        let mut p = KeyPool {
+            prefix,
+            active: Vec::new(),
+            next: 0,
+            per_key,
+            all: Vec::new(),
+        };
+        for _ in 0..active.max(1) {
+            let k = p.fresh();
+            p.active.push((k, 0));
+        }
+        p
+    }
+
+    fn fresh(&mut self) -> String {
+        let k = format!("{}k{}", self.prefix, self.next);
+        self.next += 1;
+        self.all.push(k.clone());
+        k
+    }
+
+    pub fn pick(&mut self, rng: &mut StdRng) -> String {
+        let i = rng.gen_range(0..self.active.len());
+        self.active[i].1 += 1;
+        let key = self.active[i].0.clone();
+        if self.active[i].1 >= self.per_key {
+            let k = self.fresh();
+            self.active[i] = (k, 0);
+        }
+        key
+    }
+
+    pub fn all(&self) -> Vec<String> {
+        self.all.clone()
+    }
+}
+
+/// An operation to perform, before it is recorded.
+#[derive(Clone, Debug)]
+pub enum Request {
+    Read {
+        key: String,
+    },
+    Write {
+        key: String,
+        value: u64,
+    },
+    Cas {
+        key: String,
+        expected: u64,
+        new: u64,
+    },
+    Add {
+        element: u64,
+    },
+    ReadSet,
+}
+
+impl Request {
+    /// The invoke record.
+    pub fn invoke(&self, process: u64, node: u64) -> Op {
+        let (fname, key, value) = match self {
+            Request::Read { key } => (f::READ, Some(key.clone()), Value::Null),
+            Request::Write { key, value } => (f::WRITE, Some(key.clone()), json!(value)),
+            Request::Cas { key, expected, new } => {
+                (f::CAS, Some(key.clone()), json!([expected, new]))
+            }
+            Request::Add { element } => (f::ADD, None, json!(element)),
+            Request::ReadSet => (f::READ, None, Value::Null),
+        };
+        let mut op = Op::new(process, OpType::Invoke, fname, value).with_node(format!("n{node}"));
+        op.key = key;
+        op
+    }
+}
+
+/// Generates the next request of a process.
+pub struct Generator {
+    pub workload: Workload,
+    pub keys: Mutex<KeyPool>,
+    values: AtomicU64,
+    /// Known values per key, to make CAS attempts plausible.
+    last_written: Mutex<std::collections::HashMap<String, u64>>,
+}
+
+impl Generator {
+    pub fn new(workload: Workload, run_prefix: &str, concurrency: usize) -> Generator {
+        Generator {
+            workload,
+            keys: Mutex::new(KeyPool::new(
+                format!("{run_prefix}/r/"),
+                (concurrency / 3).max(1),
+                300,
+            )),
+            values: AtomicU64::new(1),
+            last_written: Mutex::new(Default::default()),
+        }
+    }
+
+    pub fn next(&self, rng: &mut StdRng) -> Request {
+        match self.workload {
+            Workload::Register => {
+                let key = self
+                    .keys
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .pick(rng);
+                let roll: f64 = rng.gen();
+                if roll < 0.5 {
+                    Request::Read { key }
+                } else {
+                    let value = self.values.fetch_add(1, Ordering::Relaxed);
+                    let mut lw = self.last_written.lock().unwrap_or_else(|p| p.into_inner());
+                    if roll < 0.75 || !lw.contains_key(&key) {
+                        lw.insert(key.clone(), value);
+                        Request::Write { key, value }
+                    } else {
+                        let expected = lw[&key];
+                        lw.insert(key.clone(), value);
+                        Request::Cas {
+                            key,
+                            expected,
+                            new: value,
+                        }
+                    }
+                }
+            }
+            Workload::Set | Workload::Queue => Request::Add {
+                element: self.values.fetch_add(1, Ordering::Relaxed),
+            },
+        }
+    }
+}
+
+/// HTTP client for the workloads; connections originate from [`CLIENT_IP`].
+pub struct Client {
+    http: reqwest::Client,
+    consistency: ReadConsistency,
+    set_prefix: String,
+}
+
+fn kv_url(node: u64, key: &str) -> String {
+    format!("http://{}/v1/kv/{key}", client_addr(node))
+}
+
+fn err_text(e: &reqwest::Error) -> String {
+    let mut s = e.to_string();
+    let mut src = std::error::Error::source(e);
+    while let Some(inner) = src {
+        s.push_str(": ");
+        s.push_str(&inner.to_string());
+        src = inner.source();
+    }
+    s
+}
+
+impl Client {
+    pub fn new(
+        timeout: Duration,
+        consistency: ReadConsistency,
+        run_prefix: &str,
+    ) -> Result<Client> {
+        Ok(Client {
+            http: reqwest::Client::builder()
+                .local_address(std::net::IpAddr::V4(CLIENT_IP))
+                .timeout(timeout)
+                .connect_timeout(Duration::from_millis(500))
+                .pool_max_idle_per_host(64)
+                .build()?,
+            consistency,
+            set_prefix: format!("{run_prefix}/s/"),
+        })
+    }
+
+    fn consistency(&self) -> &'static str {
+        match self.consistency {
+            ReadConsistency::Linearizable => "linearizable",
+            ReadConsistency::Stale => "stale",
+        }
+    }
+
+    /// Performs `req` against `node`; returns (type, value, error).
+    pub async fn perform(&self, req: &Request, node: u64) -> (OpType, Value, Option<String>) {
+        match req {
+            Request::Read { key } => {
+                let url = format!("{}?consistency={}", kv_url(node, key), self.consistency());
+                match self.http.get(url).send().await {
+                    Ok(r) if r.status() == StatusCode::NOT_FOUND => (OpType::Ok, Value::Null, None),
+                    Ok(r) if r.status().is_success() => match r.text().await {
+                        Ok(t) => match t.parse::<u64>() {
+                            Ok(v) => (OpType::Ok, json!(v), None),
+                            Err(_) => (OpType::Ok, json!(t), None),
+                        },
+                        Err(e) => (OpType::Fail, Value::Null, Some(err_text(&e))),
+                    },
+                    Ok(r) => (OpType::Fail, Value::Null, Some(status_text(r).await)),
+                    Err(e) => (OpType::Fail, Value::Null, Some(err_text(&e))),
+                }
+            }
+            Request::Write { key, value } => {
+                let r = self
+                    .http
+                    .put(kv_url(node, key))
+                    .body(value.to_string())
+                    .send()
+                    .await;
+                write_outcome(r, json!(value)).await
+            }
+            Request::Cas { key, expected, new } => {
+                let r = self
+                    .http
+                    .post(format!("{}/cas", kv_url(node, key)))
+                    .json(&json!({"expected": expected.to_string(), "value": new.to_string()}))
+                    .send()
+                    .await;
+                match r {
+                    Ok(r) if r.status() == StatusCode::CONFLICT => (
+                        OpType::Fail,
+                        json!([expected, new]),
+                        Some("cas mismatch".into()),
+                    ),
+                    other => write_outcome(other, json!([expected, new])).await,
+                }
+            }
+            Request::Add { element } => {
+                let key = format!("{}{element:010}", self.set_prefix);
+                let r = self.http.put(kv_url(node, &key)).body("1").send().await;
+                write_outcome(r, json!(element)).await
+            }
+            Request::ReadSet => {
+                let url = format!(
+                    "http://{}/v1/kv?prefix={}&limit=10000&consistency={}",
+                    client_addr(node),
+                    self.set_prefix,
+                    self.consistency()
+                );
+                match self.http.get(url).send().await {
+                    Ok(r) if r.status().is_success() => match r.json::<Value>().await {
+                        Ok(v) => {
+                            let mut elems: Vec<u64> = v["items"]
+                                .as_array()
+                                .map(|a| {
+                                    a.iter()
+                                        .filter_map(|i| i["key"].as_str())
+                                        .filter_map(|k| k.strip_prefix(&self.set_prefix))
+                                        .filter_map(|e| e.parse().ok())
+                                        .collect()
+                                })
+                                .unwrap_or_default();
+                            elems.sort_unstable();
+                            (OpType::Ok, json!(elems), None)
+                        }
+                        Err(e) => (OpType::Fail, Value::Null, Some(err_text(&e))),
+                    },
+                    Ok(r) => (OpType::Fail, Value::Null, Some(status_text(r).await)),
+                    Err(e) => (OpType::Fail, Value::Null, Some(err_text(&e))),
+                }
+            }
+        }
+    }
+}
+
+async fn status_text(r: reqwest::Response) -> String {
+    let status = r.status();
+    let body = r.text().await.unwrap_or_default();
+    let body: String = body.chars().take(300).collect();
+    format!("{status}: {body}")
+}
+
+/// A write's completion: 2xx ok; 4xx fail (refused before anything was
+/// proposed); a connection never established fail; everything else info.
+async fn write_outcome(
+    r: reqwest::Result<reqwest::Response>,
+    value: Value,
+) -> (OpType, Value, Option<String>) {
+    match r {
+        Ok(r) if r.status().is_success() => (OpType::Ok, value, None),
+        Ok(r) if r.status().is_client_error() => (OpType::Fail, value, Some(status_text(r).await)),
+        Ok(r) => (OpType::Info, value, Some(status_text(r).await)),
+        Err(e) if e.is_connect() => (OpType::Fail, value, Some(err_text(&e))),
+        Err(e) => (OpType::Info, value, Some(err_text(&e))),
+    }
+}
