@@ -255,11 +255,17 @@ impl Db {
         }
     }
 
+    /// Runs orreryctl, killed after 30 s: an admin call sent to a node cut
+    /// off from its quorum must not stall the nemesis.
     fn ctl(&self, args: &[&str]) -> Result<String> {
-        let out = Command::new(self.bin_dir.join("orreryctl"))
-            .args(args)
-            .output()
-            .context("running orreryctl")?;
+        let out = tokio::task::block_in_place(|| {
+            Command::new("timeout")
+                .arg("30")
+                .arg(self.bin_dir.join("orreryctl"))
+                .args(args)
+                .output()
+        })
+        .context("running orreryctl")?;
         if !out.status.success() {
             bail!(
                 "orreryctl {} failed: {}{}",

@@ -594,23 +594,19 @@ impl Node {
                     if voters.len() == 1 {
                         return Err(ApiError::Conflict("cannot remove the last voter".into()));
                     }
-                    g.raft
-                        .change_membership(
-                            ChangeMembers::RemoveVoters([id].into_iter().collect()),
-                            false,
-                        )
-                        .await
-                        .map_err(|e| ApiError::unavailable(format!("removing voter {id}: {e}")))?;
+                    self.bounded(g.raft.change_membership(
+                        ChangeMembers::RemoveVoters([id].into_iter().collect()),
+                        false,
+                    ))
+                    .await
+                    .map_err(|e| ApiError::unavailable(format!("removing voter {id}: {e}")))?;
                 } else if mem.get_node(&id).is_some() {
-                    g.raft
-                        .change_membership(
-                            ChangeMembers::RemoveNodes([id].into_iter().collect()),
-                            false,
-                        )
-                        .await
-                        .map_err(|e| {
-                            ApiError::unavailable(format!("removing learner {id}: {e}"))
-                        })?;
+                    self.bounded(g.raft.change_membership(
+                        ChangeMembers::RemoveNodes([id].into_iter().collect()),
+                        false,
+                    ))
+                    .await
+                    .map_err(|e| ApiError::unavailable(format!("removing learner {id}: {e}")))?;
                 }
                 progress.push(format!("node {id} left the placement group"));
                 self.placement_write(PlacementCommand::RemoveMember { id })
@@ -619,6 +615,21 @@ impl Node {
             }
         }
         Ok(AdminResult::Progress(progress))
+    }
+
+    /// Bounds a membership change by the admin timeout: a leader cut off
+    /// from its quorum would otherwise wait for the commit forever.
+    async fn bounded<T, E: std::fmt::Display>(
+        &self,
+        fut: impl std::future::Future<Output = Result<T, E>>,
+    ) -> Result<T, String> {
+        match tokio::time::timeout(self.cfg.admin_timeout, fut).await {
+            Ok(r) => r.map_err(|e| e.to_string()),
+            Err(_) => Err(format!(
+                "not committed within {:?} (no quorum?); outcome unknown, check `orreryctl members list`",
+                self.cfg.admin_timeout
+            )),
+        }
     }
 
     async fn promote(&self, g: &Arc<Group>, id: NodeId, node: &NodeAddr) -> Result<(), ApiError> {
@@ -631,13 +642,12 @@ impl Node {
             .voter_ids()
             .collect();
         if !voters.contains(&id) {
-            g.raft
-                .change_membership(
-                    ChangeMembers::AddVoterIds([id].into_iter().collect()),
-                    false,
-                )
-                .await
-                .map_err(|e| ApiError::unavailable(format!("promoting {id}: {e}")))?;
+            self.bounded(g.raft.change_membership(
+                ChangeMembers::AddVoterIds([id].into_iter().collect()),
+                false,
+            ))
+            .await
+            .map_err(|e| ApiError::unavailable(format!("promoting {id}: {e}")))?;
         }
         self.placement_write(PlacementCommand::UpsertMember {
             id,
@@ -823,7 +833,8 @@ impl Node {
                             .map_err(|e| e.to_string())?;
                     }
                 }
-                g.raft.change_membership(ChangeMembers::ReplaceAllVoters(want), false).await.map_err(|e| e.to_string())?;
+                node.bounded(g.raft.change_membership(ChangeMembers::ReplaceAllVoters(want), false))
+                    .await?;
                 tracing::info!(group = g.id, voters = ?nodes.keys().collect::<Vec<_>>(), "shard membership updated");
                 Ok::<_, String>(())
             }

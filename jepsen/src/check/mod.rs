@@ -1,10 +1,33 @@
-//! Checkers. (Placeholder until the checker modules land: helper replaces this file.)
+//! Checkers: pure functions from a history to a verdict.
 
+pub mod linear;
+pub mod queue;
+pub mod set;
+
+use crate::history::{read_jsonl, Op};
+use serde_json::{json, Value};
 use std::path::Path;
 
-pub fn check_file(path: &Path, workload: &str) -> Result<serde_json::Value, String> {
-    Err(format!(
-        "no checker for {workload} yet ({})",
-        path.display()
-    ))
+/// Search steps allowed per key before the linearizability checker says
+/// "unknown" instead of running on.
+pub const DEFAULT_BUDGET: u64 = 5_000_000;
+
+/// Runs the checker for `workload` (`register`, `set` or `queue`) on a
+/// history; the result always has a `valid` field (`true`, `false` or
+/// `"unknown"`).
+pub fn check_history(history: &[Op], workload: &str) -> Result<Value, String> {
+    let v = match workload {
+        "register" => serde_json::to_value(linear::check(history, DEFAULT_BUDGET)?),
+        "set" => serde_json::to_value(set::check(history)?),
+        "queue" => serde_json::to_value(queue::check(history)?),
+        other => return Err(format!("unknown workload {other:?} (register, set, queue)")),
+    }
+    .map_err(|e| e.to_string())?;
+    Ok(json!({"valid": v["valid"].clone(), "workload": workload, "checker": v}))
+}
+
+/// [`check_history`] on a JSON Lines file.
+pub fn check_file(path: &Path, workload: &str) -> Result<Value, String> {
+    let ops = read_jsonl(path).map_err(|e| e.to_string())?;
+    check_history(&ops, workload)
 }
