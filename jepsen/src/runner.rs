@@ -122,6 +122,7 @@ pub struct Outcome {
     pub valid: Value,
 }
 
+#[allow(clippy::too_many_arguments)]
 async fn client_loop(
     gen: Arc<Generator>,
     client: Arc<Client>,

@@ -39,14 +39,14 @@ impl Op {
 
 /// One client connection to one node.
 pub enum Conn {
-    Grpc(Client),
+    Grpc(Box<Client>),
     Http { http: reqwest::Client, base: String },
 }
 
 impl Conn {
     pub async fn connect(protocol: Protocol, addr: &str, op_timeout: Duration) -> Result<Conn> {
         Ok(match protocol {
-            Protocol::Grpc => Conn::Grpc(Client::connect(addr).await?),
+            Protocol::Grpc => Conn::Grpc(Box::new(Client::connect(addr).await?)),
             Protocol::Http => Conn::Http {
                 // A client of its own per worker: its own keep-alive connection.
                 http: reqwest::Client::builder()

@@ -148,10 +148,7 @@ where
             )));
         }
         if let Some(committed) = mark.committed {
-            let last_log = match self.log.last()? {
-                Some((k, _)) => Some(key_index(&k)),
-                None => None,
-            };
+            let last_log = self.log.last()?.map(|(k, _)| key_index(&k));
             let purged: Option<LogId<u64>> = self
                 .read_meta(KEY_PURGED)
                 .map_err(|e| lost(format!("purge marker unreadable: {e}")))?;

@@ -197,9 +197,9 @@ pub fn check_ops(ops: &[RegOp], init: &State, budget: u64) -> Outcome {
     let mut prv = vec![m; m + 1];
     {
         let mut last = m;
-        for i in 0..m {
+        for (i, p) in prv.iter_mut().enumerate().take(m) {
             nxt[last] = i;
-            prv[i] = last;
+            *p = last;
             last = i;
         }
         nxt[last] = none;
