@@ -43,6 +43,8 @@ pub struct Cluster {
     pub dir: tempfile::TempDir,
     pub nodes: Vec<TestNode>,
     pub http: reqwest::Client,
+    /// Environment variables set on every node process.
+    pub env: Vec<(String, String)>,
 }
 
 impl Drop for Cluster {
@@ -63,9 +65,18 @@ impl Drop for Cluster {
 impl Cluster {
     /// Starts `n` nodes (not yet a cluster) with `extra` flags for each.
     pub async fn start(n: usize, extra: &[&str]) -> Cluster {
+        Cluster::start_with_env(n, extra, &[]).await
+    }
+
+    /// Like [`Cluster::start`], with environment variables for every node.
+    pub async fn start_with_env(n: usize, extra: &[&str], env: &[(&str, &str)]) -> Cluster {
         let dir = tempfile::tempdir().expect("tempdir");
         let mut c = Cluster {
             dir,
+            env: env
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
             nodes: Vec::new(),
             http: reqwest::Client::builder()
                 .timeout(Duration::from_secs(20))
@@ -121,6 +132,7 @@ impl Cluster {
 
     /// Starts node `i`'s process without waiting for it.
     pub fn spawn(&mut self, i: usize) {
+        let env = self.env.clone();
         let n = &mut self.nodes[i];
         assert!(n.child.is_none(), "node {} is already running", n.id);
         let log = std::fs::OpenOptions::new()
@@ -142,6 +154,7 @@ impl Cluster {
             .arg(&n.data_dir)
             .args(&n.extra)
             .env("RUST_LOG", "info,openraft=warn")
+            .envs(env)
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()

@@ -45,6 +45,17 @@ pub enum StorageError {
     Lost { group: GroupId, detail: String },
 }
 
+/// Test hook (`ORRERY_TEST_POWER_LOSS=1`): sled's periodic background flush
+/// is turned off, so sled writes its buffers to the files only when Orrery
+/// flushes (fsync) explicitly. `kill -9` of such a node then loses exactly
+/// what Orrery did not make durable, as a power cut loses unsynced pages
+/// (up to sled's 8 MiB write buffer; beyond that sled writes a full buffer
+/// without fsync, which a real power cut could still lose). Tests use it to
+/// show that nothing is acknowledged before it is flushed.
+pub fn power_loss_simulation() -> bool {
+    std::env::var_os("ORRERY_TEST_POWER_LOSS").is_some_and(|v| v == "1")
+}
+
 /// The node's storage: one sled database and the flusher shared by all groups.
 #[derive(Clone)]
 pub struct NodeStorage {
@@ -61,7 +72,11 @@ impl NodeStorage {
             .path(dir.join("sled"))
             // Durability comes from explicit flushes; sled's own periodic
             // flush is kept as a backstop only.
-            .flush_every_ms(Some(1000))
+            .flush_every_ms(if power_loss_simulation() {
+                None
+            } else {
+                Some(1000)
+            })
             .open()?;
         let flusher = Flusher::spawn(db.clone());
         let manifest = Manifest::load(dir).map_err(StorageError::Manifest)?;
