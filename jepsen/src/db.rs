@@ -158,6 +158,9 @@ impl Db {
                 "RUST_LOG",
                 "info,openraft=info,sled=warn,h2=warn,tower=warn",
             )
+            // kill -9 then drops whatever the node did not fsync, as a power
+            // cut would (see orrery_storage::power_loss_simulation).
+            .env("ORRERY_TEST_POWER_LOSS", "1")
             .stdin(Stdio::null())
             .stdout(log.try_clone()?)
             .stderr(log);
