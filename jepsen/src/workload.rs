@@ -329,7 +329,9 @@ async fn status_text(r: reqwest::Response) -> String {
 }
 
 /// A write's completion: 2xx ok; 4xx fail (refused before anything was
-/// proposed); a connection never established fail; everything else info.
+/// proposed); 503 `unavailable` fail (nothing proposed); a connection never
+/// established fail; everything else (`outcome_unknown`, timeouts, cut
+/// connections) info.
 async fn write_outcome(
     r: reqwest::Result<reqwest::Response>,
     value: Value,
@@ -337,6 +339,17 @@ async fn write_outcome(
     match r {
         Ok(r) if r.status().is_success() => (OpType::Ok, value, None),
         Ok(r) if r.status().is_client_error() => (OpType::Fail, value, Some(status_text(r).await)),
+        // Orrery's 503s say whether anything was proposed: `unavailable`
+        // and `not_initialized` mean nothing was; `outcome_unknown` that
+        // it may have been.
+        Ok(r) if r.status() == StatusCode::SERVICE_UNAVAILABLE => {
+            let text = status_text(r).await;
+            let definite = ["\"code\":\"unavailable\"", "\"code\":\"not_initialized\""]
+                .iter()
+                .any(|c| text.contains(c));
+            let kind = if definite { OpType::Fail } else { OpType::Info };
+            (kind, value, Some(text))
+        }
         Ok(r) => (OpType::Info, value, Some(status_text(r).await)),
         Err(e) if e.is_connect() => (OpType::Fail, value, Some(err_text(&e))),
         Err(e) => (OpType::Info, value, Some(err_text(&e))),

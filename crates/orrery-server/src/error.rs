@@ -16,9 +16,14 @@ pub enum ApiError {
     Conflict(String),
     #[error("{0}")]
     TooLarge(String),
-    /// No leader, no quorum, or a timeout: the client may retry.
+    /// No leader, no quorum, or a timeout before anything was proposed:
+    /// nothing happened and the client may retry.
     #[error("{0}")]
     Unavailable(String),
+    /// A write was proposed (or forwarded) and its fate is unknown: it may
+    /// still be applied. Retrying is safe only for idempotent writes.
+    #[error("outcome unknown: {0}")]
+    OutcomeUnknown(String),
     #[error("this node is not part of an initialised cluster yet")]
     NotInitialized,
     #[error("internal error: {0}")]
@@ -44,6 +49,7 @@ impl ApiError {
             ApiError::Conflict(_) => "conflict",
             ApiError::TooLarge(_) => "too_large",
             ApiError::Unavailable(_) => "unavailable",
+            ApiError::OutcomeUnknown(_) => "outcome_unknown",
             ApiError::NotInitialized => "not_initialized",
             ApiError::Internal(_) => "internal",
         }
@@ -55,7 +61,9 @@ impl ApiError {
             ApiError::NotFound(_) => StatusCode::NOT_FOUND,
             ApiError::Conflict(_) => StatusCode::CONFLICT,
             ApiError::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
-            ApiError::Unavailable(_) | ApiError::NotInitialized => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::Unavailable(_) | ApiError::OutcomeUnknown(_) | ApiError::NotInitialized => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -85,7 +93,9 @@ impl From<ApiError> for tonic::Status {
             ApiError::NotFound(_) => tonic::Status::not_found(msg),
             ApiError::Conflict(_) => tonic::Status::failed_precondition(msg),
             ApiError::TooLarge(_) => tonic::Status::resource_exhausted(msg),
-            ApiError::Unavailable(_) | ApiError::NotInitialized => tonic::Status::unavailable(msg),
+            ApiError::Unavailable(_) | ApiError::OutcomeUnknown(_) | ApiError::NotInitialized => {
+                tonic::Status::unavailable(msg)
+            }
             ApiError::Internal(_) => tonic::Status::internal(msg),
         }
     }
@@ -94,6 +104,16 @@ impl From<ApiError> for tonic::Status {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn outcome_unknown_is_a_503_with_its_own_code() {
+        let e = ApiError::OutcomeUnknown("shard-1 did not commit".into());
+        assert_eq!(e.http_status(), StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(e.body()["error"]["code"], "outcome_unknown");
+        let r = e.clone().into_response();
+        assert_eq!(r.headers()[header::RETRY_AFTER], "1");
+        assert_eq!(tonic::Status::from(e).code(), tonic::Code::Unavailable);
+    }
 
     #[test]
     fn statuses_and_bodies() {

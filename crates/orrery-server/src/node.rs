@@ -242,9 +242,10 @@ impl Node {
             let target = match self.registry.get(group) {
                 Some(g) => {
                     match timeout_at(deadline.into(), g.raft.client_write(cmd.clone())).await {
+                        // Proposed, not committed in time: it may still be.
                         Err(_) => {
-                            return Err(ApiError::unavailable(format!(
-                                "{} did not commit the write within {:?}: no quorum or no leader",
+                            return Err(ApiError::OutcomeUnknown(format!(
+                                "{} did not commit the write within {:?} (no quorum, or the leader changed)",
                                 g.name(),
                                 self.cfg.request_timeout
                             )))
@@ -254,7 +255,7 @@ impl Node {
                             self.leader_target(&f)
                         }
                         Ok(Err(e)) => {
-                            return Err(ApiError::unavailable(format!("{}: {e}", g.name())))
+                            return Err(ApiError::OutcomeUnknown(format!("{}: {e}", g.name())))
                         }
                     }
                 }
@@ -267,7 +268,7 @@ impl Node {
                     Err(FwdErr::Api(e)) => return Err(e),
                     // The write may have been applied: only the client can decide to retry.
                     Err(FwdErr::Sent(m)) => {
-                        return Err(ApiError::unavailable(format!("write outcome unknown: {m}")))
+                        return Err(ApiError::OutcomeUnknown(format!("forwarded write: {m}")))
                     }
                     Err(FwdErr::NotSent(m)) => tracing::debug!(group, "forward not sent: {m}"),
                 }
@@ -473,7 +474,9 @@ impl Node {
                             }
                             Err(FwdErr::Api(e)) => return Err(e),
                             Err(FwdErr::Sent(m)) => {
-                                return Err(ApiError::unavailable(format!("outcome unknown: {m}")))
+                                return Err(ApiError::OutcomeUnknown(format!(
+                                    "forwarded admin request: {m}"
+                                )))
                             }
                             Err(FwdErr::NotSent(_)) => {}
                         }
