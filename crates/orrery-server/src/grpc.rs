@@ -162,7 +162,7 @@ impl Cluster for ClusterService {
         &self,
         _req: Request<pb::ListMembersRequest>,
     ) -> Result<Response<pb::ListMembersResponse>, Status> {
-        let p = self.0.placement();
+        let p = self.0.placement_current().await;
         if !p.is_initialized() {
             return Err(ApiError::NotInitialized.into());
         }
@@ -181,7 +181,7 @@ impl Cluster for ClusterService {
         &self,
         _req: Request<pb::ListShardsRequest>,
     ) -> Result<Response<pb::ListShardsResponse>, Status> {
-        let p = self.0.placement();
+        let p = self.0.placement_current().await;
         if !p.is_initialized() {
             return Err(ApiError::NotInitialized.into());
         }

@@ -89,6 +89,21 @@ impl Node {
     }
 
     /// This node's copy of the placement state (may lag the leader's).
+    /// The placement state as of now: read through the placement leader
+    /// (linearizable), so that a membership change that has returned is
+    /// visible from every node. Without a quorum, this node's own view,
+    /// which may be stale.
+    pub async fn placement_current(&self) -> PlacementState {
+        if self.placement().is_initialized() {
+            if let Ok(QueryResult::Placement(p)) =
+                self.read(PLACEMENT_GROUP, Query::Placement, true).await
+            {
+                return *p;
+            }
+        }
+        self.placement()
+    }
+
     pub fn placement(&self) -> PlacementState {
         self.placement_group()
             .map(|g| g.sm.read(|s| s.placement.clone()))
@@ -934,6 +949,7 @@ fn run_query(g: &Group, q: &Query) -> QueryResult {
     g.sm.read(|s| match q {
         Query::KvGet { key } => QueryResult::KvGet(s.kv.get(key).cloned()),
         Query::KvList { prefix, limit } => QueryResult::KvList(s.kv.list(prefix, *limit)),
+        Query::Placement => QueryResult::Placement(Box::new(s.placement.clone())),
     })
 }
 

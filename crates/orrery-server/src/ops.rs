@@ -9,14 +9,22 @@ use std::collections::BTreeMap;
 /// A read against one group's applied state.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub enum Query {
-    KvGet { key: Vec<u8> },
-    KvList { prefix: Vec<u8>, limit: usize },
+    KvGet {
+        key: Vec<u8>,
+    },
+    KvList {
+        prefix: Vec<u8>,
+        limit: usize,
+    },
+    /// The placement group's whole state (membership, shard map).
+    Placement,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub enum QueryResult {
     KvGet(Option<Versioned>),
     KvList(Vec<KvItem>),
+    Placement(Box<orrery_placement::PlacementState>),
 }
 
 /// Membership operations, executed by the placement leader.
