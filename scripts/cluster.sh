@@ -1,59 +1,103 @@
 #!/usr/bin/env bash
 # A local Orrery cluster on this machine, with embedded defaults.
 #
-#   scripts/cluster.sh up [N]   start N nodes (default 3) and form a cluster
+#   scripts/cluster.sh up [N]   start N nodes (default 3, at most 9) and form a cluster
 #   scripts/cluster.sh status   cluster status (orreryctl status)
-#   scripts/cluster.sh down     stop the nodes (SIGTERM, then SIGKILL)
-#   scripts/cluster.sh clean    stop and delete all data
+#   scripts/cluster.sh down     stop the nodes (SIGTERM, then SIGKILL after 5 s)
+#   scripts/cluster.sh clean    down, then delete all data and logs
 #
-# Node i listens on 127.0.0.1:1700i (REST + gRPC) and 127.0.0.1:1710i (peers);
-# data and logs go to $ORRERY_CLUSTER_DIR (default .orrery-cluster/).
-# ORRERY_BIN=/path/to/dir uses prebuilt `orrery` and `orreryctl` binaries.
+# Node i listens on 127.0.0.1:1700i (REST + gRPC) and 127.0.0.1:1710i (peers).
+# Data, logs (n<i>.log) and pid files (n<i>.pid) go to $ORRERY_CLUSTER_DIR
+# (default .orrery-cluster/ in the repository root).
+# With N=3 the nodes start from cluster/node<i>.toml; otherwise from flags.
+#
+# Environment:
+#   ORRERY_BIN           prebuilt binaries: a directory holding `orrery` and
+#                        `orreryctl`, or the path of `orrery` (orreryctl next
+#                        to it). Unset: `cargo build -p orrery` (debug).
+#   ORRERY_CLUSTER_DIR   where data, logs and pid files go.
+#   ORRERY_SHARDS        shard count for `cluster init` (default 8).
+#
+# `up` is safe to repeat: running nodes are left alone, stopped ones are
+# restarted on their data, the cluster is initialised only if node 1 is not,
+# and nodes that are not members yet are added.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 dir="${ORRERY_CLUSTER_DIR:-.orrery-cluster}"
 cmd="${1:-up}"
 
+client_addr() { echo "127.0.0.1:$((17000 + $1))"; }
+peer_addr() { echo "127.0.0.1:$((17100 + $1))"; }
+
 bins() {
     if [ -n "${ORRERY_BIN:-}" ]; then
-        bin="$ORRERY_BIN"
+        if [ -d "$ORRERY_BIN" ]; then
+            orrery="$ORRERY_BIN/orrery"
+        else
+            orrery="$ORRERY_BIN"
+        fi
+        ctl="$(dirname "$orrery")/orreryctl"
     else
         cargo build --quiet -p orrery
-        bin="${CARGO_TARGET_DIR:-target}/debug"
+        orrery="${CARGO_TARGET_DIR:-target}/debug/orrery"
+        ctl="${CARGO_TARGET_DIR:-target}/debug/orreryctl"
     fi
-    orrery="$bin/orrery"
-    ctl="$bin/orreryctl"
+    for b in "$orrery" "$ctl"; do
+        [ -x "$b" ] || { echo "not an executable: $b" >&2; exit 1; }
+    done
 }
 
+# Whether node $1's pid file names a live process (a zombie left by kill -9
+# does not count).
 running() {
-    local pidfile="$dir/n$1.pid"
-    [ -f "$pidfile" ] && kill -0 "$(cat "$pidfile")" 2>/dev/null
+    local pidfile="$dir/n$1.pid" stat
+    [ -f "$pidfile" ] || return 1
+    stat="$(ps -o stat= -p "$(cat "$pidfile")" 2>/dev/null)" || return 1
+    [ -n "$stat" ] && [[ "$stat" != Z* ]]
 }
 
 start_node() {
-    local i="$1"
-    mkdir -p "$dir"
-    local args=(serve --id "$i" --listen "127.0.0.1:$((17000 + i))"
-        --peer-listen "127.0.0.1:$((17100 + i))" --data-dir "$dir/n$i")
-    if [ "$i" -le 3 ] && [ -f "cluster/node$i.toml" ]; then
+    local i="$1" n="$2"
+    local args
+    if [ "$n" = 3 ]; then
+        # --data-dir overrides the file so that ORRERY_CLUSTER_DIR is honoured.
         args=(serve --config "cluster/node$i.toml" --data-dir "$dir/n$i")
+    else
+        args=(serve --id "$i" --listen "$(client_addr "$i")"
+            --peer-listen "$(peer_addr "$i")" --data-dir "$dir/n$i")
     fi
-    nohup "$orrery" "${args[@]}" >>"$dir/n$i.log" 2>&1 &
+    nohup "$orrery" "${args[@]}" >>"$dir/n$i.log" 2>&1 </dev/null &
     echo $! >"$dir/n$i.pid"
     for _ in $(seq 1 100); do
-        if curl -sf "http://127.0.0.1:$((17000 + i))/healthz" >/dev/null 2>&1; then
+        if curl -sf "http://$(client_addr "$i")/healthz" >/dev/null 2>&1; then
             return 0
         fi
         if ! running "$i"; then
-            echo "node $i exited; see $dir/n$i.log" >&2
+            echo "node $i exited; last lines of $dir/n$i.log:" >&2
             tail -5 "$dir/n$i.log" >&2
+            rm -f "$dir/n$i.pid"
             return 1
         fi
         sleep 0.1
     done
-    echo "node $i did not become healthy; see $dir/n$i.log" >&2
+    echo "node $i did not answer /healthz within 10 s; see $dir/n$i.log" >&2
     return 1
+}
+
+# Whether node 1 belongs to an initialised cluster.
+initialised() {
+    local code
+    code="$(curl -s -o /dev/null -w '%{http_code}' "http://$(client_addr 1)/v1/cluster")"
+    [ "$code" = 200 ]
+}
+
+# Whether node $1 is a member. (Output captured first: grep -q in a pipe
+# would close it early, and orreryctl fails on a broken pipe.)
+is_member() {
+    local members
+    members="$("$ctl" --endpoint "$(client_addr 1)" --json members list)" || return 1
+    grep -q "\"id\": $1," <<<"$members"
 }
 
 case "$cmd" in
@@ -64,48 +108,57 @@ up)
         exit 2
     fi
     bins
-    fresh=1
+    mkdir -p "$dir"
     for i in $(seq 1 "$n"); do
         if running "$i"; then
             echo "node $i already running (pid $(cat "$dir/n$i.pid"))"
-            fresh=0
         else
-            [ -d "$dir/n$i" ] && fresh=0
-            start_node "$i"
-            echo "node $i up: http://127.0.0.1:$((17000 + i))"
+            start_node "$i" "$n"
+            echo "node $i started (pid $(cat "$dir/n$i.pid")): http://$(client_addr "$i")"
         fi
     done
-    if [ "$fresh" = 1 ]; then
-        "$ctl" --endpoint 127.0.0.1:17001 cluster init
-        for i in $(seq 2 "$n"); do
-            "$ctl" --endpoint 127.0.0.1:17001 members add "$i" \
-                --addr "127.0.0.1:$((17000 + i))" --peer-addr "127.0.0.1:$((17100 + i))"
-        done
+    if initialised; then
+        echo "cluster already initialised"
+    else
+        "$ctl" --endpoint "$(client_addr 1)" cluster init --shards "${ORRERY_SHARDS:-8}"
     fi
-    echo
-    echo "Orrery is up ($n nodes). Try:"
-    echo "  curl -XPUT localhost:17001/v1/kv/hello -d world"
-    echo "  curl localhost:17002/v1/kv/hello"
-    echo "  $ctl --endpoint 127.0.0.1:17001 status"
-    echo "Logs: $dir/n*.log   Stop: scripts/cluster.sh down"
+    for i in $(seq 2 "$n"); do
+        if ! is_member "$i"; then
+            "$ctl" --endpoint "$(client_addr 1)" members add "$i" \
+                --addr "$(client_addr "$i")" --peer-addr "$(peer_addr "$i")"
+        fi
+    done
+    cat <<EOF
+
+Orrery is up: $n nodes, REST and gRPC on 127.0.0.1:17001..$((17000 + n)).
+  curl -XPUT localhost:17001/v1/kv/hello -d world
+  curl localhost:1700$n/v1/kv/hello
+  $ctl status
+Logs: $dir/n*.log   Stop: scripts/cluster.sh down   Delete data: scripts/cluster.sh clean
+EOF
     ;;
 status)
     bins
-    "$ctl" --endpoint "${ORRERY_ENDPOINT:-127.0.0.1:17001}" status
+    "$ctl" --endpoint "${ORRERY_ENDPOINT:-$(client_addr 1)}" status
     ;;
 down)
+    stopped=0
     for pidfile in "$dir"/n*.pid; do
         [ -f "$pidfile" ] || continue
         pid="$(cat "$pidfile")"
-        kill -TERM "$pid" 2>/dev/null || true
-        for _ in $(seq 1 50); do
-            kill -0 "$pid" 2>/dev/null || break
-            sleep 0.1
-        done
-        kill -KILL "$pid" 2>/dev/null || true
+        if kill -TERM "$pid" 2>/dev/null; then
+            for _ in $(seq 1 50); do
+                kill -0 "$pid" 2>/dev/null || break
+                sleep 0.1
+            done
+            if kill -KILL "$pid" 2>/dev/null; then
+                echo "$(basename "$pidfile" .pid) (pid $pid) did not stop in 5 s; killed"
+            fi
+            stopped=$((stopped + 1))
+        fi
         rm -f "$pidfile"
     done
-    echo "stopped"
+    echo "stopped $stopped node(s)"
     ;;
 clean)
     "$0" down

@@ -88,7 +88,6 @@ impl Node {
         self.registry.get(PLACEMENT_GROUP)
     }
 
-    /// This node's copy of the placement state (may lag the leader's).
     /// The placement state as of now: read through the placement leader
     /// (linearizable), so that a membership change that has returned is
     /// visible from every node. Without a quorum, this node's own view,
@@ -104,6 +103,7 @@ impl Node {
         self.placement()
     }
 
+    /// This node's copy of the placement state (may lag the leader's).
     pub fn placement(&self) -> PlacementState {
         self.placement_group()
             .map(|g| g.sm.read(|s| s.placement.clone()))

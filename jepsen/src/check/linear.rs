@@ -10,11 +10,18 @@
 //! operations without a completion) may take effect at any time after their
 //! invocation, or never: they have no return event, and the search succeeds
 //! once only such operations are left.
+//! `info` reads constrain nothing and are dropped, as are `info` writes and
+//! cas whose new value nothing observes ([`prune_unobserved`]).
+//!
+//! A violation comes with the smallest failing window (see [`Window`] and
+//! `smallest_window`). Everything is bounded by a step budget: when it runs
+//! out the key's verdict is `"unknown"`.
 
 use crate::history::{canonical, f, Op, OpType, Process};
+use crate::results::{CheckerReport, Validity};
 use serde::Serialize;
 use serde_json::Value;
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 
 /// A register operation as the model sees it.
 #[derive(Clone, Debug)]
@@ -49,28 +56,67 @@ fn step(state: &State, k: &RegKind) -> Option<State> {
 /// The outcome for one key.
 #[derive(Clone, Debug, Serialize)]
 pub struct KeyResult {
+    /// The key.
     pub key: String,
-    /// `true`, `false`, or `"unknown"` when the search budget ran out.
-    pub valid: Value,
+    /// `false`, or `"unknown"` when the search budget ran out.
+    pub valid: Validity,
+    /// Operations of the key that the search considered (after dropping
+    /// `fail`ed ones, `info` reads, and unobserved `info` writes).
     pub ops: usize,
-    /// For a violation: the smallest window of operations found that is
-    /// not linearizable from any state the register could have had before
-    /// it, as rendered history lines.
+    /// For a violation: the smallest failing window (see [`Window`]).
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub window: Option<Vec<String>>,
-    /// History indexes (invocations) of the window's operations.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub window_indexes: Option<Vec<u64>>,
+    pub window: Option<Window>,
 }
 
+/// The smallest failing window of a key: a set of operations that is not
+/// linearizable from any value the register could have held before them.
+#[derive(Clone, Debug, Serialize)]
+pub struct Window {
+    /// History indexes of the window's operations (their invocations), in
+    /// invocation order.
+    pub indexes: Vec<u64>,
+    /// The window's history records, rendered (invocation and completion
+    /// of each operation; a completion after `failing_completion` is shown
+    /// but the operation counts as still pending).
+    pub lines: Vec<String>,
+    /// The history index of the completion at which the key's history
+    /// first stops being linearizable: the shortest failing prefix ends
+    /// here.
+    pub failing_completion: u64,
+    /// The completion index through which the key's history is still
+    /// linearizable (the previous completion), if any.
+    pub linearizable_through: Option<u64>,
+    /// The values the register may hold after that linearizable prefix
+    /// (`null`: absent), over all its linearizations; at most 20, `None`
+    /// if the enumeration ran out of budget.
+    pub states_after_linearizable_prefix: Option<Vec<Value>>,
+    /// The initial values the window was checked from (it fails from
+    /// every one): absent, and every value written by an operation that
+    /// may have taken effect before the window's first completed
+    /// operation was invoked (at most 50 listed).
+    pub states_before: Vec<Value>,
+}
+
+/// The linearizability checker's report.
 #[derive(Clone, Debug, Serialize)]
 pub struct LinearResult {
-    pub valid: Value,
+    /// `false` if any key is not linearizable, else `"unknown"` if any
+    /// key's search ran out of budget, else `true`.
+    pub valid: Validity,
+    /// Number of keys.
     pub keys: usize,
+    /// Number of register operations considered, over all keys.
     pub ops: usize,
-    /// Keys that are not linearizable (at most 10 reported in full).
+    /// Keys that are not linearizable (windows computed for the first 10).
     pub failures: Vec<KeyResult>,
+    /// Keys whose search ran out of budget.
     pub unknown_keys: Vec<String>,
+}
+
+impl CheckerReport for LinearResult {
+    fn validity(&self) -> Validity {
+        self.valid
+    }
 }
 
 fn value_str(v: &Value) -> Option<String> {
@@ -162,8 +208,11 @@ pub fn register_ops(history: &[Op]) -> Result<BTreeMap<String, Vec<RegOp>>, Stri
 /// Search outcome.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Outcome {
+    /// Some linearization exists.
     Linearizable,
+    /// No linearization exists.
     NotLinearizable,
+    /// The search budget ran out first.
     Unknown,
 }
 
@@ -173,10 +222,77 @@ enum Ev {
     Ret(usize),
 }
 
+/// Drops `info` writes and cas (unknown outcome, hence optional) whose new
+/// value nothing ever observes: no `ok` read returns it and no `ok` cas (or
+/// kept `info` cas) expects it. Such an operation can be removed from any
+/// linearization without invalidating it (after it only a write could be
+/// linearized anyway), so dropping it preserves the verdict while keeping
+/// the search from trying every subset of a partition's timed-out writes.
+pub fn prune_unobserved(ops: &[RegOp]) -> Vec<RegOp> {
+    let mut observed: HashSet<&str> = HashSet::new();
+    for o in ops {
+        if o.complete_index.is_some() {
+            match &o.kind {
+                RegKind::Read(Some(v)) | RegKind::Cas(v, _) => {
+                    observed.insert(v);
+                }
+                _ => {}
+            }
+        }
+    }
+    loop {
+        let before = observed.len();
+        for o in ops {
+            if let (None, RegKind::Cas(e, n)) = (o.complete_index, &o.kind) {
+                if observed.contains(n.as_str()) {
+                    observed.insert(e);
+                }
+            }
+        }
+        if observed.len() == before {
+            break;
+        }
+    }
+    ops.iter()
+        .filter(|o| match (&o.kind, o.complete_index) {
+            (RegKind::Write(n) | RegKind::Cas(_, n), None) => observed.contains(n.as_str()),
+            _ => true,
+        })
+        .cloned()
+        .collect()
+}
+
 /// Checks `ops` from initial state `init` within `budget` search steps.
 pub fn check_ops(ops: &[RegOp], init: &State, budget: u64) -> Outcome {
+    search(ops, init, budget, None)
+}
+
+/// Every value the register can hold after `ops` (from `init`), over all
+/// their linearizations (pending and `info` operations taking effect or
+/// not). Empty when `ops` is not linearizable; `None` when the budget ran
+/// out.
+pub fn final_states(ops: &[RegOp], init: &State, budget: u64) -> Option<BTreeSet<State>> {
+    let mut out = BTreeSet::new();
+    match search(ops, init, budget, Some(&mut out)) {
+        Outcome::Unknown => None,
+        _ => Some(out),
+    }
+}
+
+/// The Wing–Gong / Lowe search. With `collect`, does not stop at the first
+/// linearization but records the final state of every one (the memo keeps
+/// this finite) and reports whether any was found.
+fn search(
+    ops: &[RegOp],
+    init: &State,
+    budget: u64,
+    mut collect: Option<&mut BTreeSet<State>>,
+) -> Outcome {
     let n = ops.len();
     if n == 0 {
+        if let Some(c) = collect {
+            c.insert(init.clone());
+        }
         return Outcome::Linearizable;
     }
     // Events in real-time order: history indexes are real-time order.
@@ -217,6 +333,7 @@ pub fn check_ops(ops: &[RegOp], init: &State, budget: u64) -> Outcome {
     let mut state = init.clone();
     let mut cur = nxt[m];
     let mut steps = 0u64;
+    let mut found = false;
 
     let unlink = |nxt: &mut Vec<usize>, prv: &mut Vec<usize>, p: usize| {
         let (a, b) = (prv[p], nxt[p]);
@@ -238,162 +355,235 @@ pub fn check_ops(ops: &[RegOp], init: &State, budget: u64) -> Outcome {
         if steps > budget {
             return Outcome::Unknown;
         }
-        if cur == none {
+        let backtrack = if cur == none {
             // Only calls without returns (info operations) are left: they
             // may never have taken effect.
-            return Outcome::Linearizable;
-        }
-        match evs[cur] {
-            Ev::Call(i) => {
-                let new_state = step(&state, &ops[i].kind);
-                let mut advanced = false;
-                if let Some(ns) = new_state {
-                    linearized[i / 64] |= 1 << (i % 64);
-                    if cache.insert((linearized.clone(), ns.clone())) {
-                        stack.push((cur, state.clone()));
-                        state = ns;
-                        unlink(&mut nxt, &mut prv, cur);
-                        if ret_pos[i] != none {
-                            unlink(&mut nxt, &mut prv, ret_pos[i]);
+            match collect.as_deref_mut() {
+                None => return Outcome::Linearizable,
+                Some(c) => {
+                    c.insert(state.clone());
+                    found = true;
+                    true
+                }
+            }
+        } else {
+            match evs[cur] {
+                Ev::Call(i) => {
+                    let mut advanced = false;
+                    if let Some(ns) = step(&state, &ops[i].kind) {
+                        linearized[i / 64] |= 1 << (i % 64);
+                        if cache.insert((linearized.clone(), ns.clone())) {
+                            stack.push((cur, std::mem::replace(&mut state, ns)));
+                            unlink(&mut nxt, &mut prv, cur);
+                            if ret_pos[i] != none {
+                                unlink(&mut nxt, &mut prv, ret_pos[i]);
+                            }
+                            cur = nxt[m];
+                            advanced = true;
+                        } else {
+                            linearized[i / 64] &= !(1 << (i % 64));
                         }
-                        cur = nxt[m];
-                        advanced = true;
-                    } else {
-                        linearized[i / 64] &= !(1 << (i % 64));
                     }
+                    if !advanced {
+                        cur = nxt[cur];
+                    }
+                    false
                 }
-                if !advanced {
-                    cur = nxt[cur];
-                }
+                // An operation returned before being linearized.
+                Ev::Ret(_) => true,
             }
-            Ev::Ret(_) => {
-                // An operation returned before being linearized: undo the
-                // last choice and try the next candidate after it.
-                let Some((pos, s)) = stack.pop() else {
-                    return Outcome::NotLinearizable;
+        };
+        if backtrack {
+            // Undo the last choice and try the next candidate after it.
+            let Some((pos, s)) = stack.pop() else {
+                return if found {
+                    Outcome::Linearizable
+                } else {
+                    Outcome::NotLinearizable
                 };
-                let Ev::Call(i) = evs[pos] else {
-                    return Outcome::NotLinearizable;
-                };
-                linearized[i / 64] &= !(1 << (i % 64));
-                state = s;
-                if ret_pos[i] != none {
-                    relink(&mut nxt, &mut prv, ret_pos[i]);
-                }
-                relink(&mut nxt, &mut prv, pos);
-                cur = nxt[pos];
+            };
+            let Ev::Call(i) = evs[pos] else {
+                unreachable!("only calls are pushed");
+            };
+            linearized[i / 64] &= !(1 << (i % 64));
+            state = s;
+            if ret_pos[i] != none {
+                relink(&mut nxt, &mut prv, ret_pos[i]);
             }
+            relink(&mut nxt, &mut prv, pos);
+            cur = nxt[pos];
         }
     }
 }
 
-/// The smallest failing window: the shortest prefix (by completion) that
-/// is already not linearizable, then cut from the front at quiescent
-/// points (every earlier operation completed before any later one began)
-/// as long as the rest fails from every state the register could have had.
-fn smallest_window(ops: &[RegOp], budget: u64) -> Vec<RegOp> {
-    // Prefix by completion order: ops completed by the k-th completion, plus
-    // ops invoked before it (still pending, so treated as unknown).
+fn state_json(s: &State) -> Value {
+    s.as_deref()
+        .map(|v| serde_json::from_str(v).unwrap_or_else(|_| Value::String(v.to_owned())))
+        .unwrap_or(Value::Null)
+}
+
+/// The key's operations as of history index `t`: those invoked by then,
+/// with completions after `t` treated as pending (unknown outcome) and
+/// reads still pending dropped.
+fn prefix(ops: &[RegOp], t: u64) -> Vec<RegOp> {
+    let v: Vec<RegOp> = ops
+        .iter()
+        .filter(|o| o.invoke_index <= t)
+        .map(|o| {
+            let mut o = o.clone();
+            if o.complete_index.is_some_and(|c| c > t) {
+                o.complete_index = None;
+            }
+            o
+        })
+        .filter(|o| o.complete_index.is_some() || !matches!(o.kind, RegKind::Read(_)))
+        .collect();
+    prune_unobserved(&v)
+}
+
+/// The smallest failing window of a non-linearizable key.
+///
+/// 1. The shortest prefix by completion that is already not linearizable
+///    (binary search: a prefix of a linearizable history is linearizable).
+/// 2. Shrink it from the front: drop the `c` earliest-invoked operations
+///    (those that completed; still-pending ones stay) when every completed
+///    operation left is invoked after all dropped ones completed, as long
+///    as what is left fails from every value in `states_before` (absent,
+///    or written by an operation invoked before the first completed
+///    operation left). Soundness: in a linearization of the prefix, the
+///    dropped operations come before every completed operation left, and
+///    the value at that point is in `states_before`; pending operations
+///    left that took effect earlier can be left out (they are optional).
+///    Failing is monotone in `c` (a failing cut implies every earlier
+///    cut fails), so the largest such `c` is found by binary search.
+fn smallest_window(ops: &[RegOp], budget: u64) -> Window {
     let mut completions: Vec<u64> = ops.iter().filter_map(|o| o.complete_index).collect();
     completions.sort_unstable();
-    let prefix = |t: u64| -> Vec<RegOp> {
-        ops.iter()
-            .filter(|o| o.invoke_index <= t)
-            .map(|o| {
-                let mut o = o.clone();
-                if o.complete_index.is_some_and(|c| c > t) {
-                    o.complete_index = None;
-                }
-                o
-            })
-            .filter(|o| o.complete_index.is_some() || !matches!(o.kind, RegKind::Read(_)))
-            .collect()
-    };
     let (mut lo, mut hi) = (0usize, completions.len().saturating_sub(1));
     while lo < hi {
         let mid = (lo + hi) / 2;
-        if check_ops(&prefix(completions[mid]), &None, budget) == Outcome::NotLinearizable {
+        if check_ops(&prefix(ops, completions[mid]), &None, budget) == Outcome::NotLinearizable {
             hi = mid;
         } else {
             lo = mid + 1;
         }
     }
+    let failing_completion = completions.get(lo).copied().unwrap_or(0);
     let window = match completions.get(lo) {
-        Some(&t) => prefix(t),
+        Some(&t) => prefix(ops, t),
         None => ops.to_vec(),
     };
-    // Front cuts, latest first: the first that still fails is the smallest.
-    let mut cuts: Vec<usize> = Vec::new();
-    for c in 1..window.len() {
+    let linearizable_through = lo.checked_sub(1).map(|i| completions[i]);
+    let states_after_linearizable_prefix = match linearizable_through {
+        Some(t) => final_states(&prefix(ops, t), &None, budget)
+            .map(|s| s.iter().take(20).map(state_json).collect()),
+        None => Some(vec![Value::Null]),
+    };
+
+    let kept = |c: usize| -> Vec<RegOp> {
         let (before, after) = window.split_at(c);
-        let first_invoke = after
+        let v: Vec<RegOp> = before
             .iter()
-            .map(|o| o.invoke_index)
-            .min()
-            .unwrap_or(u64::MAX);
-        if before
-            .iter()
-            .all(|o| o.complete_index.is_some_and(|ci| ci < first_invoke))
-        {
+            .filter(|o| o.complete_index.is_none())
+            .chain(after)
+            .cloned()
+            .collect();
+        prune_unobserved(&v)
+    };
+    // Valid cuts: every completed operation before the cut completed
+    // before any completed operation after it was invoked.
+    let mut cuts: Vec<usize> = Vec::new();
+    let mut first_invoke_after = vec![u64::MAX; window.len() + 1];
+    for c in (0..window.len()).rev() {
+        first_invoke_after[c] = first_invoke_after[c + 1];
+        if window[c].complete_index.is_some() {
+            first_invoke_after[c] = window[c].invoke_index;
+        }
+    }
+    let mut last_done_before = 0u64;
+    for c in 1..window.len() {
+        if let Some(d) = window[c - 1].complete_index {
+            last_done_before = last_done_before.max(d);
+        }
+        if first_invoke_after[c] != u64::MAX && last_done_before < first_invoke_after[c] {
             cuts.push(c);
         }
     }
-    for &c in cuts.iter().rev() {
-        let (before, after) = window.split_at(c);
-        let mut inits: Vec<State> = vec![None];
-        for o in before {
-            match &o.kind {
-                RegKind::Write(v) | RegKind::Cas(_, v) => inits.push(Some(v.clone())),
-                RegKind::Read(v) => inits.push(v.clone()),
+    // The values the register may hold at a cut: absent, or written by an
+    // operation invoked before the first completed operation after it.
+    let inits = |c: usize| -> BTreeSet<State> {
+        let limit = first_invoke_after[c];
+        let mut s: BTreeSet<State> = BTreeSet::new();
+        s.insert(None);
+        for o in window.iter().filter(|o| o.invoke_index < limit) {
+            if let RegKind::Write(v) | RegKind::Cas(_, v) = &o.kind {
+                s.insert(Some(v.clone()));
             }
         }
-        if inits
+        s
+    };
+    let fails = |c: usize| {
+        let k = kept(c);
+        inits(c)
             .iter()
-            .all(|s| check_ops(after, s, budget) == Outcome::NotLinearizable)
-        {
-            return after.to_vec();
+            .all(|s| check_ops(&k, s, budget) == Outcome::NotLinearizable)
+    };
+    // Largest cut that still fails (cuts[..a] fail, cuts[a..] don't).
+    let (mut a, mut b) = (0usize, cuts.len());
+    while a < b {
+        let mid = (a + b) / 2;
+        if fails(cuts[mid]) {
+            a = mid + 1;
+        } else {
+            b = mid;
         }
     }
-    window
+    let (small, states_before) = if a > 0 {
+        (kept(cuts[a - 1]), inits(cuts[a - 1]))
+    } else {
+        (window.clone(), BTreeSet::from([None]))
+    };
+    Window {
+        indexes: small.iter().map(|o| o.invoke_index).collect(),
+        lines: small.iter().flat_map(|o| o.lines.clone()).collect(),
+        failing_completion,
+        linearizable_through,
+        states_after_linearizable_prefix,
+        states_before: states_before.iter().take(50).map(state_json).collect(),
+    }
 }
 
-/// Checks every key of a register history.
+/// Checks every key of a register history, each within `budget_per_key`
+/// search steps (the window search of a failing key gets the same budget
+/// per sub-search).
 pub fn check(history: &[Op], budget_per_key: u64) -> Result<LinearResult, String> {
     let by_key = register_ops(history)?;
     let mut failures = Vec::new();
     let mut unknown = Vec::new();
     let mut total = 0;
     for (key, ops) in &by_key {
+        let ops = prune_unobserved(ops);
         total += ops.len();
-        match check_ops(ops, &None, budget_per_key) {
+        match check_ops(&ops, &None, budget_per_key) {
             Outcome::Linearizable => {}
             Outcome::Unknown => unknown.push(key.clone()),
             Outcome::NotLinearizable => {
-                let (window, window_indexes) = if failures.len() < 10 {
-                    let w = smallest_window(ops, budget_per_key);
-                    (
-                        Some(w.iter().flat_map(|o| o.lines.clone()).collect()),
-                        Some(w.iter().map(|o| o.invoke_index).collect()),
-                    )
-                } else {
-                    (None, None)
-                };
+                let window = (failures.len() < 10).then(|| smallest_window(&ops, budget_per_key));
                 failures.push(KeyResult {
                     key: key.clone(),
-                    valid: Value::Bool(false),
+                    valid: Validity::False,
                     ops: ops.len(),
                     window,
-                    window_indexes,
                 });
             }
         }
     }
     let valid = if !failures.is_empty() {
-        Value::Bool(false)
+        Validity::False
     } else if !unknown.is_empty() {
-        Value::String("unknown".into())
+        Validity::Unknown
     } else {
-        Value::Bool(true)
+        Validity::True
     };
     Ok(LinearResult {
         valid,

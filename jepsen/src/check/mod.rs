@@ -16,8 +16,18 @@ pub const DEFAULT_BUDGET: u64 = 5_000_000;
 /// history; the result always has a `valid` field (`true`, `false` or
 /// `"unknown"`).
 pub fn check_history(history: &[Op], workload: &str) -> Result<Value, String> {
+    check_history_with_budget(history, workload, DEFAULT_BUDGET)
+}
+
+/// [`check_history`] with an explicit linearizability search budget (steps
+/// per key; ignored by the set and queue checkers).
+pub fn check_history_with_budget(
+    history: &[Op],
+    workload: &str,
+    budget: u64,
+) -> Result<Value, String> {
     let v = match workload {
-        "register" => serde_json::to_value(linear::check(history, DEFAULT_BUDGET)?),
+        "register" => serde_json::to_value(linear::check(history, budget)?),
         "set" => serde_json::to_value(set::check(history)?),
         "queue" => serde_json::to_value(queue::check(history)?),
         other => return Err(format!("unknown workload {other:?} (register, set, queue)")),
@@ -27,7 +37,7 @@ pub fn check_history(history: &[Op], workload: &str) -> Result<Value, String> {
 }
 
 /// [`check_history`] on a JSON Lines file.
-pub fn check_file(path: &Path, workload: &str) -> Result<Value, String> {
+pub fn check_file(path: impl AsRef<Path>, workload: &str) -> Result<Value, String> {
     let ops = read_jsonl(path).map_err(|e| e.to_string())?;
     check_history(&ops, workload)
 }

@@ -11,29 +11,42 @@
 //! enqueued.
 
 use crate::history::{canonical, f, Op, OpType, Process};
+use crate::results::{CheckerReport, Validity};
 use serde::Serialize;
-use serde_json::Value;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 #[derive(Clone, Debug, Serialize)]
 pub struct QueueResult {
-    pub valid: Value,
+    /// The verdict (`"unknown"` without a final read).
+    pub valid: Validity,
     pub enqueued: usize,
     pub completed: usize,
     /// Acknowledged jobs neither completed nor pending at the end.
     pub lost: Vec<String>,
     /// Jobs completed (ok) under more than one token.
     pub duplicated: Vec<String>,
-    /// Claims or completions of jobs never enqueued (even as unknown).
+    /// Claims, completions, or final-read entries of jobs never enqueued
+    /// (not even by an enqueue of unknown outcome that reported an id).
+    /// (Only reported when there are more of them than enqueues of
+    /// unknown outcome without an id, which may each have created one.)
     pub unknown_jobs: Vec<String>,
+    /// Job ids never acknowledged by an enqueue but explained by enqueues
+    /// of unknown outcome.
+    pub unattributed: usize,
 }
 
+/// Checks a queue history (see the module documentation).
 pub fn check(history: &[Op]) -> Result<QueueResult, String> {
     let mut pending: HashMap<u64, &Op> = HashMap::new();
     let mut enq_ok = BTreeSet::new();
     let mut enq_any = BTreeSet::new();
     let mut completions: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
-    let mut unknown_jobs = BTreeSet::new();
+    // Every job id seen outside an enqueue's result, checked at the end
+    // (a claim may be recorded before the enqueue's reply).
+    let mut seen = BTreeSet::new();
+    // Enqueues whose outcome is unknown and that reported no id: each may
+    // have created one job the history never names.
+    let mut anonymous = 0usize;
     let mut final_read: Option<(BTreeSet<String>, BTreeSet<String>)> = None;
     for op in history {
         let Process::Client(p) = op.process else {
@@ -52,20 +65,19 @@ pub fn check(history: &[Op]) -> Result<QueueResult, String> {
                 enq_ok.insert(id.clone());
                 enq_any.insert(id);
             }
-            (f::ENQUEUE, OpType::Info) if !op.value.is_null() => {
-                enq_any.insert(canonical(&op.value));
+            (f::ENQUEUE, OpType::Info) => {
+                if op.value.is_null() {
+                    anonymous += 1;
+                } else {
+                    enq_any.insert(canonical(&op.value));
+                }
             }
             (f::CLAIM, OpType::Ok) => {
-                let job = canonical(&op.value["job"]);
-                if !enq_any.contains(&job) {
-                    unknown_jobs.insert(job);
-                }
+                seen.insert(canonical(&op.value["job"]));
             }
             (f::COMPLETE, OpType::Ok) => {
                 let job = canonical(&inv.value["job"]);
-                if !enq_any.contains(&job) {
-                    unknown_jobs.insert(job.clone());
-                }
+                seen.insert(job.clone());
                 completions
                     .entry(job)
                     .or_default()
@@ -85,6 +97,17 @@ pub fn check(history: &[Op]) -> Result<QueueResult, String> {
             _ => {}
         }
     }
+    anonymous += pending.values().filter(|i| i.f == f::ENQUEUE).count();
+    if let Some((pend, done)) = &final_read {
+        seen.extend(pend.iter().chain(done).cloned());
+    }
+    let mut unknown_jobs: BTreeSet<String> = seen.difference(&enq_any).cloned().collect();
+    // Up to `anonymous` ids are explained by enqueues of unknown outcome.
+    let mut unattributed = 0;
+    if unknown_jobs.len() <= anonymous {
+        unattributed = unknown_jobs.len();
+        unknown_jobs.clear();
+    }
     let duplicated: Vec<String> = completions
         .iter()
         .filter(|(_, tokens)| tokens.len() > 1)
@@ -99,11 +122,11 @@ pub fn check(history: &[Op]) -> Result<QueueResult, String> {
         None => Vec::new(),
     };
     let valid = if !lost.is_empty() || !duplicated.is_empty() || !unknown_jobs.is_empty() {
-        Value::Bool(false)
+        Validity::False
     } else if final_read.is_none() {
-        Value::String("unknown".into())
+        Validity::Unknown
     } else {
-        Value::Bool(true)
+        Validity::True
     };
     Ok(QueueResult {
         valid,
@@ -112,5 +135,12 @@ pub fn check(history: &[Op]) -> Result<QueueResult, String> {
         lost: lost.into_iter().take(100).collect(),
         duplicated: duplicated.into_iter().take(100).collect(),
         unknown_jobs: unknown_jobs.into_iter().take(100).collect(),
+        unattributed,
     })
+}
+
+impl CheckerReport for QueueResult {
+    fn validity(&self) -> Validity {
+        self.valid
+    }
 }

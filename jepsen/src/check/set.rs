@@ -6,13 +6,14 @@
 //! last `ok` read in the history.
 
 use crate::history::{canonical, f, Op, OpType, Process};
+use crate::results::{CheckerReport, Validity};
 use serde::Serialize;
-use serde_json::Value;
 use std::collections::{BTreeSet, HashMap};
 
 #[derive(Clone, Debug, Serialize)]
 pub struct SetResult {
-    pub valid: Value,
+    /// The verdict (`"unknown"` without a final read).
+    pub valid: Validity,
     pub attempted: usize,
     pub acknowledged: usize,
     /// Acknowledged adds missing from the final read.
@@ -31,6 +32,8 @@ fn truncated(v: BTreeSet<String>) -> Vec<String> {
     v.into_iter().take(100).collect()
 }
 
+/// Checks a set history against its last `ok` read (see the module
+/// documentation); `"unknown"` without one.
 pub fn check(history: &[Op]) -> Result<SetResult, String> {
     let mut pending: HashMap<u64, &Op> = HashMap::new();
     let (mut attempted, mut ok, mut failed, mut info) = (
@@ -80,7 +83,7 @@ pub fn check(history: &[Op]) -> Result<SetResult, String> {
     }
     let Some(read) = final_read else {
         return Ok(SetResult {
-            valid: Value::String("unknown".into()),
+            valid: Validity::Unknown,
             attempted: attempted.len(),
             acknowledged: ok.len(),
             lost: vec![],
@@ -97,7 +100,7 @@ pub fn check(history: &[Op]) -> Result<SetResult, String> {
     let recovered = info.intersection(&read).count();
     let valid = lost.is_empty() && failed_present.is_empty() && unexpected.is_empty();
     Ok(SetResult {
-        valid: Value::Bool(valid),
+        valid: Validity::from_bool(valid),
         attempted: attempted.len(),
         acknowledged: ok.len(),
         lost_count: lost.len(),
@@ -107,4 +110,10 @@ pub fn check(history: &[Op]) -> Result<SetResult, String> {
         recovered,
         final_read_size: read.len(),
     })
+}
+
+impl CheckerReport for SetResult {
+    fn validity(&self) -> Validity {
+        self.valid
+    }
 }
