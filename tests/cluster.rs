@@ -750,3 +750,24 @@ async fn acknowledged_writes_survive_simulated_power_loss() {
         }
     }
 }
+
+/// The gRPC API takes values up to the same limit as REST (tonic's own
+/// default of 4 MiB must not be the limit), and refuses larger ones clearly.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn grpc_accepts_values_up_to_the_value_limit() {
+    let c = Cluster::formed(1, 1, &["--max-value-bytes", "8388608"]).await;
+    let mut client = orrery_client::Client::connect(&c.nodes[0].addr)
+        .await
+        .expect("connect");
+    let big: Vec<u8> = (0..6 << 20).map(|i| (i % 251) as u8).collect();
+    client.put("big", big.clone()).await.expect("6 MiB put");
+    let got = client.get("big").await.expect("get").expect("present");
+    assert_eq!(got.value, big);
+    let too_big = vec![7u8; 9 << 20];
+    let err = client.put("too-big", too_big).await.unwrap_err();
+    assert!(
+        err.to_string().starts_with("too large"),
+        "unexpected error {err}"
+    );
+    assert!(client.get("too-big").await.expect("get").is_none());
+}

@@ -137,10 +137,16 @@ pub async fn run(
         tokio::spawn(node.clone().run_join(j, stop_rx.clone()));
     }
 
-    let grpc = tonic::service::Routes::new(KvServer::new(grpc::KvService(node.clone())))
-        .add_service(ClusterServer::new(grpc::ClusterService(node.clone())))
-        .prepare()
-        .into_axum_router();
+    // tonic's default 4 MiB limit would refuse values REST accepts.
+    let max_in = cfg.max_value_bytes + cfg.max_key_bytes + (1 << 20);
+    let grpc = tonic::service::Routes::new(
+        KvServer::new(grpc::KvService(node.clone()))
+            .max_decoding_message_size(max_in)
+            .max_encoding_message_size(256 << 20),
+    )
+    .add_service(ClusterServer::new(grpc::ClusterService(node.clone())))
+    .prepare()
+    .into_axum_router();
     let rest = rest::router(node.clone());
     // REST and gRPC share the client port; the content type tells them apart.
     let app = axum::Router::new().fallback_service(tower::service_fn(
