@@ -259,12 +259,7 @@ impl LocalCluster {
     /// Which node leads how many shards, as node 1 sees it.
     pub async fn shard_leaders(&self) -> Result<BTreeMap<String, u32>> {
         let mut c = Client::connect(&self.nodes[0].addr).await?;
-        let shards = c
-            .cluster()
-            .list_shards(pb::ListShardsRequest {})
-            .await?
-            .into_inner()
-            .shards;
+        let shards = c.shards().await?;
         let mut m = BTreeMap::new();
         for s in shards {
             let k = if s.leader == 0 {
@@ -359,9 +354,9 @@ impl Drop for LocalCluster {
 
 /// Whether every shard is fully replicated and led, plus a progress line.
 async fn readiness(c: &mut Client, want: usize) -> (bool, String) {
-    let shards = match c.cluster().list_shards(pb::ListShardsRequest {}).await {
-        Ok(r) => r.into_inner().shards,
-        Err(e) => return (false, format!("listing shards: {}", e.message())),
+    let shards = match c.shards().await {
+        Ok(s) => s,
+        Err(e) => return (false, format!("listing shards: {e}")),
     };
     let status = match c.cluster().status(pb::StatusRequest {}).await {
         Ok(r) => r.into_inner(),

@@ -194,6 +194,16 @@ impl Client {
     }
 
     /// The cluster-administration API.
+    /// The shard map with each shard's current leader.
+    pub async fn shards(&mut self) -> Result<Vec<pb::Shard>, Error> {
+        Ok(self
+            .cluster
+            .list_shards(pb::ListShardsRequest {})
+            .await?
+            .into_inner()
+            .shards)
+    }
+
     pub fn cluster(&mut self) -> &mut ClusterClient<Channel> {
         &mut self.cluster
     }

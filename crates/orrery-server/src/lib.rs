@@ -15,6 +15,7 @@ pub use node::{Node, NodeConfig};
 pub use orrery_raft::RaftSettings;
 
 use openraft::ServerState;
+use ops::GroupReport;
 use orrery_proto::peer::peer_server::PeerServer;
 use orrery_proto::v1::cluster_server::ClusterServer;
 use orrery_proto::v1::kv_server::KvServer;
@@ -208,45 +209,43 @@ pub async fn run(
     Ok(())
 }
 
+/// A per-group gauge: name, help text, and how to read it from a report.
+type Gauge = (&'static str, &'static str, fn(&GroupReport) -> u64);
+
 /// Raft gauges per group, in Prometheus text format.
 pub fn render_raft_metrics(node: &Node, out: &mut String) {
-    let _ = writeln!(out, "# HELP orrery_raft_term Current Raft term per group.");
-    let _ = writeln!(out, "# TYPE orrery_raft_term gauge");
     let reports = node.local_reports();
-    for r in &reports {
-        let _ = writeln!(
-            out,
-            "orrery_raft_term{{group=\"{}\"}} {}",
-            group_name(r.group),
+    let gauges: [Gauge; 4] = [
+        ("orrery_raft_term", "Current Raft term per group.", |r| {
             r.term
-        );
-    }
-    let _ = writeln!(out, "# TYPE orrery_raft_commit_index gauge");
-    for r in &reports {
-        let _ = writeln!(
-            out,
-            "orrery_raft_commit_index{{group=\"{}\"}} {}",
-            group_name(r.group),
-            r.commit_index()
-        );
-    }
-    let _ = writeln!(out, "# TYPE orrery_raft_applied_index gauge");
-    for r in &reports {
-        let _ = writeln!(
-            out,
-            "orrery_raft_applied_index{{group=\"{}\"}} {}",
-            group_name(r.group),
-            r.applied
-        );
-    }
-    let _ = writeln!(out, "# TYPE orrery_raft_last_log_index gauge");
-    for r in &reports {
-        let _ = writeln!(
-            out,
-            "orrery_raft_last_log_index{{group=\"{}\"}} {}",
-            group_name(r.group),
-            r.last_log_index
-        );
+        }),
+        (
+            "orrery_raft_commit_index",
+            "Highest committed log index per group.",
+            |r| r.commit_index(),
+        ),
+        (
+            "orrery_raft_applied_index",
+            "Highest applied log index per group.",
+            |r| r.applied,
+        ),
+        (
+            "orrery_raft_last_log_index",
+            "Last log index per group.",
+            |r| r.last_log_index,
+        ),
+    ];
+    for (name, help, value) in gauges {
+        let _ = writeln!(out, "# HELP {name} {help}");
+        let _ = writeln!(out, "# TYPE {name} gauge");
+        for r in &reports {
+            let _ = writeln!(
+                out,
+                "{name}{{group=\"{}\"}} {}",
+                group_name(r.group),
+                value(r)
+            );
+        }
     }
     let _ = writeln!(out, "# TYPE orrery_raft_is_leader gauge");
     for g in node.registry.all() {

@@ -188,12 +188,7 @@ async fn wait_for_replicas(c: &mut Client, id: u64, wait: Duration) -> Result<()
     let start = Instant::now();
     let mut last = String::new();
     loop {
-        let shards = c
-            .cluster()
-            .list_shards(pb::ListShardsRequest {})
-            .await?
-            .into_inner()
-            .shards;
+        let shards = c.shards().await?;
         let status = c.cluster().status(pb::StatusRequest {}).await?.into_inner();
         let voters = shards
             .iter()
