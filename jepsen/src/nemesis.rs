@@ -23,7 +23,8 @@ pub enum NemesisKind {
     Kill,
     /// SIGSTOP / SIGCONT of random nodes or of leaders.
     Pause,
-    /// Add fresh nodes and remove them again, also through an isolated leader.
+    /// Add fresh nodes and remove members (the fresh ones, or group leaders
+    /// holding replicas), also through an isolated leader.
     Membership,
     /// Restart one node with its clock shifted (faketime).
     Clock,
@@ -292,10 +293,28 @@ impl Nemesis {
         Ok(Some(Fault::Added(id)))
     }
 
-    /// Removes fresh node `id`: usually through a random member; sometimes
+    /// Removes a member: the fresh node added at the start of this fault,
+    /// or (half the time, when that node made it in) the current leader of
+    /// a random shard or of the placement group, whose replicas the cluster
+    /// must move off it first. Usually through a random member; sometimes
     /// through the placement leader while it is isolated (which must not
     /// corrupt anything: the request fails or the majority carries it out).
-    async fn membership_stop(&mut self, id: u64) -> Result<()> {
+    async fn membership_stop(&mut self, fresh: u64) -> Result<()> {
+        let fresh_added = self
+            .live
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .contains(&fresh);
+        let mut id = fresh;
+        if fresh_added && self.rng.gen_bool(0.5) {
+            let g = self.random_group();
+            if let Some(l) = self.db.leader_of(g).await {
+                if l != fresh {
+                    log(&self.rec, "remove-leader", json!({"node": l, "group": g}));
+                    id = l;
+                }
+            }
+        }
         self.live
             .write()
             .unwrap_or_else(|p| p.into_inner())

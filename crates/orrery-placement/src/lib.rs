@@ -13,6 +13,10 @@ pub enum MemberState {
     Learner,
     /// Voting member of the placement group; eligible for shard replicas.
     Voter,
+    /// Being removed: still a voter of the placement group, but the planner
+    /// moves its shard replicas to other voters and never places new ones on
+    /// it. Appended last so that older encodings still decode.
+    Leaving,
 }
 
 impl MemberState {
@@ -20,6 +24,7 @@ impl MemberState {
         match self {
             MemberState::Learner => "learner",
             MemberState::Voter => "voter",
+            MemberState::Leaving => "leaving",
         }
     }
 }
@@ -104,7 +109,7 @@ impl std::fmt::Display for PlacementError {
             }
             PlacementError::HoldsReplicas { id, shards } => write!(
                 f,
-                "node {id} holds replicas of shards {shards:?}; replica moves are not supported yet, so a node holding replicas cannot be removed"
+                "node {id} still holds replicas of shards {shards:?}; they must be moved to other voters before it can be removed"
             ),
             PlacementError::StaleEpoch { shard, expected, actual } => {
                 write!(f, "shard {shard} changed concurrently (epoch {actual}, expected {expected})")
@@ -132,6 +137,7 @@ impl PlacementState {
         self.shards.len() as u32
     }
 
+    /// Voters that may hold shard replicas (not those being removed).
     pub fn voters(&self) -> impl Iterator<Item = &Member> {
         self.members
             .values()
@@ -258,9 +264,13 @@ impl PlacementState {
     }
 }
 
-/// Plans replica additions: every shard gets `min(3, voters)` replicas,
-/// choosing the voters that hold the fewest shards (ties by lowest id) so
-/// that load spreads evenly. Returns `SetReplicas` commands to propose.
+/// Plans replica moves and additions: replicas on `Leaving` members are
+/// dropped, then every shard gets `min(3, voters)` replicas, choosing the
+/// voters that hold the fewest shards (ties by lowest id) so that load
+/// spreads evenly. Returns `SetReplicas` commands to propose.
+///
+/// A shard whose only replicas are leaving keeps them until some other
+/// voter exists: a shard is never left without a replica.
 pub fn plan_replicas(state: &PlacementState) -> Vec<PlacementCommand> {
     let voters: Vec<NodeId> = state.voters().map(|m| m.id).collect();
     let want = voters.len().min(MAX_REPLICAS);
@@ -273,11 +283,23 @@ pub fn plan_replicas(state: &PlacementState) -> Vec<PlacementCommand> {
         }
     }
     let mut out = Vec::new();
+    let leaving: BTreeSet<NodeId> = state
+        .members
+        .values()
+        .filter(|m| m.state == MemberState::Leaving)
+        .map(|m| m.id)
+        .collect();
     for (i, s) in state.shards.iter().enumerate() {
-        if s.replicas.len() >= want {
+        let has_leaving = s.replicas.iter().any(|r| leaving.contains(r));
+        if s.replicas.len() >= want && !has_leaving {
             continue;
         }
-        let mut replicas = s.replicas.clone();
+        let mut replicas: Vec<NodeId> = s
+            .replicas
+            .iter()
+            .copied()
+            .filter(|r| !leaving.contains(r))
+            .collect();
         while replicas.len() < want {
             let pick = load
                 .iter()
@@ -293,6 +315,9 @@ pub fn plan_replicas(state: &PlacementState) -> Vec<PlacementCommand> {
                 }
                 None => break,
             }
+        }
+        if replicas.is_empty() {
+            continue;
         }
         if replicas != s.replicas {
             out.push(PlacementCommand::SetReplicas {
@@ -496,6 +521,86 @@ mod tests {
             s.apply(plan[0].clone()),
             PlacementResponse::Rejected(PlacementError::StaleEpoch { .. })
         ));
+    }
+
+    fn set_state(s: &mut PlacementState, id: u64, state: MemberState) {
+        assert_eq!(
+            s.apply(PlacementCommand::UpsertMember {
+                id,
+                addr: addr(id),
+                state
+            }),
+            PlacementResponse::Ok
+        );
+    }
+
+    #[test]
+    fn leaving_members_are_drained_then_removable() {
+        let mut s = init(6);
+        for id in 2..=4 {
+            add_voter(&mut s, id);
+        }
+        let p = plan_replicas(&s);
+        apply_all(&mut s, p);
+        assert!(s.shards.iter().all(|sh| sh.replicas.len() == 3));
+        let held = s.shards_of(1);
+        assert!(!held.is_empty());
+        set_state(&mut s, 1, MemberState::Leaving);
+        let p = plan_replicas(&s);
+        assert_eq!(p.len(), held.len(), "one move per shard node 1 held");
+        apply_all(&mut s, p);
+        assert!(s.shards_of(1).is_empty());
+        // Still three replicas each, on the remaining voters.
+        assert!(s.shards.iter().all(|sh| sh.replicas.len() == 3));
+        assert!(plan_replicas(&s).is_empty());
+        assert!(plan_leaders(&s).iter().all(|c| match c {
+            PlacementCommand::SetReplicas { replicas, .. } => !replicas.contains(&1),
+            _ => false,
+        }));
+        assert_eq!(
+            s.apply(PlacementCommand::RemoveMember { id: 1 }),
+            PlacementResponse::Ok
+        );
+    }
+
+    #[test]
+    fn draining_shrinks_when_no_spare_voter_and_never_empties_a_shard() {
+        let mut s = init(4);
+        add_voter(&mut s, 2);
+        let p = plan_replicas(&s);
+        apply_all(&mut s, p);
+        set_state(&mut s, 2, MemberState::Leaving);
+        let p = plan_replicas(&s);
+        apply_all(&mut s, p);
+        assert!(s.shards.iter().all(|sh| sh.replicas == vec![1]));
+        // The last voter leaving: nowhere to go, so nothing moves.
+        set_state(&mut s, 1, MemberState::Leaving);
+        assert!(plan_replicas(&s).is_empty());
+        assert!(s.shards.iter().all(|sh| sh.replicas == vec![1]));
+    }
+
+    proptest! {
+        /// Marking any members as leaving converges to shards that hold no
+        /// leaving member (while another voter exists), each with
+        /// min(3, remaining voters) distinct replicas.
+        #[test]
+        fn draining_converges(n in 2u64..7, leave in prop::collection::btree_set(1u64..7, 0..4), shards in 1u32..12) {
+            let mut s = init(shards);
+            for id in 2..=n { add_voter(&mut s, id); }
+            let p = plan_replicas(&s); apply_all(&mut s, p);
+            let leave: BTreeSet<u64> = leave.into_iter().filter(|l| *l <= n).collect();
+            for l in &leave { set_state(&mut s, *l, MemberState::Leaving); }
+            for _ in 0..3 { let p = plan_replicas(&s); apply_all(&mut s, p); }
+            prop_assert!(plan_replicas(&s).is_empty(), "planner must reach a fixed point");
+            let active = s.voters().count();
+            for sh in &s.shards {
+                prop_assert!(!sh.replicas.is_empty());
+                if active > 0 {
+                    prop_assert!(sh.replicas.iter().all(|r| !leave.contains(r)));
+                    prop_assert_eq!(sh.replicas.len(), active.min(3));
+                }
+            }
+        }
     }
 
     proptest! {

@@ -267,7 +267,7 @@ impl Node {
                         }
                         Ok(Ok(resp)) => return Ok(resp.data),
                         Ok(Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f)))) => {
-                            self.leader_target(&f)
+                            self.leader_target(&f).or_else(|| self.moved_away_target(group))
                         }
                         Ok(Err(e)) => {
                             return Err(ApiError::OutcomeUnknown(format!("{}: {e}", g.name())))
@@ -303,6 +303,20 @@ impl Node {
         match (f.leader_id, &f.leader_node) {
             (Some(id), Some(node)) if id != self.id() => Some(node.peer_addr.clone()),
             _ => None,
+        }
+    }
+
+    /// A group still open here whose replicas moved to other nodes knows no
+    /// leader once it was removed from the group: route like a non-host.
+    fn moved_away_target(&self, group: GroupId) -> Option<String> {
+        let hosts_it = self
+            .replica_addrs(group)
+            .map(|r| r.iter().any(|(id, _)| *id == self.id()))
+            .unwrap_or(true);
+        if hosts_it {
+            None
+        } else {
+            self.remote_target(group).ok().flatten()
         }
     }
 
@@ -357,10 +371,12 @@ impl Node {
                         )))
                     }
                     Ok(Ok(_)) => return Ok(run_query(&g, &query)),
-                    Ok(Err(RaftError::APIError(CheckIsLeaderError::ForwardToLeader(f)))) => {
-                        self.leader_target(&f)
+                    Ok(Err(RaftError::APIError(CheckIsLeaderError::ForwardToLeader(f)))) => self
+                        .leader_target(&f)
+                        .or_else(|| self.moved_away_target(group)),
+                    Ok(Err(RaftError::APIError(CheckIsLeaderError::QuorumNotEnough(_)))) => {
+                        self.moved_away_target(group)
                     }
-                    Ok(Err(RaftError::APIError(CheckIsLeaderError::QuorumNotEnough(_)))) => None,
                     Ok(Err(e)) => return Err(ApiError::unavailable(format!("{}: {e}", g.name()))),
                 },
                 None => self.remote_target(group)?,
@@ -544,10 +560,11 @@ impl Node {
                         c.id, c.addr
                     )));
                 }
+                // Re-adding a leaving member cancels its drain (promote below).
                 let was_voter = placement
                     .members
                     .get(&id)
-                    .map(|m| m.state == MemberState::Voter)
+                    .map(|m| matches!(m.state, MemberState::Voter | MemberState::Leaving))
                     .unwrap_or(false);
                 if !was_voter {
                     self.placement_write(PlacementCommand::UpsertMember {
@@ -596,9 +613,7 @@ impl Node {
                 }
                 let shards = placement.shards_of(id);
                 if !shards.is_empty() {
-                    return Err(placement_error(
-                        orrery_placement::PlacementError::HoldsReplicas { id, shards },
-                    ));
+                    self.drain(id, &placement, &mut progress).await?;
                 }
                 let mem = g
                     .raft
@@ -633,6 +648,74 @@ impl Node {
             }
         }
         Ok(AdminResult::Progress(progress))
+    }
+
+    /// Moves every shard replica off `id` before it is removed: marks it
+    /// `Leaving` (the planner then replaces it in each shard's replica list
+    /// and the shard leaders change their groups' voters), and waits until
+    /// no shard map entry and no shard group's membership names it. Works
+    /// whether `id` is alive or dead, and when it leads shards: a leader
+    /// that commits its own removal steps down.
+    async fn drain(
+        &self,
+        id: NodeId,
+        placement: &PlacementState,
+        progress: &mut Vec<String>,
+    ) -> Result<(), ApiError> {
+        if placement.voters().all(|m| m.id == id) {
+            return Err(ApiError::Conflict(format!(
+                "node {id} holds shard replicas and no other voter can take them; add a node first"
+            )));
+        }
+        let member = placement
+            .members
+            .get(&id)
+            .ok_or_else(|| ApiError::NotFound(format!("node {id} is not a member")))?;
+        if member.state != MemberState::Leaving {
+            self.placement_write(PlacementCommand::UpsertMember {
+                id,
+                addr: member.addr.clone(),
+                state: MemberState::Leaving,
+            })
+            .await?;
+        }
+        progress.push(format!(
+            "node {id} is leaving: moving its replicas of shards {:?}",
+            placement.shards_of(id)
+        ));
+        self.wake_reconciler();
+        let deadline = Instant::now() + self.cfg.admin_timeout;
+        loop {
+            if self.placement().shards_of(id).is_empty() && self.no_group_lists(id).await {
+                progress.push(format!("node {id} holds no shard replicas"));
+                return Ok(());
+            }
+            if Instant::now() >= deadline {
+                return Err(ApiError::unavailable(format!(
+                    "node {id} still holds shard replicas after {:?} (moves continue in the background); run the removal again to finish it",
+                    self.cfg.admin_timeout
+                )));
+            }
+            self.wake_reconciler();
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+
+    /// Whether every shard group's leader reports a membership without `id`.
+    async fn no_group_lists(&self, id: NodeId) -> bool {
+        let Ok(groups) = self.shard_groups() else {
+            return false;
+        };
+        let (reports, _) = self.cluster_reports().await;
+        groups.iter().all(|g| {
+            reports.iter().any(|r| {
+                r.group == *g
+                    && r.is_leader
+                    && r.node != id
+                    && !r.voters.contains(&id)
+                    && !r.learners.contains(&id)
+            })
+        })
     }
 
     /// Bounds a membership change by the admin timeout: a leader cut off
@@ -768,6 +851,11 @@ impl Node {
         for (s, info) in p.shards.iter().enumerate() {
             let gid = shard_group(s as u32);
             if !info.replicas.contains(&me) {
+                // Replicas moved off this node: while it still leads the
+                // group, it carries out the move (then steps down).
+                if let Some(g) = self.registry.get(gid) {
+                    self.reconcile_shard_membership(&g, &info.replicas, &p);
+                }
                 continue;
             }
             let g = self
@@ -777,7 +865,10 @@ impl Node {
                 .map_err(|e| ApiError::Internal(e.to_string()))?;
             // Only a shard's very first replica may bootstrap it; every later
             // replica joins through the existing group's leader.
-            if info.replicas == [me] && g.is_pristine() {
+            // Epoch 1 is the map `Init` wrote; a later single-replica list is
+            // a move, whose new replica must join the existing group (a fresh
+            // bootstrap there would fork the shard).
+            if info.replicas == [me] && info.epoch == 1 && g.is_pristine() {
                 let members: BTreeMap<NodeId, NodeAddr> =
                     [(me, self.cfg.node_addr())].into_iter().collect();
                 if let Err(e) = g.raft.initialize(members).await {

@@ -70,7 +70,7 @@ enum MembersCmd {
         wait: u64,
     },
     List,
-    /// Remove a node (refused while it holds shard replicas).
+    /// Remove a node; its shard replicas move to the other voters first.
     Remove {
         id: u64,
     },
