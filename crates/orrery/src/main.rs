@@ -127,6 +127,8 @@ fn init_logging(format: LogFormat) {
     });
     let b = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        // Colour codes only on a terminal: logs redirected to files stay plain.
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_writer(std::io::stderr);
     match format {
         LogFormat::Json => b.json().init(),

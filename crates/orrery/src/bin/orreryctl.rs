@@ -394,6 +394,12 @@ async fn run(cli: Cli) -> Result<()> {
 }
 
 fn main() {
+    // Behave like other CLI tools in a pipeline (`orreryctl ... | head`):
+    // end quietly on a closed pipe instead of panicking in println!.
+    // SAFETY: called before any other thread exists; SIG_DFL is a valid handler.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
     let cli = Cli::parse();
     let rt = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
