@@ -12,9 +12,6 @@
 //! node's `fs_root`) and `command` (only with `allow_command_jobs`). More kinds
 //! plug in through [`KindHandler`].
 
-// Skeleton stage: internals not wired yet (removed once the engine runs).
-#![allow(dead_code)]
-
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -29,7 +26,7 @@ mod kinds;
 mod logs;
 
 pub use confine::{confine_existing, confine_glob, confine_output_dir};
-pub use engine::Engine;
+pub use engine::{Engine, CANCELLED, GPU_REFRESH};
 pub use gpu::GpuInventory;
 pub use logs::{LogBook, LogChunk, FINISHED_RUNS_KEPT};
 
@@ -225,6 +222,20 @@ pub struct RunContext {
 }
 
 impl RunContext {
+    /// A context outside any engine (for testing a [`KindHandler`]): its log
+    /// lines go to a private [`LogBook`] under `("detached", 0)`, returned alongside.
+    pub fn detached(fs_root: Option<PathBuf>, gpus: Vec<String>) -> (RunContext, LogBook) {
+        let logs = LogBook::new(4 * 1024 * 1024);
+        let ctx = RunContext {
+            logs: logs.clone(),
+            job_id: "detached".to_string(),
+            attempt: 0,
+            cancelled: Arc::new(AtomicBool::new(false)),
+            fs_root,
+            gpus,
+        };
+        (ctx, logs)
+    }
     /// Appends one line to the run's log.
     pub fn log(&self, line: &str) {
         let mut data = Vec::with_capacity(line.len() + 1);

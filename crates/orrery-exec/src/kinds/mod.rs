@@ -203,3 +203,29 @@ fn validate_command(p: &Value) -> Result<(), String> {
     }
     Ok(())
 }
+
+pub(crate) mod command;
+pub(crate) mod csv_transform;
+pub(crate) mod fs_summarize;
+pub(crate) mod thumbnail;
+
+/// Where an output is written before being renamed into place.
+pub(crate) fn partial_name(output: &std::path::Path) -> std::path::PathBuf {
+    let mut s = output.as_os_str().to_owned();
+    s.push(".partial");
+    std::path::PathBuf::from(s)
+}
+
+/// Runs a blocking built-in kind (everything but `command`).
+pub(crate) fn run_blocking(
+    kind: &str,
+    params: &Value,
+    ctx: &crate::RunContext,
+) -> Result<Value, String> {
+    match kind {
+        "fs.summarize" => fs_summarize::run(params, ctx),
+        "fs.csv_transform" => csv_transform::run(params, ctx),
+        "image.thumbnail" => thumbnail::run(params, ctx),
+        other => Err(format!("kind '{other}' is not a built-in blocking kind")),
+    }
+}
