@@ -53,6 +53,15 @@ impl GpuInventory {
         }
     }
 
+    /// An inventory of fixed GPUs without NVML (engine tests).
+    #[cfg(test)]
+    pub(crate) fn fixed(gpus: Vec<GpuInfo>) -> GpuInventory {
+        GpuInventory {
+            nvml: None,
+            last: Arc::new(Mutex::new(gpus)),
+        }
+    }
+
     /// Whether NVML is loaded.
     pub fn has_nvml(&self) -> bool {
         self.nvml.is_some()

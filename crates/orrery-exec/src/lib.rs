@@ -24,6 +24,8 @@ mod engine;
 mod gpu;
 mod kinds;
 mod logs;
+#[cfg(test)]
+mod tests;
 
 pub use confine::{confine_existing, confine_glob, confine_output_dir};
 pub use engine::{Engine, CANCELLED, GPU_REFRESH};
