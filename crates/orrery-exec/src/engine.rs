@@ -175,6 +175,13 @@ impl Engine {
     }
 }
 
+impl Drop for Engine {
+    /// Dropping the engine stops its slots from claiming, like `shutdown`.
+    fn drop(&mut self) {
+        self.shared.stop.send_replace(true);
+    }
+}
+
 async fn refresh_gpus(sh: Arc<Shared>) {
     let mut stop = sh.stop.subscribe();
     let mut tick = tokio::time::interval(GPU_REFRESH);
@@ -287,7 +294,7 @@ async fn slot(sh: Arc<Shared>, index: usize) {
                 drop(offer);
                 // A source that answers before the wait is up must not make
                 // us spin.
-                if started.elapsed() < sh.cfg.claim_wait / 2
+                if started.elapsed() < (sh.cfg.claim_wait / 2).max(Duration::from_millis(250))
                     && sleep_or_stop(&mut stop, Duration::from_millis(250)).await
                 {
                     break;

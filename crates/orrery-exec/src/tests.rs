@@ -506,6 +506,36 @@ async fn csv_transform_selects_renames_and_filters() {
         "{v}"
     );
     assert!(!r.join("out/z/f0.csv").exists());
+    // Two matches with one name would write one output: both refused.
+    std::fs::create_dir_all(r.join("in/sub")).unwrap();
+    std::fs::copy(r.join("in/f0.csv"), r.join("in/sub/f0.csv")).unwrap();
+    let id = src.submit(
+        "fs.csv_transform",
+        json!({"input_glob": "in/**/f0.csv", "output_dir": "out/w"}),
+    );
+    let (v, _) = src.outcome(&id, WAIT).await.ok();
+    assert_eq!(v["files"], json!([]), "{v}");
+    assert_eq!(v["errors"].as_array().unwrap().len(), 2, "{v}");
+    assert!(
+        v["errors"][0]["error"]
+            .as_str()
+            .unwrap()
+            .contains("same name"),
+        "{v}"
+    );
+    // Writing next to the inputs is refused per file.
+    let id = src.submit(
+        "fs.csv_transform",
+        json!({"input_glob": "in/f1.csv", "output_dir": "in"}),
+    );
+    let (v, _) = src.outcome(&id, WAIT).await.ok();
+    assert!(
+        v["errors"][0]["error"]
+            .as_str()
+            .unwrap()
+            .contains("overwrite the input"),
+        "{v}"
+    );
     e.shutdown().await;
 }
 
@@ -628,6 +658,15 @@ async fn command_output_is_captured() {
     let id = src.submit("command", json!({"argv": ["/nonexistent/prog"]}));
     let (err, _) = src.outcome(&id, WAIT).await.err();
     assert!(err.contains("cannot start '/nonexistent/prog'"), "{err}");
+    let id = src.submit(
+        "command",
+        json!({"argv": ["true"], "cwd": "/nonexistent/dir"}),
+    );
+    let (err, _) = src.outcome(&id, WAIT).await.err();
+    assert!(
+        err.contains("params.cwd '/nonexistent/dir' is not a directory"),
+        "{err}"
+    );
     e.shutdown().await;
 }
 

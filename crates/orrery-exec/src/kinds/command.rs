@@ -93,6 +93,12 @@ pub(crate) async fn run(
         .process_group(0)
         .kill_on_drop(true);
     if let Some(cwd) = &spec.cwd {
+        // Checked here: spawn would report a missing cwd as a missing program.
+        if !std::path::Path::new(cwd).is_dir() {
+            return Err(format!(
+                "params.cwd '{cwd}' is not a directory on this node"
+            ));
+        }
         cmd.current_dir(cwd);
     }
     let mut child = cmd
@@ -133,7 +139,8 @@ pub(crate) async fn run(
         status = child.wait() => {
             let status = status.map_err(|e| format!("waiting for the command: {e}"))?;
             // The leader exited; stragglers in its group would keep our
-            // pipes open and outlive the job.
+            // pipes open and outlive the job. (The group id cannot be reused
+            // while any member lives; if none does, this finds nothing.)
             kill_group(pgid);
             use std::os::unix::process::ExitStatusExt;
             match (status.code(), status.signal()) {

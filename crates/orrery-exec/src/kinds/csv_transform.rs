@@ -175,6 +175,7 @@ pub(crate) fn run(params: &Value, ctx: &RunContext) -> Result<Value, String> {
     };
     let inputs = confine_glob(root, "params.input_glob", glob).map_err(|e| e.to_string())?;
     let out_dir = confine_output_dir(root, "params.output_dir", out).map_err(|e| e.to_string())?;
+    let names = super::name_counts(&inputs);
     ctx.log(&format!("{} input file(s)", inputs.len()));
     let results: Vec<(PathBuf, Result<Done, String>)> = inputs
         .par_iter()
@@ -183,11 +184,7 @@ pub(crate) fn run(params: &Value, ctx: &RunContext) -> Result<Value, String> {
                 if ctx.is_cancelled() {
                     return Err("cancelled".to_string());
                 }
-                let name = input.file_name().ok_or("input has no file name")?;
-                let output = out_dir.join(name);
-                if output == *input {
-                    return Err("output would overwrite the input (same directory)".to_string());
-                }
+                let output = super::output_for(input, &out_dir, &names)?;
                 let (i, o) = transform(&spec, input, &output, ctx)?;
                 Ok((output, i, o))
             })();

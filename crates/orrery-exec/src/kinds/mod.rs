@@ -216,6 +216,39 @@ pub(crate) fn partial_name(output: &std::path::Path) -> std::path::PathBuf {
     std::path::PathBuf::from(s)
 }
 
+/// How many inputs share each file name (outputs are flat in `output_dir`).
+pub(crate) fn name_counts(
+    inputs: &[std::path::PathBuf],
+) -> std::collections::HashMap<std::ffi::OsString, usize> {
+    let mut m = std::collections::HashMap::new();
+    for i in inputs {
+        if let Some(n) = i.file_name() {
+            *m.entry(n.to_owned()).or_insert(0) += 1;
+        }
+    }
+    m
+}
+
+/// The output path of `input` in `out_dir`, refusing collisions: two inputs
+/// with the same name, or an output that is its own input.
+pub(crate) fn output_for(
+    input: &std::path::Path,
+    out_dir: &std::path::Path,
+    names: &std::collections::HashMap<std::ffi::OsString, usize>,
+) -> Result<std::path::PathBuf, String> {
+    let name = input.file_name().ok_or("input has no file name")?;
+    if names.get(name).copied().unwrap_or(0) > 1 {
+        return Err(
+            "another matched file has the same name; outputs would collide in output_dir".into(),
+        );
+    }
+    let output = out_dir.join(name);
+    if output == input {
+        return Err("output would overwrite the input (output_dir is its directory)".into());
+    }
+    Ok(output)
+}
+
 /// Runs a blocking built-in kind (everything but `command`).
 pub(crate) fn run_blocking(
     kind: &str,

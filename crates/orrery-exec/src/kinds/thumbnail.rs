@@ -24,12 +24,16 @@ pub(crate) fn fit(w: u32, h: u32, max_side: u32) -> (u32, u32) {
 }
 
 fn one(input: &Path, output: &Path, max_side: u32) -> Result<(u32, u32, u32, u32), String> {
-    let img = image::ImageReader::open(input)
+    let reader = image::ImageReader::open(input)
         .map_err(|e| e.to_string())?
         .with_guessed_format()
-        .map_err(|e| e.to_string())?
-        .decode()
         .map_err(|e| e.to_string())?;
+    // The content decides the format, not the file name.
+    let format = reader
+        .format()
+        .filter(|f| matches!(f, image::ImageFormat::Png | image::ImageFormat::Jpeg))
+        .ok_or("not a PNG or JPEG image")?;
+    let img = reader.decode().map_err(|e| e.to_string())?;
     let (w, h) = (img.width(), img.height());
     let (tw, th) = fit(w, h, max_side);
     let thumb = if (tw, th) == (w, h) {
@@ -37,7 +41,6 @@ fn one(input: &Path, output: &Path, max_side: u32) -> Result<(u32, u32, u32, u32
     } else {
         img.resize_exact(tw, th, image::imageops::FilterType::Triangle)
     };
-    let format = image::ImageFormat::from_path(input).map_err(|e| e.to_string())?;
     let thumb = if format == image::ImageFormat::Jpeg {
         // JPEG has no alpha channel.
         image::DynamicImage::ImageRgb8(thumb.to_rgb8())
@@ -80,6 +83,7 @@ pub(crate) fn run(params: &Value, ctx: &RunContext) -> Result<Value, String> {
         .ok_or("params.max_side must be a positive integer")?;
     let inputs = confine_glob(root, "params.input_glob", glob).map_err(|e| e.to_string())?;
     let out_dir = confine_output_dir(root, "params.output_dir", out).map_err(|e| e.to_string())?;
+    let names = super::name_counts(&inputs);
     ctx.log(&format!("{} input image(s)", inputs.len()));
     let results: Vec<(PathBuf, Result<Done, String>)> = inputs
         .par_iter()
@@ -88,11 +92,7 @@ pub(crate) fn run(params: &Value, ctx: &RunContext) -> Result<Value, String> {
                 if ctx.is_cancelled() {
                     return Err("cancelled".to_string());
                 }
-                let name = input.file_name().ok_or("input has no file name")?;
-                let output = out_dir.join(name);
-                if output == *input {
-                    return Err("output would overwrite the input (same directory)".to_string());
-                }
+                let output = super::output_for(input, &out_dir, &names)?;
                 Ok((output.clone(), one(input, &output, max_side)?))
             })();
             (input.clone(), r)
