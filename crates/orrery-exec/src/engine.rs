@@ -432,7 +432,13 @@ async fn run_job(sh: &Arc<Shared>, job: Claimed, gpus: Vec<String>) {
     });
     let work = do_work(sh, &job, ctx, cancel_rx);
     tokio::pin!(work);
-    let hb_every = sh.cfg.heartbeat_every.max(Duration::from_millis(10));
+    // Three heartbeats per lease at least, whatever the configured period:
+    // one lost heartbeat must not cost the lease.
+    let mut hb_every = sh.cfg.heartbeat_every;
+    if job.lease_s > 0 {
+        hb_every = hb_every.min(Duration::from_secs(u64::from(job.lease_s)) / 3);
+    }
+    let hb_every = hb_every.max(Duration::from_millis(10));
     let mut hb = tokio::time::interval_at(tokio::time::Instant::now() + hb_every, hb_every);
     hb.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let sampling = !gpus.is_empty() && sh.gpus.has_nvml();

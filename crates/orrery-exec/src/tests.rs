@@ -985,7 +985,7 @@ async fn no_busy_loop_and_shutdown_stops_claiming() {
     tokio::time::sleep(Duration::from_millis(100)).await;
     let t = Instant::now();
     e.shutdown().await;
-    assert!(t.elapsed() < Duration::from_millis(400));
+    assert!(t.elapsed() < Duration::from_secs(2), "{:?}", t.elapsed());
     tokio::time::sleep(Duration::from_millis(50)).await;
     assert_eq!(src.claims_in_flight.load(Ordering::SeqCst), 0);
     let id = src.submit("command", json!({"argv": ["true"]}));
