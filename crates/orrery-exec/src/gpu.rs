@@ -1,0 +1,299 @@
+//! GPU inventory through NVML (dlopened at run time by nvml-wrapper, so the
+//! build needs no NVIDIA libraries) and the engine's GPU allocator.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use nvml_wrapper::enum_wrappers::device::TemperatureSensor;
+use nvml_wrapper::Nvml;
+
+use crate::GpuInfo;
+
+const MIB: u64 = 1024 * 1024;
+
+/// GPU inventory through NVML loaded at run time; no NVML => an empty
+/// inventory and ONE info log line, never an error.
+#[derive(Clone)]
+pub struct GpuInventory {
+    nvml: Option<Arc<Nvml>>,
+    last: Arc<Mutex<Vec<GpuInfo>>>,
+}
+
+impl GpuInventory {
+    /// Initialises NVML and reads the GPUs once.
+    pub fn load() -> GpuInventory {
+        match Nvml::init() {
+            Ok(nvml) => {
+                let inv = GpuInventory {
+                    nvml: Some(Arc::new(nvml)),
+                    last: Arc::new(Mutex::new(Vec::new())),
+                };
+                inv.refresh();
+                tracing::info!(
+                    gpus = inv.snapshot().len(),
+                    "NVML loaded; GPU inventory ready"
+                );
+                inv
+            }
+            Err(e) => {
+                tracing::info!(
+                    reason = %e,
+                    "NVML not available: this node reports no GPUs and runs no GPU jobs"
+                );
+                GpuInventory::empty()
+            }
+        }
+    }
+
+    /// An inventory without NVML (no GPUs).
+    pub fn empty() -> GpuInventory {
+        GpuInventory {
+            nvml: None,
+            last: Arc::new(Mutex::new(Vec::new())),
+        }
+    }
+
+    /// An inventory of fixed GPUs without NVML (engine tests).
+    #[cfg(test)]
+    pub(crate) fn fixed(gpus: Vec<GpuInfo>) -> GpuInventory {
+        GpuInventory {
+            nvml: None,
+            last: Arc::new(Mutex::new(gpus)),
+        }
+    }
+
+    /// Whether NVML is loaded.
+    pub fn has_nvml(&self) -> bool {
+        self.nvml.is_some()
+    }
+
+    /// The GPUs as of the last refresh (refreshed every 10 s by the engine).
+    pub fn snapshot(&self) -> Vec<GpuInfo> {
+        self.last.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    /// Re-reads every GPU. A device NVML cannot read is left out (and logged);
+    /// it must not take the others with it.
+    pub fn refresh(&self) {
+        let Some(nvml) = &self.nvml else { return };
+        let count = match nvml.device_count() {
+            Ok(c) => c,
+            Err(e) => {
+                tracing::warn!(error = %e, "NVML device_count failed");
+                return;
+            }
+        };
+        let mut gpus = Vec::with_capacity(count as usize);
+        for i in 0..count {
+            match read_device(nvml, i) {
+                Ok(g) => gpus.push(g),
+                Err(e) => tracing::warn!(index = i, error = %e, "NVML could not read GPU"),
+            }
+        }
+        *self.last.lock().unwrap_or_else(|e| e.into_inner()) = gpus;
+    }
+
+    /// Memory used (MiB, summed) and mean utilisation (%) of the given GPUs
+    /// now; None without NVML or if any of them cannot be read.
+    pub(crate) fn sample(&self, uuids: &[String]) -> Option<(u64, f64)> {
+        let nvml = self.nvml.as_ref()?;
+        if uuids.is_empty() {
+            return None;
+        }
+        let mut used = 0;
+        let mut util = 0u64;
+        for u in uuids {
+            let d = nvml.device_by_uuid(u.as_str()).ok()?;
+            used += d.memory_info().ok()?.used / MIB;
+            util += u64::from(d.utilization_rates().ok()?.gpu);
+        }
+        Some((used, util as f64 / uuids.len() as f64))
+    }
+}
+
+fn read_device(nvml: &Nvml, index: u32) -> Result<GpuInfo, nvml_wrapper::error::NvmlError> {
+    let d = nvml.device_by_index(index)?;
+    let mem = d.memory_info()?;
+    let cc = d.cuda_compute_capability()?;
+    Ok(GpuInfo {
+        uuid: d.uuid()?,
+        index,
+        name: d.name()?,
+        memory_total_mb: mem.total / MIB,
+        memory_used_mb: mem.used / MIB,
+        // Utilisation and temperature are unsupported on some boards; report 0
+        // rather than hiding the GPU.
+        utilization_pct: d.utilization_rates().map(|u| u.gpu).unwrap_or(0),
+        temperature_c: d.temperature(TemperatureSensor::Gpu).unwrap_or(0),
+        compute_capability: format!("{}.{}", cc.major, cc.minor),
+    })
+}
+
+/// Which GPUs running jobs hold. A GPU held exclusively is offered to nobody;
+/// one held only by `shared_gpu` jobs may be given to more shared jobs but is
+/// never offered in a claim (the claim cannot say "shared only").
+#[derive(Default)]
+pub(crate) struct GpuAllocator {
+    held: Mutex<HashMap<String, Holders>>,
+}
+
+#[derive(Default, Clone, Copy)]
+struct Holders {
+    exclusive: bool,
+    shared: u32,
+}
+
+impl GpuAllocator {
+    /// GPUs of `all` that no running job holds.
+    pub(crate) fn free(&self, all: &[GpuInfo]) -> Vec<GpuInfo> {
+        let held = self.held.lock().unwrap_or_else(|e| e.into_inner());
+        all.iter()
+            .filter(|g| !held.contains_key(&g.uuid))
+            .cloned()
+            .collect()
+    }
+
+    /// Picks `n` GPUs with at least `mem_mb` free for a job; None if there
+    /// are not enough. Shared jobs first reuse GPUs other shared jobs hold.
+    pub(crate) fn allocate(
+        &self,
+        all: &[GpuInfo],
+        n: u32,
+        mem_mb: u64,
+        shared: bool,
+    ) -> Option<Vec<String>> {
+        if n == 0 {
+            return Some(Vec::new());
+        }
+        let mut held = self.held.lock().unwrap_or_else(|e| e.into_inner());
+        let fits = |g: &GpuInfo| g.memory_total_mb.saturating_sub(g.memory_used_mb) >= mem_mb;
+        let mut picked: Vec<String> = Vec::new();
+        if shared {
+            for g in all.iter().filter(|g| fits(g)) {
+                if picked.len() as u32 == n {
+                    break;
+                }
+                if matches!(held.get(&g.uuid), Some(h) if !h.exclusive) {
+                    picked.push(g.uuid.clone());
+                }
+            }
+        }
+        for g in all.iter().filter(|g| fits(g)) {
+            if picked.len() as u32 == n {
+                break;
+            }
+            if !held.contains_key(&g.uuid) {
+                picked.push(g.uuid.clone());
+            }
+        }
+        if (picked.len() as u32) < n {
+            return None;
+        }
+        for u in &picked {
+            let h = held.entry(u.clone()).or_default();
+            if shared {
+                h.shared += 1;
+            } else {
+                h.exclusive = true;
+            }
+        }
+        Some(picked)
+    }
+
+    pub(crate) fn release(&self, uuids: &[String], shared: bool) {
+        let mut held = self.held.lock().unwrap_or_else(|e| e.into_inner());
+        for u in uuids {
+            if let Some(h) = held.get_mut(u) {
+                if shared {
+                    h.shared = h.shared.saturating_sub(1);
+                } else {
+                    h.exclusive = false;
+                }
+                if !h.exclusive && h.shared == 0 {
+                    held.remove(u);
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn gpu(i: u32, total: u64, used: u64) -> GpuInfo {
+        GpuInfo {
+            uuid: format!("GPU-{i}"),
+            index: i,
+            name: "Test".into(),
+            memory_total_mb: total,
+            memory_used_mb: used,
+            utilization_pct: 0,
+            temperature_c: 0,
+            compute_capability: "8.0".into(),
+        }
+    }
+
+    #[test]
+    fn no_nvml_means_empty_inventory() {
+        // This machine has no NVIDIA driver; if one is present the inventory
+        // must still load without error.
+        let inv = GpuInventory::load();
+        if !inv.has_nvml() {
+            assert!(inv.snapshot().is_empty());
+            assert_eq!(inv.sample(&["GPU-x".to_string()]), None);
+        }
+        inv.refresh();
+        let e = GpuInventory::empty();
+        assert!(e.snapshot().is_empty());
+        assert_eq!(e.sample(&["GPU-x".to_string()]), None);
+    }
+
+    #[test]
+    fn exclusive_gpus_are_never_given_twice() {
+        let all = vec![gpu(0, 16000, 0), gpu(1, 16000, 0)];
+        let a = GpuAllocator::default();
+        let first = a.allocate(&all, 1, 0, false).unwrap();
+        assert_eq!(a.free(&all).len(), 1);
+        let second = a.allocate(&all, 1, 0, false).unwrap();
+        assert_ne!(first, second);
+        assert!(a.allocate(&all, 1, 0, false).is_none());
+        assert!(a.allocate(&all, 1, 0, true).is_none());
+        assert!(a.free(&all).is_empty());
+        a.release(&first, false);
+        assert_eq!(a.free(&all).len(), 1);
+        assert_eq!(a.allocate(&all, 1, 0, false).unwrap(), first);
+    }
+
+    #[test]
+    fn shared_jobs_share_and_exclusive_jobs_wait() {
+        let all = vec![gpu(0, 16000, 0), gpu(1, 16000, 0)];
+        let a = GpuAllocator::default();
+        let s1 = a.allocate(&all, 1, 0, true).unwrap();
+        let s2 = a.allocate(&all, 1, 0, true).unwrap();
+        assert_eq!(s1, s2, "shared jobs pack onto the same GPU");
+        let x = a.allocate(&all, 1, 0, false).unwrap();
+        assert_ne!(x, s1);
+        assert!(a.allocate(&all, 1, 0, false).is_none());
+        a.release(&s1, true);
+        assert!(
+            a.allocate(&all, 1, 0, false).is_none(),
+            "still held by one shared job"
+        );
+        a.release(&s2, true);
+        assert_eq!(a.allocate(&all, 1, 0, false).unwrap(), s1);
+    }
+
+    #[test]
+    fn memory_requirement_filters_gpus() {
+        let all = vec![gpu(0, 8000, 7000), gpu(1, 16000, 1000)];
+        let a = GpuAllocator::default();
+        assert_eq!(
+            a.allocate(&all, 1, 4000, false).unwrap(),
+            vec!["GPU-1".to_string()]
+        );
+        assert!(a.allocate(&all, 1, 4000, false).is_none());
+        assert!(a.allocate(&all, 2, 0, false).is_none(), "only one left");
+        assert_eq!(a.allocate(&all, 0, 0, false).unwrap(), Vec::<String>::new());
+    }
+}

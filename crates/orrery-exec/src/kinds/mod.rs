@@ -1,0 +1,264 @@
+//! The built-in job kinds and their parameter validation.
+
+use serde_json::{Map, Value};
+
+pub(crate) fn validate(kind: &str, params: &Value) -> Result<(), String> {
+    match kind {
+        "fs.summarize" => validate_summarize(params),
+        "fs.csv_transform" => validate_csv(params),
+        "image.thumbnail" => validate_thumbnail(params),
+        "command" => validate_command(params),
+        _ => Ok(()),
+    }
+}
+
+fn object<'a>(
+    kind: &str,
+    params: &'a Value,
+    allowed: &[&str],
+) -> Result<&'a Map<String, Value>, String> {
+    let obj = params
+        .as_object()
+        .ok_or_else(|| format!("params of kind '{kind}' must be a JSON object"))?;
+    for k in obj.keys() {
+        if !allowed.contains(&k.as_str()) {
+            return Err(format!(
+                "params.{k}: unknown field for kind '{kind}' (allowed: {})",
+                allowed.join(", ")
+            ));
+        }
+    }
+    Ok(obj)
+}
+
+fn req_str<'a>(obj: &'a Map<String, Value>, field: &str) -> Result<&'a str, String> {
+    match obj.get(field) {
+        None | Some(Value::Null) => Err(format!("params.{field} is required")),
+        Some(Value::String(s)) if s.is_empty() => Err(format!("params.{field} must not be empty")),
+        Some(Value::String(s)) => Ok(s),
+        Some(_) => Err(format!("params.{field} must be a string")),
+    }
+}
+
+fn opt_u64(
+    obj: &Map<String, Value>,
+    field: &str,
+    min: u64,
+    max: u64,
+) -> Result<Option<u64>, String> {
+    match obj.get(field) {
+        None | Some(Value::Null) => Ok(None),
+        Some(v) => match v.as_u64() {
+            Some(n) if (min..=max).contains(&n) => Ok(Some(n)),
+            _ => Err(format!(
+                "params.{field} must be an integer in {min}..={max}"
+            )),
+        },
+    }
+}
+
+fn validate_summarize(p: &Value) -> Result<(), String> {
+    let o = object("fs.summarize", p, &["path", "max_depth"])?;
+    req_str(o, "path")?;
+    opt_u64(o, "max_depth", 0, 4096)?;
+    Ok(())
+}
+
+/// The filter condition of `fs.csv_transform`.
+pub(crate) const FILTER_OPS: &[&str] = &["eq", "ne", "lt", "le", "gt", "ge", "contains"];
+
+fn validate_csv(p: &Value) -> Result<(), String> {
+    let o = object(
+        "fs.csv_transform",
+        p,
+        &["input_glob", "output_dir", "select", "rename", "filter"],
+    )?;
+    req_str(o, "input_glob")?;
+    req_str(o, "output_dir")?;
+    match o.get("select") {
+        None | Some(Value::Null) => {}
+        Some(Value::Array(a)) => {
+            if a.is_empty() {
+                return Err("params.select must name at least one column".into());
+            }
+            for (i, c) in a.iter().enumerate() {
+                if !c.is_string() {
+                    return Err(format!(
+                        "params.select[{i}] must be a string (a column name)"
+                    ));
+                }
+            }
+        }
+        Some(_) => return Err("params.select must be an array of column names".into()),
+    }
+    match o.get("rename") {
+        None | Some(Value::Null) => {}
+        Some(Value::Object(m)) => {
+            for (k, v) in m {
+                match v {
+                    Value::String(s) if !s.is_empty() => {}
+                    _ => {
+                        return Err(format!(
+                            "params.rename.{k} must be a non-empty string (the new name)"
+                        ))
+                    }
+                }
+            }
+        }
+        Some(_) => return Err("params.rename must be an object {old: new}".into()),
+    }
+    match o.get("filter") {
+        None | Some(Value::Null) => {}
+        Some(Value::Object(f)) => {
+            for k in f.keys() {
+                if !["column", "op", "value"].contains(&k.as_str()) {
+                    return Err(format!(
+                        "params.filter.{k}: unknown field (allowed: column, op, value)"
+                    ));
+                }
+            }
+            match f.get("column") {
+                Some(Value::String(s)) if !s.is_empty() => {}
+                _ => return Err("params.filter.column must be a non-empty string".into()),
+            }
+            match f.get("op") {
+                Some(Value::String(s)) if FILTER_OPS.contains(&s.as_str()) => {}
+                _ => {
+                    return Err(format!(
+                        "params.filter.op must be one of {}",
+                        FILTER_OPS.join(", ")
+                    ))
+                }
+            }
+            match f.get("value") {
+                Some(Value::String(_)) | Some(Value::Number(_)) | Some(Value::Bool(_)) => {}
+                _ => return Err("params.filter.value must be a string or a number".into()),
+            }
+        }
+        Some(_) => return Err("params.filter must be an object {column, op, value}".into()),
+    }
+    Ok(())
+}
+
+fn validate_thumbnail(p: &Value) -> Result<(), String> {
+    let o = object(
+        "image.thumbnail",
+        p,
+        &["input_glob", "output_dir", "max_side"],
+    )?;
+    req_str(o, "input_glob")?;
+    req_str(o, "output_dir")?;
+    if opt_u64(o, "max_side", 1, 16384)?.is_none() {
+        return Err("params.max_side is required".into());
+    }
+    Ok(())
+}
+
+fn validate_command(p: &Value) -> Result<(), String> {
+    let o = object("command", p, &["argv", "env", "cwd", "timeout_s"])?;
+    match o.get("argv") {
+        None | Some(Value::Null) => return Err("params.argv is required".into()),
+        Some(Value::Array(a)) => {
+            if a.is_empty() {
+                return Err("params.argv must not be empty".into());
+            }
+            for (i, s) in a.iter().enumerate() {
+                match s {
+                    Value::String(s) if !s.contains('\0') && (i > 0 || !s.is_empty()) => {}
+                    _ => {
+                        return Err(format!(
+                            "params.argv[{i}] must be a string (the program first, non-empty)"
+                        ))
+                    }
+                }
+            }
+        }
+        Some(_) => return Err("params.argv must be an array of strings".into()),
+    }
+    match o.get("env") {
+        None | Some(Value::Null) => {}
+        Some(Value::Object(m)) => {
+            for (k, v) in m {
+                if k.is_empty() || k.contains('=') || k.contains('\0') {
+                    return Err(format!("params.env: invalid variable name '{k}'"));
+                }
+                if !v.is_string() {
+                    return Err(format!("params.env.{k} must be a string"));
+                }
+            }
+        }
+        Some(_) => return Err("params.env must be an object {NAME: value}".into()),
+    }
+    match o.get("cwd") {
+        None | Some(Value::Null) => {}
+        Some(Value::String(s)) if !s.is_empty() => {}
+        Some(_) => return Err("params.cwd must be a non-empty string".into()),
+    }
+    match o.get("timeout_s") {
+        None | Some(Value::Null) => {}
+        Some(v) => match v.as_f64() {
+            Some(t) if t > 0.0 && t <= 7.0 * 86400.0 => {}
+            _ => return Err("params.timeout_s must be a number of seconds in (0, 604800]".into()),
+        },
+    }
+    Ok(())
+}
+
+pub(crate) mod command;
+pub(crate) mod csv_transform;
+pub(crate) mod fs_summarize;
+pub(crate) mod thumbnail;
+
+/// Where an output is written before being renamed into place.
+pub(crate) fn partial_name(output: &std::path::Path) -> std::path::PathBuf {
+    let mut s = output.as_os_str().to_owned();
+    s.push(".partial");
+    std::path::PathBuf::from(s)
+}
+
+/// How many inputs share each file name (outputs are flat in `output_dir`).
+pub(crate) fn name_counts(
+    inputs: &[std::path::PathBuf],
+) -> std::collections::HashMap<std::ffi::OsString, usize> {
+    let mut m = std::collections::HashMap::new();
+    for i in inputs {
+        if let Some(n) = i.file_name() {
+            *m.entry(n.to_owned()).or_insert(0) += 1;
+        }
+    }
+    m
+}
+
+/// The output path of `input` in `out_dir`, refusing collisions: two inputs
+/// with the same name, or an output that is its own input.
+pub(crate) fn output_for(
+    input: &std::path::Path,
+    out_dir: &std::path::Path,
+    names: &std::collections::HashMap<std::ffi::OsString, usize>,
+) -> Result<std::path::PathBuf, String> {
+    let name = input.file_name().ok_or("input has no file name")?;
+    if names.get(name).copied().unwrap_or(0) > 1 {
+        return Err(
+            "another matched file has the same name; outputs would collide in output_dir".into(),
+        );
+    }
+    let output = out_dir.join(name);
+    if output == input {
+        return Err("output would overwrite the input (output_dir is its directory)".into());
+    }
+    Ok(output)
+}
+
+/// Runs a blocking built-in kind (everything but `command`).
+pub(crate) fn run_blocking(
+    kind: &str,
+    params: &Value,
+    ctx: &crate::RunContext,
+) -> Result<Value, String> {
+    match kind {
+        "fs.summarize" => fs_summarize::run(params, ctx),
+        "fs.csv_transform" => csv_transform::run(params, ctx),
+        "image.thumbnail" => thumbnail::run(params, ctx),
+        other => Err(format!("kind '{other}' is not a built-in blocking kind")),
+    }
+}
