@@ -346,6 +346,32 @@ impl Db {
         Ok(r.json().await?)
     }
 
+    /// Creates the `queue` workload's queue (idempotent: an existing one is fine).
+    pub async fn create_queue(&self) -> Result<()> {
+        use crate::workload::{QUEUE, QUEUE_LEASE_S};
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let mut last = String::new();
+        while Instant::now() < deadline {
+            for n in self.nodes.iter().filter(|n| n.running()) {
+                let r = self
+                    .http
+                    .post(format!("http://{}/v1/queues", client_addr(n.id)))
+                    .json(&serde_json::json!({"name": QUEUE, "lease_s": QUEUE_LEASE_S, "max_attempts": 1000}))
+                    .send()
+                    .await;
+                match r {
+                    Ok(r) if r.status().is_success() || r.status() == 409 => return Ok(()),
+                    Ok(r) => {
+                        last = format!("{}: {}", r.status(), r.text().await.unwrap_or_default())
+                    }
+                    Err(e) => last = e.to_string(),
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(300)).await;
+        }
+        bail!("could not create queue {QUEUE}: {last}")
+    }
+
     /// The leader of `group` as some live node sees it.
     pub async fn leader_of(&self, group: u64) -> Option<u64> {
         for n in self.nodes.iter().filter(|n| n.running() && !n.paused) {

@@ -135,6 +135,8 @@ async fn client_loop(
 ) {
     let mut rng = StdRng::seed_from_u64(seed);
     let mut process = next_process.fetch_add(1, Ordering::Relaxed);
+    // Queue workload: the lease this process holds, completed next.
+    let mut held: Option<(String, u64)> = None;
     while !*stop.borrow() {
         let d = mean_delay.mul_f64(rng.gen_range(0.0..2.0));
         tokio::time::sleep(d).await;
@@ -148,9 +150,18 @@ async fn client_loop(
                 None => continue,
             }
         };
-        let req = gen.next(&mut rng);
-        let kind = invoke_and_complete(&client, &rec, &req, process, node).await;
+        let req = match held.take() {
+            Some((job, token)) => Request::Complete { job, token },
+            None => gen.next(&mut rng),
+        };
+        let (kind, value) = invoke_and_complete(&client, &rec, &req, process, node).await;
+        if let (Request::Claim, OpType::Ok) = (&req, kind) {
+            if let (Some(job), Some(token)) = (value["job"].as_str(), value["token"].as_u64()) {
+                held = Some((job.to_string(), token));
+            }
+        }
         if kind == OpType::Info {
+            held = None;
             // Its operation may still be in flight: a process with an
             // unknown outcome never issues another operation.
             process = next_process.fetch_add(1, Ordering::Relaxed);
@@ -164,14 +175,15 @@ async fn invoke_and_complete(
     req: &Request,
     process: u64,
     node: u64,
-) -> OpType {
+) -> (OpType, Value) {
     let inv = rec.record(req.invoke(process, node));
     let (kind, value, error) = client.perform(req, node).await;
-    let mut done = Op::new(process, kind, inv.f.clone(), value).with_node(format!("n{node}"));
+    let mut done =
+        Op::new(process, kind, inv.f.clone(), value.clone()).with_node(format!("n{node}"));
     done.key = inv.key.clone();
     done.error = error;
     rec.record(done);
-    kind
+    (kind, value)
 }
 
 /// Reads `req` until it succeeds on some node, for at most `budget`.
@@ -189,7 +201,11 @@ async fn final_read(
     while Instant::now() < deadline {
         let node = nodes[i % nodes.len()];
         i += 1;
-        if invoke_and_complete(client, rec, &req, process, node).await == OpType::Ok {
+        if invoke_and_complete(client, rec, &req, process, node)
+            .await
+            .0
+            == OpType::Ok
+        {
             return true;
         }
         tokio::time::sleep(Duration::from_millis(300)).await;
@@ -198,9 +214,6 @@ async fn final_read(
 }
 
 pub async fn run_test(o: TestOpts) -> Result<Outcome> {
-    if o.workload == Workload::Queue {
-        bail!("the queue workload needs the job queue API, which this build does not have yet");
-    }
     if o.nodes < 1 || o.nodes > 9 {
         bail!("--nodes must be between 1 and 9");
     }
@@ -238,6 +251,12 @@ pub async fn run_test(o: TestOpts) -> Result<Outcome> {
         return Err(e.context("setting up the cluster"));
     }
     eprintln!("orrery-jepsen: cluster of {} nodes up", o.nodes);
+    if o.workload == Workload::Queue {
+        if let Err(e) = db.create_queue().await {
+            db.stop_all().await;
+            return Err(e.context("creating the test queue"));
+        }
+    }
 
     let history_path = dir.join("history.jsonl");
     let rec = Arc::new(Recorder::create(&history_path)?);
@@ -311,10 +330,15 @@ pub async fn run_test(o: TestOpts) -> Result<Outcome> {
             }
         }
         Workload::Set | Workload::Queue => {
+            let read = if o.workload == Workload::Queue {
+                Request::ReadQueue
+            } else {
+                Request::ReadSet
+            };
             final_ok &= final_read(
                 &client,
                 &rec,
-                Request::ReadSet,
+                read,
                 &nodes,
                 &next_process,
                 Duration::from_secs(30),

@@ -25,7 +25,7 @@ pub enum Workload {
     Register,
     /// Unique adds under a prefix; a final read must hold every acknowledged add.
     Set,
-    /// Job queues (enqueue/claim/complete): needs the job queue API.
+    /// Job queues: enqueue, claim (a lease token), complete with the token.
     Queue,
 }
 
@@ -115,7 +115,29 @@ pub enum Request {
         element: u64,
     },
     ReadSet,
+    /// Submit a job to the test queue; ok value: the job id.
+    Enqueue {
+        element: u64,
+    },
+    /// Lease one job; ok value `{"job": id, "token": t}`.
+    Claim,
+    /// Complete a leased job with its token.
+    Complete {
+        job: String,
+        token: u64,
+    },
+    /// Every job of the test queue: `{"pending": [...], "completed": [...]}`.
+    ReadQueue,
 }
+
+/// The queue the `queue` workload uses (created at setup).
+pub const QUEUE: &str = "jepsen";
+/// Kind of the workload's jobs: no worker of the cluster runs it, so only
+/// the test's processes claim them.
+pub const QUEUE_KIND: &str = "jepsen.noop";
+/// Lease of a claimed job: short, so jobs held by retired processes (whose
+/// claim or completion had an unknown outcome) come back soon.
+pub const QUEUE_LEASE_S: u64 = 3;
 
 impl Request {
     /// The invoke record.
@@ -127,7 +149,12 @@ impl Request {
                 (f::CAS, Some(key.clone()), json!([expected, new]))
             }
             Request::Add { element } => (f::ADD, None, json!(element)),
-            Request::ReadSet => (f::READ, None, Value::Null),
+            Request::ReadSet | Request::ReadQueue => (f::READ, None, Value::Null),
+            Request::Enqueue { element } => (f::ENQUEUE, None, json!({"element": element})),
+            Request::Claim => (f::CLAIM, None, Value::Null),
+            Request::Complete { job, token } => {
+                (f::COMPLETE, None, json!({"job": job, "token": token}))
+            }
         };
         let mut op = Op::new(process, OpType::Invoke, fname, value).with_node(format!("n{node}"));
         op.key = key;
@@ -186,9 +213,20 @@ impl Generator {
                     }
                 }
             }
-            Workload::Set | Workload::Queue => Request::Add {
+            Workload::Set => Request::Add {
                 element: self.values.fetch_add(1, Ordering::Relaxed),
             },
+            // Completions come from the process that holds a lease (the
+            // client loop asks for them); the generator balances the rest.
+            Workload::Queue => {
+                if rng.gen_bool(0.5) {
+                    Request::Enqueue {
+                        element: self.values.fetch_add(1, Ordering::Relaxed),
+                    }
+                } else {
+                    Request::Claim
+                }
+            }
         }
     }
 }
@@ -288,6 +326,69 @@ impl Client {
                 let r = self.http.put(kv_url(node, &key)).body("1").send().await;
                 write_outcome(r, json!(element)).await
             }
+            Request::Enqueue { element } => {
+                let r = self
+                    .http
+                    .post(format!("http://{}/v1/jobs", client_addr(node)))
+                    .json(&json!({"queue": QUEUE, "kind": QUEUE_KIND, "params": {"element": element}}))
+                    .send()
+                    .await;
+                match r {
+                    Ok(r) if r.status().is_success() => match r.json::<Value>().await {
+                        Ok(v) => match v["id"].as_str() {
+                            Some(id) => (OpType::Ok, json!(id), None),
+                            None => (OpType::Info, Value::Null, Some(format!("no job id in {v}"))),
+                        },
+                        // Created, but the reply was lost: which id is unknown.
+                        Err(e) => (OpType::Info, Value::Null, Some(err_text(&e))),
+                    },
+                    other => {
+                        let (kind, _, e) = write_outcome(other, Value::Null).await;
+                        (kind, Value::Null, e)
+                    }
+                }
+            }
+            Request::Claim => {
+                let r = self
+                    .http
+                    .post(format!("http://{}/v1/queues/{QUEUE}/claim", client_addr(node)))
+                    .json(&json!({"worker_id": "jepsen", "kinds": [QUEUE_KIND], "lease_s": QUEUE_LEASE_S, "wait_s": 0}))
+                    .send()
+                    .await;
+                match r {
+                    Ok(r) if r.status() == StatusCode::NO_CONTENT => {
+                        (OpType::Fail, Value::Null, Some("nothing to claim".into()))
+                    }
+                    Ok(r) if r.status().is_success() => match r.json::<Value>().await {
+                        Ok(v) => match (v["id"].as_str(), v["token"].as_u64()) {
+                            (Some(id), Some(t)) => {
+                                (OpType::Ok, json!({"job": id, "token": t}), None)
+                            }
+                            _ => (
+                                OpType::Info,
+                                Value::Null,
+                                Some(format!("no id/token in {v}")),
+                            ),
+                        },
+                        Err(e) => (OpType::Info, Value::Null, Some(err_text(&e))),
+                    },
+                    other => write_outcome(other, Value::Null).await,
+                }
+            }
+            Request::Complete { job, token } => {
+                let value = json!({"job": job, "token": token});
+                let r = self
+                    .http
+                    .post(format!(
+                        "http://{}/v1/jobs/{job}/complete",
+                        client_addr(node)
+                    ))
+                    .json(&json!({"token": token, "result": {"ok": true}}))
+                    .send()
+                    .await;
+                write_outcome(r, value).await
+            }
+            Request::ReadQueue => self.read_queue(node).await,
             Request::ReadSet => {
                 let url = format!(
                     "http://{}/v1/kv?prefix={}&limit=10000&consistency={}",
@@ -318,6 +419,51 @@ impl Client {
                 }
             }
         }
+    }
+}
+
+impl Client {
+    /// Lists every job of the test queue, page by page (each page is a
+    /// linearizable read of every shard).
+    async fn read_queue(&self, node: u64) -> (OpType, Value, Option<String>) {
+        let mut pending = Vec::new();
+        let mut completed = Vec::new();
+        let mut cursor = String::new();
+        for _ in 0..10_000 {
+            let url = format!(
+                "http://{}/v1/jobs?queue={QUEUE}&limit=1000&cursor={cursor}",
+                client_addr(node)
+            );
+            let v = match self.http.get(url).send().await {
+                Ok(r) if r.status().is_success() => match r.json::<Value>().await {
+                    Ok(v) => v,
+                    Err(e) => return (OpType::Fail, Value::Null, Some(err_text(&e))),
+                },
+                Ok(r) => return (OpType::Fail, Value::Null, Some(status_text(r).await)),
+                Err(e) => return (OpType::Fail, Value::Null, Some(err_text(&e))),
+            };
+            for j in v["jobs"].as_array().into_iter().flatten() {
+                let Some(id) = j["id"].as_str() else { continue };
+                match j["state"].as_str() {
+                    Some("succeeded") => completed.push(id.to_string()),
+                    Some("queued" | "running") => pending.push(id.to_string()),
+                    // Failed, cancelled or dead jobs are neither: the
+                    // checker reports them as lost.
+                    _ => {}
+                }
+            }
+            match v["next_cursor"].as_str() {
+                Some(c) if !c.is_empty() => cursor = c.to_string(),
+                _ => {
+                    return (
+                        OpType::Ok,
+                        json!({"pending": pending, "completed": completed}),
+                        None,
+                    )
+                }
+            }
+        }
+        (OpType::Fail, Value::Null, Some("too many pages".into()))
     }
 }
 
