@@ -438,7 +438,11 @@ pub fn job_id(now_ms: u64, shard: u32, index: u64) -> String {
 
 /// The shard a job id names, or `None` when it is not a job id.
 pub fn job_shard(id: &str) -> Option<u32> {
-    if id.len() != 26 || !id.bytes().all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase()) {
+    if id.len() != 26
+        || !id
+            .bytes()
+            .all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase())
+    {
         return None;
     }
     u32::from_str_radix(&id[12..16], 16).ok()
@@ -653,8 +657,13 @@ impl QueueState {
 
     /// Does `job` fit what the claim offers? On success returns the GPUs it
     /// would take (to remove them from the offer for the next job).
-    fn fits(job: &Job, spec: &ClaimSpec, gpus: &[(String, u64)], cpus: Option<u32>) -> Option<Vec<usize>> {
-        if !spec.kinds.is_empty() && !spec.kinds.iter().any(|k| *k == job.kind) {
+    fn fits(
+        job: &Job,
+        spec: &ClaimSpec,
+        gpus: &[(String, u64)],
+        cpus: Option<u32>,
+    ) -> Option<Vec<usize>> {
+        if !spec.kinds.is_empty() && !spec.kinds.contains(&job.kind) {
             return None;
         }
         if let Some(c) = cpus {
@@ -885,9 +894,19 @@ impl QueueState {
             .map(|(_, id)| id.clone())
             .collect();
         for id in &due {
-            let cancelled = self.jobs.get(id).map(|j| j.cancel_requested).unwrap_or(false);
+            let cancelled = self
+                .jobs
+                .get(id)
+                .map(|j| j.cancel_requested)
+                .unwrap_or(false);
             let outcome = if cancelled { "cancelled" } else { "expired" };
-            self.end_attempt(id, now_ms, outcome, Some("lease expired".into()), RunFacts::default());
+            self.end_attempt(
+                id,
+                now_ms,
+                outcome,
+                Some("lease expired".into()),
+                RunFacts::default(),
+            );
             if let Some(job) = self.jobs.get(id).cloned() {
                 self.event("expired", &job, "{}", now_ms);
             }

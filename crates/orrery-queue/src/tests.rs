@@ -109,7 +109,9 @@ fn priority_then_fifo_and_delay() {
     let got = claim(&mut s, 5, spec("w", 10), 2000);
     let ids: Vec<_> = got.iter().map(|j| j.id.clone()).collect();
     assert_eq!(ids, vec![high.id.clone(), low.id.clone(), low2.id.clone()]);
-    assert!(got.iter().all(|j| j.attempts == 1 && j.state == JobState::Running));
+    assert!(got
+        .iter()
+        .all(|j| j.attempts == 1 && j.state == JobState::Running));
     let got = claim(&mut s, 6, spec("w", 10), 5000);
     assert_eq!(got.len(), 1);
     assert_eq!(got[0].id, delayed.id);
@@ -301,7 +303,10 @@ fn resources_kinds_and_concurrency_limit() {
     sp.partitions = vec![("q".into(), 0, Some(3))];
     sp.free_gpus = vec![("GPU-a".into(), 4000)];
     let c = claim(&mut s, 7, sp.clone(), 1);
-    assert_eq!(c.iter().map(|j| &j.id).collect::<Vec<_>>(), vec![&plain2.id]);
+    assert_eq!(
+        c.iter().map(|j| &j.id).collect::<Vec<_>>(),
+        vec![&plain2.id]
+    );
     sp.free_gpus = vec![("GPU-a".into(), 16000)];
     let c = claim(&mut s, 8, sp, 1);
     assert_eq!(c.iter().map(|j| &j.id).collect::<Vec<_>>(), vec![&gpu.id]);
@@ -350,10 +355,7 @@ fn catalog_and_events() {
         QueueResponse::Rejected(QueueError::QueueExists(_))
     ));
     assert_eq!(
-        s.apply(
-            3,
-            QueueCommand::DeleteQueue { name: "q".into() }
-        ),
+        s.apply(3, QueueCommand::DeleteQueue { name: "q".into() }),
         QueueResponse::QueueDeleted
     );
     let j = enqueue(&mut s, 4, new_job("q", 0), 7);
@@ -373,12 +375,31 @@ fn catalog_and_events() {
 
 #[derive(Clone, Debug)]
 enum Op {
-    Enqueue { prio: i32, dedupe: Option<u8>, delay: u64 },
-    Claim { max: u32, worker: u8 },
-    Heartbeat { job: usize, token: u32 },
-    Complete { job: usize, token: u32 },
-    Fail { job: usize, token: u32, retry: bool },
-    Cancel { job: usize },
+    Enqueue {
+        prio: i32,
+        dedupe: Option<u8>,
+        delay: u64,
+    },
+    Claim {
+        max: u32,
+        worker: u8,
+    },
+    Heartbeat {
+        job: usize,
+        token: u32,
+    },
+    Complete {
+        job: usize,
+        token: u32,
+    },
+    Fail {
+        job: usize,
+        token: u32,
+        retry: bool,
+    },
+    Cancel {
+        job: usize,
+    },
     Expire,
     Tick(u64),
 }
@@ -478,7 +499,13 @@ fn check_invariants(s: &QueueState) -> Result<(), TestCaseError> {
     }
     prop_assert_eq!(s.leases.len(), leases);
     prop_assert_eq!(&s.running, &running);
-    prop_assert_eq!(s.ready.len(), s.jobs.values().filter(|j| j.state == JobState::Queued).count());
+    prop_assert_eq!(
+        s.ready.len(),
+        s.jobs
+            .values()
+            .filter(|j| j.state == JobState::Queued)
+            .count()
+    );
     Ok(())
 }
 

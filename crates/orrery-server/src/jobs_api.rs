@@ -83,10 +83,17 @@ pub fn run_jobs_query(s: &QueueState, q: &JobsQuery) -> JobsQueryResult {
             let (c, o) = s.counts(q);
             JobsQueryResult::Counts(c, o)
         }
-        JobsQuery::Events { since, limit } => JobsQueryResult::Events(s.events_since(*since, *limit)),
-        JobsQuery::Claimable { spec, now_ms } => JobsQueryResult::Claimable(s.claimable(spec, *now_ms)),
+        JobsQuery::Events { since, limit } => {
+            JobsQueryResult::Events(s.events_since(*since, *limit))
+        }
+        JobsQuery::Claimable { spec, now_ms } => {
+            JobsQueryResult::Claimable(s.claimable(spec, *now_ms))
+        }
     }
 }
+
+/// `(queue, partition, its share of the concurrency limit)`.
+pub type PartitionSlot = (String, u32, Option<u32>);
 
 /// Per-node job runtime: the execution engine (when started) and the
 /// wake-up for long-polling claims.
@@ -115,10 +122,12 @@ pub fn now_ms() -> u64 {
 /// Maps a module rejection to the API's errors (409 for stale tokens).
 pub fn queue_error(e: QueueError) -> ApiError {
     match &e {
-        QueueError::QueueExists(_) | QueueError::StaleToken { .. } | QueueError::AlreadyFinished { .. } => {
-            ApiError::Conflict(e.to_string())
+        QueueError::QueueExists(_)
+        | QueueError::StaleToken { .. }
+        | QueueError::AlreadyFinished { .. } => ApiError::Conflict(e.to_string()),
+        QueueError::UnknownQueue(_) | QueueError::UnknownJob(_) => {
+            ApiError::NotFound(e.to_string())
         }
-        QueueError::UnknownQueue(_) | QueueError::UnknownJob(_) => ApiError::NotFound(e.to_string()),
         QueueError::ResultTooLarge(_) => ApiError::TooLarge(e.to_string()),
     }
 }
@@ -190,7 +199,11 @@ pub fn job_group(id: &str) -> Result<GroupId, ApiError> {
 }
 
 impl Node {
-    pub async fn queue_write(&self, group: GroupId, cmd: QueueCommand) -> Result<QueueResponse, ApiError> {
+    pub async fn queue_write(
+        &self,
+        group: GroupId,
+        cmd: QueueCommand,
+    ) -> Result<QueueResponse, ApiError> {
         match self.write(group, Command::Queue(cmd)).await? {
             Response::Queue(QueueResponse::Rejected(e)) => Err(queue_error(e)),
             Response::Queue(r) => Ok(r),
@@ -218,7 +231,10 @@ impl Node {
     }
 
     async fn catalog(&self) -> Result<(Vec<QueueSpec>, BTreeMap<NodeId, GpuReport>), ApiError> {
-        match self.jobs_read(PLACEMENT_GROUP, JobsQuery::Catalog, true).await? {
+        match self
+            .jobs_read(PLACEMENT_GROUP, JobsQuery::Catalog, true)
+            .await?
+        {
             JobsQueryResult::Catalog { queues, gpus } => Ok((queues, gpus)),
             other => Err(ApiError::Internal(format!("unexpected result {other:?}"))),
         }
@@ -242,7 +258,9 @@ impl Node {
     /// of one queue spread over all shards and queues start on different ones.
     pub fn partition_group(&self, queue: &str, p: u32) -> Result<GroupId, ApiError> {
         let n = self.shard_groups()?.len() as u64;
-        Ok(shard_group(((stable_hash(queue.as_bytes()) + p as u64) % n) as u32))
+        Ok(shard_group(
+            ((stable_hash(queue.as_bytes()) + p as u64) % n) as u32,
+        ))
     }
 
     pub async fn create_queue(&self, a: QueueArgs) -> Result<QueueSpec, ApiError> {
@@ -250,14 +268,23 @@ impl Node {
         let shards = self.shard_groups()?.len() as u32;
         let lease_s = a.lease_s.unwrap_or(30);
         if !(1..=86_400).contains(&lease_s) {
-            return Err(ApiError::bad("invalid_lease_s", "lease_s must be 1..=86400"));
+            return Err(ApiError::bad(
+                "invalid_lease_s",
+                "lease_s must be 1..=86400",
+            ));
         }
         let max_attempts = a.max_attempts.unwrap_or(3);
         if !(1..=1000).contains(&max_attempts) {
-            return Err(ApiError::bad("invalid_max_attempts", "max_attempts must be 1..=1000"));
+            return Err(ApiError::bad(
+                "invalid_max_attempts",
+                "max_attempts must be 1..=1000",
+            ));
         }
         if a.concurrency_limit == Some(0) {
-            return Err(ApiError::bad("invalid_concurrency_limit", "concurrency_limit must be at least 1"));
+            return Err(ApiError::bad(
+                "invalid_concurrency_limit",
+                "concurrency_limit must be at least 1",
+            ));
         }
         let default_parts = match a.concurrency_limit {
             Some(l) => shards.min(l),
@@ -280,7 +307,10 @@ impl Node {
         }
         let mult = a.backoff_multiplier.unwrap_or(2.0);
         if !(1.0..=100.0).contains(&mult) {
-            return Err(ApiError::bad("invalid_backoff", "backoff.multiplier must be 1.0..=100.0"));
+            return Err(ApiError::bad(
+                "invalid_backoff",
+                "backoff.multiplier must be 1.0..=100.0",
+            ));
         }
         let initial_ms = a.backoff_initial_ms.unwrap_or(1000);
         let max_ms = a.backoff_max_ms.unwrap_or(60_000);
@@ -303,7 +333,10 @@ impl Node {
             concurrency_limit: a.concurrency_limit,
             created_ms: now_ms(),
         };
-        match self.queue_write(PLACEMENT_GROUP, QueueCommand::CreateQueue(spec)).await? {
+        match self
+            .queue_write(PLACEMENT_GROUP, QueueCommand::CreateQueue(spec))
+            .await?
+        {
             QueueResponse::QueueCreated(s) => Ok(s),
             other => Err(ApiError::Internal(format!("unexpected response {other:?}"))),
         }
@@ -314,7 +347,10 @@ impl Node {
     }
 
     /// Counts per state over all partitions, and the oldest queued job's age.
-    pub async fn queue_counts(&self, spec: &QueueSpec) -> Result<(BTreeMap<JobState, u64>, Option<u64>), ApiError> {
+    pub async fn queue_counts(
+        &self,
+        spec: &QueueSpec,
+    ) -> Result<(BTreeMap<JobState, u64>, Option<u64>), ApiError> {
         let mut groups: Vec<GroupId> = (0..spec.partitions)
             .map(|p| self.partition_group(&spec.name, p))
             .collect::<Result<_, _>>()?;
@@ -355,15 +391,21 @@ impl Node {
                 "queue {name:?} still has {live} queued or running jobs; cancel them first"
             )));
         }
-        self.queue_write(PLACEMENT_GROUP, QueueCommand::DeleteQueue { name: name.into() })
-            .await
-            .map(|_| ())
+        self.queue_write(
+            PLACEMENT_GROUP,
+            QueueCommand::DeleteQueue { name: name.into() },
+        )
+        .await
+        .map(|_| ())
     }
 
     pub async fn submit_job(&self, a: SubmitArgs) -> Result<(Job, bool), ApiError> {
         check_name("queue", &a.queue)?;
         if a.kind.is_empty() || a.kind.len() > 128 {
-            return Err(ApiError::bad("invalid_kind", "kind must be 1..=128 characters"));
+            return Err(ApiError::bad(
+                "invalid_kind",
+                "kind must be 1..=128 characters",
+            ));
         }
         if let Err(m) = orrery_exec::validate_params(&a.kind, &a.params) {
             return Err(ApiError::bad("invalid_params", m));
@@ -377,11 +419,17 @@ impl Node {
         }
         if let Some(k) = &a.dedupe_key {
             if k.is_empty() || k.len() > 256 {
-                return Err(ApiError::bad("invalid_dedupe_key", "dedupe_key must be 1..=256 characters"));
+                return Err(ApiError::bad(
+                    "invalid_dedupe_key",
+                    "dedupe_key must be 1..=256 characters",
+                ));
             }
         }
         if a.resources.gpus > 64 {
-            return Err(ApiError::bad("invalid_resources", "resources.gpus must be at most 64"));
+            return Err(ApiError::bad(
+                "invalid_resources",
+                "resources.gpus must be at most 64",
+            ));
         }
         let spec = self.queue_spec(&a.queue).await?;
         let now = now_ms();
@@ -413,7 +461,14 @@ impl Node {
             backoff: spec.backoff,
         };
         match self
-            .queue_write(group, QueueCommand::Enqueue { shard, job, now_ms: now })
+            .queue_write(
+                group,
+                QueueCommand::Enqueue {
+                    shard,
+                    job,
+                    now_ms: now,
+                },
+            )
             .await?
         {
             QueueResponse::Enqueued { job, created } => {
@@ -428,7 +483,9 @@ impl Node {
         let g = job_group(id)?;
         match self.jobs_read(g, JobsQuery::Job(id.into()), true).await? {
             JobsQueryResult::Job(Some(j)) => Ok(*j),
-            JobsQueryResult::Job(None) => Err(ApiError::NotFound(format!("job {id:?} does not exist"))),
+            JobsQueryResult::Job(None) => {
+                Err(ApiError::NotFound(format!("job {id:?} does not exist")))
+            }
             other => Err(ApiError::Internal(format!("unexpected result {other:?}"))),
         }
     }
@@ -443,7 +500,11 @@ impl Node {
             return Some(format!(
                 "waiting: run_at is {} ms from now{}",
                 job.run_at_ms - now,
-                if job.attempts > 0 { " (retry backoff)" } else { "" }
+                if job.attempts > 0 {
+                    " (retry backoff)"
+                } else {
+                    ""
+                }
             ));
         }
         if job.resources.gpus > 0 {
@@ -514,8 +575,14 @@ impl Node {
 
     pub async fn cancel_job(&self, id: &str) -> Result<Job, ApiError> {
         let g = job_group(id)?;
-        self.job_cmd(g, QueueCommand::Cancel { job_id: id.into(), now_ms: now_ms() })
-            .await
+        self.job_cmd(
+            g,
+            QueueCommand::Cancel {
+                job_id: id.into(),
+                now_ms: now_ms(),
+            },
+        )
+        .await
     }
 
     async fn job_cmd(&self, g: GroupId, cmd: QueueCommand) -> Result<Job, ApiError> {
@@ -529,15 +596,31 @@ impl Node {
     pub async fn heartbeat_job(&self, id: &str, token: u32) -> Result<(bool, u64), ApiError> {
         let g = job_group(id)?;
         match self
-            .queue_write(g, QueueCommand::Heartbeat { job_id: id.into(), token, now_ms: now_ms() })
+            .queue_write(
+                g,
+                QueueCommand::Heartbeat {
+                    job_id: id.into(),
+                    token,
+                    now_ms: now_ms(),
+                },
+            )
             .await?
         {
-            QueueResponse::Heartbeat { cancelled, expires_ms } => Ok((cancelled, expires_ms)),
+            QueueResponse::Heartbeat {
+                cancelled,
+                expires_ms,
+            } => Ok((cancelled, expires_ms)),
             other => Err(ApiError::Internal(format!("unexpected response {other:?}"))),
         }
     }
 
-    pub async fn complete_job(&self, id: &str, token: u32, result: &Value, facts: RunFacts) -> Result<Job, ApiError> {
+    pub async fn complete_job(
+        &self,
+        id: &str,
+        token: u32,
+        result: &Value,
+        facts: RunFacts,
+    ) -> Result<Job, ApiError> {
         let g = job_group(id)?;
         let result = result.to_string();
         let cap = orrery_queue::MAX_RESULT_BYTES;
@@ -549,17 +632,37 @@ impl Node {
         }
         self.job_cmd(
             g,
-            QueueCommand::Complete { job_id: id.into(), token, result, facts, now_ms: now_ms() },
+            QueueCommand::Complete {
+                job_id: id.into(),
+                token,
+                result,
+                facts,
+                now_ms: now_ms(),
+            },
         )
         .await
     }
 
-    pub async fn fail_job(&self, id: &str, token: u32, error: String, retry: bool, facts: RunFacts) -> Result<Job, ApiError> {
+    pub async fn fail_job(
+        &self,
+        id: &str,
+        token: u32,
+        error: String,
+        retry: bool,
+        facts: RunFacts,
+    ) -> Result<Job, ApiError> {
         let g = job_group(id)?;
         let job = self
             .job_cmd(
                 g,
-                QueueCommand::Fail { job_id: id.into(), token, error, retry, facts, now_ms: now_ms() },
+                QueueCommand::Fail {
+                    job_id: id.into(),
+                    token,
+                    error,
+                    retry,
+                    facts,
+                    now_ms: now_ms(),
+                },
             )
             .await?;
         if job.state == JobState::Queued {
@@ -570,7 +673,10 @@ impl Node {
 
     /// For each shard group: the `(queue, partition, limit)` triples a claim
     /// may take from. Groups this node leads come first (no forwarding hop).
-    fn claim_plan(&self, queue: Option<&QueueSpec>) -> Result<Vec<(GroupId, Vec<(String, u32, Option<u32>)>)>, ApiError> {
+    fn claim_plan(
+        &self,
+        queue: Option<&QueueSpec>,
+    ) -> Result<Vec<(GroupId, Vec<PartitionSlot>)>, ApiError> {
         let catalog = self.local_catalog();
         let specs: Vec<&QueueSpec> = match queue {
             Some(q) => vec![q],
@@ -600,16 +706,29 @@ impl Node {
 
     /// Leases up to `a.max` jobs (of `queue`, or of any queue), waiting up
     /// to `a.wait` for one to become claimable.
-    pub async fn claim_jobs(&self, queue: Option<&str>, a: ClaimArgs) -> Result<Vec<Job>, ApiError> {
+    pub async fn claim_jobs(
+        &self,
+        queue: Option<&str>,
+        a: ClaimArgs,
+    ) -> Result<Vec<Job>, ApiError> {
         if a.worker_id.is_empty() || a.worker_id.len() > 256 {
-            return Err(ApiError::bad("invalid_worker_id", "worker_id must be 1..=256 characters"));
+            return Err(ApiError::bad(
+                "invalid_worker_id",
+                "worker_id must be 1..=256 characters",
+            ));
         }
         if a.max == 0 || a.max > MAX_CLAIM_BATCH {
-            return Err(ApiError::bad("invalid_max", format!("max must be 1..={MAX_CLAIM_BATCH}")));
+            return Err(ApiError::bad(
+                "invalid_max",
+                format!("max must be 1..={MAX_CLAIM_BATCH}"),
+            ));
         }
         if let Some(l) = a.lease_s {
             if !(1..=86_400).contains(&l) {
-                return Err(ApiError::bad("invalid_lease_s", "lease_s must be 1..=86400"));
+                return Err(ApiError::bad(
+                    "invalid_lease_s",
+                    "lease_s must be 1..=86400",
+                ));
             }
         }
         let spec = match queue {
@@ -637,7 +756,14 @@ impl Node {
                 // A cheap (stale) look first: most polls of an idle queue
                 // then cost no Raft write.
                 match self
-                    .jobs_read(g, JobsQuery::Claimable { spec: cs.clone(), now_ms: now }, false)
+                    .jobs_read(
+                        g,
+                        JobsQuery::Claimable {
+                            spec: cs.clone(),
+                            now_ms: now,
+                        },
+                        false,
+                    )
                     .await
                 {
                     Ok(JobsQueryResult::Claimable(true)) => {}
@@ -647,7 +773,16 @@ impl Node {
                         continue;
                     }
                 }
-                match self.queue_write(g, QueueCommand::Claim { spec: cs, now_ms: now }).await {
+                match self
+                    .queue_write(
+                        g,
+                        QueueCommand::Claim {
+                            spec: cs,
+                            now_ms: now,
+                        },
+                    )
+                    .await
+                {
                     Ok(QueueResponse::Claimed(jobs)) if !jobs.is_empty() => return Ok(jobs),
                     Ok(_) => {}
                     Err(e) => last_err = Some(e),
@@ -657,7 +792,11 @@ impl Node {
             if now >= deadline {
                 // Nothing claimable and no shard reachable: say so rather than 204.
                 return match last_err {
-                    Some(e @ (ApiError::Unavailable(_) | ApiError::NotInitialized)) if a.wait.is_zero() => Err(e),
+                    Some(e @ (ApiError::Unavailable(_) | ApiError::NotInitialized))
+                        if a.wait.is_zero() =>
+                    {
+                        Err(e)
+                    }
                     _ => Ok(Vec::new()),
                 };
             }
@@ -671,7 +810,11 @@ impl Node {
 
     /// Events of every shard after `cursor` (one seq per shard), with the
     /// cursor to resume from.
-    pub async fn events_since(&self, cursor: &[u64], limit: usize) -> Result<(Vec<(u32, Event)>, Vec<u64>), ApiError> {
+    pub async fn events_since(
+        &self,
+        cursor: &[u64],
+        limit: usize,
+    ) -> Result<(Vec<(u32, Event)>, Vec<u64>), ApiError> {
         let groups = self.shard_groups()?;
         let mut next: Vec<u64> = groups
             .iter()
@@ -680,7 +823,13 @@ impl Node {
             .collect();
         let futs = groups.iter().enumerate().map(|(i, g)| {
             let since = next[i];
-            async move { (i, self.jobs_read(*g, JobsQuery::Events { since, limit }, true).await) }
+            async move {
+                (
+                    i,
+                    self.jobs_read(*g, JobsQuery::Events { since, limit }, true)
+                        .await,
+                )
+            }
         });
         let mut out = Vec::new();
         for (i, r) in futures::future::join_all(futs).await {
@@ -704,20 +853,30 @@ impl Node {
     }
 
     /// Shard leaders expire leases that ended; runs every 500 ms.
-    pub async fn run_lease_expiry(self: Arc<Self>, mut shutdown: tokio::sync::watch::Receiver<bool>) {
+    pub async fn run_lease_expiry(
+        self: Arc<Self>,
+        mut shutdown: tokio::sync::watch::Receiver<bool>,
+    ) {
         loop {
             tokio::select! {
                 _ = tokio::time::sleep(Duration::from_millis(500)) => {}
                 _ = shutdown.changed() => return,
             }
             for g in self.registry.all() {
-                if g.id == PLACEMENT_GROUP || g.raft.metrics().borrow().current_leader != Some(self.id()) {
+                if g.id == PLACEMENT_GROUP
+                    || g.raft.metrics().borrow().current_leader != Some(self.id())
+                {
                     continue;
                 }
                 let now = now_ms();
-                let due = g.sm.read(|s| s.queue.next_expiry()).is_some_and(|e| e <= now);
+                let due =
+                    g.sm.read(|s| s.queue.next_expiry())
+                        .is_some_and(|e| e <= now);
                 if due {
-                    match self.queue_write(g.id, QueueCommand::ExpireLeases { now_ms: now }).await {
+                    match self
+                        .queue_write(g.id, QueueCommand::ExpireLeases { now_ms: now })
+                        .await
+                    {
                         Ok(QueueResponse::Expired(n)) if n > 0 => {
                             tracing::info!(group = g.id, expired = n, "job leases expired");
                             self.jobs.wake.notify_waiters();
@@ -739,7 +898,9 @@ impl Node {
                 _ = tokio::time::sleep(Duration::from_secs(if last.is_none() { 1 } else { 10 })) => {}
                 _ = shutdown.changed() => return,
             }
-            let Some(engine) = self.jobs.engine.get() else { continue };
+            let Some(engine) = self.jobs.engine.get() else {
+                continue;
+            };
             if !self.placement().is_initialized() {
                 continue;
             }
@@ -762,7 +923,11 @@ impl Node {
                     continue;
                 }
             }
-            let cmd = QueueCommand::ReportGpus { node: self.id(), gpus: gpus.clone(), now_ms: now_ms() };
+            let cmd = QueueCommand::ReportGpus {
+                node: self.id(),
+                gpus: gpus.clone(),
+                now_ms: now_ms(),
+            };
             match self.queue_write(PLACEMENT_GROUP, cmd).await {
                 Ok(_) => last = Some((gpus, Instant::now())),
                 Err(e) => tracing::debug!("gpu report: {e}"),
@@ -822,7 +987,12 @@ impl JobSource for NodeJobSource {
             free_gpus: req
                 .free_gpus
                 .iter()
-                .map(|g| (g.uuid.clone(), g.memory_total_mb.saturating_sub(g.memory_used_mb)))
+                .map(|g| {
+                    (
+                        g.uuid.clone(),
+                        g.memory_total_mb.saturating_sub(g.memory_used_mb),
+                    )
+                })
                 .collect(),
             free_cpus: Some(req.free_cpus),
             node: self.0.id(),
@@ -857,8 +1027,18 @@ impl JobSource for NodeJobSource {
         Ok(HeartbeatReply { cancelled })
     }
 
-    async fn complete(&self, job_id: &str, t: u64, result: Value, run: RunReport) -> Result<(), SourceError> {
-        match self.0.complete_job(job_id, token(t)?, &result, facts(&run)).await {
+    async fn complete(
+        &self,
+        job_id: &str,
+        t: u64,
+        result: Value,
+        run: RunReport,
+    ) -> Result<(), SourceError> {
+        match self
+            .0
+            .complete_job(job_id, token(t)?, &result, facts(&run))
+            .await
+        {
             Ok(_) => Ok(()),
             // The engine caps results itself; a result still too large
             // fails the attempt rather than being lost silently.
@@ -872,7 +1052,13 @@ impl JobSource for NodeJobSource {
         }
     }
 
-    async fn fail(&self, job_id: &str, t: u64, error: String, run: RunReport) -> Result<(), SourceError> {
+    async fn fail(
+        &self,
+        job_id: &str,
+        t: u64,
+        error: String,
+        run: RunReport,
+    ) -> Result<(), SourceError> {
         self.0
             .fail_job(job_id, token(t)?, error, true, facts(&run))
             .await
@@ -883,7 +1069,8 @@ impl JobSource for NodeJobSource {
 
 /// The JSON form of a job (params and result as JSON, not text).
 pub fn job_json(j: &Job) -> Value {
-    let parse = |s: &str| serde_json::from_str::<Value>(s).unwrap_or_else(|_| Value::String(s.into()));
+    let parse =
+        |s: &str| serde_json::from_str::<Value>(s).unwrap_or_else(|_| Value::String(s.into()));
     json!({
         "id": j.id,
         "queue": j.queue,
@@ -953,13 +1140,18 @@ pub fn parse_cursor(s: &str) -> Result<Vec<u64>, ApiError> {
         .map_err(|_| {
             ApiError::bad(
                 "invalid_cursor",
-                format!("since must be a cursor returned by /v1/events (seqs joined by '.'), got {s:?}"),
+                format!(
+                    "since must be a cursor returned by /v1/events (seqs joined by '.'), got {s:?}"
+                ),
             )
         })
 }
 
 pub fn cursor_string(c: &[u64]) -> String {
-    c.iter().map(|n| n.to_string()).collect::<Vec<_>>().join(".")
+    c.iter()
+        .map(|n| n.to_string())
+        .collect::<Vec<_>>()
+        .join(".")
 }
 
 /// Starts the lease-expiry sweep, and (with `workers > 0`) the execution

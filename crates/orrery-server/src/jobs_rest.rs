@@ -55,7 +55,10 @@ async fn json_object(body: Body, limit: usize) -> Result<Map<String, Value>, Api
     match serde_json::from_slice::<Value>(&bytes) {
         Ok(Value::Object(m)) => Ok(m),
         Ok(_) => Err(ApiError::bad("invalid_body", "body must be a JSON object")),
-        Err(e) => Err(ApiError::bad("invalid_json", format!("body is not valid JSON: {e}"))),
+        Err(e) => Err(ApiError::bad(
+            "invalid_json",
+            format!("body is not valid JSON: {e}"),
+        )),
     }
 }
 
@@ -111,13 +114,20 @@ fn str_list(o: &Map<String, Value>, f: &str) -> Result<Vec<String>, ApiError> {
         None | Some(Value::Null) => Ok(Vec::new()),
         Some(Value::Array(a)) => a
             .iter()
-            .map(|v| v.as_str().map(String::from).ok_or_else(|| invalid(f, "a list of strings")))
+            .map(|v| {
+                v.as_str()
+                    .map(String::from)
+                    .ok_or_else(|| invalid(f, "a list of strings"))
+            })
             .collect(),
         Some(_) => Err(invalid(f, "a list of strings")),
     }
 }
 
-fn object<'a>(o: &'a Map<String, Value>, f: &str) -> Result<Option<&'a Map<String, Value>>, ApiError> {
+fn object<'a>(
+    o: &'a Map<String, Value>,
+    f: &str,
+) -> Result<Option<&'a Map<String, Value>>, ApiError> {
     match o.get(f) {
         None | Some(Value::Null) => Ok(None),
         Some(Value::Object(m)) => Ok(Some(m)),
@@ -129,14 +139,18 @@ fn check_fields(o: &Map<String, Value>, allowed: &[&str], what: &str) -> Result<
     match o.keys().find(|k| !allowed.contains(&k.as_str())) {
         Some(k) => Err(ApiError::bad(
             "unknown_field",
-            format!("unknown field {k:?} in {what}; allowed: {}", allowed.join(", ")),
+            format!(
+                "unknown field {k:?} in {what}; allowed: {}",
+                allowed.join(", ")
+            ),
         )),
         None => Ok(()),
     }
 }
 
 fn token(o: &Map<String, Value>) -> Result<u32, ApiError> {
-    opt_u32(o, "token")?.ok_or_else(|| ApiError::bad("missing_field", "field \"token\" is required"))
+    opt_u32(o, "token")?
+        .ok_or_else(|| ApiError::bad("missing_field", "field \"token\" is required"))
 }
 
 // ---------------------------------------------------------------------
@@ -161,7 +175,14 @@ async fn create_queue(State(node): State<AppState>, body: Body) -> Result<Respon
     let o = json_object(body, 64 * 1024).await?;
     check_fields(
         &o,
-        &["name", "partitions", "lease_s", "max_attempts", "backoff", "concurrency_limit"],
+        &[
+            "name",
+            "partitions",
+            "lease_s",
+            "max_attempts",
+            "backoff",
+            "concurrency_limit",
+        ],
         "a queue",
     )?;
     let mut a = QueueArgs {
@@ -184,10 +205,15 @@ async fn create_queue(State(node): State<AppState>, body: Body) -> Result<Respon
 
 async fn list_queues(State(node): State<AppState>) -> Result<Json<Value>, ApiError> {
     let qs = node.list_queues().await?;
-    Ok(Json(json!({"queues": qs.iter().map(queue_json).collect::<Vec<_>>()})))
+    Ok(Json(
+        json!({"queues": qs.iter().map(queue_json).collect::<Vec<_>>()}),
+    ))
 }
 
-async fn get_queue(State(node): State<AppState>, Path(q): Path<String>) -> Result<Json<Value>, ApiError> {
+async fn get_queue(
+    State(node): State<AppState>,
+    Path(q): Path<String>,
+) -> Result<Json<Value>, ApiError> {
     let spec = node.queue_spec(&q).await?;
     let (counts, oldest) = node.queue_counts(&spec).await?;
     let mut v = queue_json(&spec);
@@ -200,7 +226,10 @@ async fn get_queue(State(node): State<AppState>, Path(q): Path<String>) -> Resul
     Ok(Json(v))
 }
 
-async fn delete_queue(State(node): State<AppState>, Path(q): Path<String>) -> Result<Json<Value>, ApiError> {
+async fn delete_queue(
+    State(node): State<AppState>,
+    Path(q): Path<String>,
+) -> Result<Json<Value>, ApiError> {
     node.delete_queue(&q).await?;
     Ok(Json(json!({"deleted": true, "name": q})))
 }
@@ -213,7 +242,11 @@ fn resources(o: &Map<String, Value>) -> Result<Resources, ApiError> {
     let Some(r) = object(o, "resources")? else {
         return Ok(Resources::default());
     };
-    check_fields(r, &["gpus", "gpu_memory_mb", "cpus", "shared_gpu"], "resources")?;
+    check_fields(
+        r,
+        &["gpus", "gpu_memory_mb", "cpus", "shared_gpu"],
+        "resources",
+    )?;
     Ok(Resources {
         gpus: opt_u32(r, "gpus")?.unwrap_or(0),
         gpu_memory_mb: opt_u64(r, "gpu_memory_mb")?.unwrap_or(0),
@@ -226,7 +259,18 @@ async fn submit(State(node): State<AppState>, body: Body) -> Result<Response, Ap
     let o = json_object(body, 1 << 20).await?;
     check_fields(
         &o,
-        &["queue", "kind", "params", "priority", "run_at", "run_at_ms", "delay_ms", "resources", "dedupe_key", "submitted_by"],
+        &[
+            "queue",
+            "kind",
+            "params",
+            "priority",
+            "run_at",
+            "run_at_ms",
+            "delay_ms",
+            "resources",
+            "dedupe_key",
+            "submitted_by",
+        ],
         "a job",
     )?;
     let priority = match o.get("priority") {
@@ -251,7 +295,11 @@ async fn submit(State(node): State<AppState>, body: Body) -> Result<Response, Ap
         submitted_by: opt_str(&o, "submitted_by")?,
     };
     let (job, created) = node.submit_job(a).await?;
-    let status = if created { StatusCode::CREATED } else { StatusCode::OK };
+    let status = if created {
+        StatusCode::CREATED
+    } else {
+        StatusCode::OK
+    };
     let mut v = job_json(&job);
     v["created"] = json!(created);
     Ok((status, Json(v)).into_response())
@@ -263,9 +311,12 @@ async fn list_jobs(
 ) -> Result<Json<Value>, ApiError> {
     let limit = match p.get("limit") {
         None => DEFAULT_JOB_LIMIT,
-        Some(l) => l
-            .parse()
-            .map_err(|_| ApiError::bad("invalid_limit", format!("limit must be a positive integer, got {l:?}")))?,
+        Some(l) => l.parse().map_err(|_| {
+            ApiError::bad(
+                "invalid_limit",
+                format!("limit must be a positive integer, got {l:?}"),
+            )
+        })?,
     };
     let state = match p.get("state") {
         None => None,
@@ -280,27 +331,42 @@ async fn list_jobs(
     let jobs = node
         .list_jobs(p.get("queue").cloned(), state, after, limit)
         .await?;
-    let next = if jobs.len() == limit { jobs.last().map(|j| j.id.clone()) } else { None };
+    let next = if jobs.len() == limit {
+        jobs.last().map(|j| j.id.clone())
+    } else {
+        None
+    };
     Ok(Json(json!({
         "jobs": jobs.iter().map(job_json).collect::<Vec<_>>(),
         "next_cursor": next,
     })))
 }
 
-async fn get_job(State(node): State<AppState>, Path(id): Path<String>) -> Result<Json<Value>, ApiError> {
+async fn get_job(
+    State(node): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<Json<Value>, ApiError> {
     let job = node.get_job(&id).await?;
     let mut v = job_json(&job);
     v["waiting"] = json!(node.waiting_reason(&job).await);
     Ok(Json(v))
 }
 
-async fn cancel(State(node): State<AppState>, Path(id): Path<String>) -> Result<Json<Value>, ApiError> {
+async fn cancel(
+    State(node): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<Json<Value>, ApiError> {
     Ok(Json(job_json(&node.cancel_job(&id).await?)))
 }
 
-async fn runs(State(node): State<AppState>, Path(id): Path<String>) -> Result<Json<Value>, ApiError> {
+async fn runs(
+    State(node): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<Json<Value>, ApiError> {
     let job = node.get_job(&id).await?;
-    Ok(Json(json!({"job_id": id, "runs": job.runs.iter().map(run_json).collect::<Vec<_>>()})))
+    Ok(Json(
+        json!({"job_id": id, "runs": job.runs.iter().map(run_json).collect::<Vec<_>>()}),
+    ))
 }
 
 async fn claim(
@@ -309,7 +375,19 @@ async fn claim(
     body: Body,
 ) -> Result<Response, ApiError> {
     let o = json_object(body, 64 * 1024).await?;
-    check_fields(&o, &["worker_id", "kinds", "lease_s", "wait_s", "max", "free_gpus", "free_cpus"], "a claim")?;
+    check_fields(
+        &o,
+        &[
+            "worker_id",
+            "kinds",
+            "lease_s",
+            "wait_s",
+            "max",
+            "free_gpus",
+            "free_cpus",
+        ],
+        "a claim",
+    )?;
     let wait_s = opt_f64(&o, "wait_s")?.unwrap_or(0.0);
     if !(0.0..=MAX_WAIT_S as f64).contains(&wait_s) {
         return Err(invalid("wait_s", &format!("0..={MAX_WAIT_S} seconds")));
@@ -319,8 +397,13 @@ async fn claim(
         Some(Value::Array(a)) => a
             .iter()
             .map(|g| {
-                let g = g.as_object().ok_or_else(|| invalid("free_gpus", "a list of {uuid, free_memory_mb}"))?;
-                Ok((req_str(g, "uuid")?, opt_u64(g, "free_memory_mb")?.unwrap_or(u64::MAX)))
+                let g = g
+                    .as_object()
+                    .ok_or_else(|| invalid("free_gpus", "a list of {uuid, free_memory_mb}"))?;
+                Ok((
+                    req_str(g, "uuid")?,
+                    opt_u64(g, "free_memory_mb")?.unwrap_or(u64::MAX),
+                ))
             })
             .collect::<Result<_, ApiError>>()?,
         Some(_) => return Err(invalid("free_gpus", "a list of {uuid, free_memory_mb}")),
@@ -352,18 +435,34 @@ async fn claim(
     }
 }
 
-async fn heartbeat(State(node): State<AppState>, Path(id): Path<String>, body: Body) -> Result<Json<Value>, ApiError> {
+async fn heartbeat(
+    State(node): State<AppState>,
+    Path(id): Path<String>,
+    body: Body,
+) -> Result<Json<Value>, ApiError> {
     let o = json_object(body, 4096).await?;
     check_fields(&o, &["token"], "a heartbeat")?;
     let (cancelled, expires) = node.heartbeat_job(&id, token(&o)?).await?;
-    Ok(Json(json!({"cancelled": cancelled, "lease_expires_ms": expires})))
+    Ok(Json(
+        json!({"cancelled": cancelled, "lease_expires_ms": expires}),
+    ))
 }
 
 fn run_facts(o: &Map<String, Value>) -> Result<RunFacts, ApiError> {
     let Some(r) = object(o, "run")? else {
         return Ok(RunFacts::default());
     };
-    check_fields(r, &["exit_code", "duration_ms", "gpu_uuids", "gpu_peak_memory_mb", "gpu_mean_utilization_pct"], "run")?;
+    check_fields(
+        r,
+        &[
+            "exit_code",
+            "duration_ms",
+            "gpu_uuids",
+            "gpu_peak_memory_mb",
+            "gpu_mean_utilization_pct",
+        ],
+        "run",
+    )?;
     let exit_code = match r.get("exit_code") {
         None | Some(Value::Null) => None,
         Some(v) => Some(
@@ -383,20 +482,32 @@ fn run_facts(o: &Map<String, Value>) -> Result<RunFacts, ApiError> {
     })
 }
 
-async fn complete(State(node): State<AppState>, Path(id): Path<String>, body: Body) -> Result<Json<Value>, ApiError> {
+async fn complete(
+    State(node): State<AppState>,
+    Path(id): Path<String>,
+    body: Body,
+) -> Result<Json<Value>, ApiError> {
     let o = json_object(body, 2 * orrery_queue::MAX_RESULT_BYTES).await?;
     check_fields(&o, &["token", "result", "run"], "a completion")?;
     let result = o.get("result").cloned().unwrap_or(Value::Null);
-    let job = node.complete_job(&id, token(&o)?, &result, run_facts(&o)?).await?;
+    let job = node
+        .complete_job(&id, token(&o)?, &result, run_facts(&o)?)
+        .await?;
     Ok(Json(job_json(&job)))
 }
 
-async fn fail(State(node): State<AppState>, Path(id): Path<String>, body: Body) -> Result<Json<Value>, ApiError> {
+async fn fail(
+    State(node): State<AppState>,
+    Path(id): Path<String>,
+    body: Body,
+) -> Result<Json<Value>, ApiError> {
     let o = json_object(body, 64 * 1024).await?;
     check_fields(&o, &["token", "error", "retry", "run"], "a failure")?;
     let error = opt_str(&o, "error")?.unwrap_or_else(|| "failed".into());
     let retry = opt_bool(&o, "retry")?.unwrap_or(true);
-    let job = node.fail_job(&id, token(&o)?, error, retry, run_facts(&o)?).await?;
+    let job = node
+        .fail_job(&id, token(&o)?, error, retry, run_facts(&o)?)
+        .await?;
     Ok(Json(job_json(&job)))
 }
 
@@ -414,17 +525,30 @@ async fn logs(
     let local = matches!(p.get("local").map(String::as_str), Some("true" | "1"));
     let attempt: Option<u64> = match p.get("attempt") {
         None => None,
-        Some(a) => Some(a.parse().map_err(|_| invalid("attempt", "a positive integer"))?),
+        Some(a) => Some(
+            a.parse()
+                .map_err(|_| invalid("attempt", "a positive integer"))?,
+        ),
     };
     let (attempt, run_node) = if local {
-        (attempt.ok_or_else(|| ApiError::bad("missing_field", "attempt is required with local=true"))?, node.id())
+        (
+            attempt.ok_or_else(|| {
+                ApiError::bad("missing_field", "attempt is required with local=true")
+            })?,
+            node.id(),
+        )
     } else {
         let job = node.get_job(&id).await?;
         let run = match attempt {
             Some(a) => job.runs.iter().find(|r| r.attempt as u64 == a),
             None => job.runs.last(),
         }
-        .ok_or_else(|| ApiError::NotFound(format!("job {id} has no run{} yet", attempt.map(|a| format!(" {a}")).unwrap_or_default())))?;
+        .ok_or_else(|| {
+            ApiError::NotFound(format!(
+                "job {id} has no run{} yet",
+                attempt.map(|a| format!(" {a}")).unwrap_or_default()
+            ))
+        })?;
         (run.attempt as u64, run.node)
     };
     if run_node == 0 {
@@ -451,41 +575,49 @@ async fn logs(
         return Ok(([("content-type", "text/plain; charset=utf-8")], bytes).into_response());
     }
     let (initial, rx) = engine.logs().follow(&id, attempt).ok_or_else(gone)?;
-    let first = futures::stream::iter(
-        (!initial.is_empty())
-            .then(|| Ok::<_, Infallible>(SseEvent::default().event("log").data(String::from_utf8_lossy(&initial)))),
-    );
+    let first = futures::stream::iter((!initial.is_empty()).then(|| {
+        Ok::<_, Infallible>(
+            SseEvent::default()
+                .event("log")
+                .data(String::from_utf8_lossy(&initial)),
+        )
+    }));
     let rest = futures::stream::unfold(Some(rx), |rx| async move {
         let mut rx = rx?;
-        loop {
-            match rx.recv().await {
-                Ok(orrery_exec::LogChunk::Data(d)) => {
-                    let ev = SseEvent::default().event("log").data(String::from_utf8_lossy(&d));
-                    return Some((Ok::<_, Infallible>(ev), Some(rx)));
-                }
-                Ok(orrery_exec::LogChunk::End) | Err(tokio::sync::broadcast::error::RecvError::Closed) => {
-                    return Some((Ok(SseEvent::default().event("end").data("end")), None));
-                }
-                Err(tokio::sync::broadcast::error::RecvError::Lagged(n)) => {
-                    let ev = SseEvent::default()
-                        .event("lagged")
-                        .data(format!("{n} chunks skipped; re-read the logs without follow"));
-                    return Some((Ok(ev), Some(rx)));
-                }
+        let ev = match rx.recv().await {
+            Ok(orrery_exec::LogChunk::Data(d)) => SseEvent::default()
+                .event("log")
+                .data(String::from_utf8_lossy(&d)),
+            Ok(orrery_exec::LogChunk::End)
+            | Err(tokio::sync::broadcast::error::RecvError::Closed) => {
+                return Some((Ok(SseEvent::default().event("end").data("end")), None));
             }
-        }
+            Err(tokio::sync::broadcast::error::RecvError::Lagged(n)) => {
+                SseEvent::default().event("lagged").data(format!(
+                    "{n} chunks skipped; re-read the logs without follow"
+                ))
+            }
+        };
+        Some((Ok::<_, Infallible>(ev), Some(rx)))
     });
     Ok(Sse::new(first.chain(rest))
         .keep_alive(KeepAlive::new().interval(Duration::from_secs(10)))
         .into_response())
 }
 
-async fn proxy_logs(node: &Node, run_node: u64, id: &str, attempt: u64, follow: bool) -> Result<Response, ApiError> {
+async fn proxy_logs(
+    node: &Node,
+    run_node: u64,
+    id: &str,
+    attempt: u64,
+    follow: bool,
+) -> Result<Response, ApiError> {
     let p = node.placement();
-    let member = p
-        .members
-        .get(&run_node)
-        .ok_or_else(|| ApiError::NotFound(format!("node {run_node}, which ran attempt {attempt}, is no longer a member")))?;
+    let member = p.members.get(&run_node).ok_or_else(|| {
+        ApiError::NotFound(format!(
+            "node {run_node}, which ran attempt {attempt}, is no longer a member"
+        ))
+    })?;
     let url = format!(
         "http://{}/v1/jobs/{id}/logs?attempt={attempt}&local=true&follow={follow}",
         member.addr.addr
@@ -495,7 +627,9 @@ async fn proxy_logs(node: &Node, run_node: u64, id: &str, attempt: u64, follow: 
         req = req.timeout(node.cfg.request_timeout);
     }
     let resp = req.send().await.map_err(|e| {
-        ApiError::unavailable(format!("node {run_node} (which ran attempt {attempt}) is unreachable: {e}"))
+        ApiError::unavailable(format!(
+            "node {run_node} (which ran attempt {attempt}) is unreachable: {e}"
+        ))
     })?;
     let status = StatusCode::from_u16(resp.status().as_u16()).unwrap_or(StatusCode::BAD_GATEWAY);
     let ctype = resp
@@ -512,7 +646,10 @@ async fn proxy_logs(node: &Node, run_node: u64, id: &str, attempt: u64, follow: 
 // Events
 // ---------------------------------------------------------------------
 
-async fn events(State(node): State<AppState>, Query(p): Query<HashMap<String, String>>) -> Result<Json<Value>, ApiError> {
+async fn events(
+    State(node): State<AppState>,
+    Query(p): Query<HashMap<String, String>>,
+) -> Result<Json<Value>, ApiError> {
     let cursor = parse_cursor(p.get("since").map(String::as_str).unwrap_or(""))?;
     let limit = match p.get("limit") {
         None => 1000,
