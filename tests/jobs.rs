@@ -182,6 +182,7 @@ async fn jobs_end_to_end() {
     command_cancel_kills_the_process(&t).await;
     workers_on_all_nodes(&t).await;
     queue_info_and_delete(&t).await;
+    cli(&t).await;
     kill9_mid_job(t).await;
 }
 
@@ -990,8 +991,69 @@ async fn queue_info_and_delete(t: &Jc) {
     assert_eq!(s, 404);
 }
 
+/// orreryctl (over gRPC): queues, submit, get, list, logs, gpus.
+async fn cli(t: &Jc) {
+    let c = &t.c;
+    c.ctl_ok(1, &["queues", "create", "cliq", "--lease-s", "20"]);
+    let out = c.ctl(1, &["queues", "create", "cliq"]);
+    assert!(!out.status.success(), "duplicate queue accepted");
+    let qs = c.ctl_json(0, &["queues", "list"]);
+    assert!(qs
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|q| q["name"] == "cliq" && q["lease_s"] == 20));
+    let j = c.ctl_json(
+        2,
+        &[
+            "jobs",
+            "submit",
+            "--queue",
+            "cliq",
+            "--kind",
+            "command",
+            "--params",
+            r#"{"argv": ["sh", "-c", "echo hello-cli"]}"#,
+        ],
+    );
+    let id = j["id"].as_str().unwrap().to_string();
+    t.wait_state(&id, &["succeeded"], Duration::from_secs(60))
+        .await;
+    let got = c.ctl_json(0, &["jobs", "get", &id]);
+    assert_eq!(got["state"], "succeeded");
+    let logs = c.ctl_ok(1, &["jobs", "logs", &id]);
+    assert!(logs.contains("hello-cli"), "{logs}");
+    let logs = c.ctl_ok(2, &["jobs", "logs", &id, "--follow"]);
+    assert!(logs.contains("hello-cli"), "{logs}");
+    let list = c.ctl_json(0, &["jobs", "list", "--queue", "cliq"]);
+    assert_eq!(list["jobs"].as_array().unwrap().len(), 1);
+    let show = c.ctl_json(0, &["queues", "show", "cliq"]);
+    assert_eq!(show["counts"]["succeeded"], 1);
+    let bad = c.ctl(
+        0,
+        &[
+            "jobs",
+            "submit",
+            "--queue",
+            "cliq",
+            "--kind",
+            "fs.summarize",
+            "--params",
+            "{}",
+        ],
+    );
+    assert!(!bad.status.success());
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("params.path"));
+    let g = c.ctl_json(0, &["gpus"]);
+    assert!(g["gpus"].is_array());
+    let text = c.ctl_ok(0, &["gpus"]);
+    assert!(!text.is_empty());
+}
+
 async fn kill9_mid_job(mut t: Jc) {
-    t.create_queue(json!({"name": "crash", "lease_s": 3})).await;
+    // Enough attempts that leases lost to the re-election after the kill
+    // (heartbeats cannot commit meanwhile) do not make jobs dead.
+    t.create_queue(json!({"name": "crash", "lease_s": 3, "max_attempts": 10})).await;
     let mut ids = Vec::new();
     for _ in 0..12 {
         let j = t

@@ -157,7 +157,7 @@ fn token(o: &Map<String, Value>) -> Result<u32, ApiError> {
 // Queues
 // ---------------------------------------------------------------------
 
-fn queue_json(q: &orrery_queue::QueueSpec) -> Value {
+pub(crate) fn queue_json(q: &orrery_queue::QueueSpec) -> Value {
     json!({
         "name": q.name,
         "partitions": q.partitions,
@@ -214,7 +214,12 @@ async fn get_queue(
     State(node): State<AppState>,
     Path(q): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
-    let spec = node.queue_spec(&q).await?;
+    Ok(Json(queue_info_json(&node, &q).await?))
+}
+
+/// A queue with its counts per state and the age of its oldest queued job.
+pub(crate) async fn queue_info_json(node: &Node, q: &str) -> Result<Value, ApiError> {
+    let spec = node.queue_spec(q).await?;
     let (counts, oldest) = node.queue_counts(&spec).await?;
     let mut v = queue_json(&spec);
     let counts: Map<String, Value> = counts
@@ -223,7 +228,7 @@ async fn get_queue(
         .collect();
     v["counts"] = Value::Object(counts);
     v["oldest_queued_age_ms"] = json!(oldest.map(|o| crate::jobs_api::now_ms().saturating_sub(o)));
-    Ok(Json(v))
+    Ok(v)
 }
 
 async fn delete_queue(
@@ -718,6 +723,10 @@ async fn events_stream(
 }
 
 async fn gpus(State(node): State<AppState>) -> Result<Json<Value>, ApiError> {
+    Ok(Json(gpus_json(&node).await?))
+}
+
+pub(crate) async fn gpus_json(node: &Node) -> Result<Value, ApiError> {
     let reports = node.cluster_gpus().await?;
     let mut gpus = Vec::new();
     let mut nodes = Vec::new();
@@ -732,5 +741,5 @@ async fn gpus(State(node): State<AppState>) -> Result<Json<Value>, ApiError> {
             }));
         }
     }
-    Ok(Json(json!({"gpus": gpus, "nodes": nodes})))
+    Ok(json!({"gpus": gpus, "nodes": nodes}))
 }

@@ -4,6 +4,7 @@
 pub mod error;
 pub mod grpc;
 pub mod jobs_api;
+mod jobs_grpc;
 mod jobs_rest;
 mod kv_api;
 pub mod metrics;
@@ -149,6 +150,10 @@ pub async fn run(
             .max_encoding_message_size(256 << 20),
     )
     .add_service(ClusterServer::new(grpc::ClusterService(node.clone())))
+    .add_service(
+        orrery_proto::v1::jobs_server::JobsServer::new(jobs_grpc::JobsService(node.clone()))
+            .max_decoding_message_size(4 << 20),
+    )
     .prepare()
     .into_axum_router();
     let rest = rest::router(node.clone());
