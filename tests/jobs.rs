@@ -1053,7 +1053,8 @@ async fn cli(t: &Jc) {
 async fn kill9_mid_job(mut t: Jc) {
     // Enough attempts that leases lost to the re-election after the kill
     // (heartbeats cannot commit meanwhile) do not make jobs dead.
-    t.create_queue(json!({"name": "crash", "lease_s": 3, "max_attempts": 10})).await;
+    t.create_queue(json!({"name": "crash", "lease_s": 3, "max_attempts": 10}))
+        .await;
     let mut ids = Vec::new();
     for _ in 0..12 {
         let j = t

@@ -242,10 +242,17 @@ impl Node {
 
     /// A queue's definition: the local copy, or (when absent locally, e.g.
     /// just created through another node) the placement leader's.
+    /// Used on the enqueue path; reads and deletes use [`Node::queue_spec_fresh`].
     pub async fn queue_spec(&self, name: &str) -> Result<QueueSpec, ApiError> {
         if let Some(q) = self.local_catalog().get(name) {
             return Ok(q.clone());
         }
+        self.queue_spec_fresh(name).await
+    }
+
+    /// A queue's definition read through the placement leader
+    /// (linearizable: a create or delete that returned is visible).
+    pub async fn queue_spec_fresh(&self, name: &str) -> Result<QueueSpec, ApiError> {
         let (queues, _) = self.catalog().await?;
         queues
             .into_iter()
@@ -382,7 +389,7 @@ impl Node {
     /// (readable, cancellable, claimable by workers that name no queue),
     /// but no new job can be enqueued once the delete is applied.
     pub async fn delete_queue(&self, name: &str) -> Result<(), ApiError> {
-        let spec = self.queue_spec(name).await?;
+        let spec = self.queue_spec_fresh(name).await?;
         let (counts, _) = self.queue_counts(&spec).await?;
         let live = counts.get(&JobState::Queued).copied().unwrap_or(0)
             + counts.get(&JobState::Running).copied().unwrap_or(0);

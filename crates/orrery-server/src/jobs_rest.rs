@@ -219,7 +219,7 @@ async fn get_queue(
 
 /// A queue with its counts per state and the age of its oldest queued job.
 pub(crate) async fn queue_info_json(node: &Node, q: &str) -> Result<Value, ApiError> {
-    let spec = node.queue_spec(q).await?;
+    let spec = node.queue_spec_fresh(q).await?;
     let (counts, oldest) = node.queue_counts(&spec).await?;
     let mut v = queue_json(&spec);
     let counts: Map<String, Value> = counts
