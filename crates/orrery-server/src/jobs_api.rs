@@ -1180,3 +1180,48 @@ pub fn start_jobs(node: &Arc<Node>, stop: tokio::sync::watch::Receiver<bool>) {
     let _ = node.jobs.engine.set(Arc::new(engine));
     tokio::spawn(node.clone().run_gpu_report(stop));
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cursors_round_trip_and_reject_garbage() {
+        assert_eq!(parse_cursor("").unwrap(), Vec::<u64>::new());
+        assert_eq!(parse_cursor("0").unwrap(), Vec::<u64>::new());
+        assert_eq!(parse_cursor("3.0.12").unwrap(), vec![3, 0, 12]);
+        assert_eq!(cursor_string(&[3, 0, 12]), "3.0.12");
+        assert!(parse_cursor("3..1").is_err());
+        assert!(parse_cursor("x").is_err());
+    }
+
+    #[test]
+    fn job_ids_route_to_their_shard() {
+        let id = orrery_queue::job_id(1_700_000_000_000, 2, 77);
+        assert_eq!(job_group(&id).unwrap(), shard_group(2));
+        assert!(matches!(job_group("nope"), Err(ApiError::NotFound(_))));
+    }
+
+    #[test]
+    fn names_are_checked() {
+        assert!(check_name("name", "ok-name_1.x").is_ok());
+        assert!(check_name("name", "").is_err());
+        assert!(check_name("name", "a/b").is_err());
+        assert!(check_name("name", &"a".repeat(MAX_QUEUE_NAME + 1)).is_err());
+    }
+
+    #[test]
+    fn stale_tokens_are_conflicts() {
+        let e = queue_error(QueueError::StaleToken {
+            job_id: "j".into(),
+            token: 1,
+            state: JobState::Running,
+            attempts: 2,
+        });
+        assert_eq!(e.http_status(), axum::http::StatusCode::CONFLICT);
+        assert_eq!(
+            queue_error(QueueError::ResultTooLarge(5)).http_status(),
+            axum::http::StatusCode::PAYLOAD_TOO_LARGE
+        );
+    }
+}
