@@ -8,6 +8,7 @@
 //! ```
 
 mod cluster;
+mod jobs;
 mod load;
 mod machine;
 
@@ -32,6 +33,9 @@ enum Cmd {
     /// Key-value PUT and linearizable GET throughput and latency on a local
     /// 3-node cluster, for several client counts.
     Kv(KvArgs),
+    /// Job-queue enqueue and claim/complete throughput, claim latency
+    /// (external workers over REST, a no-op kind).
+    Jobs(jobs::JobsArgs),
 }
 
 #[derive(clap::Args)]
@@ -349,6 +353,7 @@ fn main() {
     let result = rt.block_on(async {
         match cli.cmd {
             Cmd::Kv(args) => kv(args).await,
+            Cmd::Jobs(args) => jobs::run(args).await,
         }
     });
     // Workers left behind by an interrupted cell must not outlive the run.

@@ -12,6 +12,8 @@
 //! # let _ = rev; Ok(()) }
 //! ```
 
+mod jobs;
+
 pub use orrery_proto::v1 as pb;
 use orrery_proto::v1::cluster_client::ClusterClient;
 use orrery_proto::v1::kv_client::KvClient;
@@ -70,6 +72,8 @@ pub struct CasOutcome {
 pub struct Client {
     kv: KvClient<Channel>,
     cluster: ClusterClient<Channel>,
+    /// For the clients of other services (jobs, ...).
+    channel: Channel,
 }
 
 impl Client {
@@ -101,7 +105,8 @@ impl Client {
             kv: KvClient::new(ch.clone())
                 .max_decoding_message_size(64 << 20)
                 .max_encoding_message_size(64 << 20),
-            cluster: ClusterClient::new(ch),
+            cluster: ClusterClient::new(ch.clone()),
+            channel: ch,
         })
     }
 

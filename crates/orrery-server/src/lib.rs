@@ -3,6 +3,9 @@
 
 pub mod error;
 pub mod grpc;
+pub mod jobs_api;
+mod jobs_grpc;
+mod jobs_rest;
 mod kv_api;
 pub mod metrics;
 pub mod node;
@@ -137,6 +140,7 @@ pub async fn run(
     if let Some(j) = cfg.join.clone() {
         tokio::spawn(node.clone().run_join(j, stop_rx.clone()));
     }
+    jobs_api::start_jobs(&node, stop_rx.clone());
 
     // tonic's default 4 MiB limit would refuse values REST accepts.
     let max_in = cfg.max_value_bytes + cfg.max_key_bytes + (1 << 20);
@@ -146,6 +150,10 @@ pub async fn run(
             .max_encoding_message_size(256 << 20),
     )
     .add_service(ClusterServer::new(grpc::ClusterService(node.clone())))
+    .add_service(
+        orrery_proto::v1::jobs_server::JobsServer::new(jobs_grpc::JobsService(node.clone()))
+            .max_decoding_message_size(4 << 20),
+    )
     .prepare()
     .into_axum_router();
     let rest = rest::router(node.clone());
@@ -202,6 +210,9 @@ pub async fn run(
         let _ = stop_tx.send(true);
     });
     let (a, b) = tokio::join!(client_srv, peer_srv);
+    if let Some(e) = node.jobs.engine.get() {
+        e.shutdown().await;
+    }
     registry.shutdown().await;
     a.map_err(|e| ServerError::Serve(e.to_string()))?;
     b.map_err(|e| ServerError::Serve(e.to_string()))?;

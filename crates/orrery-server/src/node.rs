@@ -42,6 +42,12 @@ pub struct NodeConfig {
     pub join: Option<String>,
     /// Source address of outgoing peer connections (`None`: the kernel picks).
     pub peer_source: Option<std::net::IpAddr>,
+    /// Execution engine worker slots (0 = no engine on this node).
+    pub workers: usize,
+    /// Root directory for the built-in fs.* / image.* job kinds.
+    pub fs_root: Option<PathBuf>,
+    /// Run `command` jobs on this node.
+    pub allow_command_jobs: bool,
 }
 
 impl NodeConfig {
@@ -62,6 +68,8 @@ pub struct Node {
     busy: Mutex<HashSet<GroupId>>,
     /// Per group: when this node last campaigned, and how often it has.
     last_campaign: Mutex<HashMap<GroupId, (Instant, u32)>>,
+    /// Job queues: the execution engine and claim wake-ups.
+    pub jobs: crate::jobs_api::JobsRuntime,
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -77,6 +85,7 @@ impl Node {
             reconcile: Notify::new(),
             busy: Mutex::new(HashSet::new()),
             last_campaign: Mutex::new(HashMap::new()),
+            jobs: Default::default(),
         })
     }
 
@@ -1041,6 +1050,7 @@ fn run_query(g: &Group, q: &Query) -> QueryResult {
         Query::KvGet { key } => QueryResult::KvGet(s.kv.get(key).cloned()),
         Query::KvList { prefix, limit } => QueryResult::KvList(s.kv.list(prefix, *limit)),
         Query::Placement => QueryResult::Placement(Box::new(s.placement.clone())),
+        Query::Jobs(q) => QueryResult::Jobs(crate::jobs_api::run_jobs_query(&s.queue, q)),
     })
 }
 

@@ -18,6 +18,7 @@ pub enum Query {
     },
     /// The placement group's whole state (membership, shard map).
     Placement,
+    Jobs(crate::jobs_api::JobsQuery),
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -25,6 +26,7 @@ pub enum QueryResult {
     KvGet(Option<Versioned>),
     KvList(Vec<KvItem>),
     Placement(Box<orrery_placement::PlacementState>),
+    Jobs(crate::jobs_api::JobsQueryResult),
 }
 
 /// Membership operations, executed by the placement leader.

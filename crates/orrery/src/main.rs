@@ -92,6 +92,17 @@ struct ServeArgs {
     /// Time a request may wait for a leader or quorum before 503, in ms [default: 5000].
     #[arg(long, env = "ORRERY_REQUEST_TIMEOUT_MS")]
     request_timeout_ms: Option<u64>,
+    /// Job worker slots of this node's execution engine; 0 runs no engine
+    /// [default: the number of cores].
+    #[arg(long, env = "ORRERY_WORKERS")]
+    workers: Option<usize>,
+    /// Root directory the built-in fs.* and image.* job kinds are confined
+    /// to [default: none, and those kinds are refused on this node].
+    #[arg(long, env = "ORRERY_FS_ROOT")]
+    fs_root: Option<PathBuf>,
+    /// Run `command` jobs (arbitrary processes) on this node [default: false].
+    #[arg(long, env = "ORRERY_ALLOW_COMMAND_JOBS", num_args = 0..=1, default_missing_value = "true")]
+    allow_command_jobs: Option<bool>,
 }
 
 impl ServeArgs {
@@ -116,7 +127,10 @@ impl ServeArgs {
             keep_logs,
             max_key_bytes,
             max_value_bytes,
-            request_timeout_ms
+            request_timeout_ms,
+            workers,
+            fs_root,
+            allow_command_jobs
         )
     }
 }
@@ -208,6 +222,13 @@ async fn serve(args: ServeArgs) -> Result<()> {
         admin_timeout: Duration::from_secs(60),
         join: args.join,
         peer_source: args.peer_source,
+        workers: args.workers.unwrap_or_else(|| {
+            std::thread::available_parallelism()
+                .map(|n| n.get())
+                .unwrap_or(1)
+        }),
+        fs_root: args.fs_root,
+        allow_command_jobs: args.allow_command_jobs.unwrap_or(false),
     };
     orrery_server::run(cfg, &listen, &peer_listen, shutdown_signal(), |b| {
         eprintln!(

@@ -6,6 +6,9 @@ use orrery_client::{pb, Client, Consistency};
 use serde_json::{json, Value};
 use std::time::{Duration, Instant};
 
+#[path = "../ctl/jobs.rs"]
+mod jobs;
+
 #[derive(Parser)]
 #[command(name = "orreryctl", version, about = "Administer an Orrery cluster")]
 struct Cli {
@@ -40,6 +43,14 @@ enum Cmd {
     /// The key-value namespace.
     #[command(subcommand)]
     Kv(KvCmd),
+    /// Job queues.
+    #[command(subcommand)]
+    Queues(jobs::QueuesCmd),
+    /// Jobs: submit, list, get, cancel, logs.
+    #[command(subcommand)]
+    Jobs(jobs::JobsCmd),
+    /// The cluster's GPUs.
+    Gpus,
 }
 
 #[derive(Subcommand)]
@@ -313,6 +324,9 @@ async fn run(cli: Cli) -> Result<()> {
             println!("node {id} is now a voter");
         }
         Cmd::Status => status(&mut c, cli.json).await?,
+        Cmd::Queues(q) => jobs::queues(&c, q, cli.json).await?,
+        Cmd::Jobs(j) => jobs::jobs(&c, j, cli.json).await?,
+        Cmd::Gpus => jobs::gpus(&c, cli.json).await?,
         Cmd::Shards(ShardsCmd::List) => {
             let r = c
                 .cluster()

@@ -1,0 +1,296 @@
+//! `orrery-bench jobs`: job-queue throughput on a local cluster, through
+//! the REST API an external worker uses, with a no-op kind (no engine
+//! claims it, so only the benchmark's workers do).
+//!
+//! Cells: enqueue throughput (`producers` clients POSTing jobs), then the
+//! full cycle (producers enqueue while `workers` claim and complete), with
+//! single and batch claims. Claim latency is measured per claim request
+//! that returned work.
+
+use crate::cluster::LocalCluster;
+use crate::machine::{self, round3};
+use anyhow::{anyhow, bail, Context, Result};
+use serde_json::{json, Value};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+#[derive(clap::Args)]
+pub struct JobsArgs {
+    /// Directory holding the `orrery` binary [default: this executable's directory].
+    #[arg(long)]
+    bin_dir: Option<PathBuf>,
+    /// Seconds measured per cell.
+    #[arg(long, default_value_t = 10.0)]
+    duration: f64,
+    /// Concurrent enqueuing clients.
+    #[arg(long, default_value_t = 16)]
+    producers: usize,
+    /// Concurrent workers (claim + complete).
+    #[arg(long, default_value_t = 16)]
+    workers: usize,
+    /// Jobs per claim in the batch cell.
+    #[arg(long, default_value_t = 16)]
+    batch: u32,
+    #[arg(long, default_value_t = 3)]
+    nodes: usize,
+    #[arg(long, default_value_t = 3)]
+    shards: u32,
+    /// Directory in which the temporary data directory is created [default: $TMPDIR or /tmp].
+    #[arg(long)]
+    data_root: Option<PathBuf>,
+    #[arg(long)]
+    keep_data: bool,
+}
+
+fn pct(sorted: &[f64], p: f64) -> Option<f64> {
+    if sorted.is_empty() {
+        return None;
+    }
+    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    Some(sorted[i.min(sorted.len() - 1)])
+}
+
+fn opt3(x: Option<f64>) -> Value {
+    x.map(round3).map(Value::from).unwrap_or(Value::Null)
+}
+
+struct Shared {
+    http: reqwest::Client,
+    addrs: Vec<String>,
+    stop: AtomicBool,
+    enqueued: AtomicU64,
+    completed: AtomicU64,
+    errors: AtomicU64,
+}
+
+async fn producer(s: Arc<Shared>, i: usize) {
+    let url = format!("http://{}/v1/jobs", s.addrs[i % s.addrs.len()]);
+    let mut n = 0u64;
+    while !s.stop.load(Ordering::Relaxed) {
+        n += 1;
+        let body = json!({"queue": "bench", "kind": "bench.noop", "params": {"p": i, "n": n}});
+        match s.http.post(&url).json(&body).send().await {
+            Ok(r) if r.status().as_u16() == 201 => {
+                s.enqueued.fetch_add(1, Ordering::Relaxed);
+            }
+            _ => {
+                s.errors.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+    }
+}
+
+/// Claims (batch `max`) and completes until stopped; returns claim latencies (ms).
+async fn worker(s: Arc<Shared>, i: usize, max: u32) -> Vec<f64> {
+    let addr = &s.addrs[i % s.addrs.len()];
+    let claim_url = format!("http://{addr}/v1/queues/bench/claim");
+    let mut lat = Vec::new();
+    while !s.stop.load(Ordering::Relaxed) {
+        let t0 = Instant::now();
+        let body = json!({"worker_id": format!("bench-{i}"), "wait_s": 1, "max": max});
+        let r = match s.http.post(&claim_url).json(&body).send().await {
+            Ok(r) => r,
+            Err(_) => {
+                s.errors.fetch_add(1, Ordering::Relaxed);
+                continue;
+            }
+        };
+        if r.status().as_u16() == 204 {
+            continue;
+        }
+        if r.status().as_u16() != 200 {
+            s.errors.fetch_add(1, Ordering::Relaxed);
+            continue;
+        }
+        let v: Value = match r.json().await {
+            Ok(v) => v,
+            Err(_) => {
+                s.errors.fetch_add(1, Ordering::Relaxed);
+                continue;
+            }
+        };
+        lat.push(t0.elapsed().as_secs_f64() * 1000.0);
+        for j in v["jobs"].as_array().cloned().unwrap_or_default() {
+            let id = j["id"].as_str().unwrap_or_default();
+            let url = format!("http://{addr}/v1/jobs/{id}/complete");
+            let body = json!({"token": j["token"], "result": {"ok": true}});
+            match s.http.post(&url).json(&body).send().await {
+                Ok(r) if r.status().is_success() => {
+                    s.completed.fetch_add(1, Ordering::Relaxed);
+                }
+                _ => {
+                    s.errors.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+        }
+    }
+    lat
+}
+
+async fn cell(
+    s: &Arc<Shared>,
+    name: &str,
+    producers: usize,
+    workers: usize,
+    max: u32,
+    dur: Duration,
+    base: &Value,
+) -> Value {
+    s.stop.store(false, Ordering::Relaxed);
+    s.enqueued.store(0, Ordering::Relaxed);
+    s.completed.store(0, Ordering::Relaxed);
+    s.errors.store(0, Ordering::Relaxed);
+    let start = Instant::now();
+    let ps: Vec<_> = (0..producers)
+        .map(|i| tokio::spawn(producer(s.clone(), i)))
+        .collect();
+    let ws: Vec<_> = (0..workers)
+        .map(|i| tokio::spawn(worker(s.clone(), i, max)))
+        .collect();
+    tokio::time::sleep(dur).await;
+    s.stop.store(true, Ordering::Relaxed);
+    let elapsed = start.elapsed().as_secs_f64();
+    let enq = s.enqueued.load(Ordering::Relaxed);
+    let done = s.completed.load(Ordering::Relaxed);
+    for p in ps {
+        let _ = p.await;
+    }
+    let mut lat = Vec::new();
+    for w in ws {
+        if let Ok(mut l) = w.await {
+            lat.append(&mut l);
+        }
+    }
+    lat.sort_by(|a, b| a.total_cmp(b));
+    let mut v = base.clone();
+    v["cell"] = json!(name);
+    v["producers"] = json!(producers);
+    v["workers"] = json!(workers);
+    v["claim_batch"] = json!(max);
+    v["seconds"] = json!(round3(elapsed));
+    v["enqueued_per_s"] = json!(round3(enq as f64 / elapsed));
+    v["completed_per_s"] = json!(round3(done as f64 / elapsed));
+    v["claims"] = json!(lat.len());
+    v["claim_p50_ms"] = opt3(pct(&lat, 0.5));
+    v["claim_p99_ms"] = opt3(pct(&lat, 0.99));
+    v["errors"] = json!(s.errors.load(Ordering::Relaxed));
+    v
+}
+
+pub async fn run(args: JobsArgs) -> Result<()> {
+    if !(args.duration.is_finite() && args.duration > 0.0) {
+        bail!("--duration must be a positive number of seconds");
+    }
+    if args.nodes == 0 || args.producers == 0 || args.workers == 0 || args.batch == 0 {
+        bail!("--nodes, --producers, --workers and --batch must be positive");
+    }
+    let bin_dir = match &args.bin_dir {
+        Some(d) => d.clone(),
+        None => std::env::current_exe()
+            .context("locating this executable")?
+            .parent()
+            .map(|p| p.to_path_buf())
+            .ok_or_else(|| anyhow!("cannot tell this executable's directory; pass --bin-dir"))?,
+    };
+    let bin = bin_dir.join("orrery");
+    let data_root = args.data_root.clone().unwrap_or_else(std::env::temp_dir);
+    eprintln!("starting {} nodes from {} ...", args.nodes, bin.display());
+    let mut cluster = LocalCluster::spawn(&bin, args.nodes, &data_root, args.keep_data)?;
+    let r = run_cells(&mut cluster, &args).await;
+    if r.is_err() {
+        for i in 0..cluster.nodes.len() {
+            eprintln!(
+                "--- node {} log (tail) ---\n{}",
+                cluster.nodes[i].id,
+                cluster.log_tail(i, 15)
+            );
+        }
+    }
+    for line in cluster.shutdown(Duration::from_secs(15)) {
+        eprintln!("  {line}");
+    }
+    r
+}
+
+async fn run_cells(cluster: &mut LocalCluster, args: &JobsArgs) -> Result<()> {
+    cluster.wait_healthy(Duration::from_secs(30)).await?;
+    cluster.form(args.shards, Duration::from_secs(120)).await?;
+    let http = reqwest::Client::builder()
+        .timeout(Duration::from_secs(15))
+        .pool_max_idle_per_host(256)
+        .build()?;
+    let addrs: Vec<String> = cluster.nodes.iter().map(|n| n.addr.clone()).collect();
+    // Queue creation waits for shard leaders after formation.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let r = http
+            .post(format!("http://{}/v1/queues", addrs[0]))
+            .json(&json!({"name": "bench", "lease_s": 30}))
+            .send()
+            .await?;
+        if r.status().as_u16() == 201 {
+            break;
+        }
+        if Instant::now() > deadline {
+            bail!(
+                "creating the queue: {} {}",
+                r.status(),
+                r.text().await.unwrap_or_default()
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    let base = json!({
+        "bench": "jobs",
+        "machine": machine::brief(),
+        "nodes": args.nodes,
+        "shards": args.shards,
+        "protocol": "http",
+        "kind": "bench.noop",
+    });
+    println!(
+        "{}",
+        json!({"bench": "jobs", "machine": machine::full(), "nodes": args.nodes, "shards": args.shards})
+    );
+    let s = Arc::new(Shared {
+        http,
+        addrs,
+        stop: AtomicBool::new(false),
+        enqueued: AtomicU64::new(0),
+        completed: AtomicU64::new(0),
+        errors: AtomicU64::new(0),
+    });
+    let dur = Duration::from_secs_f64(args.duration);
+    eprintln!("enqueue only ...");
+    println!(
+        "{}",
+        cell(&s, "enqueue", args.producers, 0, 1, dur, &base).await
+    );
+    eprintln!("drain (claim + complete, no producers) ...");
+    println!(
+        "{}",
+        cell(&s, "drain", 0, args.workers, 1, dur, &base).await
+    );
+    eprintln!("full cycle, single claims ...");
+    println!(
+        "{}",
+        cell(&s, "cycle", args.producers, args.workers, 1, dur, &base).await
+    );
+    eprintln!("full cycle, batch claims ...");
+    println!(
+        "{}",
+        cell(
+            &s,
+            "cycle_batch",
+            args.producers,
+            args.workers,
+            args.batch,
+            dur,
+            &base
+        )
+        .await
+    );
+    Ok(())
+}

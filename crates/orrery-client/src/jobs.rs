@@ -1,0 +1,127 @@
+//! Job queues over the gRPC API (orrery.v1.Jobs). Jobs, queues, runs and
+//! events come with their full JSON form in a `json` field (the same as
+//! the REST API's).
+
+use crate::{pb, Client, Error};
+use orrery_proto::v1::jobs_client::JobsClient;
+use tonic::transport::Channel;
+
+impl Client {
+    /// The raw Jobs service client, for the operations without a helper here.
+    pub fn jobs(&self) -> JobsClient<Channel> {
+        JobsClient::new(self.channel.clone())
+            .max_decoding_message_size(64 << 20)
+            .max_encoding_message_size(4 << 20)
+    }
+
+    pub async fn create_queue(&self, req: pb::CreateQueueRequest) -> Result<pb::QueueInfo, Error> {
+        Ok(self.jobs().create_queue(req).await?.into_inner())
+    }
+
+    pub async fn list_queues(&self) -> Result<Vec<pb::QueueInfo>, Error> {
+        Ok(self
+            .jobs()
+            .list_queues(pb::ListQueuesRequest {})
+            .await?
+            .into_inner()
+            .queues)
+    }
+
+    /// A queue with counts per state (in `json`).
+    pub async fn get_queue(&self, name: &str) -> Result<pb::QueueInfo, Error> {
+        let req = pb::GetQueueRequest { name: name.into() };
+        Ok(self.jobs().get_queue(req).await?.into_inner())
+    }
+
+    /// Returns the job and whether it was created (false: deduplicated).
+    pub async fn submit_job(&self, req: pb::SubmitRequest) -> Result<(pb::Job, bool), Error> {
+        let r = self.jobs().submit(req).await?.into_inner();
+        let job = r
+            .job
+            .ok_or_else(|| tonic::Status::internal("submit returned no job"))?;
+        Ok((job, r.created))
+    }
+
+    pub async fn get_job(&self, id: &str) -> Result<pb::Job, Error> {
+        let req = pb::GetJobRequest { id: id.into() };
+        Ok(self.jobs().get_job(req).await?.into_inner())
+    }
+
+    pub async fn list_jobs(&self, req: pb::ListJobsRequest) -> Result<pb::ListJobsResponse, Error> {
+        Ok(self.jobs().list_jobs(req).await?.into_inner())
+    }
+
+    pub async fn cancel_job(&self, id: &str) -> Result<pb::Job, Error> {
+        let req = pb::CancelRequest { id: id.into() };
+        Ok(self.jobs().cancel(req).await?.into_inner())
+    }
+
+    /// Leases up to `max` jobs of `queue`, waiting up to `wait_s` seconds;
+    /// each job's `attempts` is its lease token.
+    pub async fn claim_jobs(
+        &self,
+        queue: &str,
+        worker_id: &str,
+        max: u32,
+        wait_s: f64,
+    ) -> Result<Vec<pb::Job>, Error> {
+        let req = pb::ClaimJobsRequest {
+            queue: queue.into(),
+            worker_id: worker_id.into(),
+            kinds: vec![],
+            lease_s: None,
+            wait_s,
+            max,
+        };
+        Ok(self.jobs().claim(req).await?.into_inner().jobs)
+    }
+
+    /// Extends the lease; returns whether the job was cancelled.
+    pub async fn heartbeat_job(&self, id: &str, token: u32) -> Result<bool, Error> {
+        let req = pb::HeartbeatRequest {
+            id: id.into(),
+            token,
+        };
+        Ok(self.jobs().heartbeat(req).await?.into_inner().cancelled)
+    }
+
+    pub async fn complete_job(
+        &self,
+        id: &str,
+        token: u32,
+        result_json: &str,
+    ) -> Result<pb::Job, Error> {
+        let req = pb::CompleteRequest {
+            id: id.into(),
+            token,
+            result_json: result_json.into(),
+        };
+        Ok(self.jobs().complete(req).await?.into_inner())
+    }
+
+    pub async fn fail_job(
+        &self,
+        id: &str,
+        token: u32,
+        error: &str,
+        retry: bool,
+    ) -> Result<pb::Job, Error> {
+        let req = pb::FailRequest {
+            id: id.into(),
+            token,
+            error: error.into(),
+            retry: Some(retry),
+        };
+        Ok(self.jobs().fail(req).await?.into_inner())
+    }
+
+    /// The cluster's GPUs as JSON (`{"gpus": [...], "nodes": [...]}`).
+    pub async fn gpus(&self) -> Result<String, Error> {
+        Ok(self
+            .jobs()
+            .gpus(pb::GpusRequest {})
+            .await?
+            .into_inner()
+            .json)
+    }
+}

@@ -1,0 +1,1005 @@
+//! The job-queue domain module.
+//!
+//! Two halves share one state type, [`QueueState`]:
+//! * the **catalog** (queues, per-node GPU inventory), applied in the
+//!   placement group (group 0);
+//! * the **jobs** of a shard (jobs, their runs, the dedupe index, events),
+//!   applied in shard groups.
+//!
+//! Everything is a pure function of the command, the log index and the
+//! prior state: the proposing node stamps `now_ms` into every command that
+//! needs time, so lease expiry, backoff and timestamps are identical on
+//! every replica. Lease tokens are attempt numbers: a claim increments
+//! `attempts` and hands it out as the token; `heartbeat`/`complete`/`fail`
+//! with any other token (or on a job that is no longer running) are
+//! rejected as [`QueueError::StaleToken`], which is how a job completes at
+//! most once even when its lease expired and another worker took it.
+//!
+//! Params and results are JSON *text*: the snapshot codec (bincode) cannot
+//! carry `serde_json::Value`, and keeping the exact text avoids a parse in
+//! the apply path.
+
+use serde::{Deserialize, Serialize};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+
+/// Largest stored result (JSON text); the server refuses larger ones with 413.
+pub const MAX_RESULT_BYTES: usize = 1 << 20;
+/// Largest stored error message; longer ones are truncated.
+pub const MAX_ERROR_BYTES: usize = 4096;
+/// Events kept per shard; older ones are dropped (a reader that falls
+/// further behind sees a gap in `seq`).
+pub const EVENTS_KEPT: usize = 10_000;
+/// The error a worker reports for a job it stopped because it was cancelled.
+pub const CANCELLED: &str = "cancelled";
+
+/// A queue's definition, in the placement group's catalog.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct QueueSpec {
+    pub name: String,
+    pub partitions: u32,
+    pub lease_s: u32,
+    pub max_attempts: u32,
+    pub backoff: Backoff,
+    /// At most this many running jobs over all partitions (split evenly
+    /// over the partitions, see [`QueueSpec::partition_limit`]).
+    pub concurrency_limit: Option<u32>,
+    pub created_ms: u64,
+}
+
+impl QueueSpec {
+    /// The share of the concurrency limit that partition `p` enforces: the
+    /// limit is split over partitions so that no cross-shard coordination is
+    /// needed and the sum is exactly the limit (the server requires
+    /// `limit >= partitions`).
+    pub fn partition_limit(&self, p: u32) -> Option<u32> {
+        self.concurrency_limit.map(|l| {
+            let n = self.partitions.max(1);
+            l / n + u32::from(p < l % n)
+        })
+    }
+}
+
+/// Retry delay after failed attempt `n` (1-based): `initial * multiplier^(n-1)`, capped.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Backoff {
+    pub initial_ms: u64,
+    /// The multiplier in thousandths (2.0 = 2000), so the state stays `Eq`.
+    pub multiplier_milli: u32,
+    pub max_ms: u64,
+}
+
+impl Default for Backoff {
+    fn default() -> Self {
+        Backoff {
+            initial_ms: 1000,
+            multiplier_milli: 2000,
+            max_ms: 60_000,
+        }
+    }
+}
+
+impl Backoff {
+    pub fn delay_ms(&self, attempt: u32) -> u64 {
+        let mut d = self.initial_ms as u128;
+        for _ in 1..attempt.max(1) {
+            d = d * self.multiplier_milli as u128 / 1000;
+            if d >= self.max_ms as u128 {
+                break;
+            }
+        }
+        (d.min(self.max_ms as u128)) as u64
+    }
+}
+
+/// Resources a job asks for.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Resources {
+    pub gpus: u32,
+    pub gpu_memory_mb: u64,
+    pub cpus: u32,
+    pub shared_gpu: bool,
+}
+
+/// One GPU as a node reported it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GpuRecord {
+    pub uuid: String,
+    pub index: u32,
+    pub name: String,
+    pub memory_total_mb: u64,
+    pub memory_used_mb: u64,
+    pub utilization_pct: u32,
+    pub temperature_c: u32,
+    pub compute_capability: String,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GpuReport {
+    pub reported_ms: u64,
+    pub gpus: Vec<GpuRecord>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+pub enum JobState {
+    Queued,
+    Running,
+    Succeeded,
+    Failed,
+    Cancelled,
+    Dead,
+}
+
+impl JobState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            JobState::Queued => "queued",
+            JobState::Running => "running",
+            JobState::Succeeded => "succeeded",
+            JobState::Failed => "failed",
+            JobState::Cancelled => "cancelled",
+            JobState::Dead => "dead",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<JobState> {
+        Some(match s {
+            "queued" => JobState::Queued,
+            "running" => JobState::Running,
+            "succeeded" => JobState::Succeeded,
+            "failed" => JobState::Failed,
+            "cancelled" => JobState::Cancelled,
+            "dead" => JobState::Dead,
+            _ => return None,
+        })
+    }
+
+    pub fn is_terminal(self) -> bool {
+        !matches!(self, JobState::Queued | JobState::Running)
+    }
+
+    pub const ALL: [JobState; 6] = [
+        JobState::Queued,
+        JobState::Running,
+        JobState::Succeeded,
+        JobState::Failed,
+        JobState::Cancelled,
+        JobState::Dead,
+    ];
+}
+
+/// The live lease of a running job.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Lease {
+    pub worker_id: String,
+    pub node: u64,
+    pub expires_ms: u64,
+}
+
+/// What a worker reports about a finished attempt.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RunFacts {
+    pub gpu_uuids: Vec<String>,
+    pub exit_code: Option<i32>,
+    pub duration_ms: Option<u64>,
+    pub gpu_peak_memory_mb: Option<u64>,
+    /// Mean GPU utilisation in hundredths of a percent.
+    pub gpu_mean_utilization_centi: Option<u32>,
+}
+
+/// One attempt of a job.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Run {
+    pub attempt: u32,
+    pub node: u64,
+    pub worker_id: String,
+    pub started_ms: u64,
+    pub finished_ms: Option<u64>,
+    /// `None` while running; then succeeded/failed/cancelled/expired.
+    pub outcome: Option<String>,
+    pub error: Option<String>,
+    pub facts: RunFacts,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Job {
+    pub id: String,
+    pub queue: String,
+    pub partition: u32,
+    pub kind: String,
+    pub params: String,
+    pub priority: i32,
+    pub state: JobState,
+    pub run_at_ms: u64,
+    /// Attempts started so far; the current lease token.
+    pub attempts: u32,
+    pub max_attempts: u32,
+    pub lease_s: u32,
+    pub backoff: Backoff,
+    pub resources: Resources,
+    pub dedupe_key: Option<String>,
+    pub submitted_by: Option<String>,
+    pub result: Option<String>,
+    pub last_error: Option<String>,
+    pub created_ms: u64,
+    pub updated_ms: u64,
+    pub finished_ms: Option<u64>,
+    pub lease: Option<Lease>,
+    pub cancel_requested: bool,
+    pub runs: Vec<Run>,
+}
+
+/// One state change, in a shard's event log.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Event {
+    pub seq: u64,
+    /// enqueued, claimed, heartbeat-less changes: succeeded, failed,
+    /// retrying, dead, cancel_requested, cancelled, expired.
+    pub kind: String,
+    pub job_id: String,
+    pub queue: String,
+    pub attempt: u32,
+    /// Small JSON text (e.g. the error, the worker).
+    pub payload: String,
+    pub ts_ms: u64,
+}
+
+/// What the shard needs of a queue's definition when a job is enqueued
+/// (stamped by the server from the catalog, so shards never read group 0).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NewJob {
+    pub queue: String,
+    pub partition: u32,
+    pub kind: String,
+    pub params: String,
+    pub priority: i32,
+    pub run_at_ms: Option<u64>,
+    pub resources: Resources,
+    pub dedupe_key: Option<String>,
+    pub submitted_by: Option<String>,
+    pub max_attempts: u32,
+    pub lease_s: u32,
+    pub backoff: Backoff,
+}
+
+/// A worker's claim: what it can run, and which queue partitions (with their
+/// share of the concurrency limit) the claim may take from.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ClaimSpec {
+    pub worker_id: String,
+    pub node: u64,
+    /// Empty = any kind.
+    pub kinds: Vec<String>,
+    /// `(queue, partition, limit)`: the partitions of this shard the claim
+    /// may take from. Empty = every queue in the shard, unlimited.
+    pub partitions: Vec<(String, u32, Option<u32>)>,
+    /// Free GPUs offered: `(uuid, free memory MiB)`.
+    pub free_gpus: Vec<(String, u64)>,
+    /// Free CPUs offered; `None` = do not check CPUs.
+    pub free_cpus: Option<u32>,
+    /// Jobs to take at most (batch claim).
+    pub max: u32,
+    /// Lease override; `None` = the job's queue default.
+    pub lease_s: Option<u32>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum QueueCommand {
+    // ---- catalog (placement group) ----
+    CreateQueue(QueueSpec),
+    DeleteQueue {
+        name: String,
+    },
+    ReportGpus {
+        node: u64,
+        gpus: Vec<GpuRecord>,
+        now_ms: u64,
+    },
+    // ---- jobs (shard groups) ----
+    Enqueue {
+        shard: u32,
+        job: NewJob,
+        now_ms: u64,
+    },
+    Claim {
+        spec: ClaimSpec,
+        now_ms: u64,
+    },
+    Heartbeat {
+        job_id: String,
+        token: u32,
+        now_ms: u64,
+    },
+    Complete {
+        job_id: String,
+        token: u32,
+        result: String,
+        facts: RunFacts,
+        now_ms: u64,
+    },
+    Fail {
+        job_id: String,
+        token: u32,
+        error: String,
+        /// `false`: the failure is permanent, the job ends `failed` at once.
+        retry: bool,
+        facts: RunFacts,
+        now_ms: u64,
+    },
+    Cancel {
+        job_id: String,
+        now_ms: u64,
+    },
+    /// Sent by a shard leader: leases that ended before `now_ms` expire.
+    ExpireLeases {
+        now_ms: u64,
+    },
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum QueueError {
+    QueueExists(String),
+    UnknownQueue(String),
+    UnknownJob(String),
+    /// The token is not the job's live lease (expired and re-claimed, or finished).
+    StaleToken {
+        job_id: String,
+        token: u32,
+        state: JobState,
+        attempts: u32,
+    },
+    /// Cancel of a job that already ended.
+    AlreadyFinished {
+        job_id: String,
+        state: JobState,
+    },
+    ResultTooLarge(usize),
+}
+
+impl std::error::Error for QueueError {}
+
+impl std::fmt::Display for QueueError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            QueueError::QueueExists(q) => write!(f, "queue {q:?} already exists"),
+            QueueError::UnknownQueue(q) => write!(f, "queue {q:?} does not exist"),
+            QueueError::UnknownJob(j) => write!(f, "job {j:?} does not exist"),
+            QueueError::StaleToken {
+                job_id,
+                token,
+                state,
+                attempts,
+            } => write!(
+                f,
+                "token {token} is not the live lease of job {job_id} (state {}, attempt {attempts})",
+                state.as_str()
+            ),
+            QueueError::AlreadyFinished { job_id, state } => {
+                write!(f, "job {job_id} already ended {}", state.as_str())
+            }
+            QueueError::ResultTooLarge(n) => write!(
+                f,
+                "result is {n} bytes; the limit is {MAX_RESULT_BYTES} bytes"
+            ),
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum QueueResponse {
+    QueueCreated(QueueSpec),
+    QueueDeleted,
+    GpusReported,
+    /// `created == false`: the dedupe key matched this existing job.
+    Enqueued {
+        job: Box<Job>,
+        created: bool,
+    },
+    Claimed(Vec<Job>),
+    Heartbeat {
+        cancelled: bool,
+        expires_ms: u64,
+    },
+    /// Complete, fail and cancel return the job as it is now.
+    Job(Box<Job>),
+    Expired(u32),
+    Rejected(QueueError),
+}
+
+/// The queue module's state of one group.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct QueueState {
+    // catalog
+    queues: BTreeMap<String, QueueSpec>,
+    gpus: BTreeMap<u64, GpuReport>,
+    // jobs
+    jobs: BTreeMap<String, Job>,
+    /// Queued jobs in claim order: (-priority, id). Ids sort by time, so this
+    /// is priority desc then FIFO.
+    ready: BTreeSet<(i64, String)>,
+    /// Running jobs by lease expiry, for the expiry sweep.
+    leases: BTreeSet<(u64, String)>,
+    /// Running jobs per (queue, partition), for the concurrency limit.
+    running: BTreeMap<(String, u32), u32>,
+    dedupe: BTreeMap<(String, String), String>,
+    events: VecDeque<Event>,
+    next_seq: u64,
+}
+
+/// Time-sortable, deterministic job id: stamped ms, shard, log index, as
+/// fixed-width hex, so ids sort by submission time and name their shard.
+pub fn job_id(now_ms: u64, shard: u32, index: u64) -> String {
+    format!(
+        "{:012x}{:04x}{:010x}",
+        now_ms & 0xffff_ffff_ffff,
+        shard & 0xffff,
+        index & 0xff_ffff_ffff
+    )
+}
+
+/// The shard a job id names, or `None` when it is not a job id.
+pub fn job_shard(id: &str) -> Option<u32> {
+    if id.len() != 26
+        || !id
+            .bytes()
+            .all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase())
+    {
+        return None;
+    }
+    u32::from_str_radix(&id[12..16], 16).ok()
+}
+
+fn truncate(mut s: String, max: usize) -> String {
+    if s.len() > max {
+        let mut cut = max;
+        while !s.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        s.truncate(cut);
+    }
+    s
+}
+
+fn json_str(s: &str) -> String {
+    let mut out = String::with_capacity(s.len() + 2);
+    out.push('"');
+    for c in s.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            c if (c as u32) < 0x20 => out.push_str(&format!("\\u{:04x}", c as u32)),
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+    out
+}
+
+impl QueueState {
+    pub fn apply(&mut self, index: u64, cmd: QueueCommand) -> QueueResponse {
+        match cmd {
+            QueueCommand::CreateQueue(spec) => {
+                if self.queues.contains_key(&spec.name) {
+                    return QueueResponse::Rejected(QueueError::QueueExists(spec.name));
+                }
+                self.queues.insert(spec.name.clone(), spec.clone());
+                QueueResponse::QueueCreated(spec)
+            }
+            QueueCommand::DeleteQueue { name } => match self.queues.remove(&name) {
+                Some(_) => QueueResponse::QueueDeleted,
+                None => QueueResponse::Rejected(QueueError::UnknownQueue(name)),
+            },
+            QueueCommand::ReportGpus { node, gpus, now_ms } => {
+                self.gpus.insert(
+                    node,
+                    GpuReport {
+                        reported_ms: now_ms,
+                        gpus,
+                    },
+                );
+                QueueResponse::GpusReported
+            }
+            QueueCommand::Enqueue { shard, job, now_ms } => self.enqueue(index, shard, job, now_ms),
+            QueueCommand::Claim { spec, now_ms } => {
+                self.expire(now_ms);
+                QueueResponse::Claimed(self.claim(&spec, now_ms))
+            }
+            QueueCommand::Heartbeat {
+                job_id,
+                token,
+                now_ms,
+            } => match self.live(&job_id, token) {
+                Err(e) => QueueResponse::Rejected(e),
+                Ok(()) => {
+                    let job = self.jobs.get_mut(&job_id).expect("checked by live");
+                    let expires = now_ms.saturating_add(job.lease_s as u64 * 1000);
+                    if let Some(l) = job.lease.as_mut() {
+                        self.leases.remove(&(l.expires_ms, job_id.clone()));
+                        l.expires_ms = expires;
+                        self.leases.insert((expires, job_id.clone()));
+                    }
+                    QueueResponse::Heartbeat {
+                        cancelled: job.cancel_requested,
+                        expires_ms: expires,
+                    }
+                }
+            },
+            QueueCommand::Complete {
+                job_id,
+                token,
+                result,
+                facts,
+                now_ms,
+            } => {
+                if result.len() > MAX_RESULT_BYTES {
+                    return QueueResponse::Rejected(QueueError::ResultTooLarge(result.len()));
+                }
+                if let Err(e) = self.live(&job_id, token) {
+                    return QueueResponse::Rejected(e);
+                }
+                self.end_attempt(&job_id, now_ms, "succeeded", None, facts);
+                let job = self.jobs.get_mut(&job_id).expect("checked by live");
+                job.result = Some(result);
+                self.finish(&job_id, JobState::Succeeded, now_ms, "succeeded", "{}");
+                self.job_response(&job_id)
+            }
+            QueueCommand::Fail {
+                job_id,
+                token,
+                error,
+                retry,
+                facts,
+                now_ms,
+            } => {
+                if let Err(e) = self.live(&job_id, token) {
+                    return QueueResponse::Rejected(e);
+                }
+                let error = truncate(error, MAX_ERROR_BYTES);
+                let cancelled = self.jobs[&job_id].cancel_requested;
+                let outcome = if cancelled { "cancelled" } else { "failed" };
+                self.end_attempt(&job_id, now_ms, outcome, Some(error.clone()), facts);
+                self.after_failed_attempt(&job_id, now_ms, error, retry, cancelled);
+                self.job_response(&job_id)
+            }
+            QueueCommand::Cancel { job_id, now_ms } => self.cancel(&job_id, now_ms),
+            QueueCommand::ExpireLeases { now_ms } => QueueResponse::Expired(self.expire(now_ms)),
+        }
+    }
+
+    fn job_response(&self, id: &str) -> QueueResponse {
+        match self.jobs.get(id) {
+            Some(j) => QueueResponse::Job(Box::new(j.clone())),
+            None => QueueResponse::Rejected(QueueError::UnknownJob(id.to_string())),
+        }
+    }
+
+    fn event(&mut self, kind: &str, job: &Job, payload: &str, now_ms: u64) {
+        self.next_seq += 1;
+        self.events.push_back(Event {
+            seq: self.next_seq,
+            kind: kind.to_string(),
+            job_id: job.id.clone(),
+            queue: job.queue.clone(),
+            attempt: job.attempts,
+            payload: payload.to_string(),
+            ts_ms: now_ms,
+        });
+        while self.events.len() > EVENTS_KEPT {
+            self.events.pop_front();
+        }
+    }
+
+    fn enqueue(&mut self, index: u64, shard: u32, new: NewJob, now_ms: u64) -> QueueResponse {
+        if let Some(key) = &new.dedupe_key {
+            if let Some(existing) = self.dedupe.get(&(new.queue.clone(), key.clone())) {
+                if let Some(j) = self.jobs.get(existing) {
+                    return QueueResponse::Enqueued {
+                        job: Box::new(j.clone()),
+                        created: false,
+                    };
+                }
+            }
+        }
+        let id = job_id(now_ms, shard, index);
+        let job = Job {
+            id: id.clone(),
+            queue: new.queue,
+            partition: new.partition,
+            kind: new.kind,
+            params: new.params,
+            priority: new.priority,
+            state: JobState::Queued,
+            run_at_ms: new.run_at_ms.unwrap_or(now_ms),
+            attempts: 0,
+            max_attempts: new.max_attempts.max(1),
+            lease_s: new.lease_s.max(1),
+            backoff: new.backoff,
+            resources: new.resources,
+            dedupe_key: new.dedupe_key,
+            submitted_by: new.submitted_by,
+            result: None,
+            last_error: None,
+            created_ms: now_ms,
+            updated_ms: now_ms,
+            finished_ms: None,
+            lease: None,
+            cancel_requested: false,
+            runs: Vec::new(),
+        };
+        if let Some(key) = &job.dedupe_key {
+            self.dedupe
+                .insert((job.queue.clone(), key.clone()), id.clone());
+        }
+        self.ready.insert((-(job.priority as i64), id.clone()));
+        self.event("enqueued", &job, "{}", now_ms);
+        self.jobs.insert(id, job.clone());
+        QueueResponse::Enqueued {
+            job: Box::new(job),
+            created: true,
+        }
+    }
+
+    /// The job is running and `token` is its live lease.
+    fn live(&self, id: &str, token: u32) -> Result<(), QueueError> {
+        let j = self
+            .jobs
+            .get(id)
+            .ok_or_else(|| QueueError::UnknownJob(id.to_string()))?;
+        if j.state != JobState::Running || j.attempts != token {
+            return Err(QueueError::StaleToken {
+                job_id: id.to_string(),
+                token,
+                state: j.state,
+                attempts: j.attempts,
+            });
+        }
+        Ok(())
+    }
+
+    /// Does `job` fit what the claim offers? On success returns the GPUs it
+    /// would take (to remove them from the offer for the next job).
+    fn fits(
+        job: &Job,
+        spec: &ClaimSpec,
+        gpus: &[(String, u64)],
+        cpus: Option<u32>,
+    ) -> Option<Vec<usize>> {
+        if !spec.kinds.is_empty() && !spec.kinds.contains(&job.kind) {
+            return None;
+        }
+        if let Some(c) = cpus {
+            if job.resources.cpus > c {
+                return None;
+            }
+        }
+        let want = job.resources.gpus as usize;
+        let picked: Vec<usize> = gpus
+            .iter()
+            .enumerate()
+            .filter(|(_, (_, free))| *free >= job.resources.gpu_memory_mb)
+            .map(|(i, _)| i)
+            .take(want)
+            .collect();
+        (picked.len() == want).then_some(picked)
+    }
+
+    /// The jobs a claim would take, in claim order (read-only).
+    fn select(&self, spec: &ClaimSpec, now_ms: u64, max: usize) -> Vec<String> {
+        let mut gpus = spec.free_gpus.clone();
+        let mut cpus = spec.free_cpus;
+        let mut taken: Vec<String> = Vec::new();
+        let allowed: BTreeMap<(&str, u32), Option<u32>> = spec
+            .partitions
+            .iter()
+            .map(|(q, p, l)| ((q.as_str(), *p), *l))
+            .collect();
+        let mut planned: BTreeMap<(String, u32), u32> = BTreeMap::new();
+        for (_, id) in self.ready.iter() {
+            if taken.len() >= max {
+                break;
+            }
+            let job = &self.jobs[id];
+            if job.run_at_ms > now_ms {
+                continue;
+            }
+            let key = (job.queue.clone(), job.partition);
+            if !allowed.is_empty() {
+                match allowed.get(&(job.queue.as_str(), job.partition)) {
+                    None => continue,
+                    Some(Some(limit)) => {
+                        let busy = self.running.get(&key).copied().unwrap_or(0)
+                            + planned.get(&key).copied().unwrap_or(0);
+                        if busy >= *limit {
+                            continue;
+                        }
+                    }
+                    Some(None) => {}
+                }
+            }
+            let Some(picked) = Self::fits(job, spec, &gpus, cpus) else {
+                continue;
+            };
+            if !job.resources.shared_gpu {
+                for i in picked.into_iter().rev() {
+                    gpus.remove(i);
+                }
+            }
+            if let Some(c) = cpus.as_mut() {
+                *c -= job.resources.cpus;
+            }
+            *planned.entry(key).or_default() += 1;
+            taken.push(id.clone());
+        }
+        taken
+    }
+
+    fn claim(&mut self, spec: &ClaimSpec, now_ms: u64) -> Vec<Job> {
+        let taken = self.select(spec, now_ms, spec.max.max(1) as usize);
+        let mut out = Vec::with_capacity(taken.len());
+        for id in taken {
+            let mut job = self.jobs.remove(&id).expect("ready jobs exist");
+            self.ready.remove(&(-(job.priority as i64), id.clone()));
+            job.attempts += 1;
+            job.state = JobState::Running;
+            job.updated_ms = now_ms;
+            let lease_s = spec.lease_s.unwrap_or(job.lease_s).max(1);
+            job.lease_s = lease_s;
+            let expires = now_ms.saturating_add(lease_s as u64 * 1000);
+            job.lease = Some(Lease {
+                worker_id: spec.worker_id.clone(),
+                node: spec.node,
+                expires_ms: expires,
+            });
+            job.runs.push(Run {
+                attempt: job.attempts,
+                node: spec.node,
+                worker_id: spec.worker_id.clone(),
+                started_ms: now_ms,
+                finished_ms: None,
+                outcome: None,
+                error: None,
+                facts: RunFacts::default(),
+            });
+            self.leases.insert((expires, id.clone()));
+            *self
+                .running
+                .entry((job.queue.clone(), job.partition))
+                .or_default() += 1;
+            let payload = format!(
+                "{{\"worker_id\":{},\"node\":{}}}",
+                json_str(&spec.worker_id),
+                spec.node
+            );
+            self.event("claimed", &job, &payload, now_ms);
+            out.push(job.clone());
+            self.jobs.insert(id, job);
+        }
+        out
+    }
+
+    /// Closes the current run and releases the lease (the job is running).
+    fn end_attempt(
+        &mut self,
+        id: &str,
+        now_ms: u64,
+        outcome: &str,
+        error: Option<String>,
+        facts: RunFacts,
+    ) {
+        let Some(job) = self.jobs.get_mut(id) else {
+            return;
+        };
+        if let Some(l) = job.lease.take() {
+            self.leases.remove(&(l.expires_ms, id.to_string()));
+        }
+        let key = (job.queue.clone(), job.partition);
+        if let Some(n) = self.running.get_mut(&key) {
+            *n = n.saturating_sub(1);
+            if *n == 0 {
+                self.running.remove(&key);
+            }
+        }
+        if let Some(run) = job.runs.last_mut() {
+            if run.finished_ms.is_none() {
+                run.finished_ms = Some(now_ms);
+                run.outcome = Some(outcome.to_string());
+                run.error = error;
+                if facts.duration_ms.is_none() {
+                    run.facts = RunFacts {
+                        duration_ms: Some(now_ms.saturating_sub(run.started_ms)),
+                        ..facts
+                    };
+                } else {
+                    run.facts = facts;
+                }
+            }
+        }
+    }
+
+    fn finish(&mut self, id: &str, state: JobState, now_ms: u64, event: &str, payload: &str) {
+        let Some(job) = self.jobs.get_mut(id) else {
+            return;
+        };
+        job.state = state;
+        job.updated_ms = now_ms;
+        job.finished_ms = Some(now_ms);
+        let job = job.clone();
+        self.event(event, &job, payload, now_ms);
+    }
+
+    /// After an attempt failed (error, or lease expiry): retry with backoff,
+    /// or end the job.
+    fn after_failed_attempt(
+        &mut self,
+        id: &str,
+        now_ms: u64,
+        error: String,
+        retry: bool,
+        cancelled: bool,
+    ) {
+        let payload = format!("{{\"error\":{}}}", json_str(&error));
+        let Some(job) = self.jobs.get_mut(id) else {
+            return;
+        };
+        job.last_error = Some(error);
+        if cancelled {
+            self.finish(id, JobState::Cancelled, now_ms, "cancelled", &payload);
+        } else if !retry {
+            self.finish(id, JobState::Failed, now_ms, "failed", &payload);
+        } else if job.attempts >= job.max_attempts {
+            self.finish(id, JobState::Dead, now_ms, "dead", &payload);
+        } else {
+            job.state = JobState::Queued;
+            job.updated_ms = now_ms;
+            job.run_at_ms = now_ms.saturating_add(job.backoff.delay_ms(job.attempts));
+            self.ready.insert((-(job.priority as i64), id.to_string()));
+            let job = job.clone();
+            self.event("retrying", &job, &payload, now_ms);
+        }
+    }
+
+    fn cancel(&mut self, id: &str, now_ms: u64) -> QueueResponse {
+        let Some(job) = self.jobs.get_mut(id) else {
+            return QueueResponse::Rejected(QueueError::UnknownJob(id.to_string()));
+        };
+        match job.state {
+            JobState::Queued => {
+                self.ready.remove(&(-(job.priority as i64), id.to_string()));
+                self.finish(id, JobState::Cancelled, now_ms, "cancelled", "{}");
+            }
+            JobState::Running => {
+                if !job.cancel_requested {
+                    job.cancel_requested = true;
+                    job.updated_ms = now_ms;
+                    let job = job.clone();
+                    self.event("cancel_requested", &job, "{}", now_ms);
+                }
+            }
+            JobState::Cancelled => {}
+            s => {
+                return QueueResponse::Rejected(QueueError::AlreadyFinished {
+                    job_id: id.to_string(),
+                    state: s,
+                })
+            }
+        }
+        self.job_response(id)
+    }
+
+    /// Leases that ended at or before `now_ms` expire: the attempt counts
+    /// as failed. A job whose cancel was requested ends `cancelled`.
+    fn expire(&mut self, now_ms: u64) -> u32 {
+        let due: Vec<String> = self
+            .leases
+            .range(..=(now_ms, String::from("\u{10ffff}")))
+            .map(|(_, id)| id.clone())
+            .collect();
+        for id in &due {
+            let cancelled = self
+                .jobs
+                .get(id)
+                .map(|j| j.cancel_requested)
+                .unwrap_or(false);
+            let outcome = if cancelled { "cancelled" } else { "expired" };
+            self.end_attempt(
+                id,
+                now_ms,
+                outcome,
+                Some("lease expired".into()),
+                RunFacts::default(),
+            );
+            if let Some(job) = self.jobs.get(id).cloned() {
+                self.event("expired", &job, "{}", now_ms);
+            }
+            self.after_failed_attempt(id, now_ms, "lease expired".into(), true, cancelled);
+        }
+        due.len() as u32
+    }
+
+    // ---- reads ----
+
+    pub fn queues(&self) -> &BTreeMap<String, QueueSpec> {
+        &self.queues
+    }
+
+    pub fn queue(&self, name: &str) -> Option<&QueueSpec> {
+        self.queues.get(name)
+    }
+
+    pub fn gpu_reports(&self) -> &BTreeMap<u64, GpuReport> {
+        &self.gpus
+    }
+
+    pub fn job(&self, id: &str) -> Option<&Job> {
+        self.jobs.get(id)
+    }
+
+    /// Jobs with id > `after`, in id order, filtered, at most `limit`.
+    pub fn list(
+        &self,
+        queue: Option<&str>,
+        state: Option<JobState>,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Vec<Job> {
+        let start = match after {
+            Some(a) => std::ops::Bound::Excluded(a.to_string()),
+            None => std::ops::Bound::Unbounded,
+        };
+        self.jobs
+            .range((start, std::ops::Bound::Unbounded))
+            .map(|(_, j)| j)
+            .filter(|j| queue.is_none_or(|q| j.queue == q))
+            .filter(|j| state.is_none_or(|s| j.state == s))
+            .take(limit)
+            .cloned()
+            .collect()
+    }
+
+    /// Per-state counts of a queue's jobs in this shard, and the creation
+    /// time of its oldest queued job.
+    pub fn counts(&self, queue: &str) -> (BTreeMap<JobState, u64>, Option<u64>) {
+        let mut counts = BTreeMap::new();
+        let mut oldest: Option<u64> = None;
+        for j in self.jobs.values().filter(|j| j.queue == queue) {
+            *counts.entry(j.state).or_default() += 1;
+            if j.state == JobState::Queued {
+                oldest = Some(oldest.map_or(j.created_ms, |o| o.min(j.created_ms)));
+            }
+        }
+        (counts, oldest)
+    }
+
+    /// Events with seq > `since`, at most `limit`.
+    pub fn events_since(&self, since: u64, limit: usize) -> Vec<Event> {
+        let first = self.events.front().map(|e| e.seq).unwrap_or(0);
+        let skip = since.saturating_sub(first.saturating_sub(1)) as usize;
+        self.events.iter().skip(skip).take(limit).cloned().collect()
+    }
+
+    /// Is there a job a claim with `spec` could take now? (A cheap read
+    /// before proposing a claim.)
+    pub fn claimable(&self, spec: &ClaimSpec, now_ms: u64) -> bool {
+        if self.leases.first().is_some_and(|(e, _)| *e <= now_ms) {
+            return true;
+        }
+        !self.select(spec, now_ms, 1).is_empty()
+    }
+
+    /// Earliest lease expiry among running jobs.
+    pub fn next_expiry(&self) -> Option<u64> {
+        self.leases.first().map(|(e, _)| *e)
+    }
+
+    pub fn snapshot(&self) -> Result<Vec<u8>, String> {
+        bincode::serde::encode_to_vec(self, bincode::config::standard()).map_err(|e| e.to_string())
+    }
+
+    pub fn restore(data: &[u8]) -> Result<Self, String> {
+        bincode::serde::decode_from_slice(data, bincode::config::standard())
+            .map(|(v, _)| v)
+            .map_err(|e| format!("queue snapshot: {e}"))
+    }
+}
+
+#[cfg(test)]
+mod tests;
