@@ -52,6 +52,7 @@ case "$profile" in
         run register-pause valid --workload register --nemesis pause "${common[@]}"
         run set-membership valid --workload set --nemesis membership "${common[@]}"
         run register-all valid --workload register --nemesis all "${common[@]}"
+        run queue-kill valid --workload queue --nemesis kill "${common[@]}"
         # The checkers must bite: stale reads under partitions are not
         # linearizable, and the checker has to say so.
         run register-stale-partition invalid --workload register --nemesis partition \
@@ -59,7 +60,7 @@ case "$profile" in
         ;;
     full)
         for nem in partition kill pause membership clock loss all; do
-            for wl in register set; do
+            for wl in register set queue; do
                 run "$wl-$nem" valid --workload "$wl" --nemesis "$nem" --nodes 5 --time-limit 120 --concurrency 10 --rate 80
             done
         done
