@@ -16,6 +16,7 @@
 use orrery_kv::{KvCommand, KvResponse, KvState};
 use orrery_placement::{PlacementCommand, PlacementResponse, PlacementState};
 use orrery_storage::StateMachine;
+use orrery_vector::{VectorCommand, VectorResponse, VectorState};
 use serde::{Deserialize, Serialize};
 
 /// A command replicated through a group's log.
@@ -23,6 +24,7 @@ use serde::{Deserialize, Serialize};
 pub enum Command {
     Placement(PlacementCommand),
     Kv(KvCommand),
+    Vector(VectorCommand),
 }
 
 impl std::fmt::Display for Command {
@@ -38,6 +40,7 @@ impl std::fmt::Display for Command {
                 )
             }
             Command::Kv(c) => write!(f, "kv:{c:?}"),
+            Command::Vector(_) => write!(f, "vector"),
         }
     }
 }
@@ -49,6 +52,7 @@ pub enum Response {
     Empty,
     Placement(PlacementResponse),
     Kv(KvResponse),
+    Vector(VectorResponse),
 }
 
 /// Everything a group's state machine holds. The placement group uses
@@ -57,6 +61,7 @@ pub enum Response {
 pub struct GroupState {
     pub placement: PlacementState,
     pub kv: KvState,
+    pub vector: VectorState,
 }
 
 impl GroupState {
@@ -64,6 +69,7 @@ impl GroupState {
         match cmd {
             Command::Placement(c) => Response::Placement(self.placement.apply(c)),
             Command::Kv(c) => Response::Kv(self.kv.apply(index, c)),
+            Command::Vector(c) => Response::Vector(self.vector.apply(index, c)),
         }
     }
 }
@@ -72,6 +78,7 @@ impl GroupState {
 struct SnapshotV1 {
     placement: Vec<u8>,
     kv: Vec<u8>,
+    vector: Vec<u8>,
 }
 
 impl StateMachine<crate::TypeConfig> for GroupState {
@@ -87,6 +94,7 @@ impl StateMachine<crate::TypeConfig> for GroupState {
         let s = SnapshotV1 {
             placement: self.placement.snapshot()?,
             kv: self.kv.snapshot()?,
+            vector: self.vector.snapshot()?,
         };
         orrery_storage::encode(&s).map_err(|e| e.to_string())
     }
@@ -96,6 +104,7 @@ impl StateMachine<crate::TypeConfig> for GroupState {
         Ok(GroupState {
             placement: PlacementState::restore(&s.placement)?,
             kv: KvState::restore(&s.kv)?,
+            vector: VectorState::restore(&s.vector)?,
         })
     }
 }

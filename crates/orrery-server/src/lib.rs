@@ -9,6 +9,8 @@ pub mod node;
 pub mod ops;
 pub mod peer;
 pub mod rest;
+pub mod vector_api;
+mod vector_rest;
 
 pub use error::ApiError;
 pub use node::{Node, NodeConfig};
