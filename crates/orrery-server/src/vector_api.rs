@@ -16,6 +16,8 @@ use std::collections::BTreeMap;
 
 pub const MAX_BATCH_POINTS: usize = 10_000;
 pub const MAX_BATCH_BYTES: usize = 64 * 1024 * 1024;
+/// Target size of one replicated upsert command.
+pub const UPSERT_ENTRY_BYTES: usize = 128 * 1024;
 
 /// One search, validated.
 pub struct SearchSpec {
@@ -183,24 +185,46 @@ impl Node {
                 .or_default()
                 .push(p);
         }
-        let futs = parts.into_iter().map(|(s, points)| {
-            self.vector_write(
-                shard_group(s),
-                VectorCommand::Upsert {
-                    collection: name.into(),
-                    uid: c.uid,
-                    metric: c.metric,
-                    m: c.m,
-                    ef_construction: c.ef_construction,
-                    points,
-                },
-            )
+        // Raft entries stay small (one AppendEntries must finish within a
+        // heartbeat interval): each shard's part goes as a sequence of
+        // commands of about UPSERT_ENTRY_BYTES, shards in parallel.
+        let per_point = c.dim * 4 + 64;
+        let futs = parts.into_iter().map(|(s, mut points)| async move {
+            let mut n = 0;
+            while !points.is_empty() {
+                let mut bytes = 0;
+                let take = points
+                    .iter()
+                    .take_while(|p| {
+                        bytes += per_point + p.payload.len() * 32;
+                        bytes <= UPSERT_ENTRY_BYTES
+                    })
+                    .count()
+                    .max(1);
+                let rest = points.split_off(take.min(points.len()));
+                let chunk = std::mem::replace(&mut points, rest);
+                let r = self
+                    .vector_write(
+                        shard_group(s),
+                        VectorCommand::Upsert {
+                            collection: name.into(),
+                            uid: c.uid,
+                            metric: c.metric,
+                            m: c.m,
+                            ef_construction: c.ef_construction,
+                            points: chunk,
+                        },
+                    )
+                    .await?;
+                if let VectorResponse::Upserted { count } = r {
+                    n += count;
+                }
+            }
+            Ok::<usize, ApiError>(n)
         });
         let mut n = 0;
         for r in futures::future::join_all(futs).await {
-            if let VectorResponse::Upserted { count } = r? {
-                n += count;
-            }
+            n += r?;
         }
         Ok(n)
     }

@@ -199,6 +199,23 @@ impl IndexHandle {
     }
 }
 
+/// Index building shares one small rayon pool per process (half the cores),
+/// so bulk loads cannot starve Raft heartbeats and request handling.
+fn pool() -> Option<&'static rayon::ThreadPool> {
+    static POOL: std::sync::OnceLock<Option<rayon::ThreadPool>> = std::sync::OnceLock::new();
+    POOL.get_or_init(|| {
+        let cores = std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(2);
+        rayon::ThreadPoolBuilder::new()
+            .num_threads((cores / 2).max(1))
+            .thread_name(|i| format!("vector-index-{i}"))
+            .build()
+            .ok()
+    })
+    .as_ref()
+}
+
 fn run(rx: Receiver<Msg>, s: Arc<Shared>, metric: Metric, m: usize, efc: usize) {
     let new_index =
         |cap: usize| -> Arc<dyn AnnIndex> { Arc::new(HnswIndex::new(metric, m, efc, cap)) };
@@ -242,8 +259,14 @@ fn run(rx: Receiver<Msg>, s: Arc<Shared>, metric: Metric, m: usize, efc: usize) 
                 let mut g = s.index.write().unwrap_or_else(|p| p.into_inner());
                 g.get_or_insert_with(|| new_index(batch.len())).clone()
             };
-            for chunk in batch.chunks(8192) {
-                idx.insert_batch(chunk);
+            let insert = || {
+                for chunk in batch.chunks(8192) {
+                    idx.insert_batch(chunk);
+                }
+            };
+            match pool() {
+                Some(p) => p.install(insert),
+                None => insert(),
             }
             through
         }));

@@ -31,6 +31,8 @@ pub const MAX_EF: usize = 10_000;
 pub const MAX_K: usize = 1000;
 /// Shards with fewer live points than this are searched exactly.
 pub const EXACT_BELOW: usize = 512;
+/// Filtered searches matching fewer points than this (per shard) are exact.
+pub const FILTER_EXACT_BELOW: usize = 2000;
 /// Rebuild once stale index entries exceed this many, and a quarter of the live points.
 pub const REBUILD_STALE_MIN: u64 = 1000;
 
@@ -682,7 +684,12 @@ impl VectorState {
             return Ok((Vec::new(), SearchMode::Exact));
         };
         let matches = |p: &StoredPoint| filter.as_ref().is_none_or(|f| f.matches(&p.payload));
+        // A selective filter leaves few candidates: scanning them exactly is
+        // cheap and exact, where graph search would wander past them.
+        let selective = filter.is_some()
+            && c.points.values().filter(|p| matches(p)).count() < FILTER_EXACT_BELOW;
         let use_index = !req.exact
+            && !selective
             && c.points.len() >= EXACT_BELOW
             && c.index.as_ref().is_some_and(|h| h.current(c.last_rev));
         if use_index {
