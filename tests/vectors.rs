@@ -436,6 +436,51 @@ async fn vector_collections_end_to_end() {
     let info = ok(&c, 2, "GET", "/v1/collections/docs", Value::Null).await;
     assert_eq!(info["points"], N - 2 - N / 20);
 
+    // The CLI (gRPC): show, upsert from JSON lines, get, search, bad input.
+    let show = c.ctl_json(0, &["collections", "show", "docs"]);
+    assert_eq!(show["shard_states"].as_array().map(Vec::len), Some(2));
+    let file = c.dir.path().join("points.jsonl");
+    let far = vec![-7.0f32; DIM];
+    let lines: Vec<String> = (0..3)
+        .map(|i| json!({"id": 900_000 + i, "vector": far, "payload": {"src": "cli"}}).to_string())
+        .collect();
+    std::fs::write(&file, lines.join("\n")).expect("write jsonl");
+    let up = c.ctl_json(
+        1,
+        &[
+            "--json",
+            "points",
+            "upsert",
+            "docs",
+            "--file",
+            file.to_str().unwrap(),
+            "--batch",
+            "2",
+        ],
+    );
+    assert_eq!(up["upserted"], 3);
+    let got = c.ctl_json(2, &["points", "get", "docs", "900001"]);
+    assert_eq!(got["payload"]["src"], "cli");
+    let far_json = serde_json::to_string(&far).unwrap();
+    let found = c.ctl_json(
+        0,
+        &[
+            "--json",
+            "search",
+            "docs",
+            "--vector",
+            &far_json,
+            "--k",
+            "3",
+            "--filter",
+            r#"{"must":[{"key":"src","match":"cli"}]}"#,
+        ],
+    );
+    assert_eq!(found["result"].as_array().map(Vec::len), Some(3));
+    let out = c.ctl(0, &["search", "docs", "--vector", "[1.0]"]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("dim 64"));
+
     // Drop, then re-create under the same name: no old points come back.
     ok(&c, 0, "DELETE", "/v1/collections/docs", Value::Null).await;
     let (s, _) = call(&c, 1, "GET", "/v1/collections/docs", Value::Null).await;

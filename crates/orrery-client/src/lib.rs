@@ -16,7 +16,10 @@ pub use orrery_proto::v1 as pb;
 use orrery_proto::v1::cluster_client::ClusterClient;
 use orrery_proto::v1::kv_client::KvClient;
 use std::time::Duration;
+
+mod vectors;
 use tonic::transport::{Channel, Endpoint};
+pub use vectors::{PointId, VectorCollection, VectorHit, VectorPoint, VectorSearchRequest};
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -70,6 +73,7 @@ pub struct CasOutcome {
 pub struct Client {
     kv: KvClient<Channel>,
     cluster: ClusterClient<Channel>,
+    vectors: orrery_proto::v1::vectors_client::VectorsClient<Channel>,
 }
 
 impl Client {
@@ -101,6 +105,7 @@ impl Client {
             kv: KvClient::new(ch.clone())
                 .max_decoding_message_size(64 << 20)
                 .max_encoding_message_size(64 << 20),
+            vectors: vectors::client(ch.clone()),
             cluster: ClusterClient::new(ch),
         })
     }

@@ -10,6 +10,7 @@ pub mod ops;
 pub mod peer;
 pub mod rest;
 pub mod vector_api;
+pub mod vector_grpc;
 mod vector_rest;
 
 pub use error::ApiError;
@@ -148,6 +149,13 @@ pub async fn run(
             .max_encoding_message_size(256 << 20),
     )
     .add_service(ClusterServer::new(grpc::ClusterService(node.clone())))
+    .add_service(
+        orrery_proto::v1::vectors_server::VectorsServer::new(vector_grpc::VectorService(
+            node.clone(),
+        ))
+        .max_decoding_message_size(vector_api::MAX_BATCH_BYTES + (1 << 20))
+        .max_encoding_message_size(256 << 20),
+    )
     .prepare()
     .into_axum_router();
     let rest = rest::router(node.clone());

@@ -6,6 +6,9 @@ use orrery_client::{pb, Client, Consistency};
 use serde_json::{json, Value};
 use std::time::{Duration, Instant};
 
+#[path = "../ctl/vectors.rs"]
+mod vectors;
+
 #[derive(Parser)]
 #[command(name = "orreryctl", version, about = "Administer an Orrery cluster")]
 struct Cli {
@@ -40,6 +43,8 @@ enum Cmd {
     /// The key-value namespace.
     #[command(subcommand)]
     Kv(KvCmd),
+    #[command(flatten)]
+    Vectors(vectors::VectorCmd),
 }
 
 #[derive(Subcommand)]
@@ -230,6 +235,7 @@ async fn wait_for_replicas(c: &mut Client, id: u64, wait: Duration) -> Result<()
 async fn run(cli: Cli) -> Result<()> {
     let mut c = Client::connect(&cli.endpoint).await?;
     match cli.cmd {
+        Cmd::Vectors(v) => vectors::run(&mut c, v, cli.json).await?,
         Cmd::Cluster(ClusterCmd::Init { shards }) => {
             let r = c
                 .cluster()
