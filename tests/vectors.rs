@@ -448,7 +448,6 @@ async fn vector_collections_end_to_end() {
     let up = c.ctl_json(
         1,
         &[
-            "--json",
             "points",
             "upsert",
             "docs",
@@ -465,7 +464,6 @@ async fn vector_collections_end_to_end() {
     let found = c.ctl_json(
         0,
         &[
-            "--json",
             "search",
             "docs",
             "--vector",
