@@ -18,7 +18,10 @@ pub use orrery_proto::v1 as pb;
 use orrery_proto::v1::cluster_client::ClusterClient;
 use orrery_proto::v1::kv_client::KvClient;
 use std::time::Duration;
+
+mod vectors;
 use tonic::transport::{Channel, Endpoint};
+pub use vectors::{PointId, VectorCollection, VectorHit, VectorPoint, VectorSearchRequest};
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -74,6 +77,7 @@ pub struct Client {
     cluster: ClusterClient<Channel>,
     /// For the clients of other services (jobs, ...).
     channel: Channel,
+    vectors: orrery_proto::v1::vectors_client::VectorsClient<Channel>,
 }
 
 impl Client {
@@ -106,6 +110,7 @@ impl Client {
                 .max_decoding_message_size(64 << 20)
                 .max_encoding_message_size(64 << 20),
             cluster: ClusterClient::new(ch.clone()),
+            vectors: vectors::client(ch.clone()),
             channel: ch,
         })
     }

@@ -17,6 +17,7 @@ use orrery_kv::{KvCommand, KvResponse, KvState};
 use orrery_placement::{PlacementCommand, PlacementResponse, PlacementState};
 use orrery_queue::{QueueCommand, QueueResponse, QueueState};
 use orrery_storage::StateMachine;
+use orrery_vector::{VectorCommand, VectorResponse, VectorState};
 use serde::{Deserialize, Serialize};
 
 /// A command replicated through a group's log.
@@ -25,6 +26,7 @@ pub enum Command {
     Placement(PlacementCommand),
     Kv(KvCommand),
     Queue(QueueCommand),
+    Vector(VectorCommand),
 }
 
 impl std::fmt::Display for Command {
@@ -41,6 +43,7 @@ impl std::fmt::Display for Command {
             }
             Command::Kv(c) => write!(f, "kv:{c:?}"),
             Command::Queue(c) => write!(f, "queue:{c:?}"),
+            Command::Vector(_) => write!(f, "vector"),
         }
     }
 }
@@ -53,6 +56,7 @@ pub enum Response {
     Placement(PlacementResponse),
     Kv(KvResponse),
     Queue(QueueResponse),
+    Vector(VectorResponse),
 }
 
 /// Everything a group's state machine holds. The placement group uses
@@ -62,6 +66,7 @@ pub struct GroupState {
     pub placement: PlacementState,
     pub kv: KvState,
     pub queue: QueueState,
+    pub vector: VectorState,
 }
 
 impl GroupState {
@@ -70,6 +75,7 @@ impl GroupState {
             Command::Placement(c) => Response::Placement(self.placement.apply(c)),
             Command::Kv(c) => Response::Kv(self.kv.apply(index, c)),
             Command::Queue(c) => Response::Queue(self.queue.apply(index, c)),
+            Command::Vector(c) => Response::Vector(self.vector.apply(index, c)),
         }
     }
 }
@@ -79,6 +85,7 @@ struct SnapshotV1 {
     placement: Vec<u8>,
     kv: Vec<u8>,
     queue: Vec<u8>,
+    vector: Vec<u8>,
 }
 
 impl StateMachine<crate::TypeConfig> for GroupState {
@@ -95,6 +102,7 @@ impl StateMachine<crate::TypeConfig> for GroupState {
             placement: self.placement.snapshot()?,
             kv: self.kv.snapshot()?,
             queue: self.queue.snapshot()?,
+            vector: self.vector.snapshot()?,
         };
         orrery_storage::encode(&s).map_err(|e| e.to_string())
     }
@@ -105,6 +113,7 @@ impl StateMachine<crate::TypeConfig> for GroupState {
             placement: PlacementState::restore(&s.placement)?,
             kv: KvState::restore(&s.kv)?,
             queue: QueueState::restore(&s.queue)?,
+            vector: VectorState::restore(&s.vector)?,
         })
     }
 }

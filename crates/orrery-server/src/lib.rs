@@ -12,6 +12,9 @@ pub mod node;
 pub mod ops;
 pub mod peer;
 pub mod rest;
+pub mod vector_api;
+pub mod vector_grpc;
+mod vector_rest;
 
 pub use error::ApiError;
 pub use node::{Node, NodeConfig};
@@ -153,6 +156,13 @@ pub async fn run(
     .add_service(
         orrery_proto::v1::jobs_server::JobsServer::new(jobs_grpc::JobsService(node.clone()))
             .max_decoding_message_size(4 << 20),
+    )
+    .add_service(
+        orrery_proto::v1::vectors_server::VectorsServer::new(vector_grpc::VectorService(
+            node.clone(),
+        ))
+        .max_decoding_message_size(vector_api::MAX_BATCH_BYTES + (1 << 20))
+        .max_encoding_message_size(256 << 20),
     )
     .prepare()
     .into_axum_router();

@@ -1051,6 +1051,16 @@ fn run_query(g: &Group, q: &Query) -> QueryResult {
         Query::KvList { prefix, limit } => QueryResult::KvList(s.kv.list(prefix, *limit)),
         Query::Placement => QueryResult::Placement(Box::new(s.placement.clone())),
         Query::Jobs(q) => QueryResult::Jobs(crate::jobs_api::run_jobs_query(&s.queue, q)),
+        Query::VectorCatalog => QueryResult::VectorCatalog(s.vector.catalog.clone()),
+        Query::VectorSearch(r) => QueryResult::VectorSearch(s.vector.search(r).map(|(h, _)| h)),
+        Query::VectorGet {
+            collection,
+            uid,
+            id,
+        } => QueryResult::VectorGet(s.vector.get_point(collection, *uid, id).cloned()),
+        Query::VectorInfo { collection, uid } => {
+            QueryResult::VectorInfo(s.vector.shard_info(collection, *uid))
+        }
     })
 }
 

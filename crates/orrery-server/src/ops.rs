@@ -19,6 +19,17 @@ pub enum Query {
     /// The placement group's whole state (membership, shard map).
     Placement,
     Jobs(crate::jobs_api::JobsQuery),
+    VectorCatalog,
+    VectorSearch(Box<orrery_vector::SearchRequest>),
+    VectorGet {
+        collection: String,
+        uid: u64,
+        id: orrery_vector::PointId,
+    },
+    VectorInfo {
+        collection: String,
+        uid: u64,
+    },
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -27,6 +38,10 @@ pub enum QueryResult {
     KvList(Vec<KvItem>),
     Placement(Box<orrery_placement::PlacementState>),
     Jobs(crate::jobs_api::JobsQueryResult),
+    VectorCatalog(BTreeMap<String, orrery_vector::CollectionConfig>),
+    VectorSearch(Result<Vec<orrery_vector::Hit>, orrery_vector::VectorError>),
+    VectorGet(Option<orrery_vector::StoredPoint>),
+    VectorInfo(orrery_vector::ShardInfo),
 }
 
 /// Membership operations, executed by the placement leader.

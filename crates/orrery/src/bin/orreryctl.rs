@@ -8,6 +8,8 @@ use std::time::{Duration, Instant};
 
 #[path = "../ctl/jobs.rs"]
 mod jobs;
+#[path = "../ctl/vectors.rs"]
+mod vectors;
 
 #[derive(Parser)]
 #[command(name = "orreryctl", version, about = "Administer an Orrery cluster")]
@@ -51,6 +53,8 @@ enum Cmd {
     Jobs(jobs::JobsCmd),
     /// The cluster's GPUs.
     Gpus,
+    #[command(flatten)]
+    Vectors(vectors::VectorCmd),
 }
 
 #[derive(Subcommand)]
@@ -241,6 +245,7 @@ async fn wait_for_replicas(c: &mut Client, id: u64, wait: Duration) -> Result<()
 async fn run(cli: Cli) -> Result<()> {
     let mut c = Client::connect(&cli.endpoint).await?;
     match cli.cmd {
+        Cmd::Vectors(v) => vectors::run(&mut c, v, cli.json).await?,
         Cmd::Cluster(ClusterCmd::Init { shards }) => {
             let r = c
                 .cluster()

@@ -1,0 +1,287 @@
+//! The derived approximate index of one collection on one replica.
+//!
+//! Never replicated, never snapshotted, never compared: each replica builds
+//! it from its own applied state. `apply` only hands changes to a background
+//! indexer thread over a channel; the thread inserts them in batches. The
+//! index is therefore allowed to lag the state, and search uses it only when
+//! it has caught up with the collection's last applied revision (otherwise
+//! exact search answers). Results are always re-checked against the state,
+//! so overwritten and deleted points (which stay in the graph as implicit
+//! tombstones) are dropped at search time; past a threshold the indexer is
+//! handed all live points and rebuilds from scratch.
+
+use crate::{Metric, PointId};
+use hnsw_rs::anndists::dist::Distance;
+use hnsw_rs::hnsw::Hnsw;
+use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};
+use std::sync::mpsc::{channel, Receiver, Sender};
+use std::sync::{Arc, Mutex, RwLock};
+
+/// An approximate nearest-neighbour index over internal ids. Kept small so
+/// that a faster implementation can replace hnsw_rs.
+pub trait AnnIndex: Send + Sync {
+    fn insert_batch(&self, items: &[(usize, Vec<f32>)]);
+    /// The nearest `k` ids accepted by `keep`, closest first.
+    fn search(&self, q: &[f32], k: usize, ef: usize, keep: &dyn Fn(usize) -> bool) -> Vec<usize>;
+}
+
+/// hnsw_rs requires distances >= 0 (it asserts). Cosine uses normalised
+/// vectors and `1 - dot`; L2 the squared distance; dot a strictly
+/// decreasing positive map of the inner product, so the order is exact.
+#[derive(Clone, Copy)]
+pub struct MetricDist(pub Metric);
+
+impl Distance<f32> for MetricDist {
+    fn eval(&self, a: &[f32], b: &[f32]) -> f32 {
+        match self.0 {
+            Metric::L2 => a.iter().zip(b).map(|(x, y)| (x - y) * (x - y)).sum(),
+            Metric::Cosine => (1.0 - crate::dot(a, b)).max(0.0),
+            Metric::Dot => {
+                let d = crate::dot(a, b);
+                if d <= 0.0 {
+                    1.0 - d
+                } else {
+                    1.0 / (1.0 + d)
+                }
+            }
+        }
+    }
+}
+
+pub struct HnswIndex {
+    hnsw: Hnsw<'static, f32, MetricDist>,
+    metric: Metric,
+}
+
+impl HnswIndex {
+    /// `m` must already be validated (hnsw_rs exits the process above 256).
+    pub fn new(metric: Metric, m: usize, ef_construction: usize, capacity: usize) -> Self {
+        let m = m.clamp(2, crate::MAX_M);
+        HnswIndex {
+            hnsw: Hnsw::new(
+                m,
+                capacity.max(1024),
+                16,
+                ef_construction,
+                MetricDist(metric),
+            ),
+            metric,
+        }
+    }
+
+    fn prepare(&self, v: &[f32]) -> Vec<f32> {
+        match self.metric {
+            Metric::Cosine => crate::normalized(v),
+            _ => v.to_vec(),
+        }
+    }
+}
+
+impl AnnIndex for HnswIndex {
+    fn insert_batch(&self, items: &[(usize, Vec<f32>)]) {
+        let prepared: Vec<(Vec<f32>, usize)> =
+            items.iter().map(|(id, v)| (self.prepare(v), *id)).collect();
+        if prepared.len() >= 64 {
+            let refs: Vec<(&Vec<f32>, usize)> = prepared.iter().map(|(v, id)| (v, *id)).collect();
+            self.hnsw.parallel_insert(&refs);
+        } else {
+            for (v, id) in &prepared {
+                self.hnsw.insert((v.as_slice(), *id));
+            }
+        }
+    }
+
+    fn search(&self, q: &[f32], k: usize, ef: usize, keep: &dyn Fn(usize) -> bool) -> Vec<usize> {
+        let q = self.prepare(q);
+        let filter = |id: &usize| keep(*id);
+        self.hnsw
+            .search_filter(&q, k, ef.max(k), Some(&filter))
+            .into_iter()
+            .map(|n| n.d_id)
+            .collect()
+    }
+}
+
+/// Index states shown by `GET /v1/collections/{c}`.
+pub const BUILDING: u8 = 0;
+pub const READY: u8 = 1;
+pub const FAILED: u8 = 2;
+
+pub fn state_name(s: u8) -> &'static str {
+    match s {
+        BUILDING => "building",
+        READY => "ready",
+        _ => "failed",
+    }
+}
+
+enum Msg {
+    Insert {
+        rev: u64,
+        items: Vec<(PointId, Vec<f32>)>,
+    },
+    /// Nothing to index (a delete), but the index is current up to `rev`.
+    Advance { rev: u64 },
+    /// Replace the whole index with these live points.
+    Rebuild {
+        rev: u64,
+        items: Vec<(PointId, u64, Vec<f32>)>,
+    },
+}
+
+/// What searches read; written by the indexer thread.
+pub struct Shared {
+    pub index: RwLock<Option<Arc<dyn AnnIndex>>>,
+    /// Internal id -> (point, revision it was indexed at).
+    pub entries: RwLock<Vec<(PointId, u64)>>,
+    pub indexed_through: AtomicU64,
+    pub state: AtomicU8,
+}
+
+/// A collection's handle to its indexer, held in the (derived, skipped)
+/// part of the shard state. Dropping it stops the thread.
+pub struct IndexHandle {
+    tx: Mutex<Sender<Msg>>,
+    pub shared: Arc<Shared>,
+    /// Entries handed to the indexer since its last rebuild (live + stale).
+    pub sent: AtomicU64,
+}
+
+impl IndexHandle {
+    pub fn spawn(metric: Metric, m: usize, ef_construction: usize) -> Arc<IndexHandle> {
+        let (tx, rx) = channel();
+        let shared = Arc::new(Shared {
+            index: RwLock::new(None),
+            entries: RwLock::new(Vec::new()),
+            indexed_through: AtomicU64::new(0),
+            state: AtomicU8::new(BUILDING),
+        });
+        let s = shared.clone();
+        let spawned = std::thread::Builder::new()
+            .name("vector-indexer".into())
+            .spawn(move || run(rx, s, metric, m, ef_construction));
+        if let Err(e) = spawned {
+            tracing::warn!("cannot start a vector indexer ({e}); searches will be exact");
+            shared.state.store(FAILED, Ordering::Release);
+        }
+        Arc::new(IndexHandle {
+            tx: Mutex::new(tx),
+            shared,
+            sent: AtomicU64::new(0),
+        })
+    }
+
+    fn send(&self, m: Msg) {
+        let tx = self.tx.lock().unwrap_or_else(|p| p.into_inner());
+        if tx.send(m).is_err() {
+            self.shared.state.store(FAILED, Ordering::Release);
+        }
+    }
+
+    pub fn insert(&self, rev: u64, items: Vec<(PointId, Vec<f32>)>) {
+        self.sent.fetch_add(items.len() as u64, Ordering::Relaxed);
+        self.send(Msg::Insert { rev, items });
+    }
+
+    pub fn advance(&self, rev: u64) {
+        self.send(Msg::Advance { rev });
+    }
+
+    pub fn rebuild(&self, rev: u64, items: Vec<(PointId, u64, Vec<f32>)>) {
+        self.sent.store(items.len() as u64, Ordering::Relaxed);
+        self.send(Msg::Rebuild { rev, items });
+    }
+
+    /// Usable for a collection whose last applied change is `last_rev`.
+    pub fn current(&self, last_rev: u64) -> bool {
+        self.shared.state.load(Ordering::Acquire) == READY
+            && self.shared.indexed_through.load(Ordering::Acquire) >= last_rev
+    }
+}
+
+/// Index building shares one small rayon pool per process (half the cores),
+/// so bulk loads cannot starve Raft heartbeats and request handling.
+fn pool() -> Option<&'static rayon::ThreadPool> {
+    static POOL: std::sync::OnceLock<Option<rayon::ThreadPool>> = std::sync::OnceLock::new();
+    POOL.get_or_init(|| {
+        let cores = std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(2);
+        rayon::ThreadPoolBuilder::new()
+            .num_threads((cores / 2).max(1))
+            .thread_name(|i| format!("vector-index-{i}"))
+            .build()
+            .ok()
+    })
+    .as_ref()
+}
+
+fn run(rx: Receiver<Msg>, s: Arc<Shared>, metric: Metric, m: usize, efc: usize) {
+    let new_index =
+        |cap: usize| -> Arc<dyn AnnIndex> { Arc::new(HnswIndex::new(metric, m, efc, cap)) };
+    while let Ok(first) = rx.recv() {
+        // Coalesce whatever is queued into one batch: bulk loads then go
+        // through parallel_insert instead of one small insert per command.
+        let mut msgs = vec![first];
+        while let Ok(m) = rx.try_recv() {
+            msgs.push(m);
+        }
+        let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            let mut batch: Vec<(usize, Vec<f32>)> = Vec::new();
+            let mut through = s.indexed_through.load(Ordering::Acquire);
+            for msg in msgs {
+                match msg {
+                    Msg::Insert { rev, items } => {
+                        let mut entries = s.entries.write().unwrap_or_else(|p| p.into_inner());
+                        for (pid, v) in items {
+                            batch.push((entries.len(), v));
+                            entries.push((pid, rev));
+                        }
+                        through = through.max(rev);
+                    }
+                    Msg::Advance { rev } => through = through.max(rev),
+                    Msg::Rebuild { rev, items } => {
+                        batch.clear();
+                        let idx = new_index(items.len());
+                        let mut entries = Vec::with_capacity(items.len());
+                        for (pid, prev, v) in items {
+                            batch.push((entries.len(), v));
+                            entries.push((pid, prev));
+                        }
+                        *s.entries.write().unwrap_or_else(|p| p.into_inner()) = entries;
+                        *s.index.write().unwrap_or_else(|p| p.into_inner()) = Some(idx);
+                        through = rev;
+                        s.state.store(BUILDING, Ordering::Release);
+                    }
+                }
+            }
+            let idx = {
+                let mut g = s.index.write().unwrap_or_else(|p| p.into_inner());
+                g.get_or_insert_with(|| new_index(batch.len())).clone()
+            };
+            let insert = || {
+                for chunk in batch.chunks(8192) {
+                    idx.insert_batch(chunk);
+                }
+            };
+            match pool() {
+                Some(p) => p.install(insert),
+                None => insert(),
+            }
+            through
+        }));
+        match outcome {
+            Ok(through) => {
+                s.indexed_through.store(through, Ordering::Release);
+                s.state.store(READY, Ordering::Release);
+            }
+            Err(_) => {
+                tracing::error!(
+                    "vector indexer panicked; this collection's searches will be exact"
+                );
+                s.state.store(FAILED, Ordering::Release);
+                return;
+            }
+        }
+    }
+}

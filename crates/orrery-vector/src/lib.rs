@@ -1,0 +1,858 @@
+//! The vector domain module.
+//!
+//! * The placement group holds the **catalog**: collection name → config.
+//! * Shard groups hold **points**: a point lives in the shard
+//!   `stable_hash(collection, id) % collection.shards`.
+//!
+//! `apply` is a pure function of the command, the log index and the prior
+//! state. The approximate index is derived data: it lives next to the state
+//! (skipped by serde and equality), is fed by `apply` over a channel and
+//! built by a background thread (see [`index`]).
+//!
+//! Scores: `cosine` is the cosine similarity (higher is better, in [-1, 1]);
+//! `dot` the inner product (higher is better); `l2` the Euclidean distance
+//! (lower is better).
+
+pub mod filter;
+pub mod index;
+
+use filter::Filter;
+use index::IndexHandle;
+use rayon::prelude::*;
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+pub const MAX_DIM: usize = 4096;
+/// hnsw_rs calls `process::exit` above 256.
+pub const MAX_M: usize = 256;
+pub const MAX_EF: usize = 10_000;
+pub const MAX_K: usize = 1000;
+/// Shards with fewer live points than this are searched exactly.
+pub const EXACT_BELOW: usize = 512;
+/// Filtered searches matching fewer points than this (per shard) are exact.
+pub const FILTER_EXACT_BELOW: usize = 2000;
+/// Rebuild once stale index entries exceed this many, and a quarter of the live points.
+pub const REBUILD_STALE_MIN: u64 = 1000;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Metric {
+    Cosine,
+    L2,
+    Dot,
+}
+
+impl Metric {
+    pub fn parse(s: &str) -> Option<Metric> {
+        match s {
+            "cosine" => Some(Metric::Cosine),
+            "l2" => Some(Metric::L2),
+            "dot" => Some(Metric::Dot),
+            _ => None,
+        }
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Metric::Cosine => "cosine",
+            Metric::L2 => "l2",
+            Metric::Dot => "dot",
+        }
+    }
+
+    /// The score reported to clients.
+    pub fn score(self, a: &[f32], b: &[f32]) -> f32 {
+        match self {
+            Metric::Dot => dot(a, b),
+            Metric::L2 => a
+                .iter()
+                .zip(b)
+                .map(|(x, y)| (x - y) * (x - y))
+                .sum::<f32>()
+                .sqrt(),
+            Metric::Cosine => {
+                let n = norm(a) * norm(b);
+                if n == 0.0 {
+                    0.0
+                } else {
+                    dot(a, b) / n
+                }
+            }
+        }
+    }
+
+    pub fn higher_is_better(self) -> bool {
+        !matches!(self, Metric::L2)
+    }
+
+    /// Orders hits best first; ties by id so results are deterministic.
+    pub fn cmp_hits(self, a: &Hit, b: &Hit) -> std::cmp::Ordering {
+        let o = a.score.total_cmp(&b.score);
+        let o = if self.higher_is_better() {
+            o.reverse()
+        } else {
+            o
+        };
+        o.then_with(|| a.id.cmp(&b.id))
+    }
+}
+
+pub fn dot(a: &[f32], b: &[f32]) -> f32 {
+    a.iter().zip(b).map(|(x, y)| x * y).sum()
+}
+
+fn norm(a: &[f32]) -> f32 {
+    dot(a, a).sqrt()
+}
+
+pub fn normalized(v: &[f32]) -> Vec<f32> {
+    let n = norm(v);
+    if n == 0.0 {
+        v.to_vec()
+    } else {
+        v.iter().map(|x| x / n).collect()
+    }
+}
+
+/// A point id: an unsigned integer or a UUID (stored lower-case).
+/// Serialized externally tagged (bincode cannot read untagged enums); the
+/// JSON fronts use [`PointId::to_json`] / [`PointId::from_json`].
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub enum PointId {
+    Num(u64),
+    Uuid(String),
+}
+
+impl PointId {
+    pub fn from_json(v: &Value) -> Result<PointId, String> {
+        match v {
+            Value::Number(n) => n
+                .as_u64()
+                .map(PointId::Num)
+                .ok_or_else(|| format!("must be an unsigned integer or a UUID string, got {n}")),
+            Value::String(s) => PointId::parse_str(s),
+            other => Err(format!(
+                "must be an unsigned integer or a UUID string, got {other}"
+            )),
+        }
+    }
+
+    /// Parses a path segment: digits are a number, otherwise a UUID.
+    pub fn parse_str(s: &str) -> Result<PointId, String> {
+        if !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit()) {
+            return s
+                .parse()
+                .map(PointId::Num)
+                .map_err(|_| format!("{s:?} does not fit in 64 bits"));
+        }
+        let b = s.as_bytes();
+        let ok = b.len() == 36
+            && b.iter().enumerate().all(|(i, c)| match i {
+                8 | 13 | 18 | 23 => *c == b'-',
+                _ => c.is_ascii_hexdigit(),
+            });
+        if ok {
+            Ok(PointId::Uuid(s.to_ascii_lowercase()))
+        } else {
+            Err(format!(
+                "{s:?} is neither an unsigned integer nor a UUID (8-4-4-4-12 hex)"
+            ))
+        }
+    }
+
+    pub fn to_json(&self) -> Value {
+        match self {
+            PointId::Num(n) => Value::from(*n),
+            PointId::Uuid(s) => Value::from(s.clone()),
+        }
+    }
+
+    fn hash_bytes(&self) -> Vec<u8> {
+        match self {
+            PointId::Num(n) => format!("n:{n}").into_bytes(),
+            PointId::Uuid(u) => format!("u:{u}").into_bytes(),
+        }
+    }
+}
+
+impl std::fmt::Display for PointId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            PointId::Num(n) => write!(f, "{n}"),
+            PointId::Uuid(u) => write!(f, "{u}"),
+        }
+    }
+}
+
+/// The shard of a point: stable across processes and versions.
+pub fn shard_of(collection: &str, id: &PointId, shards: u32) -> u32 {
+    let mut key = collection.as_bytes().to_vec();
+    key.push(0);
+    key.extend(id.hash_bytes());
+    (orrery_types::stable_hash(&key) % u64::from(shards.max(1))) as u32
+}
+
+/// A collection's definition, kept in the placement group's catalog.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CollectionConfig {
+    pub name: String,
+    pub dim: usize,
+    pub metric: Metric,
+    pub shards: u32,
+    pub replication: u32,
+    pub m: usize,
+    pub ef_construction: usize,
+    pub ef_search: usize,
+    /// The placement log index that created it. Shard data written for an
+    /// older incarnation of the same name is discarded (drop + re-create).
+    pub uid: u64,
+}
+
+impl CollectionConfig {
+    /// Checks everything before it can reach hnsw_rs. `cluster_shards` bounds
+    /// `shards`; `max_replicas` bounds `replication`.
+    pub fn validate(&self, cluster_shards: u32, max_replicas: u32) -> Result<(), (String, String)> {
+        let bad = |f: &str, m: String| Err((f.to_string(), m));
+        let n = &self.name;
+        if n.is_empty()
+            || n.len() > 128
+            || !n
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+        {
+            return bad(
+                "name",
+                format!("name must be 1-128 characters of [A-Za-z0-9_-], got {n:?}"),
+            );
+        }
+        if self.dim == 0 || self.dim > MAX_DIM {
+            return bad(
+                "dim",
+                format!("dim must be 1..={MAX_DIM}, got {}", self.dim),
+            );
+        }
+        if self.shards == 0 || self.shards > cluster_shards {
+            return bad(
+                "shards",
+                format!(
+                    "shards must be 1..={cluster_shards} (the cluster's shard count), got {}",
+                    self.shards
+                ),
+            );
+        }
+        if self.replication == 0 || self.replication > max_replicas {
+            return bad(
+                "replication",
+                format!(
+                    "replication must be 1..={max_replicas}, got {}",
+                    self.replication
+                ),
+            );
+        }
+        if self.m < 2 || self.m > MAX_M {
+            return bad("m", format!("m must be 2..={MAX_M}, got {}", self.m));
+        }
+        if self.ef_construction < 1 || self.ef_construction > MAX_EF {
+            return bad(
+                "ef_construction",
+                format!(
+                    "ef_construction must be 1..={MAX_EF}, got {}",
+                    self.ef_construction
+                ),
+            );
+        }
+        if self.ef_search < 1 || self.ef_search > MAX_EF {
+            return bad(
+                "ef_search",
+                format!("ef_search must be 1..={MAX_EF}, got {}", self.ef_search),
+            );
+        }
+        Ok(())
+    }
+
+    /// Checks one vector against the collection: dimension, finiteness and
+    /// (for cosine) a non-zero norm.
+    pub fn check_vector(&self, v: &[f32]) -> Result<(), String> {
+        if v.len() != self.dim {
+            return Err(format!(
+                "has {} components; collection {:?} has dim {}",
+                v.len(),
+                self.name,
+                self.dim
+            ));
+        }
+        if let Some(i) = v.iter().position(|x| !x.is_finite()) {
+            return Err(format!("component {i} is not a finite number"));
+        }
+        if self.metric == Metric::Cosine && v.iter().all(|x| *x == 0.0) {
+            return Err("is the zero vector, which has no cosine similarity".into());
+        }
+        Ok(())
+    }
+}
+
+/// A vector; equality compares bits, so that state equality is total.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct Vector(pub Vec<f32>);
+
+impl PartialEq for Vector {
+    fn eq(&self, other: &Self) -> bool {
+        self.0.len() == other.0.len()
+            && self
+                .0
+                .iter()
+                .zip(&other.0)
+                .all(|(a, b)| a.to_bits() == b.to_bits())
+    }
+}
+impl Eq for Vector {}
+
+/// Payloads travel as JSON text: bincode cannot carry `serde_json::Value`.
+mod json_text {
+    use serde::{Deserialize, Deserializer, Serialize, Serializer};
+    use serde_json::{Map, Value};
+
+    pub fn serialize<S: Serializer>(m: &Map<String, Value>, s: S) -> Result<S::Ok, S::Error> {
+        serde_json::to_string(m)
+            .map_err(serde::ser::Error::custom)?
+            .serialize(s)
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Map<String, Value>, D::Error> {
+        let s = String::deserialize(d)?;
+        serde_json::from_str(&s).map_err(serde::de::Error::custom)
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Point {
+    pub id: PointId,
+    pub vector: Vector,
+    #[serde(with = "json_text")]
+    pub payload: Map<String, Value>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StoredPoint {
+    pub vector: Vector,
+    #[serde(with = "json_text")]
+    pub payload: Map<String, Value>,
+    /// The log index that wrote it.
+    pub rev: u64,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum VectorCommand {
+    /// Placement group: add a collection (its `uid` is set by apply).
+    CreateCollection(CollectionConfig),
+    /// Placement group: remove a collection from the catalog.
+    DropCollection { name: String },
+    /// Shard group: insert or replace points.
+    Upsert {
+        collection: String,
+        uid: u64,
+        metric: Metric,
+        m: usize,
+        ef_construction: usize,
+        points: Vec<Point>,
+    },
+    DeleteIds {
+        collection: String,
+        uid: u64,
+        ids: Vec<PointId>,
+    },
+    /// The filter as JSON text, evaluated against the state in apply.
+    DeleteFilter {
+        collection: String,
+        uid: u64,
+        filter: String,
+    },
+    /// Shard group: forget a collection's points.
+    DropData { collection: String },
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum VectorResponse {
+    Created(CollectionConfig),
+    Dropped { existed: bool },
+    Upserted { count: usize },
+    Deleted { count: usize },
+    Rejected(VectorError),
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
+pub enum VectorError {
+    #[error("collection {0:?} already exists with a different definition")]
+    AlreadyExists(String),
+    #[error("collection {0:?} was dropped or re-created meanwhile; retry")]
+    Stale(String),
+    #[error("invalid: {0}")]
+    Invalid(String),
+}
+
+/// One collection's points on one shard replica.
+#[derive(Clone, Default, Serialize, Deserialize)]
+pub struct ShardCollection {
+    pub uid: u64,
+    pub metric: Option<Metric>,
+    pub m: usize,
+    pub ef_construction: usize,
+    pub points: BTreeMap<PointId, StoredPoint>,
+    /// The last log index that changed this collection here.
+    pub last_rev: u64,
+    #[serde(skip)]
+    pub index: Option<Arc<IndexHandle>>,
+}
+
+impl PartialEq for ShardCollection {
+    fn eq(&self, o: &Self) -> bool {
+        // The index is derived: never part of equality.
+        self.uid == o.uid
+            && self.metric == o.metric
+            && self.m == o.m
+            && self.ef_construction == o.ef_construction
+            && self.points == o.points
+            && self.last_rev == o.last_rev
+    }
+}
+impl Eq for ShardCollection {}
+
+impl std::fmt::Debug for ShardCollection {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ShardCollection")
+            .field("uid", &self.uid)
+            .field("points", &self.points.len())
+            .field("last_rev", &self.last_rev)
+            .finish()
+    }
+}
+
+/// The vector state of one group: the catalog (placement group) and the
+/// points (shard groups).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VectorState {
+    pub catalog: BTreeMap<String, CollectionConfig>,
+    pub data: BTreeMap<String, ShardCollection>,
+    /// Whether derived indexes are built (off in property tests).
+    #[serde(skip)]
+    pub no_index: bool,
+}
+
+/// One search against one shard.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct SearchRequest {
+    pub collection: String,
+    pub uid: u64,
+    pub metric: Metric,
+    pub vector: Vec<f32>,
+    pub k: usize,
+    pub ef: usize,
+    pub exact: bool,
+    /// Filter JSON text (validated by the caller).
+    pub filter: Option<String>,
+    pub with_payload: bool,
+    pub with_vector: bool,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Hit {
+    pub id: PointId,
+    pub score: f32,
+    #[serde(with = "opt_json_text")]
+    pub payload: Option<Map<String, Value>>,
+    pub vector: Option<Vec<f32>>,
+}
+
+mod opt_json_text {
+    use serde::{Deserialize, Deserializer, Serialize, Serializer};
+    use serde_json::{Map, Value};
+
+    pub fn serialize<S: Serializer>(
+        m: &Option<Map<String, Value>>,
+        s: S,
+    ) -> Result<S::Ok, S::Error> {
+        m.as_ref()
+            .map(serde_json::to_string)
+            .transpose()
+            .map_err(serde::ser::Error::custom)?
+            .serialize(s)
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(
+        d: D,
+    ) -> Result<Option<Map<String, Value>>, D::Error> {
+        Option::<String>::deserialize(d)?
+            .map(|s| serde_json::from_str(&s))
+            .transpose()
+            .map_err(serde::de::Error::custom)
+    }
+}
+
+/// How a shard answered, for tests and diagnostics.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum SearchMode {
+    Exact,
+    Index,
+    /// The index under-filled and exact search completed the answer.
+    IndexThenExact,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct ShardInfo {
+    pub points: usize,
+    pub index: String,
+    pub indexed_entries: usize,
+}
+
+impl VectorState {
+    pub fn apply(&mut self, index: u64, cmd: VectorCommand) -> VectorResponse {
+        match cmd {
+            VectorCommand::CreateCollection(mut c) => {
+                if let Some(existing) = self.catalog.get(&c.name) {
+                    c.uid = existing.uid;
+                    return if *existing == c {
+                        // Idempotent retry of the same create.
+                        VectorResponse::Created(existing.clone())
+                    } else {
+                        VectorResponse::Rejected(VectorError::AlreadyExists(c.name))
+                    };
+                }
+                c.uid = index;
+                self.catalog.insert(c.name.clone(), c.clone());
+                VectorResponse::Created(c)
+            }
+            VectorCommand::DropCollection { name } => VectorResponse::Dropped {
+                existed: self.catalog.remove(&name).is_some(),
+            },
+            VectorCommand::DropData { collection } => VectorResponse::Dropped {
+                existed: self.data.remove(&collection).is_some(),
+            },
+            VectorCommand::Upsert {
+                collection,
+                uid,
+                metric,
+                m,
+                ef_construction,
+                points,
+            } => {
+                let no_index = self.no_index;
+                let c = match self.collection_for_write(&collection, uid) {
+                    Ok(c) => c,
+                    Err(e) => return VectorResponse::Rejected(e),
+                };
+                c.metric = Some(metric);
+                c.m = m;
+                c.ef_construction = ef_construction;
+                let count = points.len();
+                let mut fresh = Vec::with_capacity(if no_index { 0 } else { count });
+                for p in points {
+                    if !no_index {
+                        fresh.push((p.id.clone(), p.vector.0.clone()));
+                    }
+                    c.points.insert(
+                        p.id,
+                        StoredPoint {
+                            vector: p.vector,
+                            payload: p.payload,
+                            rev: index,
+                        },
+                    );
+                }
+                c.last_rev = index;
+                if !no_index {
+                    let h = c.index_handle();
+                    h.insert(index, fresh);
+                    c.maybe_rebuild(index);
+                }
+                VectorResponse::Upserted { count }
+            }
+            VectorCommand::DeleteIds {
+                collection,
+                uid,
+                ids,
+            } => {
+                let no_index = self.no_index;
+                let c = match self.collection_for_write(&collection, uid) {
+                    Ok(c) => c,
+                    Err(e) => return VectorResponse::Rejected(e),
+                };
+                let count = ids
+                    .iter()
+                    .filter(|id| c.points.remove(id).is_some())
+                    .count();
+                c.after_delete(index, no_index);
+                VectorResponse::Deleted { count }
+            }
+            VectorCommand::DeleteFilter {
+                collection,
+                uid,
+                filter,
+            } => {
+                let parsed = match serde_json::from_str::<Value>(&filter)
+                    .map_err(|e| e.to_string())
+                    .and_then(|v| Filter::parse(&v))
+                {
+                    Ok(f) => f,
+                    Err(e) => return VectorResponse::Rejected(VectorError::Invalid(e)),
+                };
+                let no_index = self.no_index;
+                let c = match self.collection_for_write(&collection, uid) {
+                    Ok(c) => c,
+                    Err(e) => return VectorResponse::Rejected(e),
+                };
+                let before = c.points.len();
+                c.points.retain(|_, p| !parsed.matches(&p.payload));
+                let count = before - c.points.len();
+                c.after_delete(index, no_index);
+                VectorResponse::Deleted { count }
+            }
+        }
+    }
+
+    fn collection_for_write(
+        &mut self,
+        name: &str,
+        uid: u64,
+    ) -> Result<&mut ShardCollection, VectorError> {
+        let c = self.data.entry(name.to_string()).or_default();
+        if c.uid > uid {
+            return Err(VectorError::Stale(name.to_string()));
+        }
+        if c.uid < uid {
+            // A newer incarnation of the name: the old points are gone.
+            *c = ShardCollection {
+                uid,
+                ..Default::default()
+            };
+        }
+        Ok(c)
+    }
+
+    pub fn get_point(&self, collection: &str, uid: u64, id: &PointId) -> Option<&StoredPoint> {
+        self.data
+            .get(collection)
+            .filter(|c| c.uid == uid)
+            .and_then(|c| c.points.get(id))
+    }
+
+    pub fn shard_info(&self, collection: &str, uid: u64) -> ShardInfo {
+        match self.data.get(collection).filter(|c| c.uid == uid) {
+            None => ShardInfo {
+                points: 0,
+                index: "ready".into(),
+                indexed_entries: 0,
+            },
+            Some(c) => {
+                let (state, entries) = match &c.index {
+                    None if c.points.is_empty() => ("ready".to_string(), 0),
+                    None => ("none".to_string(), 0),
+                    Some(h) => {
+                        let s = h.shared.state.load(std::sync::atomic::Ordering::Acquire);
+                        let n = h.shared.entries.read().map(|e| e.len()).unwrap_or(0);
+                        let name = if s == index::READY && !h.current(c.last_rev) {
+                            "catching_up"
+                        } else {
+                            index::state_name(s)
+                        };
+                        (name.to_string(), n)
+                    }
+                };
+                ShardInfo {
+                    points: c.points.len(),
+                    index: state,
+                    indexed_entries: entries,
+                }
+            }
+        }
+    }
+
+    /// Searches this shard: the index when it is current and the shard is
+    /// not small, exact search otherwise or when the index under-fills.
+    pub fn search(&self, req: &SearchRequest) -> Result<(Vec<Hit>, SearchMode), VectorError> {
+        let filter = match &req.filter {
+            None => None,
+            Some(text) => Some(
+                serde_json::from_str::<Value>(text)
+                    .map_err(|e| e.to_string())
+                    .and_then(|v| Filter::parse(&v))
+                    .map_err(VectorError::Invalid)?,
+            ),
+        };
+        let Some(c) = self.data.get(&req.collection).filter(|c| c.uid == req.uid) else {
+            return Ok((Vec::new(), SearchMode::Exact));
+        };
+        let matches = |p: &StoredPoint| filter.as_ref().is_none_or(|f| f.matches(&p.payload));
+        // A selective filter leaves few candidates: scanning them exactly is
+        // cheap and exact, where graph search would wander past them.
+        let selective = filter.is_some()
+            && c.points.values().filter(|p| matches(p)).count() < FILTER_EXACT_BELOW;
+        let use_index = !req.exact
+            && !selective
+            && c.points.len() >= EXACT_BELOW
+            && c.index.as_ref().is_some_and(|h| h.current(c.last_rev));
+        if use_index {
+            if let Some(hits) = c.index_search(req, &matches) {
+                if hits.len() >= req.k {
+                    return Ok((hits, SearchMode::Index));
+                }
+                // Under-filled (selective filter, unreachable points): exact
+                // search gives every matching point a chance.
+                return Ok((c.exact(req, &matches), SearchMode::IndexThenExact));
+            }
+        }
+        Ok((c.exact(req, &matches), SearchMode::Exact))
+    }
+
+    pub fn snapshot(&self) -> Result<Vec<u8>, String> {
+        bincode::serde::encode_to_vec(self, bincode::config::standard()).map_err(|e| e.to_string())
+    }
+
+    /// Restores the state and starts rebuilding every collection's index;
+    /// searches are exact until each is ready.
+    pub fn restore(data: &[u8]) -> Result<Self, String> {
+        let mut s: VectorState =
+            bincode::serde::decode_from_slice(data, bincode::config::standard())
+                .map(|(v, _)| v)
+                .map_err(|e| format!("vector snapshot: {e}"))?;
+        for c in s.data.values_mut() {
+            if !c.points.is_empty() {
+                c.rebuild(c.last_rev);
+            }
+        }
+        Ok(s)
+    }
+
+    /// The same state without derived indexes (for tests).
+    pub fn restore_without_index(data: &[u8]) -> Result<Self, String> {
+        bincode::serde::decode_from_slice::<VectorState, _>(data, bincode::config::standard())
+            .map(|(mut v, _)| {
+                v.no_index = true;
+                v
+            })
+            .map_err(|e| format!("vector snapshot: {e}"))
+    }
+}
+
+impl ShardCollection {
+    fn index_handle(&mut self) -> Arc<IndexHandle> {
+        let (metric, m, efc) = (
+            self.metric.unwrap_or(Metric::L2),
+            self.m,
+            self.ef_construction,
+        );
+        self.index
+            .get_or_insert_with(|| IndexHandle::spawn(metric, m.max(2), efc.max(1)))
+            .clone()
+    }
+
+    fn after_delete(&mut self, index: u64, no_index: bool) {
+        self.last_rev = index;
+        if !no_index && !self.maybe_rebuild(index) {
+            if let Some(h) = &self.index {
+                h.advance(index);
+            }
+        }
+    }
+
+    /// Rebuilds once stale entries (overwritten or deleted points still in
+    /// the graph) pass a threshold, so tombstones cannot take over the index.
+    /// Returns whether a rebuild was started.
+    fn maybe_rebuild(&mut self, index: u64) -> bool {
+        let Some(h) = &self.index else { return false };
+        let sent = h.sent.load(std::sync::atomic::Ordering::Relaxed);
+        let live = self.points.len() as u64;
+        let stale = sent.saturating_sub(live);
+        if stale > REBUILD_STALE_MIN && stale > live / 4 {
+            self.rebuild(index);
+            return true;
+        }
+        false
+    }
+
+    fn rebuild(&mut self, index: u64) {
+        if self.metric.is_none() {
+            return;
+        }
+        let items = self
+            .points
+            .iter()
+            .map(|(id, p)| (id.clone(), p.rev, p.vector.0.clone()))
+            .collect();
+        self.index_handle().rebuild(index, items);
+    }
+
+    fn hit(&self, req: &SearchRequest, id: &PointId, p: &StoredPoint) -> Hit {
+        Hit {
+            id: id.clone(),
+            score: req.metric.score(&req.vector, &p.vector.0),
+            payload: req.with_payload.then(|| p.payload.clone()),
+            vector: req.with_vector.then(|| p.vector.0.clone()),
+        }
+    }
+
+    /// Brute force over every point, in parallel.
+    fn exact(
+        &self,
+        req: &SearchRequest,
+        matches: &(dyn Fn(&StoredPoint) -> bool + Sync),
+    ) -> Vec<Hit> {
+        let metric = req.metric;
+        let mut scored: Vec<(f32, &PointId)> = self
+            .points
+            .par_iter()
+            .filter(|(_, p)| matches(p))
+            .map(|(id, p)| (metric.score(&req.vector, &p.vector.0), id))
+            .collect();
+        let cmp = |a: &(f32, &PointId), b: &(f32, &PointId)| {
+            let o = a.0.total_cmp(&b.0);
+            let o = if metric.higher_is_better() {
+                o.reverse()
+            } else {
+                o
+            };
+            o.then_with(|| a.1.cmp(b.1))
+        };
+        if scored.len() > req.k {
+            scored.select_nth_unstable_by(req.k, cmp);
+            scored.truncate(req.k);
+        }
+        scored.sort_by(cmp);
+        scored
+            .into_iter()
+            .filter_map(|(_, id)| self.points.get(id).map(|p| self.hit(req, id, p)))
+            .collect()
+    }
+
+    /// The index's candidates, each re-checked against the state (still
+    /// present at the indexed revision, and matching the filter), scored
+    /// exactly. `None` when the index is unusable.
+    fn index_search(
+        &self,
+        req: &SearchRequest,
+        matches: &dyn Fn(&StoredPoint) -> bool,
+    ) -> Option<Vec<Hit>> {
+        let h = self.index.as_ref()?;
+        let idx = h.shared.index.read().ok()?.clone()?;
+        let entries = h.shared.entries.read().ok()?;
+        let live = |internal: usize| -> Option<(&PointId, &StoredPoint)> {
+            let (pid, rev) = entries.get(internal)?;
+            let p = self.points.get(pid)?;
+            (p.rev == *rev && matches(p)).then_some((pid, p))
+        };
+        let keep = |internal: usize| live(internal).is_some();
+        let found = idx.search(&req.vector, req.k, req.ef.max(req.k), &keep);
+        let mut hits: Vec<Hit> = found
+            .into_iter()
+            .filter_map(|i| live(i).map(|(id, p)| self.hit(req, id, p)))
+            .collect();
+        hits.sort_by(|a, b| req.metric.cmp_hits(a, b));
+        hits.dedup_by(|a, b| a.id == b.id);
+        hits.truncate(req.k);
+        Some(hits)
+    }
+}
+
+#[cfg(test)]
+mod tests;
