@@ -15,6 +15,7 @@
 
 use orrery_kv::{KvCommand, KvResponse, KvState};
 use orrery_placement::{PlacementCommand, PlacementResponse, PlacementState};
+use orrery_policy::store::{PolicyCommand, PolicyResponse, PolicyState};
 use orrery_storage::StateMachine;
 use serde::{Deserialize, Serialize};
 
@@ -23,6 +24,7 @@ use serde::{Deserialize, Serialize};
 pub enum Command {
     Placement(PlacementCommand),
     Kv(KvCommand),
+    Policy(PolicyCommand),
 }
 
 impl std::fmt::Display for Command {
@@ -38,6 +40,7 @@ impl std::fmt::Display for Command {
                 )
             }
             Command::Kv(c) => write!(f, "kv:{c:?}"),
+            Command::Policy(_) => write!(f, "policy"),
         }
     }
 }
@@ -49,6 +52,7 @@ pub enum Response {
     Empty,
     Placement(PlacementResponse),
     Kv(KvResponse),
+    Policy(PolicyResponse),
 }
 
 /// Everything a group's state machine holds. The placement group uses
@@ -57,6 +61,7 @@ pub enum Response {
 pub struct GroupState {
     pub placement: PlacementState,
     pub kv: KvState,
+    pub policy: PolicyState,
 }
 
 impl GroupState {
@@ -64,6 +69,7 @@ impl GroupState {
         match cmd {
             Command::Placement(c) => Response::Placement(self.placement.apply(c)),
             Command::Kv(c) => Response::Kv(self.kv.apply(index, c)),
+            Command::Policy(c) => Response::Policy(self.policy.apply(c)),
         }
     }
 }
@@ -72,6 +78,7 @@ impl GroupState {
 struct SnapshotV1 {
     placement: Vec<u8>,
     kv: Vec<u8>,
+    policy: Vec<u8>,
 }
 
 impl StateMachine<crate::TypeConfig> for GroupState {
@@ -87,6 +94,7 @@ impl StateMachine<crate::TypeConfig> for GroupState {
         let s = SnapshotV1 {
             placement: self.placement.snapshot()?,
             kv: self.kv.snapshot()?,
+            policy: self.policy.snapshot()?,
         };
         orrery_storage::encode(&s).map_err(|e| e.to_string())
     }
@@ -96,6 +104,7 @@ impl StateMachine<crate::TypeConfig> for GroupState {
         Ok(GroupState {
             placement: PlacementState::restore(&s.placement)?,
             kv: KvState::restore(&s.kv)?,
+            policy: PolicyState::restore(&s.policy)?,
         })
     }
 }
