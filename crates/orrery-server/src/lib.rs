@@ -8,6 +8,8 @@ pub mod metrics;
 pub mod node;
 pub mod ops;
 pub mod peer;
+mod policy_api;
+mod policy_rest;
 pub mod rest;
 
 pub use error::ApiError;

@@ -950,6 +950,7 @@ fn run_query(g: &Group, q: &Query) -> QueryResult {
         Query::KvGet { key } => QueryResult::KvGet(s.kv.get(key).cloned()),
         Query::KvList { prefix, limit } => QueryResult::KvList(s.kv.list(prefix, *limit)),
         Query::Placement => QueryResult::Placement(Box::new(s.placement.clone())),
+        Query::Policy(q) => QueryResult::Policy(s.policy.query(q)),
     })
 }
 

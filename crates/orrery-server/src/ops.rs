@@ -18,6 +18,7 @@ pub enum Query {
     },
     /// The placement group's whole state (membership, shard map).
     Placement,
+    Policy(orrery_policy::store::PolicyQuery),
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -25,6 +26,7 @@ pub enum QueryResult {
     KvGet(Option<Versioned>),
     KvList(Vec<KvItem>),
     Placement(Box<orrery_placement::PlacementState>),
+    Policy(orrery_policy::store::PolicyQueryResult),
 }
 
 /// Membership operations, executed by the placement leader.
