@@ -505,7 +505,8 @@ impl Node {
             queues: None,
         };
         compile(&g, &catalog).map_err(policy_error)?;
-        let text = serde_json::to_string(&g).map_err(|e| ApiError::Internal(e.to_string()))?;
+        // Stored exactly as submitted: GET returns what was validated.
+        let text = graph.to_string();
         match self
             .policy_write(
                 PLACEMENT_GROUP,
