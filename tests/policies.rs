@@ -512,14 +512,7 @@ async fn policies_end_to_end() {
     .await;
     assert_eq!(r["status"], "failed");
     assert!(r["error"].as_str().unwrap().contains("\"kv\""), "{r}");
-    let failed = ok(
-        &c,
-        2,
-        "GET",
-        &format!("/v1/runs?policy=enrich&status=failed"),
-        None,
-    )
-    .await;
+    let failed = ok(&c, 2, "GET", "/v1/runs?policy=enrich&status=failed", None).await;
     assert_eq!(failed["runs"].as_array().unwrap().len(), 1);
     // default for kv; the web 404 falls back to its default too.
     ok(
