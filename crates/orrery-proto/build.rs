@@ -4,6 +4,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let files = [
         "orrery/v1/kv.proto",
         "orrery/v1/cluster.proto",
+        "orrery/v1/policies.proto",
         "orrery/peer/v1/peer.proto",
     ];
     for f in &files {

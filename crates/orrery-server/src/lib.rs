@@ -9,6 +9,7 @@ pub mod node;
 pub mod ops;
 pub mod peer;
 mod policy_api;
+mod policy_grpc;
 mod policy_rest;
 pub mod rest;
 
@@ -148,6 +149,13 @@ pub async fn run(
             .max_encoding_message_size(256 << 20),
     )
     .add_service(ClusterServer::new(grpc::ClusterService(node.clone())))
+    .add_service(
+        orrery_proto::v1::policies_server::PoliciesServer::new(policy_grpc::PoliciesService(
+            node.clone(),
+        ))
+        .max_decoding_message_size(64 << 20)
+        .max_encoding_message_size(256 << 20),
+    )
     .prepare()
     .into_axum_router();
     let rest = rest::router(node.clone());

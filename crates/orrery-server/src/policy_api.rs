@@ -24,6 +24,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 pub const MAX_BATCH: usize = 10_000;
 pub const MAX_RUN_LIST: usize = 1_000;
+pub const DEFAULT_RUN_LIST: usize = 100;
 
 fn now_ms() -> u64 {
     SystemTime::now()

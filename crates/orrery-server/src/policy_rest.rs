@@ -274,7 +274,7 @@ async fn runs_list(
     Query(p): Query<RunsParams>,
 ) -> Result<Json<Value>, ApiError> {
     let limit = match p.limit.as_deref() {
-        None => 100,
+        None => crate::policy_api::DEFAULT_RUN_LIST,
         Some(l) => l.parse().map_err(|_| {
             ApiError::bad(
                 "invalid_limit",
