@@ -571,6 +571,76 @@ async fn policies_end_to_end() {
     // 3 slow calls (never cached: they fail) + at most 1 score fetch.
     assert!(web_hits <= 4, "{web_hits} requests");
 
+    // --- orreryctl, over the gRPC Policies service ---
+    let good = c.dir.path().join("graph.json");
+    std::fs::write(&good, credit_graph("cli").to_string()).unwrap();
+    let mut bad_graph = credit_graph("cli");
+    bad_graph["nodes"][1]["config"]["assign"]["ratio"] = json!("input.salary * 2.0");
+    let bad = c.dir.path().join("bad.json");
+    std::fs::write(&bad, json!({"graph": bad_graph}).to_string()).unwrap();
+    c.ctl_ok(
+        1,
+        &[
+            "policies",
+            "create",
+            "cli-pol",
+            "--description",
+            "from the CLI",
+        ],
+    );
+    let out = c.ctl(
+        1,
+        &[
+            "policies",
+            "version",
+            "create",
+            "cli-pol",
+            "--file",
+            bad.to_str().unwrap(),
+        ],
+    );
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("\"ratio\"") && err.contains("input.salary"),
+        "{err}"
+    );
+    c.ctl_ok(
+        1,
+        &[
+            "policies",
+            "version",
+            "create",
+            "cli-pol",
+            "--file",
+            good.to_str().unwrap(),
+        ],
+    );
+    let listed = c.ctl_json(2, &["policies", "list"]);
+    assert!(listed["policies"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|p| p["name"] == "cli-pol"));
+    let shown = c.ctl_json(0, &["policies", "show", "cli-pol"]);
+    assert_eq!(shown["versions"][0]["graph"], credit_graph("cli"));
+    let run = c.ctl_json(
+        2,
+        &[
+            "policies",
+            "run",
+            "cli-pol",
+            "--input",
+            r#"{"income": 10, "debt": 9, "customer": "z"}"#,
+        ],
+    );
+    assert_eq!(run["output"]["decision"], "deny");
+    let got = c.ctl_json(0, &["runs", "get", run["id"].as_str().unwrap()]);
+    assert_eq!(got["output"], run["output"]);
+    assert_eq!(got["trace"], run["trace"]);
+    let list = c.ctl_json(1, &["runs", "list", "--policy", "cli-pol"]);
+    assert_eq!(list["runs"].as_array().unwrap().len(), 1);
+
     // --- delete ---
     ok(&c, 0, "DELETE", "/v1/data-sources/slow", None).await;
     ok(&c, 0, "DELETE", &format!("/v1/policies/{lid}"), None).await;

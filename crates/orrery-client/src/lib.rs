@@ -13,6 +13,7 @@
 //! ```
 
 pub use orrery_proto::v1 as pb;
+mod policies;
 use orrery_proto::v1::cluster_client::ClusterClient;
 use orrery_proto::v1::kv_client::KvClient;
 use std::time::Duration;
@@ -70,6 +71,7 @@ pub struct CasOutcome {
 pub struct Client {
     kv: KvClient<Channel>,
     cluster: ClusterClient<Channel>,
+    policies: orrery_proto::v1::policies_client::PoliciesClient<Channel>,
 }
 
 impl Client {
@@ -100,6 +102,9 @@ impl Client {
         Ok(Self {
             kv: KvClient::new(ch.clone())
                 .max_decoding_message_size(64 << 20)
+                .max_encoding_message_size(64 << 20),
+            policies: orrery_proto::v1::policies_client::PoliciesClient::new(ch.clone())
+                .max_decoding_message_size(256 << 20)
                 .max_encoding_message_size(64 << 20),
             cluster: ClusterClient::new(ch),
         })

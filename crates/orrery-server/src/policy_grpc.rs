@@ -106,7 +106,10 @@ impl Policies for PoliciesService {
         Ok(Response::new(pb::PolicyDeleteResponse { deleted: true }))
     }
 
-    async fn create_version(&self, req: Request<pb::CreatePolicyVersionRequest>) -> R<pb::PolicyVersion> {
+    async fn create_version(
+        &self,
+        req: Request<pb::CreatePolicyVersionRequest>,
+    ) -> R<pb::PolicyVersion> {
         let r = req.into_inner();
         let graph = json_arg("graph_json", &r.graph_json)?;
         let who = if r.created_by.is_empty() {
@@ -121,7 +124,10 @@ impl Policies for PoliciesService {
         Ok(Response::new(version(v)))
     }
 
-    async fn list_versions(&self, req: Request<pb::PolicyRef>) -> R<pb::ListPolicyVersionsResponse> {
+    async fn list_versions(
+        &self,
+        req: Request<pb::PolicyRef>,
+    ) -> R<pb::ListPolicyVersionsResponse> {
         let vs = self.0.versions(&req.into_inner().id).await?;
         Ok(Response::new(pb::ListPolicyVersionsResponse {
             versions: vs.into_iter().map(version).collect(),
@@ -153,7 +159,10 @@ impl Policies for PoliciesService {
         Ok(Response::new(run(out)))
     }
 
-    async fn run_batch(&self, req: Request<pb::PolicyRunBatchRequest>) -> R<pb::PolicyRunBatchResponse> {
+    async fn run_batch(
+        &self,
+        req: Request<pb::PolicyRunBatchRequest>,
+    ) -> R<pb::PolicyRunBatchResponse> {
         let r = req.into_inner();
         let inputs = r
             .inputs_json
@@ -182,7 +191,10 @@ impl Policies for PoliciesService {
             .await?)))
     }
 
-    async fn list_runs(&self, req: Request<pb::ListPolicyRunsRequest>) -> R<pb::ListPolicyRunsResponse> {
+    async fn list_runs(
+        &self,
+        req: Request<pb::ListPolicyRunsRequest>,
+    ) -> R<pb::ListPolicyRunsResponse> {
         let r = req.into_inner();
         let status = match r.status.as_deref() {
             None | Some("") => None,
@@ -213,7 +225,10 @@ impl Policies for PoliciesService {
         }))
     }
 
-    async fn create_data_source(&self, req: Request<pb::PolicyDataSource>) -> R<pb::PolicyDataSource> {
+    async fn create_data_source(
+        &self,
+        req: Request<pb::PolicyDataSource>,
+    ) -> R<pb::PolicyDataSource> {
         let def = json_arg("json", &req.into_inner().json)?;
         let s = self.0.data_source_create(parse_source(&def)?).await?;
         Ok(Response::new(source(&s)))
@@ -229,7 +244,10 @@ impl Policies for PoliciesService {
         }))
     }
 
-    async fn delete_data_source(&self, req: Request<pb::PolicyDataSourceRef>) -> R<pb::PolicyDeleteResponse> {
+    async fn delete_data_source(
+        &self,
+        req: Request<pb::PolicyDataSourceRef>,
+    ) -> R<pb::PolicyDeleteResponse> {
         self.0.data_source_delete(req.into_inner().name).await?;
         Ok(Response::new(pb::PolicyDeleteResponse { deleted: true }))
     }

@@ -6,6 +6,9 @@ use orrery_client::{pb, Client, Consistency};
 use serde_json::{json, Value};
 use std::time::{Duration, Instant};
 
+#[path = "../ctl/policies.rs"]
+mod policies;
+
 #[derive(Parser)]
 #[command(name = "orreryctl", version, about = "Administer an Orrery cluster")]
 struct Cli {
@@ -40,6 +43,12 @@ enum Cmd {
     /// The key-value namespace.
     #[command(subcommand)]
     Kv(KvCmd),
+    /// Policies: create, list, show, versions, runs.
+    #[command(subcommand)]
+    Policies(policies::PoliciesCmd),
+    /// Policy runs.
+    #[command(subcommand)]
+    Runs(policies::RunsCmd),
 }
 
 #[derive(Subcommand)]
@@ -313,6 +322,8 @@ async fn run(cli: Cli) -> Result<()> {
             println!("node {id} is now a voter");
         }
         Cmd::Status => status(&mut c, cli.json).await?,
+        Cmd::Policies(cmd) => policies::policies(&mut c, cmd, cli.json).await?,
+        Cmd::Runs(cmd) => policies::runs(&mut c, cmd, cli.json).await?,
         Cmd::Shards(ShardsCmd::List) => {
             let r = c
                 .cluster()
