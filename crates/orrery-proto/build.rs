@@ -6,6 +6,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "orrery/v1/cluster.proto",
         "orrery/v1/jobs.proto",
         "orrery/v1/vectors.proto",
+        "orrery/v1/policies.proto",
         "orrery/peer/v1/peer.proto",
     ];
     for f in &files {

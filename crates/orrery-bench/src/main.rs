@@ -11,6 +11,7 @@ mod cluster;
 mod jobs;
 mod load;
 mod machine;
+mod policies;
 
 use anyhow::{anyhow, bail, Context, Result};
 use clap::{Parser, Subcommand};
@@ -36,6 +37,8 @@ enum Cmd {
     /// Job-queue enqueue and claim/complete throughput, claim latency
     /// (external workers over REST, a no-op kind).
     Jobs(jobs::JobsArgs),
+    /// Policy runs: sync latency/throughput (20-node graph) and batch throughput.
+    Policies(policies::PolicyArgs),
 }
 
 #[derive(clap::Args)]
@@ -92,21 +95,21 @@ struct KvArgs {
     op_timeout: f64,
 }
 
-fn secs(s: f64, what: &str) -> Result<Duration> {
+pub(crate) fn secs(s: f64, what: &str) -> Result<Duration> {
     if !(s.is_finite() && s >= 0.0) {
         bail!("{what} must be a non-negative number of seconds, got {s}");
     }
     Ok(Duration::from_secs_f64(s))
 }
 
-fn unix_now() -> u64 {
+pub(crate) fn unix_now() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_secs())
         .unwrap_or(0)
 }
 
-fn emit(v: &Value) {
+pub(crate) fn emit(v: &Value) {
     println!("{v}");
 }
 
@@ -114,7 +117,7 @@ fn opt3(x: Option<f64>) -> Value {
     x.map(round3).map(Value::from).unwrap_or(Value::Null)
 }
 
-async fn interrupted() {
+pub(crate) async fn interrupted() {
     #[cfg(unix)]
     {
         use tokio::signal::unix::{signal, SignalKind};
@@ -354,6 +357,7 @@ fn main() {
         match cli.cmd {
             Cmd::Kv(args) => kv(args).await,
             Cmd::Jobs(args) => jobs::run(args).await,
+            Cmd::Policies(args) => policies::policies(args).await,
         }
     });
     // Workers left behind by an interrupted cell must not outlive the run.

@@ -15,6 +15,7 @@
 mod jobs;
 
 pub use orrery_proto::v1 as pb;
+mod policies;
 use orrery_proto::v1::cluster_client::ClusterClient;
 use orrery_proto::v1::kv_client::KvClient;
 use std::time::Duration;
@@ -78,6 +79,7 @@ pub struct Client {
     /// For the clients of other services (jobs, ...).
     channel: Channel,
     vectors: orrery_proto::v1::vectors_client::VectorsClient<Channel>,
+    policies: orrery_proto::v1::policies_client::PoliciesClient<Channel>,
 }
 
 impl Client {
@@ -111,6 +113,9 @@ impl Client {
                 .max_encoding_message_size(64 << 20),
             cluster: ClusterClient::new(ch.clone()),
             vectors: vectors::client(ch.clone()),
+            policies: orrery_proto::v1::policies_client::PoliciesClient::new(ch.clone())
+                .max_decoding_message_size(256 << 20)
+                .max_encoding_message_size(64 << 20),
             channel: ch,
         })
     }

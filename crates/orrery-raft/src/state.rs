@@ -15,6 +15,7 @@
 
 use orrery_kv::{KvCommand, KvResponse, KvState};
 use orrery_placement::{PlacementCommand, PlacementResponse, PlacementState};
+use orrery_policy::store::{PolicyCommand, PolicyResponse, PolicyState};
 use orrery_queue::{QueueCommand, QueueResponse, QueueState};
 use orrery_storage::StateMachine;
 use orrery_vector::{VectorCommand, VectorResponse, VectorState};
@@ -27,6 +28,7 @@ pub enum Command {
     Kv(KvCommand),
     Queue(QueueCommand),
     Vector(VectorCommand),
+    Policy(PolicyCommand),
 }
 
 impl std::fmt::Display for Command {
@@ -44,6 +46,7 @@ impl std::fmt::Display for Command {
             Command::Kv(c) => write!(f, "kv:{c:?}"),
             Command::Queue(c) => write!(f, "queue:{c:?}"),
             Command::Vector(_) => write!(f, "vector"),
+            Command::Policy(_) => write!(f, "policy"),
         }
     }
 }
@@ -57,6 +60,7 @@ pub enum Response {
     Kv(KvResponse),
     Queue(QueueResponse),
     Vector(VectorResponse),
+    Policy(PolicyResponse),
 }
 
 /// Everything a group's state machine holds. The placement group uses
@@ -67,6 +71,7 @@ pub struct GroupState {
     pub kv: KvState,
     pub queue: QueueState,
     pub vector: VectorState,
+    pub policy: PolicyState,
 }
 
 impl GroupState {
@@ -76,6 +81,7 @@ impl GroupState {
             Command::Kv(c) => Response::Kv(self.kv.apply(index, c)),
             Command::Queue(c) => Response::Queue(self.queue.apply(index, c)),
             Command::Vector(c) => Response::Vector(self.vector.apply(index, c)),
+            Command::Policy(c) => Response::Policy(self.policy.apply(c)),
         }
     }
 }
@@ -86,6 +92,7 @@ struct SnapshotV1 {
     kv: Vec<u8>,
     queue: Vec<u8>,
     vector: Vec<u8>,
+    policy: Vec<u8>,
 }
 
 impl StateMachine<crate::TypeConfig> for GroupState {
@@ -103,6 +110,7 @@ impl StateMachine<crate::TypeConfig> for GroupState {
             kv: self.kv.snapshot()?,
             queue: self.queue.snapshot()?,
             vector: self.vector.snapshot()?,
+            policy: self.policy.snapshot()?,
         };
         orrery_storage::encode(&s).map_err(|e| e.to_string())
     }
@@ -114,6 +122,7 @@ impl StateMachine<crate::TypeConfig> for GroupState {
             kv: KvState::restore(&s.kv)?,
             queue: QueueState::restore(&s.queue)?,
             vector: VectorState::restore(&s.vector)?,
+            policy: PolicyState::restore(&s.policy)?,
         })
     }
 }

@@ -11,6 +11,9 @@ pub mod metrics;
 pub mod node;
 pub mod ops;
 pub mod peer;
+mod policy_api;
+mod policy_grpc;
+mod policy_rest;
 pub mod rest;
 pub mod vector_api;
 pub mod vector_grpc;
@@ -162,6 +165,13 @@ pub async fn run(
             node.clone(),
         ))
         .max_decoding_message_size(vector_api::MAX_BATCH_BYTES + (1 << 20))
+        .max_encoding_message_size(256 << 20),
+    )
+    .add_service(
+        orrery_proto::v1::policies_server::PoliciesServer::new(policy_grpc::PoliciesService(
+            node.clone(),
+        ))
+        .max_decoding_message_size(64 << 20)
         .max_encoding_message_size(256 << 20),
     )
     .prepare()

@@ -1061,6 +1061,7 @@ fn run_query(g: &Group, q: &Query) -> QueryResult {
         Query::VectorInfo { collection, uid } => {
             QueryResult::VectorInfo(s.vector.shard_info(collection, *uid))
         }
+        Query::Policy(q) => QueryResult::Policy(s.policy.query(q)),
     })
 }
 

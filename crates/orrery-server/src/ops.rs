@@ -30,6 +30,7 @@ pub enum Query {
         collection: String,
         uid: u64,
     },
+    Policy(orrery_policy::store::PolicyQuery),
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -42,6 +43,7 @@ pub enum QueryResult {
     VectorSearch(Result<Vec<orrery_vector::Hit>, orrery_vector::VectorError>),
     VectorGet(Option<orrery_vector::StoredPoint>),
     VectorInfo(orrery_vector::ShardInfo),
+    Policy(orrery_policy::store::PolicyQueryResult),
 }
 
 /// Membership operations, executed by the placement leader.

@@ -35,6 +35,7 @@ pub fn router(node: Arc<Node>) -> Router {
         .route("/metrics", get(metrics))
         .merge(crate::jobs_rest::routes())
         .merge(crate::vector_rest::routes())
+        .merge(crate::policy_rest::routes())
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(middleware::from_fn_with_state(node.clone(), observe))

@@ -8,6 +8,8 @@ use std::time::{Duration, Instant};
 
 #[path = "../ctl/jobs.rs"]
 mod jobs;
+#[path = "../ctl/policies.rs"]
+mod policies;
 #[path = "../ctl/vectors.rs"]
 mod vectors;
 
@@ -55,6 +57,12 @@ enum Cmd {
     Gpus,
     #[command(flatten)]
     Vectors(vectors::VectorCmd),
+    /// Policies: create, list, show, versions, runs.
+    #[command(subcommand)]
+    Policies(policies::PoliciesCmd),
+    /// Policy runs.
+    #[command(subcommand)]
+    Runs(policies::RunsCmd),
 }
 
 #[derive(Subcommand)]
@@ -332,6 +340,8 @@ async fn run(cli: Cli) -> Result<()> {
         Cmd::Queues(q) => jobs::queues(&c, q, cli.json).await?,
         Cmd::Jobs(j) => jobs::jobs(&c, j, cli.json).await?,
         Cmd::Gpus => jobs::gpus(&c, cli.json).await?,
+        Cmd::Policies(cmd) => policies::policies(&mut c, cmd, cli.json).await?,
+        Cmd::Runs(cmd) => policies::runs(&mut c, cmd, cli.json).await?,
         Cmd::Shards(ShardsCmd::List) => {
             let r = c
                 .cluster()

@@ -1,0 +1,251 @@
+//! `orrery-bench policies`: sync run latency and throughput for a 20-node
+//! graph without external lookups, and batch evaluation throughput, over
+//! REST against a local cluster.
+
+use crate::cluster::LocalCluster;
+use crate::machine::{self, round3};
+use crate::{emit, interrupted, secs, unix_now};
+use anyhow::{anyhow, bail, Context, Result};
+use serde_json::{json, Value};
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+#[derive(clap::Args)]
+pub struct PolicyArgs {
+    /// Directory holding the `orrery` binary [default: this executable's directory].
+    #[arg(long)]
+    bin_dir: Option<PathBuf>,
+    /// Seconds measured per client count.
+    #[arg(long, default_value_t = 10.0)]
+    duration: f64,
+    /// Concurrent clients, comma-separated.
+    #[arg(long, value_delimiter = ',', default_values_t = [1usize, 16])]
+    clients: Vec<usize>,
+    /// Inputs per batch request.
+    #[arg(long, default_value_t = 10_000)]
+    batch: usize,
+    /// Batch requests measured.
+    #[arg(long, default_value_t = 5)]
+    batches: usize,
+    #[arg(long, default_value_t = 3)]
+    nodes: usize,
+    #[arg(long, default_value_t = 8)]
+    shards: u32,
+    /// Directory in which the temporary data directory is created [default: $TMPDIR or /tmp].
+    #[arg(long)]
+    data_root: Option<PathBuf>,
+    #[arg(long)]
+    keep_data: bool,
+}
+
+/// input -> 16 transforms -> branch -> 2 outputs: 20 nodes.
+pub fn graph() -> Value {
+    let mut nodes = vec![
+        json!({"id": "in", "type": "input", "config": {"fields": {"income": "number", "debt": "number", "age": "integer", "customer": "string"}}}),
+    ];
+    let mut edges = Vec::new();
+    let mut prev = "in".to_string();
+    for i in 0..16 {
+        let id = format!("t{i}");
+        let expr = if i == 0 {
+            "input.debt / input.income".to_string()
+        } else {
+            format!("x{} * 1.01 + (input.age > 30 ? 0.01 : 0.02)", i - 1)
+        };
+        nodes.push(
+            json!({"id": id, "type": "transform", "config": {"assign": {format!("x{i}"): expr}}}),
+        );
+        edges.push(json!({"from": prev, "to": id}));
+        prev = id;
+    }
+    nodes.push(json!({"id": "br", "type": "branch"}));
+    nodes.push(json!({"id": "deny", "type": "output", "config": {"fields": {"decision": "'deny'", "score": "x15"}}}));
+    nodes.push(json!({"id": "approve", "type": "output", "config": {"fields": {"decision": "'approve'", "score": "x15"}}}));
+    edges.push(json!({"from": prev, "to": "br"}));
+    edges.push(json!({"from": "br", "to": "deny", "when": "x15 > 0.9 && input.customer != 'vip'"}));
+    edges.push(json!({"from": "br", "to": "approve"}));
+    json!({"nodes": nodes, "edges": edges})
+}
+
+fn input(i: usize) -> Value {
+    json!({"income": 1000 + (i % 977), "debt": (i * 37) % 1500, "age": 18 + (i % 60), "customer": format!("c{i}")})
+}
+
+async fn post(http: &reqwest::Client, url: &str, body: &Value) -> Result<Value> {
+    let r = http.post(url).json(body).send().await?;
+    let status = r.status();
+    let text = r.text().await?;
+    if !status.is_success() {
+        bail!("POST {url}: {status} {text}");
+    }
+    Ok(serde_json::from_str(&text)?)
+}
+
+fn pct(sorted: &[f64], q: f64) -> Option<f64> {
+    if sorted.is_empty() {
+        return None;
+    }
+    let i = ((sorted.len() as f64 - 1.0) * q).round() as usize;
+    Some(round3(sorted[i]))
+}
+
+pub async fn policies(args: PolicyArgs) -> Result<()> {
+    let duration = secs(args.duration, "--duration")?;
+    if duration.is_zero() || args.clients.contains(&0) || args.nodes == 0 || args.batch == 0 {
+        bail!("--duration, --clients, --nodes and --batch must be positive");
+    }
+    let bin_dir = match &args.bin_dir {
+        Some(d) => d.clone(),
+        None => std::env::current_exe()
+            .context("locating this executable")?
+            .parent()
+            .map(|p| p.to_path_buf())
+            .ok_or_else(|| anyhow!("cannot tell this executable's directory; pass --bin-dir"))?,
+    };
+    let bin = bin_dir.join("orrery");
+    let data_root = args.data_root.clone().unwrap_or_else(std::env::temp_dir);
+    std::fs::create_dir_all(&data_root)?;
+    eprintln!("starting {} nodes from {} ...", args.nodes, bin.display());
+    let mut cluster = LocalCluster::spawn(&bin, args.nodes, &data_root, args.keep_data)?;
+    let result = tokio::select! {
+        r = run(&mut cluster, &args, duration) => r,
+        _ = interrupted() => Err(anyhow!("interrupted")),
+    };
+    if result.is_err() {
+        for i in 0..cluster.nodes.len() {
+            eprintln!(
+                "--- node {} log (tail) ---\n{}",
+                cluster.nodes[i].id,
+                cluster.log_tail(i, 15)
+            );
+        }
+    }
+    eprintln!("stopping nodes ...");
+    for line in cluster.shutdown(Duration::from_secs(15)) {
+        eprintln!("  {line}");
+    }
+    result
+}
+
+async fn run(cluster: &mut LocalCluster, args: &PolicyArgs, duration: Duration) -> Result<()> {
+    cluster.wait_healthy(Duration::from_secs(30)).await?;
+    eprintln!("forming the cluster ({} shards) ...", args.shards);
+    cluster.form(args.shards, Duration::from_secs(180)).await?;
+    let addrs: Vec<String> = cluster.nodes.iter().map(|n| n.addr.clone()).collect();
+    let http = reqwest::Client::builder()
+        .timeout(Duration::from_secs(60))
+        .build()?;
+    let base = format!("http://{}", addrs[0]);
+    let p = post(
+        &http,
+        &format!("{base}/v1/policies"),
+        &json!({"name": "bench"}),
+    )
+    .await?;
+    let id = p["id"]
+        .as_str()
+        .ok_or_else(|| anyhow!("no policy id"))?
+        .to_string();
+    post(
+        &http,
+        &format!("{base}/v1/policies/{id}/versions"),
+        &json!({"graph": graph()}),
+    )
+    .await?;
+    emit(&json!({
+        "bench": "policies",
+        "kind": "conditions",
+        "time_unix": unix_now(),
+        "command": std::env::args().collect::<Vec<_>>().join(" "),
+        "nodes": args.nodes,
+        "shards": args.shards,
+        "graph_nodes": graph()["nodes"].as_array().map(|a| a.len()),
+        "protocol": "http",
+        "clients": args.clients,
+        "duration_s": duration.as_secs_f64(),
+        "batch": args.batch,
+        "machine": machine::full(),
+    }));
+
+    for &clients in &args.clients {
+        cluster.check_alive()?;
+        eprintln!("sync runs, {clients} clients, {duration:?} ...");
+        let start = Instant::now();
+        let deadline = start + duration;
+        let mut tasks = Vec::new();
+        for c in 0..clients {
+            let http = http.clone();
+            let url = format!("http://{}/v1/policies/{id}/runs", addrs[c % addrs.len()]);
+            tasks.push(tokio::spawn(async move {
+                let mut lat = Vec::new();
+                let mut errors = 0u64;
+                let mut i = c * 1_000_000;
+                while Instant::now() < deadline {
+                    let t = Instant::now();
+                    match post(&http, &url, &json!({"input": input(i)})).await {
+                        Ok(v) if v["status"] == "succeeded" => {
+                            lat.push(t.elapsed().as_secs_f64() * 1e3)
+                        }
+                        _ => errors += 1,
+                    }
+                    i += 1;
+                }
+                (lat, errors)
+            }));
+        }
+        let mut lat = Vec::new();
+        let mut errors = 0;
+        for t in tasks {
+            let (l, e) = t.await?;
+            lat.extend(l);
+            errors += e;
+        }
+        let elapsed = start.elapsed().as_secs_f64();
+        lat.sort_by(|a, b| a.total_cmp(b));
+        emit(&json!({
+            "bench": "policies",
+            "kind": "result",
+            "op": "sync_run",
+            "clients": clients,
+            "runs": lat.len(),
+            "errors": errors,
+            "seconds": round3(elapsed),
+            "runs_per_s": round3(lat.len() as f64 / elapsed),
+            "p50_ms": pct(&lat, 0.5),
+            "p99_ms": pct(&lat, 0.99),
+            "loadavg": machine::loadavg(),
+        }));
+    }
+
+    eprintln!(
+        "batch evaluation, {} x {} inputs ...",
+        args.batches, args.batch
+    );
+    let inputs: Vec<Value> = (0..args.batch).map(input).collect();
+    let body = json!({"inputs": inputs});
+    let url = format!("{base}/v1/policies/{id}/runs/batch");
+    post(&http, &url, &body).await?; // warm-up: compiles and caches the version
+    let mut times = Vec::new();
+    for _ in 0..args.batches {
+        let t = Instant::now();
+        let r = post(&http, &url, &body).await?;
+        let n = r["results"].as_array().map(|a| a.len()).unwrap_or(0);
+        if n != args.batch {
+            bail!("batch returned {n} results for {} inputs", args.batch);
+        }
+        times.push(t.elapsed().as_secs_f64());
+    }
+    times.sort_by(|a, b| a.total_cmp(b));
+    let median = times[times.len() / 2];
+    emit(&json!({
+        "bench": "policies",
+        "kind": "result",
+        "op": "batch",
+        "inputs_per_request": args.batch,
+        "requests": args.batches,
+        "median_request_s": round3(median),
+        "runs_per_s": round3(args.batch as f64 / median),
+        "loadavg": machine::loadavg(),
+    }));
+    Ok(())
+}

@@ -1,0 +1,30 @@
+//! Policies: versioned decision graphs evaluated with CEL.
+//!
+//! * [`graph`]: the graph format, validation and compilation;
+//! * [`eval`]: the evaluator (per-node traces, allocation, lookups);
+//! * [`store`]: the deterministic domain module (policies, versions, data
+//!   sources, runs).
+//!
+//! No I/O here: lookups go through [`eval::Effects`], which the server
+//! implements.
+
+pub mod eval;
+pub mod graph;
+pub mod store;
+
+#[cfg(test)]
+mod tests;
+
+/// The one error type of this crate.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum PolicyError {
+    /// The graph is invalid; `node` names the node at fault ("" for the
+    /// graph as a whole).
+    #[error("node {node:?}: {message}")]
+    Invalid { node: String, message: String },
+    /// A run's input does not match the input node.
+    #[error("{0}")]
+    Input(String),
+    #[error("internal: {0}")]
+    Internal(String),
+}

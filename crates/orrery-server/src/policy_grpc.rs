@@ -1,0 +1,254 @@
+//! The orrery.v1.Policies gRPC service: the same operations as the REST
+//! routes, through the same `Node` methods.
+
+use crate::error::ApiError;
+use crate::node::Node;
+use crate::policy_api::{parse_source, source_json, RunRequest, DEFAULT_RUN_LIST};
+use orrery_policy::store::{DataSource, Policy, Run, RunFilter, RunStatus, Version};
+use orrery_proto::v1 as pb;
+use orrery_proto::v1::policies_server::Policies;
+use serde_json::Value;
+use std::sync::Arc;
+use tonic::{Request, Response, Status};
+
+pub struct PoliciesService(pub Arc<Node>);
+
+fn json_arg(what: &str, s: &str) -> Result<Value, ApiError> {
+    serde_json::from_str(s).map_err(|e| ApiError::bad("invalid_json", format!("{what}: {e}")))
+}
+
+fn policy(p: Policy) -> pb::Policy {
+    pb::Policy {
+        id: p.id,
+        name: p.name,
+        description: p.description,
+        created: p.created_ms,
+        updated: p.updated_ms,
+        allocation: p
+            .allocation
+            .into_iter()
+            .map(|(version, weight)| pb::PolicyWeight { version, weight })
+            .collect(),
+        latest_version: p.latest_version,
+    }
+}
+
+fn version(v: Version) -> pb::PolicyVersion {
+    pb::PolicyVersion {
+        policy_id: v.policy_id,
+        version: v.version,
+        graph_json: v.graph,
+        created_by: v.created_by,
+        created: v.created_ms,
+        archived: v.archived,
+    }
+}
+
+fn run(r: Run) -> pb::PolicyRun {
+    pb::PolicyRun {
+        id: r.id,
+        policy_id: r.policy_id,
+        version: r.version,
+        status: r.status.as_str().into(),
+        run_key: r.run_key,
+        input_json: r.input,
+        output_json: r.output,
+        trace_json: r.trace,
+        error: r.error,
+        created: r.created_ms,
+        finished: r.finished_ms,
+    }
+}
+
+fn source(s: &DataSource) -> pb::PolicyDataSource {
+    pb::PolicyDataSource {
+        json: source_json(s).to_string(),
+    }
+}
+
+type R<T> = Result<Response<T>, Status>;
+
+#[tonic::async_trait]
+impl Policies for PoliciesService {
+    async fn create_policy(&self, req: Request<pb::CreatePolicyRequest>) -> R<pb::Policy> {
+        let r = req.into_inner();
+        let p = self.0.policy_create(r.name, r.description).await?;
+        Ok(Response::new(policy(p)))
+    }
+
+    async fn list_policies(
+        &self,
+        _req: Request<pb::ListPoliciesRequest>,
+    ) -> R<pb::ListPoliciesResponse> {
+        let ps = self.0.policy_list().await?;
+        Ok(Response::new(pb::ListPoliciesResponse {
+            policies: ps.into_iter().map(policy).collect(),
+        }))
+    }
+
+    async fn get_policy(&self, req: Request<pb::PolicyRef>) -> R<pb::Policy> {
+        Ok(Response::new(policy(
+            self.0.policy_get(&req.into_inner().id).await?,
+        )))
+    }
+
+    async fn update_policy(&self, req: Request<pb::UpdatePolicyRequest>) -> R<pb::Policy> {
+        let r = req.into_inner();
+        let alloc = r
+            .set_allocation
+            .then(|| r.allocation.iter().map(|w| (w.version, w.weight)).collect());
+        let p = self.0.policy_update(&r.id, r.description, alloc).await?;
+        Ok(Response::new(policy(p)))
+    }
+
+    async fn delete_policy(&self, req: Request<pb::PolicyRef>) -> R<pb::PolicyDeleteResponse> {
+        self.0.policy_delete(&req.into_inner().id).await?;
+        Ok(Response::new(pb::PolicyDeleteResponse { deleted: true }))
+    }
+
+    async fn create_version(
+        &self,
+        req: Request<pb::CreatePolicyVersionRequest>,
+    ) -> R<pb::PolicyVersion> {
+        let r = req.into_inner();
+        let graph = json_arg("graph_json", &r.graph_json)?;
+        let who = if r.created_by.is_empty() {
+            "anonymous".to_string()
+        } else {
+            r.created_by
+        };
+        let v = self
+            .0
+            .version_create(&r.policy_id, &graph, !r.inactive, who)
+            .await?;
+        Ok(Response::new(version(v)))
+    }
+
+    async fn list_versions(
+        &self,
+        req: Request<pb::PolicyRef>,
+    ) -> R<pb::ListPolicyVersionsResponse> {
+        let vs = self.0.versions(&req.into_inner().id).await?;
+        Ok(Response::new(pb::ListPolicyVersionsResponse {
+            versions: vs.into_iter().map(version).collect(),
+        }))
+    }
+
+    async fn get_version(&self, req: Request<pb::PolicyVersionRef>) -> R<pb::PolicyVersion> {
+        let r = req.into_inner();
+        let p = self.0.policy_get(&r.policy_id).await?;
+        Ok(Response::new(version(
+            self.0.version_get(&p.id, r.version).await?,
+        )))
+    }
+
+    async fn run(&self, req: Request<pb::RunPolicyRequest>) -> R<pb::PolicyRun> {
+        let r = req.into_inner();
+        let input = json_arg("input_json", &r.input_json)?;
+        let out = self
+            .0
+            .policy_run(
+                &r.policy_id,
+                RunRequest {
+                    input,
+                    version: r.version,
+                    run_key: r.run_key,
+                },
+            )
+            .await?;
+        Ok(Response::new(run(out)))
+    }
+
+    async fn run_batch(
+        &self,
+        req: Request<pb::PolicyRunBatchRequest>,
+    ) -> R<pb::PolicyRunBatchResponse> {
+        let r = req.into_inner();
+        let inputs = r
+            .inputs_json
+            .iter()
+            .enumerate()
+            .map(|(i, s)| json_arg(&format!("inputs_json[{i}]"), s))
+            .collect::<Result<Vec<_>, _>>()?;
+        let (version, outcomes) = self.0.policy_batch(&r.policy_id, inputs, r.version).await?;
+        Ok(Response::new(pb::PolicyRunBatchResponse {
+            version,
+            results: outcomes
+                .into_iter()
+                .map(|o| pb::PolicyBatchResult {
+                    status: if o.succeeded() { "succeeded" } else { "failed" }.into(),
+                    output_json: o.output.map(|v| v.to_string()),
+                    error: o.error,
+                })
+                .collect(),
+        }))
+    }
+
+    async fn get_run(&self, req: Request<pb::PolicyRunRef>) -> R<pb::PolicyRun> {
+        Ok(Response::new(run(self
+            .0
+            .run_get(&req.into_inner().id)
+            .await?)))
+    }
+
+    async fn list_runs(
+        &self,
+        req: Request<pb::ListPolicyRunsRequest>,
+    ) -> R<pb::ListPolicyRunsResponse> {
+        let r = req.into_inner();
+        let status = match r.status.as_deref() {
+            None | Some("") => None,
+            Some(s) => Some(RunStatus::parse(s).ok_or_else(|| {
+                ApiError::bad(
+                    "invalid_status",
+                    format!("status must be running, succeeded or failed, got {s:?}"),
+                )
+            })?),
+        };
+        let (runs, next) = self
+            .0
+            .runs_list(RunFilter {
+                policy_id: r.policy.filter(|p| !p.is_empty()),
+                version: r.version,
+                status,
+                before: r.cursor.filter(|c| !c.is_empty()),
+                limit: if r.limit == 0 {
+                    DEFAULT_RUN_LIST
+                } else {
+                    r.limit as usize
+                },
+            })
+            .await?;
+        Ok(Response::new(pb::ListPolicyRunsResponse {
+            runs: runs.into_iter().map(run).collect(),
+            next_cursor: next,
+        }))
+    }
+
+    async fn create_data_source(
+        &self,
+        req: Request<pb::PolicyDataSource>,
+    ) -> R<pb::PolicyDataSource> {
+        let def = json_arg("json", &req.into_inner().json)?;
+        let s = self.0.data_source_create(parse_source(&def)?).await?;
+        Ok(Response::new(source(&s)))
+    }
+
+    async fn list_data_sources(
+        &self,
+        _req: Request<pb::ListPolicyDataSourcesRequest>,
+    ) -> R<pb::ListPolicyDataSourcesResponse> {
+        let s = self.0.data_sources().await?;
+        Ok(Response::new(pb::ListPolicyDataSourcesResponse {
+            data_sources: s.iter().map(source).collect(),
+        }))
+    }
+
+    async fn delete_data_source(
+        &self,
+        req: Request<pb::PolicyDataSourceRef>,
+    ) -> R<pb::PolicyDeleteResponse> {
+        self.0.data_source_delete(req.into_inner().name).await?;
+        Ok(Response::new(pb::PolicyDeleteResponse { deleted: true }))
+    }
+}

@@ -1,0 +1,213 @@
+//! `orreryctl policies ...` and `orreryctl runs ...`.
+
+use anyhow::{Context, Result};
+use clap::Subcommand;
+use orrery_client::{pb, Client};
+use serde_json::{json, Value};
+
+#[derive(Subcommand)]
+pub enum PoliciesCmd {
+    /// Create a policy.
+    Create {
+        name: String,
+        #[arg(long, default_value = "")]
+        description: String,
+    },
+    /// List policies.
+    List,
+    /// A policy (by id or name) with its versions.
+    Show { id: String },
+    /// Versions of a policy.
+    #[command(subcommand)]
+    Version(VersionCmd),
+    /// Run a policy synchronously and print the run (output and trace).
+    Run {
+        id: String,
+        /// The input, a JSON object.
+        #[arg(long)]
+        input: String,
+        /// Use this version instead of the allocation's choice.
+        #[arg(long)]
+        version: Option<u32>,
+        /// Key for the allocation's stable choice of version.
+        #[arg(long)]
+        run_key: Option<String>,
+    },
+}
+
+#[derive(Subcommand)]
+pub enum VersionCmd {
+    /// Validate a graph file and store it as the policy's next version.
+    Create {
+        id: String,
+        /// JSON file: {"nodes": [...], "edges": [...]} (or {"graph": {...}}).
+        #[arg(long)]
+        file: std::path::PathBuf,
+        /// Keep the current allocation (by default the new version takes all traffic).
+        #[arg(long)]
+        inactive: bool,
+    },
+}
+
+#[derive(Subcommand)]
+pub enum RunsCmd {
+    /// Runs, newest first.
+    List {
+        /// Policy id or name.
+        #[arg(long)]
+        policy: Option<String>,
+        #[arg(long)]
+        version: Option<u32>,
+        /// running, succeeded or failed.
+        #[arg(long)]
+        status: Option<String>,
+        #[arg(long, default_value_t = 20)]
+        limit: u32,
+        /// The next_cursor of the previous page.
+        #[arg(long)]
+        cursor: Option<String>,
+    },
+    /// One run, with its trace.
+    Get { id: String },
+}
+
+fn parse(s: &str) -> Value {
+    serde_json::from_str(s).unwrap_or(Value::String(s.to_string()))
+}
+
+fn policy_json(p: &pb::Policy) -> Value {
+    json!({"id": p.id, "name": p.name, "description": p.description, "created": p.created, "updated": p.updated,
+           "allocation": p.allocation.iter().map(|w| json!({"version": w.version, "weight": w.weight})).collect::<Vec<_>>(),
+           "latest_version": p.latest_version})
+}
+
+fn version_json(v: &pb::PolicyVersion) -> Value {
+    json!({"policy_id": v.policy_id, "version": v.version, "graph": parse(&v.graph_json), "created_by": v.created_by,
+           "created": v.created, "archived": v.archived})
+}
+
+fn run_json(r: &pb::PolicyRun) -> Value {
+    json!({"id": r.id, "policy_id": r.policy_id, "version": r.version, "status": r.status, "run_key": r.run_key,
+           "input": parse(&r.input_json), "output": r.output_json.as_deref().map(parse),
+           "trace": parse(&r.trace_json), "error": r.error, "created": r.created, "finished": r.finished})
+}
+
+fn pretty(v: &Value) {
+    println!("{}", serde_json::to_string_pretty(v).unwrap_or_default());
+}
+
+pub async fn policies(c: &mut Client, cmd: PoliciesCmd, as_json: bool) -> Result<()> {
+    match cmd {
+        PoliciesCmd::Create { name, description } => {
+            let p = c.policy_create(&name, &description).await?;
+            if as_json {
+                pretty(&policy_json(&p));
+            } else {
+                println!("created policy {} ({})", p.name, p.id);
+            }
+        }
+        PoliciesCmd::List => {
+            let ps = c.policy_list().await?;
+            if as_json {
+                pretty(&json!({"policies": ps.iter().map(policy_json).collect::<Vec<_>>()}));
+            } else {
+                println!("{:<22} {:<24} {:<8} ALLOCATION", "ID", "NAME", "LATEST");
+                for p in &ps {
+                    let alloc: Vec<String> = p
+                        .allocation
+                        .iter()
+                        .map(|w| format!("v{}:{}", w.version, w.weight))
+                        .collect();
+                    println!(
+                        "{:<22} {:<24} {:<8} {}",
+                        p.id,
+                        p.name,
+                        p.latest_version,
+                        alloc.join(",")
+                    );
+                }
+            }
+        }
+        PoliciesCmd::Show { id } => {
+            let p = c.policy_get(&id).await?;
+            let vs = c.policy_versions(&p.id).await?;
+            let mut v = policy_json(&p);
+            v["versions"] = json!(vs.iter().map(version_json).collect::<Vec<_>>());
+            pretty(&v);
+        }
+        PoliciesCmd::Version(VersionCmd::Create { id, file, inactive }) => {
+            let text = std::fs::read_to_string(&file)
+                .with_context(|| format!("reading {}", file.display()))?;
+            let doc: Value = serde_json::from_str(&text)
+                .with_context(|| format!("{} is not JSON", file.display()))?;
+            let graph = doc.get("graph").cloned().unwrap_or(doc);
+            let v = c
+                .policy_version_create(&id, &graph.to_string(), inactive)
+                .await?;
+            if as_json {
+                pretty(&version_json(&v));
+            } else {
+                println!("created version {} of policy {}", v.version, v.policy_id);
+            }
+        }
+        PoliciesCmd::Run {
+            id,
+            input,
+            version,
+            run_key,
+        } => {
+            serde_json::from_str::<Value>(&input).context("--input is not JSON")?;
+            let r = c.policy_run(&id, &input, version, run_key).await?;
+            pretty(&run_json(&r));
+        }
+    }
+    Ok(())
+}
+
+pub async fn runs(c: &mut Client, cmd: RunsCmd, as_json: bool) -> Result<()> {
+    match cmd {
+        RunsCmd::List {
+            policy,
+            version,
+            status,
+            limit,
+            cursor,
+        } => {
+            let r = c
+                .runs_list(pb::ListPolicyRunsRequest {
+                    policy,
+                    version,
+                    status,
+                    limit,
+                    cursor,
+                })
+                .await?;
+            if as_json {
+                pretty(
+                    &json!({"runs": r.runs.iter().map(run_json).collect::<Vec<_>>(), "next_cursor": r.next_cursor}),
+                );
+            } else {
+                println!(
+                    "{:<30} {:<22} {:<8} {:<10} OUTPUT",
+                    "RUN", "POLICY", "VERSION", "STATUS"
+                );
+                for run in &r.runs {
+                    let out = run
+                        .output_json
+                        .clone()
+                        .or(run.error.clone())
+                        .unwrap_or_default();
+                    println!(
+                        "{:<30} {:<22} {:<8} {:<10} {}",
+                        run.id, run.policy_id, run.version, run.status, out
+                    );
+                }
+                if let Some(n) = r.next_cursor {
+                    println!("(more: --cursor {n})");
+                }
+            }
+        }
+        RunsCmd::Get { id } => pretty(&run_json(&c.run_get(&id).await?)),
+    }
+    Ok(())
+}

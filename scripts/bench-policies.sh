@@ -1,0 +1,11 @@
+#!/usr/bin/env bash
+# Builds the node and the benchmark in release mode, then runs the policy
+# benchmark on a local 3-node cluster: sync runs of a 20-node graph (no
+# external lookups) with 1 and 16 clients, and batch evaluation.
+# Arguments go to `orrery-bench policies`, e.g. `--duration 5 --clients 1,16`.
+# JSON lines go to stdout, progress to stderr:
+#   scripts/bench-policies.sh --duration 5 | tee bench-policies.jsonl
+set -euo pipefail
+cd "$(dirname "$0")/.."
+cargo build --release -p orrery -p orrery-bench >&2
+exec "${CARGO_TARGET_DIR:-target}/release/orrery-bench" policies "$@"

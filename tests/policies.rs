@@ -1,0 +1,649 @@
+//! Policies end to end: a real 3-node cluster, real HTTP, a real local
+//! HTTP service behind an `http` data source.
+
+mod common;
+
+use common::*;
+use serde_json::{json, Value};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+/// Sends a request, retrying 503s (leader elections on a loaded machine).
+async fn call(
+    c: &Cluster,
+    i: usize,
+    method: &str,
+    path: &str,
+    body: Option<Value>,
+) -> (u16, Value) {
+    let start = Instant::now();
+    loop {
+        let url = c.nodes[i].url(path);
+        let mut req = match method {
+            "GET" => c.http.get(&url),
+            "POST" => c.http.post(&url),
+            "PATCH" => c.http.patch(&url),
+            "DELETE" => c.http.delete(&url),
+            _ => unreachable!(),
+        };
+        if let Some(b) = &body {
+            req = req.json(b);
+        }
+        let r = req
+            .timeout(Duration::from_secs(30))
+            .send()
+            .await
+            .expect("send");
+        let status = r.status().as_u16();
+        let text = r.text().await.unwrap_or_default();
+        if status == 503 && start.elapsed() < Duration::from_secs(60) {
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            continue;
+        }
+        let v = serde_json::from_str(&text).unwrap_or(Value::String(text));
+        return (status, v);
+    }
+}
+
+async fn ok(c: &Cluster, i: usize, method: &str, path: &str, body: Option<Value>) -> Value {
+    let (s, v) = call(c, i, method, path, body).await;
+    assert!(s == 200 || s == 201, "{method} {path}: {s} {v}");
+    v
+}
+
+fn credit_graph(tag: &str) -> Value {
+    json!({
+        "nodes": [
+            {"id": "in", "type": "input", "config": {"fields": {"income": "number", "debt": "number", "customer": "string"}}},
+            {"id": "ratio", "type": "transform", "config": {"assign": {"ratio": "input.debt / input.income"}}},
+            {"id": "br", "type": "branch"},
+            {"id": "deny", "type": "output", "config": {"fields": {"decision": "'deny'", "ratio": "ratio", "v": format!("'{tag}'")}}},
+            {"id": "approve", "type": "output", "config": {"fields": {"decision": "'approve'", "ratio": "ratio", "v": format!("'{tag}'")}}}
+        ],
+        "edges": [
+            {"from": "in", "to": "ratio"},
+            {"from": "ratio", "to": "br"},
+            {"from": "br", "to": "deny", "when": "ratio > 0.5"},
+            {"from": "br", "to": "approve"}
+        ]
+    })
+}
+
+/// A minimal HTTP/1.1 server: `/score/<name>` answers JSON for alice,
+/// 404 for anyone else; `/slow/<x>` answers after 3 s.
+async fn http_service(hits: Arc<AtomicUsize>) -> String {
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = l.local_addr().expect("addr");
+    tokio::spawn(async move {
+        loop {
+            let Ok((mut s, _)) = l.accept().await else {
+                return;
+            };
+            let hits = hits.clone();
+            tokio::spawn(async move {
+                let mut buf = vec![0u8; 4096];
+                let mut n = 0;
+                while !buf[..n].windows(4).any(|w| w == b"\r\n\r\n") {
+                    match s.read(&mut buf[n..]).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(k) => n += k,
+                    }
+                }
+                let req = String::from_utf8_lossy(&buf[..n]).to_string();
+                let path = req.split_whitespace().nth(1).unwrap_or("").to_string();
+                hits.fetch_add(1, Ordering::SeqCst);
+                let (status, body) = if path == "/score/alice" {
+                    ("200 OK", r#"{"score": 42}"#.to_string())
+                } else if path.starts_with("/slow/") {
+                    tokio::time::sleep(Duration::from_secs(3)).await;
+                    ("200 OK", r#"{"score": 1}"#.to_string())
+                } else {
+                    ("404 Not Found", r#"{"error": "none"}"#.to_string())
+                };
+                let resp = format!(
+                    "HTTP/1.1 {status}\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                    body.len()
+                );
+                let _ = s.write_all(resp.as_bytes()).await;
+            });
+        }
+    });
+    format!("http://{addr}")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn policies_end_to_end() {
+    let c = Cluster::formed(3, 2, &[]).await;
+
+    // --- policies and validation ---
+    let p = ok(
+        &c,
+        0,
+        "POST",
+        "/v1/policies",
+        Some(json!({"name": "credit", "description": "limits"})),
+    )
+    .await;
+    let id = p["id"].as_str().expect("id").to_string();
+    let (s, v) = call(
+        &c,
+        1,
+        "POST",
+        "/v1/policies",
+        Some(json!({"name": "credit"})),
+    )
+    .await;
+    assert_eq!(s, 409, "{v}");
+
+    let mut cyclic = credit_graph("x");
+    cyclic["edges"]
+        .as_array_mut()
+        .unwrap()
+        .push(json!({"from": "br", "to": "ratio", "when": "false"}));
+    let mut unknown_field = credit_graph("x");
+    unknown_field["nodes"][1]["config"]["assign"]["ratio"] = json!("input.salary / 2.0");
+    let mut enqueue = credit_graph("x");
+    enqueue["nodes"][1]["type"] = json!("enqueue");
+    let mut no_source = credit_graph("x");
+    no_source["nodes"][1] = json!({"id": "ratio", "type": "lookup", "config": {"source": "nope", "key": "input.customer", "as": "ratio"}});
+    for (g, node, needle) in [
+        (cyclic, "", "cycle"),
+        (unknown_field, "\"ratio\"", "input.salary"),
+        (
+            enqueue,
+            "\"ratio\"",
+            "enqueue nodes need the job queue module",
+        ),
+        (no_source, "\"ratio\"", "does not exist"),
+    ] {
+        let (s, v) = call(
+            &c,
+            2,
+            "POST",
+            &format!("/v1/policies/{id}/versions"),
+            Some(json!({"graph": g})),
+        )
+        .await;
+        assert_eq!(s, 400, "{v}");
+        assert_eq!(v["error"]["code"], "invalid_graph");
+        let m = v["error"]["message"].as_str().unwrap();
+        assert!(m.contains(node) && m.contains(needle), "{m}");
+    }
+
+    // --- version 1, sync runs, traces, runs readable from any node ---
+    let v1 = ok(
+        &c,
+        1,
+        "POST",
+        &format!("/v1/policies/{id}/versions"),
+        Some(json!({"graph": credit_graph("v1")})),
+    )
+    .await;
+    assert_eq!(v1["version"], 1);
+    let run = ok(
+        &c,
+        0,
+        "POST",
+        &format!("/v1/policies/{id}/runs"),
+        Some(json!({"input": {"income": 100, "debt": 80, "customer": "a"}})),
+    )
+    .await;
+    assert_eq!(run["status"], "succeeded");
+    assert_eq!(
+        run["output"],
+        json!({"decision": "deny", "ratio": 0.8, "v": "v1"})
+    );
+    let trace = run["trace"].as_array().unwrap();
+    assert_eq!(
+        trace
+            .iter()
+            .map(|t| t["id"].as_str().unwrap())
+            .collect::<Vec<_>>(),
+        ["in", "ratio", "br", "deny"]
+    );
+    assert_eq!(trace[2]["branch"], "deny");
+    assert!(trace
+        .iter()
+        .all(|t| t["duration_us"].is_u64() && t["started"].is_u64()));
+    let run_id = run["id"].as_str().unwrap().to_string();
+    for i in 0..3 {
+        let r = ok(&c, i, "GET", &format!("/v1/runs/{run_id}"), None).await;
+        assert_eq!(r, run, "run read from node {}", i + 1);
+    }
+    let approve = ok(
+        &c,
+        2,
+        "POST",
+        "/v1/policies/credit/runs",
+        Some(json!({"input": {"income": 100, "debt": 10, "customer": "b"}})),
+    )
+    .await;
+    assert_eq!(approve["output"]["decision"], "approve");
+    // Bad input: 400, nothing recorded.
+    let (s, v) = call(
+        &c,
+        0,
+        "POST",
+        &format!("/v1/policies/{id}/runs"),
+        Some(json!({"input": {"income": "lots"}})),
+    )
+    .await;
+    assert_eq!(s, 400, "{v}");
+    let (s, v) = call(
+        &c,
+        0,
+        "POST",
+        &format!("/v1/policies/{id}/runs"),
+        Some(json!({"input": {}, "mode": "async"})),
+    )
+    .await;
+    assert_eq!(s, 400);
+    assert!(v["error"]["message"]
+        .as_str()
+        .unwrap()
+        .contains("job queue module"));
+
+    // --- immutability: no API path changes a version's graph ---
+    let (s, v) = call(
+        &c,
+        0,
+        "PATCH",
+        &format!("/v1/policies/{id}"),
+        Some(json!({"graph": credit_graph("evil")})),
+    )
+    .await;
+    assert_eq!(s, 400, "{v}");
+    let (s, _) = call(
+        &c,
+        0,
+        "PATCH",
+        &format!("/v1/policies/{id}/versions/1"),
+        Some(json!({"graph": credit_graph("evil")})),
+    )
+    .await;
+    assert_eq!(s, 405);
+    let (s, _) = call(
+        &c,
+        0,
+        "POST",
+        &format!("/v1/policies/{id}/versions/1"),
+        Some(json!({"graph": credit_graph("evil")})),
+    )
+    .await;
+    assert_eq!(s, 405);
+    let p = ok(
+        &c,
+        0,
+        "PATCH",
+        &format!("/v1/policies/{id}"),
+        Some(json!({"description": "new"})),
+    )
+    .await;
+    assert_eq!(p["description"], "new");
+
+    // --- allocation: version 2 inactive, then a 50/50 split ---
+    let v2 = ok(
+        &c,
+        0,
+        "POST",
+        &format!("/v1/policies/{id}/versions"),
+        Some(json!({"graph": credit_graph("v2"), "activate": false})),
+    )
+    .await;
+    assert_eq!(v2["version"], 2);
+    let again = ok(&c, 2, "GET", &format!("/v1/policies/{id}/versions/1"), None).await;
+    assert_eq!(again["graph"], credit_graph("v1"), "version 1 unchanged");
+    let (s, _) = call(
+        &c,
+        0,
+        "PATCH",
+        &format!("/v1/policies/{id}"),
+        Some(json!({"allocation": [{"version": 7, "weight": 1}]})),
+    )
+    .await;
+    assert_eq!(s, 400);
+    ok(
+        &c,
+        1,
+        "PATCH",
+        &format!("/v1/policies/{id}"),
+        Some(json!({"allocation": [{"version": 1, "weight": 50}, {"version": 2, "weight": 50}]})),
+    )
+    .await;
+    let mut per_version = [0; 3];
+    for k in 0..40 {
+        let body = json!({"input": {"income": 10, "debt": 1, "customer": "c"}, "run_key": format!("cust-{k}")});
+        let a = ok(
+            &c,
+            k % 3,
+            "POST",
+            &format!("/v1/policies/{id}/runs"),
+            Some(body.clone()),
+        )
+        .await;
+        let b = ok(
+            &c,
+            (k + 1) % 3,
+            "POST",
+            &format!("/v1/policies/{id}/runs"),
+            Some(body),
+        )
+        .await;
+        assert_eq!(a["version"], b["version"], "same run_key, same version");
+        assert_eq!(a["output"]["v"], format!("v{}", a["version"]));
+        per_version[a["version"].as_u64().unwrap() as usize] += 1;
+    }
+    assert!(per_version[1] > 5 && per_version[2] > 5, "{per_version:?}");
+    let forced = ok(
+        &c,
+        0,
+        "POST",
+        &format!("/v1/policies/{id}/runs"),
+        Some(json!({"input": {"income": 10, "debt": 1, "customer": "c"}, "version": 2})),
+    )
+    .await;
+    assert_eq!(forced["version"], 2);
+
+    // --- runs listing: newest first, filters, cursor pagination ---
+    let mut seen = Vec::new();
+    let mut cursor: Option<String> = None;
+    loop {
+        let q = match &cursor {
+            Some(cur) => format!("/v1/runs?policy={id}&version=2&limit=7&cursor={cur}"),
+            None => format!("/v1/runs?policy={id}&version=2&limit=7"),
+        };
+        let page = ok(&c, 1, "GET", &q, None).await;
+        for r in page["runs"].as_array().unwrap() {
+            assert_eq!(r["version"], 2);
+            seen.push(r["id"].as_str().unwrap().to_string());
+        }
+        match page["next_cursor"].as_str() {
+            Some(n) => cursor = Some(n.to_string()),
+            None => break,
+        }
+    }
+    assert_eq!(seen.len(), per_version[2] * 2 + 1);
+    assert!(
+        seen.windows(2).all(|w| w[0] > w[1]),
+        "newest first, no duplicates"
+    );
+
+    // --- batch equals one by one ---
+    let inputs: Vec<Value> = (0..60)
+        .map(|i| json!({"income": 100 + i, "debt": i * 3, "customer": format!("b{i}")}))
+        .collect();
+    let b = ok(
+        &c,
+        2,
+        "POST",
+        &format!("/v1/policies/{id}/runs/batch"),
+        Some(json!({"inputs": inputs, "version": 1})),
+    )
+    .await;
+    let results = b["results"].as_array().unwrap();
+    assert_eq!(results.len(), inputs.len());
+    for (i, input) in inputs.iter().enumerate().step_by(7) {
+        let one = ok(
+            &c,
+            0,
+            "POST",
+            &format!("/v1/policies/{id}/runs"),
+            Some(json!({"input": input, "version": 1})),
+        )
+        .await;
+        assert_eq!(results[i]["output"], one["output"], "input {i}");
+    }
+    let (s, _) = call(
+        &c,
+        2,
+        "POST",
+        &format!("/v1/policies/{id}/runs/batch"),
+        Some(json!({"inputs": vec![json!({}); 10_001]})),
+    )
+    .await;
+    assert_eq!(s, 400);
+
+    // --- lookups: kv and http data sources, error policies ---
+    c.put_ok(0, "scores/alice", r#"{"value": 7}"#).await;
+    let hits = Arc::new(AtomicUsize::new(0));
+    let svc = http_service(hits.clone()).await;
+    ok(
+        &c,
+        0,
+        "POST",
+        "/v1/data-sources",
+        Some(json!({"name": "scores", "kind": "kv", "key_template": "scores/{key}"})),
+    )
+    .await;
+    ok(&c, 1, "POST", "/v1/data-sources", Some(json!({"name": "web", "kind": "http", "url_template": format!("{svc}/score/{{key}}"), "timeout_ms": 1000, "retries": 1, "cache_ttl_ms": 60000}))).await;
+    ok(&c, 1, "POST", "/v1/data-sources", Some(json!({"name": "slow", "kind": "http", "url_template": format!("{svc}/slow/{{key}}"), "timeout_ms": 200}))).await;
+    let (s, _) = call(
+        &c,
+        1,
+        "POST",
+        "/v1/data-sources",
+        Some(json!({"name": "scores", "kind": "kv", "key_template": "x/{key}"})),
+    )
+    .await;
+    assert_eq!(s, 409);
+    let (s, v) = call(
+        &c,
+        1,
+        "POST",
+        "/v1/data-sources",
+        Some(json!({"name": "emb", "kind": "vector", "collection": "c", "k": 3, "field": "v"})),
+    )
+    .await;
+    assert_eq!(s, 400, "{v}");
+    let sources = ok(&c, 2, "GET", "/v1/data-sources", None).await;
+    assert_eq!(sources["data_sources"].as_array().unwrap().len(), 3);
+
+    let lp = ok(
+        &c,
+        0,
+        "POST",
+        "/v1/policies",
+        Some(json!({"name": "enrich"})),
+    )
+    .await;
+    let lid = lp["id"].as_str().unwrap().to_string();
+    let lookup_graph = |kv_err: Value| {
+        let mut kv = json!({"source": "scores", "key": "input.customer", "as": "score"});
+        if let Value::Object(m) = kv_err {
+            for (k, v) in m {
+                kv[k] = v;
+            }
+        }
+        json!({
+            "nodes": [
+                {"id": "in", "type": "input", "config": {"fields": {"customer": "string"}}},
+                {"id": "kv", "type": "lookup", "config": kv},
+                {"id": "web", "type": "lookup", "config": {"source": "web", "key": "input.customer", "as": "web", "on_error": "default", "default": {"score": 0}}},
+                {"id": "slow", "type": "lookup", "config": {"source": "slow", "key": "input.customer", "as": "slow", "on_error": "skip"}},
+                {"id": "out", "type": "output", "config": {"fields": {"kv": "score", "web": "web.score", "slow": "slow"}}}
+            ],
+            "edges": [{"from": "in", "to": "kv"}, {"from": "kv", "to": "web"}, {"from": "web", "to": "slow"}, {"from": "slow", "to": "out"}]
+        })
+    };
+    ok(
+        &c,
+        0,
+        "POST",
+        &format!("/v1/policies/{lid}/versions"),
+        Some(json!({"graph": lookup_graph(json!({}))})),
+    )
+    .await;
+    let r = ok(
+        &c,
+        1,
+        "POST",
+        &format!("/v1/policies/{lid}/runs"),
+        Some(json!({"input": {"customer": "alice"}})),
+    )
+    .await;
+    assert_eq!(
+        r["output"],
+        json!({"kv": {"value": 7}, "web": 42, "slow": null}),
+        "{r}"
+    );
+    let slow = r["trace"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|t| t["id"] == "slow")
+        .unwrap()
+        .clone();
+    assert!(
+        slow["error"].as_str().unwrap().contains("timed out"),
+        "{slow}"
+    );
+    // fail: the kv key is missing for bob.
+    let r = ok(
+        &c,
+        1,
+        "POST",
+        &format!("/v1/policies/{lid}/runs"),
+        Some(json!({"input": {"customer": "bob"}})),
+    )
+    .await;
+    assert_eq!(r["status"], "failed");
+    assert!(r["error"].as_str().unwrap().contains("\"kv\""), "{r}");
+    let failed = ok(&c, 2, "GET", "/v1/runs?policy=enrich&status=failed", None).await;
+    assert_eq!(failed["runs"].as_array().unwrap().len(), 1);
+    // default for kv; the web 404 falls back to its default too.
+    ok(
+        &c,
+        0,
+        "POST",
+        &format!("/v1/policies/{lid}/versions"),
+        Some(json!({"graph": lookup_graph(json!({"on_error": "default", "default": -1}))})),
+    )
+    .await;
+    let r = ok(
+        &c,
+        2,
+        "POST",
+        &format!("/v1/policies/{lid}/runs"),
+        Some(json!({"input": {"customer": "bob"}})),
+    )
+    .await;
+    assert_eq!(
+        r["output"],
+        json!({"kv": -1, "web": 0, "slow": null}),
+        "{r}"
+    );
+    // skip
+    ok(
+        &c,
+        0,
+        "POST",
+        &format!("/v1/policies/{lid}/versions"),
+        Some(json!({"graph": lookup_graph(json!({"on_error": "skip"}))})),
+    )
+    .await;
+    let r = ok(
+        &c,
+        0,
+        "POST",
+        &format!("/v1/policies/{lid}/runs"),
+        Some(json!({"input": {"customer": "bob"}})),
+    )
+    .await;
+    assert_eq!(r["output"]["kv"], Value::Null, "{r}");
+    // The http cache: alice's score is fetched at most once per node
+    // within the TTL (each node has its own cache).
+    let before = hits.load(Ordering::SeqCst);
+    for _ in 0..3 {
+        ok(
+            &c,
+            0,
+            "POST",
+            &format!("/v1/policies/{lid}/runs"),
+            Some(json!({"input": {"customer": "alice"}})),
+        )
+        .await;
+    }
+    let web_hits = hits.load(Ordering::SeqCst) - before;
+    // 3 slow calls (never cached: they fail) + at most 1 score fetch.
+    assert!(web_hits <= 4, "{web_hits} requests");
+
+    // --- orreryctl, over the gRPC Policies service ---
+    let good = c.dir.path().join("graph.json");
+    std::fs::write(&good, credit_graph("cli").to_string()).unwrap();
+    let mut bad_graph = credit_graph("cli");
+    bad_graph["nodes"][1]["config"]["assign"]["ratio"] = json!("input.salary * 2.0");
+    let bad = c.dir.path().join("bad.json");
+    std::fs::write(&bad, json!({"graph": bad_graph}).to_string()).unwrap();
+    c.ctl_ok(
+        1,
+        &[
+            "policies",
+            "create",
+            "cli-pol",
+            "--description",
+            "from the CLI",
+        ],
+    );
+    let out = c.ctl(
+        1,
+        &[
+            "policies",
+            "version",
+            "create",
+            "cli-pol",
+            "--file",
+            bad.to_str().unwrap(),
+        ],
+    );
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("\"ratio\"") && err.contains("input.salary"),
+        "{err}"
+    );
+    c.ctl_ok(
+        1,
+        &[
+            "policies",
+            "version",
+            "create",
+            "cli-pol",
+            "--file",
+            good.to_str().unwrap(),
+        ],
+    );
+    let listed = c.ctl_json(2, &["policies", "list"]);
+    assert!(listed["policies"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|p| p["name"] == "cli-pol"));
+    let shown = c.ctl_json(0, &["policies", "show", "cli-pol"]);
+    assert_eq!(shown["versions"][0]["graph"], credit_graph("cli"));
+    let run = c.ctl_json(
+        2,
+        &[
+            "policies",
+            "run",
+            "cli-pol",
+            "--input",
+            r#"{"income": 10, "debt": 9, "customer": "z"}"#,
+        ],
+    );
+    assert_eq!(run["output"]["decision"], "deny");
+    let got = c.ctl_json(0, &["runs", "get", run["id"].as_str().unwrap()]);
+    assert_eq!(got["output"], run["output"]);
+    assert_eq!(got["trace"], run["trace"]);
+    let list = c.ctl_json(1, &["runs", "list", "--policy", "cli-pol"]);
+    assert_eq!(list["runs"].as_array().unwrap().len(), 1);
+
+    // --- delete ---
+    ok(&c, 0, "DELETE", "/v1/data-sources/slow", None).await;
+    ok(&c, 0, "DELETE", &format!("/v1/policies/{lid}"), None).await;
+    let (s, _) = call(&c, 1, "GET", &format!("/v1/policies/{lid}"), None).await;
+    assert_eq!(s, 404);
+}
