@@ -10,6 +10,7 @@
 mod cluster;
 mod load;
 mod machine;
+mod vectors;
 
 use anyhow::{anyhow, bail, Context, Result};
 use clap::{Parser, Subcommand};
@@ -32,6 +33,8 @@ enum Cmd {
     /// Key-value PUT and linearizable GET throughput and latency on a local
     /// 3-node cluster, for several client counts.
     Kv(KvArgs),
+    /// Vector collections: load rate, recall@10 vs exact, qps and latency per ef.
+    Vectors(vectors::VectorArgs),
 }
 
 #[derive(clap::Args)]
@@ -349,6 +352,7 @@ fn main() {
     let result = rt.block_on(async {
         match cli.cmd {
             Cmd::Kv(args) => kv(args).await,
+            Cmd::Vectors(args) => vectors::run(args).await,
         }
     });
     // Workers left behind by an interrupted cell must not outlive the run.
