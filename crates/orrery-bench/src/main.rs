@@ -12,6 +12,7 @@ mod jobs;
 mod load;
 mod machine;
 mod policies;
+mod vectors;
 
 use anyhow::{anyhow, bail, Context, Result};
 use clap::{Parser, Subcommand};
@@ -39,6 +40,8 @@ enum Cmd {
     Jobs(jobs::JobsArgs),
     /// Policy runs: sync latency/throughput (20-node graph) and batch throughput.
     Policies(policies::PolicyArgs),
+    /// Vector collections: load rate, recall@10 vs exact, qps and latency per ef.
+    Vectors(vectors::VectorArgs),
 }
 
 #[derive(clap::Args)]
@@ -358,6 +361,7 @@ fn main() {
             Cmd::Kv(args) => kv(args).await,
             Cmd::Jobs(args) => jobs::run(args).await,
             Cmd::Policies(args) => policies::policies(args).await,
+            Cmd::Vectors(args) => vectors::run(args).await,
         }
     });
     // Workers left behind by an interrupted cell must not outlive the run.
