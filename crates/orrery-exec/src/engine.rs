@@ -525,6 +525,10 @@ async fn run_job(sh: &Arc<Shared>, job: Claimed, gpus: Vec<String>) {
                 format!("[orrery] failed: {e}\n").as_bytes(),
             );
         }
+        // The work has stopped, so its log is complete: end it before the
+        // outcome is visible, so that whoever sees the job finished also
+        // sees its log ended.
+        sh.logs.end(&job.job_id, job.token);
         report(sh, &job, result, report_base).await;
     }
     sh.alloc.release(&gpus, job.resources.shared_gpu);
