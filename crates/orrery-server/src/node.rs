@@ -651,12 +651,37 @@ impl Node {
                     .map_err(|e| ApiError::unavailable(format!("removing learner {id}: {e}")))?;
                 }
                 progress.push(format!("node {id} left the placement group"));
-                self.placement_write(PlacementCommand::RemoveMember { id })
-                    .await?;
+                self.retire(id).await?;
                 progress.push(format!("node {id} removed; its id is retired"));
             }
         }
         Ok(AdminResult::Progress(progress))
+    }
+
+    /// Commits `RemoveMember`. When the placement leader has just removed
+    /// itself from group 0 it steps down, and a proposal racing that may be
+    /// lost: retry until the admin timeout. A retry that finds the member
+    /// gone means an earlier attempt committed.
+    async fn retire(&self, id: NodeId) -> Result<(), ApiError> {
+        let deadline = Instant::now() + self.cfg.admin_timeout;
+        let mut retried = false;
+        loop {
+            match self
+                .placement_write(PlacementCommand::RemoveMember { id })
+                .await
+            {
+                Ok(()) => return Ok(()),
+                Err(ApiError::NotFound(_)) if retried => return Ok(()),
+                Err(e @ (ApiError::OutcomeUnknown(_) | ApiError::Unavailable(_)))
+                    if Instant::now() < deadline =>
+                {
+                    tracing::info!(node = id, "retrying the removal record: {e}");
+                    retried = true;
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                }
+                Err(e) => return Err(e),
+            }
+        }
     }
 
     /// Moves every shard replica off `id` before it is removed: marks it
