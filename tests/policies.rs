@@ -147,7 +147,7 @@ async fn policies_end_to_end() {
     let mut unknown_field = credit_graph("x");
     unknown_field["nodes"][1]["config"]["assign"]["ratio"] = json!("input.salary / 2.0");
     let mut enqueue = credit_graph("x");
-    enqueue["nodes"][1]["type"] = json!("enqueue");
+    enqueue["nodes"][1] = json!({"id": "ratio", "type": "enqueue", "config": {"queue": "no-such-queue", "kind": "k"}});
     let mut no_source = credit_graph("x");
     no_source["nodes"][1] = json!({"id": "ratio", "type": "lookup", "config": {"source": "nope", "key": "input.customer", "as": "ratio"}});
     for (g, node, needle) in [
@@ -156,7 +156,7 @@ async fn policies_end_to_end() {
         (
             enqueue,
             "\"ratio\"",
-            "enqueue nodes need the job queue module",
+            "queue \"no-such-queue\" does not exist",
         ),
         (no_source, "\"ratio\"", "does not exist"),
     ] {
@@ -646,4 +646,104 @@ async fn policies_end_to_end() {
     ok(&c, 0, "DELETE", &format!("/v1/policies/{lid}"), None).await;
     let (s, _) = call(&c, 1, "GET", &format!("/v1/policies/{lid}"), None).await;
     assert_eq!(s, 404);
+
+    // --- enqueue nodes submit a real job; the run records its id ---
+    ok(
+        &c,
+        0,
+        "POST",
+        "/v1/queues",
+        Some(json!({"name": "reviews"})),
+    )
+    .await;
+    let ep = ok(
+        &c,
+        1,
+        "POST",
+        "/v1/policies",
+        Some(json!({"name": "review-flow"})),
+    )
+    .await;
+    let eid = ep["id"].as_str().unwrap().to_string();
+    let review_graph = json!({
+        "nodes": [
+            {"id": "in", "type": "input", "config": {"fields": {"customer": "string", "amount": "number"}}},
+            {"id": "send", "type": "enqueue", "config": {
+                "queue": "reviews", "kind": "review.manual", "as": "job",
+                "params": {"customer": "input.customer", "twice": "input.amount * 2.0", "tag": "'policy'"}}},
+            {"id": "out", "type": "output", "config": {"fields": {"decision": "'review'", "job": "job"}}}
+        ],
+        "edges": [{"from": "in", "to": "send"}, {"from": "send", "to": "out"}]
+    });
+    ok(
+        &c,
+        2,
+        "POST",
+        &format!("/v1/policies/{eid}/versions"),
+        Some(json!({"graph": review_graph})),
+    )
+    .await;
+    let run = ok(
+        &c,
+        0,
+        "POST",
+        &format!("/v1/policies/{eid}/runs"),
+        Some(json!({"input": {"customer": "carol", "amount": 21}})),
+    )
+    .await;
+    assert_eq!(run["status"], "succeeded", "{run}");
+    let job_id = run["output"]["job"].as_str().expect("job id").to_string();
+    let send = run["trace"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|t| t["id"] == "send")
+        .expect("send in trace")
+        .clone();
+    assert_eq!(send["type"], "enqueue");
+    assert_eq!(send["output"]["job_id"], json!(job_id));
+    let job = ok(&c, 2, "GET", &format!("/v1/jobs/{job_id}"), None).await;
+    assert_eq!(job["queue"], "reviews");
+    assert_eq!(job["kind"], "review.manual");
+    assert_eq!(
+        job["params"],
+        json!({"customer": "carol", "twice": 42.0, "tag": "policy"})
+    );
+    let got = ok(
+        &c,
+        1,
+        "GET",
+        &format!("/v1/runs/{}", run["id"].as_str().unwrap()),
+        None,
+    )
+    .await;
+    assert_eq!(got["output"]["job"], json!(job_id));
+    // A batch evaluates the graph but submits nothing.
+    let b = ok(
+        &c,
+        1,
+        "POST",
+        &format!("/v1/policies/{eid}/runs/batch"),
+        Some(json!({"inputs": [{"customer": "dave", "amount": 1}]})),
+    )
+    .await;
+    let counts = ok(&c, 0, "GET", "/v1/queues/reviews", None).await;
+    assert_eq!(counts["counts"]["queued"], 1, "{counts} {b}");
+    // An enqueue node naming a queue that does not exist: 400 naming the node.
+    let mut bad = review_graph.clone();
+    bad["nodes"][1]["config"]["queue"] = json!("nowhere");
+    let (s, v) = call(
+        &c,
+        0,
+        "POST",
+        &format!("/v1/policies/{eid}/versions"),
+        Some(json!({"graph": bad})),
+    )
+    .await;
+    assert_eq!(s, 400, "{v}");
+    let m = v["error"]["message"].as_str().unwrap();
+    assert!(
+        m.contains("\"send\"") && m.contains("\"nowhere\" does not exist"),
+        "{m}"
+    );
 }

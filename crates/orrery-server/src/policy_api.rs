@@ -246,6 +246,9 @@ pub fn parse_source(body: &Json) -> Result<DataSource, ApiError> {
 struct NodeEffects<'n> {
     node: &'n Node,
     sources: BTreeMap<String, DataSource>,
+    /// Whether enqueue nodes submit jobs: recorded runs do; batches and
+    /// backtests only evaluate, so that re-running inputs has no effects.
+    submit: bool,
 }
 
 impl NodeEffects<'_> {
@@ -338,6 +341,34 @@ impl Effects for NodeEffects<'_> {
                 DataSourceKind::Vector { .. } => Err(format!(
                     "{source}: vector lookups need the vector collection module"
                 )),
+            }
+        })
+    }
+
+    fn enqueue<'a>(
+        &'a self,
+        queue: &'a str,
+        kind: &'a str,
+        params: Json,
+    ) -> BoxFuture<'a, Result<Option<String>, String>> {
+        Box::pin(async move {
+            if !self.submit {
+                return Ok(None);
+            }
+            let args = crate::jobs_api::SubmitArgs {
+                queue: queue.to_string(),
+                kind: kind.to_string(),
+                params,
+                priority: 0,
+                run_at_ms: None,
+                delay_ms: None,
+                resources: Default::default(),
+                dedupe_key: None,
+                submitted_by: Some("policy".to_string()),
+            };
+            match self.node.submit_job(args).await {
+                Ok((job, _)) => Ok(Some(job.id)),
+                Err(e) => Err(e.to_string()),
             }
         })
     }
@@ -503,7 +534,13 @@ impl Node {
                 .into_iter()
                 .map(|s| (s.name, s.kind.name().to_string()))
                 .collect(),
-            queues: None,
+            queues: Some(
+                self.list_queues()
+                    .await?
+                    .into_iter()
+                    .map(|q| q.name)
+                    .collect(),
+            ),
         };
         compile(&g, &catalog).map_err(policy_error)?;
         // Stored exactly as submitted: GET returns what was validated.
@@ -586,10 +623,20 @@ impl Node {
         // Data sources were checked at creation; at run time a deleted one
         // is a lookup error (handled by the node's on_error), so compile
         // against a catalog that admits every source the graph names.
-        let mut catalog = Catalog::default();
+        // Likewise a deleted queue fails the enqueue node at run time.
+        let mut catalog = Catalog {
+            queues: Some(Default::default()),
+            ..Catalog::default()
+        };
         for n in &g.nodes {
             if let Some(s) = n.config.get("source").and_then(Json::as_str) {
                 catalog.data_sources.insert(s.into(), "kv".into());
+            }
+            if let (Some(q), Some(queues)) = (
+                n.config.get("queue").and_then(Json::as_str),
+                catalog.queues.as_mut(),
+            ) {
+                queues.insert(q.into());
             }
         }
         let c = compile(&g, &catalog).map_err(policy_error)?;
@@ -636,6 +683,7 @@ impl Node {
         Ok(NodeEffects {
             node: self,
             sources,
+            submit: true,
         })
     }
 
@@ -700,6 +748,7 @@ impl Node {
             let fx = NodeEffects {
                 node: &node,
                 sources,
+                submit: false,
             };
             use rayon::prelude::*;
             checked
