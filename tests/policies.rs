@@ -233,6 +233,8 @@ async fn policies_end_to_end() {
     )
     .await;
     assert_eq!(s, 400, "{v}");
+    // Async: a bad input is still a 400; a good one is 202 + a running run
+    // that a `policy.run` job finishes.
     let (s, v) = call(
         &c,
         0,
@@ -241,11 +243,34 @@ async fn policies_end_to_end() {
         Some(json!({"input": {}, "mode": "async"})),
     )
     .await;
-    assert_eq!(s, 400);
-    assert!(v["error"]["message"]
-        .as_str()
-        .unwrap()
-        .contains("job queue module"));
+    assert_eq!(s, 400, "{v}");
+    assert_eq!(v["error"]["code"], "invalid_input", "{v}");
+    let (s, v) = call(
+        &c,
+        0,
+        "POST",
+        &format!("/v1/policies/{id}/runs"),
+        Some(json!({"input": {"income": 100, "debt": 90, "customer": "async"}, "mode": "async"})),
+    )
+    .await;
+    assert_eq!(s, 202, "{v}");
+    assert_eq!(v["status"], "running", "{v}");
+    let async_id = v["id"].as_str().expect("run id").to_string();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let done = loop {
+        let r = ok(&c, 2, "GET", &format!("/v1/runs/{async_id}"), None).await;
+        if r["status"] != "running" {
+            break r;
+        }
+        assert!(Instant::now() < deadline, "async run still running: {r}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    assert_eq!(done["status"], "succeeded", "{done}");
+    assert_eq!(done["output"]["decision"], "deny", "{done}");
+    assert_eq!(done["output"]["ratio"], 0.9, "{done}");
+    assert!(!done["trace"].as_array().unwrap().is_empty(), "{done}");
+    let q = ok(&c, 1, "GET", "/v1/queues/_policies", None).await;
+    assert_eq!(q["counts"]["succeeded"], 1, "{q}");
 
     // --- immutability: no API path changes a version's graph ---
     let (s, v) = call(

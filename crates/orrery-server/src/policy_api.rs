@@ -713,6 +713,79 @@ impl Node {
         Ok(run)
     }
 
+    /// Records a run as `running` and submits a `policy.run` job that
+    /// evaluates it (see [`Node::policy_run_finish`]). The input is checked
+    /// here, so a bad input is a 400 and not a failed run.
+    pub async fn policy_run_async(&self, id: &str, req: RunRequest) -> Result<Run, ApiError> {
+        let p = self.policy_get(id).await?;
+        let created = now_ms();
+        let run_id = format!("{created:012x}{:016x}", rand::random::<u64>());
+        let key = req.run_key.clone().unwrap_or_else(|| run_id.clone());
+        let version = self.choose(&p, req.version, &key).await?;
+        let c = self.compiled(&p.id, version).await?;
+        check_input(&c, &req.input).map_err(policy_error)?;
+        let run = Run {
+            id: run_id,
+            policy_id: p.id.clone(),
+            version,
+            status: RunStatus::Running,
+            run_key: req.run_key,
+            input: text(&req.input)?,
+            output: None,
+            trace: "[]".to_string(),
+            error: None,
+            created_ms: created,
+            finished_ms: None,
+        };
+        let group = self.group_for_key(run.id.as_bytes())?;
+        self.policy_write(group, PolicyCommand::PutRun { run: run.clone() })
+            .await?;
+        // Deduplicated by run id: a retried request cannot start it twice.
+        self.submit_policy_job(
+            crate::policy_jobs::RUN_KIND,
+            json!({"run_id": run.id}),
+            Some(run.id.clone()),
+        )
+        .await?;
+        Ok(run)
+    }
+
+    /// Evaluates a `running` run and records its end; a run that already
+    /// ended (a retried job) is returned as it is.
+    pub async fn policy_run_finish(&self, run_id: &str) -> Result<Run, ApiError> {
+        let run = self.run_get(run_id).await?;
+        if run.status != RunStatus::Running {
+            return Ok(run);
+        }
+        let input: Json =
+            serde_json::from_str(&run.input).map_err(|e| ApiError::Internal(e.to_string()))?;
+        let c = self.compiled(&run.policy_id, run.version).await?;
+        let outcome = match check_input(&c, &input) {
+            Ok(v) => {
+                let fx = self.effects(&c).await?;
+                evaluate(&c, v, &fx).await
+            }
+            Err(e) => Outcome {
+                output: None,
+                trace: Vec::new(),
+                error: Some(e.to_string()),
+            },
+        };
+        let done = finished_run(
+            run.id,
+            &run.policy_id,
+            run.version,
+            run.run_key,
+            &input,
+            outcome,
+            run.created_ms,
+        )?;
+        let group = self.group_for_key(done.id.as_bytes())?;
+        self.policy_write(group, PolicyCommand::PutRun { run: done.clone() })
+            .await?;
+        Ok(done)
+    }
+
     /// Evaluates many inputs on one version, in parallel; not recorded.
     pub async fn policy_batch(
         self: &Arc<Self>,
