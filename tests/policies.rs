@@ -117,7 +117,10 @@ async fn http_service(hits: Arc<AtomicUsize>) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn policies_end_to_end() {
-    let c = Cluster::formed(3, 2, &[]).await;
+    let root = tempfile::tempdir().expect("tempdir");
+    let root_path = root.path().canonicalize().expect("canonical root");
+    let root_s = root_path.to_string_lossy().to_string();
+    let c = Cluster::formed(3, 2, &["--fs-root", &root_s]).await;
 
     // --- policies and validation ---
     let p = ok(
@@ -771,4 +774,91 @@ async fn policies_end_to_end() {
         m.contains("\"send\"") && m.contains("\"nowhere\" does not exist"),
         "{m}"
     );
+
+    // --- policy.backtest: v1 against v2 on a JSONL file under the fs root ---
+    let mut lines = String::new();
+    let mut denies = 0;
+    for n in 0..40u32 {
+        let debt = (n * 7) % 100;
+        if f64::from(debt) / 100.0 > 0.5 {
+            denies += 1;
+        }
+        lines.push_str(
+            &json!({"income": 100, "debt": debt, "customer": format!("c{n}")}).to_string(),
+        );
+        lines.push('\n');
+    }
+    lines.push_str("{\"income\": \"bad\"}\n");
+    std::fs::write(root_path.join("history.jsonl"), lines).expect("write inputs");
+    ok(
+        &c,
+        0,
+        "POST",
+        "/v1/queues",
+        Some(json!({"name": "backtests"})),
+    )
+    .await;
+    let job = ok(
+        &c,
+        1,
+        "POST",
+        "/v1/jobs",
+        Some(
+            json!({"queue": "backtests", "kind": "policy.backtest", "params": {
+            "policy": id, "version": 1, "input_file": "history.jsonl", "compare_with_version": 2}}),
+        ),
+    )
+    .await;
+    let job_id = job["id"].as_str().expect("job id").to_string();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let done = loop {
+        let j = ok(&c, 2, "GET", &format!("/v1/jobs/{job_id}"), None).await;
+        if j["state"] == "succeeded" || j["state"] == "failed" || j["state"] == "dead" {
+            break j;
+        }
+        assert!(Instant::now() < deadline, "backtest not finished: {j}");
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    };
+    assert_eq!(done["state"], "succeeded", "{done}");
+    let r = &done["result"];
+    assert_eq!(r["inputs"], 41, "{r}");
+    assert_eq!(r["distribution"]["deny"], denies, "{r}");
+    assert_eq!(r["distribution"]["approve"], 40 - denies, "{r}");
+    assert_eq!(r["distribution"]["<failed>"], 1, "{r}");
+    assert_eq!(r["compare"]["version"], 2, "{r}");
+    assert_eq!(r["compare"]["distribution"], r["distribution"], "{r}");
+    // v1 and v2 differ only in the "v" tag, so every successful output differs.
+    assert_eq!(r["compare"]["differ"], 40, "{r}");
+    let ex = r["compare"]["examples"].as_array().unwrap();
+    assert_eq!(ex.len(), 10, "{r}");
+    assert_eq!(ex[0]["output"]["v"], "v1");
+    assert_eq!(ex[0]["compare_output"]["v"], "v2");
+    // A path outside the fs root is refused; the job fails with the reason.
+    let job = ok(
+        &c,
+        1,
+        "POST",
+        "/v1/jobs",
+        Some(
+            json!({"queue": "backtests", "kind": "policy.backtest", "params": {
+            "policy": id, "version": 1, "input_file": "../../etc/passwd"}}),
+        ),
+    )
+    .await;
+    let job_id = job["id"].as_str().expect("job id").to_string();
+    let deadline = Instant::now() + Duration::from_secs(90);
+    loop {
+        let j = ok(&c, 2, "GET", &format!("/v1/jobs/{job_id}"), None).await;
+        if j["state"] == "dead" || j["state"] == "failed" {
+            let e = j["last_error"].as_str().unwrap_or_default();
+            assert!(
+                e.contains("input_file") && e.contains("must not contain"),
+                "{j}"
+            );
+            break;
+        }
+        assert_ne!(j["state"], "succeeded", "{j}");
+        assert!(Instant::now() < deadline, "bad backtest not failed: {j}");
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
 }

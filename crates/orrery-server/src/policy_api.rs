@@ -786,6 +786,33 @@ impl Node {
         Ok(done)
     }
 
+    /// Evaluates `inputs` on one version (archived ones too: a backtest may
+    /// replay history) without submitting jobs; an input the input node
+    /// refuses is a failed outcome.
+    pub async fn policy_backtest(
+        &self,
+        policy: &str,
+        version: u32,
+        inputs: &[Json],
+    ) -> Result<Vec<Outcome>, ApiError> {
+        let p = self.policy_get(policy).await?;
+        let c = self.compiled(&p.id, version).await?;
+        let mut fx = self.effects(&c).await?;
+        fx.submit = false;
+        let mut out = Vec::with_capacity(inputs.len());
+        for input in inputs {
+            out.push(match check_input(&c, input) {
+                Ok(v) => evaluate(&c, v, &fx).await,
+                Err(e) => Outcome {
+                    output: None,
+                    trace: Vec::new(),
+                    error: Some(e.to_string()),
+                },
+            });
+        }
+        Ok(out)
+    }
+
     /// Evaluates many inputs on one version, in parallel; not recorded.
     pub async fn policy_batch(
         self: &Arc<Self>,
