@@ -327,3 +327,55 @@ impl KindHandler for BacktestHandler {
         Ok(result)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn inputs_from_csv_and_jsonl() {
+        let csv = "income,debt,customer,vip\n100, 80 ,alice,true\n\n2.5,1,bob,false\n";
+        assert_eq!(
+            parse_inputs("h.CSV", csv).unwrap(),
+            vec![
+                json!({"income": 100, "debt": 80, "customer": "alice", "vip": true}),
+                json!({"income": 2.5, "debt": 1, "customer": "bob", "vip": false}),
+            ]
+        );
+        let e = parse_inputs("h.csv", "a,b\n1\n").unwrap_err();
+        assert!(e.contains("line 2"), "{e}");
+        let jl = "{\"a\": 1}\n\n{\"a\": [2]}\n";
+        assert_eq!(
+            parse_inputs("h.jsonl", jl).unwrap(),
+            vec![json!({"a": 1}), json!({"a": [2]})]
+        );
+        let e = parse_inputs("h.jsonl", "{\"a\": 1}\nnope\n").unwrap_err();
+        assert!(e.contains("line 2"), "{e}");
+    }
+
+    #[test]
+    fn backtest_params_are_checked() {
+        let ok = json!({"policy": "p", "version": 2, "input_file": "x.jsonl"});
+        let p = backtest_params(&ok).unwrap();
+        assert_eq!((p.policy, p.version, p.compare), ("p", 2, None));
+        for (bad, needle) in [
+            (json!({"version": 1, "input_file": "x"}), "params.policy"),
+            (json!({"policy": "p", "input_file": "x"}), "params.version"),
+            (
+                json!({"policy": "p", "version": 0, "input_file": "x"}),
+                "params.version",
+            ),
+            (
+                json!({"policy": "p", "version": 1, "input_file": "x", "compare_with_version": "2"}),
+                "compare_with_version",
+            ),
+            (
+                json!({"policy": "p", "version": 1, "input_file": "x", "extra": 1}),
+                "unknown param",
+            ),
+        ] {
+            let e = backtest_params(&bad).err().unwrap();
+            assert!(e.contains(needle), "{bad}: {e}");
+        }
+    }
+}
