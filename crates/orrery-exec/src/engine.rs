@@ -125,7 +125,18 @@ impl Engine {
             stop,
         });
         let mut tasks = Vec::new();
-        for i in 0..shared.cfg.slots {
+        // A claim with no kinds matches every kind (external workers use
+        // that), so slots with nothing runnable must not claim at all: they
+        // would take jobs meant for other workers and fail them.
+        let slots = if shared.kinds.is_empty() {
+            tracing::info!(
+                "no runnable job kinds on this node (no --fs-root, no --allow-command-jobs, no handlers): worker slots not started"
+            );
+            0
+        } else {
+            shared.cfg.slots
+        };
+        for i in 0..slots {
             tasks.push(tokio::spawn(slot(shared.clone(), i)));
         }
         if shared.gpus.has_nvml() {
@@ -133,7 +144,7 @@ impl Engine {
         }
         tracing::info!(
             node = shared.cfg.node_id,
-            slots = shared.cfg.slots,
+            slots,
             kinds = ?shared.kinds,
             gpus = shared.gpus.snapshot().len(),
             "execution engine started"
@@ -525,6 +536,10 @@ async fn run_job(sh: &Arc<Shared>, job: Claimed, gpus: Vec<String>) {
                 format!("[orrery] failed: {e}\n").as_bytes(),
             );
         }
+        // The work has stopped, so its log is complete: end it before the
+        // outcome is visible, so that whoever sees the job finished also
+        // sees its log ended.
+        sh.logs.end(&job.job_id, job.token);
         report(sh, &job, result, report_base).await;
     }
     sh.alloc.release(&gpus, job.resources.shared_gpu);

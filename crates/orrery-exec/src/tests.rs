@@ -996,6 +996,23 @@ async fn no_busy_loop_and_shutdown_stops_claiming() {
     );
 }
 
+/// An engine that can run nothing must not claim: an empty kinds list
+/// matches every kind, so its slots would take (and fail) jobs meant for
+/// external workers.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nothing_runnable_means_no_claims() {
+    let src = Arc::new(Empty::default());
+    let cfg = ExecConfig {
+        allow_command_jobs: false,
+        ..config(None)
+    };
+    let e = Engine::start_with_inventory(cfg, src.clone(), Vec::new(), GpuInventory::empty());
+    assert!(e.kinds().is_empty());
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    assert_eq!(src.claims.load(Ordering::SeqCst), 0);
+    e.shutdown().await;
+}
+
 // ------------------------------------------------------------- validate_params
 
 #[test]

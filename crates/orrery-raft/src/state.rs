@@ -1,7 +1,7 @@
 //! The state of a Raft group: a dispatcher over domain modules.
 //!
 //! ## The domain-module contract
-//! A domain module (KV today; jobs, vectors and policies next) is a plain
+//! A domain module (kv, queue, vector, policy) is a plain
 //! value with
 //! * `apply(index, command) -> response`: deterministic. It may read only
 //!   the command, the log index and its own state. No clock, randomness or
