@@ -117,7 +117,10 @@ async fn http_service(hits: Arc<AtomicUsize>) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn policies_end_to_end() {
-    let c = Cluster::formed(3, 2, &[]).await;
+    let root = tempfile::tempdir().expect("tempdir");
+    let root_path = root.path().canonicalize().expect("canonical root");
+    let root_s = root_path.to_string_lossy().to_string();
+    let c = Cluster::formed(3, 2, &["--fs-root", &root_s]).await;
 
     // --- policies and validation ---
     let p = ok(
@@ -147,7 +150,7 @@ async fn policies_end_to_end() {
     let mut unknown_field = credit_graph("x");
     unknown_field["nodes"][1]["config"]["assign"]["ratio"] = json!("input.salary / 2.0");
     let mut enqueue = credit_graph("x");
-    enqueue["nodes"][1]["type"] = json!("enqueue");
+    enqueue["nodes"][1] = json!({"id": "ratio", "type": "enqueue", "config": {"queue": "no-such-queue", "kind": "k"}});
     let mut no_source = credit_graph("x");
     no_source["nodes"][1] = json!({"id": "ratio", "type": "lookup", "config": {"source": "nope", "key": "input.customer", "as": "ratio"}});
     for (g, node, needle) in [
@@ -156,7 +159,7 @@ async fn policies_end_to_end() {
         (
             enqueue,
             "\"ratio\"",
-            "enqueue nodes need the job queue module",
+            "queue \"no-such-queue\" does not exist",
         ),
         (no_source, "\"ratio\"", "does not exist"),
     ] {
@@ -233,6 +236,8 @@ async fn policies_end_to_end() {
     )
     .await;
     assert_eq!(s, 400, "{v}");
+    // Async: a bad input is still a 400; a good one is 202 + a running run
+    // that a `policy.run` job finishes.
     let (s, v) = call(
         &c,
         0,
@@ -241,11 +246,34 @@ async fn policies_end_to_end() {
         Some(json!({"input": {}, "mode": "async"})),
     )
     .await;
-    assert_eq!(s, 400);
-    assert!(v["error"]["message"]
-        .as_str()
-        .unwrap()
-        .contains("job queue module"));
+    assert_eq!(s, 400, "{v}");
+    assert_eq!(v["error"]["code"], "invalid_input", "{v}");
+    let (s, v) = call(
+        &c,
+        0,
+        "POST",
+        &format!("/v1/policies/{id}/runs"),
+        Some(json!({"input": {"income": 100, "debt": 90, "customer": "async"}, "mode": "async"})),
+    )
+    .await;
+    assert_eq!(s, 202, "{v}");
+    assert_eq!(v["status"], "running", "{v}");
+    let async_id = v["id"].as_str().expect("run id").to_string();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let done = loop {
+        let r = ok(&c, 2, "GET", &format!("/v1/runs/{async_id}"), None).await;
+        if r["status"] != "running" {
+            break r;
+        }
+        assert!(Instant::now() < deadline, "async run still running: {r}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    assert_eq!(done["status"], "succeeded", "{done}");
+    assert_eq!(done["output"]["decision"], "deny", "{done}");
+    assert_eq!(done["output"]["ratio"], 0.9, "{done}");
+    assert!(!done["trace"].as_array().unwrap().is_empty(), "{done}");
+    let q = ok(&c, 1, "GET", "/v1/queues/_policies", None).await;
+    assert_eq!(q["counts"]["succeeded"], 1, "{q}");
 
     // --- immutability: no API path changes a version's graph ---
     let (s, v) = call(
@@ -646,4 +674,191 @@ async fn policies_end_to_end() {
     ok(&c, 0, "DELETE", &format!("/v1/policies/{lid}"), None).await;
     let (s, _) = call(&c, 1, "GET", &format!("/v1/policies/{lid}"), None).await;
     assert_eq!(s, 404);
+
+    // --- enqueue nodes submit a real job; the run records its id ---
+    ok(
+        &c,
+        0,
+        "POST",
+        "/v1/queues",
+        Some(json!({"name": "reviews"})),
+    )
+    .await;
+    let ep = ok(
+        &c,
+        1,
+        "POST",
+        "/v1/policies",
+        Some(json!({"name": "review-flow"})),
+    )
+    .await;
+    let eid = ep["id"].as_str().unwrap().to_string();
+    let review_graph = json!({
+        "nodes": [
+            {"id": "in", "type": "input", "config": {"fields": {"customer": "string", "amount": "number"}}},
+            {"id": "send", "type": "enqueue", "config": {
+                "queue": "reviews", "kind": "review.manual", "as": "job",
+                "params": {"customer": "input.customer", "twice": "input.amount * 2.0", "tag": "'policy'"}}},
+            {"id": "out", "type": "output", "config": {"fields": {"decision": "'review'", "job": "job"}}}
+        ],
+        "edges": [{"from": "in", "to": "send"}, {"from": "send", "to": "out"}]
+    });
+    ok(
+        &c,
+        2,
+        "POST",
+        &format!("/v1/policies/{eid}/versions"),
+        Some(json!({"graph": review_graph})),
+    )
+    .await;
+    let run = ok(
+        &c,
+        0,
+        "POST",
+        &format!("/v1/policies/{eid}/runs"),
+        Some(json!({"input": {"customer": "carol", "amount": 21}})),
+    )
+    .await;
+    assert_eq!(run["status"], "succeeded", "{run}");
+    let job_id = run["output"]["job"].as_str().expect("job id").to_string();
+    let send = run["trace"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|t| t["id"] == "send")
+        .expect("send in trace")
+        .clone();
+    assert_eq!(send["type"], "enqueue");
+    assert_eq!(send["output"]["job_id"], json!(job_id));
+    let job = ok(&c, 2, "GET", &format!("/v1/jobs/{job_id}"), None).await;
+    assert_eq!(job["queue"], "reviews");
+    assert_eq!(job["kind"], "review.manual");
+    assert_eq!(
+        job["params"],
+        json!({"customer": "carol", "twice": 42.0, "tag": "policy"})
+    );
+    let got = ok(
+        &c,
+        1,
+        "GET",
+        &format!("/v1/runs/{}", run["id"].as_str().unwrap()),
+        None,
+    )
+    .await;
+    assert_eq!(got["output"]["job"], json!(job_id));
+    // A batch evaluates the graph but submits nothing.
+    let b = ok(
+        &c,
+        1,
+        "POST",
+        &format!("/v1/policies/{eid}/runs/batch"),
+        Some(json!({"inputs": [{"customer": "dave", "amount": 1}]})),
+    )
+    .await;
+    let counts = ok(&c, 0, "GET", "/v1/queues/reviews", None).await;
+    assert_eq!(counts["counts"]["queued"], 1, "{counts} {b}");
+    // An enqueue node naming a queue that does not exist: 400 naming the node.
+    let mut bad = review_graph.clone();
+    bad["nodes"][1]["config"]["queue"] = json!("nowhere");
+    let (s, v) = call(
+        &c,
+        0,
+        "POST",
+        &format!("/v1/policies/{eid}/versions"),
+        Some(json!({"graph": bad})),
+    )
+    .await;
+    assert_eq!(s, 400, "{v}");
+    let m = v["error"]["message"].as_str().unwrap();
+    assert!(
+        m.contains("\"send\"") && m.contains("\"nowhere\" does not exist"),
+        "{m}"
+    );
+
+    // --- policy.backtest: v1 against v2 on a JSONL file under the fs root ---
+    let mut lines = String::new();
+    let mut denies = 0;
+    for n in 0..40u32 {
+        let debt = (n * 7) % 100;
+        if f64::from(debt) / 100.0 > 0.5 {
+            denies += 1;
+        }
+        lines.push_str(
+            &json!({"income": 100, "debt": debt, "customer": format!("c{n}")}).to_string(),
+        );
+        lines.push('\n');
+    }
+    lines.push_str("{\"income\": \"bad\"}\n");
+    std::fs::write(root_path.join("history.jsonl"), lines).expect("write inputs");
+    ok(
+        &c,
+        0,
+        "POST",
+        "/v1/queues",
+        Some(json!({"name": "backtests"})),
+    )
+    .await;
+    let job = ok(
+        &c,
+        1,
+        "POST",
+        "/v1/jobs",
+        Some(
+            json!({"queue": "backtests", "kind": "policy.backtest", "params": {
+            "policy": id, "version": 1, "input_file": "history.jsonl", "compare_with_version": 2}}),
+        ),
+    )
+    .await;
+    let job_id = job["id"].as_str().expect("job id").to_string();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let done = loop {
+        let j = ok(&c, 2, "GET", &format!("/v1/jobs/{job_id}"), None).await;
+        if j["state"] == "succeeded" || j["state"] == "failed" || j["state"] == "dead" {
+            break j;
+        }
+        assert!(Instant::now() < deadline, "backtest not finished: {j}");
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    };
+    assert_eq!(done["state"], "succeeded", "{done}");
+    let r = &done["result"];
+    assert_eq!(r["inputs"], 41, "{r}");
+    assert_eq!(r["distribution"]["deny"], denies, "{r}");
+    assert_eq!(r["distribution"]["approve"], 40 - denies, "{r}");
+    assert_eq!(r["distribution"]["<failed>"], 1, "{r}");
+    assert_eq!(r["compare"]["version"], 2, "{r}");
+    assert_eq!(r["compare"]["distribution"], r["distribution"], "{r}");
+    // v1 and v2 differ only in the "v" tag, so every successful output differs.
+    assert_eq!(r["compare"]["differ"], 40, "{r}");
+    let ex = r["compare"]["examples"].as_array().unwrap();
+    assert_eq!(ex.len(), 10, "{r}");
+    assert_eq!(ex[0]["output"]["v"], "v1");
+    assert_eq!(ex[0]["compare_output"]["v"], "v2");
+    // A path outside the fs root is refused; the job fails with the reason.
+    let job = ok(
+        &c,
+        1,
+        "POST",
+        "/v1/jobs",
+        Some(
+            json!({"queue": "backtests", "kind": "policy.backtest", "params": {
+            "policy": id, "version": 1, "input_file": "../../etc/passwd"}}),
+        ),
+    )
+    .await;
+    let job_id = job["id"].as_str().expect("job id").to_string();
+    let deadline = Instant::now() + Duration::from_secs(90);
+    loop {
+        let j = ok(&c, 2, "GET", &format!("/v1/jobs/{job_id}"), None).await;
+        if j["state"] == "dead" || j["state"] == "failed" {
+            let e = j["last_error"].as_str().unwrap_or_default();
+            assert!(
+                e.contains("input_file") && e.contains("must not contain"),
+                "{j}"
+            );
+            break;
+        }
+        assert_ne!(j["state"], "succeeded", "{j}");
+        assert!(Instant::now() < deadline, "bad backtest not failed: {j}");
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
 }

@@ -15,10 +15,23 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
-/// Side effects a graph may have: reading a data source.
+/// Side effects a graph may have: reading a data source, submitting a job.
 pub trait Effects: Send + Sync {
     /// The value the data source `source` holds under `key`, or why not.
     fn lookup<'a>(&'a self, source: &'a str, key: &'a str) -> BoxFuture<'a, Result<Json, String>>;
+
+    /// Submits a job of `kind` with `params` to `queue`: the job id, `None`
+    /// when these effects only evaluate (batches and backtests submit
+    /// nothing), or why it failed.
+    fn enqueue<'a>(
+        &'a self,
+        queue: &'a str,
+        kind: &'a str,
+        params: Json,
+    ) -> BoxFuture<'a, Result<Option<String>, String>> {
+        let _ = (kind, params);
+        Box::pin(async move { Err(format!("queue {queue:?} is not available here")) })
+    }
 }
 
 /// Effects for graphs without lookups (and for benchmarks): any lookup fails.
@@ -419,6 +432,58 @@ pub async fn evaluate(c: &Compiled, input: Value, fx: &dyn Effects) -> Outcome {
                     }
                 }
                 r
+            }
+            CompiledKind::Enqueue {
+                queue,
+                kind,
+                params,
+                name,
+            } => {
+                let ctx = scope.context();
+                let mut p = serde_json::Map::new();
+                let mut failed = None;
+                for (pn, e) in params {
+                    match scope.eval(&ctx, e).and_then(|v| to_json(&v)) {
+                        Ok(v) => {
+                            p.insert(pn.clone(), v);
+                        }
+                        Err(err) => {
+                            failed = Some(format!("params.{pn}: {err}"));
+                            break;
+                        }
+                    }
+                }
+                drop(ctx);
+                let r = match failed {
+                    Some(e) => Err(e),
+                    None => fx
+                        .enqueue(queue, kind, Json::Object(p.clone()))
+                        .await
+                        .map_err(|e| format!("enqueue to {queue:?}: {e}")),
+                };
+                let mut te = entry(&node.id, node.kind_name, started, t);
+                match r {
+                    Ok(job) => {
+                        let id = job.clone().map(Json::String).unwrap_or(Json::Null);
+                        if let Some(n) = name {
+                            scope.set(n, to_cel(&id));
+                        }
+                        te.output = Some(serde_json::json!({
+                            "job_id": id,
+                            "queue": queue,
+                            "kind": kind,
+                            "params": Json::Object(p),
+                            "submitted": job.is_some(),
+                        }));
+                        trace.push(te);
+                        Ok(node.next)
+                    }
+                    Err(e) => {
+                        te.error = Some(e.clone());
+                        trace.push(te);
+                        Err(e)
+                    }
+                }
             }
             CompiledKind::Output { fields } => {
                 let ctx = scope.context();

@@ -134,6 +134,13 @@ pub enum CompiledKind {
         name: String,
         on_error: OnError,
     },
+    /// Submits a job; `name`, when given, is bound to the job id.
+    Enqueue {
+        queue: String,
+        kind: String,
+        params: Vec<(String, Expression)>,
+        name: Option<String>,
+    },
     Output {
         fields: Vec<(String, Expression)>,
     },
@@ -369,10 +376,6 @@ pub fn compile(graph: &Graph, catalog: &Catalog) -> Result<Arc<Compiled>, Policy
                         "enqueue nodes need the job queue module, not available in this build",
                     ));
                 }
-                return Err(err(
-                    &n.id,
-                    "enqueue nodes are not supported by this evaluator yet",
-                ));
             }
             other => {
                 return Err(err(
@@ -691,6 +694,51 @@ pub fn compile(graph: &Graph, catalog: &Catalog) -> Result<Arc<Compiled>, Policy
                     on_error,
                 }
             }
+            "enqueue" => {
+                check_keys(&n.id, cfg, &["queue", "kind", "params", "as"])?;
+                let queue = string(&n.id, cfg, "queue")?;
+                if !catalog.queues.as_ref().is_some_and(|q| q.contains(queue)) {
+                    return Err(err(&n.id, format!("queue {queue:?} does not exist")));
+                }
+                let kind = string(&n.id, cfg, "kind")?;
+                if kind.is_empty() || kind.len() > 128 {
+                    return Err(err(&n.id, "config.kind must be 1..=128 characters"));
+                }
+                let mut params = Vec::new();
+                if let Some(p) = cfg.get("params") {
+                    let p = p.as_object().ok_or_else(|| {
+                        err(&n.id, "config.params must be an object of CEL expressions")
+                    })?;
+                    for (name, src) in p {
+                        params.push((
+                            name.clone(),
+                            expression(
+                                &n.id,
+                                &format!("params.{name}"),
+                                src,
+                                &input_fields,
+                                &scope,
+                            )?,
+                        ));
+                    }
+                }
+                let name = match cfg.get("as") {
+                    None => None,
+                    Some(v) => {
+                        let name = v.as_str().filter(|s| valid_name(s)).ok_or_else(|| {
+                            err(&n.id, "config.as must be an identifier, not reserved")
+                        })?;
+                        assigned.insert(name.to_string());
+                        Some(name.to_string())
+                    }
+                };
+                CompiledKind::Enqueue {
+                    queue: queue.to_string(),
+                    kind: kind.to_string(),
+                    params,
+                    name,
+                }
+            }
             "output" => {
                 check_keys(&n.id, cfg, &["fields"])?;
                 let mut fields = Vec::new();
@@ -718,6 +766,7 @@ pub fn compile(graph: &Graph, catalog: &Catalog) -> Result<Arc<Compiled>, Policy
                 "branch" => "branch",
                 "allocation" => "allocation",
                 "lookup" => "lookup",
+                "enqueue" => "enqueue",
                 _ => "output",
             },
             kind,
@@ -738,6 +787,17 @@ impl Compiled {
             .iter()
             .filter_map(|n| match &n.kind {
                 CompiledKind::Lookup { source, .. } => Some(source.clone()),
+                _ => None,
+            })
+            .collect()
+    }
+
+    /// Queues the graph's enqueue nodes submit to.
+    pub fn queues(&self) -> BTreeSet<String> {
+        self.nodes
+            .iter()
+            .filter_map(|n| match &n.kind {
+                CompiledKind::Enqueue { queue, .. } => Some(queue.clone()),
                 _ => None,
             })
             .collect()

@@ -720,3 +720,85 @@ fn policies_versions_allocation_and_runs() {
         PolicyQueryResult::Versions(vec![])
     );
 }
+
+struct QueueFx(std::sync::Mutex<Vec<(String, String, Json)>>);
+
+impl Effects for QueueFx {
+    fn lookup<'a>(&'a self, source: &'a str, _key: &'a str) -> BoxFuture<'a, Result<Json, String>> {
+        Box::pin(async move { Err(format!("{source}: none")) })
+    }
+
+    fn enqueue<'a>(
+        &'a self,
+        queue: &'a str,
+        kind: &'a str,
+        params: Json,
+    ) -> BoxFuture<'a, Result<Option<String>, String>> {
+        Box::pin(async move {
+            let mut v = self.0.lock().map_err(|e| e.to_string())?;
+            v.push((queue.to_string(), kind.to_string(), params));
+            Ok(Some(format!("job-{}", v.len())))
+        })
+    }
+}
+
+fn enqueue_graph() -> Json {
+    json!({
+        "nodes": [
+            {"id": "in", "type": "input", "config": {"fields": {"customer": "string", "amount": "number"}}},
+            {"id": "review", "type": "enqueue", "config": {
+                "queue": "reviews", "kind": "review.manual", "as": "job",
+                "params": {"customer": "input.customer", "double": "input.amount * 2.0"}}},
+            {"id": "out", "type": "output", "config": {"fields": {"decision": "'review'", "job": "job"}}}
+        ],
+        "edges": [{"from": "in", "to": "review"}, {"from": "review", "to": "out"}]
+    })
+}
+
+#[test]
+fn enqueue_node_submits_and_binds_the_job_id() {
+    let mut cat = catalog();
+    cat.queues = Some(["reviews".to_string()].into_iter().collect());
+    let c = compile(&parse_graph(&enqueue_graph()).unwrap(), &cat).unwrap();
+    assert_eq!(c.queues().into_iter().collect::<Vec<_>>(), ["reviews"]);
+    let fx = QueueFx(Default::default());
+    let o = run(&c, json!({"customer": "c1", "amount": 21}), &fx);
+    assert!(o.succeeded(), "{o:?}");
+    assert_eq!(
+        o.output,
+        Some(json!({"decision": "review", "job": "job-1"}))
+    );
+    assert_eq!(o.trace[1].kind, "enqueue");
+    assert_eq!(
+        o.trace[1].output.as_ref().unwrap()["job_id"],
+        json!("job-1")
+    );
+    let sent = fx.0.lock().unwrap().clone();
+    assert_eq!(
+        sent,
+        vec![(
+            "reviews".to_string(),
+            "review.manual".to_string(),
+            json!({"customer": "c1", "double": 42.0})
+        )]
+    );
+    // Effects that cannot enqueue fail the run at that node.
+    let o = run(&c, json!({"customer": "c1", "amount": 1}), &NoEffects);
+    assert!(o.error.unwrap().contains("\"review\""));
+    // An unknown queue, or a bad config, names the node.
+    let mut g = enqueue_graph();
+    g["nodes"][1]["config"]["queue"] = json!("nope");
+    match compile(&parse_graph(&g).unwrap(), &cat) {
+        Err(PolicyError::Invalid { node, message }) => {
+            assert_eq!(node, "review");
+            assert!(message.contains("\"nope\" does not exist"), "{message}");
+        }
+        other => panic!("expected invalid, got {other:?}"),
+    }
+    let mut g = enqueue_graph();
+    g["nodes"][1]["config"]["params"]["x"] = json!("unknown_name");
+    match compile(&parse_graph(&g).unwrap(), &cat) {
+        Err(PolicyError::Invalid { node, .. }) => assert_eq!(node, "review"),
+        other => panic!("expected invalid, got {other:?}"),
+    }
+}

@@ -1176,7 +1176,11 @@ pub fn start_jobs(node: &Arc<Node>, stop: tokio::sync::watch::Receiver<bool>) {
         allow_command_jobs: node.cfg.allow_command_jobs,
         ..Default::default()
     };
-    let engine = orrery_exec::Engine::start(cfg, Arc::new(NodeJobSource(node.clone())), Vec::new());
+    let engine = orrery_exec::Engine::start(
+        cfg,
+        Arc::new(NodeJobSource(node.clone())),
+        crate::policy_jobs::handlers(node),
+    );
     let _ = node.jobs.engine.set(Arc::new(engine));
     tokio::spawn(node.clone().run_gpu_report(stop));
 }

@@ -13,6 +13,7 @@ pub mod ops;
 pub mod peer;
 mod policy_api;
 mod policy_grpc;
+mod policy_jobs;
 mod policy_rest;
 pub mod rest;
 pub mod vector_api;

@@ -246,6 +246,9 @@ pub fn parse_source(body: &Json) -> Result<DataSource, ApiError> {
 struct NodeEffects<'n> {
     node: &'n Node,
     sources: BTreeMap<String, DataSource>,
+    /// Whether enqueue nodes submit jobs: recorded runs do; batches and
+    /// backtests only evaluate, so that re-running inputs has no effects.
+    submit: bool,
 }
 
 impl NodeEffects<'_> {
@@ -338,6 +341,34 @@ impl Effects for NodeEffects<'_> {
                 DataSourceKind::Vector { .. } => Err(format!(
                     "{source}: vector lookups need the vector collection module"
                 )),
+            }
+        })
+    }
+
+    fn enqueue<'a>(
+        &'a self,
+        queue: &'a str,
+        kind: &'a str,
+        params: Json,
+    ) -> BoxFuture<'a, Result<Option<String>, String>> {
+        Box::pin(async move {
+            if !self.submit {
+                return Ok(None);
+            }
+            let args = crate::jobs_api::SubmitArgs {
+                queue: queue.to_string(),
+                kind: kind.to_string(),
+                params,
+                priority: 0,
+                run_at_ms: None,
+                delay_ms: None,
+                resources: Default::default(),
+                dedupe_key: None,
+                submitted_by: Some("policy".to_string()),
+            };
+            match self.node.submit_job(args).await {
+                Ok((job, _)) => Ok(Some(job.id)),
+                Err(e) => Err(e.to_string()),
             }
         })
     }
@@ -503,7 +534,13 @@ impl Node {
                 .into_iter()
                 .map(|s| (s.name, s.kind.name().to_string()))
                 .collect(),
-            queues: None,
+            queues: Some(
+                self.list_queues()
+                    .await?
+                    .into_iter()
+                    .map(|q| q.name)
+                    .collect(),
+            ),
         };
         compile(&g, &catalog).map_err(policy_error)?;
         // Stored exactly as submitted: GET returns what was validated.
@@ -586,10 +623,20 @@ impl Node {
         // Data sources were checked at creation; at run time a deleted one
         // is a lookup error (handled by the node's on_error), so compile
         // against a catalog that admits every source the graph names.
-        let mut catalog = Catalog::default();
+        // Likewise a deleted queue fails the enqueue node at run time.
+        let mut catalog = Catalog {
+            queues: Some(Default::default()),
+            ..Catalog::default()
+        };
         for n in &g.nodes {
             if let Some(s) = n.config.get("source").and_then(Json::as_str) {
                 catalog.data_sources.insert(s.into(), "kv".into());
+            }
+            if let (Some(q), Some(queues)) = (
+                n.config.get("queue").and_then(Json::as_str),
+                catalog.queues.as_mut(),
+            ) {
+                queues.insert(q.into());
             }
         }
         let c = compile(&g, &catalog).map_err(policy_error)?;
@@ -636,6 +683,7 @@ impl Node {
         Ok(NodeEffects {
             node: self,
             sources,
+            submit: true,
         })
     }
 
@@ -663,6 +711,106 @@ impl Node {
         self.policy_write(group, PolicyCommand::PutRun { run: run.clone() })
             .await?;
         Ok(run)
+    }
+
+    /// Records a run as `running` and submits a `policy.run` job that
+    /// evaluates it (see [`Node::policy_run_finish`]). The input is checked
+    /// here, so a bad input is a 400 and not a failed run.
+    pub async fn policy_run_async(&self, id: &str, req: RunRequest) -> Result<Run, ApiError> {
+        let p = self.policy_get(id).await?;
+        let created = now_ms();
+        let run_id = format!("{created:012x}{:016x}", rand::random::<u64>());
+        let key = req.run_key.clone().unwrap_or_else(|| run_id.clone());
+        let version = self.choose(&p, req.version, &key).await?;
+        let c = self.compiled(&p.id, version).await?;
+        check_input(&c, &req.input).map_err(policy_error)?;
+        let run = Run {
+            id: run_id,
+            policy_id: p.id.clone(),
+            version,
+            status: RunStatus::Running,
+            run_key: req.run_key,
+            input: text(&req.input)?,
+            output: None,
+            trace: "[]".to_string(),
+            error: None,
+            created_ms: created,
+            finished_ms: None,
+        };
+        let group = self.group_for_key(run.id.as_bytes())?;
+        self.policy_write(group, PolicyCommand::PutRun { run: run.clone() })
+            .await?;
+        // Deduplicated by run id: a retried request cannot start it twice.
+        self.submit_policy_job(
+            crate::policy_jobs::RUN_KIND,
+            json!({"run_id": run.id}),
+            Some(run.id.clone()),
+        )
+        .await?;
+        Ok(run)
+    }
+
+    /// Evaluates a `running` run and records its end; a run that already
+    /// ended (a retried job) is returned as it is.
+    pub async fn policy_run_finish(&self, run_id: &str) -> Result<Run, ApiError> {
+        let run = self.run_get(run_id).await?;
+        if run.status != RunStatus::Running {
+            return Ok(run);
+        }
+        let input: Json =
+            serde_json::from_str(&run.input).map_err(|e| ApiError::Internal(e.to_string()))?;
+        let c = self.compiled(&run.policy_id, run.version).await?;
+        let outcome = match check_input(&c, &input) {
+            Ok(v) => {
+                let fx = self.effects(&c).await?;
+                evaluate(&c, v, &fx).await
+            }
+            Err(e) => Outcome {
+                output: None,
+                trace: Vec::new(),
+                error: Some(e.to_string()),
+            },
+        };
+        let done = finished_run(
+            run.id,
+            &run.policy_id,
+            run.version,
+            run.run_key,
+            &input,
+            outcome,
+            run.created_ms,
+        )?;
+        let group = self.group_for_key(done.id.as_bytes())?;
+        self.policy_write(group, PolicyCommand::PutRun { run: done.clone() })
+            .await?;
+        Ok(done)
+    }
+
+    /// Evaluates `inputs` on one version (archived ones too: a backtest may
+    /// replay history) without submitting jobs; an input the input node
+    /// refuses is a failed outcome.
+    pub async fn policy_backtest(
+        &self,
+        policy: &str,
+        version: u32,
+        inputs: &[Json],
+    ) -> Result<Vec<Outcome>, ApiError> {
+        let p = self.policy_get(policy).await?;
+        let c = self.compiled(&p.id, version).await?;
+        let mut fx = self.effects(&c).await?;
+        fx.submit = false;
+        let mut out = Vec::with_capacity(inputs.len());
+        for input in inputs {
+            out.push(match check_input(&c, input) {
+                Ok(v) => evaluate(&c, v, &fx).await,
+                Err(e) => Outcome {
+                    output: None,
+                    trace: Vec::new(),
+                    error: Some(e.to_string()),
+                },
+            });
+        }
+        Ok(out)
     }
 
     /// Evaluates many inputs on one version, in parallel; not recorded.
@@ -700,6 +848,7 @@ impl Node {
             let fx = NodeEffects {
                 node: &node,
                 sources,
+                submit: false,
             };
             use rayon::prelude::*;
             checked

@@ -202,15 +202,22 @@ async fn run(
     State(node): State<AppState>,
     Path(id): Path<String>,
     b: Bytes,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<(StatusCode, Json<Value>), ApiError> {
     let r: RunBody = body(&b)?;
     match r.mode.as_deref() {
         None | Some("sync") => {}
         Some("async") => {
-            return Err(ApiError::bad(
-                "unsupported",
-                "async runs need the job queue module, not available in this build",
-            ))
+            let run = node
+                .policy_run_async(
+                    &id,
+                    RunRequest {
+                        input: r.input,
+                        version: r.version,
+                        run_key: r.run_key,
+                    },
+                )
+                .await?;
+            return Ok((StatusCode::ACCEPTED, Json(run_json(&run))));
         }
         Some(other) => {
             return Err(ApiError::bad(
@@ -229,7 +236,7 @@ async fn run(
             },
         )
         .await?;
-    Ok(Json(run_json(&run)))
+    Ok((StatusCode::OK, Json(run_json(&run))))
 }
 
 #[derive(Deserialize)]
