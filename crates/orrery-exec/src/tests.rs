@@ -757,9 +757,11 @@ async fn heartbeats_while_running_and_command_refused_when_disabled() {
     e.shutdown().await;
 
     let src = Arc::new(FakeSource::default());
+    // Some kind must be runnable (here the fs kinds), or no slot claims at all.
+    let (_dir, fs_root) = root();
     let cfg = ExecConfig {
         allow_command_jobs: false,
-        ..config(None)
+        ..config(Some(&fs_root))
     };
     let e = Engine::start_with_inventory(
         cfg,
