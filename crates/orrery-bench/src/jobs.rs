@@ -9,7 +9,7 @@
 
 use crate::cluster::LocalCluster;
 use crate::machine::{self, round3};
-use anyhow::{anyhow, bail, Context, Result};
+use anyhow::{bail, Result};
 use serde_json::{json, Value};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -186,16 +186,7 @@ pub async fn run(args: JobsArgs) -> Result<()> {
     if args.nodes == 0 || args.producers == 0 || args.workers == 0 || args.batch == 0 {
         bail!("--nodes, --producers, --workers and --batch must be positive");
     }
-    let bin_dir = match &args.bin_dir {
-        Some(d) => d.clone(),
-        None => std::env::current_exe()
-            .context("locating this executable")?
-            .parent()
-            .map(|p| p.to_path_buf())
-            .ok_or_else(|| anyhow!("cannot tell this executable's directory; pass --bin-dir"))?,
-    };
-    let bin = bin_dir.join("orrery");
-    let data_root = args.data_root.clone().unwrap_or_else(std::env::temp_dir);
+    let (bin, data_root) = crate::node_binary_and_data_root(&args.bin_dir, &args.data_root)?;
     eprintln!("starting {} nodes from {} ...", args.nodes, bin.display());
     let mut cluster = LocalCluster::spawn(&bin, args.nodes, &data_root, args.keep_data)?;
     let r = run_cells(&mut cluster, &args).await;

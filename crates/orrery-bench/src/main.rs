@@ -98,6 +98,26 @@ struct KvArgs {
     op_timeout: f64,
 }
 
+/// The `orrery` binary (next to this one unless `--bin-dir` says
+/// otherwise) and the directory for node data (created if missing).
+pub(crate) fn node_binary_and_data_root(
+    bin_dir: &Option<std::path::PathBuf>,
+    data_root: &Option<std::path::PathBuf>,
+) -> Result<(std::path::PathBuf, std::path::PathBuf)> {
+    let bin_dir = match bin_dir {
+        Some(d) => d.clone(),
+        None => std::env::current_exe()
+            .context("locating this executable")?
+            .parent()
+            .map(|p| p.to_path_buf())
+            .ok_or_else(|| anyhow!("cannot tell this executable's directory; pass --bin-dir"))?,
+    };
+    let data_root = data_root.clone().unwrap_or_else(std::env::temp_dir);
+    std::fs::create_dir_all(&data_root)
+        .with_context(|| format!("creating {}", data_root.display()))?;
+    Ok((bin_dir.join("orrery"), data_root))
+}
+
 pub(crate) fn secs(s: f64, what: &str) -> Result<Duration> {
     if !(s.is_finite() && s >= 0.0) {
         bail!("{what} must be a non-negative number of seconds, got {s}");
@@ -155,18 +175,7 @@ async fn kv(args: KvArgs) -> Result<()> {
             other => Err(anyhow!("--op takes put and/or get, got {other:?}")),
         })
         .collect::<Result<_>>()?;
-    let bin_dir = match &args.bin_dir {
-        Some(d) => d.clone(),
-        None => std::env::current_exe()
-            .context("locating this executable")?
-            .parent()
-            .map(|p| p.to_path_buf())
-            .ok_or_else(|| anyhow!("cannot tell this executable's directory; pass --bin-dir"))?,
-    };
-    let bin = bin_dir.join("orrery");
-    let data_root = args.data_root.clone().unwrap_or_else(std::env::temp_dir);
-    std::fs::create_dir_all(&data_root)
-        .with_context(|| format!("creating {}", data_root.display()))?;
+    let (bin, data_root) = node_binary_and_data_root(&args.bin_dir, &args.data_root)?;
 
     eprintln!("measuring fsync latency in {} ...", data_root.display());
     let fsync = machine::fsync_probe(&data_root, 100);

@@ -4,7 +4,7 @@
 
 use crate::cluster::LocalCluster;
 use crate::machine::{self, round3};
-use anyhow::{anyhow, bail, Context, Result};
+use anyhow::{bail, Context, Result};
 use serde_json::{json, Value};
 use std::collections::HashSet;
 use std::io::Write;
@@ -120,14 +120,7 @@ pub async fn run(args: VectorArgs) -> Result<()> {
     if args.n == 0 || args.dim == 0 || args.queries == 0 || args.batch == 0 || args.batch > 10_000 {
         bail!("--n, --dim, --queries must be positive and --batch 1..=10000");
     }
-    let bin_dir = match &args.bin_dir {
-        Some(d) => d.clone(),
-        None => std::env::current_exe()?
-            .parent()
-            .map(|p| p.to_path_buf())
-            .ok_or_else(|| anyhow!("pass --bin-dir"))?,
-    };
-    let data_root = args.data_root.clone().unwrap_or_else(std::env::temp_dir);
+    let (bin, data_root) = crate::node_binary_and_data_root(&args.bin_dir, &args.data_root)?;
     eprintln!("generating {} x {} clustered vectors ...", args.n, args.dim);
     let base = clustered(args.n, args.dim, args.seed);
     let queries = clustered(args.queries, args.dim, args.seed + 1);
@@ -136,7 +129,7 @@ pub async fn run(args: VectorArgs) -> Result<()> {
         dump(&d.join("base.f32"), &base)?;
         dump(&d.join("queries.f32"), &queries)?;
     }
-    let mut cluster = LocalCluster::spawn(&bin_dir.join("orrery"), args.nodes, &data_root, false)?;
+    let mut cluster = LocalCluster::spawn(&bin, args.nodes, &data_root, false)?;
     let r = measure(&mut cluster, &args, base, queries).await;
     if r.is_err() {
         for i in 0..cluster.nodes.len() {
