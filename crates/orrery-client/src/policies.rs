@@ -114,6 +114,26 @@ impl Client {
             input_json: input_json.into(),
             version,
             run_key,
+            mode: None,
+        };
+        Ok(self.policies.run(r).await?.into_inner())
+    }
+
+    /// An asynchronous run: the input is checked and the run recorded as
+    /// `running`; a `policy.run` job evaluates it. Poll [`Client::run_get`].
+    pub async fn policy_run_async(
+        &mut self,
+        id: &str,
+        input_json: &str,
+        version: Option<u32>,
+        run_key: Option<String>,
+    ) -> Result<pb::PolicyRun, Error> {
+        let r = pb::RunPolicyRequest {
+            policy_id: id.into(),
+            input_json: input_json.into(),
+            version,
+            run_key,
+            mode: Some("async".into()),
         };
         Ok(self.policies.run(r).await?.into_inner())
     }

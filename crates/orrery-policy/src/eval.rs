@@ -121,6 +121,41 @@ fn key_text(v: &Value) -> Result<String, String> {
     }
 }
 
+/// The query vector of a `vector` lookup from its key text (the key
+/// expression's value as JSON): a list of numbers, or an object holding
+/// that list under `field`.
+pub fn vector_query(key: &str, field: &str) -> Result<Vec<f32>, String> {
+    let v: Json = serde_json::from_str(key).map_err(|_| {
+        format!("the key must be a list of numbers or an object with a {field:?} list, got {key:?}")
+    })?;
+    let list = match &v {
+        Json::Array(a) => a,
+        Json::Object(m) => match m.get(field) {
+            Some(Json::Array(a)) => a,
+            Some(other) => {
+                return Err(format!(
+                    "the key's {field:?} must be a list of numbers, got {other}"
+                ))
+            }
+            None => return Err(format!("the key object has no {field:?} field")),
+        },
+        other => {
+            return Err(format!(
+                "the key must be a list of numbers or an object with a {field:?} list, got {other}"
+            ))
+        }
+    };
+    list.iter()
+        .enumerate()
+        .map(|(i, x)| {
+            x.as_f64()
+                .map(|f| f as f32)
+                .filter(|f| f.is_finite())
+                .ok_or_else(|| format!("query vector[{i}] must be a finite number, got {x}"))
+        })
+        .collect()
+}
+
 /// Checks a run's input against the input node and converts it to CEL.
 pub fn check_input(c: &Compiled, input: &Json) -> Result<Value, PolicyError> {
     let node = &c.nodes[c.input];

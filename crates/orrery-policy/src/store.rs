@@ -49,10 +49,15 @@ pub enum DataSourceKind {
         retries: u32,
         cache_ttl_ms: u64,
     },
+    /// Nearest neighbours in a vector collection. The lookup key is the
+    /// query vector, or an object holding it under `field`.
     Vector {
         collection: String,
         k: u32,
         field: String,
+        /// A vector search filter, as JSON text (see docs/api.md).
+        filter: Option<String>,
+        with_payload: bool,
     },
 }
 

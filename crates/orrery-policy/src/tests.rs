@@ -261,6 +261,84 @@ fn lookups_and_error_policies() {
     assert_eq!(o.output, Some(json!({"score": null, "profile": null})));
 }
 
+fn vector_graph(cfg: Json) -> Json {
+    let mut c = json!({"source": "emb", "key": "input.embedding", "as": "near"});
+    if let Json::Object(m) = cfg {
+        for (k, v) in m {
+            c[k] = v;
+        }
+    }
+    json!({
+        "nodes": [
+            {"id": "in", "type": "input", "config": {"fields": {"embedding": "array"}}},
+            {"id": "l", "type": "lookup", "config": c},
+            {"id": "b", "type": "branch"},
+            {"id": "hit", "type": "output", "config": {"fields": {"label": "near[0].payload.label"}}},
+            {"id": "miss", "type": "output", "config": {"fields": {"label": "'none'"}}}
+        ],
+        "edges": [
+            {"from": "in", "to": "l"}, {"from": "l", "to": "b"},
+            {"from": "b", "to": "hit", "when": "size(near) > 0 && near[0].score > 0.5"},
+            {"from": "b", "to": "miss"}
+        ]
+    })
+}
+
+#[test]
+fn vector_lookups_validate_and_evaluate() {
+    // The key reaches the effect as the JSON text of the query vector.
+    let fx = MapFx(
+        [(
+            "emb/[1.0,0.0]".to_string(),
+            json!([{"id": 1, "score": 0.9, "payload": {"label": "cat"}}]),
+        )]
+        .into_iter()
+        .collect(),
+    );
+    let c = build(vector_graph(json!({}))).unwrap();
+    let o = run(&c, json!({"embedding": [1.0, 0.0]}), &fx);
+    assert_eq!(o.output, Some(json!({"label": "cat"})), "{o:?}");
+    assert_eq!(o.trace[2].branch.as_deref(), Some("hit"));
+    // A failing search follows on_error: fail, then default.
+    let o = run(&c, json!({"embedding": [0.5]}), &fx);
+    assert!(!o.succeeded());
+    assert_eq!(o.trace[1].id, "l");
+    let c = build(vector_graph(json!({"on_error": "default", "default": []}))).unwrap();
+    let o = run(&c, json!({"embedding": [0.5]}), &fx);
+    assert_eq!(o.output, Some(json!({"label": "none"})));
+    assert!(o.trace[1]
+        .error
+        .as_deref()
+        .unwrap()
+        .contains("default used"));
+    // The key expression is validated like any other.
+    let (n, m) = invalid(vector_graph(json!({"key": "input.vec"})));
+    assert_eq!(n, "l");
+    assert!(m.contains("input.vec"), "{m}");
+    let (n, m) = invalid(vector_graph(json!({"source": "nope"})));
+    assert_eq!(n, "l");
+    assert!(m.contains("\"nope\" does not exist"), "{m}");
+}
+
+#[test]
+fn vector_query_shapes() {
+    use crate::eval::vector_query;
+    assert_eq!(vector_query("[1, 2.5]", "e"), Ok(vec![1.0, 2.5]));
+    assert_eq!(vector_query(r#"{"e": [0.5], "x": 1}"#, "e"), Ok(vec![0.5]));
+    assert!(vector_query(r#"{"x": [1]}"#, "e")
+        .unwrap_err()
+        .contains("no \"e\" field"));
+    assert!(vector_query(r#"{"e": "abc"}"#, "e")
+        .unwrap_err()
+        .contains("must be a list"));
+    assert!(vector_query(r#"[1, "a"]"#, "e")
+        .unwrap_err()
+        .contains("vector[1]"));
+    assert!(vector_query("1e300", "e").is_err());
+    assert!(vector_query("[1e300]", "e").unwrap_err().contains("finite"));
+    assert!(vector_query("alice", "e").is_err());
+}
+
 /// Lookups that do not depend on each other are started together.
 #[test]
 fn independent_lookups_run_concurrently() {
@@ -417,9 +495,6 @@ fn validation_errors_name_the_node() {
     let (n, m) = invalid(g);
     assert_eq!(n, "l");
     assert!(m.contains("does not exist"), "{m}");
-    let mut g = lookup_graph(json!({}));
-    g["nodes"][1]["config"]["source"] = json!("emb");
-    assert!(invalid(g).1.contains("vector collection module"));
     let mut g = base.clone();
     g["nodes"][1]["type"] = json!("enqueue");
     let (n, m) = invalid(g);
@@ -531,7 +606,25 @@ fn cmd_strategy() -> impl Strategy<Value = PolicyCommand> {
                 created_ms: 1
             }
         }),
-        prop::sample::select(vec!["s1", "s2"])
+        (
+            prop::sample::select(vec!["s2", "s3"]),
+            1u32..10,
+            any::<bool>()
+        )
+            .prop_map(|(n, k, with_payload)| PolicyCommand::CreateDataSource {
+                source: DataSource {
+                    name: n.into(),
+                    kind: DataSourceKind::Vector {
+                        collection: "c".into(),
+                        k,
+                        field: "embedding".into(),
+                        filter: with_payload.then(|| r#"{"must":[]}"#.to_string()),
+                        with_payload,
+                    },
+                    created_ms: 2
+                }
+            }),
+        prop::sample::select(vec!["s1", "s2", "s3"])
             .prop_map(|n| PolicyCommand::DeleteDataSource { name: n.into() }),
         (0u64..50, id, 1u32..3, any::<bool>()).prop_map(|(t, p, v, ok)| PolicyCommand::PutRun {
             run: Run {

@@ -417,6 +417,7 @@ impl Node {
         if let Err(m) = orrery_exec::validate_params(&a.kind, &a.params) {
             return Err(ApiError::bad("invalid_params", m));
         }
+        self.check_policy_job(&a.kind, &a.params).await?;
         let params = a.params.to_string();
         if params.len() > MAX_PARAMS_BYTES {
             return Err(ApiError::TooLarge(format!(

@@ -11,7 +11,7 @@ use crate::error::ApiError;
 use crate::node::Node;
 use crate::ops::{Query, QueryResult};
 use futures::future::BoxFuture;
-use orrery_policy::eval::{check_input, evaluate, pick, Effects, Outcome};
+use orrery_policy::eval::{check_input, evaluate, pick, vector_query, Effects, Outcome};
 use orrery_policy::graph::{compile, parse_graph, Catalog, Compiled};
 use orrery_policy::store::*;
 use orrery_policy::PolicyError;
@@ -130,7 +130,14 @@ pub fn source_json(s: &DataSource) -> Json {
             collection,
             k,
             field,
-        } => json!({"collection": collection, "k": k, "field": field}),
+            filter,
+            with_payload,
+        } => {
+            let filter = filter
+                .as_deref()
+                .map(|f| serde_json::from_str::<Json>(f).unwrap_or(Json::String(f.into())));
+            json!({"collection": collection, "k": k, "vector_field": field, "filter": filter, "with_payload": with_payload})
+        }
     };
     j["name"] = json!(s.name);
     j["kind"] = json!(s.kind.name());
@@ -224,10 +231,57 @@ pub fn parse_source(body: &Json) -> Result<DataSource, ApiError> {
                 cache_ttl_ms: u("cache_ttl_ms", 0)?,
             }
         }
-        Some("vector") => return Err(ApiError::bad(
-            "unsupported",
-            "vector data sources need the vector collection module, not available in this build",
-        )),
+        Some("vector") => {
+            let collection = s("collection").ok_or_else(|| {
+                ApiError::bad("invalid_source", "a vector source needs collection")
+            })?;
+            if collection.is_empty() {
+                return Err(ApiError::bad(
+                    "invalid_source",
+                    "collection must not be empty",
+                ));
+            }
+            let k = u("k", 10)?;
+            if k == 0 || k > orrery_vector::MAX_K as u64 {
+                return Err(ApiError::bad(
+                    "invalid_source",
+                    format!("k must be 1..={}, got {k}", orrery_vector::MAX_K),
+                ));
+            }
+            let field = s("vector_field").ok_or_else(|| {
+                ApiError::bad(
+                    "invalid_source",
+                    "a vector source needs vector_field (a string)",
+                )
+            })?;
+            if field.is_empty() || field.len() > 128 {
+                return Err(ApiError::bad(
+                    "invalid_source",
+                    "vector_field must be 1-128 characters",
+                ));
+            }
+            let filter = match body.get("filter") {
+                None | Some(Json::Null) => None,
+                Some(f) => {
+                    orrery_vector::filter::Filter::parse(f)
+                        .map_err(|m| ApiError::bad("invalid_source", format!("filter: {m}")))?;
+                    Some(f.to_string())
+                }
+            };
+            let with_payload = match body.get("with_payload") {
+                None => true,
+                Some(v) => v.as_bool().ok_or_else(|| {
+                    ApiError::bad("invalid_source", "with_payload must be a bool")
+                })?,
+            };
+            DataSourceKind::Vector {
+                collection: collection.into(),
+                k: k as u32,
+                field: field.into(),
+                filter,
+                with_payload,
+            }
+        }
         other => {
             return Err(ApiError::bad(
                 "invalid_source",
@@ -338,9 +392,34 @@ impl Effects for NodeEffects<'_> {
                     }
                 }
                 kind @ DataSourceKind::Http { .. } => self.http(source, kind, key).await,
-                DataSourceKind::Vector { .. } => Err(format!(
-                    "{source}: vector lookups need the vector collection module"
-                )),
+                DataSourceKind::Vector {
+                    collection,
+                    k,
+                    field,
+                    filter,
+                    with_payload,
+                } => {
+                    let vector = vector_query(key, field).map_err(|e| format!("{source}: {e}"))?;
+                    let filter = filter
+                        .as_deref()
+                        .map(serde_json::from_str::<Json>)
+                        .transpose()
+                        .map_err(|e| format!("{source}: stored filter: {e}"))?;
+                    let spec = crate::vector_api::SearchSpec {
+                        vector,
+                        k: *k as usize,
+                        ef: None,
+                        exact: false,
+                        filter,
+                        with_payload: *with_payload,
+                        with_vector: false,
+                    };
+                    // Same read as POST /v1/collections/{c}/search.
+                    match self.node.search(collection, spec, true).await {
+                        Ok(hits) => Ok(crate::vector_rest::hits_json(&hits)),
+                        Err(e) => Err(format!("{source}: collection {collection:?}: {e}")),
+                    }
+                }
             }
         })
     }
@@ -501,6 +580,14 @@ impl Node {
     }
 
     pub async fn data_source_create(&self, source: DataSource) -> Result<DataSource, ApiError> {
+        if let DataSourceKind::Vector { collection, .. } = &source.kind {
+            if !self.vector_catalog().await?.contains_key(collection) {
+                return Err(ApiError::bad(
+                    "invalid_source",
+                    format!("collection {collection:?} does not exist"),
+                ));
+            }
+        }
         match self
             .policy_write(PLACEMENT_GROUP, PolicyCommand::CreateDataSource { source })
             .await?

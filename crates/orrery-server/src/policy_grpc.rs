@@ -145,17 +145,22 @@ impl Policies for PoliciesService {
     async fn run(&self, req: Request<pb::RunPolicyRequest>) -> R<pb::PolicyRun> {
         let r = req.into_inner();
         let input = json_arg("input_json", &r.input_json)?;
-        let out = self
-            .0
-            .policy_run(
-                &r.policy_id,
-                RunRequest {
-                    input,
-                    version: r.version,
-                    run_key: r.run_key,
-                },
-            )
-            .await?;
+        let req = RunRequest {
+            input,
+            version: r.version,
+            run_key: r.run_key,
+        };
+        let out = match r.mode.as_deref() {
+            None | Some("sync") => self.0.policy_run(&r.policy_id, req).await?,
+            Some("async") => self.0.policy_run_async(&r.policy_id, req).await?,
+            Some(other) => {
+                return Err(ApiError::bad(
+                    "invalid_mode",
+                    format!("mode must be \"sync\" or \"async\", got {other:?}"),
+                )
+                .into())
+            }
+        };
         Ok(Response::new(run(out)))
     }
 

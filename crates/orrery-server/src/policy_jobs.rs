@@ -59,6 +59,74 @@ impl Node {
     }
 }
 
+impl Node {
+    /// Checks the params of the kinds this module adds when a job is
+    /// submitted, so that a mistake is a 400 naming the field rather than a
+    /// job that fails later. Other kinds pass untouched.
+    pub async fn check_policy_job(&self, kind: &str, params: &Json) -> Result<(), ApiError> {
+        let bad = |m: String| ApiError::bad("invalid_params", m);
+        match kind {
+            RUN_KIND => return run_id(params).map(|_| ()).map_err(bad),
+            BACKTEST_KIND => {}
+            _ => return Ok(()),
+        }
+        let p = backtest_params(params).map_err(bad)?;
+        check_input_file(p.input_file).map_err(bad)?;
+        // The file is read on the node that runs the job; nodes of one
+        // cluster are configured alike, so the receiving node's flag stands
+        // for theirs.
+        if self.cfg.fs_root.is_none() {
+            return Err(bad(
+                "params.input_file: this node has no --fs-root; backtests read files under it"
+                    .into(),
+            ));
+        }
+        let policy = match self.policy_get(p.policy).await {
+            Ok(pol) => pol,
+            Err(ApiError::NotFound(m)) => return Err(bad(format!("params.policy: {m}"))),
+            Err(e) => return Err(e),
+        };
+        for (field, v) in [
+            ("version", Some(p.version)),
+            ("compare_with_version", p.compare),
+        ] {
+            let Some(v) = v else { continue };
+            match self.version_get(&policy.id, v).await {
+                Ok(_) => {}
+                Err(ApiError::NotFound(_)) => {
+                    return Err(bad(format!(
+                        "params.{field}: policy {:?} has no version {v}",
+                        policy.name
+                    )))
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(())
+    }
+}
+
+/// A backtest's input file: relative, inside the fs root, JSONL or CSV.
+fn check_input_file(f: &str) -> Result<(), String> {
+    use std::path::{Component, Path};
+    let path = Path::new(f);
+    if path
+        .components()
+        .any(|c| !matches!(c, Component::Normal(_) | Component::CurDir))
+    {
+        return Err(format!(
+            "params.input_file must be a relative path under the fs root without \"..\", got {f:?}"
+        ));
+    }
+    let lower = f.to_ascii_lowercase();
+    if !(lower.ends_with(".jsonl") || lower.ends_with(".csv")) {
+        return Err(format!(
+            "params.input_file must name a .jsonl or .csv file, got {f:?}"
+        ));
+    }
+    Ok(())
+}
+
 /// Evaluates an async run recorded as `running` and records its end.
 struct RunHandler {
     // Weak: the engine holding this handler is owned by the node.
@@ -351,6 +419,26 @@ mod tests {
         );
         let e = parse_inputs("h.jsonl", "{\"a\": 1}\nnope\n").unwrap_err();
         assert!(e.contains("line 2"), "{e}");
+    }
+
+    #[test]
+    fn input_files_are_relative_jsonl_or_csv() {
+        for ok in ["h.jsonl", "./dir/h.CSV", "a/b/c.jsonl"] {
+            assert!(check_input_file(ok).is_ok(), "{ok}");
+        }
+        for (bad, needle) in [
+            ("../h.jsonl", "relative"),
+            ("/etc/h.csv", "relative"),
+            ("a/../../h.csv", "relative"),
+            ("h.txt", ".jsonl or .csv"),
+            ("h", ".jsonl or .csv"),
+        ] {
+            let e = check_input_file(bad).unwrap_err();
+            assert!(
+                e.contains(needle) && e.contains("params.input_file"),
+                "{bad}: {e}"
+            );
+        }
     }
 
     #[test]

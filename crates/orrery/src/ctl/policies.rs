@@ -20,7 +20,7 @@ pub enum PoliciesCmd {
     /// Versions of a policy.
     #[command(subcommand)]
     Version(VersionCmd),
-    /// Run a policy synchronously and print the run (output and trace).
+    /// Run a policy (synchronously unless --async) and print the run.
     Run {
         id: String,
         /// The input, a JSON object.
@@ -32,6 +32,10 @@ pub enum PoliciesCmd {
         /// Key for the allocation's stable choice of version.
         #[arg(long)]
         run_key: Option<String>,
+        /// Record the run and return at once; a `policy.run` job evaluates
+        /// it (see `orreryctl runs get`).
+        #[arg(long = "async")]
+        run_async: bool,
     },
 }
 
@@ -155,9 +159,14 @@ pub async fn policies(c: &mut Client, cmd: PoliciesCmd, as_json: bool) -> Result
             input,
             version,
             run_key,
+            run_async,
         } => {
             serde_json::from_str::<Value>(&input).context("--input is not JSON")?;
-            let r = c.policy_run(&id, &input, version, run_key).await?;
+            let r = if run_async {
+                c.policy_run_async(&id, &input, version, run_key).await?
+            } else {
+                c.policy_run(&id, &input, version, run_key).await?
+            };
             pretty(&run_json(&r));
         }
     }
