@@ -25,6 +25,7 @@ async fn call(
             "GET" => c.http.get(&url),
             "POST" => c.http.post(&url),
             "PATCH" => c.http.patch(&url),
+            "PUT" => c.http.put(&url),
             "DELETE" => c.http.delete(&url),
             _ => unreachable!(),
         };
@@ -833,7 +834,30 @@ async fn policies_end_to_end() {
     assert_eq!(ex.len(), 10, "{r}");
     assert_eq!(ex[0]["output"]["v"], "v1");
     assert_eq!(ex[0]["compare_output"]["v"], "v2");
-    // A path outside the fs root is refused; the job fails with the reason.
+    // Params are checked when the job is submitted: a path outside the fs
+    // root is a 400 naming the field, and no job is created.
+    let (s, v) = call(
+        &c,
+        1,
+        "POST",
+        "/v1/jobs",
+        Some(
+            json!({"queue": "backtests", "kind": "policy.backtest", "params": {
+            "policy": id, "version": 1, "input_file": "../../etc/passwd.jsonl"}}),
+        ),
+    )
+    .await;
+    assert_eq!(s, 400, "{v}");
+    assert_eq!(v["error"]["code"], "invalid_params", "{v}");
+    assert!(
+        v["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("params.input_file"),
+        "{v}"
+    );
+    // A well-formed name whose file is missing on the worker fails the job
+    // with the reason.
     let job = ok(
         &c,
         1,
@@ -841,7 +865,7 @@ async fn policies_end_to_end() {
         "/v1/jobs",
         Some(
             json!({"queue": "backtests", "kind": "policy.backtest", "params": {
-            "policy": id, "version": 1, "input_file": "../../etc/passwd"}}),
+            "policy": id, "version": 1, "input_file": "missing.jsonl"}}),
         ),
     )
     .await;
@@ -852,7 +876,7 @@ async fn policies_end_to_end() {
         if j["state"] == "dead" || j["state"] == "failed" {
             let e = j["last_error"].as_str().unwrap_or_default();
             assert!(
-                e.contains("input_file") && e.contains("must not contain"),
+                e.contains("input_file") && e.contains("missing.jsonl"),
                 "{j}"
             );
             break;
@@ -861,4 +885,416 @@ async fn policies_end_to_end() {
         assert!(Instant::now() < deadline, "bad backtest not failed: {j}");
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
+}
+
+/// Polls a run until it leaves `running`.
+async fn finished(c: &Cluster, i: usize, run_id: &str) -> Value {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let r = ok(c, i, "GET", &format!("/v1/runs/{run_id}"), None).await;
+        if r["status"] != "running" {
+            return r;
+        }
+        assert!(Instant::now() < deadline, "run still running: {r}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+fn error_message(v: &Value) -> String {
+    v["error"]["message"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string()
+}
+
+/// A graph that looks up the nearest neighbours of `input.embedding` in
+/// the vector source `source` and branches on the nearest one's payload.
+fn fraud_graph(source: &str, key: &str, on_error: Value) -> Value {
+    let mut lookup = json!({"source": source, "key": key, "as": "near"});
+    if let Value::Object(m) = on_error {
+        for (k, v) in m {
+            lookup[k] = v;
+        }
+    }
+    json!({
+        "nodes": [
+            {"id": "in", "type": "input", "config": {"fields": {"embedding": "array", "amount": "number"}}},
+            {"id": "nn", "type": "lookup", "config": lookup},
+            {"id": "br", "type": "branch"},
+            {"id": "deny", "type": "output", "config": {"fields": {"decision": "'deny'", "like": "near[0].payload.label", "id": "near[0].id"}}},
+            {"id": "approve", "type": "output", "config": {"fields": {"decision": "'approve'", "neighbours": "size(near)"}}}
+        ],
+        "edges": [
+            {"from": "in", "to": "nn"},
+            {"from": "nn", "to": "br"},
+            {"from": "br", "to": "deny", "when": "size(near) > 0 && near[0].payload.risk == 'high'"},
+            {"from": "br", "to": "approve"}
+        ]
+    })
+}
+
+/// Vector data sources and lookups, async runs over gRPC (client and
+/// orreryctl), and backtest params checked when the job is submitted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn vector_lookups_grpc_async_runs_and_backtest_checks() {
+    let root = tempfile::tempdir().expect("tempdir");
+    let root_path = root.path().canonicalize().expect("canonical root");
+    let root_s = root_path.to_string_lossy().to_string();
+    let c = Cluster::formed(3, 2, &["--fs-root", &root_s]).await;
+    c.wait_caught_up(0, Duration::from_secs(60)).await;
+
+    // --- a collection with a few labelled points ---
+    ok(
+        &c,
+        0,
+        "POST",
+        "/v1/collections",
+        Some(json!({"name": "cases", "dim": 3, "metric": "l2"})),
+    )
+    .await;
+    let points = json!({"points": [
+        {"id": 1, "vector": [1.0, 0.0, 0.0], "payload": {"risk": "high", "label": "ring-a"}},
+        {"id": 2, "vector": [0.0, 1.0, 0.0], "payload": {"risk": "low", "label": "regular"}},
+        {"id": 3, "vector": [0.0, 0.0, 1.0], "payload": {"risk": "low", "label": "new"}},
+        {"id": 4, "vector": [0.8, 0.3, 0.0], "payload": {"risk": "high", "label": "ring-b"}}
+    ]});
+    let r = ok(&c, 1, "PUT", "/v1/collections/cases/points", Some(points)).await;
+    assert_eq!(r["upserted"], 4, "{r}");
+    let indexed = wait_until(Duration::from_secs(60), || async {
+        let (s, v) = call(&c, 0, "GET", "/v1/collections/cases", None).await;
+        s == 200
+            && v["points"] == 4
+            && v["shard_states"]
+                .as_array()
+                .is_some_and(|a| a.iter().all(|s| s["index"] == "ready"))
+    })
+    .await;
+    assert!(indexed.is_ok(), "collection never indexed");
+
+    // --- vector data sources: validated at creation ---
+    for (body, needle) in [
+        (
+            json!({"name": "v", "kind": "vector", "collection": "nope", "k": 2, "vector_field": "embedding"}),
+            "collection \"nope\" does not exist",
+        ),
+        (
+            json!({"name": "v", "kind": "vector", "collection": "cases", "k": 0, "vector_field": "embedding"}),
+            "k must be 1..=1000",
+        ),
+        (
+            json!({"name": "v", "kind": "vector", "collection": "cases", "k": 1001, "vector_field": "embedding"}),
+            "k must be 1..=1000",
+        ),
+        (
+            json!({"name": "v", "kind": "vector", "collection": "cases", "k": 2}),
+            "vector_field",
+        ),
+        (
+            json!({"name": "v", "kind": "vector", "collection": "cases", "k": 2, "vector_field": ""}),
+            "vector_field",
+        ),
+        (
+            json!({"name": "v", "kind": "vector", "collection": "cases", "k": 2, "vector_field": "e", "filter": {"must": 3}}),
+            "filter",
+        ),
+    ] {
+        let (s, v) = call(&c, 0, "POST", "/v1/data-sources", Some(body.clone())).await;
+        assert_eq!(s, 400, "{body}: {v}");
+        assert!(error_message(&v).contains(needle), "{body}: {v}");
+    }
+    let src = ok(
+        &c,
+        0,
+        "POST",
+        "/v1/data-sources",
+        Some(json!({"name": "similar", "kind": "vector", "collection": "cases", "k": 2, "vector_field": "embedding"})),
+    )
+    .await;
+    assert_eq!(src["kind"], "vector", "{src}");
+    assert_eq!(src["k"], 2, "{src}");
+    assert_eq!(src["with_payload"], true, "{src}");
+    ok(
+        &c,
+        1,
+        "POST",
+        "/v1/data-sources",
+        Some(json!({"name": "similar_low", "kind": "vector", "collection": "cases", "k": 1,
+                    "vector_field": "embedding", "filter": {"must": [{"key": "risk", "match": "low"}]}})),
+    )
+    .await;
+    let listed = ok(&c, 2, "GET", "/v1/data-sources", None).await;
+    let low = listed["data_sources"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["name"] == "similar_low")
+        .cloned()
+        .expect("listed");
+    assert_eq!(low["filter"]["must"][0]["key"], "risk", "{low}");
+
+    // --- a policy branching on the nearest neighbour's payload ---
+    let p = ok(
+        &c,
+        0,
+        "POST",
+        "/v1/policies",
+        Some(json!({"name": "fraud"})),
+    )
+    .await;
+    let id = p["id"].as_str().unwrap().to_string();
+    // The key "input" is an object: the query vector is its vector_field.
+    ok(
+        &c,
+        0,
+        "POST",
+        &format!("/v1/policies/{id}/versions"),
+        Some(json!({"graph": fraud_graph("similar", "input", json!({}))})),
+    )
+    .await;
+    let run = ok(
+        &c,
+        1,
+        "POST",
+        &format!("/v1/policies/{id}/runs"),
+        Some(json!({"input": {"embedding": [0.95, 0.05, 0.0], "amount": 10}})),
+    )
+    .await;
+    assert_eq!(run["status"], "succeeded", "{run}");
+    assert_eq!(
+        run["output"],
+        json!({"decision": "deny", "like": "ring-a", "id": 1}),
+        "{run}"
+    );
+    let trace = run["trace"].as_array().unwrap();
+    assert_eq!(trace[1]["id"], "nn", "{run}");
+    let hits = trace[1]["output"].as_array().expect("hits in the trace");
+    assert_eq!(hits.len(), 2, "{run}");
+    assert_eq!(hits[0]["id"], 1, "{run}");
+    assert_eq!(hits[1]["id"], 4, "{run}");
+    assert_eq!(hits[1]["payload"]["label"], "ring-b", "{run}");
+    assert!(hits[0]["score"].as_f64().unwrap() < hits[1]["score"].as_f64().unwrap());
+    assert_eq!(trace[2]["branch"], "deny", "{run}");
+    // Near a low-risk point: approved, through another node.
+    let run = ok(
+        &c,
+        2,
+        "POST",
+        &format!("/v1/policies/{id}/runs"),
+        Some(json!({"input": {"embedding": [0.0, 0.9, 0.1], "amount": 10}})),
+    )
+    .await;
+    assert_eq!(
+        run["output"],
+        json!({"decision": "approve", "neighbours": 2}),
+        "{run}"
+    );
+    assert_eq!(run["trace"][2]["branch"], "approve", "{run}");
+
+    // The key may also be the vector itself; the source's filter applies.
+    ok(
+        &c,
+        0,
+        "POST",
+        &format!("/v1/policies/{id}/versions"),
+        Some(json!({"graph": fraud_graph("similar_low", "input.embedding", json!({}))})),
+    )
+    .await;
+    let run = ok(
+        &c,
+        0,
+        "POST",
+        &format!("/v1/policies/{id}/runs"),
+        Some(json!({"input": {"embedding": [0.95, 0.05, 0.0], "amount": 10}})),
+    )
+    .await;
+    assert_eq!(run["version"], 2, "{run}");
+    assert_eq!(run["output"]["decision"], "approve", "{run}");
+    let hits = run["trace"][1]["output"].as_array().unwrap();
+    assert_eq!(hits.len(), 1, "{run}");
+    assert_eq!(hits[0]["payload"]["risk"], "low", "{run}");
+
+    // --- failing lookups follow on_error ---
+    // fail (the default): a wrong dimension fails the run at the lookup.
+    ok(
+        &c,
+        0,
+        "POST",
+        &format!("/v1/policies/{id}/versions"),
+        Some(json!({"graph": fraud_graph("similar", "input", json!({}))})),
+    )
+    .await;
+    let run = ok(
+        &c,
+        1,
+        "POST",
+        &format!("/v1/policies/{id}/runs"),
+        Some(json!({"input": {"embedding": [1.0, 0.0], "amount": 10}})),
+    )
+    .await;
+    assert_eq!(run["status"], "failed", "{run}");
+    let e = run["error"].as_str().unwrap();
+    assert!(
+        e.contains("\"nn\"") && e.contains("has 2 components"),
+        "{run}"
+    );
+    assert_eq!(run["trace"].as_array().unwrap().len(), 2, "{run}");
+    assert!(run["trace"][1]["error"].as_str().unwrap().contains("dim 3"));
+    // A non-numeric vector fails too.
+    let run = ok(
+        &c,
+        1,
+        "POST",
+        &format!("/v1/policies/{id}/runs"),
+        Some(json!({"input": {"embedding": [1.0, "x", 0.0], "amount": 10}})),
+    )
+    .await;
+    assert_eq!(run["status"], "failed", "{run}");
+    assert!(
+        run["error"].as_str().unwrap().contains("vector[1]"),
+        "{run}"
+    );
+    // default: the run goes on with the default value.
+    ok(
+        &c,
+        0,
+        "POST",
+        &format!("/v1/policies/{id}/versions"),
+        Some(json!({"graph": fraud_graph("similar", "input", json!({"on_error": "default", "default": []}))})),
+    )
+    .await;
+    let run = ok(
+        &c,
+        2,
+        "POST",
+        &format!("/v1/policies/{id}/runs"),
+        Some(json!({"input": {"embedding": [1.0, 0.0], "amount": 10}})),
+    )
+    .await;
+    assert_eq!(run["status"], "succeeded", "{run}");
+    assert_eq!(
+        run["output"],
+        json!({"decision": "approve", "neighbours": 0}),
+        "{run}"
+    );
+    let te = run["trace"][1]["error"].as_str().unwrap();
+    assert!(
+        te.contains("has 2 components") && te.contains("default used"),
+        "{run}"
+    );
+
+    // --- async runs over gRPC: the client, then orreryctl ---
+    let mut client = orrery_client::Client::connect(&c.nodes[1].addr)
+        .await
+        .expect("connect");
+    let r = client
+        .policy_run_async(
+            &id,
+            &json!({"embedding": [0.95, 0.05, 0.0], "amount": 5}).to_string(),
+            Some(1),
+            Some("k-1".into()),
+        )
+        .await
+        .expect("async run");
+    assert_eq!(r.status, "running");
+    assert_eq!(r.version, 1);
+    let mut done = client.run_get(&r.id).await.expect("get");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while done.status == "running" {
+        assert!(Instant::now() < deadline, "async gRPC run still running");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        done = client.run_get(&r.id).await.expect("get");
+    }
+    assert_eq!(done.status, "succeeded", "{done:?}");
+    let out: Value = serde_json::from_str(done.output_json.as_deref().unwrap()).unwrap();
+    assert_eq!(out["decision"], "deny", "{out}");
+    assert_eq!(done.run_key.as_deref(), Some("k-1"));
+    // A bad input is refused when submitted, not recorded as a failed run.
+    let e = client
+        .policy_run_async(&id, "{}", None, None)
+        .await
+        .unwrap_err();
+    assert!(e.to_string().contains("is required"), "{e}");
+    let started = c.ctl_json(
+        2,
+        &[
+            "policies",
+            "run",
+            &id,
+            "--input",
+            r#"{"embedding": [0.0, 1.0, 0.0], "amount": 1}"#,
+            "--async",
+        ],
+    );
+    assert_eq!(started["status"], "running", "{started}");
+    let done = finished(&c, 0, started["id"].as_str().unwrap()).await;
+    assert_eq!(done["status"], "succeeded", "{done}");
+    assert_eq!(done["output"]["decision"], "approve", "{done}");
+
+    // --- a deleted collection is a lookup error under on_error ---
+    ok(&c, 0, "DELETE", "/v1/collections/cases", None).await;
+    let run = ok(
+        &c,
+        0,
+        "POST",
+        &format!("/v1/policies/{id}/runs"),
+        Some(json!({"input": {"embedding": [1.0, 0.0, 0.0], "amount": 10}})),
+    )
+    .await;
+    assert_eq!(run["output"]["neighbours"], 0, "{run}");
+    let te = run["trace"][1]["error"].as_str().unwrap();
+    assert!(te.contains("\"cases\" does not exist"), "{run}");
+
+    // --- backtest params are checked when the job is submitted ---
+    ok(&c, 0, "POST", "/v1/queues", Some(json!({"name": "bt"}))).await;
+    for (params, field) in [
+        (
+            json!({"policy": "nope", "version": 1, "input_file": "h.jsonl"}),
+            "params.policy",
+        ),
+        (
+            json!({"policy": id, "version": 99, "input_file": "h.jsonl"}),
+            "params.version",
+        ),
+        (
+            json!({"policy": "fraud", "version": 1, "input_file": "h.jsonl", "compare_with_version": 42}),
+            "params.compare_with_version",
+        ),
+        (
+            json!({"policy": id, "version": 1, "input_file": "/etc/h.jsonl"}),
+            "params.input_file",
+        ),
+        (
+            json!({"policy": id, "version": 1, "input_file": "h.txt"}),
+            "params.input_file",
+        ),
+        (
+            json!({"policy": id, "input_file": "h.jsonl"}),
+            "params.version",
+        ),
+    ] {
+        let (s, v) = call(
+            &c,
+            1,
+            "POST",
+            "/v1/jobs",
+            Some(json!({"queue": "bt", "kind": "policy.backtest", "params": params})),
+        )
+        .await;
+        assert_eq!(s, 400, "{params}: {v}");
+        assert_eq!(v["error"]["code"], "invalid_params", "{v}");
+        assert!(error_message(&v).contains(field), "{params}: {v}");
+    }
+    let q = ok(&c, 2, "GET", "/v1/queues/bt", None).await;
+    assert_eq!(q["counts"]["queued"], 0, "{q}");
+    // Valid params are accepted (by name or id, with a comparison).
+    let (s, v) = call(
+        &c,
+        1,
+        "POST",
+        "/v1/jobs",
+        Some(json!({"queue": "bt", "kind": "policy.backtest", "params":
+            {"policy": "fraud", "version": 1, "input_file": "h.jsonl", "compare_with_version": 2}})),
+    )
+    .await;
+    assert!(s == 200 || s == 201, "{v}");
 }
