@@ -172,6 +172,7 @@ async fn jobs_end_to_end() {
     let t = Jc { c, root: root_path };
     bad_input(&t).await;
     dedupe(&t).await;
+    bulk_submit_and_complete(&t).await;
     priority_and_delay(&t).await;
     stale_token_and_expiry(&t).await;
     retries_then_dead(&t).await;
@@ -298,6 +299,232 @@ async fn dedupe(t: &Jc) {
         200,
     )
     .await;
+}
+
+/// Bulk submit and bulk complete, over REST and gRPC: one result per item
+/// in order, dedupe inside a batch, a bad item refuses the whole request
+/// (nothing enqueued), a stale token or unknown id fails only its item.
+async fn bulk_submit_and_complete(t: &Jc) {
+    t.create_queue(json!({"name": "bulk", "lease_s": 60})).await;
+    let count = |v: &Value| v["jobs"].as_array().map(|a| a.len()).unwrap_or(0);
+    let listed = || async {
+        count(
+            &t.ok(2, "GET", "/v1/jobs?queue=bulk&limit=1000", None, 200)
+                .await,
+        )
+    };
+    // Refused as a whole: item 3 is bad, nothing is enqueued.
+    let mut jobs: Vec<Value> = (0..5)
+        .map(|n| json!({"queue": "bulk", "kind": "bk", "params": {"n": n}}))
+        .collect();
+    jobs[3]["priority"] = json!("high");
+    let (s, v) = t
+        .req(0, "POST", "/v1/jobs/batch", Some(json!({"jobs": jobs})))
+        .await;
+    assert_error(s, &v, 400, "jobs[3]");
+    assert!(v["error"]["message"].as_str().unwrap().contains("priority"));
+    let (s, v) = t
+        .req(
+            0,
+            "POST",
+            "/v1/jobs/batch",
+            Some(json!({"jobs": [{"queue": "nope", "kind": "bk"}]})),
+        )
+        .await;
+    assert_error(s, &v, 404, "jobs[0]");
+    let (s, v) = t
+        .req(0, "POST", "/v1/jobs/batch", Some(json!({"jobs": []})))
+        .await;
+    assert_error(s, &v, 400, "at least one");
+    let many: Vec<Value> = (0..1001)
+        .map(|_| json!({"queue": "bulk", "kind": "bk"}))
+        .collect();
+    let (s, v) = t
+        .req(0, "POST", "/v1/jobs/batch", Some(json!({"jobs": many})))
+        .await;
+    assert_error(s, &v, 413, "1000");
+    assert_eq!(listed().await, 0, "a refused bulk submit enqueued jobs");
+
+    // 40 jobs, two of them with the same dedupe key: 39 created, 1 existing.
+    let mut jobs: Vec<Value> = (0..40)
+        .map(|n| json!({"queue": "bulk", "kind": "bk", "params": {"n": n}}))
+        .collect();
+    jobs[10]["dedupe_key"] = json!("same");
+    jobs[20]["dedupe_key"] = json!("same");
+    let v = t
+        .ok(
+            1,
+            "POST",
+            "/v1/jobs/batch",
+            Some(json!({"jobs": jobs})),
+            200,
+        )
+        .await;
+    assert_eq!(
+        (
+            v["created"].clone(),
+            v["existing"].clone(),
+            v["failed"].clone()
+        ),
+        (json!(39), json!(1), json!(0)),
+        "{v}"
+    );
+    let got = v["jobs"].as_array().unwrap();
+    assert_eq!(got.len(), 40);
+    for (n, j) in got.iter().enumerate() {
+        assert_eq!(
+            j["params"]["n"],
+            if n == 20 { json!(10) } else { json!(n) },
+            "order: {j}"
+        );
+        assert_eq!(j["state"], "queued");
+    }
+    assert_eq!(got[10]["id"], got[20]["id"]);
+    assert_eq!(got[20]["created"], false);
+    let ids: BTreeSet<String> = got
+        .iter()
+        .map(|j| j["id"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(ids.len(), 39, "job ids must be unique");
+    // Readable from another node; every one queued.
+    for id in ids.iter().take(5) {
+        assert_eq!(t.job(2, id).await["state"], "queued");
+    }
+    assert_eq!(listed().await, 39);
+
+    // Claim them all (batch claims), then complete in one request with one
+    // stale token and one unknown id mixed in.
+    let mut claimed: Vec<Value> = Vec::new();
+    let start = Instant::now();
+    while claimed.len() < 39 {
+        let (s, v) = t
+            .req(
+                0,
+                "POST",
+                "/v1/queues/bulk/claim",
+                Some(json!({"worker_id": "bulk-w", "wait_s": 2, "max": 50, "lease_s": 60})),
+            )
+            .await;
+        assert!(s == 200 || s == 204, "claim -> {s}: {v}");
+        if s == 200 {
+            claimed.extend(v["jobs"].as_array().cloned().unwrap_or_default());
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(60),
+            "claimed only {}",
+            claimed.len()
+        );
+    }
+    assert_eq!(claimed.len(), 39);
+    let mut completions: Vec<Value> = claimed
+        .iter()
+        .map(|j| json!({"id": j["id"], "token": j["token"], "result": {"n": j["params"]["n"]}}))
+        .collect();
+    completions.push(json!({"id": claimed[0]["id"], "token": 7}));
+    completions.push(json!({"id": "0000000000000000000000zzzz", "token": 1}));
+    let (s, v) = t
+        .req(
+            0,
+            "POST",
+            "/v1/jobs/complete",
+            Some(json!({"completions": [{"id": "x"}]})),
+        )
+        .await;
+    assert_error(s, &v, 400, "completions[0]");
+    let v = t
+        .ok(
+            2,
+            "POST",
+            "/v1/jobs/complete",
+            Some(json!({"completions": completions})),
+            200,
+        )
+        .await;
+    let res = v["results"].as_array().unwrap();
+    assert_eq!(res.len(), 41);
+    assert_eq!(
+        (v["completed"].clone(), v["failed"].clone()),
+        (json!(39), json!(2)),
+        "{v}"
+    );
+    for (r, j) in res.iter().zip(&claimed) {
+        assert_eq!(r["id"], j["id"]);
+        assert_eq!(r["state"], "succeeded", "{r}");
+    }
+    // The stale token: a conflict (the job completed earlier in the same
+    // request), and the unknown id: not found.
+    assert_eq!(res[39]["error"]["code"], "conflict", "{}", res[39]);
+    assert_eq!(res[40]["error"]["code"], "not_found", "{}", res[40]);
+    for j in claimed.iter().take(5) {
+        let job = t.job(1, j["id"].as_str().unwrap()).await;
+        assert_eq!(job["state"], "succeeded");
+        assert_eq!(job["result"]["n"], j["params"]["n"]);
+        assert_eq!(t.runs(1, j["id"].as_str().unwrap()).await.len(), 1);
+    }
+
+    // The same over gRPC.
+    let client = orrery_client::Client::connect(&t.c.nodes[1].addr)
+        .await
+        .expect("grpc connect");
+    let reqs: Vec<orrery_client::pb::SubmitRequest> = (0..3)
+        .map(|n| orrery_client::pb::SubmitRequest {
+            queue: "bulk".into(),
+            kind: "bk".into(),
+            params_json: format!("{{\"g\": {n}}}"),
+            ..Default::default()
+        })
+        .collect();
+    let items = client.submit_jobs(reqs).await.expect("grpc bulk submit");
+    assert_eq!(items.len(), 3);
+    assert!(items
+        .iter()
+        .all(|i| i.created && i.error.is_none() && i.job.is_some()));
+    let mut claimed: Vec<Value> = Vec::new();
+    let start = Instant::now();
+    while claimed.len() < 3 {
+        if let (200, v) = t
+            .req(
+                2,
+                "POST",
+                "/v1/queues/bulk/claim",
+                Some(json!({"worker_id": "bulk-g", "wait_s": 2, "max": 10, "lease_s": 60})),
+            )
+            .await
+        {
+            claimed.extend(v["jobs"].as_array().cloned().unwrap_or_default());
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(60),
+            "claimed only {}",
+            claimed.len()
+        );
+    }
+    let mut done: Vec<(String, u32, String)> = claimed
+        .iter()
+        .map(|j| {
+            (
+                j["id"].as_str().unwrap().to_string(),
+                j["token"].as_u64().unwrap() as u32,
+                "{\"ok\":true}".to_string(),
+            )
+        })
+        .collect();
+    done.push((done[0].0.clone(), 1, String::new()));
+    let items = client
+        .complete_jobs(done)
+        .await
+        .expect("grpc bulk complete");
+    assert_eq!(items.len(), 4);
+    assert!(
+        items[..3]
+            .iter()
+            .all(|i| i.state == "succeeded" && i.error.is_none()),
+        "{items:?}"
+    );
+    assert_eq!(
+        items[3].error.as_ref().map(|e| e.code.as_str()),
+        Some("conflict")
+    );
 }
 
 async fn priority_and_delay(t: &Jc) {

@@ -2,10 +2,12 @@
 //! the REST API an external worker uses, with a no-op kind (no engine
 //! claims it, so only the benchmark's workers do).
 //!
-//! Cells: enqueue throughput (`producers` clients POSTing jobs), then the
-//! full cycle (producers enqueue while `workers` claim and complete), with
-//! single and batch claims. Claim latency is measured per claim request
-//! that returned work.
+//! Cells: enqueue throughput (`producers` clients POSTing one job per
+//! request, then `batch` jobs per bulk request), a drain of the backlog,
+//! then the full cycle (producers enqueue while `workers` claim and
+//! complete): one job per request, and in batches (bulk submit, batch
+//! claims, bulk complete). Claim latency is measured per claim request that
+//! returned work.
 
 use crate::cluster::LocalCluster;
 use crate::machine::{self, round3};
@@ -30,7 +32,7 @@ pub struct JobsArgs {
     /// Concurrent workers (claim + complete).
     #[arg(long, default_value_t = 16)]
     workers: usize,
-    /// Jobs per claim in the batch cell.
+    /// Jobs per bulk submit, claim and bulk complete in the batch cells.
     #[arg(long, default_value_t = 16)]
     batch: u32,
     #[arg(long, default_value_t = 3)]
@@ -65,27 +67,59 @@ struct Shared {
     errors: AtomicU64,
 }
 
-async fn producer(s: Arc<Shared>, i: usize) {
-    let url = format!("http://{}/v1/jobs", s.addrs[i % s.addrs.len()]);
+/// Enqueues until stopped: one job per POST /v1/jobs, or `batch` jobs per
+/// POST /v1/jobs/batch.
+async fn producer(s: Arc<Shared>, i: usize, batch: u32) {
+    let addr = &s.addrs[i % s.addrs.len()];
+    let one = format!("http://{addr}/v1/jobs");
+    let bulk = format!("http://{addr}/v1/jobs/batch");
     let mut n = 0u64;
     while !s.stop.load(Ordering::Relaxed) {
-        n += 1;
-        let body = json!({"queue": "bench", "kind": "bench.noop", "params": {"p": i, "n": n}});
-        match s.http.post(&url).json(&body).send().await {
-            Ok(r) if r.status().as_u16() == 201 => {
-                s.enqueued.fetch_add(1, Ordering::Relaxed);
+        if batch <= 1 {
+            n += 1;
+            let body = json!({"queue": "bench", "kind": "bench.noop", "params": {"p": i, "n": n}});
+            match s.http.post(&one).json(&body).send().await {
+                Ok(r) if r.status().as_u16() == 201 => {
+                    s.enqueued.fetch_add(1, Ordering::Relaxed);
+                }
+                _ => {
+                    s.errors.fetch_add(1, Ordering::Relaxed);
+                }
             }
-            _ => {
-                s.errors.fetch_add(1, Ordering::Relaxed);
+            continue;
+        }
+        let jobs: Vec<Value> = (0..batch)
+            .map(|_| {
+                n += 1;
+                json!({"queue": "bench", "kind": "bench.noop", "params": {"p": i, "n": n}})
+            })
+            .collect();
+        let r = s.http.post(&bulk).json(&json!({"jobs": jobs})).send().await;
+        let v: Option<Value> = match r {
+            Ok(r) if r.status().as_u16() == 200 => r.json().await.ok(),
+            _ => None,
+        };
+        match v {
+            Some(v) => {
+                let created = v["created"].as_u64().unwrap_or(0);
+                s.enqueued.fetch_add(created, Ordering::Relaxed);
+                s.errors
+                    .fetch_add(v["failed"].as_u64().unwrap_or(0), Ordering::Relaxed);
+            }
+            None => {
+                s.errors.fetch_add(batch as u64, Ordering::Relaxed);
             }
         }
     }
 }
 
-/// Claims (batch `max`) and completes until stopped; returns claim latencies (ms).
+/// Claims (batch `max`) and completes until stopped; returns claim
+/// latencies (ms). With `max > 1` the claimed jobs are completed in one
+/// bulk request.
 async fn worker(s: Arc<Shared>, i: usize, max: u32) -> Vec<f64> {
     let addr = &s.addrs[i % s.addrs.len()];
     let claim_url = format!("http://{addr}/v1/queues/bench/claim");
+    let bulk_url = format!("http://{addr}/v1/jobs/complete");
     let mut lat = Vec::new();
     while !s.stop.load(Ordering::Relaxed) {
         let t0 = Instant::now();
@@ -112,7 +146,36 @@ async fn worker(s: Arc<Shared>, i: usize, max: u32) -> Vec<f64> {
             }
         };
         lat.push(t0.elapsed().as_secs_f64() * 1000.0);
-        for j in v["jobs"].as_array().cloned().unwrap_or_default() {
+        let jobs = v["jobs"].as_array().cloned().unwrap_or_default();
+        if max > 1 {
+            let completions: Vec<Value> = jobs
+                .iter()
+                .map(|j| json!({"id": j["id"], "token": j["token"], "result": {"ok": true}}))
+                .collect();
+            let r = s
+                .http
+                .post(&bulk_url)
+                .json(&json!({"completions": completions}))
+                .send()
+                .await;
+            let v: Option<Value> = match r {
+                Ok(r) if r.status().is_success() => r.json().await.ok(),
+                _ => None,
+            };
+            match v {
+                Some(v) => {
+                    s.completed
+                        .fetch_add(v["completed"].as_u64().unwrap_or(0), Ordering::Relaxed);
+                    s.errors
+                        .fetch_add(v["failed"].as_u64().unwrap_or(0), Ordering::Relaxed);
+                }
+                None => {
+                    s.errors.fetch_add(jobs.len() as u64, Ordering::Relaxed);
+                }
+            }
+            continue;
+        }
+        for j in jobs {
             let id = j["id"].as_str().unwrap_or_default();
             let url = format!("http://{addr}/v1/jobs/{id}/complete");
             let body = json!({"token": j["token"], "result": {"ok": true}});
@@ -134,7 +197,7 @@ async fn cell(
     name: &str,
     producers: usize,
     workers: usize,
-    max: u32,
+    (max, enqueue_batch): (u32, u32),
     dur: Duration,
     base: &Value,
 ) -> Value {
@@ -144,7 +207,7 @@ async fn cell(
     s.errors.store(0, Ordering::Relaxed);
     let start = Instant::now();
     let ps: Vec<_> = (0..producers)
-        .map(|i| tokio::spawn(producer(s.clone(), i)))
+        .map(|i| tokio::spawn(producer(s.clone(), i, enqueue_batch)))
         .collect();
     let ws: Vec<_> = (0..workers)
         .map(|i| tokio::spawn(worker(s.clone(), i, max)))
@@ -169,6 +232,7 @@ async fn cell(
     v["producers"] = json!(producers);
     v["workers"] = json!(workers);
     v["claim_batch"] = json!(max);
+    v["enqueue_batch"] = json!(enqueue_batch);
     v["seconds"] = json!(round3(elapsed));
     v["enqueued_per_s"] = json!(round3(enq as f64 / elapsed));
     v["completed_per_s"] = json!(round3(done as f64 / elapsed));
@@ -257,19 +321,42 @@ async fn run_cells(cluster: &mut LocalCluster, args: &JobsArgs) -> Result<()> {
     eprintln!("enqueue only ...");
     println!(
         "{}",
-        cell(&s, "enqueue", args.producers, 0, 1, dur, &base).await
+        cell(&s, "enqueue", args.producers, 0, (1, 1), dur, &base).await
+    );
+    eprintln!("bulk enqueue only ...");
+    println!(
+        "{}",
+        cell(
+            &s,
+            "enqueue_batch",
+            args.producers,
+            0,
+            (1, args.batch),
+            dur,
+            &base
+        )
+        .await
     );
     eprintln!("drain (claim + complete, no producers) ...");
     println!(
         "{}",
-        cell(&s, "drain", 0, args.workers, 1, dur, &base).await
+        cell(&s, "drain", 0, args.workers, (1, 1), dur, &base).await
     );
     eprintln!("full cycle, single claims ...");
     println!(
         "{}",
-        cell(&s, "cycle", args.producers, args.workers, 1, dur, &base).await
+        cell(
+            &s,
+            "cycle",
+            args.producers,
+            args.workers,
+            (1, 1),
+            dur,
+            &base
+        )
+        .await
     );
-    eprintln!("full cycle, batch claims ...");
+    eprintln!("full cycle, bulk submits, batch claims, bulk completes ...");
     println!(
         "{}",
         cell(
@@ -277,7 +364,7 @@ async fn run_cells(cluster: &mut LocalCluster, args: &JobsArgs) -> Result<()> {
             "cycle_batch",
             args.producers,
             args.workers,
-            args.batch,
+            (args.batch, args.batch),
             dur,
             &base
         )

@@ -99,6 +99,35 @@ impl Client {
         Ok(self.jobs().complete(req).await?.into_inner())
     }
 
+    /// Bulk submit (up to 1000 jobs): one item per job, in order, each with
+    /// the job or the error that job met.
+    pub async fn submit_jobs(
+        &self,
+        jobs: Vec<pb::SubmitRequest>,
+    ) -> Result<Vec<pb::SubmitBatchItem>, Error> {
+        let req = pb::SubmitBatchRequest { jobs };
+        Ok(self.jobs().submit_batch(req).await?.into_inner().items)
+    }
+
+    /// Bulk complete: `(id, token, result_json)` per job; one item per
+    /// completion, in order (a stale token is an item error "conflict").
+    pub async fn complete_jobs(
+        &self,
+        completions: Vec<(String, u32, String)>,
+    ) -> Result<Vec<pb::CompleteBatchItem>, Error> {
+        let req = pb::CompleteBatchRequest {
+            completions: completions
+                .into_iter()
+                .map(|(id, token, result_json)| pb::CompleteRequest {
+                    id,
+                    token,
+                    result_json,
+                })
+                .collect(),
+        };
+        Ok(self.jobs().complete_batch(req).await?.into_inner().items)
+    }
+
     pub async fn fail_job(
         &self,
         id: &str,

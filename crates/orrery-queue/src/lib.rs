@@ -31,6 +31,9 @@ pub const MAX_ERROR_BYTES: usize = 4096;
 pub const EVENTS_KEPT: usize = 10_000;
 /// The error a worker reports for a job it stopped because it was cancelled.
 pub const CANCELLED: &str = "cancelled";
+/// Jobs (or completions) in one bulk command: job ids give each entry room
+/// for 1024 of them (see [`job_id`]).
+pub const MAX_BATCH: usize = 1000;
 
 /// A queue's definition, in the placement group's catalog.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -243,6 +246,15 @@ pub struct Event {
     pub ts_ms: u64,
 }
 
+/// One item of [`QueueCommand::CompleteMany`].
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Completion {
+    pub job_id: String,
+    pub token: u32,
+    pub result: String,
+    pub facts: RunFacts,
+}
+
 /// What the shard needs of a queue's definition when a job is enqueued
 /// (stamped by the server from the catalog, so shards never read group 0).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -300,8 +312,21 @@ pub enum QueueCommand {
         job: NewJob,
         now_ms: u64,
     },
+    /// Bulk submit: every job is enqueued as by `Enqueue`, in order, each
+    /// with its own id; one log entry (and one fsync) for all of them.
+    EnqueueMany {
+        shard: u32,
+        jobs: Vec<NewJob>,
+        now_ms: u64,
+    },
     Claim {
         spec: ClaimSpec,
+        now_ms: u64,
+    },
+    /// Bulk complete: each item is checked and applied as by `Complete`,
+    /// independently (a stale token rejects that item only).
+    CompleteMany {
+        items: Vec<Completion>,
         now_ms: u64,
     },
     Heartbeat {
@@ -353,6 +378,8 @@ pub enum QueueError {
         state: JobState,
     },
     ResultTooLarge(usize),
+    /// A bulk command with more than [`MAX_BATCH`] items.
+    BatchTooLarge(usize),
 }
 
 impl std::error::Error for QueueError {}
@@ -380,6 +407,9 @@ impl std::fmt::Display for QueueError {
                 f,
                 "result is {n} bytes; the limit is {MAX_RESULT_BYTES} bytes"
             ),
+            QueueError::BatchTooLarge(n) => {
+                write!(f, "{n} items in one request; the limit is {MAX_BATCH}")
+            }
         }
     }
 }
@@ -403,6 +433,8 @@ pub enum QueueResponse {
     Job(Box<Job>),
     Expired(u32),
     Rejected(QueueError),
+    /// One response per item of a bulk command, in order.
+    Many(Vec<QueueResponse>),
 }
 
 /// The queue module's state of one group.
@@ -413,9 +445,11 @@ pub struct QueueState {
     gpus: BTreeMap<u64, GpuReport>,
     // jobs
     jobs: BTreeMap<String, Job>,
-    /// Queued jobs in claim order: (-priority, id). Ids sort by time, so this
-    /// is priority desc then FIFO.
-    ready: BTreeSet<(i64, String)>,
+    /// Queued jobs by (queue, kind), each bucket in claim order
+    /// (-priority, id); ids sort by time, so that is priority desc then FIFO.
+    /// Bucketed so that a claim only walks jobs of queues and kinds it can
+    /// take: a worker for other kinds must not scan a backlog it cannot run.
+    ready: BTreeMap<(String, String), BTreeSet<(i64, String)>>,
     /// Running jobs by lease expiry, for the expiry sweep.
     leases: BTreeSet<(u64, String)>,
     /// Running jobs per (queue, partition), for the concurrency limit.
@@ -425,15 +459,24 @@ pub struct QueueState {
     next_seq: u64,
 }
 
-/// Time-sortable, deterministic job id: stamped ms, shard, log index, as
-/// fixed-width hex, so ids sort by submission time and name their shard.
-pub fn job_id(now_ms: u64, shard: u32, index: u64) -> String {
+/// Time-sortable, deterministic job id: stamped ms, shard, and a sequence
+/// number, as fixed-width hex, so ids sort by submission time and name
+/// their shard. The sequence is the log index times 1024 plus the job's
+/// place in a bulk submit ([`job_seq`]).
+pub fn job_id(now_ms: u64, shard: u32, seq: u64) -> String {
     format!(
         "{:012x}{:04x}{:010x}",
         now_ms & 0xffff_ffff_ffff,
         shard & 0xffff,
-        index & 0xff_ffff_ffff
+        seq & 0xff_ffff_ffff
     )
+}
+
+/// The sequence part of the id of the `nth` job of the entry at `index`.
+/// It wraps after 2^30 log entries; ids stay unique because they also hold
+/// the stamped millisecond, and 2^30 entries never share one.
+pub fn job_seq(index: u64, nth: usize) -> u64 {
+    (index << 10) | (nth as u64 & 0x3ff)
 }
 
 /// The shard a job id names, or `None` when it is not a job id.
@@ -474,6 +517,25 @@ fn json_str(s: &str) -> String {
     out
 }
 
+type ReadyIndex = BTreeMap<(String, String), BTreeSet<(i64, String)>>;
+
+fn ready_add(ready: &mut ReadyIndex, job: &Job) {
+    ready
+        .entry((job.queue.clone(), job.kind.clone()))
+        .or_default()
+        .insert((-(job.priority as i64), job.id.clone()));
+}
+
+fn ready_remove(ready: &mut ReadyIndex, job: &Job) {
+    let key = (job.queue.clone(), job.kind.clone());
+    if let Some(set) = ready.get_mut(&key) {
+        set.remove(&(-(job.priority as i64), job.id.clone()));
+        if set.is_empty() {
+            ready.remove(&key);
+        }
+    }
+}
+
 impl QueueState {
     pub fn apply(&mut self, index: u64, cmd: QueueCommand) -> QueueResponse {
         match cmd {
@@ -498,7 +560,31 @@ impl QueueState {
                 );
                 QueueResponse::GpusReported
             }
-            QueueCommand::Enqueue { shard, job, now_ms } => self.enqueue(index, shard, job, now_ms),
+            QueueCommand::Enqueue { shard, job, now_ms } => {
+                self.enqueue(job_seq(index, 0), shard, job, now_ms)
+            }
+            QueueCommand::EnqueueMany { jobs, .. } if jobs.len() > MAX_BATCH => {
+                QueueResponse::Rejected(QueueError::BatchTooLarge(jobs.len()))
+            }
+            QueueCommand::CompleteMany { items, .. } if items.len() > MAX_BATCH => {
+                QueueResponse::Rejected(QueueError::BatchTooLarge(items.len()))
+            }
+            QueueCommand::EnqueueMany {
+                shard,
+                jobs,
+                now_ms,
+            } => QueueResponse::Many(
+                jobs.into_iter()
+                    .enumerate()
+                    .map(|(i, job)| self.enqueue(job_seq(index, i), shard, job, now_ms))
+                    .collect(),
+            ),
+            QueueCommand::CompleteMany { items, now_ms } => QueueResponse::Many(
+                items
+                    .into_iter()
+                    .map(|c| self.complete(c, now_ms))
+                    .collect(),
+            ),
             QueueCommand::Claim { spec, now_ms } => {
                 self.expire(now_ms);
                 QueueResponse::Claimed(self.claim(&spec, now_ms))
@@ -529,19 +615,15 @@ impl QueueState {
                 result,
                 facts,
                 now_ms,
-            } => {
-                if result.len() > MAX_RESULT_BYTES {
-                    return QueueResponse::Rejected(QueueError::ResultTooLarge(result.len()));
-                }
-                if let Err(e) = self.live(&job_id, token) {
-                    return QueueResponse::Rejected(e);
-                }
-                self.end_attempt(&job_id, now_ms, "succeeded", None, facts);
-                let job = self.jobs.get_mut(&job_id).expect("checked by live");
-                job.result = Some(result);
-                self.finish(&job_id, JobState::Succeeded, now_ms, "succeeded", "{}");
-                self.job_response(&job_id)
-            }
+            } => self.complete(
+                Completion {
+                    job_id,
+                    token,
+                    result,
+                    facts,
+                },
+                now_ms,
+            ),
             QueueCommand::Fail {
                 job_id,
                 token,
@@ -563,6 +645,21 @@ impl QueueState {
             QueueCommand::Cancel { job_id, now_ms } => self.cancel(&job_id, now_ms),
             QueueCommand::ExpireLeases { now_ms } => QueueResponse::Expired(self.expire(now_ms)),
         }
+    }
+
+    fn complete(&mut self, c: Completion, now_ms: u64) -> QueueResponse {
+        if c.result.len() > MAX_RESULT_BYTES {
+            return QueueResponse::Rejected(QueueError::ResultTooLarge(c.result.len()));
+        }
+        if let Err(e) = self.live(&c.job_id, c.token) {
+            return QueueResponse::Rejected(e);
+        }
+        self.end_attempt(&c.job_id, now_ms, "succeeded", None, c.facts);
+        if let Some(job) = self.jobs.get_mut(&c.job_id) {
+            job.result = Some(c.result);
+        }
+        self.finish(&c.job_id, JobState::Succeeded, now_ms, "succeeded", "{}");
+        self.job_response(&c.job_id)
     }
 
     fn job_response(&self, id: &str) -> QueueResponse {
@@ -588,7 +685,7 @@ impl QueueState {
         }
     }
 
-    fn enqueue(&mut self, index: u64, shard: u32, new: NewJob, now_ms: u64) -> QueueResponse {
+    fn enqueue(&mut self, seq: u64, shard: u32, new: NewJob, now_ms: u64) -> QueueResponse {
         if let Some(key) = &new.dedupe_key {
             if let Some(existing) = self.dedupe.get(&(new.queue.clone(), key.clone())) {
                 if let Some(j) = self.jobs.get(existing) {
@@ -599,7 +696,7 @@ impl QueueState {
                 }
             }
         }
-        let id = job_id(now_ms, shard, index);
+        let id = job_id(now_ms, shard, seq);
         let job = Job {
             id: id.clone(),
             queue: new.queue,
@@ -629,7 +726,7 @@ impl QueueState {
             self.dedupe
                 .insert((job.queue.clone(), key.clone()), id.clone());
         }
-        self.ready.insert((-(job.priority as i64), id.clone()));
+        ready_add(&mut self.ready, &job);
         self.event("enqueued", &job, "{}", now_ms);
         self.jobs.insert(id, job.clone());
         QueueResponse::Enqueued {
@@ -692,21 +789,44 @@ impl QueueState {
             .iter()
             .map(|(q, p, l)| ((q.as_str(), *p), *l))
             .collect();
-        let mut planned: BTreeMap<(String, u32), u32> = BTreeMap::new();
-        for (_, id) in self.ready.iter() {
-            if taken.len() >= max {
+        // Only the buckets this claim may take from, merged back into one
+        // claim order (priority desc, then FIFO across queues and kinds).
+        let mut cursors: Vec<std::collections::btree_set::Iter<'_, (i64, String)>> = self
+            .ready
+            .iter()
+            .filter(|((q, k), _)| {
+                (allowed.is_empty() || allowed.keys().any(|(aq, _)| *aq == q.as_str()))
+                    && (spec.kinds.is_empty() || spec.kinds.iter().any(|sk| sk == k))
+            })
+            .map(|(_, set)| set.iter())
+            .collect();
+        let mut heads: Vec<Option<&(i64, String)>> = cursors.iter_mut().map(|c| c.next()).collect();
+        let mut planned: BTreeMap<(&str, u32), u32> = BTreeMap::new();
+        while taken.len() < max {
+            let Some(i) = (0..heads.len())
+                .filter(|i| heads[*i].is_some())
+                .min_by(|a, b| heads[*a].cmp(&heads[*b]))
+            else {
                 break;
-            }
-            let job = &self.jobs[id];
+            };
+            let Some((_, id)) = heads[i] else { break };
+            heads[i] = cursors[i].next();
+            let Some(job) = self.jobs.get(id) else {
+                continue;
+            };
             if job.run_at_ms > now_ms {
                 continue;
             }
-            let key = (job.queue.clone(), job.partition);
+            let key = (job.queue.as_str(), job.partition);
             if !allowed.is_empty() {
-                match allowed.get(&(job.queue.as_str(), job.partition)) {
+                match allowed.get(&key) {
                     None => continue,
                     Some(Some(limit)) => {
-                        let busy = self.running.get(&key).copied().unwrap_or(0)
+                        let busy = self
+                            .running
+                            .get(&(job.queue.clone(), job.partition))
+                            .copied()
+                            .unwrap_or(0)
                             + planned.get(&key).copied().unwrap_or(0);
                         if busy >= *limit {
                             continue;
@@ -737,7 +857,7 @@ impl QueueState {
         let mut out = Vec::with_capacity(taken.len());
         for id in taken {
             let mut job = self.jobs.remove(&id).expect("ready jobs exist");
-            self.ready.remove(&(-(job.priority as i64), id.clone()));
+            ready_remove(&mut self.ready, &job);
             job.attempts += 1;
             job.state = JobState::Running;
             job.updated_ms = now_ms;
@@ -851,7 +971,7 @@ impl QueueState {
             job.state = JobState::Queued;
             job.updated_ms = now_ms;
             job.run_at_ms = now_ms.saturating_add(job.backoff.delay_ms(job.attempts));
-            self.ready.insert((-(job.priority as i64), id.to_string()));
+            ready_add(&mut self.ready, job);
             let job = job.clone();
             self.event("retrying", &job, &payload, now_ms);
         }
@@ -863,7 +983,7 @@ impl QueueState {
         };
         match job.state {
             JobState::Queued => {
-                self.ready.remove(&(-(job.priority as i64), id.to_string()));
+                ready_remove(&mut self.ready, job);
                 self.finish(id, JobState::Cancelled, now_ms, "cancelled", "{}");
             }
             JobState::Running => {

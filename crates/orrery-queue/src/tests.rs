@@ -379,10 +379,15 @@ enum Op {
         prio: i32,
         dedupe: Option<u8>,
         delay: u64,
+        /// Index into [`KINDS`] and [`QUEUES`].
+        kind: usize,
+        queue: usize,
     },
     Claim {
         max: u32,
         worker: u8,
+        /// Index into [`CLAIM_KINDS`].
+        kinds: usize,
     },
     Heartbeat {
         job: usize,
@@ -402,19 +407,31 @@ enum Op {
     },
     Expire,
     Tick(u64),
+    EnqueueMany {
+        prios: Vec<i32>,
+    },
+    CompleteMany {
+        items: Vec<(usize, u32)>,
+    },
 }
+
+const KINDS: [&str; 2] = ["noop", "other"];
+const QUEUES: [&str; 2] = ["q", "r"];
+const CLAIM_KINDS: [&[&str]; 4] = [&[], &["noop"], &["other"], &["noop", "other"]];
 
 fn arb_op() -> impl Strategy<Value = Op> {
     prop_oneof![
-        3 => (-2i32..3, prop::option::of(0u8..3), prop::sample::select(vec![0u64, 0, 500, 5000]))
-            .prop_map(|(prio, dedupe, delay)| Op::Enqueue { prio, dedupe, delay }),
-        3 => (1u32..4, 0u8..3).prop_map(|(max, worker)| Op::Claim { max, worker }),
+        3 => (-2i32..3, prop::option::of(0u8..3), prop::sample::select(vec![0u64, 0, 500, 5000]), 0usize..2, 0usize..2)
+            .prop_map(|(prio, dedupe, delay, kind, queue)| Op::Enqueue { prio, dedupe, delay, kind, queue }),
+        3 => (1u32..4, 0u8..3, 0usize..4).prop_map(|(max, worker, kinds)| Op::Claim { max, worker, kinds }),
         1 => (0usize..8, 0u32..4).prop_map(|(job, token)| Op::Heartbeat { job, token }),
         2 => (0usize..8, 0u32..4).prop_map(|(job, token)| Op::Complete { job, token }),
         2 => (0usize..8, 0u32..4, any::<bool>()).prop_map(|(job, token, retry)| Op::Fail { job, token, retry }),
         1 => (0usize..8).prop_map(|job| Op::Cancel { job }),
         1 => Just(Op::Expire),
         2 => (0u64..15_000).prop_map(Op::Tick),
+        1 => prop::collection::vec(-2i32..3, 0..5).prop_map(|prios| Op::EnqueueMany { prios }),
+        1 => prop::collection::vec((0usize..8, 0u32..4), 0..5).prop_map(|items| Op::CompleteMany { items }),
     ]
 }
 
@@ -425,8 +442,11 @@ fn to_cmd(op: &Op, ids: &[String], now: u64) -> Option<QueueCommand> {
             prio,
             dedupe,
             delay,
+            kind,
+            queue,
         } => {
-            let mut j = new_job("q", *prio);
+            let mut j = new_job(QUEUES[*queue], *prio);
+            j.kind = KINDS[*kind].into();
             j.dedupe_key = dedupe.map(|d| format!("k{d}"));
             j.run_at_ms = Some(now + delay);
             QueueCommand::Enqueue {
@@ -435,8 +455,11 @@ fn to_cmd(op: &Op, ids: &[String], now: u64) -> Option<QueueCommand> {
                 now_ms: now,
             }
         }
-        Op::Claim { max, worker } => QueueCommand::Claim {
-            spec: spec(&format!("w{worker}"), *max),
+        Op::Claim { max, worker, kinds } => QueueCommand::Claim {
+            spec: ClaimSpec {
+                kinds: CLAIM_KINDS[*kinds].iter().map(|k| k.to_string()).collect(),
+                ..spec(&format!("w{worker}"), *max)
+            },
             now_ms: now,
         },
         Op::Heartbeat { job, token } => QueueCommand::Heartbeat {
@@ -464,6 +487,25 @@ fn to_cmd(op: &Op, ids: &[String], now: u64) -> Option<QueueCommand> {
             now_ms: now,
         },
         Op::Expire => QueueCommand::ExpireLeases { now_ms: now },
+        Op::EnqueueMany { prios } => QueueCommand::EnqueueMany {
+            shard: 1,
+            jobs: prios.iter().map(|p| new_job("q", *p)).collect(),
+            now_ms: now,
+        },
+        Op::CompleteMany { items } => QueueCommand::CompleteMany {
+            items: items
+                .iter()
+                .map(|(job, token)| {
+                    Some(Completion {
+                        job_id: id(*job)?,
+                        token: *token,
+                        result: "{}".into(),
+                        facts: RunFacts::default(),
+                    })
+                })
+                .collect::<Option<Vec<_>>>()?,
+            now_ms: now,
+        },
         Op::Tick(_) => return None,
     })
 }
@@ -494,13 +536,19 @@ fn check_invariants(s: &QueueState) -> Result<(), TestCaseError> {
         }
         prop_assert_eq!(
             j.state == JobState::Queued,
-            s.ready.contains(&(-(j.priority as i64), j.id.clone()))
+            s.ready
+                .get(&(j.queue.clone(), j.kind.clone()))
+                .is_some_and(|b| b.contains(&(-(j.priority as i64), j.id.clone())))
         );
     }
+    prop_assert!(
+        s.ready.values().all(|b| !b.is_empty()),
+        "empty ready bucket kept"
+    );
     prop_assert_eq!(s.leases.len(), leases);
     prop_assert_eq!(&s.running, &running);
     prop_assert_eq!(
-        s.ready.len(),
+        s.ready.values().map(|b| b.len()).sum::<usize>(),
         s.jobs
             .values()
             .filter(|j| j.state == JobState::Queued)
@@ -535,9 +583,71 @@ proptest! {
             let rb = b.apply(idx, cmd.clone());
             prop_assert_eq!(&ra, &rb);
             check_invariants(&a)?;
-            match (&cmd, &ra) {
-                (_, QueueResponse::Enqueued { job, created: true }) => ids.push(job.id.clone()),
-                (_, QueueResponse::Claimed(jobs)) => {
+            // A bulk complete is the same as its items one by one.
+            if let QueueCommand::CompleteMany { items, now_ms } = &cmd {
+                let mut one_by_one = before.clone();
+                let rs: Vec<QueueResponse> = items
+                    .iter()
+                    .map(|c| one_by_one.apply(idx, QueueCommand::Complete {
+                        job_id: c.job_id.clone(),
+                        token: c.token,
+                        result: c.result.clone(),
+                        facts: c.facts.clone(),
+                        now_ms: *now_ms,
+                    }))
+                    .collect();
+                prop_assert_eq!(&ra, &QueueResponse::Many(rs));
+                prop_assert_eq!(&one_by_one, &a);
+            }
+            // Bulk responses are checked item by item, as the single commands.
+            let pairs: Vec<(QueueCommand, QueueResponse)> = match (&cmd, &ra) {
+                (QueueCommand::CompleteMany { items, now_ms }, QueueResponse::Many(rs)) => {
+                    prop_assert_eq!(items.len(), rs.len());
+                    items
+                        .iter()
+                        .zip(rs)
+                        .map(|(c, r)| {
+                            (
+                                QueueCommand::Complete {
+                                    job_id: c.job_id.clone(),
+                                    token: c.token,
+                                    result: c.result.clone(),
+                                    facts: c.facts.clone(),
+                                    now_ms: *now_ms,
+                                },
+                                r.clone(),
+                            )
+                        })
+                        .collect()
+                }
+                (QueueCommand::EnqueueMany { jobs, .. }, QueueResponse::Many(rs)) => {
+                    prop_assert_eq!(jobs.len(), rs.len());
+                    rs.iter().map(|r| (cmd.clone(), r.clone())).collect()
+                }
+                _ => vec![(cmd.clone(), ra.clone())],
+            };
+            for (cmd, ra) in &pairs {
+            match (cmd, ra) {
+                (_, QueueResponse::Enqueued { job, created: true }) => {
+                    prop_assert!(!ids.contains(&job.id), "job id {} given twice", job.id);
+                    ids.push(job.id.clone());
+                }
+                (QueueCommand::Claim { spec, .. }, QueueResponse::Claimed(jobs)) => {
+                    // The claim takes exactly what a naive scan of every
+                    // queued job in (priority desc, id) order would: the
+                    // per-(queue, kind) buckets change nothing but the cost.
+                    let mut model = before.clone();
+                    model.apply(idx, QueueCommand::ExpireLeases { now_ms: now });
+                    let mut want: Vec<&Job> = model
+                        .jobs
+                        .values()
+                        .filter(|j| j.state == JobState::Queued && j.run_at_ms <= now)
+                        .filter(|j| spec.kinds.is_empty() || spec.kinds.contains(&j.kind))
+                        .collect();
+                    want.sort_by_key(|j| (-(j.priority as i64), j.id.clone()));
+                    let want: Vec<&String> = want.iter().take(spec.max as usize).map(|j| &j.id).collect();
+                    let got: Vec<&String> = jobs.iter().map(|j| &j.id).collect();
+                    prop_assert_eq!(got, want);
                     for j in jobs {
                         let prev = latest_token.insert(j.id.clone(), j.attempts).unwrap_or(0);
                         prop_assert_eq!(j.attempts, prev + 1);
@@ -551,6 +661,7 @@ proptest! {
                     *completed.entry(job_id.clone()).or_default() += 1;
                 }
                 _ => {}
+            }
             }
             now += 1;
         }

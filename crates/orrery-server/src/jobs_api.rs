@@ -8,8 +8,8 @@ use crate::node::Node;
 use crate::ops::{Query, QueryResult};
 use orrery_exec::{ClaimRequest, Claimed, HeartbeatReply, JobSource, RunReport, SourceError};
 use orrery_queue::{
-    Backoff, ClaimSpec, Event, GpuRecord, GpuReport, Job, JobState, NewJob, QueueCommand,
-    QueueError, QueueResponse, QueueSpec, QueueState, Resources, RunFacts,
+    Backoff, ClaimSpec, Completion, Event, GpuRecord, GpuReport, Job, JobState, NewJob,
+    QueueCommand, QueueError, QueueResponse, QueueSpec, QueueState, Resources, RunFacts,
 };
 use orrery_raft::{Command, Response};
 use orrery_types::{group_shard, shard_group, stable_hash, GroupId, NodeId, PLACEMENT_GROUP};
@@ -128,7 +128,9 @@ pub fn queue_error(e: QueueError) -> ApiError {
         QueueError::UnknownQueue(_) | QueueError::UnknownJob(_) => {
             ApiError::NotFound(e.to_string())
         }
-        QueueError::ResultTooLarge(_) => ApiError::TooLarge(e.to_string()),
+        QueueError::ResultTooLarge(_) | QueueError::BatchTooLarge(_) => {
+            ApiError::TooLarge(e.to_string())
+        }
     }
 }
 
@@ -192,6 +194,111 @@ pub fn check_name(field: &str, name: &str) -> Result<(), ApiError> {
 }
 
 /// Parses a job id and returns its shard group, or 404.
+/// A submission checked and routed, ready to propose.
+struct PreparedJob {
+    group: GroupId,
+    shard: u32,
+    job: NewJob,
+}
+
+/// One completion of a bulk complete, as the API receives it.
+#[derive(Clone, Debug)]
+pub struct CompleteArgs {
+    pub id: String,
+    pub token: u32,
+    pub result: Value,
+    pub facts: RunFacts,
+}
+
+/// Bytes of payload per bulk log entry: large entries replicate slowly
+/// (one AppendEntries must carry them within the heartbeat-sized timeout),
+/// so a bulk request is split into entries of about this size.
+const BULK_ENTRY_BYTES: usize = 128 * 1024;
+
+fn check_batch(field: &str, n: usize) -> Result<(), ApiError> {
+    if n == 0 {
+        return Err(ApiError::bad(
+            &format!("invalid_{field}"),
+            format!("{field} must hold at least one item"),
+        ));
+    }
+    if n > orrery_queue::MAX_BATCH {
+        return Err(ApiError::TooLarge(format!(
+            "{n} {field} in one request; the limit is {}",
+            orrery_queue::MAX_BATCH
+        )));
+    }
+    Ok(())
+}
+
+/// Splits `items` into runs of at most [`BULK_ENTRY_BYTES`] (by `size`;
+/// an item larger than that goes alone) and [`orrery_queue::MAX_BATCH`].
+fn chunks<T>(items: Vec<T>, size: impl Fn(&T) -> usize) -> Vec<Vec<T>> {
+    let mut out: Vec<Vec<T>> = Vec::new();
+    let mut cur: Vec<T> = Vec::new();
+    let mut bytes = 0usize;
+    for it in items {
+        let b = size(&it);
+        if !cur.is_empty() && (bytes + b > BULK_ENTRY_BYTES || cur.len() >= orrery_queue::MAX_BATCH)
+        {
+            out.push(std::mem::take(&mut cur));
+            bytes = 0;
+        }
+        bytes += b;
+        cur.push(it);
+    }
+    if !cur.is_empty() {
+        out.push(cur);
+    }
+    out
+}
+
+/// The per-item responses of one bulk write (`n` items), or its error for
+/// every item.
+fn spread(n: usize, r: Result<QueueResponse, ApiError>) -> Vec<Result<QueueResponse, ApiError>> {
+    match r {
+        Ok(QueueResponse::Many(rs)) if rs.len() == n => rs.into_iter().map(Ok).collect(),
+        Ok(QueueResponse::Many(rs)) => vec![
+            Err(ApiError::Internal(format!(
+                "{} responses for {n} items",
+                rs.len()
+            )));
+            n
+        ],
+        Ok(other) => vec![Err(ApiError::Internal(format!("unexpected response {other:?}"))); n],
+        Err(e) => vec![Err(e); n],
+    }
+}
+
+/// When every item of a bulk request failed with the same retryable error
+/// (no quorum, outcome unknown), the request answers with that error and
+/// its status (503 + Retry-After), like a single request would.
+pub fn all_failed<T>(results: &[Result<T, ApiError>]) -> Option<ApiError> {
+    let first = results.first()?.as_ref().err()?;
+    let retryable = matches!(
+        first,
+        ApiError::Unavailable(_) | ApiError::OutcomeUnknown(_) | ApiError::NotInitialized
+    );
+    let same = results
+        .iter()
+        .all(|r| matches!(r, Err(e) if e.http_status() == first.http_status()));
+    (retryable && same).then(|| first.clone())
+}
+
+/// `e` with its message prefixed by where in a bulk request it happened.
+pub fn at(place: &str, e: ApiError) -> ApiError {
+    match e {
+        ApiError::BadRequest { code, message } => ApiError::BadRequest {
+            code,
+            message: format!("{place}: {message}"),
+        },
+        ApiError::NotFound(m) => ApiError::NotFound(format!("{place}: {m}")),
+        ApiError::Conflict(m) => ApiError::Conflict(format!("{place}: {m}")),
+        ApiError::TooLarge(m) => ApiError::TooLarge(format!("{place}: {m}")),
+        other => other,
+    }
+}
+
 pub fn job_group(id: &str) -> Result<GroupId, ApiError> {
     orrery_queue::job_shard(id)
         .map(shard_group)
@@ -406,7 +513,9 @@ impl Node {
         .map(|_| ())
     }
 
-    pub async fn submit_job(&self, a: SubmitArgs) -> Result<(Job, bool), ApiError> {
+    /// Checks a submission and resolves where it goes (its partition's
+    /// shard group) and what the shard is told (the queue's settings).
+    async fn prepare_job(&self, a: SubmitArgs, now: u64) -> Result<PreparedJob, ApiError> {
         check_name("queue", &a.queue)?;
         if a.kind.is_empty() || a.kind.len() > 128 {
             return Err(ApiError::bad(
@@ -440,7 +549,6 @@ impl Node {
             ));
         }
         let spec = self.queue_spec(&a.queue).await?;
-        let now = now_ms();
         // A dedupe key always lands in the same partition, so the shard's
         // dedupe index sees every submission with that key.
         let partition = match &a.dedupe_key {
@@ -468,6 +576,12 @@ impl Node {
             lease_s: spec.lease_s,
             backoff: spec.backoff,
         };
+        Ok(PreparedJob { group, shard, job })
+    }
+
+    pub async fn submit_job(&self, a: SubmitArgs) -> Result<(Job, bool), ApiError> {
+        let now = now_ms();
+        let PreparedJob { group, shard, job } = self.prepare_job(a, now).await?;
         match self
             .queue_write(
                 group,
@@ -485,6 +599,67 @@ impl Node {
             }
             other => Err(ApiError::Internal(format!("unexpected response {other:?}"))),
         }
+    }
+
+    /// Bulk submit. Every job is checked first (one invalid job refuses the
+    /// whole request, naming `jobs[i]`, and nothing is enqueued); then the
+    /// jobs of each shard go in one log entry per chunk, all shards at once.
+    /// Returns one result per job, in order: a shard that cannot commit
+    /// fails only its own jobs.
+    pub async fn submit_jobs(
+        &self,
+        items: Vec<SubmitArgs>,
+    ) -> Result<Vec<Result<(Job, bool), ApiError>>, ApiError> {
+        check_batch("jobs", items.len())?;
+        let now = now_ms();
+        let n = items.len();
+        let mut by_group: BTreeMap<(GroupId, u32), Vec<(usize, NewJob)>> = BTreeMap::new();
+        for (i, a) in items.into_iter().enumerate() {
+            let p = self
+                .prepare_job(a, now)
+                .await
+                .map_err(|e| at(&format!("jobs[{i}]"), e))?;
+            by_group
+                .entry((p.group, p.shard))
+                .or_default()
+                .push((i, p.job));
+        }
+        let mut writes = Vec::new();
+        for ((group, shard), jobs) in by_group {
+            for chunk in chunks(jobs, |(_, j)| j.params.len() + j.kind.len() + j.queue.len()) {
+                let (idx, jobs): (Vec<usize>, Vec<NewJob>) = chunk.into_iter().unzip();
+                writes.push(async move {
+                    let r = self
+                        .queue_write(
+                            group,
+                            QueueCommand::EnqueueMany {
+                                shard,
+                                jobs,
+                                now_ms: now,
+                            },
+                        )
+                        .await;
+                    (idx, r)
+                });
+            }
+        }
+        let mut out: Vec<Option<Result<(Job, bool), ApiError>>> = vec![None; n];
+        for (idx, r) in futures::future::join_all(writes).await {
+            for (i, r) in spread(idx.len(), r).into_iter().enumerate() {
+                out[idx[i]] = Some(r.and_then(|r| match r {
+                    QueueResponse::Enqueued { job, created } => Ok((*job, created)),
+                    QueueResponse::Rejected(e) => Err(queue_error(e)),
+                    other => Err(ApiError::Internal(format!("unexpected response {other:?}"))),
+                }));
+            }
+        }
+        self.jobs.wake.notify_waiters();
+        Ok(out
+            .into_iter()
+            .map(|o| {
+                o.unwrap_or_else(|| Err(ApiError::Internal("no response for this job".into())))
+            })
+            .collect())
     }
 
     pub async fn get_job(&self, id: &str) -> Result<Job, ApiError> {
@@ -649,6 +824,74 @@ impl Node {
             },
         )
         .await
+    }
+
+    /// Bulk complete: the completions of each shard go in one log entry per
+    /// chunk, all shards at once. Each is checked on its own (a stale token
+    /// or an unknown id fails that item only); one result per item, in order.
+    pub async fn complete_jobs(
+        &self,
+        items: Vec<CompleteArgs>,
+    ) -> Result<Vec<Result<Job, ApiError>>, ApiError> {
+        check_batch("completions", items.len())?;
+        let n = items.len();
+        let cap = orrery_queue::MAX_RESULT_BYTES;
+        let mut out: Vec<Option<Result<Job, ApiError>>> = vec![None; n];
+        let mut by_group: BTreeMap<GroupId, Vec<(usize, Completion)>> = BTreeMap::new();
+        for (i, c) in items.into_iter().enumerate() {
+            let g = match job_group(&c.id) {
+                Ok(g) => g,
+                Err(e) => {
+                    out[i] = Some(Err(e));
+                    continue;
+                }
+            };
+            let result = c.result.to_string();
+            if result.len() > cap {
+                out[i] = Some(Err(ApiError::TooLarge(format!(
+                    "result is {} bytes; the limit is {cap} bytes",
+                    result.len()
+                ))));
+                continue;
+            }
+            by_group.entry(g).or_default().push((
+                i,
+                Completion {
+                    job_id: c.id,
+                    token: c.token,
+                    result,
+                    facts: c.facts,
+                },
+            ));
+        }
+        let now = now_ms();
+        let mut writes = Vec::new();
+        for (group, items) in by_group {
+            for chunk in chunks(items, |(_, c)| c.result.len() + c.job_id.len()) {
+                let (idx, items): (Vec<usize>, Vec<Completion>) = chunk.into_iter().unzip();
+                writes.push(async move {
+                    let r = self
+                        .queue_write(group, QueueCommand::CompleteMany { items, now_ms: now })
+                        .await;
+                    (idx, r)
+                });
+            }
+        }
+        for (idx, r) in futures::future::join_all(writes).await {
+            for (i, r) in spread(idx.len(), r).into_iter().enumerate() {
+                out[idx[i]] = Some(r.and_then(|r| match r {
+                    QueueResponse::Job(j) => Ok(*j),
+                    QueueResponse::Rejected(e) => Err(queue_error(e)),
+                    other => Err(ApiError::Internal(format!("unexpected response {other:?}"))),
+                }));
+            }
+        }
+        Ok(out
+            .into_iter()
+            .map(|o| {
+                o.unwrap_or_else(|| Err(ApiError::Internal("no response for this item".into())))
+            })
+            .collect())
     }
 
     pub async fn fail_job(

@@ -3,8 +3,8 @@
 
 use crate::error::ApiError;
 use crate::jobs_api::{
-    cursor_string, event_json, job_json, parse_cursor, run_json, ClaimArgs, QueueArgs, SubmitArgs,
-    DEFAULT_JOB_LIMIT, MAX_WAIT_S,
+    all_failed, at, cursor_string, event_json, job_json, parse_cursor, run_json, ClaimArgs,
+    CompleteArgs, QueueArgs, SubmitArgs, DEFAULT_JOB_LIMIT, MAX_WAIT_S,
 };
 use crate::jobs_rest::{gpus_json, queue_info_json, queue_json};
 use crate::node::Node;
@@ -48,6 +48,33 @@ fn parse_json(field: &str, s: &str, empty: Value) -> Result<Value, ApiError> {
     }
     serde_json::from_str(s)
         .map_err(|e| ApiError::bad("invalid_json", format!("{field} is not valid JSON: {e}")))
+}
+
+fn submit_args(r: pb::SubmitRequest) -> Result<SubmitArgs, ApiError> {
+    let params = parse_json("params_json", &r.params_json, serde_json::json!({}))?;
+    Ok(SubmitArgs {
+        queue: r.queue,
+        kind: r.kind,
+        params,
+        priority: r.priority,
+        run_at_ms: r.run_at_ms,
+        delay_ms: r.delay_ms,
+        resources: Resources {
+            gpus: r.gpus,
+            gpu_memory_mb: r.gpu_memory_mb,
+            cpus: r.cpus,
+            shared_gpu: r.shared_gpu,
+        },
+        dedupe_key: r.dedupe_key,
+        submitted_by: r.submitted_by,
+    })
+}
+
+fn item_error(e: &ApiError) -> pb::ItemError {
+    pb::ItemError {
+        code: e.code().into(),
+        message: e.to_string(),
+    }
 }
 
 type LogStream = Pin<Box<dyn futures::Stream<Item = Result<pb::LogChunk, Status>> + Send>>;
@@ -105,27 +132,7 @@ impl Jobs for JobsService {
         &self,
         req: Request<pb::SubmitRequest>,
     ) -> Result<Response<pb::SubmitResponse>, Status> {
-        let r = req.into_inner();
-        let params = parse_json("params_json", &r.params_json, serde_json::json!({}))?;
-        let (job, created) = self
-            .0
-            .submit_job(SubmitArgs {
-                queue: r.queue,
-                kind: r.kind,
-                params,
-                priority: r.priority,
-                run_at_ms: r.run_at_ms,
-                delay_ms: r.delay_ms,
-                resources: Resources {
-                    gpus: r.gpus,
-                    gpu_memory_mb: r.gpu_memory_mb,
-                    cpus: r.cpus,
-                    shared_gpu: r.shared_gpu,
-                },
-                dedupe_key: r.dedupe_key,
-                submitted_by: r.submitted_by,
-            })
-            .await?;
+        let (job, created) = self.0.submit_job(submit_args(req.into_inner())?).await?;
         Ok(Response::new(pb::SubmitResponse {
             job: Some(pb_job(&job)),
             created,
@@ -339,6 +346,75 @@ impl Jobs for JobsService {
             .complete_job(&r.id, r.token, &result, RunFacts::default())
             .await?;
         Ok(Response::new(pb_job(&job)))
+    }
+
+    async fn submit_batch(
+        &self,
+        req: Request<pb::SubmitBatchRequest>,
+    ) -> Result<Response<pb::SubmitBatchResponse>, Status> {
+        let mut items = Vec::new();
+        for (i, r) in req.into_inner().jobs.into_iter().enumerate() {
+            items.push(submit_args(r).map_err(|e| at(&format!("jobs[{i}]"), e))?);
+        }
+        let results = self.0.submit_jobs(items).await?;
+        if let Some(e) = all_failed(&results) {
+            return Err(e.into());
+        }
+        let items = results
+            .iter()
+            .map(|r| match r {
+                Ok((job, created)) => pb::SubmitBatchItem {
+                    job: Some(pb_job(job)),
+                    created: *created,
+                    error: None,
+                },
+                Err(e) => pb::SubmitBatchItem {
+                    job: None,
+                    created: false,
+                    error: Some(item_error(e)),
+                },
+            })
+            .collect();
+        Ok(Response::new(pb::SubmitBatchResponse { items }))
+    }
+
+    async fn complete_batch(
+        &self,
+        req: Request<pb::CompleteBatchRequest>,
+    ) -> Result<Response<pb::CompleteBatchResponse>, Status> {
+        let mut items = Vec::new();
+        for (i, r) in req.into_inner().completions.into_iter().enumerate() {
+            let result = parse_json("result_json", &r.result_json, Value::Null)
+                .map_err(|e| at(&format!("completions[{i}]"), e))?;
+            items.push(CompleteArgs {
+                id: r.id,
+                token: r.token,
+                result,
+                facts: RunFacts::default(),
+            });
+        }
+        let ids: Vec<String> = items.iter().map(|c| c.id.clone()).collect();
+        let results = self.0.complete_jobs(items).await?;
+        if let Some(e) = all_failed(&results) {
+            return Err(e.into());
+        }
+        let items = results
+            .iter()
+            .zip(ids)
+            .map(|(r, id)| match r {
+                Ok(job) => pb::CompleteBatchItem {
+                    id,
+                    state: job.state.as_str().into(),
+                    error: None,
+                },
+                Err(e) => pb::CompleteBatchItem {
+                    id,
+                    state: String::new(),
+                    error: Some(item_error(e)),
+                },
+            })
+            .collect();
+        Ok(Response::new(pb::CompleteBatchResponse { items }))
     }
 
     async fn fail(&self, req: Request<pb::FailRequest>) -> Result<Response<pb::Job>, Status> {

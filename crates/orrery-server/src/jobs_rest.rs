@@ -2,8 +2,8 @@
 
 use crate::error::ApiError;
 use crate::jobs_api::{
-    cursor_string, event_json, job_json, parse_cursor, run_json, ClaimArgs, QueueArgs, SubmitArgs,
-    DEFAULT_JOB_LIMIT, MAX_WAIT_S,
+    all_failed, at, cursor_string, event_json, job_json, parse_cursor, run_json, ClaimArgs,
+    CompleteArgs, QueueArgs, SubmitArgs, DEFAULT_JOB_LIMIT, MAX_WAIT_S,
 };
 use crate::node::Node;
 use axum::body::Body;
@@ -29,6 +29,8 @@ pub fn routes() -> Router<AppState> {
         .route("/v1/queues/{q}", get(get_queue).delete(delete_queue))
         .route("/v1/queues/{q}/claim", post(claim))
         .route("/v1/jobs", get(list_jobs).post(submit))
+        .route("/v1/jobs/batch", post(submit_batch))
+        .route("/v1/jobs/complete", post(complete_batch))
         .route("/v1/jobs/{id}", get(get_job))
         .route("/v1/jobs/{id}/cancel", post(cancel))
         .route("/v1/jobs/{id}/runs", get(runs))
@@ -260,10 +262,11 @@ fn resources(o: &Map<String, Value>) -> Result<Resources, ApiError> {
     })
 }
 
-async fn submit(State(node): State<AppState>, body: Body) -> Result<Response, ApiError> {
-    let o = json_object(body, 1 << 20).await?;
+/// A job submission from its JSON object (POST /v1/jobs, or one item of
+/// POST /v1/jobs/batch).
+fn submit_args(o: &Map<String, Value>) -> Result<SubmitArgs, ApiError> {
     check_fields(
-        &o,
+        o,
         &[
             "queue",
             "kind",
@@ -286,20 +289,25 @@ async fn submit(State(node): State<AppState>, body: Body) -> Result<Response, Ap
             .ok_or_else(|| invalid("priority", "an integer (32-bit)"))?,
     };
     let a = SubmitArgs {
-        queue: req_str(&o, "queue")?,
-        kind: req_str(&o, "kind")?,
+        queue: req_str(o, "queue")?,
+        kind: req_str(o, "kind")?,
         params: o.get("params").cloned().unwrap_or_else(|| json!({})),
         priority,
-        run_at_ms: match opt_u64(&o, "run_at_ms")? {
+        run_at_ms: match opt_u64(o, "run_at_ms")? {
             Some(t) => Some(t),
-            None => opt_u64(&o, "run_at")?,
+            None => opt_u64(o, "run_at")?,
         },
-        delay_ms: opt_u64(&o, "delay_ms")?,
-        resources: resources(&o)?,
-        dedupe_key: opt_str(&o, "dedupe_key")?,
-        submitted_by: opt_str(&o, "submitted_by")?,
+        delay_ms: opt_u64(o, "delay_ms")?,
+        resources: resources(o)?,
+        dedupe_key: opt_str(o, "dedupe_key")?,
+        submitted_by: opt_str(o, "submitted_by")?,
     };
-    let (job, created) = node.submit_job(a).await?;
+    Ok(a)
+}
+
+async fn submit(State(node): State<AppState>, body: Body) -> Result<Response, ApiError> {
+    let o = json_object(body, 1 << 20).await?;
+    let (job, created) = node.submit_job(submit_args(&o)?).await?;
     let status = if created {
         StatusCode::CREATED
     } else {
@@ -308,6 +316,109 @@ async fn submit(State(node): State<AppState>, body: Body) -> Result<Response, Ap
     let mut v = job_json(&job);
     v["created"] = json!(created);
     Ok((status, Json(v)).into_response())
+}
+
+/// Bodies of bulk requests: up to 1000 items, each up to its own limit.
+const BULK_BODY_BYTES: usize = 16 << 20;
+
+fn item_list<'a>(o: &'a Map<String, Value>, field: &str) -> Result<&'a Vec<Value>, ApiError> {
+    match o.get(field) {
+        Some(Value::Array(a)) => Ok(a),
+        _ => Err(invalid(field, "a list")),
+    }
+}
+
+fn item_object<'a>(v: &'a Value, place: &str) -> Result<&'a Map<String, Value>, ApiError> {
+    v.as_object()
+        .ok_or_else(|| ApiError::bad("invalid_body", format!("{place} must be a JSON object")))
+}
+
+/// POST /v1/jobs/batch {"jobs": [job, ...]}: 200 with one entry per job,
+/// in order: the job (with `created`) or `{"error": {...}}`.
+async fn submit_batch(State(node): State<AppState>, body: Body) -> Result<Json<Value>, ApiError> {
+    let o = json_object(body, BULK_BODY_BYTES).await?;
+    check_fields(&o, &["jobs"], "a bulk submit")?;
+    let mut items = Vec::new();
+    for (i, v) in item_list(&o, "jobs")?.iter().enumerate() {
+        let place = format!("jobs[{i}]");
+        let m = item_object(v, &place)?;
+        items.push(submit_args(m).map_err(|e| at(&place, e))?);
+    }
+    let results = node.submit_jobs(items).await?;
+    if let Some(e) = all_failed(&results) {
+        return Err(e);
+    }
+    let (mut created, mut existing, mut failed) = (0, 0, 0);
+    let jobs: Vec<Value> = results
+        .iter()
+        .map(|r| match r {
+            Ok((job, c)) => {
+                if *c {
+                    created += 1;
+                } else {
+                    existing += 1;
+                }
+                let mut v = job_json(job);
+                v["created"] = json!(c);
+                v
+            }
+            Err(e) => {
+                failed += 1;
+                e.body()
+            }
+        })
+        .collect();
+    Ok(Json(
+        json!({"jobs": jobs, "created": created, "existing": existing, "failed": failed}),
+    ))
+}
+
+/// POST /v1/jobs/complete {"completions": [{id, token, result?, run?}, ...]}:
+/// 200 with one entry per completion, in order: `{"id", "state"}` or
+/// `{"id", "error": {...}}` (e.g. 409 conflict for a stale token).
+async fn complete_batch(State(node): State<AppState>, body: Body) -> Result<Json<Value>, ApiError> {
+    let o = json_object(body, BULK_BODY_BYTES).await?;
+    check_fields(&o, &["completions"], "a bulk complete")?;
+    let mut items = Vec::new();
+    for (i, v) in item_list(&o, "completions")?.iter().enumerate() {
+        let place = format!("completions[{i}]");
+        let m = item_object(v, &place)?;
+        let parse = || -> Result<CompleteArgs, ApiError> {
+            check_fields(m, &["id", "token", "result", "run"], "a completion")?;
+            Ok(CompleteArgs {
+                id: req_str(m, "id")?,
+                token: token(m)?,
+                result: m.get("result").cloned().unwrap_or(Value::Null),
+                facts: run_facts(m)?,
+            })
+        };
+        items.push(parse().map_err(|e| at(&place, e))?);
+    }
+    let ids: Vec<String> = items.iter().map(|c| c.id.clone()).collect();
+    let results = node.complete_jobs(items).await?;
+    if let Some(e) = all_failed(&results) {
+        return Err(e);
+    }
+    let (mut completed, mut failed) = (0, 0);
+    let out: Vec<Value> = results
+        .iter()
+        .zip(&ids)
+        .map(|(r, id)| match r {
+            Ok(job) => {
+                completed += 1;
+                json!({"id": id, "state": job.state.as_str()})
+            }
+            Err(e) => {
+                failed += 1;
+                let mut v = e.body();
+                v["id"] = json!(id);
+                v
+            }
+        })
+        .collect();
+    Ok(Json(
+        json!({"results": out, "completed": completed, "failed": failed}),
+    ))
 }
 
 async fn list_jobs(
