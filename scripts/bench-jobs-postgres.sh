@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Postgres baseline for the job-queue benchmark (scripts/bench-jobs.sh):
-# the same cells (enqueue, drain, cycle, cycle_batch; 16 producers and/or
+# the same cells (enqueue, enqueue_batch, drain, cycle, cycle_batch; 16
+# producers and/or
 # 16 workers, 10 s each) against ONE throwaway Postgres using the classic
 # `SELECT ... FOR UPDATE SKIP LOCKED` claim, driven by pgbench.
 #
@@ -18,6 +19,12 @@
 # complete transaction, from pgbench --log). In `cycle`/`cycle_batch` an
 # iteration that found the queue empty sleeps 5 ms and counts in these too
 # (compare `worker_iterations_per_s` with `completed_per_s`).
+#
+# The batch cells batch exactly as Orrery's do: `enqueue_batch` inserts 16
+# jobs per transaction (one multi-row INSERT, as Orrery's bulk submit is
+# one request); `cycle_batch` does that on the producer side, and a worker
+# claims up to 16 jobs and completes all of them in one transaction (as
+# Orrery's bulk complete is one request).
 set -euo pipefail
 DUR="${1:-10}"
 CLIENTS=16
@@ -94,8 +101,11 @@ UPDATE jobs SET state = 'done', result = '{"ok": true}', lease_expires = NULL, u
 \endif
 SQL
 # Up to 16 jobs per claim, then one complete transaction per job.
-{
-  cat <<'SQL'
+cat >"$D/enqueue16.sql" <<'SQL'
+INSERT INTO jobs (queue, kind, params, priority)
+SELECT 'bench', 'bench.noop', jsonb_build_object('n', :client_id, 'i', g), (g % 4) FROM generate_series(1, 16) g;
+SQL
+cat >"$D/claim16bulk.sql" <<'SQL'
 \set tok random(1, 9000000000000000)
 WITH c AS (
   UPDATE jobs SET state = 'running', attempts = attempts + 1, lease_token = :tok,
@@ -108,17 +118,11 @@ WITH c AS (
 SELECT count(*) AS n, coalesce(array_agg(id), '{}') AS ids FROM c \gset
 \if :n = 0
 \sleep 5 ms
+\else
+UPDATE jobs SET state = 'done', result = '{"ok": true}', lease_expires = NULL, updated_at = now()
+ WHERE id = ANY(':ids'::bigint[]) AND lease_token = :tok AND state = 'running';
 \endif
 SQL
-  for i in $(seq 1 16); do
-    cat <<SQL
-\\if :n >= $i
-UPDATE jobs SET state = 'done', result = '{"ok": true}', lease_expires = NULL, updated_at = now()
- WHERE id = (':ids'::bigint[])[$i] AND lease_token = :tok AND state = 'running';
-\\endif
-SQL
-  done
-} >"$D/claim16.sql"
 chown postgres: "$D"/*.sql
 
 count() { "${PSQL[@]}" -c "SELECT count(*) FILTER (WHERE true), count(*) FILTER (WHERE state = 'done') FROM jobs"; }
@@ -151,6 +155,12 @@ read -r T1 C1 < <(count | tr '|' ' ')
 printf '{"cell":"enqueue","producers":%s,"enqueued":%s,"enqueued_per_s":%.0f,"insert_p50_ms":%s,"insert_p99_ms":%s,"loadavg":[%s]}\n' \
   "$CLIENTS" $((T1-T0)) "$(echo "($T1-$T0)/$DUR" | bc -l)" "$(pct 0.5 "$D"/enqueue.*[0-9])" "$(pct 0.99 "$D"/enqueue.*[0-9])" "$L0"
 
+L0=$(load); read -r T0 C0 < <(count | tr '|' ' ')
+bench enqueue_batch "$D/enqueue16.sql"
+read -r T1 C1 < <(count | tr '|' ' ')
+printf '{"cell":"enqueue_batch","producers":%s,"enqueue_batch":16,"enqueued":%s,"enqueued_per_s":%.0f,"insert_p50_ms":%s,"insert_p99_ms":%s,"loadavg":[%s]}\n' \
+  "$CLIENTS" $((T1-T0)) "$(echo "($T1-$T0)/$DUR" | bc -l)" "$(pct 0.5 "$D"/enqueue_batch.*[0-9])" "$(pct 0.99 "$D"/enqueue_batch.*[0-9])" "$L0"
+
 # drain: top the backlog up so that 16 workers cannot empty it in $DUR s
 "${PSQL[@]}" -c "INSERT INTO jobs (queue, kind, params, priority) SELECT 'bench', 'bench.noop', '{}', (g % 4) FROM generate_series(1, 300000) g" -c "VACUUM ANALYZE jobs"
 L0=$(load); read -r T0 C0 < <(count | tr '|' ' ')
@@ -162,9 +172,10 @@ printf '{"cell":"drain","workers":%s,"completed":%s,"completed_per_s":%.0f,"clai
 # cycle / cycle_batch: start from an empty queue, 16 producers + 16 workers at once
 for cell in cycle cycle_batch; do
   "${PSQL[@]}" -c "UPDATE jobs SET state = 'done' WHERE state = 'queued'" -c "VACUUM ANALYZE jobs"
-  script="$D/claim1.sql"; [ "$cell" = cycle_batch ] && script="$D/claim16.sql"
+  script="$D/claim1.sql"; enq="$D/enqueue.sql"
+  if [ "$cell" = cycle_batch ]; then script="$D/claim16bulk.sql"; enq="$D/enqueue16.sql"; fi
   L0=$(load); read -r T0 C0 < <(count | tr '|' ' ')
-  bench "${cell}_enq" "$D/enqueue.sql" & P=$!
+  bench "${cell}_enq" "$enq" & P=$!
   bench "${cell}_work" "$script"
   wait "$P"
   read -r T1 C1 < <(count | tr '|' ' ')

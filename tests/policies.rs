@@ -734,6 +734,15 @@ async fn policies_end_to_end() {
     let job = ok(&c, 2, "GET", &format!("/v1/jobs/{job_id}"), None).await;
     assert_eq!(job["queue"], "reviews");
     assert_eq!(job["kind"], "review.manual");
+    // Submitted with the run's dedupe key, so re-evaluating the run (a
+    // retried policy.run job) finds this job instead of adding one.
+    assert_eq!(
+        job["dedupe_key"],
+        json!(orrery_server::enqueue_dedupe_key(
+            run["id"].as_str().unwrap(),
+            "send"
+        ))
+    );
     assert_eq!(
         job["params"],
         json!({"customer": "carol", "twice": 42.0, "tag": "policy"})

@@ -20,16 +20,17 @@ pub trait Effects: Send + Sync {
     /// The value the data source `source` holds under `key`, or why not.
     fn lookup<'a>(&'a self, source: &'a str, key: &'a str) -> BoxFuture<'a, Result<Json, String>>;
 
-    /// Submits a job of `kind` with `params` to `queue`: the job id, `None`
-    /// when these effects only evaluate (batches and backtests submit
-    /// nothing), or why it failed.
+    /// Submits a job of `kind` with `params` to `queue` for the graph node
+    /// `node`: the job id, `None` when these effects only evaluate (batches
+    /// and backtests submit nothing), or why it failed.
     fn enqueue<'a>(
         &'a self,
+        node: &'a str,
         queue: &'a str,
         kind: &'a str,
         params: Json,
     ) -> BoxFuture<'a, Result<Option<String>, String>> {
-        let _ = (kind, params);
+        let _ = (node, kind, params);
         Box::pin(async move { Err(format!("queue {queue:?} is not available here")) })
     }
 }
@@ -492,7 +493,7 @@ pub async fn evaluate(c: &Compiled, input: Value, fx: &dyn Effects) -> Outcome {
                 let r = match failed {
                     Some(e) => Err(e),
                     None => fx
-                        .enqueue(queue, kind, Json::Object(p.clone()))
+                        .enqueue(&node.id, queue, kind, Json::Object(p.clone()))
                         .await
                         .map_err(|e| format!("enqueue to {queue:?}: {e}")),
                 };

@@ -823,6 +823,7 @@ impl Effects for QueueFx {
 
     fn enqueue<'a>(
         &'a self,
+        _node: &'a str,
         queue: &'a str,
         kind: &'a str,
         params: Json,

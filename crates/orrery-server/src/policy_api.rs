@@ -303,6 +303,21 @@ struct NodeEffects<'n> {
     /// Whether enqueue nodes submit jobs: recorded runs do; batches and
     /// backtests only evaluate, so that re-running inputs has no effects.
     submit: bool,
+    /// The run being evaluated: its enqueue nodes submit with a dedupe key
+    /// made of it, so a re-evaluation of the same run (a `policy.run` job
+    /// retried after a crash between submit and record) finds the job the
+    /// first attempt submitted instead of submitting a second one.
+    run_id: Option<String>,
+}
+
+/// The dedupe key of the job that enqueue node `node` of run `run_id`
+/// submits: fixed length (well under the 256-character limit) whatever
+/// the node id.
+pub fn enqueue_dedupe_key(run_id: &str, node: &str) -> String {
+    format!(
+        "policy-run:{run_id}:{:016x}",
+        orrery_types::stable_hash(node.as_bytes())
+    )
 }
 
 impl NodeEffects<'_> {
@@ -426,6 +441,7 @@ impl Effects for NodeEffects<'_> {
 
     fn enqueue<'a>(
         &'a self,
+        node: &'a str,
         queue: &'a str,
         kind: &'a str,
         params: Json,
@@ -442,7 +458,7 @@ impl Effects for NodeEffects<'_> {
                 run_at_ms: None,
                 delay_ms: None,
                 resources: Default::default(),
-                dedupe_key: None,
+                dedupe_key: self.run_id.as_deref().map(|r| enqueue_dedupe_key(r, node)),
                 submitted_by: Some("policy".to_string()),
             };
             match self.node.submit_job(args).await {
@@ -757,7 +773,13 @@ impl Node {
         }
     }
 
-    async fn effects(&self, c: &Compiled) -> Result<NodeEffects<'_>, ApiError> {
+    /// Effects for evaluating `c`: recorded runs (`run_id` given) submit
+    /// their enqueue nodes' jobs; without a run id nothing is submitted.
+    async fn effects(
+        &self,
+        c: &Compiled,
+        run_id: Option<&str>,
+    ) -> Result<NodeEffects<'_>, ApiError> {
         let sources = if c.has_lookups() {
             self.data_sources()
                 .await?
@@ -770,7 +792,8 @@ impl Node {
         Ok(NodeEffects {
             node: self,
             sources,
-            submit: true,
+            submit: run_id.is_some(),
+            run_id: run_id.map(str::to_string),
         })
     }
 
@@ -783,7 +806,7 @@ impl Node {
         let version = self.choose(&p, req.version, &key).await?;
         let c = self.compiled(&p.id, version).await?;
         let input = check_input(&c, &req.input).map_err(policy_error)?;
-        let fx = self.effects(&c).await?;
+        let fx = self.effects(&c, Some(&run_id)).await?;
         let outcome = evaluate(&c, input, &fx).await;
         let run = finished_run(
             run_id,
@@ -849,7 +872,7 @@ impl Node {
         let c = self.compiled(&run.policy_id, run.version).await?;
         let outcome = match check_input(&c, &input) {
             Ok(v) => {
-                let fx = self.effects(&c).await?;
+                let fx = self.effects(&c, Some(&run.id)).await?;
                 evaluate(&c, v, &fx).await
             }
             Err(e) => Outcome {
@@ -884,8 +907,7 @@ impl Node {
     ) -> Result<Vec<Outcome>, ApiError> {
         let p = self.policy_get(policy).await?;
         let c = self.compiled(&p.id, version).await?;
-        let mut fx = self.effects(&c).await?;
-        fx.submit = false;
+        let fx = self.effects(&c, None).await?;
         let mut out = Vec::with_capacity(inputs.len());
         for input in inputs {
             out.push(match check_input(&c, input) {
@@ -928,7 +950,7 @@ impl Node {
                 other => policy_error(other),
             })?);
         }
-        let sources = self.effects(&c).await?.sources;
+        let sources = self.effects(&c, None).await?.sources;
         let node = self.clone();
         let handle = tokio::runtime::Handle::current();
         let outcomes = tokio::task::spawn_blocking(move || {
@@ -936,6 +958,7 @@ impl Node {
                 node: &node,
                 sources,
                 submit: false,
+                run_id: None,
             };
             use rayon::prelude::*;
             checked
