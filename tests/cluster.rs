@@ -825,3 +825,129 @@ async fn removing_replica_holders_moves_their_replicas_first() {
     let members = c.ctl_json(1, &["members", "list"]);
     assert_eq!(members["members"].as_array().unwrap().len(), 2);
 }
+
+/// A value at the default size limit (16 MiB) replicates to every replica
+/// of a 3-node group, and the group keeps taking writes after it: one
+/// large entry must not wedge replication (an AppendEntries carrying it
+/// takes longer than a heartbeat).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_value_at_the_size_limit_replicates_to_every_replica() {
+    let c = Cluster::formed(3, 1, &[]).await;
+    c.wait_caught_up(0, Duration::from_secs(60)).await;
+    let big: Vec<u8> = (0..16usize << 20).map(|i| (i % 251) as u8).collect();
+    let start = Instant::now();
+    let status = loop {
+        let r = c
+            .http
+            .put(c.nodes[1].url("/v1/kv/huge"))
+            .body(big.clone())
+            .send()
+            .await
+            .expect("PUT");
+        let s = r.status().as_u16();
+        // 503 only while the group is still electing after formation.
+        if s != 503 || start.elapsed() > Duration::from_secs(60) {
+            break (s, r.text().await.unwrap_or_default());
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    };
+    assert_eq!(
+        status.0,
+        200,
+        "16 MiB PUT: {}\n{}",
+        status.1,
+        c.log_tails(30)
+    );
+    // The group is not wedged behind the large entry.
+    c.put_ok(2, "after", "small").await;
+    // Every replica applies it (stale reads are served locally).
+    for i in 0..3 {
+        let start = Instant::now();
+        loop {
+            let r = c
+                .http
+                .get(c.nodes[i].url("/v1/kv/huge?consistency=stale"))
+                .send()
+                .await
+                .expect("GET");
+            if r.status().as_u16() == 200 {
+                let got = r.bytes().await.expect("body");
+                assert!(
+                    got.as_ref() == big.as_slice(),
+                    "node {} returned a different value",
+                    i + 1
+                );
+                break;
+            }
+            assert!(
+                start.elapsed() < Duration::from_secs(60),
+                "node {} never applied the 16 MiB value\n{}",
+                i + 1,
+                c.log_tails(30)
+            );
+            tokio::time::sleep(Duration::from_millis(300)).await;
+        }
+    }
+    c.wait_caught_up(0, Duration::from_secs(60)).await;
+}
+
+/// `/readyz` is 503 on a placement leader cut off from its quorum (it keeps
+/// believing it leads), and ready again once the quorum is back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn readyz_needs_a_quorum_on_the_placement_leader() {
+    let mut c = Cluster::formed(3, 1, &[]).await;
+    c.wait_caught_up(0, Duration::from_secs(60)).await;
+    let v: Value = c
+        .http
+        .get(c.nodes[0].url("/readyz"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(v["status"], "ready", "{v}");
+    let leader = v["placement_leader"].as_u64().expect("leader id");
+    let li = c
+        .nodes
+        .iter()
+        .position(|n| n.id == leader)
+        .expect("leader is a node");
+    for i in 0..3 {
+        if i != li {
+            c.kill9(i);
+        }
+    }
+    let start = Instant::now();
+    let body = loop {
+        let r = c.http.get(c.nodes[li].url("/readyz")).send().await.unwrap();
+        if r.status().as_u16() == 503 {
+            assert!(r.headers().contains_key("retry-after"));
+            break r.json::<Value>().await.unwrap();
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(20),
+            "an isolated leader still reports ready"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    assert_eq!(body["error"]["code"], "unavailable", "{body}");
+    for i in 0..3 {
+        if i != li {
+            c.spawn(i);
+        }
+    }
+    let start = Instant::now();
+    loop {
+        let r = c.http.get(c.nodes[li].url("/readyz")).send().await.unwrap();
+        if r.status().as_u16() == 200 {
+            break;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(60),
+            "not ready after the quorum came back\n{}",
+            c.log_tails(20)
+        );
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+}

@@ -119,6 +119,37 @@ impl Node {
             .unwrap_or_default()
     }
 
+    /// Whether this node can serve cluster operations now: it knows a
+    /// placement leader and, when it is that leader, a quorum of the
+    /// placement group acknowledged it within two election timeouts (a
+    /// leader cut off from its quorum keeps believing it leads; it must
+    /// not report ready). Returns the leader, or why not.
+    pub fn readiness(&self) -> Result<NodeId, String> {
+        let Some(g) = self.placement_group() else {
+            return Err("not part of an initialised cluster yet".into());
+        };
+        let m = g.raft.metrics().borrow().clone();
+        let Some(leader) = m.current_leader else {
+            return Err("no placement leader known (election in progress, or no quorum)".into());
+        };
+        if leader == self.id() {
+            let limit = 2 * self.cfg.raft.election_max_ms;
+            match m.millis_since_quorum_ack {
+                Some(ms) if ms <= limit => {}
+                Some(ms) => return Err(format!(
+                    "this node leads the placement group but no quorum acknowledged it for {ms} ms"
+                )),
+                None => {
+                    return Err(
+                        "this node leads the placement group but no quorum acknowledged it yet"
+                            .into(),
+                    )
+                }
+            }
+        }
+        Ok(leader)
+    }
+
     pub fn placement_leader(&self) -> Option<NodeId> {
         self.placement_group()
             .and_then(|g| g.raft.metrics().borrow().current_leader)

@@ -299,12 +299,9 @@ async fn healthz() -> Json<Value> {
 }
 
 async fn readyz(State(node): State<AppState>) -> Response {
-    match node.placement_leader() {
-        Some(l) => Json(json!({"status": "ready", "placement_leader": l})).into_response(),
-        None => {
-            ApiError::unavailable("no placement leader known yet (not initialised, or no quorum)")
-                .into_response()
-        }
+    match node.readiness() {
+        Ok(l) => Json(json!({"status": "ready", "placement_leader": l})).into_response(),
+        Err(why) => ApiError::unavailable(why).into_response(),
     }
 }
 
