@@ -193,7 +193,6 @@ pub fn check_name(field: &str, name: &str) -> Result<(), ApiError> {
     Ok(())
 }
 
-/// Parses a job id and returns its shard group, or 404.
 /// A submission checked and routed, ready to propose.
 struct PreparedJob {
     group: GroupId,
@@ -299,6 +298,7 @@ pub fn at(place: &str, e: ApiError) -> ApiError {
     }
 }
 
+/// Parses a job id and returns its shard group, or 404.
 pub fn job_group(id: &str) -> Result<GroupId, ApiError> {
     orrery_queue::job_shard(id)
         .map(shard_group)
@@ -624,11 +624,14 @@ impl Node {
                 .or_default()
                 .push((i, p.job));
         }
-        let mut writes = Vec::new();
-        for ((group, shard), jobs) in by_group {
-            for chunk in chunks(jobs, |(_, j)| j.params.len() + j.kind.len() + j.queue.len()) {
-                let (idx, jobs): (Vec<usize>, Vec<NewJob>) = chunk.into_iter().unzip();
-                writes.push(async move {
+        // Shards at once; the chunks of one shard one after the other, so
+        // that its jobs keep their submission order (ids and FIFO).
+        let writes = by_group
+            .into_iter()
+            .map(|((group, shard), jobs)| async move {
+                let mut done = Vec::new();
+                for chunk in chunks(jobs, |(_, j)| j.params.len() + j.kind.len() + j.queue.len()) {
+                    let (idx, jobs): (Vec<usize>, Vec<NewJob>) = chunk.into_iter().unzip();
                     let r = self
                         .queue_write(
                             group,
@@ -639,12 +642,16 @@ impl Node {
                             },
                         )
                         .await;
-                    (idx, r)
-                });
-            }
-        }
+                    done.push((idx, r));
+                }
+                done
+            });
         let mut out: Vec<Option<Result<(Job, bool), ApiError>>> = vec![None; n];
-        for (idx, r) in futures::future::join_all(writes).await {
+        for (idx, r) in futures::future::join_all(writes)
+            .await
+            .into_iter()
+            .flatten()
+        {
             for (i, r) in spread(idx.len(), r).into_iter().enumerate() {
                 out[idx[i]] = Some(r.and_then(|r| match r {
                     QueueResponse::Enqueued { job, created } => Ok((*job, created)),
@@ -865,19 +872,22 @@ impl Node {
             ));
         }
         let now = now_ms();
-        let mut writes = Vec::new();
-        for (group, items) in by_group {
+        let writes = by_group.into_iter().map(|(group, items)| async move {
+            let mut done = Vec::new();
             for chunk in chunks(items, |(_, c)| c.result.len() + c.job_id.len()) {
                 let (idx, items): (Vec<usize>, Vec<Completion>) = chunk.into_iter().unzip();
-                writes.push(async move {
-                    let r = self
-                        .queue_write(group, QueueCommand::CompleteMany { items, now_ms: now })
-                        .await;
-                    (idx, r)
-                });
+                let r = self
+                    .queue_write(group, QueueCommand::CompleteMany { items, now_ms: now })
+                    .await;
+                done.push((idx, r));
             }
-        }
-        for (idx, r) in futures::future::join_all(writes).await {
+            done
+        });
+        for (idx, r) in futures::future::join_all(writes)
+            .await
+            .into_iter()
+            .flatten()
+        {
             for (i, r) in spread(idx.len(), r).into_iter().enumerate() {
                 out[idx[i]] = Some(r.and_then(|r| match r {
                     QueueResponse::Job(j) => Ok(*j),

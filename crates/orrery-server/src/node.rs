@@ -136,9 +136,11 @@ impl Node {
             let limit = 2 * self.cfg.raft.election_max_ms;
             match m.millis_since_quorum_ack {
                 Some(ms) if ms <= limit => {}
-                Some(ms) => return Err(format!(
+                Some(ms) => {
+                    return Err(format!(
                     "this node leads the placement group but no quorum acknowledged it for {ms} ms"
-                )),
+                ))
+                }
                 None => {
                     return Err(
                         "this node leads the placement group but no quorum acknowledged it yet"
