@@ -284,6 +284,14 @@ pub fn all_failed<T>(results: &[Result<T, ApiError>]) -> Option<ApiError> {
     (retryable && same).then(|| first.clone())
 }
 
+/// The results of a bulk request, one per item (an item no response
+/// reached is an internal error, never silently dropped).
+fn filled<T>(out: Vec<Option<Result<T, ApiError>>>) -> Vec<Result<T, ApiError>> {
+    out.into_iter()
+        .map(|o| o.unwrap_or_else(|| Err(ApiError::Internal("no response for this item".into()))))
+        .collect()
+}
+
 /// `e` with its message prefixed by where in a bulk request it happened.
 pub fn at(place: &str, e: ApiError) -> ApiError {
     match e {
@@ -613,60 +621,68 @@ impl Node {
         check_batch("jobs", items.len())?;
         let now = now_ms();
         let n = items.len();
-        let mut by_group: BTreeMap<(GroupId, u32), Vec<(usize, NewJob)>> = BTreeMap::new();
+        let mut by_group: BTreeMap<GroupId, Vec<(usize, NewJob)>> = BTreeMap::new();
         for (i, a) in items.into_iter().enumerate() {
             let p = self
                 .prepare_job(a, now)
                 .await
                 .map_err(|e| at(&format!("jobs[{i}]"), e))?;
-            by_group
-                .entry((p.group, p.shard))
-                .or_default()
-                .push((i, p.job));
+            by_group.entry(p.group).or_default().push((i, p.job));
         }
-        // Shards at once; the chunks of one shard one after the other, so
-        // that its jobs keep their submission order (ids and FIFO).
-        let writes = by_group
-            .into_iter()
-            .map(|((group, shard), jobs)| async move {
-                let mut done = Vec::new();
-                for chunk in chunks(jobs, |(_, j)| j.params.len() + j.kind.len() + j.queue.len()) {
-                    let (idx, jobs): (Vec<usize>, Vec<NewJob>) = chunk.into_iter().unzip();
-                    let r = self
-                        .queue_write(
-                            group,
-                            QueueCommand::EnqueueMany {
-                                shard,
-                                jobs,
-                                now_ms: now,
-                            },
-                        )
-                        .await;
-                    done.push((idx, r));
-                }
-                done
-            });
-        let mut out: Vec<Option<Result<(Job, bool), ApiError>>> = vec![None; n];
+        let mut out = vec![None; n];
+        self.bulk_write(
+            by_group,
+            |(_, j)| j.params.len() + j.kind.len() + j.queue.len(),
+            |group, jobs| QueueCommand::EnqueueMany {
+                shard: group_shard(group).unwrap_or(0),
+                jobs,
+                now_ms: now,
+            },
+            |r| match r {
+                QueueResponse::Enqueued { job, created } => Ok((*job, created)),
+                other => Err(other),
+            },
+            &mut out,
+        )
+        .await;
+        self.jobs.wake.notify_waiters();
+        Ok(filled(out))
+    }
+
+    /// Proposes the items of a bulk request: per shard group, its items in
+    /// chunks ([`chunks`]) one after the other, so that they keep their
+    /// order; the groups concurrently. `out[i]` gets item `i`'s result
+    /// (`item` maps its response; anything it hands back is unexpected).
+    async fn bulk_write<I, T>(
+        &self,
+        by_group: BTreeMap<GroupId, Vec<(usize, I)>>,
+        size: impl Fn(&(usize, I)) -> usize + Copy,
+        cmd: impl Fn(GroupId, Vec<I>) -> QueueCommand + Copy,
+        item: impl Fn(QueueResponse) -> Result<T, QueueResponse>,
+        out: &mut [Option<Result<T, ApiError>>],
+    ) {
+        let writes = by_group.into_iter().map(|(group, items)| async move {
+            let mut done = Vec::new();
+            for chunk in chunks(items, size) {
+                let (idx, items): (Vec<usize>, Vec<I>) = chunk.into_iter().unzip();
+                let r = self.queue_write(group, cmd(group, items)).await;
+                done.push((idx, r));
+            }
+            done
+        });
         for (idx, r) in futures::future::join_all(writes)
             .await
             .into_iter()
             .flatten()
         {
             for (i, r) in spread(idx.len(), r).into_iter().enumerate() {
-                out[idx[i]] = Some(r.and_then(|r| match r {
-                    QueueResponse::Enqueued { job, created } => Ok((*job, created)),
-                    QueueResponse::Rejected(e) => Err(queue_error(e)),
-                    other => Err(ApiError::Internal(format!("unexpected response {other:?}"))),
+                out[idx[i]] = Some(r.and_then(|r| match item(r) {
+                    Ok(t) => Ok(t),
+                    Err(QueueResponse::Rejected(e)) => Err(queue_error(e)),
+                    Err(other) => Err(ApiError::Internal(format!("unexpected response {other:?}"))),
                 }));
             }
         }
-        self.jobs.wake.notify_waiters();
-        Ok(out
-            .into_iter()
-            .map(|o| {
-                o.unwrap_or_else(|| Err(ApiError::Internal("no response for this job".into())))
-            })
-            .collect())
     }
 
     pub async fn get_job(&self, id: &str) -> Result<Job, ApiError> {
@@ -872,36 +888,18 @@ impl Node {
             ));
         }
         let now = now_ms();
-        let writes = by_group.into_iter().map(|(group, items)| async move {
-            let mut done = Vec::new();
-            for chunk in chunks(items, |(_, c)| c.result.len() + c.job_id.len()) {
-                let (idx, items): (Vec<usize>, Vec<Completion>) = chunk.into_iter().unzip();
-                let r = self
-                    .queue_write(group, QueueCommand::CompleteMany { items, now_ms: now })
-                    .await;
-                done.push((idx, r));
-            }
-            done
-        });
-        for (idx, r) in futures::future::join_all(writes)
-            .await
-            .into_iter()
-            .flatten()
-        {
-            for (i, r) in spread(idx.len(), r).into_iter().enumerate() {
-                out[idx[i]] = Some(r.and_then(|r| match r {
-                    QueueResponse::Job(j) => Ok(*j),
-                    QueueResponse::Rejected(e) => Err(queue_error(e)),
-                    other => Err(ApiError::Internal(format!("unexpected response {other:?}"))),
-                }));
-            }
-        }
-        Ok(out
-            .into_iter()
-            .map(|o| {
-                o.unwrap_or_else(|| Err(ApiError::Internal("no response for this item".into())))
-            })
-            .collect())
+        self.bulk_write(
+            by_group,
+            |(_, c)| c.result.len() + c.job_id.len(),
+            |_, items| QueueCommand::CompleteMany { items, now_ms: now },
+            |r| match r {
+                QueueResponse::Job(j) => Ok(*j),
+                other => Err(other),
+            },
+            &mut out,
+        )
+        .await;
+        Ok(filled(out))
     }
 
     pub async fn fail_job(
