@@ -11,7 +11,7 @@ impl Client {
     pub fn jobs(&self) -> JobsClient<Channel> {
         JobsClient::new(self.channel.clone())
             .max_decoding_message_size(64 << 20)
-            .max_encoding_message_size(4 << 20)
+            .max_encoding_message_size(16 << 20)
     }
 
     pub async fn create_queue(&self, req: pb::CreateQueueRequest) -> Result<pb::QueueInfo, Error> {

@@ -160,7 +160,8 @@ pub async fn run(
     .add_service(ClusterServer::new(grpc::ClusterService(node.clone())))
     .add_service(
         orrery_proto::v1::jobs_server::JobsServer::new(jobs_grpc::JobsService(node.clone()))
-            .max_decoding_message_size(4 << 20),
+            // Bulk submits and completes: the same 16 MiB as their REST bodies.
+            .max_decoding_message_size(16 << 20),
     )
     .add_service(
         orrery_proto::v1::vectors_server::VectorsServer::new(vector_grpc::VectorService(
