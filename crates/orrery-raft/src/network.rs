@@ -42,6 +42,11 @@ impl std::fmt::Display for TransportError {
 
 impl std::error::Error for TransportError {}
 
+/// HTTP/2 flow-control windows of the peer channel (both ends; see
+/// [`PeerClients::client`]).
+pub const PEER_STREAM_WINDOW: u32 = 32 << 20;
+pub const PEER_CONNECTION_WINDOW: u32 = 64 << 20;
+
 impl PeerClients {
     /// Clients whose connections originate from `source` when given.
     pub fn new(source: Option<IpAddr>) -> Self {
@@ -64,6 +69,14 @@ impl PeerClients {
             .local_address(self.source)
             .connect_timeout(Duration::from_millis(500))
             .tcp_nodelay(true)
+            // openraft gives every AppendEntries one heartbeat interval
+            // (150 ms) end to end. With HTTP/2's default 64 KiB windows a
+            // large entry (a 16 MiB value) needs hundreds of window updates,
+            // each a scheduling round trip on a loaded machine, and never
+            // arrives in time: the group would retry it forever. Windows as
+            // large as the largest entry let it stream in one go.
+            .initial_stream_window_size(PEER_STREAM_WINDOW)
+            .initial_connection_window_size(PEER_CONNECTION_WINDOW)
             .http2_keep_alive_interval(Duration::from_secs(5))
             .keep_alive_timeout(Duration::from_secs(5));
         let ch = endpoint.connect_lazy();

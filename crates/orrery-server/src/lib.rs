@@ -205,6 +205,8 @@ pub async fn run(
     });
     let mut rx2 = stop_rx.clone();
     let peer_srv = tonic::transport::Server::builder()
+        .initial_stream_window_size(orrery_raft::network::PEER_STREAM_WINDOW)
+        .initial_connection_window_size(orrery_raft::network::PEER_CONNECTION_WINDOW)
         .add_service(
             PeerServer::new(peer::PeerService(node.clone()))
                 .max_decoding_message_size(256 << 20)
