@@ -196,7 +196,6 @@ pub fn check_name(field: &str, name: &str) -> Result<(), ApiError> {
 /// A submission checked and routed, ready to propose.
 struct PreparedJob {
     group: GroupId,
-    shard: u32,
     job: NewJob,
 }
 
@@ -523,7 +522,13 @@ impl Node {
 
     /// Checks a submission and resolves where it goes (its partition's
     /// shard group) and what the shard is told (the queue's settings).
-    async fn prepare_job(&self, a: SubmitArgs, now: u64) -> Result<PreparedJob, ApiError> {
+    /// `specs` caches queue definitions across the jobs of one request.
+    async fn prepare_job(
+        &self,
+        a: SubmitArgs,
+        now: u64,
+        specs: &mut BTreeMap<String, QueueSpec>,
+    ) -> Result<PreparedJob, ApiError> {
         check_name("queue", &a.queue)?;
         if a.kind.is_empty() || a.kind.len() > 128 {
             return Err(ApiError::bad(
@@ -556,7 +561,14 @@ impl Node {
                 "resources.gpus must be at most 64",
             ));
         }
-        let spec = self.queue_spec(&a.queue).await?;
+        let spec = match specs.get(&a.queue) {
+            Some(s) => s.clone(),
+            None => {
+                let s = self.queue_spec(&a.queue).await?;
+                specs.insert(a.queue.clone(), s.clone());
+                s
+            }
+        };
         // A dedupe key always lands in the same partition, so the shard's
         // dedupe index sees every submission with that key.
         let partition = match &a.dedupe_key {
@@ -564,7 +576,6 @@ impl Node {
             None => (self.metrics.next_rotation() as u64 % spec.partitions as u64) as u32,
         };
         let group = self.partition_group(&a.queue, partition)?;
-        let shard = group_shard(group).unwrap_or(0);
         let run_at_ms = match (a.run_at_ms, a.delay_ms) {
             (Some(t), _) => Some(t),
             (None, Some(d)) => Some(now + d),
@@ -584,17 +595,17 @@ impl Node {
             lease_s: spec.lease_s,
             backoff: spec.backoff,
         };
-        Ok(PreparedJob { group, shard, job })
+        Ok(PreparedJob { group, job })
     }
 
     pub async fn submit_job(&self, a: SubmitArgs) -> Result<(Job, bool), ApiError> {
         let now = now_ms();
-        let PreparedJob { group, shard, job } = self.prepare_job(a, now).await?;
+        let PreparedJob { group, job } = self.prepare_job(a, now, &mut BTreeMap::new()).await?;
         match self
             .queue_write(
                 group,
                 QueueCommand::Enqueue {
-                    shard,
+                    shard: group_shard(group).unwrap_or(0),
                     job,
                     now_ms: now,
                 },
@@ -622,9 +633,10 @@ impl Node {
         let now = now_ms();
         let n = items.len();
         let mut by_group: BTreeMap<GroupId, Vec<(usize, NewJob)>> = BTreeMap::new();
+        let mut specs = BTreeMap::new();
         for (i, a) in items.into_iter().enumerate() {
             let p = self
-                .prepare_job(a, now)
+                .prepare_job(a, now, &mut specs)
                 .await
                 .map_err(|e| at(&format!("jobs[{i}]"), e))?;
             by_group.entry(p.group).or_default().push((i, p.job));
