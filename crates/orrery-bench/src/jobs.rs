@@ -44,6 +44,9 @@ pub struct JobsArgs {
     data_root: Option<PathBuf>,
     #[arg(long)]
     keep_data: bool,
+    /// Cells to run, comma-separated [default: all of enqueue, enqueue_batch, drain, cycle, cycle_batch].
+    #[arg(long, value_delimiter = ',')]
+    cells: Vec<String>,
 }
 
 fn pct(sorted: &[f64], p: f64) -> Option<f64> {
@@ -192,6 +195,32 @@ async fn worker(s: Arc<Shared>, i: usize, max: u32) -> Vec<f64> {
     lat
 }
 
+/// Sums counters over every node's `/metrics`: group-commit requests and
+/// entries, and forwarded requests.
+async fn counters(s: &Shared) -> [f64; 3] {
+    let names = [
+        "orrery_group_commit_requests_total",
+        "orrery_group_commit_entries_total",
+        "orrery_forwarded_total",
+    ];
+    let mut out = [0.0; 3];
+    for addr in &s.addrs {
+        let Ok(r) = s.http.get(format!("http://{addr}/metrics")).send().await else {
+            continue;
+        };
+        let text = r.text().await.unwrap_or_default();
+        for line in text.lines() {
+            let mut parts = line.split_whitespace();
+            if let (Some(name), Some(v)) = (parts.next(), parts.next()) {
+                if let Some(i) = names.iter().position(|n| *n == name) {
+                    out[i] += v.parse::<f64>().unwrap_or(0.0);
+                }
+            }
+        }
+    }
+    out
+}
+
 async fn cell(
     s: &Arc<Shared>,
     name: &str,
@@ -205,6 +234,7 @@ async fn cell(
     s.enqueued.store(0, Ordering::Relaxed);
     s.completed.store(0, Ordering::Relaxed);
     s.errors.store(0, Ordering::Relaxed);
+    let before = counters(s).await;
     let start = Instant::now();
     let ps: Vec<_> = (0..producers)
         .map(|i| tokio::spawn(producer(s.clone(), i, enqueue_batch)))
@@ -226,6 +256,12 @@ async fn cell(
             lat.append(&mut l);
         }
     }
+    let after = counters(s).await;
+    let (requests, entries, forwarded) = (
+        after[0] - before[0],
+        after[1] - before[1],
+        after[2] - before[2],
+    );
     lat.sort_by(|a, b| a.total_cmp(b));
     let mut v = base.clone();
     v["cell"] = json!(name);
@@ -240,6 +276,13 @@ async fn cell(
     v["claim_p50_ms"] = opt3(pct(&lat, 0.5));
     v["claim_p99_ms"] = opt3(pct(&lat, 0.99));
     v["errors"] = json!(s.errors.load(Ordering::Relaxed));
+    // How much group commit merged: queue writes per log entry.
+    v["writes_per_entry"] = if entries > 0.0 {
+        json!(round3(requests / entries))
+    } else {
+        Value::Null
+    };
+    v["forwarded_per_s"] = json!(round3(forwarded / elapsed));
     v
 }
 
@@ -318,57 +361,44 @@ async fn run_cells(cluster: &mut LocalCluster, args: &JobsArgs) -> Result<()> {
         errors: AtomicU64::new(0),
     });
     let dur = Duration::from_secs_f64(args.duration);
-    eprintln!("enqueue only ...");
-    println!(
-        "{}",
-        cell(&s, "enqueue", args.producers, 0, (1, 1), dur, &base).await
-    );
-    eprintln!("bulk enqueue only ...");
-    println!(
-        "{}",
-        cell(
-            &s,
-            "enqueue_batch",
-            args.producers,
+    let (p, w, b) = (args.producers, args.workers, args.batch);
+    // (name, what it does, producers, workers, (claim batch, enqueue batch))
+    let all = [
+        ("enqueue", "enqueue only", p, 0, (1, 1)),
+        ("enqueue_batch", "bulk enqueue only", p, 0, (1, b)),
+        (
+            "drain",
+            "drain (claim + complete, no producers)",
             0,
-            (1, args.batch),
-            dur,
-            &base
-        )
-        .await
-    );
-    eprintln!("drain (claim + complete, no producers) ...");
-    println!(
-        "{}",
-        cell(&s, "drain", 0, args.workers, (1, 1), dur, &base).await
-    );
-    eprintln!("full cycle, single claims ...");
-    println!(
-        "{}",
-        cell(
-            &s,
-            "cycle",
-            args.producers,
-            args.workers,
+            w,
             (1, 1),
-            dur,
-            &base
-        )
-        .await
-    );
-    eprintln!("full cycle, bulk submits, batch claims, bulk completes ...");
-    println!(
-        "{}",
-        cell(
-            &s,
+        ),
+        ("cycle", "full cycle, single claims", p, w, (1, 1)),
+        (
             "cycle_batch",
-            args.producers,
-            args.workers,
-            (args.batch, args.batch),
-            dur,
-            &base
-        )
-        .await
-    );
+            "full cycle, bulk submits, batch claims, bulk completes",
+            p,
+            w,
+            (b, b),
+        ),
+    ];
+    for c in &args.cells {
+        if !all.iter().any(|a| a.0 == c) {
+            bail!(
+                "unknown cell {c:?}; cells are enqueue, enqueue_batch, drain, cycle, cycle_batch"
+            );
+        }
+    }
+    for (name, what, producers, workers, batches) in all {
+        if !args.cells.is_empty() && !args.cells.iter().any(|c| c == name) {
+            continue;
+        }
+        let leaders = cluster.shard_leaders().await.ok();
+        eprintln!("{what} (shard leaders: {leaders:?}) ...");
+        println!(
+            "{}",
+            cell(&s, name, producers, workers, batches, dur, &base).await
+        );
+    }
     Ok(())
 }

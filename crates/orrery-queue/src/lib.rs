@@ -19,6 +19,8 @@
 //! carry `serde_json::Value`, and keeping the exact text avoids a parse in
 //! the apply path.
 
+pub mod coalesce;
+
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
@@ -323,6 +325,12 @@ pub enum QueueCommand {
         spec: ClaimSpec,
         now_ms: u64,
     },
+    /// Claims of several workers in one entry (group commit, see
+    /// [`coalesce`]): each applied as by `Claim`, in order.
+    ClaimMany {
+        claims: Vec<ClaimSpec>,
+        now_ms: u64,
+    },
     /// Bulk complete: each item is checked and applied as by `Complete`,
     /// independently (a stale token rejects that item only).
     CompleteMany {
@@ -569,6 +577,9 @@ impl QueueState {
             QueueCommand::CompleteMany { items, .. } if items.len() > MAX_BATCH => {
                 QueueResponse::Rejected(QueueError::BatchTooLarge(items.len()))
             }
+            QueueCommand::ClaimMany { claims, .. } if claims.len() > MAX_BATCH => {
+                QueueResponse::Rejected(QueueError::BatchTooLarge(claims.len()))
+            }
             QueueCommand::EnqueueMany {
                 shard,
                 jobs,
@@ -588,6 +599,15 @@ impl QueueState {
             QueueCommand::Claim { spec, now_ms } => {
                 self.expire(now_ms);
                 QueueResponse::Claimed(self.claim(&spec, now_ms))
+            }
+            QueueCommand::ClaimMany { claims, now_ms } => {
+                self.expire(now_ms);
+                QueueResponse::Many(
+                    claims
+                        .iter()
+                        .map(|spec| QueueResponse::Claimed(self.claim(spec, now_ms)))
+                        .collect(),
+                )
             }
             QueueCommand::Heartbeat {
                 job_id,

@@ -669,3 +669,125 @@ proptest! {
         prop_assert!(completed.values().all(|n| *n == 1));
     }
 }
+
+/// Applies `cmd` at `idx` and records the ids of jobs it created.
+fn apply_noting_ids(
+    s: &mut QueueState,
+    idx: u64,
+    cmd: QueueCommand,
+    ids: &mut Vec<String>,
+) -> QueueResponse {
+    let r = s.apply(idx, cmd);
+    let mut note = |r: &QueueResponse| {
+        if let QueueResponse::Enqueued { job, created: true } = r {
+            ids.push(job.id.clone());
+        }
+    };
+    match &r {
+        QueueResponse::Many(rs) => rs.iter().for_each(&mut note),
+        other => note(other),
+    }
+    r
+}
+
+proptest! {
+    /// Group commit changes nothing but job ids: a burst of concurrent
+    /// commands merged by `coalesce::merge`, applied as the merged entries
+    /// and split back, gives every request the response it would have had
+    /// applied alone (in the merged order), and the same final state, once
+    /// the ids of created jobs are renamed (they come from the log index,
+    /// and merged entries use fewer indexes; the renaming keeps their order,
+    /// which is what claims sort by).
+    #[test]
+    fn merged_burst_equals_one_by_one(
+        prefix in prop::collection::vec(arb_op(), 0..40),
+        burst in prop::collection::vec(arb_op(), 1..24),
+    ) {
+        let mut s = QueueState::default();
+        let mut ids: Vec<String> = Vec::new();
+        let mut now = 1_000u64;
+        let mut idx = 0u64;
+        for op in &prefix {
+            if let Op::Tick(d) = op { now += d; continue; }
+            let Some(cmd) = to_cmd(op, &ids, now) else { continue };
+            idx += 1;
+            apply_noting_ids(&mut s, idx, cmd, &mut ids);
+        }
+        now += 1;
+        let cmds: Vec<QueueCommand> = burst.iter().filter_map(|op| to_cmd(op, &ids, now)).collect();
+        prop_assume!(!cmds.is_empty());
+        let merged = coalesce::merge(cmds.clone());
+        // Every request is answered exactly once.
+        let mut answered: Vec<usize> = merged.iter().flat_map(|m| m.slots.iter().map(|(i, _)| *i)).collect();
+        answered.sort();
+        prop_assert_eq!(answered, (0..cmds.len()).collect::<Vec<_>>());
+
+        let mut via_merge = s.clone();
+        let mut merged_ids = Vec::new();
+        let mut got: BTreeMap<usize, QueueResponse> = BTreeMap::new();
+        let mut order = Vec::new();
+        for (j, m) in merged.into_iter().enumerate() {
+            let r = apply_noting_ids(&mut via_merge, idx + 1 + j as u64, m.cmd, &mut merged_ids);
+            let rs = coalesce::split(r, &m.slots);
+            prop_assert_eq!(rs.len(), m.slots.len());
+            for ((i, _), r) in m.slots.iter().zip(rs) {
+                order.push(*i);
+                got.insert(*i, r);
+            }
+        }
+        let mut alone = s.clone();
+        let mut alone_ids = Vec::new();
+        let mut want: BTreeMap<usize, QueueResponse> = BTreeMap::new();
+        for (k, i) in order.iter().enumerate() {
+            let r = apply_noting_ids(&mut alone, idx + 1 + k as u64, cmds[*i].clone(), &mut alone_ids);
+            want.insert(*i, r);
+        }
+        prop_assert_eq!(merged_ids.len(), alone_ids.len());
+        let mut sorted = merged_ids.clone();
+        sorted.sort();
+        prop_assert_eq!(&sorted, &merged_ids, "merged ids out of order");
+        let rename = |text: String| {
+            merged_ids.iter().zip(&alone_ids).fold(text, |t, (m, a)| t.replace(m.as_str(), a.as_str()))
+        };
+        prop_assert_eq!(rename(format!("{got:?}")), format!("{want:?}"));
+        prop_assert_eq!(rename(format!("{via_merge:?}")), format!("{alone:?}"));
+        check_invariants(&via_merge)?;
+    }
+}
+
+#[test]
+fn merging_respects_the_batch_limit_and_takes_the_latest_time() {
+    let one = |now| QueueCommand::Enqueue {
+        shard: 1,
+        job: new_job("q", 0),
+        now_ms: now,
+    };
+    let mut cmds: Vec<QueueCommand> = (0..MAX_BATCH as u64 + 5).map(one).collect();
+    cmds.push(QueueCommand::ExpireLeases { now_ms: 7 });
+    let merged = coalesce::merge(cmds);
+    let sizes: Vec<usize> = merged
+        .iter()
+        .map(|m| match &m.cmd {
+            QueueCommand::EnqueueMany { jobs, now_ms, .. } => {
+                let latest = m.slots.iter().map(|(i, _)| *i as u64).max().unwrap();
+                assert_eq!(*now_ms, latest, "the merged time is the latest stamped");
+                jobs.len()
+            }
+            QueueCommand::ExpireLeases { .. } => 0,
+            other => panic!("{other:?}"),
+        })
+        .collect();
+    assert_eq!(sizes, vec![MAX_BATCH, 0, 5]);
+    // A lone command is proposed as it is.
+    let merged = coalesce::merge(vec![one(3)]);
+    assert_eq!(merged.len(), 1);
+    assert!(matches!(merged[0].cmd, QueueCommand::Enqueue { .. }));
+    assert_eq!(merged[0].slots, vec![(0, None)]);
+    // A refusal of the whole merged command reaches every request.
+    let r = QueueResponse::Rejected(QueueError::BatchTooLarge(9));
+    let slots = vec![
+        (0, Some(coalesce::Slot::One)),
+        (1, Some(coalesce::Slot::Many(2))),
+    ];
+    assert_eq!(coalesce::split(r.clone(), &slots), vec![r.clone(), r]);
+}

@@ -522,12 +522,13 @@ impl Node {
 
     /// Checks a submission and resolves where it goes (its partition's
     /// shard group) and what the shard is told (the queue's settings).
-    /// `specs` caches queue definitions across the jobs of one request.
+    /// `specs` caches queue definitions (and the partitions this node
+    /// leads) across the jobs of one request.
     async fn prepare_job(
         &self,
         a: SubmitArgs,
         now: u64,
-        specs: &mut BTreeMap<String, QueueSpec>,
+        specs: &mut BTreeMap<String, (QueueSpec, Vec<u32>)>,
     ) -> Result<PreparedJob, ApiError> {
         check_name("queue", &a.queue)?;
         if a.kind.is_empty() || a.kind.len() > 128 {
@@ -561,18 +562,24 @@ impl Node {
                 "resources.gpus must be at most 64",
             ));
         }
-        let spec = match specs.get(&a.queue) {
+        let (spec, local) = match specs.get(&a.queue) {
             Some(s) => s.clone(),
             None => {
                 let s = self.queue_spec(&a.queue).await?;
-                specs.insert(a.queue.clone(), s.clone());
-                s
+                let local = self.led_partitions(&s);
+                specs.insert(a.queue.clone(), (s.clone(), local.clone()));
+                (s, local)
             }
         };
         // A dedupe key always lands in the same partition, so the shard's
-        // dedupe index sees every submission with that key.
+        // dedupe index sees every submission with that key. Other jobs go
+        // to a partition this node leads when there is one: no forwarding
+        // hop, and the jobs of a bulk submit make one entry, not one per
+        // shard. Workers claim from every partition, so where a job waits
+        // does not change who can run it.
         let partition = match &a.dedupe_key {
             Some(k) => (stable_hash(k.as_bytes()) % spec.partitions as u64) as u32,
+            None if !local.is_empty() => local[self.metrics.next_rotation() % local.len()],
             None => (self.metrics.next_rotation() as u64 % spec.partitions as u64) as u32,
         };
         let group = self.partition_group(&a.queue, partition)?;
@@ -942,6 +949,29 @@ impl Node {
         Ok(job)
     }
 
+    /// The partitions of `spec` whose shard this node leads now. Empty for
+    /// a queue with a concurrency limit: the limit is split evenly over the
+    /// partitions, so its jobs must stay spread over all of them.
+    fn led_partitions(&self, spec: &QueueSpec) -> Vec<u32> {
+        if spec.concurrency_limit.is_some() {
+            return Vec::new();
+        }
+        (0..spec.partitions)
+            .filter(|p| {
+                self.partition_group(&spec.name, *p)
+                    .ok()
+                    .is_some_and(|g| self.leads(g))
+            })
+            .collect()
+    }
+
+    fn leads(&self, g: GroupId) -> bool {
+        self.registry
+            .get(g)
+            .map(|gr| gr.raft.metrics().borrow().current_leader == Some(self.id()))
+            .unwrap_or(false)
+    }
+
     /// For each shard group: the `(queue, partition, limit)` triples a claim
     /// may take from. Groups this node leads come first (no forwarding hop).
     fn claim_plan(
@@ -962,16 +992,10 @@ impl Node {
             }
         }
         let mut v: Vec<_> = plan.into_iter().collect();
-        let leads = |g: GroupId| {
-            self.registry
-                .get(g)
-                .map(|gr| gr.raft.metrics().borrow().current_leader == Some(self.id()))
-                .unwrap_or(false)
-        };
         // Rotate the start so that concurrent claimers spread over shards.
         let r = self.metrics.next_rotation() % v.len().max(1);
         v.rotate_left(r);
-        v.sort_by_key(|(g, _)| !leads(*g));
+        v.sort_by_key(|(g, _)| !self.leads(*g));
         Ok(v)
     }
 

@@ -2,6 +2,7 @@
 //! client address, and the peer service on the peer address.
 
 pub mod error;
+mod group_commit;
 pub mod grpc;
 pub mod jobs_api;
 mod jobs_grpc;

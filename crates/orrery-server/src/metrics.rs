@@ -23,6 +23,10 @@ pub struct Metrics {
     requests: Mutex<BTreeMap<(String, u16), u64>>,
     latency: Mutex<BTreeMap<String, Histogram>>,
     forwarded: AtomicU64,
+    /// Queue writes that went through a group-commit lane, and the log
+    /// entries they became.
+    group_commit_requests: AtomicU64,
+    group_commit_entries: AtomicU64,
     rotation: AtomicUsize,
     request_ids: AtomicU64,
 }
@@ -49,6 +53,13 @@ impl Metrics {
 
     pub fn inc_forwarded(&self) {
         self.forwarded.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub fn group_committed(&self, requests: usize, entries: usize) {
+        self.group_commit_requests
+            .fetch_add(requests as u64, Ordering::Relaxed);
+        self.group_commit_entries
+            .fetch_add(entries as u64, Ordering::Relaxed);
     }
 
     /// A process-unique id for a client request, for logs and `x-request-id`.
@@ -121,6 +132,26 @@ impl Metrics {
             out,
             "orrery_forwarded_total {}",
             self.forwarded.load(Ordering::Relaxed)
+        );
+        let _ = writeln!(
+            out,
+            "# HELP orrery_group_commit_requests_total Queue writes proposed through a group-commit lane."
+        );
+        let _ = writeln!(out, "# TYPE orrery_group_commit_requests_total counter");
+        let _ = writeln!(
+            out,
+            "orrery_group_commit_requests_total {}",
+            self.group_commit_requests.load(Ordering::Relaxed)
+        );
+        let _ = writeln!(
+            out,
+            "# HELP orrery_group_commit_entries_total Log entries those writes were merged into."
+        );
+        let _ = writeln!(out, "# TYPE orrery_group_commit_entries_total counter");
+        let _ = writeln!(
+            out,
+            "orrery_group_commit_entries_total {}",
+            self.group_commit_entries.load(Ordering::Relaxed)
         );
     }
 }

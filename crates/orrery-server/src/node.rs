@@ -4,6 +4,7 @@
 //! here with the shard map.
 
 use crate::error::ApiError;
+use crate::group_commit::{Failure, GroupCommit, WriteError};
 use crate::metrics::Metrics;
 use crate::ops::{AdminOp, AdminResult, ForwardOk, ForwardOp, GroupReport, Query, QueryResult};
 use openraft::error::{CheckIsLeaderError, ClientWriteError, ForwardToLeader, RaftError};
@@ -62,7 +63,7 @@ impl NodeConfig {
 pub struct Node {
     pub cfg: NodeConfig,
     pub registry: Arc<Registry>,
-    pub metrics: Metrics,
+    pub metrics: Arc<Metrics>,
     reconcile: Notify,
     /// Groups with a membership change in flight (started by this node).
     busy: Mutex<HashSet<GroupId>>,
@@ -70,6 +71,8 @@ pub struct Node {
     last_campaign: Mutex<HashMap<GroupId, (Instant, u32)>>,
     /// Job queues: the execution engine and claim wake-ups.
     pub jobs: crate::jobs_api::JobsRuntime,
+    /// Lanes that merge concurrent queue writes into one entry per group.
+    group_commit: GroupCommit,
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -81,11 +84,12 @@ impl Node {
         Arc::new(Self {
             cfg,
             registry,
-            metrics: Metrics::default(),
+            metrics: Arc::new(Metrics::default()),
             reconcile: Notify::new(),
             busy: Mutex::new(HashSet::new()),
             last_campaign: Mutex::new(HashMap::new()),
             jobs: Default::default(),
+            group_commit: GroupCommit::default(),
         })
     }
 
@@ -298,22 +302,26 @@ impl Node {
         loop {
             let target = match self.registry.get(group) {
                 Some(g) => {
-                    match timeout_at(deadline.into(), g.raft.client_write(cmd.clone())).await {
+                    let unknown = || {
+                        ApiError::OutcomeUnknown(format!(
+                            "{} did not commit the write within {:?} (no quorum, or the leader changed)",
+                            g.name(),
+                            self.cfg.request_timeout
+                        ))
+                    };
+                    match timeout_at(deadline.into(), self.propose(&g, cmd.clone(), deadline)).await
+                    {
                         // Proposed, not committed in time: it may still be.
-                        Err(_) => {
-                            return Err(ApiError::OutcomeUnknown(format!(
-                                "{} did not commit the write within {:?} (no quorum, or the leader changed)",
-                                g.name(),
-                                self.cfg.request_timeout
-                            )))
-                        }
-                        Ok(Ok(resp)) => return Ok(resp.data),
-                        Ok(Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f)))) => {
-                            self.leader_target(&f).or_else(|| self.moved_away_target(group))
-                        }
-                        Ok(Err(e)) => {
-                            return Err(ApiError::OutcomeUnknown(format!("{}: {e}", g.name())))
-                        }
+                        Err(_) | Ok(Err(Failure::TimedOut)) => return Err(unknown()),
+                        Ok(Ok(resp)) => return Ok(resp),
+                        Ok(Err(Failure::Raft(e))) => match *e {
+                            RaftError::APIError(ClientWriteError::ForwardToLeader(f)) => self
+                                .leader_target(&f)
+                                .or_else(|| self.moved_away_target(group)),
+                            e => {
+                                return Err(ApiError::OutcomeUnknown(format!("{}: {e}", g.name())))
+                            }
+                        },
                     }
                 }
                 None => self.remote_target(group)?,
@@ -338,6 +346,29 @@ impl Node {
                 )));
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// Proposes `cmd` to the local replica of `g`: queue writes that can be
+    /// merged go through the group's group-commit lane, the rest straight
+    /// to Raft.
+    async fn propose(
+        &self,
+        g: &Arc<Group>,
+        cmd: Command,
+        deadline: Instant,
+    ) -> Result<Response, Failure> {
+        match cmd {
+            Command::Queue(q) if GroupCommit::takes_queue(&q) => {
+                let limit = deadline.saturating_duration_since(Instant::now());
+                self.group_commit.propose(g, q, limit, &self.metrics).await
+            }
+            cmd => g
+                .raft
+                .client_write(cmd)
+                .await
+                .map(|r| r.data)
+                .map_err(|e: WriteError| Failure::Raft(Box::new(e))),
         }
     }
 
