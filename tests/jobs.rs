@@ -173,6 +173,7 @@ async fn jobs_end_to_end() {
     bad_input(&t).await;
     dedupe(&t).await;
     bulk_submit_and_complete(&t).await;
+    group_commit(&t).await;
     priority_and_delay(&t).await;
     stale_token_and_expiry(&t).await;
     retries_then_dead(&t).await;
@@ -524,6 +525,140 @@ async fn bulk_submit_and_complete(t: &Jc) {
     assert_eq!(
         items[3].error.as_ref().map(|e| e.code.as_str()),
         Some("conflict")
+    );
+}
+
+/// Sums a counter over every node's `/metrics`.
+async fn counter(t: &Jc, name: &str) -> f64 {
+    let mut sum = 0.0;
+    for i in 0..t.c.nodes.len() {
+        let text =
+            t.c.http
+                .get(t.c.nodes[i].url("/metrics"))
+                .send()
+                .await
+                .expect("metrics")
+                .text()
+                .await
+                .expect("metrics text");
+        sum += text
+            .lines()
+            .find_map(|l| l.strip_prefix(&format!("{name} ")))
+            .and_then(|v| v.trim().parse::<f64>().ok())
+            .unwrap_or_else(|| panic!("node {i} has no {name}"));
+    }
+    sum
+}
+
+/// Concurrent single-job requests are merged into shared log entries, and
+/// each still gets exactly its own answer: every submit its own job (a
+/// dedupe key shared by two concurrent submits gives one job), every claim
+/// jobs no other claim got, every completion its own job.
+async fn group_commit(t: &Jc) {
+    t.create_queue(json!({"name": "gc", "lease_s": 120})).await;
+    let requests0 = counter(t, "orrery_group_commit_requests_total").await;
+    let entries0 = counter(t, "orrery_group_commit_entries_total").await;
+    let submits = (0..150).map(|n| async move {
+        let mut body = json!({"queue": "gc", "kind": "gc", "params": {"n": n}});
+        if n < 20 {
+            body["dedupe_key"] = json!(format!("pair-{}", n % 10));
+        }
+        let (s, v) = t.req(n % 3, "POST", "/v1/jobs", Some(body)).await;
+        assert!(s == 201 || s == 200, "submit {n} -> {s}: {v}");
+        (n, s, v)
+    });
+    let mut ids = BTreeSet::new();
+    let mut by_key: BTreeMap<usize, Vec<(u16, String)>> = BTreeMap::new();
+    for (n, s, v) in futures::future::join_all(submits).await {
+        let id = v["id"].as_str().expect("job id").to_string();
+        if n < 20 {
+            by_key.entry(n % 10).or_default().push((s, id.clone()));
+        } else {
+            assert_eq!(s, 201);
+            assert_eq!(
+                v["params"]["n"],
+                json!(n),
+                "submit {n} got another job: {v}"
+            );
+        }
+        ids.insert(id);
+    }
+    for (k, pair) in &by_key {
+        let mut statuses: Vec<u16> = pair.iter().map(|p| p.0).collect();
+        statuses.sort();
+        assert_eq!(statuses, vec![200, 201], "dedupe pair {k}: {pair:?}");
+        assert_eq!(pair[0].1, pair[1].1, "dedupe pair {k} got two jobs");
+    }
+    assert_eq!(ids.len(), 140, "130 plain jobs and 10 deduplicated ones");
+
+    // 30 workers claim concurrently until every job is out; none twice.
+    let claimed = std::sync::Mutex::new(Vec::<(String, u64)>::new());
+    let workers = (0..30).map(|w| {
+        let claimed = &claimed;
+        async move {
+            loop {
+                let body = json!({"worker_id": format!("gc-{w}"), "max": 3, "wait_s": 0});
+                let (s, v) = t
+                    .req(w % 3, "POST", "/v1/queues/gc/claim", Some(body))
+                    .await;
+                match s {
+                    204 => return,
+                    200 => {
+                        let mut c = claimed.lock().unwrap();
+                        for j in v["jobs"].as_array().expect("jobs") {
+                            c.push((
+                                j["id"].as_str().expect("id").to_string(),
+                                j["token"].as_u64().expect("token"),
+                            ));
+                        }
+                    }
+                    503 => tokio::time::sleep(Duration::from_millis(100)).await,
+                    _ => panic!("claim -> {s}: {v}"),
+                }
+            }
+        }
+    });
+    futures::future::join_all(workers).await;
+    let claimed = claimed.into_inner().unwrap();
+    let distinct: BTreeSet<&String> = claimed.iter().map(|(id, _)| id).collect();
+    assert_eq!(distinct.len(), claimed.len(), "a job was claimed twice");
+    assert_eq!(
+        distinct.into_iter().cloned().collect::<BTreeSet<String>>(),
+        ids,
+        "claims did not take exactly the submitted jobs"
+    );
+
+    let completes = claimed
+        .iter()
+        .enumerate()
+        .map(|(i, (id, token))| async move {
+            let body = json!({"token": token, "result": {"i": i}});
+            let (s, v) = t
+                .req(
+                    i % 3,
+                    "POST",
+                    &format!("/v1/jobs/{id}/complete"),
+                    Some(body),
+                )
+                .await;
+            assert_eq!(s, 200, "complete {id} -> {v}");
+            assert_eq!(
+                v["id"],
+                json!(id),
+                "a completion answered for another job: {v}"
+            );
+            assert_eq!(v["state"], "succeeded");
+            assert_eq!(v["result"]["i"], json!(i), "{v}");
+        });
+    futures::future::join_all(completes).await;
+    let requests = counter(t, "orrery_group_commit_requests_total").await - requests0;
+    let entries = counter(t, "orrery_group_commit_entries_total").await - entries0;
+    // 150 submits, 140 completions and the claims all went through lanes,
+    // and concurrent ones shared entries.
+    assert!(requests >= 290.0, "{requests} writes through group commit");
+    assert!(
+        entries < requests * 0.9,
+        "{requests} concurrent writes became {entries} log entries: nothing was merged"
     );
 }
 
