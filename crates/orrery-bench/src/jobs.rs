@@ -340,6 +340,23 @@ async fn run_cells(cluster: &mut LocalCluster, args: &JobsArgs) -> Result<()> {
         }
         tokio::time::sleep(Duration::from_millis(300)).await;
     }
+    // Leadership moves to the preferred leaders a few seconds after
+    // formation; measuring before that would measure the hand-over.
+    let fair = (args.shards as usize).div_ceil(args.nodes);
+    let deadline = Instant::now() + Duration::from_secs(40);
+    loop {
+        let leaders = cluster.shard_leaders().await.unwrap_or_default();
+        let spread =
+            !leaders.contains_key("unknown") && leaders.values().all(|n| *n as usize <= fair);
+        if spread {
+            break;
+        }
+        if Instant::now() > deadline {
+            eprintln!("shard leadership still uneven ({leaders:?}); measuring anyway");
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
     let base = json!({
         "bench": "jobs",
         "machine": machine::brief(),

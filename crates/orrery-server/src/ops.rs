@@ -80,6 +80,12 @@ pub enum ForwardOp {
         linearizable: bool,
     },
     Admin(AdminOp),
+    /// Sent by a shard's leader to the shard's preferred leader, once the
+    /// leader has paused writes and the target holds its whole log: campaign
+    /// now (see `Node::hand_over`).
+    Campaign {
+        group: GroupId,
+    },
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -87,6 +93,8 @@ pub enum ForwardOk {
     Write(Response),
     Read(QueryResult),
     Admin(AdminResult),
+    /// Whether the campaign made this node the leader.
+    Campaigned(bool),
 }
 
 /// One node's view of a group it hosts (the LocalStatus peer RPC).
