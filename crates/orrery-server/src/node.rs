@@ -79,6 +79,17 @@ pub struct Node {
     group_commit: GroupCommit,
 }
 
+/// On a leader: how many entries of its log `target` does not have yet.
+fn behind(m: &orrery_raft::RaftMetrics, target: NodeId) -> u64 {
+    let matched = m
+        .replication
+        .as_ref()
+        .and_then(|r| r.get(&target).cloned().flatten())
+        .map(|l| l.index + 1)
+        .unwrap_or(0);
+    (m.last_log_index.map(|l| l + 1).unwrap_or(0)).saturating_sub(matched)
+}
+
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
 }
@@ -1105,14 +1116,7 @@ impl Node {
         {
             return;
         }
-        let last = m.last_log_index.unwrap_or(0);
-        let matched = m
-            .replication
-            .as_ref()
-            .and_then(|r| r.get(&target).cloned().flatten())
-            .map(|l| l.index)
-            .unwrap_or(0);
-        if matched + 64 < last {
+        if behind(&m, target) > 64 {
             return;
         }
         let Some(peer) = p.members.get(&target).map(|m| m.addr.peer_addr.clone()) else {
@@ -1157,14 +1161,7 @@ impl Node {
             if m.state != ServerState::Leader {
                 break false;
             }
-            let last = m.last_log_index.unwrap_or(0);
-            let matched = m
-                .replication
-                .as_ref()
-                .and_then(|r| r.get(&target).cloned().flatten())
-                .map(|l| l.index)
-                .unwrap_or(0);
-            if matched >= last {
+            if behind(&m, target) == 0 {
                 break true;
             }
             if start.elapsed() > Duration::from_millis(500) {
