@@ -327,8 +327,7 @@ impl Node {
                             self.cfg.request_timeout
                         ))
                     };
-                    match timeout_at(deadline.into(), self.propose(&g, cmd.clone(), deadline)).await
-                    {
+                    match timeout_at(deadline.into(), self.propose(&g, cmd.clone())).await {
                         // Proposed, not committed in time: it may still be.
                         Err(_) | Ok(Err(Failure::TimedOut)) => return Err(unknown()),
                         Ok(Ok(resp)) => return Ok(resp),
@@ -370,16 +369,16 @@ impl Node {
     /// Proposes `cmd` to the local replica of `g`: queue writes that can be
     /// merged go through the group's group-commit lane, the rest straight
     /// to Raft.
-    async fn propose(
-        &self,
-        g: &Arc<Group>,
-        cmd: Command,
-        deadline: Instant,
-    ) -> Result<Response, Failure> {
+    async fn propose(&self, g: &Arc<Group>, cmd: Command) -> Result<Response, Failure> {
         match cmd {
+            // The lane bounds each proposal by the request timeout, not by
+            // this caller's deadline: later requests merged into the same
+            // lane run must not inherit a caller's nearly spent time. The
+            // caller's own wait is bounded by `write_hops`.
             Command::Queue(q) if GroupCommit::takes_queue(&q) => {
-                let limit = deadline.saturating_duration_since(Instant::now());
-                self.group_commit.propose(g, q, limit, &self.metrics).await
+                self.group_commit
+                    .propose(g, q, self.cfg.request_timeout, &self.metrics)
+                    .await
             }
             cmd => g
                 .raft
