@@ -398,11 +398,26 @@ impl Node {
 
     /// A group still open here whose replicas moved to other nodes knows no
     /// leader once it was removed from the group: route like a non-host.
+    /// Removed means either the shard map no longer lists this node, or the
+    /// group's own membership no longer has it. The second comes first for
+    /// a placement leader that removed itself: until its `RemoveMember`
+    /// record commits (through the new leader, which it must find), the
+    /// placement state still lists it as a member.
     fn moved_away_target(&self, group: GroupId) -> Option<String> {
-        let hosts_it = self
-            .replica_addrs(group)
-            .map(|r| r.iter().any(|(id, _)| *id == self.id()))
-            .unwrap_or(true);
+        let in_group = self.registry.get(group).is_some_and(|g| {
+            g.raft
+                .metrics()
+                .borrow()
+                .membership_config
+                .membership()
+                .get_node(&self.id())
+                .is_some()
+        });
+        let hosts_it = in_group
+            && self
+                .replica_addrs(group)
+                .map(|r| r.iter().any(|(id, _)| *id == self.id()))
+                .unwrap_or(true);
         if hosts_it {
             None
         } else {
