@@ -275,25 +275,9 @@ impl LocalCluster {
     /// The sum over nodes of `orrery_forwarded_total` (requests a node
     /// passed to another node); None if a node did not answer.
     pub async fn forwarded_total(&self, http: &reqwest::Client) -> Option<u64> {
-        let mut sum = 0;
-        for n in &self.nodes {
-            let text = http
-                .get(format!("http://{}/metrics", n.addr))
-                .send()
-                .await
-                .ok()?
-                .text()
-                .await
-                .ok()?;
-            let v: u64 = text
-                .lines()
-                .find_map(|l| l.strip_prefix("orrery_forwarded_total "))?
-                .trim()
-                .parse()
-                .ok()?;
-            sum += v;
-        }
-        Some(sum)
+        let addrs: Vec<String> = self.nodes.iter().map(|n| n.addr.clone()).collect();
+        let [v] = metric_totals(http, &addrs, ["orrery_forwarded_total"]).await?;
+        Some(v as u64)
     }
 
     /// SIGTERM every node, then wait for each (SIGKILL after `grace`).
@@ -381,4 +365,33 @@ async fn readiness(c: &mut Client, want: usize) -> (bool, String) {
         status.groups.len()
     );
     (ready, line)
+}
+
+/// Sums each of the counters `names` over the `/metrics` of every node in
+/// `addrs`; None if a node did not answer or lacks one of them.
+pub async fn metric_totals<const N: usize>(
+    http: &reqwest::Client,
+    addrs: &[String],
+    names: [&str; N],
+) -> Option<[f64; N]> {
+    let mut sum = [0.0; N];
+    for addr in addrs {
+        let text = http
+            .get(format!("http://{addr}/metrics"))
+            .send()
+            .await
+            .ok()?
+            .text()
+            .await
+            .ok()?;
+        for (i, name) in names.iter().enumerate() {
+            sum[i] += text
+                .lines()
+                .find_map(|l| l.strip_prefix(name)?.strip_prefix(' '))?
+                .trim()
+                .parse::<f64>()
+                .ok()?;
+        }
+    }
+    Some(sum)
 }

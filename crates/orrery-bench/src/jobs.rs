@@ -195,30 +195,17 @@ async fn worker(s: Arc<Shared>, i: usize, max: u32) -> Vec<f64> {
     lat
 }
 
-/// Sums counters over every node's `/metrics`: group-commit requests and
-/// entries, and forwarded requests.
+/// Group-commit requests and entries, and forwarded requests, summed over
+/// the nodes (zeros if a node did not answer).
 async fn counters(s: &Shared) -> [f64; 3] {
     let names = [
         "orrery_group_commit_requests_total",
         "orrery_group_commit_entries_total",
         "orrery_forwarded_total",
     ];
-    let mut out = [0.0; 3];
-    for addr in &s.addrs {
-        let Ok(r) = s.http.get(format!("http://{addr}/metrics")).send().await else {
-            continue;
-        };
-        let text = r.text().await.unwrap_or_default();
-        for line in text.lines() {
-            let mut parts = line.split_whitespace();
-            if let (Some(name), Some(v)) = (parts.next(), parts.next()) {
-                if let Some(i) = names.iter().position(|n| *n == name) {
-                    out[i] += v.parse::<f64>().unwrap_or(0.0);
-                }
-            }
-        }
-    }
-    out
+    crate::cluster::metric_totals(&s.http, &s.addrs, names)
+        .await
+        .unwrap_or([0.0; 3])
 }
 
 async fn cell(

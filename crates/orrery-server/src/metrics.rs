@@ -123,37 +123,32 @@ impl Metrics {
                 h.count
             );
         }
-        let _ = writeln!(
+        counter(
             out,
-            "# HELP orrery_forwarded_total Requests forwarded to another node."
+            "orrery_forwarded_total",
+            "Requests forwarded to another node.",
+            &self.forwarded,
         );
-        let _ = writeln!(out, "# TYPE orrery_forwarded_total counter");
-        let _ = writeln!(
+        counter(
             out,
-            "orrery_forwarded_total {}",
-            self.forwarded.load(Ordering::Relaxed)
+            "orrery_group_commit_requests_total",
+            "Queue writes proposed through a group-commit lane.",
+            &self.group_commit_requests,
         );
-        let _ = writeln!(
+        counter(
             out,
-            "# HELP orrery_group_commit_requests_total Queue writes proposed through a group-commit lane."
-        );
-        let _ = writeln!(out, "# TYPE orrery_group_commit_requests_total counter");
-        let _ = writeln!(
-            out,
-            "orrery_group_commit_requests_total {}",
-            self.group_commit_requests.load(Ordering::Relaxed)
-        );
-        let _ = writeln!(
-            out,
-            "# HELP orrery_group_commit_entries_total Log entries those writes were merged into."
-        );
-        let _ = writeln!(out, "# TYPE orrery_group_commit_entries_total counter");
-        let _ = writeln!(
-            out,
-            "orrery_group_commit_entries_total {}",
-            self.group_commit_entries.load(Ordering::Relaxed)
+            "orrery_group_commit_entries_total",
+            "Log entries those writes were merged into.",
+            &self.group_commit_entries,
         );
     }
+}
+
+/// One unlabelled Prometheus counter, with its HELP and TYPE lines.
+fn counter(out: &mut String, name: &str, help: &str, v: &AtomicU64) {
+    let _ = writeln!(out, "# HELP {name} {help}");
+    let _ = writeln!(out, "# TYPE {name} counter");
+    let _ = writeln!(out, "{name} {}", v.load(Ordering::Relaxed));
 }
 
 #[cfg(test)]
@@ -170,5 +165,10 @@ mod tests {
         assert!(s.contains("orrery_requests_total{route=\"kv_put\",status=\"200\"} 2"));
         assert!(s.contains("orrery_request_duration_ms_bucket{route=\"kv_put\",le=\"5\"} 1"));
         assert!(s.contains("orrery_request_duration_ms_bucket{route=\"kv_put\",le=\"50\"} 2"));
+        m.group_committed(5, 2);
+        let mut s = String::new();
+        m.render(&mut s);
+        assert!(s.contains("\norrery_group_commit_requests_total 5\n"));
+        assert!(s.contains("# TYPE orrery_group_commit_entries_total counter\norrery_group_commit_entries_total 2\n"));
     }
 }
