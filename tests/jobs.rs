@@ -173,6 +173,7 @@ async fn jobs_end_to_end() {
     bad_input(&t).await;
     dedupe(&t).await;
     bulk_submit_and_complete(&t).await;
+    claim_with_completions(&t).await;
     group_commit(&t).await;
     priority_and_delay(&t).await;
     stale_token_and_expiry(&t).await;
@@ -526,6 +527,122 @@ async fn bulk_submit_and_complete(t: &Jc) {
         items[3].error.as_ref().map(|e| e.code.as_str()),
         Some("conflict")
     );
+}
+
+/// A claim that carries the worker's finished jobs: they are completed
+/// (each on its own) before the claim looks for work, over REST and gRPC.
+async fn claim_with_completions(t: &Jc) {
+    // One partition with a concurrency limit of one: a second job can only
+    // be claimed once the first is complete.
+    t.create_queue(
+        json!({"name": "settle", "partitions": 1, "concurrency_limit": 1, "lease_s": 60}),
+    )
+    .await;
+    let mut ids = Vec::new();
+    for n in 0..4 {
+        let j = t
+            .submit(
+                0,
+                json!({"queue": "settle", "kind": "sk", "params": {"n": n}}),
+            )
+            .await;
+        ids.push(j["id"].as_str().unwrap().to_string());
+    }
+    let claim = |body: Value| async move {
+        t.req(1, "POST", "/v1/queues/settle/claim", Some(body))
+            .await
+    };
+    let (s, v) = claim(json!({"worker_id": "sw", "max": 1, "wait_s": 2})).await;
+    assert_eq!(s, 200, "{v}");
+    let first = v["jobs"][0].clone();
+    assert_eq!(first["id"], json!(ids[0]), "{v}");
+    let (s, v) = claim(json!({"worker_id": "sw", "max": 1})).await;
+    assert_eq!(s, 204, "the limit holds while the first job runs: {v}");
+
+    // Bad input is refused as a whole, before anything is written.
+    let (s, v) = claim(json!({"worker_id": "sw", "complete": "all"})).await;
+    assert_error(s, &v, 400, "complete");
+    let (s, v) = claim(json!({"worker_id": "sw", "complete": [{"id": ids[0]}]})).await;
+    assert_error(s, &v, 400, "complete[0]");
+    assert_eq!(t.job(2, &ids[0]).await["state"], "running");
+
+    // The completion frees the slot the claim then takes; a stale token and
+    // an unknown id fail on their own.
+    let (s, v) = claim(json!({
+        "worker_id": "sw",
+        "max": 1,
+        "wait_s": 2,
+        "complete": [
+            {"id": ids[0], "token": first["token"], "result": {"n": 0}},
+            {"id": ids[0], "token": 7},
+            {"id": "nonsense", "token": 1},
+        ],
+    }))
+    .await;
+    assert_eq!(s, 200, "{v}");
+    let c = &v["completions"];
+    assert_eq!(
+        (c["completed"].clone(), c["failed"].clone()),
+        (json!(1), json!(2)),
+        "{v}"
+    );
+    assert_eq!(c["results"][0]["state"], "succeeded", "{v}");
+    assert_eq!(c["results"][1]["error"]["code"], "conflict", "{v}");
+    assert!(c["results"][2]["error"]["code"].is_string(), "{v}");
+    let second = v["jobs"][0].clone();
+    assert_eq!(second["id"], json!(ids[1]), "{v}");
+    let done = t.job(2, &ids[0]).await;
+    assert_eq!(
+        (done["state"].clone(), done["result"].clone()),
+        (json!("succeeded"), json!({"n": 0}))
+    );
+
+    // Completing the only running job and finding nothing else is still
+    // a 200 that reports the completion, not a 204.
+    let (s, v) = claim(json!({
+        "worker_id": "sw",
+        "max": 2,
+        "kinds": ["other"],
+        "complete": [{"id": ids[1], "token": second["token"]}],
+    }))
+    .await;
+    assert_eq!(s, 200, "{v}");
+    assert_eq!(v["jobs"], json!([]), "{v}");
+    assert_eq!(v["completions"]["completed"], 1, "{v}");
+    assert_eq!(t.job(0, &ids[1]).await["state"], "succeeded");
+
+    // gRPC: the same in one call.
+    let client = orrery_client::Client::connect(&t.c.nodes[2].addr)
+        .await
+        .expect("grpc connect");
+    let got = client
+        .claim_jobs("settle", "sw-grpc", 1, 2.0)
+        .await
+        .expect("grpc claim");
+    assert_eq!(got.len(), 1);
+    assert_eq!(got[0].id, ids[2]);
+    let (next, items) = client
+        .claim_jobs_completing(
+            "settle",
+            "sw-grpc",
+            1,
+            2.0,
+            vec![
+                (got[0].id.clone(), got[0].attempts, "{\"g\":1}".into()),
+                (got[0].id.clone(), 9, String::new()),
+            ],
+        )
+        .await
+        .expect("grpc claim with completions");
+    assert_eq!(items.len(), 2, "{items:?}");
+    assert_eq!(items[0].state, "succeeded", "{items:?}");
+    assert_eq!(
+        items[1].error.as_ref().map(|e| e.code.as_str()),
+        Some("conflict")
+    );
+    assert_eq!(next.len(), 1, "the completion freed the slot");
+    assert_eq!(next[0].id, ids[3]);
+    assert_eq!(t.job(1, &ids[2]).await["result"], json!({"g": 1}));
 }
 
 /// Sums a counter over every node's `/metrics`.

@@ -47,6 +47,27 @@ pub struct JobsArgs {
     /// Cells to run, comma-separated [default: all of enqueue, enqueue_batch, drain, cycle, cycle_batch].
     #[arg(long, value_delimiter = ',')]
     cells: Vec<String>,
+    /// How workers report finished jobs: `with-claim` sends them in the
+    /// next claim request (`complete`), `separate` in requests of their own
+    /// (`POST /v1/jobs/{id}/complete`, or `POST /v1/jobs/complete` for a
+    /// batch).
+    #[arg(long, value_enum, default_value_t = Acks::WithClaim)]
+    acks: Acks,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Acks {
+    WithClaim,
+    Separate,
+}
+
+impl Acks {
+    fn name(self) -> &'static str {
+        match self {
+            Acks::WithClaim => "with-claim",
+            Acks::Separate => "separate",
+        }
+    }
 }
 
 fn pct(sorted: &[f64], p: f64) -> Option<f64> {
@@ -68,6 +89,7 @@ struct Shared {
     enqueued: AtomicU64,
     completed: AtomicU64,
     errors: AtomicU64,
+    acks: Acks,
 }
 
 /// Enqueues until stopped: one job per POST /v1/jobs, or `batch` jobs per
@@ -117,9 +139,13 @@ async fn producer(s: Arc<Shared>, i: usize, batch: u32) {
 }
 
 /// Claims (batch `max`) and completes until stopped; returns claim
-/// latencies (ms). With `max > 1` the claimed jobs are completed in one
-/// bulk request.
+/// latencies (ms). With `Acks::WithClaim` the claimed jobs are completed
+/// by the next claim request; otherwise with `max > 1` in one bulk request,
+/// and one by one with `max == 1`.
 async fn worker(s: Arc<Shared>, i: usize, max: u32) -> Vec<f64> {
+    if s.acks == Acks::WithClaim {
+        return settling_worker(s, i, max).await;
+    }
     let addr = &s.addrs[i % s.addrs.len()];
     let claim_url = format!("http://{addr}/v1/queues/bench/claim");
     let bulk_url = format!("http://{addr}/v1/jobs/complete");
@@ -195,6 +221,47 @@ async fn worker(s: Arc<Shared>, i: usize, max: u32) -> Vec<f64> {
     lat
 }
 
+/// A worker that reports the jobs it finished in its next claim request:
+/// one request per batch of jobs.
+async fn settling_worker(s: Arc<Shared>, i: usize, max: u32) -> Vec<f64> {
+    let addr = &s.addrs[i % s.addrs.len()];
+    let claim_url = format!("http://{addr}/v1/queues/bench/claim");
+    let mut lat = Vec::new();
+    let mut done: Vec<Value> = Vec::new();
+    while !s.stop.load(Ordering::Relaxed) {
+        let t0 = Instant::now();
+        let body = json!({
+            "worker_id": format!("bench-{i}"),
+            "wait_s": 1,
+            "max": max,
+            "complete": std::mem::take(&mut done),
+        });
+        let v: Option<Value> = match s.http.post(&claim_url).json(&body).send().await {
+            Ok(r) if r.status().as_u16() == 200 => r.json().await.ok(),
+            _ => None,
+        };
+        let Some(v) = v else {
+            s.errors.fetch_add(1, Ordering::Relaxed);
+            continue;
+        };
+        let c = &v["completions"];
+        s.completed
+            .fetch_add(c["completed"].as_u64().unwrap_or(0), Ordering::Relaxed);
+        s.errors
+            .fetch_add(c["failed"].as_u64().unwrap_or(0), Ordering::Relaxed);
+        let jobs = v["jobs"].as_array().cloned().unwrap_or_default();
+        if jobs.is_empty() {
+            continue;
+        }
+        lat.push(t0.elapsed().as_secs_f64() * 1000.0);
+        done = jobs
+            .iter()
+            .map(|j| json!({"id": j["id"], "token": j["token"], "result": {"ok": true}}))
+            .collect();
+    }
+    lat
+}
+
 /// Group-commit requests and entries, and forwarded requests, summed over
 /// the nodes (zeros if a node did not answer).
 async fn counters(s: &Shared) -> [f64; 3] {
@@ -255,6 +322,9 @@ async fn cell(
     v["producers"] = json!(producers);
     v["workers"] = json!(workers);
     v["claim_batch"] = json!(max);
+    if workers > 0 {
+        v["acks"] = json!(s.acks.name());
+    }
     v["enqueue_batch"] = json!(enqueue_batch);
     v["seconds"] = json!(round3(elapsed));
     v["enqueued_per_s"] = json!(round3(enq as f64 / elapsed));
@@ -363,6 +433,7 @@ async fn run_cells(cluster: &mut LocalCluster, args: &JobsArgs) -> Result<()> {
         enqueued: AtomicU64::new(0),
         completed: AtomicU64::new(0),
         errors: AtomicU64::new(0),
+        acks: args.acks,
     });
     let dur = Duration::from_secs_f64(args.duration);
     let (p, w, b) = (args.producers, args.workers, args.batch);

@@ -353,6 +353,11 @@ async fn run_kv(
     Ok(())
 }
 
+// The client shares the cores with the nodes it measures; the same
+// allocator as the node keeps its own overhead down.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() {
     let cli = Cli::parse();
     let rt = match tokio::runtime::Builder::new_multi_thread()

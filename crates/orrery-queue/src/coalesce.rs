@@ -9,13 +9,13 @@
 //!
 //! Only commands whose bulk form applies its items exactly as the single
 //! commands would, in order, are merged: enqueues (`Enqueue`,
-//! `EnqueueMany`), completions (`Complete`, `CompleteMany`) and claims
-//! (`Claim`, into `ClaimMany`). Two concurrent requests have no order
+//! `EnqueueMany`), completions (`Complete`, `CompleteMany`), claims
+//! (`Claim`, into `ClaimMany`) and settlements (`Settle`). Two concurrent requests have no order
 //! between them, so merging them in arrival order changes nothing a client
 //! can observe; the one difference is that the merged command carries the
 //! latest of their stamped times.
 
-use crate::{Completion, QueueCommand, QueueError, QueueResponse, MAX_BATCH};
+use crate::{Completion, QueueCommand, QueueError, QueueResponse, Settlement, MAX_BATCH};
 
 /// Merged commands are kept to about this many bytes of payload, so that a
 /// burst does not become one huge log entry.
@@ -54,30 +54,55 @@ enum Class {
     Enqueue(u32),
     Complete,
     Claim,
+    Settle,
 }
 
-/// Whether `cmd` may be merged with others, and the class it merges within.
-fn class(cmd: &QueueCommand) -> Option<(Class, Slot, usize)> {
+/// Whether `cmd` may be merged with others: the class it merges within,
+/// its slot, its weight against [`MAX_BATCH`] and its payload bytes.
+fn class(cmd: &QueueCommand) -> Option<(Class, Slot, usize, usize)> {
+    let completion_bytes = |c: &Completion| c.result.len() + c.job_id.len();
     match cmd {
         QueueCommand::Enqueue { shard, job, .. } => Some((
             Class::Enqueue(*shard),
             Slot::One,
+            1,
             job.params.len() + job.kind.len() + job.queue.len(),
         )),
         QueueCommand::EnqueueMany { shard, jobs, .. } if jobs.len() <= MAX_BATCH => Some((
             Class::Enqueue(*shard),
             Slot::Many(jobs.len()),
+            jobs.len(),
             jobs.iter()
                 .map(|j| j.params.len() + j.kind.len() + j.queue.len())
                 .sum(),
         )),
-        QueueCommand::Complete { result, .. } => Some((Class::Complete, Slot::One, result.len())),
+        QueueCommand::Complete { result, .. } => {
+            Some((Class::Complete, Slot::One, 1, result.len()))
+        }
         QueueCommand::CompleteMany { items, .. } if items.len() <= MAX_BATCH => Some((
             Class::Complete,
             Slot::Many(items.len()),
-            items.iter().map(|c| c.result.len()).sum(),
+            items.len(),
+            items.iter().map(completion_bytes).sum(),
         )),
-        QueueCommand::Claim { .. } => Some((Class::Claim, Slot::One, 0)),
+        QueueCommand::Claim { .. } => Some((Class::Claim, Slot::One, 1, 0)),
+        // Weighed by claims and completions together, so that a merged
+        // settle stays within what a lone one may carry.
+        QueueCommand::Settle { work, .. }
+            if work.len() + work.iter().map(|w| w.completions.len()).sum::<usize>()
+                <= MAX_BATCH =>
+        {
+            let items: usize = work.iter().map(|w| w.completions.len()).sum();
+            Some((
+                Class::Settle,
+                Slot::Many(work.len()),
+                work.len() + items,
+                work.iter()
+                    .flat_map(|w| &w.completions)
+                    .map(completion_bytes)
+                    .sum(),
+            ))
+        }
         _ => None,
     }
 }
@@ -93,7 +118,8 @@ fn now_of(cmd: &QueueCommand) -> u64 {
         | QueueCommand::EnqueueMany { now_ms, .. }
         | QueueCommand::Complete { now_ms, .. }
         | QueueCommand::CompleteMany { now_ms, .. }
-        | QueueCommand::Claim { now_ms, .. } => *now_ms,
+        | QueueCommand::Claim { now_ms, .. }
+        | QueueCommand::Settle { now_ms, .. } => *now_ms,
         _ => 0,
     }
 }
@@ -102,6 +128,7 @@ fn now_of(cmd: &QueueCommand) -> u64 {
 struct Building {
     class: Class,
     cmds: Vec<(usize, Slot, QueueCommand)>,
+    /// Summed weights (see [`class`]).
     items: usize,
     bytes: usize,
 }
@@ -170,6 +197,16 @@ impl Building {
                 }
                 QueueCommand::ClaimMany { claims, now_ms }
             }
+            Class::Settle => {
+                let mut work: Vec<Settlement> = Vec::with_capacity(self.cmds.len());
+                for (_, _, c) in self.cmds {
+                    match c {
+                        QueueCommand::Settle { work: w, .. } => work.extend(w),
+                        _ => unreachable!("class Settle holds only settlements"),
+                    }
+                }
+                QueueCommand::Settle { work, now_ms }
+            }
         };
         Merged { cmd, slots }
     }
@@ -182,14 +219,13 @@ pub fn merge(cmds: Vec<QueueCommand>) -> Vec<Merged> {
     let mut out = Vec::new();
     let mut open: Vec<Building> = Vec::new();
     for (i, cmd) in cmds.into_iter().enumerate() {
-        let Some((class, slot, bytes)) = class(&cmd) else {
+        let Some((class, slot, n, bytes)) = class(&cmd) else {
             out.push(Merged {
                 cmd,
                 slots: vec![(i, None)],
             });
             continue;
         };
-        let n = slot.items();
         let pos = open.iter().position(|b| b.class == class);
         if let Some(p) = pos {
             let b = &open[p];

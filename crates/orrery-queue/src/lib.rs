@@ -296,6 +296,14 @@ pub struct ClaimSpec {
     pub lease_s: Option<u32>,
 }
 
+/// One item of [`QueueCommand::Settle`]: the jobs a worker finished, then
+/// its next claim.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Settlement {
+    pub completions: Vec<Completion>,
+    pub claim: ClaimSpec,
+}
+
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum QueueCommand {
     // ---- catalog (placement group) ----
@@ -364,6 +372,16 @@ pub enum QueueCommand {
     },
     /// Sent by a shard leader: leases that ended before `now_ms` expire.
     ExpireLeases {
+        now_ms: u64,
+    },
+    // New variants go last: the log and snapshots store the variant index.
+    /// For each settlement in turn, its completions (each as by
+    /// `CompleteMany`), then its claim (as by `Claim`): a worker reports
+    /// the jobs it finished and takes its next ones in one request and one
+    /// entry. The response is `Many`, one item per settlement, each `Many`
+    /// of its completions' responses followed by its claim's `Claimed`.
+    Settle {
+        work: Vec<Settlement>,
         now_ms: u64,
     },
 }
@@ -577,6 +595,27 @@ impl QueueState {
             QueueCommand::CompleteMany { items, .. } if items.len() > MAX_BATCH => {
                 QueueResponse::Rejected(QueueError::BatchTooLarge(items.len()))
             }
+            QueueCommand::Settle { work, .. }
+                if work.len() > MAX_BATCH
+                    || work.iter().any(|w| w.completions.len() > MAX_BATCH) =>
+            {
+                let n = work.iter().map(|w| w.completions.len()).max().unwrap_or(0);
+                QueueResponse::Rejected(QueueError::BatchTooLarge(work.len().max(n)))
+            }
+            QueueCommand::Settle { work, now_ms } => QueueResponse::Many(
+                work.into_iter()
+                    .map(|w| {
+                        let mut out: Vec<QueueResponse> = w
+                            .completions
+                            .into_iter()
+                            .map(|c| self.complete(c, now_ms))
+                            .collect();
+                        self.expire(now_ms);
+                        out.push(QueueResponse::Claimed(self.claim(&w.claim, now_ms)));
+                        QueueResponse::Many(out)
+                    })
+                    .collect(),
+            ),
             QueueCommand::ClaimMany { claims, .. } if claims.len() > MAX_BATCH => {
                 QueueResponse::Rejected(QueueError::BatchTooLarge(claims.len()))
             }

@@ -413,6 +413,12 @@ enum Op {
     CompleteMany {
         items: Vec<(usize, u32)>,
     },
+    /// Completions, then a claim, in one command.
+    Settle {
+        items: Vec<(usize, u32)>,
+        max: u32,
+        worker: u8,
+    },
 }
 
 const KINDS: [&str; 2] = ["noop", "other"];
@@ -432,6 +438,8 @@ fn arb_op() -> impl Strategy<Value = Op> {
         2 => (0u64..15_000).prop_map(Op::Tick),
         1 => prop::collection::vec(-2i32..3, 0..5).prop_map(|prios| Op::EnqueueMany { prios }),
         1 => prop::collection::vec((0usize..8, 0u32..4), 0..5).prop_map(|items| Op::CompleteMany { items }),
+        2 => (prop::collection::vec((0usize..8, 0u32..4), 0..4), 1u32..4, 0u8..3)
+            .prop_map(|(items, max, worker)| Op::Settle { items, max, worker }),
     ]
 }
 
@@ -504,6 +512,23 @@ fn to_cmd(op: &Op, ids: &[String], now: u64) -> Option<QueueCommand> {
                     })
                 })
                 .collect::<Option<Vec<_>>>()?,
+            now_ms: now,
+        },
+        Op::Settle { items, max, worker } => QueueCommand::Settle {
+            work: vec![Settlement {
+                completions: items
+                    .iter()
+                    .map(|(job, token)| {
+                        Some(Completion {
+                            job_id: id(*job)?,
+                            token: *token,
+                            result: "{}".into(),
+                            facts: RunFacts::default(),
+                        })
+                    })
+                    .collect::<Option<Vec<_>>>()?,
+                claim: spec(&format!("w{worker}"), *max),
+            }],
             now_ms: now,
         },
         Op::Tick(_) => return None,
@@ -599,8 +624,52 @@ proptest! {
                 prop_assert_eq!(&ra, &QueueResponse::Many(rs));
                 prop_assert_eq!(&one_by_one, &a);
             }
+            // A settle is the same as its completions, then its claim.
+            if let QueueCommand::Settle { work, now_ms } = &cmd {
+                let mut one_by_one = before.clone();
+                let mut rs = Vec::new();
+                for w in work {
+                    let done = one_by_one.apply(idx, QueueCommand::CompleteMany {
+                        items: w.completions.clone(),
+                        now_ms: *now_ms,
+                    });
+                    let QueueResponse::Many(mut items) = done else {
+                        return Err(TestCaseError::fail(format!("{done:?}")));
+                    };
+                    items.push(one_by_one.apply(idx, QueueCommand::Claim { spec: w.claim.clone(), now_ms: *now_ms }));
+                    rs.push(QueueResponse::Many(items));
+                }
+                prop_assert_eq!(&ra, &QueueResponse::Many(rs));
+                prop_assert_eq!(&one_by_one, &a);
+            }
             // Bulk responses are checked item by item, as the single commands.
             let pairs: Vec<(QueueCommand, QueueResponse)> = match (&cmd, &ra) {
+                (QueueCommand::Settle { work, now_ms }, QueueResponse::Many(rs)) => {
+                    let mut pairs = Vec::new();
+                    for (w, r) in work.iter().zip(rs) {
+                        let QueueResponse::Many(items) = r else {
+                            return Err(TestCaseError::fail(format!("{r:?}")));
+                        };
+                        prop_assert_eq!(items.len(), w.completions.len() + 1);
+                        for (c, r) in w.completions.iter().zip(items) {
+                            pairs.push((
+                                QueueCommand::Complete {
+                                    job_id: c.job_id.clone(),
+                                    token: c.token,
+                                    result: c.result.clone(),
+                                    facts: c.facts.clone(),
+                                    now_ms: *now_ms,
+                                },
+                                r.clone(),
+                            ));
+                        }
+                        pairs.push((
+                            QueueCommand::Claim { spec: w.claim.clone(), now_ms: *now_ms },
+                            items[w.completions.len()].clone(),
+                        ));
+                    }
+                    pairs
+                }
                 (QueueCommand::CompleteMany { items, now_ms }, QueueResponse::Many(rs)) => {
                     prop_assert_eq!(items.len(), rs.len());
                     items
@@ -790,4 +859,103 @@ fn merging_respects_the_batch_limit_and_takes_the_latest_time() {
         (1, Some(coalesce::Slot::Many(2))),
     ];
     assert_eq!(coalesce::split(r.clone(), &slots), vec![r.clone(), r]);
+}
+
+/// A settlement applies its completions before its claim: with a
+/// concurrency limit of one, the job it completes frees the slot that its
+/// claim takes, and merging two settlements keeps each one's order.
+#[test]
+fn settle_completes_before_it_claims() {
+    let mut s = QueueState::default();
+    let mut ids = Vec::new();
+    for i in 0..3 {
+        let r = s.apply(
+            i + 1,
+            QueueCommand::Enqueue {
+                shard: 1,
+                job: new_job("q", 0),
+                now_ms: 1_000,
+            },
+        );
+        let QueueResponse::Enqueued { job, .. } = r else {
+            panic!("{r:?}")
+        };
+        ids.push(job.id);
+    }
+    let limited = |w: &str| ClaimSpec {
+        partitions: vec![("q".into(), 0, Some(1))],
+        ..spec(w, 1)
+    };
+    let QueueResponse::Claimed(first) = s.apply(
+        10,
+        QueueCommand::Claim {
+            spec: limited("w1"),
+            now_ms: 1_001,
+        },
+    ) else {
+        panic!("claim")
+    };
+    assert_eq!(first.len(), 1);
+    let done = |id: &str| Completion {
+        job_id: id.into(),
+        token: 1,
+        result: "{}".into(),
+        facts: RunFacts::default(),
+    };
+    // Alone, the limit refuses a second claim.
+    let QueueResponse::Claimed(none) = s.clone().apply(
+        11,
+        QueueCommand::Claim {
+            spec: limited("w2"),
+            now_ms: 1_002,
+        },
+    ) else {
+        panic!("claim")
+    };
+    assert!(none.is_empty());
+    // Two settlements merged: w1 completes its job and takes the next; w2
+    // then completes an unknown token (rejected) and finds the slot taken.
+    let merged = coalesce::merge(vec![
+        QueueCommand::Settle {
+            work: vec![Settlement {
+                completions: vec![done(&first[0].id)],
+                claim: limited("w1"),
+            }],
+            now_ms: 1_002,
+        },
+        QueueCommand::Settle {
+            work: vec![Settlement {
+                completions: vec![Completion {
+                    token: 9,
+                    ..done(&ids[2])
+                }],
+                claim: limited("w2"),
+            }],
+            now_ms: 1_003,
+        },
+    ]);
+    assert_eq!(merged.len(), 1, "{merged:?}");
+    let m = merged.into_iter().next().unwrap();
+    let rs = coalesce::split(s.apply(11, m.cmd), &m.slots);
+    let [QueueResponse::Many(a), QueueResponse::Many(b)] = rs.as_slice() else {
+        panic!("{rs:?}")
+    };
+    let [QueueResponse::Many(a)] = a.as_slice() else {
+        panic!("{a:?}")
+    };
+    let [QueueResponse::Many(b)] = b.as_slice() else {
+        panic!("{b:?}")
+    };
+    assert!(matches!(&a[0], QueueResponse::Job(j) if j.state == JobState::Succeeded));
+    let QueueResponse::Claimed(next) = &a[1] else {
+        panic!("{a:?}")
+    };
+    assert_eq!(next.len(), 1, "the completion freed the slot first");
+    assert_ne!(next[0].id, first[0].id);
+    assert!(matches!(
+        &b[0],
+        QueueResponse::Rejected(QueueError::StaleToken { .. })
+    ));
+    assert!(matches!(&b[1], QueueResponse::Claimed(j) if j.is_empty()));
+    check_invariants(&s).unwrap();
 }

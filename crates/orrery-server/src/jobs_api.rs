@@ -10,6 +10,7 @@ use orrery_exec::{ClaimRequest, Claimed, HeartbeatReply, JobSource, RunReport, S
 use orrery_queue::{
     Backoff, ClaimSpec, Completion, Event, GpuRecord, GpuReport, Job, JobState, NewJob,
     QueueCommand, QueueError, QueueResponse, QueueSpec, QueueState, Resources, RunFacts,
+    Settlement,
 };
 use orrery_raft::{Command, Response};
 use orrery_types::{group_shard, shard_group, stable_hash, GroupId, NodeId, PLACEMENT_GROUP};
@@ -161,6 +162,14 @@ pub struct ClaimArgs {
     pub node: NodeId,
 }
 
+/// What a claim gives back: the leased jobs (empty: none within the wait)
+/// and, in order, the outcome of each completion sent with it.
+#[derive(Debug)]
+pub struct ClaimOutcome {
+    pub jobs: Vec<Job>,
+    pub completed: Vec<Result<Job, ApiError>>,
+}
+
 /// Queue creation parameters (defaults applied by [`Node::create_queue`]).
 #[derive(Clone, Debug, Default)]
 pub struct QueueArgs {
@@ -249,6 +258,65 @@ fn chunks<T>(items: Vec<T>, size: impl Fn(&T) -> usize) -> Vec<Vec<T>> {
         out.push(cur);
     }
     out
+}
+
+/// The completions of a bulk request by shard group, and a result slot per
+/// item; items that cannot be written (bad id, oversized result) already
+/// hold their error.
+#[allow(clippy::type_complexity)]
+fn completions_by_group(
+    items: Vec<CompleteArgs>,
+) -> (
+    Vec<Option<Result<Job, ApiError>>>,
+    BTreeMap<GroupId, Vec<(usize, Completion)>>,
+) {
+    let cap = orrery_queue::MAX_RESULT_BYTES;
+    let mut out: Vec<Option<Result<Job, ApiError>>> = vec![None; items.len()];
+    let mut by_group: BTreeMap<GroupId, Vec<(usize, Completion)>> = BTreeMap::new();
+    for (i, c) in items.into_iter().enumerate() {
+        let g = match job_group(&c.id) {
+            Ok(g) => g,
+            Err(e) => {
+                out[i] = Some(Err(e));
+                continue;
+            }
+        };
+        let result = c.result.to_string();
+        if result.len() > cap {
+            out[i] = Some(Err(ApiError::TooLarge(format!(
+                "result is {} bytes; the limit is {cap} bytes",
+                result.len()
+            ))));
+            continue;
+        }
+        by_group.entry(g).or_default().push((
+            i,
+            Completion {
+                job_id: c.id,
+                token: c.token,
+                result,
+                facts: c.facts,
+            },
+        ));
+    }
+    (out, by_group)
+}
+
+/// A completion's response as the job it finished (or what refused it).
+fn completed_job(r: QueueResponse) -> Result<Job, QueueResponse> {
+    match r {
+        QueueResponse::Job(j) => Ok(*j),
+        other => Err(other),
+    }
+}
+
+/// One item's API result from its queue response.
+fn item_result(r: QueueResponse) -> Result<Job, ApiError> {
+    match completed_job(r) {
+        Ok(j) => Ok(j),
+        Err(QueueResponse::Rejected(e)) => Err(queue_error(e)),
+        Err(other) => Err(ApiError::Internal(format!("unexpected response {other:?}"))),
+    }
 }
 
 /// The per-item responses of one bulk write (`n` items), or its error for
@@ -876,49 +944,25 @@ impl Node {
         items: Vec<CompleteArgs>,
     ) -> Result<Vec<Result<Job, ApiError>>, ApiError> {
         check_batch("completions", items.len())?;
-        let n = items.len();
-        let cap = orrery_queue::MAX_RESULT_BYTES;
-        let mut out: Vec<Option<Result<Job, ApiError>>> = vec![None; n];
-        let mut by_group: BTreeMap<GroupId, Vec<(usize, Completion)>> = BTreeMap::new();
-        for (i, c) in items.into_iter().enumerate() {
-            let g = match job_group(&c.id) {
-                Ok(g) => g,
-                Err(e) => {
-                    out[i] = Some(Err(e));
-                    continue;
-                }
-            };
-            let result = c.result.to_string();
-            if result.len() > cap {
-                out[i] = Some(Err(ApiError::TooLarge(format!(
-                    "result is {} bytes; the limit is {cap} bytes",
-                    result.len()
-                ))));
-                continue;
-            }
-            by_group.entry(g).or_default().push((
-                i,
-                Completion {
-                    job_id: c.id,
-                    token: c.token,
-                    result,
-                    facts: c.facts,
-                },
-            ));
-        }
+        let (mut out, by_group) = completions_by_group(items);
+        self.write_completions(by_group, &mut out).await;
+        Ok(filled(out))
+    }
+
+    async fn write_completions(
+        &self,
+        by_group: BTreeMap<GroupId, Vec<(usize, Completion)>>,
+        out: &mut [Option<Result<Job, ApiError>>],
+    ) {
         let now = now_ms();
         self.bulk_write(
             by_group,
             |(_, c)| c.result.len() + c.job_id.len(),
             |_, items| QueueCommand::CompleteMany { items, now_ms: now },
-            |r| match r {
-                QueueResponse::Job(j) => Ok(*j),
-                other => Err(other),
-            },
-            &mut out,
+            completed_job,
+            out,
         )
         .await;
-        Ok(filled(out))
     }
 
     pub async fn fail_job(
@@ -1001,11 +1045,18 @@ impl Node {
 
     /// Leases up to `a.max` jobs (of `queue`, or of any queue), waiting up
     /// to `a.wait` for one to become claimable.
+    ///
+    /// `done` are the jobs the worker finished since its last claim. They
+    /// are all applied before the claim looks for work, each on its own as
+    /// by [`Node::complete_jobs`]. Those of the shard the claim tries first
+    /// share its log entry (a settlement), so a worker's steady state is one
+    /// request and one entry per batch of jobs, not two.
     pub async fn claim_jobs(
         &self,
         queue: Option<&str>,
         a: ClaimArgs,
-    ) -> Result<Vec<Job>, ApiError> {
+        done: Vec<CompleteArgs>,
+    ) -> Result<ClaimOutcome, ApiError> {
         if a.worker_id.is_empty() || a.worker_id.len() > 256 {
             return Err(ApiError::bad(
                 "invalid_worker_id",
@@ -1026,17 +1077,48 @@ impl Node {
                 ));
             }
         }
+        if !done.is_empty() {
+            check_batch("complete", done.len())?;
+        }
         let spec = match queue {
             Some(q) => Some(self.queue_spec(q).await?),
             None => None,
         };
+        let (mut completed, mut by_group) = completions_by_group(done);
+        let first_plan = self.claim_plan(spec.as_ref())?;
+        let mut settle = first_plan
+            .first()
+            .and_then(|(g, _)| by_group.remove(g).map(|items| (*g, items)));
+        if let Some((g, items)) = settle.take() {
+            let bytes: usize = items
+                .iter()
+                .map(|(_, c)| c.result.len() + c.job_id.len())
+                .sum();
+            if bytes <= BULK_ENTRY_BYTES {
+                settle = Some((g, items));
+            } else {
+                by_group.insert(g, items);
+            }
+        }
+        if !by_group.is_empty() {
+            self.write_completions(by_group, &mut completed).await;
+        }
+        let outcome = |jobs, completed| ClaimOutcome {
+            jobs,
+            completed: filled(completed),
+        };
         let deadline = Instant::now() + a.wait;
         let mut last_err: Option<ApiError> = None;
+        let mut plan = Some(first_plan);
         loop {
             let wake = self.jobs.wake.notified();
             tokio::pin!(wake);
             wake.as_mut().enable();
-            for (g, partitions) in self.claim_plan(spec.as_ref())? {
+            let groups = match plan.take() {
+                Some(p) => p,
+                None => self.claim_plan(spec.as_ref())?,
+            };
+            for (g, partitions) in groups {
                 let cs = ClaimSpec {
                     worker_id: a.worker_id.clone(),
                     node: a.node,
@@ -1048,6 +1130,39 @@ impl Node {
                     lease_s: a.lease_s,
                 };
                 let now = now_ms();
+                if let Some((_, items)) = settle.take_if(|(sg, _)| *sg == g) {
+                    let (idx, completions): (Vec<usize>, Vec<Completion>) =
+                        items.into_iter().unzip();
+                    let cmd = QueueCommand::Settle {
+                        work: vec![Settlement {
+                            completions,
+                            claim: cs,
+                        }],
+                        now_ms: now,
+                    };
+                    let r = self.queue_write(g, cmd).await;
+                    let mut rs = match r {
+                        // One settlement, one item; anything else is
+                        // reported by `spread` as a count mismatch.
+                        Ok(QueueResponse::Many(ws)) => match <[QueueResponse; 1]>::try_from(ws) {
+                            Ok([w]) => spread(idx.len() + 1, Ok(w)),
+                            Err(ws) => spread(idx.len() + 1, Ok(QueueResponse::Many(ws))),
+                        },
+                        other => spread(idx.len() + 1, other),
+                    };
+                    let claimed = rs.pop();
+                    for (i, r) in idx.into_iter().zip(rs) {
+                        completed[i] = Some(r.and_then(item_result));
+                    }
+                    match claimed {
+                        Some(Ok(QueueResponse::Claimed(jobs))) if !jobs.is_empty() => {
+                            return Ok(outcome(jobs, completed));
+                        }
+                        Some(Err(e)) => last_err = Some(e),
+                        _ => {}
+                    }
+                    continue;
+                }
                 // A cheap (stale) look first: most polls of an idle queue
                 // then cost no Raft write.
                 match self
@@ -1078,21 +1193,25 @@ impl Node {
                     )
                     .await
                 {
-                    Ok(QueueResponse::Claimed(jobs)) if !jobs.is_empty() => return Ok(jobs),
+                    Ok(QueueResponse::Claimed(jobs)) if !jobs.is_empty() => {
+                        return Ok(outcome(jobs, completed))
+                    }
                     Ok(_) => {}
                     Err(e) => last_err = Some(e),
                 }
             }
             let now = Instant::now();
             if now >= deadline {
-                // Nothing claimable and no shard reachable: say so rather than 204.
+                // Nothing claimable and no shard reachable: say so rather
+                // than 204, unless completions were reported (their outcomes
+                // must reach the worker).
                 return match last_err {
                     Some(e @ (ApiError::Unavailable(_) | ApiError::NotInitialized))
-                        if a.wait.is_zero() =>
+                        if a.wait.is_zero() && completed.is_empty() =>
                     {
                         Err(e)
                     }
-                    _ => Ok(Vec::new()),
+                    _ => Ok(outcome(Vec::new(), completed)),
                 };
             }
             let nap = POLL_EVERY.min(deadline - now);
@@ -1292,7 +1411,12 @@ impl JobSource for NodeJobSource {
             free_cpus: Some(req.free_cpus),
             node: self.0.id(),
         };
-        let jobs = self.0.claim_jobs(None, args).await.map_err(source_error)?;
+        let jobs = self
+            .0
+            .claim_jobs(None, args, Vec::new())
+            .await
+            .map_err(source_error)?
+            .jobs;
         let Some(j) = jobs.into_iter().next() else {
             return Ok(None);
         };

@@ -302,7 +302,9 @@ impl Jobs for JobsService {
             )
             .into());
         }
-        let jobs = self
+        let done = complete_args(r.complete)?;
+        let ids: Vec<String> = done.iter().map(|c| c.id.clone()).collect();
+        let got = self
             .0
             .claim_jobs(
                 Some(&r.queue),
@@ -316,10 +318,12 @@ impl Jobs for JobsService {
                     free_cpus: None,
                     node: 0,
                 },
+                done,
             )
             .await?;
         Ok(Response::new(pb::ClaimJobsResponse {
-            jobs: jobs.iter().map(pb_job).collect(),
+            jobs: got.jobs.iter().map(pb_job).collect(),
+            completions: complete_items(&got.completed, ids),
         }))
     }
 
@@ -382,39 +386,15 @@ impl Jobs for JobsService {
         &self,
         req: Request<pb::CompleteBatchRequest>,
     ) -> Result<Response<pb::CompleteBatchResponse>, Status> {
-        let mut items = Vec::new();
-        for (i, r) in req.into_inner().completions.into_iter().enumerate() {
-            let result = parse_json("result_json", &r.result_json, Value::Null)
-                .map_err(|e| at(&format!("completions[{i}]"), e))?;
-            items.push(CompleteArgs {
-                id: r.id,
-                token: r.token,
-                result,
-                facts: RunFacts::default(),
-            });
-        }
+        let items = complete_args(req.into_inner().completions)?;
         let ids: Vec<String> = items.iter().map(|c| c.id.clone()).collect();
         let results = self.0.complete_jobs(items).await?;
         if let Some(e) = all_failed(&results) {
             return Err(e.into());
         }
-        let items = results
-            .iter()
-            .zip(ids)
-            .map(|(r, id)| match r {
-                Ok(job) => pb::CompleteBatchItem {
-                    id,
-                    state: job.state.as_str().into(),
-                    error: None,
-                },
-                Err(e) => pb::CompleteBatchItem {
-                    id,
-                    state: String::new(),
-                    error: Some(item_error(e)),
-                },
-            })
-            .collect();
-        Ok(Response::new(pb::CompleteBatchResponse { items }))
+        Ok(Response::new(pb::CompleteBatchResponse {
+            items: complete_items(&results, ids),
+        }))
     }
 
     async fn fail(&self, req: Request<pb::FailRequest>) -> Result<Response<pb::Job>, Status> {
@@ -461,4 +441,43 @@ impl Jobs for JobsService {
             json: gpus_json(&self.0).await?.to_string(),
         }))
     }
+}
+
+/// The completions of a request, with `result_json` parsed.
+fn complete_args(reqs: Vec<pb::CompleteRequest>) -> Result<Vec<CompleteArgs>, Status> {
+    let mut items = Vec::new();
+    for (i, r) in reqs.into_iter().enumerate() {
+        let result = parse_json("result_json", &r.result_json, Value::Null)
+            .map_err(|e| at(&format!("completions[{i}]"), e))?;
+        items.push(CompleteArgs {
+            id: r.id,
+            token: r.token,
+            result,
+            facts: RunFacts::default(),
+        });
+    }
+    Ok(items)
+}
+
+/// One item per completion, in order: the job's new state or the error.
+fn complete_items(
+    results: &[Result<orrery_queue::Job, ApiError>],
+    ids: Vec<String>,
+) -> Vec<pb::CompleteBatchItem> {
+    results
+        .iter()
+        .zip(ids)
+        .map(|(r, id)| match r {
+            Ok(job) => pb::CompleteBatchItem {
+                id,
+                state: job.state.as_str().into(),
+                error: None,
+            },
+            Err(e) => pb::CompleteBatchItem {
+                id,
+                state: String::new(),
+                error: Some(item_error(e)),
+            },
+        })
+        .collect()
 }

@@ -379,9 +379,20 @@ async fn submit_batch(State(node): State<AppState>, body: Body) -> Result<Json<V
 async fn complete_batch(State(node): State<AppState>, body: Body) -> Result<Json<Value>, ApiError> {
     let o = json_object(body, BULK_BODY_BYTES).await?;
     check_fields(&o, &["completions"], "a bulk complete")?;
+    let items = completion_list(&o, "completions")?;
+    let ids: Vec<String> = items.iter().map(|c| c.id.clone()).collect();
+    let results = node.complete_jobs(items).await?;
+    if let Some(e) = all_failed(&results) {
+        return Err(e);
+    }
+    Ok(Json(completion_results(&results, &ids)))
+}
+
+/// The completions listed under `field`: `[{id, token, result?, run?}]`.
+fn completion_list(o: &Map<String, Value>, field: &str) -> Result<Vec<CompleteArgs>, ApiError> {
     let mut items = Vec::new();
-    for (i, v) in item_list(&o, "completions")?.iter().enumerate() {
-        let place = format!("completions[{i}]");
+    for (i, v) in item_list(o, field)?.iter().enumerate() {
+        let place = format!("{field}[{i}]");
         let m = item_object(v, &place)?;
         let parse = || -> Result<CompleteArgs, ApiError> {
             check_fields(m, &["id", "token", "result", "run"], "a completion")?;
@@ -394,15 +405,16 @@ async fn complete_batch(State(node): State<AppState>, body: Body) -> Result<Json
         };
         items.push(parse().map_err(|e| at(&place, e))?);
     }
-    let ids: Vec<String> = items.iter().map(|c| c.id.clone()).collect();
-    let results = node.complete_jobs(items).await?;
-    if let Some(e) = all_failed(&results) {
-        return Err(e);
-    }
+    Ok(items)
+}
+
+/// `{"results": [...], "completed": n, "failed": m}`: one entry per
+/// completion, in order, `{"id", "state"}` or `{"id", "error": {...}}`.
+fn completion_results(results: &[Result<orrery_queue::Job, ApiError>], ids: &[String]) -> Value {
     let (mut completed, mut failed) = (0, 0);
     let out: Vec<Value> = results
         .iter()
-        .zip(&ids)
+        .zip(ids)
         .map(|(r, id)| match r {
             Ok(job) => {
                 completed += 1;
@@ -416,9 +428,7 @@ async fn complete_batch(State(node): State<AppState>, body: Body) -> Result<Json
             }
         })
         .collect();
-    Ok(Json(
-        json!({"results": out, "completed": completed, "failed": failed}),
-    ))
+    json!({"results": out, "completed": completed, "failed": failed})
 }
 
 async fn list_jobs(
@@ -485,12 +495,18 @@ async fn runs(
     ))
 }
 
+/// POST /v1/queues/{q}/claim {worker_id, kinds?, lease_s?, wait_s?, max?,
+/// free_gpus?, free_cpus?, complete?}: the job with its lease `token`, or
+/// 204; with `max`, `{"jobs": [...]}`. With `complete` (the jobs the worker
+/// finished, as in `POST /v1/jobs/complete`), those are completed first and
+/// the answer is always 200 `{"jobs": [...], "completions": {...}}`.
 async fn claim(
     State(node): State<AppState>,
     Path(q): Path<String>,
     body: Body,
 ) -> Result<Response, ApiError> {
-    let o = json_object(body, 64 * 1024).await?;
+    // Room for the completions a claim may carry.
+    let o = json_object(body, BULK_BODY_BYTES).await?;
     check_fields(
         &o,
         &[
@@ -501,6 +517,7 @@ async fn claim(
             "max",
             "free_gpus",
             "free_cpus",
+            "complete",
         ],
         "a claim",
     )?;
@@ -535,15 +552,32 @@ async fn claim(
         free_cpus: opt_u32(&o, "free_cpus")?,
         node: 0,
     };
-    let jobs = node.claim_jobs(Some(&q), args).await?;
-    if jobs.is_empty() {
-        return Ok(StatusCode::NO_CONTENT.into_response());
-    }
+    let settles = !matches!(o.get("complete"), None | Some(Value::Null));
+    let done = if settles {
+        completion_list(&o, "complete")?
+    } else {
+        Vec::new()
+    };
+    let ids: Vec<String> = done.iter().map(|c| c.id.clone()).collect();
+    let got = node.claim_jobs(Some(&q), args, done).await?;
     let with_token = |j: &orrery_queue::Job| {
         let mut v = job_json(j);
         v["token"] = json!(j.attempts);
         v
     };
+    let jobs = got.jobs;
+    if settles {
+        // The completions' outcomes must reach the worker, so there is
+        // always a body, even when nothing was claimed.
+        return Ok(Json(json!({
+            "jobs": jobs.iter().map(with_token).collect::<Vec<_>>(),
+            "completions": completion_results(&got.completed, &ids),
+        }))
+        .into_response());
+    }
+    if jobs.is_empty() {
+        return Ok(StatusCode::NO_CONTENT.into_response());
+    }
     if batch {
         Ok(Json(json!({"jobs": jobs.iter().map(with_token).collect::<Vec<_>>()})).into_response())
     } else {
