@@ -189,6 +189,65 @@ async fn jobs_end_to_end() {
     kill9_mid_job(t).await;
 }
 
+/// Finished jobs are forgotten once the retention period has passed (here
+/// 2 s), with their dedupe keys; queued and running jobs are kept.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn finished_jobs_are_forgotten_after_retention() {
+    let root = tempfile::tempdir().expect("tempdir");
+    let c = Cluster::formed(3, 1, &["--workers", "0", "--job-retention-s", "2"]).await;
+    let t = Jc {
+        c,
+        root: root.path().to_path_buf(),
+    };
+    t.create_queue(json!({"name": "ret", "lease_s": 60})).await;
+    let job = json!({"queue": "ret", "kind": "rk", "dedupe_key": "once"});
+    let done = t.submit(0, job.clone()).await;
+    let id = done["id"].as_str().unwrap().to_string();
+    let kept = t.submit(1, json!({"queue": "ret", "kind": "keep"})).await;
+    let kept_id = kept["id"].as_str().unwrap().to_string();
+    let claimed = t
+        .req(
+            1,
+            "POST",
+            "/v1/queues/ret/claim",
+            Some(json!({"worker_id": "w", "kinds": ["rk"], "lease_s": 60, "wait_s": 2})),
+        )
+        .await;
+    assert_eq!(claimed.0, 200, "{claimed:?}");
+    assert_eq!(claimed.1["id"], json!(id));
+    t.ok(
+        2,
+        "POST",
+        &format!("/v1/jobs/{id}/complete"),
+        Some(json!({"token": claimed.1["token"], "result": {"r": 1}})),
+        200,
+    )
+    .await;
+    // Within the retention period the job and its dedupe key are kept.
+    let again = t.ok(0, "POST", "/v1/jobs", Some(job.clone()), 200).await;
+    assert_eq!(again["id"], json!(id));
+    assert_eq!(t.job(2, &id).await["result"], json!({"r": 1}));
+    let start = Instant::now();
+    loop {
+        let (s, v) = t.req(1, "GET", &format!("/v1/jobs/{id}"), None).await;
+        if s == 404 {
+            assert_error(s, &v, 404, "retention");
+            break;
+        }
+        assert_eq!(s, 200, "{v}");
+        assert!(
+            start.elapsed() < Duration::from_secs(30),
+            "job {id} still kept after 30 s: {v}\n{}",
+            t.c.log_tails(30)
+        );
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    // The dedupe key is free again: it makes a new job.
+    let fresh = t.submit(2, job).await;
+    assert_ne!(fresh["id"], json!(id));
+    assert_eq!(t.job(0, &kept_id).await["state"], "queued");
+}
+
 async fn bad_input(t: &Jc) {
     t.create_queue(json!({"name": "ext", "lease_s": 2, "max_attempts": 3,
         "backoff": {"initial_ms": 300, "multiplier": 2.0, "max_ms": 1000}}))

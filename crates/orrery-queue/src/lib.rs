@@ -384,6 +384,13 @@ pub enum QueueCommand {
         work: Vec<Settlement>,
         now_ms: u64,
     },
+    /// Sent by a shard leader: forgets at most `max` finished jobs that
+    /// finished before `before_ms` (the retention period), oldest first,
+    /// with their dedupe keys.
+    Prune {
+        before_ms: u64,
+        max: u32,
+    },
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -415,7 +422,10 @@ impl std::fmt::Display for QueueError {
         match self {
             QueueError::QueueExists(q) => write!(f, "queue {q:?} already exists"),
             QueueError::UnknownQueue(q) => write!(f, "queue {q:?} does not exist"),
-            QueueError::UnknownJob(j) => write!(f, "job {j:?} does not exist"),
+            QueueError::UnknownJob(j) => write!(
+                f,
+                "job {j:?} does not exist (or finished longer ago than the job retention period)"
+            ),
             QueueError::StaleToken {
                 job_id,
                 token,
@@ -461,6 +471,8 @@ pub enum QueueResponse {
     Rejected(QueueError),
     /// One response per item of a bulk command, in order.
     Many(Vec<QueueResponse>),
+    /// Finished jobs forgotten by `Prune`.
+    Pruned(u32),
 }
 
 /// The queue module's state of one group.
@@ -483,6 +495,10 @@ pub struct QueueState {
     dedupe: BTreeMap<(String, String), String>,
     events: VecDeque<Event>,
     next_seq: u64,
+    /// Finished jobs by finish time, for pruning. Derived from `jobs`: not
+    /// in snapshots (whose format it would change), rebuilt on restore.
+    #[serde(skip)]
+    finished: BTreeSet<(u64, String)>,
 }
 
 /// Time-sortable, deterministic job id: stamped ms, shard, and a sequence
@@ -703,6 +719,9 @@ impl QueueState {
             }
             QueueCommand::Cancel { job_id, now_ms } => self.cancel(&job_id, now_ms),
             QueueCommand::ExpireLeases { now_ms } => QueueResponse::Expired(self.expire(now_ms)),
+            QueueCommand::Prune { before_ms, max } => {
+                QueueResponse::Pruned(self.prune(before_ms, max))
+            }
         }
     }
 
@@ -729,13 +748,21 @@ impl QueueState {
     }
 
     fn event(&mut self, kind: &str, job: &Job, payload: &str, now_ms: u64) {
+        let tag = (job.id.clone(), job.queue.clone(), job.attempts);
+        self.event_of(kind, tag, payload, now_ms);
+    }
+
+    /// [`QueueState::event`] from the job's `(id, queue, attempt)`, for
+    /// callers that hold the job mutably (no clone of the whole job).
+    fn event_of(&mut self, kind: &str, tag: (String, String, u32), payload: &str, now_ms: u64) {
+        let (job_id, queue, attempt) = tag;
         self.next_seq += 1;
         self.events.push_back(Event {
             seq: self.next_seq,
             kind: kind.to_string(),
-            job_id: job.id.clone(),
-            queue: job.queue.clone(),
-            attempt: job.attempts,
+            job_id,
+            queue,
+            attempt,
             payload: payload.to_string(),
             ts_ms: now_ms,
         });
@@ -1000,9 +1027,51 @@ impl QueueState {
         };
         job.state = state;
         job.updated_ms = now_ms;
-        job.finished_ms = Some(now_ms);
-        let job = job.clone();
-        self.event(event, &job, payload, now_ms);
+        if let Some(t) = job.finished_ms.replace(now_ms) {
+            self.finished.remove(&(t, id.to_string()));
+        }
+        self.finished.insert((now_ms, id.to_string()));
+        let tag = (job.id.clone(), job.queue.clone(), job.attempts);
+        self.event_of(event, tag, payload, now_ms);
+    }
+
+    /// Forgets up to `max` jobs that finished before `before_ms`.
+    fn prune(&mut self, before_ms: u64, max: u32) -> u32 {
+        let mut n = 0;
+        while n < max {
+            let Some(first) = self.finished.first() else {
+                break;
+            };
+            if first.0 >= before_ms {
+                break;
+            }
+            let Some((_, id)) = self.finished.pop_first() else {
+                break;
+            };
+            let Some(job) = self.jobs.get(&id) else {
+                continue;
+            };
+            // Only a finished job is ever indexed here; a job that is not
+            // (cannot happen) is kept rather than lost.
+            if !job.state.is_terminal() {
+                continue;
+            }
+            if let Some(key) = &job.dedupe_key {
+                let k = (job.queue.clone(), key.clone());
+                if self.dedupe.get(&k) == Some(&id) {
+                    self.dedupe.remove(&k);
+                }
+            }
+            self.jobs.remove(&id);
+            n += 1;
+        }
+        n
+    }
+
+    /// The finish time of the oldest finished job, if any: the leader
+    /// proposes a prune once it falls out of the retention period.
+    pub fn oldest_finished(&self) -> Option<u64> {
+        self.finished.first().map(|(t, _)| *t)
     }
 
     /// After an attempt failed (error, or lease expiry): retry with backoff,
@@ -1031,8 +1100,8 @@ impl QueueState {
             job.updated_ms = now_ms;
             job.run_at_ms = now_ms.saturating_add(job.backoff.delay_ms(job.attempts));
             ready_add(&mut self.ready, job);
-            let job = job.clone();
-            self.event("retrying", &job, &payload, now_ms);
+            let tag = (job.id.clone(), job.queue.clone(), job.attempts);
+            self.event_of("retrying", tag, &payload, now_ms);
         }
     }
 
@@ -1049,8 +1118,8 @@ impl QueueState {
                 if !job.cancel_requested {
                     job.cancel_requested = true;
                     job.updated_ms = now_ms;
-                    let job = job.clone();
-                    self.event("cancel_requested", &job, "{}", now_ms);
+                    let tag = (job.id.clone(), job.queue.clone(), job.attempts);
+                    self.event_of("cancel_requested", tag, "{}", now_ms);
                 }
             }
             JobState::Cancelled => {}
@@ -1086,8 +1155,12 @@ impl QueueState {
                 Some("lease expired".into()),
                 RunFacts::default(),
             );
-            if let Some(job) = self.jobs.get(id).cloned() {
-                self.event("expired", &job, "{}", now_ms);
+            if let Some(tag) = self
+                .jobs
+                .get(id)
+                .map(|j| (j.id.clone(), j.queue.clone(), j.attempts))
+            {
+                self.event_of("expired", tag, "{}", now_ms);
             }
             self.after_failed_attempt(id, now_ms, "lease expired".into(), true, cancelled);
         }
@@ -1174,9 +1247,16 @@ impl QueueState {
     }
 
     pub fn restore(data: &[u8]) -> Result<Self, String> {
-        bincode::serde::decode_from_slice(data, bincode::config::standard())
+        let mut s: Self = bincode::serde::decode_from_slice(data, bincode::config::standard())
             .map(|(v, _)| v)
-            .map_err(|e| format!("queue snapshot: {e}"))
+            .map_err(|e| format!("queue snapshot: {e}"))?;
+        s.finished = s
+            .jobs
+            .values()
+            .filter(|j| j.state.is_terminal())
+            .filter_map(|j| j.finished_ms.map(|t| (t, j.id.clone())))
+            .collect();
+        Ok(s)
     }
 }
 

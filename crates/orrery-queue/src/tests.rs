@@ -1,6 +1,6 @@
 use super::*;
 use proptest::prelude::*;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 fn new_job(queue: &str, priority: i32) -> NewJob {
     NewJob {
@@ -413,6 +413,11 @@ enum Op {
     CompleteMany {
         items: Vec<(usize, u32)>,
     },
+    /// Forget jobs that finished more than `age` ms ago, at most `max`.
+    Prune {
+        age: u64,
+        max: u32,
+    },
     /// Completions, then a claim, in one command.
     Settle {
         items: Vec<(usize, u32)>,
@@ -440,6 +445,8 @@ fn arb_op() -> impl Strategy<Value = Op> {
         1 => prop::collection::vec((0usize..8, 0u32..4), 0..5).prop_map(|items| Op::CompleteMany { items }),
         2 => (prop::collection::vec((0usize..8, 0u32..4), 0..4), 1u32..4, 0u8..3)
             .prop_map(|(items, max, worker)| Op::Settle { items, max, worker }),
+        1 => (prop::sample::select(vec![0u64, 1, 2_000, 20_000]), 0u32..4)
+            .prop_map(|(age, max)| Op::Prune { age, max }),
     ]
 }
 
@@ -531,6 +538,10 @@ fn to_cmd(op: &Op, ids: &[String], now: u64) -> Option<QueueCommand> {
             }],
             now_ms: now,
         },
+        Op::Prune { age, max } => QueueCommand::Prune {
+            before_ms: now.saturating_sub(*age),
+            max: *max,
+        },
         Op::Tick(_) => return None,
     })
 }
@@ -569,6 +580,19 @@ fn check_invariants(s: &QueueState) -> Result<(), TestCaseError> {
     prop_assert!(
         s.ready.values().all(|b| !b.is_empty()),
         "empty ready bucket kept"
+    );
+    // The finished index is exactly the finished jobs, by finish time.
+    let finished: BTreeSet<(u64, String)> = s
+        .jobs
+        .values()
+        .filter(|j| j.state.is_terminal())
+        .map(|j| (j.finished_ms.unwrap_or(u64::MAX), j.id.clone()))
+        .collect();
+    prop_assert_eq!(&s.finished, &finished);
+    // A dedupe key names a job that still exists.
+    prop_assert!(
+        s.dedupe.values().all(|id| s.jobs.contains_key(id)),
+        "dedupe key of a forgotten job"
     );
     prop_assert_eq!(s.leases.len(), leases);
     prop_assert_eq!(&s.running, &running);
@@ -957,5 +981,86 @@ fn settle_completes_before_it_claims() {
         QueueResponse::Rejected(QueueError::StaleToken { .. })
     ));
     assert!(matches!(&b[1], QueueResponse::Claimed(j) if j.is_empty()));
+    check_invariants(&s).unwrap();
+}
+
+/// Pruning forgets only jobs that finished before the cut, oldest first and
+/// at most `max`; their dedupe keys are freed; snapshots rebuild the index.
+#[test]
+fn prune_forgets_old_finished_jobs_only() {
+    let mut s = QueueState::default();
+    let mut idx = 0;
+    let mut enqueue = |s: &mut QueueState, key: Option<&str>, now: u64| {
+        idx += 1;
+        let mut job = new_job("q", 0);
+        job.dedupe_key = key.map(str::to_string);
+        match s.apply(
+            idx,
+            QueueCommand::Enqueue {
+                shard: 1,
+                job,
+                now_ms: now,
+            },
+        ) {
+            QueueResponse::Enqueued { job, created } => (job.id, created),
+            other => panic!("{other:?}"),
+        }
+    };
+    let (a, _) = enqueue(&mut s, Some("k"), 1_000);
+    let (b, _) = enqueue(&mut s, None, 1_000);
+    let (c, _) = enqueue(&mut s, None, 1_000);
+    let (queued, _) = enqueue(&mut s, None, 1_000);
+    for id in [&a, &b, &c] {
+        s.apply(
+            100,
+            QueueCommand::Cancel {
+                job_id: id.clone(),
+                now_ms: 2_000 + (id == &c) as u64 * 5_000,
+            },
+        );
+    }
+    assert_eq!(s.oldest_finished(), Some(2_000));
+    // a and b finished at 2 000, c at 7 000: a cut at 5 000, one at a time.
+    assert_eq!(
+        s.apply(
+            101,
+            QueueCommand::Prune {
+                before_ms: 5_000,
+                max: 1
+            }
+        ),
+        QueueResponse::Pruned(1)
+    );
+    assert_eq!(
+        s.apply(
+            102,
+            QueueCommand::Prune {
+                before_ms: 5_000,
+                max: 10
+            }
+        ),
+        QueueResponse::Pruned(1)
+    );
+    assert_eq!(
+        s.apply(
+            103,
+            QueueCommand::Prune {
+                before_ms: 5_000,
+                max: 10
+            }
+        ),
+        QueueResponse::Pruned(0)
+    );
+    assert!(s.job(&a).is_none() && s.job(&b).is_none());
+    assert_eq!(s.job(&c).map(|j| j.state), Some(JobState::Cancelled));
+    assert_eq!(s.job(&queued).map(|j| j.state), Some(JobState::Queued));
+    assert_eq!(s.oldest_finished(), Some(7_000));
+    // The dedupe key of the forgotten job makes a new job.
+    let (again, created) = enqueue(&mut s, Some("k"), 8_000);
+    assert!(created && again != a);
+    // Restored from a snapshot, the state (with its index) is the same.
+    let restored = QueueState::restore(&s.snapshot().unwrap()).unwrap();
+    assert_eq!(restored, s);
+    assert_eq!(restored.oldest_finished(), Some(7_000));
     check_invariants(&s).unwrap();
 }

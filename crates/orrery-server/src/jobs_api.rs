@@ -162,6 +162,11 @@ pub struct ClaimArgs {
     pub node: NodeId,
 }
 
+/// Finished jobs forgotten per log entry when their retention has passed,
+/// and entries per sweep (every 500 ms): up to 8 000 jobs/s per shard.
+const PRUNE_BATCH: u32 = 1000;
+const PRUNE_ENTRIES_PER_SWEEP: usize = 4;
+
 /// What a claim gives back: the leased jobs (empty: none within the wait)
 /// and, in order, the outcome of each completion sent with it.
 #[derive(Debug)]
@@ -776,9 +781,7 @@ impl Node {
         let g = job_group(id)?;
         match self.jobs_read(g, JobsQuery::Job(id.into()), true).await? {
             JobsQueryResult::Job(Some(j)) => Ok(*j),
-            JobsQueryResult::Job(None) => {
-                Err(ApiError::NotFound(format!("job {id:?} does not exist")))
-            }
+            JobsQueryResult::Job(None) => Err(queue_error(QueueError::UnknownJob(id.into()))),
             other => Err(ApiError::Internal(format!("unexpected result {other:?}"))),
         }
     }
@@ -1297,6 +1300,37 @@ impl Node {
                         }
                         Ok(_) => {}
                         Err(e) => tracing::debug!(group = g.id, "lease expiry: {e}"),
+                    }
+                }
+                // Finished jobs past the retention period are forgotten, a
+                // bounded number per entry so that no apply stalls the shard.
+                let retention = self.cfg.job_retention.as_millis() as u64;
+                let before_ms = now.saturating_sub(retention);
+                let prunable =
+                    g.sm.read(|s| s.queue.oldest_finished())
+                        .is_some_and(|t| t < before_ms);
+                // A few entries per sweep at most, so that a backlog of
+                // expired jobs drains without starving other writes.
+                for _ in 0..PRUNE_ENTRIES_PER_SWEEP {
+                    if !prunable {
+                        break;
+                    }
+                    let cmd = QueueCommand::Prune {
+                        before_ms,
+                        max: PRUNE_BATCH,
+                    };
+                    match self.queue_write(g.id, cmd).await {
+                        Ok(QueueResponse::Pruned(n)) => {
+                            tracing::debug!(group = g.id, pruned = n, "finished jobs pruned");
+                            if n < PRUNE_BATCH {
+                                break;
+                            }
+                        }
+                        Ok(_) => break,
+                        Err(e) => {
+                            tracing::debug!(group = g.id, "pruning finished jobs: {e}");
+                            break;
+                        }
                     }
                 }
             }

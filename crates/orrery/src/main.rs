@@ -103,6 +103,11 @@ struct ServeArgs {
     /// Run `command` jobs (arbitrary processes) on this node [default: false].
     #[arg(long, env = "ORRERY_ALLOW_COMMAND_JOBS", num_args = 0..=1, default_missing_value = "true")]
     allow_command_jobs: Option<bool>,
+    /// Seconds a finished job (succeeded, failed, cancelled, dead) is kept,
+    /// with its result, runs and dedupe key, before it is forgotten
+    /// [default: 86400].
+    #[arg(long, env = "ORRERY_JOB_RETENTION_S")]
+    job_retention_s: Option<u64>,
 }
 
 impl ServeArgs {
@@ -130,7 +135,8 @@ impl ServeArgs {
             request_timeout_ms,
             workers,
             fs_root,
-            allow_command_jobs
+            allow_command_jobs,
+            job_retention_s
         )
     }
 }
@@ -229,6 +235,7 @@ async fn serve(args: ServeArgs) -> Result<()> {
         }),
         fs_root: args.fs_root,
         allow_command_jobs: args.allow_command_jobs.unwrap_or(false),
+        job_retention: Duration::from_secs(args.job_retention_s.unwrap_or(86_400)),
     };
     orrery_server::run(cfg, &listen, &peer_listen, shutdown_signal(), |b| {
         eprintln!(
