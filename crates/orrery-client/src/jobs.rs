@@ -65,16 +65,10 @@ impl Client {
         max: u32,
         wait_s: f64,
     ) -> Result<Vec<pb::Job>, Error> {
-        let req = pb::ClaimJobsRequest {
-            queue: queue.into(),
-            worker_id: worker_id.into(),
-            kinds: vec![],
-            lease_s: None,
-            wait_s,
-            max,
-            complete: vec![],
-        };
-        Ok(self.jobs().claim(req).await?.into_inner().jobs)
+        let (jobs, _) = self
+            .claim_jobs_completing(queue, worker_id, max, wait_s, Vec::new())
+            .await?;
+        Ok(jobs)
     }
 
     /// Completes the jobs in `done` (`(id, token, result_json)` each), then

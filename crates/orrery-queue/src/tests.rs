@@ -450,6 +450,21 @@ fn arb_op() -> impl Strategy<Value = Op> {
     ]
 }
 
+/// Completions of `(job index, token)` pairs; `None` before any job exists.
+fn completions(items: &[(usize, u32)], ids: &[String]) -> Option<Vec<Completion>> {
+    items
+        .iter()
+        .map(|(job, token)| {
+            Some(Completion {
+                job_id: ids.get(job % ids.len().max(1))?.clone(),
+                token: *token,
+                result: "{}".into(),
+                facts: RunFacts::default(),
+            })
+        })
+        .collect()
+}
+
 fn to_cmd(op: &Op, ids: &[String], now: u64) -> Option<QueueCommand> {
     let id = |i: usize| ids.get(i % ids.len().max(1)).cloned();
     Some(match op {
@@ -508,32 +523,12 @@ fn to_cmd(op: &Op, ids: &[String], now: u64) -> Option<QueueCommand> {
             now_ms: now,
         },
         Op::CompleteMany { items } => QueueCommand::CompleteMany {
-            items: items
-                .iter()
-                .map(|(job, token)| {
-                    Some(Completion {
-                        job_id: id(*job)?,
-                        token: *token,
-                        result: "{}".into(),
-                        facts: RunFacts::default(),
-                    })
-                })
-                .collect::<Option<Vec<_>>>()?,
+            items: completions(items, ids)?,
             now_ms: now,
         },
         Op::Settle { items, max, worker } => QueueCommand::Settle {
             work: vec![Settlement {
-                completions: items
-                    .iter()
-                    .map(|(job, token)| {
-                        Some(Completion {
-                            job_id: id(*job)?,
-                            token: *token,
-                            result: "{}".into(),
-                            facts: RunFacts::default(),
-                        })
-                    })
-                    .collect::<Option<Vec<_>>>()?,
+                completions: completions(items, ids)?,
                 claim: spec(&format!("w{worker}"), *max),
             }],
             now_ms: now,
