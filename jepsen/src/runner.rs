@@ -150,13 +150,30 @@ async fn client_loop(
                 None => continue,
             }
         };
+        // A held job is completed on its own or, half of the time, inside
+        // the next claim (a settlement), so both paths meet the faults.
         let req = match held.take() {
+            Some((job, token)) if rng.gen_bool(0.5) => Request::Settle { job, token },
             Some((job, token)) => Request::Complete { job, token },
             None => gen.next(&mut rng),
         };
         let (kind, value) = invoke_and_complete(&client, &rec, &req, process, node).await;
         if let (Request::Claim, OpType::Ok) = (&req, kind) {
             if let (Some(job), Some(token)) = (value["job"].as_str(), value["token"].as_u64()) {
+                held = Some((job.to_string(), token));
+            }
+        }
+        // The job a settlement's claim took, recorded as a claim of its own
+        // (this process's next operation). After an unknown outcome the
+        // process retires below and the lease simply expires.
+        if let (Request::Settle { .. }, OpType::Ok | OpType::Fail) = (&req, kind) {
+            let c = &value["claimed"];
+            if let (Some(job), Some(token)) = (c["job"].as_str(), c["token"].as_u64()) {
+                let inv = rec.record(Request::Claim.invoke(process, node));
+                rec.record(
+                    Op::new(process, OpType::Ok, inv.f.clone(), c.clone())
+                        .with_node(format!("n{node}")),
+                );
                 held = Some((job.to_string(), token));
             }
         }

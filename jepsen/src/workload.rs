@@ -126,6 +126,14 @@ pub enum Request {
         job: String,
         token: u64,
     },
+    /// Complete a leased job in the next claim (`complete` in the claim
+    /// request, one entry for both). Recorded as a `complete`; its ok or
+    /// fail value carries `"claimed": {"job", "token"}` when the claim took
+    /// a job, which the runner records as a `claim` of its own.
+    Settle {
+        job: String,
+        token: u64,
+    },
     /// Every job of the test queue: `{"pending": [...], "completed": [...]}`.
     ReadQueue,
 }
@@ -152,7 +160,7 @@ impl Request {
             Request::ReadSet | Request::ReadQueue => (f::READ, None, Value::Null),
             Request::Enqueue { element } => (f::ENQUEUE, None, json!({"element": element})),
             Request::Claim => (f::CLAIM, None, Value::Null),
-            Request::Complete { job, token } => {
+            Request::Complete { job, token } | Request::Settle { job, token } => {
                 (f::COMPLETE, None, json!({"job": job, "token": token}))
             }
         };
@@ -388,6 +396,7 @@ impl Client {
                     .await;
                 write_outcome(r, value).await
             }
+            Request::Settle { job, token } => self.settle(job, *token, node).await,
             Request::ReadQueue => self.read_queue(node).await,
             Request::ReadSet => {
                 let url = format!(
@@ -423,6 +432,55 @@ impl Client {
 }
 
 impl Client {
+    /// Completes `job` inside a claim request (a settlement). The outcome
+    /// is the completion's: ok when it took, fail when it was refused
+    /// (stale token) or never proposed, info when it may or may not have
+    /// taken. A job the claim took comes back as `"claimed"`.
+    async fn settle(&self, job: &str, token: u64, node: u64) -> (OpType, Value, Option<String>) {
+        let value = json!({"job": job, "token": token});
+        let r = self
+            .http
+            .post(format!(
+                "http://{}/v1/queues/{QUEUE}/claim",
+                client_addr(node)
+            ))
+            .json(&json!({
+                "worker_id": "jepsen",
+                "kinds": [QUEUE_KIND],
+                "lease_s": QUEUE_LEASE_S,
+                "wait_s": 0,
+                "complete": [{"id": job, "token": token, "result": {"ok": true}}],
+            }))
+            .send()
+            .await;
+        let r = match r {
+            Ok(r) if r.status().is_success() => r,
+            other => return write_outcome(other, value).await,
+        };
+        let v: Value = match r.json().await {
+            Ok(v) => v,
+            // The request was answered, so the completion was decided, but
+            // the answer is lost.
+            Err(e) => return (OpType::Info, value, Some(err_text(&e))),
+        };
+        let item = &v["completions"]["results"][0];
+        let (kind, error) = if item["state"] == "succeeded" {
+            (OpType::Ok, None)
+        } else {
+            let code = item["error"]["code"].as_str().unwrap_or_default();
+            let definite = !matches!(code, "outcome_unknown" | "internal" | "");
+            let kind = if definite { OpType::Fail } else { OpType::Info };
+            (kind, Some(item.to_string()))
+        };
+        let mut value = value;
+        if let Some(j) = v["jobs"].as_array().and_then(|a| a.first()) {
+            if let (Some(id), Some(t)) = (j["id"].as_str(), j["token"].as_u64()) {
+                value["claimed"] = json!({"job": id, "token": t});
+            }
+        }
+        (kind, value, error)
+    }
+
     /// Lists every job of the test queue, page by page (each page is a
     /// linearizable read of every shard).
     async fn read_queue(&self, node: u64) -> (OpType, Value, Option<String>) {
