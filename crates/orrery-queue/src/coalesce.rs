@@ -10,10 +10,10 @@
 //! Only commands whose bulk form applies its items exactly as the single
 //! commands would, in order, are merged: enqueues (`Enqueue`,
 //! `EnqueueMany`), completions (`Complete`, `CompleteMany`), claims
-//! (`Claim`, into `ClaimMany`) and settlements (`Settle`). Two concurrent requests have no order
-//! between them, so merging them in arrival order changes nothing a client
-//! can observe; the one difference is that the merged command carries the
-//! latest of their stamped times.
+//! (`Claim`, into `ClaimMany`) and settlements (`Settle`). Two concurrent
+//! requests have no order between them, so merging them in arrival order
+//! changes nothing a client can observe; the one difference is that the
+//! merged command carries the latest of their stamped times.
 
 use crate::{Completion, QueueCommand, QueueError, QueueResponse, Settlement, MAX_BATCH};
 

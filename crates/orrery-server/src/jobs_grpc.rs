@@ -302,7 +302,7 @@ impl Jobs for JobsService {
             )
             .into());
         }
-        let done = complete_args(r.complete)?;
+        let done = complete_args("complete", r.complete)?;
         let ids: Vec<String> = done.iter().map(|c| c.id.clone()).collect();
         let got = self
             .0
@@ -386,7 +386,7 @@ impl Jobs for JobsService {
         &self,
         req: Request<pb::CompleteBatchRequest>,
     ) -> Result<Response<pb::CompleteBatchResponse>, Status> {
-        let items = complete_args(req.into_inner().completions)?;
+        let items = complete_args("completions", req.into_inner().completions)?;
         let ids: Vec<String> = items.iter().map(|c| c.id.clone()).collect();
         let results = self.0.complete_jobs(items).await?;
         if let Some(e) = all_failed(&results) {
@@ -443,12 +443,13 @@ impl Jobs for JobsService {
     }
 }
 
-/// The completions of a request, with `result_json` parsed.
-fn complete_args(reqs: Vec<pb::CompleteRequest>) -> Result<Vec<CompleteArgs>, Status> {
+/// The completions of a request (its field `field`), with `result_json`
+/// parsed.
+fn complete_args(field: &str, reqs: Vec<pb::CompleteRequest>) -> Result<Vec<CompleteArgs>, Status> {
     let mut items = Vec::new();
     for (i, r) in reqs.into_iter().enumerate() {
         let result = parse_json("result_json", &r.result_json, Value::Null)
-            .map_err(|e| at(&format!("completions[{i}]"), e))?;
+            .map_err(|e| at(&format!("{field}[{i}]"), e))?;
         items.push(CompleteArgs {
             id: r.id,
             token: r.token,
