@@ -90,14 +90,7 @@ impl Client {
             lease_s: None,
             wait_s,
             max,
-            complete: done
-                .into_iter()
-                .map(|(id, token, result_json)| pb::CompleteRequest {
-                    id,
-                    token,
-                    result_json,
-                })
-                .collect(),
+            complete: complete_requests(done),
         };
         let r = self.jobs().claim(req).await?.into_inner();
         Ok((r.jobs, r.completions))
@@ -143,14 +136,7 @@ impl Client {
         completions: Vec<(String, u32, String)>,
     ) -> Result<Vec<pb::CompleteBatchItem>, Error> {
         let req = pb::CompleteBatchRequest {
-            completions: completions
-                .into_iter()
-                .map(|(id, token, result_json)| pb::CompleteRequest {
-                    id,
-                    token,
-                    result_json,
-                })
-                .collect(),
+            completions: complete_requests(completions),
         };
         Ok(self.jobs().complete_batch(req).await?.into_inner().items)
     }
@@ -180,4 +166,16 @@ impl Client {
             .into_inner()
             .json)
     }
+}
+
+/// `(id, token, result_json)` triples as completion messages.
+fn complete_requests(items: Vec<(String, u32, String)>) -> Vec<pb::CompleteRequest> {
+    items
+        .into_iter()
+        .map(|(id, token, result_json)| pb::CompleteRequest {
+            id,
+            token,
+            result_json,
+        })
+        .collect()
 }

@@ -450,6 +450,17 @@ fn arb_op() -> impl Strategy<Value = Op> {
     ]
 }
 
+/// The single command that one item of a bulk complete stands for.
+fn single_complete(c: &Completion, now_ms: u64) -> QueueCommand {
+    QueueCommand::Complete {
+        job_id: c.job_id.clone(),
+        token: c.token,
+        result: c.result.clone(),
+        facts: c.facts.clone(),
+        now_ms,
+    }
+}
+
 /// Completions of `(job index, token)` pairs; `None` before any job exists.
 fn completions(items: &[(usize, u32)], ids: &[String]) -> Option<Vec<Completion>> {
     items
@@ -632,13 +643,7 @@ proptest! {
                 let mut one_by_one = before.clone();
                 let rs: Vec<QueueResponse> = items
                     .iter()
-                    .map(|c| one_by_one.apply(idx, QueueCommand::Complete {
-                        job_id: c.job_id.clone(),
-                        token: c.token,
-                        result: c.result.clone(),
-                        facts: c.facts.clone(),
-                        now_ms: *now_ms,
-                    }))
+                    .map(|c| one_by_one.apply(idx, single_complete(c, *now_ms)))
                     .collect();
                 prop_assert_eq!(&ra, &QueueResponse::Many(rs));
                 prop_assert_eq!(&one_by_one, &a);
@@ -671,16 +676,7 @@ proptest! {
                         };
                         prop_assert_eq!(items.len(), w.completions.len() + 1);
                         for (c, r) in w.completions.iter().zip(items) {
-                            pairs.push((
-                                QueueCommand::Complete {
-                                    job_id: c.job_id.clone(),
-                                    token: c.token,
-                                    result: c.result.clone(),
-                                    facts: c.facts.clone(),
-                                    now_ms: *now_ms,
-                                },
-                                r.clone(),
-                            ));
+                            pairs.push((single_complete(c, *now_ms), r.clone()));
                         }
                         pairs.push((
                             QueueCommand::Claim { spec: w.claim.clone(), now_ms: *now_ms },
@@ -694,18 +690,7 @@ proptest! {
                     items
                         .iter()
                         .zip(rs)
-                        .map(|(c, r)| {
-                            (
-                                QueueCommand::Complete {
-                                    job_id: c.job_id.clone(),
-                                    token: c.token,
-                                    result: c.result.clone(),
-                                    facts: c.facts.clone(),
-                                    now_ms: *now_ms,
-                                },
-                                r.clone(),
-                            )
-                        })
+                        .map(|(c, r)| (single_complete(c, *now_ms), r.clone()))
                         .collect()
                 }
                 (QueueCommand::EnqueueMany { jobs, .. }, QueueResponse::Many(rs)) => {
