@@ -692,8 +692,9 @@ async fn corrupted_minority_node_refuses_or_recovers_and_never_spreads() {
 }
 
 /// Simulated power loss (`ORRERY_TEST_POWER_LOSS=1`: sled writes only what
-/// Orrery flushes, so `kill -9` drops everything unsynced): first of a
-/// minority, then of every node. No acknowledged write may be missing.
+/// Orrery flushes, and the write-ahead log writes a frame only to fsync it
+/// at once, so `kill -9` drops everything unsynced): first of a minority,
+/// then of every node. No acknowledged write may be missing.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn acknowledged_writes_survive_simulated_power_loss() {
     let mut c = Cluster::start_with_env(

@@ -138,6 +138,14 @@ impl LocalCluster {
             .collect()
     }
 
+    /// Process ids of the running nodes.
+    pub fn pids(&self) -> Vec<u32> {
+        self.nodes
+            .iter()
+            .filter_map(|n| n.child.as_ref().map(Child::id))
+            .collect()
+    }
+
     /// Fails if a node process has exited.
     pub fn check_alive(&mut self) -> Result<()> {
         for i in 0..self.nodes.len() {

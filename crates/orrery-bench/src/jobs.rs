@@ -85,6 +85,8 @@ fn opt3(x: Option<f64>) -> Value {
 struct Shared {
     http: reqwest::Client,
     addrs: Vec<String>,
+    /// Node processes, for their CPU time.
+    pids: Vec<u32>,
     stop: AtomicBool,
     enqueued: AtomicU64,
     completed: AtomicU64,
@@ -289,6 +291,7 @@ async fn cell(
     s.completed.store(0, Ordering::Relaxed);
     s.errors.store(0, Ordering::Relaxed);
     let before = counters(s).await;
+    let cpu_before = cpu_times(s);
     let start = Instant::now();
     let ps: Vec<_> = (0..producers)
         .map(|i| tokio::spawn(producer(s.clone(), i, enqueue_batch)))
@@ -301,6 +304,7 @@ async fn cell(
     let elapsed = start.elapsed().as_secs_f64();
     let enq = s.enqueued.load(Ordering::Relaxed);
     let done = s.completed.load(Ordering::Relaxed);
+    let cpu_after = cpu_times(s);
     for p in ps {
         let _ = p.await;
     }
@@ -340,7 +344,26 @@ async fn cell(
         Value::Null
     };
     v["forwarded_per_s"] = json!(round3(forwarded / elapsed));
+    // CPU the nodes and this client used in the cell: on a machine the
+    // nodes and the client share, throughput alone hides which side a
+    // change made cheaper. Per job: enqueued or completed, whichever the
+    // cell did more of.
+    if let (Some((n0, c0)), Some((n1, c1))) = (cpu_before, cpu_after) {
+        let jobs = enq.max(done).max(1) as f64;
+        v["node_cpu_s"] = json!(round3(n1 - n0));
+        v["client_cpu_s"] = json!(round3(c1 - c0));
+        v["node_cpu_us_per_job"] = json!(round3((n1 - n0) * 1e6 / jobs));
+    }
     v
+}
+
+/// CPU seconds used so far by all nodes together, and by this client.
+fn cpu_times(s: &Shared) -> Option<(f64, f64)> {
+    let mut nodes = 0.0;
+    for pid in &s.pids {
+        nodes += machine::cpu_seconds(&pid.to_string())?;
+    }
+    Some((nodes, machine::cpu_seconds("self")?))
 }
 
 pub async fn run(args: JobsArgs) -> Result<()> {
@@ -429,6 +452,7 @@ async fn run_cells(cluster: &mut LocalCluster, args: &JobsArgs) -> Result<()> {
     let s = Arc::new(Shared {
         http,
         addrs,
+        pids: cluster.pids(),
         stop: AtomicBool::new(false),
         enqueued: AtomicU64::new(0),
         completed: AtomicU64::new(0),

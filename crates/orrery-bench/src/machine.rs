@@ -150,6 +150,20 @@ pub fn fsync_probe(dir: &Path, n: usize) -> Value {
     }
 }
 
+/// CPU time (user + system, seconds) a process has used so far, from
+/// `/proc/<pid>/stat` ("self" for this process); `None` off Linux or once
+/// the process is gone.
+pub fn cpu_seconds(pid: &str) -> Option<f64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name (field 2) may contain spaces; fields after it are
+    // plain. utime and stime are fields 14 and 15, in USER_HZ (100/s).
+    let rest = &stat[stat.rfind(')')? + 2..];
+    let f: Vec<&str> = rest.split(' ').collect();
+    let utime: f64 = f.get(11)?.parse().ok()?;
+    let stime: f64 = f.get(12)?.parse().ok()?;
+    Some((utime + stime) / 100.0)
+}
+
 pub fn round3(x: f64) -> f64 {
     (x * 1000.0).round() / 1000.0
 }

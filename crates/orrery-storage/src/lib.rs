@@ -1,12 +1,14 @@
-//! Durable storage for Orrery's Raft groups, on sled 0.34.
+//! Durable storage for Orrery's Raft groups.
 //!
-//! One sled database per node holds every group hosted there; each group has
-//! three trees (`g{id}.log`, `g{id}.meta`, `g{id}.snap`). The design follows
-//! the "persistent snapshot" model that openraft documents for storage-v2:
+//! Each node has one write-ahead log (`wal/`, see `wal.rs`) holding the log
+//! entries of every group hosted there, and one sled database (`sled/`) in
+//! which each group has two trees (`g{id}.meta`: vote, commit index, purge
+//! point; `g{id}.snap`: the snapshot). The design follows the "persistent
+//! snapshot" model that openraft documents for storage-v2:
 //!
 //! * the **log** and the **vote** are durable (fsync'd) before openraft is told
-//!   so; log appends from every group on the node share one flusher task, so a
-//!   burst of writes costs one fsync (group commit);
+//!   so; log appends from every group on the node share one writer thread, so
+//!   a burst of writes costs one fsync (group commit);
 //! * the **state machine** lives in memory and is rebuilt on start from the
 //!   last snapshot plus the log after it, which is why snapshots are fsync'd
 //!   before the log below them may be purged;
@@ -14,16 +16,16 @@
 //!   corruption instead of being applied or replicated.
 
 mod codec;
-mod flusher;
 mod log_store;
 mod manifest;
 mod state_machine;
+mod wal;
 
 pub use codec::{decode, encode, CodecError};
-pub use flusher::Flusher;
 pub use log_store::LogStore;
 pub use manifest::{GroupMark, Manifest};
 pub use state_machine::{SmHandle, SnapshotBuilder, StateMachine, StateMachineStore};
+pub use wal::{EntryLeader, NewEntry, Wal, SEGMENT_BYTES};
 
 use orrery_types::GroupId;
 use std::path::Path;
@@ -39,8 +41,10 @@ pub enum StorageError {
     Codec(#[from] CodecError),
     #[error("durability manifest: {0}")]
     Manifest(String),
-    /// Sled holds less than this node durably acknowledged: its files were
-    /// damaged (sled drops a damaged segment and all after it).
+    #[error("write-ahead log: {0}")]
+    Io(String),
+    /// The log or sled holds less than this node durably acknowledged: its
+    /// files were damaged (sled drops a damaged segment and all after it).
     #[error("group {group} lost durable state ({detail}); the data directory is damaged. Do not restart this node on it: move the directory away and re-add the node under a new id (docs/operations.md, \"Corrupted data directory\")")]
     Lost { group: GroupId, detail: String },
 }
@@ -50,24 +54,34 @@ pub enum StorageError {
 /// flushes (fsync) explicitly. `kill -9` of such a node then loses exactly
 /// what Orrery did not make durable, as a power cut loses unsynced pages
 /// (up to sled's 8 MiB write buffer; beyond that sled writes a full buffer
-/// without fsync, which a real power cut could still lose). Tests use it to
-/// show that nothing is acknowledged before it is flushed.
+/// without fsync, which a real power cut could still lose). The
+/// write-ahead log needs no hook: it writes a frame only right before
+/// fsyncing it. Tests use it to show that nothing is acknowledged before
+/// it is flushed.
 pub fn power_loss_simulation() -> bool {
     std::env::var_os("ORRERY_TEST_POWER_LOSS").is_some_and(|v| v == "1")
 }
 
-/// The node's storage: one sled database and the flusher shared by all groups.
+/// The node's storage: the write-ahead log and the sled database shared by
+/// all groups.
 #[derive(Clone)]
 pub struct NodeStorage {
     db: sled::Db,
-    flusher: Flusher,
+    wal: Wal,
     manifest: Manifest,
 }
 
 impl NodeStorage {
-    /// Opens (or creates) the database under `dir`. Must be called inside a
-    /// tokio runtime: the flusher is a task.
+    /// Opens (or creates) the storage under `dir`, replaying the
+    /// write-ahead log. Must be called inside a tokio runtime (the manifest
+    /// writer is a task).
     pub fn open(dir: &Path) -> Result<Self, StorageError> {
+        Self::open_with_segment_bytes(dir, SEGMENT_BYTES)
+    }
+
+    /// [`NodeStorage::open`] with log segments of `segment_bytes` (tests
+    /// use small ones to exercise rotation and deletion).
+    pub fn open_with_segment_bytes(dir: &Path, segment_bytes: u64) -> Result<Self, StorageError> {
         let db = sled::Config::new()
             .path(dir.join("sled"))
             // Durability comes from explicit flushes; sled's own periodic
@@ -78,7 +92,7 @@ impl NodeStorage {
                 Some(1000)
             })
             .open()?;
-        let flusher = Flusher::spawn(db.clone());
+        let wal = Wal::open(&dir.join("wal"), segment_bytes)?;
         let manifest = Manifest::load(dir).map_err(StorageError::Manifest)?;
         let m = manifest.clone();
         tokio::spawn(async move {
@@ -91,11 +105,7 @@ impl NodeStorage {
                 }
             }
         });
-        Ok(Self {
-            db,
-            flusher,
-            manifest,
-        })
+        Ok(Self { db, wal, manifest })
     }
 
     pub fn manifest(&self) -> &Manifest {
@@ -120,8 +130,8 @@ impl NodeStorage {
         &self.db
     }
 
-    pub fn flusher(&self) -> &Flusher {
-        &self.flusher
+    pub fn wal(&self) -> &Wal {
+        &self.wal
     }
 
     /// Group ids that have a log on this node, found from tree names.
@@ -148,6 +158,9 @@ impl NodeStorage {
         self.manifest
             .forget(group)
             .map_err(|e| StorageError::Manifest(e.to_string()))?;
+        self.wal
+            .drop_group(group)
+            .map_err(|e| StorageError::Io(format!("dropping group {group}: {e}")))?;
         for suffix in ["log", "meta", "snap"] {
             self.db.drop_tree(format!("g{group}.{suffix}"))?;
         }
@@ -161,6 +174,11 @@ impl NodeStorage {
 
     /// Flushes everything to disk (fsync).
     pub async fn flush(&self) -> Result<(), StorageError> {
+        let wal = self.wal.clone();
+        tokio::task::spawn_blocking(move || wal.sync())
+            .await
+            .map_err(|e| StorageError::Io(e.to_string()))?
+            .map_err(|e| StorageError::Io(e.to_string()))?;
         self.db.flush_async().await?;
         Ok(())
     }

@@ -1,16 +1,18 @@
-//! `RaftLogStorage` over sled: entries keyed by big-endian index so that
-//! sled's ordered iteration is log order.
+//! `RaftLogStorage` of one group: entries in the node's write-ahead log
+//! (`wal.rs`), vote, commit index and purge point in the group's sled
+//! `meta` tree.
 
 // openraft's `StorageError` is large, but it is the error type openraft's
 // storage traits require; the private helpers return it as is.
 #![allow(clippy::result_large_err)]
 
 use crate::codec::{decode, encode};
-use crate::{Flusher, Manifest, NodeStorage, StorageError as Error};
+use crate::wal::{EntryLeader, NewEntry, Wal};
+use crate::{Manifest, NodeStorage, StorageError as Error};
 use openraft::storage::{LogFlushed, LogState, RaftLogStorage};
 use openraft::{
-    AnyError, Entry, ErrorSubject, ErrorVerb, LogId, OptionalSend, RaftLogId, RaftLogReader,
-    RaftTypeConfig, StorageError, StorageIOError, Vote,
+    AnyError, CommittedLeaderId, Entry, ErrorSubject, ErrorVerb, LogId, OptionalSend, RaftLogId,
+    RaftLogReader, RaftTypeConfig, StorageError, StorageIOError, Vote,
 };
 use orrery_types::GroupId;
 use std::fmt::Debug;
@@ -34,9 +36,8 @@ fn io_err<NID: openraft::NodeId>(
 /// The log and vote of one Raft group.
 pub struct LogStore<C: RaftTypeConfig> {
     group: GroupId,
-    log: sled::Tree,
+    wal: Wal,
     meta: sled::Tree,
-    flusher: Flusher,
     manifest: Manifest,
     /// 1 + the highest log index known flushed (0: none), shared by clones.
     flushed: Arc<AtomicU64>,
@@ -47,9 +48,8 @@ impl<C: RaftTypeConfig> Clone for LogStore<C> {
     fn clone(&self) -> Self {
         Self {
             group: self.group,
-            log: self.log.clone(),
+            wal: self.wal.clone(),
             meta: self.meta.clone(),
-            flusher: self.flusher.clone(),
             manifest: self.manifest.clone(),
             flushed: self.flushed.clone(),
             _c: PhantomData,
@@ -62,18 +62,23 @@ where
     C: RaftTypeConfig<NodeId = u64, Entry = Entry<C>>,
 {
     pub fn open(storage: &NodeStorage, group: GroupId) -> Result<Self, Error> {
-        let log = storage.tree(group, "log")?;
-        // What sled recovered on open is on disk.
-        let flushed = match log.last()? {
-            Some((k, _)) => key_index(&k) + 1,
-            None => 0,
-        };
+        let meta = storage.tree(group, "meta")?;
+        let wal = storage.wal().clone();
+        let purged = read_meta_raw::<LogId<u64>>(&meta, KEY_PURGED)
+            .map_err(|detail| Error::Corrupt {
+                what: format!("group {group} metadata last_purged"),
+                detail,
+            })?
+            .map(|p| p.index);
+        wal.open_group(group, purged);
+        migrate_sled_log(storage, &wal, group, purged)?;
+        // What replay found is on disk.
+        let flushed = wal.last(group).map_or(0, |(i, _)| i + 1);
         Ok(Self {
             group,
             flushed: Arc::new(AtomicU64::new(flushed)),
-            log,
-            meta: storage.tree(group, "meta")?,
-            flusher: storage.flusher().clone(),
+            wal,
+            meta,
             manifest: storage.manifest().clone(),
             _c: PhantomData,
         })
@@ -119,7 +124,7 @@ where
     /// Whether this group has ever voted or logged anything here, i.e. whether
     /// it was initialised or joined before.
     pub fn is_pristine(&self) -> bool {
-        self.log.is_empty() && !matches!(self.meta.contains_key(KEY_VOTE), Ok(true))
+        self.wal.is_empty(self.group) && !matches!(self.meta.contains_key(KEY_VOTE), Ok(true))
     }
 
     /// Checks every stored entry's checksum. Used on start so that a node
@@ -148,7 +153,7 @@ where
             )));
         }
         if let Some(committed) = mark.committed {
-            let last_log = self.log.last()?.map(|(k, _)| key_index(&k));
+            let last_log = self.wal.last(self.group).map(|(i, _)| i);
             let purged: Option<LogId<u64>> = self
                 .read_meta(KEY_PURGED)
                 .map_err(|e| lost(format!("purge marker unreadable: {e}")))?;
@@ -164,10 +169,13 @@ where
 
     pub fn verify(&self) -> Result<u64, Error> {
         let mut n = 0;
-        for kv in self.log.iter() {
-            let (k, v) = kv?;
+        let all = self
+            .wal
+            .read(self.group, 0..u64::MAX)
+            .map_err(|e| Error::Io(format!("group {} log: {e}", self.group)))?;
+        for (i, v) in all {
             decode::<Entry<C>>(&v).map_err(|e| Error::Corrupt {
-                what: format!("group {} log entry {}", self.group, key_index(&k)),
+                what: format!("group {} log entry {i}", self.group),
                 detail: e.to_string(),
             })?;
             n += 1;
@@ -193,15 +201,80 @@ where
     }
 }
 
-fn index_key(i: u64) -> [u8; 8] {
-    i.to_be_bytes()
+fn read_meta_raw<T: serde::de::DeserializeOwned>(
+    meta: &sled::Tree,
+    key: &[u8],
+) -> Result<Option<T>, String> {
+    match meta.get(key).map_err(|e| e.to_string())? {
+        None => Ok(None),
+        Some(bytes) => decode(&bytes).map(Some).map_err(|e| e.to_string()),
+    }
 }
 
-fn key_index(k: &[u8]) -> u64 {
-    let mut b = [0u8; 8];
-    let n = k.len().min(8);
-    b[..n].copy_from_slice(&k[..n]);
-    u64::from_be_bytes(b)
+fn leader_of(id: &LogId<u64>) -> EntryLeader {
+    EntryLeader {
+        term: id.leader_id.term,
+        node: id.leader_id.node_id,
+    }
+}
+
+/// Moves a log written by an older Orrery (a sled tree `g{id}.log`, keyed
+/// by big-endian index) into the write-ahead log, durably, then empties
+/// the tree. A no-op for groups that never had one.
+fn migrate_sled_log(
+    storage: &NodeStorage,
+    wal: &Wal,
+    group: GroupId,
+    purged: Option<u64>,
+) -> Result<(), Error> {
+    let name = format!("g{group}.log");
+    if !storage
+        .db()
+        .tree_names()
+        .iter()
+        .any(|n| n == name.as_bytes())
+    {
+        return Ok(());
+    }
+    let tree = storage.tree(group, "log")?;
+    if tree.is_empty() {
+        return Ok(());
+    }
+    let mut entries = Vec::new();
+    for kv in tree.iter() {
+        let (k, v) = kv?;
+        let mut b = [0u8; 8];
+        let n = k.len().min(8);
+        b[..n].copy_from_slice(&k[..n]);
+        let index = u64::from_be_bytes(b);
+        if purged.is_some_and(|p| index <= p) {
+            continue;
+        }
+        // An encoded entry starts with its log id, and decoding ignores
+        // what follows it.
+        let id = decode::<LogId<u64>>(&v).map_err(|e| Error::Corrupt {
+            what: format!("group {group} sled log entry {index}"),
+            detail: e.to_string(),
+        })?;
+        entries.push(NewEntry {
+            index,
+            leader: leader_of(&id),
+            bytes: v.to_vec(),
+        });
+    }
+    if !entries.is_empty() && wal.is_empty(group) {
+        tracing::info!(
+            group,
+            entries = entries.len(),
+            "moving the log from sled to the write-ahead log"
+        );
+        wal.append(group, entries, Box::new(|_| {}));
+    }
+    wal.sync()
+        .map_err(|e| Error::Io(format!("group {group} log migration: {e}")))?;
+    storage.db().drop_tree(name)?;
+    storage.db().flush()?;
+    Ok(())
 }
 
 impl<C> RaftLogReader<C> for LogStore<C>
@@ -218,16 +291,19 @@ where
             Bound::Unbounded => 0,
         };
         let end = match range.end_bound() {
-            Bound::Included(i) => Bound::Included(index_key(*i)),
-            Bound::Excluded(i) => Bound::Excluded(index_key(*i)),
-            Bound::Unbounded => Bound::Unbounded,
+            Bound::Included(i) => i.saturating_add(1),
+            Bound::Excluded(i) => *i,
+            Bound::Unbounded => u64::MAX,
         };
-        let mut out = Vec::new();
-        for kv in self.log.range((Bound::Included(index_key(start)), end)) {
-            let (k, v) = kv.map_err(|e| io_err(ErrorSubject::Logs, ErrorVerb::Read, e))?;
+        let raw = self
+            .wal
+            .read(self.group, start..end)
+            .map_err(|e| io_err(ErrorSubject::Logs, ErrorVerb::Read, e))?;
+        let mut out = Vec::with_capacity(raw.len());
+        for (i, v) in raw {
             let entry: Entry<C> = decode(&v).map_err(|e| {
                 io_err(
-                    ErrorSubject::Log(LogId::new(Default::default(), key_index(&k))),
+                    ErrorSubject::Log(LogId::new(Default::default(), i)),
                     ErrorVerb::Read,
                     e,
                 )
@@ -246,23 +322,10 @@ where
 
     async fn get_log_state(&mut self) -> Result<LogState<C>, StorageError<C::NodeId>> {
         let last_purged = self.last_purged()?;
-        let last = match self
-            .log
-            .last()
-            .map_err(|e| io_err(ErrorSubject::Logs, ErrorVerb::Read, e))?
-        {
-            None => None,
-            Some((k, v)) => {
-                let e: Entry<C> = decode(&v).map_err(|e| {
-                    io_err(
-                        ErrorSubject::Log(LogId::new(Default::default(), key_index(&k))),
-                        ErrorVerb::Read,
-                        e,
-                    )
-                })?;
-                Some(*e.get_log_id())
-            }
-        };
+        let last = self
+            .wal
+            .last(self.group)
+            .map(|(i, l)| LogId::new(CommittedLeaderId::new(l.term, l.node), i));
         // A crash between the two steps of `purge` can leave entries at or
         // below the purge point; they must not make the log look shorter
         // than what was purged (openraft requires last_purged <= last).
@@ -343,37 +406,35 @@ where
         I: IntoIterator<Item = C::Entry> + OptionalSend,
         I::IntoIter: OptionalSend,
     {
-        let mut batch = sled::Batch::default();
+        let mut batch = Vec::new();
         let mut last = None;
         for entry in entries {
             let id = *entry.get_log_id();
             last = Some(id.index);
             let bytes =
                 encode(&entry).map_err(|e| io_err(ErrorSubject::Log(id), ErrorVerb::Write, e))?;
-            batch.insert(&index_key(id.index), bytes);
+            batch.push(NewEntry {
+                index: id.index,
+                leader: leader_of(&id),
+                bytes,
+            });
         }
-        self.log
-            .apply_batch(batch)
-            .map_err(|e| io_err(ErrorSubject::Logs, ErrorVerb::Write, e))?;
         let flushed = self.flushed.clone();
-        self.flusher.after_flush(move |r| {
-            if let (Ok(()), Some(l)) = (&r, last) {
-                flushed.fetch_max(l + 1, Ordering::AcqRel);
-            }
-            callback.log_io_completed(r)
-        });
+        self.wal.append(
+            self.group,
+            batch,
+            Box::new(move |r| {
+                if let (Ok(()), Some(l)) = (&r, last) {
+                    flushed.fetch_max(l + 1, Ordering::AcqRel);
+                }
+                callback.log_io_completed(r)
+            }),
+        );
         Ok(())
     }
 
     async fn truncate(&mut self, log_id: LogId<C::NodeId>) -> Result<(), StorageError<C::NodeId>> {
-        let mut batch = sled::Batch::default();
-        for k in self.log.range(index_key(log_id.index)..).keys() {
-            let k = k.map_err(|e| io_err(ErrorSubject::Logs, ErrorVerb::Delete, e))?;
-            batch.remove(k);
-        }
-        self.log
-            .apply_batch(batch)
-            .map_err(|e| io_err(ErrorSubject::Logs, ErrorVerb::Delete, e))?;
+        self.wal.truncate(self.group, log_id.index);
         Ok(())
     }
 
@@ -385,14 +446,7 @@ where
             .flush_async()
             .await
             .map_err(|e| io_err(ErrorSubject::Store, ErrorVerb::Write, e))?;
-        let mut batch = sled::Batch::default();
-        for k in self.log.range(..=index_key(log_id.index)).keys() {
-            let k = k.map_err(|e| io_err(ErrorSubject::Logs, ErrorVerb::Delete, e))?;
-            batch.remove(k);
-        }
-        self.log
-            .apply_batch(batch)
-            .map_err(|e| io_err(ErrorSubject::Logs, ErrorVerb::Delete, e))?;
+        self.wal.purge(self.group, log_id.index);
         Ok(())
     }
 }

@@ -5,9 +5,9 @@
 //! `openraft::storage::LogFlushed` (the `append` callback) cannot be built
 //! outside openraft, so `LogStore::append` is exercised by openraft's suite and
 //! by a real single-node `Raft`. Other tests plant log entries directly in the
-//! group's sled tree with [`plant`], using the exact layout `append` writes
-//! (big-endian index key, `encode(&entry)` value); `raft_single_node_*` checks
-//! that layout against what `append` actually stored.
+//! node's write-ahead log with [`plant`], as `append` does (`encode(&entry)`
+//! under the entry's index and leader); `raft_single_node_*` checks that
+//! against what `append` actually stored.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::Cursor;
@@ -28,7 +28,9 @@ use openraft::{
     BasicNode, CommittedLeaderId, Entry, EntryPayload, LogId, Membership, RaftLogReader,
     RaftSnapshotBuilder, SnapshotMeta, StorageError, StoredMembership, Vote,
 };
-use orrery_storage::{decode, encode, LogStore, NodeStorage, StateMachine, StateMachineStore};
+use orrery_storage::{
+    decode, encode, EntryLeader, LogStore, NewEntry, NodeStorage, StateMachine, StateMachineStore,
+};
 use proptest::prelude::*;
 use serde::{Deserialize, Serialize};
 use tempfile::TempDir;
@@ -159,18 +161,38 @@ fn mixed(term: u64, index: u64) -> Entry<C> {
     }
 }
 
-fn log_tree(storage: &NodeStorage, group: u64) -> sled::Tree {
-    storage.db().open_tree(format!("g{group}.log")).unwrap()
+fn new_entry(e: &Entry<C>) -> NewEntry {
+    NewEntry {
+        index: e.log_id.index,
+        leader: EntryLeader {
+            term: e.log_id.leader_id.term,
+            node: e.log_id.leader_id.node_id,
+        },
+        bytes: encode(e).unwrap(),
+    }
 }
 
-/// Writes entries exactly as `LogStore::append` does, without the callback.
+/// Writes entries as `LogStore::append` does, and waits until they are on
+/// disk.
 fn plant(storage: &NodeStorage, group: u64, entries: &[Entry<C>]) {
-    let tree = log_tree(storage, group);
-    for e in entries {
-        tree.insert(e.log_id.index.to_be_bytes(), encode(e).unwrap())
-            .unwrap();
-    }
-    storage.db().flush().unwrap();
+    let wal = storage.wal();
+    wal.append(
+        group,
+        entries.iter().map(new_entry).collect(),
+        Box::new(|r| r.unwrap()),
+    );
+    wal.sync().unwrap();
+}
+
+/// The segment files of a node's write-ahead log, oldest first.
+fn segments(dir: &Path) -> Vec<std::path::PathBuf> {
+    let mut v: Vec<_> = std::fs::read_dir(dir.join("wal"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|x| x == "wal"))
+        .collect();
+    v.sort();
+    v
 }
 
 /// Opens `dir`, retrying briefly: after every handle of a previous
@@ -843,48 +865,111 @@ async fn stale_build_does_not_overwrite_newer_installed_snapshot() {
 // 5. Corruption
 // ---------------------------------------------------------------------------
 
-#[tokio::test]
-async fn corrupt_log_entry_is_detected() {
-    let dir = tempfile::tempdir().unwrap();
-    let storage = NodeStorage::open(dir.path()).unwrap();
-    let mut log = Log::open(&storage, GROUP).unwrap();
-    plant(
-        &storage,
-        GROUP,
-        &(1..=6).map(|i| push(1, i, "k", i)).collect::<Vec<_>>(),
-    );
-    assert_eq!(log.verify().unwrap(), 6);
+/// Reopens `dir`, which must succeed.
+fn reopen_ok(dir: &Path) -> NodeStorage {
+    NodeStorage::open(dir).unwrap_or_else(|e| panic!("reopen failed: {e}"))
+}
 
-    let tree = log_tree(&storage, GROUP);
-    // Flip a byte in the body of entry 3.
-    flip_byte(&tree, &3u64.to_be_bytes(), |len| len - 1);
-    let err = log.verify().unwrap_err();
+async fn indexes_after_reopen(dir: &Path) -> Vec<u64> {
+    let storage = reopen_ok(dir);
+    let mut log = Log::open(&storage, GROUP).unwrap();
+    indexes(&all_entries(&mut log).await)
+}
+
+#[tokio::test]
+async fn corrupt_log_segment_refuses_to_open_and_a_torn_tail_is_cut() {
+    let dir = tempfile::tempdir().unwrap();
+    // Three frames (one per plant): entries 1-2, 3-4, 5-6.
+    let mut ends = Vec::new();
+    {
+        let storage = NodeStorage::open(dir.path()).unwrap();
+        let _log = Log::open(&storage, GROUP).unwrap();
+        for i in [1u64, 3, 5] {
+            plant(
+                &storage,
+                GROUP,
+                &[push(1, i, "k", i), push(1, i + 1, "k", i + 1)],
+            );
+            ends.push(std::fs::metadata(&segments(dir.path())[0]).unwrap().len() as usize);
+        }
+    }
+    let seg = segments(dir.path()).pop().unwrap();
+    let orig = std::fs::read(&seg).unwrap();
+    assert_eq!(orig.len(), ends[2]);
+    let write = |bytes: &[u8]| std::fs::write(&seg, bytes).unwrap();
+
+    // A flipped byte in a frame that is followed by another: corruption.
+    for at in [ends[0] + 1, (ends[0] + ends[1]) / 2, ends[1] - 1] {
+        let mut bad = orig.clone();
+        bad[at] ^= 0x20;
+        write(&bad);
+        let err = NodeStorage::open(dir.path())
+            .err()
+            .unwrap_or_else(|| panic!("flip at {at} not detected"));
+        assert!(
+            matches!(err, orrery_storage::StorageError::Corrupt { .. }),
+            "{err:?}"
+        );
+        assert!(err.to_string().contains("log segment"), "{err}");
+    }
+
+    // The same in the last frame is an interrupted write: cut off.
+    let mut bad = orig.clone();
+    bad[(ends[1] + ends[2]) / 2] ^= 0x20;
+    write(&bad);
+    assert_eq!(indexes_after_reopen(dir.path()).await, vec![1, 2, 3, 4]);
+    assert_eq!(std::fs::metadata(&seg).unwrap().len() as usize, ends[1]);
+
+    // A record without its frame trailer, a partial record header, a
+    // zero-filled tail: all interrupted writes.
+    write(&orig[..ends[2] - 9]);
+    assert_eq!(indexes_after_reopen(dir.path()).await, vec![1, 2, 3, 4]);
+    for tail in [vec![1u8, 7, 0], vec![0u8; 4096]] {
+        let mut b = orig.clone();
+        b.extend_from_slice(&tail);
+        write(&b);
+        assert_eq!(
+            indexes_after_reopen(dir.path()).await,
+            vec![1, 2, 3, 4, 5, 6]
+        );
+        assert_eq!(std::fs::metadata(&seg).unwrap().len() as usize, ends[2]);
+    }
+
+    // Every open starts a new segment; a damaged end of an older one is
+    // corruption, not an interrupted write (it was fsync'd before the next
+    // segment was written).
+    {
+        let storage = reopen_ok(dir.path());
+        let _log = Log::open(&storage, GROUP).unwrap();
+        plant(&storage, GROUP, &[push(1, 7, "k", 7)]);
+    }
+    assert_eq!(segments(dir.path()).len(), 2);
+    write(&orig[..ends[2] - 1]);
+    let err = NodeStorage::open(dir.path()).err().expect("must refuse");
     assert!(
         matches!(err, orrery_storage::StorageError::Corrupt { .. }),
         "{err:?}"
     );
-    assert!(err.to_string().contains("entry 3"), "{err}");
-    assert!(log.try_get_log_entries(3..=3).await.is_err());
-    assert!(log.try_get_log_entries(..).await.is_err());
-    assert!(log.try_get_log_entries(2..5).await.is_err());
-    // Entries around it are still readable.
+    write(&orig);
     assert_eq!(
-        indexes(&log.try_get_log_entries(1..3).await.unwrap()),
-        vec![1, 2]
+        indexes_after_reopen(dir.path()).await,
+        vec![1, 2, 3, 4, 5, 6, 7]
     );
+
+    // Damage after open, in an entry read from disk, is caught by the
+    // entry's own checksum.
+    let storage = reopen_ok(dir.path());
+    let mut log = Log::open(&storage, GROUP).unwrap();
+    let mut bad = orig.clone();
+    bad[ends[0] - 12] ^= 0x20;
+    write(&bad);
+    let err = log.verify().unwrap_err();
+    assert!(err.to_string().contains("entry 2"), "{err}");
+    assert!(log.try_get_log_entries(2..=2).await.is_err());
     assert_eq!(
-        indexes(&log.try_get_log_entries(4..).await.unwrap()),
-        vec![4, 5, 6]
+        indexes(&log.try_get_log_entries(3..).await.unwrap()),
+        vec![3, 4, 5, 6, 7]
     );
-    assert!(log.get_log_state().await.is_ok());
-
-    // A flipped checksum byte in the last entry breaks get_log_state too.
-    flip_byte(&tree, &6u64.to_be_bytes(), |_| 0);
-    assert!(log.get_log_state().await.is_err());
-
-    // A truncated record.
-    tree.insert(5u64.to_be_bytes(), vec![1, 2]).unwrap();
-    assert!(log.try_get_log_entries(5..=5).await.is_err());
 }
 
 #[tokio::test]
@@ -1027,53 +1112,124 @@ async fn stored_groups_survive_reopen_and_drop_group() {
 }
 
 // ---------------------------------------------------------------------------
-// Flusher
+// Write-ahead log
 // ---------------------------------------------------------------------------
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn flusher_completes_callbacks_in_order() {
+async fn wal_acknowledges_appends_in_order_across_groups() {
     let dir = tempfile::tempdir().unwrap();
-    let storage = NodeStorage::open(dir.path()).unwrap();
-    let done = Arc::new(Mutex::new(Vec::new()));
-    let (tx, rx) = tokio::sync::oneshot::channel();
-    let tx = Arc::new(Mutex::new(Some(tx)));
-    const N: usize = 500;
-    for i in 0..N {
-        storage.db().insert(i.to_be_bytes(), &[1u8][..]).unwrap();
-        let done = done.clone();
-        let tx = tx.clone();
-        storage.flusher().after_flush(move |r| {
-            r.unwrap();
-            let mut d = done.lock().unwrap();
-            d.push(i);
-            if d.len() == N {
-                let _ = tx.lock().unwrap().take().unwrap().send(());
-            }
-        });
+    const N: u64 = 500;
+    {
+        let storage = NodeStorage::open(dir.path()).unwrap();
+        let done = Arc::new(Mutex::new(Vec::new()));
+        for i in 0..N {
+            let done = done.clone();
+            storage.wal().append(
+                i % 5,
+                vec![new_entry(&push(1, i / 5 + 1, "k", i))],
+                Box::new(move |r| {
+                    r.unwrap();
+                    done.lock().unwrap().push(i);
+                }),
+            );
+        }
+        storage.wal().sync().unwrap();
+        assert_eq!(*done.lock().unwrap(), (0..N).collect::<Vec<_>>());
     }
-    tokio::time::timeout(Duration::from_secs(10), rx)
-        .await
-        .unwrap()
-        .unwrap();
-    assert_eq!(*done.lock().unwrap(), (0..N).collect::<Vec<_>>());
+    let storage = reopen_ok(dir.path());
+    for g in 0..5u64 {
+        let mut log = Log::open(&storage, g).unwrap();
+        let all = all_entries(&mut log).await;
+        assert_eq!(indexes(&all), (1..=N / 5).collect::<Vec<_>>(), "group {g}");
+    }
 }
 
-#[test]
-fn flusher_reports_error_after_runtime_stops() {
+#[tokio::test]
+async fn log_segments_rotate_and_fully_purged_ones_are_deleted() {
     let dir = tempfile::tempdir().unwrap();
-    let rt = tokio::runtime::Runtime::new().unwrap();
-    let storage = rt.block_on(async { NodeStorage::open(dir.path()).unwrap() });
-    drop(rt);
-    let result = Arc::new(Mutex::new(None));
-    let r2 = result.clone();
-    storage
-        .flusher()
-        .after_flush(move |r| *r2.lock().unwrap() = Some(r.is_err()));
-    assert_eq!(
-        *result.lock().unwrap(),
-        Some(true),
-        "callback must run, with an error"
+    let (a, b) = (1u64, 2u64);
+    {
+        let storage = NodeStorage::open_with_segment_bytes(dir.path(), 1024).unwrap();
+        let mut la = Log::open(&storage, a).unwrap();
+        let mut lb = Log::open(&storage, b).unwrap();
+        for i in (1..=200u64).step_by(10) {
+            let batch: Vec<_> = (i..i + 10).map(|j| push(1, j, "k", j)).collect();
+            plant(&storage, a, &batch);
+            plant(&storage, b, &batch);
+        }
+        let before = segments(dir.path()).len();
+        assert!(before > 5, "only {before} segments");
+        // Group b still needs every segment.
+        la.purge(lid(1, 150)).await.unwrap();
+        assert_eq!(segments(dir.path()).len(), before);
+        lb.purge(lid(1, 150)).await.unwrap();
+        let after = segments(dir.path()).len();
+        assert!(after < before / 2, "{before} -> {after} segments");
+        for log in [&mut la, &mut lb] {
+            assert_eq!(
+                indexes(&all_entries(log).await),
+                (151..=200).collect::<Vec<_>>()
+            );
+        }
+    }
+    {
+        // Replay (and reads from disk) after the deletion.
+        let storage = reopen_ok(dir.path());
+        for g in [a, b] {
+            let mut log = Log::open(&storage, g).unwrap();
+            assert_eq!(log.verify().unwrap(), 50);
+            assert_eq!(
+                indexes(&all_entries(&mut log).await),
+                (151..=200).collect::<Vec<_>>()
+            );
+        }
+        // A dropped group's entries do not come back, and stop holding
+        // segments.
+        storage.drop_group(b).unwrap();
+        let mut la = Log::open(&storage, a).unwrap();
+        la.purge(lid(1, 200)).await.unwrap();
+        plant(&storage, a, &[push(1, 201, "k", 201)]);
+    }
+    let storage = reopen_ok(dir.path());
+    assert!(Log::open(&storage, b).unwrap().is_pristine());
+    let mut la = Log::open(&storage, a).unwrap();
+    assert_eq!(indexes(&all_entries(&mut la).await), vec![201]);
+    assert!(
+        segments(dir.path()).len() <= 2,
+        "{:?}",
+        segments(dir.path())
     );
+}
+
+#[tokio::test]
+async fn a_log_kept_in_sled_by_an_older_version_moves_to_the_wal() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let storage = NodeStorage::open(dir.path()).unwrap();
+        let tree = storage.db().open_tree(format!("g{GROUP}.log")).unwrap();
+        for i in 1..=6u64 {
+            tree.insert(i.to_be_bytes(), encode(&mixed(2, i)).unwrap())
+                .unwrap();
+        }
+        let meta = storage.db().open_tree(format!("g{GROUP}.meta")).unwrap();
+        meta.insert(b"last_purged", encode(&lid(2, 2)).unwrap())
+            .unwrap();
+        storage.db().flush().unwrap();
+    }
+    let expect: Vec<LogId<u64>> = (3..=6).map(|i| lid(2, i)).collect();
+    for _ in 0..2 {
+        let storage = reopen_ok(dir.path());
+        let mut log = Log::open(&storage, GROUP).unwrap();
+        assert_eq!(ids(&all_entries(&mut log).await), expect);
+        let st = log.get_log_state().await.unwrap();
+        assert_eq!(st.last_log_id, Some(lid(2, 6)));
+        let name = format!("g{GROUP}.log");
+        assert!(!storage
+            .db()
+            .tree_names()
+            .iter()
+            .any(|n| n == name.as_bytes()));
+    }
 }
 
 // ---------------------------------------------------------------------------
@@ -1178,18 +1334,15 @@ async fn raft_single_node_append_apply_snapshot_restart() {
         let metrics = raft.metrics().borrow().clone();
         let last_index = metrics.last_log_index.unwrap();
 
-        // What append stored has the layout `plant` assumes, with no holes.
-        let tree = log_tree(&storage, GROUP);
-        let mut expect = 0;
-        for kv in tree.iter() {
-            let (k, v) = kv.unwrap();
-            let index = u64::from_be_bytes(k.as_ref().try_into().unwrap());
-            assert_eq!(index, expect);
-            let e: Entry<C> = decode(&v).unwrap();
+        // What append stored is what `plant` writes, with no holes.
+        let stored = storage.wal().read(GROUP, 0..u64::MAX).unwrap();
+        assert_eq!(stored.len() as u64, last_index + 1);
+        for (expect, (index, bytes)) in stored.into_iter().enumerate() {
+            assert_eq!(index, expect as u64);
+            let e: Entry<C> = decode(&bytes).unwrap();
             assert_eq!(e.log_id.index, index);
-            expect += 1;
+            assert_eq!(storage.wal().last(GROUP).map(|(i, _)| i), Some(last_index));
         }
-        assert_eq!(expect, last_index + 1);
 
         raft.trigger().snapshot().await.unwrap();
         raft.wait(WAIT)
@@ -1452,10 +1605,8 @@ async fn manifest_detects_a_log_or_vote_that_went_back() {
         let log = Log::open(&storage, 7).unwrap();
         log.check_durable().unwrap();
         // Entries after the commit index may go (truncation); those up to it may not.
-        let tree = log_tree(&storage, 7);
-        for i in 8..=10u64 {
-            tree.remove(i.to_be_bytes()).unwrap();
-        }
+        let mut log = log;
+        log.truncate(lid(1, 8)).await.unwrap();
         let err = log.check_durable().unwrap_err();
         assert!(
             err.to_string().contains("lost durable state"),
