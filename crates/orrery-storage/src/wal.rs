@@ -14,7 +14,8 @@
 //! flush wrote, followed by a trailer:
 //!
 //! ```text
-//! record  = kind u8 | group u64 | index u64 | term u64 | leader u64 | len u32 | payload[len]
+//! record  = kind u8 | group u64 | index u64 | term u64 | leader u64 | len u32
+//!           | crc32(the header so far) u32 | payload[len]
 //! trailer = 0xC7 | frame_len u32 | crc32(records of the frame) u32
 //! ```
 //!
@@ -23,7 +24,9 @@
 //! before the next frame is written. So a damaged frame that is followed by
 //! anything is corruption (the node refuses to start), while a damaged or
 //! incomplete *last* frame of the newest segment is a write that a crash
-//! interrupted, was never acknowledged, and is cut off on open. What an
+//! interrupted, was never acknowledged, and is cut off on open. The record
+//! header's own checksum keeps a damaged length from passing for an
+//! interrupted write (it would point past the end of the file). What an
 //! acknowledged-but-damaged last frame would hide, the durability manifest
 //! catches (`LogStore::check_durable`).
 //!
@@ -57,7 +60,7 @@ const KIND_ENTRY: u8 = 1;
 const KIND_TRUNCATE: u8 = 2;
 const KIND_DROP: u8 = 3;
 const KIND_TRAILER: u8 = 0xC7;
-const HEADER: usize = 1 + 8 + 8 + 8 + 8 + 4;
+const HEADER: usize = 1 + 8 + 8 + 8 + 8 + 4 + 4;
 const TRAILER: usize = 1 + 4 + 4;
 
 /// The leader id an entry was written under (openraft's `CommittedLeaderId`).
@@ -233,12 +236,15 @@ impl State {
             Some((_, b)) => b,
             None => unreachable!("a pending chunk was just pushed"),
         };
+        let start = buf.len();
         buf.push(kind);
         put_u64(buf, group);
         put_u64(buf, index);
         put_u64(buf, leader.term);
         put_u64(buf, leader.node);
         put_u32(buf, payload.len() as u32);
+        let hcrc = crc32fast::hash(&buf[start..]);
+        put_u32(buf, hcrc);
         buf.extend_from_slice(payload);
         let off = self.seg_len + HEADER as u64;
         self.seg_len += (HEADER + payload.len()) as u64;
@@ -620,6 +626,12 @@ fn replay_segment(dir: &Path, seg: u64, newest: bool, st: &mut State) -> Result<
             KIND_ENTRY | KIND_TRUNCATE | KIND_DROP => {
                 if pos + HEADER > len {
                     stop = Some(("incomplete record header".into(), true));
+                    break;
+                }
+                if crc32fast::hash(&bytes[pos..pos + HEADER - 4])
+                    != get_u32(&bytes, pos + HEADER - 4)
+                {
+                    stop = Some(("record header checksum mismatch".into(), false));
                     break;
                 }
                 let plen = get_u32(&bytes, pos + 33);

@@ -30,6 +30,7 @@ use openraft::{
 };
 use orrery_storage::{
     decode, encode, EntryLeader, LogStore, NewEntry, NodeStorage, StateMachine, StateMachineStore,
+    Wal, SEGMENT_BYTES,
 };
 use proptest::prelude::*;
 use serde::{Deserialize, Serialize};
@@ -913,9 +914,10 @@ async fn corrupt_log_segment_refuses_to_open_and_a_torn_tail_is_cut() {
         assert!(err.to_string().contains("log segment"), "{err}");
     }
 
-    // The same in the last frame is an interrupted write: cut off.
+    // A damaged entry in the last frame is what an interrupted write
+    // leaves: cut off. (A damaged record header is reported even there.)
     let mut bad = orig.clone();
-    bad[(ends[1] + ends[2]) / 2] ^= 0x20;
+    bad[ends[2] - 9 - 3] ^= 0x20;
     write(&bad);
     assert_eq!(indexes_after_reopen(dir.path()).await, vec![1, 2, 3, 4]);
     assert_eq!(std::fs::metadata(&seg).unwrap().len() as usize, ends[1]);
@@ -970,6 +972,65 @@ async fn corrupt_log_segment_refuses_to_open_and_a_torn_tail_is_cut() {
         indexes(&log.try_get_log_entries(3..).await.unwrap()),
         vec![3, 4, 5, 6, 7]
     );
+}
+
+/// Writes `frames` frames (frame `f` holds entries `f*3+1 ..= f*3+1+f%3`)
+/// to a fresh node in `dir`; returns the file length after each frame.
+async fn write_frames(dir: &Path, frames: usize) -> (Vec<usize>, Vec<Vec<u64>>) {
+    let storage = NodeStorage::open(dir).unwrap();
+    let _log = Log::open(&storage, GROUP).unwrap();
+    let mut ends = Vec::new();
+    let mut contents = Vec::new();
+    for f in 0..frames as u64 {
+        let first = f * 3 + 1;
+        let idx: Vec<u64> = (first..=first + f % 3).collect();
+        let entries: Vec<_> = idx.iter().map(|i| push(1, *i, "k", *i * 7)).collect();
+        plant(&storage, GROUP, &entries);
+        ends.push(std::fs::metadata(&segments(dir)[0]).unwrap().len() as usize);
+        contents.push(idx);
+    }
+    (ends, contents)
+}
+
+fn open_outcome(dir: &Path) -> Result<Vec<u64>, orrery_storage::StorageError> {
+    let wal = Wal::open(&dir.join("wal"), SEGMENT_BYTES)?;
+    let all = wal.read(GROUP, 0..u64::MAX).unwrap();
+    Ok(all.into_iter().map(|(i, _)| i).collect())
+}
+
+/// A crash can leave any prefix of the last write: replay recovers exactly
+/// the frames before it. A flipped byte anywhere before the last frame is
+/// reported as corruption, never cut off silently; in the last frame it is
+/// either reported or cuts off that frame alone. Every byte position of a
+/// four-frame segment is tried.
+#[tokio::test]
+async fn replay_tells_an_interrupted_write_from_corruption() {
+    let dir = tempfile::tempdir().unwrap();
+    let frames = 4;
+    let (ends, contents) = write_frames(dir.path(), frames).await;
+    let seg = segments(dir.path())[0].clone();
+    let orig = std::fs::read(&seg).unwrap();
+    let last_start = ends[frames - 2];
+    let before: Vec<u64> = contents[..frames - 1].concat();
+    assert_eq!(open_outcome(dir.path()).unwrap(), contents.concat());
+    for p in last_start..orig.len() {
+        std::fs::write(&seg, &orig[..p]).unwrap();
+        assert_eq!(open_outcome(dir.path()).unwrap(), before, "cut at {p}");
+    }
+    for p in 0..orig.len() {
+        for mask in [0x01u8, 0x80, 0xFF] {
+            let mut bad = orig.clone();
+            bad[p] ^= mask;
+            std::fs::write(&seg, &bad).unwrap();
+            match open_outcome(dir.path()) {
+                Err(orrery_storage::StorageError::Corrupt { .. }) => {}
+                Ok(got) if p >= last_start => assert_eq!(got, before, "flip at {p}"),
+                other => {
+                    panic!("flip {mask:#04x} at {p} (last frame starts at {last_start}): {other:?}")
+                }
+            }
+        }
+    }
 }
 
 #[tokio::test]
