@@ -100,6 +100,20 @@ async fn replicates_to_all_and_reads_your_writes_through_any_node() {
         .expect("forwarded metric");
     assert!(fwd > 0, "no request was forwarded:\n{m}");
     assert!(m.contains("orrery_raft_term{group=\"placement\"}"));
+    // Replicated writes went through the node's write-ahead log.
+    let wal = |name: &str| -> u64 {
+        m.lines()
+            .find(|l| l.starts_with(&format!("{name} ")))
+            .and_then(|l| l.split_whitespace().nth(1))
+            .and_then(|v| v.parse().ok())
+            .unwrap_or_else(|| panic!("{name} missing:\n{m}"))
+    };
+    let (appends, syncs) = (
+        wal("orrery_wal_appends_total"),
+        wal("orrery_wal_syncs_total"),
+    );
+    assert!(syncs > 0 && appends > 0, "appends {appends}, syncs {syncs}");
+    assert!(wal("orrery_wal_bytes_total") > 0 && wal("orrery_wal_segments") >= 1);
     // Every replica holds its shards: status shows three caught-up replicas per group.
     let status = c.wait_caught_up(2, Duration::from_secs(20)).await;
     for g in status["groups"].as_array().unwrap() {

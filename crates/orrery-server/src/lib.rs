@@ -284,6 +284,38 @@ pub fn render_raft_metrics(node: &Node, out: &mut String) {
             );
         }
     }
+    let w = node.registry.storage().wal().stats();
+    let wal: [(&str, &str, &str, u64); 4] = [
+        (
+            "orrery_wal_appends_total",
+            "counter",
+            "Log appends (of any number of entries) handed to the write-ahead log.",
+            w.appends,
+        ),
+        (
+            "orrery_wal_syncs_total",
+            "counter",
+            "fdatasync calls of the write-ahead log (appends per sync: group commit).",
+            w.syncs,
+        ),
+        (
+            "orrery_wal_bytes_total",
+            "counter",
+            "Bytes written to the write-ahead log.",
+            w.bytes,
+        ),
+        (
+            "orrery_wal_segments",
+            "gauge",
+            "Write-ahead log segment files in use.",
+            w.segments,
+        ),
+    ];
+    for (name, kind, help, v) in wal {
+        let _ = writeln!(out, "# HELP {name} {help}");
+        let _ = writeln!(out, "# TYPE {name} {kind}");
+        let _ = writeln!(out, "{name} {v}");
+    }
     let _ = writeln!(out, "# TYPE orrery_raft_is_leader gauge");
     for g in node.registry.all() {
         let leader = g.raft.metrics().borrow().state == ServerState::Leader;

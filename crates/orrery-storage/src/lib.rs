@@ -25,7 +25,7 @@ pub use codec::{decode, encode, CodecError};
 pub use log_store::LogStore;
 pub use manifest::{GroupMark, Manifest};
 pub use state_machine::{SmHandle, SnapshotBuilder, StateMachine, StateMachineStore};
-pub use wal::{EntryLeader, NewEntry, Wal, SEGMENT_BYTES};
+pub use wal::{EntryLeader, NewEntry, Wal, WalStats, SEGMENT_BYTES};
 
 use orrery_types::GroupId;
 use std::path::Path;

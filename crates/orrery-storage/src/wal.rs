@@ -47,6 +47,7 @@ use std::io::{self, Write};
 use std::ops::Range;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 
 /// By default a segment is closed (and a new one started) once it is
@@ -153,6 +154,22 @@ struct Shared {
     state: Mutex<State>,
     wake: Condvar,
     files: Mutex<HashMap<u64, Arc<File>>>,
+    appends: AtomicU64,
+    syncs: AtomicU64,
+    bytes: AtomicU64,
+}
+
+/// Counters since the log was opened (exported in `/metrics`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct WalStats {
+    /// `append` calls (one per openraft append, of any number of entries).
+    pub appends: u64,
+    /// `fdatasync` calls: appends per sync is the group commit at work.
+    pub syncs: u64,
+    /// Bytes written.
+    pub bytes: u64,
+    /// Segment files in use.
+    pub segments: u64,
 }
 
 /// Marks the end of the last handle: the writer then drains and exits.
@@ -372,6 +389,9 @@ impl Wal {
             state: Mutex::new(st),
             wake: Condvar::new(),
             files: Mutex::new(HashMap::new()),
+            appends: AtomicU64::new(0),
+            syncs: AtomicU64::new(0),
+            bytes: AtomicU64::new(0),
         });
         let writer = shared.clone();
         std::thread::Builder::new()
@@ -429,6 +449,7 @@ impl Wal {
         }
         st.callbacks.push(done);
         drop(st);
+        self.shared.appends.fetch_add(1, Ordering::Relaxed);
         self.shared.wake.notify_one();
     }
 
@@ -578,9 +599,13 @@ impl Wal {
         }
     }
 
-    /// Number of segment files (for tests and metrics).
-    pub fn segment_count(&self) -> usize {
-        self.state().segs.len()
+    pub fn stats(&self) -> WalStats {
+        WalStats {
+            appends: self.shared.appends.load(Ordering::Relaxed),
+            syncs: self.shared.syncs.load(Ordering::Relaxed),
+            bytes: self.shared.bytes.load(Ordering::Relaxed),
+            segments: self.state().segs.len() as u64,
+        }
     }
 }
 
@@ -768,11 +793,13 @@ fn write_frames(
         put_u32(&mut buf, flen);
         put_u32(&mut buf, crc);
         (&**file).write_all(&buf)?;
+        shared.bytes.fetch_add(buf.len() as u64, Ordering::Relaxed);
         // A frame is durable before the next one is written (that is what
         // lets replay tell corruption from an interrupted write) and before
         // any callback runs. Chunks are per segment, so this is one fsync
         // unless the batch crossed into a new segment.
         file.sync_data()?;
+        shared.syncs.fetch_add(1, Ordering::Relaxed);
         *len += buf.len() as u64;
         end = Some((seg, *len));
     }

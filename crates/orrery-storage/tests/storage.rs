@@ -1196,6 +1196,10 @@ async fn wal_acknowledges_appends_in_order_across_groups() {
         }
         storage.wal().sync().unwrap();
         assert_eq!(*done.lock().unwrap(), (0..N).collect::<Vec<_>>());
+        let st = storage.wal().stats();
+        assert_eq!(st.appends, N);
+        assert!((1..=N).contains(&st.syncs), "{st:?}");
+        assert!(st.bytes > N * 40 && st.segments == 1, "{st:?}");
     }
     let storage = reopen_ok(dir.path());
     for g in 0..5u64 {
