@@ -285,7 +285,7 @@ pub fn render_raft_metrics(node: &Node, out: &mut String) {
         }
     }
     let w = node.registry.storage().wal().stats();
-    let wal: [(&str, &str, &str, u64); 4] = [
+    let wal: [(&str, &str, &str, u64); 5] = [
         (
             "orrery_wal_appends_total",
             "counter",
@@ -309,6 +309,12 @@ pub fn render_raft_metrics(node: &Node, out: &mut String) {
             "gauge",
             "Write-ahead log segment files in use.",
             w.segments,
+        ),
+        (
+            "orrery_wal_compacted_entries_total",
+            "counter",
+            "Log entries copied forward so that old segments could be deleted.",
+            w.moved,
         ),
     ];
     for (name, kind, help, v) in wal {

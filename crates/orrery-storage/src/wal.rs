@@ -56,6 +56,9 @@ pub const SEGMENT_BYTES: u64 = 64 << 20;
 /// Recent entries of each group are kept in memory, up to this many bytes,
 /// so that replication to followers rarely reads the files.
 const CACHE_BYTES_PER_GROUP: usize = 8 << 20;
+/// Beyond this many segments, the live entries that pin the oldest one
+/// are copied forward (see `State::compact`).
+const COMPACT_AFTER_SEGMENTS: usize = 4;
 
 const KIND_ENTRY: u8 = 1;
 const KIND_TRUNCATE: u8 = 2;
@@ -80,6 +83,7 @@ pub struct NewEntry {
 
 type Callback = Box<dyn FnOnce(io::Result<()>) + Send>;
 
+#[derive(Clone)]
 struct Slot {
     leader: EntryLeader,
     seg: u64,
@@ -101,25 +105,40 @@ struct GroupLog {
 }
 
 impl GroupLog {
-    fn drop_from(&mut self, index: u64) {
+    /// Removes the entries from `index` on and returns them.
+    fn drop_from(&mut self, index: u64) -> BTreeMap<u64, Slot> {
         if self
             .entries
             .last_key_value()
             .is_none_or(|(last, _)| *last < index)
         {
-            return;
+            return BTreeMap::new();
         }
         let gone = self.entries.split_off(&index);
         self.cached_bytes -= cached(&gone);
         self.cache_from = self.cache_from.min(index);
+        gone
     }
 
-    fn drop_through(&mut self, index: u64) {
+    /// Removes the entries up to `index` and returns them.
+    fn drop_through(&mut self, index: u64) -> BTreeMap<u64, Slot> {
         let keep = self.entries.split_off(&index.saturating_add(1));
         let gone = std::mem::replace(&mut self.entries, keep);
         self.cached_bytes -= cached(&gone);
         self.purged = self.purged.max(Some(index));
+        gone
     }
+}
+
+/// What the log knows of one segment.
+#[derive(Default)]
+struct SegInfo {
+    /// Entries of the current logs that are stored in it.
+    live: u64,
+    /// Where the log ended when `live` last reached zero: the segment may
+    /// go once everything up to there is on disk (entries moved out of it
+    /// by compaction are durable in their new place only then).
+    cleared_at: Option<(u64, u64)>,
 }
 
 fn cached(slots: &BTreeMap<u64, Slot>) -> usize {
@@ -131,8 +150,12 @@ fn cached(slots: &BTreeMap<u64, Slot>) -> usize {
 
 struct State {
     groups: HashMap<GroupId, GroupLog>,
-    /// Per segment, the highest entry index each group has in it.
-    segs: BTreeMap<u64, HashMap<GroupId, u64>>,
+    /// Every segment not yet deleted.
+    segs: BTreeMap<u64, SegInfo>,
+    /// The newest segment that compaction has looked at.
+    compact_checked: u64,
+    /// Entries compaction has copied forward.
+    moved: u64,
     /// The segment appended to, and its length counting pending records
     /// and the trailers reserved for frames already taken by the writer.
     seg: u64,
@@ -170,15 +193,27 @@ pub struct WalStats {
     pub bytes: u64,
     /// Segment files in use.
     pub segments: u64,
+    /// Entries copied forward by compaction.
+    pub moved: u64,
 }
 
-/// Marks the end of the last handle: the writer then drains and exits.
-struct Alive(Arc<Shared>);
+/// Marks the end of the last handle: the writer then drains and exits,
+/// and the drop waits for it, so that the directory can be opened again
+/// at once without a writer of the old handle still appending to it.
+struct Alive {
+    shared: Arc<Shared>,
+    writer: Mutex<Option<std::thread::JoinHandle<()>>>,
+}
 
 impl Drop for Alive {
     fn drop(&mut self) {
-        lock(&self.0.state).closing = true;
-        self.0.wake.notify_all();
+        lock(&self.shared.state).closing = true;
+        self.shared.wake.notify_all();
+        if let Some(w) = lock(&self.writer).take() {
+            if w.thread().id() != std::thread::current().id() {
+                let _ = w.join();
+            }
+        }
     }
 }
 
@@ -269,10 +304,10 @@ impl State {
     }
 
     fn apply(&mut self, seg: u64, r: &Rec, data: Option<Arc<Vec<u8>>>) {
-        match r.kind {
+        let gone = match r.kind {
             KIND_ENTRY => {
                 let g = self.groups.entry(r.group).or_default();
-                g.drop_from(r.index);
+                let gone = g.drop_from(r.index);
                 if let Some(d) = &data {
                     g.cached_bytes += d.len();
                 }
@@ -286,26 +321,124 @@ impl State {
                         data,
                     },
                 );
-                let max = self
-                    .segs
-                    .entry(seg)
-                    .or_default()
-                    .entry(r.group)
-                    .or_default();
-                *max = (*max).max(r.index);
+                self.segs.entry(seg).or_default().live += 1;
+                gone
             }
-            KIND_TRUNCATE => {
-                if let Some(g) = self.groups.get_mut(&r.group) {
-                    g.drop_from(r.index);
-                }
-            }
-            _ => {
-                self.groups.remove(&r.group);
-                for m in self.segs.values_mut() {
-                    m.remove(&r.group);
+            KIND_TRUNCATE => match self.groups.get_mut(&r.group) {
+                Some(g) => g.drop_from(r.index),
+                None => BTreeMap::new(),
+            },
+            _ => self
+                .groups
+                .remove(&r.group)
+                .map(|g| g.entries)
+                .unwrap_or_default(),
+        };
+        self.release(gone.values().map(|s| s.seg));
+    }
+
+    /// Where the log ends, counting what is pending.
+    fn end(&self) -> (u64, u64) {
+        (self.seg, self.seg_len)
+    }
+
+    /// Accounts for entries that left the segments `segs`.
+    fn release(&mut self, segs: impl Iterator<Item = u64>) {
+        let end = self.end();
+        for seg in segs {
+            if let Some(info) = self.segs.get_mut(&seg) {
+                info.live = info.live.saturating_sub(1);
+                if info.live == 0 {
+                    info.cleared_at = Some(end);
                 }
             }
         }
+    }
+
+    /// Removes `group`'s entries up to `index`.
+    fn purge(&mut self, group: GroupId, index: u64) {
+        let gone = self.groups.entry(group).or_default().drop_through(index);
+        self.release(gone.values().map(|s| s.seg));
+    }
+
+    /// Copies forward the live entries that keep the oldest segment from
+    /// being deleted, once there are more than [`COMPACT_AFTER_SEGMENTS`].
+    ///
+    /// Segments go oldest first (a truncate or drop record must never go
+    /// while entries it overrides survive), so one group that rarely
+    /// writes and so never reaches its snapshot would otherwise keep every
+    /// later segment on disk. For each group with entries in the oldest
+    /// segment, its entries from the first of those to its last are
+    /// appended again (replay then sees the copies replace the originals),
+    /// if all of them together are small next to a segment (a quarter of
+    /// one, at least 64 KiB); groups with more than that are busy, and
+    /// their snapshots will purge them.
+    fn compact(&mut self, read: impl Fn(u64, u64, u32) -> io::Result<Vec<u8>>) -> io::Result<()> {
+        if self.segs.len() <= COMPACT_AFTER_SEGMENTS || self.compact_checked >= self.seg {
+            return Ok(());
+        }
+        self.compact_checked = self.seg;
+        let Some((&oldest, info)) = self.segs.first_key_value() else {
+            return Ok(());
+        };
+        if info.live == 0 || oldest >= self.written.0 {
+            return Ok(());
+        }
+        // At most a quarter of a segment is copied per segment started,
+        // so compaction adds at most a quarter to what is written.
+        let budget = (self.segment_bytes / 4).max(64 << 10);
+        let mut total = 0u64;
+        let mut moves: Vec<(GroupId, u64)> = Vec::new();
+        for (gid, g) in &self.groups {
+            let Some((&from, _)) = g.entries.iter().find(|(_, s)| s.seg == oldest) else {
+                continue;
+            };
+            total += g
+                .entries
+                .range(from..)
+                .map(|(_, s)| u64::from(s.len))
+                .sum::<u64>();
+            if total > budget {
+                return Ok(());
+            }
+            moves.push((*gid, from));
+        }
+        let mut left = Vec::new();
+        for (gid, from) in moves {
+            let slots: Vec<(u64, Slot)> = match self.groups.get(&gid) {
+                Some(g) => g
+                    .entries
+                    .range(from..)
+                    .map(|(i, s)| (*i, s.clone()))
+                    .collect(),
+                None => continue,
+            };
+            for (i, old) in slots {
+                let payload = match old.data {
+                    Some(d) => d,
+                    None => Arc::new(read(old.seg, old.off, old.len)?),
+                };
+                let new_off = self.push_record(KIND_ENTRY, gid, i, old.leader, &payload);
+                let new_seg = self.seg;
+                self.segs.entry(new_seg).or_default().live += 1;
+                self.moved += 1;
+                left.push(old.seg);
+                if let Some(g) = self.groups.get_mut(&gid) {
+                    if let Some(s) = g.entries.get_mut(&i) {
+                        if s.data.is_none() {
+                            g.cached_bytes += payload.len();
+                        }
+                        s.seg = new_seg;
+                        s.off = new_off;
+                        s.data = Some(payload);
+                    }
+                    g.cache_from = g.cache_from.min(from);
+                }
+            }
+        }
+        // Only now: the segments left may go once every copy is on disk.
+        self.release(left.into_iter());
+        Ok(())
     }
 
     /// Drops cached payloads that are on disk, beyond each group's budget.
@@ -327,18 +460,15 @@ impl State {
         }
     }
 
-    /// Segments that may go: a prefix of the closed, written ones whose
-    /// entries are all purged (or belong to dropped groups).
+    /// Segments that may go: the oldest ones, closed and written, that no
+    /// entry of any current log is stored in any more.
     fn deletable(&mut self) -> Vec<u64> {
         let mut out = Vec::new();
-        while let Some((&seg, maxes)) = self.segs.first_key_value() {
+        while let Some((&seg, info)) = self.segs.first_key_value() {
             let done = seg < self.seg
                 && seg < self.written.0
-                && maxes.iter().all(|(g, max)| {
-                    self.groups
-                        .get(g)
-                        .is_none_or(|gl| gl.purged.is_some_and(|p| p >= *max))
-                });
+                && info.live == 0
+                && info.cleared_at.is_none_or(|c| self.written >= c);
             if !done {
                 break;
             }
@@ -371,6 +501,8 @@ impl Wal {
         let mut st = State {
             groups: HashMap::new(),
             segs: BTreeMap::new(),
+            compact_checked: 0,
+            moved: 0,
             seg: segs.last().map_or(0, |s| s + 1),
             seg_len: 0,
             segment_bytes: segment_bytes.max(1),
@@ -393,15 +525,18 @@ impl Wal {
             syncs: AtomicU64::new(0),
             bytes: AtomicU64::new(0),
         });
-        let writer = shared.clone();
-        std::thread::Builder::new()
+        let for_writer = shared.clone();
+        let writer = std::thread::Builder::new()
             .name("orrery-wal".into())
-            .spawn(move || write_loop(writer))
+            .spawn(move || write_loop(for_writer))
             .map_err(|e| io_error(dir, e))?;
         // Old segments that are already fully purged go once the groups
         // have told their purge points (`open_group`).
         Ok(Wal {
-            _alive: Arc::new(Alive(shared.clone())),
+            _alive: Arc::new(Alive {
+                shared: shared.clone(),
+                writer: Mutex::new(Some(writer)),
+            }),
             shared,
         })
     }
@@ -416,7 +551,7 @@ impl Wal {
         let gone = {
             let mut st = self.state();
             if let Some(p) = purged {
-                st.groups.entry(group).or_default().drop_through(p);
+                st.purge(group, p);
             }
             st.deletable()
         };
@@ -465,9 +600,11 @@ impl Wal {
             EntryLeader { term: 0, node: 0 },
             &[],
         );
-        if let Some(g) = st.groups.get_mut(&group) {
-            g.drop_from(index);
-        }
+        let gone = match st.groups.get_mut(&group) {
+            Some(g) => g.drop_from(index),
+            None => BTreeMap::new(),
+        };
+        st.release(gone.values().map(|s| s.seg));
     }
 
     /// Drops `group`'s entries up to `index`; the caller has made the
@@ -475,7 +612,7 @@ impl Wal {
     pub fn purge(&self, group: GroupId, index: u64) {
         let gone = {
             let mut st = self.state();
-            st.groups.entry(group).or_default().drop_through(index);
+            st.purge(group, index);
             st.deletable()
         };
         self.delete_segments(gone);
@@ -566,45 +703,54 @@ impl Wal {
         for (i, g) in got {
             let bytes = match g {
                 Got::Mem(d) => d,
-                Got::Disk(seg, off, len) => {
-                    let file = self.segment_file(seg)?;
-                    let mut buf = vec![0u8; len as usize];
-                    file.read_exact_at(&mut buf, off)?;
-                    Arc::new(buf)
-                }
+                Got::Disk(seg, off, len) => Arc::new(read_at(&self.shared, seg, off, len)?),
             };
             out.push((i, bytes));
         }
         Ok(out)
     }
 
-    fn segment_file(&self, seg: u64) -> io::Result<Arc<File>> {
-        let mut files = lock(&self.shared.files);
-        if let Some(f) = files.get(&seg) {
-            return Ok(f.clone());
-        }
-        let f = Arc::new(File::open(seg_path(&self.shared.dir, seg))?);
-        files.insert(seg, f.clone());
-        Ok(f)
-    }
-
     fn delete_segments(&self, segs: Vec<u64>) {
-        for seg in segs {
-            lock(&self.shared.files).remove(&seg);
-            let path = seg_path(&self.shared.dir, seg);
-            if let Err(e) = std::fs::remove_file(&path) {
-                // Harmless: replay finds its entries purged again.
-                tracing::warn!(path = %path.display(), error = %e, "removing a purged log segment failed");
-            }
-        }
+        delete_segments(&self.shared, segs);
     }
 
     pub fn stats(&self) -> WalStats {
+        let st = self.state();
         WalStats {
             appends: self.shared.appends.load(Ordering::Relaxed),
             syncs: self.shared.syncs.load(Ordering::Relaxed),
             bytes: self.shared.bytes.load(Ordering::Relaxed),
-            segments: self.state().segs.len() as u64,
+            segments: st.segs.len() as u64,
+            moved: st.moved,
+        }
+    }
+}
+
+fn segment_file(shared: &Shared, seg: u64) -> io::Result<Arc<File>> {
+    let mut files = lock(&shared.files);
+    if let Some(f) = files.get(&seg) {
+        return Ok(f.clone());
+    }
+    let f = Arc::new(File::open(seg_path(&shared.dir, seg))?);
+    files.insert(seg, f.clone());
+    Ok(f)
+}
+
+/// Reads `len` bytes at `off` of segment `seg`.
+fn read_at(shared: &Shared, seg: u64, off: u64, len: u32) -> io::Result<Vec<u8>> {
+    let file = segment_file(shared, seg)?;
+    let mut buf = vec![0u8; len as usize];
+    file.read_exact_at(&mut buf, off)?;
+    Ok(buf)
+}
+
+fn delete_segments(shared: &Shared, segs: Vec<u64>) {
+    for seg in segs {
+        lock(&shared.files).remove(&seg);
+        let path = seg_path(&shared.dir, seg);
+        if let Err(e) = std::fs::remove_file(&path) {
+            // Harmless: replay finds nothing live in it again.
+            tracing::warn!(path = %path.display(), error = %e, "removing an unused log segment failed");
         }
     }
 }
@@ -746,6 +892,14 @@ fn write_loop(shared: Arc<Shared>) {
                 Ok(Some(end)) => {
                     st.written = *end;
                     st.evict();
+                    if let Err(e) = st.compact(|seg, off, len| read_at(&shared, seg, off, len)) {
+                        tracing::warn!(error = %e, "compacting the write-ahead log failed; will retry after the next segment");
+                    }
+                    let gone = st.deletable();
+                    if !gone.is_empty() {
+                        drop(st);
+                        delete_segments(&shared, gone);
+                    }
                 }
                 Ok(None) => {}
                 Err(e) => {

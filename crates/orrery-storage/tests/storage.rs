@@ -1217,19 +1217,25 @@ async fn log_segments_rotate_and_fully_purged_ones_are_deleted() {
         let storage = NodeStorage::open_with_segment_bytes(dir.path(), 1024).unwrap();
         let mut la = Log::open(&storage, a).unwrap();
         let mut lb = Log::open(&storage, b).unwrap();
+        // Entries large enough that compaction leaves these busy logs alone.
+        let key = "k".repeat(400);
         for i in (1..=200u64).step_by(10) {
-            let batch: Vec<_> = (i..i + 10).map(|j| push(1, j, "k", j)).collect();
+            let batch: Vec<_> = (i..i + 10).map(|j| push(1, j, &key, j)).collect();
             plant(&storage, a, &batch);
             plant(&storage, b, &batch);
         }
         let before = segments(dir.path()).len();
         assert!(before > 5, "only {before} segments");
-        // Group b still needs every segment.
+        // Group b still needs all its entries; a keeps its last 50.
         la.purge(lid(1, 150)).await.unwrap();
-        assert_eq!(segments(dir.path()).len(), before);
+        assert_eq!(
+            indexes(&all_entries(&mut lb).await),
+            (1..=200).collect::<Vec<_>>()
+        );
+        assert_eq!(lb.verify().unwrap(), 200);
         lb.purge(lid(1, 150)).await.unwrap();
         let after = segments(dir.path()).len();
-        assert!(after < before / 2, "{before} -> {after} segments");
+        assert!(after < before * 3 / 4, "{before} -> {after} segments");
         for log in [&mut la, &mut lb] {
             assert_eq!(
                 indexes(&all_entries(log).await),
@@ -1263,6 +1269,45 @@ async fn log_segments_rotate_and_fully_purged_ones_are_deleted() {
         segments(dir.path()).len() <= 2,
         "{:?}",
         segments(dir.path())
+    );
+}
+
+/// A group that rarely writes never reaches its snapshot, so it never
+/// purges; its few entries must not keep every later segment on disk.
+#[tokio::test]
+async fn a_rarely_written_group_does_not_pin_old_segments() {
+    let dir = tempfile::tempdir().unwrap();
+    let (idle, busy) = (1u64, 2u64);
+    let mut most = 0;
+    {
+        let storage = NodeStorage::open_with_segment_bytes(dir.path(), 1024).unwrap();
+        let _li = Log::open(&storage, idle).unwrap();
+        let mut lb = Log::open(&storage, busy).unwrap();
+        plant(&storage, idle, &[push(1, 1, "i", 1), push(1, 2, "i", 2)]);
+        for i in (1..=400u64).step_by(10) {
+            let batch: Vec<_> = (i..i + 10).map(|j| push(1, j, "k", j)).collect();
+            plant(&storage, busy, &batch);
+            // The busy group keeps little log, as after snapshots.
+            lb.purge(lid(1, i + 4)).await.unwrap();
+            storage.wal().sync().unwrap();
+            most = most.max(segments(dir.path()).len());
+        }
+        assert!(most <= 8, "up to {most} segments on disk");
+        assert!(storage.wal().stats().moved > 0);
+        assert!(
+            storage.wal().stats().bytes > 20 * 1024,
+            "too few writes to matter"
+        );
+    }
+    let storage = reopen_ok(dir.path());
+    let mut li = Log::open(&storage, idle).unwrap();
+    let got = all_entries(&mut li).await;
+    assert_eq!(ids(&got), vec![lid(1, 1), lid(1, 2)]);
+    assert_eq!(li.verify().unwrap(), 2);
+    let mut lb = Log::open(&storage, busy).unwrap();
+    assert_eq!(
+        indexes(&all_entries(&mut lb).await),
+        (396..=400).collect::<Vec<_>>()
     );
 }
 
@@ -1557,9 +1602,14 @@ async fn check_model(log: &mut Log, model: &Model) {
     }
 }
 
+/// Small segments, so that the model test also rotates, compacts and
+/// deletes segments between its checks and reopens.
+const MODEL_SEGMENT_BYTES: u64 = 200;
+
 async fn run_ops(ops: Vec<Op>) {
     let dir = tempfile::tempdir().unwrap();
-    let mut storage = NodeStorage::open(dir.path()).unwrap();
+    let mut storage =
+        NodeStorage::open_with_segment_bytes(dir.path(), MODEL_SEGMENT_BYTES).unwrap();
     let mut log = Log::open(&storage, GROUP).unwrap();
     let mut model = Model {
         term: 1,
@@ -1620,7 +1670,8 @@ async fn run_ops(ops: Vec<Op>) {
             Op::Reopen => {
                 drop(log);
                 drop(storage);
-                storage = open_node(dir.path()).await;
+                storage =
+                    NodeStorage::open_with_segment_bytes(dir.path(), MODEL_SEGMENT_BYTES).unwrap();
                 log = Log::open(&storage, GROUP).unwrap();
             }
         }
@@ -1628,7 +1679,7 @@ async fn run_ops(ops: Vec<Op>) {
     }
     drop(log);
     drop(storage);
-    let storage = open_node(dir.path()).await;
+    let storage = NodeStorage::open_with_segment_bytes(dir.path(), MODEL_SEGMENT_BYTES).unwrap();
     let mut log = Log::open(&storage, GROUP).unwrap();
     check_model(&mut log, &model).await;
 }
