@@ -34,10 +34,11 @@
 //! its own checksum), `Truncate` (drop the group's entries from `index`
 //! on) and `Drop` (forget the group: its replica left the node). Purges
 //! are not records: the purge point lives in sled, and replay trims below
-//! it when the group is opened. A segment is deleted once every entry in
-//! it is below its group's purge point, oldest segment first (so a
-//! `Truncate` or `Drop` is never deleted while the entries it overrides
-//! survive).
+//! it when the group is opened. A segment is deleted once none of the
+//! current log entries is stored in it any more, oldest segment first (so
+//! a `Truncate` or `Drop` is never deleted while the entries it overrides
+//! survive); entries of rarely written groups that would keep the oldest
+//! segment forever are copied forward (`State::compact`).
 
 use crate::StorageError;
 use orrery_types::GroupId;
