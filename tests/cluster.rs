@@ -201,38 +201,46 @@ async fn lagging_node_catches_up_by_snapshot_after_compaction() {
     }
 }
 
+/// Every node is killed at once, three rounds; no acknowledged write may be
+/// missing from a linearizable read after the restart. That read is what
+/// once failed: openraft brings a node that led before the crash back as
+/// leader in its old term, with a read index from its stored (not
+/// necessarily durable) commit index, and reads missed acknowledged writes
+/// in about a third of the rounds (`Group::read_barrier` fixes it).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_acknowledged_write_survives_killing_all_nodes() {
     let mut c = Cluster::formed(3, 4, &["--snapshot-logs", "40"]).await;
     let mut acked = Vec::new();
-    for k in 0..120 {
-        let key = format!("durable-{k}");
-        c.put_ok(k % 3, &key, &format!("v{k}")).await;
-        acked.push(key);
-    }
-    for i in 0..3 {
-        c.kill9(i);
-    }
-    for i in 0..3 {
-        c.restart(i).await;
-    }
-    for (k, key) in acked.iter().enumerate() {
-        let start = Instant::now();
-        loop {
-            let (s, b) = c.get(k % 3, key, "linearizable").await;
-            if s == 200 {
-                assert_eq!(b, format!("v{k}"));
-                break;
+    for round in 0..3 {
+        for k in round * 60..(round + 1) * 60 {
+            let key = format!("durable-{k}");
+            put_retry(&c, k % 3, &key, &format!("v{k}"), Duration::from_secs(15)).await;
+            acked.push(key);
+        }
+        for i in 0..3 {
+            c.kill9(i);
+        }
+        for i in 0..3 {
+            c.restart(i).await;
+        }
+        for (k, key) in acked.iter().enumerate() {
+            let start = Instant::now();
+            loop {
+                let (s, b) = c.get(k % 3, key, "linearizable").await;
+                if s == 200 {
+                    assert_eq!(b, format!("v{k}"));
+                    break;
+                }
+                assert_eq!(
+                    s, 503,
+                    "round {round}: acknowledged write {key} lost after restart (status {s}: {b})"
+                );
+                assert!(
+                    start.elapsed() < Duration::from_secs(20),
+                    "cluster did not recover"
+                );
+                tokio::time::sleep(Duration::from_millis(100)).await;
             }
-            assert_eq!(
-                s, 503,
-                "acknowledged write {key} lost after restart (status {s}: {b})"
-            );
-            assert!(
-                start.elapsed() < Duration::from_secs(20),
-                "cluster did not recover"
-            );
-            tokio::time::sleep(Duration::from_millis(100)).await;
         }
     }
     // And the restarted cluster accepts writes again.

@@ -2,6 +2,7 @@
 
 use crate::network::{GroupNetwork, PeerClients};
 use crate::{Error, GroupState, Raft, SmHandle, TypeConfig};
+use openraft::storage::RaftLogStorage;
 use openraft::{Config, SnapshotPolicy};
 use orrery_storage::{LogStore, NodeStorage, StateMachineStore};
 use orrery_types::{group_name, GroupId, NodeId};
@@ -62,9 +63,47 @@ pub struct Group {
     pub raft: Raft,
     pub sm: SmHandle,
     log: LogStore<TypeConfig>,
+    /// Set when this node led the group before it restarted: the vote it
+    /// led under, and the last log index it had then (see
+    /// [`Group::read_barrier`]).
+    restart_floor: std::sync::Mutex<Option<(openraft::Vote<NodeId>, u64)>>,
 }
 
 impl Group {
+    /// Waits, after `ensure_linearizable` succeeded, until a read on this
+    /// replica may be served.
+    ///
+    /// openraft 0.9 brings a node that led before a restart back as leader
+    /// at once, in its old term, and takes the larger of the first entry
+    /// it proposed in that term and its stored commit index as the read
+    /// index. The stored commit index need not be durable, so after a
+    /// crash of every node that read index can be older than writes that
+    /// were acknowledged: a read could miss them. Every acknowledged write
+    /// is in the log this leader restarted with (it led the term that
+    /// committed them, or they came before it), so reads wait until that
+    /// whole log is applied. Once it is, or once the node leads under
+    /// another vote (a new term proposes a fresh entry first) or no longer
+    /// leads, the barrier is gone for good.
+    pub async fn read_barrier(&self) {
+        let floor = *self.restart_floor.lock().unwrap_or_else(|p| p.into_inner());
+        let Some((vote, floor)) = floor else {
+            return;
+        };
+        let mut rx = self.raft.metrics();
+        loop {
+            {
+                let m = rx.borrow_and_update();
+                if m.vote != vote || m.last_applied.is_some_and(|l| l.index >= floor) {
+                    break;
+                }
+            }
+            if rx.changed().await.is_err() {
+                return;
+            }
+        }
+        *self.restart_floor.lock().unwrap_or_else(|p| p.into_inner()) = None;
+    }
+
     /// Whether this replica has never voted or logged: a group that was
     /// neither initialised here nor joined yet.
     pub fn is_pristine(&self) -> bool {
@@ -146,6 +185,21 @@ impl Registry {
         log.check_durable()?;
         let sm_store = StateMachineStore::<TypeConfig, GroupState>::open(&self.storage, id)?;
         let sm = sm_store.handle();
+        let restart_floor = {
+            let mut l = log.clone();
+            let vote = l
+                .read_vote()
+                .await
+                .map_err(|e| Error::Fatal(format!("group {id}: reading the vote: {e}")))?;
+            let last = l
+                .get_log_state()
+                .await
+                .map_err(|e| Error::Fatal(format!("group {id}: reading the log: {e}")))?
+                .last_log_id
+                .map_or(0, |l| l.index);
+            vote.filter(|v| v.committed && v.leader_id.node_id == self.node_id)
+                .map(|v| (v, last))
+        };
         let network = GroupNetwork {
             group: id,
             clients: self.clients.clone(),
@@ -159,8 +213,17 @@ impl Registry {
         )
         .await
         .map_err(|e| Error::Fatal(e.to_string()))?;
+        if let Some((_, floor)) = restart_floor {
+            tracing::info!(group = id, name = %group_name(id), floor, "led before the restart: linearizable reads wait until the log up to the floor is applied");
+        }
         tracing::info!(group = id, name = %group_name(id), entries, "raft group started");
-        let group = Arc::new(Group { id, raft, sm, log });
+        let group = Arc::new(Group {
+            id,
+            raft,
+            sm,
+            log,
+            restart_floor: std::sync::Mutex::new(restart_floor),
+        });
         self.groups
             .write()
             .unwrap_or_else(|p| p.into_inner())

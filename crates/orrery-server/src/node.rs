@@ -477,7 +477,16 @@ impl Node {
                             self.cfg.request_timeout
                         )))
                     }
-                    Ok(Ok(_)) => return Ok(run_query(&g, &query)),
+                    Ok(Ok(_)) => {
+                        if timeout_at(deadline.into(), g.read_barrier()).await.is_err() {
+                            return Err(ApiError::unavailable(format!(
+                                "{} restarted as leader and has not yet applied its log within {:?}",
+                                g.name(),
+                                self.cfg.request_timeout
+                            )));
+                        }
+                        return Ok(run_query(&g, &query));
+                    }
                     Ok(Err(RaftError::APIError(CheckIsLeaderError::ForwardToLeader(f)))) => self
                         .leader_target(&f)
                         .or_else(|| self.moved_away_target(group)),
