@@ -201,6 +201,39 @@ async fn lagging_node_catches_up_by_snapshot_after_compaction() {
     }
 }
 
+/// Kills every node of a 3-node cluster with `kill -9`, restarts them, and
+/// checks with linearizable reads (through node `k % 3`) that each
+/// acknowledged key `acked[k]` holds `v{k}`; 503 while the cluster
+/// recovers is allowed, for up to 30 s per key.
+async fn kill_all_and_check(c: &mut Cluster, acked: &[String], what: &str) {
+    for i in 0..3 {
+        c.kill9(i);
+    }
+    for i in 0..3 {
+        c.restart(i).await;
+    }
+    for (k, key) in acked.iter().enumerate() {
+        let start = Instant::now();
+        loop {
+            let (s, b) = c.get(k % 3, key, "linearizable").await;
+            if s == 200 {
+                assert_eq!(b, format!("v{k}"), "{key} after {what}");
+                break;
+            }
+            assert_eq!(
+                s, 503,
+                "acknowledged write {key} lost after {what} (status {s}: {b})"
+            );
+            assert!(
+                start.elapsed() < Duration::from_secs(30),
+                "cluster did not recover after {what}:\n{}",
+                c.log_tails(30)
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+}
+
 /// Every node is killed at once, three rounds; no acknowledged write may be
 /// missing from a linearizable read after the restart. That read is what
 /// once failed: openraft brings a node that led before the crash back as
@@ -217,31 +250,7 @@ async fn every_acknowledged_write_survives_killing_all_nodes() {
             put_retry(&c, k % 3, &key, &format!("v{k}"), Duration::from_secs(15)).await;
             acked.push(key);
         }
-        for i in 0..3 {
-            c.kill9(i);
-        }
-        for i in 0..3 {
-            c.restart(i).await;
-        }
-        for (k, key) in acked.iter().enumerate() {
-            let start = Instant::now();
-            loop {
-                let (s, b) = c.get(k % 3, key, "linearizable").await;
-                if s == 200 {
-                    assert_eq!(b, format!("v{k}"));
-                    break;
-                }
-                assert_eq!(
-                    s, 503,
-                    "round {round}: acknowledged write {key} lost after restart (status {s}: {b})"
-                );
-                assert!(
-                    start.elapsed() < Duration::from_secs(20),
-                    "cluster did not recover"
-                );
-                tokio::time::sleep(Duration::from_millis(100)).await;
-            }
-        }
+        kill_all_and_check(&mut c, &acked, &format!("restart round {round}")).await;
     }
     // And the restarted cluster accepts writes again.
     put_retry(&c, 1, "after-restart", "ok", Duration::from_secs(15)).await;
@@ -741,32 +750,7 @@ async fn acknowledged_writes_survive_simulated_power_loss() {
     }
     c.restart(2).await;
     // Power loss of every node at once.
-    for i in 0..3 {
-        c.kill9(i);
-    }
-    for i in 0..3 {
-        c.restart(i).await;
-    }
-    for (k, key) in acked.iter().enumerate() {
-        let start = Instant::now();
-        loop {
-            let (s, b) = c.get(k % 3, key, "linearizable").await;
-            if s == 200 {
-                assert_eq!(b, format!("v{k}"), "{key}");
-                break;
-            }
-            assert_eq!(
-                s, 503,
-                "acknowledged write {key} lost after power loss ({s}: {b})"
-            );
-            assert!(
-                start.elapsed() < Duration::from_secs(30),
-                "cluster did not recover:\n{}",
-                c.log_tails(30)
-            );
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-    }
+    kill_all_and_check(&mut c, &acked, "power loss").await;
 }
 
 /// The gRPC API takes values up to the same limit as REST (tonic's own
