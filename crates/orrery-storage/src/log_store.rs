@@ -92,17 +92,7 @@ where
         &self,
         key: &[u8],
     ) -> Result<Option<T>, StorageError<C::NodeId>> {
-        let subject = ErrorSubject::Store;
-        match self
-            .meta
-            .get(key)
-            .map_err(|e| io_err(subject.clone(), ErrorVerb::Read, e))?
-        {
-            None => Ok(None),
-            Some(bytes) => decode(&bytes)
-                .map(Some)
-                .map_err(|e| io_err(subject, ErrorVerb::Read, e)),
-        }
+        read_meta_raw(&self.meta, key).map_err(|e| io_err(ErrorSubject::Store, ErrorVerb::Read, e))
     }
 
     fn write_meta<T: serde::Serialize>(
