@@ -98,8 +98,6 @@ struct Slot {
 #[derive(Default)]
 struct GroupLog {
     entries: BTreeMap<u64, Slot>,
-    /// Highest index purged (entries at or below it are gone for good).
-    purged: Option<u64>,
     cached_bytes: usize,
     /// No entry below this index holds its payload in memory.
     cache_from: u64,
@@ -126,7 +124,6 @@ impl GroupLog {
         let keep = self.entries.split_off(&index.saturating_add(1));
         let gone = std::mem::replace(&mut self.entries, keep);
         self.cached_bytes -= cached(&gone);
-        self.purged = self.purged.max(Some(index));
         gone
     }
 }
