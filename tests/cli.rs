@@ -67,7 +67,7 @@ async fn orreryctl_commands() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("not found"));
 
     // A dead endpoint gives a clear error, not a hang.
-    let out = Command::new(ORRERYCTL)
+    let out = Command::new(orreryctl_bin())
         .args([
             "--endpoint",
             &format!("127.0.0.1:{}", free_port()),
@@ -93,7 +93,7 @@ async fn serve_reads_config_file_and_env_with_flags_winning() {
     )
     .unwrap();
     // The flag overrides the file's listen address; the env var sets the key limit.
-    let mut child = Command::new(ORRERY)
+    let mut child = Command::new(orrery_bin())
         .args(["serve", "--config"])
         .arg(&cfg)
         .args(["--listen", &format!("127.0.0.1:{p3}")])
@@ -112,7 +112,7 @@ async fn serve_reads_config_file_and_env_with_flags_winning() {
     })
     .await;
     let ok = up.is_ok();
-    let init = Command::new(ORRERYCTL)
+    let init = Command::new(orreryctl_bin())
         .args(["--endpoint", &format!("127.0.0.1:{p3}"), "cluster", "init"])
         .output()
         .unwrap();
@@ -141,15 +141,26 @@ async fn serve_reads_config_file_and_env_with_flags_winning() {
 
     // Unknown config keys and missing ids are clear errors.
     std::fs::write(&cfg, "id = 1\nlisten_adress = \"x\"\n").unwrap();
-    let out = Command::new(ORRERY)
+    let out = Command::new(orrery_bin())
         .args(["serve", "--config"])
         .arg(&cfg)
         .output()
         .unwrap();
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("unknown field"));
-    let out = Command::new(ORRERY).args(["serve"]).output().unwrap();
+    let out = Command::new(orrery_bin()).args(["serve"]).output().unwrap();
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("--id is required"));
+    // A --gpus value that names no GPU is refused before the node starts.
+    let out = Command::new(orrery_bin())
+        .args(["serve", "--id", "1", "--gpus", "0,gpu0"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("'gpu0' is neither a GPU index") && err.contains("nvidia-smi -L"),
+        "{err}"
+    );
     let _: Option<Value> = None;
 }

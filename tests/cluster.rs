@@ -593,7 +593,7 @@ async fn uninitialised_node_and_graceful_shutdown() {
     assert!(status.success(), "SIGTERM exit status {status:?}");
     // The data directory is bound to its node id.
     let dir = c.nodes[0].data_dir.clone();
-    let out = std::process::Command::new(ORRERY)
+    let out = std::process::Command::new(orrery_bin())
         .args([
             "serve",
             "--id",

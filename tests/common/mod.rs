@@ -9,8 +9,24 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-pub const ORRERY: &str = env!("CARGO_BIN_EXE_orrery");
-pub const ORRERYCTL: &str = env!("CARGO_BIN_EXE_orreryctl");
+/// The `orrery` binary: the one cargo built for this test, or
+/// `$ORRERY_BIN_DIR/orrery` when set (a test binary carried to another
+/// machine, e.g. scripts/gpu-check.sh, finds its binaries there).
+pub fn orrery_bin() -> PathBuf {
+    bin("orrery", env!("CARGO_BIN_EXE_orrery"))
+}
+
+/// The `orreryctl` binary (see [`orrery_bin`]).
+pub fn orreryctl_bin() -> PathBuf {
+    bin("orreryctl", env!("CARGO_BIN_EXE_orreryctl"))
+}
+
+fn bin(name: &str, built: &str) -> PathBuf {
+    match std::env::var_os("ORRERY_BIN_DIR") {
+        Some(dir) => Path::new(&dir).join(name),
+        None => PathBuf::from(built),
+    }
+}
 
 pub fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
@@ -140,7 +156,7 @@ impl Cluster {
             .append(true)
             .open(&n.log)
             .expect("log file");
-        let child = Command::new(ORRERY)
+        let child = Command::new(orrery_bin())
             .args([
                 "serve",
                 "--id",
@@ -219,7 +235,7 @@ impl Cluster {
     }
 
     pub fn ctl(&self, i: usize, args: &[&str]) -> Output {
-        Command::new(ORRERYCTL)
+        Command::new(orreryctl_bin())
             .args(["--endpoint", &self.nodes[i].addr])
             .args(args)
             .output()

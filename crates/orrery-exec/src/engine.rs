@@ -69,7 +69,8 @@ impl Engine {
         source: Arc<dyn JobSource>,
         handlers: Vec<(String, Arc<dyn KindHandler>)>,
     ) -> Engine {
-        Self::start_with_inventory(cfg, source, handlers, GpuInventory::load())
+        let gpus = GpuInventory::load_selected(cfg.gpus.clone());
+        Self::start_with_inventory(cfg, source, handlers, gpus)
     }
 
     /// [`Engine::start`] with a given inventory (tests, or a node that loaded NVML itself).

@@ -11,26 +11,144 @@ use crate::GpuInfo;
 
 const MIB: u64 = 1024 * 1024;
 
+/// Which of the host's GPUs a node manages (`--gpus`).
+///
+/// Several nodes on one multi-GPU host, or a GPU kept for something else,
+/// need a node to own only some of the GPUs NVML shows: two nodes that both
+/// thought they owned a GPU would each hand it out, and two jobs would share
+/// it unasked.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub enum GpuSelection {
+    /// Every GPU NVML reports (the default).
+    #[default]
+    All,
+    /// No GPU; NVML is not even loaded.
+    None,
+    /// The GPUs named, each by NVML index (`0`) or UUID (`GPU-8f0c…`).
+    Only(Vec<GpuId>),
+}
+
+/// One GPU named in `--gpus`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum GpuId {
+    Index(u32),
+    Uuid(String),
+}
+
+impl std::str::FromStr for GpuSelection {
+    type Err = String;
+
+    /// `all`, `none`, or a comma-separated list of indices and UUIDs.
+    fn from_str(s: &str) -> Result<Self, String> {
+        let t = s.trim();
+        match t.to_ascii_lowercase().as_str() {
+            "all" => return Ok(GpuSelection::All),
+            "none" => return Ok(GpuSelection::None),
+            _ => {}
+        }
+        let mut ids = Vec::new();
+        for part in t.split(',').map(str::trim) {
+            if part.is_empty() {
+                return Err(format!(
+                    "--gpus '{s}': empty entry; expected all, none, or GPU indices/UUIDs separated by commas"
+                ));
+            }
+            let id = if part.bytes().all(|b| b.is_ascii_digit()) {
+                GpuId::Index(
+                    part.parse()
+                        .map_err(|_| format!("--gpus '{s}': index '{part}' is out of range"))?,
+                )
+            } else if part.len() > 4 && part[..4].eq_ignore_ascii_case("GPU-") {
+                GpuId::Uuid(part.to_string())
+            } else {
+                return Err(format!(
+                    "--gpus '{s}': '{part}' is neither a GPU index (0, 1, …) nor a UUID (GPU-…, as nvidia-smi -L prints)"
+                ));
+            };
+            if !ids.contains(&id) {
+                ids.push(id);
+            }
+        }
+        Ok(GpuSelection::Only(ids))
+    }
+}
+
+impl GpuSelection {
+    /// Whether this selection takes `g`.
+    pub fn takes(&self, g: &GpuInfo) -> bool {
+        match self {
+            GpuSelection::All => true,
+            GpuSelection::None => false,
+            GpuSelection::Only(ids) => ids.iter().any(|id| match id {
+                GpuId::Index(i) => *i == g.index,
+                GpuId::Uuid(u) => u.eq_ignore_ascii_case(&g.uuid),
+            }),
+        }
+    }
+
+    /// The entries of an `Only` selection that match none of `gpus`.
+    pub fn missing(&self, gpus: &[GpuInfo]) -> Vec<String> {
+        let GpuSelection::Only(ids) = self else {
+            return Vec::new();
+        };
+        ids.iter()
+            .filter(|id| {
+                !gpus.iter().any(|g| match id {
+                    GpuId::Index(i) => *i == g.index,
+                    GpuId::Uuid(u) => u.eq_ignore_ascii_case(&g.uuid),
+                })
+            })
+            .map(|id| match id {
+                GpuId::Index(i) => i.to_string(),
+                GpuId::Uuid(u) => u.clone(),
+            })
+            .collect()
+    }
+}
+
 /// GPU inventory through NVML loaded at run time; no NVML => an empty
 /// inventory and ONE info log line, never an error.
 #[derive(Clone)]
 pub struct GpuInventory {
     nvml: Option<Arc<Nvml>>,
+    selection: GpuSelection,
     last: Arc<Mutex<Vec<GpuInfo>>>,
 }
 
 impl GpuInventory {
     /// Initialises NVML and reads the GPUs once.
     pub fn load() -> GpuInventory {
+        Self::load_selected(GpuSelection::All)
+    }
+
+    /// Like [`GpuInventory::load`], keeping only the GPUs `selection` takes.
+    pub fn load_selected(selection: GpuSelection) -> GpuInventory {
+        if selection == GpuSelection::None {
+            tracing::info!(
+                "GPUs disabled (--gpus none): this node reports no GPUs and runs no GPU jobs"
+            );
+            return GpuInventory::empty();
+        }
         match Nvml::init() {
             Ok(nvml) => {
                 let inv = GpuInventory {
                     nvml: Some(Arc::new(nvml)),
+                    selection,
                     last: Arc::new(Mutex::new(Vec::new())),
                 };
+                let all = inv.read_all();
+                let missing = inv.selection.missing(&all);
+                if !missing.is_empty() {
+                    tracing::warn!(
+                        missing = ?missing,
+                        present = ?all.iter().map(|g| format!("{} {}", g.index, g.uuid)).collect::<Vec<_>>(),
+                        "--gpus names GPUs this host does not have; they are left out"
+                    );
+                }
                 inv.refresh();
                 tracing::info!(
                     gpus = inv.snapshot().len(),
+                    host_gpus = all.len(),
                     "NVML loaded; GPU inventory ready"
                 );
                 inv
@@ -49,6 +167,7 @@ impl GpuInventory {
     pub fn empty() -> GpuInventory {
         GpuInventory {
             nvml: None,
+            selection: GpuSelection::None,
             last: Arc::new(Mutex::new(Vec::new())),
         }
     }
@@ -58,6 +177,7 @@ impl GpuInventory {
     pub(crate) fn fixed(gpus: Vec<GpuInfo>) -> GpuInventory {
         GpuInventory {
             nvml: None,
+            selection: GpuSelection::All,
             last: Arc::new(Mutex::new(gpus)),
         }
     }
@@ -72,15 +192,27 @@ impl GpuInventory {
         self.last.lock().unwrap_or_else(|e| e.into_inner()).clone()
     }
 
-    /// Re-reads every GPU. A device NVML cannot read is left out (and logged);
-    /// it must not take the others with it.
+    /// Re-reads the selected GPUs. A device NVML cannot read is left out
+    /// (and logged); it must not take the others with it.
     pub fn refresh(&self) {
-        let Some(nvml) = &self.nvml else { return };
+        if self.nvml.is_none() {
+            return;
+        }
+        let mut gpus = self.read_all();
+        gpus.retain(|g| self.selection.takes(g));
+        *self.last.lock().unwrap_or_else(|e| e.into_inner()) = gpus;
+    }
+
+    /// Every GPU of the host that NVML can read.
+    fn read_all(&self) -> Vec<GpuInfo> {
+        let Some(nvml) = &self.nvml else {
+            return Vec::new();
+        };
         let count = match nvml.device_count() {
             Ok(c) => c,
             Err(e) => {
                 tracing::warn!(error = %e, "NVML device_count failed");
-                return;
+                return Vec::new();
             }
         };
         let mut gpus = Vec::with_capacity(count as usize);
@@ -90,7 +222,7 @@ impl GpuInventory {
                 Err(e) => tracing::warn!(index = i, error = %e, "NVML could not read GPU"),
             }
         }
-        *self.last.lock().unwrap_or_else(|e| e.into_inner()) = gpus;
+        gpus
     }
 
     /// Memory used (MiB, summed) and mean utilisation (%) of the given GPUs
@@ -247,6 +379,46 @@ mod tests {
         let e = GpuInventory::empty();
         assert!(e.snapshot().is_empty());
         assert_eq!(e.sample(&["GPU-x".to_string()]), None);
+    }
+
+    #[test]
+    fn gpu_selection_parses_and_filters() {
+        use std::str::FromStr;
+        assert_eq!(GpuSelection::from_str("all").unwrap(), GpuSelection::All);
+        assert_eq!(
+            GpuSelection::from_str(" None ").unwrap(),
+            GpuSelection::None
+        );
+        let sel = GpuSelection::from_str("1, GPU-7,1").unwrap();
+        assert_eq!(
+            sel,
+            GpuSelection::Only(vec![GpuId::Index(1), GpuId::Uuid("GPU-7".into())])
+        );
+        let gpus = [gpu(0, 1, 0), gpu(1, 1, 0), gpu(7, 1, 0)];
+        let taken: Vec<u32> = gpus
+            .iter()
+            .filter(|g| sel.takes(g))
+            .map(|g| g.index)
+            .collect();
+        assert_eq!(taken, vec![1, 7], "index 1 and uuid GPU-7 (index 7)");
+        assert!(sel.missing(&gpus).is_empty());
+        assert_eq!(
+            GpuSelection::from_str("3,gpu-9").unwrap().missing(&gpus),
+            vec!["3".to_string(), "gpu-9".to_string()]
+        );
+        assert!(!GpuSelection::None.takes(&gpus[0]));
+        assert!(GpuSelection::All.takes(&gpus[0]));
+        for bad in ["", "0,,1", "gpu0", "-1", "99999999999", "GPU-"] {
+            let e = GpuSelection::from_str(bad).unwrap_err();
+            assert!(e.contains("--gpus"), "{bad}: {e}");
+        }
+    }
+
+    #[test]
+    fn gpus_none_loads_no_nvml() {
+        let inv = GpuInventory::load_selected(GpuSelection::None);
+        assert!(!inv.has_nvml());
+        assert!(inv.snapshot().is_empty());
     }
 
     #[test]

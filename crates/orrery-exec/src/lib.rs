@@ -29,7 +29,7 @@ mod tests;
 
 pub use confine::{confine_existing, confine_glob, confine_output_dir};
 pub use engine::{Engine, CANCELLED, GPU_REFRESH};
-pub use gpu::GpuInventory;
+pub use gpu::{GpuId, GpuInventory, GpuSelection};
 pub use logs::{LogBook, LogChunk, FINISHED_RUNS_KEPT};
 
 /// The engine's error type (path confinement and internal failures).
@@ -62,6 +62,8 @@ pub struct ExecConfig {
     pub heartbeat_every: Duration,
     /// Long-poll wait per claim; default 5 s.
     pub claim_wait: Duration,
+    /// Which of the host's GPUs this node manages; default all.
+    pub gpus: GpuSelection,
 }
 
 impl Default for ExecConfig {
@@ -77,6 +79,7 @@ impl Default for ExecConfig {
             max_result_bytes: 1024 * 1024,
             heartbeat_every: Duration::from_secs(1),
             claim_wait: Duration::from_secs(5),
+            gpus: GpuSelection::All,
         }
     }
 }

@@ -1620,6 +1620,7 @@ pub fn start_jobs(node: &Arc<Node>, stop: tokio::sync::watch::Receiver<bool>) {
         slots: node.cfg.workers,
         fs_root: node.cfg.fs_root.clone(),
         allow_command_jobs: node.cfg.allow_command_jobs,
+        gpus: node.cfg.gpus.clone(),
         ..Default::default()
     };
     let engine = orrery_exec::Engine::start(

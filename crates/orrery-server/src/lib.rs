@@ -23,6 +23,7 @@ mod vector_rest;
 
 pub use error::ApiError;
 pub use node::{Node, NodeConfig};
+pub use orrery_exec::GpuSelection;
 pub use orrery_raft::RaftSettings;
 pub use policy_api::enqueue_dedupe_key;
 

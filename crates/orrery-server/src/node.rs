@@ -49,6 +49,8 @@ pub struct NodeConfig {
     pub fs_root: Option<PathBuf>,
     /// Run `command` jobs on this node.
     pub allow_command_jobs: bool,
+    /// Which of the host's GPUs this node's engine manages.
+    pub gpus: orrery_exec::GpuSelection,
     /// How long finished jobs are kept before shard leaders prune them.
     pub job_retention: Duration,
 }

@@ -2,7 +2,7 @@
 
 use anyhow::{bail, Context, Result};
 use clap::{Parser, Subcommand, ValueEnum};
-use orrery_server::{NodeConfig, RaftSettings};
+use orrery_server::{GpuSelection, NodeConfig, RaftSettings};
 use serde::Deserialize;
 use std::path::PathBuf;
 use std::time::Duration;
@@ -103,6 +103,11 @@ struct ServeArgs {
     /// Run `command` jobs (arbitrary processes) on this node [default: false].
     #[arg(long, env = "ORRERY_ALLOW_COMMAND_JOBS", num_args = 0..=1, default_missing_value = "true")]
     allow_command_jobs: Option<bool>,
+    /// GPUs this node manages: `all`, `none`, or NVML indices and UUIDs
+    /// separated by commas (`0,2` or `GPU-8f0c…`); give each node on a
+    /// multi-GPU host its own [default: all].
+    #[arg(long, env = "ORRERY_GPUS")]
+    gpus: Option<String>,
     /// Seconds a finished job (succeeded, failed, cancelled, dead) is kept,
     /// with its result, runs and dedupe key, before it is forgotten
     /// [default: 86400].
@@ -136,6 +141,7 @@ impl ServeArgs {
             workers,
             fs_root,
             allow_command_jobs,
+            gpus,
             job_retention_s
         )
     }
@@ -214,6 +220,10 @@ async fn serve(args: ServeArgs) -> Result<()> {
             raft.election_min_ms
         );
     }
+    let gpus: GpuSelection = match &args.gpus {
+        Some(s) => s.parse().map_err(anyhow::Error::msg)?,
+        None => GpuSelection::All,
+    };
     let cfg = NodeConfig {
         id,
         addr: args.advertise.unwrap_or_else(|| listen.clone()),
@@ -235,6 +245,7 @@ async fn serve(args: ServeArgs) -> Result<()> {
         }),
         fs_root: args.fs_root,
         allow_command_jobs: args.allow_command_jobs.unwrap_or(false),
+        gpus,
         job_retention: Duration::from_secs(args.job_retention_s.unwrap_or(86_400)),
     };
     orrery_server::run(cfg, &listen, &peer_listen, shutdown_signal(), |b| {

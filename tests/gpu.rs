@@ -1,0 +1,509 @@
+//! GPU jobs on a real NVIDIA GPU: a real 3-node cluster whose node 1 owns
+//! the host's GPUs (`--gpus all`) and whose nodes 2 and 3 own none
+//! (`--gpus none`), driven through nodes 2 and 3.
+//!
+//! These tests need an NVIDIA driver (NVML) and `python3` with a CUDA build
+//! of PyTorch for the GPU workload, so they are `#[ignore]`d: CI has no GPU.
+//! `scripts/gpu-check.sh` runs them, here or on a GPU machine the test
+//! binary and the node binaries were carried to (`ORRERY_BIN_DIR`).
+//! The no-GPU behaviour is covered by tests/jobs.rs and orrery-exec's tests.
+
+mod common;
+
+use common::*;
+use serde_json::{json, Value};
+use std::path::Path;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+/// The workload: reports what it was given, takes `MIB` of GPU memory and
+/// multiplies matrices for `SECONDS` (writing its pid first, so a test can
+/// check it was killed).
+const WORKLOAD: &str = r#"
+import os, sys, time
+seconds, mib, pidfile = float(sys.argv[1]), int(sys.argv[2]), sys.argv[3]
+with open(pidfile, "w") as f:
+    f.write(str(os.getpid()))
+print("CUDA_VISIBLE_DEVICES=" + os.environ.get("CUDA_VISIBLE_DEVICES", "<unset>"), flush=True)
+import torch
+print("device_count=%d" % torch.cuda.device_count(), flush=True)
+hold = torch.empty(mib * 1024 * 1024, dtype=torch.uint8, device="cuda")
+a = torch.randn(4096, 4096, device="cuda")
+end = time.time() + seconds
+n = 0
+while time.time() < end:
+    for _ in range(20):
+        a = torch.tanh(a @ a)
+    torch.cuda.synchronize()
+    n += 20
+print("products=%d" % n, flush=True)
+"#;
+
+/// One GPU as `nvidia-smi` sees it (the truth the inventory is checked against).
+#[derive(Debug)]
+struct SmiGpu {
+    index: u32,
+    uuid: String,
+    name: String,
+    memory_total_mb: u64,
+    compute_cap: String,
+}
+
+fn nvidia_smi() -> Vec<SmiGpu> {
+    let out = Command::new("nvidia-smi")
+        .args([
+            "--query-gpu=index,uuid,name,memory.total,compute_cap",
+            "--format=csv,noheader,nounits",
+        ])
+        .output()
+        .expect("nvidia-smi: these tests need an NVIDIA driver (run scripts/gpu-check.sh on a GPU machine)");
+    assert!(out.status.success(), "nvidia-smi failed: {out:?}");
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter(|l| !l.trim().is_empty())
+        .map(|l| {
+            let f: Vec<&str> = l.split(',').map(str::trim).collect();
+            SmiGpu {
+                index: f[0].parse().unwrap(),
+                uuid: f[1].to_string(),
+                name: f[2].to_string(),
+                memory_total_mb: f[3].parse().unwrap(),
+                compute_cap: f[4].to_string(),
+            }
+        })
+        .collect()
+}
+
+fn python() -> String {
+    std::env::var("ORRERY_GPU_PYTHON").unwrap_or_else(|_| "python3".into())
+}
+
+fn has_torch_cuda() {
+    let out = Command::new(python())
+        .args(["-c", "import torch; assert torch.cuda.is_available()"])
+        .output();
+    match out {
+        Ok(o) if o.status.success() => {}
+        other => panic!(
+            "the GPU workload needs {} with a CUDA build of PyTorch (set ORRERY_GPU_PYTHON): {other:?}",
+            python()
+        ),
+    }
+}
+
+struct Gc {
+    c: Cluster,
+}
+
+impl Gc {
+    async fn req(&self, i: usize, method: &str, path: &str, body: Option<Value>) -> (u16, Value) {
+        let url = self.c.nodes[i].url(path);
+        let mut r = match method {
+            "GET" => self.c.http.get(&url),
+            _ => self.c.http.post(&url),
+        };
+        if let Some(b) = body {
+            r = r.json(&b);
+        }
+        let resp = r
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("{method} {path}: {e}"));
+        let status = resp.status().as_u16();
+        let text = resp.text().await.unwrap_or_default();
+        let v = serde_json::from_str(&text).unwrap_or(Value::String(text));
+        (status, v)
+    }
+
+    /// A request that must answer `want`; 503 (leader changes) is retried.
+    async fn ok(
+        &self,
+        i: usize,
+        method: &str,
+        path: &str,
+        body: Option<Value>,
+        want: u16,
+    ) -> Value {
+        let start = Instant::now();
+        loop {
+            let (s, v) = self.req(i, method, path, body.clone()).await;
+            if s == want {
+                return v;
+            }
+            if s != 503 || start.elapsed() > Duration::from_secs(30) {
+                panic!(
+                    "{method} {path} -> {s} (wanted {want}): {v}\n{}",
+                    self.c.log_tails(30)
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+
+    async fn job(&self, i: usize, id: &str) -> Value {
+        self.ok(i, "GET", &format!("/v1/jobs/{id}"), None, 200)
+            .await
+    }
+
+    /// Submits the workload through node `i`; returns the job id.
+    async fn submit(
+        &self,
+        i: usize,
+        seconds: f64,
+        mib: u64,
+        pidfile: &Path,
+        resources: Value,
+    ) -> String {
+        let script = self.c.dir.path().join("workload.py");
+        let argv = json!([
+            python(),
+            script,
+            seconds.to_string(),
+            mib.to_string(),
+            pidfile
+        ]);
+        let j = self
+            .ok(
+                i,
+                "POST",
+                "/v1/jobs",
+                Some(
+                    json!({"queue": "gpu", "kind": "command", "params": {"argv": argv},
+                            "resources": resources}),
+                ),
+                201,
+            )
+            .await;
+        j["id"].as_str().unwrap().to_string()
+    }
+
+    async fn wait_state(&self, id: &str, states: &[&str], timeout: Duration) -> Value {
+        let start = Instant::now();
+        loop {
+            let j = self
+                .job(1 + (start.elapsed().as_millis() % 2) as usize, id)
+                .await;
+            if states.iter().any(|s| j["state"] == *s) {
+                return j;
+            }
+            if start.elapsed() > timeout {
+                panic!(
+                    "job {id} not in {states:?} within {timeout:?}: {j}\n{}",
+                    self.c.log_tails(40)
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+
+    async fn runs(&self, id: &str) -> Vec<Value> {
+        let v = self
+            .ok(2, "GET", &format!("/v1/jobs/{id}/runs"), None, 200)
+            .await;
+        v["runs"].as_array().cloned().unwrap_or_default()
+    }
+
+    async fn logs(&self, i: usize, id: &str) -> String {
+        let r = self
+            .c
+            .http
+            .get(self.c.nodes[i].url(&format!("/v1/jobs/{id}/logs")))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200);
+        r.text().await.unwrap()
+    }
+
+    async fn gpus(&self, i: usize) -> Value {
+        self.ok(i, "GET", "/v1/gpus", None, 200).await
+    }
+}
+
+fn pid_alive(pid: u32) -> bool {
+    // A zombie has exited; only a running process counts.
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Ok(s) => !s
+            .rsplit(')')
+            .next()
+            .unwrap_or("")
+            .trim_start()
+            .starts_with('Z'),
+        Err(_) => false,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+#[ignore = "needs an NVIDIA GPU and PyTorch: run scripts/gpu-check.sh"]
+async fn gpu_jobs_on_a_real_gpu() {
+    let smi = nvidia_smi();
+    assert!(!smi.is_empty(), "nvidia-smi lists no GPU");
+    has_torch_cuda();
+    eprintln!("GPUs: {smi:?}");
+
+    let mut c = Cluster::start(1, &["--allow-command-jobs", "--gpus", "all"]).await;
+    for _ in 0..2 {
+        c.add_node(&["--allow-command-jobs", "--gpus", "none"])
+            .await;
+    }
+    c.form(3);
+    std::fs::write(c.dir.path().join("workload.py"), WORKLOAD).unwrap();
+    let t = Gc { c };
+
+    // 1. Inventory: node 1 reports exactly the host's GPUs, nodes 2 and 3
+    // none, and every node serves the same cluster view.
+    let view = loop {
+        let g = t.gpus(2).await;
+        if g["gpus"].as_array().unwrap().len() == smi.len() {
+            break g;
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    };
+    eprintln!("/v1/gpus: {view}");
+    for s in &smi {
+        let g = view["gpus"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|g| g["uuid"] == s.uuid.as_str())
+            .unwrap_or_else(|| panic!("{} missing from {view}", s.uuid));
+        assert_eq!(g["node"], 1, "{g}");
+        assert_eq!(g["index"], s.index, "{g}");
+        assert_eq!(g["name"], s.name.as_str(), "{g}");
+        assert_eq!(g["compute_capability"], s.compute_cap.as_str(), "{g}");
+        let total = g["memory_total_mb"].as_u64().unwrap();
+        assert!(
+            total.abs_diff(s.memory_total_mb) <= 2,
+            "{g} vs nvidia-smi {s:?}"
+        );
+        assert!(g["memory_used_mb"].as_u64().unwrap() < total, "{g}");
+        assert!(g["temperature_c"].as_u64().unwrap() > 0, "{g}");
+    }
+    for n in view["nodes"].as_array().unwrap() {
+        let want = if n["node"] == 1 { smi.len() } else { 0 };
+        assert_eq!(n["gpus"], want, "{view}");
+    }
+    let ctl = t.c.ctl_ok(2, &["gpus"]);
+    assert!(
+        ctl.contains(&smi[0].uuid) && ctl.contains(&smi[0].name),
+        "{ctl}"
+    );
+
+    t.ok(
+        0,
+        "POST",
+        "/v1/queues",
+        Some(json!({"name": "gpu", "lease_s": 10})),
+        201,
+    )
+    .await;
+    let uuid0 = smi[0].uuid.clone();
+
+    // 2. A GPU job submitted through a node without GPUs runs on node 1,
+    // sees exactly its GPU, and its run records NVML's peak memory and
+    // utilisation.
+    let pid1 = t.c.dir.path().join("burn.pid");
+    let id = t.submit(1, 6.0, 4096, &pid1, json!({"gpus": 1})).await;
+    let j = t
+        .wait_state(
+            &id,
+            &["succeeded", "failed", "dead"],
+            Duration::from_secs(120),
+        )
+        .await;
+    let logs = t.logs(2, &id).await;
+    assert_eq!(j["state"], "succeeded", "{j}\nlogs:\n{logs}");
+    assert!(
+        logs.contains(&format!("CUDA_VISIBLE_DEVICES={uuid0}")),
+        "{logs}"
+    );
+    assert!(logs.contains("device_count=1"), "{logs}");
+    let runs = t.runs(&id).await;
+    assert_eq!(runs.len(), 1, "{runs:?}");
+    let r = &runs[0];
+    eprintln!("GPU run: {r}");
+    assert_eq!(r["node"], 1, "{r}");
+    assert_eq!(r["gpu_uuids"], json!([uuid0]), "{r}");
+    assert_eq!(r["exit_code"], 0, "{r}");
+    let peak = r["gpu_peak_memory_mb"]
+        .as_u64()
+        .unwrap_or_else(|| panic!("no peak memory: {r}"));
+    assert!(
+        peak >= 4096,
+        "peak GPU memory {peak} MiB < the 4096 MiB the job held: {r}"
+    );
+    assert!(peak <= smi[0].memory_total_mb, "{r}");
+    let util = r["gpu_mean_utilization_pct"]
+        .as_f64()
+        .unwrap_or_else(|| panic!("no utilisation: {r}"));
+    assert!(
+        util > 5.0 && util <= 100.0,
+        "mean utilisation {util}% of a matmul loop: {r}"
+    );
+
+    // 3. Two jobs asking for the GPU never hold it together: while one
+    // runs the other waits and says why; their runs do not overlap.
+    let pa = t.c.dir.path().join("a.pid");
+    let pb = t.c.dir.path().join("b.pid");
+    let a = t.submit(1, 4.0, 1024, &pa, json!({"gpus": 1})).await;
+    let b = t.submit(2, 4.0, 1024, &pb, json!({"gpus": 1})).await;
+    let first = loop {
+        let ja = t.job(1, &a).await;
+        let jb = t.job(2, &b).await;
+        if ja["state"] == "running" || jb["state"] == "running" {
+            let (run, wait) = if ja["state"] == "running" {
+                (&a, jb)
+            } else {
+                (&b, ja)
+            };
+            if wait["state"] == "queued" {
+                assert_eq!(
+                    wait["waiting"], "waiting: for a node with 1 free GPU (all busy)",
+                    "{wait}"
+                );
+            }
+            break run.clone();
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    eprintln!("{first} took the GPU first");
+    for id in [&a, &b] {
+        let j = t
+            .wait_state(
+                id,
+                &["succeeded", "failed", "dead"],
+                Duration::from_secs(120),
+            )
+            .await;
+        assert_eq!(j["state"], "succeeded", "{j}\n{}", t.logs(2, id).await);
+    }
+    let (ra, rb) = (t.runs(&a).await, t.runs(&b).await);
+    let span = |r: &Vec<Value>| {
+        (
+            r[0]["started_ms"].as_u64().unwrap(),
+            r[0]["finished_ms"].as_u64().unwrap(),
+        )
+    };
+    let ((sa, fa), (sb, fb)) = (span(&ra), span(&rb));
+    assert!(
+        fa <= sb || fb <= sa,
+        "runs overlap on one GPU: {ra:?} {rb:?}"
+    );
+    assert_eq!(ra[0]["gpu_uuids"], json!([uuid0]));
+    assert_eq!(rb[0]["gpu_uuids"], json!([uuid0]));
+
+    // 4. Jobs no node can run stay queued and say why.
+    let more = smi.len() as u32 + 1;
+    let too_many = t.submit(1, 1.0, 0, &pa, json!({"gpus": more})).await;
+    let too_big_mb = smi[0].memory_total_mb + 1;
+    let too_big = t
+        .submit(
+            2,
+            1.0,
+            0,
+            &pa,
+            json!({"gpus": 1, "gpu_memory_mb": too_big_mb}),
+        )
+        .await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let j = t.job(1, &too_many).await;
+    assert_eq!(j["state"], "queued", "{j}");
+    assert_eq!(
+        j["waiting"],
+        format!("waiting: no node has {more} free GPUs"),
+        "{j}"
+    );
+    let j = t.job(2, &too_big).await;
+    assert_eq!(j["state"], "queued", "{j}");
+    assert_eq!(
+        j["waiting"],
+        format!("waiting: no node has 1 free GPU with {too_big_mb} MiB"),
+        "{j}"
+    );
+    for id in [&too_many, &too_big] {
+        t.ok(1, "POST", &format!("/v1/jobs/{id}/cancel"), None, 200)
+            .await;
+        t.wait_state(id, &["cancelled"], Duration::from_secs(10))
+            .await;
+    }
+
+    // 5. The inventory follows the GPU: a running job's memory shows in
+    // /v1/gpus (refreshed every 10 s). Cancelling the job kills the
+    // process, frees its memory and the GPU, and the next job gets it.
+    let ph = t.c.dir.path().join("hold.pid");
+    let hold = t.submit(2, 600.0, 8192, &ph, json!({"gpus": 1})).await;
+    t.wait_state(&hold, &["running"], Duration::from_secs(60))
+        .await;
+    let start = Instant::now();
+    let seen = loop {
+        let g = t.gpus(1).await;
+        let used = g["gpus"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|g| g["uuid"] == uuid0.as_str())
+            .and_then(|g| g["memory_used_mb"].as_u64())
+            .unwrap_or(0);
+        if used >= 8192 {
+            break used;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(45),
+            "/v1/gpus never showed the job's 8 GiB: {g}"
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    };
+    eprintln!(
+        "/v1/gpus showed {seen} MiB used after {:?}",
+        start.elapsed()
+    );
+    let pid: u32 = std::fs::read_to_string(&ph)
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    assert!(pid_alive(pid));
+    let t0 = Instant::now();
+    t.ok(2, "POST", &format!("/v1/jobs/{hold}/cancel"), None, 200)
+        .await;
+    let j = t
+        .wait_state(&hold, &["cancelled"], Duration::from_secs(10))
+        .await;
+    eprintln!("cancelled after {:?}: {j}", t0.elapsed());
+    let gone = Instant::now();
+    while pid_alive(pid) {
+        assert!(
+            gone.elapsed() < Duration::from_secs(10),
+            "workload pid {pid} survived the cancel"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let r = t.runs(&hold).await;
+    assert_eq!(r[0]["outcome"], "cancelled", "{r:?}");
+    let pn = t.c.dir.path().join("next.pid");
+    let next = t.submit(1, 1.0, 512, &pn, json!({"gpus": 1})).await;
+    let j = t
+        .wait_state(
+            &next,
+            &["succeeded", "failed", "dead"],
+            Duration::from_secs(120),
+        )
+        .await;
+    assert_eq!(j["state"], "succeeded", "{j}\n{}", t.logs(1, &next).await);
+    let free = Instant::now();
+    loop {
+        let apps = Command::new("nvidia-smi")
+            .args(["--query-compute-apps=pid", "--format=csv,noheader"])
+            .output()
+            .unwrap();
+        let apps = String::from_utf8_lossy(&apps.stdout).to_string();
+        if !apps.lines().any(|l| l.trim() == pid.to_string()) {
+            break;
+        }
+        assert!(
+            free.elapsed() < Duration::from_secs(10),
+            "pid {pid} still holds GPU memory: {apps}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
