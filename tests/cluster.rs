@@ -114,6 +114,8 @@ async fn replicates_to_all_and_reads_your_writes_through_any_node() {
     );
     assert!(syncs > 0 && appends > 0, "appends {appends}, syncs {syncs}");
     assert!(wal("orrery_wal_bytes_total") > 0 && wal("orrery_wal_segments") >= 1);
+    // GPU gauges are there whether or not the host has GPUs.
+    let _ = wal("orrery_gpus");
     // Every replica holds its shards: status shows three caught-up replicas per group.
     let status = c.wait_caught_up(2, Duration::from_secs(20)).await;
     for g in status["groups"].as_array().unwrap() {

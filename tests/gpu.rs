@@ -1,5 +1,5 @@
 //! GPU jobs on a real NVIDIA GPU: a real 3-node cluster whose node 1 owns
-//! the host's GPUs (`--gpus all`) and whose nodes 2 and 3 own none
+//! the host's GPUs (`--gpus <their UUIDs>`) and whose nodes 2 and 3 own none
 //! (`--gpus none`), driven through nodes 2 and 3.
 //!
 //! These tests need an NVIDIA driver (NVML) and `python3` with a CUDA build
@@ -215,9 +215,29 @@ impl Gc {
         r.text().await.unwrap()
     }
 
+    async fn metrics(&self, i: usize) -> String {
+        let r = self
+            .c
+            .http
+            .get(self.c.nodes[i].url("/metrics"))
+            .send()
+            .await
+            .unwrap();
+        r.text().await.unwrap()
+    }
+
     async fn gpus(&self, i: usize) -> Value {
         self.ok(i, "GET", "/v1/gpus", None, 200).await
     }
+}
+
+/// The value of the first sample whose line starts with `prefix`.
+fn gauge(m: &str, prefix: &str) -> f64 {
+    m.lines()
+        .find(|l| l.starts_with(prefix) && !l.starts_with('#'))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("no {prefix} in\n{m}"))
 }
 
 fn pid_alive(pid: u32) -> bool {
@@ -241,7 +261,13 @@ async fn gpu_jobs_on_a_real_gpu() {
     has_torch_cuda();
     eprintln!("GPUs: {smi:?}");
 
-    let mut c = Cluster::start(1, &["--allow-command-jobs", "--gpus", "all"]).await;
+    // Node 1 names the GPUs by UUID, as an operator splitting a host would.
+    let uuids = smi
+        .iter()
+        .map(|g| g.uuid.as_str())
+        .collect::<Vec<_>>()
+        .join(",");
+    let mut c = Cluster::start(1, &["--allow-command-jobs", "--gpus", &uuids]).await;
     for _ in 0..2 {
         c.add_node(&["--allow-command-jobs", "--gpus", "none"])
             .await;
@@ -457,6 +483,19 @@ async fn gpu_jobs_on_a_real_gpu() {
         "/v1/gpus showed {seen} MiB used after {:?}",
         start.elapsed()
     );
+    // Node 1's /metrics shows the GPU held, with the job's memory.
+    let m = t.metrics(0).await;
+    let held = format!(
+        "orrery_gpu_assigned{{uuid=\"{uuid0}\",index=\"0\",name=\"{}\"}} 1",
+        smi[0].name
+    );
+    assert!(m.contains(&held), "{held} missing:\n{m}");
+    let used = gauge(
+        &m,
+        &format!("orrery_gpu_memory_used_bytes{{uuid=\"{uuid0}\""),
+    );
+    assert!(used >= 8192.0 * 1024.0 * 1024.0, "used {used} bytes:\n{m}");
+    assert!(t.metrics(1).await.contains("\norrery_gpus 0\n"));
     let pid: u32 = std::fs::read_to_string(&ph)
         .unwrap()
         .trim()
@@ -490,6 +529,20 @@ async fn gpu_jobs_on_a_real_gpu() {
         )
         .await;
     assert_eq!(j["state"], "succeeded", "{j}\n{}", t.logs(1, &next).await);
+    // The slot lets the GPU go just after it reports the outcome.
+    let released = Instant::now();
+    loop {
+        let m = t.metrics(0).await;
+        if m.contains(&held.replace("} 1", "} 0")) {
+            assert_eq!(gauge(&m, "orrery_gpus "), smi.len() as f64);
+            break;
+        }
+        assert!(
+            released.elapsed() < Duration::from_secs(5),
+            "GPU still assigned:\n{m}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
     let free = Instant::now();
     loop {
         let apps = Command::new("nvidia-smi")

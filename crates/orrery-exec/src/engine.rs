@@ -166,6 +166,11 @@ impl Engine {
         self.shared.gpus.snapshot()
     }
 
+    /// UUIDs of this node's GPUs that running jobs hold now.
+    pub fn gpus_held(&self) -> Vec<String> {
+        self.shared.alloc.held()
+    }
+
     /// The kinds this node's slots claim.
     pub fn kinds(&self) -> Vec<String> {
         self.shared.kinds.clone()

@@ -332,6 +332,14 @@ impl GpuAllocator {
         Some(picked)
     }
 
+    /// UUIDs of the GPUs running jobs hold, sorted.
+    pub(crate) fn held(&self) -> Vec<String> {
+        let held = self.held.lock().unwrap_or_else(|e| e.into_inner());
+        let mut v: Vec<String> = held.keys().cloned().collect();
+        v.sort();
+        v
+    }
+
     pub(crate) fn release(&self, uuids: &[String], shared: bool) {
         let mut held = self.held.lock().unwrap_or_else(|e| e.into_inner());
         for u in uuids {
@@ -432,6 +440,7 @@ mod tests {
         assert!(a.allocate(&all, 1, 0, false).is_none());
         assert!(a.allocate(&all, 1, 0, true).is_none());
         assert!(a.free(&all).is_empty());
+        assert_eq!(a.held(), vec!["GPU-0".to_string(), "GPU-1".to_string()]);
         a.release(&first, false);
         assert_eq!(a.free(&all).len(), 1);
         assert_eq!(a.allocate(&all, 1, 0, false).unwrap(), first);

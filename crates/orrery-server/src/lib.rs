@@ -323,6 +323,11 @@ pub fn render_raft_metrics(node: &Node, out: &mut String) {
         let _ = writeln!(out, "# TYPE {name} {kind}");
         let _ = writeln!(out, "{name} {v}");
     }
+    if let Some(e) = node.jobs.engine.get() {
+        render_gpu_metrics(&e.gpus(), &e.gpus_held(), out);
+    } else {
+        render_gpu_metrics(&[], &[], out);
+    }
     let _ = writeln!(out, "# TYPE orrery_raft_is_leader gauge");
     for g in node.registry.all() {
         let leader = g.raft.metrics().borrow().state == ServerState::Leader;
@@ -332,5 +337,102 @@ pub fn render_raft_metrics(node: &Node, out: &mut String) {
             group_name(g.id),
             u8::from(leader)
         );
+    }
+}
+
+/// This node's GPUs (as of the engine's last 10 s refresh) in Prometheus
+/// text format; `held` are the UUIDs running jobs hold.
+pub fn render_gpu_metrics(gpus: &[orrery_exec::GpuInfo], held: &[String], out: &mut String) {
+    let _ = writeln!(out, "# HELP orrery_gpus GPUs this node manages (--gpus).");
+    let _ = writeln!(out, "# TYPE orrery_gpus gauge");
+    let _ = writeln!(out, "orrery_gpus {}", gpus.len());
+    type Reading = fn(&orrery_exec::GpuInfo, bool) -> f64;
+    let per_gpu: [(&str, &str, Reading); 5] = [
+        (
+            "orrery_gpu_memory_total_bytes",
+            "Memory of the GPU.",
+            |g, _| (g.memory_total_mb * 1024 * 1024) as f64,
+        ),
+        (
+            "orrery_gpu_memory_used_bytes",
+            "Memory used on the GPU, by any process.",
+            |g, _| (g.memory_used_mb * 1024 * 1024) as f64,
+        ),
+        (
+            "orrery_gpu_utilization_percent",
+            "GPU utilisation over NVML's last sample period.",
+            |g, _| f64::from(g.utilization_pct),
+        ),
+        (
+            "orrery_gpu_temperature_celsius",
+            "GPU core temperature.",
+            |g, _| f64::from(g.temperature_c),
+        ),
+        (
+            "orrery_gpu_assigned",
+            "1 while a running job holds the GPU.",
+            |_, h| if h { 1.0 } else { 0.0 },
+        ),
+    ];
+    for (name, help, read) in per_gpu {
+        let _ = writeln!(out, "# HELP {name} {help}");
+        let _ = writeln!(out, "# TYPE {name} gauge");
+        for g in gpus {
+            let _ = writeln!(
+                out,
+                "{name}{{uuid=\"{}\",index=\"{}\",name=\"{}\"}} {}",
+                label(&g.uuid),
+                g.index,
+                label(&g.name),
+                read(g, held.contains(&g.uuid))
+            );
+        }
+    }
+}
+
+/// A Prometheus label value: backslash, quote and newline escaped.
+fn label(v: &str) -> String {
+    v.replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn gpu_metrics_render_every_gpu_and_escape_labels() {
+        let g = |i: u32, name: &str| orrery_exec::GpuInfo {
+            uuid: format!("GPU-{i}"),
+            index: i,
+            name: name.into(),
+            memory_total_mb: 80 * 1024,
+            memory_used_mb: 1024,
+            utilization_pct: 42,
+            temperature_c: 51,
+            compute_capability: "9.0".into(),
+        };
+        let mut out = String::new();
+        render_gpu_metrics(
+            &[g(0, "H100"), g(1, "odd \"name\"")],
+            &["GPU-1".into()],
+            &mut out,
+        );
+        for want in [
+            "orrery_gpus 2\n",
+            "orrery_gpu_memory_total_bytes{uuid=\"GPU-0\",index=\"0\",name=\"H100\"} 85899345920\n",
+            "orrery_gpu_memory_used_bytes{uuid=\"GPU-0\",index=\"0\",name=\"H100\"} 1073741824\n",
+            "orrery_gpu_utilization_percent{uuid=\"GPU-0\",index=\"0\",name=\"H100\"} 42\n",
+            "orrery_gpu_temperature_celsius{uuid=\"GPU-0\",index=\"0\",name=\"H100\"} 51\n",
+            "orrery_gpu_assigned{uuid=\"GPU-0\",index=\"0\",name=\"H100\"} 0\n",
+            "orrery_gpu_assigned{uuid=\"GPU-1\",index=\"1\",name=\"odd \\\"name\\\"\"} 1\n",
+        ] {
+            assert!(out.contains(want), "missing {want:?} in\n{out}");
+        }
+        let mut none = String::new();
+        render_gpu_metrics(&[], &[], &mut none);
+        assert!(none.contains("orrery_gpus 0\n"), "{none}");
+        assert!(!none.contains("orrery_gpu_assigned{"), "{none}");
     }
 }
