@@ -96,52 +96,9 @@ struct Gc {
 }
 
 impl Gc {
-    async fn req(&self, i: usize, method: &str, path: &str, body: Option<Value>) -> (u16, Value) {
-        let url = self.c.nodes[i].url(path);
-        let mut r = match method {
-            "GET" => self.c.http.get(&url),
-            _ => self.c.http.post(&url),
-        };
-        if let Some(b) = body {
-            r = r.json(&b);
-        }
-        let resp = r
-            .send()
-            .await
-            .unwrap_or_else(|e| panic!("{method} {path}: {e}"));
-        let status = resp.status().as_u16();
-        let text = resp.text().await.unwrap_or_default();
-        let v = serde_json::from_str(&text).unwrap_or(Value::String(text));
-        (status, v)
-    }
-
-    /// A request that must answer `want`; 503 (leader changes) is retried.
-    async fn ok(
-        &self,
-        i: usize,
-        method: &str,
-        path: &str,
-        body: Option<Value>,
-        want: u16,
-    ) -> Value {
-        let start = Instant::now();
-        loop {
-            let (s, v) = self.req(i, method, path, body.clone()).await;
-            if s == want {
-                return v;
-            }
-            if s != 503 || start.elapsed() > Duration::from_secs(30) {
-                panic!(
-                    "{method} {path} -> {s} (wanted {want}): {v}\n{}",
-                    self.c.log_tails(30)
-                );
-            }
-            tokio::time::sleep(Duration::from_millis(200)).await;
-        }
-    }
-
     async fn job(&self, i: usize, id: &str) -> Value {
-        self.ok(i, "GET", &format!("/v1/jobs/{id}"), None, 200)
+        self.c
+            .json_ok(i, "GET", &format!("/v1/jobs/{id}"), None, 200)
             .await
     }
 
@@ -163,7 +120,8 @@ impl Gc {
             pidfile
         ]);
         let j = self
-            .ok(
+            .c
+            .json_ok(
                 i,
                 "POST",
                 "/v1/jobs",
@@ -198,7 +156,8 @@ impl Gc {
 
     async fn runs(&self, id: &str) -> Vec<Value> {
         let v = self
-            .ok(2, "GET", &format!("/v1/jobs/{id}/runs"), None, 200)
+            .c
+            .json_ok(2, "GET", &format!("/v1/jobs/{id}/runs"), None, 200)
             .await;
         v["runs"].as_array().cloned().unwrap_or_default()
     }
@@ -227,7 +186,7 @@ impl Gc {
     }
 
     async fn gpus(&self, i: usize) -> Value {
-        self.ok(i, "GET", "/v1/gpus", None, 200).await
+        self.c.json_ok(i, "GET", "/v1/gpus", None, 200).await
     }
 }
 
@@ -315,7 +274,7 @@ async fn gpu_jobs_on_a_real_gpu() {
         "{ctl}"
     );
 
-    t.ok(
+    t.c.json_ok(
         0,
         "POST",
         "/v1/queues",
@@ -447,7 +406,7 @@ async fn gpu_jobs_on_a_real_gpu() {
         "{j}"
     );
     for id in [&too_many, &too_big] {
-        t.ok(1, "POST", &format!("/v1/jobs/{id}/cancel"), None, 200)
+        t.c.json_ok(1, "POST", &format!("/v1/jobs/{id}/cancel"), None, 200)
             .await;
         t.wait_state(id, &["cancelled"], Duration::from_secs(10))
             .await;
@@ -503,7 +462,7 @@ async fn gpu_jobs_on_a_real_gpu() {
         .unwrap();
     assert!(pid_alive(pid));
     let t0 = Instant::now();
-    t.ok(2, "POST", &format!("/v1/jobs/{hold}/cancel"), None, 200)
+    t.c.json_ok(2, "POST", &format!("/v1/jobs/{hold}/cancel"), None, 200)
         .await;
     let j = t
         .wait_state(&hold, &["cancelled"], Duration::from_secs(10))

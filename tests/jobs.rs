@@ -16,62 +16,13 @@ struct Jc {
 }
 
 impl Jc {
-    async fn req(&self, i: usize, method: &str, path: &str, body: Option<Value>) -> (u16, Value) {
-        let url = self.c.nodes[i].url(path);
-        let mut r = match method {
-            "GET" => self.c.http.get(&url),
-            "POST" => self.c.http.post(&url),
-            "DELETE" => self.c.http.delete(&url),
-            _ => unreachable!(),
-        };
-        if let Some(b) = body {
-            r = r.json(&b);
-        }
-        let resp = r
-            .send()
-            .await
-            .unwrap_or_else(|e| panic!("{method} {path}: {e}"));
-        let status = resp.status().as_u16();
-        let text = resp.text().await.unwrap_or_default();
-        let v = if text.is_empty() {
-            Value::Null
-        } else {
-            serde_json::from_str(&text).unwrap_or(Value::String(text))
-        };
-        (status, v)
-    }
-
-    /// A request that must answer `want`; retries 503 (leader changes).
-    async fn ok(
-        &self,
-        i: usize,
-        method: &str,
-        path: &str,
-        body: Option<Value>,
-        want: u16,
-    ) -> Value {
-        let start = Instant::now();
-        loop {
-            let (s, v) = self.req(i, method, path, body.clone()).await;
-            if s == want {
-                return v;
-            }
-            if s != 503 || start.elapsed() > Duration::from_secs(30) {
-                panic!(
-                    "{method} {path} -> {s} (wanted {want}): {v}\n{}",
-                    self.c.log_tails(30)
-                );
-            }
-            tokio::time::sleep(Duration::from_millis(200)).await;
-        }
-    }
-
     async fn submit(&self, i: usize, body: Value) -> Value {
-        self.ok(i, "POST", "/v1/jobs", Some(body), 201).await
+        self.c.json_ok(i, "POST", "/v1/jobs", Some(body), 201).await
     }
 
     async fn job(&self, i: usize, id: &str) -> Value {
-        self.ok(i, "GET", &format!("/v1/jobs/{id}"), None, 200)
+        self.c
+            .json_ok(i, "GET", &format!("/v1/jobs/{id}"), None, 200)
             .await
     }
 
@@ -93,7 +44,8 @@ impl Jc {
             body["lease_s"] = json!(l);
         }
         let (s, v) = self
-            .req(i, "POST", &format!("/v1/queues/{queue}/claim"), Some(body))
+            .c
+            .json_req(i, "POST", &format!("/v1/queues/{queue}/claim"), Some(body))
             .await;
         match s {
             200 => Some(v),
@@ -107,7 +59,8 @@ impl Jc {
         let start = Instant::now();
         loop {
             let (s, j) = self
-                .req(
+                .c
+                .json_req(
                     (start.elapsed().as_millis() % 2) as usize,
                     "GET",
                     &format!("/v1/jobs/{id}"),
@@ -129,13 +82,16 @@ impl Jc {
 
     async fn runs(&self, i: usize, id: &str) -> Vec<Value> {
         let v = self
-            .ok(i, "GET", &format!("/v1/jobs/{id}/runs"), None, 200)
+            .c
+            .json_ok(i, "GET", &format!("/v1/jobs/{id}/runs"), None, 200)
             .await;
         v["runs"].as_array().cloned().unwrap_or_default()
     }
 
     async fn create_queue(&self, body: Value) {
-        self.ok(0, "POST", "/v1/queues", Some(body), 201).await;
+        self.c
+            .json_ok(0, "POST", "/v1/queues", Some(body), 201)
+            .await;
     }
 }
 
@@ -205,8 +161,8 @@ async fn finished_jobs_are_forgotten_after_retention() {
     let id = done["id"].as_str().unwrap().to_string();
     let kept = t.submit(1, json!({"queue": "ret", "kind": "keep"})).await;
     let kept_id = kept["id"].as_str().unwrap().to_string();
-    let claimed = t
-        .req(
+    let claimed =
+        t.c.json_req(
             1,
             "POST",
             "/v1/queues/ret/claim",
@@ -215,7 +171,7 @@ async fn finished_jobs_are_forgotten_after_retention() {
         .await;
     assert_eq!(claimed.0, 200, "{claimed:?}");
     assert_eq!(claimed.1["id"], json!(id));
-    t.ok(
+    t.c.json_ok(
         2,
         "POST",
         &format!("/v1/jobs/{id}/complete"),
@@ -224,12 +180,16 @@ async fn finished_jobs_are_forgotten_after_retention() {
     )
     .await;
     // Within the retention period the job and its dedupe key are kept.
-    let again = t.ok(0, "POST", "/v1/jobs", Some(job.clone()), 200).await;
+    let again =
+        t.c.json_ok(0, "POST", "/v1/jobs", Some(job.clone()), 200)
+            .await;
     assert_eq!(again["id"], json!(id));
     assert_eq!(t.job(2, &id).await["result"], json!({"r": 1}));
     let start = Instant::now();
     loop {
-        let (s, v) = t.req(1, "GET", &format!("/v1/jobs/{id}"), None).await;
+        let (s, v) =
+            t.c.json_req(1, "GET", &format!("/v1/jobs/{id}"), None)
+                .await;
         if s == 404 {
             assert_error(s, &v, 404, "retention");
             break;
@@ -252,16 +212,16 @@ async fn bad_input(t: &Jc) {
     t.create_queue(json!({"name": "ext", "lease_s": 2, "max_attempts": 3,
         "backoff": {"initial_ms": 300, "multiplier": 2.0, "max_ms": 1000}}))
         .await;
-    let (s, v) = t
-        .req(0, "POST", "/v1/queues", Some(json!({"name": "ext"})))
-        .await;
+    let (s, v) =
+        t.c.json_req(0, "POST", "/v1/queues", Some(json!({"name": "ext"})))
+            .await;
     assert_error(s, &v, 409, "already exists");
-    let (s, v) = t
-        .req(1, "POST", "/v1/queues", Some(json!({"name": "bad name!"})))
-        .await;
+    let (s, v) =
+        t.c.json_req(1, "POST", "/v1/queues", Some(json!({"name": "bad name!"})))
+            .await;
     assert_error(s, &v, 400, "name");
-    let (s, v) = t
-        .req(
+    let (s, v) =
+        t.c.json_req(
             1,
             "POST",
             "/v1/queues",
@@ -269,8 +229,8 @@ async fn bad_input(t: &Jc) {
         )
         .await;
     assert_error(s, &v, 400, "lease_s");
-    let (s, v) = t
-        .req(
+    let (s, v) =
+        t.c.json_req(
             1,
             "POST",
             "/v1/queues",
@@ -278,8 +238,8 @@ async fn bad_input(t: &Jc) {
         )
         .await;
     assert_error(s, &v, 400, "bogus");
-    let (s, v) = t
-        .req(
+    let (s, v) =
+        t.c.json_req(
             1,
             "POST",
             "/v1/jobs",
@@ -287,12 +247,12 @@ async fn bad_input(t: &Jc) {
         )
         .await;
     assert_error(s, &v, 404, "nope");
-    let (s, v) = t
-        .req(1, "POST", "/v1/jobs", Some(json!({"queue": "ext"})))
-        .await;
+    let (s, v) =
+        t.c.json_req(1, "POST", "/v1/jobs", Some(json!({"queue": "ext"})))
+            .await;
     assert_error(s, &v, 400, "kind");
-    let (s, v) = t
-        .req(
+    let (s, v) =
+        t.c.json_req(
             2,
             "POST",
             "/v1/jobs",
@@ -300,8 +260,8 @@ async fn bad_input(t: &Jc) {
         )
         .await;
     assert_error(s, &v, 400, "params.path");
-    let (s, v) = t
-        .req(
+    let (s, v) =
+        t.c.json_req(
             2,
             "POST",
             "/v1/jobs",
@@ -309,8 +269,8 @@ async fn bad_input(t: &Jc) {
         )
         .await;
     assert_error(s, &v, 400, "params.argv");
-    let (s, v) = t
-        .req(
+    let (s, v) =
+        t.c.json_req(
             2,
             "POST",
             "/v1/jobs",
@@ -318,16 +278,16 @@ async fn bad_input(t: &Jc) {
         )
         .await;
     assert_error(s, &v, 400, "priority");
-    let (s, v) = t.req(0, "GET", "/v1/jobs?state=weird", None).await;
+    let (s, v) = t.c.json_req(0, "GET", "/v1/jobs?state=weird", None).await;
     assert_error(s, &v, 400, "state");
-    let (s, v) = t.req(0, "GET", "/v1/jobs/notajob", None).await;
+    let (s, v) = t.c.json_req(0, "GET", "/v1/jobs/notajob", None).await;
     assert_error(s, &v, 404, "notajob");
-    let (s, v) = t
-        .req(0, "GET", "/v1/jobs/0000000000000000ffffffffff", None)
-        .await;
+    let (s, v) =
+        t.c.json_req(0, "GET", "/v1/jobs/0000000000000000ffffffffff", None)
+            .await;
     assert_eq!(s, 404, "{v}");
-    let (s, v) = t
-        .req(
+    let (s, v) =
+        t.c.json_req(
             0,
             "POST",
             "/v1/queues/nope/claim",
@@ -335,13 +295,13 @@ async fn bad_input(t: &Jc) {
         )
         .await;
     assert_error(s, &v, 404, "nope");
-    let (s, v) = t
-        .req(0, "POST", "/v1/queues/ext/claim", Some(json!({})))
-        .await;
+    let (s, v) =
+        t.c.json_req(0, "POST", "/v1/queues/ext/claim", Some(json!({})))
+            .await;
     assert_error(s, &v, 400, "worker_id");
-    let (s, v) = t.req(0, "GET", "/v1/events?since=x", None).await;
+    let (s, v) = t.c.json_req(0, "GET", "/v1/events?since=x", None).await;
     assert_error(s, &v, 400, "since");
-    let (s, _) = t.req(0, "POST", "/v1/jobs", None).await;
+    let (s, _) = t.c.json_req(0, "POST", "/v1/jobs", None).await;
     assert_eq!(s, 400);
 }
 
@@ -349,10 +309,10 @@ async fn dedupe(t: &Jc) {
     let body = json!({"queue": "ext", "kind": "dd", "dedupe_key": "order-42", "params": {"n": 1}});
     let a = t.submit(0, body.clone()).await;
     assert_eq!(a["created"], true);
-    let b = t.ok(1, "POST", "/v1/jobs", Some(body), 200).await;
+    let b = t.c.json_ok(1, "POST", "/v1/jobs", Some(body), 200).await;
     assert_eq!(b["created"], false);
     assert_eq!(a["id"], b["id"]);
-    t.ok(
+    t.c.json_ok(
         2,
         "POST",
         &format!("/v1/jobs/{}/cancel", a["id"].as_str().unwrap()),
@@ -370,7 +330,7 @@ async fn bulk_submit_and_complete(t: &Jc) {
     let count = |v: &Value| v["jobs"].as_array().map(|a| a.len()).unwrap_or(0);
     let listed = || async {
         count(
-            &t.ok(2, "GET", "/v1/jobs?queue=bulk&limit=1000", None, 200)
+            &t.c.json_ok(2, "GET", "/v1/jobs?queue=bulk&limit=1000", None, 200)
                 .await,
         )
     };
@@ -379,13 +339,13 @@ async fn bulk_submit_and_complete(t: &Jc) {
         .map(|n| json!({"queue": "bulk", "kind": "bk", "params": {"n": n}}))
         .collect();
     jobs[3]["priority"] = json!("high");
-    let (s, v) = t
-        .req(0, "POST", "/v1/jobs/batch", Some(json!({"jobs": jobs})))
-        .await;
+    let (s, v) =
+        t.c.json_req(0, "POST", "/v1/jobs/batch", Some(json!({"jobs": jobs})))
+            .await;
     assert_error(s, &v, 400, "jobs[3]");
     assert!(v["error"]["message"].as_str().unwrap().contains("priority"));
-    let (s, v) = t
-        .req(
+    let (s, v) =
+        t.c.json_req(
             0,
             "POST",
             "/v1/jobs/batch",
@@ -393,16 +353,16 @@ async fn bulk_submit_and_complete(t: &Jc) {
         )
         .await;
     assert_error(s, &v, 404, "jobs[0]");
-    let (s, v) = t
-        .req(0, "POST", "/v1/jobs/batch", Some(json!({"jobs": []})))
-        .await;
+    let (s, v) =
+        t.c.json_req(0, "POST", "/v1/jobs/batch", Some(json!({"jobs": []})))
+            .await;
     assert_error(s, &v, 400, "at least one");
     let many: Vec<Value> = (0..1001)
         .map(|_| json!({"queue": "bulk", "kind": "bk"}))
         .collect();
-    let (s, v) = t
-        .req(0, "POST", "/v1/jobs/batch", Some(json!({"jobs": many})))
-        .await;
+    let (s, v) =
+        t.c.json_req(0, "POST", "/v1/jobs/batch", Some(json!({"jobs": many})))
+            .await;
     assert_error(s, &v, 413, "1000");
     assert_eq!(listed().await, 0, "a refused bulk submit enqueued jobs");
 
@@ -412,8 +372,8 @@ async fn bulk_submit_and_complete(t: &Jc) {
         .collect();
     jobs[10]["dedupe_key"] = json!("same");
     jobs[20]["dedupe_key"] = json!("same");
-    let v = t
-        .ok(
+    let v =
+        t.c.json_ok(
             1,
             "POST",
             "/v1/jobs/batch",
@@ -458,8 +418,8 @@ async fn bulk_submit_and_complete(t: &Jc) {
     let mut claimed: Vec<Value> = Vec::new();
     let start = Instant::now();
     while claimed.len() < 39 {
-        let (s, v) = t
-            .req(
+        let (s, v) =
+            t.c.json_req(
                 0,
                 "POST",
                 "/v1/queues/bulk/claim",
@@ -483,8 +443,8 @@ async fn bulk_submit_and_complete(t: &Jc) {
         .collect();
     completions.push(json!({"id": claimed[0]["id"], "token": 7}));
     completions.push(json!({"id": "0000000000000000000000zzzz", "token": 1}));
-    let (s, v) = t
-        .req(
+    let (s, v) =
+        t.c.json_req(
             0,
             "POST",
             "/v1/jobs/complete",
@@ -492,8 +452,8 @@ async fn bulk_submit_and_complete(t: &Jc) {
         )
         .await;
     assert_error(s, &v, 400, "completions[0]");
-    let v = t
-        .ok(
+    let v =
+        t.c.json_ok(
             2,
             "POST",
             "/v1/jobs/complete",
@@ -543,8 +503,8 @@ async fn bulk_submit_and_complete(t: &Jc) {
     let mut claimed: Vec<Value> = Vec::new();
     let start = Instant::now();
     while claimed.len() < 3 {
-        if let (200, v) = t
-            .req(
+        if let (200, v) =
+            t.c.json_req(
                 2,
                 "POST",
                 "/v1/queues/bulk/claim",
@@ -608,7 +568,7 @@ async fn claim_with_completions(t: &Jc) {
         ids.push(j["id"].as_str().unwrap().to_string());
     }
     let claim = |body: Value| async move {
-        t.req(1, "POST", "/v1/queues/settle/claim", Some(body))
+        t.c.json_req(1, "POST", "/v1/queues/settle/claim", Some(body))
             .await
     };
     let (s, v) = claim(json!({"worker_id": "sw", "max": 1, "wait_s": 2})).await;
@@ -739,7 +699,7 @@ async fn group_commit(t: &Jc) {
         if n < 20 {
             body["dedupe_key"] = json!(format!("pair-{}", n % 10));
         }
-        let (s, v) = t.req(n % 3, "POST", "/v1/jobs", Some(body)).await;
+        let (s, v) = t.c.json_req(n % 3, "POST", "/v1/jobs", Some(body)).await;
         assert!(s == 201 || s == 200, "submit {n} -> {s}: {v}");
         (n, s, v)
     });
@@ -774,9 +734,9 @@ async fn group_commit(t: &Jc) {
         async move {
             loop {
                 let body = json!({"worker_id": format!("gc-{w}"), "max": 3, "wait_s": 0});
-                let (s, v) = t
-                    .req(w % 3, "POST", "/v1/queues/gc/claim", Some(body))
-                    .await;
+                let (s, v) =
+                    t.c.json_req(w % 3, "POST", "/v1/queues/gc/claim", Some(body))
+                        .await;
                 match s {
                     204 => return,
                     200 => {
@@ -809,8 +769,8 @@ async fn group_commit(t: &Jc) {
         .enumerate()
         .map(|(i, (id, token))| async move {
             let body = json!({"token": token, "result": {"i": i}});
-            let (s, v) = t
-                .req(
+            let (s, v) =
+                t.c.json_req(
                     i % 3,
                     "POST",
                     &format!("/v1/jobs/{id}/complete"),
@@ -896,8 +856,8 @@ async fn stale_token_and_expiry(t: &Jc) {
         .expect("re-claim after expiry");
     assert_eq!(second["id"], job["id"]);
     assert_eq!(second["token"], 2);
-    let (s, v) = t
-        .req(
+    let (s, v) =
+        t.c.json_req(
             0,
             "POST",
             &format!("/v1/jobs/{id}/complete"),
@@ -905,8 +865,8 @@ async fn stale_token_and_expiry(t: &Jc) {
         )
         .await;
     assert_error(s, &v, 409, "token 1");
-    let (s, v) = t
-        .req(
+    let (s, v) =
+        t.c.json_req(
             0,
             "POST",
             &format!("/v1/jobs/{id}/heartbeat"),
@@ -914,8 +874,8 @@ async fn stale_token_and_expiry(t: &Jc) {
         )
         .await;
     assert_eq!(s, 409, "{v}");
-    let done = t
-        .ok(
+    let done =
+        t.c.json_ok(
             1,
             "POST",
             &format!("/v1/jobs/{id}/complete"),
@@ -925,8 +885,8 @@ async fn stale_token_and_expiry(t: &Jc) {
         .await;
     assert_eq!(done["state"], "succeeded");
     assert_eq!(done["result"], json!({"x": 2}));
-    let (s, _) = t
-        .req(
+    let (s, _) =
+        t.c.json_req(
             2,
             "POST",
             &format!("/v1/jobs/{id}/complete"),
@@ -952,8 +912,8 @@ async fn retries_then_dead(t: &Jc) {
             .expect("claim");
         assert_eq!(j["id"], job["id"]);
         assert_eq!(j["token"], attempt);
-        let after = t
-            .ok(
+        let after =
+            t.c.json_ok(
                 0,
                 "POST",
                 &format!("/v1/jobs/{id}/fail"),
@@ -997,8 +957,8 @@ async fn result_cap_heartbeat_and_cancel(t: &Jc) {
     assert_eq!(j["id"], job["id"]);
     let tok = j["token"].as_u64().unwrap();
     let big = "x".repeat(1_100_000);
-    let (s, v) = t
-        .req(
+    let (s, v) =
+        t.c.json_req(
             1,
             "POST",
             &format!("/v1/jobs/{id}/complete"),
@@ -1006,8 +966,8 @@ async fn result_cap_heartbeat_and_cancel(t: &Jc) {
         )
         .await;
     assert_error(s, &v, 413, "limit");
-    let hb = t
-        .ok(
+    let hb =
+        t.c.json_ok(
             2,
             "POST",
             &format!("/v1/jobs/{id}/heartbeat"),
@@ -1018,13 +978,13 @@ async fn result_cap_heartbeat_and_cancel(t: &Jc) {
     assert_eq!(hb["cancelled"], false);
     assert_eq!(t.job(0, &id).await["state"], "running");
     // Cancel while running: the worker learns it from its heartbeat.
-    let c = t
-        .ok(1, "POST", &format!("/v1/jobs/{id}/cancel"), None, 200)
-        .await;
+    let c =
+        t.c.json_ok(1, "POST", &format!("/v1/jobs/{id}/cancel"), None, 200)
+            .await;
     assert_eq!(c["state"], "running");
     assert_eq!(c["cancel_requested"], true);
-    let hb = t
-        .ok(
+    let hb =
+        t.c.json_ok(
             2,
             "POST",
             &format!("/v1/jobs/{id}/heartbeat"),
@@ -1033,8 +993,8 @@ async fn result_cap_heartbeat_and_cancel(t: &Jc) {
         )
         .await;
     assert_eq!(hb["cancelled"], true);
-    let f = t
-        .ok(
+    let f =
+        t.c.json_ok(
             0,
             "POST",
             &format!("/v1/jobs/{id}/fail"),
@@ -1051,12 +1011,12 @@ async fn result_cap_heartbeat_and_cancel(t: &Jc) {
         )
         .await;
     let qid = q["id"].as_str().unwrap();
-    let c = t
-        .ok(2, "POST", &format!("/v1/jobs/{qid}/cancel"), None, 200)
-        .await;
+    let c =
+        t.c.json_ok(2, "POST", &format!("/v1/jobs/{qid}/cancel"), None, 200)
+            .await;
     assert_eq!(c["state"], "cancelled");
-    let (s, v) = t
-        .req(
+    let (s, v) =
+        t.c.json_req(
             0,
             "POST",
             &format!("/v1/jobs/{id}/complete"),
@@ -1067,7 +1027,7 @@ async fn result_cap_heartbeat_and_cancel(t: &Jc) {
 }
 
 async fn events(t: &Jc) {
-    let all = t.ok(0, "GET", "/v1/events", None, 200).await;
+    let all = t.c.json_ok(0, "GET", "/v1/events", None, 200).await;
     let evs = all["events"].as_array().unwrap();
     assert!(evs.iter().any(|e| e["type"] == "enqueued"));
     assert!(evs.iter().any(|e| e["type"] == "claimed"));
@@ -1078,9 +1038,9 @@ async fn events(t: &Jc) {
         }
     }
     let cursor = all["cursor"].as_str().unwrap().to_string();
-    let again = t
-        .ok(1, "GET", &format!("/v1/events?since={cursor}"), None, 200)
-        .await;
+    let again =
+        t.c.json_ok(1, "GET", &format!("/v1/events?since={cursor}"), None, 200)
+            .await;
     assert_eq!(again["events"].as_array().unwrap().len(), 0, "{again}");
     let j = t
         .submit(
@@ -1088,9 +1048,9 @@ async fn events(t: &Jc) {
             json!({"queue": "ext", "kind": "evt", "delay_ms": 600000}),
         )
         .await;
-    let newer = t
-        .ok(1, "GET", &format!("/v1/events?since={cursor}"), None, 200)
-        .await;
+    let newer =
+        t.c.json_ok(1, "GET", &format!("/v1/events?since={cursor}"), None, 200)
+            .await;
     let newer = newer["events"].as_array().unwrap();
     assert_eq!(newer.len(), 1, "{newer:?}");
     assert_eq!(newer[0]["job_id"], j["id"]);
@@ -1117,7 +1077,7 @@ async fn events(t: &Jc) {
         "SSE did not resume with the new event: {body}"
     );
     assert!(body.contains("id: "), "SSE events carry ids: {body}");
-    t.ok(
+    t.c.json_ok(
         0,
         "POST",
         &format!("/v1/jobs/{}/cancel", j["id"].as_str().unwrap()),
@@ -1128,7 +1088,7 @@ async fn events(t: &Jc) {
 }
 
 async fn no_gpus(t: &Jc) {
-    let g = t.ok(1, "GET", "/v1/gpus", None, 200).await;
+    let g = t.c.json_ok(1, "GET", "/v1/gpus", None, 200).await;
     if !g["gpus"].as_array().unwrap().is_empty() {
         eprintln!("this machine has GPUs; the no-GPU checks are not applicable: {g}");
         return;
@@ -1146,7 +1106,7 @@ async fn no_gpus(t: &Jc) {
     let j = t.job(2, id).await;
     assert_eq!(j["state"], "queued", "{j}");
     assert_eq!(j["waiting"], "waiting: no node has 1 free GPU", "{j}");
-    t.ok(0, "POST", &format!("/v1/jobs/{id}/cancel"), None, 200)
+    t.c.json_ok(0, "POST", &format!("/v1/jobs/{id}/cancel"), None, 200)
         .await;
 }
 
@@ -1400,7 +1360,7 @@ async fn command_cancel_kills_the_process(t: &Jc) {
             .unwrap();
     assert_eq!(follow.status(), 200);
     let cancelled_at = Instant::now();
-    t.ok(2, "POST", &format!("/v1/jobs/{id}/cancel"), None, 200)
+    t.c.json_ok(2, "POST", &format!("/v1/jobs/{id}/cancel"), None, 200)
         .await;
     let j = t
         .wait_state(
@@ -1458,8 +1418,8 @@ async fn workers_on_all_nodes(t: &Jc) {
         nodes.insert(runs.last().unwrap()["node"].as_u64().unwrap());
     }
     assert_eq!(nodes.len(), 3, "jobs ran only on nodes {nodes:?}");
-    let listed = t
-        .ok(
+    let listed =
+        t.c.json_ok(
             2,
             "GET",
             "/v1/jobs?queue=spread&state=succeeded&limit=10",
@@ -1475,8 +1435,8 @@ async fn workers_on_all_nodes(t: &Jc) {
         .collect();
     assert_eq!(page1.len(), 10);
     let cursor = listed["next_cursor"].as_str().unwrap();
-    let listed = t
-        .ok(
+    let listed =
+        t.c.json_ok(
             1,
             "GET",
             &format!("/v1/jobs?queue=spread&limit=100&cursor={cursor}"),
@@ -1499,11 +1459,11 @@ async fn workers_on_all_nodes(t: &Jc) {
 }
 
 async fn queue_info_and_delete(t: &Jc) {
-    let q = t.ok(1, "GET", "/v1/queues/spread", None, 200).await;
+    let q = t.c.json_ok(1, "GET", "/v1/queues/spread", None, 200).await;
     assert_eq!(q["counts"]["succeeded"], 24, "{q}");
     assert_eq!(q["counts"]["queued"], 0);
     assert!(q["oldest_queued_age_ms"].is_null());
-    let list = t.ok(2, "GET", "/v1/queues", None, 200).await;
+    let list = t.c.json_ok(2, "GET", "/v1/queues", None, 200).await;
     assert!(list["queues"]
         .as_array()
         .unwrap()
@@ -1511,12 +1471,12 @@ async fn queue_info_and_delete(t: &Jc) {
         .any(|q| q["name"] == "spread"));
     t.create_queue(json!({"name": "busy"})).await;
     let j = t.submit(0, json!({"queue": "busy", "kind": "ext"})).await;
-    let q = t.ok(1, "GET", "/v1/queues/busy", None, 200).await;
+    let q = t.c.json_ok(1, "GET", "/v1/queues/busy", None, 200).await;
     assert_eq!(q["counts"]["queued"], 1);
     assert!(q["oldest_queued_age_ms"].as_u64().is_some());
-    let (s, v) = t.req(0, "DELETE", "/v1/queues/busy", None).await;
+    let (s, v) = t.c.json_req(0, "DELETE", "/v1/queues/busy", None).await;
     assert_error(s, &v, 409, "queued");
-    t.ok(
+    t.c.json_ok(
         0,
         "POST",
         &format!("/v1/jobs/{}/cancel", j["id"].as_str().unwrap()),
@@ -1524,8 +1484,8 @@ async fn queue_info_and_delete(t: &Jc) {
         200,
     )
     .await;
-    t.ok(2, "DELETE", "/v1/queues/busy", None, 200).await;
-    let (s, _) = t.req(1, "GET", "/v1/queues/busy", None).await;
+    t.c.json_ok(2, "DELETE", "/v1/queues/busy", None, 200).await;
+    let (s, _) = t.c.json_req(1, "GET", "/v1/queues/busy", None).await;
     assert_eq!(s, 404);
 }
 
@@ -1608,7 +1568,9 @@ async fn kill9_mid_job(mut t: Jc) {
     let victim_jobs: Vec<String> = loop {
         let mut on3 = Vec::new();
         for id in &ids {
-            let (s, j) = t.req(0, "GET", &format!("/v1/jobs/{id}"), None).await;
+            let (s, j) =
+                t.c.json_req(0, "GET", &format!("/v1/jobs/{id}"), None)
+                    .await;
             if s == 200 && j["state"] == "running" && j["lease"]["node"] == 3 {
                 on3.push(id.clone());
             }
@@ -1628,8 +1590,8 @@ async fn kill9_mid_job(mut t: Jc) {
     for id in &ids {
         let start = Instant::now();
         let j = loop {
-            let (s, j) = t
-                .req(
+            let (s, j) =
+                t.c.json_req(
                     start.elapsed().as_secs() as usize % 2,
                     "GET",
                     &format!("/v1/jobs/{id}"),

@@ -289,6 +289,66 @@ impl Cluster {
         c
     }
 
+    /// A request to node `i` with an optional JSON body: the status and the
+    /// answer (JSON; text that is not JSON as a string; Null when empty).
+    pub async fn json_req(
+        &self,
+        i: usize,
+        method: &str,
+        path: &str,
+        body: Option<Value>,
+    ) -> (u16, Value) {
+        let url = self.nodes[i].url(path);
+        let mut r = match method {
+            "GET" => self.http.get(&url),
+            "POST" => self.http.post(&url),
+            "PUT" => self.http.put(&url),
+            "DELETE" => self.http.delete(&url),
+            _ => panic!("json_req: unsupported method {method}"),
+        };
+        if let Some(b) = body {
+            r = r.json(&b);
+        }
+        let resp = r
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("{method} {path}: {e}"));
+        let status = resp.status().as_u16();
+        let text = resp.text().await.unwrap_or_default();
+        let v = if text.is_empty() {
+            Value::Null
+        } else {
+            serde_json::from_str(&text).unwrap_or(Value::String(text))
+        };
+        (status, v)
+    }
+
+    /// A [`Cluster::json_req`] that must answer `want`; 503 (a leader
+    /// change) is retried for 30 s. Panics with the nodes' log tails.
+    pub async fn json_ok(
+        &self,
+        i: usize,
+        method: &str,
+        path: &str,
+        body: Option<Value>,
+        want: u16,
+    ) -> Value {
+        let start = Instant::now();
+        loop {
+            let (s, v) = self.json_req(i, method, path, body.clone()).await;
+            if s == want {
+                return v;
+            }
+            if s != 503 || start.elapsed() > Duration::from_secs(30) {
+                panic!(
+                    "{method} {path} -> {s} (wanted {want}): {v}\n{}",
+                    self.log_tails(30)
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+
     pub async fn put(&self, i: usize, key: &str, value: &str) -> reqwest::Response {
         self.http
             .put(self.nodes[i].url(&format!("/v1/kv/{key}")))
