@@ -97,9 +97,7 @@ struct Gc {
 
 impl Gc {
     async fn job(&self, i: usize, id: &str) -> Value {
-        self.c
-            .json_ok(i, "GET", &format!("/v1/jobs/{id}"), None, 200)
-            .await
+        self.c.job(i, id).await
     }
 
     /// Submits the workload through node `i`; returns the job id.
@@ -136,30 +134,21 @@ impl Gc {
     }
 
     async fn wait_state(&self, id: &str, states: &[&str], timeout: Duration) -> Value {
-        let start = Instant::now();
-        loop {
-            let j = self
-                .job(1 + (start.elapsed().as_millis() % 2) as usize, id)
-                .await;
-            if states.iter().any(|s| j["state"] == *s) {
-                return j;
-            }
-            if start.elapsed() > timeout {
-                panic!(
-                    "job {id} not in {states:?} within {timeout:?}: {j}\n{}",
-                    self.c.log_tails(40)
-                );
-            }
-            tokio::time::sleep(Duration::from_millis(200)).await;
-        }
+        self.c.wait_job(&[1, 2], id, states, timeout).await
+    }
+
+    /// Waits (up to 2 min) for job `id` to finish, however it ends.
+    async fn finished(&self, id: &str) -> Value {
+        self.wait_state(
+            id,
+            &["succeeded", "failed", "dead"],
+            Duration::from_secs(120),
+        )
+        .await
     }
 
     async fn runs(&self, id: &str) -> Vec<Value> {
-        let v = self
-            .c
-            .json_ok(2, "GET", &format!("/v1/jobs/{id}/runs"), None, 200)
-            .await;
-        v["runs"].as_array().cloned().unwrap_or_default()
+        self.c.job_runs(2, id).await
     }
 
     async fn logs(&self, i: usize, id: &str) -> String {
@@ -289,13 +278,7 @@ async fn gpu_jobs_on_a_real_gpu() {
     // utilisation.
     let pid1 = t.c.dir.path().join("burn.pid");
     let id = t.submit(1, 6.0, 4096, &pid1, json!({"gpus": 1})).await;
-    let j = t
-        .wait_state(
-            &id,
-            &["succeeded", "failed", "dead"],
-            Duration::from_secs(120),
-        )
-        .await;
+    let j = t.finished(&id).await;
     let logs = t.logs(2, &id).await;
     assert_eq!(j["state"], "succeeded", "{j}\nlogs:\n{logs}");
     assert!(
@@ -353,13 +336,7 @@ async fn gpu_jobs_on_a_real_gpu() {
     };
     eprintln!("{first} took the GPU first");
     for id in [&a, &b] {
-        let j = t
-            .wait_state(
-                id,
-                &["succeeded", "failed", "dead"],
-                Duration::from_secs(120),
-            )
-            .await;
+        let j = t.finished(id).await;
         assert_eq!(j["state"], "succeeded", "{j}\n{}", t.logs(2, id).await);
     }
     let (ra, rb) = (t.runs(&a).await, t.runs(&b).await);
@@ -480,13 +457,7 @@ async fn gpu_jobs_on_a_real_gpu() {
     assert_eq!(r[0]["outcome"], "cancelled", "{r:?}");
     let pn = t.c.dir.path().join("next.pid");
     let next = t.submit(1, 1.0, 512, &pn, json!({"gpus": 1})).await;
-    let j = t
-        .wait_state(
-            &next,
-            &["succeeded", "failed", "dead"],
-            Duration::from_secs(120),
-        )
-        .await;
+    let j = t.finished(&next).await;
     assert_eq!(j["state"], "succeeded", "{j}\n{}", t.logs(1, &next).await);
     // The slot lets the GPU go just after it reports the outcome.
     let released = Instant::now();

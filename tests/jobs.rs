@@ -21,9 +21,7 @@ impl Jc {
     }
 
     async fn job(&self, i: usize, id: &str) -> Value {
-        self.c
-            .json_ok(i, "GET", &format!("/v1/jobs/{id}"), None, 200)
-            .await
+        self.c.job(i, id).await
     }
 
     /// External-worker claim with a 60 s lease (a loaded machine must not
@@ -56,36 +54,11 @@ impl Jc {
 
     /// Waits until job `id` is in one of `states`; returns it.
     async fn wait_state(&self, id: &str, states: &[&str], timeout: Duration) -> Value {
-        let start = Instant::now();
-        loop {
-            let (s, j) = self
-                .c
-                .json_req(
-                    (start.elapsed().as_millis() % 2) as usize,
-                    "GET",
-                    &format!("/v1/jobs/{id}"),
-                    None,
-                )
-                .await;
-            if s == 200 && states.iter().any(|st| j["state"] == *st) {
-                return j;
-            }
-            if start.elapsed() > timeout {
-                panic!(
-                    "job {id} not in {states:?} within {timeout:?}: {j}\n{}",
-                    self.c.log_tails(40)
-                );
-            }
-            tokio::time::sleep(Duration::from_millis(200)).await;
-        }
+        self.c.wait_job(&[0, 1], id, states, timeout).await
     }
 
     async fn runs(&self, i: usize, id: &str) -> Vec<Value> {
-        let v = self
-            .c
-            .json_ok(i, "GET", &format!("/v1/jobs/{id}/runs"), None, 200)
-            .await;
-        v["runs"].as_array().cloned().unwrap_or_default()
+        self.c.job_runs(i, id).await
     }
 
     async fn create_queue(&self, body: Value) {

@@ -349,6 +349,49 @@ impl Cluster {
         }
     }
 
+    /// `GET /v1/jobs/{id}` through node `i`.
+    pub async fn job(&self, i: usize, id: &str) -> Value {
+        self.json_ok(i, "GET", &format!("/v1/jobs/{id}"), None, 200)
+            .await
+    }
+
+    /// The runs of job `id`, read through node `i`.
+    pub async fn job_runs(&self, i: usize, id: &str) -> Vec<Value> {
+        let v = self
+            .json_ok(i, "GET", &format!("/v1/jobs/{id}/runs"), None, 200)
+            .await;
+        v["runs"].as_array().cloned().unwrap_or_default()
+    }
+
+    /// Waits until job `id` is in one of `states`, reading it through the
+    /// nodes `via` in turn; returns it.
+    pub async fn wait_job(
+        &self,
+        via: &[usize],
+        id: &str,
+        states: &[&str],
+        timeout: Duration,
+    ) -> Value {
+        let start = Instant::now();
+        let mut n = 0;
+        loop {
+            let (s, j) = self
+                .json_req(via[n % via.len()], "GET", &format!("/v1/jobs/{id}"), None)
+                .await;
+            n += 1;
+            if s == 200 && states.iter().any(|st| j["state"] == *st) {
+                return j;
+            }
+            if start.elapsed() > timeout {
+                panic!(
+                    "job {id} not in {states:?} within {timeout:?}: {j}\n{}",
+                    self.log_tails(40)
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+
     pub async fn put(&self, i: usize, key: &str, value: &str) -> reqwest::Response {
         self.http
             .put(self.nodes[i].url(&format!("/v1/kv/{key}")))
