@@ -354,6 +354,24 @@ async fn gpu_jobs_on_a_real_gpu() {
     assert_eq!(ra[0]["gpu_uuids"], json!([uuid0]));
     assert_eq!(rb[0]["gpu_uuids"], json!([uuid0]));
 
+    // 3b. Jobs that ask to share (`shared_gpu`) run together on the GPU.
+    let (psa, psb) = (t.c.dir.path().join("sa.pid"), t.c.dir.path().join("sb.pid"));
+    let shared = json!({"gpus": 1, "shared_gpu": true});
+    let sa = t.submit(1, 8.0, 1024, &psa, shared.clone()).await;
+    let sb = t.submit(2, 8.0, 1024, &psb, shared).await;
+    for id in [&sa, &sb] {
+        let j = t.finished(id).await;
+        assert_eq!(j["state"], "succeeded", "{j}\n{}", t.logs(2, id).await);
+    }
+    let (ra, rb) = (t.runs(&sa).await, t.runs(&sb).await);
+    let ((sa0, fa0), (sb0, fb0)) = (span(&ra), span(&rb));
+    assert!(
+        sa0 < fb0 && sb0 < fa0,
+        "shared jobs did not overlap: {ra:?} {rb:?}"
+    );
+    assert_eq!(ra[0]["gpu_uuids"], json!([uuid0]));
+    assert_eq!(rb[0]["gpu_uuids"], json!([uuid0]));
+
     // 4. Jobs no node can run stay queued and say why.
     let more = smi.len() as u32 + 1;
     let too_many = t.submit(1, 1.0, 0, &pa, json!({"gpus": more})).await;

@@ -110,6 +110,7 @@ async fn jobs_end_to_end() {
     result_cap_heartbeat_and_cancel(&t).await;
     events(&t).await;
     no_gpus(&t).await;
+    shared_gpu_offers(&t).await;
     builtin_kinds(&t).await;
     command_cancel_kills_the_process(&t).await;
     workers_on_all_nodes(&t).await;
@@ -1081,6 +1082,54 @@ async fn no_gpus(t: &Jc) {
     assert_eq!(j["waiting"], "waiting: no node has 1 free GPU", "{j}");
     t.c.json_ok(0, "POST", &format!("/v1/jobs/{id}/cancel"), None, 200)
         .await;
+}
+
+/// An external worker's claim may offer GPUs its shared jobs hold
+/// (`shared_gpus`): only `shared_gpu` jobs take those; an exclusive GPU job
+/// needs a free GPU. (Kind `render` runs on no node, so only this worker
+/// claims these jobs.)
+async fn shared_gpu_offers(t: &Jc) {
+    t.create_queue(json!({"name": "gpu-ext"})).await;
+    let submit = |prio: i32, shared: bool| {
+        t.submit(
+            1,
+            json!({"queue": "gpu-ext", "kind": "render", "params": {}, "priority": prio,
+                   "resources": {"gpus": 1, "shared_gpu": shared}}),
+        )
+    };
+    let excl = submit(9, false).await["id"].clone();
+    let s1 = submit(5, true).await["id"].clone();
+    let s2 = submit(5, true).await["id"].clone();
+    let claim = |extra: Value| async move {
+        let mut body = json!({"worker_id": "gpu-w", "kinds": ["render"], "max": 10,
+                              "wait_s": 1, "lease_s": 60});
+        for (k, v) in extra.as_object().unwrap() {
+            body[k] = v.clone();
+        }
+        t.c.json_req(2, "POST", "/v1/queues/gpu-ext/claim", Some(body))
+            .await
+    };
+    let (s, v) = claim(json!({"shared_gpus": "GPU-x"})).await;
+    assert_error(s, &v, 400, "shared_gpus");
+    let (s, v) = claim(json!({"shared_gpus": [{"uuid": "GPU-x", "free_memory_mb": 8000}]})).await;
+    assert_eq!(s, 200, "{v}");
+    let ids: Vec<&Value> = v["jobs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|j| &j["id"])
+        .collect();
+    assert_eq!(ids, vec![&s1, &s2], "only the shared jobs: {v}");
+    let (s, v) = claim(json!({"shared_gpus": [{"uuid": "GPU-x"}]})).await;
+    assert_eq!(s, 204, "the exclusive job needs a free GPU: {v}");
+    let (s, v) = claim(json!({"free_gpus": [{"uuid": "GPU-y"}]})).await;
+    assert_eq!(s, 200, "{v}");
+    assert_eq!(v["jobs"][0]["id"], excl, "{v}");
+    for id in [&excl, &s1, &s2] {
+        let id = id.as_str().unwrap();
+        t.c.json_ok(0, "POST", &format!("/v1/jobs/{id}/cancel"), None, 200)
+            .await;
+    }
 }
 
 /// A plain sequential walk: (files, dirs, bytes, by_extension).

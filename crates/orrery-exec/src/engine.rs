@@ -250,15 +250,16 @@ async fn slot(sh: Arc<Shared>, index: usize) {
         } else {
             sh.gpu_offer.clone().try_lock_owned().ok()
         };
-        let free_gpus = if offer.is_some() {
-            sh.alloc.free(&all)
+        let (free_gpus, shared_gpus) = if offer.is_some() {
+            (sh.alloc.free(&all), sh.alloc.shared_only(&all))
         } else {
-            Vec::new()
+            (Vec::new(), Vec::new())
         };
         let req = ClaimRequest {
             worker_id: worker_id.clone(),
             kinds: sh.kinds.clone(),
             free_gpus,
+            shared_gpus,
             free_cpus: sh
                 .cpus_total
                 .saturating_sub(sh.cpus_used.load(Ordering::SeqCst)),

@@ -285,6 +285,15 @@ impl GpuAllocator {
             .collect()
     }
 
+    /// GPUs of `all` that only `shared_gpu` jobs hold.
+    pub(crate) fn shared_only(&self, all: &[GpuInfo]) -> Vec<GpuInfo> {
+        let held = self.held.lock().unwrap_or_else(|e| e.into_inner());
+        all.iter()
+            .filter(|g| matches!(held.get(&g.uuid), Some(h) if !h.exclusive))
+            .cloned()
+            .collect()
+    }
+
     /// Picks `n` GPUs with at least `mem_mb` free for a job; None if there
     /// are not enough. Shared jobs first reuse GPUs other shared jobs hold.
     pub(crate) fn allocate(
@@ -450,11 +459,18 @@ mod tests {
     fn shared_jobs_share_and_exclusive_jobs_wait() {
         let all = vec![gpu(0, 16000, 0), gpu(1, 16000, 0)];
         let a = GpuAllocator::default();
+        assert!(a.shared_only(&all).is_empty());
         let s1 = a.allocate(&all, 1, 0, true).unwrap();
+        assert_eq!(a.shared_only(&all)[0].uuid, s1[0]);
         let s2 = a.allocate(&all, 1, 0, true).unwrap();
         assert_eq!(s1, s2, "shared jobs pack onto the same GPU");
         let x = a.allocate(&all, 1, 0, false).unwrap();
         assert_ne!(x, s1);
+        assert_eq!(
+            a.shared_only(&all).len(),
+            1,
+            "the exclusive one is not shared"
+        );
         assert!(a.allocate(&all, 1, 0, false).is_none());
         a.release(&s1, true);
         assert!(

@@ -122,6 +122,9 @@ pub struct ClaimRequest {
     /// GPUs not assigned to running jobs. At most one slot at a time offers a
     /// non-empty list, so two concurrent claims never get the same GPU.
     pub free_gpus: Vec<GpuInfo>,
+    /// GPUs only `shared_gpu` jobs hold, offered (with `free_gpus`, by the
+    /// same slot) to more shared jobs only.
+    pub shared_gpus: Vec<GpuInfo>,
     /// Cores not asked for by running jobs.
     pub free_cpus: u32,
     /// How long the source may hold the request before answering `None`.

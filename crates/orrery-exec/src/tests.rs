@@ -74,7 +74,12 @@ impl FakeSource {
     fn take(&self, req: &ClaimRequest) -> Option<Claimed> {
         let mut q = self.queue.lock().unwrap();
         let pos = q.iter().position(|j| {
-            req.kinds.contains(&j.kind) && req.free_gpus.len() as u32 >= j.resources.gpus
+            let offered = if j.resources.shared_gpu {
+                req.free_gpus.len() + req.shared_gpus.len()
+            } else {
+                req.free_gpus.len()
+            };
+            req.kinds.contains(&j.kind) && offered as u32 >= j.resources.gpus
         })?;
         q.remove(pos)
     }
@@ -836,6 +841,55 @@ async fn gpu_jobs_get_their_own_gpus() {
         .unwrap()
         .iter()
         .any(|c| c.free_gpus.len() == 1));
+    e.shutdown().await;
+}
+
+/// `shared_gpu` jobs run together on one GPU (the claim offers it to them
+/// as shared); an exclusive job waits until they have all let it go.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shared_gpu_jobs_share_one_gpu() {
+    let (src, e) = engine_with(
+        config(None),
+        Vec::new(),
+        GpuInventory::fixed(vec![fake_gpu(0)]),
+    );
+    let shared = Resources {
+        gpus: 1,
+        shared_gpu: true,
+        ..Resources::default()
+    };
+    let sleep = json!({"argv": ["sh", "-c", "echo $CUDA_VISIBLE_DEVICES; sleep 1.5"]});
+    let a = src.submit_with("command", sleep.clone(), shared.clone());
+    let b = src.submit_with("command", sleep.clone(), shared);
+    let x = src.submit_with(
+        "command",
+        json!({"argv": ["true"]}),
+        Resources {
+            gpus: 1,
+            ..Resources::default()
+        },
+    );
+    let (_, ra) = src.outcome(&a, WAIT).await.ok();
+    let (_, rb) = src.outcome(&b, WAIT).await.ok();
+    let (_, rx) = src.outcome(&x, WAIT).await.ok();
+    for r in [&ra, &rb, &rx] {
+        assert_eq!(r.gpu_uuids, vec!["GPU-fake-0".to_string()]);
+    }
+    assert!(
+        ra.started_ms < rb.finished_ms && rb.started_ms < ra.finished_ms,
+        "shared jobs did not overlap: {ra:?} {rb:?}"
+    );
+    assert!(
+        rx.started_ms >= ra.finished_ms.max(rb.finished_ms),
+        "the exclusive job ran beside shared ones: {rx:?} {ra:?} {rb:?}"
+    );
+    // The second shared job was claimed on the shared offer alone.
+    assert!(src
+        .claims
+        .lock()
+        .unwrap()
+        .iter()
+        .any(|c| c.free_gpus.is_empty() && c.shared_gpus.len() == 1));
     e.shutdown().await;
 }
 

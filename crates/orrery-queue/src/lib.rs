@@ -391,6 +391,15 @@ pub enum QueueCommand {
         before_ms: u64,
         max: u32,
     },
+    /// A `Claim` that also offers `shared_gpus`, `(uuid, free MiB)`: GPUs
+    /// the worker's running `shared_gpu` jobs hold. Only `shared_gpu` jobs
+    /// may take those; other jobs fit only `spec.free_gpus`. (A variant of
+    /// its own because `ClaimSpec` is stored in the log as it is.)
+    ClaimSharing {
+        spec: ClaimSpec,
+        shared_gpus: Vec<(String, u64)>,
+        now_ms: u64,
+    },
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -627,7 +636,7 @@ impl QueueState {
                             .map(|c| self.complete(c, now_ms))
                             .collect();
                         self.expire(now_ms);
-                        out.push(QueueResponse::Claimed(self.claim(&w.claim, now_ms)));
+                        out.push(QueueResponse::Claimed(self.claim(&w.claim, &[], now_ms)));
                         QueueResponse::Many(out)
                     })
                     .collect(),
@@ -653,14 +662,22 @@ impl QueueState {
             ),
             QueueCommand::Claim { spec, now_ms } => {
                 self.expire(now_ms);
-                QueueResponse::Claimed(self.claim(&spec, now_ms))
+                QueueResponse::Claimed(self.claim(&spec, &[], now_ms))
+            }
+            QueueCommand::ClaimSharing {
+                spec,
+                shared_gpus,
+                now_ms,
+            } => {
+                self.expire(now_ms);
+                QueueResponse::Claimed(self.claim(&spec, &shared_gpus, now_ms))
             }
             QueueCommand::ClaimMany { claims, now_ms } => {
                 self.expire(now_ms);
                 QueueResponse::Many(
                     claims
                         .iter()
-                        .map(|spec| QueueResponse::Claimed(self.claim(spec, now_ms)))
+                        .map(|spec| QueueResponse::Claimed(self.claim(spec, &[], now_ms)))
                         .collect(),
                 )
             }
@@ -838,12 +855,15 @@ impl QueueState {
         Ok(())
     }
 
-    /// Does `job` fit what the claim offers? On success returns the GPUs it
-    /// would take (to remove them from the offer for the next job).
+    /// Does `job` fit what the claim offers? On success returns the free
+    /// GPUs it would take (to remove them from the offer for the next job;
+    /// none for a `shared_gpu` job, which leaves them to other shared jobs).
+    /// `shared` GPUs, held by shared jobs already, fit shared jobs only.
     fn fits(
         job: &Job,
         spec: &ClaimSpec,
         gpus: &[(String, u64)],
+        shared: &[(String, u64)],
         cpus: Option<u32>,
     ) -> Option<Vec<usize>> {
         if !spec.kinds.is_empty() && !spec.kinds.contains(&job.kind) {
@@ -855,10 +875,15 @@ impl QueueState {
             }
         }
         let want = job.resources.gpus as usize;
+        let roomy = |(_, free): &&(String, u64)| *free >= job.resources.gpu_memory_mb;
+        if job.resources.shared_gpu {
+            let n = shared.iter().filter(roomy).count() + gpus.iter().filter(roomy).count();
+            return (n >= want).then(Vec::new);
+        }
         let picked: Vec<usize> = gpus
             .iter()
             .enumerate()
-            .filter(|(_, (_, free))| *free >= job.resources.gpu_memory_mb)
+            .filter(|(_, g)| roomy(g))
             .map(|(i, _)| i)
             .take(want)
             .collect();
@@ -866,7 +891,13 @@ impl QueueState {
     }
 
     /// The jobs a claim would take, in claim order (read-only).
-    fn select(&self, spec: &ClaimSpec, now_ms: u64, max: usize) -> Vec<String> {
+    fn select(
+        &self,
+        spec: &ClaimSpec,
+        shared: &[(String, u64)],
+        now_ms: u64,
+        max: usize,
+    ) -> Vec<String> {
         let mut gpus = spec.free_gpus.clone();
         let mut cpus = spec.free_cpus;
         let mut taken: Vec<String> = Vec::new();
@@ -921,13 +952,11 @@ impl QueueState {
                     Some(None) => {}
                 }
             }
-            let Some(picked) = Self::fits(job, spec, &gpus, cpus) else {
+            let Some(picked) = Self::fits(job, spec, &gpus, shared, cpus) else {
                 continue;
             };
-            if !job.resources.shared_gpu {
-                for i in picked.into_iter().rev() {
-                    gpus.remove(i);
-                }
+            for i in picked.into_iter().rev() {
+                gpus.remove(i);
             }
             if let Some(c) = cpus.as_mut() {
                 *c -= job.resources.cpus;
@@ -938,8 +967,8 @@ impl QueueState {
         taken
     }
 
-    fn claim(&mut self, spec: &ClaimSpec, now_ms: u64) -> Vec<Job> {
-        let taken = self.select(spec, now_ms, spec.max.max(1) as usize);
+    fn claim(&mut self, spec: &ClaimSpec, shared: &[(String, u64)], now_ms: u64) -> Vec<Job> {
+        let taken = self.select(spec, shared, now_ms, spec.max.max(1) as usize);
         let mut out = Vec::with_capacity(taken.len());
         for id in taken {
             let mut job = self.jobs.remove(&id).expect("ready jobs exist");
@@ -1228,13 +1257,14 @@ impl QueueState {
         self.events.iter().skip(skip).take(limit).cloned().collect()
     }
 
-    /// Is there a job a claim with `spec` could take now? (A cheap read
-    /// before proposing a claim.)
-    pub fn claimable(&self, spec: &ClaimSpec, now_ms: u64) -> bool {
+    /// Is there a job a claim with `spec` (and `shared` GPUs, as in
+    /// [`QueueCommand::ClaimSharing`]) could take now? (A cheap read before
+    /// proposing a claim.)
+    pub fn claimable(&self, spec: &ClaimSpec, shared: &[(String, u64)], now_ms: u64) -> bool {
         if self.leases.first().is_some_and(|(e, _)| *e <= now_ms) {
             return true;
         }
-        !self.select(spec, now_ms, 1).is_empty()
+        !self.select(spec, shared, now_ms, 1).is_empty()
     }
 
     /// Earliest lease expiry among running jobs.

@@ -312,6 +312,61 @@ fn resources_kinds_and_concurrency_limit() {
     assert_eq!(c.iter().map(|j| &j.id).collect::<Vec<_>>(), vec![&gpu.id]);
 }
 
+/// GPUs that shared jobs hold are offered to shared jobs only; free GPUs
+/// to both, and an exclusive job takes its free GPU out of the offer.
+#[test]
+fn shared_gpus_fit_shared_jobs_only() {
+    let mut s = QueueState::default();
+    let gpu_job = |shared: bool, prio: i32| {
+        let mut j = new_job("q", prio);
+        j.resources.gpus = 1;
+        j.resources.shared_gpu = shared;
+        j
+    };
+    let excl = enqueue(&mut s, 1, gpu_job(false, 9), 0);
+    let sh1 = enqueue(&mut s, 2, gpu_job(true, 5), 0);
+    let sh2 = enqueue(&mut s, 3, gpu_job(true, 5), 0);
+    let claim_sharing = |s: &mut QueueState, idx, free: &[&str], shared: &[&str]| {
+        let mut sp = spec("w", 10);
+        sp.free_gpus = free.iter().map(|u| (u.to_string(), 16_000)).collect();
+        let r = s.apply(
+            idx,
+            QueueCommand::ClaimSharing {
+                spec: sp,
+                shared_gpus: shared.iter().map(|u| (u.to_string(), 16_000)).collect(),
+                now_ms: 1,
+            },
+        );
+        match r {
+            QueueResponse::Claimed(jobs) => jobs.into_iter().map(|j| j.id).collect::<Vec<_>>(),
+            other => panic!("{other:?}"),
+        }
+    };
+    // Only a shared GPU on offer: both shared jobs take it, the exclusive
+    // job (first by priority) does not.
+    let mut t = s.clone();
+    assert_eq!(
+        claim_sharing(&mut t, 4, &[], &["GPU-a"]),
+        vec![sh1.id.clone(), sh2.id.clone()]
+    );
+    // Not enough memory left on the shared GPU: nothing.
+    let mut t = s.clone();
+    let mut j = gpu_job(true, 0);
+    j.resources.gpu_memory_mb = 20_000;
+    let big = enqueue(&mut t, 4, j, 0);
+    assert!(!claim_sharing(&mut t, 5, &[], &["GPU-a"]).contains(&big.id));
+    // One free GPU: the exclusive job takes it, the shared jobs use the
+    // shared one.
+    assert_eq!(
+        claim_sharing(&mut s, 4, &["GPU-b"], &["GPU-a"]),
+        vec![excl.id.clone(), sh1.id.clone(), sh2.id.clone()]
+    );
+    // A plain claim never hands a shared job a GPU it was not offered.
+    let mut s = QueueState::default();
+    enqueue(&mut s, 1, gpu_job(true, 0), 0);
+    assert!(claim(&mut s, 2, spec("w", 10), 1).is_empty());
+}
+
 #[test]
 fn oversized_result_rejected() {
     let mut s = QueueState::default();
@@ -424,6 +479,14 @@ enum Op {
         max: u32,
         worker: u8,
     },
+    /// A claim offering `free` free GPUs and `shared` GPUs held by shared jobs.
+    ClaimSharing {
+        max: u32,
+        worker: u8,
+        kinds: usize,
+        free: u8,
+        shared: u8,
+    },
 }
 
 const KINDS: [&str; 2] = ["noop", "other"];
@@ -447,6 +510,8 @@ fn arb_op() -> impl Strategy<Value = Op> {
             .prop_map(|(items, max, worker)| Op::Settle { items, max, worker }),
         1 => (prop::sample::select(vec![0u64, 1, 2_000, 20_000]), 0u32..4)
             .prop_map(|(age, max)| Op::Prune { age, max }),
+        1 => (1u32..4, 0u8..3, 0usize..4, 0u8..2, 0u8..3)
+            .prop_map(|(max, worker, kinds, free, shared)| Op::ClaimSharing { max, worker, kinds, free, shared }),
     ]
 }
 
@@ -547,6 +612,23 @@ fn to_cmd(op: &Op, ids: &[String], now: u64) -> Option<QueueCommand> {
         Op::Prune { age, max } => QueueCommand::Prune {
             before_ms: now.saturating_sub(*age),
             max: *max,
+        },
+        Op::ClaimSharing {
+            max,
+            worker,
+            kinds,
+            free,
+            shared,
+        } => QueueCommand::ClaimSharing {
+            spec: ClaimSpec {
+                kinds: CLAIM_KINDS[*kinds].iter().map(|k| k.to_string()).collect(),
+                free_gpus: (0..*free).map(|i| (format!("GPU-f{i}"), 16_000)).collect(),
+                ..spec(&format!("w{worker}"), *max)
+            },
+            shared_gpus: (0..*shared)
+                .map(|i| (format!("GPU-s{i}"), 16_000))
+                .collect(),
+            now_ms: now,
         },
         Op::Tick(_) => return None,
     })
@@ -666,6 +748,14 @@ proptest! {
                 prop_assert_eq!(&ra, &QueueResponse::Many(rs));
                 prop_assert_eq!(&one_by_one, &a);
             }
+            // Jobs here ask for no GPUs, so a claim offering GPUs (free or
+            // shared) changes nothing: it is the plain claim.
+            if let QueueCommand::ClaimSharing { spec, now_ms, .. } = &cmd {
+                let mut plain = before.clone();
+                let rp = plain.apply(idx, QueueCommand::Claim { spec: spec.clone(), now_ms: *now_ms });
+                prop_assert_eq!(&rp, &ra);
+                prop_assert_eq!(&plain, &a);
+            }
             // Bulk responses are checked item by item, as the single commands.
             let pairs: Vec<(QueueCommand, QueueResponse)> = match (&cmd, &ra) {
                 (QueueCommand::Settle { work, now_ms }, QueueResponse::Many(rs)) => {
@@ -705,7 +795,7 @@ proptest! {
                     prop_assert!(!ids.contains(&job.id), "job id {} given twice", job.id);
                     ids.push(job.id.clone());
                 }
-                (QueueCommand::Claim { spec, .. }, QueueResponse::Claimed(jobs)) => {
+                (QueueCommand::Claim { spec, .. } | QueueCommand::ClaimSharing { spec, .. }, QueueResponse::Claimed(jobs)) => {
                     // The claim takes exactly what a naive scan of every
                     // queued job in (priority desc, id) order would: the
                     // per-(queue, kind) buckets change nothing but the cost.

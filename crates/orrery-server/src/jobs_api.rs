@@ -52,6 +52,13 @@ pub enum JobsQuery {
         spec: ClaimSpec,
         now_ms: u64,
     },
+    /// `Claimable` for a claim that also offers shared GPUs
+    /// ([`QueueCommand::ClaimSharing`]).
+    ClaimableSharing {
+        spec: ClaimSpec,
+        shared_gpus: Vec<(String, u64)>,
+        now_ms: u64,
+    },
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -88,8 +95,13 @@ pub fn run_jobs_query(s: &QueueState, q: &JobsQuery) -> JobsQueryResult {
             JobsQueryResult::Events(s.events_since(*since, *limit))
         }
         JobsQuery::Claimable { spec, now_ms } => {
-            JobsQueryResult::Claimable(s.claimable(spec, *now_ms))
+            JobsQueryResult::Claimable(s.claimable(spec, &[], *now_ms))
         }
+        JobsQuery::ClaimableSharing {
+            spec,
+            shared_gpus,
+            now_ms,
+        } => JobsQueryResult::Claimable(s.claimable(spec, shared_gpus, *now_ms)),
     }
 }
 
@@ -158,6 +170,9 @@ pub struct ClaimArgs {
     pub wait: Duration,
     pub max: u32,
     pub free_gpus: Vec<(String, u64)>,
+    /// GPUs the worker's running `shared_gpu` jobs hold, offered to more
+    /// shared jobs only: `(uuid, free MiB)`.
+    pub shared_gpus: Vec<(String, u64)>,
     pub free_cpus: Option<u32>,
     pub node: NodeId,
 }
@@ -1089,8 +1104,11 @@ impl Node {
         };
         let (mut completed, mut by_group) = completions_by_group(done);
         let first_plan = self.claim_plan(spec.as_ref())?;
+        // A settlement carries a plain claim: with shared GPUs on offer the
+        // completions go in entries of their own.
         let mut settle = first_plan
             .first()
+            .filter(|_| a.shared_gpus.is_empty())
             .and_then(|(g, _)| by_group.remove(g).map(|items| (*g, items)));
         if let Some((g, items)) = settle.take() {
             let bytes: usize = items
@@ -1168,17 +1186,19 @@ impl Node {
                 }
                 // A cheap (stale) look first: most polls of an idle queue
                 // then cost no Raft write.
-                match self
-                    .jobs_read(
-                        g,
-                        JobsQuery::Claimable {
-                            spec: cs.clone(),
-                            now_ms: now,
-                        },
-                        false,
-                    )
-                    .await
-                {
+                let look = if a.shared_gpus.is_empty() {
+                    JobsQuery::Claimable {
+                        spec: cs.clone(),
+                        now_ms: now,
+                    }
+                } else {
+                    JobsQuery::ClaimableSharing {
+                        spec: cs.clone(),
+                        shared_gpus: a.shared_gpus.clone(),
+                        now_ms: now,
+                    }
+                };
+                match self.jobs_read(g, look, false).await {
                     Ok(JobsQueryResult::Claimable(true)) => {}
                     Ok(_) => continue,
                     Err(e) => {
@@ -1186,16 +1206,21 @@ impl Node {
                         continue;
                     }
                 }
-                match self
-                    .queue_write(
-                        g,
-                        QueueCommand::Claim {
-                            spec: cs,
-                            now_ms: now,
-                        },
-                    )
-                    .await
-                {
+                // Claims without shared GPUs keep the command that group
+                // commit merges.
+                let cmd = if a.shared_gpus.is_empty() {
+                    QueueCommand::Claim {
+                        spec: cs,
+                        now_ms: now,
+                    }
+                } else {
+                    QueueCommand::ClaimSharing {
+                        spec: cs,
+                        shared_gpus: a.shared_gpus.clone(),
+                        now_ms: now,
+                    }
+                };
+                match self.queue_write(g, cmd).await {
                     Ok(QueueResponse::Claimed(jobs)) if !jobs.is_empty() => {
                         return Ok(outcome(jobs, completed))
                     }
@@ -1419,6 +1444,18 @@ fn token(t: u64) -> Result<u32, SourceError> {
     u32::try_from(t).map_err(|_| SourceError::Conflict(format!("token {t} is not a lease token")))
 }
 
+/// GPUs as a claim offers them: `(uuid, free MiB)`.
+fn offer(gpus: &[orrery_exec::GpuInfo]) -> Vec<(String, u64)> {
+    gpus.iter()
+        .map(|g| {
+            (
+                g.uuid.clone(),
+                g.memory_total_mb.saturating_sub(g.memory_used_mb),
+            )
+        })
+        .collect()
+}
+
 #[async_trait::async_trait]
 impl JobSource for NodeJobSource {
     async fn claim(&self, req: ClaimRequest) -> Result<Option<Claimed>, SourceError> {
@@ -1432,16 +1469,8 @@ impl JobSource for NodeJobSource {
             lease_s: None,
             wait: req.wait,
             max: 1,
-            free_gpus: req
-                .free_gpus
-                .iter()
-                .map(|g| {
-                    (
-                        g.uuid.clone(),
-                        g.memory_total_mb.saturating_sub(g.memory_used_mb),
-                    )
-                })
-                .collect(),
+            free_gpus: offer(&req.free_gpus),
+            shared_gpus: offer(&req.shared_gpus),
             free_cpus: Some(req.free_cpus),
             node: self.0.id(),
         };

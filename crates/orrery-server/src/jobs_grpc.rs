@@ -315,6 +315,7 @@ impl Jobs for JobsService {
                     wait: Duration::from_secs_f64(r.wait_s),
                     max: r.max.max(1),
                     free_gpus: Vec::new(),
+                    shared_gpus: Vec::new(),
                     free_cpus: None,
                     node: 0,
                 },

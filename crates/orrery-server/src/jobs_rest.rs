@@ -495,8 +495,28 @@ async fn runs(
     ))
 }
 
+/// A claim's GPU offer `[{uuid, free_memory_mb?}]` as `(uuid, free MiB)`
+/// (no `free_memory_mb`: any amount).
+fn gpu_offer(o: &Map<String, Value>, field: &str) -> Result<Vec<(String, u64)>, ApiError> {
+    let what = "a list of {uuid, free_memory_mb}";
+    match o.get(field) {
+        None | Some(Value::Null) => Ok(Vec::new()),
+        Some(Value::Array(a)) => a
+            .iter()
+            .map(|g| {
+                let g = g.as_object().ok_or_else(|| invalid(field, what))?;
+                Ok((
+                    req_str(g, "uuid")?,
+                    opt_u64(g, "free_memory_mb")?.unwrap_or(u64::MAX),
+                ))
+            })
+            .collect(),
+        Some(_) => Err(invalid(field, what)),
+    }
+}
+
 /// POST /v1/queues/{q}/claim {worker_id, kinds?, lease_s?, wait_s?, max?,
-/// free_gpus?, free_cpus?, complete?}: the job with its lease `token`, or
+/// free_gpus?, shared_gpus?, free_cpus?, complete?}: the job with its lease `token`, or
 /// 204; with `max`, `{"jobs": [...]}`. With `complete` (the jobs the worker
 /// finished, as in `POST /v1/jobs/complete`), those are completed first and
 /// the answer is always 200 `{"jobs": [...], "completions": {...}}`.
@@ -516,6 +536,7 @@ async fn claim(
             "wait_s",
             "max",
             "free_gpus",
+            "shared_gpus",
             "free_cpus",
             "complete",
         ],
@@ -525,22 +546,8 @@ async fn claim(
     if !(0.0..=MAX_WAIT_S as f64).contains(&wait_s) {
         return Err(invalid("wait_s", &format!("0..={MAX_WAIT_S} seconds")));
     }
-    let free_gpus = match o.get("free_gpus") {
-        None | Some(Value::Null) => Vec::new(),
-        Some(Value::Array(a)) => a
-            .iter()
-            .map(|g| {
-                let g = g
-                    .as_object()
-                    .ok_or_else(|| invalid("free_gpus", "a list of {uuid, free_memory_mb}"))?;
-                Ok((
-                    req_str(g, "uuid")?,
-                    opt_u64(g, "free_memory_mb")?.unwrap_or(u64::MAX),
-                ))
-            })
-            .collect::<Result<_, ApiError>>()?,
-        Some(_) => return Err(invalid("free_gpus", "a list of {uuid, free_memory_mb}")),
-    };
+    let free_gpus = gpu_offer(&o, "free_gpus")?;
+    let shared_gpus = gpu_offer(&o, "shared_gpus")?;
     let batch = o.get("max").is_some();
     let args = ClaimArgs {
         worker_id: req_str(&o, "worker_id")?,
@@ -549,6 +556,7 @@ async fn claim(
         wait: Duration::from_secs_f64(wait_s),
         max: opt_u32(&o, "max")?.unwrap_or(1),
         free_gpus,
+        shared_gpus,
         free_cpus: opt_u32(&o, "free_cpus")?,
         node: 0,
     };
