@@ -1125,7 +1125,49 @@ async fn shared_gpu_offers(t: &Jc) {
     let (s, v) = claim(json!({"free_gpus": [{"uuid": "GPU-y"}]})).await;
     assert_eq!(s, 200, "{v}");
     assert_eq!(v["jobs"][0]["id"], excl, "{v}");
-    for id in [&excl, &s1, &s2] {
+    // The same offers over gRPC, with cores.
+    let big = t
+        .submit(
+            1,
+            json!({"queue": "gpu-ext", "kind": "render", "params": {}, "priority": 9,
+                   "resources": {"cpus": 4}}),
+        )
+        .await["id"]
+        .clone();
+    let s3 = submit(5, true).await["id"].clone();
+    let excl2 = submit(1, false).await["id"].clone();
+    let client = orrery_client::Client::connect(&t.c.nodes[0].addr)
+        .await
+        .unwrap();
+    let offer = |shared: bool, free: bool, cpus: u32| orrery_client::ClaimOffer {
+        kinds: vec!["render".into()],
+        lease_s: Some(60),
+        free_gpus: if free {
+            vec![("GPU-y".into(), None)]
+        } else {
+            vec![]
+        },
+        shared_gpus: if shared {
+            vec![("GPU-x".into(), Some(8000))]
+        } else {
+            vec![]
+        },
+        free_cpus: Some(cpus),
+    };
+    let ids = |jobs: Vec<orrery_client::pb::Job>| -> Vec<Value> {
+        jobs.into_iter().map(|j| json!(j.id)).collect()
+    };
+    let got = client
+        .claim_jobs_offering("gpu-ext", "gpu-g", 10, 1.0, &offer(true, false, 2))
+        .await
+        .unwrap();
+    assert_eq!(ids(got), vec![s3.clone()], "2 cores and a shared GPU");
+    let got = client
+        .claim_jobs_offering("gpu-ext", "gpu-g", 10, 1.0, &offer(false, true, 4))
+        .await
+        .unwrap();
+    assert_eq!(ids(got), vec![big.clone(), excl2.clone()]);
+    for id in [&excl, &s1, &s2, &big, &s3, &excl2] {
         let id = id.as_str().unwrap();
         t.c.json_ok(0, "POST", &format!("/v1/jobs/{id}/cancel"), None, 200)
             .await;

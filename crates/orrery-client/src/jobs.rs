@@ -6,6 +6,21 @@ use crate::{pb, Client, Error};
 use orrery_proto::v1::jobs_client::JobsClient;
 use tonic::transport::Channel;
 
+/// What a worker offers in a claim ([`Client::claim_jobs_offering`]).
+#[derive(Clone, Debug, Default)]
+pub struct ClaimOffer {
+    /// Kinds it runs; empty: any.
+    pub kinds: Vec<String>,
+    /// Lease instead of the queue's default.
+    pub lease_s: Option<u32>,
+    /// GPUs none of its jobs hold: `(uuid, free MiB)`, `None` for any amount.
+    pub free_gpus: Vec<(String, Option<u64>)>,
+    /// GPUs only its running `shared_gpu` jobs hold, for more shared jobs.
+    pub shared_gpus: Vec<(String, Option<u64>)>,
+    /// Cores it has free; `None`: CPUs are not checked.
+    pub free_cpus: Option<u32>,
+}
+
 impl Client {
     /// The raw Jobs service client, for the operations without a helper here.
     pub fn jobs(&self) -> JobsClient<Channel> {
@@ -86,14 +101,47 @@ impl Client {
         let req = pb::ClaimJobsRequest {
             queue: queue.into(),
             worker_id: worker_id.into(),
-            kinds: vec![],
-            lease_s: None,
             wait_s,
             max,
             complete: complete_requests(done),
+            ..Default::default()
         };
         let r = self.jobs().claim(req).await?.into_inner();
         Ok((r.jobs, r.completions))
+    }
+
+    /// Leases up to `max` jobs of `queue` for a worker that says what it
+    /// can run: `offer` names kinds, a lease, and the GPUs and cores it has
+    /// free (see [`ClaimOffer`]). GPU jobs are only claimed with GPUs offered.
+    pub async fn claim_jobs_offering(
+        &self,
+        queue: &str,
+        worker_id: &str,
+        max: u32,
+        wait_s: f64,
+        offer: &ClaimOffer,
+    ) -> Result<Vec<pb::Job>, Error> {
+        let gpus = |v: &[(String, Option<u64>)]| {
+            v.iter()
+                .map(|(uuid, free)| pb::GpuOffer {
+                    uuid: uuid.clone(),
+                    free_memory_mb: *free,
+                })
+                .collect()
+        };
+        let req = pb::ClaimJobsRequest {
+            queue: queue.into(),
+            worker_id: worker_id.into(),
+            kinds: offer.kinds.clone(),
+            lease_s: offer.lease_s,
+            wait_s,
+            max,
+            complete: Vec::new(),
+            free_gpus: gpus(&offer.free_gpus),
+            shared_gpus: gpus(&offer.shared_gpus),
+            free_cpus: offer.free_cpus,
+        };
+        Ok(self.jobs().claim(req).await?.into_inner().jobs)
     }
 
     /// Extends the lease; returns whether the job was cancelled.

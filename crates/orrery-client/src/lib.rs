@@ -14,6 +14,7 @@
 
 mod jobs;
 
+pub use jobs::ClaimOffer;
 pub use orrery_proto::v1 as pb;
 mod policies;
 use orrery_proto::v1::cluster_client::ClusterClient;

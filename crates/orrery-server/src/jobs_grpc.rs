@@ -314,9 +314,9 @@ impl Jobs for JobsService {
                     lease_s: r.lease_s,
                     wait: Duration::from_secs_f64(r.wait_s),
                     max: r.max.max(1),
-                    free_gpus: Vec::new(),
-                    shared_gpus: Vec::new(),
-                    free_cpus: None,
+                    free_gpus: grpc_offer(r.free_gpus),
+                    shared_gpus: grpc_offer(r.shared_gpus),
+                    free_cpus: r.free_cpus,
                     node: 0,
                 },
                 done,
@@ -481,5 +481,12 @@ fn complete_items(
                 error: Some(item_error(e)),
             },
         })
+        .collect()
+}
+
+/// A claim's GPU offer as `(uuid, free MiB)` (no memory given: any amount).
+fn grpc_offer(gpus: Vec<pb::GpuOffer>) -> Vec<(String, u64)> {
+    gpus.into_iter()
+        .map(|g| (g.uuid, g.free_memory_mb.unwrap_or(u64::MAX)))
         .collect()
 }
