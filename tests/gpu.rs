@@ -226,11 +226,17 @@ async fn gpu_jobs_on_a_real_gpu() {
 
     // 1. Inventory: node 1 reports exactly the host's GPUs, nodes 2 and 3
     // none, and every node serves the same cluster view.
+    let reported = Instant::now();
     let view = loop {
         let g = t.gpus(2).await;
         if g["gpus"].as_array().unwrap().len() == smi.len() {
             break g;
         }
+        assert!(
+            reported.elapsed() < Duration::from_secs(30),
+            "node 1's GPUs never reached the placement group: {g}\n{}",
+            t.c.log_tails(30)
+        );
         tokio::time::sleep(Duration::from_millis(500)).await;
     };
     eprintln!("/v1/gpus: {view}");
@@ -332,6 +338,12 @@ async fn gpu_jobs_on_a_real_gpu() {
             }
             break run.clone();
         }
+        assert!(
+            !["succeeded", "failed", "dead"]
+                .iter()
+                .any(|s| ja["state"] == *s),
+            "{ja}"
+        );
         tokio::time::sleep(Duration::from_millis(100)).await;
     };
     eprintln!("{first} took the GPU first");
