@@ -31,6 +31,11 @@ use crate::{
 pub const GPU_REFRESH: Duration = Duration::from_secs(10);
 /// How often the assigned GPUs of a running job are sampled.
 const GPU_SAMPLE: Duration = Duration::from_secs(1);
+/// Longest claim wait of the slot offering GPUs while some are held: a GPU
+/// let go meanwhile is offered again after at most this, not after a whole
+/// long poll (its claim cannot be cut short: a job it leased would be lost
+/// until the lease ran out).
+const GPU_REOFFER: Duration = Duration::from_millis(500);
 /// The error a cancelled job is failed with (the queue module ends it `cancelled`).
 pub const CANCELLED: &str = "cancelled";
 
@@ -255,6 +260,11 @@ async fn slot(sh: Arc<Shared>, index: usize) {
         } else {
             (Vec::new(), Vec::new())
         };
+        let wait = if offer.is_some() && free_gpus.len() < all.len() {
+            sh.cfg.claim_wait.min(GPU_REOFFER)
+        } else {
+            sh.cfg.claim_wait
+        };
         let req = ClaimRequest {
             worker_id: worker_id.clone(),
             kinds: sh.kinds.clone(),
@@ -263,7 +273,7 @@ async fn slot(sh: Arc<Shared>, index: usize) {
             free_cpus: sh
                 .cpus_total
                 .saturating_sub(sh.cpus_used.load(Ordering::SeqCst)),
-            wait: sh.cfg.claim_wait,
+            wait,
         };
         let started = Instant::now();
         sh.claiming.fetch_add(1, Ordering::SeqCst);
@@ -312,7 +322,7 @@ async fn slot(sh: Arc<Shared>, index: usize) {
                 drop(offer);
                 // A source that answers before the wait is up must not make
                 // us spin.
-                if started.elapsed() < (sh.cfg.claim_wait / 2).max(Duration::from_millis(250))
+                if started.elapsed() < (wait / 2).max(Duration::from_millis(250))
                     && sleep_or_stop(&mut stop, Duration::from_millis(250)).await
                 {
                     break;

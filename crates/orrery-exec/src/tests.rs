@@ -844,6 +844,29 @@ async fn gpu_jobs_get_their_own_gpus() {
     e.shutdown().await;
 }
 
+/// A GPU let go is offered again soon, not after the offering slot's
+/// long poll (here 5 s) runs out.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_freed_gpu_is_offered_again_promptly() {
+    let cfg = ExecConfig {
+        slots: 4,
+        claim_wait: Duration::from_secs(5),
+        ..config(None)
+    };
+    let (src, e) = engine_with(cfg, Vec::new(), GpuInventory::fixed(vec![fake_gpu(0)]));
+    let gpu = Resources {
+        gpus: 1,
+        ..Resources::default()
+    };
+    let a = src.submit_with("command", json!({"argv": ["sleep", "0.5"]}), gpu.clone());
+    let b = src.submit_with("command", json!({"argv": ["true"]}), gpu);
+    let (_, ra) = src.outcome(&a, WAIT).await.ok();
+    let (_, rb) = src.outcome(&b, WAIT).await.ok();
+    let gap = rb.started_ms.saturating_sub(ra.finished_ms);
+    assert!(gap < 2_000, "the GPU sat idle {gap} ms between jobs");
+    e.shutdown().await;
+}
+
 /// `shared_gpu` jobs run together on one GPU (the claim offers it to them
 /// as shared); an exclusive job waits until they have all let it go.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
