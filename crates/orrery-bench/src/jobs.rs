@@ -264,17 +264,20 @@ async fn settling_worker(s: Arc<Shared>, i: usize, max: u32) -> Vec<f64> {
     lat
 }
 
-/// Group-commit requests and entries, and forwarded requests, summed over
-/// the nodes (zeros if a node did not answer).
-async fn counters(s: &Shared) -> [f64; 3] {
+/// Group-commit requests and entries, forwarded requests, and the
+/// AppendEntries RPCs the nodes received and the entries those carried,
+/// summed over the nodes (zeros if a node did not answer).
+async fn counters(s: &Shared) -> [f64; 5] {
     let names = [
         "orrery_group_commit_requests_total",
         "orrery_group_commit_entries_total",
         "orrery_forwarded_total",
+        "orrery_peer_append_entries_rpcs_total",
+        "orrery_peer_appended_entries_total",
     ];
     crate::cluster::metric_totals(&s.http, &s.addrs, names)
         .await
-        .unwrap_or([0.0; 3])
+        .unwrap_or([0.0; 5])
 }
 
 async fn cell(
@@ -315,11 +318,8 @@ async fn cell(
         }
     }
     let after = counters(s).await;
-    let (requests, entries, forwarded) = (
-        after[0] - before[0],
-        after[1] - before[1],
-        after[2] - before[2],
-    );
+    let [requests, entries, forwarded, append_rpcs, appended] =
+        std::array::from_fn(|i| after[i] - before[i]);
     lat.sort_by(|a, b| a.total_cmp(b));
     let mut v = base.clone();
     v["cell"] = json!(name);
@@ -344,6 +344,14 @@ async fn cell(
         Value::Null
     };
     v["forwarded_per_s"] = json!(round3(forwarded / elapsed));
+    // What the peer transport carried: AppendEntries RPCs (heartbeats
+    // included) the followers received, and entries per RPC.
+    v["append_rpcs_per_s"] = json!(round3(append_rpcs / elapsed));
+    v["entries_per_append"] = if append_rpcs > 0.0 {
+        json!(round3(appended / append_rpcs))
+    } else {
+        Value::Null
+    };
     // CPU the nodes and this client used in the cell: on a machine the
     // nodes and the client share, throughput alone hides which side a
     // change made cheaper. Per job: enqueued or completed, whichever the

@@ -27,6 +27,13 @@ pub struct Metrics {
     /// entries they became.
     group_commit_requests: AtomicU64,
     group_commit_entries: AtomicU64,
+    /// Raft RPCs this node received from leaders, and the log entries the
+    /// AppendEntries among them carried: RPCs per entry is what the peer
+    /// transport pays for each replicated entry.
+    peer_append_rpcs: AtomicU64,
+    peer_append_entries: AtomicU64,
+    peer_vote_rpcs: AtomicU64,
+    peer_snapshot_rpcs: AtomicU64,
     rotation: AtomicUsize,
     request_ids: AtomicU64,
 }
@@ -60,6 +67,21 @@ impl Metrics {
             .fetch_add(requests as u64, Ordering::Relaxed);
         self.group_commit_entries
             .fetch_add(entries as u64, Ordering::Relaxed);
+    }
+
+    /// An AppendEntries RPC received, carrying `entries` log entries.
+    pub fn peer_append(&self, entries: usize) {
+        self.peer_append_rpcs.fetch_add(1, Ordering::Relaxed);
+        self.peer_append_entries
+            .fetch_add(entries as u64, Ordering::Relaxed);
+    }
+
+    pub fn peer_vote(&self) {
+        self.peer_vote_rpcs.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub fn peer_snapshot(&self) {
+        self.peer_snapshot_rpcs.fetch_add(1, Ordering::Relaxed);
     }
 
     /// A process-unique id for a client request, for logs and `x-request-id`.
@@ -140,6 +162,30 @@ impl Metrics {
             "orrery_group_commit_entries_total",
             "Log entries those writes were merged into.",
             &self.group_commit_entries,
+        );
+        counter(
+            out,
+            "orrery_peer_append_entries_rpcs_total",
+            "AppendEntries RPCs received from leaders (heartbeats included).",
+            &self.peer_append_rpcs,
+        );
+        counter(
+            out,
+            "orrery_peer_appended_entries_total",
+            "Log entries those AppendEntries RPCs carried.",
+            &self.peer_append_entries,
+        );
+        counter(
+            out,
+            "orrery_peer_vote_rpcs_total",
+            "Vote RPCs received.",
+            &self.peer_vote_rpcs,
+        );
+        counter(
+            out,
+            "orrery_peer_install_snapshot_rpcs_total",
+            "InstallSnapshot RPCs (snapshot chunks) received.",
+            &self.peer_snapshot_rpcs,
         );
     }
 }

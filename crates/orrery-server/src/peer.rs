@@ -6,15 +6,61 @@ use crate::ops::{ForwardOk, ForwardOp};
 use orrery_proto::peer::peer_server::Peer;
 use orrery_proto::peer::{
     ForwardReply, ForwardRequest, LocalStatusReply, LocalStatusRequest, RaftKind, RaftReply,
-    RaftRequest,
+    RaftRequest, RaftStreamReply, RaftStreamRequest,
 };
 use orrery_raft::TypeConfig;
 use serde::{de::DeserializeOwned, Serialize};
+use std::pin::Pin;
 use std::sync::Arc;
-use tonic::{Request, Response, Status};
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::UnboundedReceiverStream;
+use tokio_stream::Stream;
+use tonic::{Request, Response, Status, Streaming};
 use tracing::Instrument;
 
 pub struct PeerService(pub Arc<Node>);
+
+/// One Raft RPC for one of this node's groups, whichever way it came.
+async fn raft_rpc(node: &Node, r: RaftRequest) -> Result<RaftReply, Status> {
+    if r.target != node.id() {
+        return Err(Status::failed_precondition(format!(
+            "this is node {}, not node {}",
+            node.id(),
+            r.target
+        )));
+    }
+    let group = node.registry.get(r.group_id).ok_or_else(|| {
+        Status::not_found(format!(
+            "group {} is not hosted on node {}",
+            r.group_id,
+            node.id()
+        ))
+    })?;
+    let payload = match RaftKind::try_from(r.kind) {
+        Ok(RaftKind::AppendEntries) => {
+            let rpc: openraft::raft::AppendEntriesRequest<TypeConfig> = decode(&r.payload)?;
+            node.metrics.peer_append(rpc.entries.len());
+            encode(&group.raft.append_entries(rpc).await)?
+        }
+        Ok(RaftKind::Vote) => {
+            let rpc: openraft::raft::VoteRequest<u64> = decode(&r.payload)?;
+            node.metrics.peer_vote();
+            encode(&group.raft.vote(rpc).await)?
+        }
+        Ok(RaftKind::InstallSnapshot) => {
+            let rpc: openraft::raft::InstallSnapshotRequest<TypeConfig> = decode(&r.payload)?;
+            node.metrics.peer_snapshot();
+            encode(&group.raft.install_snapshot(rpc).await)?
+        }
+        Err(_) => {
+            return Err(Status::invalid_argument(format!(
+                "unknown raft rpc kind {}",
+                r.kind
+            )))
+        }
+    };
+    Ok(RaftReply { payload })
+}
 
 fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, Status> {
     orrery_storage::decode(bytes).map_err(|e| Status::invalid_argument(format!("bad payload: {e}")))
@@ -27,42 +73,53 @@ fn encode<T: Serialize>(v: &T) -> Result<Vec<u8>, Status> {
 #[tonic::async_trait]
 impl Peer for PeerService {
     async fn raft(&self, req: Request<RaftRequest>) -> Result<Response<RaftReply>, Status> {
-        let r = req.into_inner();
-        if r.target != self.0.id() {
-            return Err(Status::failed_precondition(format!(
-                "this is node {}, not node {}",
-                self.0.id(),
-                r.target
-            )));
-        }
-        let group = self.0.registry.get(r.group_id).ok_or_else(|| {
-            Status::not_found(format!(
-                "group {} is not hosted on node {}",
-                r.group_id,
-                self.0.id()
-            ))
-        })?;
-        let payload = match RaftKind::try_from(r.kind) {
-            Ok(RaftKind::AppendEntries) => {
-                let rpc: openraft::raft::AppendEntriesRequest<TypeConfig> = decode(&r.payload)?;
-                encode(&group.raft.append_entries(rpc).await)?
+        raft_rpc(&self.0, req.into_inner()).await.map(Response::new)
+    }
+
+    type RaftStreamStream =
+        Pin<Box<dyn Stream<Item = Result<RaftStreamReply, Status>> + Send + 'static>>;
+
+    async fn raft_stream(
+        &self,
+        req: Request<Streaming<RaftStreamRequest>>,
+    ) -> Result<Response<Self::RaftStreamStream>, Status> {
+        let mut inbound = req.into_inner();
+        let (tx, rx) = mpsc::unbounded_channel();
+        let node = self.0.clone();
+        tokio::spawn(async move {
+            // Each frame is handled in a task of its own: an AppendEntries
+            // waits for its fsync, and the other groups on this link must
+            // not wait behind it (nor lose the shared fsync).
+            while let Ok(Some(frame)) = inbound.message().await {
+                let (node, tx) = (node.clone(), tx.clone());
+                tokio::spawn(async move {
+                    let result = match frame.request {
+                        Some(r) => raft_rpc(&node, r).await,
+                        None => Err(Status::invalid_argument(
+                            "raft stream frame without a request",
+                        )),
+                    };
+                    let reply = match result {
+                        Ok(reply) => RaftStreamReply {
+                            id: frame.id,
+                            reply: Some(reply),
+                            code: 0,
+                            message: String::new(),
+                        },
+                        Err(status) => RaftStreamReply {
+                            id: frame.id,
+                            reply: None,
+                            code: status.code() as i32,
+                            message: status.message().to_string(),
+                        },
+                    };
+                    // The sender has gone when the link broke: nothing to
+                    // answer then.
+                    let _ = tx.send(Ok(reply));
+                });
             }
-            Ok(RaftKind::Vote) => {
-                let rpc: openraft::raft::VoteRequest<u64> = decode(&r.payload)?;
-                encode(&group.raft.vote(rpc).await)?
-            }
-            Ok(RaftKind::InstallSnapshot) => {
-                let rpc: openraft::raft::InstallSnapshotRequest<TypeConfig> = decode(&r.payload)?;
-                encode(&group.raft.install_snapshot(rpc).await)?
-            }
-            Err(_) => {
-                return Err(Status::invalid_argument(format!(
-                    "unknown raft rpc kind {}",
-                    r.kind
-                )))
-            }
-        };
-        Ok(Response::new(RaftReply { payload }))
+        });
+        Ok(Response::new(Box::pin(UnboundedReceiverStream::new(rx))))
     }
 
     async fn forward(
