@@ -210,9 +210,12 @@ pub async fn run(
         .initial_stream_window_size(orrery_raft::network::PEER_STREAM_WINDOW)
         .initial_connection_window_size(orrery_raft::network::PEER_CONNECTION_WINDOW)
         .add_service(
-            PeerServer::new(peer::PeerService(node.clone()))
-                .max_decoding_message_size(256 << 20)
-                .max_encoding_message_size(256 << 20),
+            PeerServer::new(peer::PeerService {
+                node: node.clone(),
+                stop: stop_rx.clone(),
+            })
+            .max_decoding_message_size(256 << 20)
+            .max_encoding_message_size(256 << 20),
         )
         .serve_with_incoming_shutdown(
             tokio_stream::StreamExt::map(

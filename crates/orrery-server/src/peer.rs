@@ -12,13 +12,19 @@ use orrery_raft::TypeConfig;
 use serde::{de::DeserializeOwned, Serialize};
 use std::pin::Pin;
 use std::sync::Arc;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 use tokio_stream::wrappers::UnboundedReceiverStream;
 use tokio_stream::Stream;
 use tonic::{Request, Response, Status, Streaming};
 use tracing::Instrument;
 
-pub struct PeerService(pub Arc<Node>);
+pub struct PeerService {
+    pub node: Arc<Node>,
+    /// Turns true when the node stops. A `RaftStream` never ends by itself,
+    /// and the server's graceful shutdown waits for every open stream, so
+    /// each one ends when this does.
+    pub stop: watch::Receiver<bool>,
+}
 
 /// One Raft RPC for one of this node's groups, whichever way it came.
 async fn raft_rpc(node: &Node, r: RaftRequest) -> Result<RaftReply, Status> {
@@ -73,7 +79,9 @@ fn encode<T: Serialize>(v: &T) -> Result<Vec<u8>, Status> {
 #[tonic::async_trait]
 impl Peer for PeerService {
     async fn raft(&self, req: Request<RaftRequest>) -> Result<Response<RaftReply>, Status> {
-        raft_rpc(&self.0, req.into_inner()).await.map(Response::new)
+        raft_rpc(&self.node, req.into_inner())
+            .await
+            .map(Response::new)
     }
 
     type RaftStreamStream =
@@ -85,12 +93,23 @@ impl Peer for PeerService {
     ) -> Result<Response<Self::RaftStreamStream>, Status> {
         let mut inbound = req.into_inner();
         let (tx, rx) = mpsc::unbounded_channel();
-        let node = self.0.clone();
+        let node = self.node.clone();
+        let mut stop = self.stop.clone();
+        if *stop.borrow() {
+            return Err(Status::unavailable("this node is stopping"));
+        }
         tokio::spawn(async move {
             // Each frame is handled in a task of its own: an AppendEntries
             // waits for its fsync, and the other groups on this link must
             // not wait behind it (nor lose the shared fsync).
-            while let Ok(Some(frame)) = inbound.message().await {
+            loop {
+                let frame = tokio::select! {
+                    m = inbound.message() => match m {
+                        Ok(Some(frame)) => frame,
+                        Ok(None) | Err(_) => break,
+                    },
+                    _ = stop.wait_for(|s| *s) => break,
+                };
                 let (node, tx) = (node.clone(), tx.clone());
                 tokio::spawn(async move {
                     let result = match frame.request {
@@ -119,7 +138,14 @@ impl Peer for PeerService {
                 });
             }
         });
-        Ok(Response::new(Box::pin(UnboundedReceiverStream::new(rx))))
+        // The reply stream ends at stop even if a frame is still being
+        // handled: its caller learns the link is gone, as from a crash.
+        let mut stop = self.stop.clone();
+        let replies =
+            futures::StreamExt::take_until(UnboundedReceiverStream::new(rx), async move {
+                let _ = stop.wait_for(|s| *s).await;
+            });
+        Ok(Response::new(Box::pin(replies)))
     }
 
     async fn forward(
@@ -128,9 +154,9 @@ impl Peer for PeerService {
     ) -> Result<Response<ForwardReply>, Status> {
         let r = req.into_inner();
         let op: ForwardOp = decode(&r.payload)?;
-        let span = tracing::debug_span!("forwarded", node = self.0.id(), hops = r.hops);
+        let span = tracing::debug_span!("forwarded", node = self.node.id(), hops = r.hops);
         let result: Result<ForwardOk, ApiError> =
-            self.0.handle_forward(op, r.hops).instrument(span).await;
+            self.node.handle_forward(op, r.hops).instrument(span).await;
         Ok(Response::new(ForwardReply {
             payload: encode(&result)?,
         }))
@@ -141,7 +167,7 @@ impl Peer for PeerService {
         _req: Request<LocalStatusRequest>,
     ) -> Result<Response<LocalStatusReply>, Status> {
         Ok(Response::new(LocalStatusReply {
-            payload: encode(&self.0.local_reports())?,
+            payload: encode(&self.node.local_reports())?,
         }))
     }
 }
