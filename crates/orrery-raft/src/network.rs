@@ -21,7 +21,7 @@ use openraft::raft::{
     VoteRequest, VoteResponse,
 };
 use orrery_proto::peer::peer_client::PeerClient;
-use orrery_proto::peer::{RaftKind, RaftReply, RaftRequest, RaftStreamReply, RaftStreamRequest};
+use orrery_proto::peer::{RaftKind, RaftReply, RaftRequest, RaftStreamRequest};
 use orrery_types::{GroupId, NodeAddr, NodeId};
 use serde::{de::DeserializeOwned, Serialize};
 use std::collections::HashMap;
@@ -189,7 +189,7 @@ impl Link {
                             Ok(Some(frame)) => {
                                 let waiter = lock(&state).pending.remove(&frame.id);
                                 if let Some(w) = waiter {
-                                    let _ = w.send(reply_of(frame));
+                                    let _ = w.send(frame.into_result());
                                 }
                             }
                             Ok(None) => {
@@ -261,13 +261,6 @@ impl Drop for Forget<'_> {
 /// then backs off), not a transient network error (retried at once).
 fn unreachable(s: Status) -> Status {
     Status::unavailable(s.message().to_string())
-}
-
-fn reply_of(frame: RaftStreamReply) -> Result<RaftReply, Status> {
-    match frame.reply {
-        Some(reply) => Ok(reply),
-        None => Err(Status::new(Code::from_i32(frame.code), frame.message)),
-    }
 }
 
 /// How one RPC failed before any reply was decoded.
@@ -415,7 +408,9 @@ mod tests {
     use super::*;
     use openraft::{CommittedLeaderId, Entry, EntryPayload, LogId, Vote};
     use orrery_proto::peer::peer_server::{Peer, PeerServer};
-    use orrery_proto::peer::{ForwardReply, ForwardRequest, LocalStatusReply, LocalStatusRequest};
+    use orrery_proto::peer::{
+        ForwardReply, ForwardRequest, LocalStatusReply, LocalStatusRequest, RaftStreamReply,
+    };
     use std::pin::Pin;
     use std::sync::atomic::AtomicUsize;
     use tokio_stream::Stream;
@@ -512,24 +507,17 @@ mod tests {
                     }
                     let tx = tx.clone();
                     tokio::spawn(async move {
-                        let out = match frame.request.as_ref().map(answer) {
-                            Some(Ok((reply, delay))) => {
-                                tokio::time::sleep(delay).await;
-                                RaftStreamReply {
-                                    id: frame.id,
-                                    reply: Some(reply),
-                                    code: 0,
-                                    message: String::new(),
-                                }
-                            }
-                            Some(Err(s)) => RaftStreamReply {
-                                id: frame.id,
-                                reply: None,
-                                code: s.code() as i32,
-                                message: s.message().to_string(),
-                            },
-                            None => return,
+                        let Some(request) = frame.request.as_ref() else {
+                            return;
                         };
+                        let result = match answer(request) {
+                            Ok((reply, delay)) => {
+                                tokio::time::sleep(delay).await;
+                                Ok(reply)
+                            }
+                            Err(s) => Err(s),
+                        };
+                        let out = RaftStreamReply::new(frame.id, result);
                         let _ = tx.send(Ok(out));
                     });
                 }

@@ -118,20 +118,7 @@ impl Peer for PeerService {
                             "raft stream frame without a request",
                         )),
                     };
-                    let reply = match result {
-                        Ok(reply) => RaftStreamReply {
-                            id: frame.id,
-                            reply: Some(reply),
-                            code: 0,
-                            message: String::new(),
-                        },
-                        Err(status) => RaftStreamReply {
-                            id: frame.id,
-                            reply: None,
-                            code: status.code() as i32,
-                            message: status.message().to_string(),
-                        },
-                    };
+                    let reply = RaftStreamReply::new(frame.id, result);
                     // The sender has gone when the link broke: nothing to
                     // answer then.
                     let _ = tx.send(Ok(reply));
