@@ -290,17 +290,19 @@ async fn settling_worker(s: Arc<Shared>, i: usize, max: u32) -> Vec<f64> {
 /// Group-commit requests and entries, forwarded requests, and the
 /// AppendEntries RPCs the nodes received and the entries those carried,
 /// summed over the nodes (zeros if a node did not answer).
-async fn counters(s: &Shared) -> [f64; 5] {
+async fn counters(s: &Shared) -> [f64; 7] {
     let names = [
         "orrery_group_commit_requests_total",
         "orrery_group_commit_entries_total",
         "orrery_forwarded_total",
         "orrery_peer_append_entries_rpcs_total",
         "orrery_peer_appended_entries_total",
+        "orrery_wal_appends_total",
+        "orrery_wal_syncs_total",
     ];
     crate::cluster::metric_totals(&s.http, &s.addrs, names)
         .await
-        .unwrap_or([0.0; 5])
+        .unwrap_or([0.0; 7])
 }
 
 async fn cell(
@@ -341,7 +343,7 @@ async fn cell(
         }
     }
     let after = counters(s).await;
-    let [requests, entries, forwarded, append_rpcs, appended] =
+    let [requests, entries, forwarded, append_rpcs, appended, wal_appends, wal_syncs] =
         std::array::from_fn(|i| after[i] - before[i]);
     lat.sort_by(|a, b| a.total_cmp(b));
     let mut v = base.clone();
@@ -372,6 +374,14 @@ async fn cell(
     v["append_rpcs_per_s"] = json!(round3(append_rpcs / elapsed));
     v["entries_per_append"] = if append_rpcs > 0.0 {
         json!(round3(appended / append_rpcs))
+    } else {
+        Value::Null
+    };
+    // The write-ahead logs' fsyncs, all nodes together, and the log
+    // appends (of any group) each one made durable.
+    v["fsyncs_per_s"] = json!(round3(wal_syncs / elapsed));
+    v["appends_per_fsync"] = if wal_syncs > 0.0 {
+        json!(round3(wal_appends / wal_syncs))
     } else {
         Value::Null
     };
