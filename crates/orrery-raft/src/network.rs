@@ -165,6 +165,8 @@ struct Link {
 #[derive(Default)]
 struct LinkState {
     pending: HashMap<u64, Waiter>,
+    /// The peer accepted the stream (answered its headers).
+    open: bool,
     /// Why the stream ended. Set once; a closed link takes no requests, so
     /// none can wait on it for a reply that will never come.
     closed: Option<Status>,
@@ -183,6 +185,7 @@ impl Link {
             let end = match client.raft_stream(UnboundedReceiverStream::new(rx)).await {
                 Err(status) => status,
                 Ok(response) => {
+                    lock(&state).open = true;
                     let mut inbound = response.into_inner();
                     loop {
                         match inbound.message().await {
@@ -207,6 +210,10 @@ impl Link {
             st.closed = Some(end);
         });
         link
+    }
+
+    fn is_open(&self) -> bool {
+        lock(&self.state).open
     }
 
     fn is_closed(&self) -> bool {
@@ -324,13 +331,21 @@ impl PeerConnection {
         let result = if streamed {
             match self.clients.link(&self.peer_addr) {
                 Err(status) => Err(CallError::Status(status)),
-                Ok(link) => match link.call(request.clone(), ttl).await {
-                    Err(CallError::Status(s)) if s.code() == Code::Unimplemented => {
-                        self.clients.set_unary_only(&self.peer_addr);
-                        self.unary(request, ttl).await
+                Ok(link) => {
+                    // Only a stream the peer has not accepted yet can turn
+                    // out to be unimplemented; keep a copy for the unary
+                    // retry until then, not on every RPC.
+                    let retry = (!link.is_open()).then(|| request.clone());
+                    match (link.call(request, ttl).await, retry) {
+                        (Err(CallError::Status(s)), Some(request))
+                            if s.code() == Code::Unimplemented =>
+                        {
+                            self.clients.set_unary_only(&self.peer_addr);
+                            self.unary(request, ttl).await
+                        }
+                        (r, _) => r,
                     }
-                    r => r,
-                },
+                }
             }
         } else {
             self.unary(request, ttl).await
