@@ -5,6 +5,7 @@
 
 pub mod network;
 pub mod registry;
+pub mod snapshots;
 pub mod state;
 
 pub use network::PeerClients;

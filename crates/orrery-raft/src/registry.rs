@@ -15,8 +15,9 @@ pub struct RaftSettings {
     pub heartbeat_ms: u64,
     pub election_min_ms: u64,
     pub election_max_ms: u64,
-    /// Build a snapshot (and allow purging the log below it) after this many
-    /// entries since the last one.
+    /// Build a snapshot (and allow purging the log below it) after at least
+    /// this many entries since the last one, and once the log appended
+    /// since is at least as large as that snapshot (see `snapshots.rs`).
     pub snapshot_logs: u64,
     /// Entries kept in the log below the last snapshot, so that briefly
     /// lagging followers catch up from the log instead of a snapshot.
@@ -44,7 +45,8 @@ impl RaftSettings {
             heartbeat_interval: self.heartbeat_ms,
             election_timeout_min: self.election_min_ms,
             election_timeout_max: self.election_max_ms,
-            snapshot_policy: SnapshotPolicy::LogsSinceLast(self.snapshot_logs),
+            // Our own schedule requests snapshots (`snapshots::run`).
+            snapshot_policy: SnapshotPolicy::Never,
             max_in_snapshot_log_to_keep: self.keep_logs,
             snapshot_max_chunk_size: self.snapshot_chunk_bytes,
             install_snapshot_timeout: 4000,
@@ -113,6 +115,10 @@ impl Group {
     pub fn name(&self) -> String {
         group_name(self.id)
     }
+
+    pub(crate) fn log_appended_bytes(&self) -> u64 {
+        self.log.appended_bytes()
+    }
 }
 
 pub struct Registry {
@@ -120,6 +126,7 @@ pub struct Registry {
     storage: NodeStorage,
     clients: PeerClients,
     config: Arc<Config>,
+    snapshot_logs: u64,
     groups: RwLock<BTreeMap<GroupId, Arc<Group>>>,
     create_lock: tokio::sync::Mutex<()>,
 }
@@ -136,6 +143,7 @@ impl Registry {
             storage,
             clients,
             config: Arc::new(settings.openraft_config()?),
+            snapshot_logs: settings.snapshot_logs,
             groups: RwLock::new(BTreeMap::new()),
             create_lock: tokio::sync::Mutex::new(()),
         })
@@ -228,6 +236,10 @@ impl Registry {
             .write()
             .unwrap_or_else(|p| p.into_inner())
             .insert(id, group.clone());
+        tokio::spawn(crate::snapshots::run(
+            Arc::downgrade(&group),
+            self.snapshot_logs,
+        ));
         Ok(group)
     }
 

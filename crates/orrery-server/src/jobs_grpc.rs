@@ -28,7 +28,7 @@ fn pb_job(j: &orrery_queue::Job) -> pb::Job {
         state: j.state.as_str().into(),
         attempts: j.attempts,
         priority: j.priority,
-        json: job_json(j).to_string(),
+        json: serde_json::to_string(&crate::jobs_api::JobView::new(j)).unwrap_or_default(),
     }
 }
 

@@ -3,7 +3,7 @@
 use crate::error::ApiError;
 use crate::jobs_api::{
     all_failed, at, cursor_string, event_json, job_json, parse_cursor, run_json, ClaimArgs,
-    CompleteArgs, QueueArgs, SubmitArgs, DEFAULT_JOB_LIMIT, MAX_WAIT_S,
+    CompleteArgs, JobView, QueueArgs, SubmitArgs, DEFAULT_JOB_LIMIT, MAX_WAIT_S,
 };
 use crate::node::Node;
 use axum::body::Body;
@@ -15,6 +15,7 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use futures::StreamExt;
 use orrery_queue::{JobState, Resources, RunFacts};
+use serde::Serialize;
 use serde_json::{json, Map, Value};
 use std::collections::HashMap;
 use std::convert::Infallible;
@@ -313,9 +314,66 @@ async fn submit(State(node): State<AppState>, body: Body) -> Result<Response, Ap
     } else {
         StatusCode::OK
     };
-    let mut v = job_json(&job);
-    v["created"] = json!(created);
-    Ok((status, Json(v)).into_response())
+    Ok((status, Json(JobView::submitted(&job, created))).into_response())
+}
+
+/// One item of a bulk answer: what succeeded, or `{"error": {...}}`
+/// (with `id` for completions).
+#[derive(Serialize)]
+#[serde(untagged)]
+enum Item<T> {
+    Ok(T),
+    Err {
+        #[serde(skip_serializing_if = "Option::is_none")]
+        id: Option<String>,
+        error: ErrorView,
+    },
+}
+
+#[derive(Serialize)]
+struct ErrorView {
+    code: String,
+    message: String,
+}
+
+impl<T> Item<T> {
+    fn err(id: Option<&str>, e: &ApiError) -> Self {
+        Item::Err {
+            id: id.map(str::to_owned),
+            error: ErrorView {
+                code: e.code().to_owned(),
+                message: e.to_string(),
+            },
+        }
+    }
+}
+
+#[derive(Serialize)]
+struct Submitted<'a> {
+    jobs: Vec<Item<JobView<'a>>>,
+    created: usize,
+    existing: usize,
+    failed: usize,
+}
+
+#[derive(Serialize)]
+struct Completed<'a> {
+    id: &'a str,
+    state: &'static str,
+}
+
+#[derive(Serialize)]
+struct Completions<'a> {
+    results: Vec<Item<Completed<'a>>>,
+    completed: usize,
+    failed: usize,
+}
+
+#[derive(Serialize)]
+struct ClaimedJobs<'a> {
+    jobs: Vec<JobView<'a>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    completions: Option<Completions<'a>>,
 }
 
 /// Bodies of bulk requests: up to 1000 items, each up to its own limit.
@@ -335,7 +393,7 @@ fn item_object<'a>(v: &'a Value, place: &str) -> Result<&'a Map<String, Value>, 
 
 /// POST /v1/jobs/batch {"jobs": [job, ...]}: 200 with one entry per job,
 /// in order: the job (with `created`) or `{"error": {...}}`.
-async fn submit_batch(State(node): State<AppState>, body: Body) -> Result<Json<Value>, ApiError> {
+async fn submit_batch(State(node): State<AppState>, body: Body) -> Result<Response, ApiError> {
     let o = json_object(body, BULK_BODY_BYTES).await?;
     check_fields(&o, &["jobs"], "a bulk submit")?;
     let mut items = Vec::new();
@@ -349,7 +407,7 @@ async fn submit_batch(State(node): State<AppState>, body: Body) -> Result<Json<V
         return Err(e);
     }
     let (mut created, mut existing, mut failed) = (0, 0, 0);
-    let jobs: Vec<Value> = results
+    let jobs = results
         .iter()
         .map(|r| match r {
             Ok((job, c)) => {
@@ -358,25 +416,27 @@ async fn submit_batch(State(node): State<AppState>, body: Body) -> Result<Json<V
                 } else {
                     existing += 1;
                 }
-                let mut v = job_json(job);
-                v["created"] = json!(c);
-                v
+                Item::Ok(JobView::submitted(job, *c))
             }
             Err(e) => {
                 failed += 1;
-                e.body()
+                Item::err(None, e)
             }
         })
         .collect();
-    Ok(Json(
-        json!({"jobs": jobs, "created": created, "existing": existing, "failed": failed}),
-    ))
+    Ok(Json(Submitted {
+        jobs,
+        created,
+        existing,
+        failed,
+    })
+    .into_response())
 }
 
 /// POST /v1/jobs/complete {"completions": [{id, token, result?, run?}, ...]}:
 /// 200 with one entry per completion, in order: `{"id", "state"}` or
 /// `{"id", "error": {...}}` (e.g. 409 conflict for a stale token).
-async fn complete_batch(State(node): State<AppState>, body: Body) -> Result<Json<Value>, ApiError> {
+async fn complete_batch(State(node): State<AppState>, body: Body) -> Result<Response, ApiError> {
     let o = json_object(body, BULK_BODY_BYTES).await?;
     check_fields(&o, &["completions"], "a bulk complete")?;
     let items = completion_list(&o, "completions")?;
@@ -385,7 +445,7 @@ async fn complete_batch(State(node): State<AppState>, body: Body) -> Result<Json
     if let Some(e) = all_failed(&results) {
         return Err(e);
     }
-    Ok(Json(completion_results(&results, &ids)))
+    Ok(Json(completion_results(&results, &ids)).into_response())
 }
 
 /// The completions listed under `field`: `[{id, token, result?, run?}]`.
@@ -410,25 +470,33 @@ fn completion_list(o: &Map<String, Value>, field: &str) -> Result<Vec<CompleteAr
 
 /// `{"results": [...], "completed": n, "failed": m}`: one entry per
 /// completion, in order, `{"id", "state"}` or `{"id", "error": {...}}`.
-fn completion_results(results: &[Result<orrery_queue::Job, ApiError>], ids: &[String]) -> Value {
+fn completion_results<'a>(
+    results: &[Result<orrery_queue::Job, ApiError>],
+    ids: &'a [String],
+) -> Completions<'a> {
     let (mut completed, mut failed) = (0, 0);
-    let out: Vec<Value> = results
+    let results = results
         .iter()
         .zip(ids)
         .map(|(r, id)| match r {
             Ok(job) => {
                 completed += 1;
-                json!({"id": id, "state": job.state.as_str()})
+                Item::Ok(Completed {
+                    id,
+                    state: job.state.as_str(),
+                })
             }
             Err(e) => {
                 failed += 1;
-                let mut v = e.body();
-                v["id"] = json!(id);
-                v
+                Item::err(Some(id), e)
             }
         })
         .collect();
-    json!({"results": out, "completed": completed, "failed": failed})
+    Completions {
+        results,
+        completed,
+        failed,
+    }
 }
 
 async fn list_jobs(
@@ -568,28 +636,27 @@ async fn claim(
     };
     let ids: Vec<String> = done.iter().map(|c| c.id.clone()).collect();
     let got = node.claim_jobs(Some(&q), args, done).await?;
-    let with_token = |j: &orrery_queue::Job| {
-        let mut v = job_json(j);
-        v["token"] = json!(j.attempts);
-        v
-    };
     let jobs = got.jobs;
     if settles {
         // The completions' outcomes must reach the worker, so there is
         // always a body, even when nothing was claimed.
-        return Ok(Json(json!({
-            "jobs": jobs.iter().map(with_token).collect::<Vec<_>>(),
-            "completions": completion_results(&got.completed, &ids),
-        }))
+        return Ok(Json(ClaimedJobs {
+            jobs: jobs.iter().map(JobView::claimed).collect(),
+            completions: Some(completion_results(&got.completed, &ids)),
+        })
         .into_response());
     }
-    if jobs.is_empty() {
+    let Some(first) = jobs.first() else {
         return Ok(StatusCode::NO_CONTENT.into_response());
-    }
+    };
     if batch {
-        Ok(Json(json!({"jobs": jobs.iter().map(with_token).collect::<Vec<_>>()})).into_response())
+        Ok(Json(ClaimedJobs {
+            jobs: jobs.iter().map(JobView::claimed).collect(),
+            completions: None,
+        })
+        .into_response())
     } else {
-        Ok(Json(with_token(&jobs[0])).into_response())
+        Ok(Json(JobView::claimed(first)).into_response())
     }
 }
 

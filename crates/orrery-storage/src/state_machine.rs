@@ -59,12 +59,14 @@ struct StoredSnapshotMeta<C: RaftTypeConfig> {
 /// Read access to a group's applied state, for serving reads.
 pub struct SmHandle<C: RaftTypeConfig, M> {
     inner: Arc<RwLock<Inner<C, M>>>,
+    snapshot_bytes: Arc<AtomicU64>,
 }
 
 impl<C: RaftTypeConfig, M> Clone for SmHandle<C, M> {
     fn clone(&self) -> Self {
         Self {
             inner: self.inner.clone(),
+            snapshot_bytes: self.snapshot_bytes.clone(),
         }
     }
 }
@@ -74,6 +76,12 @@ impl<C: RaftTypeConfig, M> SmHandle<C, M> {
     pub fn read<T>(&self, f: impl FnOnce(&M) -> T) -> T {
         let g = self.lock();
         f(&g.state)
+    }
+
+    /// Size of the state in the current snapshot (built, installed or
+    /// restored on start); 0 before the first.
+    pub fn snapshot_bytes(&self) -> u64 {
+        self.snapshot_bytes.load(Ordering::Relaxed)
     }
 
     pub fn last_applied_index(&self) -> u64 {
@@ -98,6 +106,7 @@ pub struct StateMachineStore<C: RaftTypeConfig, M> {
     snap_tree: sled::Tree,
     storage: NodeStorage,
     snapshot_seq: Arc<AtomicU64>,
+    snapshot_bytes: Arc<AtomicU64>,
 }
 
 fn sm_err<NID: openraft::NodeId>(verb: ErrorVerb, e: impl ToString) -> StorageError<NID> {
@@ -131,6 +140,7 @@ where
             membership: StoredMembership::default(),
             state: M::default(),
         };
+        let mut snapshot_bytes = 0;
         if let Some(bytes) = snap_tree.get(KEY_SNAPSHOT)? {
             let stored: StoredSnapshot<C> = decode(&bytes).map_err(|e| Error::Corrupt {
                 what: format!("group {group} snapshot"),
@@ -142,6 +152,7 @@ where
             })?;
             inner.last_applied = stored.meta.last_log_id;
             inner.membership = stored.meta.last_membership.clone();
+            snapshot_bytes = stored.data.len() as u64;
         }
         Ok(Self {
             group,
@@ -149,12 +160,14 @@ where
             snap_tree,
             storage: storage.clone(),
             snapshot_seq: Arc::new(AtomicU64::new(0)),
+            snapshot_bytes: Arc::new(AtomicU64::new(snapshot_bytes)),
         })
     }
 
     pub fn handle(&self) -> SmHandle<C, M> {
         SmHandle {
             inner: self.inner.clone(),
+            snapshot_bytes: self.snapshot_bytes.clone(),
         }
     }
 
@@ -203,6 +216,8 @@ where
             .flush()
             .await
             .map_err(|e| snap_err(ErrorVerb::Write, e))?;
+        self.snapshot_bytes
+            .store(stored.data.len() as u64, Ordering::Relaxed);
         Ok(())
     }
 }
@@ -220,6 +235,7 @@ impl<C: RaftTypeConfig, M> Clone for StateMachineStore<C, M> {
             snap_tree: self.snap_tree.clone(),
             storage: self.storage.clone(),
             snapshot_seq: self.snapshot_seq.clone(),
+            snapshot_bytes: self.snapshot_bytes.clone(),
         }
     }
 }
