@@ -971,8 +971,12 @@ impl QueueState {
         let taken = self.select(spec, shared, now_ms, spec.max.max(1) as usize);
         let mut out = Vec::with_capacity(taken.len());
         for id in taken {
-            let mut job = self.jobs.remove(&id).expect("ready jobs exist");
-            ready_remove(&mut self.ready, &job);
+            // In place: a job is a few hundred bytes, and taking it out of
+            // the map and putting it back moved it twice.
+            let Some(job) = self.jobs.get_mut(&id) else {
+                continue;
+            };
+            ready_remove(&mut self.ready, job);
             job.attempts += 1;
             job.state = JobState::Running;
             job.updated_ms = now_ms;
@@ -994,19 +998,19 @@ impl QueueState {
                 error: None,
                 facts: RunFacts::default(),
             });
-            self.leases.insert((expires, id.clone()));
             *self
                 .running
                 .entry((job.queue.clone(), job.partition))
                 .or_default() += 1;
+            let tag = (job.id.clone(), job.queue.clone(), job.attempts);
+            out.push(job.clone());
+            self.leases.insert((expires, id));
             let payload = format!(
                 "{{\"worker_id\":{},\"node\":{}}}",
                 json_str(&spec.worker_id),
                 spec.node
             );
-            self.event("claimed", &job, &payload, now_ms);
-            out.push(job.clone());
-            self.jobs.insert(id, job);
+            self.event_of("claimed", tag, &payload, now_ms);
         }
         out
     }
