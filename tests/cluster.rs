@@ -201,6 +201,25 @@ async fn lagging_node_catches_up_by_snapshot_after_compaction() {
         let (s, b) = c.get(down, &format!("snap-{k:03}"), "stale").await;
         assert_eq!((s, b), (200, format!("v{k}")));
     }
+    // The installed snapshot shows in the restarted node's metrics.
+    let m = c
+        .http
+        .get(c.nodes[down].url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let gauge = |name: &str| -> u64 {
+        let prefix = format!("{name}{{group=\"shard-0\"}} ");
+        m.lines()
+            .find_map(|l| l.strip_prefix(&prefix))
+            .and_then(|v| v.parse().ok())
+            .unwrap_or_else(|| panic!("{prefix} missing:\n{m}"))
+    };
+    assert!(gauge("orrery_raft_snapshot_index") >= 20, "{m}");
+    assert!(gauge("orrery_raft_snapshot_bytes") > 0, "{m}");
 }
 
 /// Kills every node of a 3-node cluster with `kill -9`, restarts them, and

@@ -116,7 +116,8 @@ impl Group {
         group_name(self.id)
     }
 
-    pub(crate) fn log_appended_bytes(&self) -> u64 {
+    /// Encoded bytes appended to this group's log since the node started.
+    pub fn log_appended_bytes(&self) -> u64 {
         self.log.appended_bytes()
     }
 }

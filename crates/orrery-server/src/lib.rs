@@ -253,6 +253,14 @@ pub async fn run(
 /// A per-group gauge: name, help text, and how to read it from a report.
 type Gauge = (&'static str, &'static str, fn(&GroupReport) -> u64);
 
+/// A per-group metric read from the running group: name, type, help text.
+type GroupMetric = (
+    &'static str,
+    &'static str,
+    &'static str,
+    fn(&orrery_raft::Group) -> u64,
+);
+
 /// Raft gauges per group, in Prometheus text format.
 pub fn render_raft_metrics(node: &Node, out: &mut String) {
     let reports = node.local_reports();
@@ -340,6 +348,35 @@ pub fn render_raft_metrics(node: &Node, out: &mut String) {
             group_name(g.id),
             u8::from(leader)
         );
+    }
+    // What the snapshot schedule weighs (docs/architecture.md, "Snapshots").
+    let snapshots: [GroupMetric; 3] = [
+        (
+            "orrery_raft_snapshot_index",
+            "gauge",
+            "Last log index in the group's current snapshot (0: none).",
+            |g| g.raft.metrics().borrow().snapshot.map_or(0, |l| l.index),
+        ),
+        (
+            "orrery_raft_snapshot_bytes",
+            "gauge",
+            "Size of the state in the group's current snapshot.",
+            |g| g.sm.snapshot_bytes(),
+        ),
+        (
+            "orrery_raft_log_appended_bytes_total",
+            "counter",
+            "Encoded bytes appended to the group's log since the node started.",
+            |g| g.log_appended_bytes(),
+        ),
+    ];
+    let groups = node.registry.all();
+    for (name, kind, help, value) in snapshots {
+        let _ = writeln!(out, "# HELP {name} {help}");
+        let _ = writeln!(out, "# TYPE {name} {kind}");
+        for g in &groups {
+            let _ = writeln!(out, "{name}{{group=\"{}\"}} {}", group_name(g.id), value(g));
+        }
     }
 }
 
