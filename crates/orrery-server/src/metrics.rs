@@ -19,9 +19,16 @@ struct Histogram {
 }
 
 #[derive(Default)]
+struct RouteStats {
+    by_status: BTreeMap<u16, u64>,
+    latency: Histogram,
+}
+
+#[derive(Default)]
 pub struct Metrics {
-    requests: Mutex<BTreeMap<(String, u16), u64>>,
-    latency: Mutex<BTreeMap<String, Histogram>>,
+    /// By method, then route: looked up with borrowed strings, so that
+    /// counting a request allocates nothing once its route was seen.
+    routes: Mutex<BTreeMap<String, BTreeMap<String, RouteStats>>>,
     forwarded: AtomicU64,
     /// Queue writes that went through a group-commit lane, and the log
     /// entries they became.
@@ -39,16 +46,20 @@ pub struct Metrics {
 }
 
 impl Metrics {
-    pub fn observe(&self, route: &str, status: u16, elapsed: Duration) {
+    /// Counts a request to `route` (shown as `"{method} {route}"`).
+    pub fn observe(&self, method: &str, route: &str, status: u16, elapsed: Duration) {
         let ms = elapsed.as_secs_f64() * 1000.0;
-        *self
-            .requests
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .entry((route.to_string(), status))
-            .or_default() += 1;
-        let mut lat = self.latency.lock().unwrap_or_else(|p| p.into_inner());
-        let h = lat.entry(route.to_string()).or_default();
+        let mut routes = self.routes.lock().unwrap_or_else(|p| p.into_inner());
+        let by_route = match routes.get_mut(method) {
+            Some(r) => r,
+            None => routes.entry(method.to_owned()).or_default(),
+        };
+        let stats = match by_route.get_mut(route) {
+            Some(s) => s,
+            None => by_route.entry(route.to_owned()).or_default(),
+        };
+        *stats.by_status.entry(status).or_default() += 1;
+        let h = &mut stats.latency;
         for (i, b) in BUCKETS_MS.iter().enumerate() {
             if ms <= *b {
                 h.buckets[i] += 1;
@@ -100,28 +111,29 @@ impl Metrics {
             "# HELP orrery_requests_total Requests served, by route and HTTP status."
         );
         let _ = writeln!(out, "# TYPE orrery_requests_total counter");
-        for ((route, status), n) in self
-            .requests
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .iter()
-        {
-            let _ = writeln!(
-                out,
-                "orrery_requests_total{{route=\"{route}\",status=\"{status}\"}} {n}"
-            );
+        let routes = self.routes.lock().unwrap_or_else(|p| p.into_inner());
+        let all = || {
+            routes.iter().flat_map(|(method, by_route)| {
+                by_route
+                    .iter()
+                    .map(move |(route, s)| (format!("{method} {route}"), s))
+            })
+        };
+        for (route, s) in all() {
+            for (status, n) in &s.by_status {
+                let _ = writeln!(
+                    out,
+                    "orrery_requests_total{{route=\"{route}\",status=\"{status}\"}} {n}"
+                );
+            }
         }
         let _ = writeln!(
             out,
             "# HELP orrery_request_duration_ms Request latency in milliseconds."
         );
         let _ = writeln!(out, "# TYPE orrery_request_duration_ms histogram");
-        for (route, h) in self
-            .latency
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .iter()
-        {
+        for (route, s) in all() {
+            let h = &s.latency;
             for (i, b) in BUCKETS_MS.iter().enumerate() {
                 let _ = writeln!(
                     out,
@@ -204,13 +216,29 @@ mod tests {
     #[test]
     fn histogram_is_cumulative() {
         let m = Metrics::default();
-        m.observe("kv_put", 200, Duration::from_millis(3));
-        m.observe("kv_put", 200, Duration::from_millis(30));
+        m.observe("PUT", "/v1/kv/{key}", 200, Duration::from_millis(3));
+        m.observe("PUT", "/v1/kv/{key}", 200, Duration::from_millis(30));
+        m.observe("PUT", "/v1/kv/{key}", 413, Duration::from_millis(1));
+        m.observe("GET", "/v1/kv/{key}", 200, Duration::from_millis(1));
         let mut s = String::new();
         m.render(&mut s);
-        assert!(s.contains("orrery_requests_total{route=\"kv_put\",status=\"200\"} 2"));
-        assert!(s.contains("orrery_request_duration_ms_bucket{route=\"kv_put\",le=\"5\"} 1"));
-        assert!(s.contains("orrery_request_duration_ms_bucket{route=\"kv_put\",le=\"50\"} 2"));
+        let r = "route=\"PUT /v1/kv/{key}\"";
+        assert!(s.contains(&format!("orrery_requests_total{{{r},status=\"200\"}} 2\n")));
+        assert!(s.contains(&format!("orrery_requests_total{{{r},status=\"413\"}} 1\n")));
+        assert!(s.contains("orrery_requests_total{route=\"GET /v1/kv/{key}\",status=\"200\"} 1\n"));
+        assert!(s.contains(&format!(
+            "orrery_request_duration_ms_bucket{{{r},le=\"0.5\"}} 0\n"
+        )));
+        assert!(s.contains(&format!(
+            "orrery_request_duration_ms_bucket{{{r},le=\"1\"}} 1\n"
+        )));
+        assert!(s.contains(&format!(
+            "orrery_request_duration_ms_bucket{{{r},le=\"5\"}} 2\n"
+        )));
+        assert!(s.contains(&format!(
+            "orrery_request_duration_ms_bucket{{{r},le=\"50\"}} 3\n"
+        )));
+        assert!(s.contains(&format!("orrery_request_duration_ms_count{{{r}}} 3\n")));
         m.group_committed(5, 2);
         let mut s = String::new();
         m.render(&mut s);

@@ -43,18 +43,16 @@ pub fn router(node: Arc<Node>) -> Router {
 }
 
 async fn observe(State(node): State<AppState>, req: Request, next: Next) -> Response {
-    let route = req
-        .extensions()
-        .get::<MatchedPath>()
-        .map(|p| p.as_str().to_string())
-        .unwrap_or_else(|| "unmatched".to_string());
+    let matched = req.extensions().get::<MatchedPath>().cloned();
+    let route = matched.as_ref().map_or("unmatched", |p| p.as_str());
     let method = req.method().clone();
     let start = Instant::now();
     let request_id = node.metrics.next_request_id();
     let span = tracing::info_span!("http", node = node.id(), request = request_id, %method, %route);
     let mut resp = next.run(req).instrument(span).await;
     node.metrics.observe(
-        &format!("{method} {route}"),
+        method.as_str(),
+        route,
         resp.status().as_u16(),
         start.elapsed(),
     );
