@@ -39,6 +39,18 @@ async fn put_retry(c: &Cluster, i: usize, key: &str, value: &str, timeout: Durat
     }
 }
 
+/// Node `i`'s `/metrics` text.
+async fn metrics(c: &Cluster, i: usize) -> String {
+    c.http
+        .get(c.nodes[i].url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap()
+}
+
 fn leader_of(status: &Value, name: &str) -> Option<u64> {
     status["groups"]
         .as_array()?
@@ -83,15 +95,7 @@ async fn replicates_to_all_and_reads_your_writes_through_any_node() {
         .unwrap_or_else(|_| panic!("node {} is missing replicated writes", r + 1));
     }
     // Requests were forwarded between nodes rather than redirected.
-    let m = c
-        .http
-        .get(c.nodes[1].url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let m = metrics(&c, 1).await;
     let fwd: u64 = m
         .lines()
         .find(|l| l.starts_with("orrery_forwarded_total "))
@@ -202,15 +206,7 @@ async fn lagging_node_catches_up_by_snapshot_after_compaction() {
         assert_eq!((s, b), (200, format!("v{k}")));
     }
     // The installed snapshot shows in the restarted node's metrics.
-    let m = c
-        .http
-        .get(c.nodes[down].url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let m = metrics(&c, down).await;
     let gauge = |name: &str| -> u64 {
         let prefix = format!("{name}{{group=\"shard-0\"}} ");
         m.lines()
