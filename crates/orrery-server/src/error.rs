@@ -69,7 +69,13 @@ impl ApiError {
     }
 
     pub fn body(&self) -> serde_json::Value {
-        serde_json::json!({"error": {"code": self.code(), "message": self.to_string()}})
+        serde_json::json!({"error": self.detail()})
+    }
+
+    /// `{"code", "message"}`: what `body` wraps, and what the items of bulk
+    /// answers carry under `error`.
+    pub fn detail(&self) -> serde_json::Value {
+        serde_json::json!({"code": self.code(), "message": self.to_string()})
     }
 }
 

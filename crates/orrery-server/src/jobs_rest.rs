@@ -326,24 +326,15 @@ enum Item<T> {
     Err {
         #[serde(skip_serializing_if = "Option::is_none")]
         id: Option<String>,
-        error: ErrorView,
+        error: Value,
     },
-}
-
-#[derive(Serialize)]
-struct ErrorView {
-    code: String,
-    message: String,
 }
 
 impl<T> Item<T> {
     fn err(id: Option<&str>, e: &ApiError) -> Self {
         Item::Err {
             id: id.map(str::to_owned),
-            error: ErrorView {
-                code: e.code().to_owned(),
-                message: e.to_string(),
-            },
+            error: e.detail(),
         }
     }
 }
