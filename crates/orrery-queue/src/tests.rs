@@ -1134,3 +1134,248 @@ fn prune_forgets_old_finished_jobs_only() {
     assert_eq!(restored.oldest_finished(), Some(7_000));
     check_invariants(&s).unwrap();
 }
+
+// ---------------------------------------------------------------------
+// The snapshot format
+// ---------------------------------------------------------------------
+
+/// A state that uses every field of the snapshot: a queue, a GPU report,
+/// jobs in every state (with dedupe keys, resources, results, errors,
+/// runs with facts, a live lease, a requested cancel), events and a prune.
+fn golden_state() -> QueueState {
+    let mut s = QueueState::default();
+    let mut idx = 0;
+    let mut apply = |s: &mut QueueState, cmd: QueueCommand| {
+        idx += 1;
+        s.apply(idx, cmd)
+    };
+    apply(
+        &mut s,
+        QueueCommand::CreateQueue(QueueSpec {
+            name: "q".into(),
+            partitions: 2,
+            lease_s: 30,
+            max_attempts: 2,
+            backoff: Backoff::default(),
+            concurrency_limit: Some(8),
+            created_ms: 1,
+        }),
+    );
+    apply(
+        &mut s,
+        QueueCommand::ReportGpus {
+            node: 1,
+            gpus: vec![GpuRecord {
+                uuid: "GPU-1".into(),
+                index: 0,
+                name: "Test GPU".into(),
+                memory_total_mb: 16_000,
+                memory_used_mb: 100,
+                utilization_pct: 3,
+                temperature_c: 40,
+                compute_capability: "8.0".into(),
+            }],
+            now_ms: 2,
+        },
+    );
+    let ids = |r: QueueResponse| -> Vec<String> {
+        match r {
+            QueueResponse::Enqueued { job, .. } => vec![job.id.to_string()],
+            QueueResponse::Many(items) => items
+                .into_iter()
+                .filter_map(|r| match r {
+                    QueueResponse::Enqueued { job, .. } => Some(job.id.to_string()),
+                    _ => None,
+                })
+                .collect(),
+            other => panic!("{other:?}"),
+        }
+    };
+    let mut gpu = new_job("q", 2);
+    gpu.dedupe_key = Some("k".into());
+    gpu.submitted_by = Some("alice".into());
+    gpu.params = "{\"x\":1}".into();
+    gpu.resources = Resources {
+        gpus: 1,
+        gpu_memory_mb: 100,
+        cpus: 2,
+        shared_gpu: false,
+    };
+    let a = ids(apply(
+        &mut s,
+        QueueCommand::Enqueue {
+            shard: 1,
+            job: gpu,
+            now_ms: 10,
+        },
+    ))[0]
+        .clone();
+    let b = ids(apply(
+        &mut s,
+        QueueCommand::Enqueue {
+            shard: 1,
+            job: new_job("q", 1),
+            now_ms: 11,
+        },
+    ))[0]
+        .clone();
+    let mut later = new_job("q", 0);
+    later.run_at_ms = Some(1_000_000);
+    let c = ids(apply(
+        &mut s,
+        QueueCommand::Enqueue {
+            shard: 1,
+            job: later,
+            now_ms: 12,
+        },
+    ))[0]
+        .clone();
+    let mut other = new_job("q", 0);
+    other.kind = "other".into();
+    other.partition = 1;
+    let many = ids(apply(
+        &mut s,
+        QueueCommand::EnqueueMany {
+            shard: 1,
+            jobs: vec![other.clone(), other.clone(), other],
+            now_ms: 13,
+        },
+    ));
+    let mut w1 = spec("w1", 3);
+    w1.free_gpus = vec![("GPU-1".into(), 1000)];
+    w1.free_cpus = Some(8);
+    w1.partitions = vec![("q".into(), 0, Some(4)), ("q".into(), 1, Some(4))];
+    apply(
+        &mut s,
+        QueueCommand::Claim {
+            spec: w1,
+            now_ms: 20,
+        },
+    );
+    apply(
+        &mut s,
+        QueueCommand::Cancel {
+            job_id: c.clone(),
+            now_ms: 25,
+        },
+    );
+    apply(
+        &mut s,
+        QueueCommand::Complete {
+            job_id: a.clone(),
+            token: 1,
+            result: "{\"ok\":true}".into(),
+            facts: RunFacts {
+                gpu_uuids: vec!["GPU-1".into()],
+                exit_code: Some(0),
+                duration_ms: Some(7),
+                gpu_peak_memory_mb: Some(90),
+                gpu_mean_utilization_centi: Some(4_250),
+            },
+            now_ms: 30,
+        },
+    );
+    apply(
+        &mut s,
+        QueueCommand::Fail {
+            job_id: b.clone(),
+            token: 1,
+            error: "boom \"quoted\"".into(),
+            retry: true,
+            facts: RunFacts::default(),
+            now_ms: 31,
+        },
+    );
+    apply(
+        &mut s,
+        QueueCommand::Heartbeat {
+            job_id: many[0].clone(),
+            token: 1,
+            now_ms: 32,
+        },
+    );
+    apply(
+        &mut s,
+        QueueCommand::Cancel {
+            job_id: many[0].clone(),
+            now_ms: 34,
+        },
+    );
+    apply(&mut s, QueueCommand::ExpireLeases { now_ms: 100_000 });
+    apply(
+        &mut s,
+        QueueCommand::Settle {
+            work: vec![Settlement {
+                completions: vec![],
+                claim: spec("w2", 2),
+            }],
+            now_ms: 100_001,
+        },
+    );
+    apply(
+        &mut s,
+        QueueCommand::Fail {
+            job_id: b.clone(),
+            token: 2,
+            error: "for good".into(),
+            retry: false,
+            facts: RunFacts::default(),
+            now_ms: 100_002,
+        },
+    );
+    apply(
+        &mut s,
+        QueueCommand::CompleteMany {
+            items: vec![Completion {
+                job_id: many[2].clone(),
+                token: 1,
+                result: "null".into(),
+                facts: RunFacts::default(),
+            }],
+            now_ms: 100_003,
+        },
+    );
+    apply(
+        &mut s,
+        QueueCommand::Prune {
+            before_ms: 26,
+            max: 1,
+        },
+    );
+    s
+}
+
+/// Snapshots written by earlier versions must restore: the bytes of
+/// [`golden_state`] are pinned in `testdata/`. A change to the in-memory
+/// types that changes these bytes needs a versioned snapshot format.
+/// (`ORRERY_WRITE_GOLDEN=1` rewrites the file, for a deliberate new format.)
+#[test]
+fn snapshot_format_is_stable() {
+    const PINNED: &[u8] = include_bytes!("testdata/queue-snapshot-v1.bin");
+    let s = golden_state();
+    check_invariants(&s).unwrap();
+    let states: BTreeSet<JobState> = s.jobs.values().map(|j| j.state).collect();
+    assert_eq!(
+        states.len(),
+        5,
+        "the golden state lost a job state: {states:?}"
+    );
+    assert!(s.jobs.values().any(|j| j.lease.is_some()));
+    assert!(s.jobs.values().any(|j| j.runs.len() > 1));
+    assert!(s.jobs.values().any(|j| j.cancel_requested));
+    let bytes = s.snapshot().unwrap();
+    if std::env::var_os("ORRERY_WRITE_GOLDEN").is_some() {
+        std::fs::write(
+            concat!(
+                env!("CARGO_MANIFEST_DIR"),
+                "/src/testdata/queue-snapshot-v1.bin"
+            ),
+            &bytes,
+        )
+        .unwrap();
+    }
+    assert_eq!(bytes, PINNED, "the snapshot encoding changed");
+    let restored = QueueState::restore(PINNED).unwrap();
+    assert_eq!(restored, s);
+    assert_eq!(restored.snapshot().unwrap(), PINNED);
+}
