@@ -18,11 +18,26 @@
 //! Params and results are JSON *text*: the snapshot codec (bincode) cannot
 //! carry `serde_json::Value`, and keeping the exact text avoids a parse in
 //! the apply path.
+//!
+//! ## Memory per job
+//! A shard keeps every job until the retention period prunes it, on every
+//! replica, so the in-memory form is compact: ids are [`JobId`] (a `u128`,
+//! no heap), queue and kind names are shared [`Name`]s interned per state,
+//! a run's outcome is an [`Outcome`], text fields are `Box<str>`, and the
+//! job map holds boxed jobs (a B-tree filled in id order leaves its nodes
+//! about half full, so large inline values would waste half their bytes).
+//! Every one of these types serialises exactly as the `String` it replaced:
+//! the snapshot format is unchanged (pinned by `snapshot_format_is_stable`).
 
 pub mod coalesce;
 
-use serde::{Deserialize, Serialize};
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+use std::borrow::Cow;
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::sync::Arc;
+
+/// A queue, kind or worker name, shared by the jobs that carry it.
+pub type Name = Arc<str>;
 
 /// Largest stored result (JSON text); the server refuses larger ones with 413.
 pub const MAX_RESULT_BYTES: usize = 1 << 20;
@@ -175,7 +190,7 @@ impl JobState {
 /// The live lease of a running job.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Lease {
-    pub worker_id: String,
+    pub worker_id: Name,
     pub node: u64,
     pub expires_ms: u64,
 }
@@ -196,22 +211,170 @@ pub struct RunFacts {
 pub struct Run {
     pub attempt: u32,
     pub node: u64,
-    pub worker_id: String,
+    pub worker_id: Name,
     pub started_ms: u64,
     pub finished_ms: Option<u64>,
-    /// `None` while running; then succeeded/failed/cancelled/expired.
-    pub outcome: Option<String>,
-    pub error: Option<String>,
+    /// `None` while running.
+    pub outcome: Option<Outcome>,
+    pub error: Option<Box<str>>,
     pub facts: RunFacts,
+}
+
+/// How an attempt ended. Stored (and shown) as its name.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Outcome {
+    Succeeded,
+    Failed,
+    Cancelled,
+    Expired,
+}
+
+impl Outcome {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Outcome::Succeeded => "succeeded",
+            Outcome::Failed => "failed",
+            Outcome::Cancelled => "cancelled",
+            Outcome::Expired => "expired",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Outcome> {
+        Some(match s {
+            "succeeded" => Outcome::Succeeded,
+            "failed" => Outcome::Failed,
+            "cancelled" => Outcome::Cancelled,
+            "expired" => Outcome::Expired,
+            _ => return None,
+        })
+    }
+}
+
+impl Serialize for Outcome {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(self.as_str())
+    }
+}
+
+impl<'de> Deserialize<'de> for Outcome {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s: Cow<'de, str> = Deserialize::deserialize(d)?;
+        Outcome::parse(&s)
+            .ok_or_else(|| serde::de::Error::custom(format!("unknown run outcome {s:?}")))
+    }
+}
+
+/// A job's id: the stamped millisecond (48 bits), the shard (16 bits) and a
+/// sequence number (40 bits, see [`job_seq`]). Shown as 26 lowercase hex
+/// digits, which sort as the number does: ids sort by submission time.
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct JobId(u128);
+
+impl JobId {
+    pub const LEN: usize = 26;
+    /// Larger than every id (a bound for range scans).
+    pub const MAX: JobId = JobId(u128::MAX);
+
+    pub fn new(now_ms: u64, shard: u32, seq: u64) -> JobId {
+        JobId(
+            (u128::from(now_ms & 0xffff_ffff_ffff) << 56)
+                | (u128::from(shard & 0xffff) << 40)
+                | u128::from(seq & 0xff_ffff_ffff),
+        )
+    }
+
+    /// `None` unless `s` is exactly 26 lowercase hex digits.
+    pub fn parse(s: &str) -> Option<JobId> {
+        if s.len() != Self::LEN
+            || !s
+                .bytes()
+                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+        {
+            return None;
+        }
+        u128::from_str_radix(s, 16).ok().map(JobId)
+    }
+
+    pub fn shard(self) -> u32 {
+        ((self.0 >> 40) & 0xffff) as u32
+    }
+
+    fn hex(self) -> [u8; Self::LEN] {
+        const DIGITS: &[u8; 16] = b"0123456789abcdef";
+        let mut out = [b'0'; Self::LEN];
+        for (i, b) in out.iter_mut().enumerate() {
+            let shift = 4 * (Self::LEN - 1 - i);
+            *b = DIGITS[((self.0 >> shift) & 0xf) as usize];
+        }
+        out
+    }
+}
+
+impl std::fmt::Display for JobId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Hex digits are ASCII, so this cannot fail.
+        f.write_str(std::str::from_utf8(&self.hex()).map_err(|_| std::fmt::Error)?)
+    }
+}
+
+impl std::fmt::Debug for JobId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "\"{self}\"")
+    }
+}
+
+impl std::str::FromStr for JobId {
+    type Err = QueueError;
+    fn from_str(s: &str) -> Result<JobId, QueueError> {
+        JobId::parse(s).ok_or_else(|| QueueError::UnknownJob(s.to_string()))
+    }
+}
+
+impl PartialEq<str> for JobId {
+    fn eq(&self, other: &str) -> bool {
+        self.hex() == other.as_bytes()
+    }
+}
+
+impl PartialEq<&str> for JobId {
+    fn eq(&self, other: &&str) -> bool {
+        *self == **other
+    }
+}
+
+impl PartialEq<String> for JobId {
+    fn eq(&self, other: &String) -> bool {
+        *self == *other.as_str()
+    }
+}
+
+impl From<JobId> for String {
+    fn from(id: JobId) -> String {
+        id.to_string()
+    }
+}
+
+impl Serialize for JobId {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let hex = self.hex();
+        s.serialize_str(std::str::from_utf8(&hex).map_err(serde::ser::Error::custom)?)
+    }
+}
+
+impl<'de> Deserialize<'de> for JobId {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s: Cow<'de, str> = Deserialize::deserialize(d)?;
+        JobId::parse(&s).ok_or_else(|| serde::de::Error::custom(format!("bad job id {s:?}")))
+    }
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Job {
-    pub id: String,
-    pub queue: String,
+    pub id: JobId,
+    pub queue: Name,
     pub partition: u32,
-    pub kind: String,
-    pub params: String,
+    pub kind: Name,
+    pub params: Box<str>,
     pub priority: i32,
     pub state: JobState,
     pub run_at_ms: u64,
@@ -221,10 +384,10 @@ pub struct Job {
     pub lease_s: u32,
     pub backoff: Backoff,
     pub resources: Resources,
-    pub dedupe_key: Option<String>,
-    pub submitted_by: Option<String>,
-    pub result: Option<String>,
-    pub last_error: Option<String>,
+    pub dedupe_key: Option<Box<str>>,
+    pub submitted_by: Option<Box<str>>,
+    pub result: Option<Box<str>>,
+    pub last_error: Option<Box<str>>,
     pub created_ms: u64,
     pub updated_ms: u64,
     pub finished_ms: Option<u64>,
@@ -239,12 +402,12 @@ pub struct Event {
     pub seq: u64,
     /// enqueued, claimed, heartbeat-less changes: succeeded, failed,
     /// retrying, dead, cancel_requested, cancelled, expired.
-    pub kind: String,
-    pub job_id: String,
-    pub queue: String,
+    pub kind: Cow<'static, str>,
+    pub job_id: JobId,
+    pub queue: Name,
     pub attempt: u32,
     /// Small JSON text (e.g. the error, the worker).
-    pub payload: String,
+    pub payload: Cow<'static, str>,
     pub ts_ms: u64,
 }
 
@@ -491,36 +654,70 @@ pub struct QueueState {
     queues: BTreeMap<String, QueueSpec>,
     gpus: BTreeMap<u64, GpuReport>,
     // jobs
-    jobs: BTreeMap<String, Job>,
+    jobs: BTreeMap<JobId, Box<Job>>,
     /// Queued jobs by (queue, kind), each bucket in claim order
     /// (-priority, id); ids sort by time, so that is priority desc then FIFO.
     /// Bucketed so that a claim only walks jobs of queues and kinds it can
     /// take: a worker for other kinds must not scan a backlog it cannot run.
-    ready: BTreeMap<(String, String), BTreeSet<(i64, String)>>,
+    ready: ReadyIndex,
     /// Running jobs by lease expiry, for the expiry sweep.
-    leases: BTreeSet<(u64, String)>,
+    leases: BTreeSet<(u64, JobId)>,
     /// Running jobs per (queue, partition), for the concurrency limit.
-    running: BTreeMap<(String, u32), u32>,
-    dedupe: BTreeMap<(String, String), String>,
+    running: BTreeMap<(Name, u32), u32>,
+    dedupe: BTreeMap<(Name, Box<str>), JobId>,
     events: VecDeque<Event>,
     next_seq: u64,
     /// Finished jobs by finish time, for pruning. Derived from `jobs`: not
     /// in snapshots (whose format it would change), rebuilt on restore.
     #[serde(skip)]
-    finished: BTreeSet<(u64, String)>,
+    finished: BTreeSet<(u64, JobId)>,
+    /// Queue and kind names, shared by the jobs that carry them.
+    #[serde(skip)]
+    names: Interner,
 }
 
-/// Time-sortable, deterministic job id: stamped ms, shard, and a sequence
-/// number, as fixed-width hex, so ids sort by submission time and name
-/// their shard. The sequence is the log index times 1024 plus the job's
-/// place in a bulk submit ([`job_seq`]).
-pub fn job_id(now_ms: u64, shard: u32, seq: u64) -> String {
-    format!(
-        "{:012x}{:04x}{:010x}",
-        now_ms & 0xffff_ffff_ffff,
-        shard & 0xffff,
-        seq & 0xff_ffff_ffff
-    )
+/// A set of shared names. Only a memory saving: which `Arc` a job holds is
+/// not part of the state's value, so two interners always compare equal.
+#[derive(Clone, Default)]
+struct Interner(BTreeSet<Name>);
+
+impl Interner {
+    fn get(&mut self, s: &str) -> Name {
+        if let Some(n) = self.0.get(s) {
+            return n.clone();
+        }
+        let n: Name = Arc::from(s);
+        self.0.insert(n.clone());
+        n
+    }
+
+    /// Forgets `name` once nothing else holds it (`name` itself and the
+    /// set's copy are the two references left).
+    fn release(&mut self, name: Name) {
+        if Arc::strong_count(&name) <= 2 {
+            self.0.remove(&*name);
+        }
+    }
+}
+
+impl PartialEq for Interner {
+    fn eq(&self, _: &Self) -> bool {
+        true
+    }
+}
+
+impl Eq for Interner {}
+
+impl std::fmt::Debug for Interner {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Interner({} names)", self.0.len())
+    }
+}
+
+/// The id of the `seq`th job of shard `shard`, stamped `now_ms`
+/// (see [`JobId`]).
+pub fn job_id(now_ms: u64, shard: u32, seq: u64) -> JobId {
+    JobId::new(now_ms, shard, seq)
 }
 
 /// The sequence part of the id of the `nth` job of the entry at `index`.
@@ -532,14 +729,7 @@ pub fn job_seq(index: u64, nth: usize) -> u64 {
 
 /// The shard a job id names, or `None` when it is not a job id.
 pub fn job_shard(id: &str) -> Option<u32> {
-    if id.len() != 26
-        || !id
-            .bytes()
-            .all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase())
-    {
-        return None;
-    }
-    u32::from_str_radix(&id[12..16], 16).ok()
+    JobId::parse(id).map(JobId::shard)
 }
 
 fn truncate(mut s: String, max: usize) -> String {
@@ -568,21 +758,38 @@ fn json_str(s: &str) -> String {
     out
 }
 
-type ReadyIndex = BTreeMap<(String, String), BTreeSet<(i64, String)>>;
+type ReadyIndex = BTreeMap<(Name, Name), BTreeSet<(i64, JobId)>>;
 
 fn ready_add(ready: &mut ReadyIndex, job: &Job) {
     ready
         .entry((job.queue.clone(), job.kind.clone()))
         .or_default()
-        .insert((-(job.priority as i64), job.id.clone()));
+        .insert((-(job.priority as i64), job.id));
 }
 
 fn ready_remove(ready: &mut ReadyIndex, job: &Job) {
     let key = (job.queue.clone(), job.kind.clone());
     if let Some(set) = ready.get_mut(&key) {
-        set.remove(&(-(job.priority as i64), job.id.clone()));
+        set.remove(&(-(job.priority as i64), job.id));
         if set.is_empty() {
             ready.remove(&key);
+        }
+    }
+}
+
+/// What an event records of its job.
+struct Tag {
+    id: JobId,
+    queue: Name,
+    attempt: u32,
+}
+
+impl Job {
+    fn tag(&self) -> Tag {
+        Tag {
+            id: self.id,
+            queue: self.queue.clone(),
+            attempt: self.attempts,
         }
     }
 }
@@ -685,22 +892,25 @@ impl QueueState {
                 job_id,
                 token,
                 now_ms,
-            } => match self.live(&job_id, token) {
-                Err(e) => QueueResponse::Rejected(e),
-                Ok(()) => {
-                    let job = self.jobs.get_mut(&job_id).expect("checked by live");
-                    let expires = now_ms.saturating_add(job.lease_s as u64 * 1000);
-                    if let Some(l) = job.lease.as_mut() {
-                        self.leases.remove(&(l.expires_ms, job_id.clone()));
-                        l.expires_ms = expires;
-                        self.leases.insert((expires, job_id.clone()));
-                    }
-                    QueueResponse::Heartbeat {
-                        cancelled: job.cancel_requested,
-                        expires_ms: expires,
-                    }
+            } => {
+                let id = match self.live(&job_id, token) {
+                    Ok(id) => id,
+                    Err(e) => return QueueResponse::Rejected(e),
+                };
+                let Some(job) = self.jobs.get_mut(&id) else {
+                    return QueueResponse::Rejected(QueueError::UnknownJob(job_id));
+                };
+                let expires = now_ms.saturating_add(job.lease_s as u64 * 1000);
+                if let Some(l) = job.lease.as_mut() {
+                    self.leases.remove(&(l.expires_ms, id));
+                    l.expires_ms = expires;
+                    self.leases.insert((expires, id));
                 }
-            },
+                QueueResponse::Heartbeat {
+                    cancelled: job.cancel_requested,
+                    expires_ms: expires,
+                }
+            }
             QueueCommand::Complete {
                 job_id,
                 token,
@@ -724,17 +934,25 @@ impl QueueState {
                 facts,
                 now_ms,
             } => {
-                if let Err(e) = self.live(&job_id, token) {
-                    return QueueResponse::Rejected(e);
-                }
+                let id = match self.live(&job_id, token) {
+                    Ok(id) => id,
+                    Err(e) => return QueueResponse::Rejected(e),
+                };
                 let error = truncate(error, MAX_ERROR_BYTES);
-                let cancelled = self.jobs[&job_id].cancel_requested;
-                let outcome = if cancelled { "cancelled" } else { "failed" };
-                self.end_attempt(&job_id, now_ms, outcome, Some(error.clone()), facts);
-                self.after_failed_attempt(&job_id, now_ms, error, retry, cancelled);
-                self.job_response(&job_id)
+                let cancelled = self.jobs.get(&id).is_some_and(|j| j.cancel_requested);
+                let outcome = if cancelled {
+                    Outcome::Cancelled
+                } else {
+                    Outcome::Failed
+                };
+                self.end_attempt(id, now_ms, outcome, Some(error.clone()), facts);
+                self.after_failed_attempt(id, now_ms, error, retry, cancelled);
+                self.job_response(id)
             }
-            QueueCommand::Cancel { job_id, now_ms } => self.cancel(&job_id, now_ms),
+            QueueCommand::Cancel { job_id, now_ms } => match JobId::parse(&job_id) {
+                Some(id) => self.cancel(id, now_ms),
+                None => QueueResponse::Rejected(QueueError::UnknownJob(job_id)),
+            },
             QueueCommand::ExpireLeases { now_ms } => QueueResponse::Expired(self.expire(now_ms)),
             QueueCommand::Prune { before_ms, max } => {
                 QueueResponse::Pruned(self.prune(before_ms, max))
@@ -746,41 +964,34 @@ impl QueueState {
         if c.result.len() > MAX_RESULT_BYTES {
             return QueueResponse::Rejected(QueueError::ResultTooLarge(c.result.len()));
         }
-        if let Err(e) = self.live(&c.job_id, c.token) {
-            return QueueResponse::Rejected(e);
+        let id = match self.live(&c.job_id, c.token) {
+            Ok(id) => id,
+            Err(e) => return QueueResponse::Rejected(e),
+        };
+        self.end_attempt(id, now_ms, Outcome::Succeeded, None, c.facts);
+        if let Some(job) = self.jobs.get_mut(&id) {
+            job.result = Some(c.result.into_boxed_str());
         }
-        self.end_attempt(&c.job_id, now_ms, "succeeded", None, c.facts);
-        if let Some(job) = self.jobs.get_mut(&c.job_id) {
-            job.result = Some(c.result);
-        }
-        self.finish(&c.job_id, JobState::Succeeded, now_ms, "succeeded", "{}");
-        self.job_response(&c.job_id)
+        self.finish(id, JobState::Succeeded, now_ms, "succeeded", "{}".into());
+        self.job_response(id)
     }
 
-    fn job_response(&self, id: &str) -> QueueResponse {
-        match self.jobs.get(id) {
-            Some(j) => QueueResponse::Job(Box::new(j.clone())),
+    fn job_response(&self, id: JobId) -> QueueResponse {
+        match self.jobs.get(&id) {
+            Some(j) => QueueResponse::Job(j.clone()),
             None => QueueResponse::Rejected(QueueError::UnknownJob(id.to_string())),
         }
     }
 
-    fn event(&mut self, kind: &str, job: &Job, payload: &str, now_ms: u64) {
-        let tag = (job.id.clone(), job.queue.clone(), job.attempts);
-        self.event_of(kind, tag, payload, now_ms);
-    }
-
-    /// [`QueueState::event`] from the job's `(id, queue, attempt)`, for
-    /// callers that hold the job mutably (no clone of the whole job).
-    fn event_of(&mut self, kind: &str, tag: (String, String, u32), payload: &str, now_ms: u64) {
-        let (job_id, queue, attempt) = tag;
+    fn event(&mut self, kind: &'static str, tag: Tag, payload: Cow<'static, str>, now_ms: u64) {
         self.next_seq += 1;
         self.events.push_back(Event {
             seq: self.next_seq,
-            kind: kind.to_string(),
-            job_id,
-            queue,
-            attempt,
-            payload: payload.to_string(),
+            kind: Cow::Borrowed(kind),
+            job_id: tag.id,
+            queue: tag.queue,
+            attempt: tag.attempt,
+            payload,
             ts_ms: now_ms,
         });
         while self.events.len() > EVENTS_KEPT {
@@ -789,23 +1000,25 @@ impl QueueState {
     }
 
     fn enqueue(&mut self, seq: u64, shard: u32, new: NewJob, now_ms: u64) -> QueueResponse {
-        if let Some(key) = &new.dedupe_key {
-            if let Some(existing) = self.dedupe.get(&(new.queue.clone(), key.clone())) {
+        let queue = self.names.get(&new.queue);
+        let dedupe_key = new.dedupe_key.map(String::into_boxed_str);
+        if let Some(key) = &dedupe_key {
+            if let Some(existing) = self.dedupe.get(&(queue.clone(), key.clone())) {
                 if let Some(j) = self.jobs.get(existing) {
                     return QueueResponse::Enqueued {
-                        job: Box::new(j.clone()),
+                        job: j.clone(),
                         created: false,
                     };
                 }
             }
         }
         let id = job_id(now_ms, shard, seq);
-        let job = Job {
-            id: id.clone(),
-            queue: new.queue,
+        let job = Box::new(Job {
+            id,
+            kind: self.names.get(&new.kind),
+            queue,
             partition: new.partition,
-            kind: new.kind,
-            params: new.params,
+            params: new.params.into_boxed_str(),
             priority: new.priority,
             state: JobState::Queued,
             run_at_ms: new.run_at_ms.unwrap_or(now_ms),
@@ -814,8 +1027,8 @@ impl QueueState {
             lease_s: new.lease_s.max(1),
             backoff: new.backoff,
             resources: new.resources,
-            dedupe_key: new.dedupe_key,
-            submitted_by: new.submitted_by,
+            dedupe_key,
+            submitted_by: new.submitted_by.map(String::into_boxed_str),
             result: None,
             last_error: None,
             created_ms: now_ms,
@@ -824,25 +1037,24 @@ impl QueueState {
             lease: None,
             cancel_requested: false,
             runs: Vec::new(),
-        };
+        });
         if let Some(key) = &job.dedupe_key {
-            self.dedupe
-                .insert((job.queue.clone(), key.clone()), id.clone());
+            self.dedupe.insert((job.queue.clone(), key.clone()), id);
         }
         ready_add(&mut self.ready, &job);
-        self.event("enqueued", &job, "{}", now_ms);
-        self.jobs.insert(id, job.clone());
+        self.event("enqueued", job.tag(), "{}".into(), now_ms);
+        let response = job.clone();
+        self.jobs.insert(id, job);
         QueueResponse::Enqueued {
-            job: Box::new(job),
+            job: response,
             created: true,
         }
     }
 
     /// The job is running and `token` is its live lease.
-    fn live(&self, id: &str, token: u32) -> Result<(), QueueError> {
-        let j = self
-            .jobs
-            .get(id)
+    fn live(&self, id: &str, token: u32) -> Result<JobId, QueueError> {
+        let (jid, j) = JobId::parse(id)
+            .and_then(|jid| self.jobs.get(&jid).map(|j| (jid, j)))
             .ok_or_else(|| QueueError::UnknownJob(id.to_string()))?;
         if j.state != JobState::Running || j.attempts != token {
             return Err(QueueError::StaleToken {
@@ -852,7 +1064,7 @@ impl QueueState {
                 attempts: j.attempts,
             });
         }
-        Ok(())
+        Ok(jid)
     }
 
     /// Does `job` fit what the claim offers? On success returns the free
@@ -866,7 +1078,7 @@ impl QueueState {
         shared: &[(String, u64)],
         cpus: Option<u32>,
     ) -> Option<Vec<usize>> {
-        if !spec.kinds.is_empty() && !spec.kinds.contains(&job.kind) {
+        if !spec.kinds.is_empty() && !spec.kinds.iter().any(|k| **k == *job.kind) {
             return None;
         }
         if let Some(c) = cpus {
@@ -897,10 +1109,10 @@ impl QueueState {
         shared: &[(String, u64)],
         now_ms: u64,
         max: usize,
-    ) -> Vec<String> {
+    ) -> Vec<JobId> {
         let mut gpus = spec.free_gpus.clone();
         let mut cpus = spec.free_cpus;
-        let mut taken: Vec<String> = Vec::new();
+        let mut taken: Vec<JobId> = Vec::new();
         let allowed: BTreeMap<(&str, u32), Option<u32>> = spec
             .partitions
             .iter()
@@ -908,16 +1120,16 @@ impl QueueState {
             .collect();
         // Only the buckets this claim may take from, merged back into one
         // claim order (priority desc, then FIFO across queues and kinds).
-        let mut cursors: Vec<std::collections::btree_set::Iter<'_, (i64, String)>> = self
+        let mut cursors: Vec<std::collections::btree_set::Iter<'_, (i64, JobId)>> = self
             .ready
             .iter()
             .filter(|((q, k), _)| {
-                (allowed.is_empty() || allowed.keys().any(|(aq, _)| *aq == q.as_str()))
-                    && (spec.kinds.is_empty() || spec.kinds.iter().any(|sk| sk == k))
+                (allowed.is_empty() || allowed.keys().any(|(aq, _)| *aq == &**q))
+                    && (spec.kinds.is_empty() || spec.kinds.iter().any(|sk| **sk == **k))
             })
             .map(|(_, set)| set.iter())
             .collect();
-        let mut heads: Vec<Option<&(i64, String)>> = cursors.iter_mut().map(|c| c.next()).collect();
+        let mut heads: Vec<Option<&(i64, JobId)>> = cursors.iter_mut().map(|c| c.next()).collect();
         let mut planned: BTreeMap<(&str, u32), u32> = BTreeMap::new();
         while taken.len() < max {
             let Some(i) = (0..heads.len())
@@ -934,7 +1146,7 @@ impl QueueState {
             if job.run_at_ms > now_ms {
                 continue;
             }
-            let key = (job.queue.as_str(), job.partition);
+            let key = (&*job.queue, job.partition);
             if !allowed.is_empty() {
                 match allowed.get(&key) {
                     None => continue,
@@ -962,7 +1174,7 @@ impl QueueState {
                 *c -= job.resources.cpus;
             }
             *planned.entry(key).or_default() += 1;
-            taken.push(id.clone());
+            taken.push(*id);
         }
         taken
     }
@@ -970,9 +1182,17 @@ impl QueueState {
     fn claim(&mut self, spec: &ClaimSpec, shared: &[(String, u64)], now_ms: u64) -> Vec<Job> {
         let taken = self.select(spec, shared, now_ms, spec.max.max(1) as usize);
         let mut out = Vec::with_capacity(taken.len());
+        if taken.is_empty() {
+            return out;
+        }
+        // One name for every job (and run) of this claim.
+        let worker: Name = Arc::from(spec.worker_id.as_str());
+        let payload: Cow<'static, str> = Cow::Owned(format!(
+            "{{\"worker_id\":{},\"node\":{}}}",
+            json_str(&spec.worker_id),
+            spec.node
+        ));
         for id in taken {
-            // In place: a job is a few hundred bytes, and taking it out of
-            // the map and putting it back moved it twice.
             let Some(job) = self.jobs.get_mut(&id) else {
                 continue;
             };
@@ -984,14 +1204,16 @@ impl QueueState {
             job.lease_s = lease_s;
             let expires = now_ms.saturating_add(lease_s as u64 * 1000);
             job.lease = Some(Lease {
-                worker_id: spec.worker_id.clone(),
+                worker_id: worker.clone(),
                 node: spec.node,
                 expires_ms: expires,
             });
+            // Most jobs run once: room for exactly one run.
+            job.runs.reserve_exact(1);
             job.runs.push(Run {
                 attempt: job.attempts,
                 node: spec.node,
-                worker_id: spec.worker_id.clone(),
+                worker_id: worker.clone(),
                 started_ms: now_ms,
                 finished_ms: None,
                 outcome: None,
@@ -1002,15 +1224,10 @@ impl QueueState {
                 .running
                 .entry((job.queue.clone(), job.partition))
                 .or_default() += 1;
-            let tag = (job.id.clone(), job.queue.clone(), job.attempts);
-            out.push(job.clone());
+            out.push((**job).clone());
+            let tag = job.tag();
             self.leases.insert((expires, id));
-            let payload = format!(
-                "{{\"worker_id\":{},\"node\":{}}}",
-                json_str(&spec.worker_id),
-                spec.node
-            );
-            self.event_of("claimed", tag, &payload, now_ms);
+            self.event("claimed", tag, payload.clone(), now_ms);
         }
         out
     }
@@ -1018,17 +1235,17 @@ impl QueueState {
     /// Closes the current run and releases the lease (the job is running).
     fn end_attempt(
         &mut self,
-        id: &str,
+        id: JobId,
         now_ms: u64,
-        outcome: &str,
+        outcome: Outcome,
         error: Option<String>,
         facts: RunFacts,
     ) {
-        let Some(job) = self.jobs.get_mut(id) else {
+        let Some(job) = self.jobs.get_mut(&id) else {
             return;
         };
         if let Some(l) = job.lease.take() {
-            self.leases.remove(&(l.expires_ms, id.to_string()));
+            self.leases.remove(&(l.expires_ms, id));
         }
         let key = (job.queue.clone(), job.partition);
         if let Some(n) = self.running.get_mut(&key) {
@@ -1040,8 +1257,8 @@ impl QueueState {
         if let Some(run) = job.runs.last_mut() {
             if run.finished_ms.is_none() {
                 run.finished_ms = Some(now_ms);
-                run.outcome = Some(outcome.to_string());
-                run.error = error;
+                run.outcome = Some(outcome);
+                run.error = error.map(String::into_boxed_str);
                 if facts.duration_ms.is_none() {
                     run.facts = RunFacts {
                         duration_ms: Some(now_ms.saturating_sub(run.started_ms)),
@@ -1054,18 +1271,25 @@ impl QueueState {
         }
     }
 
-    fn finish(&mut self, id: &str, state: JobState, now_ms: u64, event: &str, payload: &str) {
-        let Some(job) = self.jobs.get_mut(id) else {
+    fn finish(
+        &mut self,
+        id: JobId,
+        state: JobState,
+        now_ms: u64,
+        event: &'static str,
+        payload: Cow<'static, str>,
+    ) {
+        let Some(job) = self.jobs.get_mut(&id) else {
             return;
         };
         job.state = state;
         job.updated_ms = now_ms;
         if let Some(t) = job.finished_ms.replace(now_ms) {
-            self.finished.remove(&(t, id.to_string()));
+            self.finished.remove(&(t, id));
         }
-        self.finished.insert((now_ms, id.to_string()));
-        let tag = (job.id.clone(), job.queue.clone(), job.attempts);
-        self.event_of(event, tag, payload, now_ms);
+        self.finished.insert((now_ms, id));
+        let tag = job.tag();
+        self.event(event, tag, payload, now_ms);
     }
 
     /// Forgets up to `max` jobs that finished before `before_ms`.
@@ -1095,7 +1319,11 @@ impl QueueState {
                     self.dedupe.remove(&k);
                 }
             }
-            self.jobs.remove(&id);
+            if let Some(job) = self.jobs.remove(&id) {
+                let Job { queue, kind, .. } = *job;
+                self.names.release(queue);
+                self.names.release(kind);
+            }
             n += 1;
         }
         n
@@ -1111,48 +1339,48 @@ impl QueueState {
     /// or end the job.
     fn after_failed_attempt(
         &mut self,
-        id: &str,
+        id: JobId,
         now_ms: u64,
         error: String,
         retry: bool,
         cancelled: bool,
     ) {
-        let payload = format!("{{\"error\":{}}}", json_str(&error));
-        let Some(job) = self.jobs.get_mut(id) else {
+        let payload: Cow<'static, str> = format!("{{\"error\":{}}}", json_str(&error)).into();
+        let Some(job) = self.jobs.get_mut(&id) else {
             return;
         };
-        job.last_error = Some(error);
+        job.last_error = Some(error.into_boxed_str());
         if cancelled {
-            self.finish(id, JobState::Cancelled, now_ms, "cancelled", &payload);
+            self.finish(id, JobState::Cancelled, now_ms, "cancelled", payload);
         } else if !retry {
-            self.finish(id, JobState::Failed, now_ms, "failed", &payload);
+            self.finish(id, JobState::Failed, now_ms, "failed", payload);
         } else if job.attempts >= job.max_attempts {
-            self.finish(id, JobState::Dead, now_ms, "dead", &payload);
+            self.finish(id, JobState::Dead, now_ms, "dead", payload);
         } else {
             job.state = JobState::Queued;
             job.updated_ms = now_ms;
             job.run_at_ms = now_ms.saturating_add(job.backoff.delay_ms(job.attempts));
             ready_add(&mut self.ready, job);
-            let tag = (job.id.clone(), job.queue.clone(), job.attempts);
-            self.event_of("retrying", tag, &payload, now_ms);
+            let tag = job.tag();
+            self.event("retrying", tag, payload, now_ms);
         }
     }
 
-    fn cancel(&mut self, id: &str, now_ms: u64) -> QueueResponse {
-        let Some(job) = self.jobs.get_mut(id) else {
+    fn cancel(&mut self, id: JobId, now_ms: u64) -> QueueResponse {
+        let Some(job) = self.jobs.get_mut(&id) else {
             return QueueResponse::Rejected(QueueError::UnknownJob(id.to_string()));
         };
         match job.state {
             JobState::Queued => {
                 ready_remove(&mut self.ready, job);
-                self.finish(id, JobState::Cancelled, now_ms, "cancelled", "{}");
+                self.finish(id, JobState::Cancelled, now_ms, "cancelled", "{}".into());
             }
             JobState::Running => {
                 if !job.cancel_requested {
                     job.cancel_requested = true;
                     job.updated_ms = now_ms;
-                    let tag = (job.id.clone(), job.queue.clone(), job.attempts);
-                    self.event_of("cancel_requested", tag, "{}", now_ms);
+                    let tag = job.tag();
+                    self.event("cancel_requested", tag, "{}".into(), now_ms);
                 }
             }
             JobState::Cancelled => {}
@@ -1169,10 +1397,10 @@ impl QueueState {
     /// Leases that ended at or before `now_ms` expire: the attempt counts
     /// as failed. A job whose cancel was requested ends `cancelled`.
     fn expire(&mut self, now_ms: u64) -> u32 {
-        let due: Vec<String> = self
+        let due: Vec<JobId> = self
             .leases
-            .range(..=(now_ms, String::from("\u{10ffff}")))
-            .map(|(_, id)| id.clone())
+            .range(..=(now_ms, JobId::MAX))
+            .map(|(_, id)| *id)
             .collect();
         for id in &due {
             let cancelled = self
@@ -1180,22 +1408,22 @@ impl QueueState {
                 .get(id)
                 .map(|j| j.cancel_requested)
                 .unwrap_or(false);
-            let outcome = if cancelled { "cancelled" } else { "expired" };
+            let outcome = if cancelled {
+                Outcome::Cancelled
+            } else {
+                Outcome::Expired
+            };
             self.end_attempt(
-                id,
+                *id,
                 now_ms,
                 outcome,
                 Some("lease expired".into()),
                 RunFacts::default(),
             );
-            if let Some(tag) = self
-                .jobs
-                .get(id)
-                .map(|j| (j.id.clone(), j.queue.clone(), j.attempts))
-            {
-                self.event_of("expired", tag, "{}", now_ms);
+            if let Some(tag) = self.jobs.get(id).map(|j| j.tag()) {
+                self.event("expired", tag, "{}".into(), now_ms);
             }
-            self.after_failed_attempt(id, now_ms, "lease expired".into(), true, cancelled);
+            self.after_failed_attempt(*id, now_ms, "lease expired".into(), true, cancelled);
         }
         due.len() as u32
     }
@@ -1215,7 +1443,7 @@ impl QueueState {
     }
 
     pub fn job(&self, id: &str) -> Option<&Job> {
-        self.jobs.get(id)
+        self.jobs.get(&JobId::parse(id)?).map(|j| &**j)
     }
 
     /// Jobs with id > `after`, in id order, filtered, at most `limit`.
@@ -1226,14 +1454,21 @@ impl QueueState {
         after: Option<&str>,
         limit: usize,
     ) -> Vec<Job> {
-        let start = match after {
-            Some(a) => std::ops::Bound::Excluded(a.to_string()),
-            None => std::ops::Bound::Unbounded,
+        use std::ops::Bound;
+        // A cursor is normally an id; any other text still means "ids that
+        // sort after it", found by comparing the ids' text.
+        let (start, after_text) = match after {
+            None => (Bound::Unbounded, None),
+            Some(a) => match JobId::parse(a) {
+                Some(id) => (Bound::Excluded(id), None),
+                None => (Bound::Unbounded, Some(a.as_bytes())),
+            },
         };
         self.jobs
-            .range((start, std::ops::Bound::Unbounded))
-            .map(|(_, j)| j)
-            .filter(|j| queue.is_none_or(|q| j.queue == q))
+            .range((start, Bound::Unbounded))
+            .map(|(_, j)| &**j)
+            .filter(|j| after_text.is_none_or(|a| &j.id.hex()[..] > a))
+            .filter(|j| queue.is_none_or(|q| &*j.queue == q))
             .filter(|j| state.is_none_or(|s| j.state == s))
             .take(limit)
             .cloned()
@@ -1245,7 +1480,7 @@ impl QueueState {
     pub fn counts(&self, queue: &str) -> (BTreeMap<JobState, u64>, Option<u64>) {
         let mut counts = BTreeMap::new();
         let mut oldest: Option<u64> = None;
-        for j in self.jobs.values().filter(|j| j.queue == queue) {
+        for j in self.jobs.values().filter(|j| &*j.queue == queue) {
             *counts.entry(j.state).or_default() += 1;
             if j.state == JobState::Queued {
                 oldest = Some(oldest.map_or(j.created_ms, |o| o.min(j.created_ms)));
@@ -1288,8 +1523,15 @@ impl QueueState {
             .jobs
             .values()
             .filter(|j| j.state.is_terminal())
-            .filter_map(|j| j.finished_ms.map(|t| (t, j.id.clone())))
+            .filter_map(|j| j.finished_ms.map(|t| (t, j.id)))
             .collect();
+        // Each job was decoded with names of its own: share them again.
+        let mut names = Interner::default();
+        for j in s.jobs.values_mut() {
+            j.queue = names.get(&j.queue);
+            j.kind = names.get(&j.kind);
+        }
+        s.names = names;
         Ok(s)
     }
 }

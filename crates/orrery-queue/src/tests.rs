@@ -62,10 +62,32 @@ fn ids_sort_by_time_and_name_their_shard() {
     let a = job_id(1_700_000_000_000, 3, 99);
     let b = job_id(1_700_000_000_001, 0, 5);
     assert!(a < b);
-    assert_eq!(a.len(), 26);
-    assert_eq!(job_shard(&a), Some(3));
+    let (ta, tb) = (a.to_string(), b.to_string());
+    assert!(ta < tb, "text sorts as the number");
+    let text = a.to_string();
+    assert_eq!(text.len(), 26);
+    // 12 digits of milliseconds, 4 of shard, 10 of sequence.
+    assert_eq!(text, "018bcfe5680000030000000063");
+    assert_eq!(JobId::parse(&text), Some(a));
+    assert_eq!(a, text);
+    assert_eq!(job_shard(&text), Some(3));
+    assert_eq!(a.shard(), 3);
     assert_eq!(job_shard("nope"), None);
-    assert_eq!(job_shard(&a.to_uppercase()), None);
+    assert_eq!(job_shard(&text.to_uppercase()), None);
+    assert_eq!(job_shard(&format!("{text}0")), None);
+    assert_eq!(job_shard(&format!("+{}", &text[1..])), None);
+    // Stored as text: a snapshot written with String ids reads back.
+    let enc = bincode::serde::encode_to_vec(a, bincode::config::standard()).unwrap();
+    let as_string = bincode::serde::encode_to_vec(&text, bincode::config::standard()).unwrap();
+    assert_eq!(enc, as_string);
+    let back: JobId = bincode::serde::decode_from_slice(&as_string, bincode::config::standard())
+        .unwrap()
+        .0;
+    assert_eq!(back, a);
+    let bad = bincode::serde::encode_to_vec("zz", bincode::config::standard()).unwrap();
+    assert!(
+        bincode::serde::decode_from_slice::<JobId, _>(&bad, bincode::config::standard()).is_err()
+    );
 }
 
 #[test]
@@ -107,8 +129,8 @@ fn priority_then_fifo_and_delay() {
     let delayed = enqueue(&mut s, 3, delayed, 1002);
     let low2 = enqueue(&mut s, 4, new_job("q", 0), 1003);
     let got = claim(&mut s, 5, spec("w", 10), 2000);
-    let ids: Vec<_> = got.iter().map(|j| j.id.clone()).collect();
-    assert_eq!(ids, vec![high.id.clone(), low.id.clone(), low2.id.clone()]);
+    let ids: Vec<_> = got.iter().map(|j| j.id).collect();
+    assert_eq!(ids, vec![high.id, low.id, low2.id]);
     assert!(got
         .iter()
         .all(|j| j.attempts == 1 && j.state == JobState::Running));
@@ -153,7 +175,7 @@ fn stale_token_rejected_and_complete_at_most_once() {
     let c2 = claim(&mut s, 4, spec("b", 1), 20_000);
     assert_eq!(c2[0].attempts, 2);
     let complete = |token| QueueCommand::Complete {
-        job_id: j.id.clone(),
+        job_id: j.id.to_string(),
         token,
         result: "1".into(),
         facts: RunFacts::default(),
@@ -168,8 +190,8 @@ fn stale_token_rejected_and_complete_at_most_once() {
             assert_eq!(j.state, JobState::Succeeded);
             assert_eq!(j.result.as_deref(), Some("1"));
             assert_eq!(j.runs.len(), 2);
-            assert_eq!(j.runs[0].outcome.as_deref(), Some("expired"));
-            assert_eq!(j.runs[1].outcome.as_deref(), Some("succeeded"));
+            assert_eq!(j.runs[0].outcome.map(Outcome::as_str), Some("expired"));
+            assert_eq!(j.runs[1].outcome.map(Outcome::as_str), Some("succeeded"));
         }
         other => panic!("{other:?}"),
     }
@@ -190,7 +212,7 @@ fn retries_with_backoff_then_dead() {
         let r = s.apply(
             11 + attempt as u64 * 2,
             QueueCommand::Fail {
-                job_id: j.id.clone(),
+                job_id: j.id.to_string(),
                 token: attempt,
                 error: "boom".into(),
                 retry: true,
@@ -223,7 +245,7 @@ fn cancel_queued_and_running() {
     let QueueResponse::Job(j) = s.apply(
         3,
         QueueCommand::Cancel {
-            job_id: a.id.clone(),
+            job_id: a.id.to_string(),
             now_ms: 1,
         },
     ) else {
@@ -236,7 +258,7 @@ fn cancel_queued_and_running() {
     s.apply(
         5,
         QueueCommand::Cancel {
-            job_id: b.id.clone(),
+            job_id: b.id.to_string(),
             now_ms: 3,
         },
     );
@@ -244,7 +266,7 @@ fn cancel_queued_and_running() {
         s.apply(
             6,
             QueueCommand::Heartbeat {
-                job_id: b.id.clone(),
+                job_id: b.id.to_string(),
                 token: 1,
                 now_ms: 4
             }
@@ -257,7 +279,7 @@ fn cancel_queued_and_running() {
     let QueueResponse::Job(j) = s.apply(
         7,
         QueueCommand::Fail {
-            job_id: b.id.clone(),
+            job_id: b.id.to_string(),
             token: 1,
             error: CANCELLED.into(),
             retry: true,
@@ -347,7 +369,7 @@ fn shared_gpus_fit_shared_jobs_only() {
     let mut t = s.clone();
     assert_eq!(
         claim_sharing(&mut t, 4, &[], &["GPU-a"]),
-        vec![sh1.id.clone(), sh2.id.clone()]
+        vec![sh1.id, sh2.id]
     );
     // Not enough memory left on the shared GPU: nothing.
     let mut t = s.clone();
@@ -359,7 +381,7 @@ fn shared_gpus_fit_shared_jobs_only() {
     // shared one.
     assert_eq!(
         claim_sharing(&mut s, 4, &["GPU-b"], &["GPU-a"]),
-        vec![excl.id.clone(), sh1.id.clone(), sh2.id.clone()]
+        vec![excl.id, sh1.id, sh2.id]
     );
     // A plain claim never hands a shared job a GPU it was not offered.
     let mut s = QueueState::default();
@@ -375,7 +397,7 @@ fn oversized_result_rejected() {
     let r = s.apply(
         3,
         QueueCommand::Complete {
-            job_id: j.id.clone(),
+            job_id: j.id.to_string(),
             token: 1,
             result: "x".repeat(MAX_RESULT_BYTES + 1),
             facts: RunFacts::default(),
@@ -386,7 +408,10 @@ fn oversized_result_rejected() {
         r,
         QueueResponse::Rejected(QueueError::ResultTooLarge(_))
     ));
-    assert_eq!(s.job(&j.id).map(|j| j.state), Some(JobState::Running));
+    assert_eq!(
+        s.job(&j.id.to_string()).map(|j| j.state),
+        Some(JobState::Running)
+    );
 }
 
 #[test]
@@ -637,14 +662,14 @@ fn to_cmd(op: &Op, ids: &[String], now: u64) -> Option<QueueCommand> {
 /// Structural invariants: one live lease per running job and none otherwise,
 /// the indexes agree with the jobs, at most one successful run per job.
 fn check_invariants(s: &QueueState) -> Result<(), TestCaseError> {
-    let mut running: BTreeMap<(String, u32), u32> = BTreeMap::new();
+    let mut running: BTreeMap<(Name, u32), u32> = BTreeMap::new();
     let mut leases = 0;
     for j in s.jobs.values() {
         let open_runs = j.runs.iter().filter(|r| r.finished_ms.is_none()).count();
         let succeeded = j
             .runs
             .iter()
-            .filter(|r| r.outcome.as_deref() == Some("succeeded"))
+            .filter(|r| r.outcome.map(Outcome::as_str) == Some("succeeded"))
             .count();
         prop_assert!(succeeded <= 1, "job {} completed {succeeded} times", j.id);
         prop_assert_eq!(succeeded == 1, j.state == JobState::Succeeded);
@@ -662,7 +687,7 @@ fn check_invariants(s: &QueueState) -> Result<(), TestCaseError> {
             j.state == JobState::Queued,
             s.ready
                 .get(&(j.queue.clone(), j.kind.clone()))
-                .is_some_and(|b| b.contains(&(-(j.priority as i64), j.id.clone())))
+                .is_some_and(|b| b.contains(&(-(j.priority as i64), j.id)))
         );
     }
     prop_assert!(
@@ -670,11 +695,11 @@ fn check_invariants(s: &QueueState) -> Result<(), TestCaseError> {
         "empty ready bucket kept"
     );
     // The finished index is exactly the finished jobs, by finish time.
-    let finished: BTreeSet<(u64, String)> = s
+    let finished: BTreeSet<(u64, JobId)> = s
         .jobs
         .values()
         .filter(|j| j.state.is_terminal())
-        .map(|j| (j.finished_ms.unwrap_or(u64::MAX), j.id.clone()))
+        .map(|j| (j.finished_ms.unwrap_or(u64::MAX), j.id))
         .collect();
     prop_assert_eq!(&s.finished, &finished);
     // A dedupe key names a job that still exists.
@@ -792,8 +817,8 @@ proptest! {
             for (cmd, ra) in &pairs {
             match (cmd, ra) {
                 (_, QueueResponse::Enqueued { job, created: true }) => {
-                    prop_assert!(!ids.contains(&job.id), "job id {} given twice", job.id);
-                    ids.push(job.id.clone());
+                    prop_assert!(!ids.contains(&job.id.to_string()), "job id {} given twice", job.id);
+                    ids.push(job.id.to_string());
                 }
                 (QueueCommand::Claim { spec, .. } | QueueCommand::ClaimSharing { spec, .. }, QueueResponse::Claimed(jobs)) => {
                     // The claim takes exactly what a naive scan of every
@@ -805,16 +830,17 @@ proptest! {
                         .jobs
                         .values()
                         .filter(|j| j.state == JobState::Queued && j.run_at_ms <= now)
-                        .filter(|j| spec.kinds.is_empty() || spec.kinds.contains(&j.kind))
+                        .filter(|j| spec.kinds.is_empty() || spec.kinds.iter().any(|k| **k == *j.kind))
+                        .map(|j| &**j)
                         .collect();
-                    want.sort_by_key(|j| (-(j.priority as i64), j.id.clone()));
-                    let want: Vec<&String> = want.iter().take(spec.max as usize).map(|j| &j.id).collect();
-                    let got: Vec<&String> = jobs.iter().map(|j| &j.id).collect();
+                    want.sort_by_key(|j| (-(j.priority as i64), j.id));
+                    let want: Vec<JobId> = want.iter().take(spec.max as usize).map(|j| j.id).collect();
+                    let got: Vec<JobId> = jobs.iter().map(|j| j.id).collect();
                     prop_assert_eq!(got, want);
                     for j in jobs {
-                        let prev = latest_token.insert(j.id.clone(), j.attempts).unwrap_or(0);
+                        let prev = latest_token.insert(j.id.to_string(), j.attempts).unwrap_or(0);
                         prop_assert_eq!(j.attempts, prev + 1);
-                        prop_assert_eq!(before.job(&j.id).map(|j| j.state), Some(JobState::Queued));
+                        prop_assert_eq!(before.job(&j.id.to_string()).map(|j| j.state), Some(JobState::Queued));
                     }
                 }
                 (QueueCommand::Complete { job_id, token, .. }, QueueResponse::Job(j)) => {
@@ -843,7 +869,7 @@ fn apply_noting_ids(
     let r = s.apply(idx, cmd);
     let mut note = |r: &QueueResponse| {
         if let QueueResponse::Enqueued { job, created: true } = r {
-            ids.push(job.id.clone());
+            ids.push(job.id.to_string());
         }
     };
     match &r {
@@ -990,8 +1016,8 @@ fn settle_completes_before_it_claims() {
         panic!("claim")
     };
     assert_eq!(first.len(), 1);
-    let done = |id: &str| Completion {
-        job_id: id.into(),
+    let done = |id: &JobId| Completion {
+        job_id: id.to_string(),
         token: 1,
         result: "{}".into(),
         facts: RunFacts::default(),
@@ -1072,7 +1098,7 @@ fn prune_forgets_old_finished_jobs_only() {
                 now_ms: now,
             },
         ) {
-            QueueResponse::Enqueued { job, created } => (job.id, created),
+            QueueResponse::Enqueued { job, created } => (job.id.to_string(), created),
             other => panic!("{other:?}"),
         }
     };

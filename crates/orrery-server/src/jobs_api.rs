@@ -879,7 +879,7 @@ impl Node {
                 other => return Err(ApiError::Internal(format!("unexpected result {other:?}"))),
             }
         }
-        jobs.sort_by(|a, b| a.id.cmp(&b.id));
+        jobs.sort_by_key(|j| j.id);
         jobs.truncate(limit);
         Ok(jobs)
     }
@@ -1485,9 +1485,9 @@ impl JobSource for NodeJobSource {
         };
         let params = serde_json::from_str(&j.params).unwrap_or(Value::Null);
         Ok(Some(Claimed {
-            job_id: j.id,
-            queue: j.queue,
-            kind: j.kind,
+            job_id: j.id.to_string(),
+            queue: j.queue.to_string(),
+            kind: j.kind.to_string(),
             params,
             resources: orrery_exec::Resources {
                 gpus: j.resources.gpus,
@@ -1556,7 +1556,7 @@ impl JobSource for NodeJobSource {
 /// was an eighth of a node's CPU in the batched job-queue benchmark.
 #[derive(Serialize)]
 pub struct JobView<'a> {
-    id: &'a str,
+    id: orrery_queue::JobId,
     queue: &'a str,
     partition: u32,
     kind: &'a str,
@@ -1617,7 +1617,7 @@ impl Serialize for Embedded<'_> {
 impl<'a> JobView<'a> {
     pub fn new(j: &'a Job) -> Self {
         JobView {
-            id: &j.id,
+            id: j.id,
             queue: &j.queue,
             partition: j.partition,
             kind: &j.kind,
@@ -1762,7 +1762,7 @@ mod tests {
 
     fn job(params: &str, result: Option<&str>) -> Job {
         Job {
-            id: "0000000000010000000000002a".into(),
+            id: orrery_queue::JobId::parse("0000000000010000000000002a").unwrap(),
             queue: "q".into(),
             partition: 2,
             kind: "fs.summarize".into(),
@@ -1848,7 +1848,7 @@ mod tests {
     #[test]
     fn job_ids_route_to_their_shard() {
         let id = orrery_queue::job_id(1_700_000_000_000, 2, 77);
-        assert_eq!(job_group(&id).unwrap(), shard_group(2));
+        assert_eq!(job_group(&id.to_string()).unwrap(), shard_group(2));
         assert!(matches!(job_group("nope"), Err(ApiError::NotFound(_))));
     }
 

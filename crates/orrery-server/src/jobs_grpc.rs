@@ -22,9 +22,9 @@ pub struct JobsService(pub Arc<Node>);
 
 fn pb_job(j: &orrery_queue::Job) -> pb::Job {
     pb::Job {
-        id: j.id.clone(),
-        queue: j.queue.clone(),
-        kind: j.kind.clone(),
+        id: j.id.to_string(),
+        queue: j.queue.to_string(),
+        kind: j.kind.to_string(),
         state: j.state.as_str().into(),
         attempts: j.attempts,
         priority: j.priority,
@@ -169,7 +169,7 @@ impl Jobs for JobsService {
             .list_jobs(r.queue, state, r.cursor.filter(|c| !c.is_empty()), limit)
             .await?;
         let next_cursor = (jobs.len() == limit)
-            .then(|| jobs.last().map(|j| j.id.clone()))
+            .then(|| jobs.last().map(|j| j.id.to_string()))
             .flatten();
         Ok(Response::new(pb::ListJobsResponse {
             jobs: jobs.iter().map(pb_job).collect(),

@@ -517,7 +517,7 @@ async fn list_jobs(
         .list_jobs(p.get("queue").cloned(), state, after, limit)
         .await?;
     let next = if jobs.len() == limit {
-        jobs.last().map(|j| j.id.clone())
+        jobs.last().map(|j| j.id)
     } else {
         None
     };

@@ -462,7 +462,7 @@ impl Effects for NodeEffects<'_> {
                 submitted_by: Some("policy".to_string()),
             };
             match self.node.submit_job(args).await {
-                Ok((job, _)) => Ok(Some(job.id)),
+                Ok((job, _)) => Ok(Some(job.id.to_string())),
                 Err(e) => Err(e.to_string()),
             }
         })

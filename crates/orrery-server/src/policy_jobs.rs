@@ -55,7 +55,7 @@ impl Node {
                 submitted_by: Some("policy".to_string()),
             })
             .await?;
-        Ok(job.id)
+        Ok(job.id.to_string())
     }
 }
 
