@@ -728,6 +728,8 @@ proptest! {
     fn deterministic_snapshot_safe_and_single_lease(ops in prop::collection::vec(arb_op(), 0..80), cut in 0usize..80) {
         let mut a = QueueState::default();
         let mut b = QueueState::default();
+        // A follower: the same commands, applied without building answers.
+        let mut c = QueueState::default();
         let mut ids: Vec<String> = Vec::new();
         let mut now = 1_000u64;
         let mut latest_token: BTreeMap<String, u32> = BTreeMap::new();
@@ -744,6 +746,9 @@ proptest! {
             let ra = a.apply(idx, cmd.clone());
             let rb = b.apply(idx, cmd.clone());
             prop_assert_eq!(&ra, &rb);
+            let rc = c.apply_unobserved(idx, cmd.clone());
+            prop_assert_eq!(&rc, &unobserved(&ra));
+            prop_assert_eq!(&c, &a);
             check_invariants(&a)?;
             // A bulk complete is the same as its items one by one.
             if let QueueCommand::CompleteMany { items, now_ms } = &cmd {
@@ -856,6 +861,17 @@ proptest! {
         }
         prop_assert_eq!(&a, &b);
         prop_assert!(completed.values().all(|n| *n == 1));
+    }
+}
+
+/// What [`QueueState::apply_unobserved`] answers where `apply` answered `r`:
+/// no jobs, everything else the same.
+fn unobserved(r: &QueueResponse) -> QueueResponse {
+    match r {
+        QueueResponse::Enqueued { .. } | QueueResponse::Job(_) => QueueResponse::Unobserved,
+        QueueResponse::Claimed(_) => QueueResponse::Claimed(Vec::new()),
+        QueueResponse::Many(rs) => QueueResponse::Many(rs.iter().map(unobserved).collect()),
+        other => other.clone(),
     }
 }
 

@@ -192,7 +192,8 @@ impl Registry {
         let log = LogStore::<TypeConfig>::open(&self.storage, id)?;
         let entries = log.verify()?;
         log.check_durable()?;
-        let sm_store = StateMachineStore::<TypeConfig, GroupState>::open(&self.storage, id)?;
+        let sm_store = StateMachineStore::<TypeConfig, GroupState>::open(&self.storage, id)?
+            .observed_by(self.node_id);
         let sm = sm_store.handle();
         let restart_floor = {
             let mut l = log.clone();

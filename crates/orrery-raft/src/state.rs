@@ -100,6 +100,13 @@ impl StateMachine<crate::TypeConfig> for GroupState {
         GroupState::apply(self, index, cmd)
     }
 
+    fn apply_unobserved(&mut self, index: u64, cmd: Command) -> Response {
+        match cmd {
+            Command::Queue(c) => Response::Queue(self.queue.apply_unobserved(index, c)),
+            other => GroupState::apply(self, index, other),
+        }
+    }
+
     fn empty_response() -> Response {
         Response::Empty
     }

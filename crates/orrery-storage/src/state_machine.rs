@@ -28,6 +28,13 @@ pub trait StateMachine<C: RaftTypeConfig>: Default + Send + Sync + 'static {
     /// Applies one committed command. `index` is the command's log index,
     /// usable as a revision number.
     fn apply(&mut self, index: u64, cmd: C::D) -> C::R;
+    /// [`StateMachine::apply`] where no client reads the response: on a
+    /// follower, or on a leader applying an entry an earlier leader
+    /// appended. It must change the state exactly as `apply` does; it may
+    /// return a cheaper response.
+    fn apply_unobserved(&mut self, index: u64, cmd: C::D) -> C::R {
+        self.apply(index, cmd)
+    }
     /// Response for log entries that carry no command (blank, membership).
     fn empty_response() -> C::R;
     /// Serialises the whole state.
@@ -102,6 +109,9 @@ impl<C: RaftTypeConfig, M> SmHandle<C, M> {
 /// The state machine store of one group.
 pub struct StateMachineStore<C: RaftTypeConfig, M> {
     group: GroupId,
+    /// This node's id: only entries it appended as leader have a client
+    /// waiting for their response here. `None`: every response is built.
+    local: Option<u64>,
     inner: Arc<RwLock<Inner<C, M>>>,
     snap_tree: sled::Tree,
     storage: NodeStorage,
@@ -156,12 +166,20 @@ where
         }
         Ok(Self {
             group,
+            local: None,
             inner: Arc::new(RwLock::new(inner)),
             snap_tree,
             storage: storage.clone(),
             snapshot_seq: Arc::new(AtomicU64::new(0)),
             snapshot_bytes: Arc::new(AtomicU64::new(snapshot_bytes)),
         })
+    }
+
+    /// Builds responses only for entries that node `local` appended as
+    /// leader (see [`StateMachine::apply_unobserved`]).
+    pub fn observed_by(mut self, local: u64) -> Self {
+        self.local = Some(local);
+        self
     }
 
     pub fn handle(&self) -> SmHandle<C, M> {
@@ -231,6 +249,7 @@ impl<C: RaftTypeConfig, M> Clone for StateMachineStore<C, M> {
     fn clone(&self) -> Self {
         Self {
             group: self.group,
+            local: self.local,
             inner: self.inner.clone(),
             snap_tree: self.snap_tree.clone(),
             storage: self.storage.clone(),
@@ -305,7 +324,19 @@ where
             g.last_applied = Some(entry.log_id);
             match entry.payload {
                 EntryPayload::Blank => out.push(M::empty_response()),
-                EntryPayload::Normal(cmd) => out.push(g.state.apply(entry.log_id.index, cmd)),
+                EntryPayload::Normal(cmd) => {
+                    // A client waits for this response only on the node
+                    // whose leadership appended the entry.
+                    let index = entry.log_id.index;
+                    if self
+                        .local
+                        .is_none_or(|n| entry.log_id.leader_id.node_id == n)
+                    {
+                        out.push(g.state.apply(index, cmd))
+                    } else {
+                        out.push(g.state.apply_unobserved(index, cmd))
+                    }
+                }
                 EntryPayload::Membership(m) => {
                     g.membership = StoredMembership::new(Some(entry.log_id), m);
                     out.push(M::empty_response());

@@ -95,6 +95,13 @@ impl StateMachine<TestConfig> for TestState {
         }
     }
 
+    /// Applies as `apply` does, but answers `Empty`, so tests can tell
+    /// which of the two the store called.
+    fn apply_unobserved(&mut self, index: u64, cmd: TestCmd) -> TestResp {
+        self.apply(index, cmd);
+        TestResp::Empty
+    }
+
     fn empty_response() -> TestResp {
         TestResp::Empty
     }
@@ -671,6 +678,47 @@ async fn apply_updates_state_membership_and_responses() {
     assert!(handle.read(|s| !s.lists.contains_key("k1")));
     // Nothing is persisted by apply alone: no snapshot yet.
     assert!(sm.get_current_snapshot().await.unwrap().is_none());
+}
+
+/// With `observed_by(node)`, responses are built only for entries that
+/// `node` appended as leader; the state changes the same either way.
+#[tokio::test]
+async fn responses_are_built_only_for_the_local_leaders_entries() {
+    let dir = tempfile::tempdir().unwrap();
+    let storage = NodeStorage::open(dir.path()).unwrap();
+    let mut sm = Sm::open(&storage, GROUP).unwrap().observed_by(1);
+    let push = |term: u64, leader: u64, index: u64| Entry::<C> {
+        log_id: LogId::new(CommittedLeaderId::new(term, leader), index),
+        payload: EntryPayload::Normal(TestCmd::Push {
+            key: "k".into(),
+            value: index,
+        }),
+    };
+    let resps = sm
+        .apply([push(1, 2, 1), push(2, 1, 2), push(3, 3, 3), push(3, 3, 4)])
+        .await
+        .unwrap();
+    assert_eq!(
+        resps,
+        vec![
+            TestResp::Empty,
+            TestResp::Len { len: 2, index: 2 },
+            TestResp::Empty,
+            TestResp::Empty,
+        ]
+    );
+    let handle = sm.handle();
+    handle.read(|s| {
+        assert_eq!(s.lists["k"], vec![1, 2, 3, 4]);
+        assert_eq!(s.last_cmd_index, 4);
+    });
+    // A clone (openraft keeps one for snapshots) keeps the setting.
+    let mut again = sm.clone();
+    let resps = again.apply([push(4, 1, 5), push(5, 2, 6)]).await.unwrap();
+    assert_eq!(
+        resps,
+        vec![TestResp::Len { len: 5, index: 5 }, TestResp::Empty]
+    );
 }
 
 #[tokio::test]
