@@ -678,6 +678,55 @@ pub struct QueueState {
     /// Queue and kind names, shared by the jobs that carry them.
     #[serde(skip)]
     names: Interner,
+    /// Jobs per queue and state, and the queued jobs in age order. Derived
+    /// from `jobs` (not in snapshots, rebuilt on restore), so that a
+    /// queue's counts are not a scan of every retained job under the lock
+    /// that apply waits for.
+    #[serde(skip)]
+    tally: Tally,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+struct Tally {
+    counts: BTreeMap<(Name, JobState), u64>,
+    /// Ids sort by submission time: the first of a queue is its oldest.
+    queued: BTreeSet<(Name, JobId)>,
+}
+
+impl Tally {
+    /// A job of `queue` went from state `from` to `to` (`None`: it did
+    /// not exist, or no longer does).
+    fn moved(&mut self, queue: &Name, id: JobId, from: Option<JobState>, to: Option<JobState>) {
+        if from == to {
+            return;
+        }
+        if let Some(f) = from {
+            let key = (queue.clone(), f);
+            if let Some(n) = self.counts.get_mut(&key) {
+                *n = n.saturating_sub(1);
+                if *n == 0 {
+                    self.counts.remove(&key);
+                }
+            }
+            if f == JobState::Queued {
+                self.queued.remove(&(queue.clone(), id));
+            }
+        }
+        if let Some(t) = to {
+            *self.counts.entry((queue.clone(), t)).or_default() += 1;
+            if t == JobState::Queued {
+                self.queued.insert((queue.clone(), id));
+            }
+        }
+    }
+
+    fn of<'a>(jobs: impl Iterator<Item = &'a Job>) -> Tally {
+        let mut t = Tally::default();
+        for j in jobs {
+            t.moved(&j.queue, j.id, None, Some(j.state));
+        }
+        t
+    }
 }
 
 /// A set of shared names. Only a memory saving: which `Arc` a job holds is
@@ -1078,6 +1127,8 @@ impl QueueState {
         }
         ready_add(&mut self.ready, &job);
         self.event("enqueued", job.tag(), "{}".into(), now_ms);
+        self.tally
+            .moved(&job.queue, id, None, Some(JobState::Queued));
         let response = respond.then(|| job.clone());
         self.jobs.insert(id, job);
         match response {
@@ -1239,6 +1290,8 @@ impl QueueState {
             };
             ready_remove(&mut self.ready, job);
             job.attempts += 1;
+            self.tally
+                .moved(&job.queue, id, Some(job.state), Some(JobState::Running));
             job.state = JobState::Running;
             job.updated_ms = now_ms;
             let lease_s = spec.lease_s.unwrap_or(job.lease_s).max(1);
@@ -1325,6 +1378,8 @@ impl QueueState {
         let Some(job) = self.jobs.get_mut(&id) else {
             return;
         };
+        self.tally
+            .moved(&job.queue, id, Some(job.state), Some(state));
         job.state = state;
         job.updated_ms = now_ms;
         if let Some(t) = job.finished_ms.replace(now_ms) {
@@ -1363,6 +1418,7 @@ impl QueueState {
                 }
             }
             if let Some(job) = self.jobs.remove(&id) {
+                self.tally.moved(&job.queue, id, Some(job.state), None);
                 let Job { queue, kind, .. } = *job;
                 self.names.release(queue);
                 self.names.release(kind);
@@ -1400,6 +1456,8 @@ impl QueueState {
         } else if job.attempts >= job.max_attempts {
             self.finish(id, JobState::Dead, now_ms, "dead", payload);
         } else {
+            self.tally
+                .moved(&job.queue, id, Some(job.state), Some(JobState::Queued));
             job.state = JobState::Queued;
             job.updated_ms = now_ms;
             job.run_at_ms = now_ms.saturating_add(job.backoff.delay_ms(job.attempts));
@@ -1507,6 +1565,23 @@ impl QueueState {
                 None => (Bound::Unbounded, Some(a.as_bytes())),
             },
         };
+        // A queue's queued jobs have an index of their own: a backlog is
+        // listed without walking the finished jobs retained around it.
+        if let (Some(q), Some(JobState::Queued), None) = (queue, state, after_text) {
+            let name: Name = Arc::from(q);
+            let from = match start {
+                Bound::Excluded(id) => Bound::Excluded((name.clone(), id)),
+                _ => Bound::Included((name.clone(), JobId(0))),
+            };
+            return self
+                .tally
+                .queued
+                .range((from, Bound::Included((name, JobId::MAX))))
+                .filter_map(|(_, id)| self.jobs.get(id))
+                .take(limit)
+                .map(|j| (**j).clone())
+                .collect();
+        }
         self.jobs
             .range((start, Bound::Unbounded))
             .map(|(_, j)| &**j)
@@ -1521,14 +1596,20 @@ impl QueueState {
     /// Per-state counts of a queue's jobs in this shard, and the creation
     /// time of its oldest queued job.
     pub fn counts(&self, queue: &str) -> (BTreeMap<JobState, u64>, Option<u64>) {
-        let mut counts = BTreeMap::new();
-        let mut oldest: Option<u64> = None;
-        for j in self.jobs.values().filter(|j| &*j.queue == queue) {
-            *counts.entry(j.state).or_default() += 1;
-            if j.state == JobState::Queued {
-                oldest = Some(oldest.map_or(j.created_ms, |o| o.min(j.created_ms)));
-            }
-        }
+        let name: Name = Arc::from(queue);
+        let counts = self
+            .tally
+            .counts
+            .range((name.clone(), JobState::Queued)..=(name.clone(), JobState::Dead))
+            .map(|((_, s), n)| (*s, *n))
+            .collect();
+        let oldest = self
+            .tally
+            .queued
+            .range((name.clone(), JobId(0))..=(name, JobId::MAX))
+            .next()
+            .and_then(|(_, id)| self.jobs.get(id))
+            .map(|j| j.created_ms);
         (counts, oldest)
     }
 
@@ -1575,6 +1656,7 @@ impl QueueState {
             j.kind = names.get(&j.kind);
         }
         s.names = names;
+        s.tally = Tally::of(s.jobs.values().map(|j| &**j));
         Ok(s)
     }
 }

@@ -702,6 +702,39 @@ fn check_invariants(s: &QueueState) -> Result<(), TestCaseError> {
         .map(|j| (j.finished_ms.unwrap_or(u64::MAX), j.id))
         .collect();
     prop_assert_eq!(&s.finished, &finished);
+    // The per-queue tally is exactly the jobs, and a queue's counts are
+    // what a scan of its jobs gives.
+    prop_assert_eq!(&s.tally, &Tally::of(s.jobs.values().map(|j| &**j)));
+    for q in QUEUES {
+        let mut counts = BTreeMap::new();
+        let mut oldest: Option<u64> = None;
+        for j in s.jobs.values().filter(|j| &*j.queue == q) {
+            *counts.entry(j.state).or_default() += 1;
+            if j.state == JobState::Queued {
+                oldest = Some(oldest.map_or(j.created_ms, |o| o.min(j.created_ms)));
+            }
+        }
+        prop_assert_eq!(s.counts(q), (counts, oldest));
+        // Listing a queue's queued jobs (from its index) is the scan's
+        // answer, page by page.
+        let scan: Vec<JobId> = s
+            .jobs
+            .values()
+            .filter(|j| &*j.queue == q && j.state == JobState::Queued)
+            .map(|j| j.id)
+            .collect();
+        let mut paged = Vec::new();
+        let mut cursor: Option<String> = None;
+        loop {
+            let page = s.list(Some(q), Some(JobState::Queued), cursor.as_deref(), 2);
+            paged.extend(page.iter().map(|j| j.id));
+            match page.last() {
+                Some(j) if page.len() == 2 => cursor = Some(j.id.to_string()),
+                _ => break,
+            }
+        }
+        prop_assert_eq!(paged, scan);
+    }
     // A dedupe key names a job that still exists.
     prop_assert!(
         s.dedupe.values().all(|id| s.jobs.contains_key(id)),
