@@ -28,11 +28,50 @@ fn bin(name: &str, built: &str) -> PathBuf {
     }
 }
 
+/// A loopback port that is free now and that no other test of this
+/// process was given. A port the kernel picks (`bind :0`) comes from the
+/// ephemeral range, and between this check and the node's own bind an
+/// outgoing connection of a test running in parallel could take it (seen
+/// as a node failing with "Address already in use"). So ports come from
+/// below that range, where the kernel never assigns client ports.
 pub fn free_port() -> u16 {
+    use std::hash::{BuildHasher, Hasher};
+    static GIVEN: std::sync::Mutex<std::collections::BTreeSet<u16>> =
+        std::sync::Mutex::new(std::collections::BTreeSet::new());
+    let (lo, hi) = ephemeral_range();
+    for _ in 0..10_000 {
+        // RandomState is seeded randomly per instance: a cheap random number.
+        let r = std::collections::hash_map::RandomState::new()
+            .build_hasher()
+            .finish();
+        let p = 10_000 + (r % 20_000) as u16;
+        if (lo..=hi).contains(&p) {
+            continue;
+        }
+        let mut given = GIVEN.lock().unwrap_or_else(|e| e.into_inner());
+        if given.contains(&p) {
+            continue;
+        }
+        if TcpListener::bind(("127.0.0.1", p)).is_ok() {
+            given.insert(p);
+            return p;
+        }
+    }
     TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
         .map(|a| a.port())
         .expect("free port")
+}
+
+/// The kernel's range for client ports (Linux default 32768–60999).
+fn ephemeral_range() -> (u16, u16) {
+    std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|s| {
+            let mut it = s.split_whitespace().map(|x| x.parse::<u16>().ok());
+            Some((it.next()??, it.next()??))
+        })
+        .unwrap_or((32_768, 60_999))
 }
 
 pub struct TestNode {
