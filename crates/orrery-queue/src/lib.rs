@@ -678,10 +678,10 @@ pub struct QueueState {
     /// Queue and kind names, shared by the jobs that carry them.
     #[serde(skip)]
     names: Interner,
-    /// Jobs per queue and state, and the queued jobs in age order. Derived
-    /// from `jobs` (not in snapshots, rebuilt on restore), so that a
-    /// queue's counts are not a scan of every retained job under the lock
-    /// that apply waits for.
+    /// Jobs per queue and state, and the queued and running jobs in age
+    /// order. Derived from `jobs` (not in snapshots, rebuilt on restore), so
+    /// that a queue's counts, and listings of its live jobs, are not a scan
+    /// of every retained job under the lock that apply waits for.
     #[serde(skip)]
     tally: Tally,
 }
@@ -689,8 +689,13 @@ pub struct QueueState {
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 struct Tally {
     counts: BTreeMap<(Name, JobState), u64>,
-    /// Ids sort by submission time: the first of a queue is its oldest.
-    queued: BTreeSet<(Name, JobId)>,
+    /// Queued and running jobs by (queue, state, id). Ids sort by
+    /// submission time: a queue's first queued job is its oldest.
+    live: BTreeSet<(Name, JobState, JobId)>,
+}
+
+fn is_live(s: JobState) -> bool {
+    !s.is_terminal()
 }
 
 impl Tally {
@@ -708,14 +713,14 @@ impl Tally {
                     self.counts.remove(&key);
                 }
             }
-            if f == JobState::Queued {
-                self.queued.remove(&(queue.clone(), id));
+            if is_live(f) {
+                self.live.remove(&(queue.clone(), f, id));
             }
         }
         if let Some(t) = to {
             *self.counts.entry((queue.clone(), t)).or_default() += 1;
-            if t == JobState::Queued {
-                self.queued.insert((queue.clone(), id));
+            if is_live(t) {
+                self.live.insert((queue.clone(), t, id));
             }
         }
     }
@@ -1565,22 +1570,15 @@ impl QueueState {
                 None => (Bound::Unbounded, Some(a.as_bytes())),
             },
         };
-        // A queue's queued jobs have an index of their own: a backlog is
-        // listed without walking the finished jobs retained around it.
-        if let (Some(q), Some(JobState::Queued), None) = (queue, state, after_text) {
-            let name: Name = Arc::from(q);
-            let from = match start {
-                Bound::Excluded(id) => Bound::Excluded((name.clone(), id)),
-                _ => Bound::Included((name.clone(), JobId(0))),
+        // Queued and running jobs have an index of their own: a backlog,
+        // or what is running, is listed without walking the finished jobs
+        // retained around it.
+        if let (Some(st), None) = (state.filter(|s| is_live(*s)), after_text) {
+            let after = match start {
+                Bound::Excluded(id) => Some(id),
+                _ => None,
             };
-            return self
-                .tally
-                .queued
-                .range((from, Bound::Included((name, JobId::MAX))))
-                .filter_map(|(_, id)| self.jobs.get(id))
-                .take(limit)
-                .map(|j| (**j).clone())
-                .collect();
+            return self.list_live(queue, st, after, limit);
         }
         self.jobs
             .range((start, Bound::Unbounded))
@@ -1590,6 +1588,60 @@ impl QueueState {
             .filter(|j| state.is_none_or(|s| j.state == s))
             .take(limit)
             .cloned()
+            .collect()
+    }
+
+    /// [`QueueState::list`] of the jobs in live state `st` (queued or
+    /// running), from the `live` index.
+    fn list_live(
+        &self,
+        queue: Option<&str>,
+        st: JobState,
+        after: Option<JobId>,
+        limit: usize,
+    ) -> Vec<Job> {
+        use std::ops::Bound;
+        let after_bound = |name: &Name| match after {
+            Some(id) => Bound::Excluded((name.clone(), st, id)),
+            None => Bound::Included((name.clone(), st, JobId(0))),
+        };
+        let mut ids: Vec<JobId> = match queue {
+            Some(q) => {
+                let name: Name = Arc::from(q);
+                self.tally
+                    .live
+                    .range((after_bound(&name), Bound::Included((name, st, JobId::MAX))))
+                    .map(|(_, _, id)| *id)
+                    .take(limit)
+                    .collect()
+            }
+            // Every queue's jobs in that state, merged back into id order.
+            None => {
+                let mut ids: Vec<JobId> = self
+                    .tally
+                    .counts
+                    .keys()
+                    .filter(|(_, s)| *s == st)
+                    .map(|(name, _)| name)
+                    .flat_map(|name| {
+                        self.tally
+                            .live
+                            .range((
+                                after_bound(name),
+                                Bound::Included((name.clone(), st, JobId::MAX)),
+                            ))
+                            .map(|(_, _, id)| *id)
+                            .take(limit)
+                    })
+                    .collect();
+                ids.sort_unstable();
+                ids
+            }
+        };
+        ids.truncate(limit);
+        ids.iter()
+            .filter_map(|id| self.jobs.get(id))
+            .map(|j| (**j).clone())
             .collect()
     }
 
@@ -1605,10 +1657,12 @@ impl QueueState {
             .collect();
         let oldest = self
             .tally
-            .queued
-            .range((name.clone(), JobId(0))..=(name, JobId::MAX))
+            .live
+            .range(
+                (name.clone(), JobState::Queued, JobId(0))..=(name, JobState::Queued, JobId::MAX),
+            )
             .next()
-            .and_then(|(_, id)| self.jobs.get(id))
+            .and_then(|(_, _, id)| self.jobs.get(id))
             .map(|j| j.created_ms);
         (counts, oldest)
     }

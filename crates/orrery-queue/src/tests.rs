@@ -715,25 +715,29 @@ fn check_invariants(s: &QueueState) -> Result<(), TestCaseError> {
             }
         }
         prop_assert_eq!(s.counts(q), (counts, oldest));
-        // Listing a queue's queued jobs (from its index) is the scan's
-        // answer, page by page.
-        let scan: Vec<JobId> = s
-            .jobs
-            .values()
-            .filter(|j| &*j.queue == q && j.state == JobState::Queued)
-            .map(|j| j.id)
-            .collect();
-        let mut paged = Vec::new();
-        let mut cursor: Option<String> = None;
-        loop {
-            let page = s.list(Some(q), Some(JobState::Queued), cursor.as_deref(), 2);
-            paged.extend(page.iter().map(|j| j.id));
-            match page.last() {
-                Some(j) if page.len() == 2 => cursor = Some(j.id.to_string()),
-                _ => break,
+    }
+    // Listing queued or running jobs (from the live index), of one queue or
+    // of all, is the scan's answer, page by page.
+    for q in [None, Some(QUEUES[0]), Some(QUEUES[1])] {
+        for st in [JobState::Queued, JobState::Running] {
+            let scan: Vec<JobId> = s
+                .jobs
+                .values()
+                .filter(|j| q.is_none_or(|q| &*j.queue == q) && j.state == st)
+                .map(|j| j.id)
+                .collect();
+            let mut paged = Vec::new();
+            let mut cursor: Option<String> = None;
+            loop {
+                let page = s.list(q, Some(st), cursor.as_deref(), 2);
+                paged.extend(page.iter().map(|j| j.id));
+                match page.last() {
+                    Some(j) if page.len() == 2 => cursor = Some(j.id.to_string()),
+                    _ => break,
+                }
             }
+            prop_assert_eq!(paged, scan);
         }
-        prop_assert_eq!(paged, scan);
     }
     // A dedupe key names a job that still exists.
     prop_assert!(
