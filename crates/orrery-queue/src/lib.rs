@@ -49,7 +49,7 @@ pub const EVENTS_KEPT: usize = 10_000;
 /// The error a worker reports for a job it stopped because it was cancelled.
 pub const CANCELLED: &str = "cancelled";
 /// Jobs (or completions) in one bulk command: job ids give each entry room
-/// for 1024 of them (see [`job_id`]).
+/// for 1024 of them (see [`job_seq`]).
 pub const MAX_BATCH: usize = 1000;
 
 /// A queue's definition, in the placement group's catalog.
@@ -323,34 +323,15 @@ impl std::fmt::Debug for JobId {
     }
 }
 
-impl std::str::FromStr for JobId {
-    type Err = QueueError;
-    fn from_str(s: &str) -> Result<JobId, QueueError> {
-        JobId::parse(s).ok_or_else(|| QueueError::UnknownJob(s.to_string()))
-    }
-}
-
 impl PartialEq<str> for JobId {
     fn eq(&self, other: &str) -> bool {
         self.hex() == other.as_bytes()
     }
 }
 
-impl PartialEq<&str> for JobId {
-    fn eq(&self, other: &&str) -> bool {
-        *self == **other
-    }
-}
-
 impl PartialEq<String> for JobId {
     fn eq(&self, other: &String) -> bool {
         *self == *other.as_str()
-    }
-}
-
-impl From<JobId> for String {
-    fn from(id: JobId) -> String {
-        id.to_string()
     }
 }
 
@@ -772,12 +753,6 @@ impl std::fmt::Debug for Interner {
     }
 }
 
-/// The id of the `seq`th job of shard `shard`, stamped `now_ms`
-/// (see [`JobId`]).
-pub fn job_id(now_ms: u64, shard: u32, seq: u64) -> JobId {
-    JobId::new(now_ms, shard, seq)
-}
-
 /// The sequence part of the id of the `nth` job of the entry at `index`.
 /// It wraps after 2^30 log entries; ids stay unique because they also hold
 /// the stamped millisecond, and 2^30 entries never share one.
@@ -1101,7 +1076,7 @@ impl QueueState {
                 }
             }
         }
-        let id = job_id(now_ms, shard, seq);
+        let id = JobId::new(now_ms, shard, seq);
         let job = Box::new(Job {
             id,
             kind: self.names.get(&new.kind),

@@ -59,8 +59,8 @@ fn claim(s: &mut QueueState, idx: u64, spec: ClaimSpec, now: u64) -> Vec<Job> {
 
 #[test]
 fn ids_sort_by_time_and_name_their_shard() {
-    let a = job_id(1_700_000_000_000, 3, 99);
-    let b = job_id(1_700_000_000_001, 0, 5);
+    let a = JobId::new(1_700_000_000_000, 3, 99);
+    let b = JobId::new(1_700_000_000_001, 0, 5);
     assert!(a < b);
     let (ta, tb) = (a.to_string(), b.to_string());
     assert!(ta < tb, "text sorts as the number");

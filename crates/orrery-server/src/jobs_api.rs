@@ -1847,7 +1847,7 @@ mod tests {
 
     #[test]
     fn job_ids_route_to_their_shard() {
-        let id = orrery_queue::job_id(1_700_000_000_000, 2, 77);
+        let id = orrery_queue::JobId::new(1_700_000_000_000, 2, 77);
         assert_eq!(job_group(&id.to_string()).unwrap(), shard_group(2));
         assert!(matches!(job_group("nope"), Err(ApiError::NotFound(_))));
     }
