@@ -36,8 +36,8 @@
 //! * `state`: [`QueueState`], the dispatch of commands, and its reads;
 //! * `claim`: claim selection; `lifecycle`: enqueue, completion, retries,
 //!   cancel, expiry and pruning; `tally`: the derived indexes;
-//! * `snapshot`: the snapshot encoding; [`coalesce`]: group commit of
-//!   commands.
+//! * `snapshot`: the snapshot encoding; `query`: [`JobsQuery`], the reads
+//!   that travel between nodes; [`coalesce`]: group commit of commands.
 
 pub mod coalesce;
 
@@ -46,6 +46,7 @@ mod command;
 mod id;
 mod lifecycle;
 mod model;
+mod query;
 mod snapshot;
 mod state;
 mod tally;
@@ -57,6 +58,7 @@ pub use model::{
     NewJob, Outcome, QueueSpec, Resources, Run, RunFacts, Settlement, CANCELLED, EVENTS_KEPT,
     MAX_BATCH, MAX_ERROR_BYTES, MAX_RESULT_BYTES,
 };
+pub use query::{JobsQuery, JobsQueryResult};
 pub use state::QueueState;
 
 #[cfg(test)]

@@ -61,6 +61,7 @@ fn claim(s: &mut QueueState, idx: u64, spec: ClaimSpec, now: u64) -> Vec<Job> {
 // The test modules, by concern; the helpers above and below are theirs.
 mod bulk;
 mod model_check;
+mod query;
 mod unit;
 
 const KINDS: [&str; 2] = ["noop", "other"];
