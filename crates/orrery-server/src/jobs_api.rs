@@ -3,18 +3,17 @@
 //! the lease-expiry sweep, the GPU inventory report, and the execution
 //! engine's [`JobSource`]. Shared by the REST and gRPC fronts.
 
-use crate::error::ApiError;
+use crate::api::error::ApiError;
+use crate::node::ops::{Query, QueryResult};
 use crate::node::Node;
-use crate::ops::{Query, QueryResult};
 use orrery_exec::{ClaimRequest, Claimed, HeartbeatReply, JobSource, RunReport, SourceError};
 use orrery_queue::{
     Backoff, ClaimSpec, Completion, Event, GpuRecord, GpuReport, Job, JobState, NewJob,
-    QueueCommand, QueueError, QueueResponse, QueueSpec, QueueState, Resources, RunFacts,
-    Settlement,
+    QueueCommand, QueueError, QueueResponse, QueueSpec, Resources, RunFacts, Settlement,
 };
 use orrery_raft::{Command, Response};
 use orrery_types::{group_shard, shard_group, stable_hash, GroupId, NodeId, PLACEMENT_GROUP};
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 use serde_json::{json, Value};
 use std::collections::BTreeMap;
 use std::sync::{Arc, OnceLock};
@@ -32,78 +31,7 @@ pub const MAX_JOB_LIMIT: usize = 1000;
 /// them at once).
 const POLL_EVERY: Duration = Duration::from_millis(200);
 
-/// Reads of the queue module's state.
-#[derive(Clone, Debug, Serialize, Deserialize)]
-pub enum JobsQuery {
-    Catalog,
-    Job(String),
-    List {
-        queue: Option<String>,
-        state: Option<JobState>,
-        after: Option<String>,
-        limit: usize,
-    },
-    Counts(String),
-    Events {
-        since: u64,
-        limit: usize,
-    },
-    Claimable {
-        spec: ClaimSpec,
-        now_ms: u64,
-    },
-    /// `Claimable` for a claim that also offers shared GPUs
-    /// ([`QueueCommand::ClaimSharing`]).
-    ClaimableSharing {
-        spec: ClaimSpec,
-        shared_gpus: Vec<(String, u64)>,
-        now_ms: u64,
-    },
-}
-
-#[derive(Clone, Debug, Serialize, Deserialize)]
-pub enum JobsQueryResult {
-    Catalog {
-        queues: Vec<QueueSpec>,
-        gpus: BTreeMap<NodeId, GpuReport>,
-    },
-    Job(Option<Box<Job>>),
-    List(Vec<Job>),
-    Counts(BTreeMap<JobState, u64>, Option<u64>),
-    Events(Vec<Event>),
-    Claimable(bool),
-}
-
-pub fn run_jobs_query(s: &QueueState, q: &JobsQuery) -> JobsQueryResult {
-    match q {
-        JobsQuery::Catalog => JobsQueryResult::Catalog {
-            queues: s.queues().values().cloned().collect(),
-            gpus: s.gpu_reports().clone(),
-        },
-        JobsQuery::Job(id) => JobsQueryResult::Job(s.job(id).cloned().map(Box::new)),
-        JobsQuery::List {
-            queue,
-            state,
-            after,
-            limit,
-        } => JobsQueryResult::List(s.list(queue.as_deref(), *state, after.as_deref(), *limit)),
-        JobsQuery::Counts(q) => {
-            let (c, o) = s.counts(q);
-            JobsQueryResult::Counts(c, o)
-        }
-        JobsQuery::Events { since, limit } => {
-            JobsQueryResult::Events(s.events_since(*since, *limit))
-        }
-        JobsQuery::Claimable { spec, now_ms } => {
-            JobsQueryResult::Claimable(s.claimable(spec, &[], *now_ms))
-        }
-        JobsQuery::ClaimableSharing {
-            spec,
-            shared_gpus,
-            now_ms,
-        } => JobsQueryResult::Claimable(s.claimable(spec, shared_gpus, *now_ms)),
-    }
-}
+pub use orrery_queue::{JobsQuery, JobsQueryResult};
 
 /// `(queue, partition, its share of the concurrency limit)`.
 pub type PartitionSlot = (String, u32, Option<u32>);

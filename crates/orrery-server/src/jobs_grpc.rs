@@ -1,7 +1,7 @@
 //! The public gRPC API of job queues (orrery.v1.Jobs): the same operations
 //! and validation as REST (both call `jobs_api`).
 
-use crate::error::ApiError;
+use crate::api::error::ApiError;
 use crate::jobs_api::{
     all_failed, at, cursor_string, event_json, job_json, parse_cursor, run_json, ClaimArgs,
     CompleteArgs, QueueArgs, SubmitArgs, DEFAULT_JOB_LIMIT, MAX_WAIT_S,

@@ -1,6 +1,6 @@
 //! REST endpoints of job queues (see docs/api.md, "Job queues").
 
-use crate::error::ApiError;
+use crate::api::error::ApiError;
 use crate::jobs_api::{
     all_failed, at, cursor_string, event_json, job_json, parse_cursor, run_json, ClaimArgs,
     CompleteArgs, JobView, QueueArgs, SubmitArgs, DEFAULT_JOB_LIMIT, MAX_WAIT_S,
@@ -19,12 +19,11 @@ use serde::Serialize;
 use serde_json::{json, Map, Value};
 use std::collections::HashMap;
 use std::convert::Infallible;
-use std::sync::Arc;
 use std::time::Duration;
 
-type AppState = Arc<Node>;
+type AppState = crate::http::AppState;
 
-pub fn routes() -> Router<AppState> {
+pub fn routes() -> Router<crate::http::AppState> {
     Router::new()
         .route("/v1/queues", get(list_queues).post(create_queue))
         .route("/v1/queues/{q}", get(get_queue).delete(delete_queue))

@@ -1,40 +1,35 @@
 //! The Orrery node: storage, Raft groups, the REST and gRPC fronts on the
 //! client address, and the peer service on the peer address.
 
-pub mod error;
-mod group_commit;
+pub mod api;
 pub mod grpc;
+pub mod http;
 pub mod jobs_api;
 mod jobs_grpc;
 mod jobs_rest;
-mod kv_api;
-pub mod metrics;
 pub mod node;
-pub mod ops;
-pub mod peer;
 mod policy_api;
 mod policy_grpc;
 mod policy_jobs;
 mod policy_rest;
-pub mod rest;
+pub mod service;
 pub mod vector_api;
 pub mod vector_grpc;
 mod vector_rest;
 
-pub use error::ApiError;
+pub use api::ApiError;
 pub use node::{Node, NodeConfig};
 pub use orrery_exec::GpuSelection;
 pub use orrery_raft::RaftSettings;
 pub use policy_api::enqueue_dedupe_key;
 
+use node::ops::GroupReport;
 use openraft::ServerState;
-use ops::GroupReport;
 use orrery_proto::peer::peer_server::PeerServer;
-use orrery_proto::v1::cluster_server::ClusterServer;
-use orrery_proto::v1::kv_server::KvServer;
 use orrery_raft::{PeerClients, Registry};
 use orrery_storage::NodeStorage;
 use orrery_types::{group_name, PLACEMENT_GROUP};
+use service::Services;
 use std::fmt::Write;
 use std::future::Future;
 use std::sync::Arc;
@@ -152,36 +147,9 @@ pub async fn run(
     }
     jobs_api::start_jobs(&node, stop_rx.clone());
 
-    // tonic's default 4 MiB limit would refuse values REST accepts.
-    let max_in = cfg.max_value_bytes + cfg.max_key_bytes + (1 << 20);
-    let grpc = tonic::service::Routes::new(
-        KvServer::new(grpc::KvService(node.clone()))
-            .max_decoding_message_size(max_in)
-            .max_encoding_message_size(256 << 20),
-    )
-    .add_service(ClusterServer::new(grpc::ClusterService(node.clone())))
-    .add_service(
-        orrery_proto::v1::jobs_server::JobsServer::new(jobs_grpc::JobsService(node.clone()))
-            // Bulk submits and completes: the same 16 MiB as their REST bodies.
-            .max_decoding_message_size(16 << 20),
-    )
-    .add_service(
-        orrery_proto::v1::vectors_server::VectorsServer::new(vector_grpc::VectorService(
-            node.clone(),
-        ))
-        .max_decoding_message_size(vector_api::MAX_BATCH_BYTES + (1 << 20))
-        .max_encoding_message_size(256 << 20),
-    )
-    .add_service(
-        orrery_proto::v1::policies_server::PoliciesServer::new(policy_grpc::PoliciesService(
-            node.clone(),
-        ))
-        .max_decoding_message_size(64 << 20)
-        .max_encoding_message_size(256 << 20),
-    )
-    .prepare()
-    .into_axum_router();
-    let rest = rest::router(node.clone());
+    let services = Services::new(node.clone());
+    let grpc = grpc::router(&services);
+    let rest = http::router(services.clone());
     // REST and gRPC share the client port; the content type tells them apart.
     let app = axum::Router::new().fallback_service(tower::service_fn(
         move |req: axum::extract::Request| {
@@ -210,7 +178,7 @@ pub async fn run(
         .initial_stream_window_size(orrery_raft::network::PEER_STREAM_WINDOW)
         .initial_connection_window_size(orrery_raft::network::PEER_CONNECTION_WINDOW)
         .add_service(
-            PeerServer::new(peer::PeerService {
+            PeerServer::new(node::peer::PeerService {
                 node: node.clone(),
                 stop: stop_rx.clone(),
             })

@@ -7,9 +7,9 @@
 //! version never changes, and policy ids are random, so an entry can never
 //! go stale.
 
-use crate::error::ApiError;
+use crate::api::error::ApiError;
+use crate::node::ops::{Query, QueryResult};
 use crate::node::Node;
-use crate::ops::{Query, QueryResult};
 use futures::future::BoxFuture;
 use orrery_policy::eval::{check_input, evaluate, pick, vector_query, Effects, Outcome};
 use orrery_policy::graph::{compile, parse_graph, Catalog, Compiled};
@@ -398,7 +398,14 @@ impl Effects for NodeEffects<'_> {
             match &src.kind {
                 DataSourceKind::Kv { key_template } => {
                     let k = key_template.replace("{key}", key);
-                    match self.node.kv_get(k.clone().into_bytes(), true).await {
+                    let key = k.clone().into_bytes();
+                    let got = async {
+                        let g = self.node.group_for_key(&key)?;
+                        self.node
+                            .read(g, crate::node::typed::KvGet { key }, true)
+                            .await
+                    };
+                    match got.await {
                         Ok(Some(v)) => Ok(serde_json::from_slice(&v.value).unwrap_or_else(|_| {
                             Json::String(String::from_utf8_lossy(&v.value).into_owned())
                         })),

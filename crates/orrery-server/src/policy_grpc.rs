@@ -1,7 +1,7 @@
 //! The orrery.v1.Policies gRPC service: the same operations as the REST
 //! routes, through the same `Node` methods.
 
-use crate::error::ApiError;
+use crate::api::error::ApiError;
 use crate::node::Node;
 use crate::policy_api::{parse_source, source_json, RunRequest, DEFAULT_RUN_LIST};
 use orrery_policy::store::{DataSource, Policy, Run, RunFilter, RunStatus, Version};

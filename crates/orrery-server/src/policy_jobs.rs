@@ -1,7 +1,7 @@
 //! Policy work that runs as jobs: async runs (`policy.run`) go through the
 //! job queue module so that a run survives the node that accepted it.
 
-use crate::error::ApiError;
+use crate::api::error::ApiError;
 use crate::jobs_api::{QueueArgs, SubmitArgs};
 use crate::node::Node;
 use orrery_exec::{KindHandler, RunContext};

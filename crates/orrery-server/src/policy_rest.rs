@@ -1,7 +1,6 @@
 //! REST routes for policies, versions, runs and data sources.
 
-use crate::error::ApiError;
-use crate::node::Node;
+use crate::api::error::ApiError;
 use crate::policy_api::{
     parse_source, policy_json, run_json, source_json, version_json, RunRequest,
 };
@@ -14,14 +13,13 @@ use orrery_policy::store::{RunFilter, RunStatus};
 use serde::de::DeserializeOwned;
 use serde::Deserialize;
 use serde_json::{json, Value};
-use std::sync::Arc;
 
-type AppState = Arc<Node>;
+type AppState = crate::http::AppState;
 
 /// A batch of 10 000 inputs is larger than axum's 2 MB default.
 const BODY_LIMIT: usize = 64 << 20;
 
-pub fn routes() -> Router<AppState> {
+pub fn routes() -> Router<crate::http::AppState> {
     Router::new()
         .route("/v1/policies", post(create).get(list))
         .route("/v1/policies/{id}", get(show).patch(patch).delete(delete))
@@ -252,7 +250,7 @@ async fn batch(
     b: Bytes,
 ) -> Result<Json<Value>, ApiError> {
     let r: BatchBody = body(&b)?;
-    let (version, outcomes) = node.policy_batch(&id, r.inputs, r.version).await?;
+    let (version, outcomes) = node.node.policy_batch(&id, r.inputs, r.version).await?;
     let results: Vec<Value> = outcomes
         .into_iter()
         .map(|o| json!({"status": if o.succeeded() {"succeeded"} else {"failed"}, "output": o.output, "error": o.error}))

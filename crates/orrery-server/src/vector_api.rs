@@ -1,9 +1,9 @@
 //! Vector collections and points: validation, routing to the placement
 //! group (catalog) and shard groups (points), scatter-gather search.
 
-use crate::error::ApiError;
+use crate::api::error::ApiError;
+use crate::node::ops::{Query, QueryResult};
 use crate::node::Node;
-use crate::ops::{Query, QueryResult};
 use orrery_raft::{Command, Response};
 use orrery_types::{shard_group, MAX_REPLICAS, PLACEMENT_GROUP};
 use orrery_vector::filter::Filter;

@@ -1,6 +1,6 @@
 //! The orrery.v1.Vectors gRPC service: the same operations as REST.
 
-use crate::error::ApiError;
+use crate::api::error::ApiError;
 use crate::node::Node;
 use crate::vector_api::SearchSpec;
 use orrery_proto::v1 as pb;

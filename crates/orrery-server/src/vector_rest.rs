@@ -1,7 +1,6 @@
 //! REST routes for vector collections (see docs/api.md, "Vector collections").
 
-use crate::error::ApiError;
-use crate::node::Node;
+use crate::api::error::ApiError;
 use crate::vector_api::{parse_vector, SearchSpec, MAX_BATCH_BYTES};
 use axum::body::Body;
 use axum::extract::{DefaultBodyLimit, Path, Query, State};
@@ -11,15 +10,14 @@ use axum::{Json, Router};
 use orrery_vector::{CollectionConfig, Hit, Metric, Point, PointId, Vector};
 use serde::Deserialize;
 use serde_json::{json, Map, Value};
-use std::sync::Arc;
 use std::time::Instant;
 
-type AppState = Arc<Node>;
+type AppState = crate::http::AppState;
 
 /// Search and catalog bodies are small; point batches may be 64 MiB.
 const SMALL_BODY: usize = 4 * 1024 * 1024;
 
-pub fn routes() -> Router<AppState> {
+pub fn routes() -> Router<crate::http::AppState> {
     Router::new()
         .route("/v1/collections", post(create).get(list))
         .route("/v1/collections/{c}", get(show).delete(drop_collection))

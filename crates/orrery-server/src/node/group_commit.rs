@@ -17,7 +17,7 @@
 //! request whose caller has gone before its turn is not proposed at all
 //! (the caller was told the outcome is unknown, which covers both).
 
-use crate::metrics::Metrics;
+use crate::node::metrics::Metrics;
 use openraft::error::{ClientWriteError, RaftError};
 use orrery_queue::coalesce;
 use orrery_queue::QueueCommand;

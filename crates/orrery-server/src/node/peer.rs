@@ -1,8 +1,8 @@
 //! The peer service: Raft RPCs for every group, forwarded requests, status.
 
-use crate::error::ApiError;
+use crate::api::ApiError;
+use crate::node::ops::{ForwardOk, ForwardOp};
 use crate::node::Node;
-use crate::ops::{ForwardOk, ForwardOp};
 use orrery_proto::peer::peer_server::Peer;
 use orrery_proto::peer::{
     ForwardReply, ForwardRequest, LocalStatusReply, LocalStatusRequest, RaftKind, RaftReply,

@@ -18,7 +18,7 @@ pub enum Query {
     },
     /// The placement group's whole state (membership, shard map).
     Placement,
-    Jobs(crate::jobs_api::JobsQuery),
+    Jobs(orrery_queue::JobsQuery),
     VectorCatalog,
     VectorSearch(Box<orrery_vector::SearchRequest>),
     VectorGet {
@@ -38,7 +38,7 @@ pub enum QueryResult {
     KvGet(Option<Versioned>),
     KvList(Vec<KvItem>),
     Placement(Box<orrery_placement::PlacementState>),
-    Jobs(crate::jobs_api::JobsQueryResult),
+    Jobs(orrery_queue::JobsQueryResult),
     VectorCatalog(BTreeMap<String, orrery_vector::CollectionConfig>),
     VectorSearch(Result<Vec<orrery_vector::Hit>, orrery_vector::VectorError>),
     VectorGet(Option<orrery_vector::StoredPoint>),

@@ -1,0 +1,176 @@
+//! `/v1/kv`: values are raw request bodies, keys the rest of the path.
+
+use super::extract::{linearizable, read_body, ReadParams};
+use super::AppState;
+use crate::api::ApiError;
+use crate::service::kv::{CasOutcome, DEFAULT_LIST_LIMIT};
+use axum::body::Body;
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::{Json, Router};
+use base64::Engine;
+use serde_json::{json, Value};
+use std::collections::HashMap;
+
+pub fn routes() -> Router<AppState> {
+    Router::new().route("/v1/kv", get(kv_list)).route(
+        "/v1/kv/{*key}",
+        get(kv_get).put(kv_put).delete(kv_delete).post(kv_post),
+    )
+}
+
+async fn kv_put(
+    State(s): State<AppState>,
+    Path(key): Path<String>,
+    body: Body,
+) -> Result<Json<Value>, ApiError> {
+    let key = key.into_bytes();
+    s.kv.check_key(&key)?;
+    let max = s.kv.max_value_bytes();
+    let value = read_body(body, max, max).await?;
+    let revision = s.kv.put(key, value).await?;
+    Ok(Json(json!({ "revision": revision })))
+}
+
+async fn kv_get(
+    State(s): State<AppState>,
+    Path(key): Path<String>,
+    Query(p): Query<ReadParams>,
+) -> Result<Response, ApiError> {
+    let lin = p.linearizable()?;
+    match s.kv.get(key.clone().into_bytes(), lin).await? {
+        None => Err(ApiError::NotFound(format!("key {key:?} not found"))),
+        Some(v) => {
+            let mut resp = (StatusCode::OK, v.value).into_response();
+            resp.headers_mut()
+                .insert("x-orrery-revision", HeaderValue::from(v.revision));
+            resp.headers_mut().insert(
+                "content-type",
+                HeaderValue::from_static("application/octet-stream"),
+            );
+            Ok(resp)
+        }
+    }
+}
+
+async fn kv_delete(
+    State(s): State<AppState>,
+    Path(key): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    let (deleted, revision) = s.kv.delete(key.into_bytes()).await?;
+    Ok(Json(json!({ "deleted": deleted, "revision": revision })))
+}
+
+/// `POST /v1/kv/{key}/cas`: the wildcard route also matches the suffix.
+async fn kv_post(
+    State(s): State<AppState>,
+    Path(path): Path<String>,
+    body: Body,
+) -> Result<Response, ApiError> {
+    let Some(key) = path.strip_suffix("/cas") else {
+        return Err(ApiError::NotFound(
+            "POST is only defined for /v1/kv/{key}/cas".into(),
+        ));
+    };
+    let key = key.as_bytes().to_vec();
+    s.kv.check_key(&key)?;
+    // The JSON encoding of a value can be up to 6x its size (\u escapes).
+    let max = s.kv.max_value_bytes();
+    let raw = read_body(body, max.saturating_mul(2).saturating_add(4096), max).await?;
+    let v: Value = serde_json::from_slice(&raw)
+        .map_err(|e| ApiError::bad("invalid_json", format!("body is not valid JSON: {e}")))?;
+    let obj = v
+        .as_object()
+        .ok_or_else(|| ApiError::bad("invalid_body", "body must be a JSON object"))?;
+    let expected = match obj.get("expected") {
+        None => {
+            return Err(ApiError::bad(
+                "missing_field",
+                "field \"expected\" is required (use null for create-if-absent)",
+            ))
+        }
+        Some(Value::Null) => None,
+        Some(Value::String(s)) => Some(s.clone().into_bytes()),
+        Some(_) => {
+            return Err(ApiError::bad(
+                "invalid_field",
+                "field \"expected\" must be a string or null",
+            ))
+        }
+    };
+    let value = match obj.get("value") {
+        Some(Value::String(s)) => s.clone().into_bytes(),
+        None => {
+            return Err(ApiError::bad(
+                "missing_field",
+                "field \"value\" is required",
+            ))
+        }
+        Some(_) => {
+            return Err(ApiError::bad(
+                "invalid_field",
+                "field \"value\" must be a string",
+            ))
+        }
+    };
+    let CasOutcome {
+        succeeded,
+        revision,
+        current,
+    } = s.kv.cas(key, expected, value).await?;
+    if succeeded {
+        Ok(Json(json!({"succeeded": true, "revision": revision})).into_response())
+    } else {
+        let current = current.map(|c| String::from_utf8_lossy(&c).into_owned());
+        Ok((
+            StatusCode::CONFLICT,
+            Json(json!({"succeeded": false, "revision": revision, "current": current})),
+        )
+            .into_response())
+    }
+}
+
+fn value_json(v: &[u8]) -> (&'static str, Value) {
+    match std::str::from_utf8(v) {
+        Ok(s) => ("value", Value::String(s.to_string())),
+        Err(_) => (
+            "value_base64",
+            Value::String(base64::engine::general_purpose::STANDARD.encode(v)),
+        ),
+    }
+}
+
+async fn kv_list(
+    State(s): State<AppState>,
+    Query(p): Query<HashMap<String, String>>,
+) -> Result<Json<Value>, ApiError> {
+    let prefix = p.get("prefix").cloned().unwrap_or_default().into_bytes();
+    let limit = match p.get("limit") {
+        None => DEFAULT_LIST_LIMIT,
+        Some(l) => l.parse().map_err(|_| {
+            ApiError::bad(
+                "invalid_limit",
+                format!("limit must be a positive integer, got {l:?}"),
+            )
+        })?,
+    };
+    let lin = linearizable(p.get("consistency").map(String::as_str))?;
+    let items = s.kv.list(prefix, limit, lin).await?;
+    let items: Vec<Value> = items
+        .iter()
+        .map(|i| {
+            let (field, value) = value_json(&i.value);
+            let mut o = serde_json::Map::new();
+            o.insert(
+                "key".into(),
+                Value::String(String::from_utf8_lossy(&i.key).into_owned()),
+            );
+            o.insert(field.into(), value);
+            o.insert("revision".into(), json!(i.revision));
+            Value::Object(o)
+        })
+        .collect();
+    Ok(Json(json!({ "count": items.len(), "items": items })))
+}

@@ -1,0 +1,216 @@
+//! The node runtime: routes every request to the group leader that can
+//! serve it (locally or over the peer channel), executes membership
+//! changes on the placement leader, and reconciles the shard groups hosted
+//! here with the shard map.
+
+mod admin;
+pub mod group_commit;
+mod handover;
+pub mod metrics;
+pub mod ops;
+pub mod peer;
+mod reconcile;
+mod route;
+mod status;
+pub mod typed;
+
+pub use admin::placement_error;
+pub use typed::{DomainCommand, DomainQuery};
+
+use crate::api::ApiError;
+use group_commit::GroupCommit;
+use metrics::Metrics;
+use orrery_placement::PlacementState;
+use orrery_raft::{Group, RaftSettings, Registry};
+use orrery_types::{shard_group, GroupId, NodeAddr, NodeId, PLACEMENT_GROUP};
+use std::collections::{HashMap, HashSet};
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use tokio::sync::Notify;
+
+/// A forwarded request may be forwarded again (its target lost leadership
+/// meanwhile), but never in a loop.
+pub(super) const MAX_HOPS: u32 = 3;
+
+#[derive(Clone, Debug)]
+pub struct NodeConfig {
+    pub id: NodeId,
+    /// Address clients use (REST + gRPC), as advertised to peers.
+    pub addr: String,
+    /// Address peers use (Raft + forwarding), as advertised.
+    pub peer_addr: String,
+    pub data_dir: PathBuf,
+    pub raft: RaftSettings,
+    pub max_key_bytes: usize,
+    pub max_value_bytes: usize,
+    pub request_timeout: Duration,
+    pub admin_timeout: Duration,
+    /// Ask this endpoint to add us, if we are not a member yet.
+    pub join: Option<String>,
+    /// Source address of outgoing peer connections (`None`: the kernel picks).
+    pub peer_source: Option<std::net::IpAddr>,
+    /// Execution engine worker slots (0 = no engine on this node).
+    pub workers: usize,
+    /// Root directory for the built-in fs.* / image.* job kinds.
+    pub fs_root: Option<PathBuf>,
+    /// Run `command` jobs on this node.
+    pub allow_command_jobs: bool,
+    /// Which of the host's GPUs this node's engine manages.
+    pub gpus: orrery_exec::GpuSelection,
+    /// How long finished jobs are kept before shard leaders prune them.
+    pub job_retention: Duration,
+}
+
+impl NodeConfig {
+    pub fn node_addr(&self) -> NodeAddr {
+        NodeAddr {
+            addr: self.addr.clone(),
+            peer_addr: self.peer_addr.clone(),
+        }
+    }
+}
+
+pub struct Node {
+    pub cfg: NodeConfig,
+    pub registry: Arc<Registry>,
+    pub metrics: Arc<Metrics>,
+    reconcile: Notify,
+    /// Groups with a membership change in flight (started by this node).
+    busy: Mutex<HashSet<GroupId>>,
+    /// Per group: when this node last tried to hand leadership to the
+    /// preferred leader, and how many tries in a row failed.
+    last_hand_over: Mutex<HashMap<GroupId, (Instant, u32)>>,
+    /// Groups whose writes wait (until the instant) while their leadership
+    /// is handed over.
+    paused: Mutex<HashMap<GroupId, Instant>>,
+    /// Job queues: the execution engine and claim wake-ups.
+    pub jobs: crate::jobs_api::JobsRuntime,
+    /// Lanes that merge concurrent queue writes into one entry per group.
+    group_commit: GroupCommit,
+}
+
+/// On a leader: how many entries of its log `target` does not have yet.
+fn behind(m: &orrery_raft::RaftMetrics, target: NodeId) -> u64 {
+    let matched = m
+        .replication
+        .as_ref()
+        .and_then(|r| r.get(&target).cloned().flatten())
+        .map(|l| l.index + 1)
+        .unwrap_or(0);
+    (m.last_log_index.map(|l| l + 1).unwrap_or(0)).saturating_sub(matched)
+}
+
+impl Node {
+    pub fn new(cfg: NodeConfig, registry: Arc<Registry>) -> Arc<Self> {
+        Arc::new(Self {
+            cfg,
+            registry,
+            metrics: Arc::new(Metrics::default()),
+            reconcile: Notify::new(),
+            busy: Mutex::new(HashSet::new()),
+            last_hand_over: Mutex::new(HashMap::new()),
+            paused: Mutex::new(HashMap::new()),
+            jobs: Default::default(),
+            group_commit: GroupCommit::default(),
+        })
+    }
+
+    pub fn id(&self) -> NodeId {
+        self.cfg.id
+    }
+
+    pub fn placement_group(&self) -> Option<Arc<Group>> {
+        self.registry.get(PLACEMENT_GROUP)
+    }
+
+    /// The placement state as of now: read through the placement leader
+    /// (linearizable), so that a membership change that has returned is
+    /// visible from every node. Without a quorum, this node's own view,
+    /// which may be stale.
+    pub async fn placement_current(&self) -> PlacementState {
+        if self.placement().is_initialized() {
+            if let Ok(p) = self.read(PLACEMENT_GROUP, typed::PlacementRead, true).await {
+                return p;
+            }
+        }
+        self.placement()
+    }
+
+    /// This node's copy of the placement state (may lag the leader's).
+    pub fn placement(&self) -> PlacementState {
+        self.placement_group()
+            .map(|g| g.sm.read(|s| s.placement.clone()))
+            .unwrap_or_default()
+    }
+
+    /// Whether this node can serve cluster operations now: it knows a
+    /// placement leader and, when it is that leader, a quorum of the
+    /// placement group acknowledged it within two election timeouts (a
+    /// leader cut off from its quorum keeps believing it leads; it must
+    /// not report ready). Returns the leader, or why not.
+    pub fn readiness(&self) -> Result<NodeId, String> {
+        let Some(g) = self.placement_group() else {
+            return Err("not part of an initialised cluster yet".into());
+        };
+        let m = g.raft.metrics().borrow().clone();
+        let Some(leader) = m.current_leader else {
+            return Err("no placement leader known (election in progress, or no quorum)".into());
+        };
+        if leader == self.id() {
+            let limit = 2 * self.cfg.raft.election_max_ms;
+            match m.millis_since_quorum_ack {
+                Some(ms) if ms <= limit => {}
+                Some(ms) => {
+                    return Err(format!(
+                    "this node leads the placement group but no quorum acknowledged it for {ms} ms"
+                ))
+                }
+                None => {
+                    return Err(
+                        "this node leads the placement group but no quorum acknowledged it yet"
+                            .into(),
+                    )
+                }
+            }
+        }
+        Ok(leader)
+    }
+
+    pub fn placement_leader(&self) -> Option<NodeId> {
+        self.placement_group()
+            .and_then(|g| g.raft.metrics().borrow().current_leader)
+    }
+
+    /// The shard map as this node knows it, or an error before init.
+    pub(super) fn shard_count(&self) -> Result<u32, ApiError> {
+        let n = self
+            .placement_group()
+            .map(|g| g.sm.read(|s| s.placement.shard_count()))
+            .unwrap_or(0);
+        if n == 0 {
+            Err(ApiError::NotInitialized)
+        } else {
+            Ok(n)
+        }
+    }
+
+    pub fn group_for_key(&self, key: &[u8]) -> Result<GroupId, ApiError> {
+        Ok(shard_group(orrery_types::shard_for_key(
+            key,
+            self.shard_count()?,
+        )))
+    }
+
+    pub fn shard_groups(&self) -> Result<Vec<GroupId>, ApiError> {
+        Ok((0..self.shard_count()?).map(shard_group).collect())
+    }
+
+    pub(super) fn deadline(&self) -> Instant {
+        Instant::now() + self.cfg.request_timeout
+    }
+
+    pub fn wake_reconciler(&self) {
+        self.reconcile.notify_one();
+    }
+}

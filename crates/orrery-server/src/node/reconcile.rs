@@ -1,0 +1,191 @@
+//! Reconciliation: the groups hosted here follow the shard map, and the
+//! placement leader keeps the shard map complete; joining a cluster.
+
+use super::Node;
+use crate::api::{lock, ApiError};
+use openraft::ChangeMembers;
+use openraft::ServerState;
+use orrery_placement::{plan_leaders, plan_replicas, PlacementState};
+use orrery_raft::Group;
+use orrery_types::shard_group;
+use orrery_types::{NodeAddr, NodeId};
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+use std::time::Duration;
+
+impl Node {
+    /// Brings the groups hosted here in line with the shard map, and on the
+    /// placement leader, the shard map in line with the members.
+    pub async fn run_reconciler(self: Arc<Self>, mut shutdown: tokio::sync::watch::Receiver<bool>) {
+        loop {
+            if let Err(e) = self.reconcile_once().await {
+                tracing::debug!("reconcile: {e}");
+            }
+            tokio::select! {
+                _ = self.reconcile.notified() => {}
+                _ = tokio::time::sleep(Duration::from_millis(500)) => {}
+                _ = shutdown.changed() => return,
+            }
+        }
+    }
+
+    pub(super) async fn reconcile_once(self: &Arc<Self>) -> Result<(), ApiError> {
+        let p = self.placement();
+        if !p.is_initialized() {
+            return Ok(());
+        }
+        let me = self.id();
+        for (s, info) in p.shards.iter().enumerate() {
+            let gid = shard_group(s as u32);
+            if !info.replicas.contains(&me) {
+                // Replicas moved off this node: while it still leads the
+                // group, it carries out the move (then steps down).
+                if let Some(g) = self.registry.get(gid) {
+                    self.reconcile_shard_membership(&g, &info.replicas, &p);
+                }
+                continue;
+            }
+            let g = self
+                .registry
+                .ensure(gid)
+                .await
+                .map_err(|e| ApiError::Internal(e.to_string()))?;
+            // Only a shard's very first replica may bootstrap it; every later
+            // replica joins through the existing group's leader.
+            // Epoch 1 is the map `Init` wrote; a later single-replica list is
+            // a move, whose new replica must join the existing group (a fresh
+            // bootstrap there would fork the shard).
+            if info.replicas == [me] && info.epoch == 1 && g.is_pristine() {
+                let members: BTreeMap<NodeId, NodeAddr> =
+                    [(me, self.cfg.node_addr())].into_iter().collect();
+                if let Err(e) = g.raft.initialize(members).await {
+                    tracing::warn!(group = gid, "initialise shard group: {e}");
+                } else {
+                    tracing::info!(group = gid, "shard group bootstrapped");
+                }
+            }
+            self.reconcile_shard_membership(&g, &info.replicas, &p);
+            self.maybe_hand_over(&g, &info.replicas, &p);
+        }
+        // The placement leader keeps the shard map complete.
+        if let Some(pg) = self.placement_group() {
+            if pg.raft.metrics().borrow().state == ServerState::Leader {
+                let mut plan = plan_replicas(&p);
+                if plan.is_empty() {
+                    plan = plan_leaders(&p);
+                }
+                for cmd in plan {
+                    tracing::info!(?cmd, "placement plan");
+                    if let Err(e) = self.placement_write(cmd).await {
+                        tracing::debug!("placement plan not applied: {e}");
+                        break;
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// On a shard leader: make the group's voters equal the shard map's
+    /// replicas (learners first, so a new replica catches up before voting).
+    pub(super) fn reconcile_shard_membership(
+        self: &Arc<Self>,
+        g: &Arc<Group>,
+        desired: &[NodeId],
+        p: &PlacementState,
+    ) {
+        let m = g.raft.metrics().borrow().clone();
+        if m.state != ServerState::Leader {
+            return;
+        }
+        let mem = m.membership_config.membership().clone();
+        let voters: BTreeSet<NodeId> = mem.voter_ids().collect();
+        let want: BTreeSet<NodeId> = desired.iter().copied().collect();
+        if voters == want || m.membership_config.membership().get_joint_config().len() > 1 {
+            return;
+        }
+        let mut nodes = BTreeMap::new();
+        for id in &want {
+            match p.members.get(id) {
+                Some(member) => {
+                    nodes.insert(*id, member.addr.clone());
+                }
+                None => return,
+            }
+        }
+        if !lock(&self.busy).insert(g.id) {
+            return;
+        }
+        let node = self.clone();
+        let g = g.clone();
+        tokio::spawn(async move {
+            let r = async {
+                for (id, addr) in &nodes {
+                    if mem.get_node(id).is_none() {
+                        tracing::info!(group = g.id, node = id, "adding shard replica as learner");
+                        tokio::time::timeout(node.cfg.admin_timeout, g.raft.add_learner(*id, addr.clone(), true))
+                            .await
+                            .map_err(|_| format!("learner {id} did not catch up"))?
+                            .map_err(|e| e.to_string())?;
+                    }
+                }
+                node.bounded(g.raft.change_membership(ChangeMembers::ReplaceAllVoters(want), false))
+                    .await?;
+                tracing::info!(group = g.id, voters = ?nodes.keys().collect::<Vec<_>>(), "shard membership updated");
+                Ok::<_, String>(())
+            }
+            .await;
+            if let Err(e) = r {
+                tracing::warn!(group = g.id, "shard membership change: {e}");
+            }
+            lock(&node.busy).remove(&g.id);
+            node.wake_reconciler();
+        });
+    }
+
+    /// Asks `endpoint` to add this node, until it is a member.
+    pub async fn run_join(
+        self: Arc<Self>,
+        endpoint: String,
+        mut shutdown: tokio::sync::watch::Receiver<bool>,
+    ) {
+        use orrery_proto::v1::cluster_client::ClusterClient;
+        loop {
+            let is_member = self
+                .placement_group()
+                .map(|g| !g.is_pristine())
+                .unwrap_or(false);
+            if is_member {
+                tracing::info!("joined the cluster");
+                return;
+            }
+            let url = if endpoint.starts_with("http") {
+                endpoint.clone()
+            } else {
+                format!("http://{endpoint}")
+            };
+            match ClusterClient::connect(url).await {
+                Ok(mut c) => {
+                    let req = orrery_proto::v1::AddMemberRequest {
+                        id: self.id(),
+                        addr: self.cfg.addr.clone(),
+                        peer_addr: self.cfg.peer_addr.clone(),
+                        learner_only: false,
+                    };
+                    match c.add_member(req).await {
+                        Ok(_) => {
+                            tracing::info!(%endpoint, "added to the cluster");
+                            return;
+                        }
+                        Err(s) => tracing::warn!(%endpoint, "join: {}", s.message()),
+                    }
+                }
+                Err(e) => tracing::warn!(%endpoint, "join: cannot connect: {e}"),
+            }
+            tokio::select! {
+                _ = tokio::time::sleep(Duration::from_secs(2)) => {}
+                _ = shutdown.changed() => return,
+            }
+        }
+    }
+}
