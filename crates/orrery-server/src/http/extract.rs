@@ -3,7 +3,9 @@
 
 use crate::api::ApiError;
 use axum::body::Body;
+use serde::de::DeserializeOwned;
 use serde::Deserialize;
+use serde_json::Value;
 
 /// `?consistency=linearizable|stale` on reads.
 #[derive(Deserialize, Default)]
@@ -42,4 +44,86 @@ pub async fn read_body(body: Body, limit: usize, shown: usize) -> Result<Vec<u8>
                 limit.max(shown)
             ))
         })
+}
+
+/// A JSON object body parsed into `T` (a serde struct: unknown fields are
+/// refused where `T` says `deny_unknown_fields`). An empty body is `{}`.
+/// Errors name the field: 413 past `limit`; 400 with `invalid_json` (not
+/// JSON), `invalid_body` (not an object), `missing_field`, `unknown_field`
+/// or `invalid_field`.
+pub async fn json_body<T: DeserializeOwned>(body: Body, limit: usize) -> Result<T, ApiError> {
+    let bytes = axum::body::to_bytes(body, limit)
+        .await
+        .map_err(|_| ApiError::TooLarge(format!("request body exceeds {limit} bytes")))?;
+    parse_json(&bytes)
+}
+
+/// [`json_body`] for bytes already read.
+pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
+    let bytes: &[u8] = if bytes.is_empty() { b"{}" } else { bytes };
+    let v: Value = serde_json::from_slice(bytes)
+        .map_err(|e| ApiError::bad("invalid_json", format!("body is not valid JSON: {e}")))?;
+    if !v.is_object() {
+        return Err(ApiError::bad("invalid_body", "body must be a JSON object"));
+    }
+    serde_path_to_error::deserialize(v).map_err(|e| {
+        let path = e.path().to_string();
+        let inner = e.into_inner().to_string();
+        if let Some(rest) = inner.strip_prefix("missing field ") {
+            let field = rest.trim_matches('`');
+            let field = if path == "." {
+                field.to_string()
+            } else {
+                format!("{path}.{field}")
+            };
+            ApiError::bad("missing_field", format!("field {field:?} is required"))
+        } else if let Some(rest) = inner.strip_prefix("unknown field ") {
+            ApiError::bad("unknown_field", format!("unknown field {rest} at {path:?}"))
+        } else {
+            ApiError::bad("invalid_field", format!("field {path:?}: {inner}"))
+        }
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(serde::Deserialize, Debug)]
+    #[serde(deny_unknown_fields)]
+    #[allow(dead_code)]
+    struct Body1 {
+        name: String,
+        #[serde(default)]
+        inner: Option<Inner>,
+    }
+    #[derive(serde::Deserialize, Debug)]
+    #[allow(dead_code)]
+    struct Inner {
+        limit: u32,
+    }
+
+    fn code(r: Result<Body1, ApiError>) -> (String, String) {
+        let e = r.expect_err("must fail");
+        (e.code().to_string(), e.to_string())
+    }
+
+    #[test]
+    fn body_errors_name_the_field() {
+        assert!(parse_json::<Body1>(br#"{"name":"a"}"#).is_ok());
+        assert_eq!(code(parse_json(b"{")).0, "invalid_json");
+        assert_eq!(code(parse_json(b"[1]")).0, "invalid_body");
+        let (c, m) = code(parse_json(b"{}"));
+        assert_eq!(c, "missing_field");
+        assert!(m.contains("\"name\""), "{m}");
+        let (c, m) = code(parse_json(br#"{"name":"a","x":1}"#));
+        assert_eq!(c, "unknown_field");
+        assert!(m.contains("`x`"), "{m}");
+        let (c, m) = code(parse_json(br#"{"name":"a","inner":{"limit":"no"}}"#));
+        assert_eq!(c, "invalid_field");
+        assert!(m.contains("inner.limit"), "{m}");
+        let (c, m) = code(parse_json(br#"{"name":"a","inner":{}}"#));
+        assert_eq!(c, "missing_field");
+        assert!(m.contains("inner.limit"), "{m}");
+    }
 }
