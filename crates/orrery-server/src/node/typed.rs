@@ -6,12 +6,11 @@
 //! The wire types ([`Command`], [`Query`]) are unchanged: forwarded requests
 //! between nodes of different builds keep decoding.
 
-use crate::jobs_api::{JobsQuery, JobsQueryResult};
 use crate::node::ops::{Query, QueryResult};
 use orrery_kv::{KvCommand, KvItem, KvResponse, Versioned};
 use orrery_placement::{PlacementCommand, PlacementResponse, PlacementState};
 use orrery_policy::store::{PolicyCommand, PolicyQuery, PolicyQueryResult, PolicyResponse};
-use orrery_queue::{QueueCommand, QueueResponse};
+use orrery_queue::{JobsQuery, JobsQueryResult, QueueCommand, QueueResponse};
 use orrery_raft::{Command, Response};
 use orrery_vector::{
     CollectionConfig, Hit, PointId, SearchRequest, ShardInfo, StoredPoint, VectorCommand,
