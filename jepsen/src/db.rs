@@ -2,11 +2,14 @@
 //! address, started, killed, paused and restarted by the nemesis.
 
 use crate::net::{node_ip, CLIENT_IP};
+use crate::procs::{self, CouldNotRun, Procs};
 use anyhow::{bail, Context, Result};
 use serde_json::Value;
 use std::fs::OpenOptions;
+use std::net::SocketAddrV4;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 pub const CLIENT_PORT: u16 = 17001;
@@ -23,23 +26,38 @@ pub fn peer_addr(id: u64) -> String {
     format!("{}:{PEER_PORT}", node_ip(id))
 }
 
+fn sock(id: u64, port: u16) -> SocketAddrV4 {
+    SocketAddrV4::new(node_ip(id), port)
+}
+
 pub struct NodeProc {
     pub id: u64,
-    child: Option<Child>,
+    /// The `orrery` process itself (never a wrapper), tracked by [`Procs`].
+    pid: Option<i32>,
     pub paused: bool,
-    /// `faketime` offset the node was (re)started with, if any.
+    /// Clock offset (libfaketime) the node was (re)started with, if any.
     pub clock_offset_s: Option<i64>,
     /// Removed from the cluster: never started again under this id.
     pub retired: bool,
 }
 
 impl NodeProc {
+    fn new(id: u64) -> NodeProc {
+        NodeProc {
+            id,
+            pid: None,
+            paused: false,
+            clock_offset_s: None,
+            retired: false,
+        }
+    }
+
     pub fn running(&self) -> bool {
-        self.child.is_some()
+        self.pid.is_some()
     }
 
     pub fn pid(&self) -> Option<i32> {
-        self.child.as_ref().map(|c| c.id() as i32)
+        self.pid
     }
 }
 
@@ -49,16 +67,14 @@ pub struct Db {
     pub nodes: Vec<NodeProc>,
     pub shards: u32,
     http: reqwest::Client,
-}
-
-fn signal(pid: i32, sig: i32) {
-    // SAFETY: kill(2) on a pid we spawned; errors (already gone) are ignored.
-    unsafe {
-        libc::kill(pid, sig);
-    }
+    procs: Arc<Procs>,
+    /// libfaketime, found on the first clock-skewed start.
+    libfaketime: Option<PathBuf>,
 }
 
 impl Db {
+    /// `dir` must exist. Both paths are made absolute: node command lines
+    /// carry them, and the end-of-test scan recognises the nodes by them.
     pub fn new(bin_dir: PathBuf, dir: PathBuf, nodes: usize, shards: u32) -> Result<Db> {
         for b in ["orrery", "orreryctl"] {
             if !bin_dir.join(b).exists() {
@@ -68,25 +84,41 @@ impl Db {
                 );
             }
         }
+        let bin_dir = bin_dir
+            .canonicalize()
+            .with_context(|| format!("resolving {}", bin_dir.display()))?;
+        let dir = dir
+            .canonicalize()
+            .with_context(|| format!("resolving {}", dir.display()))?;
         let http = reqwest::Client::builder()
             .local_address(std::net::IpAddr::V4(CLIENT_IP))
             .timeout(Duration::from_secs(2))
             .build()?;
+        let procs = Arc::new(Procs::new(bin_dir.join("orrery"), dir.clone()));
         Ok(Db {
             bin_dir,
             dir,
-            nodes: (1..=nodes as u64)
-                .map(|id| NodeProc {
-                    id,
-                    child: None,
-                    paused: false,
-                    clock_offset_s: None,
-                    retired: false,
-                })
-                .collect(),
+            nodes: (1..=nodes as u64).map(NodeProc::new).collect(),
             shards,
             http,
+            procs,
+            libfaketime: None,
         })
+    }
+
+    /// The registry of this test's node processes (for the final cleanup).
+    pub fn procs(&self) -> Arc<Procs> {
+        self.procs.clone()
+    }
+
+    /// libfaketime's path; a *could not run* error when it is missing.
+    pub fn libfaketime(&mut self) -> Result<PathBuf, CouldNotRun> {
+        if let Some(p) = &self.libfaketime {
+            return Ok(p.clone());
+        }
+        let p = procs::find_libfaketime()?;
+        self.libfaketime = Some(p.clone());
+        Ok(p)
     }
 
     pub fn ids(&self) -> Vec<u64> {
@@ -107,13 +139,7 @@ impl Db {
     /// Makes room for a fresh node (membership nemesis).
     pub fn add_node_slot(&mut self, id: u64) {
         if !self.nodes.iter().any(|n| n.id == id) {
-            self.nodes.push(NodeProc {
-                id,
-                child: None,
-                paused: false,
-                clock_offset_s: None,
-                retired: false,
-            });
+            self.nodes.push(NodeProc::new(id));
         }
     }
 
@@ -125,22 +151,21 @@ impl Db {
         self.dir.join("data").join(format!("n{id}"))
     }
 
-    /// Starts node `id` (again), optionally under `faketime` with a clock
-    /// offset, and waits until it answers `/healthz`.
+    /// Starts node `id` (again), optionally with its clock shifted by
+    /// `clock_offset_s`, waits until it answers `/healthz`, and checks that
+    /// the process answering is the one it started.
+    ///
+    /// A skewed node runs `orrery` itself with libfaketime preloaded, not
+    /// under the `faketime` wrapper: the wrapper forks the program and
+    /// waits for it, so its pid is not the node's, and a kill of it left
+    /// the real node running, untracked, holding the node's ports.
     pub async fn start(&mut self, id: u64, clock_offset_s: Option<i64>) -> Result<()> {
         let log = OpenOptions::new()
             .create(true)
             .append(true)
             .open(self.log_path(id))?;
-        let orrery = self.bin_dir.join("orrery");
-        let mut cmd = match clock_offset_s {
-            Some(off) => {
-                let mut c = Command::new("faketime");
-                c.arg("-f").arg(format!("{off:+}s")).arg(&orrery);
-                c
-            }
-            None => Command::new(&orrery),
-        };
+        let orrery = self.procs.orrery().to_path_buf();
+        let mut cmd = Command::new(&orrery);
         let ip = node_ip(id).to_string();
         cmd.arg("serve")
             .args(["--id", &id.to_string()])
@@ -161,35 +186,85 @@ impl Db {
             // kill -9 then drops whatever the node did not fsync, as a power
             // cut would (see orrery_storage::power_loss_simulation).
             .env("ORRERY_TEST_POWER_LOSS", "1")
+            // Only a skewed start sets these: never inherit them.
+            .env_remove("FAKETIME")
+            .env_remove("FAKETIME_SHARED")
             .stdin(Stdio::null())
             .stdout(log.try_clone()?)
             .stderr(log);
-        let child = cmd
-            .spawn()
+        let lib = match clock_offset_s {
+            Some(off) => {
+                let lib = self.libfaketime()?;
+                // What `faketime -f ±Ns` set up, minus the fork: the same
+                // library (libfaketime.so.1, not the MT variant) and the
+                // same FAKETIME string. Like the wrapper by default, the
+                // monotonic clocks are faked too (no DONT_FAKE_MONOTONIC);
+                // FAKETIME_DONT_RESET only affects absolute (`@`) times.
+                let preload = std::env::var_os("LD_PRELOAD");
+                cmd.env("LD_PRELOAD", procs::preload_value(&lib, preload.as_deref()))
+                    .env("FAKETIME", procs::faketime_spec(off));
+                Some(lib)
+            }
+            None => {
+                // A preload the harness itself runs under must not skew a
+                // node that should keep real time.
+                cmd.env_remove("LD_PRELOAD");
+                None
+            }
+        };
+        let pid = self
+            .procs
+            .spawn(&mut cmd, lib.is_some())
             .with_context(|| format!("starting {}", orrery.display()))?;
         let n = self.node(id)?;
-        n.child = Some(child);
+        n.pid = Some(pid);
         n.paused = false;
         n.clock_offset_s = clock_offset_s;
-        self.wait_healthy(id, Duration::from_secs(20)).await
+        self.wait_started(id, pid, lib.as_deref(), Duration::from_secs(20))
+            .await
     }
 
-    async fn wait_healthy(&mut self, id: u64, timeout: Duration) -> Result<()> {
+    /// Restarts node `id` with its clock shifted by `offset_s` (the clock
+    /// nemesis).
+    pub async fn restart_with_clock(&mut self, id: u64, offset_s: i64) -> Result<()> {
+        self.kill(id)?;
+        self.start(id, Some(offset_s)).await
+    }
+
+    /// Waits for `/healthz`, then checks (from /proc) that `pid` is the
+    /// process serving it. Another process answering in its place is a
+    /// node the harness lost track of: a *could not run* error.
+    async fn wait_started(
+        &mut self,
+        id: u64,
+        pid: i32,
+        faketime: Option<&Path>,
+        timeout: Duration,
+    ) -> Result<()> {
         let deadline = Instant::now() + timeout;
         let url = format!("http://{}/healthz", client_addr(id));
+        let addr = sock(id, CLIENT_PORT);
         loop {
             if let Ok(r) = self.http.get(&url).send().await {
                 if r.status().is_success() {
+                    procs::verify_node(pid, addr, faketime)
+                        .map_err(|e| CouldNotRun(format!("node n{id}: {e}")))?;
                     return Ok(());
                 }
             }
-            if let Some(c) = self.node(id)?.child.as_mut() {
-                if let Ok(Some(st)) = c.try_wait() {
-                    bail!(
-                        "node n{id} exited during start ({st}); see {}",
-                        self.log_path(id).display()
-                    );
+            if let Some(st) = self.procs.try_wait(pid) {
+                self.node(id)?.pid = None;
+                let owners = procs::listeners_on(addr);
+                if !owners.is_empty() {
+                    bail!(CouldNotRun(format!(
+                        "node n{id} (pid {pid}) exited during start ({st}) while {addr} is served by {}: a node the harness lost track of",
+                        owners.join(", ")
+                    )));
                 }
+                bail!(
+                    "node n{id} exited during start ({st}); see {}",
+                    self.log_path(id).display()
+                );
             }
             if Instant::now() > deadline {
                 bail!("node n{id} not healthy after {timeout:?}");
@@ -198,63 +273,58 @@ impl Db {
         }
     }
 
-    /// `kill -9`.
+    /// `kill -9` of the node and its process group; then its ports must be
+    /// free, or some process the harness does not hold still serves them.
     pub fn kill(&mut self, id: u64) -> Result<()> {
+        let procs = self.procs.clone();
         let n = self.node(id)?;
-        if let Some(mut c) = n.child.take() {
-            if n.paused {
-                signal(c.id() as i32, libc::SIGCONT);
-            }
-            let _ = c.kill();
-            let _ = c.wait();
-        }
+        let pid = n.pid.take();
         n.paused = false;
+        n.clock_offset_s = None;
+        if let Some(pid) = pid {
+            procs.kill(pid);
+        }
+        for addr in [sock(id, CLIENT_PORT), sock(id, PEER_PORT)] {
+            let owners = procs::listeners_on(addr);
+            if !owners.is_empty() {
+                bail!(CouldNotRun(format!(
+                    "after kill -9 of node n{id} ({}), {addr} is still served by {}",
+                    pid.map_or("not running".to_string(), |p| format!("pid {p}")),
+                    owners.join(", ")
+                )));
+            }
+        }
         Ok(())
     }
 
+    /// SIGSTOP of the node and its process group.
     pub fn pause(&mut self, id: u64) -> Result<()> {
+        let procs = self.procs.clone();
         let n = self.node(id)?;
-        if let Some(pid) = n.pid() {
-            signal(pid, libc::SIGSTOP);
+        if let Some(pid) = n.pid {
+            procs.signal(pid, libc::SIGSTOP);
             n.paused = true;
         }
         Ok(())
     }
 
+    /// SIGCONT of the node and its process group.
     pub fn resume(&mut self, id: u64) -> Result<()> {
+        let procs = self.procs.clone();
         let n = self.node(id)?;
-        if let Some(pid) = n.pid() {
-            signal(pid, libc::SIGCONT);
+        if let Some(pid) = n.pid {
+            procs.signal(pid, libc::SIGCONT);
         }
         n.paused = false;
         Ok(())
     }
 
-    /// SIGTERM, then SIGKILL after a grace period.
+    /// SIGTERM to every node, then SIGKILL after a grace period; all reaped.
     pub async fn stop_all(&mut self) {
+        self.procs.terminate_all(Duration::from_secs(5)).await;
         for n in &mut self.nodes {
-            if let Some(pid) = n.pid() {
-                if n.paused {
-                    signal(pid, libc::SIGCONT);
-                }
-                signal(pid, libc::SIGTERM);
-            }
-        }
-        let deadline = Instant::now() + Duration::from_secs(5);
-        for n in &mut self.nodes {
-            if let Some(mut c) = n.child.take() {
-                loop {
-                    match c.try_wait() {
-                        Ok(Some(_)) => break,
-                        _ if Instant::now() > deadline => {
-                            let _ = c.kill();
-                            let _ = c.wait();
-                            break;
-                        }
-                        _ => tokio::time::sleep(Duration::from_millis(50)).await,
-                    }
-                }
-            }
+            n.pid = None;
+            n.paused = false;
         }
     }
 
@@ -391,14 +461,6 @@ impl Db {
             }
         }
         None
-    }
-
-    /// Copies nothing: logs already live in the store directory. Removes the
-    /// data directories unless asked to keep them.
-    pub fn cleanup(&self, keep_data: bool) {
-        if !keep_data {
-            let _ = std::fs::remove_dir_all(self.dir.join("data"));
-        }
     }
 }
 

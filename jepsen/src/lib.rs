@@ -6,6 +6,8 @@ pub mod db;
 pub mod history;
 pub mod nemesis;
 pub mod net;
+pub mod procfs;
+pub mod procs;
 pub mod recorder;
 pub mod results;
 pub mod runner;

@@ -74,18 +74,28 @@ fn run_test(opts: orrery_jepsen::runner::TestOpts) -> i32 {
             return 2;
         }
     };
-    match rt.block_on(orrery_jepsen::runner::run_test(opts)) {
+    let code = match rt.block_on(orrery_jepsen::runner::run_test(opts)) {
         Ok(out) => {
             println!(
                 "valid: {}  ({})",
                 out.valid,
                 out.dir.join("results.json").display()
             );
-            i32::from(out.valid != serde_json::Value::Bool(true))
+            if !out.leftover_processes.is_empty() || !out.processes_cleaned {
+                eprintln!(
+                    "orrery-jepsen: FAILED: node processes outlived the harness's stops: {}",
+                    out.leftover_processes.join("; ")
+                );
+            }
+            out.exit_code()
         }
         Err(e) => {
             eprintln!("orrery-jepsen: {e:#}");
             2
         }
-    }
+    };
+    // Tasks still blocked on an orreryctl call must not hold up the exit;
+    // every node is already gone.
+    rt.shutdown_timeout(std::time::Duration::from_secs(1));
+    code
 }

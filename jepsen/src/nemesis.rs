@@ -5,6 +5,7 @@
 use crate::db::{Db, PLACEMENT_GROUP};
 use crate::history::{Op, OpType, Process};
 use crate::net;
+use crate::procs::is_could_not_run;
 use crate::recorder::Recorder;
 use anyhow::Result;
 use rand::rngs::StdRng;
@@ -26,7 +27,7 @@ pub enum NemesisKind {
     /// Add fresh nodes and remove members (the fresh ones, or group leaders
     /// holding replicas), also through an isolated leader.
     Membership,
-    /// Restart one node with its clock shifted (faketime).
+    /// Restart one node with its clock shifted (libfaketime).
     Clock,
     /// Random packet loss between nodes.
     Loss,
@@ -49,6 +50,11 @@ impl NemesisKind {
     }
 }
 
+/// A schedule's name: its kinds joined by `,` (as given to `--nemesis`).
+pub fn schedule_name(kinds: &[NemesisKind]) -> String {
+    kinds.iter().map(|k| k.name()).collect::<Vec<_>>().join(",")
+}
+
 /// A fault in effect, and what undoing it needs.
 #[derive(Debug)]
 enum Fault {
@@ -61,7 +67,11 @@ enum Fault {
 }
 
 pub struct Nemesis {
-    pub kind: NemesisKind,
+    /// The schedule: one kind, or several taken in turn (`clock,kill`:
+    /// a clock fault, then a kill, then a clock fault, …).
+    pub kinds: Vec<NemesisKind>,
+    /// Index into `kinds` of the next fault.
+    turn: usize,
     pub db: Db,
     rec: Arc<Recorder>,
     rng: StdRng,
@@ -77,7 +87,7 @@ fn log(rec: &Recorder, f: &str, value: Value) {
 
 impl Nemesis {
     pub fn new(
-        kind: NemesisKind,
+        kinds: Vec<NemesisKind>,
         db: Db,
         rec: Arc<Recorder>,
         rng: StdRng,
@@ -85,7 +95,8 @@ impl Nemesis {
     ) -> Nemesis {
         let n = db.nodes.len() as u64;
         Nemesis {
-            kind,
+            kinds,
+            turn: 0,
             db,
             rec,
             rng,
@@ -97,12 +108,15 @@ impl Nemesis {
     }
 
     /// Alternates quiet periods and faults until `stop` fires, then heals.
+    /// A fault that fails is logged and the schedule goes on, except when
+    /// the harness lost control of a node ([`crate::procs::CouldNotRun`]):
+    /// then it stops and returns the error, which ends the test.
     pub async fn run(
         &mut self,
         interval: Duration,
         mut stop: tokio::sync::watch::Receiver<bool>,
     ) -> Result<()> {
-        if self.kind == NemesisKind::None {
+        if self.kinds.iter().all(|&k| k == NemesisKind::None) {
             let _ = stop.changed().await;
             return Ok(());
         }
@@ -113,14 +127,20 @@ impl Nemesis {
             let fault = match self.start_fault().await {
                 Ok(f) => f,
                 Err(e) => {
-                    log(&self.rec, "nemesis-error", json!(e.to_string()));
+                    log(&self.rec, "nemesis-error", json!(format!("{e:#}")));
+                    if is_could_not_run(&e) {
+                        return Err(e);
+                    }
                     None
                 }
             };
             let stopped = sleep_or_stop(interval, &mut stop).await;
             if let Some(f) = fault {
                 if let Err(e) = self.stop_fault(f).await {
-                    log(&self.rec, "nemesis-error", json!(e.to_string()));
+                    log(&self.rec, "nemesis-error", json!(format!("{e:#}")));
+                    if is_could_not_run(&e) {
+                        return Err(e);
+                    }
                 }
             }
             if stopped {
@@ -130,8 +150,15 @@ impl Nemesis {
         Ok(())
     }
 
+    /// The next kind of the schedule (`all`: a random one).
     fn pick_kind(&mut self) -> NemesisKind {
-        match self.kind {
+        let kind = self
+            .kinds
+            .get(self.turn % self.kinds.len().max(1))
+            .copied()
+            .unwrap_or(NemesisKind::None);
+        self.turn += 1;
+        match kind {
             NemesisKind::All => *[
                 NemesisKind::Partition,
                 NemesisKind::Kill,
@@ -252,8 +279,7 @@ impl Nemesis {
                 };
                 let off: i64 =
                     if self.rng.gen_bool(0.5) { 1 } else { -1 } * self.rng.gen_range(5..120);
-                self.db.kill(id)?;
-                let r = self.db.start(id, Some(off)).await;
+                let r = self.db.restart_with_clock(id, off).await;
                 log(
                     &self.rec,
                     "start-clock",

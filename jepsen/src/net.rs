@@ -9,7 +9,10 @@
 
 use anyhow::{bail, Context, Result};
 use std::net::Ipv4Addr;
+use std::os::unix::process::CommandExt;
 use std::process::Command;
+use std::sync::atomic::{AtomicI32, Ordering};
+use std::time::Duration;
 
 /// Environment variable set on the re-executed child inside `unshare -n`.
 pub const NETNS_ENV: &str = "ORRERY_JEPSEN_NETNS";
@@ -94,16 +97,56 @@ pub fn ensure_private_netns() -> Result<Netns> {
     }
     let exe = std::env::current_exe().context("locating our own executable")?;
     eprintln!("orrery-jepsen: entering a private network namespace (unshare -n)");
-    let status = Command::new("unshare")
-        .arg("-n")
+    let mut cmd = Command::new("unshare");
+    cmd.arg("-n")
         .arg("--")
         .arg(exe)
         .args(std::env::args_os().skip(1))
         .env(NETNS_ENV, "1")
-        .env(PARENT_NETNS_ENV, ns_id("self").unwrap_or_default())
-        .status()
-        .context("running unshare (util-linux)")?;
+        .env(PARENT_NETNS_ENV, ns_id("self").unwrap_or_default());
+    // SAFETY: prctl(2) is async-signal-safe and touches only the child. If
+    // this process dies without forwarding a signal (SIGKILL), the child
+    // (unshare execs the harness, which keeps the setting) still gets
+    // SIGTERM and stops its nodes.
+    unsafe {
+        cmd.pre_exec(|| {
+            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    let mut child = cmd.spawn().context("running unshare (util-linux)")?;
+    // The child runs the test and owns the nodes: this process forwards
+    // SIGINT/SIGTERM/SIGHUP to it (it cleans up and exits) instead of dying
+    // before it, and exits with its code.
+    for sig in [libc::SIGINT, libc::SIGTERM, libc::SIGHUP] {
+        // SAFETY: the handler only stores into an atomic (async-signal-safe).
+        unsafe {
+            libc::signal(sig, remember_signal as *const () as libc::sighandler_t);
+        }
+    }
+    let status = loop {
+        let sig = PENDING_SIGNAL.swap(0, Ordering::SeqCst);
+        if sig != 0 {
+            // SAFETY: kill(2) of our own child; a pid already exited is harmless.
+            unsafe {
+                libc::kill(child.id() as i32, sig);
+            }
+        }
+        match child.try_wait().context("waiting for the test")? {
+            Some(st) => break st,
+            None => std::thread::sleep(Duration::from_millis(50)),
+        }
+    };
     Ok(Netns::ChildExited(status.code().unwrap_or(2)))
+}
+
+/// A signal received while the test runs in the child, to forward to it.
+static PENDING_SIGNAL: AtomicI32 = AtomicI32::new(0);
+
+extern "C" fn remember_signal(sig: libc::c_int) {
+    PENDING_SIGNAL.store(sig, Ordering::SeqCst);
 }
 
 fn check_iptables() -> Result<()> {

@@ -3,7 +3,8 @@
 
 use crate::db::{default_bin_dir, Db};
 use crate::history::{Op, OpType};
-use crate::nemesis::{Nemesis, NemesisKind};
+use crate::nemesis::{schedule_name, Nemesis, NemesisKind};
+use crate::procs::{is_could_not_run, Cleanup, CleanupOnDrop, CouldNotRun, Procs};
 use crate::recorder::Recorder;
 use crate::stats;
 use crate::workload::{Client, Generator, ReadConsistency, Request, Workload};
@@ -16,15 +17,23 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use tokio::signal::unix::{signal, Signal, SignalKind};
 
 #[derive(Clone, Debug, clap::Args)]
 pub struct TestOpts {
     /// What the clients do.
     #[arg(long, value_enum, default_value = "register")]
     pub workload: Workload,
-    /// Which faults to inject.
-    #[arg(long, value_enum, default_value = "partition")]
-    pub nemesis: NemesisKind,
+    /// Which faults to inject; several, comma-separated, are taken in
+    /// turn (`clock,kill`: a clock fault, then a kill, then a clock fault…).
+    #[arg(
+        long,
+        value_enum,
+        value_delimiter = ',',
+        num_args = 1,
+        default_value = "partition"
+    )]
+    pub nemesis: Vec<NemesisKind>,
     /// Seconds of client operations (before healing and final reads).
     #[arg(long, default_value_t = 60)]
     pub time_limit: u64,
@@ -120,6 +129,80 @@ pub struct Outcome {
     pub dir: PathBuf,
     /// `true`, `false` or `"unknown"`.
     pub valid: Value,
+    /// Node processes found running after the harness's own stops (each
+    /// killed then): the harness had lost track of them, so the run failed.
+    pub leftover_processes: Vec<String>,
+    /// No node process of this test is running any more.
+    pub processes_cleaned: bool,
+}
+
+impl Outcome {
+    /// The exit code: 0 valid, 1 invalid or unknown, 2 when node processes
+    /// outlived the harness's stops (whatever the checker said).
+    pub fn exit_code(&self) -> i32 {
+        if !self.leftover_processes.is_empty() || !self.processes_cleaned {
+            2
+        } else {
+            i32::from(self.valid != Value::Bool(true))
+        }
+    }
+}
+
+/// What the test phases hand to [`run_test`] to finish `results.json`.
+struct Finished {
+    valid: Value,
+    results: Value,
+    notes: Vec<String>,
+}
+
+/// SIGINT, SIGTERM and SIGHUP, watched from before the first node starts
+/// (from then on they no longer kill the harness outright: it cleans up).
+struct Interrupts {
+    int: Option<Signal>,
+    term: Option<Signal>,
+    hup: Option<Signal>,
+}
+
+impl Interrupts {
+    fn watch() -> Interrupts {
+        let watch = |name: &str, k: SignalKind| {
+            signal(k)
+                .map_err(|e| eprintln!("orrery-jepsen: cannot watch {name}: {e}"))
+                .ok()
+        };
+        Interrupts {
+            int: watch("SIGINT", SignalKind::interrupt()),
+            term: watch("SIGTERM", SignalKind::terminate()),
+            hup: watch("SIGHUP", SignalKind::hangup()),
+        }
+    }
+
+    /// The name of the first of the signals to arrive.
+    async fn recv(&mut self) -> &'static str {
+        async fn one(s: &mut Option<Signal>) {
+            match s {
+                Some(s) => {
+                    s.recv().await;
+                }
+                None => std::future::pending().await,
+            }
+        }
+        tokio::select! {
+            _ = one(&mut self.int) => "SIGINT",
+            _ = one(&mut self.term) => "SIGTERM",
+            _ = one(&mut self.hup) => "SIGHUP",
+        }
+    }
+}
+
+fn cleanup_json(c: &Cleanup) -> (Vec<String>, Value, Value) {
+    let list: Vec<String> = c
+        .leftovers
+        .iter()
+        .map(|p| format!("{} {}", p.pid, p.cmdline.join(" ")))
+        .collect();
+    let json_list = Value::Array(c.leftovers.iter().map(|p| p.to_json()).collect());
+    (list, json_list, json!(c.processes_cleaned()))
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -230,6 +313,11 @@ async fn final_read(
     false
 }
 
+/// Runs one test. Whatever happens (a normal end, an error, a panic,
+/// SIGINT/SIGTERM/SIGHUP), every node process it started is killed before
+/// it returns, and any `orrery` of this test found still running after the
+/// harness's own stops fails the run (`leftover_processes` in
+/// `results.json`).
 pub async fn run_test(o: TestOpts) -> Result<Outcome> {
     if o.nodes < 1 || o.nodes > 9 {
         bail!("--nodes must be between 1 and 9");
@@ -243,17 +331,19 @@ pub async fn run_test(o: TestOpts) -> Result<Outcome> {
             .map(|d| d.as_nanos() as u64)
             .unwrap_or(1)
     });
+    let mut interrupts = Interrupts::watch();
     let store = o.store.clone().unwrap_or_else(default_store);
+    let nemesis_name = schedule_name(&o.nemesis);
     let dir = make_test_dir(
         &store,
-        &format!("{}-{}", o.workload.name(), o.nemesis.name()),
+        &format!("{}-{}", o.workload.name(), nemesis_name.replace(',', "+")),
     )?;
     eprintln!(
         "orrery-jepsen: test directory {} (seed {seed})",
         dir.display()
     );
     let opts = json!({
-        "workload": o.workload.name(), "nemesis": o.nemesis.name(), "time_limit": o.time_limit,
+        "workload": o.workload.name(), "nemesis": nemesis_name, "time_limit": o.time_limit,
         "nodes": o.nodes, "concurrency": o.concurrency,
         "read_consistency": format!("{:?}", o.read_consistency).to_lowercase(),
         "seed": seed, "rate": o.rate, "shards": o.shards, "nemesis_interval": o.nemesis_interval,
@@ -263,6 +353,90 @@ pub async fn run_test(o: TestOpts) -> Result<Outcome> {
 
     let bin_dir = o.bin_dir.clone().unwrap_or_else(default_bin_dir);
     let mut db = Db::new(bin_dir, dir.clone(), o.nodes, o.shards)?;
+    if o.nemesis
+        .iter()
+        .any(|k| matches!(k, NemesisKind::Clock | NemesisKind::All))
+    {
+        // Before any node starts: a missing library is not a mid-test surprise.
+        db.libfaketime()?;
+    }
+    let procs: Arc<Procs> = db.procs();
+    let guard = CleanupOnDrop(&procs);
+    let result = tokio::select! {
+        r = run_phases(&o, seed, &dir, db) => r,
+        sig = interrupts.recv() => Err(anyhow::anyhow!(CouldNotRun(format!("interrupted by {sig}")))),
+    };
+    // The test's tasks may still run (an interrupted nemesis): `cleanup`
+    // first refuses any further start, then kills.
+    let cleanup = procs.cleanup();
+    // (The guard's own cleanup, now, finds nothing left to do.)
+    drop(guard);
+    let (leftover_list, leftover_json, cleaned) = cleanup_json(&cleanup);
+    let leftover_note = (!cleanup.leftovers.is_empty()).then(|| {
+        format!(
+            "{} node process(es) of this test were still running after the harness stopped its nodes \
+             (it had lost track of them; killed now): {}",
+            cleanup.leftovers.len(),
+            leftover_list.join("; ")
+        )
+    });
+    if let Some(n) = &leftover_note {
+        eprintln!("orrery-jepsen: {n}");
+    }
+    let mut fin = match result {
+        Ok(f) => f,
+        Err(e) => {
+            let mut notes: Vec<String> = leftover_note.into_iter().collect();
+            notes.insert(0, format!("{e:#}"));
+            let results = json!({
+                "valid": "unknown",
+                "workload": o.workload.name(),
+                "nemesis": nemesis_name,
+                "seed": seed,
+                "error": format!("{e:#}"),
+                "notes": notes,
+                "leftover_processes": leftover_json,
+                "processes_cleaned": cleaned,
+            });
+            let _ = std::fs::write(
+                dir.join("results.json"),
+                serde_json::to_vec_pretty(&results).unwrap_or_default(),
+            );
+            return Err(e);
+        }
+    };
+    if let Some(n) = leftover_note {
+        // The faults the history records are not the ones that happened.
+        fin.notes.push(n);
+        if fin.valid == json!(true) {
+            fin.valid = json!("unknown");
+        }
+    }
+    if let Value::Object(m) = &mut fin.results {
+        m.insert("valid".into(), fin.valid.clone());
+        m.insert("notes".into(), json!(fin.notes));
+        m.insert("leftover_processes".into(), leftover_json);
+        m.insert("processes_cleaned".into(), cleaned.clone());
+    }
+    std::fs::write(
+        dir.join("results.json"),
+        serde_json::to_vec_pretty(&fin.results)?,
+    )?;
+    let outcome = Outcome {
+        dir,
+        valid: fin.valid,
+        leftover_processes: leftover_list,
+        processes_cleaned: cleaned == json!(true),
+    };
+    // Node data stays for inspection unless the run passed.
+    if !o.keep_data && outcome.exit_code() == 0 {
+        let _ = std::fs::remove_dir_all(outcome.dir.join("data"));
+    }
+    Ok(outcome)
+}
+
+/// Setup, clients and nemesis, heal, final reads, stop, check.
+async fn run_phases(o: &TestOpts, seed: u64, dir: &Path, mut db: Db) -> Result<Finished> {
     if let Err(e) = db.setup().await {
         db.stop_all().await;
         return Err(e.context("setting up the cluster"));
@@ -303,7 +477,7 @@ pub async fn run_test(o: TestOpts) -> Result<Outcome> {
         )));
     }
     let mut nemesis = Nemesis::new(
-        o.nemesis,
+        o.nemesis.clone(),
         db,
         rec.clone(),
         StdRng::seed_from_u64(seed),
@@ -311,22 +485,37 @@ pub async fn run_test(o: TestOpts) -> Result<Outcome> {
     );
     let interval = Duration::from_secs(o.nemesis_interval.max(1));
     let nem_stop = stop_rx.clone();
-    let nem_task = tokio::spawn(async move {
+    let mut nem_task = tokio::spawn(async move {
         let r = nemesis.run(interval, nem_stop).await;
         (nemesis, r)
     });
 
-    tokio::time::sleep(Duration::from_secs(o.time_limit)).await;
+    // The nemesis returns early only when the harness lost control of a
+    // node: then the test ends at once (the caller kills every node).
+    let early = tokio::select! {
+        _ = tokio::time::sleep(Duration::from_secs(o.time_limit)) => None,
+        r = &mut nem_task => Some(r),
+    };
     let _ = stop_tx.send(true);
     for w in workers {
         let _ = w.await;
     }
-    let (mut nemesis, nem_result) = nem_task.await.context("nemesis task")?;
+    let joined = match early {
+        Some(r) => r,
+        None => nem_task.await,
+    };
+    let (mut nemesis, nem_result) = joined.context("nemesis task")?;
     if let Err(e) = nem_result {
+        if is_could_not_run(&e) {
+            return Err(e.context("nemesis"));
+        }
         eprintln!("orrery-jepsen: nemesis error: {e:#}");
     }
     eprintln!("orrery-jepsen: healing; recovery {} s", o.recovery);
-    let healed = nemesis.heal_all().await;
+    let healed = match nemesis.heal_all().await {
+        Err(e) if is_could_not_run(&e) => return Err(e.context("healing")),
+        r => r,
+    };
     tokio::time::sleep(Duration::from_secs(o.recovery)).await;
 
     let nodes = live.read().unwrap_or_else(|p| p.into_inner()).clone();
@@ -388,19 +577,43 @@ pub async fn run_test(o: TestOpts) -> Result<Outcome> {
     if let Err(e) = stats::plot(&ops, &dir.join("latency-raw.png")) {
         notes.push(format!("plot: {e:#}"));
     }
+    // `valid`, `notes` and the process fields are filled in by the caller.
     let results = json!({
-        "valid": valid,
         "workload": o.workload.name(),
-        "nemesis": o.nemesis.name(),
+        "nemesis": schedule_name(&o.nemesis),
         "seed": seed,
         "checker": checked,
         "stats": summary,
-        "notes": notes,
     });
-    std::fs::write(
-        dir.join("results.json"),
-        serde_json::to_vec_pretty(&results)?,
-    )?;
-    nemesis.db.cleanup(o.keep_data || valid != json!(true));
-    Ok(Outcome { dir, valid })
+    Ok(Finished {
+        valid,
+        results,
+        notes,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn outcome(valid: Value, leftovers: &[&str], cleaned: bool) -> Outcome {
+        Outcome {
+            dir: PathBuf::new(),
+            valid,
+            leftover_processes: leftovers.iter().map(|s| s.to_string()).collect(),
+            processes_cleaned: cleaned,
+        }
+    }
+
+    #[test]
+    fn leftover_processes_fail_the_run_whatever_the_verdict() {
+        assert_eq!(outcome(json!(true), &[], true).exit_code(), 0);
+        assert_eq!(outcome(json!(false), &[], true).exit_code(), 1);
+        assert_eq!(outcome(json!("unknown"), &[], true).exit_code(), 1);
+        let orphan = ["4242 /t/orrery serve --data-dir /s/x/data/n1"];
+        assert_eq!(outcome(json!(true), &orphan, true).exit_code(), 2);
+        // An expected-invalid run must not pass because of a leftover.
+        assert_eq!(outcome(json!(false), &orphan, true).exit_code(), 2);
+        assert_eq!(outcome(json!(true), &[], false).exit_code(), 2);
+    }
 }
