@@ -350,3 +350,51 @@ async fn search_batch(
         .collect();
     Ok(Json(json!({"results": results, "took_ms": took_ms(start)})))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::http::extract::parse_json;
+
+    fn err<T>(r: Result<T, ApiError>) -> (String, String) {
+        match r {
+            Ok(_) => panic!("must fail"),
+            Err(e) => (e.code().to_string(), e.to_string()),
+        }
+    }
+
+    #[test]
+    fn vectors_name_the_bad_element() {
+        let b: SearchBody = parse_json(br#"{"vector": [1, "x"]}"#).expect("body");
+        let (code, msg) = err(parse_search(b, ""));
+        assert_eq!(code, "invalid_vector");
+        assert!(msg.contains("vector[1]"), "{msg}");
+        let b: BatchBody =
+            parse_json(br#"{"searches": [{"vector": [1, 2, 3, 1e39]}]}"#).expect("body");
+        let b = b.searches.and_then(|s| s.into_iter().next()).expect("one");
+        let (code, msg) = err(parse_search(b, "searches[0]."));
+        assert_eq!(code, "invalid_vector");
+        assert!(msg.contains("searches[0].vector[3]"), "{msg}");
+    }
+
+    #[test]
+    fn point_ids_null_and_missing_differ() {
+        let b: UpsertBody =
+            parse_json(br#"{"points": [{"id": null, "vector": [1]}, {"vector": [1]}, {"id": 1, "vector": [1], "payload": 3}]}"#)
+                .expect("body");
+        let mut ps = b.points.expect("points").into_iter();
+        let (code, msg) = err(parse_point(ps.next().expect("p0"), 0));
+        assert_eq!(code, "invalid_id");
+        assert!(msg.contains("points[0].id must be"), "{msg}");
+        let (_, msg) = err(parse_point(ps.next().expect("p1"), 1));
+        assert!(msg.contains("points[1].id is required"), "{msg}");
+        let (code, _) = err(parse_point(ps.next().expect("p2"), 2));
+        assert_eq!(code, "invalid_payload");
+    }
+
+    #[test]
+    fn delete_sees_a_null_filter_as_given() {
+        let b: DeleteBody = parse_json(br#"{"filter": null}"#).expect("body");
+        assert_eq!((b.ids, b.filter), (None, Some(Value::Null)));
+    }
+}
