@@ -13,9 +13,6 @@ mod policy_grpc;
 mod policy_jobs;
 mod policy_rest;
 pub mod service;
-pub mod vector_api;
-pub mod vector_grpc;
-mod vector_rest;
 
 pub use api::ApiError;
 pub use node::{Node, NodeConfig};

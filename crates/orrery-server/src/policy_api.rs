@@ -427,7 +427,7 @@ impl Effects for NodeEffects<'_> {
                         .map(serde_json::from_str::<Json>)
                         .transpose()
                         .map_err(|e| format!("{source}: stored filter: {e}"))?;
-                    let spec = crate::vector_api::SearchSpec {
+                    let spec = crate::service::vectors::SearchSpec {
                         vector,
                         k: *k as usize,
                         ef: None,
@@ -438,7 +438,7 @@ impl Effects for NodeEffects<'_> {
                     };
                     // Same read as POST /v1/collections/{c}/search.
                     match self.node.search(collection, spec, true).await {
-                        Ok(hits) => Ok(crate::vector_rest::hits_json(&hits)),
+                        Ok(hits) => Ok(crate::service::vectors::hits_json(&hits)),
                         Err(e) => Err(format!("{source}: collection {collection:?}: {e}")),
                     }
                 }

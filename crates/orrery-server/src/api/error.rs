@@ -107,6 +107,22 @@ impl From<ApiError> for tonic::Status {
     }
 }
 
+// ---- vectors ----
+
+/// A vector state machine's refusal. `Invalid` is a filter the shard could
+/// not apply (the only input a shard re-checks).
+impl From<orrery_vector::VectorError> for ApiError {
+    fn from(e: orrery_vector::VectorError) -> Self {
+        use orrery_vector::VectorError;
+        match e {
+            VectorError::AlreadyExists(_) | VectorError::Stale(_) => {
+                ApiError::Conflict(e.to_string())
+            }
+            VectorError::Invalid(m) => ApiError::bad("invalid_filter", m),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -2,6 +2,7 @@
 //! domain's errors, and small helpers every service needs.
 
 pub mod error;
+pub mod limits;
 
 pub use error::ApiError;
 

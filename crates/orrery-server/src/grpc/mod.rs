@@ -4,6 +4,7 @@
 
 mod cluster;
 mod kv;
+mod vectors;
 
 use crate::service::Services;
 use orrery_proto::v1::cluster_server::ClusterServer;
@@ -28,11 +29,9 @@ pub fn router(s: &Arc<Services>) -> axum::Router {
             .max_decoding_message_size(16 << 20),
     )
     .add_service(
-        orrery_proto::v1::vectors_server::VectorsServer::new(crate::vector_grpc::VectorService(
-            node.clone(),
-        ))
-        .max_decoding_message_size(crate::vector_api::MAX_BATCH_BYTES + (1 << 20))
-        .max_encoding_message_size(256 << 20),
+        orrery_proto::v1::vectors_server::VectorsServer::new(vectors::VectorsApi(s.clone()))
+            .max_decoding_message_size(crate::api::limits::MAX_VECTOR_BATCH_BYTES + (1 << 20))
+            .max_encoding_message_size(256 << 20),
     )
     .add_service(
         orrery_proto::v1::policies_server::PoliciesServer::new(

@@ -5,6 +5,7 @@
 mod cluster;
 pub mod extract;
 mod kv;
+mod vectors;
 
 use crate::api::ApiError;
 use crate::node::Node;
@@ -36,7 +37,7 @@ pub fn router(services: AppState) -> Router {
         .merge(kv::routes())
         .merge(cluster::routes())
         .merge(crate::jobs_rest::routes())
-        .merge(crate::vector_rest::routes())
+        .merge(vectors::routes())
         .merge(crate::policy_rest::routes())
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)

@@ -4,6 +4,8 @@
 
 pub mod cluster;
 pub mod kv;
+pub mod vectors;
+mod vectors_compat;
 
 use crate::node::Node;
 use std::sync::Arc;
@@ -13,6 +15,7 @@ pub struct Services {
     pub node: Arc<Node>,
     pub cluster: cluster::ClusterService,
     pub kv: kv::KvService,
+    pub vectors: vectors::VectorsService,
 }
 
 impl Services {
@@ -20,6 +23,7 @@ impl Services {
         Arc::new(Self {
             cluster: cluster::ClusterService::new(node.clone()),
             kv: kv::KvService::new(node.clone()),
+            vectors: vectors::VectorsService::new(node.clone()),
             node,
         })
     }

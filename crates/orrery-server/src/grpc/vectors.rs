@@ -1,17 +1,19 @@
-//! The orrery.v1.Vectors gRPC service: the same operations as REST.
+//! orrery.v1.Vectors over the vectors service: the same operations as
+//! REST; zero numeric fields take the defaults, payloads and filters are
+//! JSON text.
 
-use crate::api::error::ApiError;
-use crate::node::Node;
-use crate::vector_api::SearchSpec;
+use crate::api::ApiError;
+use crate::service::vectors::{NewCollection, SearchSpec};
+use crate::service::Services;
 use orrery_proto::v1 as pb;
 use orrery_proto::v1::vectors_server::Vectors;
-use orrery_vector::{CollectionConfig, Hit, Metric, Point, PointId, Vector};
+use orrery_vector::{CollectionConfig, Hit, Point, PointId, Vector};
 use serde_json::{Map, Value};
 use std::sync::Arc;
 use std::time::Instant;
 use tonic::{Request, Response, Status};
 
-pub struct VectorService(pub Arc<Node>);
+pub struct VectorsApi(pub Arc<Services>);
 
 fn id_from(p: Option<pb::VectorPointId>, field: &str) -> Result<PointId, ApiError> {
     match p.and_then(|p| p.id) {
@@ -110,35 +112,27 @@ fn spec(r: pb::VectorSearchRequest) -> Result<(SearchSpec, bool), ApiError> {
 }
 
 #[tonic::async_trait]
-impl Vectors for VectorService {
+impl Vectors for VectorsApi {
     async fn create_collection(
         &self,
         req: Request<pb::VectorCreateCollectionRequest>,
     ) -> Result<Response<pb::VectorCollection>, Status> {
         let r = req.into_inner();
-        let metric = if r.metric.is_empty() {
-            Metric::Cosine
-        } else {
-            Metric::parse(&r.metric).ok_or_else(|| {
-                ApiError::bad(
-                    "invalid_metric",
-                    format!("metric must be cosine, l2 or dot, got {:?}", r.metric),
-                )
-            })?
-        };
-        let or = |v: u32, d: usize| if v == 0 { d } else { v as usize };
-        let c = CollectionConfig {
-            name: r.name,
-            dim: r.dim as usize,
-            metric,
-            shards: or(r.shards, self.0.shard_groups()?.len()) as u32,
-            replication: or(r.replication, orrery_types::MAX_REPLICAS) as u32,
-            m: or(r.m, 16),
-            ef_construction: or(r.ef_construction, 200),
-            ef_search: or(r.ef_search, 64),
-            uid: 0,
-        };
-        let made = self.0.create_collection(c).await?;
+        let set = |v: u32| (v != 0).then_some(v);
+        let made = self
+            .0
+            .vectors
+            .create_collection(NewCollection {
+                name: r.name,
+                dim: r.dim as usize,
+                metric: (!r.metric.is_empty()).then_some(r.metric),
+                shards: set(r.shards),
+                replication: set(r.replication),
+                m: set(r.m).map(|v| v as usize),
+                ef_construction: set(r.ef_construction).map(|v| v as usize),
+                ef_search: set(r.ef_search).map(|v| v as usize),
+            })
+            .await?;
         Ok(Response::new(collection_pb(&made)))
     }
 
@@ -146,7 +140,7 @@ impl Vectors for VectorService {
         &self,
         _req: Request<pb::VectorListCollectionsRequest>,
     ) -> Result<Response<pb::VectorListCollectionsResponse>, Status> {
-        let cat = self.0.vector_catalog().await?;
+        let cat = self.0.vectors.catalog().await?;
         Ok(Response::new(pb::VectorListCollectionsResponse {
             collections: cat.values().map(collection_pb).collect(),
         }))
@@ -156,8 +150,8 @@ impl Vectors for VectorService {
         &self,
         req: Request<pb::VectorGetCollectionRequest>,
     ) -> Result<Response<pb::VectorCollection>, Status> {
-        let c = self.0.collection(&req.into_inner().name).await?;
-        let shards = self.0.collection_shards(&c).await?;
+        let c = self.0.vectors.collection(&req.into_inner().name).await?;
+        let shards = self.0.vectors.collection_shards(&c).await?;
         let mut out = collection_pb(&c);
         out.points = shards.iter().map(|s| s.points as u64).sum();
         out.shard_states = shards
@@ -177,7 +171,10 @@ impl Vectors for VectorService {
         &self,
         req: Request<pb::VectorGetCollectionRequest>,
     ) -> Result<Response<pb::VectorDropCollectionResponse>, Status> {
-        self.0.drop_collection(&req.into_inner().name).await?;
+        self.0
+            .vectors
+            .drop_collection(&req.into_inner().name)
+            .await?;
         Ok(Response::new(pb::VectorDropCollectionResponse {}))
     }
 
@@ -198,7 +195,7 @@ impl Vectors for VectorService {
                 })
             })
             .collect::<Result<Vec<_>, ApiError>>()?;
-        let n = self.0.upsert_points(&r.collection, points).await?;
+        let n = self.0.vectors.upsert_points(&r.collection, points).await?;
         Ok(Response::new(pb::VectorUpsertResponse {
             upserted: n as u64,
         }))
@@ -210,7 +207,7 @@ impl Vectors for VectorService {
     ) -> Result<Response<pb::VectorPoint>, Status> {
         let r = req.into_inner();
         let id = id_from(r.id, "id")?;
-        let p = self.0.get_point(&r.collection, id.clone()).await?;
+        let p = self.0.vectors.get_point(&r.collection, id.clone()).await?;
         Ok(Response::new(pb::VectorPoint {
             id: Some(id_to(&id)),
             vector: p.vector.0,
@@ -231,11 +228,11 @@ impl Vectors for VectorService {
                     .enumerate()
                     .map(|(i, p)| id_from(Some(p), &format!("ids[{i}]")))
                     .collect::<Result<Vec<_>, _>>()?;
-                self.0.delete_ids(&r.collection, ids).await?
+                self.0.vectors.delete_ids(&r.collection, ids).await?
             }
             (true, false) => {
                 let f = json_value(&r.filter_json, "filter_json")?.unwrap_or(Value::Null);
-                self.0.delete_filter(&r.collection, f).await?
+                self.0.vectors.delete_filter(&r.collection, f).await?
             }
             _ => {
                 return Err(ApiError::bad(
@@ -258,7 +255,7 @@ impl Vectors for VectorService {
         let r = req.into_inner();
         let name = r.collection.clone();
         let (s, lin) = spec(r)?;
-        let hits = self.0.search(&name, s, lin).await?;
+        let hits = self.0.vectors.search(&name, s, lin).await?;
         Ok(Response::new(pb::VectorSearchResponse {
             result: hits_pb(hits),
             took_ms: start.elapsed().as_secs_f64() * 1000.0,
@@ -275,7 +272,7 @@ impl Vectors for VectorService {
             let t = Instant::now();
             let name = r.collection.clone();
             let (s, lin) = spec(r)?;
-            let hits = self.0.search(&name, s, lin).await?;
+            let hits = self.0.vectors.search(&name, s, lin).await?;
             Ok::<_, ApiError>(pb::VectorSearchResponse {
                 result: hits_pb(hits),
                 took_ms: t.elapsed().as_secs_f64() * 1000.0,
