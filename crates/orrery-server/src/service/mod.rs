@@ -4,6 +4,7 @@
 
 pub mod cluster;
 pub mod kv;
+pub mod policies;
 
 use crate::node::Node;
 use std::sync::Arc;
@@ -13,6 +14,7 @@ pub struct Services {
     pub node: Arc<Node>,
     pub cluster: cluster::ClusterService,
     pub kv: kv::KvService,
+    pub policies: Arc<policies::PoliciesService>,
 }
 
 impl Services {
@@ -20,6 +22,7 @@ impl Services {
         Arc::new(Self {
             cluster: cluster::ClusterService::new(node.clone()),
             kv: kv::KvService::new(node.clone()),
+            policies: Arc::new(policies::PoliciesService::new(node.clone())),
             node,
         })
     }
