@@ -556,7 +556,7 @@ impl Node {
         if let Err(m) = orrery_exec::validate_params(&a.kind, &a.params) {
             return Err(ApiError::bad("invalid_params", m));
         }
-        self.check_policy_job(&a.kind, &a.params).await?;
+        crate::service::policies::jobs::check_job(self, &a.kind, &a.params).await?;
         let params = a.params.to_string();
         if params.len() > MAX_PARAMS_BYTES {
             return Err(ApiError::TooLarge(format!(
@@ -1661,7 +1661,12 @@ pub fn cursor_string(c: &[u64]) -> String {
 
 /// Starts the lease-expiry sweep, and (with `workers > 0`) the execution
 /// engine and its GPU inventory report.
-pub fn start_jobs(node: &Arc<Node>, stop: tokio::sync::watch::Receiver<bool>) {
+/// `handlers` are the kinds other domains add to the engine (policies).
+pub fn start_jobs(
+    node: &Arc<Node>,
+    stop: tokio::sync::watch::Receiver<bool>,
+    handlers: Vec<(String, Arc<dyn orrery_exec::KindHandler>)>,
+) {
     tokio::spawn(node.clone().run_lease_expiry(stop.clone()));
     if node.cfg.workers == 0 {
         tracing::info!("no job workers on this node (--workers 0)");
@@ -1675,11 +1680,7 @@ pub fn start_jobs(node: &Arc<Node>, stop: tokio::sync::watch::Receiver<bool>) {
         gpus: node.cfg.gpus.clone(),
         ..Default::default()
     };
-    let engine = orrery_exec::Engine::start(
-        cfg,
-        Arc::new(NodeJobSource(node.clone())),
-        crate::policy_jobs::handlers(node),
-    );
+    let engine = orrery_exec::Engine::start(cfg, Arc::new(NodeJobSource(node.clone())), handlers);
     let _ = node.jobs.engine.set(Arc::new(engine));
     tokio::spawn(node.clone().run_gpu_report(stop));
 }

@@ -8,17 +8,13 @@ pub mod jobs_api;
 mod jobs_grpc;
 mod jobs_rest;
 pub mod node;
-mod policy_api;
-mod policy_grpc;
-mod policy_jobs;
-mod policy_rest;
 pub mod service;
 
 pub use api::ApiError;
 pub use node::{Node, NodeConfig};
 pub use orrery_exec::GpuSelection;
 pub use orrery_raft::RaftSettings;
-pub use policy_api::enqueue_dedupe_key;
+pub use service::policies::enqueue_dedupe_key;
 
 use node::ops::GroupReport;
 use openraft::ServerState;
@@ -142,9 +138,9 @@ pub async fn run(
     if let Some(j) = cfg.join.clone() {
         tokio::spawn(node.clone().run_join(j, stop_rx.clone()));
     }
-    jobs_api::start_jobs(&node, stop_rx.clone());
-
     let services = Services::new(node.clone());
+    jobs_api::start_jobs(&node, stop_rx.clone(), services.policies.kind_handlers());
+
     let grpc = grpc::router(&services);
     let rest = http::router(services.clone());
     // REST and gRPC share the client port; the content type tells them apart.

@@ -123,6 +123,24 @@ impl From<orrery_vector::VectorError> for ApiError {
     }
 }
 
+// ---- policies ----
+
+impl From<orrery_policy::PolicyError> for ApiError {
+    fn from(e: orrery_policy::PolicyError) -> Self {
+        use orrery_policy::PolicyError;
+        match e {
+            PolicyError::Invalid { node, message } if node.is_empty() => {
+                ApiError::bad("invalid_graph", message)
+            }
+            PolicyError::Invalid { node, message } => {
+                ApiError::bad("invalid_graph", format!("node {node:?}: {message}"))
+            }
+            PolicyError::Input(m) => ApiError::bad("invalid_input", m),
+            PolicyError::Internal(m) => ApiError::Internal(m),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -4,6 +4,7 @@
 
 mod cluster;
 mod kv;
+mod policies;
 mod vectors;
 
 use crate::service::Services;
@@ -34,11 +35,9 @@ pub fn router(s: &Arc<Services>) -> axum::Router {
             .max_encoding_message_size(256 << 20),
     )
     .add_service(
-        orrery_proto::v1::policies_server::PoliciesServer::new(
-            crate::policy_grpc::PoliciesService(node.clone()),
-        )
-        .max_decoding_message_size(64 << 20)
-        .max_encoding_message_size(256 << 20),
+        orrery_proto::v1::policies_server::PoliciesServer::new(policies::PoliciesApi(s.clone()))
+            .max_decoding_message_size(64 << 20)
+            .max_encoding_message_size(256 << 20),
     )
     .prepare()
     .into_axum_router()

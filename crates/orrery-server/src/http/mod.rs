@@ -5,6 +5,8 @@
 mod cluster;
 pub mod extract;
 mod kv;
+mod policies;
+mod policies_views;
 mod vectors;
 
 use crate::api::ApiError;
@@ -38,7 +40,7 @@ pub fn router(services: AppState) -> Router {
         .merge(cluster::routes())
         .merge(crate::jobs_rest::routes())
         .merge(vectors::routes())
-        .merge(crate::policy_rest::routes())
+        .merge(policies::routes())
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(middleware::from_fn_with_state(services.clone(), observe))

@@ -4,8 +4,8 @@
 
 pub mod cluster;
 pub mod kv;
+pub mod policies;
 pub mod vectors;
-mod vectors_compat;
 
 use crate::node::Node;
 use std::sync::Arc;
@@ -15,15 +15,18 @@ pub struct Services {
     pub node: Arc<Node>,
     pub cluster: cluster::ClusterService,
     pub kv: kv::KvService,
-    pub vectors: vectors::VectorsService,
+    pub vectors: Arc<vectors::VectorsService>,
+    pub policies: Arc<policies::PoliciesService>,
 }
 
 impl Services {
     pub fn new(node: Arc<Node>) -> Arc<Self> {
+        let vectors = Arc::new(vectors::VectorsService::new(node.clone()));
         Arc::new(Self {
             cluster: cluster::ClusterService::new(node.clone()),
             kv: kv::KvService::new(node.clone()),
-            vectors: vectors::VectorsService::new(node.clone()),
+            vectors: vectors.clone(),
+            policies: Arc::new(policies::PoliciesService::new(node.clone(), vectors)),
             node,
         })
     }

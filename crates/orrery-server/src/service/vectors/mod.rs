@@ -5,7 +5,6 @@
 mod points;
 mod search;
 
-pub(crate) use search::search_in;
 pub use search::{hits_json, SearchSpec};
 
 use crate::api::ApiError;
@@ -48,7 +47,7 @@ fn unexpected(r: VectorResponse) -> ApiError {
 /// created through another node is found). A free function over a borrowed
 /// node because the policy engine's lookups use it too (see
 /// `vectors_compat`).
-pub(crate) async fn collection(node: &Node, name: &str) -> Result<CollectionConfig, ApiError> {
+async fn collection(node: &Node, name: &str) -> Result<CollectionConfig, ApiError> {
     node.read(PLACEMENT_GROUP, VectorCatalog, true)
         .await?
         .remove(name)

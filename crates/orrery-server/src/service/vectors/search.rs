@@ -84,7 +84,7 @@ fn request(c: &CollectionConfig, spec: SearchSpec) -> Result<SearchRequest, ApiE
 /// Searches collection `c`: every shard, top k merged. A free function over
 /// a borrowed node because the policy engine's lookups use it too (see
 /// `vectors_compat`).
-pub(crate) async fn search_in(
+async fn search_in(
     node: &Node,
     c: &CollectionConfig,
     spec: SearchSpec,

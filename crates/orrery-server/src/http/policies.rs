@@ -1,25 +1,23 @@
 //! REST routes for policies, versions, runs and data sources.
 
-use crate::api::error::ApiError;
-use crate::policy_api::{
-    parse_source, policy_json, run_json, source_json, version_json, RunRequest,
-};
+use super::extract::parse_json;
+use super::policies_views::{outcome_json, policy_json, run_json, version_json};
+use super::AppState;
+use crate::api::ApiError;
+use crate::service::policies::{parse_source, source_json, RunRequest, DEFAULT_RUN_LIST};
 use axum::body::Bytes;
 use axum::extract::{DefaultBodyLimit, Path, Query, State};
 use axum::http::StatusCode;
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use orrery_policy::store::{RunFilter, RunStatus};
-use serde::de::DeserializeOwned;
 use serde::Deserialize;
 use serde_json::{json, Value};
-
-type AppState = crate::http::AppState;
 
 /// A batch of 10 000 inputs is larger than axum's 2 MB default.
 const BODY_LIMIT: usize = 64 << 20;
 
-pub fn routes() -> Router<crate::http::AppState> {
+pub fn routes() -> Router<AppState> {
     Router::new()
         .route("/v1/policies", post(create).get(list))
         .route("/v1/policies/{id}", get(show).patch(patch).delete(delete))
@@ -44,11 +42,6 @@ pub fn routes() -> Router<crate::http::AppState> {
         .layer(DefaultBodyLimit::max(BODY_LIMIT))
 }
 
-fn body<T: DeserializeOwned>(b: &Bytes) -> Result<T, ApiError> {
-    serde_json::from_slice(b)
-        .map_err(|e| ApiError::bad("invalid_json", format!("request body: {e}")))
-}
-
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct CreateBody {
@@ -58,26 +51,23 @@ struct CreateBody {
 }
 
 async fn create(
-    State(node): State<AppState>,
+    State(s): State<AppState>,
     b: Bytes,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
-    let c: CreateBody = body(&b)?;
-    let p = node.policy_create(c.name, c.description).await?;
+    let c: CreateBody = parse_json(&b)?;
+    let p = s.policies.create(c.name, c.description).await?;
     Ok((StatusCode::CREATED, Json(policy_json(&p))))
 }
 
-async fn list(State(node): State<AppState>) -> Result<Json<Value>, ApiError> {
-    let ps = node.policy_list().await?;
+async fn list(State(s): State<AppState>) -> Result<Json<Value>, ApiError> {
+    let ps = s.policies.list().await?;
     Ok(Json(
         json!({"policies": ps.iter().map(policy_json).collect::<Vec<_>>()}),
     ))
 }
 
-async fn show(
-    State(node): State<AppState>,
-    Path(id): Path<String>,
-) -> Result<Json<Value>, ApiError> {
-    Ok(Json(policy_json(&node.policy_get(&id).await?)))
+async fn show(State(s): State<AppState>, Path(id): Path<String>) -> Result<Json<Value>, ApiError> {
+    Ok(Json(policy_json(&s.policies.get(&id).await?)))
 }
 
 #[derive(Deserialize)]
@@ -95,11 +85,11 @@ struct PatchBody {
 }
 
 async fn patch(
-    State(node): State<AppState>,
+    State(s): State<AppState>,
     Path(id): Path<String>,
     b: Bytes,
 ) -> Result<Json<Value>, ApiError> {
-    let p: PatchBody = body(&b).map_err(|e| match e {
+    let p: PatchBody = parse_json(&b).map_err(|e| match e {
         ApiError::BadRequest { message, .. } => ApiError::bad(
             "invalid_patch",
             format!(
@@ -111,16 +101,15 @@ async fn patch(
     let alloc = p
         .allocation
         .map(|a| a.into_iter().map(|w| (w.version, w.weight)).collect());
-    Ok(Json(policy_json(
-        &node.policy_update(&id, p.description, alloc).await?,
-    )))
+    let p = s.policies.update(&id, p.description, alloc).await?;
+    Ok(Json(policy_json(&p)))
 }
 
 async fn delete(
-    State(node): State<AppState>,
+    State(s): State<AppState>,
     Path(id): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
-    node.policy_delete(&id).await?;
+    s.policies.delete(&id).await?;
     Ok(Json(json!({"deleted": true})))
 }
 
@@ -139,21 +128,21 @@ fn yes() -> bool {
 }
 
 async fn version_create(
-    State(node): State<AppState>,
+    State(s): State<AppState>,
     Path(id): Path<String>,
     b: Bytes,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
-    let v: VersionBody = body(&b)?;
+    let v: VersionBody = parse_json(&b)?;
     let who = v.created_by.unwrap_or_else(|| "anonymous".into());
-    let ver = node.version_create(&id, &v.graph, v.activate, who).await?;
-    Ok((StatusCode::CREATED, Json(version_json(&ver))))
+    let ver = s.policies.version_create(&id, &v.graph, v.activate, who);
+    Ok((StatusCode::CREATED, Json(version_json(&ver.await?))))
 }
 
 async fn versions(
-    State(node): State<AppState>,
+    State(s): State<AppState>,
     Path(id): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
-    let vs = node.versions(&id).await?;
+    let vs = s.policies.versions(&id).await?;
     Ok(Json(
         json!({"versions": vs.iter().map(version_json).collect::<Vec<_>>()}),
     ))
@@ -169,22 +158,20 @@ fn version_num(v: &str) -> Result<u32, ApiError> {
 }
 
 async fn version_get(
-    State(node): State<AppState>,
+    State(s): State<AppState>,
     Path((id, v)): Path<(String, String)>,
 ) -> Result<Json<Value>, ApiError> {
-    let p = node.policy_get(&id).await?;
-    Ok(Json(version_json(
-        &node.version_get(&p.id, version_num(&v)?).await?,
-    )))
+    let p = s.policies.get(&id).await?;
+    let ver = s.policies.version_get(&p.id, version_num(&v)?).await?;
+    Ok(Json(version_json(&ver)))
 }
 
 async fn version_archive(
-    State(node): State<AppState>,
+    State(s): State<AppState>,
     Path((id, v)): Path<(String, String)>,
 ) -> Result<Json<Value>, ApiError> {
-    Ok(Json(version_json(
-        &node.version_archive(&id, version_num(&v)?).await?,
-    )))
+    let ver = s.policies.version_archive(&id, version_num(&v)?).await?;
+    Ok(Json(version_json(&ver)))
 }
 
 #[derive(Deserialize)]
@@ -197,44 +184,27 @@ struct RunBody {
 }
 
 async fn run(
-    State(node): State<AppState>,
+    State(s): State<AppState>,
     Path(id): Path<String>,
     b: Bytes,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
-    let r: RunBody = body(&b)?;
-    match r.mode.as_deref() {
-        None | Some("sync") => {}
-        Some("async") => {
-            let run = node
-                .policy_run_async(
-                    &id,
-                    RunRequest {
-                        input: r.input,
-                        version: r.version,
-                        run_key: r.run_key,
-                    },
-                )
-                .await?;
-            return Ok((StatusCode::ACCEPTED, Json(run_json(&run))));
-        }
+    let r: RunBody = parse_json(&b)?;
+    let req = RunRequest {
+        input: r.input,
+        version: r.version,
+        run_key: r.run_key,
+    };
+    let (status, run) = match r.mode.as_deref() {
+        None | Some("sync") => (StatusCode::OK, s.policies.run(&id, req).await?),
+        Some("async") => (StatusCode::ACCEPTED, s.policies.run_async(&id, req).await?),
         Some(other) => {
             return Err(ApiError::bad(
                 "invalid_mode",
                 format!("mode must be \"sync\" or \"async\", got {other:?}"),
             ))
         }
-    }
-    let run = node
-        .policy_run(
-            &id,
-            RunRequest {
-                input: r.input,
-                version: r.version,
-                run_key: r.run_key,
-            },
-        )
-        .await?;
-    Ok((StatusCode::OK, Json(run_json(&run))))
+    };
+    Ok((status, Json(run_json(&run))))
 }
 
 #[derive(Deserialize)]
@@ -245,24 +215,21 @@ struct BatchBody {
 }
 
 async fn batch(
-    State(node): State<AppState>,
+    State(s): State<AppState>,
     Path(id): Path<String>,
     b: Bytes,
 ) -> Result<Json<Value>, ApiError> {
-    let r: BatchBody = body(&b)?;
-    let (version, outcomes) = node.node.policy_batch(&id, r.inputs, r.version).await?;
-    let results: Vec<Value> = outcomes
-        .into_iter()
-        .map(|o| json!({"status": if o.succeeded() {"succeeded"} else {"failed"}, "output": o.output, "error": o.error}))
-        .collect();
+    let r: BatchBody = parse_json(&b)?;
+    let (version, outcomes) = s.policies.batch(&id, r.inputs, r.version).await?;
+    let results: Vec<Value> = outcomes.into_iter().map(outcome_json).collect();
     Ok(Json(json!({"version": version, "results": results})))
 }
 
 async fn run_get(
-    State(node): State<AppState>,
+    State(s): State<AppState>,
     Path(id): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
-    Ok(Json(run_json(&node.run_get(&id).await?)))
+    Ok(Json(run_json(&s.policies.run_get(&id).await?)))
 }
 
 #[derive(Deserialize)]
@@ -275,11 +242,11 @@ struct RunsParams {
 }
 
 async fn runs_list(
-    State(node): State<AppState>,
+    State(s): State<AppState>,
     Query(p): Query<RunsParams>,
 ) -> Result<Json<Value>, ApiError> {
     let limit = match p.limit.as_deref() {
-        None => crate::policy_api::DEFAULT_RUN_LIST,
+        None => DEFAULT_RUN_LIST,
         Some(l) => l.parse().map_err(|_| {
             ApiError::bad(
                 "invalid_limit",
@@ -290,14 +257,15 @@ async fn runs_list(
     let version = p.version.as_deref().map(version_num).transpose()?;
     let status = match p.status.as_deref() {
         None => None,
-        Some(s) => Some(RunStatus::parse(s).ok_or_else(|| {
+        Some(st) => Some(RunStatus::parse(st).ok_or_else(|| {
             ApiError::bad(
                 "invalid_status",
-                format!("status must be running, succeeded or failed, got {s:?}"),
+                format!("status must be running, succeeded or failed, got {st:?}"),
             )
         })?),
     };
-    let (runs, cursor) = node
+    let (runs, cursor) = s
+        .policies
         .runs_list(RunFilter {
             policy_id: p.policy,
             version,
@@ -312,25 +280,25 @@ async fn runs_list(
 }
 
 async fn source_create(
-    State(node): State<AppState>,
+    State(s): State<AppState>,
     b: Bytes,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
-    let v: Value = body(&b)?;
-    let s = node.data_source_create(parse_source(&v)?).await?;
-    Ok((StatusCode::CREATED, Json(source_json(&s))))
+    let v: Value = parse_json(&b)?;
+    let src = s.policies.data_source_create(parse_source(&v)?).await?;
+    Ok((StatusCode::CREATED, Json(source_json(&src))))
 }
 
-async fn sources(State(node): State<AppState>) -> Result<Json<Value>, ApiError> {
-    let s = node.data_sources().await?;
+async fn sources(State(s): State<AppState>) -> Result<Json<Value>, ApiError> {
+    let list = s.policies.data_sources().await?;
     Ok(Json(
-        json!({"data_sources": s.iter().map(source_json).collect::<Vec<_>>()}),
+        json!({"data_sources": list.iter().map(source_json).collect::<Vec<_>>()}),
     ))
 }
 
 async fn source_delete(
-    State(node): State<AppState>,
+    State(s): State<AppState>,
     Path(name): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
-    node.data_source_delete(name).await?;
+    s.policies.data_source_delete(name).await?;
     Ok(Json(json!({"deleted": true})))
 }

@@ -1,9 +1,11 @@
 //! The orrery.v1.Policies gRPC service: the same operations as the REST
-//! routes, through the same `Node` methods.
+//! routes, through the same [`PoliciesService`].
 
-use crate::api::error::ApiError;
-use crate::node::Node;
-use crate::policy_api::{parse_source, source_json, RunRequest, DEFAULT_RUN_LIST};
+use crate::api::ApiError;
+use crate::service::policies::{
+    parse_source, source_json, PoliciesService, RunRequest, DEFAULT_RUN_LIST,
+};
+use crate::service::Services;
 use orrery_policy::store::{DataSource, Policy, Run, RunFilter, RunStatus, Version};
 use orrery_proto::v1 as pb;
 use orrery_proto::v1::policies_server::Policies;
@@ -11,7 +13,13 @@ use serde_json::Value;
 use std::sync::Arc;
 use tonic::{Request, Response, Status};
 
-pub struct PoliciesService(pub Arc<Node>);
+pub struct PoliciesApi(pub Arc<Services>);
+
+impl PoliciesApi {
+    fn svc(&self) -> &Arc<PoliciesService> {
+        &self.0.policies
+    }
+}
 
 fn json_arg(what: &str, s: &str) -> Result<Value, ApiError> {
     serde_json::from_str(s).map_err(|e| ApiError::bad("invalid_json", format!("{what}: {e}")))
@@ -69,10 +77,10 @@ fn source(s: &DataSource) -> pb::PolicyDataSource {
 type R<T> = Result<Response<T>, Status>;
 
 #[tonic::async_trait]
-impl Policies for PoliciesService {
+impl Policies for PoliciesApi {
     async fn create_policy(&self, req: Request<pb::CreatePolicyRequest>) -> R<pb::Policy> {
         let r = req.into_inner();
-        let p = self.0.policy_create(r.name, r.description).await?;
+        let p = self.svc().create(r.name, r.description).await?;
         Ok(Response::new(policy(p)))
     }
 
@@ -80,7 +88,7 @@ impl Policies for PoliciesService {
         &self,
         _req: Request<pb::ListPoliciesRequest>,
     ) -> R<pb::ListPoliciesResponse> {
-        let ps = self.0.policy_list().await?;
+        let ps = self.svc().list().await?;
         Ok(Response::new(pb::ListPoliciesResponse {
             policies: ps.into_iter().map(policy).collect(),
         }))
@@ -88,7 +96,7 @@ impl Policies for PoliciesService {
 
     async fn get_policy(&self, req: Request<pb::PolicyRef>) -> R<pb::Policy> {
         Ok(Response::new(policy(
-            self.0.policy_get(&req.into_inner().id).await?,
+            self.svc().get(&req.into_inner().id).await?,
         )))
     }
 
@@ -97,12 +105,12 @@ impl Policies for PoliciesService {
         let alloc = r
             .set_allocation
             .then(|| r.allocation.iter().map(|w| (w.version, w.weight)).collect());
-        let p = self.0.policy_update(&r.id, r.description, alloc).await?;
+        let p = self.svc().update(&r.id, r.description, alloc).await?;
         Ok(Response::new(policy(p)))
     }
 
     async fn delete_policy(&self, req: Request<pb::PolicyRef>) -> R<pb::PolicyDeleteResponse> {
-        self.0.policy_delete(&req.into_inner().id).await?;
+        self.svc().delete(&req.into_inner().id).await?;
         Ok(Response::new(pb::PolicyDeleteResponse { deleted: true }))
     }
 
@@ -118,7 +126,7 @@ impl Policies for PoliciesService {
             r.created_by
         };
         let v = self
-            .0
+            .svc()
             .version_create(&r.policy_id, &graph, !r.inactive, who)
             .await?;
         Ok(Response::new(version(v)))
@@ -128,7 +136,7 @@ impl Policies for PoliciesService {
         &self,
         req: Request<pb::PolicyRef>,
     ) -> R<pb::ListPolicyVersionsResponse> {
-        let vs = self.0.versions(&req.into_inner().id).await?;
+        let vs = self.svc().versions(&req.into_inner().id).await?;
         Ok(Response::new(pb::ListPolicyVersionsResponse {
             versions: vs.into_iter().map(version).collect(),
         }))
@@ -136,9 +144,9 @@ impl Policies for PoliciesService {
 
     async fn get_version(&self, req: Request<pb::PolicyVersionRef>) -> R<pb::PolicyVersion> {
         let r = req.into_inner();
-        let p = self.0.policy_get(&r.policy_id).await?;
+        let p = self.svc().get(&r.policy_id).await?;
         Ok(Response::new(version(
-            self.0.version_get(&p.id, r.version).await?,
+            self.svc().version_get(&p.id, r.version).await?,
         )))
     }
 
@@ -151,8 +159,8 @@ impl Policies for PoliciesService {
             run_key: r.run_key,
         };
         let out = match r.mode.as_deref() {
-            None | Some("sync") => self.0.policy_run(&r.policy_id, req).await?,
-            Some("async") => self.0.policy_run_async(&r.policy_id, req).await?,
+            None | Some("sync") => self.svc().run(&r.policy_id, req).await?,
+            Some("async") => self.svc().run_async(&r.policy_id, req).await?,
             Some(other) => {
                 return Err(ApiError::bad(
                     "invalid_mode",
@@ -175,7 +183,7 @@ impl Policies for PoliciesService {
             .enumerate()
             .map(|(i, s)| json_arg(&format!("inputs_json[{i}]"), s))
             .collect::<Result<Vec<_>, _>>()?;
-        let (version, outcomes) = self.0.policy_batch(&r.policy_id, inputs, r.version).await?;
+        let (version, outcomes) = self.svc().batch(&r.policy_id, inputs, r.version).await?;
         Ok(Response::new(pb::PolicyRunBatchResponse {
             version,
             results: outcomes
@@ -191,7 +199,7 @@ impl Policies for PoliciesService {
 
     async fn get_run(&self, req: Request<pb::PolicyRunRef>) -> R<pb::PolicyRun> {
         Ok(Response::new(run(self
-            .0
+            .svc()
             .run_get(&req.into_inner().id)
             .await?)))
     }
@@ -211,7 +219,7 @@ impl Policies for PoliciesService {
             })?),
         };
         let (runs, next) = self
-            .0
+            .svc()
             .runs_list(RunFilter {
                 policy_id: r.policy.filter(|p| !p.is_empty()),
                 version: r.version,
@@ -235,7 +243,7 @@ impl Policies for PoliciesService {
         req: Request<pb::PolicyDataSource>,
     ) -> R<pb::PolicyDataSource> {
         let def = json_arg("json", &req.into_inner().json)?;
-        let s = self.0.data_source_create(parse_source(&def)?).await?;
+        let s = self.svc().data_source_create(parse_source(&def)?).await?;
         Ok(Response::new(source(&s)))
     }
 
@@ -243,7 +251,7 @@ impl Policies for PoliciesService {
         &self,
         _req: Request<pb::ListPolicyDataSourcesRequest>,
     ) -> R<pb::ListPolicyDataSourcesResponse> {
-        let s = self.0.data_sources().await?;
+        let s = self.svc().data_sources().await?;
         Ok(Response::new(pb::ListPolicyDataSourcesResponse {
             data_sources: s.iter().map(source).collect(),
         }))
@@ -253,7 +261,7 @@ impl Policies for PoliciesService {
         &self,
         req: Request<pb::PolicyDataSourceRef>,
     ) -> R<pb::PolicyDeleteResponse> {
-        self.0.data_source_delete(req.into_inner().name).await?;
+        self.svc().data_source_delete(req.into_inner().name).await?;
         Ok(Response::new(pb::PolicyDeleteResponse { deleted: true }))
     }
 }

@@ -1,113 +1,15 @@
-//! Policy work that runs as jobs: async runs (`policy.run`) go through the
-//! job queue module so that a run survives the node that accepted it.
+//! `policy.backtest`: a version (and optionally a second one) evaluated on
+//! every input of a JSONL or CSV file under the node's fs root, submitting
+//! nothing; the result is the outcome distribution and the differences.
 
-use crate::api::error::ApiError;
-use crate::jobs_api::{QueueArgs, SubmitArgs};
-use crate::node::Node;
+use super::jobs::upgrade;
+use super::PoliciesService;
 use orrery_exec::{KindHandler, RunContext};
 use serde_json::{json, Value as Json};
-use std::sync::{Arc, Weak};
-
-/// The internal queue policy jobs go to, created on first use.
-pub const POLICY_QUEUE: &str = "_policies";
-pub const RUN_KIND: &str = "policy.run";
-
-impl Node {
-    /// Creates [`POLICY_QUEUE`] unless it exists (a concurrent create is fine).
-    pub async fn ensure_policy_queue(&self) -> Result<(), ApiError> {
-        if self.queue_spec(POLICY_QUEUE).await.is_ok() {
-            return Ok(());
-        }
-        let args = QueueArgs {
-            name: POLICY_QUEUE.to_string(),
-            partitions: None,
-            lease_s: Some(60),
-            max_attempts: Some(3),
-            backoff_initial_ms: None,
-            backoff_multiplier: None,
-            backoff_max_ms: None,
-            concurrency_limit: None,
-        };
-        match self.create_queue(args).await {
-            Ok(_) | Err(ApiError::Conflict(_)) => Ok(()),
-            Err(e) => Err(e),
-        }
-    }
-
-    /// Submits a job to [`POLICY_QUEUE`], deduplicated by `dedupe_key`.
-    pub async fn submit_policy_job(
-        &self,
-        kind: &str,
-        params: Json,
-        dedupe_key: Option<String>,
-    ) -> Result<String, ApiError> {
-        self.ensure_policy_queue().await?;
-        let (job, _) = self
-            .submit_job(SubmitArgs {
-                queue: POLICY_QUEUE.to_string(),
-                kind: kind.to_string(),
-                params,
-                priority: 0,
-                run_at_ms: None,
-                delay_ms: None,
-                resources: Default::default(),
-                dedupe_key,
-                submitted_by: Some("policy".to_string()),
-            })
-            .await?;
-        Ok(job.id.to_string())
-    }
-}
-
-impl Node {
-    /// Checks the params of the kinds this module adds when a job is
-    /// submitted, so that a mistake is a 400 naming the field rather than a
-    /// job that fails later. Other kinds pass untouched.
-    pub async fn check_policy_job(&self, kind: &str, params: &Json) -> Result<(), ApiError> {
-        let bad = |m: String| ApiError::bad("invalid_params", m);
-        match kind {
-            RUN_KIND => return run_id(params).map(|_| ()).map_err(bad),
-            BACKTEST_KIND => {}
-            _ => return Ok(()),
-        }
-        let p = backtest_params(params).map_err(bad)?;
-        check_input_file(p.input_file).map_err(bad)?;
-        // The file is read on the node that runs the job; nodes of one
-        // cluster are configured alike, so the receiving node's flag stands
-        // for theirs.
-        if self.cfg.fs_root.is_none() {
-            return Err(bad(
-                "params.input_file: this node has no --fs-root; backtests read files under it"
-                    .into(),
-            ));
-        }
-        let policy = match self.policy_get(p.policy).await {
-            Ok(pol) => pol,
-            Err(ApiError::NotFound(m)) => return Err(bad(format!("params.policy: {m}"))),
-            Err(e) => return Err(e),
-        };
-        for (field, v) in [
-            ("version", Some(p.version)),
-            ("compare_with_version", p.compare),
-        ] {
-            let Some(v) = v else { continue };
-            match self.version_get(&policy.id, v).await {
-                Ok(_) => {}
-                Err(ApiError::NotFound(_)) => {
-                    return Err(bad(format!(
-                        "params.{field}: policy {:?} has no version {v}",
-                        policy.name
-                    )))
-                }
-                Err(e) => return Err(e),
-            }
-        }
-        Ok(())
-    }
-}
+use std::sync::Weak;
 
 /// A backtest's input file: relative, inside the fs root, JSONL or CSV.
-fn check_input_file(f: &str) -> Result<(), String> {
+pub(super) fn check_input_file(f: &str) -> Result<(), String> {
     use std::path::{Component, Path};
     let path = Path::new(f);
     if path
@@ -127,62 +29,6 @@ fn check_input_file(f: &str) -> Result<(), String> {
     Ok(())
 }
 
-/// Evaluates an async run recorded as `running` and records its end.
-struct RunHandler {
-    // Weak: the engine holding this handler is owned by the node.
-    node: Weak<Node>,
-    rt: tokio::runtime::Handle,
-}
-
-fn run_id(params: &Json) -> Result<&str, String> {
-    params
-        .get("run_id")
-        .and_then(Json::as_str)
-        .filter(|s| !s.is_empty())
-        .ok_or_else(|| "params.run_id must be a non-empty string".to_string())
-}
-
-impl KindHandler for RunHandler {
-    fn validate(&self, params: &Json) -> Result<(), String> {
-        run_id(params).map(|_| ())
-    }
-
-    fn run(&self, params: &Json, ctx: &RunContext) -> Result<Json, String> {
-        let id = run_id(params)?;
-        let node = self
-            .node
-            .upgrade()
-            .ok_or_else(|| "the node is shutting down".to_string())?;
-        let run = self
-            .rt
-            .block_on(node.policy_run_finish(id))
-            .map_err(|e| format!("run {id}: {e}"))?;
-        ctx.log(&format!("run {id}: {}", run.status.as_str()));
-        Ok(json!({"run_id": id, "status": run.status.as_str()}))
-    }
-}
-
-/// The kinds the policy module adds to a node's execution engine.
-pub fn handlers(node: &Arc<Node>) -> Vec<(String, Arc<dyn KindHandler>)> {
-    let rt = tokio::runtime::Handle::current();
-    vec![
-        (
-            RUN_KIND.to_string(),
-            Arc::new(RunHandler {
-                node: Arc::downgrade(node),
-                rt: rt.clone(),
-            }) as Arc<dyn KindHandler>,
-        ),
-        (
-            BACKTEST_KIND.to_string(),
-            Arc::new(BacktestHandler {
-                node: Arc::downgrade(node),
-                rt,
-            }) as Arc<dyn KindHandler>,
-        ),
-    ]
-}
-
 pub const BACKTEST_KIND: &str = "policy.backtest";
 
 /// Most input lines a backtest reads.
@@ -190,19 +36,17 @@ const MAX_BACKTEST_INPUTS: usize = 1_000_000;
 /// Examples of differing outputs kept in a backtest result.
 const MAX_EXAMPLES: usize = 10;
 
-/// `policy.backtest`: evaluates a version (and optionally a second one) on
-/// every input of a JSONL or CSV file under the node's fs root, submitting
-/// nothing, and reports the outcome distribution and the differences.
-struct BacktestHandler {
-    node: Weak<Node>,
-    rt: tokio::runtime::Handle,
+/// Runs `policy.backtest` jobs (see the module's comment).
+pub(super) struct BacktestHandler {
+    pub(super) svc: Weak<PoliciesService>,
+    pub(super) rt: tokio::runtime::Handle,
 }
 
-struct BacktestParams<'a> {
-    policy: &'a str,
-    version: u32,
-    input_file: &'a str,
-    compare: Option<u32>,
+pub(super) struct BacktestParams<'a> {
+    pub(super) policy: &'a str,
+    pub(super) version: u32,
+    pub(super) input_file: &'a str,
+    pub(super) compare: Option<u32>,
 }
 
 fn version_field(params: &Json, field: &str) -> Result<Option<u32>, String> {
@@ -217,7 +61,7 @@ fn version_field(params: &Json, field: &str) -> Result<Option<u32>, String> {
     }
 }
 
-fn backtest_params(params: &Json) -> Result<BacktestParams<'_>, String> {
+pub(super) fn backtest_params(params: &Json) -> Result<BacktestParams<'_>, String> {
     let obj = params
         .as_object()
         .ok_or_else(|| "params must be an object".to_string())?;
@@ -264,7 +108,7 @@ fn csv_cell(s: &str) -> Json {
 
 /// Inputs from a file: CSV (`.csv`: a header row, then one input per row;
 /// plain comma separation, no quoting) or JSON lines (anything else).
-pub fn parse_inputs(name: &str, text: &str) -> Result<Vec<Json>, String> {
+fn parse_inputs(name: &str, text: &str) -> Result<Vec<Json>, String> {
     let mut out = Vec::new();
     let mut lines = text
         .lines()
@@ -317,7 +161,7 @@ pub fn parse_inputs(name: &str, text: &str) -> Result<Vec<Json>, String> {
 /// The bucket an outcome counts in: the output's `decision` field when it
 /// is a string, else the whole output as JSON text; failed runs count
 /// under `"<failed>"`.
-pub fn outcome_key(o: &orrery_policy::eval::Outcome) -> String {
+fn outcome_key(o: &orrery_policy::eval::Outcome) -> String {
     match &o.output {
         None => "<failed>".to_string(),
         Some(v) => match v.get("decision").and_then(Json::as_str) {
@@ -343,13 +187,10 @@ impl KindHandler for BacktestHandler {
             .map_err(|e| format!("input_file {:?}: {e}", p.input_file))?;
         let inputs = parse_inputs(p.input_file, &text)?;
         ctx.log(&format!("{} inputs from {}", inputs.len(), p.input_file));
-        let node = self
-            .node
-            .upgrade()
-            .ok_or_else(|| "the node is shutting down".to_string())?;
+        let svc = upgrade(&self.svc)?;
         let base = self
             .rt
-            .block_on(node.policy_backtest(p.policy, p.version, &inputs))
+            .block_on(svc.backtest(p.policy, p.version, &inputs))
             .map_err(|e| e.to_string())?;
         let mut dist: std::collections::BTreeMap<String, u64> = Default::default();
         for o in &base {
@@ -364,7 +205,7 @@ impl KindHandler for BacktestHandler {
         if let Some(cv) = p.compare {
             let other = self
                 .rt
-                .block_on(node.policy_backtest(p.policy, cv, &inputs))
+                .block_on(svc.backtest(p.policy, cv, &inputs))
                 .map_err(|e| e.to_string())?;
             let mut cdist: std::collections::BTreeMap<String, u64> = Default::default();
             let mut differ = 0u64;

@@ -1,0 +1,237 @@
+//! Policies, versions, runs and data sources: validation, evaluation and
+//! the Raft writes behind both fronts.
+//!
+//! Runs are evaluated here, on the node that received the request, never in
+//! apply; the finished run is then written to the shard group its id hashes
+//! to. Compiled versions are cached by (policy, version): a version never
+//! changes, and policy ids are random, so an entry can never go stale.
+
+mod backtest;
+mod deps;
+mod effects;
+pub mod jobs;
+mod runs;
+mod sources;
+mod store;
+
+pub use effects::enqueue_dedupe_key;
+pub use runs::RunRequest;
+pub use sources::{parse_source, source_json};
+
+use crate::api::{lock, now_ms, ApiError};
+use crate::node::Node;
+use crate::service::kv::KvService;
+use crate::service::vectors::VectorsService;
+use effects::HttpCache;
+use orrery_policy::graph::{compile, parse_graph, Catalog, Compiled};
+use orrery_policy::store::{
+    Policy, PolicyCommand, PolicyQuery, PolicyQueryResult, PolicyResponse, Version,
+};
+use orrery_types::PLACEMENT_GROUP;
+use serde_json::Value as Json;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use store::unexpected;
+
+pub const MAX_BATCH: usize = 10_000;
+pub const MAX_RUN_LIST: usize = 1_000;
+pub const DEFAULT_RUN_LIST: usize = 100;
+
+pub struct PoliciesService {
+    node: Arc<Node>,
+    /// Lookups of `kv` data sources.
+    kv: KvService,
+    /// Job submissions and vector searches.
+    deps: deps::Deps,
+    compiled: Mutex<HashMap<(String, u32), Arc<Compiled>>>,
+    /// Responses of `http` data sources with a `cache_ttl_ms`.
+    http_cache: HttpCache,
+    http_client: reqwest::Client,
+}
+
+fn check_name(what: &str, name: &str) -> Result<(), ApiError> {
+    let ok = !name.is_empty()
+        && name.len() <= 128
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'));
+    if ok {
+        Ok(())
+    } else {
+        Err(ApiError::bad(
+            "invalid_name",
+            format!("{what} must be 1-128 characters of [A-Za-z0-9._-], got {name:?}"),
+        ))
+    }
+}
+
+impl PoliciesService {
+    pub fn new(node: Arc<Node>, vectors: Arc<VectorsService>) -> Self {
+        Self {
+            kv: KvService::new(node.clone()),
+            deps: deps::Deps::new(node.clone(), vectors),
+            compiled: Default::default(),
+            http_cache: Default::default(),
+            http_client: reqwest::Client::new(),
+            node,
+        }
+    }
+
+    async fn write(&self, group: u64, cmd: PolicyCommand) -> Result<PolicyResponse, ApiError> {
+        store::write(&self.node, group, cmd).await
+    }
+
+    async fn read(&self, group: u64, q: PolicyQuery) -> Result<PolicyQueryResult, ApiError> {
+        store::read(&self.node, group, q).await
+    }
+
+    /// A policy by id, or by name.
+    pub async fn get(&self, id: &str) -> Result<Policy, ApiError> {
+        store::policy_get(&self.node, id).await
+    }
+
+    pub async fn list(&self) -> Result<Vec<Policy>, ApiError> {
+        match self.read(PLACEMENT_GROUP, PolicyQuery::Policies).await? {
+            PolicyQueryResult::Policies(p) => Ok(p),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    pub async fn create(&self, name: String, description: String) -> Result<Policy, ApiError> {
+        check_name("name", &name)?;
+        let id = format!("pol-{:016x}", rand::random::<u64>());
+        let cmd = PolicyCommand::CreatePolicy {
+            id,
+            name,
+            description,
+            now_ms: now_ms(),
+        };
+        match self.write(PLACEMENT_GROUP, cmd).await? {
+            PolicyResponse::Policy(p) => Ok(p),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    /// Sets the description and/or the traffic allocation (version, weight).
+    pub async fn update(
+        &self,
+        id: &str,
+        description: Option<String>,
+        allocation: Option<Vec<(u32, u64)>>,
+    ) -> Result<Policy, ApiError> {
+        let p = self.get(id).await?;
+        let cmd = PolicyCommand::UpdatePolicy {
+            id: p.id,
+            description,
+            allocation,
+            now_ms: now_ms(),
+        };
+        match self.write(PLACEMENT_GROUP, cmd).await? {
+            PolicyResponse::Policy(p) => Ok(p),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    pub async fn delete(&self, id: &str) -> Result<(), ApiError> {
+        let p = self.get(id).await?;
+        self.write(PLACEMENT_GROUP, PolicyCommand::DeletePolicy { id: p.id })
+            .await
+            .map(|_| ())
+    }
+
+    /// Validates the graph against the current catalog, then stores it as
+    /// the policy's next version.
+    pub async fn version_create(
+        &self,
+        id: &str,
+        graph: &Json,
+        activate: bool,
+        created_by: String,
+    ) -> Result<Version, ApiError> {
+        let p = self.get(id).await?;
+        let g = parse_graph(graph)?;
+        let catalog = Catalog {
+            data_sources: self
+                .data_sources()
+                .await?
+                .into_iter()
+                .map(|s| (s.name, s.kind.name().to_string()))
+                .collect(),
+            queues: Some(self.deps.queue_names().await?.into_iter().collect()),
+        };
+        compile(&g, &catalog)?;
+        // Stored exactly as submitted: GET returns what was validated.
+        let cmd = PolicyCommand::CreateVersion {
+            policy_id: p.id,
+            graph: graph.to_string(),
+            created_by,
+            activate,
+            now_ms: now_ms(),
+        };
+        match self.write(PLACEMENT_GROUP, cmd).await? {
+            PolicyResponse::Version(v) => Ok(v),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    pub async fn version_archive(&self, id: &str, version: u32) -> Result<Version, ApiError> {
+        let p = self.get(id).await?;
+        let cmd = PolicyCommand::ArchiveVersion {
+            policy_id: p.id,
+            version,
+            now_ms: now_ms(),
+        };
+        match self.write(PLACEMENT_GROUP, cmd).await? {
+            PolicyResponse::Version(v) => Ok(v),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    pub async fn versions(&self, id: &str) -> Result<Vec<Version>, ApiError> {
+        let p = self.get(id).await?;
+        let q = PolicyQuery::Versions { policy_id: p.id };
+        match self.read(PLACEMENT_GROUP, q).await? {
+            PolicyQueryResult::Versions(v) => Ok(v),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    /// Version `version` of the policy with id `policy_id` (not a name).
+    pub async fn version_get(&self, policy_id: &str, version: u32) -> Result<Version, ApiError> {
+        store::version_get(&self.node, policy_id, version).await
+    }
+
+    /// A version's graph, compiled once per (policy, version).
+    async fn compiled(&self, policy_id: &str, version: u32) -> Result<Arc<Compiled>, ApiError> {
+        let key = (policy_id.to_string(), version);
+        if let Some(c) = lock(&self.compiled).get(&key) {
+            return Ok(c.clone());
+        }
+        let v = self.version_get(policy_id, version).await?;
+        let g: Json =
+            serde_json::from_str(&v.graph).map_err(|e| ApiError::Internal(e.to_string()))?;
+        let g = parse_graph(&g)?;
+        // Data sources were checked at creation; at run time a deleted one
+        // is a lookup error (handled by the node's on_error), so compile
+        // against a catalog that admits every source the graph names.
+        // Likewise a deleted queue fails the enqueue node at run time.
+        let mut catalog = Catalog {
+            queues: Some(Default::default()),
+            ..Catalog::default()
+        };
+        for n in &g.nodes {
+            if let Some(s) = n.config.get("source").and_then(Json::as_str) {
+                catalog.data_sources.insert(s.into(), "kv".into());
+            }
+            if let (Some(q), Some(queues)) = (
+                n.config.get("queue").and_then(Json::as_str),
+                catalog.queues.as_mut(),
+            ) {
+                queues.insert(q.into());
+            }
+        }
+        let c = compile(&g, &catalog)?;
+        lock(&self.compiled).insert(key, c.clone());
+        Ok(c)
+    }
+}

@@ -1,0 +1,338 @@
+//! Runs: which version serves a request (the traffic allocation), the
+//! evaluation, and the run's record on the shard its id hashes to; also
+//! the unrecorded evaluations (batches, backtests) and run reads.
+
+use super::effects::PolicyEffects;
+use super::store::unexpected;
+use super::{jobs, PoliciesService, MAX_BATCH, MAX_RUN_LIST};
+use crate::api::{now_ms, ApiError};
+use orrery_policy::eval::{check_input, evaluate, pick, Outcome};
+use orrery_policy::graph::Compiled;
+use orrery_policy::store::{
+    Policy, PolicyCommand, PolicyQuery, PolicyQueryResult, Run, RunFilter, RunStatus,
+};
+use orrery_policy::PolicyError;
+use serde_json::{json, Value as Json};
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+/// A run request, parsed.
+pub struct RunRequest {
+    pub input: Json,
+    pub version: Option<u32>,
+    pub run_key: Option<String>,
+}
+
+fn new_run_id(created: u64) -> String {
+    format!("{created:012x}{:016x}", rand::random::<u64>())
+}
+
+impl PoliciesService {
+    /// Which version a run uses: the requested one, or the allocation's
+    /// choice by a stable hash of the run key (or the run id).
+    async fn choose(&self, p: &Policy, version: Option<u32>, key: &str) -> Result<u32, ApiError> {
+        match version {
+            Some(v) => {
+                let ver = self.version_get(&p.id, v).await?;
+                if ver.archived {
+                    return Err(ApiError::bad(
+                        "archived_version",
+                        format!("version {v} is archived"),
+                    ));
+                }
+                Ok(v)
+            }
+            None => pick(&p.id, key, &p.allocation).copied().ok_or_else(|| {
+                ApiError::bad(
+                    "no_version",
+                    format!(
+                        "policy {:?} has no version receiving traffic; create one first",
+                        p.name
+                    ),
+                )
+            }),
+        }
+    }
+
+    /// Effects for evaluating `c`: recorded runs (`run_id` given) submit
+    /// their enqueue nodes' jobs; without a run id nothing is submitted.
+    async fn effects(
+        &self,
+        c: &Compiled,
+        run_id: Option<&str>,
+    ) -> Result<PolicyEffects<'_>, ApiError> {
+        let sources = if c.has_lookups() {
+            self.data_sources()
+                .await?
+                .into_iter()
+                .map(|s| (s.name.clone(), s))
+                .collect()
+        } else {
+            BTreeMap::new()
+        };
+        Ok(PolicyEffects {
+            svc: self,
+            sources,
+            submit: run_id.is_some(),
+            run_id: run_id.map(str::to_string),
+        })
+    }
+
+    async fn record(&self, run: Run) -> Result<Run, ApiError> {
+        let group = self.node.group_for_key(run.id.as_bytes())?;
+        let cmd = PolicyCommand::PutRun { run: run.clone() };
+        self.write(group, cmd).await?;
+        Ok(run)
+    }
+
+    /// Evaluates a run here and records it through Raft.
+    pub async fn run(&self, id: &str, req: RunRequest) -> Result<Run, ApiError> {
+        let p = self.get(id).await?;
+        let created = now_ms();
+        let run_id = new_run_id(created);
+        let key = req.run_key.clone().unwrap_or_else(|| run_id.clone());
+        let version = self.choose(&p, req.version, &key).await?;
+        let c = self.compiled(&p.id, version).await?;
+        let input = check_input(&c, &req.input)?;
+        let fx = self.effects(&c, Some(&run_id)).await?;
+        let outcome = evaluate(&c, input, &fx).await;
+        let run = finished_run(
+            run_id,
+            &p.id,
+            version,
+            req.run_key,
+            &req.input,
+            outcome,
+            created,
+        )?;
+        self.record(run).await
+    }
+
+    /// Records a run as `running` and submits a `policy.run` job that
+    /// evaluates it (see [`PoliciesService::run_finish`]). The input is
+    /// checked here, so a bad input is a 400 and not a failed run.
+    pub async fn run_async(&self, id: &str, req: RunRequest) -> Result<Run, ApiError> {
+        let p = self.get(id).await?;
+        let created = now_ms();
+        let run_id = new_run_id(created);
+        let key = req.run_key.clone().unwrap_or_else(|| run_id.clone());
+        let version = self.choose(&p, req.version, &key).await?;
+        let c = self.compiled(&p.id, version).await?;
+        check_input(&c, &req.input)?;
+        let run = Run {
+            id: run_id,
+            policy_id: p.id.clone(),
+            version,
+            status: RunStatus::Running,
+            run_key: req.run_key,
+            input: text(&req.input)?,
+            output: None,
+            trace: "[]".to_string(),
+            error: None,
+            created_ms: created,
+            finished_ms: None,
+        };
+        let run = self.record(run).await?;
+        // Deduplicated by run id: a retried request cannot start it twice.
+        self.submit_policy_job(
+            jobs::RUN_KIND,
+            json!({"run_id": run.id}),
+            Some(run.id.clone()),
+        )
+        .await?;
+        Ok(run)
+    }
+
+    /// Evaluates a `running` run and records its end; a run that already
+    /// ended (a retried job) is returned as it is.
+    pub async fn run_finish(&self, run_id: &str) -> Result<Run, ApiError> {
+        let run = self.run_get(run_id).await?;
+        if run.status != RunStatus::Running {
+            return Ok(run);
+        }
+        let input: Json =
+            serde_json::from_str(&run.input).map_err(|e| ApiError::Internal(e.to_string()))?;
+        let c = self.compiled(&run.policy_id, run.version).await?;
+        let outcome = match check_input(&c, &input) {
+            Ok(v) => {
+                let fx = self.effects(&c, Some(&run.id)).await?;
+                evaluate(&c, v, &fx).await
+            }
+            Err(e) => failed(e),
+        };
+        let done = finished_run(
+            run.id,
+            &run.policy_id,
+            run.version,
+            run.run_key,
+            &input,
+            outcome,
+            run.created_ms,
+        )?;
+        self.record(done).await
+    }
+
+    /// Evaluates `inputs` on one version (archived ones too: a backtest may
+    /// replay history) without submitting jobs; an input the input node
+    /// refuses is a failed outcome.
+    pub async fn backtest(
+        &self,
+        policy: &str,
+        version: u32,
+        inputs: &[Json],
+    ) -> Result<Vec<Outcome>, ApiError> {
+        let p = self.get(policy).await?;
+        let c = self.compiled(&p.id, version).await?;
+        let fx = self.effects(&c, None).await?;
+        let mut out = Vec::with_capacity(inputs.len());
+        for input in inputs {
+            out.push(match check_input(&c, input) {
+                Ok(v) => evaluate(&c, v, &fx).await,
+                Err(e) => failed(e),
+            });
+        }
+        Ok(out)
+    }
+
+    /// Evaluates many inputs on one version, in parallel; not recorded.
+    pub async fn batch(
+        self: &Arc<Self>,
+        id: &str,
+        inputs: Vec<Json>,
+        version: Option<u32>,
+    ) -> Result<(u32, Vec<Outcome>), ApiError> {
+        if inputs.is_empty() || inputs.len() > MAX_BATCH {
+            return Err(ApiError::bad(
+                "invalid_batch",
+                format!(
+                    "inputs must hold 1..={MAX_BATCH} items, got {}",
+                    inputs.len()
+                ),
+            ));
+        }
+        let p = self.get(id).await?;
+        let version = self.choose(&p, version, &p.id).await?;
+        let c = self.compiled(&p.id, version).await?;
+        let mut checked = Vec::with_capacity(inputs.len());
+        for (i, input) in inputs.iter().enumerate() {
+            checked.push(check_input(&c, input).map_err(|e| match e {
+                PolicyError::Input(m) => {
+                    ApiError::bad("invalid_input", format!("inputs[{i}]: {m}"))
+                }
+                other => ApiError::from(other),
+            })?);
+        }
+        let sources = self.effects(&c, None).await?.sources;
+        let svc = self.clone();
+        let handle = tokio::runtime::Handle::current();
+        let outcomes = tokio::task::spawn_blocking(move || {
+            let fx = PolicyEffects {
+                svc: &svc,
+                sources,
+                submit: false,
+                run_id: None,
+            };
+            use rayon::prelude::*;
+            checked
+                .into_par_iter()
+                .map(|v| {
+                    // Rayon threads are outside the runtime; lookups (if
+                    // any) need its reactor, so block on it through the handle.
+                    handle.block_on(evaluate(&c, v, &fx))
+                })
+                .collect::<Vec<_>>()
+        })
+        .await
+        .map_err(|e| ApiError::Internal(format!("batch: {e}")))?;
+        Ok((version, outcomes))
+    }
+
+    pub async fn run_get(&self, id: &str) -> Result<Run, ApiError> {
+        if id.is_empty() {
+            return Err(ApiError::bad("invalid_id", "empty run id"));
+        }
+        let group = self.node.group_for_key(id.as_bytes())?;
+        match self.read(group, PolicyQuery::Run { id: id.into() }).await? {
+            PolicyQueryResult::Run(Some(r)) => Ok(r),
+            PolicyQueryResult::Run(None) => {
+                Err(ApiError::NotFound(format!("run {id:?} not found")))
+            }
+            other => Err(unexpected(other)),
+        }
+    }
+
+    /// Newest first across every shard; the cursor is the last id returned.
+    /// `f.limit` 0 is refused (the fronts default it: [`super::DEFAULT_RUN_LIST`]).
+    pub async fn runs_list(
+        &self,
+        mut f: RunFilter,
+    ) -> Result<(Vec<Run>, Option<String>), ApiError> {
+        if f.limit == 0 || f.limit > MAX_RUN_LIST {
+            return Err(ApiError::bad(
+                "invalid_limit",
+                format!("limit must be 1..={MAX_RUN_LIST}"),
+            ));
+        }
+        if let Some(p) = &f.policy_id {
+            f.policy_id = Some(self.get(p).await?.id);
+        }
+        let futs = self.node.shard_groups()?.into_iter().map(|g| {
+            let q = PolicyQuery::Runs(f.clone());
+            async move { self.read(g, q).await }
+        });
+        let mut runs = Vec::new();
+        for r in futures::future::join_all(futs).await {
+            match r? {
+                PolicyQueryResult::Runs(mut part) => runs.append(&mut part),
+                other => return Err(unexpected(other)),
+            }
+        }
+        runs.sort_by(|a, b| b.id.cmp(&a.id));
+        runs.truncate(f.limit);
+        let cursor = (runs.len() == f.limit)
+            .then(|| runs.last().map(|r| r.id.clone()))
+            .flatten();
+        Ok((runs, cursor))
+    }
+}
+
+/// The outcome of an input the input node refused.
+fn failed(e: PolicyError) -> Outcome {
+    Outcome {
+        output: None,
+        trace: Vec::new(),
+        error: Some(e.to_string()),
+    }
+}
+
+fn text<T: serde::Serialize + ?Sized>(v: &T) -> Result<String, ApiError> {
+    serde_json::to_string(v).map_err(|e| ApiError::Internal(e.to_string()))
+}
+
+fn finished_run(
+    id: String,
+    policy_id: &str,
+    version: u32,
+    run_key: Option<String>,
+    input: &Json,
+    o: Outcome,
+    created: u64,
+) -> Result<Run, ApiError> {
+    Ok(Run {
+        id,
+        policy_id: policy_id.into(),
+        version,
+        status: if o.succeeded() {
+            RunStatus::Succeeded
+        } else {
+            RunStatus::Failed
+        },
+        run_key,
+        input: text(input)?,
+        output: o.output.as_ref().map(text).transpose()?,
+        trace: text(&o.trace)?,
+        error: o.error,
+        created_ms: created,
+        finished_ms: Some(now_ms().max(created)),
+    })
+}
