@@ -10,6 +10,7 @@
 use crate::api::error::ApiError;
 use crate::node::ops::{Query, QueryResult};
 use crate::node::Node;
+use crate::service::jobs::JobsService;
 use futures::future::BoxFuture;
 use orrery_policy::eval::{check_input, evaluate, pick, vector_query, Effects, Outcome};
 use orrery_policy::graph::{compile, parse_graph, Catalog, Compiled};
@@ -299,6 +300,8 @@ pub fn parse_source(body: &Json) -> Result<DataSource, ApiError> {
 /// Lookups against the cluster's KV namespace and HTTP services.
 struct NodeEffects<'n> {
     node: &'n Node,
+    /// Where enqueue nodes submit (runs that submit nothing have none).
+    jobs: Option<&'n JobsService>,
     sources: BTreeMap<String, DataSource>,
     /// Whether enqueue nodes submit jobs: recorded runs do; batches and
     /// backtests only evaluate, so that re-running inputs has no effects.
@@ -454,10 +457,10 @@ impl Effects for NodeEffects<'_> {
         params: Json,
     ) -> BoxFuture<'a, Result<Option<String>, String>> {
         Box::pin(async move {
-            if !self.submit {
+            let (true, Some(jobs)) = (self.submit, self.jobs) else {
                 return Ok(None);
-            }
-            let args = crate::jobs_api::SubmitArgs {
+            };
+            let args = crate::service::jobs::SubmitArgs {
                 queue: queue.to_string(),
                 kind: kind.to_string(),
                 params,
@@ -468,7 +471,7 @@ impl Effects for NodeEffects<'_> {
                 dedupe_key: self.run_id.as_deref().map(|r| enqueue_dedupe_key(r, node)),
                 submitted_by: Some("policy".to_string()),
             };
-            match self.node.submit_job(args).await {
+            match jobs.submit(args).await {
                 Ok((job, _)) => Ok(Some(job.id.to_string())),
                 Err(e) => Err(e.to_string()),
             }
@@ -630,6 +633,7 @@ impl Node {
     /// the policy's next version.
     pub async fn version_create(
         &self,
+        jobs: &JobsService,
         id: &str,
         graph: &Json,
         activate: bool,
@@ -645,7 +649,7 @@ impl Node {
                 .map(|s| (s.name, s.kind.name().to_string()))
                 .collect(),
             queues: Some(
-                self.list_queues()
+                jobs.list_queues()
                     .await?
                     .into_iter()
                     .map(|q| q.name)
@@ -782,11 +786,12 @@ impl Node {
 
     /// Effects for evaluating `c`: recorded runs (`run_id` given) submit
     /// their enqueue nodes' jobs; without a run id nothing is submitted.
-    async fn effects(
-        &self,
+    async fn effects<'a>(
+        &'a self,
+        jobs: Option<&'a JobsService>,
         c: &Compiled,
         run_id: Option<&str>,
-    ) -> Result<NodeEffects<'_>, ApiError> {
+    ) -> Result<NodeEffects<'a>, ApiError> {
         let sources = if c.has_lookups() {
             self.data_sources()
                 .await?
@@ -798,6 +803,7 @@ impl Node {
         };
         Ok(NodeEffects {
             node: self,
+            jobs,
             sources,
             submit: run_id.is_some(),
             run_id: run_id.map(str::to_string),
@@ -805,7 +811,12 @@ impl Node {
     }
 
     /// Evaluates a run here and records it through Raft.
-    pub async fn policy_run(&self, id: &str, req: RunRequest) -> Result<Run, ApiError> {
+    pub async fn policy_run(
+        &self,
+        jobs: &JobsService,
+        id: &str,
+        req: RunRequest,
+    ) -> Result<Run, ApiError> {
         let p = self.policy_get(id).await?;
         let created = now_ms();
         let run_id = format!("{created:012x}{:016x}", rand::random::<u64>());
@@ -813,7 +824,7 @@ impl Node {
         let version = self.choose(&p, req.version, &key).await?;
         let c = self.compiled(&p.id, version).await?;
         let input = check_input(&c, &req.input).map_err(policy_error)?;
-        let fx = self.effects(&c, Some(&run_id)).await?;
+        let fx = self.effects(Some(jobs), &c, Some(&run_id)).await?;
         let outcome = evaluate(&c, input, &fx).await;
         let run = finished_run(
             run_id,
@@ -833,7 +844,12 @@ impl Node {
     /// Records a run as `running` and submits a `policy.run` job that
     /// evaluates it (see [`Node::policy_run_finish`]). The input is checked
     /// here, so a bad input is a 400 and not a failed run.
-    pub async fn policy_run_async(&self, id: &str, req: RunRequest) -> Result<Run, ApiError> {
+    pub async fn policy_run_async(
+        &self,
+        jobs: &JobsService,
+        id: &str,
+        req: RunRequest,
+    ) -> Result<Run, ApiError> {
         let p = self.policy_get(id).await?;
         let created = now_ms();
         let run_id = format!("{created:012x}{:016x}", rand::random::<u64>());
@@ -859,6 +875,7 @@ impl Node {
             .await?;
         // Deduplicated by run id: a retried request cannot start it twice.
         self.submit_policy_job(
+            jobs,
             crate::policy_jobs::RUN_KIND,
             json!({"run_id": run.id}),
             Some(run.id.clone()),
@@ -869,7 +886,11 @@ impl Node {
 
     /// Evaluates a `running` run and records its end; a run that already
     /// ended (a retried job) is returned as it is.
-    pub async fn policy_run_finish(&self, run_id: &str) -> Result<Run, ApiError> {
+    pub async fn policy_run_finish(
+        &self,
+        jobs: &JobsService,
+        run_id: &str,
+    ) -> Result<Run, ApiError> {
         let run = self.run_get(run_id).await?;
         if run.status != RunStatus::Running {
             return Ok(run);
@@ -879,7 +900,7 @@ impl Node {
         let c = self.compiled(&run.policy_id, run.version).await?;
         let outcome = match check_input(&c, &input) {
             Ok(v) => {
-                let fx = self.effects(&c, Some(&run.id)).await?;
+                let fx = self.effects(Some(jobs), &c, Some(&run.id)).await?;
                 evaluate(&c, v, &fx).await
             }
             Err(e) => Outcome {
@@ -914,7 +935,7 @@ impl Node {
     ) -> Result<Vec<Outcome>, ApiError> {
         let p = self.policy_get(policy).await?;
         let c = self.compiled(&p.id, version).await?;
-        let fx = self.effects(&c, None).await?;
+        let fx = self.effects(None, &c, None).await?;
         let mut out = Vec::with_capacity(inputs.len());
         for input in inputs {
             out.push(match check_input(&c, input) {
@@ -957,12 +978,13 @@ impl Node {
                 other => policy_error(other),
             })?);
         }
-        let sources = self.effects(&c, None).await?.sources;
+        let sources = self.effects(None, &c, None).await?.sources;
         let node = self.clone();
         let handle = tokio::runtime::Handle::current();
         let outcomes = tokio::task::spawn_blocking(move || {
             let fx = NodeEffects {
                 node: &node,
+                jobs: None,
                 sources,
                 submit: false,
                 run_id: None,

@@ -11,7 +11,8 @@ use serde_json::Value;
 use std::sync::Arc;
 use tonic::{Request, Response, Status};
 
-pub struct PoliciesService(pub Arc<Node>);
+// The jobs service: for the runs that submit jobs.
+pub struct PoliciesService(pub Arc<Node>, pub Arc<crate::service::jobs::JobsService>);
 
 fn json_arg(what: &str, s: &str) -> Result<Value, ApiError> {
     serde_json::from_str(s).map_err(|e| ApiError::bad("invalid_json", format!("{what}: {e}")))
@@ -119,7 +120,7 @@ impl Policies for PoliciesService {
         };
         let v = self
             .0
-            .version_create(&r.policy_id, &graph, !r.inactive, who)
+            .version_create(&self.1, &r.policy_id, &graph, !r.inactive, who)
             .await?;
         Ok(Response::new(version(v)))
     }
@@ -151,8 +152,8 @@ impl Policies for PoliciesService {
             run_key: r.run_key,
         };
         let out = match r.mode.as_deref() {
-            None | Some("sync") => self.0.policy_run(&r.policy_id, req).await?,
-            Some("async") => self.0.policy_run_async(&r.policy_id, req).await?,
+            None | Some("sync") => self.0.policy_run(&self.1, &r.policy_id, req).await?,
+            Some("async") => self.0.policy_run_async(&self.1, &r.policy_id, req).await?,
             Some(other) => {
                 return Err(ApiError::bad(
                     "invalid_mode",

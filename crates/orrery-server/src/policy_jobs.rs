@@ -2,8 +2,9 @@
 //! job queue module so that a run survives the node that accepted it.
 
 use crate::api::error::ApiError;
-use crate::jobs_api::{QueueArgs, SubmitArgs};
 use crate::node::Node;
+use crate::service::jobs::{JobsService, QueueArgs, SubmitArgs};
+use crate::service::Services;
 use orrery_exec::{KindHandler, RunContext};
 use serde_json::{json, Value as Json};
 use std::sync::{Arc, Weak};
@@ -14,8 +15,8 @@ pub const RUN_KIND: &str = "policy.run";
 
 impl Node {
     /// Creates [`POLICY_QUEUE`] unless it exists (a concurrent create is fine).
-    pub async fn ensure_policy_queue(&self) -> Result<(), ApiError> {
-        if self.queue_spec(POLICY_QUEUE).await.is_ok() {
+    pub async fn ensure_policy_queue(&self, jobs: &JobsService) -> Result<(), ApiError> {
+        if jobs.queue_spec(POLICY_QUEUE).await.is_ok() {
             return Ok(());
         }
         let args = QueueArgs {
@@ -28,7 +29,7 @@ impl Node {
             backoff_max_ms: None,
             concurrency_limit: None,
         };
-        match self.create_queue(args).await {
+        match jobs.create_queue(args).await {
             Ok(_) | Err(ApiError::Conflict(_)) => Ok(()),
             Err(e) => Err(e),
         }
@@ -37,13 +38,14 @@ impl Node {
     /// Submits a job to [`POLICY_QUEUE`], deduplicated by `dedupe_key`.
     pub async fn submit_policy_job(
         &self,
+        jobs: &JobsService,
         kind: &str,
         params: Json,
         dedupe_key: Option<String>,
     ) -> Result<String, ApiError> {
-        self.ensure_policy_queue().await?;
-        let (job, _) = self
-            .submit_job(SubmitArgs {
+        self.ensure_policy_queue(jobs).await?;
+        let (job, _) = jobs
+            .submit(SubmitArgs {
                 queue: POLICY_QUEUE.to_string(),
                 kind: kind.to_string(),
                 params,
@@ -129,8 +131,8 @@ fn check_input_file(f: &str) -> Result<(), String> {
 
 /// Evaluates an async run recorded as `running` and records its end.
 struct RunHandler {
-    // Weak: the engine holding this handler is owned by the node.
-    node: Weak<Node>,
+    // Weak: the engine holding this handler is owned by the services.
+    node: Weak<Services>,
     rt: tokio::runtime::Handle,
 }
 
@@ -155,7 +157,7 @@ impl KindHandler for RunHandler {
             .ok_or_else(|| "the node is shutting down".to_string())?;
         let run = self
             .rt
-            .block_on(node.policy_run_finish(id))
+            .block_on(node.policy_run_finish(&node.jobs, id))
             .map_err(|e| format!("run {id}: {e}"))?;
         ctx.log(&format!("run {id}: {}", run.status.as_str()));
         Ok(json!({"run_id": id, "status": run.status.as_str()}))
@@ -163,20 +165,20 @@ impl KindHandler for RunHandler {
 }
 
 /// The kinds the policy module adds to a node's execution engine.
-pub fn handlers(node: &Arc<Node>) -> Vec<(String, Arc<dyn KindHandler>)> {
+pub fn handlers(s: &Arc<Services>) -> Vec<(String, Arc<dyn KindHandler>)> {
     let rt = tokio::runtime::Handle::current();
     vec![
         (
             RUN_KIND.to_string(),
             Arc::new(RunHandler {
-                node: Arc::downgrade(node),
+                node: Arc::downgrade(s),
                 rt: rt.clone(),
             }) as Arc<dyn KindHandler>,
         ),
         (
             BACKTEST_KIND.to_string(),
             Arc::new(BacktestHandler {
-                node: Arc::downgrade(node),
+                node: Arc::downgrade(&s.node),
                 rt,
             }) as Arc<dyn KindHandler>,
         ),

@@ -145,7 +145,9 @@ async fn version_create(
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
     let v: VersionBody = body(&b)?;
     let who = v.created_by.unwrap_or_else(|| "anonymous".into());
-    let ver = node.version_create(&id, &v.graph, v.activate, who).await?;
+    let ver = node
+        .version_create(&node.jobs, &id, &v.graph, v.activate, who)
+        .await?;
     Ok((StatusCode::CREATED, Json(version_json(&ver))))
 }
 
@@ -207,6 +209,7 @@ async fn run(
         Some("async") => {
             let run = node
                 .policy_run_async(
+                    &node.jobs,
                     &id,
                     RunRequest {
                         input: r.input,
@@ -226,6 +229,7 @@ async fn run(
     }
     let run = node
         .policy_run(
+            &node.jobs,
             &id,
             RunRequest {
                 input: r.input,

@@ -4,6 +4,9 @@
 
 mod cluster;
 pub mod extract;
+mod jobs;
+mod jobs_body;
+mod jobs_sse;
 mod kv;
 
 use crate::api::ApiError;
@@ -35,7 +38,7 @@ pub fn router(services: AppState) -> Router {
     Router::new()
         .merge(kv::routes())
         .merge(cluster::routes())
-        .merge(crate::jobs_rest::routes())
+        .merge(jobs::routes())
         .merge(crate::vector_rest::routes())
         .merge(crate::policy_rest::routes())
         .fallback(not_found)
