@@ -1,12 +1,12 @@
-//! `/v1/queues`, `/v1/jobs` and `/v1/gpus` (see docs/api.md, "Job queues").
+//! `/v1/jobs` and claims (see docs/api.md, "Job queues"); queues are in
+//! `jobs_queues`, logs and events in `jobs_sse`.
 
 use super::extract::json_body;
 use super::jobs_body::{
     offer, BatchBody, ClaimBody, CompleteBatchBody, CompleteBody, FailBody, HeartbeatBody, JobBody,
-    QueueBody,
 };
 use super::AppState;
-use crate::api::jobs_view::{GpusView, JobView, QueueInfoView, QueueView, RunView, WaitingJobView};
+use crate::api::jobs_view::{JobView, RunView, WaitingJobView};
 use crate::api::limits::{BULK_BODY_BYTES, DEFAULT_JOB_LIMIT, MAX_WAIT_S};
 use crate::api::ApiError;
 use crate::service::jobs::{all_failed, ClaimArgs, CompleteArgs, SubmitArgs};
@@ -23,8 +23,6 @@ use std::time::Duration;
 
 pub fn routes() -> Router<AppState> {
     Router::new()
-        .route("/v1/queues", get(list_queues).post(create_queue))
-        .route("/v1/queues/{q}", get(get_queue).delete(delete_queue))
         .route("/v1/queues/{q}/claim", post(claim))
         .route("/v1/jobs", get(list_jobs).post(submit))
         .route("/v1/jobs/batch", post(submit_batch))
@@ -35,46 +33,8 @@ pub fn routes() -> Router<AppState> {
         .route("/v1/jobs/{id}/heartbeat", post(heartbeat))
         .route("/v1/jobs/{id}/complete", post(complete))
         .route("/v1/jobs/{id}/fail", post(fail))
-        .route("/v1/gpus", get(gpus))
+        .merge(super::jobs_queues::routes())
         .merge(super::jobs_sse::routes())
-}
-
-// ---------------------------------------------------------------------
-// Queues
-// ---------------------------------------------------------------------
-
-async fn create_queue(State(s): State<AppState>, body: Body) -> Result<Response, ApiError> {
-    let b: QueueBody = json_body(body, 64 * 1024).await?;
-    let q = s.jobs.create_queue(b.into()).await?;
-    Ok((StatusCode::CREATED, Json(QueueView::new(&q))).into_response())
-}
-
-async fn list_queues(State(s): State<AppState>) -> Result<Response, ApiError> {
-    let qs = s.jobs.list_queues().await?;
-    #[derive(Serialize)]
-    struct Queues<'a> {
-        queues: Vec<QueueView<'a>>,
-    }
-    let queues = qs.iter().map(QueueView::new).collect();
-    Ok(Json(Queues { queues }).into_response())
-}
-
-async fn get_queue(State(s): State<AppState>, Path(q): Path<String>) -> Result<Response, ApiError> {
-    let i = s.jobs.queue_info(&q).await?;
-    Ok(Json(QueueInfoView::new(
-        &i.spec,
-        &i.counts,
-        i.oldest_queued_age_ms,
-    ))
-    .into_response())
-}
-
-async fn delete_queue(
-    State(s): State<AppState>,
-    Path(q): Path<String>,
-) -> Result<Json<Value>, ApiError> {
-    s.jobs.delete_queue(&q).await?;
-    Ok(Json(json!({"deleted": true, "name": q})))
 }
 
 // ---------------------------------------------------------------------
@@ -407,9 +367,4 @@ async fn runs(State(s): State<AppState>, Path(id): Path<String>) -> Result<Respo
     let job = s.jobs.get_job(&id).await?;
     let runs = job.runs.iter().map(RunView::new).collect();
     Ok(Json(Runs { job_id: &id, runs }).into_response())
-}
-
-async fn gpus(State(s): State<AppState>) -> Result<Response, ApiError> {
-    let reports = s.jobs.cluster_gpus().await?;
-    Ok(Json(GpusView::new(&reports)).into_response())
 }

@@ -6,6 +6,7 @@ mod cluster;
 pub mod extract;
 mod jobs;
 mod jobs_body;
+mod jobs_queues;
 mod jobs_sse;
 mod kv;
 
