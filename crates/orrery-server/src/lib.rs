@@ -4,9 +4,6 @@
 pub mod api;
 pub mod grpc;
 pub mod http;
-pub mod jobs_api;
-mod jobs_grpc;
-mod jobs_rest;
 pub mod node;
 pub mod service;
 
@@ -139,7 +136,9 @@ pub async fn run(
         tokio::spawn(node.clone().run_join(j, stop_rx.clone()));
     }
     let services = Services::new(node.clone());
-    jobs_api::start_jobs(&node, stop_rx.clone(), services.policies.kind_handlers());
+    services
+        .jobs
+        .start(stop_rx.clone(), services.policies.kind_handlers());
 
     let grpc = grpc::router(&services);
     let rest = http::router(services.clone());
@@ -201,9 +200,7 @@ pub async fn run(
         let _ = stop_tx.send(true);
     });
     let (a, b) = tokio::join!(client_srv, peer_srv);
-    if let Some(e) = node.jobs.engine.get() {
-        e.shutdown().await;
-    }
+    services.jobs.shutdown().await;
     registry.shutdown().await;
     a.map_err(|e| ServerError::Serve(e.to_string()))?;
     b.map_err(|e| ServerError::Serve(e.to_string()))?;
@@ -222,8 +219,14 @@ type GroupMetric = (
     fn(&orrery_raft::Group) -> u64,
 );
 
-/// Raft gauges per group, in Prometheus text format.
-pub fn render_raft_metrics(node: &Node, out: &mut String) {
+/// Raft gauges per group, in Prometheus text format, with this node's GPUs
+/// (`gpus`, and the UUIDs running jobs hold: see [`render_gpu_metrics`]).
+pub fn render_raft_metrics(
+    node: &Node,
+    gpus: &[orrery_exec::GpuInfo],
+    held: &[String],
+    out: &mut String,
+) {
     let reports = node.local_reports();
     let gauges: [Gauge; 4] = [
         ("orrery_raft_term", "Current Raft term per group.", |r| {
@@ -295,11 +298,7 @@ pub fn render_raft_metrics(node: &Node, out: &mut String) {
         let _ = writeln!(out, "# TYPE {name} {kind}");
         let _ = writeln!(out, "{name} {v}");
     }
-    if let Some(e) = node.jobs.engine.get() {
-        render_gpu_metrics(&e.gpus(), &e.gpus_held(), out);
-    } else {
-        render_gpu_metrics(&[], &[], out);
-    }
+    render_gpu_metrics(gpus, held, out);
     let _ = writeln!(out, "# TYPE orrery_raft_is_leader gauge");
     for g in node.registry.all() {
         let leader = g.raft.metrics().borrow().state == ServerState::Leader;

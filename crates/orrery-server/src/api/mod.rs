@@ -1,7 +1,9 @@
 //! What both fronts share: the one error type and its mapping from every
 //! domain's errors, and small helpers every service needs.
 
+pub mod cursor;
 pub mod error;
+pub mod jobs_view;
 pub mod limits;
 
 pub use error::ApiError;

@@ -3,6 +3,8 @@
 //! and back. Nothing here calls the REST front.
 
 mod cluster;
+mod jobs;
+mod jobs_convert;
 mod kv;
 mod policies;
 mod vectors;
@@ -25,9 +27,9 @@ pub fn router(s: &Arc<Services>) -> axum::Router {
     )
     .add_service(ClusterServer::new(cluster::ClusterApi(s.clone())))
     .add_service(
-        orrery_proto::v1::jobs_server::JobsServer::new(crate::jobs_grpc::JobsService(node.clone()))
+        orrery_proto::v1::jobs_server::JobsServer::new(jobs::JobsApi(s.clone()))
             // Bulk submits and completes: the same 16 MiB as their REST bodies.
-            .max_decoding_message_size(16 << 20),
+            .max_decoding_message_size(crate::api::limits::BULK_BODY_BYTES),
     )
     .add_service(
         orrery_proto::v1::vectors_server::VectorsServer::new(vectors::VectorsApi(s.clone()))

@@ -63,6 +63,7 @@ async fn readyz(State(s): State<AppState>) -> Response {
 async fn metrics(State(s): State<AppState>) -> Response {
     let mut out = String::new();
     s.node.metrics.render(&mut out);
-    crate::render_raft_metrics(&s.node, &mut out);
+    let (gpus, held) = s.jobs.local_gpus();
+    crate::render_raft_metrics(&s.node, &gpus, &held, &mut out);
     ([("content-type", "text/plain; version=0.0.4")], out).into_response()
 }

@@ -4,13 +4,16 @@
 
 mod cluster;
 pub mod extract;
+mod jobs;
+mod jobs_body;
+mod jobs_queues;
+mod jobs_sse;
 mod kv;
 mod policies;
 mod policies_views;
 mod vectors;
 
 use crate::api::ApiError;
-use crate::node::Node;
 use crate::service::Services;
 use axum::extract::{MatchedPath, Request, State};
 use axum::http::{HeaderValue, StatusCode};
@@ -25,20 +28,11 @@ use tracing::Instrument;
 /// The state every handler extracts from (or a part of it, via `FromRef`).
 pub type AppState = Arc<Services>;
 
-// TEMPORARY (removed once every domain has its service): lets the REST
-// handlers not yet moved to a service keep calling the node.
-impl std::ops::Deref for Services {
-    type Target = Node;
-    fn deref(&self) -> &Node {
-        &self.node
-    }
-}
-
 pub fn router(services: AppState) -> Router {
     Router::new()
         .merge(kv::routes())
         .merge(cluster::routes())
-        .merge(crate::jobs_rest::routes())
+        .merge(jobs::routes())
         .merge(vectors::routes())
         .merge(policies::routes())
         .fallback(not_found)

@@ -9,7 +9,6 @@ use openraft::ChangeMembers;
 use openraft::ServerState;
 use orrery_placement::{MemberState, PlacementCommand, PlacementResponse, PlacementState};
 use orrery_raft::Group;
-use orrery_raft::{Command, Response};
 use orrery_types::{NodeAddr, NodeId, PLACEMENT_GROUP};
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
@@ -73,12 +72,9 @@ impl Node {
     }
 
     pub(super) async fn placement_write(&self, cmd: PlacementCommand) -> Result<(), ApiError> {
-        match self.write(PLACEMENT_GROUP, Command::Placement(cmd)).await? {
-            Response::Placement(PlacementResponse::Ok) => Ok(()),
-            Response::Placement(PlacementResponse::Rejected(e)) => Err(placement_error(e)),
-            other => Err(ApiError::Internal(format!(
-                "unexpected placement response {other:?}"
-            ))),
+        match self.write(PLACEMENT_GROUP, cmd).await? {
+            PlacementResponse::Ok => Ok(()),
+            PlacementResponse::Rejected(e) => Err(placement_error(e)),
         }
     }
 

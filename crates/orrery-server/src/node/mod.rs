@@ -84,8 +84,6 @@ pub struct Node {
     /// Groups whose writes wait (until the instant) while their leadership
     /// is handed over.
     paused: Mutex<HashMap<GroupId, Instant>>,
-    /// Job queues: the execution engine and claim wake-ups.
-    pub jobs: crate::jobs_api::JobsRuntime,
     /// Lanes that merge concurrent queue writes into one entry per group.
     group_commit: GroupCommit,
 }
@@ -111,7 +109,6 @@ impl Node {
             busy: Mutex::new(HashSet::new()),
             last_hand_over: Mutex::new(HashMap::new()),
             paused: Mutex::new(HashMap::new()),
-            jobs: Default::default(),
             group_commit: GroupCommit::default(),
         })
     }

@@ -57,27 +57,6 @@ domain_command!(QueueCommand, Queue, QueueResponse);
 domain_command!(VectorCommand, Vector, VectorResponse);
 domain_command!(PolicyCommand, Policy, PolicyResponse);
 
-// Until every service uses a domain's own types: the untyped forms.
-impl DomainCommand for Command {
-    type Reply = Response;
-    fn into_command(self) -> Command {
-        self
-    }
-    fn reply(r: Response) -> Result<Response, Response> {
-        Ok(r)
-    }
-}
-
-impl DomainQuery for Query {
-    type Answer = QueryResult;
-    fn into_query(self) -> Query {
-        self
-    }
-    fn answer(r: QueryResult) -> Result<QueryResult, Box<QueryResult>> {
-        Ok(r)
-    }
-}
-
 /// Reads whose wire form is a [`Query`] variant wrapping the query value.
 macro_rules! domain_query {
     ($q:ty, $variant:ident, $answer:ty) => {

@@ -3,6 +3,7 @@
 //! caches); the REST and gRPC fronts share them and never call each other.
 
 pub mod cluster;
+pub mod jobs;
 pub mod kv;
 pub mod policies;
 pub mod vectors;
@@ -14,19 +15,32 @@ use std::sync::Arc;
 pub struct Services {
     pub node: Arc<Node>,
     pub cluster: cluster::ClusterService,
-    pub kv: kv::KvService,
+    pub kv: Arc<kv::KvService>,
     pub vectors: Arc<vectors::VectorsService>,
+    pub jobs: Arc<jobs::JobsService>,
     pub policies: Arc<policies::PoliciesService>,
 }
 
 impl Services {
+    /// Builds every service; the jobs service learns from the policies
+    /// service how to check the params of the job kinds it adds.
     pub fn new(node: Arc<Node>) -> Arc<Self> {
+        let kv = Arc::new(kv::KvService::new(node.clone()));
         let vectors = Arc::new(vectors::VectorsService::new(node.clone()));
+        let jobs = Arc::new(jobs::JobsService::new(node.clone()));
+        let policies = Arc::new(policies::PoliciesService::new(
+            node.clone(),
+            kv.clone(),
+            vectors.clone(),
+            jobs.clone(),
+        ));
+        jobs.set_kind_check(Arc::new(policies::PolicyKindCheck(node.clone())));
         Arc::new(Self {
             cluster: cluster::ClusterService::new(node.clone()),
-            kv: kv::KvService::new(node.clone()),
-            vectors: vectors.clone(),
-            policies: Arc::new(policies::PoliciesService::new(node.clone(), vectors)),
+            kv,
+            vectors,
+            jobs,
+            policies,
             node,
         })
     }

@@ -1,11 +1,8 @@
 //! Everything the policies service asks of the jobs and vectors domains, in
-//! one place: the only file here that names their code. Today it calls the
-//! node's jobs and vector methods; once those domains are services, only
-//! this file changes (to hold their `Arc`s).
+//! one place: the only file here that names their code.
 
 use crate::api::ApiError;
-use crate::jobs_api::{QueueArgs, SubmitArgs};
-use crate::node::Node;
+use crate::service::jobs::{JobsService, QueueArgs, SubmitArgs};
 use crate::service::vectors::{SearchSpec, VectorsService};
 use orrery_vector::Hit;
 use serde_json::Value as Json;
@@ -13,19 +10,19 @@ use std::sync::Arc;
 
 /// The jobs and vectors operations policies use.
 pub struct Deps {
-    node: Arc<Node>,
+    jobs: Arc<JobsService>,
     vectors: Arc<VectorsService>,
 }
 
 impl Deps {
-    pub fn new(node: Arc<Node>, vectors: Arc<VectorsService>) -> Self {
-        Self { node, vectors }
+    pub fn new(jobs: Arc<JobsService>, vectors: Arc<VectorsService>) -> Self {
+        Self { jobs, vectors }
     }
 
     /// The names of every job queue (what an enqueue node may name).
     pub async fn queue_names(&self) -> Result<Vec<String>, ApiError> {
         Ok(self
-            .node
+            .jobs
             .list_queues()
             .await?
             .into_iter()
@@ -35,7 +32,7 @@ impl Deps {
 
     /// Whether queue `name` exists (any error reads as "no").
     pub async fn queue_exists(&self, name: &str) -> bool {
-        self.node.queue_spec(name).await.is_ok()
+        self.jobs.queue_spec(name).await.is_ok()
     }
 
     /// Creates a queue with these settings (the others default).
@@ -51,7 +48,7 @@ impl Deps {
             max_attempts: Some(max_attempts),
             ..Default::default()
         };
-        self.node.create_queue(args).await.map(|_| ())
+        self.jobs.create_queue(args).await.map(|_| ())
     }
 
     /// Submits a job on behalf of a policy (`submitted_by: "policy"`, run
@@ -74,7 +71,7 @@ impl Deps {
             dedupe_key,
             submitted_by: Some("policy".to_string()),
         };
-        let (job, _) = self.node.submit_job(args).await?;
+        let (job, _) = self.jobs.submit(args).await?;
         Ok(job.id.to_string())
     }
 

@@ -7,7 +7,6 @@ use crate::api::lock;
 use futures::future::BoxFuture;
 use orrery_policy::eval::{vector_query, Effects};
 use orrery_policy::store::{DataSource, DataSourceKind};
-use orrery_vector::Hit;
 use serde_json::{json, Value as Json};
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Mutex;
@@ -38,24 +37,6 @@ pub fn enqueue_dedupe_key(run_id: &str, node: &str) -> String {
         "policy-run:{run_id}:{:016x}",
         orrery_types::stable_hash(node.as_bytes())
     )
-}
-
-/// Search hits as a vector lookup returns them: the same shape as the
-/// `result` of a REST search.
-fn hits_json(hits: &[Hit]) -> Json {
-    json!(hits
-        .iter()
-        .map(|h| {
-            let mut v = json!({"id": h.id.to_json(), "score": h.score});
-            if let Some(p) = &h.payload {
-                v["payload"] = Json::Object(p.clone());
-            }
-            if let Some(x) = &h.vector {
-                v["vector"] = json!(x);
-            }
-            v
-        })
-        .collect::<Vec<_>>())
 }
 
 fn encode(s: &str) -> String {
@@ -160,7 +141,7 @@ impl PolicyEffects<'_> {
             .deps
             .search(collection, vector, *k as usize, filter, *with_payload);
         match hits.await {
-            Ok(hits) => Ok(hits_json(&hits)),
+            Ok(hits) => Ok(crate::service::vectors::hits_json(&hits)),
             Err(e) => Err(format!("{source}: collection {collection:?}: {e}")),
         }
     }

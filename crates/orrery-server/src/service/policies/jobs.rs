@@ -63,6 +63,16 @@ impl PoliciesService {
     }
 }
 
+/// The check [`check_job`] as the jobs service calls it on every submit.
+pub struct PolicyKindCheck(pub Arc<Node>);
+
+#[async_trait::async_trait]
+impl crate::service::jobs::KindCheck for PolicyKindCheck {
+    async fn check(&self, kind: &str, params: &Json) -> Result<(), ApiError> {
+        check_job(&self.0, kind, params).await
+    }
+}
+
 /// Checks the params of the kinds this module adds when a job is
 /// submitted, so that a mistake is a 400 naming the field rather than a
 /// job that fails later. Other kinds pass untouched. A function of the

@@ -10,6 +10,8 @@ mod backtest;
 mod deps;
 mod effects;
 pub mod jobs;
+
+pub use jobs::PolicyKindCheck;
 mod runs;
 mod sources;
 mod store;
@@ -20,6 +22,7 @@ pub use sources::{parse_source, source_json};
 
 use crate::api::{lock, now_ms, ApiError};
 use crate::node::Node;
+use crate::service::jobs::JobsService;
 use crate::service::kv::KvService;
 use crate::service::vectors::VectorsService;
 use effects::HttpCache;
@@ -40,7 +43,7 @@ pub const DEFAULT_RUN_LIST: usize = 100;
 pub struct PoliciesService {
     node: Arc<Node>,
     /// Lookups of `kv` data sources.
-    kv: KvService,
+    kv: Arc<KvService>,
     /// Job submissions and vector searches.
     deps: deps::Deps,
     compiled: Mutex<HashMap<(String, u32), Arc<Compiled>>>,
@@ -66,10 +69,15 @@ fn check_name(what: &str, name: &str) -> Result<(), ApiError> {
 }
 
 impl PoliciesService {
-    pub fn new(node: Arc<Node>, vectors: Arc<VectorsService>) -> Self {
+    pub fn new(
+        node: Arc<Node>,
+        kv: Arc<KvService>,
+        vectors: Arc<VectorsService>,
+        jobs: Arc<JobsService>,
+    ) -> Self {
         Self {
-            kv: KvService::new(node.clone()),
-            deps: deps::Deps::new(node.clone(), vectors),
+            kv,
+            deps: deps::Deps::new(jobs, vectors),
             compiled: Default::default(),
             http_cache: Default::default(),
             http_client: reqwest::Client::new(),

@@ -1,0 +1,61 @@
+//! `/v1/queues` (create, list, show with counts, delete) and `/v1/gpus`.
+
+use super::extract::json_body;
+use super::jobs_body::QueueBody;
+use super::AppState;
+use crate::api::jobs_view::{GpusView, QueueInfoView, QueueView};
+use crate::api::ApiError;
+use axum::body::Body;
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::{Json, Router};
+use serde::Serialize;
+use serde_json::{json, Value};
+
+pub fn routes() -> Router<AppState> {
+    Router::new()
+        .route("/v1/queues", get(list_queues).post(create_queue))
+        .route("/v1/queues/{q}", get(get_queue).delete(delete_queue))
+        .route("/v1/gpus", get(gpus))
+}
+
+async fn create_queue(State(s): State<AppState>, body: Body) -> Result<Response, ApiError> {
+    let b: QueueBody = json_body(body, 64 * 1024).await?;
+    let q = s.jobs.create_queue(b.into()).await?;
+    Ok((StatusCode::CREATED, Json(QueueView::new(&q))).into_response())
+}
+
+async fn list_queues(State(s): State<AppState>) -> Result<Response, ApiError> {
+    let qs = s.jobs.list_queues().await?;
+    #[derive(Serialize)]
+    struct Queues<'a> {
+        queues: Vec<QueueView<'a>>,
+    }
+    let queues = qs.iter().map(QueueView::new).collect();
+    Ok(Json(Queues { queues }).into_response())
+}
+
+async fn get_queue(State(s): State<AppState>, Path(q): Path<String>) -> Result<Response, ApiError> {
+    let i = s.jobs.queue_info(&q).await?;
+    Ok(Json(QueueInfoView::new(
+        &i.spec,
+        &i.counts,
+        i.oldest_queued_age_ms,
+    ))
+    .into_response())
+}
+
+async fn delete_queue(
+    State(s): State<AppState>,
+    Path(q): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    s.jobs.delete_queue(&q).await?;
+    Ok(Json(json!({"deleted": true, "name": q})))
+}
+
+async fn gpus(State(s): State<AppState>) -> Result<Response, ApiError> {
+    let reports = s.jobs.cluster_gpus().await?;
+    Ok(Json(GpusView::new(&reports)).into_response())
+}
