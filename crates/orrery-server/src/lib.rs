@@ -80,6 +80,15 @@ fn check_identity(cfg: &NodeConfig) -> Result<(), ServerError> {
     Ok(())
 }
 
+async fn bind(addr: &str) -> Result<TcpListener, ServerError> {
+    TcpListener::bind(addr)
+        .await
+        .map_err(|source| ServerError::Bind {
+            addr: addr.into(),
+            source,
+        })
+}
+
 /// Runs a node until `shutdown` resolves. `client` and `peer` are the
 /// addresses to bind; `cfg.addr`/`cfg.peer_addr` are what peers are told.
 pub async fn run(
@@ -95,18 +104,8 @@ pub async fn run(
         ));
     }
     check_identity(&cfg)?;
-    let client_l = TcpListener::bind(client)
-        .await
-        .map_err(|e| ServerError::Bind {
-            addr: client.into(),
-            source: e,
-        })?;
-    let peer_l = TcpListener::bind(peer)
-        .await
-        .map_err(|e| ServerError::Bind {
-            addr: peer.into(),
-            source: e,
-        })?;
+    let client_l = bind(client).await?;
+    let peer_l = bind(peer).await?;
     let bound = Bound {
         client: client_l
             .local_addr()

@@ -111,12 +111,7 @@ impl Node {
         cmd: C,
     ) -> Result<C::Reply, ApiError> {
         let r = self.write_hops(group, cmd.into_command(), 0).await?;
-        C::reply(r).map_err(|other| {
-            ApiError::Internal(format!(
-                "{} answered a write with {other:?}",
-                group_name(group)
-            ))
-        })
+        C::reply(r).map_err(|other| mismatched(group, "write", &other))
     }
 
     pub(super) async fn write_hops(
@@ -267,12 +262,7 @@ impl Node {
         let r = self
             .read_hops(group, query.into_query(), linearizable, 0)
             .await?;
-        Q::answer(r).map_err(|other| {
-            ApiError::Internal(format!(
-                "{} answered a read with {other:?}",
-                group_name(group)
-            ))
-        })
+        Q::answer(r).map_err(|other| mismatched(group, "read", &other))
     }
 
     pub(super) async fn read_hops(
@@ -374,4 +364,12 @@ pub(super) enum FwdErr {
 pub(super) fn is_connect_error(status: &tonic::Status) -> bool {
     let text = format!("{status:?}").to_lowercase();
     text.contains("connect") || text.contains("connection refused")
+}
+
+/// A group answered with another domain's response: a bug, reported as one.
+fn mismatched(group: GroupId, what: &str, other: &dyn std::fmt::Debug) -> ApiError {
+    ApiError::Internal(format!(
+        "{} answered a {what} with {other:?}",
+        group_name(group)
+    ))
 }

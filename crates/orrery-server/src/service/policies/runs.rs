@@ -27,7 +27,33 @@ fn new_run_id(created: u64) -> String {
     format!("{created:012x}{:016x}", rand::random::<u64>())
 }
 
+/// A run as it starts: its id and stamp, and the version that serves it.
+struct Started {
+    policy_id: String,
+    created: u64,
+    run_id: String,
+    version: u32,
+    compiled: Arc<Compiled>,
+}
+
 impl PoliciesService {
+    /// Stamps a new run of policy `id` and picks and compiles its version.
+    async fn start(&self, id: &str, req: &RunRequest) -> Result<Started, ApiError> {
+        let p = self.get(id).await?;
+        let created = now_ms();
+        let run_id = new_run_id(created);
+        let key = req.run_key.clone().unwrap_or_else(|| run_id.clone());
+        let version = self.choose(&p, req.version, &key).await?;
+        let compiled = self.compiled(&p.id, version).await?;
+        Ok(Started {
+            policy_id: p.id,
+            created,
+            run_id,
+            version,
+            compiled,
+        })
+    }
+
     /// Which version a run uses: the requested one, or the allocation's
     /// choice by a stable hash of the run key (or the run id).
     async fn choose(&self, p: &Policy, version: Option<u32>, key: &str) -> Result<u32, ApiError> {
@@ -87,18 +113,19 @@ impl PoliciesService {
 
     /// Evaluates a run here and records it through Raft.
     pub async fn run(&self, id: &str, req: RunRequest) -> Result<Run, ApiError> {
-        let p = self.get(id).await?;
-        let created = now_ms();
-        let run_id = new_run_id(created);
-        let key = req.run_key.clone().unwrap_or_else(|| run_id.clone());
-        let version = self.choose(&p, req.version, &key).await?;
-        let c = self.compiled(&p.id, version).await?;
+        let Started {
+            policy_id,
+            created,
+            run_id,
+            version,
+            compiled: c,
+        } = self.start(id, &req).await?;
         let input = check_input(&c, &req.input)?;
         let fx = self.effects(&c, Some(&run_id)).await?;
         let outcome = evaluate(&c, input, &fx).await;
         let run = finished_run(
             run_id,
-            &p.id,
+            &policy_id,
             version,
             req.run_key,
             &req.input,
@@ -112,16 +139,17 @@ impl PoliciesService {
     /// evaluates it (see [`PoliciesService::run_finish`]). The input is
     /// checked here, so a bad input is a 400 and not a failed run.
     pub async fn run_async(&self, id: &str, req: RunRequest) -> Result<Run, ApiError> {
-        let p = self.get(id).await?;
-        let created = now_ms();
-        let run_id = new_run_id(created);
-        let key = req.run_key.clone().unwrap_or_else(|| run_id.clone());
-        let version = self.choose(&p, req.version, &key).await?;
-        let c = self.compiled(&p.id, version).await?;
+        let Started {
+            policy_id,
+            created,
+            run_id,
+            version,
+            compiled: c,
+        } = self.start(id, &req).await?;
         check_input(&c, &req.input)?;
         let run = Run {
             id: run_id,
-            policy_id: p.id.clone(),
+            policy_id,
             version,
             status: RunStatus::Running,
             run_key: req.run_key,
