@@ -179,11 +179,6 @@ impl JobsService {
         let _ = self.kind_check.set(check);
     }
 
-    /// This node's execution engine, when started.
-    pub fn engine(&self) -> Option<&Arc<orrery_exec::Engine>> {
-        self.engine.get()
-    }
-
     /// This node's GPUs as its engine last saw them, and those running jobs
     /// hold (none without an engine).
     pub fn local_gpus(&self) -> (Vec<orrery_exec::GpuInfo>, Vec<String>) {
