@@ -114,6 +114,11 @@ impl PoliciesService {
             description,
             now_ms: now_ms(),
         };
+        self.write_policy(cmd).await
+    }
+
+    /// Writes a command whose answer is the policy it created or changed.
+    async fn write_policy(&self, cmd: PolicyCommand) -> Result<Policy, ApiError> {
         match self.write(PLACEMENT_GROUP, cmd).await? {
             PolicyResponse::Policy(p) => Ok(p),
             other => Err(unexpected(other)),
@@ -134,10 +139,7 @@ impl PoliciesService {
             allocation,
             now_ms: now_ms(),
         };
-        match self.write(PLACEMENT_GROUP, cmd).await? {
-            PolicyResponse::Policy(p) => Ok(p),
-            other => Err(unexpected(other)),
-        }
+        self.write_policy(cmd).await
     }
 
     pub async fn delete(&self, id: &str) -> Result<(), ApiError> {

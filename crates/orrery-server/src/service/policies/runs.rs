@@ -113,24 +113,19 @@ impl PoliciesService {
 
     /// Evaluates a run here and records it through Raft.
     pub async fn run(&self, id: &str, req: RunRequest) -> Result<Run, ApiError> {
-        let Started {
-            policy_id,
-            created,
-            run_id,
-            version,
-            compiled: c,
-        } = self.start(id, &req).await?;
-        let input = check_input(&c, &req.input)?;
-        let fx = self.effects(&c, Some(&run_id)).await?;
-        let outcome = evaluate(&c, input, &fx).await;
+        let st = self.start(id, &req).await?;
+        let c = &st.compiled;
+        let input = check_input(c, &req.input)?;
+        let fx = self.effects(c, Some(&st.run_id)).await?;
+        let outcome = evaluate(c, input, &fx).await;
         let run = finished_run(
-            run_id,
-            &policy_id,
-            version,
+            st.run_id,
+            &st.policy_id,
+            st.version,
             req.run_key,
             &req.input,
             outcome,
-            created,
+            st.created,
         )?;
         self.record(run).await
     }
