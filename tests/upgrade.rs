@@ -69,8 +69,11 @@ struct Load {
     acked: Arc<Mutex<Vec<(String, String)>>>,
     failed: Arc<Mutex<Vec<String>>>,
     retries: Arc<AtomicU64>,
-    task: tokio::task::JoinHandle<()>,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
 }
+
+/// Concurrent writers of the load.
+const WRITERS: usize = 2;
 
 impl Load {
     fn start(addrs: Vec<String>) -> Load {
@@ -78,30 +81,50 @@ impl Load {
         let acked = Arc::new(Mutex::new(Vec::new()));
         let failed = Arc::new(Mutex::new(Vec::new()));
         let retries = Arc::new(AtomicU64::new(0));
-        let (s, a, f, r) = (stop.clone(), acked.clone(), failed.clone(), retries.clone());
-        let task = tokio::spawn(async move {
-            let http = reqwest::Client::builder()
-                .timeout(Duration::from_secs(10))
-                .build()
-                .expect("http client");
-            let mut n = 0usize;
-            while !s.load(Ordering::Relaxed) {
-                n += 1;
-                let key = format!("load/{n:06}");
-                let value = format!("value-{n}-{}", n * 7919 % 1000);
-                match put_retrying(&http, &addrs, n, &key, &value, &r).await {
-                    Ok(()) => a.lock().unwrap().push((key, value)),
-                    Err(e) => f.lock().unwrap().push(format!("{key}: {e}")),
+        let writers = (0..WRITERS).map(|w| {
+            let (s, a, f, r) = (stop.clone(), acked.clone(), failed.clone(), retries.clone());
+            let addrs = addrs.clone();
+            tokio::spawn(async move {
+                let http = reqwest::Client::builder()
+                    .timeout(Duration::from_secs(10))
+                    .build()
+                    .expect("http client");
+                let mut n = 0usize;
+                while !s.load(Ordering::Relaxed) {
+                    n += 1;
+                    let key = format!("load/{w}/{n:06}");
+                    let value = format!("value-{w}-{n}-{}", n * 7919 % 1000);
+                    match put_retrying(&http, &addrs, n + w, &key, &value, &r).await {
+                        Ok(()) => a.lock().unwrap().push((key, value)),
+                        Err(e) => f.lock().unwrap().push(format!("{key}: {e}")),
+                    }
+                    tokio::time::sleep(Duration::from_millis(10)).await;
                 }
-                tokio::time::sleep(Duration::from_millis(20)).await;
-            }
+            })
         });
+        let tasks = writers.collect();
         Load {
             stop,
             acked,
             failed,
             retries,
-            task,
+            tasks,
+        }
+    }
+
+    /// Waits until `more` further writes are acknowledged: the cluster
+    /// serves.
+    async fn wait_for_more(&self, more: usize) {
+        let want = self.acked() + more;
+        let start = Instant::now();
+        while self.acked() < want {
+            assert!(
+                start.elapsed() < Duration::from_secs(60),
+                "the load made no progress: {} acknowledged; failures: {:?}",
+                self.acked(),
+                self.failed.lock().unwrap()
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
         }
     }
 
@@ -112,7 +135,9 @@ impl Load {
     /// Stops the load; returns the acknowledged writes.
     async fn finish(self) -> (Vec<(String, String)>, Vec<String>, u64) {
         self.stop.store(true, Ordering::Relaxed);
-        self.task.await.expect("load task");
+        for t in self.tasks {
+            t.await.expect("load task");
+        }
         let acked = std::mem::take(&mut *self.acked.lock().unwrap());
         let failed = std::mem::take(&mut *self.failed.lock().unwrap());
         (acked, failed, self.retries.load(Ordering::Relaxed))
@@ -154,12 +179,13 @@ async fn put_retrying(
 }
 
 /// Restarts node `i` on `bin` (`None`: this build) with its data, and waits
-/// until every group has caught up.
-async fn replace(c: &mut Cluster, i: usize, bin: Option<PathBuf>) {
+/// until every group has caught up and the load has gone on.
+async fn replace(c: &mut Cluster, i: usize, bin: Option<PathBuf>, load: &Load) {
     c.terminate(i);
     c.nodes[i].bin = bin;
     c.restart(i).await;
     c.wait_caught_up(i, Duration::from_secs(90)).await;
+    load.wait_for_more(50).await;
 }
 
 /// `DELETE /v1/kv?prefix=tmp/` through node `i` must be refused, before
@@ -224,14 +250,21 @@ async fn rolling_upgrade_under_load_with_rollback() {
     for i in 0..5 {
         c.put_ok(0, &format!("tmp/{i}"), "x").await;
     }
+    let v = cluster_view(&c, 0).await;
+    assert!(v.get("cluster_version").is_none(), "not the old build: {v}");
     step("3 nodes on the previous release; load starts");
     let load = Load::start(c.nodes.iter().map(|n| n.addr.clone()).collect());
+    load.wait_for_more(50).await;
 
     // Nodes 3 and 2 on this build: the cluster stays at version 1, and the
     // new command is refused (it would reach node 1, which cannot decode it).
     for i in [2, 1] {
-        replace(&mut c, i, None).await;
-        step(&format!("node {} upgraded", i + 1));
+        replace(&mut c, i, None, &load).await;
+        step(&format!(
+            "node {} upgraded; {} writes acknowledged so far",
+            i + 1,
+            load.acked()
+        ));
         let v = cluster_view(&c, i).await;
         assert_eq!(v["cluster_version"]["active"], 1, "{v}");
         assert_eq!(v["cluster_version"]["supported"], 2, "{v}");
@@ -263,7 +296,7 @@ async fn rolling_upgrade_under_load_with_rollback() {
         )
         .await;
     assert_eq!(v["held"], true, "{v}");
-    replace(&mut c, 0, None).await;
+    replace(&mut c, 0, None, &load).await;
     step("node 1 upgraded (held)");
     // Several rounds of the advancer: held, the version stays.
     tokio::time::sleep(Duration::from_secs(3)).await;
@@ -282,7 +315,10 @@ async fn rolling_upgrade_under_load_with_rollback() {
     assert!(text.contains("cluster version 1 (base), held"), "{text}");
 
     // Roll node 1 back to the previous release: it still decodes everything.
-    replace(&mut c, 0, Some(old.clone())).await;
+    replace(&mut c, 0, Some(old.clone()), &load).await;
+    // It is the old build that answers: its /v1/cluster knows no versions.
+    let v = cluster_view(&c, 0).await;
+    assert!(v.get("cluster_version").is_none(), "{v}");
     step("node 1 rolled back to the previous release");
     put_retrying(
         &c.http,
@@ -302,7 +338,7 @@ async fn rolling_upgrade_under_load_with_rollback() {
     assert!(err.contains("node 1 supports 1 (base)"), "{err}");
 
     // Upgrade it again and finalize: the new command works.
-    replace(&mut c, 0, None).await;
+    replace(&mut c, 0, None, &load).await;
     step("node 1 upgraded again");
     let text = c.ctl_ok(1, &["cluster", "version", "--finalize"]);
     assert!(
@@ -334,6 +370,11 @@ async fn rolling_upgrade_under_load_with_rollback() {
     let v = c
         .json_ok(1, "GET", "/v1/kv?prefix=load/&limit=10000", None, 200)
         .await;
+    assert_eq!(
+        v["count"].as_u64(),
+        Some(acked.len() as u64),
+        "writes without an acknowledgement were stored"
+    );
     let stored: std::collections::HashMap<String, String> = v["items"]
         .as_array()
         .expect("items")
@@ -409,6 +450,7 @@ async fn version_gates_commands_until_every_node_supports_it() {
     })
     .await;
     assert!(advanced.is_ok(), "{}", c.log_tails(30));
+    wait_active_everywhere(&c, 2).await;
     let v = c
         .json_ok(0, "DELETE", "/v1/kv?prefix=tmp/", None, 200)
         .await;
@@ -430,7 +472,6 @@ async fn version_gates_commands_until_every_node_supports_it() {
     );
 
     // A build without version 2 now refuses to start on this data...
-    wait_active_everywhere(&c, 2).await;
     c.terminate(0);
     c.nodes[0].env = vec![(MAX_VERSION_ENV.into(), "1".into())];
     c.spawn(0);
