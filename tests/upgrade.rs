@@ -459,6 +459,9 @@ async fn version_gates_commands_until_every_node_supports_it() {
     assert_eq!(s, 200, "a key outside the prefix was deleted");
     let out = c.ctl_ok(2, &["kv", "delete", "--prefix", "keep/"]);
     assert!(out.contains("deleted 1 keys"), "{out}");
+    c.put_ok(1, "one", "v").await;
+    let out = c.ctl_ok(2, &["kv", "delete", "one"]);
+    assert!(out.contains("deleted one"), "{out}");
     let (s, v) = c.json_req(1, "DELETE", "/v1/kv?prefix=", None).await;
     assert_eq!(
         (s, &v["error"]["code"]),

@@ -169,7 +169,7 @@ macro_rules! stop {
     };
 }
 
-impl<'a> ser::Serializer for &'a mut VariantNames {
+impl ser::Serializer for &mut VariantNames {
     type Ok = ();
     type Error = Stop;
     type SerializeSeq = Impossible<(), Stop>;
