@@ -7,7 +7,8 @@
 # A cached binary is reused; delete it to rebuild. The build uses a target
 # directory of its own under the cache (ORRERY_UPGRADE_TARGET_DIR overrides),
 # so it never disturbs the current build, and a later base commit rebuilds
-# incrementally. Prints the binary's path on its last line.
+# incrementally; CI need only cache the binary's directory. Prints the
+# binary's path on its last line.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 repo="$(pwd)"
@@ -43,5 +44,7 @@ echo "built in $(( $(date +%s) - start )) s"
 
 mkdir -p "$cache/$commit"
 cp "$target/debug/orrery" "$out.tmp"
+# Debug info is most of a debug binary (~400 MB): the cache keeps ~10x less.
+strip "$out.tmp" 2>/dev/null || true
 mv "$out.tmp" "$out"
 echo "$out"
