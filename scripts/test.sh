@@ -10,6 +10,11 @@ cargo fmt --all -- --check
 echo "== cargo clippy -D warnings"
 cargo clippy --workspace --all-targets --locked -- -D warnings
 
+echo "== previous release for the upgrade test"
+# tests/upgrade.rs starts a cluster on the release before cluster versions;
+# built once, then cached (~/.cache/orrery-upgrade; CI should keep it).
+scripts/build-upgrade-base.sh
+
 echo "== cargo test"
 # Integration tests start 1-4 node clusters each; two at a time keeps a
 # 2-core machine from starving Raft heartbeats.

@@ -81,6 +81,11 @@ pub struct TestNode {
     pub data_dir: PathBuf,
     pub log: PathBuf,
     pub extra: Vec<String>,
+    /// The binary this node runs (`None`: [`orrery_bin`]); the upgrade
+    /// test swaps it between restarts.
+    pub bin: Option<PathBuf>,
+    /// Environment variables for this node only (after [`Cluster::env`]).
+    pub env: Vec<(String, String)>,
     child: Option<Child>,
 }
 
@@ -146,6 +151,17 @@ impl Cluster {
 
     /// Starts one more node process (id = count + 1) and waits for /healthz.
     pub async fn add_node(&mut self, extra: &[&str]) -> usize {
+        self.add_node_with(extra, None, &[]).await
+    }
+
+    /// [`Cluster::add_node`] running `bin` (`None`: [`orrery_bin`]) with
+    /// `env` for this node only.
+    pub async fn add_node_with(
+        &mut self,
+        extra: &[&str],
+        bin: Option<PathBuf>,
+        env: &[(&str, &str)],
+    ) -> usize {
         let id = self.nodes.len() as u64 + 1;
         let data_dir = self.dir.path().join(format!("n{id}"));
         let node = TestNode {
@@ -155,6 +171,11 @@ impl Cluster {
             log: self.dir.path().join(format!("n{id}.log")),
             data_dir,
             extra: extra.iter().map(|s| s.to_string()).collect(),
+            bin,
+            env: env
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
             child: None,
         };
         self.nodes.push(node);
@@ -187,15 +208,17 @@ impl Cluster {
 
     /// Starts node `i`'s process without waiting for it.
     pub fn spawn(&mut self, i: usize) {
-        let env = self.env.clone();
+        let mut env = self.env.clone();
         let n = &mut self.nodes[i];
+        env.extend(n.env.iter().cloned());
+        let bin = n.bin.clone().unwrap_or_else(orrery_bin);
         assert!(n.child.is_none(), "node {} is already running", n.id);
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
             .open(&n.log)
             .expect("log file");
-        let child = Command::new(orrery_bin())
+        let child = Command::new(bin)
             .args([
                 "serve",
                 "--id",

@@ -209,6 +209,43 @@ impl Client {
         Ok(r.into_inner().items)
     }
 
+    /// Deletes every key with `prefix` (not empty); returns how many. Needs
+    /// cluster version 2: before, the server refuses it (`FailedPrecondition`).
+    pub async fn delete_prefix(&mut self, prefix: impl Into<Vec<u8>>) -> Result<u64, Error> {
+        Ok(self
+            .kv
+            .delete_prefix(pb::DeletePrefixRequest {
+                prefix: prefix.into(),
+            })
+            .await?
+            .into_inner()
+            .deleted)
+    }
+
+    /// The cluster version: active, held, and what each member supports.
+    pub async fn cluster_version(&mut self) -> Result<pb::ClusterVersion, Error> {
+        Ok(self
+            .cluster
+            .get_version(pb::GetVersionRequest {})
+            .await?
+            .into_inner())
+    }
+
+    /// Holds (`Hold(true)`), releases (`Hold(false)`) or finalizes the
+    /// cluster version; returns it as it then stands.
+    pub async fn set_cluster_version(
+        &mut self,
+        action: pb::set_version_request::Action,
+    ) -> Result<pb::ClusterVersion, Error> {
+        Ok(self
+            .cluster
+            .set_version(pb::SetVersionRequest {
+                action: Some(action),
+            })
+            .await?
+            .into_inner())
+    }
+
     /// The cluster-administration API.
     /// The shard map with each shard's current leader.
     pub async fn shards(&mut self) -> Result<Vec<pb::Shard>, Error> {

@@ -31,6 +31,13 @@ pub enum KvCommand {
         #[serde(with = "serde_bytes")]
         value: Vec<u8>,
     },
+    // New variants go last: the log and snapshots store the variant index,
+    // and each needs a cluster version (orrery-raft's `version.rs`).
+    /// Deletes every key that starts with `prefix` (cluster version 2).
+    DeletePrefix {
+        #[serde(with = "serde_bytes")]
+        prefix: Vec<u8>,
+    },
 }
 
 /// The outcome of a [`KvCommand`].
@@ -50,6 +57,11 @@ pub enum KvResponse {
         /// The value found when the comparison failed.
         #[serde(with = "serde_bytes")]
         current: Option<Vec<u8>>,
+    },
+    DeletedPrefix {
+        /// How many keys were deleted.
+        deleted: u64,
+        revision: u64,
     },
 }
 
@@ -127,6 +139,21 @@ impl KvState {
                         revision: current.map(|c| c.revision).unwrap_or(0),
                         current: current.map(|c| c.value.clone()),
                     }
+                }
+            }
+            KvCommand::DeletePrefix { prefix } => {
+                let doomed: Vec<Vec<u8>> = self
+                    .map
+                    .range(prefix.clone()..)
+                    .take_while(|(k, _)| k.starts_with(&prefix))
+                    .map(|(k, _)| k.clone())
+                    .collect();
+                for k in &doomed {
+                    self.map.remove(k);
+                }
+                KvResponse::DeletedPrefix {
+                    deleted: doomed.len() as u64,
+                    revision: index,
                 }
             }
         }
@@ -280,6 +307,61 @@ mod tests {
         assert!(s.list(b"zz", 10).is_empty());
     }
 
+    #[test]
+    fn delete_prefix_removes_exactly_the_prefixed_keys() {
+        let mut s = KvState::default();
+        for (i, k) in ["a", "a/1", "a/2", "a0", "b/1", "`"].iter().enumerate() {
+            s.apply(i as u64 + 1, put(k, "v"));
+        }
+        let del = |p: &str| KvCommand::DeletePrefix {
+            prefix: p.as_bytes().to_vec(),
+        };
+        assert_eq!(
+            s.apply(10, del("a/")),
+            KvResponse::DeletedPrefix {
+                deleted: 2,
+                revision: 10
+            }
+        );
+        let keys: Vec<_> = s.list(b"", 100).into_iter().map(|i| i.key).collect();
+        assert_eq!(keys, [&b"`"[..], b"a", b"a0", b"b/1"]);
+        assert_eq!(
+            s.apply(11, del("zz")),
+            KvResponse::DeletedPrefix {
+                deleted: 0,
+                revision: 11
+            }
+        );
+        // The state machine takes any prefix; the service refuses "".
+        assert_eq!(
+            s.apply(12, del("")),
+            KvResponse::DeletedPrefix {
+                deleted: 4,
+                revision: 12
+            }
+        );
+        assert!(s.is_empty());
+    }
+
+    /// Commands encoded before `DeletePrefix` existed decode unchanged: the
+    /// new variant went last.
+    #[test]
+    fn older_variants_keep_their_encoding() {
+        let cfg = bincode::config::standard();
+        let cas = KvCommand::Cas {
+            key: b"k".to_vec(),
+            expected: None,
+            value: b"v".to_vec(),
+        };
+        let bytes = bincode::serde::encode_to_vec(&cas, cfg).unwrap();
+        assert_eq!(bytes[0], 2, "Cas is variant 2");
+        let dp = KvCommand::DeletePrefix {
+            prefix: b"p".to_vec(),
+        };
+        let bytes = bincode::serde::encode_to_vec(&dp, cfg).unwrap();
+        assert_eq!(bytes[0], 3, "DeletePrefix is variant 3");
+    }
+
     fn arb_cmd() -> impl Strategy<Value = KvCommand> {
         let key =
             prop::sample::select(vec!["a", "b", "c", "d"]).prop_map(|k| k.as_bytes().to_vec());
@@ -292,6 +374,11 @@ mod tests {
                     key,
                     expected,
                     value,
+                }
+            }),
+            prop::sample::select(vec!["", "a", "b", "ab", "z"]).prop_map(|p| {
+                KvCommand::DeletePrefix {
+                    prefix: p.as_bytes().to_vec(),
                 }
             }),
         ]
@@ -320,6 +407,7 @@ mod tests {
                     KvCommand::Cas { key, expected, value } => {
                         if model.get(key) == expected.as_ref() { model.insert(key.clone(), value.clone()); }
                     }
+                    KvCommand::DeletePrefix { prefix } => model.retain(|k, _| !k.starts_with(prefix)),
                 }
             }
             prop_assert_eq!(&a, &b);

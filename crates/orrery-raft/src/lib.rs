@@ -7,6 +7,7 @@ pub mod network;
 pub mod registry;
 pub mod snapshots;
 pub mod state;
+pub mod version;
 
 pub use network::PeerClients;
 pub use registry::{Group, RaftSettings, Registry};

@@ -116,6 +116,18 @@ impl Group {
         group_name(self.id)
     }
 
+    /// The entries of this replica's log after its applied index: after a
+    /// restart, committed entries the state has not re-applied yet (the
+    /// stored commit index may lag), and any uncommitted tail.
+    pub async fn unapplied_entries(&self) -> Result<Vec<openraft::Entry<TypeConfig>>, Error> {
+        use openraft::storage::RaftLogReader;
+        let from = self.sm.last_applied_index() + 1;
+        let mut log = self.log.clone();
+        log.try_get_log_entries(from..)
+            .await
+            .map_err(|e| Error::Fatal(format!("group {}: reading the log: {e}", self.id)))
+    }
+
     /// Encoded bytes appended to this group's log since the node started.
     pub fn log_appended_bytes(&self) -> u64 {
         self.log.appended_bytes()

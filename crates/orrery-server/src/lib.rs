@@ -130,6 +130,9 @@ pub async fn run(
     let node = Node::new(cfg.clone(), registry.clone());
 
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    node::version::start(&node, stop_rx.clone())
+        .await
+        .map_err(ServerError::Serve)?;
     tokio::spawn(node.clone().run_reconciler(stop_rx.clone()));
     if let Some(j) = cfg.join.clone() {
         tokio::spawn(node.clone().run_join(j, stop_rx.clone()));

@@ -28,6 +28,11 @@ pub enum ApiError {
     NotInitialized,
     #[error("internal error: {0}")]
     Internal(String),
+    /// A command that needs a newer cluster version than the active one:
+    /// refused before it is proposed (see `node/version.rs`). Last: the
+    /// variant index travels in forwarded replies.
+    #[error("{}", crate::node::version::too_low_message(*required, *active))]
+    ClusterVersionTooLow { required: u32, active: u32 },
 }
 
 impl ApiError {
@@ -52,6 +57,7 @@ impl ApiError {
             ApiError::OutcomeUnknown(_) => "outcome_unknown",
             ApiError::NotInitialized => "not_initialized",
             ApiError::Internal(_) => "internal",
+            ApiError::ClusterVersionTooLow { .. } => "cluster_version_too_low",
         }
     }
 
@@ -65,6 +71,7 @@ impl ApiError {
                 StatusCode::SERVICE_UNAVAILABLE
             }
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            ApiError::ClusterVersionTooLow { .. } => StatusCode::CONFLICT,
         }
     }
 
@@ -103,6 +110,7 @@ impl From<ApiError> for tonic::Status {
                 tonic::Status::unavailable(msg)
             }
             ApiError::Internal(_) => tonic::Status::internal(msg),
+            ApiError::ClusterVersionTooLow { .. } => tonic::Status::failed_precondition(msg),
         }
     }
 }

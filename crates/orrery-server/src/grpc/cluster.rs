@@ -1,7 +1,7 @@
 //! orrery.v1.Cluster over the cluster service.
 
 use crate::node::ops::AdminOp;
-use crate::service::cluster::{ShardView, StatusView};
+use crate::service::cluster::{ShardView, StatusView, VersionAction, VersionView};
 use crate::service::Services;
 use orrery_placement::{Member, PlacementState};
 use orrery_proto::v1 as pb;
@@ -108,6 +108,59 @@ impl Cluster for ClusterApi {
         let s = self.0.cluster.status().await?;
         Ok(Response::new(status_pb(s)))
     }
+
+    async fn get_version(
+        &self,
+        _req: Request<pb::GetVersionRequest>,
+    ) -> Result<Response<pb::ClusterVersion>, Status> {
+        let v = self.0.cluster.version().await?;
+        Ok(Response::new(version_pb(v)))
+    }
+
+    async fn set_version(
+        &self,
+        req: Request<pb::SetVersionRequest>,
+    ) -> Result<Response<pb::ClusterVersion>, Status> {
+        use pb::set_version_request::Action;
+        let action = match req.into_inner().action {
+            Some(Action::Hold(h)) => VersionAction::Hold(h),
+            Some(Action::Finalize(true)) => VersionAction::Finalize,
+            _ => {
+                return Err(Status::invalid_argument(
+                    "set exactly one of hold (true or false) or finalize (true)",
+                ))
+            }
+        };
+        let v = self.0.cluster.set_version(action).await?;
+        Ok(Response::new(version_pb(v)))
+    }
+}
+
+fn version_pb(v: VersionView) -> pb::ClusterVersion {
+    pb::ClusterVersion {
+        active: v.record.active,
+        active_name: orrery_raft::version::version(v.record.active)
+            .map(|x| x.name.to_string())
+            .unwrap_or_default(),
+        held: v.record.held,
+        supported: v.supported,
+        nodes: v
+            .nodes
+            .into_iter()
+            .map(|(id, m)| match m {
+                Some(m) => pb::NodeVersion {
+                    node_id: id,
+                    supported: m.supported,
+                    build: m.build,
+                },
+                None => pb::NodeVersion {
+                    node_id: id,
+                    supported: 0,
+                    build: String::new(),
+                },
+            })
+            .collect(),
+    }
 }
 
 fn shard_pb(s: ShardView) -> pb::Shard {
@@ -150,5 +203,6 @@ fn status_pb(s: StatusView) -> pb::StatusResponse {
         node_id: s.node_id,
         groups,
         unreachable: s.unreachable,
+        cluster_version: Some(version_pb(s.version)),
     }
 }

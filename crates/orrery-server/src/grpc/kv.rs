@@ -82,4 +82,12 @@ impl Kv for KvApi {
                 .collect(),
         }))
     }
+
+    async fn delete_prefix(
+        &self,
+        req: Request<pb::DeletePrefixRequest>,
+    ) -> Result<Response<pb::DeletePrefixResponse>, Status> {
+        let deleted = self.0.kv.delete_prefix(req.into_inner().prefix).await?;
+        Ok(Response::new(pb::DeletePrefixResponse { deleted }))
+    }
 }

@@ -1,7 +1,10 @@
 //! `/v1/cluster`, health, readiness and metrics.
 
+use super::extract::json_body;
 use super::AppState;
 use crate::api::ApiError;
+use crate::service::cluster::{VersionAction, VersionView};
+use axum::body::Body;
 use axum::extract::State;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
@@ -12,6 +15,7 @@ use serde_json::{json, Value};
 pub fn routes() -> Router<AppState> {
     Router::new()
         .route("/v1/cluster", get(cluster))
+        .route("/v1/cluster/version", get(version).post(set_version))
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
@@ -22,12 +26,18 @@ pub fn routes() -> Router<AppState> {
 async fn cluster(State(s): State<AppState>) -> Result<Json<Value>, ApiError> {
     let p = s.cluster.placement_local()?;
     let leaders = s.cluster.local_leaders();
+    let v = s.cluster.version_local().await;
     let members: Vec<Value> = p
         .members
         .values()
         .map(|m| {
-            json!({"id": m.id, "addr": m.addr.addr, "peer_addr": m.addr.peer_addr, "state": m.state.as_str(),
-                   "shards": p.shards_of(m.id)})
+            let mut o = json!({"id": m.id, "addr": m.addr.addr, "peer_addr": m.addr.peer_addr, "state": m.state.as_str(),
+                   "shards": p.shards_of(m.id)});
+            // The cluster version it supports; absent when it did not answer.
+            if let Some(Some(mv)) = v.nodes.iter().find(|(id, _)| *id == m.id).map(|(_, mv)| mv) {
+                o["version"] = json!(mv.supported);
+            }
+            o
         })
         .collect();
     let shards: Vec<Value> = p
@@ -46,7 +56,56 @@ async fn cluster(State(s): State<AppState>) -> Result<Json<Value>, ApiError> {
         "placement_leader": s.cluster.placement_leader(),
         "members": members,
         "shards": shards,
+        "cluster_version": {"active": v.record.active, "supported": v.supported, "held": v.record.held},
     })))
+}
+
+fn version_json(v: &VersionView) -> Value {
+    let nodes: Vec<Value> = v
+        .nodes
+        .iter()
+        .map(|(id, m)| match m {
+            Some(m) => json!({"id": id, "supported": m.supported, "build": m.build}),
+            None => json!({"id": id, "supported": null}),
+        })
+        .collect();
+    json!({
+        "active": v.record.active,
+        "active_name": orrery_raft::version::version(v.record.active).map(|x| x.name),
+        "held": v.record.held,
+        "supported": v.supported,
+        "nodes": nodes,
+    })
+}
+
+/// `GET /v1/cluster/version`: the active cluster version (through the
+/// placement leader), whether it is held, and what each member supports.
+async fn version(State(s): State<AppState>) -> Result<Json<Value>, ApiError> {
+    Ok(Json(version_json(&s.cluster.version().await?)))
+}
+
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct VersionBody {
+    hold: Option<bool>,
+    finalize: Option<bool>,
+}
+
+/// `POST /v1/cluster/version` with `{"hold": true|false}` or
+/// `{"finalize": true}`.
+async fn set_version(State(s): State<AppState>, body: Body) -> Result<Json<Value>, ApiError> {
+    let b: VersionBody = json_body(body, 4096).await?;
+    let action = match (b.hold, b.finalize) {
+        (Some(h), None) => VersionAction::Hold(h),
+        (None, Some(true)) => VersionAction::Finalize,
+        _ => {
+            return Err(ApiError::bad(
+                "invalid_body",
+                "give exactly one of {\"hold\": true|false} or {\"finalize\": true}",
+            ))
+        }
+    };
+    Ok(Json(version_json(&s.cluster.set_version(action).await?)))
 }
 
 async fn healthz() -> Json<Value> {

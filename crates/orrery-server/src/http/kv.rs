@@ -15,10 +15,12 @@ use serde_json::{json, Value};
 use std::collections::HashMap;
 
 pub fn routes() -> Router<AppState> {
-    Router::new().route("/v1/kv", get(kv_list)).route(
-        "/v1/kv/{*key}",
-        get(kv_get).put(kv_put).delete(kv_delete).post(kv_post),
-    )
+    Router::new()
+        .route("/v1/kv", get(kv_list).delete(kv_delete_prefix))
+        .route(
+            "/v1/kv/{*key}",
+            get(kv_get).put(kv_put).delete(kv_delete).post(kv_post),
+        )
 }
 
 async fn kv_put(
@@ -173,4 +175,14 @@ async fn kv_list(
         })
         .collect();
     Ok(Json(json!({ "count": items.len(), "items": items })))
+}
+
+/// `DELETE /v1/kv?prefix=p`: every key with the (non-empty) prefix.
+async fn kv_delete_prefix(
+    State(s): State<AppState>,
+    Query(p): Query<HashMap<String, String>>,
+) -> Result<Json<Value>, ApiError> {
+    let prefix = p.get("prefix").cloned().unwrap_or_default().into_bytes();
+    let deleted = s.kv.delete_prefix(prefix).await?;
+    Ok(Json(json!({ "deleted": deleted })))
 }

@@ -170,6 +170,8 @@ impl Node {
                         c.id, c.addr
                     )));
                 }
+                // A build older than the cluster's version must not join.
+                self.check_joining_version(id, &node.peer_addr).await?;
                 // Re-adding a leaving member cancels its drain (promote below).
                 let was_voter = placement
                     .members

@@ -13,6 +13,7 @@ mod reconcile;
 mod route;
 mod status;
 pub mod typed;
+pub mod version;
 
 pub use admin::placement_error;
 pub use typed::{DomainCommand, DomainQuery};

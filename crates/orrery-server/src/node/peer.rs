@@ -155,6 +155,8 @@ impl Peer for PeerService {
     ) -> Result<Response<LocalStatusReply>, Status> {
         Ok(Response::new(LocalStatusReply {
             payload: encode(&self.node.local_reports())?,
+            supported_version: crate::node::version::supported(),
+            build: crate::node::version::build(),
         }))
     }
 }

@@ -120,6 +120,9 @@ impl Node {
         cmd: Command,
         hops: u32,
     ) -> Result<Response, ApiError> {
+        // Every write passes here, local or forwarded: a command the active
+        // cluster version does not allow is never proposed, nor forwarded.
+        self.check_version(&cmd).await?;
         let deadline = self.deadline();
         let op = ForwardOp::Write {
             group,

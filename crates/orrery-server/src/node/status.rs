@@ -4,6 +4,7 @@
 use super::ops::GroupReport;
 use super::Node;
 use openraft::ServerState;
+use orrery_raft::PeerClients;
 use orrery_types::NodeId;
 use std::time::Duration;
 
@@ -39,33 +40,77 @@ impl Node {
 
     /// Reports from every member, each gathered over the peer channel.
     pub async fn cluster_reports(&self) -> (Vec<GroupReport>, Vec<NodeId>) {
-        let p = self.placement();
-        let mut reports = self.local_reports();
+        let mut reports = Vec::new();
         let mut unreachable = Vec::new();
-        let futs = p.members.values().filter(|m| m.id != self.id()).map(|m| {
-            let clients = self.registry.clients().clone();
-            let (id, addr) = (m.id, m.addr.peer_addr.clone());
-            async move {
-                let r = async {
-                    let mut c = clients.client(&addr).ok()?;
-                    let mut req = tonic::Request::new(orrery_proto::peer::LocalStatusRequest {});
-                    req.set_timeout(Duration::from_secs(1));
-                    let reply = tokio::time::timeout(Duration::from_secs(1), c.local_status(req))
-                        .await
-                        .ok()?
-                        .ok()?;
-                    orrery_storage::decode::<Vec<GroupReport>>(&reply.into_inner().payload).ok()
-                }
-                .await;
-                (id, r)
-            }
-        });
-        for (id, r) in futures::future::join_all(futs).await {
-            match r {
-                Some(mut rs) => reports.append(&mut rs),
+        for (id, m) in self.poll_members().await {
+            match m {
+                Some(mut m) => reports.append(&mut m.reports),
                 None => unreachable.push(id),
             }
         }
         (reports, unreachable)
     }
+
+    /// Every member's status (this node's first, then the others in id
+    /// order), gathered over the peer channel with a 1 s timeout each;
+    /// `None` for a member that did not answer.
+    pub async fn poll_members(&self) -> Vec<(NodeId, Option<MemberStatus>)> {
+        let p = self.placement();
+        let me = MemberStatus {
+            reports: self.local_reports(),
+            version: MemberVersion::this_build(),
+        };
+        let futs = p.members.values().filter(|m| m.id != self.id()).map(|m| {
+            let clients = self.registry.clients().clone();
+            let (id, addr) = (m.id, m.addr.peer_addr.clone());
+            async move { (id, member_status(&clients, &addr).await) }
+        });
+        let mut out = vec![(self.id(), Some(me))];
+        out.extend(futures::future::join_all(futs).await);
+        out
+    }
+}
+
+/// One member's answer to LocalStatus.
+pub struct MemberStatus {
+    pub reports: Vec<GroupReport>,
+    pub version: MemberVersion,
+}
+
+/// What a node reports about its build.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct MemberVersion {
+    /// The highest cluster version it supports.
+    pub supported: u32,
+    /// Its build; empty for builds from before cluster versions.
+    pub build: String,
+}
+
+impl MemberVersion {
+    pub fn this_build() -> Self {
+        MemberVersion {
+            supported: super::version::supported(),
+            build: super::version::build(),
+        }
+    }
+}
+
+/// Asks the node at `peer_addr` for its LocalStatus (1 s timeout).
+pub async fn member_status(clients: &PeerClients, peer_addr: &str) -> Option<MemberStatus> {
+    let mut c = clients.client(peer_addr).ok()?;
+    let mut req = tonic::Request::new(orrery_proto::peer::LocalStatusRequest {});
+    req.set_timeout(Duration::from_secs(1));
+    let reply = tokio::time::timeout(Duration::from_secs(1), c.local_status(req))
+        .await
+        .ok()?
+        .ok()?
+        .into_inner();
+    Some(MemberStatus {
+        reports: orrery_storage::decode::<Vec<GroupReport>>(&reply.payload).ok()?,
+        version: MemberVersion {
+            // Builds from before cluster versions leave it 0: version 1.
+            supported: reply.supported_version.max(orrery_raft::version::BASE),
+            build: reply.build,
+        },
+    })
 }

@@ -4,6 +4,7 @@
 
 use crate::api::ApiError;
 use crate::node::ops::{AdminOp, AdminResult, GroupReport};
+use crate::node::version::{MemberVersions, VersionRecord};
 use crate::node::Node;
 use orrery_placement::{Member, PlacementState};
 use orrery_types::{shard_group, GroupId, NodeId};
@@ -56,6 +57,25 @@ pub struct StatusView {
     pub node_id: NodeId,
     pub groups: Vec<GroupView>,
     pub unreachable: Vec<NodeId>,
+    pub version: VersionView,
+}
+
+/// The cluster version: the active one (and whether it is held), the
+/// newest this node supports, and what each member supports (`None`: it
+/// did not answer).
+pub struct VersionView {
+    pub record: VersionRecord,
+    pub supported: u32,
+    pub nodes: MemberVersions,
+}
+
+/// What `SetVersion` / `POST /v1/cluster/version` asks for.
+#[derive(Clone, Copy, Debug)]
+pub enum VersionAction {
+    /// Hold (true) or release the hold (false).
+    Hold(bool),
+    /// Release the hold and advance now.
+    Finalize,
 }
 
 impl ClusterService {
@@ -143,10 +163,26 @@ impl ClusterService {
             .collect())
     }
 
-    /// Every group's replication status, gathered from every member.
+    /// Every group's replication status, gathered from every member, with
+    /// each member's version (this node's copy of the version record: the
+    /// status answers without a quorum).
     pub async fn status(&self) -> Result<StatusView, ApiError> {
         let p = self.placement_local()?;
-        let (reports, unreachable) = self.node.cluster_reports().await;
+        let mut reports = Vec::new();
+        let mut unreachable = Vec::new();
+        let mut nodes = Vec::new();
+        for (id, m) in self.node.poll_members().await {
+            match m {
+                Some(mut m) => {
+                    reports.append(&mut m.reports);
+                    nodes.push((id, Some(m.version)));
+                }
+                None => {
+                    unreachable.push(id);
+                    nodes.push((id, None));
+                }
+            }
+        }
         let leaders = leaders_by_group(&reports);
         let mut by_group: BTreeMap<u64, &GroupReport> = BTreeMap::new();
         for r in &reports {
@@ -161,7 +197,44 @@ impl ClusterService {
             node_id: self.node.id(),
             groups,
             unreachable,
+            version: VersionView {
+                record: self.node.version_local(),
+                supported: crate::node::version::supported(),
+                nodes,
+            },
         })
+    }
+
+    /// The cluster version as of now (read through the placement leader)
+    /// and every member's.
+    pub async fn version(&self) -> Result<VersionView, ApiError> {
+        self.placement_local()?;
+        let record = self.node.version_current().await;
+        Ok(self.version_view(record).await)
+    }
+
+    /// The cluster version, after this node's copy and each member's
+    /// version: answers without a quorum (for `/v1/cluster`).
+    pub async fn version_local(&self) -> VersionView {
+        self.version_view(self.node.version_local()).await
+    }
+
+    async fn version_view(&self, record: VersionRecord) -> VersionView {
+        VersionView {
+            record,
+            supported: crate::node::version::supported(),
+            nodes: self.node.member_versions().await,
+        }
+    }
+
+    /// Holds, releases or finalizes the cluster version.
+    pub async fn set_version(&self, action: VersionAction) -> Result<VersionView, ApiError> {
+        self.placement_local()?;
+        let record = match action {
+            VersionAction::Hold(held) => self.node.set_version_hold(held).await?,
+            VersionAction::Finalize => self.node.finalize_version().await?,
+        };
+        Ok(self.version_view(record).await)
     }
 
     /// Whether this node can serve cluster operations now (see

@@ -159,4 +159,38 @@ impl KvService {
         items.truncate(limit);
         Ok(items)
     }
+
+    /// Deletes every key that starts with `prefix`, on every shard (each
+    /// shard in one entry); returns how many keys were deleted. Needs
+    /// cluster version 2 (refused with `cluster_version_too_low` before).
+    /// Shards are written independently: after an error some may have
+    /// been cleared, and repeating the call is safe.
+    pub async fn delete_prefix(&self, prefix: Vec<u8>) -> Result<u64, ApiError> {
+        if prefix.is_empty() {
+            return Err(ApiError::bad(
+                "empty_prefix",
+                "the prefix must not be empty (deleting every key is not offered)",
+            ));
+        }
+        if prefix.len() > self.node.cfg.max_key_bytes {
+            return Err(ApiError::TooLarge(format!(
+                "prefix is longer than the key limit ({} bytes)",
+                self.node.cfg.max_key_bytes
+            )));
+        }
+        let futs = self.node.shard_groups()?.into_iter().map(|g| {
+            let cmd = KvCommand::DeletePrefix {
+                prefix: prefix.clone(),
+            };
+            async move { self.node.write(g, cmd).await }
+        });
+        let mut deleted = 0;
+        for r in futures::future::join_all(futs).await {
+            match r? {
+                KvResponse::DeletedPrefix { deleted: n, .. } => deleted += n,
+                other => return Err(mismatched(other)),
+            }
+        }
+        Ok(deleted)
+    }
 }

@@ -72,6 +72,22 @@ enum ClusterCmd {
         #[arg(long, default_value_t = 8)]
         shards: u32,
     },
+    /// The cluster version: the active one, what each node supports, and
+    /// whether advancing is held. See docs/operations.md, "Upgrades".
+    Version {
+        /// Keep the active version while nodes are upgraded, so that a
+        /// rollback to the previous build stays possible.
+        #[arg(long, conflicts_with_all = ["release", "finalize"])]
+        hold: bool,
+        /// Release the hold: the version advances on its own once every
+        /// node supports the next one.
+        #[arg(long, conflicts_with = "finalize")]
+        release: bool,
+        /// Release the hold and advance now (every node must support the
+        /// new version). No rollback to an older build after this.
+        #[arg(long)]
+        finalize: bool,
+    },
 }
 
 #[derive(Subcommand)]
@@ -123,6 +139,15 @@ enum KvCmd {
     Del {
         key: String,
     },
+    /// Delete one key, or with --prefix every key that starts with it
+    /// (needs cluster version 2).
+    #[command(alias = "rm")]
+    Delete {
+        #[arg(required_unless_present = "prefix", conflicts_with = "prefix")]
+        key: Option<String>,
+        #[arg(long)]
+        prefix: Option<String>,
+    },
     List {
         #[arg(long, default_value = "")]
         prefix: String,
@@ -152,12 +177,21 @@ async fn status(c: &mut Client, as_json: bool) -> Result<()> {
                        "replicas": g.replicas.iter().map(|r| json!({"node": r.node_id, "matched": r.matched, "lag": r.lag, "voter": r.voter})).collect::<Vec<_>>()})
             })
             .collect();
+        let version = s.cluster_version.as_ref().map(version_json);
         print_json(
-            &json!({"cluster_id": s.cluster_id, "node_id": s.node_id, "groups": groups, "unreachable": s.unreachable}),
+            &json!({"cluster_id": s.cluster_id, "node_id": s.node_id, "groups": groups, "unreachable": s.unreachable,
+                    "cluster_version": version}),
         );
         return Ok(());
     }
     println!("cluster {} (as seen from node {})", s.cluster_id, s.node_id);
+    match &s.cluster_version {
+        Some(v) => print_version(v),
+        None => println!(
+            "cluster version: unknown (node {} predates cluster versions)",
+            s.node_id
+        ),
+    }
     if !s.unreachable.is_empty() {
         println!("unreachable nodes: {:?}", s.unreachable);
     }
@@ -195,6 +229,47 @@ async fn status(c: &mut Client, as_json: bool) -> Result<()> {
         );
     }
     Ok(())
+}
+
+fn version_json(v: &pb::ClusterVersion) -> Value {
+    let nodes: Vec<Value> = v
+        .nodes
+        .iter()
+        .map(|n| json!({"id": n.node_id, "supported": nz(n.supported.into()), "build": n.build}))
+        .collect();
+    json!({"active": v.active, "active_name": v.active_name, "held": v.held,
+           "supported": v.supported, "nodes": nodes})
+}
+
+fn print_version(v: &pb::ClusterVersion) {
+    let name = if v.active_name.is_empty() {
+        String::new()
+    } else {
+        format!(" ({})", v.active_name)
+    };
+    println!(
+        "cluster version {}{}{}",
+        v.active,
+        name,
+        if v.held { ", held" } else { "" }
+    );
+    println!("{:<6} {:>8}  BUILD", "NODE", "SUPPORTS");
+    for n in &v.nodes {
+        let (sup, build) = match n.supported {
+            0 => ("-".to_string(), "(did not answer)"),
+            s if n.build.is_empty() => (s.to_string(), "(before cluster versions)"),
+            s => (s.to_string(), n.build.as_str()),
+        };
+        println!("{:<6} {:>8}  {}", n.node_id, sup, build);
+    }
+    let newest = v.nodes.iter().map(|n| n.supported).max().unwrap_or(0);
+    if newest > v.active {
+        if v.held {
+            println!("held: once every node is upgraded, run `orreryctl cluster version --finalize` (no rollback after that)");
+        } else {
+            println!("version {newest} is supported by some nodes: the cluster advances once every node supports it");
+        }
+    }
 }
 
 fn nz(v: u64) -> Value {
@@ -269,6 +344,27 @@ async fn run(cli: Cli) -> Result<()> {
                     "initialised cluster {} with {} shards; node {} is the first voter",
                     r.cluster_id, r.shards, r.node_id
                 );
+            }
+        }
+        Cmd::Cluster(ClusterCmd::Version {
+            hold,
+            release,
+            finalize,
+        }) => {
+            use pb::set_version_request::Action;
+            let v = if hold {
+                c.set_cluster_version(Action::Hold(true)).await?
+            } else if release {
+                c.set_cluster_version(Action::Hold(false)).await?
+            } else if finalize {
+                c.set_cluster_version(Action::Finalize(true)).await?
+            } else {
+                c.cluster_version().await?
+            };
+            if cli.json {
+                print_json(&version_json(&v));
+            } else {
+                print_version(&v);
             }
         }
         Cmd::Members(MembersCmd::Add {
@@ -392,7 +488,22 @@ async fn run(cli: Cli) -> Result<()> {
                 Some(v) => println!("{}", String::from_utf8_lossy(&v.value)),
             }
         }
-        Cmd::Kv(KvCmd::Del { key }) => {
+        Cmd::Kv(KvCmd::Delete {
+            prefix: Some(prefix),
+            ..
+        }) => {
+            let n = c.delete_prefix(prefix.clone()).await?;
+            if cli.json {
+                print_json(&json!({"deleted": n}));
+            } else {
+                println!("deleted {n} keys with prefix {prefix:?}");
+            }
+        }
+        Cmd::Kv(KvCmd::Del { key })
+        | Cmd::Kv(KvCmd::Delete {
+            key: Some(key),
+            prefix: None,
+        }) => {
             let existed = c.delete(key.clone()).await?;
             if cli.json {
                 print_json(&json!({"deleted": existed}));
@@ -402,6 +513,10 @@ async fn run(cli: Cli) -> Result<()> {
                 println!("{key} did not exist");
             }
         }
+        Cmd::Kv(KvCmd::Delete {
+            key: None,
+            prefix: None,
+        }) => bail!("give a key or --prefix"),
         Cmd::Kv(KvCmd::List { prefix, limit }) => {
             let items = c.list(prefix, limit, Consistency::Linearizable).await?;
             if cli.json {
