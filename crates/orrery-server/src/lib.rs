@@ -1,6 +1,10 @@
 //! The Orrery node: storage, Raft groups, the REST and gRPC fronts on the
 //! client address, and the peer service on the peer address.
 
+// The policy run futures (gRPC → service → node write with its version
+// gate → forward) nest deeper than rustc's default layout query depth.
+#![recursion_limit = "256"]
+
 pub mod api;
 pub mod grpc;
 pub mod http;
