@@ -162,6 +162,14 @@ impl ser::Error for Stop {
     }
 }
 
+// The tests' variant-listing deserializer stops with the same error.
+#[cfg(test)]
+impl serde::de::Error for Stop {
+    fn custom<T: std::fmt::Display>(_: T) -> Self {
+        Stop
+    }
+}
+
 /// Everything that is not an enum variant stops the walk.
 macro_rules! stop {
     ($($f:ident($($t:ty),*)),* $(,)?) => {
@@ -300,20 +308,7 @@ mod tests {
 
     struct EnumNames(Option<&'static [&'static str]>);
 
-    #[derive(Debug)]
-    struct Stop;
-
-    impl std::fmt::Display for Stop {
-        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-            f.write_str("stop")
-        }
-    }
-    impl std::error::Error for Stop {}
-    impl de::Error for Stop {
-        fn custom<T: std::fmt::Display>(_: T) -> Self {
-            Stop
-        }
-    }
+    use super::Stop;
 
     impl<'de> de::Deserializer<'de> for &mut EnumNames {
         type Error = Stop;
