@@ -4,6 +4,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let files = [
         "orrery/v1/kv.proto",
         "orrery/v1/cluster.proto",
+        "orrery/v1/auth.proto",
         "orrery/v1/jobs.proto",
         "orrery/v1/vectors.proto",
         "orrery/v1/policies.proto",

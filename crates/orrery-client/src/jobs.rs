@@ -4,7 +4,7 @@
 
 use crate::{pb, Client, Error};
 use orrery_proto::v1::jobs_client::JobsClient;
-use tonic::transport::Channel;
+use crate::Channel;
 
 /// What a worker offers in a claim ([`Client::claim_jobs_offering`]).
 #[derive(Clone, Debug, Default)]

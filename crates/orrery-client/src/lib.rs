@@ -22,7 +22,46 @@ use orrery_proto::v1::kv_client::KvClient;
 use std::time::Duration;
 
 mod vectors;
-use tonic::transport::{Channel, Endpoint};
+use tonic::metadata::{Ascii, MetadataValue};
+use tonic::service::interceptor::InterceptedService;
+use tonic::transport::{Certificate, ClientTlsConfig, Endpoint};
+
+/// The channel every service client of a [`Client`] uses: a connection
+/// that adds the bearer token to each call.
+pub type Channel = InterceptedService<tonic::transport::Channel, Auth>;
+
+/// Adds `authorization: Bearer TOKEN` to every call (when there is one).
+#[derive(Clone)]
+pub struct Auth(Option<MetadataValue<Ascii>>);
+
+impl tonic::service::Interceptor for Auth {
+    fn call(&mut self, mut req: tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status> {
+        if let Some(v) = &self.0 {
+            req.metadata_mut().insert("authorization", v.clone());
+        }
+        Ok(req)
+    }
+}
+
+/// How to reach a secure cluster: the CA that signed its nodes'
+/// certificates (`orreryctl certs create-ca`) and a bearer token.
+#[derive(Clone, Debug, Default)]
+pub struct Options {
+    /// PEM file of the cluster CA; `None`: plain HTTP/2 (`--insecure` nodes).
+    pub ca_cert: Option<std::path::PathBuf>,
+    pub token: Option<String>,
+}
+
+impl Options {
+    /// From `ORRERY_CA_CERT` and `ORRERY_TOKEN`, when set.
+    pub fn from_env() -> Options {
+        let var = |k: &str| std::env::var(k).ok().filter(|v| !v.is_empty());
+        Options {
+            ca_cert: var("ORRERY_CA_CERT").map(Into::into),
+            token: var("ORRERY_TOKEN"),
+        }
+    }
+}
 pub use vectors::{PointId, VectorCollection, VectorHit, VectorPoint, VectorSearchRequest};
 
 #[derive(Debug, thiserror::Error)]
@@ -84,19 +123,39 @@ pub struct Client {
 }
 
 impl Client {
-    /// Connects to `endpoint` (`host:port` or `http://host:port`).
+    /// Connects to `endpoint` (`host:port`) with the CA and token of
+    /// [`Options::from_env`] (none: an `--insecure` cluster).
     pub async fn connect(endpoint: &str) -> Result<Self, Error> {
-        let url = if endpoint.starts_with("http://") || endpoint.starts_with("https://") {
-            endpoint.to_string()
-        } else {
-            format!("http://{endpoint}")
-        };
+        Self::connect_with(endpoint, &Options::from_env()).await
+    }
+
+    /// Connects to `endpoint` (`host:port`): TLS trusting `opts.ca_cert`
+    /// when given, and `opts.token` on every call.
+    pub async fn connect_with(endpoint: &str, opts: &Options) -> Result<Self, Error> {
+        let host = endpoint
+            .trim_start_matches("http://")
+            .trim_start_matches("https://");
         let err = |m: String| Error::Connect {
             endpoint: endpoint.to_string(),
             message: m,
         };
-        let ch = Endpoint::from_shared(url)
-            .map_err(|e| err(e.to_string()))?
+        let scheme = if opts.ca_cert.is_some() { "https" } else { "http" };
+        let mut ep = Endpoint::from_shared(format!("{scheme}://{host}")).map_err(|e| err(e.to_string()))?;
+        if let Some(ca) = &opts.ca_cert {
+            let pem = std::fs::read(ca).map_err(|e| err(format!("CA certificate {}: {e}", ca.display())))?;
+            ep = ep
+                .tls_config(ClientTlsConfig::new().ca_certificate(Certificate::from_pem(pem)))
+                .map_err(|e| err(e.to_string()))?;
+        }
+        let auth = match &opts.token {
+            Some(t) => Some(
+                format!("Bearer {t}")
+                    .parse::<MetadataValue<Ascii>>()
+                    .map_err(|_| err("the token holds characters a header cannot".into()))?,
+            ),
+            None => None,
+        };
+        let ch = ep
             .connect_timeout(Duration::from_secs(3))
             .connect()
             .await
@@ -108,6 +167,7 @@ impl Client {
                         .unwrap_or_default()
                 ))
             })?;
+        let ch = InterceptedService::new(ch, Auth(auth));
         Ok(Self {
             kv: KvClient::new(ch.clone())
                 .max_decoding_message_size(64 << 20)
@@ -255,6 +315,11 @@ impl Client {
             .await?
             .into_inner()
             .shards)
+    }
+
+    /// The `orrery.v1.Auth` service (tokens; admins only).
+    pub fn auth(&self) -> orrery_proto::v1::auth_client::AuthClient<Channel> {
+        orrery_proto::v1::auth_client::AuthClient::new(self.channel.clone())
     }
 
     pub fn cluster(&mut self) -> &mut ClusterClient<Channel> {

@@ -4,7 +4,7 @@
 use crate::{Client, Consistency, Error};
 use orrery_proto::v1 as pb;
 use orrery_proto::v1::vectors_client::VectorsClient;
-use tonic::transport::Channel;
+use crate::Channel;
 
 pub use pb::{VectorCollection, VectorHit, VectorPoint, VectorSearchRequest};
 

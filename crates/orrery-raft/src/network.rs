@@ -31,7 +31,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, oneshot};
 use tokio_stream::wrappers::UnboundedReceiverStream;
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity};
 use tonic::{Code, Status};
 
 /// Payloads above this size go as unary calls (see the module docs).
@@ -58,6 +58,17 @@ pub struct PeerClients {
     /// address-based firewall rules (and the fault-injection suite's
     /// partitions) tell the nodes of one host apart.
     source: Option<IpAddr>,
+    /// Mutual TLS to peers (this node's certificate, the cluster CA);
+    /// `None` only for `--insecure` nodes.
+    tls: Option<ClientTlsConfig>,
+}
+
+/// The client side of the peer port's mutual TLS: trust only the cluster
+/// CA, and show this node's certificate.
+pub fn peer_tls(ca_pem: &[u8], cert_pem: &[u8], key_pem: &[u8]) -> ClientTlsConfig {
+    ClientTlsConfig::new()
+        .ca_certificate(Certificate::from_pem(ca_pem))
+        .identity(Identity::from_pem(cert_pem, key_pem))
 }
 
 #[derive(Debug)]
@@ -84,7 +95,14 @@ impl PeerClients {
             links: Arc::default(),
             unary_only: Arc::default(),
             source,
+            tls: None,
         }
+    }
+
+    /// Peers are reached over mutual TLS when `tls` is given.
+    pub fn with_tls(mut self, tls: Option<ClientTlsConfig>) -> Self {
+        self.tls = tls;
+        self
     }
 
     /// The Raft stream to `peer_addr`, opened (again) if there is none or
@@ -123,10 +141,16 @@ impl PeerClients {
         if let Some(ch) = map.get(peer_addr) {
             return Ok(Self::wrap(ch.clone()));
         }
-        let endpoint = Endpoint::from_shared(format!("http://{peer_addr}"))
-            .map_err(|e| {
-                tonic::Status::invalid_argument(format!("bad peer address {peer_addr}: {e}"))
-            })?
+        let scheme = if self.tls.is_some() { "https" } else { "http" };
+        let mut endpoint = Endpoint::from_shared(format!("{scheme}://{peer_addr}")).map_err(|e| {
+            tonic::Status::invalid_argument(format!("bad peer address {peer_addr}: {e}"))
+        })?;
+        if let Some(tls) = &self.tls {
+            endpoint = endpoint.tls_config(tls.clone()).map_err(|e| {
+                tonic::Status::invalid_argument(format!("peer TLS for {peer_addr}: {e}"))
+            })?;
+        }
+        let endpoint = endpoint
             .local_address(self.source)
             .connect_timeout(Duration::from_millis(500))
             .tcp_nodelay(true)

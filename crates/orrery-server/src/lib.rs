@@ -6,8 +6,10 @@
 #![recursion_limit = "256"]
 
 pub mod api;
+pub mod auth;
 pub mod grpc;
 pub mod http;
+mod listen;
 pub mod node;
 pub mod service;
 
@@ -107,6 +109,11 @@ pub async fn run(
             "--id must be a positive integer (0 is reserved)".into(),
         ));
     }
+    if cfg.certs.is_none() && !cfg.auth.insecure {
+        return Err(ServerError::Serve(
+            "no certificates: give --certs-dir (see `orreryctl certs`), or --insecure to run without TLS and authentication".into(),
+        ));
+    }
     check_identity(&cfg)?;
     let client_l = bind(client).await?;
     let peer_l = bind(peer).await?;
@@ -124,7 +131,9 @@ pub async fn run(
     let registry = Arc::new(Registry::new(
         cfg.id,
         storage.clone(),
-        PeerClients::new(cfg.peer_source),
+        PeerClients::new(cfg.peer_source).with_tls(cfg.certs.as_ref().map(|c| {
+            orrery_raft::network::peer_tls(&c.ca_pem, &c.cert_pem, &c.key_pem)
+        })),
         &cfg.raft,
     )?);
     registry.ensure(PLACEMENT_GROUP).await?;
@@ -141,15 +150,21 @@ pub async fn run(
     if let Some(j) = cfg.join.clone() {
         tokio::spawn(node.clone().run_join(j, stop_rx.clone()));
     }
-    let services = Services::new(node.clone());
+    let authn = auth::Authenticator::new(node.clone(), cfg.auth.clone()).map_err(ServerError::Serve)?;
+    let services = Services::new(node.clone(), Arc::new(authn));
     services
         .jobs
         .start(stop_rx.clone(), services.policies.kind_handlers());
+    if cfg.auth.insecure {
+        tracing::warn!(
+            "--insecure: no TLS, and every caller may do anything but run command jobs; never expose this node"
+        );
+    }
 
     let grpc = grpc::router(&services);
     let rest = http::router(services.clone());
     // REST and gRPC share the client port; the content type tells them apart.
-    let app = axum::Router::new().fallback_service(tower::service_fn(
+    let mut app = axum::Router::new().fallback_service(tower::service_fn(
         move |req: axum::extract::Request| {
             let is_grpc = req
                 .headers()
@@ -160,31 +175,61 @@ pub async fn run(
             tower::ServiceExt::oneshot(svc, req)
         },
     ));
+    if let Some(origin) = &cfg.cors_origin {
+        app = app.layer(http::cors(origin).map_err(ServerError::Serve)?);
+    }
+    let make = app.into_make_service_with_connect_info::<auth::ConnInfo>();
 
     let mut rx1 = stop_rx.clone();
-    // Small request/response exchanges (reads, heartbeats) must not wait
-    // out Nagle's algorithm against delayed ACKs (~40 ms a round trip).
-    use axum::serve::ListenerExt;
-    let client_l = client_l.tap_io(|tcp| {
-        let _ = tcp.set_nodelay(true);
-    });
-    let client_srv = axum::serve(client_l, app).with_graceful_shutdown(async move {
+    let stopped = async move {
         let _ = rx1.changed().await;
-    });
+    };
+    type Served = std::pin::Pin<Box<dyn Future<Output = Result<(), String>> + Send>>;
+    let client_srv: Served = match &cfg.certs {
+        Some(certs) => {
+            let tls = certs
+                .server_config(false)
+                .map_err(|e| ServerError::Serve(e.to_string()))?;
+            let l = listen::TlsListener(orrery_tls::accept_tls(client_l, tls));
+            let srv = axum::serve(l, make).with_graceful_shutdown(stopped);
+            Box::pin(async move { srv.await.map_err(|e| e.to_string()) })
+        }
+        None => {
+            let l = listen::PlainListener(client_l);
+            let srv = axum::serve(l, make).with_graceful_shutdown(stopped);
+            Box::pin(async move { srv.await.map_err(|e| e.to_string()) })
+        }
+    };
+    let peer_svc = PeerServer::new(node::peer::PeerService {
+        node: node.clone(),
+        stop: stop_rx.clone(),
+    })
+    .max_decoding_message_size(256 << 20)
+    .max_encoding_message_size(256 << 20);
     let mut rx2 = stop_rx.clone();
-    let peer_srv = tonic::transport::Server::builder()
-        .initial_stream_window_size(orrery_raft::network::PEER_STREAM_WINDOW)
-        .initial_connection_window_size(orrery_raft::network::PEER_CONNECTION_WINDOW)
-        .add_service(
-            PeerServer::new(node::peer::PeerService {
-                node: node.clone(),
-                stop: stop_rx.clone(),
-            })
-            .max_decoding_message_size(256 << 20)
-            .max_encoding_message_size(256 << 20),
-        )
-        .serve_with_incoming_shutdown(
-            tokio_stream::StreamExt::map(
+    let peer_stopped = async move {
+        let _ = rx2.changed().await;
+    };
+    let peer_builder = || {
+        tonic::transport::Server::builder()
+            .initial_stream_window_size(orrery_raft::network::PEER_STREAM_WINDOW)
+            .initial_connection_window_size(orrery_raft::network::PEER_CONNECTION_WINDOW)
+    };
+    let peer_srv: Served = match &cfg.certs {
+        // Mutual TLS: a client without a certificate from the cluster CA
+        // does not get past the handshake.
+        Some(certs) => {
+            let tls = certs
+                .server_config(true)
+                .map_err(|e| ServerError::Serve(e.to_string()))?;
+            let incoming = orrery_tls::accept_tls(peer_l, tls).into_stream();
+            let srv = peer_builder()
+                .add_service(peer_svc)
+                .serve_with_incoming_shutdown(incoming, peer_stopped);
+            Box::pin(async move { srv.await.map_err(|e| e.to_string()) })
+        }
+        None => {
+            let incoming = tokio_stream::StreamExt::map(
                 tokio_stream::wrappers::TcpListenerStream::new(peer_l),
                 |conn| {
                     if let Ok(tcp) = &conn {
@@ -192,11 +237,13 @@ pub async fn run(
                     }
                     conn
                 },
-            ),
-            async move {
-                let _ = rx2.changed().await;
-            },
-        );
+            );
+            let srv = peer_builder()
+                .add_service(peer_svc)
+                .serve_with_incoming_shutdown(incoming, peer_stopped);
+            Box::pin(async move { srv.await.map_err(|e| e.to_string()) })
+        }
+    };
 
     tracing::info!(node = cfg.id, client = %bound.client, peer = %bound.peer, "orrery node listening");
     on_bound(bound);
@@ -208,8 +255,8 @@ pub async fn run(
     let (a, b) = tokio::join!(client_srv, peer_srv);
     services.jobs.shutdown().await;
     registry.shutdown().await;
-    a.map_err(|e| ServerError::Serve(e.to_string()))?;
-    b.map_err(|e| ServerError::Serve(e.to_string()))?;
+    a.map_err(ServerError::Serve)?;
+    b.map_err(ServerError::Serve)?;
     tracing::info!("stopped");
     Ok(())
 }

@@ -113,6 +113,34 @@ struct ServeArgs {
     /// [default: 86400].
     #[arg(long, env = "ORRERY_JOB_RETENTION_S")]
     job_retention_s: Option<u64>,
+    /// Directory with ca.crt, node.crt and node.key (`orreryctl certs
+    /// create-node`): TLS on the client port, mutual TLS on the peer port.
+    #[arg(long, env = "ORRERY_CERTS_DIR")]
+    certs_dir: Option<PathBuf>,
+    /// Run without TLS and without authentication: every caller is
+    /// anonymous. Only for a node no one else can reach.
+    #[arg(long, env = "ORRERY_INSECURE", num_args = 0..=1, default_missing_value = "true")]
+    insecure: Option<bool>,
+    /// The admin token a node started with --join shows.
+    #[arg(long, env = "ORRERY_JOIN_TOKEN")]
+    join_token: Option<String>,
+    /// Accept JWTs signed with this key: an HS256 secret (at least 32
+    /// bytes), or an RS256/ES256 public key in PEM.
+    #[arg(long, env = "ORRERY_JWT_KEY")]
+    jwt_key: Option<PathBuf>,
+    /// The `aud` JWTs must carry [default: not checked].
+    #[arg(long, env = "ORRERY_JWT_AUDIENCE")]
+    jwt_audience: Option<String>,
+    /// The `iss` JWTs must carry [default: not checked].
+    #[arg(long, env = "ORRERY_JWT_ISSUER")]
+    jwt_issuer: Option<String>,
+    /// Serve /metrics without a token [default: false].
+    #[arg(long, env = "ORRERY_METRICS_PUBLIC", num_args = 0..=1, default_missing_value = "true")]
+    metrics_public: Option<bool>,
+    /// The one web origin whose pages may call this node (CORS)
+    /// [default: none, and no CORS headers].
+    #[arg(long, env = "ORRERY_CORS_ORIGIN")]
+    cors_origin: Option<String>,
 }
 
 impl ServeArgs {
@@ -142,7 +170,15 @@ impl ServeArgs {
             fs_root,
             allow_command_jobs,
             gpus,
-            job_retention_s
+            job_retention_s,
+            certs_dir,
+            insecure,
+            join_token,
+            jwt_key,
+            jwt_audience,
+            jwt_issuer,
+            metrics_public,
+            cors_origin
         )
     }
 }
@@ -224,6 +260,27 @@ async fn serve(args: ServeArgs) -> Result<()> {
         Some(s) => s.parse().map_err(anyhow::Error::msg)?,
         None => GpuSelection::All,
     };
+    let insecure = args.insecure.unwrap_or(false);
+    let certs = match (&args.certs_dir, insecure) {
+        (Some(_), true) => bail!("--certs-dir and --insecure exclude each other"),
+        (Some(dir), false) => Some(
+            orrery_tls::NodeCerts::load(dir)
+                .with_context(|| format!("loading certificates from {}", dir.display()))?,
+        ),
+        (None, true) => None,
+        (None, false) => bail!(
+            "no certificates: give --certs-dir DIR (made with `orreryctl certs create-ca` and `create-node`), \
+             or --insecure to run without TLS and authentication (never on a reachable address)"
+        ),
+    };
+    if args.join.is_some() && !insecure && args.join_token.is_none() {
+        bail!("--join needs --join-token (an admin token of the cluster)");
+    }
+    let jwt = args.jwt_key.map(|key_file| orrery_server::auth::jwt::JwtConfig {
+        key_file,
+        audience: args.jwt_audience,
+        issuer: args.jwt_issuer,
+    });
     let cfg = NodeConfig {
         id,
         addr: args.advertise.unwrap_or_else(|| listen.clone()),
@@ -247,6 +304,14 @@ async fn serve(args: ServeArgs) -> Result<()> {
         allow_command_jobs: args.allow_command_jobs.unwrap_or(false),
         gpus,
         job_retention: Duration::from_secs(args.job_retention_s.unwrap_or(86_400)),
+        certs,
+        auth: orrery_server::auth::AuthConfig {
+            insecure,
+            metrics_public: args.metrics_public.unwrap_or(false),
+            jwt,
+        },
+        join_token: args.join_token,
+        cors_origin: args.cors_origin,
     };
     orrery_server::run(cfg, &listen, &peer_listen, shutdown_signal(), |b| {
         eprintln!(

@@ -33,6 +33,16 @@ pub enum ApiError {
     /// variant index travels in forwarded replies.
     #[error("{}", crate::node::version::too_low_message(*required, *active))]
     ClusterVersionTooLow { required: u32, active: u32 },
+    /// No credentials, or credentials that are not (or no longer) valid.
+    #[error("{0}")]
+    Unauthenticated(String),
+    /// Valid credentials whose role lacks the permission.
+    #[error("{0}")]
+    Forbidden(String),
+    /// A body in a format the endpoint does not take (a JSON endpoint sent
+    /// `text/plain`: also what keeps browsers' cross-site forms out).
+    #[error("{0}")]
+    UnsupportedMediaType(String),
 }
 
 impl ApiError {
@@ -58,6 +68,9 @@ impl ApiError {
             ApiError::NotInitialized => "not_initialized",
             ApiError::Internal(_) => "internal",
             ApiError::ClusterVersionTooLow { .. } => "cluster_version_too_low",
+            ApiError::Unauthenticated(_) => "unauthenticated",
+            ApiError::Forbidden(_) => "forbidden",
+            ApiError::UnsupportedMediaType(_) => "unsupported_media_type",
         }
     }
 
@@ -72,6 +85,9 @@ impl ApiError {
             }
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
             ApiError::ClusterVersionTooLow { .. } => StatusCode::CONFLICT,
+            ApiError::Unauthenticated(_) => StatusCode::UNAUTHORIZED,
+            ApiError::Forbidden(_) => StatusCode::FORBIDDEN,
+            ApiError::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
         }
     }
 
@@ -94,6 +110,12 @@ impl IntoResponse for ApiError {
             resp.headers_mut()
                 .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
         }
+        if status == StatusCode::UNAUTHORIZED {
+            resp.headers_mut().insert(
+                header::WWW_AUTHENTICATE,
+                HeaderValue::from_static("Bearer realm=\"orrery\""),
+            );
+        }
         resp
     }
 }
@@ -111,6 +133,9 @@ impl From<ApiError> for tonic::Status {
             }
             ApiError::Internal(_) => tonic::Status::internal(msg),
             ApiError::ClusterVersionTooLow { .. } => tonic::Status::failed_precondition(msg),
+            ApiError::Unauthenticated(_) => tonic::Status::unauthenticated(msg),
+            ApiError::Forbidden(_) => tonic::Status::permission_denied(msg),
+            ApiError::UnsupportedMediaType(_) => tonic::Status::invalid_argument(msg),
         }
     }
 }

@@ -42,6 +42,7 @@ impl Cluster for ClusterApi {
             cluster_id: i.cluster_id,
             node_id: i.node_id,
             shards: i.shards,
+            root_token: i.root_token.unwrap_or_default(),
         }))
     }
 
@@ -204,5 +205,6 @@ fn status_pb(s: StatusView) -> pb::StatusResponse {
         groups,
         unreachable: s.unreachable,
         cluster_version: Some(version_pb(s.version)),
+        insecure: s.insecure,
     }
 }

@@ -80,7 +80,9 @@ impl Jobs for JobsApi {
         &self,
         req: Request<pb::SubmitRequest>,
     ) -> Result<Response<pb::SubmitResponse>, Status> {
-        let args = SubmitArgs::try_from(req.into_inner())?;
+        let caller = super::caller(&req);
+        let mut args = SubmitArgs::try_from(req.into_inner())?;
+        args.caller = Some(caller);
         let (job, created) = self.0.jobs.submit(args).await?;
         Ok(Response::new(pb::SubmitResponse {
             job: Some(conv::job(&job)),
@@ -217,7 +219,11 @@ impl Jobs for JobsApi {
         &self,
         req: Request<pb::SubmitBatchRequest>,
     ) -> Result<Response<pb::SubmitBatchResponse>, Status> {
-        let items = conv::submits(req.into_inner().jobs)?;
+        let caller = super::caller(&req);
+        let mut items = conv::submits(req.into_inner().jobs)?;
+        for i in &mut items {
+            i.caller = Some(caller.clone());
+        }
         let results = self.0.jobs.submit_many(items).await?;
         if let Some(e) = all_failed(&results) {
             return Err(e.into());

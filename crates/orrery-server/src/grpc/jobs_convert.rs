@@ -84,6 +84,7 @@ impl TryFrom<pb::SubmitRequest> for SubmitArgs {
             },
             dedupe_key: r.dedupe_key,
             submitted_by: r.submitted_by,
+            caller: None,
         })
     }
 }

@@ -2,6 +2,8 @@
 //! the domain services, converting protobuf messages to service arguments
 //! and back. Nothing here calls the REST front.
 
+mod auth;
+mod auth_tokens;
 mod cluster;
 mod jobs;
 mod jobs_convert;
@@ -13,6 +15,15 @@ use crate::service::Services;
 use orrery_proto::v1::cluster_server::ClusterServer;
 use orrery_proto::v1::kv_server::KvServer;
 use std::sync::Arc;
+
+/// The caller the guard ([`auth::guard`]) put in the request. Absent only
+/// if a service were reached without it, which then counts as anonymous.
+pub(crate) fn caller<T>(req: &tonic::Request<T>) -> crate::auth::Caller {
+    req.extensions()
+        .get::<crate::auth::Caller>()
+        .cloned()
+        .unwrap_or_else(crate::auth::Caller::anonymous)
+}
 
 /// Every public gRPC service, as one axum router (the client port serves
 /// REST and gRPC; the content type tells them apart).
@@ -26,6 +37,9 @@ pub fn router(s: &Arc<Services>) -> axum::Router {
             .max_encoding_message_size(256 << 20),
     )
     .add_service(ClusterServer::new(cluster::ClusterApi(s.clone())))
+    .add_service(orrery_proto::v1::auth_server::AuthServer::new(
+        auth_tokens::AuthApi(s.clone()),
+    ))
     .add_service(
         orrery_proto::v1::jobs_server::JobsServer::new(jobs::JobsApi(s.clone()))
             // Bulk submits and completes: the same 16 MiB as their REST bodies.
@@ -43,4 +57,8 @@ pub fn router(s: &Arc<Services>) -> axum::Router {
     )
     .prepare()
     .into_axum_router()
+    .layer(axum::middleware::from_fn_with_state(
+        s.auth.clone(),
+        auth::guard,
+    ))
 }

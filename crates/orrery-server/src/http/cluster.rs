@@ -57,6 +57,8 @@ async fn cluster(State(s): State<AppState>) -> Result<Json<Value>, ApiError> {
         "members": members,
         "shards": shards,
         "cluster_version": {"active": v.record.active, "supported": v.supported, "held": v.record.held},
+        // --insecure: no TLS and no authentication on this node.
+        "insecure": s.node.cfg.auth.insecure,
     })))
 }
 

@@ -11,7 +11,8 @@ use crate::api::limits::{BULK_BODY_BYTES, DEFAULT_JOB_LIMIT, MAX_WAIT_S};
 use crate::api::ApiError;
 use crate::service::jobs::{all_failed, ClaimArgs, CompleteArgs, SubmitArgs};
 use axum::body::Body;
-use axum::extract::{Path, Query, State};
+use crate::auth::Caller;
+use axum::extract::{Extension, Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -41,9 +42,15 @@ pub fn routes() -> Router<AppState> {
 // Submits
 // ---------------------------------------------------------------------
 
-async fn submit(State(s): State<AppState>, body: Body) -> Result<Response, ApiError> {
+async fn submit(
+    State(s): State<AppState>,
+    Extension(caller): Extension<Caller>,
+    body: Body,
+) -> Result<Response, ApiError> {
     let b: JobBody = json_body(body, 1 << 20).await?;
-    let (job, created) = s.jobs.submit(b.into()).await?;
+    let mut args: SubmitArgs = b.into();
+    args.caller = Some(caller);
+    let (job, created) = s.jobs.submit(args).await?;
     let status = if created {
         StatusCode::CREATED
     } else {
@@ -84,9 +91,20 @@ struct Submitted<'a> {
 
 /// POST /v1/jobs/batch {"jobs": [job, ...]}: 200 with one entry per job,
 /// in order: the job (with `created`) or `{"error": {...}}`.
-async fn submit_batch(State(s): State<AppState>, body: Body) -> Result<Response, ApiError> {
+async fn submit_batch(
+    State(s): State<AppState>,
+    Extension(caller): Extension<Caller>,
+    body: Body,
+) -> Result<Response, ApiError> {
     let b: BatchBody = json_body(body, BULK_BODY_BYTES).await?;
-    let items: Vec<SubmitArgs> = b.jobs.into_iter().map(Into::into).collect();
+    let items: Vec<SubmitArgs> = b
+        .jobs
+        .into_iter()
+        .map(|j| SubmitArgs {
+            caller: Some(caller.clone()),
+            ..j.into()
+        })
+        .collect();
     let results = s.jobs.submit_many(items).await?;
     if let Some(e) = all_failed(&results) {
         return Err(e);
@@ -193,9 +211,11 @@ struct ClaimedJobs<'a> {
 /// first and the answer is always 200 `{"jobs": [...], "completions": {...}}`.
 async fn claim(
     State(s): State<AppState>,
+    Extension(caller): Extension<Caller>,
     Path(q): Path<String>,
     body: Body,
 ) -> Result<Response, ApiError> {
+    caller.check_queue(&q)?;
     // Room for the completions a claim may carry.
     let b: ClaimBody = json_body(body, BULK_BODY_BYTES).await?;
     let wait_s = b.wait_s.unwrap_or(0.0);
@@ -304,8 +324,20 @@ struct ListParams {
 
 async fn list_jobs(
     State(s): State<AppState>,
+    Extension(caller): Extension<Caller>,
     Query(p): Query<ListParams>,
 ) -> Result<Response, ApiError> {
+    // A worker confined to some queues lists one of them at a time.
+    if caller.queues.is_some() {
+        match &p.queue {
+            Some(q) => caller.check_queue(q)?,
+            None => {
+                return Err(ApiError::Forbidden(
+                    "this token is limited to some queues: list with ?queue=".into(),
+                ))
+            }
+        }
+    }
     let limit = match &p.limit {
         None => DEFAULT_JOB_LIMIT,
         Some(l) => l.parse().map_err(|_| {
@@ -344,8 +376,13 @@ async fn list_jobs(
     .into_response())
 }
 
-async fn get_job(State(s): State<AppState>, Path(id): Path<String>) -> Result<Response, ApiError> {
+async fn get_job(
+    State(s): State<AppState>,
+    Extension(caller): Extension<Caller>,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
     let job = s.jobs.get_job(&id).await?;
+    caller.check_queue(&job.queue)?;
     Ok(Json(WaitingJobView {
         waiting: s.jobs.waiting_reason(&job),
         job: JobView::new(&job),
@@ -358,13 +395,18 @@ async fn cancel(State(s): State<AppState>, Path(id): Path<String>) -> Result<Res
     Ok(Json(JobView::new(&job)).into_response())
 }
 
-async fn runs(State(s): State<AppState>, Path(id): Path<String>) -> Result<Response, ApiError> {
+async fn runs(
+    State(s): State<AppState>,
+    Extension(caller): Extension<Caller>,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
     #[derive(Serialize)]
     struct Runs<'a> {
         job_id: &'a str,
         runs: Vec<RunView<'a>>,
     }
     let job = s.jobs.get_job(&id).await?;
+    caller.check_queue(&job.queue)?;
     let runs = job.runs.iter().map(RunView::new).collect();
     Ok(Json(Runs { job_id: &id, runs }).into_response())
 }

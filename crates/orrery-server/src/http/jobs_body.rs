@@ -107,6 +107,7 @@ impl From<JobBody> for SubmitArgs {
             },
             dedupe_key: b.dedupe_key,
             submitted_by: b.submitted_by,
+            caller: None,
         }
     }
 }

@@ -2,6 +2,8 @@
 //! parse and validate, call a service, and shape the answer; every error
 //! leaves through [`ApiError`]'s JSON body.
 
+mod auth;
+mod auth_tokens;
 mod cluster;
 pub mod extract;
 mod jobs;
@@ -35,6 +37,8 @@ pub fn router(services: AppState) -> Router {
         .merge(jobs::routes())
         .merge(vectors::routes())
         .merge(policies::routes())
+        .merge(auth_tokens::routes())
+        .route_layer(middleware::from_fn_with_state(services.clone(), auth::guard))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(middleware::from_fn_with_state(services.clone(), observe))
@@ -71,4 +75,29 @@ async fn not_found() -> ApiError {
 async fn method_not_allowed() -> Response {
     let body = json!({"error": {"code": "method_not_allowed", "message": "method not allowed on this endpoint"}});
     (StatusCode::METHOD_NOT_ALLOWED, Json(body)).into_response()
+}
+
+/// `--cors-origin`: the one web origin whose pages may call this node
+/// (with a token). Without it no CORS header is ever sent, so browsers
+/// keep other sites' scripts from reading answers or sending JSON.
+pub fn cors(origin: &str) -> Result<tower_http::cors::CorsLayer, String> {
+    use axum::http::{header, Method};
+    let o = HeaderValue::from_str(origin)
+        .map_err(|_| format!("--cors-origin {origin:?} is not a valid origin"))?;
+    if !(origin.starts_with("https://") || origin.starts_with("http://")) {
+        return Err(format!(
+            "--cors-origin must be an origin such as https://console.example.com, got {origin:?}"
+        ));
+    }
+    Ok(tower_http::cors::CorsLayer::new()
+        .allow_origin(o)
+        .allow_methods([
+            Method::GET,
+            Method::POST,
+            Method::PUT,
+            Method::PATCH,
+            Method::DELETE,
+        ])
+        .allow_headers([header::AUTHORIZATION, header::CONTENT_TYPE])
+        .max_age(std::time::Duration::from_secs(600)))
 }

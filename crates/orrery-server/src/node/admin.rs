@@ -19,12 +19,7 @@ impl Node {
     /// Bootstraps a new cluster with this node as its only member.
     pub async fn init_cluster(self: &Arc<Self>, shards: u32) -> Result<(String, u32), ApiError> {
         let shards = if shards == 0 { 8 } else { shards };
-        if shards > 1024 {
-            return Err(ApiError::bad(
-                "invalid_shards",
-                format!("shards must be 1..=1024, got {shards}"),
-            ));
-        }
+        super::validate::shard_count(shards)?;
         let g = self
             .placement_group()
             .ok_or_else(|| ApiError::Internal("placement group not running".into()))?;

@@ -12,6 +12,7 @@ pub mod peer;
 mod reconcile;
 mod route;
 mod status;
+pub mod validate;
 pub mod typed;
 pub mod version;
 
@@ -61,6 +62,15 @@ pub struct NodeConfig {
     pub gpus: orrery_exec::GpuSelection,
     /// How long finished jobs are kept before shard leaders prune them.
     pub job_retention: Duration,
+    /// TLS material (`--certs-dir`): the client port serves TLS, the peer
+    /// port mutual TLS. `None` only with `--insecure`.
+    pub certs: Option<orrery_tls::NodeCerts>,
+    /// How callers are authenticated (`--insecure`, JWT, metrics).
+    pub auth: crate::auth::AuthConfig,
+    /// The admin token a joining node shows (`--join-token`).
+    pub join_token: Option<String>,
+    /// The one origin browsers may call from (`--cors-origin`).
+    pub cors_origin: Option<String>,
 }
 
 impl NodeConfig {

@@ -149,7 +149,6 @@ impl Node {
         endpoint: String,
         mut shutdown: tokio::sync::watch::Receiver<bool>,
     ) {
-        use orrery_proto::v1::cluster_client::ClusterClient;
         loop {
             let is_member = self
                 .placement_group()
@@ -159,33 +158,55 @@ impl Node {
                 tracing::info!("joined the cluster");
                 return;
             }
-            let url = if endpoint.starts_with("http") {
-                endpoint.clone()
-            } else {
-                format!("http://{endpoint}")
-            };
-            match ClusterClient::connect(url).await {
-                Ok(mut c) => {
-                    let req = orrery_proto::v1::AddMemberRequest {
-                        id: self.id(),
-                        addr: self.cfg.addr.clone(),
-                        peer_addr: self.cfg.peer_addr.clone(),
-                        learner_only: false,
-                    };
-                    match c.add_member(req).await {
-                        Ok(_) => {
-                            tracing::info!(%endpoint, "added to the cluster");
-                            return;
-                        }
-                        Err(s) => tracing::warn!(%endpoint, "join: {}", s.message()),
-                    }
+            match self.ask_to_join(&endpoint).await {
+                Ok(()) => {
+                    tracing::info!(%endpoint, "added to the cluster");
+                    return;
                 }
-                Err(e) => tracing::warn!(%endpoint, "join: cannot connect: {e}"),
+                Err(e) => tracing::warn!(%endpoint, "join: {e}"),
             }
             tokio::select! {
                 _ = tokio::time::sleep(Duration::from_secs(2)) => {}
                 _ = shutdown.changed() => return,
             }
         }
+    }
+
+    /// One AddMember call to `endpoint`: over TLS (trusting the cluster
+    /// CA) with the `--join-token` on a secure cluster.
+    async fn ask_to_join(&self, endpoint: &str) -> Result<(), String> {
+        use orrery_proto::v1::cluster_client::ClusterClient;
+        use tonic::transport::{Certificate, ClientTlsConfig, Endpoint};
+        let host = endpoint
+            .trim_start_matches("https://")
+            .trim_start_matches("http://");
+        let ep = match &self.cfg.certs {
+            Some(c) => Endpoint::from_shared(format!("https://{host}"))
+                .map_err(|e| e.to_string())?
+                .tls_config(ClientTlsConfig::new().ca_certificate(Certificate::from_pem(&c.ca_pem)))
+                .map_err(|e| e.to_string())?,
+            None => Endpoint::from_shared(format!("http://{host}")).map_err(|e| e.to_string())?,
+        };
+        let ch = ep
+            .connect()
+            .await
+            .map_err(|e| format!("cannot connect: {e}"))?;
+        let mut c = ClusterClient::new(ch);
+        let mut req = tonic::Request::new(orrery_proto::v1::AddMemberRequest {
+            id: self.id(),
+            addr: self.cfg.addr.clone(),
+            peer_addr: self.cfg.peer_addr.clone(),
+            learner_only: false,
+        });
+        if let Some(t) = &self.cfg.join_token {
+            let v = format!("Bearer {t}")
+                .parse()
+                .map_err(|_| "--join-token holds characters a header cannot".to_string())?;
+            req.metadata_mut().insert("authorization", v);
+        }
+        c.add_member(req)
+            .await
+            .map(|_| ())
+            .map_err(|s| s.message().to_string())
     }
 }

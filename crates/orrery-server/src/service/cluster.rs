@@ -20,6 +20,7 @@ pub struct Initialized {
     pub cluster_id: String,
     pub node_id: NodeId,
     pub shards: u32,
+    pub root_token: Option<String>,
 }
 
 /// One shard as the placement group maps it, with its current leader.
@@ -58,6 +59,8 @@ pub struct StatusView {
     pub groups: Vec<GroupView>,
     pub unreachable: Vec<NodeId>,
     pub version: VersionView,
+    /// This node runs with `--insecure`.
+    pub insecure: bool,
 }
 
 /// The cluster version: the active one (and whether it is held), the
@@ -87,12 +90,20 @@ impl ClusterService {
         self.node.id()
     }
 
+    /// Initialises a fresh node as a cluster's first voter. A secure
+    /// cluster's root token is created now and shown this once.
     pub async fn init(&self, shards: u32) -> Result<Initialized, ApiError> {
         let (cluster_id, shards) = self.node.init_cluster(shards).await?;
+        let root_token = if self.node.cfg.auth.insecure {
+            None
+        } else {
+            Some(crate::auth::tokens::create_root(&self.node, crate::api::now_ms()).await?)
+        };
         Ok(Initialized {
             cluster_id,
             node_id: self.node.id(),
             shards,
+            root_token,
         })
     }
 
@@ -197,6 +208,7 @@ impl ClusterService {
             node_id: self.node.id(),
             groups,
             unreachable,
+            insecure: self.node.cfg.auth.insecure,
             version: VersionView {
                 record: self.node.version_local(),
                 supported: crate::node::version::supported(),

@@ -32,17 +32,7 @@ impl KvService {
     }
 
     pub fn check_key(&self, key: &[u8]) -> Result<(), ApiError> {
-        if key.is_empty() {
-            return Err(ApiError::bad("empty_key", "the key must not be empty"));
-        }
-        let max = self.node.cfg.max_key_bytes;
-        if key.len() > max {
-            return Err(ApiError::TooLarge(format!(
-                "key is {} bytes; the limit is {max} bytes",
-                key.len()
-            )));
-        }
-        Ok(())
+        crate::node::validate::kv_key(&self.node.cfg, key)
     }
 
     pub fn check_value(&self, len: usize) -> Result<(), ApiError> {

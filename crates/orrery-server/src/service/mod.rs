@@ -14,6 +14,8 @@ use std::sync::Arc;
 /// Every service of one node, built once at start and shared by the fronts.
 pub struct Services {
     pub node: Arc<Node>,
+    /// Who may call what (both fronts' guards).
+    pub auth: Arc<crate::auth::Authenticator>,
     pub cluster: cluster::ClusterService,
     pub kv: Arc<kv::KvService>,
     pub vectors: Arc<vectors::VectorsService>,
@@ -24,7 +26,7 @@ pub struct Services {
 impl Services {
     /// Builds every service; the jobs service learns from the policies
     /// service how to check the params of the job kinds it adds.
-    pub fn new(node: Arc<Node>) -> Arc<Self> {
+    pub fn new(node: Arc<Node>, auth: Arc<crate::auth::Authenticator>) -> Arc<Self> {
         let kv = Arc::new(kv::KvService::new(node.clone()));
         let vectors = Arc::new(vectors::VectorsService::new(node.clone()));
         let jobs = Arc::new(jobs::JobsService::new(node.clone()));
@@ -42,6 +44,7 @@ impl Services {
             jobs,
             policies,
             node,
+            auth,
         })
     }
 }

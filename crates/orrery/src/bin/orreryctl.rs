@@ -6,6 +6,8 @@ use orrery_client::{pb, Client, Consistency};
 use serde_json::{json, Value};
 use std::time::{Duration, Instant};
 
+#[path = "../ctl/auth.rs"]
+mod auth;
 #[path = "../ctl/jobs.rs"]
 mod jobs;
 #[path = "../ctl/policies.rs"]
@@ -24,6 +26,14 @@ struct Cli {
         default_value = "127.0.0.1:17001"
     )]
     endpoint: String,
+    /// Bearer token (`cluster init` prints the root token; `auth tokens
+    /// create` makes others).
+    #[arg(long, global = true, env = "ORRERY_TOKEN", hide_env_values = true)]
+    token: Option<String>,
+    /// The cluster CA's certificate (ca.crt): TLS to the endpoint. Without
+    /// it orreryctl speaks plain HTTP/2, for `--insecure` nodes only.
+    #[arg(long, global = true, env = "ORRERY_CA_CERT")]
+    ca_cert: Option<std::path::PathBuf>,
     /// Print JSON instead of text (read commands).
     #[arg(long, global = true)]
     json: bool,
@@ -36,6 +46,12 @@ enum Cmd {
     /// Cluster bootstrap.
     #[command(subcommand)]
     Cluster(ClusterCmd),
+    /// Certificates: a cluster CA and node certificates (no cluster needed).
+    #[command(subcommand)]
+    Certs(auth::CertsCmd),
+    /// Tokens (admins).
+    #[command(subcommand)]
+    Auth(auth::AuthCmd),
     /// Membership.
     #[command(subcommand)]
     Members(MembersCmd),
@@ -180,11 +196,14 @@ async fn status(c: &mut Client, as_json: bool) -> Result<()> {
         let version = s.cluster_version.as_ref().map(version_json);
         print_json(
             &json!({"cluster_id": s.cluster_id, "node_id": s.node_id, "groups": groups, "unreachable": s.unreachable,
-                    "cluster_version": version}),
+                    "cluster_version": version, "insecure": s.insecure}),
         );
         return Ok(());
     }
     println!("cluster {} (as seen from node {})", s.cluster_id, s.node_id);
+    if s.insecure {
+        println!("WARNING: node {} runs with --insecure: no TLS, no authentication", s.node_id);
+    }
     match &s.cluster_version {
         Some(v) => print_version(v),
         None => println!(
@@ -326,8 +345,18 @@ async fn wait_for_replicas(c: &mut Client, id: u64, wait: Duration) -> Result<()
 }
 
 async fn run(cli: Cli) -> Result<()> {
-    let mut c = Client::connect(&cli.endpoint).await?;
+    let cli = match cli.cmd {
+        Cmd::Certs(cmd) => return auth::certs(cmd, cli.json),
+        cmd => Cli { cmd, ..cli },
+    };
+    let opts = orrery_client::Options {
+        ca_cert: cli.ca_cert.clone(),
+        token: cli.token.clone(),
+    };
+    let mut c = Client::connect_with(&cli.endpoint, &opts).await?;
     match cli.cmd {
+        Cmd::Certs(cmd) => auth::certs(cmd, cli.json)?,
+        Cmd::Auth(cmd) => auth::auth(&c, cmd, cli.json).await?,
         Cmd::Vectors(v) => vectors::run(&mut c, v, cli.json).await?,
         Cmd::Cluster(ClusterCmd::Init { shards }) => {
             let r = c
@@ -335,15 +364,20 @@ async fn run(cli: Cli) -> Result<()> {
                 .init(pb::InitRequest { shards })
                 .await?
                 .into_inner();
+            let root = (!r.root_token.is_empty()).then_some(&r.root_token);
             if cli.json {
                 print_json(
-                    &json!({"cluster_id": r.cluster_id, "node_id": r.node_id, "shards": r.shards}),
+                    &json!({"cluster_id": r.cluster_id, "node_id": r.node_id, "shards": r.shards, "root_token": root}),
                 );
             } else {
                 println!(
                     "initialised cluster {} with {} shards; node {} is the first voter",
                     r.cluster_id, r.shards, r.node_id
                 );
+                if let Some(t) = root {
+                    println!("root token (an admin token; shown only now, keep it safe):");
+                    println!("{t}");
+                }
             }
         }
         Cmd::Cluster(ClusterCmd::Version {

@@ -113,7 +113,8 @@ impl JobsService {
             ))
         })?;
         let url = format!(
-            "http://{}/v1/jobs/{id}/logs?attempt={attempt}&local=true&follow={follow}",
+            "{}://{}/v1/jobs/{id}/logs?attempt={attempt}&local=true&follow={follow}",
+            self.scheme(),
             member.addr.addr
         );
         let mut req = self.http().get(&url);

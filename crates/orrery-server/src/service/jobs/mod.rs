@@ -60,7 +60,12 @@ pub struct SubmitArgs {
     pub delay_ms: Option<u64>,
     pub resources: Resources,
     pub dedupe_key: Option<String>,
+    /// Set by the service itself (policies' jobs); the fronts' callers
+    /// are named by `caller` instead.
     pub submitted_by: Option<String>,
+    /// Who submits (the fronts set it from the request); `None`: the node
+    /// itself on a policy's behalf.
+    pub caller: Option<crate::auth::Caller>,
 }
 
 /// A claim as the fronts receive it.
@@ -108,22 +113,7 @@ fn unexpected<T: std::fmt::Debug>(r: T) -> ApiError {
 
 /// Queue and partition names, and the names a query filters on.
 pub fn check_name(field: &str, name: &str) -> Result<(), ApiError> {
-    if name.is_empty() || name.len() > MAX_QUEUE_NAME {
-        return Err(ApiError::bad(
-            "invalid_name",
-            format!("{field} must be 1..={MAX_QUEUE_NAME} characters"),
-        ));
-    }
-    if !name
-        .bytes()
-        .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b))
-    {
-        return Err(ApiError::bad(
-            "invalid_name",
-            format!("{field} may contain only letters, digits, '-', '_' and '.', got {name:?}"),
-        ));
-    }
-    Ok(())
+    crate::node::validate::name(field, name)
 }
 
 /// Parses a job id and returns its shard group, or 404.
@@ -209,8 +199,32 @@ impl JobsService {
         self.node.read(group, q, linearizable).await
     }
 
+    /// The client for other nodes' client ports (job logs live on the node
+    /// that ran the job). On a secure cluster it trusts the cluster CA and
+    /// shows this node's certificate, which the other node's guard reads
+    /// as a node identity (reads only).
     fn http(&self) -> &reqwest::Client {
-        self.http.get_or_init(reqwest::Client::new)
+        self.http.get_or_init(|| {
+            let b = reqwest::Client::builder();
+            let b = match self.node.cfg.certs.as_ref().map(|c| c.client_config()) {
+                Some(Ok(tls)) => b.use_preconfigured_tls(tls),
+                Some(Err(e)) => {
+                    tracing::error!("client TLS for job logs: {e}");
+                    b
+                }
+                None => b,
+            };
+            b.build().unwrap_or_default()
+        })
+    }
+
+    /// `https` on a secure cluster, `http` with `--insecure`.
+    fn scheme(&self) -> &'static str {
+        if self.node.cfg.certs.is_some() {
+            "https"
+        } else {
+            "http"
+        }
     }
 }
 

@@ -3,7 +3,7 @@
 
 use super::bulk::{check_batch, filled};
 use super::{at, check_name, unexpected, JobsService, SubmitArgs};
-use crate::api::limits::MAX_PARAMS_BYTES;
+use crate::node::validate;
 use crate::api::{now_ms, ApiError};
 use orrery_queue::{Job, NewJob, QueueCommand, QueueResponse, QueueSpec};
 use orrery_types::{group_shard, stable_hash, GroupId};
@@ -29,11 +29,14 @@ impl JobsService {
         specs: &mut Specs,
     ) -> Result<PreparedJob, ApiError> {
         check_name("queue", &a.queue)?;
-        if a.kind.is_empty() || a.kind.len() > 128 {
-            return Err(ApiError::bad(
-                "invalid_kind",
-                "kind must be 1..=128 characters",
-            ));
+        validate::job_kind(&a.kind)?;
+        // A command job runs a process on a node: admins only, never an
+        // anonymous caller (--insecure) nor a policy.
+        if a.kind == "command" && !a.caller.as_ref().is_some_and(|c| c.is_admin()) {
+            return Err(ApiError::Forbidden(format!(
+                "only admins may submit command jobs ({} may not)",
+                a.caller.as_ref().map_or("a policy", |c| c.name.as_str())
+            )));
         }
         if let Err(m) = orrery_exec::validate_params(&a.kind, &a.params) {
             return Err(ApiError::bad("invalid_params", m));
@@ -42,12 +45,7 @@ impl JobsService {
             check.check(&a.kind, &a.params).await?;
         }
         let params = a.params.to_string();
-        if params.len() > MAX_PARAMS_BYTES {
-            return Err(ApiError::TooLarge(format!(
-                "params are {} bytes; the limit is {MAX_PARAMS_BYTES} bytes",
-                params.len()
-            )));
-        }
+        validate::job_params(&params)?;
         if let Some(k) = &a.dedupe_key {
             if k.is_empty() || k.len() > 256 {
                 return Err(ApiError::bad(
@@ -98,7 +96,7 @@ impl JobsService {
             run_at_ms,
             resources: a.resources,
             dedupe_key: a.dedupe_key,
-            submitted_by: a.submitted_by,
+            submitted_by: a.caller.map(|c| c.name).or(a.submitted_by),
             max_attempts: spec.max_attempts,
             lease_s: spec.lease_s,
             backoff: spec.backoff,

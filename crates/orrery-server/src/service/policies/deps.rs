@@ -70,6 +70,7 @@ impl Deps {
             resources: Default::default(),
             dedupe_key,
             submitted_by: Some("policy".to_string()),
+            caller: None,
         };
         let (job, _) = self.jobs.submit(args).await?;
         Ok(job.id.to_string())

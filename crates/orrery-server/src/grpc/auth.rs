@@ -1,0 +1,41 @@
+//! The gRPC front's guard: the method's permission (auth/perms.rs) and
+//! the caller from the `authorization` metadata, refused with
+//! UNAUTHENTICATED or PERMISSION_DENIED before any service runs.
+
+use crate::api::ApiError;
+use crate::auth::{perms, Authenticator, ConnInfo};
+use axum::extract::{ConnectInfo, Request, State};
+use axum::http::header;
+use axum::middleware::Next;
+use axum::response::Response;
+use std::sync::Arc;
+
+pub async fn guard(State(a): State<Arc<Authenticator>>, mut req: Request, next: Next) -> Response {
+    let path = req.uri().path().to_owned();
+    let result = match perms::grpc(&path) {
+        Some(perm) => {
+            let conn = req
+                .extensions()
+                .get::<ConnectInfo<ConnInfo>>()
+                .map(|c| c.0)
+                .unwrap_or_default();
+            let auth = req
+                .headers()
+                .get(header::AUTHORIZATION)
+                .map(|v| v.as_bytes());
+            a.authorize(perm, auth, conn)
+        }
+        None => Err(ApiError::Forbidden(format!(
+            "{path} has no permission declared"
+        ))),
+    };
+    match result {
+        Ok(caller) => {
+            req.extensions_mut().insert(caller);
+            next.run(req).await
+        }
+        Err(e) => tonic::Status::from(e)
+            .into_http::<axum::body::Body>()
+            .map(axum::body::Body::new),
+    }
+}

@@ -1,0 +1,35 @@
+//! `/v1/auth/tokens`: create, list and revoke bearer tokens (admins).
+
+use super::extract::json_body;
+use super::AppState;
+use crate::api::{now_ms, ApiError};
+use crate::auth::tokens::{self, NewToken};
+use axum::body::Body;
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::routing::{delete, get};
+use axum::{Json, Router};
+use serde_json::{json, Value};
+
+pub fn routes() -> Router<AppState> {
+    Router::new()
+        .route("/v1/auth/tokens", get(list).post(create))
+        .route("/v1/auth/tokens/{id}", delete(revoke))
+}
+
+async fn create(State(s): State<AppState>, body: Body) -> Result<(StatusCode, Json<Value>), ApiError> {
+    let req: NewToken = json_body(body, 64 << 10).await?;
+    let (rec, token) = tokens::create(&s.node, req, now_ms()).await?;
+    let mut v = rec.view();
+    v["token"] = json!(token);
+    Ok((StatusCode::CREATED, Json(v)))
+}
+
+async fn list(State(s): State<AppState>) -> Result<Json<Value>, ApiError> {
+    let all = tokens::list(&s.node).await?;
+    Ok(Json(json!({"tokens": all.iter().map(|t| t.view()).collect::<Vec<_>>()})))
+}
+
+async fn revoke(State(s): State<AppState>, Path(id): Path<String>) -> Result<Json<Value>, ApiError> {
+    Ok(Json(tokens::revoke(&s.node, &id, now_ms()).await?.view()))
+}
