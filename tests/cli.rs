@@ -96,7 +96,8 @@ async fn serve_reads_config_file_and_env_with_flags_winning() {
     let mut child = Command::new(orrery_bin())
         .args(["serve", "--config"])
         .arg(&cfg)
-        .args(["--listen", &format!("127.0.0.1:{p3}")])
+        // The one integration test of a plain node: no TLS, no tokens.
+        .args(["--insecure", "--listen", &format!("127.0.0.1:{p3}")])
         .env("ORRERY_MAX_KEY_BYTES", "20")
         .stderr(std::process::Stdio::null())
         .spawn()
@@ -151,6 +152,15 @@ async fn serve_reads_config_file_and_env_with_flags_winning() {
     let out = Command::new(orrery_bin()).args(["serve"]).output().unwrap();
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("--id is required"));
+    // Secure by default: no certificates and no --insecure, no node.
+    let out = Command::new(orrery_bin())
+        .args(["serve", "--id", "1"])
+        .current_dir(dir.path())
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("--certs-dir") && err.contains("--insecure"), "{err}");
     // A --gpus value that names no GPU is refused before the node starts.
     let out = Command::new(orrery_bin())
         .args(["serve", "--id", "1", "--gpus", "0,gpu0"])

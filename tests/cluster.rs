@@ -775,7 +775,7 @@ async fn acknowledged_writes_survive_simulated_power_loss() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn grpc_accepts_values_up_to_the_value_limit() {
     let c = Cluster::formed(1, 1, &["--max-value-bytes", "8388608"]).await;
-    let mut client = orrery_client::Client::connect(&c.nodes[0].addr)
+    let mut client = c.grpc(0)
         .await
         .expect("connect");
     let big: Vec<u8> = (0..6 << 20).map(|i| (i % 251) as u8).collect();

@@ -458,7 +458,7 @@ async fn bulk_submit_and_complete(t: &Jc) {
     }
 
     // The same over gRPC.
-    let client = orrery_client::Client::connect(&t.c.nodes[1].addr)
+    let client = t.c.grpc(1)
         .await
         .expect("grpc connect");
     let reqs: Vec<orrery_client::pb::SubmitRequest> = (0..3)
@@ -605,7 +605,7 @@ async fn claim_with_completions(t: &Jc) {
     assert_eq!(t.job(0, &ids[1]).await["state"], "succeeded");
 
     // gRPC: the same in one call.
-    let client = orrery_client::Client::connect(&t.c.nodes[2].addr)
+    let client = t.c.grpc(2)
         .await
         .expect("grpc connect");
     let got = client
@@ -1136,7 +1136,7 @@ async fn shared_gpu_offers(t: &Jc) {
         .clone();
     let s3 = submit(5, true).await["id"].clone();
     let excl2 = submit(1, false).await["id"].clone();
-    let client = orrery_client::Client::connect(&t.c.nodes[0].addr)
+    let client = t.c.grpc(0)
         .await
         .unwrap();
     let offer = |shared: bool, free: bool, cpus: u32| orrery_client::ClaimOffer {

@@ -1192,7 +1192,7 @@ async fn vector_lookups_grpc_async_runs_and_backtest_checks() {
     );
 
     // --- async runs over gRPC: the client, then orreryctl ---
-    let mut client = orrery_client::Client::connect(&c.nodes[1].addr)
+    let mut client = c.grpc(1)
         .await
         .expect("connect");
     let r = client

@@ -91,7 +91,14 @@ pub struct TestNode {
 
 impl TestNode {
     pub fn url(&self, path: &str) -> String {
-        format!("http://{}{}", self.addr, path)
+        let scheme = if self.insecure() { "http" } else { "https" };
+        format!("{scheme}://{}{}", self.addr, path)
+    }
+
+    /// Started with `--insecure` (no TLS, no tokens); every other test
+    /// node is secure, with its own certificate from the cluster's CA.
+    pub fn insecure(&self) -> bool {
+        self.extra.iter().any(|a| a == "--insecure")
     }
 
     pub fn is_running(&self) -> bool {
@@ -99,10 +106,45 @@ impl TestNode {
     }
 }
 
+/// The cluster's HTTP client: it trusts the cluster CA and, once
+/// `cluster init` has printed the root token, sends it with every request.
+pub struct Http {
+    plain: reqwest::Client,
+    authed: std::sync::OnceLock<reqwest::Client>,
+}
+
+impl std::ops::Deref for Http {
+    type Target = reqwest::Client;
+    fn deref(&self) -> &reqwest::Client {
+        self.authed.get().unwrap_or(&self.plain)
+    }
+}
+
+/// An HTTP client that trusts `ca` (the cluster CA's PEM file) and sends
+/// `token` (when given) as a bearer token.
+pub fn http_client(ca: &Path, token: Option<&str>) -> reqwest::Client {
+    let pem = std::fs::read(ca).expect("read ca.crt");
+    let mut b = reqwest::Client::builder()
+        .timeout(Duration::from_secs(20))
+        .tls_built_in_root_certs(false)
+        .add_root_certificate(reqwest::Certificate::from_pem(&pem).expect("CA certificate"));
+    if let Some(t) = token {
+        let mut h = reqwest::header::HeaderMap::new();
+        h.insert(
+            reqwest::header::AUTHORIZATION,
+            format!("Bearer {t}").parse().expect("token header"),
+        );
+        b = b.default_headers(h);
+    }
+    b.build().expect("http client")
+}
+
 pub struct Cluster {
     pub dir: tempfile::TempDir,
     pub nodes: Vec<TestNode>,
-    pub http: reqwest::Client,
+    pub http: Http,
+    /// The root token `cluster init` printed (secure clusters).
+    pub root_token: std::sync::OnceLock<String>,
     /// Environment variables set on every node process.
     pub env: Vec<(String, String)>,
 }
@@ -138,15 +180,73 @@ impl Cluster {
                 .map(|(k, v)| (k.to_string(), v.to_string()))
                 .collect(),
             nodes: Vec::new(),
-            http: reqwest::Client::builder()
-                .timeout(Duration::from_secs(20))
-                .build()
-                .expect("http client"),
+            http: Http {
+                plain: reqwest::Client::new(),
+                authed: std::sync::OnceLock::new(),
+            },
+            root_token: std::sync::OnceLock::new(),
         };
+        orrery_tls::create_ca(&c.ca_dir(), false).expect("create the cluster CA");
+        c.http.plain = http_client(&c.ca_cert(), None);
         for _ in 0..n {
             c.add_node(extra).await;
         }
         c
+    }
+
+    /// The cluster CA's directory (ca.crt, ca.key).
+    pub fn ca_dir(&self) -> PathBuf {
+        self.dir.path().join("ca")
+    }
+
+    /// The cluster CA's certificate: what clients trust.
+    pub fn ca_cert(&self) -> PathBuf {
+        self.ca_dir().join("ca.crt")
+    }
+
+    /// Node `id`'s certificate directory (made on first use, for
+    /// 127.0.0.1 and localhost).
+    pub fn certs_dir(&self, id: u64) -> PathBuf {
+        let d = self.dir.path().join(format!("certs-n{id}"));
+        if !d.join("node.crt").exists() {
+            orrery_tls::create_node(
+                &self.ca_dir(),
+                &d,
+                &["127.0.0.1".into(), "localhost".into()],
+                false,
+            )
+            .expect("create a node certificate");
+        }
+        d
+    }
+
+    /// A gRPC client of node `i` (TLS and the root token when secure).
+    pub async fn grpc(&self, i: usize) -> Result<orrery_client::Client, orrery_client::Error> {
+        let opts = if self.nodes[i].insecure() {
+            orrery_client::Options::default()
+        } else {
+            orrery_client::Options {
+                ca_cert: Some(self.ca_cert()),
+                token: self.root_token.get().cloned(),
+            }
+        };
+        orrery_client::Client::connect_with(&self.nodes[i].addr, &opts).await
+    }
+
+    /// The root token (after `cluster init`).
+    pub fn token(&self) -> &str {
+        self.root_token.get().map(String::as_str).unwrap_or("")
+    }
+
+    /// Keeps the root token `cluster init` printed, and from then on sends
+    /// it with every request of [`Cluster::http`].
+    pub fn set_root_token(&self, token: &str) {
+        if self.root_token.set(token.to_string()).is_ok() {
+            let _ = self
+                .http
+                .authed
+                .set(http_client(&self.ca_cert(), Some(token)));
+        }
     }
 
     /// Starts one more node process (id = count + 1) and waits for /healthz.
@@ -218,19 +318,38 @@ impl Cluster {
             .append(true)
             .open(&n.log)
             .expect("log file");
-        let child = Command::new(bin)
-            .args([
-                "serve",
-                "--id",
-                &n.id.to_string(),
-                "--listen",
-                &n.addr,
-                "--peer-listen",
-                &n.peer_addr,
-            ])
-            .arg("--data-dir")
-            .arg(&n.data_dir)
-            .args(&n.extra)
+        let secure = !n.insecure();
+        let (id, extra) = (n.id, n.extra.clone());
+        let certs = secure.then(|| self.certs_dir(id));
+        let n = &mut self.nodes[i];
+        let mut cmd = Command::new(bin);
+        cmd.args([
+            "serve",
+            "--id",
+            &n.id.to_string(),
+            "--listen",
+            &n.addr,
+            "--peer-listen",
+            &n.peer_addr,
+        ])
+        .arg("--data-dir")
+        .arg(&n.data_dir);
+        // A previous release (the upgrade test's) predates --insecure and
+        // runs without TLS anyway.
+        let legacy = n.bin.is_some();
+        cmd.args(n.extra.iter().filter(|a| !(legacy && *a == "--insecure")));
+        if let Some(d) = &certs {
+            cmd.arg("--certs-dir").arg(d);
+        }
+        // A node told to join shows the root token (tests that join with
+        // another token pass their own --join-token).
+        let joins = extra.iter().any(|a| a == "--join");
+        if secure && joins && !extra.iter().any(|a| a == "--join-token") {
+            if let Some(t) = self.root_token.get() {
+                cmd.args(["--join-token", t]);
+            }
+        }
+        let child = cmd
             .env("RUST_LOG", "info,openraft=warn")
             .envs(env)
             .stdout(Stdio::null())
@@ -296,12 +415,30 @@ impl Cluster {
         std::fs::read_to_string(&self.nodes[i].log).unwrap_or_default()
     }
 
+    /// `orreryctl --endpoint NODE ARGS`, with the cluster CA and the root
+    /// token in its environment. A successful `cluster init` hands its
+    /// root token to [`Cluster::set_root_token`].
     pub fn ctl(&self, i: usize, args: &[&str]) -> Output {
-        Command::new(orreryctl_bin())
-            .args(["--endpoint", &self.nodes[i].addr])
-            .args(args)
-            .output()
-            .expect("run orreryctl")
+        let mut cmd = Command::new(orreryctl_bin());
+        cmd.args(["--endpoint", &self.nodes[i].addr]).args(args);
+        if !self.nodes[i].insecure() {
+            cmd.env("ORRERY_CA_CERT", self.ca_cert());
+            if let Some(t) = self.root_token.get() {
+                cmd.env("ORRERY_TOKEN", t);
+            }
+        }
+        let out = cmd.output().expect("run orreryctl");
+        let is_init = args.windows(2).any(|w| w == ["cluster", "init"]);
+        if is_init && out.status.success() {
+            let text = String::from_utf8_lossy(&out.stdout);
+            let token = text
+                .split(|c: char| c.is_whitespace() || c == '"')
+                .find(|w| w.starts_with("orr_"));
+            if let Some(t) = token {
+                self.set_root_token(t);
+            }
+        }
+        out
     }
 
     pub fn ctl_ok(&self, i: usize, args: &[&str]) -> String {
