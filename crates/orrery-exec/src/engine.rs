@@ -146,7 +146,8 @@ impl Engine {
             .unwrap_or(1);
         let (stop, _) = watch::channel(false);
         let (scratch_root, scratch_owned) = match &cfg.scratch_root {
-            Some(r) => (r.clone(), false),
+            // Absolute: it becomes the child's HOME and TMPDIR.
+            Some(r) => (std::path::absolute(r).unwrap_or_else(|_| r.clone()), false),
             None => {
                 static ENGINES: AtomicUsize = AtomicUsize::new(0);
                 let n = ENGINES.fetch_add(1, Ordering::Relaxed);
