@@ -66,6 +66,28 @@ struct Shared {
     stop: watch::Sender<bool>,
 }
 
+/// A new scratch root of this engine's own under the system temp dir. Made
+/// with a plain mkdir, which fails on anything already there (a symlink
+/// planted in the shared temp dir, say); then the next name is tried.
+fn own_scratch_root() -> (PathBuf, bool) {
+    use std::os::unix::fs::DirBuilderExt;
+    static ENGINES: AtomicUsize = AtomicUsize::new(0);
+    loop {
+        let n = ENGINES.fetch_add(1, Ordering::Relaxed);
+        let name = format!("orrery-scratch-{}-{n}", std::process::id());
+        let path = std::env::temp_dir().join(name);
+        match std::fs::DirBuilder::new().mode(0o711).create(&path) {
+            Ok(()) => return (path, true),
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
+            Err(e) => {
+                // Command jobs then fail on it with this error, clearly.
+                tracing::error!(dir = %path.display(), error = %e, "cannot create a scratch root");
+                return (path, false);
+            }
+        }
+    }
+}
+
 impl Drop for Shared {
     /// Removes the engine's own scratch root once no slot can use it.
     fn drop(&mut self) {
@@ -148,12 +170,7 @@ impl Engine {
         let (scratch_root, scratch_owned) = match &cfg.scratch_root {
             // Absolute: it becomes the child's HOME and TMPDIR.
             Some(r) => (std::path::absolute(r).unwrap_or_else(|_| r.clone()), false),
-            None => {
-                static ENGINES: AtomicUsize = AtomicUsize::new(0);
-                let n = ENGINES.fetch_add(1, Ordering::Relaxed);
-                let name = format!("orrery-scratch-{}-{n}", std::process::id());
-                (std::env::temp_dir().join(name), true)
-            }
+            None => own_scratch_root(),
         };
         let shared = Arc::new(Shared {
             logs: LogBook::new(cfg.log_keep_bytes),
