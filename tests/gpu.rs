@@ -222,6 +222,10 @@ async fn gpu_jobs_on_a_real_gpu() {
     }
     c.form(3);
     std::fs::write(c.dir.path().join("workload.py"), WORKLOAD).unwrap();
+    // Command jobs run as the command user (nobody, as the tests run as
+    // root): the workload writes its pid files in this directory.
+    let anyone = std::os::unix::fs::PermissionsExt::from_mode(0o1777);
+    std::fs::set_permissions(c.dir.path(), anyone).unwrap();
     let t = Gc { c };
 
     // 1. Inventory: node 1 reports exactly the host's GPUs, nodes 2 and 3

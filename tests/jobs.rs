@@ -1377,7 +1377,13 @@ async fn builtin_kinds(t: &Jc) {
 
 async fn command_cancel_kills_the_process(t: &Jc) {
     t.create_queue(json!({"name": "cmd"})).await;
-    let pidfile = t.root.join("cmd.pid");
+    // The command runs as the node's command user (nobody, as the tests
+    // run as root): it writes its pid where anyone may.
+    let pid_dir = t.root.join("cmd-pid");
+    std::fs::create_dir_all(&pid_dir).unwrap();
+    let anyone = std::os::unix::fs::PermissionsExt::from_mode(0o777);
+    std::fs::set_permissions(&pid_dir, anyone).unwrap();
+    let pidfile = pid_dir.join("cmd.pid");
     let script = format!(
         "echo started; echo $$ > {}; exec sleep 120",
         pidfile.display()

@@ -351,6 +351,9 @@ impl Cluster {
         }
         let child = cmd
             .env("RUST_LOG", "info,openraft=warn")
+            // The tests run as root, where command jobs need a user to run
+            // as (by env, not flag: older binaries in upgrade tests ignore it).
+            .env("ORRERY_COMMAND_USER", "nobody")
             .envs(env)
             .stdout(Stdio::null())
             .stderr(log)

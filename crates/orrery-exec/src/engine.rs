@@ -11,6 +11,7 @@
 //! work has really stopped.
 
 use std::collections::HashMap;
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -19,8 +20,10 @@ use serde_json::{json, Value};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
+use crate::confine::FsRoot;
 use crate::gpu::{GpuAllocator, GpuInventory};
-use crate::kinds::command::{self, CommandEnd, CommandSpec};
+use crate::kinds::command::{self, CommandEnd, CommandSpec, Launch};
+use crate::kinds::command_env::{child_env, RunAs, Scratch};
 use crate::logs::LogBook;
 use crate::{
     kinds, now_ms, ClaimRequest, Claimed, ExecConfig, GpuInfo, JobSource, KindHandler, RunContext,
@@ -41,6 +44,13 @@ pub const CANCELLED: &str = "cancelled";
 
 struct Shared {
     cfg: ExecConfig,
+    /// The fs root's handle, opened once: the fs/image kinds work through it.
+    fs: Option<Arc<FsRoot>>,
+    /// Who `command` children run as.
+    run_as: RunAs,
+    /// Parent of the runs' scratch dirs; removed on drop when `scratch_owned`.
+    scratch_root: PathBuf,
+    scratch_owned: bool,
     source: Arc<dyn JobSource>,
     handlers: HashMap<String, Arc<dyn KindHandler>>,
     kinds: Vec<String>,
@@ -56,6 +66,37 @@ struct Shared {
     stop: watch::Sender<bool>,
 }
 
+/// A new scratch root of this engine's own under the system temp dir. Made
+/// with a plain mkdir, which fails on anything already there (a symlink
+/// planted in the shared temp dir, say); then the next name is tried.
+fn own_scratch_root() -> (PathBuf, bool) {
+    use std::os::unix::fs::DirBuilderExt;
+    static ENGINES: AtomicUsize = AtomicUsize::new(0);
+    loop {
+        let n = ENGINES.fetch_add(1, Ordering::Relaxed);
+        let name = format!("orrery-scratch-{}-{n}", std::process::id());
+        let path = std::env::temp_dir().join(name);
+        match std::fs::DirBuilder::new().mode(0o711).create(&path) {
+            Ok(()) => return (path, true),
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
+            Err(e) => {
+                // Command jobs then fail on it with this error, clearly.
+                tracing::error!(dir = %path.display(), error = %e, "cannot create a scratch root");
+                return (path, false);
+            }
+        }
+    }
+}
+
+impl Drop for Shared {
+    /// Removes the engine's own scratch root once no slot can use it.
+    fn drop(&mut self) {
+        if self.scratch_owned {
+            let _ = std::fs::remove_dir_all(&self.scratch_root);
+        }
+    }
+}
+
 /// The per-node execution engine.
 pub struct Engine {
     shared: Arc<Shared>,
@@ -66,8 +107,8 @@ impl Engine {
     /// Starts `cfg.slots` worker slots pulling from `source` (long-poll, no busy loop),
     /// and the 10 s GPU refresh. Returns at once. Must be called inside a tokio runtime.
     ///
-    /// `fs_root` is canonicalised here; if it cannot be, the fs/image kinds
-    /// are refused on this node (logged). `handlers` add kinds by name; a
+    /// `fs_root` is canonicalised and opened here; if it cannot be, the
+    /// fs/image kinds are refused on this node (logged). `handlers` add kinds by name; a
     /// handler named like a built-in kind replaces it.
     pub fn start(
         cfg: ExecConfig,
@@ -86,17 +127,27 @@ impl Engine {
         gpus: GpuInventory,
     ) -> Engine {
         cfg.slots = cfg.slots.max(1);
-        cfg.fs_root = cfg.fs_root.take().and_then(|r| match r.canonicalize() {
-            Ok(c) if c.is_dir() => Some(c),
-            Ok(_) => {
-                tracing::error!(fs_root = %r.display(), "fs root is not a directory; fs.* and image.* jobs are refused");
-                None
-            }
+        let fs = cfg.fs_root.take().and_then(|r| match FsRoot::open(&r) {
+            Ok(f) => Some(Arc::new(f)),
             Err(e) => {
                 tracing::error!(fs_root = %r.display(), error = %e, "fs root unusable; fs.* and image.* jobs are refused");
                 None
             }
         });
+        cfg.fs_root = fs.as_ref().map(|f| f.path().to_path_buf());
+        let run_as = if cfg.allow_command_jobs {
+            let r = RunAs::resolve(cfg.command_user.as_deref());
+            match &r {
+                RunAs::Refused(why) => tracing::error!("command jobs will fail: {why}"),
+                RunAs::User { name, uid, .. } => {
+                    tracing::info!(user = %name, uid, "command jobs run as the command user")
+                }
+                RunAs::Myself => {}
+            }
+            r
+        } else {
+            RunAs::Myself
+        };
         let handlers: HashMap<_, _> = handlers.into_iter().collect();
         let mut kinds: Vec<String> = crate::BUILTIN_KINDS
             .iter()
@@ -116,9 +167,18 @@ impl Engine {
             .map(|n| n.get() as u32)
             .unwrap_or(1);
         let (stop, _) = watch::channel(false);
+        let (scratch_root, scratch_owned) = match &cfg.scratch_root {
+            // Absolute: it becomes the child's HOME and TMPDIR.
+            Some(r) => (std::path::absolute(r).unwrap_or_else(|_| r.clone()), false),
+            None => own_scratch_root(),
+        };
         let shared = Arc::new(Shared {
             logs: LogBook::new(cfg.log_keep_bytes),
             cfg,
+            fs,
+            run_as,
+            scratch_root,
+            scratch_owned,
             source,
             handlers,
             kinds,
@@ -314,7 +374,7 @@ async fn slot(sh: Arc<Shared>, index: usize) {
                             finished_ms: now,
                             ..RunReport::default()
                         };
-                        report(&sh, &job, Err(msg), run).await;
+                        report(&sh, &job, Err(msg), true, run).await;
                     }
                 }
             }
@@ -352,6 +412,8 @@ enum Outcome {
 struct WorkEnd {
     result: Result<Value, String>,
     exit_code: Option<i32>,
+    /// `false`: another attempt would fail the same way; fail the job now.
+    retry: bool,
 }
 
 async fn do_work(
@@ -363,6 +425,7 @@ async fn do_work(
     let refused = |msg: String| WorkEnd {
         result: Err(msg),
         exit_code: None,
+        retry: true,
     };
     if let Some(h) = sh.handlers.get(&job.kind).cloned() {
         let params = job.params.clone();
@@ -384,14 +447,43 @@ async fn do_work(
                 Ok(s) => s,
                 Err(e) => return refused(e),
             };
-            match command::run(spec, &ctx.gpus, &sh.logs, &job.job_id, job.token, cancel).await {
+            if let RunAs::Refused(why) = &sh.run_as {
+                return WorkEnd {
+                    retry: false,
+                    ..refused(why.clone())
+                };
+            }
+            let ids = sh.run_as.ids();
+            let scratch_root = sh.scratch_root.clone();
+            let (id, token) = (job.job_id.clone(), job.token);
+            let scratch = match tokio::task::spawn_blocking(move || {
+                Scratch::create(&scratch_root, &id, token, ids)
+            })
+            .await
+            {
+                Ok(Ok(s)) => s,
+                Ok(Err(e)) => return refused(e),
+                Err(e) => return refused(format!("creating the scratch dir: {e}")),
+            };
+            let launch = Launch {
+                env: child_env(&spec.env, scratch.path(), &ctx.gpus, &job.job_id, job.token),
+                scratch: scratch.path(),
+                ids,
+            };
+            let ran = command::run(spec, launch, &sh.logs, &job.job_id, job.token, cancel).await;
+            // Removed whatever the outcome (its contents may be large: not
+            // on the async thread).
+            let _ = tokio::task::spawn_blocking(move || drop(scratch)).await;
+            match ran {
                 Ok(CommandEnd::Exited(0)) => WorkEnd {
                     result: Ok(json!({"exit_code": 0})),
                     exit_code: Some(0),
+                    retry: true,
                 },
                 Ok(CommandEnd::Exited(c)) => WorkEnd {
                     result: Err(format!("command exited with code {c}")),
                     exit_code: Some(c),
+                    retry: true,
                 },
                 Ok(CommandEnd::Signalled(s)) => refused(format!("command killed by signal {s}")),
                 Ok(CommandEnd::TimedOut(t)) => refused(format!(
@@ -402,7 +494,7 @@ async fn do_work(
             }
         }
         "fs.summarize" | "fs.csv_transform" | "image.thumbnail" => {
-            if ctx.fs_root.is_none() {
+            if ctx.fs.is_none() {
                 return refused(format!(
                     "{} jobs are refused on node {} (no usable --fs-root)",
                     job.kind, sh.cfg.node_id
@@ -430,14 +522,17 @@ where
         Ok(Ok(v)) => WorkEnd {
             result: Ok(v),
             exit_code: Some(0),
+            retry: true,
         },
         Ok(Err(e)) => WorkEnd {
             result: Err(e),
             exit_code: None,
+            retry: true,
         },
         Err(e) => WorkEnd {
             result: Err(format!("the job's code panicked: {e}")),
             exit_code: None,
+            retry: true,
         },
     }
 }
@@ -455,7 +550,7 @@ async fn run_job(sh: &Arc<Shared>, job: Claimed, gpus: Vec<String>) {
         job_id: job.job_id.clone(),
         attempt: job.token,
         cancelled: flag.clone(),
-        fs_root: sh.cfg.fs_root.clone(),
+        fs: sh.fs.clone(),
         gpus: gpus.clone(),
     });
     let work = do_work(sh, &job, ctx, cancel_rx);
@@ -495,7 +590,7 @@ async fn run_job(sh: &Arc<Shared>, job: Claimed, gpus: Vec<String>) {
                         let mut run = report_base.clone();
                         run.finished_ms = now;
                         run.duration_ms = now.saturating_sub(started_ms);
-                        report(sh, &job, Err(CANCELLED.to_string()), run).await;
+                        report(sh, &job, Err(CANCELLED.to_string()), true, run).await;
                     }
                     Ok(_) => {}
                     Err(SourceError::Conflict(e)) => {
@@ -557,16 +652,23 @@ async fn run_job(sh: &Arc<Shared>, job: Claimed, gpus: Vec<String>) {
         // outcome is visible, so that whoever sees the job finished also
         // sees its log ended.
         sh.logs.end(&job.job_id, job.token);
-        report(sh, &job, result, report_base).await;
+        report(sh, &job, result, end.retry, report_base).await;
     }
     sh.alloc.release(&gpus, job.resources.shared_gpu);
     sh.cpus_used.fetch_sub(job.resources.cpus, Ordering::SeqCst);
     sh.logs.end(&job.job_id, job.token);
 }
 
-/// Completes or fails the attempt, retrying while the source is unavailable
-/// (a lost report would make the job run again after its lease expires).
-async fn report(sh: &Arc<Shared>, job: &Claimed, result: Result<Value, String>, run: RunReport) {
+/// Completes or fails the attempt (for good when `!retry`), retrying while
+/// the source is unavailable (a lost report would make the job run again
+/// after its lease expires).
+async fn report(
+    sh: &Arc<Shared>,
+    job: &Claimed,
+    result: Result<Value, String>,
+    retry: bool,
+    run: RunReport,
+) {
     let mut backoff = Duration::from_millis(200);
     for attempt in 0..12 {
         let r = match &result {
@@ -575,9 +677,14 @@ async fn report(sh: &Arc<Shared>, job: &Claimed, result: Result<Value, String>, 
                     .complete(&job.job_id, job.token, v.clone(), run.clone())
                     .await
             }
-            Err(e) => {
+            Err(e) if retry => {
                 sh.source
                     .fail(&job.job_id, job.token, e.clone(), run.clone())
+                    .await
+            }
+            Err(e) => {
+                sh.source
+                    .fail_permanently(&job.job_id, job.token, e.clone(), run.clone())
                     .await
             }
         };

@@ -20,14 +20,19 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 mod confine;
+mod confine_glob;
 mod engine;
 mod gpu;
 mod kinds;
 mod logs;
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tests_command;
+#[cfg(test)]
+mod tests_confine;
 
-pub use confine::{confine_existing, confine_glob, confine_output_dir};
+pub use confine::{confine_existing, FsRoot};
 pub use engine::{Engine, CANCELLED, GPU_REFRESH};
 pub use gpu::{GpuId, GpuInventory, GpuSelection};
 pub use logs::{LogBook, LogChunk, FINISHED_RUNS_KEPT};
@@ -54,6 +59,16 @@ pub struct ExecConfig {
     pub fs_root: Option<PathBuf>,
     /// `false` => the `command` kind is refused.
     pub allow_command_jobs: bool,
+    /// Where each `command` run gets its scratch directory
+    /// (`<scratch_root>/<job id>-<attempt>`, removed when the run ends).
+    /// The server sets `<data_dir>/scratch`; `None` (the default): a
+    /// directory of the engine's own under the system temp dir, removed
+    /// when the engine is dropped.
+    pub scratch_root: Option<PathBuf>,
+    /// The user `command` jobs run as when the node runs as root (they are
+    /// refused as root without one). Ignored, with a warning, when the node
+    /// is not root: then they run as the node's own user.
+    pub command_user: Option<String>,
     /// Log bytes kept per run (the LAST bytes); default 4 MiB.
     pub log_keep_bytes: usize,
     /// Largest JSON result a run may return; larger => the run fails. Default 1 MiB.
@@ -75,6 +90,8 @@ impl Default for ExecConfig {
                 .unwrap_or(1),
             fs_root: None,
             allow_command_jobs: false,
+            scratch_root: None,
+            command_user: None,
             log_keep_bytes: 4 * 1024 * 1024,
             max_result_bytes: 1024 * 1024,
             heartbeat_every: Duration::from_secs(1),
@@ -204,6 +221,18 @@ pub trait JobSource: Send + Sync + 'static {
         error: String,
         run: RunReport,
     ) -> Result<(), SourceError>;
+    /// Ends the attempt with an error that any other attempt would meet too
+    /// (e.g. a root node without `--command-user`): the job should fail now,
+    /// not be retried. Defaults to [`JobSource::fail`].
+    async fn fail_permanently(
+        &self,
+        job_id: &str,
+        token: u64,
+        error: String,
+        run: RunReport,
+    ) -> Result<(), SourceError> {
+        self.fail(job_id, token, error, run).await
+    }
 }
 
 /// Extra job kinds (e.g. `policy.run`, `policy.backtest` from the policy module),
@@ -225,21 +254,23 @@ pub struct RunContext {
     pub(crate) job_id: String,
     pub(crate) attempt: u64,
     pub(crate) cancelled: Arc<AtomicBool>,
-    pub(crate) fs_root: Option<PathBuf>,
+    pub(crate) fs: Option<Arc<FsRoot>>,
     pub(crate) gpus: Vec<String>,
 }
 
 impl RunContext {
     /// A context outside any engine (for testing a [`KindHandler`]): its log
     /// lines go to a private [`LogBook`] under `("detached", 0)`, returned alongside.
+    /// An `fs_root` that cannot be opened counts as none.
     pub fn detached(fs_root: Option<PathBuf>, gpus: Vec<String>) -> (RunContext, LogBook) {
         let logs = LogBook::new(4 * 1024 * 1024);
+        let fs = fs_root.and_then(|r| FsRoot::open(&r).ok()).map(Arc::new);
         let ctx = RunContext {
             logs: logs.clone(),
             job_id: "detached".to_string(),
             attempt: 0,
             cancelled: Arc::new(AtomicBool::new(false)),
-            fs_root,
+            fs,
             gpus,
         };
         (ctx, logs)
@@ -255,9 +286,15 @@ impl RunContext {
     pub fn is_cancelled(&self) -> bool {
         self.cancelled.load(Ordering::Relaxed)
     }
-    /// The node's canonical fs root, if it has one.
+    /// The node's canonical fs root, if it has one. Open files through
+    /// [`RunContext::fs`], not by paths under this: only the handle confines.
     pub fn fs_root(&self) -> Option<&Path> {
-        self.fs_root.as_deref()
+        self.fs.as_deref().map(FsRoot::path)
+    }
+    /// The node's fs root handle, if it has one: every open of a job's path
+    /// goes through it (see [`FsRoot`]).
+    pub fn fs(&self) -> Option<&FsRoot> {
+        self.fs.as_deref()
     }
     /// UUIDs of the GPUs assigned to this run.
     pub fn gpus(&self) -> &[String] {

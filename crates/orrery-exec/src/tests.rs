@@ -14,19 +14,19 @@ use crate::gpu::GpuInventory;
 use crate::*;
 
 #[derive(Clone, Debug)]
-enum Outcome {
+pub(super) enum Outcome {
     Completed(Value, RunReport),
     Failed(String, RunReport),
 }
 
 impl Outcome {
-    fn ok(self) -> (Value, RunReport) {
+    pub(super) fn ok(self) -> (Value, RunReport) {
         match self {
             Outcome::Completed(v, r) => (v, r),
             Outcome::Failed(e, _) => panic!("job failed: {e}"),
         }
     }
-    fn err(self) -> (String, RunReport) {
+    pub(super) fn err(self) -> (String, RunReport) {
         match self {
             Outcome::Failed(e, r) => (e, r),
             Outcome::Completed(v, _) => panic!("job succeeded: {v}"),
@@ -38,7 +38,7 @@ impl Outcome {
 /// heartbeats and outcomes. GPU jobs are handed out only when the claim
 /// offers enough free GPUs, like the real queue module.
 #[derive(Default)]
-struct FakeSource {
+pub(super) struct FakeSource {
     queue: Mutex<VecDeque<Claimed>>,
     arrived: Notify,
     claims: Mutex<Vec<ClaimRequest>>,
@@ -47,12 +47,14 @@ struct FakeSource {
     cancelled: Mutex<HashSet<String>>,
     conflicted: Mutex<HashSet<String>>,
     outcomes: Mutex<HashMap<String, Vec<Outcome>>>,
+    /// Jobs failed with `fail_permanently` (not to be retried).
+    pub(super) permanent: Mutex<HashSet<String>>,
     done: Notify,
     next: AtomicUsize,
 }
 
 impl FakeSource {
-    fn submit(&self, kind: &str, params: Value) -> String {
+    pub(super) fn submit(&self, kind: &str, params: Value) -> String {
         self.submit_with(kind, params, Resources::default())
     }
 
@@ -84,7 +86,7 @@ impl FakeSource {
         q.remove(pos)
     }
 
-    async fn outcome(&self, id: &str, within: Duration) -> Outcome {
+    pub(super) async fn outcome(&self, id: &str, within: Duration) -> Outcome {
         let deadline = Instant::now() + within;
         loop {
             let waiter = self.done.notified();
@@ -178,23 +180,51 @@ impl JobSource for FakeSource {
         self.arrived.notify_waiters();
         Ok(())
     }
+
+    async fn fail_permanently(
+        &self,
+        job_id: &str,
+        t: u64,
+        error: String,
+        run: RunReport,
+    ) -> Result<(), SourceError> {
+        self.permanent.lock().unwrap().insert(job_id.to_string());
+        self.fail(job_id, t, error, run).await
+    }
 }
 
-const WAIT: Duration = Duration::from_secs(60);
+pub(super) const WAIT: Duration = Duration::from_secs(60);
 
-fn config(root: Option<&Path>) -> ExecConfig {
+/// True when the tests run as root (command jobs then run as `nobody`).
+pub(super) fn is_root() -> bool {
+    // SAFETY: geteuid(2) cannot fail and touches no memory.
+    unsafe { libc::geteuid() == 0 }
+}
+
+/// A temp dir that a command child (as `nobody` when the tests are root)
+/// can write to.
+pub(super) fn shared_tempdir() -> tempfile::TempDir {
+    use std::os::unix::fs::PermissionsExt;
+    let d = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(d.path(), std::fs::Permissions::from_mode(0o777)).unwrap();
+    d
+}
+
+pub(super) fn config(root: Option<&Path>) -> ExecConfig {
     ExecConfig {
         node_id: 7,
         slots: 2,
         fs_root: root.map(Path::to_path_buf),
         allow_command_jobs: true,
+        // As root, command jobs are refused without a command user.
+        command_user: is_root().then(|| "nobody".to_string()),
         heartbeat_every: Duration::from_millis(100),
         claim_wait: Duration::from_millis(500),
         ..ExecConfig::default()
     }
 }
 
-fn engine(cfg: ExecConfig) -> (Arc<FakeSource>, Engine) {
+pub(super) fn engine(cfg: ExecConfig) -> (Arc<FakeSource>, Engine) {
     engine_with(cfg, Vec::new(), GpuInventory::empty())
 }
 
@@ -208,13 +238,13 @@ fn engine_with(
     (src, e)
 }
 
-fn root() -> (tempfile::TempDir, PathBuf) {
+pub(super) fn root() -> (tempfile::TempDir, PathBuf) {
     let d = tempfile::tempdir().unwrap();
     let p = d.path().canonicalize().unwrap();
     (d, p)
 }
 
-fn log_text(e: &Engine, id: &str) -> String {
+pub(super) fn log_text(e: &Engine, id: &str) -> String {
     String::from_utf8_lossy(&e.logs().read(id, 1).map(|l| l.0).unwrap_or_default()).into_owned()
 }
 
@@ -677,7 +707,7 @@ async fn command_output_is_captured() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn command_timeout_kills_the_process_group() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = shared_tempdir();
     let pidfile = dir.path().join("pid");
     let (src, e) = engine(config(None));
     let id = src.submit(
@@ -694,7 +724,7 @@ async fn command_timeout_kills_the_process_group() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cancel_kills_the_process_group() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = shared_tempdir();
     let pidfile = dir.path().join("pid");
     let (src, e) = engine(config(None));
     let id = src.submit(
@@ -729,7 +759,7 @@ async fn cancel_kills_the_process_group() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn lost_lease_stops_the_work_and_reports_nothing() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = shared_tempdir();
     let pidfile = dir.path().join("pid");
     let (src, e) = engine(config(None));
     let id = src.submit(
@@ -797,7 +827,7 @@ fn fake_gpu(i: u32) -> GpuInfo {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn gpu_jobs_get_their_own_gpus() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = shared_tempdir();
     let (src, e) = engine_with(
         config(None),
         Vec::new(),

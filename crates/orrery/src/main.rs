@@ -103,6 +103,11 @@ struct ServeArgs {
     /// Run `command` jobs (arbitrary processes) on this node [default: false].
     #[arg(long, env = "ORRERY_ALLOW_COMMAND_JOBS", num_args = 0..=1, default_missing_value = "true")]
     allow_command_jobs: Option<bool>,
+    /// The user `command` jobs run as when the node runs as root; as root
+    /// without it they are refused (never run as root). Ignored when the
+    /// node is not root [default: none].
+    #[arg(long, env = "ORRERY_COMMAND_USER")]
+    command_user: Option<String>,
     /// GPUs this node manages: `all`, `none`, or NVML indices and UUIDs
     /// separated by commas (`0,2` or `GPU-8f0c…`); give each node on a
     /// multi-GPU host its own [default: all].
@@ -169,6 +174,7 @@ impl ServeArgs {
             workers,
             fs_root,
             allow_command_jobs,
+            command_user,
             gpus,
             job_retention_s,
             certs_dir,
@@ -302,6 +308,7 @@ async fn serve(args: ServeArgs) -> Result<()> {
         }),
         fs_root: args.fs_root,
         allow_command_jobs: args.allow_command_jobs.unwrap_or(false),
+        command_user: args.command_user,
         gpus,
         job_retention: Duration::from_secs(args.job_retention_s.unwrap_or(86_400)),
         certs,

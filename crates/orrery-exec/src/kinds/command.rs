@@ -2,6 +2,8 @@
 //! process group, stdout+stderr into the run's log, the whole group killed
 //! on cancel or timeout.
 
+use std::ffi::OsString;
+use std::path::Path;
 use std::process::Stdio;
 use std::time::Duration;
 
@@ -72,12 +74,21 @@ async fn pump<R: tokio::io::AsyncRead + Unpin>(mut r: R, logs: LogBook, job: Str
     }
 }
 
-/// Runs the command to its end. `gpus` becomes `CUDA_VISIBLE_DEVICES`
-/// (empty for CPU jobs, so they cannot touch GPUs held by others); it is set
-/// after the user's `env`, which cannot override it.
+/// How the node starts a command (see `command_env`).
+pub(crate) struct Launch<'a> {
+    /// The child's whole environment (nothing else is inherited).
+    pub env: Vec<(OsString, OsString)>,
+    /// The working directory unless the job names `cwd`: its scratch dir.
+    pub scratch: &'a Path,
+    /// Switch to this uid/gid (the node runs as root).
+    pub ids: Option<(u32, u32)>,
+}
+
+/// Runs the command to its end, with `launch`'s environment, directory and
+/// identity.
 pub(crate) async fn run(
     spec: CommandSpec,
-    gpus: &[String],
+    launch: Launch<'_>,
     logs: &LogBook,
     job_id: &str,
     attempt: u64,
@@ -85,8 +96,9 @@ pub(crate) async fn run(
 ) -> Result<CommandEnd, String> {
     let mut cmd = tokio::process::Command::new(&spec.argv[0]);
     cmd.args(&spec.argv[1..])
-        .envs(spec.env.iter().map(|(k, v)| (k, v)))
-        .env("CUDA_VISIBLE_DEVICES", gpus.join(","))
+        .env_clear()
+        .envs(launch.env)
+        .current_dir(launch.scratch)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -100,6 +112,12 @@ pub(crate) async fn run(
             ));
         }
         cmd.current_dir(cwd);
+    }
+    if let Some((uid, gid)) = launch.ids {
+        // std drops the supplementary groups (setgroups(0)) before setuid
+        // when a uid is given and none are named, so the child keeps none
+        // of root's groups; the gid is set first, then the uid.
+        cmd.uid(uid).gid(gid);
     }
     let mut child = cmd
         .spawn()

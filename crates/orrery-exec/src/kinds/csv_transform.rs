@@ -10,12 +10,15 @@
 
 use std::cmp::Ordering;
 use std::collections::HashMap;
-use std::path::{Path, PathBuf};
+use std::ffi::OsStr;
+use std::path::PathBuf;
+
+use cap_std::fs::Dir;
 
 use rayon::prelude::*;
 use serde_json::{json, Value};
 
-use crate::confine::{confine_glob, confine_output_dir, rel};
+use crate::confine::shown;
 use crate::RunContext;
 
 struct Filter {
@@ -59,11 +62,12 @@ fn matches(f: &Filter, cell: &str) -> bool {
 
 fn transform(
     spec: &Spec,
-    input: &Path,
-    output: &Path,
+    input: std::fs::File,
+    out_dir: &Dir,
+    name: &OsStr,
     ctx: &RunContext,
 ) -> Result<(u64, u64), String> {
-    let mut rdr = csv::Reader::from_path(input).map_err(|e| e.to_string())?;
+    let mut rdr = csv::Reader::from_reader(input);
     let headers = rdr.headers().map_err(|e| e.to_string())?.clone();
     let index = |name: &str, what: &str| {
         headers
@@ -89,10 +93,6 @@ fn transform(
         Some(f) => Some(index(&f.column, "filter")?),
         None => None,
     };
-    // Write to a temporary name and rename at the end: a failed file never
-    // leaves a half-written output behind.
-    let tmp = super::partial_name(output);
-    let mut wtr = csv::Writer::from_path(&tmp).map_err(|e| e.to_string())?;
     let out_header: Vec<&str> = cols
         .iter()
         .map(|&i| {
@@ -102,13 +102,15 @@ fn transform(
                 .unwrap_or(&headers[i])
         })
         .collect();
-    let result = (|| {
+    let mut counts = (0u64, 0u64);
+    super::write_output(out_dir, name, |file| {
+        let mut wtr = csv::Writer::from_writer(file);
         wtr.write_record(&out_header).map_err(|e| e.to_string())?;
-        let (mut rows_in, mut rows_out) = (0u64, 0u64);
+        let (rows_in, rows_out) = &mut counts;
         let mut rec = csv::StringRecord::new();
         while rdr.read_record(&mut rec).map_err(|e| e.to_string())? {
-            rows_in += 1;
-            if rows_in % 4096 == 0 && ctx.is_cancelled() {
+            *rows_in += 1;
+            if *rows_in % 4096 == 0 && ctx.is_cancelled() {
                 return Err("cancelled".to_string());
             }
             if let (Some(f), Some(i)) = (&spec.filter, filter_col) {
@@ -118,29 +120,19 @@ fn transform(
             }
             wtr.write_record(cols.iter().map(|&i| rec.get(i).unwrap_or("")))
                 .map_err(|e| e.to_string())?;
-            rows_out += 1;
+            *rows_out += 1;
         }
-        wtr.flush().map_err(|e| e.to_string())?;
-        Ok((rows_in, rows_out))
-    })();
-    match result {
-        Ok(counts) => {
-            std::fs::rename(&tmp, output).map_err(|e| e.to_string())?;
-            Ok(counts)
-        }
-        Err(e) => {
-            let _ = std::fs::remove_file(&tmp);
-            Err(e)
-        }
-    }
+        wtr.flush().map_err(|e| e.to_string())
+    })?;
+    Ok(counts)
 }
 
 /// Output path, rows in, rows out.
 type Done = (PathBuf, u64, u64);
 
 pub(crate) fn run(params: &Value, ctx: &RunContext) -> Result<Value, String> {
-    let root = ctx
-        .fs_root()
+    let fs = ctx
+        .fs()
         .ok_or("fs.csv_transform needs a node with --fs-root")?;
     let glob = params
         .get("input_glob")
@@ -173,8 +165,12 @@ pub(crate) fn run(params: &Value, ctx: &RunContext) -> Result<Value, String> {
                 value: f.get("value").map(value_string).unwrap_or_default(),
             }),
     };
-    let inputs = confine_glob(root, "params.input_glob", glob).map_err(|e| e.to_string())?;
-    let out_dir = confine_output_dir(root, "params.output_dir", out).map_err(|e| e.to_string())?;
+    let inputs = fs
+        .glob("params.input_glob", glob)
+        .map_err(|e| e.to_string())?;
+    let (out_rel, out_dir) = fs
+        .output_dir("params.output_dir", out)
+        .map_err(|e| e.to_string())?;
     let names = super::name_counts(&inputs);
     ctx.log(&format!("{} input file(s)", inputs.len()));
     let results: Vec<(PathBuf, Result<Done, String>)> = inputs
@@ -184,8 +180,9 @@ pub(crate) fn run(params: &Value, ctx: &RunContext) -> Result<Value, String> {
                 if ctx.is_cancelled() {
                     return Err("cancelled".to_string());
                 }
-                let output = super::output_for(input, &out_dir, &names)?;
-                let (i, o) = transform(&spec, input, &output, ctx)?;
+                let file = fs.dir().open(input).map_err(|e| e.to_string())?.into_std();
+                let (name, output) = super::output_for(input, &file, &out_dir, &out_rel, &names)?;
+                let (i, o) = transform(&spec, file, &out_dir, &name, ctx)?;
                 Ok((output, i, o))
             })();
             (input.clone(), r)
@@ -201,13 +198,13 @@ pub(crate) fn run(params: &Value, ctx: &RunContext) -> Result<Value, String> {
             Ok((output, rows_in, rows_out)) => {
                 ctx.log(&format!(
                     "{}: {rows_in} rows in, {rows_out} out",
-                    rel(root, &input)
+                    shown(&input)
                 ));
-                files.push(json!({"input": rel(root, &input), "output": rel(root, &output), "rows_in": rows_in, "rows_out": rows_out}));
+                files.push(json!({"input": shown(&input), "output": shown(&output), "rows_in": rows_in, "rows_out": rows_out}));
             }
             Err(e) => {
-                ctx.log(&format!("{}: {e}", rel(root, &input)));
-                errors.push(json!({"input": rel(root, &input), "error": e}));
+                ctx.log(&format!("{}: {e}", shown(&input)));
+                errors.push(json!({"input": shown(&input), "error": e}));
             }
         }
     }

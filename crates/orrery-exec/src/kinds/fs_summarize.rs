@@ -9,10 +9,11 @@
 use std::collections::BTreeMap;
 use std::path::Path;
 
+use cap_std::fs::Dir;
 use rayon::prelude::*;
 use serde_json::{json, Value};
 
-use crate::confine::{confine_existing, rel};
+use crate::confine::{dot, shown};
 use crate::RunContext;
 
 /// Number of largest files reported.
@@ -32,20 +33,20 @@ struct Summary {
 }
 
 impl Summary {
-    fn add_file(&mut self, root: &Path, path: &Path, len: u64) {
+    fn add_file(&mut self, path: &Path, len: u64) {
         self.files += 1;
         self.bytes += len;
         let e = self.by_ext.entry(extension(path)).or_default();
         e.0 += 1;
         e.1 += len;
-        self.largest.push((len, rel(root, path)));
+        self.largest.push((len, shown(path)));
         trim_largest(&mut self.largest);
     }
 
-    fn error(&mut self, root: &Path, path: &Path, err: impl std::fmt::Display) {
+    fn error(&mut self, path: &Path, err: impl std::fmt::Display) {
         self.error_count += 1;
         if self.errors.len() < MAX_ERRORS {
-            self.errors.push((rel(root, path), err.to_string()));
+            self.errors.push((shown(path), err.to_string()));
         }
     }
 
@@ -81,15 +82,18 @@ fn trim_largest(v: &mut Vec<(u64, String)>) {
     v.truncate(LARGEST);
 }
 
-fn walk(root: &Path, dir: &Path, depth: u64, max_depth: Option<u64>, ctx: &RunContext) -> Summary {
+/// Walks `dir` (root-relative `at`) through its handle: each directory is
+/// opened from its parent's handle, never by path, so the walk cannot leave
+/// the root even if the tree changes under it.
+fn walk(dir: &Dir, at: &Path, depth: u64, max_depth: Option<u64>, ctx: &RunContext) -> Summary {
     let mut s = Summary::default();
     if ctx.is_cancelled() {
         return s;
     }
-    let entries: Vec<_> = match std::fs::read_dir(dir) {
+    let entries: Vec<_> = match dir.entries() {
         Ok(rd) => rd.collect(),
         Err(e) => {
-            s.error(root, dir, e);
+            s.error(at, e);
             return s;
         }
     };
@@ -104,20 +108,24 @@ fn walk(root: &Path, dir: &Path, depth: u64, max_depth: Option<u64>, ctx: &RunCo
             let entry = match entry {
                 Ok(e) => e,
                 Err(e) => {
-                    s.error(root, dir, e);
+                    s.error(at, e);
                     return s;
                 }
             };
-            let path = entry.path();
-            match std::fs::symlink_metadata(&path) {
-                Err(e) => s.error(root, &path, e),
+            let path = at.join(entry.file_name());
+            // DirEntry::metadata does not follow symlinks.
+            match entry.metadata() {
+                Err(e) => s.error(&path, e),
                 Ok(md) if md.is_dir() => {
                     s.dirs += 1;
                     if max_depth.is_none_or(|m| here < m) {
-                        s = s.merge(walk(root, &path, here, max_depth, ctx));
+                        match entry.open_dir() {
+                            Ok(sub) => s = s.merge(walk(&sub, &path, here, max_depth, ctx)),
+                            Err(e) => s.error(&path, e),
+                        }
                     }
                 }
-                Ok(md) if md.is_file() => s.add_file(root, &path, md.len()),
+                Ok(md) if md.is_file() => s.add_file(&path, md.len()),
                 Ok(_) => {}
             }
             s
@@ -127,22 +135,30 @@ fn walk(root: &Path, dir: &Path, depth: u64, max_depth: Option<u64>, ctx: &RunCo
 }
 
 pub(crate) fn run(params: &Value, ctx: &RunContext) -> Result<Value, String> {
-    let root = ctx
-        .fs_root()
-        .ok_or("fs.summarize needs a node with --fs-root")?;
+    let fs = ctx.fs().ok_or("fs.summarize needs a node with --fs-root")?;
     let path = params
         .get("path")
         .and_then(Value::as_str)
         .ok_or("params.path is required")?;
     let max_depth = params.get("max_depth").and_then(Value::as_u64);
-    let start = confine_existing(root, "params.path", path).map_err(|e| e.to_string())?;
-    ctx.log(&format!("summarizing {}", rel(root, &start)));
-    let md = std::fs::metadata(&start).map_err(|e| format!("params.path '{path}': {e}"))?;
+    let start = fs
+        .relative("params.path", path)
+        .map_err(|e| e.to_string())?;
+    // Resolved beneath the root handle: a symlink inside is followed, one
+    // leading out is refused.
+    let md = fs
+        .dir()
+        .metadata(dot(&start))
+        .map_err(|e| fs.io_err("params.path", path, e).to_string())?;
+    ctx.log(&format!("summarizing {}", shown(&start)));
     let s = if md.is_dir() {
-        walk(root, &start, 0, max_depth, ctx)
+        let dir = fs
+            .open_dir("params.path", path, &start)
+            .map_err(|e| e.to_string())?;
+        walk(&dir, &start, 0, max_depth, ctx)
     } else {
         let mut s = Summary::default();
-        s.add_file(root, &start, md.len());
+        s.add_file(&start, md.len());
         s
     };
     if ctx.is_cancelled() {

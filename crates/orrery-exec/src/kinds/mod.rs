@@ -1,5 +1,12 @@
 //! The built-in job kinds and their parameter validation.
 
+use std::collections::HashMap;
+use std::ffi::{OsStr, OsString};
+use std::os::unix::fs::MetadataExt as _;
+use std::path::{Path, PathBuf};
+
+use cap_std::fs::{Dir, MetadataExt, OpenOptions};
+
 use serde_json::{Map, Value};
 
 pub(crate) fn validate(kind: &str, params: &Value) -> Result<(), String> {
@@ -182,6 +189,9 @@ fn validate_command(p: &Value) -> Result<(), String> {
                 if k.is_empty() || k.contains('=') || k.contains('\0') {
                     return Err(format!("params.env: invalid variable name '{k}'"));
                 }
+                if let Some(why) = command_env::reserved_env(k) {
+                    return Err(format!("params.env.{k}: a job cannot set it ({why})"));
+                }
                 if !v.is_string() {
                     return Err(format!("params.env.{k} must be a string"));
                 }
@@ -205,22 +215,14 @@ fn validate_command(p: &Value) -> Result<(), String> {
 }
 
 pub(crate) mod command;
+pub(crate) mod command_env;
 pub(crate) mod csv_transform;
 pub(crate) mod fs_summarize;
 pub(crate) mod thumbnail;
 
-/// Where an output is written before being renamed into place.
-pub(crate) fn partial_name(output: &std::path::Path) -> std::path::PathBuf {
-    let mut s = output.as_os_str().to_owned();
-    s.push(".partial");
-    std::path::PathBuf::from(s)
-}
-
 /// How many inputs share each file name (outputs are flat in `output_dir`).
-pub(crate) fn name_counts(
-    inputs: &[std::path::PathBuf],
-) -> std::collections::HashMap<std::ffi::OsString, usize> {
-    let mut m = std::collections::HashMap::new();
+pub(crate) fn name_counts(inputs: &[PathBuf]) -> HashMap<OsString, usize> {
+    let mut m = HashMap::new();
     for i in inputs {
         if let Some(n) = i.file_name() {
             *m.entry(n.to_owned()).or_insert(0) += 1;
@@ -229,24 +231,74 @@ pub(crate) fn name_counts(
     m
 }
 
-/// The output path of `input` in `out_dir`, refusing collisions: two inputs
-/// with the same name, or an output that is its own input.
+/// The output name of `input` (root-relative) in `out_dir`, refusing
+/// collisions: two inputs with the same name, or an output that is its own
+/// input (same file, whatever the path: compared by device and inode of the
+/// opened input). Returns the name and the output's root-relative path.
 pub(crate) fn output_for(
-    input: &std::path::Path,
-    out_dir: &std::path::Path,
-    names: &std::collections::HashMap<std::ffi::OsString, usize>,
-) -> Result<std::path::PathBuf, String> {
+    input: &Path,
+    opened: &std::fs::File,
+    out_dir: &Dir,
+    out_rel: &Path,
+    names: &HashMap<OsString, usize>,
+) -> Result<(OsString, PathBuf), String> {
     let name = input.file_name().ok_or("input has no file name")?;
     if names.get(name).copied().unwrap_or(0) > 1 {
         return Err(
             "another matched file has the same name; outputs would collide in output_dir".into(),
         );
     }
-    let output = out_dir.join(name);
-    if output == input {
-        return Err("output would overwrite the input (output_dir is its directory)".into());
+    let inp = opened.metadata().map_err(|e| e.to_string())?;
+    if let Ok(out) = out_dir.metadata(name) {
+        if out.dev() == inp.dev() && out.ino() == inp.ino() {
+            return Err("output would overwrite the input (output_dir is its directory)".into());
+        }
     }
-    Ok(output)
+    Ok((name.to_owned(), out_rel.join(name)))
+}
+
+/// Writes the output `name` in `out_dir`: `write` fills `NAME.partial`,
+/// which is then renamed into place, so a failed file never leaves a
+/// half-written output; on failure the partial file is removed. Everything
+/// goes through the `out_dir` handle (never a path): the partial file is
+/// created with O_CREAT|O_EXCL, which does not follow a symlink, and rename
+/// replaces a symlink rather than writing through it. A symlink already at
+/// either name is refused outright, for a clear error.
+pub(crate) fn write_output(
+    out_dir: &Dir,
+    name: &OsStr,
+    write: impl FnOnce(std::fs::File) -> Result<(), String>,
+) -> Result<(), String> {
+    let mut partial = name.to_owned();
+    partial.push(".partial");
+    for n in [name, partial.as_os_str()] {
+        if let Ok(md) = out_dir.symlink_metadata(n) {
+            if md.file_type().is_symlink() {
+                return Err(format!(
+                    "output '{}' is a symlink; refusing to write through it",
+                    n.to_string_lossy()
+                ));
+            }
+        }
+    }
+    // A stale partial file of an attempt that died is ours to replace.
+    match out_dir.remove_file(&partial) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(format!("{}: {e}", partial.to_string_lossy())),
+    }
+    let file = out_dir
+        .open_with(&partial, OpenOptions::new().write(true).create_new(true))
+        .map_err(|e| format!("{}: {e}", partial.to_string_lossy()))?;
+    let done = write(file.into_std()).and_then(|()| {
+        out_dir
+            .rename(&partial, out_dir, name)
+            .map_err(|e| format!("{}: {e}", name.to_string_lossy()))
+    });
+    if done.is_err() {
+        let _ = out_dir.remove_file(&partial);
+    }
+    done
 }
 
 /// Runs a blocking built-in kind (everything but `command`).

@@ -3,12 +3,16 @@
 //! that small are copied at their size, never enlarged). The output has the
 //! input's file name and format (PNG or JPEG).
 
-use std::path::{Path, PathBuf};
+use std::ffi::OsStr;
+use std::io::{BufReader, BufWriter, Write};
+use std::path::PathBuf;
+
+use cap_std::fs::Dir;
 
 use rayon::prelude::*;
 use serde_json::{json, Value};
 
-use crate::confine::{confine_glob, confine_output_dir, rel};
+use crate::confine::shown;
 use crate::RunContext;
 
 /// Thumbnail size for a `w`×`h` image whose longer side must fit `max_side`.
@@ -23,9 +27,13 @@ pub(crate) fn fit(w: u32, h: u32, max_side: u32) -> (u32, u32) {
     (scale(w), scale(h))
 }
 
-fn one(input: &Path, output: &Path, max_side: u32) -> Result<(u32, u32, u32, u32), String> {
-    let reader = image::ImageReader::open(input)
-        .map_err(|e| e.to_string())?
+fn one(
+    input: std::fs::File,
+    out_dir: &Dir,
+    name: &OsStr,
+    max_side: u32,
+) -> Result<(u32, u32, u32, u32), String> {
+    let reader = image::ImageReader::new(BufReader::new(input))
         .with_guessed_format()
         .map_err(|e| e.to_string())?;
     // The content decides the format, not the file name.
@@ -47,25 +55,22 @@ fn one(input: &Path, output: &Path, max_side: u32) -> Result<(u32, u32, u32, u32
     } else {
         thumb
     };
-    let tmp = super::partial_name(output);
-    let saved = thumb
-        .save_with_format(&tmp, format)
-        .map_err(|e| e.to_string());
-    match saved.and_then(|_| std::fs::rename(&tmp, output).map_err(|e| e.to_string())) {
-        Ok(()) => Ok((w, h, tw, th)),
-        Err(e) => {
-            let _ = std::fs::remove_file(&tmp);
-            Err(e)
-        }
-    }
+    super::write_output(out_dir, name, |file| {
+        let mut out = BufWriter::new(file);
+        thumb
+            .write_to(&mut out, format)
+            .map_err(|e| e.to_string())?;
+        out.flush().map_err(|e| e.to_string())
+    })?;
+    Ok((w, h, tw, th))
 }
 
 /// Output path and (width, height, thumb width, thumb height).
 type Done = (PathBuf, (u32, u32, u32, u32));
 
 pub(crate) fn run(params: &Value, ctx: &RunContext) -> Result<Value, String> {
-    let root = ctx
-        .fs_root()
+    let fs = ctx
+        .fs()
         .ok_or("image.thumbnail needs a node with --fs-root")?;
     let glob = params
         .get("input_glob")
@@ -81,8 +86,12 @@ pub(crate) fn run(params: &Value, ctx: &RunContext) -> Result<Value, String> {
         .and_then(|n| u32::try_from(n).ok())
         .filter(|&n| n > 0)
         .ok_or("params.max_side must be a positive integer")?;
-    let inputs = confine_glob(root, "params.input_glob", glob).map_err(|e| e.to_string())?;
-    let out_dir = confine_output_dir(root, "params.output_dir", out).map_err(|e| e.to_string())?;
+    let inputs = fs
+        .glob("params.input_glob", glob)
+        .map_err(|e| e.to_string())?;
+    let (out_rel, out_dir) = fs
+        .output_dir("params.output_dir", out)
+        .map_err(|e| e.to_string())?;
     let names = super::name_counts(&inputs);
     ctx.log(&format!("{} input image(s)", inputs.len()));
     let results: Vec<(PathBuf, Result<Done, String>)> = inputs
@@ -92,8 +101,9 @@ pub(crate) fn run(params: &Value, ctx: &RunContext) -> Result<Value, String> {
                 if ctx.is_cancelled() {
                     return Err("cancelled".to_string());
                 }
-                let output = super::output_for(input, &out_dir, &names)?;
-                Ok((output.clone(), one(input, &output, max_side)?))
+                let file = fs.dir().open(input).map_err(|e| e.to_string())?.into_std();
+                let (name, output) = super::output_for(input, &file, &out_dir, &out_rel, &names)?;
+                Ok((output, one(file, &out_dir, &name, max_side)?))
             })();
             (input.clone(), r)
         })
@@ -106,15 +116,13 @@ pub(crate) fn run(params: &Value, ctx: &RunContext) -> Result<Value, String> {
     for (input, r) in results {
         match r {
             Ok((output, (w, h, tw, th))) => {
-                ctx.log(&format!("{}: {w}x{h} -> {tw}x{th}", rel(root, &input)));
-                files.push(
-                    json!({"input": rel(root, &input), "output": rel(root, &output),
-                    "width": w, "height": h, "thumb_width": tw, "thumb_height": th}),
-                );
+                ctx.log(&format!("{}: {w}x{h} -> {tw}x{th}", shown(&input)));
+                files.push(json!({"input": shown(&input), "output": shown(&output),
+                    "width": w, "height": h, "thumb_width": tw, "thumb_height": th}));
             }
             Err(e) => {
-                ctx.log(&format!("{}: {e}", rel(root, &input)));
-                errors.push(json!({"input": rel(root, &input), "error": e}));
+                ctx.log(&format!("{}: {e}", shown(&input)));
+                errors.push(json!({"input": shown(&input), "error": e}));
             }
         }
     }

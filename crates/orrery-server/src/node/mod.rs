@@ -58,6 +58,8 @@ pub struct NodeConfig {
     pub fs_root: Option<PathBuf>,
     /// Run `command` jobs on this node.
     pub allow_command_jobs: bool,
+    /// The user `command` jobs run as when the node runs as root.
+    pub command_user: Option<String>,
     /// Which of the host's GPUs this node's engine manages.
     pub gpus: orrery_exec::GpuSelection,
     /// How long finished jobs are kept before shard leaders prune them.

@@ -38,6 +38,8 @@ impl JobsService {
             slots: cfg.workers,
             fs_root: cfg.fs_root.clone(),
             allow_command_jobs: cfg.allow_command_jobs,
+            scratch_root: Some(cfg.data_dir.join("scratch")),
+            command_user: cfg.command_user.clone(),
             gpus: cfg.gpus.clone(),
             ..Default::default()
         };

@@ -142,4 +142,18 @@ impl JobSource for EngineSource {
             .map(|_| ())
             .map_err(source_error)
     }
+
+    async fn fail_permanently(
+        &self,
+        job_id: &str,
+        t: u64,
+        error: String,
+        run: RunReport,
+    ) -> Result<(), SourceError> {
+        self.0
+            .fail(job_id, token(t)?, error, false, facts(&run))
+            .await
+            .map(|_| ())
+            .map_err(source_error)
+    }
 }
