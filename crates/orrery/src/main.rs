@@ -2,6 +2,7 @@
 
 use anyhow::{bail, Context, Result};
 use clap::{Parser, Subcommand, ValueEnum};
+use orrery_server::service::policies::{HttpAllowlist, PolicyConfig};
 use orrery_server::{GpuSelection, NodeConfig, RaftSettings};
 use serde::Deserialize;
 use std::path::PathBuf;
@@ -113,6 +114,15 @@ struct ServeArgs {
     /// [default: 86400].
     #[arg(long, env = "ORRERY_JOB_RETENTION_S")]
     job_retention_s: Option<u64>,
+    /// Addresses `http` data sources may reach although they are loopback,
+    /// private or link-local: CIDRs, IPs and host names separated by commas
+    /// (`127.0.0.1,10.1.0.0/16,metrics.internal`) [default: none].
+    #[arg(long, env = "ORRERY_HTTP_SOURCES_ALLOW")]
+    http_sources_allow: Option<String>,
+    /// The largest deadline, in ms, a policy version may ask for
+    /// (`deadline_ms` in its graph; 100 when absent) [default: 1000].
+    #[arg(long, env = "ORRERY_POLICY_MAX_DEADLINE_MS")]
+    policy_max_deadline_ms: Option<u64>,
 }
 
 impl ServeArgs {
@@ -142,7 +152,9 @@ impl ServeArgs {
             fs_root,
             allow_command_jobs,
             gpus,
-            job_retention_s
+            job_retention_s,
+            http_sources_allow,
+            policy_max_deadline_ms
         )
     }
 }
@@ -224,6 +236,15 @@ async fn serve(args: ServeArgs) -> Result<()> {
         Some(s) => s.parse().map_err(anyhow::Error::msg)?,
         None => GpuSelection::All,
     };
+    let policies = PolicyConfig {
+        http_allow: HttpAllowlist::parse(args.http_sources_allow.as_deref().unwrap_or(""))
+            .map_err(|e| anyhow::anyhow!("--http-sources-allow: {e}"))?,
+        max_deadline_ms: match args.policy_max_deadline_ms {
+            Some(0) => bail!("--policy-max-deadline-ms must be positive"),
+            Some(ms) => ms,
+            None => PolicyConfig::default().max_deadline_ms,
+        },
+    };
     let cfg = NodeConfig {
         id,
         addr: args.advertise.unwrap_or_else(|| listen.clone()),
@@ -247,6 +268,7 @@ async fn serve(args: ServeArgs) -> Result<()> {
         allow_command_jobs: args.allow_command_jobs.unwrap_or(false),
         gpus,
         job_retention: Duration::from_secs(args.job_retention_s.unwrap_or(86_400)),
+        policies,
     };
     orrery_server::run(cfg, &listen, &peer_listen, shutdown_signal(), |b| {
         eprintln!(

@@ -33,6 +33,10 @@ pub enum ApiError {
     /// variant index travels in forwarded replies.
     #[error("{}", crate::node::version::too_low_message(*required, *active))]
     ClusterVersionTooLow { required: u32, active: u32 },
+    /// A policy run passed its deadline. After `ClusterVersionTooLow`: the
+    /// variant index travels in forwarded replies.
+    #[error("{0}")]
+    EvaluationTimeout(String),
 }
 
 impl ApiError {
@@ -58,6 +62,7 @@ impl ApiError {
             ApiError::NotInitialized => "not_initialized",
             ApiError::Internal(_) => "internal",
             ApiError::ClusterVersionTooLow { .. } => "cluster_version_too_low",
+            ApiError::EvaluationTimeout(_) => "evaluation_timeout",
         }
     }
 
@@ -72,6 +77,10 @@ impl ApiError {
             }
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
             ApiError::ClusterVersionTooLow { .. } => StatusCode::CONFLICT,
+            // 422, not 408: the request arrived in time; this policy cannot
+            // be evaluated on this input within its deadline, and clients
+            // and proxies must not retry it automatically as they may a 408.
+            ApiError::EvaluationTimeout(_) => StatusCode::UNPROCESSABLE_ENTITY,
         }
     }
 
@@ -111,6 +120,7 @@ impl From<ApiError> for tonic::Status {
             }
             ApiError::Internal(_) => tonic::Status::internal(msg),
             ApiError::ClusterVersionTooLow { .. } => tonic::Status::failed_precondition(msg),
+            ApiError::EvaluationTimeout(_) => tonic::Status::deadline_exceeded(msg),
         }
     }
 }
@@ -144,6 +154,7 @@ impl From<orrery_policy::PolicyError> for ApiError {
                 ApiError::bad("invalid_graph", format!("node {node:?}: {message}"))
             }
             PolicyError::Input(m) => ApiError::bad("invalid_input", m),
+            PolicyError::TooLarge(m) => ApiError::TooLarge(m),
             PolicyError::Internal(m) => ApiError::Internal(m),
         }
     }
@@ -180,6 +191,17 @@ mod tests {
         let r = e.clone().into_response();
         assert_eq!(r.headers()[header::RETRY_AFTER], "1");
         assert_eq!(tonic::Status::from(e).code(), tonic::Code::Unavailable);
+    }
+
+    #[test]
+    fn policy_limits_have_their_own_codes() {
+        let e = ApiError::EvaluationTimeout("run r: evaluation_timeout".into());
+        assert_eq!(e.http_status(), StatusCode::UNPROCESSABLE_ENTITY);
+        assert_eq!(e.body()["error"]["code"], "evaluation_timeout");
+        assert_eq!(tonic::Status::from(e).code(), tonic::Code::DeadlineExceeded);
+        let e = ApiError::from(orrery_policy::PolicyError::TooLarge("big".into()));
+        assert_eq!(e.http_status(), StatusCode::PAYLOAD_TOO_LARGE);
+        assert_eq!(e.body()["error"]["code"], "too_large");
     }
 
     #[test]

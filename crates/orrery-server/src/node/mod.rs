@@ -61,6 +61,8 @@ pub struct NodeConfig {
     pub gpus: orrery_exec::GpuSelection,
     /// How long finished jobs are kept before shard leaders prune them.
     pub job_retention: Duration,
+    /// Policy settings: the http source allowlist, the deadline maximum.
+    pub policies: crate::service::policies::PolicyConfig,
 }
 
 impl NodeConfig {
