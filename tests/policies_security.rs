@@ -212,11 +212,11 @@ async fn http_sources_cannot_reach_the_host() {
         assert_eq!(run["output"]["r"]["score"], 42, "{run}");
     }
 
-    // Refused at lookup time: a name resolving to loopback, a key that
-    // makes the host an address, a redirect, an oversize body.
+    // Refused at lookup time: a key that makes the host an address, a
+    // redirect, an oversize body. (A name resolving to loopback: in the
+    // other test, whose node allows no loopback address.)
     let port = svc.rsplit(':').next().unwrap().to_string();
     let cases = [
-        ("byname", format!("http://localhost:{port}/ok/{{key}}"), "x", "loopback"),
         ("bykey", format!("http://127.0.0.{{key}}:{port}/ok"), "2", "loopback"),
         ("redirect", format!("{svc}/redirect/{{key}}"), "x", "redirects are not followed"),
         ("big", format!("{svc}/big/{{key}}"), "x", "larger than"),
@@ -339,6 +339,16 @@ async fn costly_policies_stop_at_their_deadline_and_the_node_keeps_serving() {
         "KV GET p99 {p99:?} while costly runs were in flight (idle max {:?})",
         idle.last()
     );
+
+    // A host name is resolved and checked at lookup time: localhost is
+    // loopback, and this node allows nothing.
+    let src = source("byname", "http://localhost:9/ok/{key}", json!({}));
+    let (s, v) = call(&c, "POST", "/v1/data-sources", Some(src)).await;
+    assert_eq!(s, 201, "{v}");
+    let run = run_lookup(&c, "p-byname", "byname", "x").await;
+    assert_eq!(run["status"], "failed", "{run}");
+    let e = run["error"].as_str().unwrap_or_default();
+    assert!(e.contains("loopback") && e.contains("localhost"), "{e}");
 
     // A small input finishes; a command enqueue is refused at creation.
     let (s, v) = call(&c, "POST", "/v1/policies/costly/runs", Some(json!({"input": {"xs": [1, 2]}}))).await;
