@@ -99,14 +99,10 @@ async fn https_server() -> (String, String) {
     let ck = rcgen::generate_simple_self_signed(vec!["127.0.0.1".into(), "localhost".into()])
         .expect("certificate");
     let key = rustls::pki_types::PrivateKeyDer::Pkcs8(ck.key_pair.serialize_der().into());
-    let cfg = rustls::ServerConfig::builder_with_provider(Arc::new(
-        rustls::crypto::ring::default_provider(),
-    ))
-    .with_safe_default_protocol_versions()
-    .expect("protocols")
-    .with_no_client_auth()
-    .with_single_cert(vec![ck.cert.der().clone()], key)
-    .expect("server config");
+    let cfg = rustls::ServerConfig::builder()
+        .with_no_client_auth()
+        .with_single_cert(vec![ck.cert.der().clone()], key)
+        .expect("server config");
     let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(cfg));
     let l = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
@@ -142,7 +138,13 @@ async fn run_lookup(c: &Cluster, name: &str, source: &str, key: &str) -> Value {
     let (s, v) = call(c, "POST", "/v1/policies", Some(json!({"name": name}))).await;
     assert_eq!(s, 201, "{v}");
     let path = format!("/v1/policies/{name}/versions");
-    let (s, v) = call(c, "POST", &path, Some(json!({"graph": lookup_graph(source), "activate": true}))).await;
+    let (s, v) = call(
+        c,
+        "POST",
+        &path,
+        Some(json!({"graph": lookup_graph(source), "activate": true})),
+    )
+    .await;
     assert!(s == 200 || s == 201, "{v}");
     let path = format!("/v1/policies/{name}/runs");
     let (s, v) = call(c, "POST", &path, Some(json!({"input": {"k": key}}))).await;
@@ -189,12 +191,28 @@ async fn http_sources_cannot_reach_the_host() {
         "ftp://example.com/{key}",
         "http://user:pw@example.com/{key}",
     ] {
-        let (s, v) = call(&c, "POST", "/v1/data-sources", Some(source("bad", url, json!({})))).await;
+        let (s, v) = call(
+            &c,
+            "POST",
+            "/v1/data-sources",
+            Some(source("bad", url, json!({}))),
+        )
+        .await;
         assert_eq!(s, 400, "{url}: {v}");
         assert_eq!(v["error"]["code"], "invalid_source", "{url}: {v}");
     }
-    for extra in [json!({"timeout_ms": 30_001}), json!({"timeout_ms": 0}), json!({"retries": 11})] {
-        let (s, v) = call(&c, "POST", "/v1/data-sources", Some(source("bad", &format!("{svc}/ok"), extra.clone()))).await;
+    for extra in [
+        json!({"timeout_ms": 30_001}),
+        json!({"timeout_ms": 0}),
+        json!({"retries": 11}),
+    ] {
+        let (s, v) = call(
+            &c,
+            "POST",
+            "/v1/data-sources",
+            Some(source("bad", &format!("{svc}/ok"), extra.clone())),
+        )
+        .await;
         assert_eq!(s, 400, "{extra}: {v}");
     }
 
@@ -205,7 +223,13 @@ async fn http_sources_cannot_reach_the_host() {
         ("tls", format!("{tls}/ok/{{key}}")),
     ];
     for (name, url) in &ok_sources {
-        let (s, v) = call(&c, "POST", "/v1/data-sources", Some(source(name, url, json!({})))).await;
+        let (s, v) = call(
+            &c,
+            "POST",
+            "/v1/data-sources",
+            Some(source(name, url, json!({}))),
+        )
+        .await;
         assert_eq!(s, 201, "{v}");
         let run = run_lookup(&c, &format!("p-{name}"), name, "a").await;
         assert_eq!(run["status"], "succeeded", "{name}: {run}");
@@ -217,12 +241,28 @@ async fn http_sources_cannot_reach_the_host() {
     // other test, whose node allows no loopback address.)
     let port = svc.rsplit(':').next().unwrap().to_string();
     let cases = [
-        ("bykey", format!("http://127.0.0.{{key}}:{port}/ok"), "2", "loopback"),
-        ("redirect", format!("{svc}/redirect/{{key}}"), "x", "redirects are not followed"),
+        (
+            "bykey",
+            format!("http://127.0.0.{{key}}:{port}/ok"),
+            "2",
+            "loopback",
+        ),
+        (
+            "redirect",
+            format!("{svc}/redirect/{{key}}"),
+            "x",
+            "redirects are not followed",
+        ),
         ("big", format!("{svc}/big/{{key}}"), "x", "larger than"),
     ];
     for (name, url, key, needle) in &cases {
-        let (s, v) = call(&c, "POST", "/v1/data-sources", Some(source(name, url, json!({})))).await;
+        let (s, v) = call(
+            &c,
+            "POST",
+            "/v1/data-sources",
+            Some(source(name, url, json!({}))),
+        )
+        .await;
         assert_eq!(s, 201, "{name}: {v}");
         let run = run_lookup(&c, &format!("p-{name}"), name, key).await;
         assert_eq!(run["status"], "failed", "{name}: {run}");
@@ -240,7 +280,13 @@ async fn http_sources_cannot_reach_the_host() {
     let run = run_lookup(&c, "p-slow", "slow", "x").await;
     let took = t.elapsed();
     assert_eq!(run["status"], "failed", "{run}");
-    assert!(run["error"].as_str().unwrap_or_default().contains("timed out"), "{run}");
+    assert!(
+        run["error"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("timed out"),
+        "{run}"
+    );
     // The policy and version creation are in `took` too: generous bound.
     assert!(took < Duration::from_secs(4), "the lookup took {took:?}");
 }
@@ -269,16 +315,34 @@ async fn costly_policies_stop_at_their_deadline_and_the_node_keeps_serving() {
     let versions = "/v1/policies/costly/versions";
 
     // Limits refused at creation, with their codes.
-    let (s, v) = call(&c, "POST", versions, Some(json!({"graph": costly_graph(Some(5_000))}))).await;
+    let (s, v) = call(
+        &c,
+        "POST",
+        versions,
+        Some(json!({"graph": costly_graph(Some(5_000))})),
+    )
+    .await;
     assert_eq!(s, 400, "{v}");
-    assert!(v["error"]["message"].as_str().unwrap().contains("deadline_ms"), "{v}");
+    assert!(
+        v["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("deadline_ms"),
+        "{v}"
+    );
     let mut long = costly_graph(None);
     long["nodes"][1]["config"]["assign"]["r"] = json!(format!("1{}", " + 1".repeat(1100)));
     let (s, v) = call(&c, "POST", versions, Some(json!({"graph": long}))).await;
     assert_eq!(s, 413, "{v}");
     assert_eq!(v["error"]["code"], "too_large", "{v}");
 
-    let (s, v) = call(&c, "POST", versions, Some(json!({"graph": costly_graph(None), "activate": true}))).await;
+    let (s, v) = call(
+        &c,
+        "POST",
+        versions,
+        Some(json!({"graph": costly_graph(None), "activate": true})),
+    )
+    .await;
     assert!(s == 200 || s == 201, "{v}");
     let xs: Vec<i64> = (0..3000).collect();
     let input = json!({"input": {"xs": xs}});
@@ -351,7 +415,13 @@ async fn costly_policies_stop_at_their_deadline_and_the_node_keeps_serving() {
     assert!(e.contains("loopback") && e.contains("localhost"), "{e}");
 
     // A small input finishes; a command enqueue is refused at creation.
-    let (s, v) = call(&c, "POST", "/v1/policies/costly/runs", Some(json!({"input": {"xs": [1, 2]}}))).await;
+    let (s, v) = call(
+        &c,
+        "POST",
+        "/v1/policies/costly/runs",
+        Some(json!({"input": {"xs": [1, 2]}})),
+    )
+    .await;
     assert_eq!(s, 200, "{v}");
     assert_eq!(v["status"], "succeeded", "{v}");
     let (s, v) = call(&c, "POST", "/v1/queues", Some(json!({"name": "q"}))).await;
@@ -367,5 +437,8 @@ async fn costly_policies_stop_at_their_deadline_and_the_node_keeps_serving() {
     let (s, v) = call(&c, "POST", versions, Some(json!({"graph": cmd}))).await;
     assert_eq!(s, 400, "{v}");
     assert_eq!(v["error"]["code"], "invalid_graph", "{v}");
-    assert!(v["error"]["message"].as_str().unwrap().contains("command"), "{v}");
+    assert!(
+        v["error"]["message"].as_str().unwrap().contains("command"),
+        "{v}"
+    );
 }

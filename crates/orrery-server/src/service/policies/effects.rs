@@ -136,7 +136,11 @@ impl PolicyEffects<'_> {
             return Err("not an http source".into());
         };
         let cache = &self.svc.http_cache;
-        let client = self.svc.http_client.as_ref().map_err(|e| format!("{name}: {e}"))?;
+        let client = self
+            .svc
+            .http_client
+            .as_ref()
+            .map_err(|e| format!("{name}: {e}"))?;
         let url = url_template.replace("{key}", &encode(key));
         // Again here: the key may have made the host an address literal,
         // which reqwest connects to without asking the resolver.
@@ -291,7 +295,10 @@ impl Effects for PolicyEffects<'_> {
 /// (read in chunks: a declared length may be absent or wrong).
 async fn body(mut resp: reqwest::Response) -> Result<Vec<u8>, String> {
     let too_big = || format!("the response is larger than {LOOKUP_MAX_BYTES} bytes");
-    if resp.content_length().is_some_and(|n| n > LOOKUP_MAX_BYTES as u64) {
+    if resp
+        .content_length()
+        .is_some_and(|n| n > LOOKUP_MAX_BYTES as u64)
+    {
         return Err(too_big());
     }
     let mut out = Vec::new();

@@ -179,7 +179,10 @@ pub fn forbidden(ip: IpAddr) -> Option<&'static str> {
 pub fn check_url(url: &str, allow: &HttpAllowlist) -> Result<Url, String> {
     let u = Url::parse(url).map_err(|e| format!("{url:?} is not a URL: {e}"))?;
     if u.scheme() != "http" && u.scheme() != "https" {
-        return Err(format!("only http and https URLs are allowed, not {:?}", u.scheme()));
+        return Err(format!(
+            "only http and https URLs are allowed, not {:?}",
+            u.scheme()
+        ));
     }
     if !u.username().is_empty() || u.password().is_some() {
         return Err("URLs may not carry credentials (user:password@)".into());
@@ -187,7 +190,11 @@ pub fn check_url(url: &str, allow: &HttpAllowlist) -> Result<Url, String> {
     // The parser normalises IP literals (`0x7f.1` is `127.0.0.1`), so a
     // host that parses as an IP here is the address a connection would use.
     let host = u.host_str().ok_or_else(|| format!("{url:?} has no host"))?;
-    let Ok(ip) = host.trim_start_matches('[').trim_end_matches(']').parse::<IpAddr>() else {
+    let Ok(ip) = host
+        .trim_start_matches('[')
+        .trim_end_matches(']')
+        .parse::<IpAddr>()
+    else {
         return Ok(u);
     };
     match allow.refuses(ip) {
@@ -209,9 +216,8 @@ impl Resolve for GuardedResolver {
         let allow = self.allow.clone();
         Box::pin(async move {
             let host = name.as_str().to_string();
-            let addrs: Vec<SocketAddr> = tokio::net::lookup_host((host.as_str(), 0))
-                .await?
-                .collect();
+            let addrs: Vec<SocketAddr> =
+                tokio::net::lookup_host((host.as_str(), 0)).await?.collect();
             if !allow.allows_host(&host) {
                 for a in &addrs {
                     if let Some(why) = allow.refuses(a.ip()) {
