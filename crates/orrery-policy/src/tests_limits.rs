@@ -19,8 +19,10 @@ fn one_transform(expr: &str) -> Json {
 }
 
 fn build(g: Json) -> Result<Arc<Compiled>, PolicyError> {
-    let mut cat = Catalog::default();
-    cat.queues = Some(["q".to_string()].into_iter().collect());
+    let cat = Catalog {
+        queues: Some(["q".to_string()].into_iter().collect()),
+        ..Catalog::default()
+    };
     compile(&parse_graph(&g)?, &cat)
 }
 

@@ -90,7 +90,7 @@ impl HttpAllowlist {
 
     fn allows_host(&self, host: &str) -> bool {
         let h = host.trim_end_matches('.').to_ascii_lowercase();
-        self.hosts.iter().any(|a| *a == h)
+        self.hosts.contains(&h)
     }
 
     /// Why connecting to `ip` is refused, or `None` when it is allowed.
