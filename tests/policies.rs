@@ -121,7 +121,13 @@ async fn policies_end_to_end() {
     let root = tempfile::tempdir().expect("tempdir");
     let root_path = root.path().canonicalize().expect("canonical root");
     let root_s = root_path.to_string_lossy().to_string();
-    let c = Cluster::formed(3, 2, &["--fs-root", &root_s]).await;
+    // The local http service behind the sources listens on loopback.
+    let c = Cluster::formed(
+        3,
+        2,
+        &["--fs-root", &root_s, "--http-sources-allow", "127.0.0.1"],
+    )
+    .await;
 
     // --- policies and validation ---
     let p = ok(

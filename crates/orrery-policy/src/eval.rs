@@ -3,17 +3,24 @@
 //!
 //! Evaluation is async only because lookups are: everything else is plain
 //! CEL on in-memory values. Lookups go through [`Effects`], which the server
-//! implements (kv, http) and tests implement with maps.
+//! implements (kv, http) and tests implement with maps; so does the CEL work
+//! itself ([`Effects::compute`]), which the server runs off its async
+//! runtime. The walk itself is in [`crate::walk`].
 
-use crate::graph::{Compiled, CompiledKind, Expression, FieldType, OnError};
-use crate::PolicyError;
-use cel::{Context, Value};
+use crate::graph::{Compiled, CompiledKind, FieldType};
+use crate::{limits, PolicyError};
+use cel::Value;
 use futures::future::BoxFuture;
 use serde::{Deserialize, Serialize};
 use serde_json::Value as Json;
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
+
+pub use crate::walk::evaluate;
+
+/// A CPU-bound part of an evaluation, handed to [`Effects::compute`].
+pub type Job = Box<dyn FnOnce() + Send + 'static>;
 
 /// Side effects a graph may have: reading a data source, submitting a job.
 pub trait Effects: Send + Sync {
@@ -32,6 +39,18 @@ pub trait Effects: Send + Sync {
     ) -> BoxFuture<'a, Result<Option<String>, String>> {
         let _ = (node, kind, params);
         Box::pin(async move { Err(format!("queue {queue:?} is not available here")) })
+    }
+
+    /// Runs `job`, CEL evaluation that may use the CPU until `deadline`
+    /// (it fails itself past it, see [`crate::limits`]). The server runs it
+    /// on a bounded pool of blocking threads so that a costly expression
+    /// never occupies an async worker; `Err` when it could not run it by
+    /// `deadline` (the pool was busy) or it did not finish. The default
+    /// runs it inline.
+    fn compute<'a>(&'a self, job: Job, deadline: Instant) -> BoxFuture<'a, Result<(), String>> {
+        let _ = deadline;
+        job();
+        Box::pin(async { Ok(()) })
     }
 }
 
@@ -72,6 +91,9 @@ pub struct Outcome {
     pub output: Option<Json>,
     pub trace: Vec<TraceEntry>,
     pub error: Option<String>,
+    /// The run failed because it passed its deadline (`error` says where).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub timed_out: bool,
 }
 
 impl Outcome {
@@ -80,7 +102,7 @@ impl Outcome {
     }
 }
 
-fn now_ms() -> u64 {
+pub(crate) fn now_ms() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_millis() as u64)
@@ -115,7 +137,7 @@ pub fn to_json(v: &Value) -> Result<Json, String> {
 
 /// The text a value hashes or looks up as: strings as they are, anything
 /// else as JSON.
-fn key_text(v: &Value) -> Result<String, String> {
+pub(crate) fn key_text(v: &Value) -> Result<String, String> {
     match v {
         Value::String(s) => Ok(s.to_string()),
         other => Ok(to_json(other)?.to_string()),
@@ -166,6 +188,15 @@ pub fn check_input(c: &Compiled, input: &Json) -> Result<Value, PolicyError> {
     let obj = input
         .as_object()
         .ok_or_else(|| PolicyError::Input("the input must be a JSON object".into()))?;
+    let size = serde_json::to_vec(input)
+        .map(|v| v.len())
+        .unwrap_or(usize::MAX);
+    if size > limits::MAX_INPUT_BYTES {
+        return Err(PolicyError::TooLarge(format!(
+            "the input is {size} bytes of JSON; at most {} are allowed",
+            limits::MAX_INPUT_BYTES
+        )));
+    }
     let mut out: HashMap<String, Value> = obj.iter().map(|(k, v)| (k.clone(), to_cel(v))).collect();
     for (name, ty, optional) in fields {
         let Some(v) = obj.get(name) else {
@@ -237,351 +268,6 @@ pub fn pick<'a, T>(salt: &str, key: &str, weighted: &'a [(T, u64)]) -> Option<&'
         }
     }
     None
-}
-
-struct Scope {
-    input: Value,
-    vars: Vec<(String, Value)>,
-}
-
-impl Scope {
-    fn set(&mut self, name: &str, v: Value) {
-        match self.vars.iter_mut().find(|(n, _)| n == name) {
-            Some(slot) => slot.1 = v,
-            None => self.vars.push((name.to_string(), v)),
-        }
-    }
-
-    fn context(&self) -> Context<'_, '_> {
-        let mut ctx = Context::default();
-        ctx.add_variable_from_value("input", self.input.clone());
-        for (n, v) in &self.vars {
-            ctx.add_variable_from_value(n.clone(), v.clone());
-        }
-        ctx
-    }
-
-    fn eval(&self, ctx: &Context, e: &Expression) -> Result<Value, String> {
-        e.program
-            .execute(ctx)
-            .map_err(|err| format!("{:?}: {err}", e.source))
-    }
-}
-
-fn entry(id: &str, kind: &str, started: u64, t: Instant) -> TraceEntry {
-    TraceEntry {
-        id: id.to_string(),
-        kind: kind.to_string(),
-        started,
-        duration_us: t.elapsed().as_micros() as u64,
-        output: None,
-        branch: None,
-        arm: None,
-        error: None,
-    }
-}
-
-/// Evaluates `c` on an input already checked by [`check_input`].
-pub async fn evaluate(c: &Compiled, input: Value, fx: &dyn Effects) -> Outcome {
-    let mut scope = Scope {
-        input,
-        vars: Vec::new(),
-    };
-    let mut trace = Vec::new();
-    let mut at = c.input;
-    // A graph is acyclic, so a walk visits at most every node once.
-    for _ in 0..=c.nodes.len() {
-        let node = &c.nodes[at];
-        let started = now_ms();
-        let t = Instant::now();
-        let step: Result<Option<usize>, String> = match &node.kind {
-            CompiledKind::Input { .. } => {
-                trace.push(entry(&node.id, node.kind_name, started, t));
-                Ok(node.next)
-            }
-            CompiledKind::Transform { assign } => {
-                let ctx = scope.context();
-                let mut vals = Vec::with_capacity(assign.len());
-                let mut failed = None;
-                for (name, e) in assign {
-                    match scope.eval(&ctx, e) {
-                        Ok(v) => vals.push((name.clone(), v)),
-                        Err(err) => {
-                            failed = Some(format!("assign.{name}: {err}"));
-                            break;
-                        }
-                    }
-                }
-                drop(ctx);
-                let mut te = entry(&node.id, node.kind_name, started, t);
-                match failed {
-                    Some(err) => {
-                        te.error = Some(err.clone());
-                        trace.push(te);
-                        Err(err)
-                    }
-                    None => {
-                        let mut shown = serde_json::Map::new();
-                        for (n, v) in vals {
-                            shown.insert(n.clone(), to_json(&v).unwrap_or(Json::Null));
-                            scope.set(&n, v);
-                        }
-                        te.output = Some(Json::Object(shown));
-                        trace.push(te);
-                        Ok(node.next)
-                    }
-                }
-            }
-            CompiledKind::Branch {
-                conditions,
-                default,
-            } => {
-                let ctx = scope.context();
-                let mut chosen = Ok(*default);
-                for (e, target) in conditions {
-                    match scope.eval(&ctx, e) {
-                        Ok(Value::Bool(true)) => {
-                            chosen = Ok(*target);
-                            break;
-                        }
-                        Ok(Value::Bool(false)) => {}
-                        Ok(other) => {
-                            chosen =
-                                Err(format!("condition {:?} is not a bool: {other:?}", e.source));
-                            break;
-                        }
-                        Err(err) => {
-                            chosen = Err(err);
-                            break;
-                        }
-                    }
-                }
-                let mut te = entry(&node.id, node.kind_name, started, t);
-                match &chosen {
-                    Ok(to) => te.branch = Some(c.nodes[*to].id.clone()),
-                    Err(e) => te.error = Some(e.clone()),
-                }
-                trace.push(te);
-                chosen.map(Some)
-            }
-            CompiledKind::Allocation { key, arms, total } => {
-                let ctx = scope.context();
-                let r = scope.eval(&ctx, key).and_then(|v| key_text(&v)).map(|k| {
-                    let b = bucket(&node.id, &k, *total);
-                    arms.iter().find(|(_, cum, _)| b < *cum).or(arms.last())
-                });
-                let mut te = entry(&node.id, node.kind_name, started, t);
-                let r = match r {
-                    Ok(Some((arm, _, to))) => {
-                        te.arm = Some(arm.clone());
-                        te.branch = Some(c.nodes[*to].id.clone());
-                        Ok(Some(*to))
-                    }
-                    Ok(None) => Err("no arm".to_string()),
-                    Err(e) => Err(e),
-                };
-                if let Err(e) = &r {
-                    te.error = Some(e.clone());
-                }
-                trace.push(te);
-                r
-            }
-            CompiledKind::Lookup { .. } => {
-                // Consecutive lookups whose keys do not read each other's
-                // results run concurrently.
-                let mut group = vec![at];
-                let mut names: Vec<&str> = Vec::new();
-                if let CompiledKind::Lookup { name, .. } = &node.kind {
-                    names.push(name);
-                }
-                let mut nx = node.next;
-                while let Some(n) = nx {
-                    match &c.nodes[n].kind {
-                        CompiledKind::Lookup { key, name, .. }
-                            if !names.iter().any(|d| reads(key, d)) =>
-                        {
-                            group.push(n);
-                            names.push(name);
-                            nx = c.nodes[n].next;
-                        }
-                        _ => break,
-                    }
-                }
-                let ctx = scope.context();
-                let keys: Vec<Result<String, String>> = group
-                    .iter()
-                    .map(|&i| match &c.nodes[i].kind {
-                        CompiledKind::Lookup { key, .. } => {
-                            scope.eval(&ctx, key).and_then(|v| key_text(&v))
-                        }
-                        _ => Err("internal: not a lookup".into()),
-                    })
-                    .collect();
-                drop(ctx);
-                let futs = group.iter().zip(&keys).map(|(&i, k)| {
-                    let started = now_ms();
-                    let t = Instant::now();
-                    async move {
-                        let r = match (&c.nodes[i].kind, k) {
-                            (CompiledKind::Lookup { source, .. }, Ok(k)) => {
-                                fx.lookup(source, k).await
-                            }
-                            (_, Err(e)) => Err(format!("key: {e}")),
-                            _ => Err("internal: not a lookup".into()),
-                        };
-                        (i, started, t, r)
-                    }
-                });
-                let results = futures::future::join_all(futs).await;
-                let mut r = Ok(None);
-                for (i, started, t, res) in results {
-                    let n = &c.nodes[i];
-                    let CompiledKind::Lookup { name, on_error, .. } = &n.kind else {
-                        continue;
-                    };
-                    let mut te = entry(&n.id, n.kind_name, started, t);
-                    let bound = match (res, on_error) {
-                        (Ok(v), _) => Ok(v),
-                        (Err(e), OnError::Fail) => Err(e),
-                        (Err(e), OnError::Skip) => {
-                            te.error = Some(format!("{e} (skipped)"));
-                            Ok(Json::Null)
-                        }
-                        (Err(e), OnError::Default(d)) => {
-                            te.error = Some(format!("{e} (default used)"));
-                            Ok(d.clone())
-                        }
-                    };
-                    match bound {
-                        Ok(v) => {
-                            scope.set(name, to_cel(&v));
-                            te.output = Some(v);
-                            trace.push(te);
-                            r = Ok(n.next);
-                        }
-                        Err(e) => {
-                            te.error = Some(e.clone());
-                            trace.push(te);
-                            r = Err(e);
-                            break;
-                        }
-                    }
-                }
-                r
-            }
-            CompiledKind::Enqueue {
-                queue,
-                kind,
-                params,
-                name,
-            } => {
-                let ctx = scope.context();
-                let mut p = serde_json::Map::new();
-                let mut failed = None;
-                for (pn, e) in params {
-                    match scope.eval(&ctx, e).and_then(|v| to_json(&v)) {
-                        Ok(v) => {
-                            p.insert(pn.clone(), v);
-                        }
-                        Err(err) => {
-                            failed = Some(format!("params.{pn}: {err}"));
-                            break;
-                        }
-                    }
-                }
-                drop(ctx);
-                let r = match failed {
-                    Some(e) => Err(e),
-                    None => fx
-                        .enqueue(&node.id, queue, kind, Json::Object(p.clone()))
-                        .await
-                        .map_err(|e| format!("enqueue to {queue:?}: {e}")),
-                };
-                let mut te = entry(&node.id, node.kind_name, started, t);
-                match r {
-                    Ok(job) => {
-                        let id = job.clone().map(Json::String).unwrap_or(Json::Null);
-                        if let Some(n) = name {
-                            scope.set(n, to_cel(&id));
-                        }
-                        te.output = Some(serde_json::json!({
-                            "job_id": id,
-                            "queue": queue,
-                            "kind": kind,
-                            "params": Json::Object(p),
-                            "submitted": job.is_some(),
-                        }));
-                        trace.push(te);
-                        Ok(node.next)
-                    }
-                    Err(e) => {
-                        te.error = Some(e.clone());
-                        trace.push(te);
-                        Err(e)
-                    }
-                }
-            }
-            CompiledKind::Output { fields } => {
-                let ctx = scope.context();
-                let mut out = serde_json::Map::new();
-                let mut failed = None;
-                for (name, e) in fields {
-                    match scope.eval(&ctx, e).and_then(|v| to_json(&v)) {
-                        Ok(v) => {
-                            out.insert(name.clone(), v);
-                        }
-                        Err(err) => {
-                            failed = Some(format!("fields.{name}: {err}"));
-                            break;
-                        }
-                    }
-                }
-                let mut te = entry(&node.id, node.kind_name, started, t);
-                match failed {
-                    Some(e) => {
-                        te.error = Some(e.clone());
-                        trace.push(te);
-                        return Outcome {
-                            output: None,
-                            trace,
-                            error: Some(format!("node {:?}: {e}", node.id)),
-                        };
-                    }
-                    None => {
-                        te.output = Some(Json::Object(out.clone()));
-                        trace.push(te);
-                        return Outcome {
-                            output: Some(Json::Object(out)),
-                            trace,
-                            error: None,
-                        };
-                    }
-                }
-            }
-        };
-        match step {
-            Ok(Some(next)) => at = next,
-            Ok(None) => break,
-            Err(e) => {
-                let id = trace.last().map(|t| t.id.clone()).unwrap_or_default();
-                return Outcome {
-                    output: None,
-                    trace,
-                    error: Some(format!("node {id:?}: {e}")),
-                };
-            }
-        }
-    }
-    Outcome {
-        output: None,
-        trace,
-        error: Some("internal: the walk ended without an output".into()),
-    }
-}
-
-/// Whether an expression reads the name `n`.
-fn reads(e: &Expression, n: &str) -> bool {
-    e.program.references().has_variable(n)
 }
 
 /// Evaluates many inputs in parallel; outcomes in input order.

@@ -4,7 +4,7 @@
 //! compiled (CEL parsed, nodes ordered, edges resolved to indices) once per
 //! process; evaluation then never looks a name up in a string map.
 
-use crate::PolicyError;
+use crate::{limits, PolicyError};
 use cel::common::ast::Expr;
 use cel::Program;
 use serde::{Deserialize, Serialize};
@@ -19,6 +19,11 @@ pub struct Graph {
     pub nodes: Vec<NodeSpec>,
     #[serde(default)]
     pub edges: Vec<Edge>,
+    /// How long one run of this graph may evaluate, in ms (see
+    /// [`crate::limits`]); the node's default when absent. Part of the
+    /// graph so that it is stored with the version it belongs to.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub deadline_ms: Option<u64>,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -101,6 +106,9 @@ pub struct Catalog {
 pub struct Expression {
     pub source: String,
     pub program: Program,
+    /// The program's tree with a deadline check in every comprehension
+    /// iteration ([`crate::limits::instrument`]): what is evaluated.
+    pub checked: cel::IdedExpr,
 }
 
 impl std::fmt::Debug for Expression {
@@ -161,6 +169,8 @@ pub struct CompiledNode {
 pub struct Compiled {
     pub nodes: Vec<CompiledNode>,
     pub input: usize,
+    /// The graph's own deadline, if it names one.
+    pub deadline_ms: Option<u64>,
 }
 
 fn err(node: &str, msg: impl Into<String>) -> PolicyError {
@@ -320,12 +330,22 @@ fn expression(
     let src = src
         .as_str()
         .ok_or_else(|| err(node, format!("{what} must be a CEL expression string")))?;
+    if src.len() > limits::MAX_EXPR_BYTES {
+        return Err(PolicyError::TooLarge(format!(
+            "node {node:?}: {what} is {} bytes; an expression may have at most {}",
+            src.len(),
+            limits::MAX_EXPR_BYTES
+        )));
+    }
     let program = Program::compile(src).map_err(|e| {
         err(
             node,
             format!("{what}: CEL expression {src:?} does not parse: {e}"),
         )
     })?;
+    // Before `collect`, which recurses on the tree as deep as it goes.
+    limits::check_shape(program.expression())
+        .map_err(|m| PolicyError::TooLarge(format!("node {node:?}: {what}: {m}")))?;
     let mut refs = Refs::default();
     collect(&program.expression().expr, &mut Vec::new(), &mut refs);
     for id in &refs.idents {
@@ -350,14 +370,44 @@ fn expression(
     }
     Ok(Expression {
         source: src.to_string(),
+        checked: limits::instrument(program.expression()),
         program,
     })
 }
 
 /// Validates `graph` against `catalog` and compiles it.
+///
+/// On a thread of its own with a large stack: the CEL parser recurses on
+/// nested expressions (up to its own limit of 96 levels), which overflows
+/// an ordinary 2 MiB thread stack in debug builds at about 20 levels, and
+/// a stack overflow aborts the whole node.
 pub fn compile(graph: &Graph, catalog: &Catalog) -> Result<Arc<Compiled>, PolicyError> {
+    std::thread::scope(|s| {
+        std::thread::Builder::new()
+            .name("policy-compile".into())
+            .stack_size(limits::PARSE_STACK_BYTES)
+            .spawn_scoped(s, || compile_here(graph, catalog))
+            .map_err(|e| PolicyError::Internal(format!("cannot start a compile thread: {e}")))?
+            .join()
+            .map_err(|_| PolicyError::Internal("the compile thread panicked".into()))?
+    })
+}
+
+fn compile_here(graph: &Graph, catalog: &Catalog) -> Result<Arc<Compiled>, PolicyError> {
     if graph.nodes.is_empty() {
         return Err(err("", "the graph has no nodes"));
+    }
+    if graph.nodes.len() > limits::MAX_NODES || graph.edges.len() > limits::MAX_EDGES {
+        return Err(PolicyError::TooLarge(format!(
+            "the graph has {} nodes and {} edges; at most {} and {} are allowed",
+            graph.nodes.len(),
+            graph.edges.len(),
+            limits::MAX_NODES,
+            limits::MAX_EDGES
+        )));
+    }
+    if graph.deadline_ms == Some(0) {
+        return Err(err("", "deadline_ms must be a positive number of ms"));
     }
     let mut index: HashMap<&str, usize> = HashMap::new();
     for (i, n) in graph.nodes.iter().enumerate() {
@@ -703,6 +753,7 @@ pub fn compile(graph: &Graph, catalog: &Catalog) -> Result<Arc<Compiled>, Policy
                 if kind.is_empty() || kind.len() > 128 {
                     return Err(err(&n.id, "config.kind must be 1..=128 characters"));
                 }
+                refuse_kind(kind).map_err(|m| err(&n.id, m))?;
                 let mut params = Vec::new();
                 if let Some(p) = cfg.get("params") {
                     let p = p.as_object().ok_or_else(|| {
@@ -776,7 +827,24 @@ pub fn compile(graph: &Graph, catalog: &Catalog) -> Result<Arc<Compiled>, Policy
         .into_iter()
         .map(|c| c.ok_or_else(|| err("", "internal: node not compiled")))
         .collect::<Result<Vec<_>, _>>()?;
-    Ok(Arc::new(Compiled { nodes, input }))
+    Ok(Arc::new(Compiled {
+        nodes,
+        input,
+        deadline_ms: graph.deadline_ms,
+    }))
+}
+
+/// Job kinds a policy may never submit: `command` runs an arbitrary
+/// process on a worker host, and a policy's input is untrusted. Checked
+/// when a version is compiled and again by the server when it submits.
+pub fn refuse_kind(kind: &str) -> Result<(), String> {
+    if kind.trim().eq_ignore_ascii_case("command") {
+        return Err(
+            "enqueue nodes may not submit `command` jobs (they run host processes); submit them from a trusted client instead"
+                .to_string(),
+        );
+    }
+    Ok(())
 }
 
 impl Compiled {

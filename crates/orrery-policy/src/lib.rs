@@ -10,10 +10,14 @@
 
 pub mod eval;
 pub mod graph;
+pub mod limits;
 pub mod store;
+mod walk;
 
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tests_limits;
 
 /// The one error type of this crate.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
@@ -25,6 +29,9 @@ pub enum PolicyError {
     /// A run's input does not match the input node.
     #[error("{0}")]
     Input(String),
+    /// A graph, expression or input over a limit of [`limits`].
+    #[error("{0}")]
+    TooLarge(String),
     #[error("internal: {0}")]
     Internal(String),
 }

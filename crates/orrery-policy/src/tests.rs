@@ -40,9 +40,9 @@ impl Effects for MapFx {
     }
 }
 
-fn run(c: &Compiled, input: Json, fx: &dyn Effects) -> Outcome {
+fn run(c: &Arc<Compiled>, input: Json, fx: &dyn Effects) -> Outcome {
     let v = check_input(c, &input).unwrap();
-    futures::executor::block_on(evaluate(c, v, fx))
+    futures::executor::block_on(evaluate(c, v, fx, std::time::Duration::from_secs(30)))
 }
 
 fn credit() -> Json {

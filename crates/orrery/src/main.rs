@@ -2,6 +2,7 @@
 
 use anyhow::{bail, Context, Result};
 use clap::{Parser, Subcommand, ValueEnum};
+use orrery_server::service::policies::{HttpAllowlist, PolicyConfig};
 use orrery_server::{GpuSelection, NodeConfig, RaftSettings};
 use serde::Deserialize;
 use std::path::PathBuf;
@@ -146,6 +147,15 @@ struct ServeArgs {
     /// [default: none, and no CORS headers].
     #[arg(long, env = "ORRERY_CORS_ORIGIN")]
     cors_origin: Option<String>,
+    /// Addresses `http` data sources may reach although they are loopback,
+    /// private or link-local: CIDRs, IPs and host names separated by commas
+    /// (`127.0.0.1,10.1.0.0/16,metrics.internal`) [default: none].
+    #[arg(long, env = "ORRERY_HTTP_SOURCES_ALLOW")]
+    http_sources_allow: Option<String>,
+    /// The largest deadline, in ms, a policy version may ask for
+    /// (`deadline_ms` in its graph; 100 when absent) [default: 1000].
+    #[arg(long, env = "ORRERY_POLICY_MAX_DEADLINE_MS")]
+    policy_max_deadline_ms: Option<u64>,
 }
 
 impl ServeArgs {
@@ -184,7 +194,9 @@ impl ServeArgs {
             jwt_audience,
             jwt_issuer,
             metrics_public,
-            cors_origin
+            cors_origin,
+            http_sources_allow,
+            policy_max_deadline_ms
         )
     }
 }
@@ -287,6 +299,15 @@ async fn serve(args: ServeArgs) -> Result<()> {
         audience: args.jwt_audience,
         issuer: args.jwt_issuer,
     });
+    let policies = PolicyConfig {
+        http_allow: HttpAllowlist::parse(args.http_sources_allow.as_deref().unwrap_or(""))
+            .map_err(|e| anyhow::anyhow!("--http-sources-allow: {e}"))?,
+        max_deadline_ms: match args.policy_max_deadline_ms {
+            Some(0) => bail!("--policy-max-deadline-ms must be positive"),
+            Some(ms) => ms,
+            None => PolicyConfig::default().max_deadline_ms,
+        },
+    };
     let cfg = NodeConfig {
         id,
         addr: args.advertise.unwrap_or_else(|| listen.clone()),
@@ -319,6 +340,7 @@ async fn serve(args: ServeArgs) -> Result<()> {
         },
         join_token: args.join_token,
         cors_origin: args.cors_origin,
+        policies,
     };
     orrery_server::run(cfg, &listen, &peer_listen, shutdown_signal(), |b| {
         eprintln!(

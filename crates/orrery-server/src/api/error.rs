@@ -43,6 +43,10 @@ pub enum ApiError {
     /// `text/plain`: also what keeps browsers' cross-site forms out).
     #[error("{0}")]
     UnsupportedMediaType(String),
+    /// A policy run passed its deadline. After `ClusterVersionTooLow`: the
+    /// variant index travels in forwarded replies.
+    #[error("{0}")]
+    EvaluationTimeout(String),
 }
 
 impl ApiError {
@@ -71,6 +75,7 @@ impl ApiError {
             ApiError::Unauthenticated(_) => "unauthenticated",
             ApiError::Forbidden(_) => "forbidden",
             ApiError::UnsupportedMediaType(_) => "unsupported_media_type",
+            ApiError::EvaluationTimeout(_) => "evaluation_timeout",
         }
     }
 
@@ -88,6 +93,10 @@ impl ApiError {
             ApiError::Unauthenticated(_) => StatusCode::UNAUTHORIZED,
             ApiError::Forbidden(_) => StatusCode::FORBIDDEN,
             ApiError::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            // 422, not 408: the request arrived in time; this policy cannot
+            // be evaluated on this input within its deadline, and clients
+            // and proxies must not retry it automatically as they may a 408.
+            ApiError::EvaluationTimeout(_) => StatusCode::UNPROCESSABLE_ENTITY,
         }
     }
 
@@ -136,6 +145,7 @@ impl From<ApiError> for tonic::Status {
             ApiError::Unauthenticated(_) => tonic::Status::unauthenticated(msg),
             ApiError::Forbidden(_) => tonic::Status::permission_denied(msg),
             ApiError::UnsupportedMediaType(_) => tonic::Status::invalid_argument(msg),
+            ApiError::EvaluationTimeout(_) => tonic::Status::deadline_exceeded(msg),
         }
     }
 }
@@ -169,6 +179,7 @@ impl From<orrery_policy::PolicyError> for ApiError {
                 ApiError::bad("invalid_graph", format!("node {node:?}: {message}"))
             }
             PolicyError::Input(m) => ApiError::bad("invalid_input", m),
+            PolicyError::TooLarge(m) => ApiError::TooLarge(m),
             PolicyError::Internal(m) => ApiError::Internal(m),
         }
     }
@@ -205,6 +216,17 @@ mod tests {
         let r = e.clone().into_response();
         assert_eq!(r.headers()[header::RETRY_AFTER], "1");
         assert_eq!(tonic::Status::from(e).code(), tonic::Code::Unavailable);
+    }
+
+    #[test]
+    fn policy_limits_have_their_own_codes() {
+        let e = ApiError::EvaluationTimeout("run r: evaluation_timeout".into());
+        assert_eq!(e.http_status(), StatusCode::UNPROCESSABLE_ENTITY);
+        assert_eq!(e.body()["error"]["code"], "evaluation_timeout");
+        assert_eq!(tonic::Status::from(e).code(), tonic::Code::DeadlineExceeded);
+        let e = ApiError::from(orrery_policy::PolicyError::TooLarge("big".into()));
+        assert_eq!(e.http_status(), StatusCode::PAYLOAD_TOO_LARGE);
+        assert_eq!(e.body()["error"]["code"], "too_large");
     }
 
     #[test]

@@ -73,6 +73,8 @@ pub struct NodeConfig {
     pub join_token: Option<String>,
     /// The one origin browsers may call from (`--cors-origin`).
     pub cors_origin: Option<String>,
+    /// Policy settings: the http source allowlist, the deadline maximum.
+    pub policies: crate::service::policies::PolicyConfig,
 }
 
 impl NodeConfig {

@@ -1,16 +1,74 @@
 //! What a graph's nodes do outside the evaluator: lookups in data sources
-//! (the KV namespace, HTTP services, vector collections) and job
-//! submissions from enqueue nodes.
+//! (the KV namespace, HTTP services, vector collections), job submissions
+//! from enqueue nodes, and the threads CEL runs on.
 
+use super::netguard::{check_url, GuardedResolver, HttpAllowlist};
 use super::PoliciesService;
 use crate::api::lock;
 use futures::future::BoxFuture;
-use orrery_policy::eval::{vector_query, Effects};
+use orrery_policy::eval::{vector_query, Effects, Job};
 use orrery_policy::store::{DataSource, DataSourceKind};
 use serde_json::{json, Value as Json};
 use std::collections::{BTreeMap, HashMap};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
+
+/// The largest response body (and KV value) a lookup reads.
+pub const LOOKUP_MAX_BYTES: usize = 1 << 20;
+/// An http lookup's deadline across all its attempts when the source
+/// names none (`timeout_ms`).
+pub const HTTP_DEFAULT_DEADLINE_MS: u64 = 5_000;
+/// The largest deadline an http source may ask for.
+pub const HTTP_MAX_DEADLINE_MS: u64 = 30_000;
+/// How long past a job's deadline its result is still awaited: the job
+/// stops itself at the deadline; this covers the step it was in.
+const COMPUTE_GRACE: Duration = Duration::from_millis(50);
+
+/// The client of `http` sources: no redirects (a 3xx could point anywhere,
+/// the check of the source's URL would not see it), no proxy (it would
+/// resolve names itself, past [`GuardedResolver`]), and names resolved
+/// only by [`GuardedResolver`].
+pub(super) fn http_client(allow: &HttpAllowlist) -> Result<reqwest::Client, String> {
+    reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .no_proxy()
+        .dns_resolver(Arc::new(GuardedResolver {
+            allow: Arc::new(allow.clone()),
+        }))
+        .build()
+        .map_err(|e| format!("the http client could not be built: {e}"))
+}
+
+/// The pool CEL evaluation runs on: as many threads as cores (at least
+/// two), with stacks deep enough for the deepest expression allowed. A
+/// runaway expression can occupy one of these threads until its deadline
+/// check fires, never an async worker.
+pub(super) fn cpu_pool() -> Option<rayon::ThreadPool> {
+    let n = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(2)
+        .max(2);
+    rayon::ThreadPoolBuilder::new()
+        .num_threads(n)
+        .stack_size(orrery_policy::limits::EVAL_STACK_BYTES)
+        .thread_name(|i| format!("policy-cel-{i}"))
+        .build()
+        .map_err(|e| tracing::warn!("policy evaluation pool: {e}; using the blocking pool"))
+        .ok()
+}
+
+/// An error and its causes, on one line: reqwest's own message hides why
+/// (a refused address, a TLS failure) in its sources.
+fn chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut cur = e.source();
+    while let Some(c) = cur {
+        s.push_str(": ");
+        s.push_str(&c.to_string());
+        cur = c.source();
+    }
+    s
+}
 
 /// HTTP lookups' answers by (source, URL), with when they were fetched.
 pub(super) type HttpCache = Mutex<HashMap<(String, String), (Instant, Json)>>;
@@ -55,6 +113,10 @@ impl PolicyEffects<'_> {
     async fn kv(&self, source: &str, key_template: &str, key: &str) -> Result<Json, String> {
         let k = key_template.replace("{key}", key);
         match self.svc.kv.get(k.clone().into_bytes(), true).await {
+            Ok(Some(v)) if v.value.len() > LOOKUP_MAX_BYTES => Err(format!(
+                "{source}: key {k:?} holds {} bytes; a lookup reads at most {LOOKUP_MAX_BYTES}",
+                v.value.len()
+            )),
             Ok(Some(v)) => Ok(serde_json::from_slice(&v.value)
                 .unwrap_or_else(|_| Json::String(String::from_utf8_lossy(&v.value).into_owned()))),
             Ok(None) => Err(format!("{source}: key {k:?} not found")),
@@ -74,8 +136,16 @@ impl PolicyEffects<'_> {
             return Err("not an http source".into());
         };
         let cache = &self.svc.http_cache;
-        let client = &self.svc.http_client;
+        let client = self
+            .svc
+            .http_client
+            .as_ref()
+            .map_err(|e| format!("{name}: {e}"))?;
         let url = url_template.replace("{key}", &encode(key));
+        // Again here: the key may have made the host an address literal,
+        // which reqwest connects to without asking the resolver.
+        let allow = &self.svc.node.cfg.policies.http_allow;
+        check_url(&url, allow).map_err(|e| format!("{name}: {e}"))?;
         let ck = (name.to_string(), url.clone());
         if *cache_ttl_ms > 0 {
             if let Some((at, v)) = lock(cache).get(&ck) {
@@ -84,39 +154,53 @@ impl PolicyEffects<'_> {
                 }
             }
         }
-        let mut last = String::new();
-        for attempt in 0..=*retries {
-            if attempt > 0 {
-                tokio::time::sleep(Duration::from_millis(20 * u64::from(attempt))).await;
-            }
-            let req = if method == "POST" {
-                client.post(&url).json(&json!({"key": key}))
-            } else {
-                client.get(&url)
-            };
-            match req.timeout(Duration::from_millis(*timeout_ms)).send().await {
-                Ok(resp) if resp.status().is_success() => match resp.json::<Json>().await {
-                    Ok(v) => {
-                        if *cache_ttl_ms > 0 {
-                            let mut c = lock(cache);
-                            // Bounded: an unbounded key space must not grow the cache forever.
-                            if c.len() > 100_000 {
-                                c.clear();
-                            }
-                            c.insert(ck, (Instant::now(), v.clone()));
-                        }
-                        return Ok(v);
-                    }
-                    Err(e) => last = format!("{name}: response is not JSON: {e}"),
-                },
-                Ok(resp) => last = format!("{name}: HTTP {}", resp.status()),
-                Err(e) if e.is_timeout() => {
-                    last = format!("{name}: timed out after {timeout_ms} ms")
+        // One deadline for every attempt together (sources made before it
+        // existed may hold a larger timeout_ms: clamped).
+        let total = Duration::from_millis((*timeout_ms).clamp(1, HTTP_MAX_DEADLINE_MS));
+        let attempts = async {
+            let mut last = String::new();
+            for attempt in 0..=*retries {
+                if attempt > 0 {
+                    tokio::time::sleep(Duration::from_millis(20 * u64::from(attempt))).await;
                 }
-                Err(e) => last = format!("{name}: {e}"),
+                let req = if method == "POST" {
+                    client.post(&url).json(&json!({"key": key}))
+                } else {
+                    client.get(&url)
+                };
+                match req.send().await {
+                    Ok(resp) if resp.status().is_redirection() => {
+                        // Not retried: the answer would be the same.
+                        return Err(format!(
+                            "{name}: HTTP {}: redirects are not followed",
+                            resp.status()
+                        ));
+                    }
+                    Ok(resp) if resp.status().is_success() => match body(resp).await {
+                        Ok(bytes) => match serde_json::from_slice::<Json>(&bytes) {
+                            Ok(v) => return Ok(v),
+                            Err(e) => last = format!("{name}: response is not JSON: {e}"),
+                        },
+                        Err(e) => return Err(format!("{name}: {e}")),
+                    },
+                    Ok(resp) => last = format!("{name}: HTTP {}", resp.status()),
+                    Err(e) => last = format!("{name}: {}", chain(&e)),
+                }
             }
+            Err(last)
+        };
+        let v = tokio::time::timeout(total, attempts)
+            .await
+            .map_err(|_| format!("{name}: timed out after {} ms", total.as_millis()))??;
+        if *cache_ttl_ms > 0 {
+            let mut c = lock(cache);
+            // Bounded: an unbounded key space must not grow the cache forever.
+            if c.len() > 100_000 {
+                c.clear();
+            }
+            c.insert(ck, (Instant::now(), v.clone()));
         }
-        Err(last)
+        Ok(v)
     }
 
     async fn vector(&self, source: &str, kind: &DataSourceKind, key: &str) -> Result<Json, String> {
@@ -161,6 +245,29 @@ impl Effects for PolicyEffects<'_> {
         })
     }
 
+    /// On [`PoliciesService::cpu_pool`]; a job that starts past its
+    /// deadline (the pool was busy) does not run.
+    fn compute<'a>(&'a self, job: Job, deadline: Instant) -> BoxFuture<'a, Result<(), String>> {
+        Box::pin(async move {
+            let (tx, rx) = tokio::sync::oneshot::channel();
+            let run = move || {
+                if Instant::now() < deadline {
+                    job();
+                }
+                let _ = tx.send(());
+            };
+            match &self.svc.cpu_pool {
+                Some(pool) => pool.spawn(run),
+                None => drop(tokio::task::spawn_blocking(run)),
+            }
+            match tokio::time::timeout_at((deadline + COMPUTE_GRACE).into(), rx).await {
+                Ok(Ok(())) => Ok(()),
+                Ok(Err(_)) => Err("the evaluation thread stopped".into()),
+                Err(_) => Err("the evaluation did not finish by its deadline".into()),
+            }
+        })
+    }
+
     fn enqueue<'a>(
         &'a self,
         node: &'a str,
@@ -169,6 +276,9 @@ impl Effects for PolicyEffects<'_> {
         params: Json,
     ) -> BoxFuture<'a, Result<Option<String>, String>> {
         Box::pin(async move {
+            // Refused when the version was created; checked again in case
+            // a version older than that rule names it.
+            orrery_policy::graph::refuse_kind(kind)?;
             if !self.submit {
                 return Ok(None);
             }
@@ -179,4 +289,24 @@ impl Effects for PolicyEffects<'_> {
             }
         })
     }
+}
+
+/// A response's body, refused as soon as it passes [`LOOKUP_MAX_BYTES`]
+/// (read in chunks: a declared length may be absent or wrong).
+async fn body(mut resp: reqwest::Response) -> Result<Vec<u8>, String> {
+    let too_big = || format!("the response is larger than {LOOKUP_MAX_BYTES} bytes");
+    if resp
+        .content_length()
+        .is_some_and(|n| n > LOOKUP_MAX_BYTES as u64)
+    {
+        return Err(too_big());
+    }
+    let mut out = Vec::new();
+    while let Some(chunk) = resp.chunk().await.map_err(|e| chain(&e))? {
+        if out.len() + chunk.len() > LOOKUP_MAX_BYTES {
+            return Err(too_big());
+        }
+        out.extend_from_slice(&chunk);
+    }
+    Ok(out)
 }

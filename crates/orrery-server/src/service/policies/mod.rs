@@ -10,6 +10,7 @@ mod backtest;
 mod deps;
 mod effects;
 pub mod jobs;
+mod netguard;
 
 pub use jobs::PolicyKindCheck;
 mod runs;
@@ -17,6 +18,7 @@ mod sources;
 mod store;
 
 pub use effects::enqueue_dedupe_key;
+pub use netguard::HttpAllowlist;
 pub use runs::RunRequest;
 pub use sources::{parse_source, source_json};
 
@@ -37,6 +39,28 @@ use std::sync::{Arc, Mutex};
 use store::unexpected;
 
 pub const MAX_BATCH: usize = 10_000;
+/// Bytes of one version's graph, as JSON.
+pub const MAX_GRAPH_BYTES: usize = 1 << 20;
+
+/// The node's policy settings (`orrery serve` flags).
+#[derive(Clone, Debug)]
+pub struct PolicyConfig {
+    /// Addresses and hosts `http` data sources may reach although they are
+    /// loopback, private, link-local... (`--http-sources-allow`).
+    pub http_allow: HttpAllowlist,
+    /// The largest deadline a version may ask for, in ms
+    /// (`--policy-max-deadline-ms`).
+    pub max_deadline_ms: u64,
+}
+
+impl Default for PolicyConfig {
+    fn default() -> Self {
+        Self {
+            http_allow: HttpAllowlist::default(),
+            max_deadline_ms: orrery_policy::limits::DEFAULT_MAX_DEADLINE_MS,
+        }
+    }
+}
 pub const MAX_RUN_LIST: usize = 1_000;
 pub const DEFAULT_RUN_LIST: usize = 100;
 
@@ -49,7 +73,13 @@ pub struct PoliciesService {
     compiled: Mutex<HashMap<(String, u32), Arc<Compiled>>>,
     /// Responses of `http` data sources with a `cache_ttl_ms`.
     http_cache: HttpCache,
-    http_client: reqwest::Client,
+    /// For `http` sources: no redirects, no proxies, every address checked
+    /// (see [`netguard`]). An error when it could not be built: then every
+    /// http lookup fails with it.
+    http_client: Result<reqwest::Client, String>,
+    /// The threads CEL runs on (see [`effects`]); `None` when they could
+    /// not be started, and then tokio's blocking pool runs it.
+    cpu_pool: Option<rayon::ThreadPool>,
 }
 
 fn check_name(what: &str, name: &str) -> Result<(), ApiError> {
@@ -80,7 +110,8 @@ impl PoliciesService {
             deps: deps::Deps::new(jobs, vectors),
             compiled: Default::default(),
             http_cache: Default::default(),
-            http_client: reqwest::Client::new(),
+            http_client: effects::http_client(&node.cfg.policies.http_allow),
+            cpu_pool: effects::cpu_pool(),
             node,
         }
     }
@@ -159,7 +190,20 @@ impl PoliciesService {
         created_by: String,
     ) -> Result<Version, ApiError> {
         let p = self.get(id).await?;
+        let size = graph.to_string().len();
+        if size > MAX_GRAPH_BYTES {
+            return Err(ApiError::TooLarge(format!(
+                "the graph is {size} bytes of JSON; at most {MAX_GRAPH_BYTES} are allowed"
+            )));
+        }
         let g = parse_graph(graph)?;
+        let max = self.node.cfg.policies.max_deadline_ms;
+        if let Some(d) = g.deadline_ms.filter(|d| *d > max) {
+            return Err(ApiError::bad(
+                "invalid_graph",
+                format!("deadline_ms {d} is above this node's maximum of {max} ms (--policy-max-deadline-ms)"),
+            ));
+        }
         let catalog = Catalog {
             data_sources: self
                 .data_sources()

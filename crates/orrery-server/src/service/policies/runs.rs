@@ -15,6 +15,7 @@ use orrery_policy::PolicyError;
 use serde_json::{json, Value as Json};
 use std::collections::BTreeMap;
 use std::sync::Arc;
+use std::time::Duration;
 
 /// A run request, parsed.
 pub struct RunRequest {
@@ -104,6 +105,16 @@ impl PoliciesService {
         })
     }
 
+    /// How long one evaluation of `c` may take: its graph's `deadline_ms`
+    /// or the default, never above this node's maximum.
+    fn budget(&self, c: &Compiled) -> Duration {
+        let ms = c
+            .deadline_ms
+            .unwrap_or(orrery_policy::limits::DEFAULT_DEADLINE_MS)
+            .min(self.node.cfg.policies.max_deadline_ms);
+        Duration::from_millis(ms)
+    }
+
     async fn record(&self, run: Run) -> Result<Run, ApiError> {
         let group = self.node.group_for_key(run.id.as_bytes())?;
         let cmd = PolicyCommand::PutRun { run: run.clone() };
@@ -117,7 +128,8 @@ impl PoliciesService {
         let c = &st.compiled;
         let input = check_input(c, &req.input)?;
         let fx = self.effects(c, Some(&st.run_id)).await?;
-        let outcome = evaluate(c, input, &fx).await;
+        let outcome = evaluate(c, input, &fx, self.budget(c)).await;
+        let timed_out = outcome.timed_out.then(|| outcome.error.clone());
         let run = finished_run(
             st.run_id,
             &st.policy_id,
@@ -127,7 +139,17 @@ impl PoliciesService {
             outcome,
             st.created,
         )?;
-        self.record(run).await
+        let run = self.record(run).await?;
+        // Recorded (failed) like any other run, so that it can be looked
+        // up; the caller is told with its own error code.
+        match timed_out {
+            Some(e) => Err(ApiError::EvaluationTimeout(format!(
+                "run {}: {}",
+                run.id,
+                e.unwrap_or_default()
+            ))),
+            None => Ok(run),
+        }
     }
 
     /// Records a run as `running` and submits a `policy.run` job that
@@ -179,7 +201,7 @@ impl PoliciesService {
         let outcome = match check_input(&c, &input) {
             Ok(v) => {
                 let fx = self.effects(&c, Some(&run.id)).await?;
-                evaluate(&c, v, &fx).await
+                evaluate(&c, v, &fx, self.budget(&c)).await
             }
             Err(e) => failed(e),
         };
@@ -207,10 +229,11 @@ impl PoliciesService {
         let p = self.get(policy).await?;
         let c = self.compiled(&p.id, version).await?;
         let fx = self.effects(&c, None).await?;
+        let budget = self.budget(&c);
         let mut out = Vec::with_capacity(inputs.len());
         for input in inputs {
             out.push(match check_input(&c, input) {
-                Ok(v) => evaluate(&c, v, &fx).await,
+                Ok(v) => evaluate(&c, v, &fx, budget).await,
                 Err(e) => failed(e),
             });
         }
@@ -246,6 +269,7 @@ impl PoliciesService {
             })?);
         }
         let sources = self.effects(&c, None).await?.sources;
+        let budget = self.budget(&c);
         let svc = self.clone();
         let handle = tokio::runtime::Handle::current();
         let outcomes = tokio::task::spawn_blocking(move || {
@@ -261,7 +285,7 @@ impl PoliciesService {
                 .map(|v| {
                     // Rayon threads are outside the runtime; lookups (if
                     // any) need its reactor, so block on it through the handle.
-                    handle.block_on(evaluate(&c, v, &fx))
+                    handle.block_on(evaluate(&c, v, &fx, budget))
                 })
                 .collect::<Vec<_>>()
         })
@@ -325,6 +349,7 @@ fn failed(e: PolicyError) -> Outcome {
         output: None,
         trace: Vec::new(),
         error: Some(e.to_string()),
+        timed_out: false,
     }
 }
 

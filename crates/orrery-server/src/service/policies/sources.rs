@@ -3,6 +3,8 @@
 //! message's `json` field), read by [`parse_source`] and shown by
 //! [`source_json`].
 
+use super::effects::{HTTP_DEFAULT_DEADLINE_MS, HTTP_MAX_DEADLINE_MS};
+use super::netguard::{check_url, HttpAllowlist};
 use super::{check_name, PoliciesService};
 use crate::api::{now_ms, ApiError};
 use orrery_policy::store::{
@@ -96,11 +98,12 @@ pub fn parse_source(body: &Json) -> Result<DataSource, ApiError> {
                     "method must be GET or POST",
                 ));
             }
-            let timeout_ms = u("timeout_ms", 1000)?;
-            if timeout_ms == 0 || timeout_ms > 60_000 {
+            // The deadline of one lookup, all its attempts together.
+            let timeout_ms = u("timeout_ms", HTTP_DEFAULT_DEADLINE_MS)?;
+            if timeout_ms == 0 || timeout_ms > HTTP_MAX_DEADLINE_MS {
                 return Err(ApiError::bad(
                     "invalid_source",
-                    "timeout_ms must be 1..=60000",
+                    format!("timeout_ms must be 1..={HTTP_MAX_DEADLINE_MS}"),
                 ));
             }
             let retries = u("retries", 0)?;
@@ -180,6 +183,16 @@ pub fn parse_source(body: &Json) -> Result<DataSource, ApiError> {
     })
 }
 
+/// Checks an http source's URL as a lookup will see it: http(s), no
+/// credentials, no forbidden address literal (see [`super::netguard`]).
+/// `{key}` stands for a key made of letters; a key that turns the host
+/// into an address is checked again at lookup time.
+fn check_template(url_template: &str, allow: &HttpAllowlist) -> Result<(), ApiError> {
+    check_url(&url_template.replace("{key}", "key"), allow)
+        .map(|_| ())
+        .map_err(|m| ApiError::bad("invalid_source", format!("url_template: {m}")))
+}
+
 impl PoliciesService {
     pub async fn data_sources(&self) -> Result<Vec<DataSource>, ApiError> {
         match self.read(PLACEMENT_GROUP, PolicyQuery::DataSources).await? {
@@ -191,6 +204,9 @@ impl PoliciesService {
     /// Stores a source (see [`parse_source`]); a vector source's collection
     /// must exist.
     pub async fn data_source_create(&self, source: DataSource) -> Result<DataSource, ApiError> {
+        if let DataSourceKind::Http { url_template, .. } = &source.kind {
+            check_template(url_template, &self.node.cfg.policies.http_allow)?;
+        }
         if let DataSourceKind::Vector { collection, .. } = &source.kind {
             if !self.deps.collection_exists(collection).await? {
                 return Err(ApiError::bad(
