@@ -57,9 +57,24 @@ running() {
     [ -n "$stat" ] && [[ "$stat" != Z* ]]
 }
 
+# The cluster's CA (created once) and node $1's certificate, for the
+# loopback addresses the nodes listen on. ca.key stays in $dir/ca.
+certs() {
+    local i="$1"
+    [ -f "$dir/ca/ca.crt" ] || "$ctl" certs create-ca --certs-dir "$dir/ca" >/dev/null
+    [ -f "$dir/certs/n$i/node.crt" ] ||
+        "$ctl" certs create-node --certs-dir "$dir/ca" --out "$dir/certs/n$i" 127.0.0.1 localhost >/dev/null
+}
+
+# orreryctl and curl trust the cluster CA and send the root token (once
+# `cluster init` has printed it into $dir/root.token).
+export ORRERY_CA_CERT="$dir/ca/ca.crt"
+token() { cat "$dir/root.token" 2>/dev/null || true; }
+
 start_node() {
     local i="$1" n="$2"
     local args
+    certs "$i"
     if [ "$n" = 3 ]; then
         # --data-dir overrides the file so that ORRERY_CLUSTER_DIR is honoured.
         args=(serve --config "cluster/node$i.toml" --data-dir "$dir/n$i")
@@ -67,10 +82,11 @@ start_node() {
         args=(serve --id "$i" --listen "$(client_addr "$i")"
             --peer-listen "$(peer_addr "$i")" --data-dir "$dir/n$i")
     fi
+    args+=(--certs-dir "$dir/certs/n$i")
     nohup "$orrery" "${args[@]}" >>"$dir/n$i.log" 2>&1 </dev/null &
     echo $! >"$dir/n$i.pid"
     for _ in $(seq 1 100); do
-        if curl -sf "http://$(client_addr "$i")/healthz" >/dev/null 2>&1; then
+        if curl -sf --cacert "$ORRERY_CA_CERT" "https://$(client_addr "$i")/healthz" >/dev/null 2>&1; then
             return 0
         fi
         if ! running "$i"; then
@@ -88,7 +104,9 @@ start_node() {
 # Whether node 1 belongs to an initialised cluster.
 initialised() {
     local code
-    code="$(curl -s -o /dev/null -w '%{http_code}' "http://$(client_addr 1)/v1/cluster")"
+    [ -s "$dir/root.token" ] || return 1
+    code="$(curl -s -o /dev/null -w '%{http_code}' --cacert "$ORRERY_CA_CERT" \
+        -H "Authorization: Bearer $(token)" "https://$(client_addr 1)/v1/cluster")"
     [ "$code" = 200 ]
 }
 
@@ -96,7 +114,7 @@ initialised() {
 # would close it early, and orreryctl fails on a broken pipe.)
 is_member() {
     local members
-    members="$("$ctl" --endpoint "$(client_addr 1)" --json members list)" || return 1
+    members="$(ORRERY_TOKEN="$(token)" "$ctl" --endpoint "$(client_addr 1)" --json members list)" || return 1
     grep -q "\"id\": $1," <<<"$members"
 }
 
@@ -114,14 +132,18 @@ up)
             echo "node $i already running (pid $(cat "$dir/n$i.pid"))"
         else
             start_node "$i" "$n"
-            echo "node $i started (pid $(cat "$dir/n$i.pid")): http://$(client_addr "$i")"
+            echo "node $i started (pid $(cat "$dir/n$i.pid")): https://$(client_addr "$i")"
         fi
     done
     if initialised; then
         echo "cluster already initialised"
     else
-        "$ctl" --endpoint "$(client_addr 1)" cluster init --shards "${ORRERY_SHARDS:-8}"
+        init="$("$ctl" --endpoint "$(client_addr 1)" --json cluster init --shards "${ORRERY_SHARDS:-8}")"
+        # The root token is printed once; keep it where only we can read it.
+        (umask 077 && sed -n 's/.*"root_token": "\(orr_[^"]*\)".*/\1/p' <<<"$init" >"$dir/root.token")
+        echo "cluster initialised; root token saved in $dir/root.token"
     fi
+    export ORRERY_TOKEN="$(token)"
     for i in $(seq 2 "$n"); do
         if ! is_member "$i"; then
             "$ctl" --endpoint "$(client_addr 1)" members add "$i" \
@@ -131,15 +153,19 @@ up)
     cat <<EOF
 
 Orrery is up: $n nodes, REST and gRPC on 127.0.0.1:17001..$((17000 + n)).
-  curl -XPUT localhost:17001/v1/kv/hello -d world
-  curl localhost:1700$n/v1/kv/hello
+TLS with the cluster CA, and a root token (an admin: keep it safe):
+  export ORRERY_CA_CERT=$dir/ca/ca.crt
+  export ORRERY_TOKEN=\$(cat $dir/root.token)
+  curl --cacert \$ORRERY_CA_CERT -H "Authorization: Bearer \$ORRERY_TOKEN" -XPUT https://localhost:17001/v1/kv/hello -d world
+  curl --cacert \$ORRERY_CA_CERT -H "Authorization: Bearer \$ORRERY_TOKEN" https://localhost:1700$n/v1/kv/hello
   $ctl status
+Make tokens with less power: $ctl auth tokens create --name app --role writer
 Logs: $dir/n*.log   Stop: scripts/cluster.sh down   Delete data: scripts/cluster.sh clean
 EOF
     ;;
 status)
     bins
-    "$ctl" --endpoint "${ORRERY_ENDPOINT:-$(client_addr 1)}" status
+    ORRERY_TOKEN="${ORRERY_TOKEN:-$(token)}" "$ctl" --endpoint "${ORRERY_ENDPOINT:-$(client_addr 1)}" status
     ;;
 down)
     stopped=0

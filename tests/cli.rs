@@ -160,7 +160,10 @@ async fn serve_reads_config_file_and_env_with_flags_winning() {
         .unwrap();
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("--certs-dir") && err.contains("--insecure"), "{err}");
+    assert!(
+        err.contains("--certs-dir") && err.contains("--insecure"),
+        "{err}"
+    );
     // A --gpus value that names no GPU is refused before the node starts.
     let out = Command::new(orrery_bin())
         .args(["serve", "--id", "1", "--gpus", "0,gpu0"])

@@ -381,7 +381,8 @@ async fn bad_input_gets_clear_errors() {
         ],
     )
     .await;
-    let h = &c.http;
+    // Every body below is sent as JSON (text/plain gets 415: tests/security.rs).
+    let h = &c.http_json();
     let n = &c.nodes[1];
     async fn check(r: reqwest::Response, status: u16, code: &str) {
         assert_eq!(r.status().as_u16(), status);
@@ -467,7 +468,12 @@ async fn bad_input_gets_clear_errors() {
     // CAS: malformed bodies are 400; a lost comparison is 409 with the current value.
     let cas = n.url("/v1/kv/c1/cas");
     check(
-        h.post(&cas).body("not json").send().await.unwrap(),
+        h.post(&cas)
+            .header("content-type", "application/json")
+            .body("not json")
+            .send()
+            .await
+            .unwrap(),
         400,
         "invalid_json",
     )
@@ -619,6 +625,7 @@ async fn uninitialised_node_and_graceful_shutdown() {
             "127.0.0.1:0",
             "--peer-listen",
             "127.0.0.1:0",
+            "--insecure",
             "--data-dir",
         ])
         .arg(&dir)
@@ -775,9 +782,7 @@ async fn acknowledged_writes_survive_simulated_power_loss() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn grpc_accepts_values_up_to_the_value_limit() {
     let c = Cluster::formed(1, 1, &["--max-value-bytes", "8388608"]).await;
-    let mut client = c.grpc(0)
-        .await
-        .expect("connect");
+    let mut client = c.grpc(0).await.expect("connect");
     let big: Vec<u8> = (0..6 << 20).map(|i| (i % 251) as u8).collect();
     client.put("big", big.clone()).await.expect("6 MiB put");
     let got = client.get("big").await.expect("get").expect("present");

@@ -458,9 +458,7 @@ async fn bulk_submit_and_complete(t: &Jc) {
     }
 
     // The same over gRPC.
-    let client = t.c.grpc(1)
-        .await
-        .expect("grpc connect");
+    let client = t.c.grpc(1).await.expect("grpc connect");
     let reqs: Vec<orrery_client::pb::SubmitRequest> = (0..3)
         .map(|n| orrery_client::pb::SubmitRequest {
             queue: "bulk".into(),
@@ -605,9 +603,7 @@ async fn claim_with_completions(t: &Jc) {
     assert_eq!(t.job(0, &ids[1]).await["state"], "succeeded");
 
     // gRPC: the same in one call.
-    let client = t.c.grpc(2)
-        .await
-        .expect("grpc connect");
+    let client = t.c.grpc(2).await.expect("grpc connect");
     let got = client
         .claim_jobs("settle", "sw-grpc", 1, 2.0)
         .await
@@ -1136,9 +1132,7 @@ async fn shared_gpu_offers(t: &Jc) {
         .clone();
     let s3 = submit(5, true).await["id"].clone();
     let excl2 = submit(1, false).await["id"].clone();
-    let client = t.c.grpc(0)
-        .await
-        .unwrap();
+    let client = t.c.grpc(0).await.unwrap();
     let offer = |shared: bool, free: bool, cpus: u32| orrery_client::ClaimOffer {
         kinds: vec!["render".into()],
         lease_s: Some(60),

@@ -1198,9 +1198,7 @@ async fn vector_lookups_grpc_async_runs_and_backtest_checks() {
     );
 
     // --- async runs over gRPC: the client, then orreryctl ---
-    let mut client = c.grpc(1)
-        .await
-        .expect("connect");
+    let mut client = c.grpc(1).await.expect("connect");
     let r = client
         .policy_run_async(
             &id,

@@ -245,7 +245,8 @@ async fn rolling_upgrade_under_load_with_rollback() {
     // The previous release has no TLS: its cluster, and this build's
     // nodes joining it, run --insecure (docs/operations.md, "Upgrades").
     for _ in 0..3 {
-        c.add_node_with(&["--insecure"], Some(old.clone()), &[]).await;
+        c.add_node_with(&["--insecure"], Some(old.clone()), &[])
+            .await;
     }
     c.form(4);
     c.wait_caught_up(0, Duration::from_secs(60)).await;

@@ -179,6 +179,9 @@ impl Db {
             .args(["--snapshot-logs", "400"])
             .args(["--keep-logs", "100"])
             .args(["--request-timeout-ms", "2000"])
+            // Not yet on TLS and tokens (issue 19's note says what is
+            // left): the nodes live in the suite's own network namespace.
+            .arg("--insecure")
             .env(
                 "RUST_LOG",
                 "info,openraft=info,sled=warn,h2=warn,tower=warn",

@@ -233,6 +233,29 @@ impl Cluster {
         orrery_client::Client::connect_with(&self.nodes[i].addr, &opts).await
     }
 
+    /// A client like [`Cluster::http`] that also says every body is JSON.
+    pub fn http_json(&self) -> reqwest::Client {
+        let mut h = reqwest::header::HeaderMap::new();
+        h.insert(
+            reqwest::header::CONTENT_TYPE,
+            "application/json".parse().expect("header"),
+        );
+        if let Some(t) = self.root_token.get() {
+            h.insert(
+                reqwest::header::AUTHORIZATION,
+                format!("Bearer {t}").parse().expect("header"),
+            );
+        }
+        let pem = std::fs::read(self.ca_cert()).expect("read ca.crt");
+        reqwest::Client::builder()
+            .timeout(Duration::from_secs(20))
+            .tls_built_in_root_certs(false)
+            .add_root_certificate(reqwest::Certificate::from_pem(&pem).expect("CA certificate"))
+            .default_headers(h)
+            .build()
+            .expect("http client")
+    }
+
     /// The root token (after `cluster init`).
     pub fn token(&self) -> &str {
         self.root_token.get().map(String::as_str).unwrap_or("")

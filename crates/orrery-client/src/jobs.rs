@@ -2,9 +2,9 @@
 //! events come with their full JSON form in a `json` field (the same as
 //! the REST API's).
 
+use crate::Channel;
 use crate::{pb, Client, Error};
 use orrery_proto::v1::jobs_client::JobsClient;
-use crate::Channel;
 
 /// What a worker offers in a claim ([`Client::claim_jobs_offering`]).
 #[derive(Clone, Debug, Default)]

@@ -139,10 +139,16 @@ impl Client {
             endpoint: endpoint.to_string(),
             message: m,
         };
-        let scheme = if opts.ca_cert.is_some() { "https" } else { "http" };
-        let mut ep = Endpoint::from_shared(format!("{scheme}://{host}")).map_err(|e| err(e.to_string()))?;
+        let scheme = if opts.ca_cert.is_some() {
+            "https"
+        } else {
+            "http"
+        };
+        let mut ep =
+            Endpoint::from_shared(format!("{scheme}://{host}")).map_err(|e| err(e.to_string()))?;
         if let Some(ca) = &opts.ca_cert {
-            let pem = std::fs::read(ca).map_err(|e| err(format!("CA certificate {}: {e}", ca.display())))?;
+            let pem = std::fs::read(ca)
+                .map_err(|e| err(format!("CA certificate {}: {e}", ca.display())))?;
             ep = ep
                 .tls_config(ClientTlsConfig::new().ca_certificate(Certificate::from_pem(pem)))
                 .map_err(|e| err(e.to_string()))?;

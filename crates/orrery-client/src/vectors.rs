@@ -1,10 +1,10 @@
 //! Vector collections over gRPC (orrery.v1.Vectors). Payloads and filters
 //! are JSON text, as in the REST API.
 
+use crate::Channel;
 use crate::{Client, Consistency, Error};
 use orrery_proto::v1 as pb;
 use orrery_proto::v1::vectors_client::VectorsClient;
-use crate::Channel;
 
 pub use pb::{VectorCollection, VectorHit, VectorPoint, VectorSearchRequest};
 

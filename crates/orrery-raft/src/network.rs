@@ -142,9 +142,10 @@ impl PeerClients {
             return Ok(Self::wrap(ch.clone()));
         }
         let scheme = if self.tls.is_some() { "https" } else { "http" };
-        let mut endpoint = Endpoint::from_shared(format!("{scheme}://{peer_addr}")).map_err(|e| {
-            tonic::Status::invalid_argument(format!("bad peer address {peer_addr}: {e}"))
-        })?;
+        let mut endpoint =
+            Endpoint::from_shared(format!("{scheme}://{peer_addr}")).map_err(|e| {
+                tonic::Status::invalid_argument(format!("bad peer address {peer_addr}: {e}"))
+            })?;
         if let Some(tls) = &self.tls {
             endpoint = endpoint.tls_config(tls.clone()).map_err(|e| {
                 tonic::Status::invalid_argument(format!("peer TLS for {peer_addr}: {e}"))

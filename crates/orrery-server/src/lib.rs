@@ -131,9 +131,11 @@ pub async fn run(
     let registry = Arc::new(Registry::new(
         cfg.id,
         storage.clone(),
-        PeerClients::new(cfg.peer_source).with_tls(cfg.certs.as_ref().map(|c| {
-            orrery_raft::network::peer_tls(&c.ca_pem, &c.cert_pem, &c.key_pem)
-        })),
+        PeerClients::new(cfg.peer_source).with_tls(
+            cfg.certs
+                .as_ref()
+                .map(|c| orrery_raft::network::peer_tls(&c.ca_pem, &c.cert_pem, &c.key_pem)),
+        ),
         &cfg.raft,
     )?);
     registry.ensure(PLACEMENT_GROUP).await?;
@@ -150,7 +152,8 @@ pub async fn run(
     if let Some(j) = cfg.join.clone() {
         tokio::spawn(node.clone().run_join(j, stop_rx.clone()));
     }
-    let authn = auth::Authenticator::new(node.clone(), cfg.auth.clone()).map_err(ServerError::Serve)?;
+    let authn =
+        auth::Authenticator::new(node.clone(), cfg.auth.clone()).map_err(ServerError::Serve)?;
     let services = Services::new(node.clone(), Arc::new(authn));
     services
         .jobs

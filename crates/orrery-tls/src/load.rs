@@ -65,7 +65,10 @@ impl NodeCerts {
             .collect::<Result<Vec<_>, _>>()
             .map_err(|e| TlsError::file(&dir.join("node.crt"), e))?;
         if chain.is_empty() {
-            return Err(TlsError::file(&dir.join("node.crt"), "holds no certificate"));
+            return Err(TlsError::file(
+                &dir.join("node.crt"),
+                "holds no certificate",
+            ));
         }
         let key = PrivateKeyDer::from_pem_slice(&key_pem)
             .map_err(|e| TlsError::file(&dir.join("node.key"), e))?;
@@ -84,7 +87,10 @@ impl NodeCerts {
     /// past the handshake). Otherwise (the client port) a certificate from
     /// the cluster CA is optional and, when shown, names a node; any other
     /// certificate is refused.
-    pub fn server_config(&self, client_certs_required: bool) -> Result<Arc<ServerConfig>, TlsError> {
+    pub fn server_config(
+        &self,
+        client_certs_required: bool,
+    ) -> Result<Arc<ServerConfig>, TlsError> {
         let b = WebPkiClientVerifier::builder_with_provider(self.roots.clone(), provider());
         let b = if client_certs_required {
             b

@@ -294,11 +294,13 @@ async fn serve(args: ServeArgs) -> Result<()> {
     if args.join.is_some() && !insecure && args.join_token.is_none() {
         bail!("--join needs --join-token (an admin token of the cluster)");
     }
-    let jwt = args.jwt_key.map(|key_file| orrery_server::auth::jwt::JwtConfig {
-        key_file,
-        audience: args.jwt_audience,
-        issuer: args.jwt_issuer,
-    });
+    let jwt = args
+        .jwt_key
+        .map(|key_file| orrery_server::auth::jwt::JwtConfig {
+            key_file,
+            audience: args.jwt_audience,
+            issuer: args.jwt_issuer,
+        });
     let policies = PolicyConfig {
         http_allow: HttpAllowlist::parse(args.http_sources_allow.as_deref().unwrap_or(""))
             .map_err(|e| anyhow::anyhow!("--http-sources-allow: {e}"))?,

@@ -31,8 +31,7 @@ struct Claims {
 impl JwtVerifier {
     pub fn new(cfg: &JwtConfig) -> Result<JwtVerifier, String> {
         let path = cfg.key_file.display();
-        let bytes =
-            std::fs::read(&cfg.key_file).map_err(|e| format!("--jwt-key {path}: {e}"))?;
+        let bytes = std::fs::read(&cfg.key_file).map_err(|e| format!("--jwt-key {path}: {e}"))?;
         // A PEM file is a public key; anything else is an HS256 secret.
         let (key, alg) = if bytes.starts_with(b"-----BEGIN") {
             if let Ok(k) = DecodingKey::from_rsa_pem(&bytes) {
@@ -51,7 +50,10 @@ impl JwtVerifier {
                     "--jwt-key {path}: an HS256 secret must be at least 32 bytes"
                 ));
             }
-            (DecodingKey::from_secret(secret.as_bytes()), Algorithm::HS256)
+            (
+                DecodingKey::from_secret(secret.as_bytes()),
+                Algorithm::HS256,
+            )
         };
         let mut validation = Validation::new(alg);
         validation.set_required_spec_claims(&["exp", "sub"]);
@@ -71,7 +73,10 @@ impl JwtVerifier {
             .map_err(|e| ApiError::Unauthenticated(format!("invalid JWT: {e}")))?;
         let c = data.claims;
         let role = Role::parse(&c.role).ok_or_else(|| {
-            ApiError::Unauthenticated(format!("JWT role {:?} is not one of admin, writer, reader, worker", c.role))
+            ApiError::Unauthenticated(format!(
+                "JWT role {:?} is not one of admin, writer, reader, worker",
+                c.role
+            ))
         })?;
         Ok(Caller {
             name: c.sub,

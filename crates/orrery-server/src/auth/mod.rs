@@ -114,7 +114,8 @@ pub struct Authenticator {
     jwt: Option<jwt::JwtVerifier>,
 }
 
-const MISSING: &str = "this endpoint needs a token: send `Authorization: Bearer TOKEN` (see docs/security.md)";
+const MISSING: &str =
+    "this endpoint needs a token: send `Authorization: Bearer TOKEN` (see docs/security.md)";
 
 impl Authenticator {
     pub fn new(node: Arc<Node>, cfg: AuthConfig) -> Result<Authenticator, String> {
@@ -144,9 +145,7 @@ impl Authenticator {
             Perm::Open => return Ok(Caller::anonymous()),
             Perm::Metrics if self.cfg.metrics_public => return Ok(Caller::anonymous()),
             // Whoever initialises a fresh node receives the root token.
-            Perm::Init if !self.node.placement().is_initialized() => {
-                return Ok(Caller::anonymous())
-            }
+            Perm::Init if !self.initialized() => return Ok(Caller::anonymous()),
             _ => {}
         }
         let caller = match authorization {
@@ -158,6 +157,9 @@ impl Authenticator {
                 role: Some(Role::Reader),
                 queues: None,
             },
+            // A node outside a cluster has no tokens to check: say so
+            // (503), as the endpoint itself would.
+            None if !self.initialized() => return Err(ApiError::NotInitialized),
             None => return Err(ApiError::Unauthenticated(MISSING.into())),
         };
         let role = caller.role.unwrap_or(Role::Reader);
@@ -171,6 +173,14 @@ impl Authenticator {
                 perm.name()
             )))
         }
+    }
+
+    /// Whether this node's copy of the placement state is initialised
+    /// (without cloning it, as `Node::placement` would).
+    fn initialized(&self) -> bool {
+        self.node
+            .placement_group()
+            .is_some_and(|g| g.sm.read(|s| s.placement.is_initialized()))
     }
 
     fn authenticate(&self, header: &[u8]) -> Result<Caller, ApiError> {

@@ -246,7 +246,9 @@ mod tests {
                 for m in ["get", "post", "put", "delete", "patch"] {
                     let tail = &args[q2..];
                     let called = tail.match_indices(&format!("{m}(")).any(|(k, _)| {
-                        k == 0 || !tail.as_bytes()[k - 1].is_ascii_alphanumeric() && tail.as_bytes()[k - 1] != b'_'
+                        k == 0
+                            || !tail.as_bytes()[k - 1].is_ascii_alphanumeric()
+                                && tail.as_bytes()[k - 1] != b'_'
                     });
                     if called {
                         out.insert((m.to_uppercase(), route.to_string()));
@@ -261,15 +263,24 @@ mod tests {
     #[test]
     fn every_rest_route_has_a_permission_and_every_permission_a_route() {
         let found = routes_in_sources();
-        assert!(found.len() > 40, "the source scan found too little: {found:?}");
+        assert!(
+            found.len() > 40,
+            "the source scan found too little: {found:?}"
+        );
         let table: BTreeSet<(String, String)> = REST
             .iter()
             .map(|(m, r, _)| (m.to_string(), r.to_string()))
             .collect();
         let missing: Vec<_> = found.difference(&table).collect();
-        assert!(missing.is_empty(), "routes without a permission in auth/perms.rs: {missing:?}");
+        assert!(
+            missing.is_empty(),
+            "routes without a permission in auth/perms.rs: {missing:?}"
+        );
         let stale: Vec<_> = table.difference(&found).collect();
-        assert!(stale.is_empty(), "permissions for routes that do not exist: {stale:?}");
+        assert!(
+            stale.is_empty(),
+            "permissions for routes that do not exist: {stale:?}"
+        );
     }
 
     #[test]
@@ -291,16 +302,30 @@ mod tests {
         let table: BTreeSet<String> = GRPC.iter().map(|(p, _)| p.to_string()).collect();
         assert!(found.len() > 50, "{found:?}");
         let missing: Vec<_> = found.difference(&table).collect();
-        assert!(missing.is_empty(), "gRPC methods without a permission: {missing:?}");
+        assert!(
+            missing.is_empty(),
+            "gRPC methods without a permission: {missing:?}"
+        );
         let stale: Vec<_> = table.difference(&found).collect();
-        assert!(stale.is_empty(), "permissions for gRPC methods that do not exist: {stale:?}");
+        assert!(
+            stale.is_empty(),
+            "permissions for gRPC methods that do not exist: {stale:?}"
+        );
     }
 
     #[test]
     fn roles_hold_what_docs_security_md_says() {
         use Role::*;
         // Admin: everything.
-        for p in [Read, Write, Perm::Admin, JobsRead, JobsSubmit, JobsWork, Init] {
+        for p in [
+            Read,
+            Write,
+            Perm::Admin,
+            JobsRead,
+            JobsSubmit,
+            JobsWork,
+            Init,
+        ] {
             assert!(p.allows(Role::Admin), "{p:?}");
         }
         assert!(Read.allows(Reader) && !Write.allows(Reader) && !JobsWork.allows(Reader));

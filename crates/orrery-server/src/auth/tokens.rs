@@ -76,10 +76,23 @@ pub fn authenticate(node: &Node, token: &str, now_ms: u64) -> Result<Caller, Api
     let bad = || ApiError::Unauthenticated("unknown or revoked token".into());
     let rest = token.strip_prefix(PREFIX).ok_or_else(bad)?;
     let (id, secret) = rest.split_once('_').ok_or_else(bad)?;
-    let raw = node
+    let g = node
         .placement_group()
-        .and_then(|g| g.sm.read(|s| s.kv.get(&key(id)).map(|v| v.value.clone())))
-        .ok_or_else(bad)?;
+        .ok_or_else(|| ApiError::unavailable("the placement group is not running"))?;
+    let Some(raw) = g.sm.read(|s| s.kv.get(&key(id)).map(|v| v.value.clone())) else {
+        // No record: unknown, unless this node cannot know yet (not part
+        // of a cluster, or replaying log entries it has not applied).
+        if !g.sm.read(|s| s.placement.is_initialized()) {
+            return Err(ApiError::NotInitialized);
+        }
+        let m = g.raft.metrics().borrow().clone();
+        if m.last_applied.map(|l| l.index) < m.last_log_index {
+            return Err(ApiError::unavailable(
+                "this node is catching up and cannot check the token yet",
+            ));
+        }
+        return Err(bad());
+    };
     let rec: TokenRecord = serde_json::from_slice(&raw).map_err(|_| bad())?;
     if !same(rec.hash.as_bytes(), hash_hex(secret).as_bytes()) || rec.revoked_ms > 0 {
         return Err(bad());
@@ -123,7 +136,9 @@ fn check_name(field: &str, s: &str) -> Result<(), ApiError> {
     } else {
         Err(ApiError::bad(
             "invalid_token",
-            format!("{field} must be 1-64 characters of letters, digits, '-', '_', '.', '@'; got {s:?}"),
+            format!(
+                "{field} must be 1-64 characters of letters, digits, '-', '_', '.', '@'; got {s:?}"
+            ),
         ))
     }
 }
@@ -135,20 +150,33 @@ fn random_hex(bytes: usize) -> String {
 }
 
 /// Creates a token; returns its record and the token itself (shown once).
-pub async fn create(node: &Node, req: NewToken, now_ms: u64) -> Result<(TokenRecord, String), ApiError> {
+pub async fn create(
+    node: &Node,
+    req: NewToken,
+    now_ms: u64,
+) -> Result<(TokenRecord, String), ApiError> {
     check_name("name", &req.name)?;
     let role = Role::parse(&req.role).ok_or_else(|| {
         ApiError::bad(
             "invalid_token",
-            format!("role must be admin, writer, reader or worker; got {:?}", req.role),
+            format!(
+                "role must be admin, writer, reader or worker; got {:?}",
+                req.role
+            ),
         )
     })?;
     if let Some(qs) = &req.queues {
         if role != Role::Worker {
-            return Err(ApiError::bad("invalid_token", "queues limit worker tokens only"));
+            return Err(ApiError::bad(
+                "invalid_token",
+                "queues limit worker tokens only",
+            ));
         }
         if qs.is_empty() {
-            return Err(ApiError::bad("invalid_token", "queues must name at least one queue"));
+            return Err(ApiError::bad(
+                "invalid_token",
+                "queues must name at least one queue",
+            ));
         }
         for q in qs {
             check_name("queue", q)?;
@@ -158,7 +186,10 @@ pub async fn create(node: &Node, req: NewToken, now_ms: u64) -> Result<(TokenRec
         None => 0,
         Some(0) => return Err(ApiError::bad("invalid_token", "ttl must be positive")),
         Some(t) if t > MAX_TTL_S => {
-            return Err(ApiError::bad("invalid_token", "ttl must be at most 10 years"))
+            return Err(ApiError::bad(
+                "invalid_token",
+                "ttl must be at most 10 years",
+            ))
         }
         Some(t) => now_ms + t * 1000,
     };
@@ -198,16 +229,26 @@ async fn mint(
         value,
     };
     match node.write(PLACEMENT_GROUP, cmd).await? {
-        KvResponse::Cas { succeeded: true, .. } => Ok((rec, format!("{PREFIX}{id}_{secret}"))),
+        KvResponse::Cas {
+            succeeded: true, ..
+        } => Ok((rec, format!("{PREFIX}{id}_{secret}"))),
         _ => Err(ApiError::Conflict(format!("token {id} exists already"))),
     }
 }
 
 /// The root token, created once by `cluster init`.
 pub async fn create_root(node: &Node, now_ms: u64) -> Result<String, ApiError> {
-    mint(node, ROOT_ID.into(), "root".into(), Role::Admin, None, 0, now_ms)
-        .await
-        .map(|(_, t)| t)
+    mint(
+        node,
+        ROOT_ID.into(),
+        "root".into(),
+        Role::Admin,
+        None,
+        0,
+        now_ms,
+    )
+    .await
+    .map(|(_, t)| t)
 }
 
 /// Every token's record (linearizable).

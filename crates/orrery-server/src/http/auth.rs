@@ -11,7 +11,11 @@ use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 
 pub async fn guard(State(s): State<AppState>, mut req: Request, next: Next) -> Response {
-    let Some(route) = req.extensions().get::<MatchedPath>().map(|p| p.as_str().to_owned()) else {
+    let Some(route) = req
+        .extensions()
+        .get::<MatchedPath>()
+        .map(|p| p.as_str().to_owned())
+    else {
         return next.run(req).await;
     };
     let method = req.method().clone();
@@ -99,8 +103,16 @@ mod tests {
         let ct = header::CONTENT_TYPE;
         let cl = header::CONTENT_LENGTH;
         assert!(json_media_type(&Method::POST, &h(&[(ct.clone(), "application/json")])).is_ok());
-        assert!(json_media_type(&Method::POST, &h(&[(ct.clone(), "Application/JSON; charset=utf-8")])).is_ok());
-        for bad in ["text/plain", "application/x-www-form-urlencoded", "multipart/form-data; boundary=x"] {
+        assert!(json_media_type(
+            &Method::POST,
+            &h(&[(ct.clone(), "Application/JSON; charset=utf-8")])
+        )
+        .is_ok());
+        for bad in [
+            "text/plain",
+            "application/x-www-form-urlencoded",
+            "multipart/form-data; boundary=x",
+        ] {
             let e = json_media_type(&Method::POST, &h(&[(ct.clone(), bad)]));
             assert!(matches!(e, Err(ApiError::UnsupportedMediaType(_))), "{bad}");
         }

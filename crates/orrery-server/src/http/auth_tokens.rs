@@ -17,7 +17,10 @@ pub fn routes() -> Router<AppState> {
         .route("/v1/auth/tokens/{id}", delete(revoke))
 }
 
-async fn create(State(s): State<AppState>, body: Body) -> Result<(StatusCode, Json<Value>), ApiError> {
+async fn create(
+    State(s): State<AppState>,
+    body: Body,
+) -> Result<(StatusCode, Json<Value>), ApiError> {
     let req: NewToken = json_body(body, 64 << 10).await?;
     let (rec, token) = tokens::create(&s.node, req, now_ms()).await?;
     let mut v = rec.view();
@@ -27,9 +30,14 @@ async fn create(State(s): State<AppState>, body: Body) -> Result<(StatusCode, Js
 
 async fn list(State(s): State<AppState>) -> Result<Json<Value>, ApiError> {
     let all = tokens::list(&s.node).await?;
-    Ok(Json(json!({"tokens": all.iter().map(|t| t.view()).collect::<Vec<_>>()})))
+    Ok(Json(
+        json!({"tokens": all.iter().map(|t| t.view()).collect::<Vec<_>>()}),
+    ))
 }
 
-async fn revoke(State(s): State<AppState>, Path(id): Path<String>) -> Result<Json<Value>, ApiError> {
+async fn revoke(
+    State(s): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<Json<Value>, ApiError> {
     Ok(Json(tokens::revoke(&s.node, &id, now_ms()).await?.view()))
 }

@@ -38,7 +38,10 @@ pub fn router(services: AppState) -> Router {
         .merge(vectors::routes())
         .merge(policies::routes())
         .merge(auth_tokens::routes())
-        .route_layer(middleware::from_fn_with_state(services.clone(), auth::guard))
+        .route_layer(middleware::from_fn_with_state(
+            services.clone(),
+            auth::guard,
+        ))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(middleware::from_fn_with_state(services.clone(), observe))

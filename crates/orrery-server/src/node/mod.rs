@@ -12,8 +12,8 @@ pub mod peer;
 mod reconcile;
 mod route;
 mod status;
-pub mod validate;
 pub mod typed;
+pub mod validate;
 pub mod version;
 
 pub use admin::placement_error;

@@ -202,7 +202,10 @@ async fn status(c: &mut Client, as_json: bool) -> Result<()> {
     }
     println!("cluster {} (as seen from node {})", s.cluster_id, s.node_id);
     if s.insecure {
-        println!("WARNING: node {} runs with --insecure: no TLS, no authentication", s.node_id);
+        println!(
+            "WARNING: node {} runs with --insecure: no TLS, no authentication",
+            s.node_id
+        );
     }
     match &s.cluster_version {
         Some(v) => print_version(v),

@@ -80,7 +80,9 @@ pub enum TokensCmd {
     },
     List,
     /// Revoke a token: it stops working on every node within seconds.
-    Revoke { id: String },
+    Revoke {
+        id: String,
+    },
 }
 
 /// `90s`, `15m`, `12h`, `30d` (or plain seconds) in seconds.
@@ -138,12 +140,28 @@ pub async fn auth(c: &Client, cmd: AuthCmd, as_json: bool) -> Result<()> {
         TokensCmd::List => {
             let r = a.list_tokens(pb::ListTokensRequest {}).await?.into_inner();
             if as_json {
-                super::print_json(&json!({"tokens": r.tokens.iter().map(info_json).collect::<Vec<_>>()}));
+                super::print_json(
+                    &json!({"tokens": r.tokens.iter().map(info_json).collect::<Vec<_>>()}),
+                );
             } else {
-                println!("{:<18} {:<20} {:<7} {:<8} QUEUES", "ID", "NAME", "ROLE", "STATE");
+                println!(
+                    "{:<18} {:<20} {:<7} {:<8} QUEUES",
+                    "ID", "NAME", "ROLE", "STATE"
+                );
                 for t in &r.tokens {
-                    let state = if t.revoked_ms > 0 { "revoked" } else { "active" };
-                    println!("{:<18} {:<20} {:<7} {:<8} {}", t.id, t.name, t.role, state, t.queues.join(","));
+                    let state = if t.revoked_ms > 0 {
+                        "revoked"
+                    } else {
+                        "active"
+                    };
+                    println!(
+                        "{:<18} {:<20} {:<7} {:<8} {}",
+                        t.id,
+                        t.name,
+                        t.role,
+                        state,
+                        t.queues.join(",")
+                    );
                 }
             }
         }

@@ -3,8 +3,8 @@
 
 use super::bulk::{check_batch, filled};
 use super::{at, check_name, unexpected, JobsService, SubmitArgs};
-use crate::node::validate;
 use crate::api::{now_ms, ApiError};
+use crate::node::validate;
 use orrery_queue::{Job, NewJob, QueueCommand, QueueResponse, QueueSpec};
 use orrery_types::{group_shard, stable_hash, GroupId};
 use std::collections::BTreeMap;
