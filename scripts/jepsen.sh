@@ -48,6 +48,10 @@ case "$profile" in
     ci)
         common=(--nodes 3 --time-limit 30 --concurrency 8 --rate 60 --seed 42)
         run register-partition valid --workload register --nemesis partition "${common[@]}"
+        # Every run above and below is on TLS with tokens; this one checks
+        # that --insecure nodes still work (short: a smoke run).
+        run register-kill-insecure valid --workload register --nemesis kill --insecure \
+            --nodes 3 --time-limit 15 --concurrency 8 --rate 60 --seed 42
         run set-kill valid --workload set --nemesis kill "${common[@]}"
         run register-pause valid --workload register --nemesis pause "${common[@]}"
         run set-membership valid --workload set --nemesis membership "${common[@]}"

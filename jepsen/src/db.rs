@@ -1,6 +1,7 @@
 //! The database under test: real `orrery` processes, one per loopback
 //! address, started, killed, paused and restarted by the nemesis.
 
+use crate::access::Access;
 use crate::net::{node_ip, CLIENT_IP};
 use crate::procs::{self, CouldNotRun, Procs};
 use anyhow::{bail, Context, Result};
@@ -67,6 +68,8 @@ pub struct Db {
     pub nodes: Vec<NodeProc>,
     pub shards: u32,
     http: reqwest::Client,
+    /// TLS and the root token, or plain (`--insecure`).
+    pub access: Access,
     procs: Arc<Procs>,
     /// libfaketime, found on the first clock-skewed start.
     libfaketime: Option<PathBuf>,
@@ -75,7 +78,13 @@ pub struct Db {
 impl Db {
     /// `dir` must exist. Both paths are made absolute: node command lines
     /// carry them, and the end-of-test scan recognises the nodes by them.
-    pub fn new(bin_dir: PathBuf, dir: PathBuf, nodes: usize, shards: u32) -> Result<Db> {
+    pub fn new(
+        bin_dir: PathBuf,
+        dir: PathBuf,
+        nodes: usize,
+        shards: u32,
+        insecure: bool,
+    ) -> Result<Db> {
         for b in ["orrery", "orreryctl"] {
             if !bin_dir.join(b).exists() {
                 bail!(
@@ -90,10 +99,31 @@ impl Db {
         let dir = dir
             .canonicalize()
             .with_context(|| format!("resolving {}", dir.display()))?;
-        let http = reqwest::Client::builder()
-            .local_address(std::net::IpAddr::V4(CLIENT_IP))
-            .timeout(Duration::from_secs(2))
-            .build()?;
+        let access = if insecure {
+            Access::insecure()
+        } else {
+            // The test's own cluster CA; each node gets a certificate for
+            // its address when it first starts.
+            let ca = dir.join("certs").join("ca");
+            if !ca.join("ca.crt").exists() {
+                run_ctl(
+                    &bin_dir,
+                    &[
+                        "certs",
+                        "create-ca",
+                        "--certs-dir",
+                        &ca.display().to_string(),
+                    ],
+                    None,
+                )?;
+            }
+            Access::secure(ca.join("ca.crt"))
+        };
+        let http = access.client(
+            reqwest::Client::builder()
+                .local_address(std::net::IpAddr::V4(CLIENT_IP))
+                .timeout(Duration::from_secs(2)),
+        )?;
         let procs = Arc::new(Procs::new(bin_dir.join("orrery"), dir.clone()));
         Ok(Db {
             bin_dir,
@@ -101,6 +131,7 @@ impl Db {
             nodes: (1..=nodes as u64).map(NodeProc::new).collect(),
             shards,
             http,
+            access,
             procs,
             libfaketime: None,
         })
@@ -147,6 +178,25 @@ impl Db {
         self.dir.join(format!("n{id}.log"))
     }
 
+    /// Node `id`'s certificate directory (made on its first start, for its
+    /// address); `None` on an `--insecure` run.
+    fn certs_dir(&self, id: u64, ip: &str) -> Result<Option<PathBuf>> {
+        let Some(ca_cert) = self.access.ca_cert() else {
+            return Ok(None);
+        };
+        let ca_dir = ca_cert.parent().context("CA directory")?;
+        let out = self.dir.join("certs").join(format!("n{id}"));
+        if !out.join("node.crt").exists() {
+            let (ca, o) = (ca_dir.display().to_string(), out.display().to_string());
+            run_ctl(
+                &self.bin_dir,
+                &["certs", "create-node", "--certs-dir", &ca, "--out", &o, ip],
+                None,
+            )?;
+        }
+        Ok(Some(out))
+    }
+
     pub fn data_dir(&self, id: u64) -> PathBuf {
         self.dir.join("data").join(format!("n{id}"))
     }
@@ -165,8 +215,9 @@ impl Db {
             .append(true)
             .open(self.log_path(id))?;
         let orrery = self.procs.orrery().to_path_buf();
-        let mut cmd = Command::new(&orrery);
         let ip = node_ip(id).to_string();
+        let certs = self.certs_dir(id, &ip)?;
+        let mut cmd = Command::new(&orrery);
         cmd.arg("serve")
             .args(["--id", &id.to_string()])
             .args(["--listen", &client_addr(id)])
@@ -179,9 +230,12 @@ impl Db {
             .args(["--snapshot-logs", "400"])
             .args(["--keep-logs", "100"])
             .args(["--request-timeout-ms", "2000"])
-            // Not yet on TLS and tokens (issue 19's note says what is
-            // left): the nodes live in the suite's own network namespace.
-            .arg("--insecure")
+            .args(
+                certs
+                    .iter()
+                    .flat_map(|d| [std::ffi::OsStr::new("--certs-dir"), d.as_os_str()]),
+            )
+            .args((!self.access.is_secure()).then_some("--insecure"))
             .env(
                 "RUST_LOG",
                 "info,openraft=info,sled=warn,h2=warn,tower=warn",
@@ -245,7 +299,7 @@ impl Db {
         timeout: Duration,
     ) -> Result<()> {
         let deadline = Instant::now() + timeout;
-        let url = format!("http://{}/healthz", client_addr(id));
+        let url = format!("{}/healthz", self.access.base(&client_addr(id)));
         let addr = sock(id, CLIENT_PORT);
         loop {
             if let Ok(r) = self.http.get(&url).send().await {
@@ -334,23 +388,7 @@ impl Db {
     /// Runs orreryctl, killed after 30 s: an admin call sent to a node cut
     /// off from its quorum must not stall the nemesis.
     fn ctl(&self, args: &[&str]) -> Result<String> {
-        let out = tokio::task::block_in_place(|| {
-            Command::new("timeout")
-                .arg("30")
-                .arg(self.bin_dir.join("orreryctl"))
-                .args(args)
-                .output()
-        })
-        .context("running orreryctl")?;
-        if !out.status.success() {
-            bail!(
-                "orreryctl {} failed: {}{}",
-                args.join(" "),
-                String::from_utf8_lossy(&out.stdout).trim(),
-                String::from_utf8_lossy(&out.stderr).trim()
-            );
-        }
-        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+        tokio::task::block_in_place(|| run_ctl(&self.bin_dir, args, Some(&self.access)))
     }
 
     /// Starts every node, initialises the cluster on n1 and adds the rest.
@@ -361,7 +399,22 @@ impl Db {
         }
         let ep = client_addr(1);
         let shards = self.shards.to_string();
-        self.ctl(&["--endpoint", &ep, "cluster", "init", "--shards", &shards])?;
+        let out = self.ctl(&[
+            "--endpoint",
+            &ep,
+            "--json",
+            "cluster",
+            "init",
+            "--shards",
+            &shards,
+        ])?;
+        if self.access.is_secure() {
+            let v: Value = serde_json::from_str(&out).context("cluster init output")?;
+            let token = v["root_token"]
+                .as_str()
+                .context("cluster init printed no root token")?;
+            self.access.set_token(token);
+        }
         for id in self.ids().into_iter().skip(1) {
             self.add_member(id)?;
         }
@@ -408,11 +461,8 @@ impl Db {
 
     /// The cluster view of node `id` (`GET /v1/cluster`).
     pub async fn cluster_view(&self, id: u64) -> Result<Value> {
-        let r = self
-            .http
-            .get(format!("http://{}/v1/cluster", client_addr(id)))
-            .send()
-            .await?;
+        let url = format!("{}/v1/cluster", self.access.base(&client_addr(id)));
+        let r = self.access.auth(self.http.get(url)).send().await?;
         if !r.status().is_success() {
             bail!("GET /v1/cluster on n{id}: {}", r.status());
         }
@@ -426,9 +476,10 @@ impl Db {
         let mut last = String::new();
         while Instant::now() < deadline {
             for n in self.nodes.iter().filter(|n| n.running()) {
+                let url = format!("{}/v1/queues", self.access.base(&client_addr(n.id)));
                 let r = self
-                    .http
-                    .post(format!("http://{}/v1/queues", client_addr(n.id)))
+                    .access
+                    .auth(self.http.post(url))
                     .json(&serde_json::json!({"name": QUEUE, "lease_s": QUEUE_LEASE_S, "max_attempts": 1000}))
                     .send()
                     .await;
@@ -473,4 +524,30 @@ pub fn default_bin_dir() -> PathBuf {
         .ok()
         .and_then(|p| p.parent().map(Path::to_path_buf))
         .unwrap_or_else(|| PathBuf::from("."))
+}
+
+/// Runs orreryctl (killed after 30 s: an admin call sent to a node cut
+/// off from its quorum must not stall the nemesis), trusting the test's CA
+/// and sending its root token when `access` is secure.
+fn run_ctl(bin_dir: &std::path::Path, args: &[&str], access: Option<&Access>) -> Result<String> {
+    let mut cmd = Command::new("timeout");
+    cmd.arg("30").arg(bin_dir.join("orreryctl")).args(args);
+    if let Some(a) = access {
+        if let Some(ca) = a.ca_cert() {
+            cmd.env("ORRERY_CA_CERT", ca);
+        }
+        if let Some(t) = a.token() {
+            cmd.env("ORRERY_TOKEN", t);
+        }
+    }
+    let out = cmd.output().context("running orreryctl")?;
+    if !out.status.success() {
+        bail!(
+            "orreryctl {} failed: {}{}",
+            args.join(" "),
+            String::from_utf8_lossy(&out.stdout).trim(),
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
 }

@@ -1,6 +1,7 @@
 //! Orrery's fault-injection suite: the history format, checkers and (in the
 //! `orrery-jepsen` binary) the harness that drives real nodes.
 
+pub mod access;
 pub mod check;
 pub mod db;
 pub mod history;

@@ -74,6 +74,10 @@ pub struct TestOpts {
     /// Keep the nodes' data directories even when the test is valid.
     #[arg(long)]
     pub keep_data: bool,
+    /// Run the nodes with --insecure (no TLS, no tokens). By default the
+    /// suite makes its own CA and node certificates and uses the root token.
+    #[arg(long)]
+    pub insecure: bool,
 }
 
 pub fn default_store() -> PathBuf {
@@ -347,12 +351,12 @@ pub async fn run_test(o: TestOpts) -> Result<Outcome> {
         "nodes": o.nodes, "concurrency": o.concurrency,
         "read_consistency": format!("{:?}", o.read_consistency).to_lowercase(),
         "seed": seed, "rate": o.rate, "shards": o.shards, "nemesis_interval": o.nemesis_interval,
-        "recovery": o.recovery, "op_timeout_ms": o.op_timeout_ms,
+        "recovery": o.recovery, "op_timeout_ms": o.op_timeout_ms, "insecure": o.insecure,
     });
     std::fs::write(dir.join("opts.json"), serde_json::to_vec_pretty(&opts)?)?;
 
     let bin_dir = o.bin_dir.clone().unwrap_or_else(default_bin_dir);
-    let mut db = Db::new(bin_dir, dir.clone(), o.nodes, o.shards)?;
+    let mut db = Db::new(bin_dir, dir.clone(), o.nodes, o.shards, o.insecure)?;
     if o.nemesis
         .iter()
         .any(|k| matches!(k, NemesisKind::Clock | NemesisKind::All))
@@ -457,6 +461,7 @@ async fn run_phases(o: &TestOpts, seed: u64, dir: &Path, mut db: Db) -> Result<F
         Duration::from_millis(o.op_timeout_ms),
         o.read_consistency,
         &run_prefix,
+        &db.access,
     )?);
     let live = Arc::new(RwLock::new(db.ids()));
     let next_process = Arc::new(AtomicU64::new(0));

@@ -242,12 +242,20 @@ impl Generator {
 /// HTTP client for the workloads; connections originate from [`CLIENT_IP`].
 pub struct Client {
     http: reqwest::Client,
+    access: crate::access::Access,
     consistency: ReadConsistency,
     set_prefix: String,
 }
 
-fn kv_url(node: u64, key: &str) -> String {
-    format!("http://{}/v1/kv/{key}", client_addr(node))
+impl Client {
+    /// `https://ADDR` (or `http://` on an `--insecure` run) of `node`.
+    fn base(&self, node: u64) -> String {
+        self.access.base(&client_addr(node))
+    }
+
+    fn kv_url(&self, node: u64, key: &str) -> String {
+        format!("{}/v1/kv/{key}", self.base(node))
+    }
 }
 
 fn err_text(e: &reqwest::Error) -> String {
@@ -262,18 +270,31 @@ fn err_text(e: &reqwest::Error) -> String {
 }
 
 impl Client {
+    /// A client reaching the nodes as `access` says (TLS and the root
+    /// token, which `Db::setup` has learnt by now).
     pub fn new(
         timeout: Duration,
         consistency: ReadConsistency,
         run_prefix: &str,
+        access: &crate::access::Access,
     ) -> Result<Client> {
+        let mut headers = reqwest::header::HeaderMap::new();
+        if let Some(t) = access.token() {
+            headers.insert(
+                reqwest::header::AUTHORIZATION,
+                format!("Bearer {t}").parse()?,
+            );
+        }
         Ok(Client {
-            http: reqwest::Client::builder()
-                .local_address(std::net::IpAddr::V4(CLIENT_IP))
-                .timeout(timeout)
-                .connect_timeout(Duration::from_millis(500))
-                .pool_max_idle_per_host(64)
-                .build()?,
+            http: access.client(
+                reqwest::Client::builder()
+                    .local_address(std::net::IpAddr::V4(CLIENT_IP))
+                    .timeout(timeout)
+                    .connect_timeout(Duration::from_millis(500))
+                    .pool_max_idle_per_host(64)
+                    .default_headers(headers),
+            )?,
+            access: access.clone(),
             consistency,
             set_prefix: format!("{run_prefix}/s/"),
         })
@@ -290,7 +311,11 @@ impl Client {
     pub async fn perform(&self, req: &Request, node: u64) -> (OpType, Value, Option<String>) {
         match req {
             Request::Read { key } => {
-                let url = format!("{}?consistency={}", kv_url(node, key), self.consistency());
+                let url = format!(
+                    "{}?consistency={}",
+                    self.kv_url(node, key),
+                    self.consistency()
+                );
                 match self.http.get(url).send().await {
                     Ok(r) if r.status() == StatusCode::NOT_FOUND => (OpType::Ok, Value::Null, None),
                     Ok(r) if r.status().is_success() => match r.text().await {
@@ -307,7 +332,7 @@ impl Client {
             Request::Write { key, value } => {
                 let r = self
                     .http
-                    .put(kv_url(node, key))
+                    .put(self.kv_url(node, key))
                     .body(value.to_string())
                     .send()
                     .await;
@@ -316,7 +341,7 @@ impl Client {
             Request::Cas { key, expected, new } => {
                 let r = self
                     .http
-                    .post(format!("{}/cas", kv_url(node, key)))
+                    .post(format!("{}/cas", self.kv_url(node, key)))
                     .json(&json!({"expected": expected.to_string(), "value": new.to_string()}))
                     .send()
                     .await;
@@ -331,13 +356,19 @@ impl Client {
             }
             Request::Add { element } => {
                 let key = format!("{}{element:010}", self.set_prefix);
-                let r = self.http.put(kv_url(node, &key)).body("1").send().await;
+                let r = self
+                    .http
+                    .put(self.kv_url(node, &key))
+                    .body("1")
+                    .send()
+                    .await;
                 write_outcome(r, json!(element)).await
             }
             Request::Enqueue { element } => {
                 let r = self
                     .http
-                    .post(format!("http://{}/v1/jobs", client_addr(node)))
+                    .post(format!("{}/v1/jobs",
+                        self.base(node)))
                     .json(&json!({"queue": QUEUE, "kind": QUEUE_KIND, "params": {"element": element}}))
                     .send()
                     .await;
@@ -359,7 +390,8 @@ impl Client {
             Request::Claim => {
                 let r = self
                     .http
-                    .post(format!("http://{}/v1/queues/{QUEUE}/claim", client_addr(node)))
+                    .post(format!("{}/v1/queues/{QUEUE}/claim",
+                        self.base(node)))
                     .json(&json!({"worker_id": "jepsen", "kinds": [QUEUE_KIND], "lease_s": QUEUE_LEASE_S, "wait_s": 0}))
                     .send()
                     .await;
@@ -387,10 +419,7 @@ impl Client {
                 let value = json!({"job": job, "token": token});
                 let r = self
                     .http
-                    .post(format!(
-                        "http://{}/v1/jobs/{job}/complete",
-                        client_addr(node)
-                    ))
+                    .post(format!("{}/v1/jobs/{job}/complete", self.base(node)))
                     .json(&json!({"token": token, "result": {"ok": true}}))
                     .send()
                     .await;
@@ -400,8 +429,8 @@ impl Client {
             Request::ReadQueue => self.read_queue(node).await,
             Request::ReadSet => {
                 let url = format!(
-                    "http://{}/v1/kv?prefix={}&limit=10000&consistency={}",
-                    client_addr(node),
+                    "{}/v1/kv?prefix={}&limit=10000&consistency={}",
+                    self.base(node),
                     self.set_prefix,
                     self.consistency()
                 );
@@ -440,10 +469,7 @@ impl Client {
         let value = json!({"job": job, "token": token});
         let r = self
             .http
-            .post(format!(
-                "http://{}/v1/queues/{QUEUE}/claim",
-                client_addr(node)
-            ))
+            .post(format!("{}/v1/queues/{QUEUE}/claim", self.base(node)))
             .json(&json!({
                 "worker_id": "jepsen",
                 "kinds": [QUEUE_KIND],
@@ -489,8 +515,8 @@ impl Client {
         let mut cursor = String::new();
         for _ in 0..10_000 {
             let url = format!(
-                "http://{}/v1/jobs?queue={QUEUE}&limit=1000&cursor={cursor}",
-                client_addr(node)
+                "{}/v1/jobs?queue={QUEUE}&limit=1000&cursor={cursor}",
+                self.base(node)
             );
             let v = match self.http.get(url).send().await {
                 Ok(r) if r.status().is_success() => match r.json::<Value>().await {
