@@ -99,7 +99,7 @@ fn kill_stops_a_node_the_clock_nemesis_restarted() {
     }
     let tmp = tempfile::tempdir().expect("tempdir");
     let rt = tokio::runtime::Runtime::new().expect("runtime");
-    let mut db = Db::new(bin_dir(), tmp.path().to_path_buf(), 1, 1).expect("db");
+    let mut db = Db::new(bin_dir(), tmp.path().to_path_buf(), 1, 1, false).expect("db");
     std::fs::create_dir_all(db.dir.join("data")).expect("data dir");
     let procs = db.procs();
     // Kills whatever is left if an assertion fails (the old faketime
