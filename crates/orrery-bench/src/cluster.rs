@@ -39,6 +39,21 @@ fn free_ports(n: usize) -> Result<Vec<u16>> {
 }
 
 impl LocalCluster {
+    /// `--certs-dir` (a certificate made for node `id`), or `--insecure`.
+    fn security_args(root: &Path, id: u64) -> Result<Vec<std::ffi::OsString>> {
+        if crate::access::insecure() {
+            return Ok(vec!["--insecure".into()]);
+        }
+        let out = root.join(format!("certs-n{id}"));
+        orrery_tls::create_node(
+            &root.join("ca"),
+            &out,
+            &["127.0.0.1".into(), "localhost".into()],
+            false,
+        )?;
+        Ok(vec!["--certs-dir".into(), out.into_os_string()])
+    }
+
     /// Spawns `n` nodes (not yet a cluster) from `orrery` at `bin`, with data
     /// directories in a new temporary directory under `parent`.
     pub fn spawn(bin: &Path, n: usize, parent: &Path, keep: bool) -> Result<Self> {
@@ -65,6 +80,10 @@ impl LocalCluster {
             root: root.clone(),
             nodes: Vec::new(),
         };
+        if !crate::access::insecure() {
+            orrery_tls::create_ca(&root.join("ca"), false)?;
+            crate::access::set_ca_cert(root.join("ca").join("ca.crt"));
+        }
         let ports = free_ports(2 * n)?;
         for i in 0..n {
             let id = i as u64 + 1;
@@ -89,9 +108,7 @@ impl LocalCluster {
                 ])
                 .arg("--data-dir")
                 .arg(&node.data_dir)
-                // Plain for now (issue 19's note: the TLS cost is not
-                // measured yet); loopback only.
-                .arg("--insecure")
+                .args(Self::security_args(&root, id)?)
                 .env(
                     "RUST_LOG",
                     "info,openraft=warn,sled=warn,h2=warn,tower=warn",
@@ -169,12 +186,12 @@ impl LocalCluster {
 
     /// Waits until every node answers GET /healthz.
     pub async fn wait_healthy(&mut self, timeout: Duration) -> Result<()> {
-        let http = reqwest::Client::builder()
+        let http = crate::access::http()
             .timeout(Duration::from_secs(2))
             .build()?;
         let start = Instant::now();
         for i in 0..self.nodes.len() {
-            let url = format!("http://{}/healthz", self.nodes[i].addr);
+            let url = format!("{}/healthz", crate::access::base(&self.nodes[i].addr));
             loop {
                 self.check_alive()?;
                 let ok = http
@@ -205,11 +222,18 @@ impl LocalCluster {
     /// through every node.
     pub async fn form(&mut self, shards: u32, timeout: Duration) -> Result<()> {
         let deadline = Instant::now() + timeout;
-        let mut c = Client::connect(&self.nodes[0].addr).await?;
-        c.cluster()
+        let mut c = Client::connect_with(&self.nodes[0].addr, &crate::access::grpc()).await?;
+        let init = c
+            .cluster()
             .init(pb::InitRequest { shards })
             .await
-            .context("cluster init")?;
+            .context("cluster init")?
+            .into_inner();
+        if !init.root_token.is_empty() {
+            crate::access::set_token(&init.root_token);
+            // The first client was made before there was a token.
+            c = Client::connect_with(&self.nodes[0].addr, &crate::access::grpc()).await?;
+        }
         for i in 1..self.nodes.len() {
             let n = &self.nodes[i];
             let req = pb::AddMemberRequest {
@@ -246,7 +270,7 @@ impl LocalCluster {
         }
         // End to end through every node.
         for n in &self.nodes {
-            let mut nc = Client::connect(&n.addr).await?;
+            let mut nc = Client::connect_with(&n.addr, &crate::access::grpc()).await?;
             let key = format!("bench/ready/{}", n.id);
             loop {
                 let r = async {
@@ -269,7 +293,7 @@ impl LocalCluster {
 
     /// Which node leads how many shards, as node 1 sees it.
     pub async fn shard_leaders(&self) -> Result<BTreeMap<String, u32>> {
-        let mut c = Client::connect(&self.nodes[0].addr).await?;
+        let mut c = Client::connect_with(&self.nodes[0].addr, &crate::access::grpc()).await?;
         let shards = c.shards().await?;
         let mut m = BTreeMap::new();
         for s in shards {
@@ -388,7 +412,7 @@ pub async fn metric_totals<const N: usize>(
     let mut sum = [0.0; N];
     for addr in addrs {
         let text = http
-            .get(format!("http://{addr}/metrics"))
+            .get(format!("{}/metrics", crate::access::base(&addr)))
             .send()
             .await
             .ok()?

@@ -136,8 +136,8 @@ impl ClaimedJob {
 /// POST /v1/jobs/batch.
 async fn producer(s: Arc<Shared>, i: usize, batch: u32) {
     let addr = &s.addrs[i % s.addrs.len()];
-    let one = format!("http://{addr}/v1/jobs");
-    let bulk = format!("http://{addr}/v1/jobs/batch");
+    let one = format!("{}/v1/jobs", crate::access::base(&addr));
+    let bulk = format!("{}/v1/jobs/batch", crate::access::base(&addr));
     let mut n = 0u64;
     while !s.stop.load(Ordering::Relaxed) {
         if batch <= 1 {
@@ -185,8 +185,8 @@ async fn worker(s: Arc<Shared>, i: usize, max: u32) -> Vec<f64> {
         return settling_worker(s, i, max).await;
     }
     let addr = &s.addrs[i % s.addrs.len()];
-    let claim_url = format!("http://{addr}/v1/queues/bench/claim");
-    let bulk_url = format!("http://{addr}/v1/jobs/complete");
+    let claim_url = format!("{}/v1/queues/bench/claim", crate::access::base(&addr));
+    let bulk_url = format!("{}/v1/jobs/complete", crate::access::base(&addr));
     let mut lat = Vec::new();
     while !s.stop.load(Ordering::Relaxed) {
         let t0 = Instant::now();
@@ -237,7 +237,7 @@ async fn worker(s: Arc<Shared>, i: usize, max: u32) -> Vec<f64> {
             continue;
         }
         for j in jobs {
-            let url = format!("http://{addr}/v1/jobs/{}/complete", j.id);
+            let url = format!("{}/v1/jobs/{}/complete", crate::access::base(&addr), j.id);
             let body = json!({"token": j.token, "result": {"ok": true}});
             match s.http.post(&url).json(&body).send().await {
                 Ok(r) if r.status().is_success() => {
@@ -256,7 +256,7 @@ async fn worker(s: Arc<Shared>, i: usize, max: u32) -> Vec<f64> {
 /// one request per batch of jobs.
 async fn settling_worker(s: Arc<Shared>, i: usize, max: u32) -> Vec<f64> {
     let addr = &s.addrs[i % s.addrs.len()];
-    let claim_url = format!("http://{addr}/v1/queues/bench/claim");
+    let claim_url = format!("{}/v1/queues/bench/claim", crate::access::base(&addr));
     let mut lat = Vec::new();
     let mut done: Vec<Value> = Vec::new();
     while !s.stop.load(Ordering::Relaxed) {
@@ -436,7 +436,7 @@ pub async fn run(args: JobsArgs) -> Result<()> {
 async fn run_cells(cluster: &mut LocalCluster, args: &JobsArgs) -> Result<()> {
     cluster.wait_healthy(Duration::from_secs(30)).await?;
     cluster.form(args.shards, Duration::from_secs(120)).await?;
-    let http = reqwest::Client::builder()
+    let http = crate::access::http()
         .timeout(Duration::from_secs(15))
         .pool_max_idle_per_host(256)
         .build()?;
@@ -445,7 +445,7 @@ async fn run_cells(cluster: &mut LocalCluster, args: &JobsArgs) -> Result<()> {
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
         let r = http
-            .post(format!("http://{}/v1/queues", addrs[0]))
+            .post(format!("{}/v1/queues", crate::access::base(&addrs[0])))
             .json(&json!({"name": "bench", "lease_s": 30}))
             .send()
             .await?;

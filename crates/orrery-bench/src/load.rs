@@ -46,14 +46,16 @@ pub enum Conn {
 impl Conn {
     pub async fn connect(protocol: Protocol, addr: &str, op_timeout: Duration) -> Result<Conn> {
         Ok(match protocol {
-            Protocol::Grpc => Conn::Grpc(Box::new(Client::connect(addr).await?)),
+            Protocol::Grpc => Conn::Grpc(Box::new(
+                Client::connect_with(addr, &crate::access::grpc()).await?,
+            )),
             Protocol::Http => Conn::Http {
                 // A client of its own per worker: its own keep-alive connection.
-                http: reqwest::Client::builder()
+                http: crate::access::http()
                     .timeout(op_timeout)
                     .pool_max_idle_per_host(1)
                     .build()?,
-                base: format!("http://{addr}/v1/kv/"),
+                base: format!("{}/v1/kv/", crate::access::base(&addr)),
             },
         })
     }

@@ -58,7 +58,8 @@ pub fn loadavg() -> Option<[f64; 3]> {
 
 /// The short form repeated on every result line.
 pub fn brief() -> Value {
-    json!({"cpus": cpus(), "os": std::env::consts::OS, "kernel": kernel()})
+    json!({"cpus": cpus(), "os": std::env::consts::OS, "kernel": kernel(),
+           "security": security()})
 }
 
 /// The full description for the conditions line.
@@ -72,7 +73,17 @@ pub fn full() -> Value {
         "kernel": kernel(),
         "arch": std::env::consts::ARCH,
         "loadavg": loadavg(),
+        "security": security(),
     })
+}
+
+/// How the cluster ran: `tls+tokens` (as users run it) or `insecure`.
+fn security() -> &'static str {
+    if crate::access::insecure() {
+        "insecure"
+    } else {
+        "tls+tokens"
+    }
 }
 
 /// The mount holding `path`: device, mount point, filesystem type, and

@@ -7,6 +7,7 @@
 //! orrery-bench kv --protocol http --clients 1,8
 //! ```
 
+mod access;
 mod cluster;
 mod jobs;
 mod load;
@@ -26,6 +27,10 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 #[derive(Parser)]
 #[command(name = "orrery-bench", version, about = "Benchmarks for Orrery")]
 struct Cli {
+    /// Run the cluster with --insecure (no TLS, no tokens), to measure what
+    /// security costs in a paired run; by default it runs as users run it.
+    #[arg(long, global = true)]
+    insecure: bool,
     #[command(subcommand)]
     cmd: Cmd,
 }
@@ -233,7 +238,7 @@ async fn run_kv(
         .output()
         .ok()
         .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string());
-    let http = reqwest::Client::builder()
+    let http = crate::access::http()
         .timeout(Duration::from_secs(5))
         .build()?;
 
@@ -360,6 +365,7 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() {
     let cli = Cli::parse();
+    access::configure(cli.insecure);
     let rt = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

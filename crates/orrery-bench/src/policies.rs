@@ -122,10 +122,10 @@ async fn run(cluster: &mut LocalCluster, args: &PolicyArgs, duration: Duration) 
     eprintln!("forming the cluster ({} shards) ...", args.shards);
     cluster.form(args.shards, Duration::from_secs(180)).await?;
     let addrs: Vec<String> = cluster.nodes.iter().map(|n| n.addr.clone()).collect();
-    let http = reqwest::Client::builder()
+    let http = crate::access::http()
         .timeout(Duration::from_secs(60))
         .build()?;
-    let base = format!("http://{}", addrs[0]);
+    let base = crate::access::base(&addrs[0]);
     let p = post(
         &http,
         &format!("{base}/v1/policies"),
@@ -165,7 +165,10 @@ async fn run(cluster: &mut LocalCluster, args: &PolicyArgs, duration: Duration) 
         let mut tasks = Vec::new();
         for c in 0..clients {
             let http = http.clone();
-            let url = format!("http://{}/v1/policies/{id}/runs", addrs[c % addrs.len()]);
+            let url = format!(
+                "{}/v1/policies/{id}/runs",
+                crate::access::base(&addrs[c % addrs.len()])
+            );
             tasks.push(tokio::spawn(async move {
                 let mut lat = Vec::new();
                 let mut errors = 0u64;

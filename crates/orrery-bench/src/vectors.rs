@@ -155,9 +155,9 @@ async fn measure(
     let urls: Vec<String> = cluster
         .nodes
         .iter()
-        .map(|n| format!("http://{}", n.addr))
+        .map(|n| crate::access::base(&n.addr))
         .collect();
-    let http = reqwest::Client::new();
+    let http = crate::access::http_client()?;
     println!(
         "{}",
         json!({"bench": "vectors", "machine": machine::brief(), "nodes": args.nodes, "shards": args.shards,
