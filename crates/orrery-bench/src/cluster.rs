@@ -412,7 +412,7 @@ pub async fn metric_totals<const N: usize>(
     let mut sum = [0.0; N];
     for addr in addrs {
         let text = http
-            .get(format!("{}/metrics", crate::access::base(&addr)))
+            .get(format!("{}/metrics", crate::access::base(addr)))
             .send()
             .await
             .ok()?

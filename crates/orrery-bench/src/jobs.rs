@@ -136,8 +136,8 @@ impl ClaimedJob {
 /// POST /v1/jobs/batch.
 async fn producer(s: Arc<Shared>, i: usize, batch: u32) {
     let addr = &s.addrs[i % s.addrs.len()];
-    let one = format!("{}/v1/jobs", crate::access::base(&addr));
-    let bulk = format!("{}/v1/jobs/batch", crate::access::base(&addr));
+    let one = format!("{}/v1/jobs", crate::access::base(addr));
+    let bulk = format!("{}/v1/jobs/batch", crate::access::base(addr));
     let mut n = 0u64;
     while !s.stop.load(Ordering::Relaxed) {
         if batch <= 1 {
@@ -185,8 +185,8 @@ async fn worker(s: Arc<Shared>, i: usize, max: u32) -> Vec<f64> {
         return settling_worker(s, i, max).await;
     }
     let addr = &s.addrs[i % s.addrs.len()];
-    let claim_url = format!("{}/v1/queues/bench/claim", crate::access::base(&addr));
-    let bulk_url = format!("{}/v1/jobs/complete", crate::access::base(&addr));
+    let claim_url = format!("{}/v1/queues/bench/claim", crate::access::base(addr));
+    let bulk_url = format!("{}/v1/jobs/complete", crate::access::base(addr));
     let mut lat = Vec::new();
     while !s.stop.load(Ordering::Relaxed) {
         let t0 = Instant::now();
@@ -237,7 +237,7 @@ async fn worker(s: Arc<Shared>, i: usize, max: u32) -> Vec<f64> {
             continue;
         }
         for j in jobs {
-            let url = format!("{}/v1/jobs/{}/complete", crate::access::base(&addr), j.id);
+            let url = format!("{}/v1/jobs/{}/complete", crate::access::base(addr), j.id);
             let body = json!({"token": j.token, "result": {"ok": true}});
             match s.http.post(&url).json(&body).send().await {
                 Ok(r) if r.status().is_success() => {
@@ -256,7 +256,7 @@ async fn worker(s: Arc<Shared>, i: usize, max: u32) -> Vec<f64> {
 /// one request per batch of jobs.
 async fn settling_worker(s: Arc<Shared>, i: usize, max: u32) -> Vec<f64> {
     let addr = &s.addrs[i % s.addrs.len()];
-    let claim_url = format!("{}/v1/queues/bench/claim", crate::access::base(&addr));
+    let claim_url = format!("{}/v1/queues/bench/claim", crate::access::base(addr));
     let mut lat = Vec::new();
     let mut done: Vec<Value> = Vec::new();
     while !s.stop.load(Ordering::Relaxed) {

@@ -55,7 +55,7 @@ impl Conn {
                     .timeout(op_timeout)
                     .pool_max_idle_per_host(1)
                     .build()?,
-                base: format!("{}/v1/kv/", crate::access::base(&addr)),
+                base: format!("{}/v1/kv/", crate::access::base(addr)),
             },
         })
     }
