@@ -410,3 +410,222 @@ async fn command_jobs_are_for_admins_and_never_for_anonymous_callers() {
     let text = i.ctl_ok(0, &["status"]);
     assert!(text.contains("--insecure"), "{text}");
 }
+
+/// `method path` with `token` and a JSON body: (status, answer).
+async fn send(c: &Cluster, token: &str, method: &str, path: &str, body: Value) -> (u16, Value) {
+    let m = reqwest::Method::from_bytes(method.as_bytes()).unwrap();
+    let mut r = http_client(&c.ca_cert(), Some(token)).request(m, c.nodes[0].url(path));
+    if method != "GET" {
+        r = r.json(&body);
+    }
+    let resp = r.send().await.unwrap();
+    let status = resp.status().as_u16();
+    (status, resp.json().await.unwrap_or(Value::Null))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn worker_tokens_stay_in_their_queues_and_writers_cannot_cancel_commands() {
+    let c = Cluster::formed(1, 1, &[]).await;
+    for q in ["mine", "theirs"] {
+        c.json_ok(0, "POST", "/v1/queues", Some(json!({"name": q})), 201)
+            .await;
+    }
+    let other = c
+        .json_ok(
+            0,
+            "POST",
+            "/v1/jobs",
+            Some(json!({"queue": "theirs", "kind": "ext"})),
+            201,
+        )
+        .await["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let w = token(&c, "w-mine", "worker", json!({"queues": ["mine"]})).await;
+    let claim = json!({"worker_id": "w1", "kinds": ["ext"], "lease_s": 60});
+    // Its own queue: allowed (nothing queued there yet).
+    let (s, _) = send(&c, &w, "POST", "/v1/queues/mine/claim", claim.clone()).await;
+    assert_eq!(s, 204, "claim from its own queue");
+    // Another queue: refused, and the job there is untouched.
+    let (s, v) = send(&c, &w, "POST", "/v1/queues/theirs/claim", claim.clone()).await;
+    assert_eq!(s, 403, "{v}");
+    for (method, path) in [
+        ("GET", format!("/v1/jobs/{other}")),
+        ("GET", format!("/v1/jobs/{other}/runs")),
+        ("GET", format!("/v1/jobs/{other}/logs")),
+        ("POST", format!("/v1/jobs/{other}/heartbeat")),
+        ("POST", format!("/v1/jobs/{other}/complete")),
+        ("POST", format!("/v1/jobs/{other}/fail")),
+        ("GET", "/v1/jobs?queue=theirs".to_string()),
+        ("GET", "/v1/jobs".to_string()),
+    ] {
+        let (s, v) = send(&c, &w, method, &path, json!({"token": 1})).await;
+        assert_eq!(s, 403, "{method} {path}: {v}");
+    }
+    let job = c.job(0, &other).await;
+    assert_eq!(job["state"], "queued", "{job}");
+
+    // A writer may cancel its jobs, but not a command job.
+    let cmd = c
+        .json_ok(
+            0,
+            "POST",
+            "/v1/jobs",
+            Some(json!({"queue": "theirs", "kind": "command", "params": {"argv": ["true"]}, "run_at_ms": 4102444800000u64})),
+            201,
+        )
+        .await["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let writer = token(&c, "wr", "writer", json!({})).await;
+    let (s, v) = send(
+        &c,
+        &writer,
+        "POST",
+        &format!("/v1/jobs/{cmd}/cancel"),
+        json!({}),
+    )
+    .await;
+    assert_eq!(s, 403, "{v}");
+    let (s, v) = send(
+        &c,
+        &writer,
+        "POST",
+        &format!("/v1/jobs/{other}/cancel"),
+        json!({}),
+    )
+    .await;
+    assert_eq!(s, 200, "{v}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cors_only_for_the_configured_origin_and_metrics_public_only_when_asked() {
+    let c = Cluster::formed(1, 1, &[]).await;
+    let preflight = |c: &Cluster, origin: &str| {
+        http_client(&c.ca_cert(), None)
+            .request(reqwest::Method::OPTIONS, c.nodes[0].url("/v1/kv/x"))
+            .header("origin", origin.to_string())
+            .header("access-control-request-method", "PUT")
+            .header(
+                "access-control-request-headers",
+                "authorization,content-type",
+            )
+            .send()
+    };
+    let r = preflight(&c, "https://evil.example").await.unwrap();
+    assert!(
+        r.headers().get("access-control-allow-origin").is_none(),
+        "{:?}",
+        r.headers()
+    );
+    let (s, _) = c.json_req(0, "GET", "/metrics", None).await;
+    assert_eq!(s, 200, "metrics with a token");
+
+    let d = Cluster::formed(
+        1,
+        1,
+        &[
+            "--cors-origin",
+            "https://console.example",
+            "--metrics-public",
+        ],
+    )
+    .await;
+    let r = preflight(&d, "https://console.example").await.unwrap();
+    assert_eq!(
+        r.headers()["access-control-allow-origin"],
+        "https://console.example"
+    );
+    // Another origin is never named (the browser then refuses the call).
+    let r = preflight(&d, "https://evil.example").await.unwrap();
+    let allowed = r.headers().get("access-control-allow-origin");
+    assert!(
+        allowed.is_none_or(|v| v == "https://console.example"),
+        "{:?}",
+        r.headers()
+    );
+    let r = http_client(&d.ca_cert(), None)
+        .get(d.nodes[0].url("/metrics"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        r.status(),
+        200,
+        "--metrics-public serves /metrics without a token"
+    );
+}
+
+/// Sends one `Peer.Forward` to node `i`'s peer port as a node would (mutual
+/// TLS with a certificate from the cluster CA) and returns its answer.
+async fn forward(
+    c: &Cluster,
+    i: usize,
+    op: &orrery_server::node::ops::ForwardOp,
+) -> Result<orrery_server::node::ops::ForwardOk, orrery_server::ApiError> {
+    let certs = orrery_tls::NodeCerts::load(&c.certs_dir(99)).unwrap();
+    let peers = orrery_raft::PeerClients::new(None).with_tls(Some(orrery_raft::network::peer_tls(
+        &certs.ca_pem,
+        &certs.cert_pem,
+        &certs.key_pem,
+    )));
+    let mut client = peers.client(&c.nodes[i].peer_addr).unwrap();
+    let reply = client
+        .forward(orrery_proto::peer::ForwardRequest {
+            payload: orrery_storage::encode(op).unwrap(),
+            hops: 0,
+        })
+        .await
+        .expect("forward RPC")
+        .into_inner();
+    orrery_storage::decode(&reply.payload).expect("forward reply")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_forwarded_write_meets_the_public_apis_rules() {
+    use orrery_server::node::ops::ForwardOp;
+    use orrery_server::ApiError;
+    let c = Cluster::formed(1, 2, &["--max-key-bytes", "64"]).await;
+    // An Init with a shard count the API refuses.
+    let init = ForwardOp::Write {
+        group: 0,
+        cmd: orrery_raft::Command::Placement(orrery_placement::PlacementCommand::Init {
+            cluster_id: "x".into(),
+            shard_count: 1_000_000,
+            node_id: 1,
+            addr: orrery_types::NodeAddr {
+                addr: "a".into(),
+                peer_addr: "b".into(),
+            },
+        }),
+    };
+    match forward(&c, 0, &init).await {
+        Err(ApiError::BadRequest { code, .. }) => assert_eq!(code, "invalid_shards"),
+        other => {
+            panic!("a forwarded Init with a million shards was not refused as invalid: {other:?}")
+        }
+    }
+    // A key over --max-key-bytes, written straight to a shard group.
+    let put = ForwardOp::Write {
+        group: orrery_types::shard_group(0),
+        cmd: orrery_raft::Command::Kv(orrery_kv::KvCommand::Put {
+            key: vec![b'k'; 1000],
+            value: b"v".to_vec(),
+        }),
+    };
+    match forward(&c, 0, &put).await {
+        Err(ApiError::TooLarge(m)) => assert!(m.contains("key"), "{m}"),
+        other => panic!("a forwarded oversized key was not refused: {other:?}"),
+    }
+    // The same path takes a valid write (the control).
+    let ok = ForwardOp::Write {
+        group: orrery_types::shard_group(0),
+        cmd: orrery_raft::Command::Kv(orrery_kv::KvCommand::Put {
+            key: b"fwd".to_vec(),
+            value: b"v".to_vec(),
+        }),
+    };
+    assert!(forward(&c, 0, &ok).await.is_ok());
+}

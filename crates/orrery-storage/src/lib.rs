@@ -179,7 +179,75 @@ impl NodeStorage {
             .await
             .map_err(|e| StorageError::Io(e.to_string()))?
             .map_err(|e| StorageError::Io(e.to_string()))?;
-        self.db.flush_async().await?;
+        let db = self.db.clone();
+        tokio::task::spawn_blocking(move || db.flush())
+            .await
+            .map_err(|e| StorageError::Io(e.to_string()))??;
         Ok(())
+    }
+}
+
+/// Flushes one sled tree (fsync) on a tokio blocking thread.
+///
+/// Never sled's own `flush_async`: it runs the flush on sled's I/O thread
+/// pool, where it waits for a buffer write that is queued on the same pool.
+/// When several groups save a vote at once (a node joining a cluster
+/// starts every shard group together) every pool thread ended up waiting
+/// in such a flush, the writes they waited for never ran, and the node's
+/// storage stopped for good: every Raft RPC to it timed out (seen while
+/// benchmarking; sled 0.34.7's pool does not grow when its threads block).
+pub(crate) async fn flush_tree(tree: &sled::Tree) -> sled::Result<usize> {
+    let tree = tree.clone();
+    tokio::task::spawn_blocking(move || tree.flush())
+        .await
+        .unwrap_or_else(|e| Err(sled::Error::Io(std::io::Error::other(e.to_string()))))
+}
+
+#[cfg(test)]
+mod flush_tests {
+    use super::*;
+    use std::time::Duration;
+
+    /// Many trees written and flushed at once (what a node joining a
+    /// cluster does when it starts every shard group and each saves a
+    /// vote). With sled's `flush_async` this wedged sled's I/O pool for
+    /// good (checked: the test then never finishes); every flush must.
+    #[test]
+    fn many_concurrent_flushes_all_finish() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().to_path_buf();
+        let (done_tx, done_rx) = std::sync::mpsc::channel();
+        // The work runs on a thread of its own: a wedged sled blocks the
+        // runtime's workers too, and this thread must still be able to
+        // report the failure.
+        std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(4)
+                .enable_all()
+                .build()
+                .expect("runtime");
+            rt.block_on(async move {
+                let s = NodeStorage::open(&path).expect("open");
+                let tasks: Vec<_> = (0..32u64)
+                    .map(|g| {
+                        let tree = s.tree(g, "meta").expect("tree");
+                        tokio::spawn(async move {
+                            for i in 0u32..20 {
+                                tree.insert(i.to_be_bytes(), vec![7u8; 512])
+                                    .expect("insert");
+                                flush_tree(&tree).await.expect("flush");
+                            }
+                        })
+                    })
+                    .collect();
+                for t in tasks {
+                    t.await.expect("task");
+                }
+            });
+            let _ = done_tx.send(());
+        });
+        done_rx
+            .recv_timeout(Duration::from_secs(60))
+            .expect("concurrent flushes never finished: sled's I/O pool is wedged");
     }
 }

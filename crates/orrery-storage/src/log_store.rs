@@ -363,8 +363,7 @@ where
         self.write_meta(KEY_VOTE, vote)?;
         // A vote must survive a crash before it is acted on, or a node could
         // vote twice in one term.
-        self.meta
-            .flush_async()
+        crate::flush_tree(&self.meta)
             .await
             .map_err(|e| io_err(ErrorSubject::Vote, ErrorVerb::Write, e))?;
         let (m, group) = (self.manifest.clone(), self.group);
@@ -483,8 +482,7 @@ where
         // Record the purge point durably first: a crash between the two steps
         // then leaves extra entries (harmless) rather than a hole.
         self.write_meta(KEY_PURGED, &log_id)?;
-        self.meta
-            .flush_async()
+        crate::flush_tree(&self.meta)
             .await
             .map_err(|e| io_err(ErrorSubject::Store, ErrorVerb::Write, e))?;
         self.wal.purge(self.group, log_id.index);

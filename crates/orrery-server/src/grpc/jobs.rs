@@ -6,7 +6,7 @@ use crate::api::cursor::{cursor_string, parse_cursor};
 use crate::api::jobs_view::{EventView, GpusView, JobView, QueueInfoView, RunView, WaitingJobView};
 use crate::api::limits::{DEFAULT_EVENT_LIMIT, DEFAULT_JOB_LIMIT, MAX_EVENT_LIMIT, MAX_WAIT_S};
 use crate::api::ApiError;
-use crate::service::jobs::{all_failed, ClaimArgs, JobLogs, LogEvent, SubmitArgs};
+use crate::service::jobs::{all_failed, ClaimArgs, JobAction, JobLogs, LogEvent, SubmitArgs};
 use crate::service::Services;
 use futures::StreamExt;
 use orrery_proto::v1 as pb;
@@ -92,7 +92,10 @@ impl Jobs for JobsApi {
 
     async fn get_job(&self, req: Request<pb::GetJobRequest>) -> Result<Response<pb::Job>, Status> {
         let jobs = &self.0.jobs;
-        let job = jobs.get_job(&req.into_inner().id).await?;
+        let caller = super::caller(&req);
+        let id = req.into_inner().id;
+        jobs.authorize_job(&caller, &id, JobAction::Use).await?;
+        let job = jobs.get_job(&id).await?;
         let mut pj = conv::job(&job);
         pj.json = conv::json_text(&WaitingJobView {
             waiting: jobs.waiting_reason(&job),
@@ -105,7 +108,20 @@ impl Jobs for JobsApi {
         &self,
         req: Request<pb::ListJobsRequest>,
     ) -> Result<Response<pb::ListJobsResponse>, Status> {
+        let caller = super::caller(&req);
         let r = req.into_inner();
+        // A worker confined to some queues lists one of them at a time.
+        if caller.queues.is_some() {
+            match &r.queue {
+                Some(q) => caller.check_queue(q)?,
+                None => {
+                    return Err(ApiError::Forbidden(
+                        "this token is limited to some queues: list one queue".into(),
+                    )
+                    .into())
+                }
+            }
+        }
         let state = match &r.state {
             None => None,
             Some(s) => Some(JobState::parse(s).ok_or_else(|| {
@@ -129,7 +145,13 @@ impl Jobs for JobsApi {
     }
 
     async fn cancel(&self, req: Request<pb::CancelRequest>) -> Result<Response<pb::Job>, Status> {
-        let job = self.0.jobs.cancel(&req.into_inner().id).await?;
+        let caller = super::caller(&req);
+        let id = req.into_inner().id;
+        self.0
+            .jobs
+            .authorize_job(&caller, &id, JobAction::Cancel)
+            .await?;
+        let job = self.0.jobs.cancel(&id).await?;
         Ok(Response::new(conv::job(&job)))
     }
 
@@ -137,7 +159,13 @@ impl Jobs for JobsApi {
         &self,
         req: Request<pb::GetJobRequest>,
     ) -> Result<Response<pb::RunsResponse>, Status> {
-        let job = self.0.jobs.get_job(&req.into_inner().id).await?;
+        let caller = super::caller(&req);
+        let id = req.into_inner().id;
+        self.0
+            .jobs
+            .authorize_job(&caller, &id, JobAction::Use)
+            .await?;
+        let job = self.0.jobs.get_job(&id).await?;
         Ok(Response::new(pb::RunsResponse {
             runs_json: job
                 .runs
@@ -152,7 +180,12 @@ impl Jobs for JobsApi {
     /// The logs of an attempt, from the node that ran it: one chunk, or
     /// (following) chunks until one with `end`.
     async fn logs(&self, req: Request<pb::LogsRequest>) -> Result<Response<LogStream>, Status> {
+        let caller = super::caller(&req);
         let r = req.into_inner();
+        self.0
+            .jobs
+            .authorize_job(&caller, &r.id, JobAction::Use)
+            .await?;
         let logs = self.0.jobs.logs(&r.id, r.attempt, r.follow).await?;
         Ok(Response::new(log_chunks(logs)))
     }
@@ -161,7 +194,9 @@ impl Jobs for JobsApi {
         &self,
         req: Request<pb::ClaimJobsRequest>,
     ) -> Result<Response<pb::ClaimJobsResponse>, Status> {
+        let caller = super::caller(&req);
         let r = req.into_inner();
+        caller.check_queue(&r.queue)?;
         if !(0.0..=MAX_WAIT_S as f64).contains(&r.wait_s) {
             return Err(ApiError::bad(
                 "invalid_field",
@@ -193,7 +228,12 @@ impl Jobs for JobsApi {
         &self,
         req: Request<pb::HeartbeatRequest>,
     ) -> Result<Response<pb::HeartbeatResponse>, Status> {
+        let caller = super::caller(&req);
         let r = req.into_inner();
+        self.0
+            .jobs
+            .authorize_job(&caller, &r.id, JobAction::Use)
+            .await?;
         let (cancelled, lease_expires_ms) = self.0.jobs.heartbeat(&r.id, r.token).await?;
         Ok(Response::new(pb::HeartbeatResponse {
             cancelled,
@@ -205,7 +245,12 @@ impl Jobs for JobsApi {
         &self,
         req: Request<pb::CompleteRequest>,
     ) -> Result<Response<pb::Job>, Status> {
+        let caller = super::caller(&req);
         let r = req.into_inner();
+        self.0
+            .jobs
+            .authorize_job(&caller, &r.id, JobAction::Use)
+            .await?;
         let result = conv::complete_result(&r)?;
         let job = self
             .0
@@ -250,8 +295,13 @@ impl Jobs for JobsApi {
         &self,
         req: Request<pb::CompleteBatchRequest>,
     ) -> Result<Response<pb::CompleteBatchResponse>, Status> {
+        let caller = super::caller(&req);
         let items = conv::completions("completions", req.into_inner().completions)?;
         let ids: Vec<String> = items.iter().map(|c| c.id.clone()).collect();
+        self.0
+            .jobs
+            .authorize_jobs(&caller, ids.iter().map(String::as_str))
+            .await?;
         let results = self.0.jobs.complete_many(items).await?;
         if let Some(e) = all_failed(&results) {
             return Err(e.into());
@@ -262,7 +312,12 @@ impl Jobs for JobsApi {
     }
 
     async fn fail(&self, req: Request<pb::FailRequest>) -> Result<Response<pb::Job>, Status> {
+        let caller = super::caller(&req);
         let r = req.into_inner();
+        self.0
+            .jobs
+            .authorize_job(&caller, &r.id, JobAction::Use)
+            .await?;
         let retry = r.retry.unwrap_or(true);
         let job = self
             .0

@@ -10,7 +10,7 @@ use crate::api::jobs_view::{JobView, RunView, WaitingJobView};
 use crate::api::limits::{BULK_BODY_BYTES, DEFAULT_JOB_LIMIT, MAX_WAIT_S};
 use crate::api::ApiError;
 use crate::auth::Caller;
-use crate::service::jobs::{all_failed, ClaimArgs, CompleteArgs, SubmitArgs};
+use crate::service::jobs::{all_failed, ClaimArgs, CompleteArgs, JobAction, SubmitArgs};
 use axum::body::Body;
 use axum::extract::{Extension, Path, Query, State};
 use axum::http::StatusCode;
@@ -186,10 +186,17 @@ impl<'a> Completions<'a> {
 /// POST /v1/jobs/complete {"completions": [{id, token, result?, run?}, ...]}:
 /// 200 with one entry per completion, in order: `{"id", "state"}` or
 /// `{"id", "error": {...}}` (e.g. 409 conflict for a stale token).
-async fn complete_batch(State(s): State<AppState>, body: Body) -> Result<Response, ApiError> {
+async fn complete_batch(
+    State(s): State<AppState>,
+    Extension(caller): Extension<Caller>,
+    body: Body,
+) -> Result<Response, ApiError> {
     let b: CompleteBatchBody = json_body(body, BULK_BODY_BYTES).await?;
     let items: Vec<CompleteArgs> = b.completions.into_iter().map(Into::into).collect();
     let ids: Vec<String> = items.iter().map(|c| c.id.clone()).collect();
+    s.jobs
+        .authorize_jobs(&caller, ids.iter().map(String::as_str))
+        .await?;
     let results = s.jobs.complete_many(items).await?;
     if let Some(e) = all_failed(&results) {
         return Err(e);
@@ -272,10 +279,12 @@ async fn claim(
 
 async fn heartbeat(
     State(s): State<AppState>,
+    Extension(caller): Extension<Caller>,
     Path(id): Path<String>,
     body: Body,
 ) -> Result<Json<Value>, ApiError> {
     let b: HeartbeatBody = json_body(body, 4096).await?;
+    s.jobs.authorize_job(&caller, &id, JobAction::Use).await?;
     let (cancelled, expires) = s.jobs.heartbeat(&id, b.token).await?;
     Ok(Json(
         json!({"cancelled": cancelled, "lease_expires_ms": expires}),
@@ -284,10 +293,12 @@ async fn heartbeat(
 
 async fn complete(
     State(s): State<AppState>,
+    Extension(caller): Extension<Caller>,
     Path(id): Path<String>,
     body: Body,
 ) -> Result<Response, ApiError> {
     let b: CompleteBody = json_body(body, 2 * orrery_queue::MAX_RESULT_BYTES).await?;
+    s.jobs.authorize_job(&caller, &id, JobAction::Use).await?;
     let job = s
         .jobs
         .complete(&id, b.token, &b.result, b.run.into())
@@ -297,10 +308,12 @@ async fn complete(
 
 async fn fail(
     State(s): State<AppState>,
+    Extension(caller): Extension<Caller>,
     Path(id): Path<String>,
     body: Body,
 ) -> Result<Response, ApiError> {
     let b: FailBody = json_body(body, 64 * 1024).await?;
+    s.jobs.authorize_job(&caller, &id, JobAction::Use).await?;
     let error = b.error.unwrap_or_else(|| "failed".into());
     let retry = b.retry.unwrap_or(true);
     let job = s
@@ -390,7 +403,14 @@ async fn get_job(
     .into_response())
 }
 
-async fn cancel(State(s): State<AppState>, Path(id): Path<String>) -> Result<Response, ApiError> {
+async fn cancel(
+    State(s): State<AppState>,
+    Extension(caller): Extension<Caller>,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    s.jobs
+        .authorize_job(&caller, &id, JobAction::Cancel)
+        .await?;
     let job = s.jobs.cancel(&id).await?;
     Ok(Json(JobView::new(&job)).into_response())
 }

@@ -7,7 +7,7 @@ use crate::api::jobs_view::EventView;
 use crate::api::limits::{DEFAULT_EVENT_LIMIT, MAX_EVENT_LIMIT};
 use crate::api::ApiError;
 use crate::service::jobs::{JobLogs, LogEvent};
-use axum::extract::{Path, Query, State};
+use axum::extract::{Extension, Path, Query, State};
 use axum::http::HeaderMap;
 use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
@@ -46,9 +46,13 @@ struct LogParams {
 /// `follow=true`: as SSE (`log` events, then `end`).
 async fn logs(
     State(s): State<AppState>,
+    Extension(caller): Extension<crate::auth::Caller>,
     Path(id): Path<String>,
     Query(p): Query<LogParams>,
 ) -> Result<Response, ApiError> {
+    s.jobs
+        .authorize_job(&caller, &id, crate::service::jobs::JobAction::Use)
+        .await?;
     let follow = flag(p.follow.as_deref());
     let attempt: Option<u64> = match &p.attempt {
         None => None,

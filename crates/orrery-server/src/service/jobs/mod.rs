@@ -3,6 +3,8 @@
 //! in the shard groups of their queue's partitions; this node's execution
 //! engine (when it has workers) claims from them like any worker.
 
+mod authz;
+pub use authz::JobAction;
 mod background;
 mod bulk;
 mod catalog;

@@ -178,13 +178,14 @@ impl KindHandler for BacktestHandler {
 
     fn run(&self, params: &Json, ctx: &RunContext) -> Result<Json, String> {
         let p = backtest_params(params)?;
-        let root = ctx.fs_root().ok_or_else(|| {
+        // Read through the root's directory handle: no symlink or `..`
+        // can lead the read outside --fs-root (docs/security.md).
+        let fs = ctx.fs().ok_or_else(|| {
             "this node has no --fs-root; backtests read files under it".to_string()
         })?;
-        let path = orrery_exec::confine_existing(root, "input_file", p.input_file)
+        let text = fs
+            .read_to_string("input_file", p.input_file)
             .map_err(|e| e.to_string())?;
-        let text = std::fs::read_to_string(&path)
-            .map_err(|e| format!("input_file {:?}: {e}", p.input_file))?;
         let inputs = parse_inputs(p.input_file, &text)?;
         ctx.log(&format!("{} inputs from {}", inputs.len(), p.input_file));
         let svc = upgrade(&self.svc)?;
