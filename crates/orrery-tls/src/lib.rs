@@ -45,3 +45,41 @@ impl TlsError {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_ca_signs_node_certificates_that_load_and_serve() {
+        let d = tempfile::tempdir().expect("tempdir");
+        let (ca, node) = (d.path().join("ca"), d.path().join("n1"));
+        create_ca(&ca, false).expect("create-ca");
+        // The key is for its owner only.
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let mode = std::fs::metadata(ca.join("ca.key"))
+                .expect("ca.key")
+                .permissions()
+                .mode();
+            assert_eq!(mode & 0o777, 0o600);
+        }
+        let hosts = ["127.0.0.1".to_string(), "node1.example".to_string()];
+        create_node(&ca, &node, &hosts, false).expect("create-node");
+        let certs = NodeCerts::load(&node).expect("load");
+        certs.server_config(true).expect("peer port config");
+        certs.server_config(false).expect("client port config");
+        certs.client_config().expect("client config");
+        client_config_with_ca(&ca.join("ca.crt")).expect("client trusting the CA");
+        // Existing files are kept unless asked.
+        let again = create_node(&ca, &node, &hosts, false).expect_err("overwrote");
+        assert!(again.to_string().contains("--overwrite"), "{again}");
+        create_node(&ca, &node, &hosts, true).expect("--overwrite");
+        assert!(create_node(&ca, &node, &[], true).is_err(), "no hosts");
+        assert!(
+            format!("{certs:?}").contains(".."),
+            "Debug must not print the key"
+        );
+    }
+}
