@@ -629,3 +629,56 @@ async fn a_forwarded_write_meets_the_public_apis_rules() {
     };
     assert!(forward(&c, 0, &ok).await.is_ok());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn grpc_needs_a_token_and_the_role() {
+    let c = Cluster::formed(1, 1, &[]).await;
+    let connect = |token: Option<String>| {
+        let opts = orrery_client::Options {
+            ca_cert: Some(c.ca_cert()),
+            token,
+        };
+        let addr = c.nodes[0].addr.clone();
+        async move {
+            orrery_client::Client::connect_with(&addr, &opts)
+                .await
+                .expect("connect")
+        }
+    };
+    // No token: UNAUTHENTICATED, before any service runs.
+    let mut anon = connect(None).await;
+    let e = anon.put("k", "v").await.expect_err("put without a token");
+    match e {
+        orrery_client::Error::Status(s) => {
+            assert_eq!(s.code(), tonic::Code::Unauthenticated, "{s:?}")
+        }
+        other => panic!("{other}"),
+    }
+    // A reader reads but may not write: PERMISSION_DENIED naming the permission.
+    let reader = token(&c, "grpc-reader", "reader", json!({})).await;
+    let mut r = connect(Some(reader)).await;
+    assert!(r.get("k").await.expect("reader get").is_none());
+    match r.put("k", "v").await.expect_err("reader put") {
+        orrery_client::Error::Status(s) => {
+            assert_eq!(s.code(), tonic::Code::PermissionDenied, "{s:?}");
+            assert!(s.message().contains("write"), "{}", s.message());
+        }
+        other => panic!("{other}"),
+    }
+    // Tokens over gRPC: admins only.
+    let listed = r
+        .auth()
+        .list_tokens(orrery_client::pb::ListTokensRequest {})
+        .await
+        .expect_err("a reader listed tokens");
+    assert_eq!(listed.code(), tonic::Code::PermissionDenied);
+    let mut root = connect(Some(c.token().to_string())).await;
+    root.put("k", "v").await.expect("root put");
+    let all = root
+        .auth()
+        .list_tokens(orrery_client::pb::ListTokensRequest {})
+        .await
+        .expect("root lists tokens")
+        .into_inner();
+    assert!(all.tokens.iter().any(|t| t.name == "grpc-reader"));
+}
