@@ -175,6 +175,25 @@ impl Authenticator {
         }
     }
 
+    /// [`Authenticator::authorize`] for an HTTP request (either front):
+    /// its `Authorization` header and what its connection proved.
+    pub fn authorize_request<B>(
+        &self,
+        perm: Perm,
+        req: &axum::http::Request<B>,
+    ) -> Result<Caller, ApiError> {
+        let conn = req
+            .extensions()
+            .get::<axum::extract::ConnectInfo<ConnInfo>>()
+            .map(|c| c.0)
+            .unwrap_or_default();
+        let auth = req
+            .headers()
+            .get(axum::http::header::AUTHORIZATION)
+            .map(|v| v.as_bytes());
+        self.authorize(perm, auth, conn)
+    }
+
     /// Whether this node's copy of the placement state is initialised
     /// (without cloning it, as `Node::placement` would).
     fn initialized(&self) -> bool {

@@ -3,9 +3,8 @@
 //! UNAUTHENTICATED or PERMISSION_DENIED before any service runs.
 
 use crate::api::ApiError;
-use crate::auth::{perms, Authenticator, ConnInfo};
-use axum::extract::{ConnectInfo, Request, State};
-use axum::http::header;
+use crate::auth::{perms, Authenticator};
+use axum::extract::{Request, State};
 use axum::middleware::Next;
 use axum::response::Response;
 use std::sync::Arc;
@@ -13,18 +12,7 @@ use std::sync::Arc;
 pub async fn guard(State(a): State<Arc<Authenticator>>, mut req: Request, next: Next) -> Response {
     let path = req.uri().path().to_owned();
     let result = match perms::grpc(&path) {
-        Some(perm) => {
-            let conn = req
-                .extensions()
-                .get::<ConnectInfo<ConnInfo>>()
-                .map(|c| c.0)
-                .unwrap_or_default();
-            let auth = req
-                .headers()
-                .get(header::AUTHORIZATION)
-                .map(|v| v.as_bytes());
-            a.authorize(perm, auth, conn)
-        }
+        Some(perm) => a.authorize_request(perm, &req),
         None => Err(ApiError::Forbidden(format!(
             "{path} has no permission declared"
         ))),

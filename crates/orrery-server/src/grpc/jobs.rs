@@ -39,6 +39,22 @@ fn log_chunks(logs: JobLogs) -> LogStream {
     }
 }
 
+impl JobsApi {
+    /// The message of a request about one job, once the caller may act on
+    /// that job (`JobsService::authorize_job`).
+    async fn authorized<T>(
+        &self,
+        req: Request<T>,
+        id: impl Fn(&T) -> &String,
+        action: JobAction,
+    ) -> Result<T, Status> {
+        let caller = super::caller(&req);
+        let r = req.into_inner();
+        self.0.jobs.authorize_job(&caller, id(&r), action).await?;
+        Ok(r)
+    }
+}
+
 #[tonic::async_trait]
 impl Jobs for JobsApi {
     async fn create_queue(
@@ -92,9 +108,7 @@ impl Jobs for JobsApi {
 
     async fn get_job(&self, req: Request<pb::GetJobRequest>) -> Result<Response<pb::Job>, Status> {
         let jobs = &self.0.jobs;
-        let caller = super::caller(&req);
-        let id = req.into_inner().id;
-        jobs.authorize_job(&caller, &id, JobAction::Use).await?;
+        let id = self.authorized(req, |r| &r.id, JobAction::Use).await?.id;
         let job = jobs.get_job(&id).await?;
         let mut pj = conv::job(&job);
         pj.json = conv::json_text(&WaitingJobView {
@@ -145,12 +159,7 @@ impl Jobs for JobsApi {
     }
 
     async fn cancel(&self, req: Request<pb::CancelRequest>) -> Result<Response<pb::Job>, Status> {
-        let caller = super::caller(&req);
-        let id = req.into_inner().id;
-        self.0
-            .jobs
-            .authorize_job(&caller, &id, JobAction::Cancel)
-            .await?;
+        let id = self.authorized(req, |r| &r.id, JobAction::Cancel).await?.id;
         let job = self.0.jobs.cancel(&id).await?;
         Ok(Response::new(conv::job(&job)))
     }
@@ -159,12 +168,7 @@ impl Jobs for JobsApi {
         &self,
         req: Request<pb::GetJobRequest>,
     ) -> Result<Response<pb::RunsResponse>, Status> {
-        let caller = super::caller(&req);
-        let id = req.into_inner().id;
-        self.0
-            .jobs
-            .authorize_job(&caller, &id, JobAction::Use)
-            .await?;
+        let id = self.authorized(req, |r| &r.id, JobAction::Use).await?.id;
         let job = self.0.jobs.get_job(&id).await?;
         Ok(Response::new(pb::RunsResponse {
             runs_json: job
@@ -180,12 +184,7 @@ impl Jobs for JobsApi {
     /// The logs of an attempt, from the node that ran it: one chunk, or
     /// (following) chunks until one with `end`.
     async fn logs(&self, req: Request<pb::LogsRequest>) -> Result<Response<LogStream>, Status> {
-        let caller = super::caller(&req);
-        let r = req.into_inner();
-        self.0
-            .jobs
-            .authorize_job(&caller, &r.id, JobAction::Use)
-            .await?;
+        let r = self.authorized(req, |r| &r.id, JobAction::Use).await?;
         let logs = self.0.jobs.logs(&r.id, r.attempt, r.follow).await?;
         Ok(Response::new(log_chunks(logs)))
     }
@@ -228,12 +227,7 @@ impl Jobs for JobsApi {
         &self,
         req: Request<pb::HeartbeatRequest>,
     ) -> Result<Response<pb::HeartbeatResponse>, Status> {
-        let caller = super::caller(&req);
-        let r = req.into_inner();
-        self.0
-            .jobs
-            .authorize_job(&caller, &r.id, JobAction::Use)
-            .await?;
+        let r = self.authorized(req, |r| &r.id, JobAction::Use).await?;
         let (cancelled, lease_expires_ms) = self.0.jobs.heartbeat(&r.id, r.token).await?;
         Ok(Response::new(pb::HeartbeatResponse {
             cancelled,
@@ -245,12 +239,7 @@ impl Jobs for JobsApi {
         &self,
         req: Request<pb::CompleteRequest>,
     ) -> Result<Response<pb::Job>, Status> {
-        let caller = super::caller(&req);
-        let r = req.into_inner();
-        self.0
-            .jobs
-            .authorize_job(&caller, &r.id, JobAction::Use)
-            .await?;
+        let r = self.authorized(req, |r| &r.id, JobAction::Use).await?;
         let result = conv::complete_result(&r)?;
         let job = self
             .0
@@ -312,12 +301,7 @@ impl Jobs for JobsApi {
     }
 
     async fn fail(&self, req: Request<pb::FailRequest>) -> Result<Response<pb::Job>, Status> {
-        let caller = super::caller(&req);
-        let r = req.into_inner();
-        self.0
-            .jobs
-            .authorize_job(&caller, &r.id, JobAction::Use)
-            .await?;
+        let r = self.authorized(req, |r| &r.id, JobAction::Use).await?;
         let retry = r.retry.unwrap_or(true);
         let job = self
             .0

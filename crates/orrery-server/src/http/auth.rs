@@ -4,8 +4,8 @@
 
 use super::AppState;
 use crate::api::ApiError;
-use crate::auth::{perms, ConnInfo};
-use axum::extract::{ConnectInfo, MatchedPath, Request, State};
+use crate::auth::perms;
+use axum::extract::{MatchedPath, Request, State};
 use axum::http::{header, HeaderMap, Method};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
@@ -30,16 +30,7 @@ pub async fn guard(State(s): State<AppState>, mut req: Request, next: Next) -> R
             return e.into_response();
         }
     }
-    let conn = req
-        .extensions()
-        .get::<ConnectInfo<ConnInfo>>()
-        .map(|c| c.0)
-        .unwrap_or_default();
-    let auth = req
-        .headers()
-        .get(header::AUTHORIZATION)
-        .map(|v| v.as_bytes());
-    match s.auth.authorize(perm, auth, conn) {
+    match s.auth.authorize_request(perm, &req) {
         Ok(caller) => {
             req.extensions_mut().insert(caller);
             next.run(req).await
