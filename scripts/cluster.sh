@@ -17,6 +17,9 @@
 #                        to it). Unset: `cargo build -p orrery` (debug).
 #   ORRERY_CLUSTER_DIR   where data, logs and pid files go.
 #   ORRERY_SHARDS        shard count for `cluster init` (default 8).
+#   ORRERY_PORT_BASE     node i listens on BASE+i (client) and BASE+100+i
+#                        (peers); default 17000. Tests of the client
+#                        libraries start their clusters on ports of their own.
 #
 # `up` is safe to repeat: running nodes are left alone, stopped ones are
 # restarted on their data, the cluster is initialised only if node 1 is not,
@@ -27,8 +30,9 @@ cd "$(dirname "$0")/.."
 dir="${ORRERY_CLUSTER_DIR:-.orrery-cluster}"
 cmd="${1:-up}"
 
-client_addr() { echo "127.0.0.1:$((17000 + $1))"; }
-peer_addr() { echo "127.0.0.1:$((17100 + $1))"; }
+base="${ORRERY_PORT_BASE:-17000}"
+client_addr() { echo "127.0.0.1:$((base + $1))"; }
+peer_addr() { echo "127.0.0.1:$((base + 100 + $1))"; }
 
 bins() {
     if [ -n "${ORRERY_BIN:-}" ]; then
@@ -75,7 +79,7 @@ start_node() {
     local i="$1" n="$2"
     local args
     certs "$i"
-    if [ "$n" = 3 ]; then
+    if [ "$n" = 3 ] && [ "$base" = 17000 ]; then
         # --data-dir overrides the file so that ORRERY_CLUSTER_DIR is honoured.
         args=(serve --config "cluster/node$i.toml" --data-dir "$dir/n$i")
     else
@@ -152,12 +156,12 @@ up)
     done
     cat <<EOF
 
-Orrery is up: $n nodes, REST and gRPC on 127.0.0.1:17001..$((17000 + n)).
+Orrery is up: $n nodes, REST and gRPC on 127.0.0.1:$((base + 1))..$((base + n)).
 TLS with the cluster CA, and a root token (an admin: keep it safe):
   export ORRERY_CA_CERT=$dir/ca/ca.crt
   export ORRERY_TOKEN=\$(cat $dir/root.token)
-  curl --cacert \$ORRERY_CA_CERT -H "Authorization: Bearer \$ORRERY_TOKEN" -XPUT https://localhost:17001/v1/kv/hello -d world
-  curl --cacert \$ORRERY_CA_CERT -H "Authorization: Bearer \$ORRERY_TOKEN" https://localhost:1700$n/v1/kv/hello
+  curl --cacert \$ORRERY_CA_CERT -H "Authorization: Bearer \$ORRERY_TOKEN" -XPUT https://localhost:$((base + 1))/v1/kv/hello -d world
+  curl --cacert \$ORRERY_CA_CERT -H "Authorization: Bearer \$ORRERY_TOKEN" https://$(client_addr "$n" | sed 's/127.0.0.1/localhost/')/v1/kv/hello
   $ctl status
 Make tokens with less power: $ctl auth tokens create --name app --role writer
 Logs: $dir/n*.log   Stop: scripts/cluster.sh down   Delete data: scripts/cluster.sh clean
