@@ -162,7 +162,7 @@ TLS with the cluster CA, and a root token (an admin: keep it safe):
   export ORRERY_TOKEN=\$(cat $dir/root.token)
   curl --cacert \$ORRERY_CA_CERT -H "Authorization: Bearer \$ORRERY_TOKEN" -XPUT https://localhost:$((base + 1))/v1/kv/hello -d world
   curl --cacert \$ORRERY_CA_CERT -H "Authorization: Bearer \$ORRERY_TOKEN" https://$(client_addr "$n" | sed 's/127.0.0.1/localhost/')/v1/kv/hello
-  $ctl status
+  $ctl --endpoint $(client_addr 1) status
 Make tokens with less power: $ctl auth tokens create --name app --role writer
 Logs: $dir/n*.log   Stop: scripts/cluster.sh down   Delete data: scripts/cluster.sh clean
 EOF
