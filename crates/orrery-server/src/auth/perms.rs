@@ -184,6 +184,7 @@ pub const GRPC: &[(&str, Perm)] = &[
     ("/orrery.v1.Policies/CreateVersion", Write),
     ("/orrery.v1.Policies/ListVersions", Read),
     ("/orrery.v1.Policies/GetVersion", Read),
+    ("/orrery.v1.Policies/ArchiveVersion", Write),
     ("/orrery.v1.Policies/Run", Write),
     ("/orrery.v1.Policies/RunBatch", Write),
     ("/orrery.v1.Policies/GetRun", Read),

@@ -8,6 +8,8 @@ use std::time::{Duration, Instant};
 
 #[path = "../ctl/auth.rs"]
 mod auth;
+#[path = "../ctl/data_sources.rs"]
+mod data_sources;
 #[path = "../ctl/jobs.rs"]
 mod jobs;
 #[path = "../ctl/policies.rs"]
@@ -79,6 +81,9 @@ enum Cmd {
     /// Policy runs.
     #[command(subcommand)]
     Runs(policies::RunsCmd),
+    /// Data sources that policies look values up in.
+    #[command(subcommand)]
+    DataSources(data_sources::DataSourcesCmd),
 }
 
 #[derive(Subcommand)]
@@ -475,6 +480,7 @@ async fn run(cli: Cli) -> Result<()> {
         Cmd::Gpus => jobs::gpus(&c, cli.json).await?,
         Cmd::Policies(cmd) => policies::policies(&mut c, cmd, cli.json).await?,
         Cmd::Runs(cmd) => policies::runs(&mut c, cmd, cli.json).await?,
+        Cmd::DataSources(cmd) => data_sources::data_sources(&mut c, cmd, cli.json).await?,
         Cmd::Shards(ShardsCmd::List) => {
             let r = c
                 .cluster()
