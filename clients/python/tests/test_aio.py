@@ -40,6 +40,12 @@ def test_async_calls(cluster, name):
             assert r.output == {"big": True} and r.trace
 
             await c.queues.create(name, backoff_initial_ms=10, backoff_max_ms=10)
+            cursor = ""
+            while True:  # to the newest event
+                page = await c.jobs.events(since=cursor, limit=1000)
+                cursor = page.cursor
+                if not page.events:
+                    break
             jid = await c.jobs.submit(queue=name, kind="my.kind", params={"n": 1})
             assert (await c.jobs.get(jid)).state == "queued"
             stop = asyncio.Event()
@@ -51,8 +57,12 @@ def test_async_calls(cluster, name):
                 stop.set()
             assert (await c.jobs.get(jid)).result == {"n": 2}
             assert "gpus" in await c.jobs.gpus()
-            page = await c.jobs.events(limit=5)
-            assert len(page.events) <= 5 and page.cursor
+            seen = []
+            async for ev in c.jobs.watch_events(since=cursor, poll_s=0.2):
+                seen.append((ev["job_id"], ev["type"]))
+                if ev["type"] == "succeeded":
+                    break
+            assert seen == [(jid, "enqueued"), (jid, "claimed"), (jid, "succeeded")]
             with pytest.raises(orrery.NotFound):
                 async for _ in c.jobs.logs("00000000000000000000000000"):
                     pass
