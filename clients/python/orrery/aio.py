@@ -18,7 +18,7 @@ from .vectors import CollectionsOps
 from .worker import AsyncWorkerMixin
 
 
-async def _error(err: grpc.RpcError) -> errors.OrreryError:
+def _error(err: grpc.RpcError) -> errors.OrreryError:
     if isinstance(err, grpc.aio.AioRpcError):
         md = {}
         for k, v in list(err.trailing_metadata() or ()) + list(err.initial_metadata() or ()):
@@ -58,7 +58,7 @@ class _AsyncTransport:
                 resp = await method(op.request, timeout=self.s.timeout + op.extra_timeout,
                                     metadata=self.s.metadata)
             except grpc.RpcError as err:
-                e = await _error(err)
+                e = _error(err)
             else:
                 return op.convert(resp)
             attempt += 1
@@ -77,7 +77,7 @@ class _AsyncTransport:
             async for msg in call:
                 yield msg
         except grpc.RpcError as err:
-            raise (await _error(err)) from None
+            raise _error(err) from None
         finally:
             call.cancel()
 

@@ -49,9 +49,9 @@ def test_async_calls(cluster, name):
             jid = await c.jobs.submit(queue=name, kind="my.kind", params={"n": 1})
             assert (await c.jobs.get(jid)).state == "queued"
             stop = asyncio.Event()
-            async for job in c.jobs.work(queue=name, kinds=["my.kind"], wait_s=1, lease_s=1, stop=stop):
+            async for job in c.jobs.work(queue=name, kinds=["my.kind"], wait_s=1, lease_s=2, stop=stop):
                 assert job.id == jid and job.params == {"n": 1}
-                await asyncio.sleep(2.5)  # the heartbeat task keeps the lease
+                await asyncio.sleep(4.5)  # over two leases: the heartbeat task keeps it
                 assert not job.lease_lost
                 await job.complete({"n": 2})
                 stop.set()

@@ -149,9 +149,9 @@ def test_worker_loop_lease_expiry(cluster, client, name):
 def test_worker_loop_heartbeats_keep_the_lease(client, name):
     client.queues.create(name, backoff_initial_ms=10, backoff_max_ms=10)
     jid = client.jobs.submit(name, "my.kind")
-    loop = client.jobs.work(queue=name, lease_s=1, wait_s=1)
+    loop = client.jobs.work(queue=name, lease_s=2, wait_s=1)
     job = next(loop)
-    time.sleep(3.5)  # three lease lengths: only heartbeats keep it
+    time.sleep(5)  # over two lease lengths: only heartbeats keep it
     assert client.jobs.claim(name, "thief", wait_s=0) == []
     assert not job.lease_lost
     assert job.complete("kept").state == "succeeded"
