@@ -31,8 +31,8 @@ fi
 tools="$(sed -n 's/.*"\(grpcio-tools==[0-9.]*\)".*/\1/p' clients/python/pyproject.toml | head -1)"
 "$venv/bin/python" -m pip install --quiet "$tools"
 PYTHON="$venv/bin/python" scripts/check-python-stubs.sh
-# Not editable: the package as users get it.
-"$venv/bin/python" -m pip install --quiet --force-reinstall --no-deps ./clients/python
+# Not editable: the package as users get it (pip rebuilds and reinstalls a
+# local directory every time).
 "$venv/bin/python" -m pip install --quiet './clients/python[test]'
 # From outside the source tree, so that the tests import the installed package.
 cd "$root/clients/python/tests"
