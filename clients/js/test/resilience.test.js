@@ -1,12 +1,13 @@
 // Failover to another endpoint, timeouts, and a real retry on 503 (two of
 // the three nodes stopped, so the third has no quorum, then restarted).
 import assert from "node:assert/strict";
-import { spawn } from "node:child_process";
+import { execFile, spawn } from "node:child_process";
 import { readFileSync } from "node:fs";
 import { createServer } from "node:net";
 import { dirname, join, resolve } from "node:path";
 import { describe, test } from "node:test";
-import { fileURLToPath } from "node:url";
+import { fileURLToPath, pathToFileURL } from "node:url";
+import { promisify } from "node:util";
 import { Client, ConnectionError, TimeoutError, Unavailable } from "../src/index.js";
 import { clusterDir, endpoints, eventually, portBase, skip, token, unique } from "../testing/env.js";
 
@@ -65,6 +66,21 @@ describe("failover, timeouts and retries", { skip }, () => {
   test("no node reachable: ConnectionError after the retries", async () => {
     const c = new Client({ endpoints: [`127.0.0.1:${await deadPort()}`, `127.0.0.1:${await deadPort()}`], token, retries: 3 });
     await assert.rejects(c.kv.get("x"), (e) => e instanceof ConnectionError && /ECONNREFUSED/.test(e.message));
+  });
+
+  test("a runtime without the cluster CA gets a ConnectionError naming NODE_EXTRA_CA_CERTS", async () => {
+    const index = pathToFileURL(resolve(root, "clients/js/src/index.js")).href;
+    const script = `
+      const { Client } = await import(${JSON.stringify(index)});
+      try { await new Client({ endpoints: ${JSON.stringify(endpoints)}, token: "x" }).kv.get("a"); }
+      catch (e) { console.log(JSON.stringify({ name: e.name, code: e.code, message: e.message })); }`;
+    const env = { ...process.env };
+    delete env.NODE_EXTRA_CA_CERTS;
+    const { stdout } = await promisify(execFile)(process.execPath, ["--input-type=module", "-e", script], { env });
+    const e = JSON.parse(stdout);
+    assert.equal(e.name, "ConnectionError");
+    assert.equal(e.code, "tls");
+    assert.match(e.message, /NODE_EXTRA_CA_CERTS/);
   });
 
   test("an answer slower than timeoutMs is a TimeoutError", async () => {
