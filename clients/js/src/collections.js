@@ -55,7 +55,9 @@ export class Collections {
       okStatuses: [404],
     });
     if (r.status === 404) {
-      if (r.data?.error?.code === "not_found" && /point/i.test(r.data.error.message)) return null;
+      // An absent point is null; an unknown collection stays an error
+      // (the server says `point N does not exist in collection "c"`).
+      if (r.data?.error?.code === "not_found" && /^point /.test(r.data.error.message)) return null;
       throw errorFromResponse(404, r.data);
     }
     return r.data;

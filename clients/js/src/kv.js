@@ -56,8 +56,9 @@ export class Kv {
       okStatuses: [404],
     });
     if (r.status === 404) {
-      // An absent key is null; an unknown endpoint is still an error.
-      if (r.data?.error?.code === "not_found" && /^key /.test(r.data.error.message)) return null;
+      // Every path under /v1/kv/ is a key, so not_found means an absent key;
+      // a 404 without that body (a proxy, a wrong base URL) stays an error.
+      if (r.data?.error?.code === "not_found") return null;
       throw errorFromResponse(404, r.data, { endpoint: this.t.endpoint });
     }
     return { value: r.data, revision: Number(r.headers.get("x-orrery-revision")) };

@@ -142,6 +142,7 @@ export class Transport {
     }
     const n = this.endpoints.length;
     for (let attempt = 0; ; attempt++) {
+      if (o.signal?.aborted) throw o.signal.reason;
       const base = this.endpoints[this.current];
       const timeoutMs = o.timeoutMs ?? this.timeoutMs;
       const ctl = new AbortController();

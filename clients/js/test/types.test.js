@@ -2,7 +2,7 @@
 // and every method of the client's groups (no TypeScript compiler here, so
 // the declarations are read as text).
 import assert from "node:assert/strict";
-import { readFileSync } from "node:fs";
+import { readdirSync, readFileSync } from "node:fs";
 import { dirname, join } from "node:path";
 import test from "node:test";
 import { fileURLToPath } from "node:url";
@@ -45,4 +45,13 @@ test("errors map status and code to classes", () => {
   const plain = lib.errorFromResponse(502, "bad gateway");
   assert.equal(plain.constructor, lib.OrreryError);
   assert.equal(plain.code, "http_502");
+});
+
+test("the library is browser-safe: no node: imports, no process or Buffer", () => {
+  const dir = join(dirname(fileURLToPath(import.meta.url)), "..", "src");
+  for (const f of readdirSync(dir)) {
+    const src = readFileSync(join(dir, f), "utf8");
+    assert.doesNotMatch(src, /from\s+["']node:|require\(|import\(["']node:/, f);
+    assert.doesNotMatch(src, /\b(process|Buffer)\./, f);
+  }
 });
