@@ -82,7 +82,7 @@ async function decode(res) {
 
 export class Transport {
   /**
-   * @param {import("../index.js").ClientOptions} opts
+   * @param {import("./index.js").ClientOptions} opts
    */
   constructor(opts = {}) {
     const list = opts.endpoints ?? (opts.endpoint !== undefined ? [opts.endpoint] : null);
@@ -150,33 +150,31 @@ export class Transport {
       const onAbort = () => ctl.abort(o.signal.reason);
       o.signal?.addEventListener("abort", onAbort, { once: true });
       let res;
+      let data;
       try {
         res = await this.fetch(this.url(base, path, o.query), { method, headers, body, signal: ctl.signal });
+        if (o.stream && res.ok) {
+          // The caller's signal keeps cancelling the stream; no timeout now.
+          clearTimeout(timer);
+          return res;
+        }
+        data = await decode(res);
       } catch (e) {
-        clearTimeout(timer);
-        o.signal?.removeEventListener("abort", onAbort);
         if (o.signal?.aborted) throw o.signal.reason;
         const err = this.networkError(e, base, ctl.signal.aborted, timeoutMs);
-        const sent = ctl.signal.aborted || !NOT_SENT.has(causeCode(e));
+        // Whether the request may have reached the node: then only an
+        // idempotent request may be sent again.
+        const sent = res !== undefined || ctl.signal.aborted || !NOT_SENT.has(causeCode(e));
         if (err.code === "tls" || attempt >= this.retries || (sent && !idempotent)) throw err;
         this.current = (this.current + 1) % n;
         // Every node failed once in a row: wait a little before the next round.
         if ((attempt + 1) % n === 0) await sleep(Math.min(2000, 100 * 2 ** ((attempt + 1) / n)), o.signal);
         continue;
-      }
-      if (o.stream && res.ok) {
-        clearTimeout(timer);
-        // The caller's signal keeps cancelling the stream.
-        return res;
-      }
-      let data;
-      try {
-        data = await decode(res);
-      } catch (e) {
-        throw this.networkError(e, base, ctl.signal.aborted, timeoutMs);
       } finally {
-        clearTimeout(timer);
-        o.signal?.removeEventListener("abort", onAbort);
+        if (!(o.stream && res?.ok)) {
+          clearTimeout(timer);
+          o.signal?.removeEventListener("abort", onAbort);
+        }
       }
       if (res.ok || (o.okStatuses && o.okStatuses.includes(res.status))) {
         return o.full ? { status: res.status, headers: res.headers, data } : data;

@@ -60,12 +60,19 @@ function startNodes() {
   });
 }
 
+/** Every node ready, and knowing a leader for each shard it hosts. */
 async function allReady() {
   for (const e of endpoints) {
-    await eventually(async () => (await new Client({ endpoint: e, token }).cluster.ready()).status === "ready", {
-      what: `${e} to be ready`,
-      ms: 60000,
-    });
+    const c = new Client({ endpoint: e, token });
+    await eventually(
+      async () => {
+        if ((await c.cluster.ready()).status !== "ready") return false;
+        const s = await c.cluster.status();
+        const mine = s.shards.filter((sh) => sh.replicas.includes(s.node_id));
+        return mine.length > 0 && mine.every((sh) => sh.leader);
+      },
+      { what: `${e} to be ready with a leader for each of its shards`, ms: 60000 },
+    );
   }
 }
 
@@ -125,12 +132,55 @@ describe("failover, timeouts and retries", { skip }, () => {
   });
 
   test(
+    "the event stream survives the loss of its node: it resumes on another from its cursor",
+    { skip: ownCluster, timeout: 120_000 },
+    async () => {
+      await allReady();
+      const admin = new Client({ endpoints: [endpoints[0], endpoints[2]], token });
+      const q = unique("sq");
+      await admin.queues.create(q);
+      const a = await admin.jobs.submit({ queue: q, kind: "ext.a" });
+      // The stream starts on node 2.
+      const watcher = new Client({ endpoints: [endpoints[1], endpoints[0], endpoints[2]], token });
+      // A watchdog: a stream that stalls must not keep node 2 down.
+      const ac = new AbortController();
+      const watchdog = setTimeout(() => ac.abort(new Error("the stream stalled for 60 s")), 60_000);
+      const seen = [];
+      let b = null;
+      try {
+        for await (const ev of watcher.events.stream({ signal: ac.signal })) {
+          if (ev.queue !== q) continue;
+          seen.push(ev);
+          if (ev.job_id === a.id && ev.type === "enqueued") {
+            // SIGKILL: a node stopped with SIGTERM waits for its open
+            // streams to close before it exits (see the report), so a crash
+            // is what takes a stream's node away.
+            await stopNode(2, "SIGKILL");
+            b = await admin.jobs.submit({ queue: q, kind: "ext.b" });
+          }
+          if (b && ev.job_id === b.id) break;
+        }
+      } finally {
+        clearTimeout(watchdog);
+        await startNodes();
+      }
+      assert.deepEqual(
+        seen.map((e) => [e.job_id, e.type]),
+        [[a.id, "enqueued"], [b.id, "enqueued"]],
+        "each event once, none lost",
+      );
+      assert.notEqual(watcher.endpoint, endpoints[1].startsWith("https://") ? endpoints[1] : `https://${endpoints[1]}`);
+      await allReady();
+    },
+  );
+  test(
     "503 while two nodes are down: retried after Retry-After until they are back",
     { skip: ownCluster, timeout: 120_000 },
     async () => {
       const log = [];
       const first = endpoints[0];
       const key = unique("retry");
+      await allReady();
       await new Client({ endpoint: first, token }).kv.put(key, "before");
       for (const n of [2, 3]) await stopNode(n);
       // Without retries the client throws the 503 as it came.
@@ -173,42 +223,4 @@ describe("failover, timeouts and retries", { skip }, () => {
     },
   );
 
-  test(
-    "the event stream survives the loss of its node: it resumes on another from its cursor",
-    { skip: ownCluster, timeout: 120_000 },
-    async () => {
-      const admin = new Client({ endpoints: [endpoints[0], endpoints[2]], token });
-      const q = unique("sq");
-      await admin.queues.create(q);
-      const a = await admin.jobs.submit({ queue: q, kind: "ext.a" });
-      // The stream starts on node 2.
-      const watcher = new Client({ endpoints: [endpoints[1], endpoints[0], endpoints[2]], token });
-      const ac = new AbortController();
-      const seen = [];
-      let b = null;
-      try {
-        for await (const ev of watcher.events.stream({ signal: ac.signal })) {
-          if (ev.queue !== q) continue;
-          seen.push(ev);
-          if (ev.job_id === a.id && ev.type === "enqueued") {
-            // SIGKILL: a node stopped with SIGTERM waits for its open
-            // streams to close before it exits (see the report), so a crash
-            // is what takes a stream's node away.
-            await stopNode(2, "SIGKILL");
-            b = await admin.jobs.submit({ queue: q, kind: "ext.b" });
-          }
-          if (b && ev.job_id === b.id) break;
-        }
-      } finally {
-        await startNodes();
-      }
-      assert.deepEqual(
-        seen.map((e) => [e.job_id, e.type]),
-        [[a.id, "enqueued"], [b.id, "enqueued"]],
-        "each event once, none lost",
-      );
-      assert.notEqual(watcher.endpoint, endpoints[1].startsWith("https://") ? endpoints[1] : `https://${endpoints[1]}`);
-      await allReady();
-    },
-  );
 });
