@@ -92,7 +92,7 @@ export declare class Kv {
   put(key: string, value: string | Uint8Array | ArrayBuffer | ArrayBufferView): Promise<number>;
   get(key: string, opts?: { consistency?: Consistency }): Promise<Uint8Array | null>;
   getText(key: string, opts?: { consistency?: Consistency }): Promise<string | null>;
-  getEntry(key: string, opts?: { consistency?: Consistency }): Promise<{ value: Uint8Array; revision: number } | null>;
+  getEntry(key: string, opts?: { consistency?: Consistency }): Promise<{ value: Uint8Array; revision: number | null } | null>;
   delete(key: string): Promise<{ deleted: boolean; revision: number }>;
   cas(key: string, expected: string | null, value: string): Promise<{ succeeded: boolean; revision: number; current?: string | null }>;
   list(opts?: { prefix?: string; limit?: number; consistency?: Consistency }): Promise<Array<{ key: string; revision: number; value: Uint8Array; text: string | null }>>;

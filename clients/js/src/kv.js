@@ -47,7 +47,7 @@ export class Kv {
 
   /**
    * The value with its revision, or null when the key is absent.
-   * @returns {Promise<{value: Uint8Array, revision: number}|null>}
+   * @returns {Promise<{value: Uint8Array, revision: number|null}|null>}
    */
   async getEntry(key, { consistency } = {}) {
     const r = await this.t.request("GET", keyPath(key), {
@@ -61,7 +61,9 @@ export class Kv {
       if (r.data?.error?.code === "not_found") return null;
       throw errorFromResponse(404, r.data, { endpoint: this.t.endpoint });
     }
-    return { value: r.data, revision: Number(r.headers.get("x-orrery-revision")) };
+    // Browsers hide the header unless the server exposes it (CORS): null then.
+    const rev = r.headers.get("x-orrery-revision");
+    return { value: r.data, revision: rev === null ? null : Number(rev) };
   }
 
   /** The value as bytes, or null when absent. */
