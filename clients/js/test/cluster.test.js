@@ -23,6 +23,15 @@ describe("cluster", { skip }, () => {
     assert.match(m, /^# (HELP|TYPE) /m);
   });
 
+  test("the cluster version can be held and released (admins)", async () => {
+    const held = await c.cluster.setVersion({ hold: true });
+    assert.equal(held.held, true);
+    assert.equal((await c.cluster.version()).held, true);
+    const released = await c.cluster.setVersion({ hold: false });
+    assert.equal(released.held, false);
+    await assert.rejects(c.cluster.setVersion({}), { status: 400, code: "invalid_body" });
+  });
+
   test("gpus answers a list (empty without NVML)", async () => {
     const g = await c.gpus.list();
     assert.ok(Array.isArray(g.gpus));

@@ -1,7 +1,7 @@
 import assert from "node:assert/strict";
 import { describe, test } from "node:test";
 import { Conflict, InvalidArgument, NotFound } from "../src/index.js";
-import { client, skip, unique } from "../testing/env.js";
+import { client, eventually, skip, unique } from "../testing/env.js";
 
 // Approve when the amount is within the customer's limit, read from KV
 // through a data source; customers without a limit get 0.
@@ -89,6 +89,17 @@ describe("policies, runs and data sources", { skip }, () => {
     const rest = await c.runs.list({ policy: pname, limit: 2, cursor: page.next_cursor });
     assert.deepEqual(rest.runs.map((r) => r.id), [ok.id]);
     assert.deepEqual((await c.runs.get(ok.id)).output, ok.output);
+  });
+
+  test("an async run is evaluated by a policy.run job", async () => {
+    const r = await c.policies.run(pname, { amount: 10, customer: "alice" }, { mode: "async", run_key: "a1" });
+    assert.equal(r.status, "running");
+    const done = await eventually(async () => {
+      const x = await c.runs.get(r.id);
+      return x.status !== "running" ? x : null;
+    }, { what: "the async run to finish" });
+    assert.equal(done.status, "succeeded");
+    assert.deepEqual(done.output, { decision: "approve", max: 100 });
   });
 
   test("allocation, archive and delete", async () => {
