@@ -18,7 +18,10 @@ command -v node >/dev/null || { echo "node (20 or newer) is required" >&2; exit 
 major="$(node -p 'process.versions.node.split(".")[0]')"
 [ "$major" -ge 20 ] || { echo "node 20 or newer is required (found $(node --version))" >&2; exit 1; }
 
+command -v curl >/dev/null || { echo "curl is required (scripts/cluster.sh uses it)" >&2; exit 1; }
+
 export ORRERY_BIN="${ORRERY_BIN:-target/debug}"
+[ -d "$ORRERY_BIN" ] || { echo "ORRERY_BIN=$ORRERY_BIN is not a directory (cargo build -p orrery, or set ORRERY_BIN)" >&2; exit 1; }
 ORRERY_BIN="$(cd "$ORRERY_BIN" && pwd)"
 for b in orrery orreryctl; do
     [ -x "$ORRERY_BIN/$b" ] || { echo "no $b in $ORRERY_BIN (cargo build -p orrery, or set ORRERY_BIN)" >&2; exit 1; }
