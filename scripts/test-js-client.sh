@@ -31,7 +31,9 @@ done
 in_use() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
 base=""
 for _ in $(seq 1 50); do
-    b=$((20000 + (RANDOM % 400) * 100))
+    # Below the kernel's ephemeral range (32768-60999): no outgoing
+    # connection can take a port between this check and the bind.
+    b=$((20000 + (RANDOM % 125) * 100))
     free=1
     for p in $((b + 1)) $((b + 2)) $((b + 3)) $((b + 101)) $((b + 102)) $((b + 103)); do
         if in_use "$p"; then free=0; break; fi

@@ -5,8 +5,8 @@ from typing import List, Optional, Sequence
 
 from ._core import Group, Op, op
 from ._proto.orrery.v1 import auth_pb2, cluster_pb2 as pb
-from .types import (ClusterStatus, ClusterVersion, GroupStatus, Member, Members, NewToken, Shard,
-                    TokenInfo)
+from .types import (ClusterStatus, ClusterVersion, GroupStatus, Member, Members, NewToken, Rebalance,
+                    Shard, TokenInfo)
 
 
 def _status(r) -> ClusterStatus:
@@ -44,6 +44,17 @@ class ClusterOps(Group):
             raise ValueError("give exactly one of hold=True/False or finalize=True")
         req = pb.SetVersionRequest(finalize=True) if finalize else pb.SetVersionRequest(hold=hold)
         return Op("Cluster", "SetVersion", req, ClusterVersion.from_pb)
+
+    @op
+    def rebalance(self) -> Rebalance:
+        """Whether rebalancing is paused, whether replica counts are
+        balanced, and the shards moving."""
+        return Op("Cluster", "GetRebalance", pb.GetRebalanceRequest(), Rebalance.from_pb)
+
+    @op
+    def set_rebalance(self, paused: bool) -> Rebalance:
+        """Pauses (True) or resumes (False) rebalancing, cluster-wide."""
+        return Op("Cluster", "SetRebalance", pb.SetRebalanceRequest(paused=paused), Rebalance.from_pb)
 
 
 class AuthOps(Group):

@@ -58,6 +58,12 @@ class PoliciesOps(Group):
                   PolicyVersion.from_pb)
 
     @op
+    def archive_version(self, policy: str, version: int) -> PolicyVersion:
+        """Archives a version (Conflict while the allocation gives it weight)."""
+        return Op("Policies", "ArchiveVersion", pb.PolicyVersionRef(policy_id=policy, version=version),
+                  PolicyVersion.from_pb)
+
+    @op
     def run(self, policy: str, input: Any, version: Optional[int] = None, run_key: Optional[str] = None,
             mode: Optional[str] = None) -> PolicyRun:
         """Evaluates the policy on `input` and records the run (`.output`,

@@ -110,6 +110,17 @@ class ClusterVersion:
 
 
 @dataclass
+class Rebalance:
+    paused: bool
+    balanced: bool
+    moving: List[int]
+
+    @staticmethod
+    def from_pb(r):
+        return Rebalance(r.paused, r.balanced, list(r.moving))
+
+
+@dataclass
 class ClusterStatus:
     cluster_id: str
     node_id: int

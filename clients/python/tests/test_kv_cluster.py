@@ -88,6 +88,12 @@ def test_cluster_status_members_shards_version(client, cluster):
     held = client.cluster.set_version(hold=True)
     assert held.held
     assert not client.cluster.set_version(hold=False).held
+    # Three nodes hold every shard: balanced, nothing to move.
+    rb = client.cluster.rebalance()
+    assert rb.balanced and rb.moving == [] and not rb.paused
+    assert client.cluster.set_rebalance(True).paused
+    assert client.cluster.rebalance().paused
+    assert not client.cluster.set_rebalance(False).paused
 
 
 def test_any_node_and_failover(cluster):

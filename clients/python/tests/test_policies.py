@@ -69,6 +69,11 @@ def test_policies_versions_runs_sources(client, name):
     p = client.policies.update(name, description="credit v2", allocation=[(1, 1), (2, 3)])
     assert p.description == "credit v2" and sorted(p.allocation) == [(1, 1), (2, 3)]
     assert client.policies.run(name, {"amount": 1, "customer": "x"}, version=2).version == 2
+    with pytest.raises(orrery.Conflict):
+        client.policies.archive_version(name, 1)  # it still has weight
+    client.policies.update(name, allocation=[(1, 0), (2, 1)])
+    assert client.policies.archive_version(name, 1).archived
+    assert client.policies.get_version(name, 1).archived
 
     with pytest.raises(orrery.InvalidArgument) as e:
         client.policies.create_version(name, {"nodes": [], "edges": []})

@@ -140,6 +140,8 @@ pub const GRPC: &[(&str, Perm)] = &[
     ("/orrery.v1.Cluster/Status", Read),
     ("/orrery.v1.Cluster/GetVersion", Read),
     ("/orrery.v1.Cluster/SetVersion", Admin),
+    ("/orrery.v1.Cluster/GetRebalance", Read),
+    ("/orrery.v1.Cluster/SetRebalance", Admin),
     ("/orrery.v1.Auth/CreateToken", Admin),
     ("/orrery.v1.Auth/ListTokens", Admin),
     ("/orrery.v1.Auth/RevokeToken", Admin),

@@ -109,6 +109,14 @@ enum ClusterCmd {
         #[arg(long)]
         finalize: bool,
     },
+    /// Rebalancing of replicas over the voters: shows whether it is paused
+    /// and which shards move; --pause / --resume switch it cluster-wide.
+    Rebalance {
+        #[arg(long, conflicts_with = "resume")]
+        pause: bool,
+        #[arg(long)]
+        resume: bool,
+    },
 }
 
 #[derive(Subcommand)]
@@ -407,6 +415,32 @@ async fn run(cli: Cli) -> Result<()> {
                 print_json(&version_json(&v));
             } else {
                 print_version(&v);
+            }
+        }
+        Cmd::Cluster(ClusterCmd::Rebalance { pause, resume }) => {
+            let r = match (pause, resume) {
+                (true, _) => c.set_rebalance(true).await?,
+                (_, true) => c.set_rebalance(false).await?,
+                _ => c.rebalance().await?,
+            };
+            let view = json!({"paused": r.paused, "balanced": r.balanced, "moving": r.moving});
+            if cli.json {
+                print_json(&view);
+            } else {
+                println!(
+                    "rebalancing {}; replicas {}; shards moving: {}",
+                    if r.paused { "PAUSED" } else { "on" },
+                    if r.balanced {
+                        "balanced"
+                    } else {
+                        "not balanced yet"
+                    },
+                    if r.moving.is_empty() {
+                        "none".to_string()
+                    } else {
+                        format!("{:?}", r.moving)
+                    }
+                );
             }
         }
         Cmd::Members(MembersCmd::Add {

@@ -6,6 +6,26 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 
 DESCRIPTOR: _descriptor.FileDescriptor
 
+class GetRebalanceRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class SetRebalanceRequest(_message.Message):
+    __slots__ = ("paused",)
+    PAUSED_FIELD_NUMBER: _ClassVar[int]
+    paused: bool
+    def __init__(self, paused: _Optional[bool] = ...) -> None: ...
+
+class RebalanceState(_message.Message):
+    __slots__ = ("paused", "balanced", "moving")
+    PAUSED_FIELD_NUMBER: _ClassVar[int]
+    BALANCED_FIELD_NUMBER: _ClassVar[int]
+    MOVING_FIELD_NUMBER: _ClassVar[int]
+    paused: bool
+    balanced: bool
+    moving: _containers.RepeatedScalarFieldContainer[int]
+    def __init__(self, paused: _Optional[bool] = ..., balanced: _Optional[bool] = ..., moving: _Optional[_Iterable[int]] = ...) -> None: ...
+
 class InitRequest(_message.Message):
     __slots__ = ("shards",)
     SHARDS_FIELD_NUMBER: _ClassVar[int]

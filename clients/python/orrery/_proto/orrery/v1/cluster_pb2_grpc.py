@@ -79,6 +79,16 @@ class ClusterStub:
                 request_serializer=orrery_dot_v1_dot_cluster__pb2.SetVersionRequest.SerializeToString,
                 response_deserializer=orrery_dot_v1_dot_cluster__pb2.ClusterVersion.FromString,
                 _registered_method=True)
+        self.GetRebalance = channel.unary_unary(
+                '/orrery.v1.Cluster/GetRebalance',
+                request_serializer=orrery_dot_v1_dot_cluster__pb2.GetRebalanceRequest.SerializeToString,
+                response_deserializer=orrery_dot_v1_dot_cluster__pb2.RebalanceState.FromString,
+                _registered_method=True)
+        self.SetRebalance = channel.unary_unary(
+                '/orrery.v1.Cluster/SetRebalance',
+                request_serializer=orrery_dot_v1_dot_cluster__pb2.SetRebalanceRequest.SerializeToString,
+                response_deserializer=orrery_dot_v1_dot_cluster__pb2.RebalanceState.FromString,
+                _registered_method=True)
 
 
 class ClusterServicer:
@@ -146,6 +156,21 @@ class ClusterServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def GetRebalance(self, request, context):
+        """Rebalancing: replicas move from the fullest voters to the emptiest
+        until counts are within one. Whether it is paused, and what moves.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def SetRebalance(self, request, context):
+        """Pauses or resumes it, cluster-wide (moves under way finish).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_ClusterServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -193,6 +218,16 @@ def add_ClusterServicer_to_server(servicer, server):
                     servicer.SetVersion,
                     request_deserializer=orrery_dot_v1_dot_cluster__pb2.SetVersionRequest.FromString,
                     response_serializer=orrery_dot_v1_dot_cluster__pb2.ClusterVersion.SerializeToString,
+            ),
+            'GetRebalance': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetRebalance,
+                    request_deserializer=orrery_dot_v1_dot_cluster__pb2.GetRebalanceRequest.FromString,
+                    response_serializer=orrery_dot_v1_dot_cluster__pb2.RebalanceState.SerializeToString,
+            ),
+            'SetRebalance': grpc.unary_unary_rpc_method_handler(
+                    servicer.SetRebalance,
+                    request_deserializer=orrery_dot_v1_dot_cluster__pb2.SetRebalanceRequest.FromString,
+                    response_serializer=orrery_dot_v1_dot_cluster__pb2.RebalanceState.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -438,6 +473,60 @@ class Cluster:
             '/orrery.v1.Cluster/SetVersion',
             orrery_dot_v1_dot_cluster__pb2.SetVersionRequest.SerializeToString,
             orrery_dot_v1_dot_cluster__pb2.ClusterVersion.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetRebalance(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/orrery.v1.Cluster/GetRebalance',
+            orrery_dot_v1_dot_cluster__pb2.GetRebalanceRequest.SerializeToString,
+            orrery_dot_v1_dot_cluster__pb2.RebalanceState.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SetRebalance(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/orrery.v1.Cluster/SetRebalance',
+            orrery_dot_v1_dot_cluster__pb2.SetRebalanceRequest.SerializeToString,
+            orrery_dot_v1_dot_cluster__pb2.RebalanceState.FromString,
             options,
             channel_credentials,
             insecure,

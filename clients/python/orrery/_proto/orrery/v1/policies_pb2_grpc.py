@@ -74,6 +74,11 @@ class PoliciesStub:
                 request_serializer=orrery_dot_v1_dot_policies__pb2.PolicyVersionRef.SerializeToString,
                 response_deserializer=orrery_dot_v1_dot_policies__pb2.PolicyVersion.FromString,
                 _registered_method=True)
+        self.ArchiveVersion = channel.unary_unary(
+                '/orrery.v1.Policies/ArchiveVersion',
+                request_serializer=orrery_dot_v1_dot_policies__pb2.PolicyVersionRef.SerializeToString,
+                response_deserializer=orrery_dot_v1_dot_policies__pb2.PolicyVersion.FromString,
+                _registered_method=True)
         self.Run = channel.unary_unary(
                 '/orrery.v1.Policies/Run',
                 request_serializer=orrery_dot_v1_dot_policies__pb2.RunPolicyRequest.SerializeToString,
@@ -164,6 +169,14 @@ class PoliciesServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ArchiveVersion(self, request, context):
+        """Archives a version: it stays readable, but no run may use it and it
+        cannot take traffic (refused while the allocation gives it weight).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def Run(self, request, context):
         """Evaluates synchronously on the receiving node; the run is recorded.
         With mode "async" the run is recorded as `running` and returned at
@@ -250,6 +263,11 @@ def add_PoliciesServicer_to_server(servicer, server):
             ),
             'GetVersion': grpc.unary_unary_rpc_method_handler(
                     servicer.GetVersion,
+                    request_deserializer=orrery_dot_v1_dot_policies__pb2.PolicyVersionRef.FromString,
+                    response_serializer=orrery_dot_v1_dot_policies__pb2.PolicyVersion.SerializeToString,
+            ),
+            'ArchiveVersion': grpc.unary_unary_rpc_method_handler(
+                    servicer.ArchiveVersion,
                     request_deserializer=orrery_dot_v1_dot_policies__pb2.PolicyVersionRef.FromString,
                     response_serializer=orrery_dot_v1_dot_policies__pb2.PolicyVersion.SerializeToString,
             ),
@@ -503,6 +521,33 @@ class Policies:
             request,
             target,
             '/orrery.v1.Policies/GetVersion',
+            orrery_dot_v1_dot_policies__pb2.PolicyVersionRef.SerializeToString,
+            orrery_dot_v1_dot_policies__pb2.PolicyVersion.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ArchiveVersion(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/orrery.v1.Policies/ArchiveVersion',
             orrery_dot_v1_dot_policies__pb2.PolicyVersionRef.SerializeToString,
             orrery_dot_v1_dot_policies__pb2.PolicyVersion.FromString,
             options,
