@@ -205,6 +205,14 @@ async fn added_nodes_take_their_share_under_load() {
         start.elapsed().as_secs_f64()
     );
     assert!(replicas[&id4] >= 4 && replicas[&id5] >= 4, "{replicas:?}");
+    // `shards list` marks no shard as moving any more.
+    let listed = c.ctl_json(1, &["shards", "list"]);
+    assert!(
+        listed["shards"]
+            .as_array()
+            .is_some_and(|s| s.iter().all(|s| s["moving"] == false)),
+        "{listed}"
+    );
     // Leaders spread too: no node is the preferred leader of more than
     // ceil(8 / 5) = 2 shards, and the actual leaders follow.
     assert!(

@@ -521,9 +521,12 @@ async fn run(cli: Cli) -> Result<()> {
                 .list_shards(pb::ListShardsRequest {})
                 .await?
                 .into_inner();
+            // Shards whose replicas are moving (empty from builds before
+            // rebalancing, which do not answer GetRebalance).
+            let moving = c.rebalance().await.map(|r| r.moving).unwrap_or_default();
             if cli.json {
                 print_json(
-                    &json!({"shards": r.shards.iter().map(|s| json!({"id": s.id, "group": s.group_id, "replicas": s.replicas, "epoch": s.epoch, "leader": nz(s.leader)})).collect::<Vec<_>>()}),
+                    &json!({"shards": r.shards.iter().map(|s| json!({"id": s.id, "group": s.group_id, "replicas": s.replicas, "epoch": s.epoch, "leader": nz(s.leader), "moving": moving.contains(&s.id)})).collect::<Vec<_>>()}),
                 );
             } else {
                 println!(
@@ -536,8 +539,13 @@ async fn run(cli: Cli) -> Result<()> {
                     } else {
                         s.leader.to_string()
                     };
+                    let note = if moving.contains(&s.id) {
+                        "  (moving)"
+                    } else {
+                        ""
+                    };
                     println!(
-                        "{:<6} {:<6} {:<7} {:<6} {:?}",
+                        "{:<6} {:<6} {:<7} {:<6} {:?}{note}",
                         s.id, s.group_id, leader, s.epoch, s.replicas
                     );
                 }
