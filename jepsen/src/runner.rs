@@ -603,6 +603,22 @@ async fn run_phases(o: &TestOpts, seed: u64, dir: &Path, mut db: Db) -> Result<F
     })
 }
 
+/// Lines containing `needle` in the node logs (`n*.log`) of a test directory.
+fn count_in_node_logs(dir: &std::path::Path, needle: &str) -> usize {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return 0;
+    };
+    entries
+        .flatten()
+        .filter(|e| {
+            let name = e.file_name().to_string_lossy().to_string();
+            name.starts_with('n') && name.ends_with(".log")
+        })
+        .filter_map(|e| std::fs::read_to_string(e.path()).ok())
+        .map(|text| text.lines().filter(|l| l.contains(needle)).count())
+        .sum()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -627,20 +643,4 @@ mod tests {
         assert_eq!(outcome(json!(false), &orphan, true).exit_code(), 2);
         assert_eq!(outcome(json!(true), &[], false).exit_code(), 2);
     }
-}
-
-/// Lines containing `needle` in the node logs (`n*.log`) of a test directory.
-fn count_in_node_logs(dir: &std::path::Path, needle: &str) -> usize {
-    let Ok(entries) = std::fs::read_dir(dir) else {
-        return 0;
-    };
-    entries
-        .flatten()
-        .filter(|e| {
-            let name = e.file_name().to_string_lossy().to_string();
-            name.starts_with('n') && name.ends_with(".log")
-        })
-        .filter_map(|e| std::fs::read_to_string(e.path()).ok())
-        .map(|text| text.lines().filter(|l| l.contains(needle)).count())
-        .sum()
 }
