@@ -11,6 +11,9 @@ mod jobs_body;
 mod jobs_queues;
 mod jobs_sse;
 mod kv;
+mod openapi;
+mod openapi_errors;
+mod openapi_schemas;
 mod policies;
 mod policies_views;
 mod vectors;
@@ -38,6 +41,7 @@ pub fn router(services: AppState) -> Router {
         .merge(vectors::routes())
         .merge(policies::routes())
         .merge(auth_tokens::routes())
+        .merge(openapi::routes())
         .route_layer(middleware::from_fn_with_state(
             services.clone(),
             auth::guard,
