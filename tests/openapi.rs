@@ -65,3 +65,51 @@ async fn undecodable_queries_and_paths_are_json_errors() {
         assert!(v["error"]["message"].as_str().is_some_and(|m| !m.is_empty()));
     }
 }
+
+/// Found by schemathesis: an answer given before the request's body was
+/// read (here the 415 of a `text/plain` body) ended its HTTP/1 connection
+/// without `Connection: close`, so a client's next request on that pooled
+/// connection failed with a reset instead of getting its answer.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn answers_before_the_body_is_read_close_the_connection_openly() {
+    let c = Cluster::formed(1, 2, &[]).await;
+    let pem = std::fs::read(c.ca_cert()).expect("ca.crt");
+    let client = reqwest::Client::builder()
+        .http1_only()
+        .pool_max_idle_per_host(1)
+        .tls_built_in_root_certs(false)
+        .add_root_certificate(reqwest::Certificate::from_pem(&pem).expect("CA"))
+        .build()
+        .expect("client");
+    let auth = format!("Bearer {}", c.token());
+    for i in 0..30 {
+        let refused = client
+            .post(c.nodes[0].url("/v1/queues"))
+            .header("authorization", &auth)
+            .header("content-type", "text/plain")
+            .body("x".repeat(100))
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("415 request {i}: {e}"));
+        assert_eq!(refused.status(), 415);
+        assert_eq!(refused.headers()["connection"], "close");
+        // The next request, on a pooled connection if one was kept.
+        let ok = client
+            .get(c.nodes[0].url("/v1/queues"))
+            .header("authorization", &auth)
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("request {i} after a 415: {e}"));
+        assert_eq!(ok.status(), 200);
+        // A body that was read keeps the connection.
+        let read = client
+            .post(c.nodes[0].url("/v1/queues/none/claim"))
+            .header("authorization", &auth)
+            .json(&serde_json::json!({"worker_id": "w"}))
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("claim {i}: {e}"));
+        assert_eq!(read.status(), 404);
+        assert!(read.headers().get("connection").is_none());
+    }
+}

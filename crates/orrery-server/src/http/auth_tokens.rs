@@ -1,17 +1,17 @@
 //! `/v1/auth/tokens`: create, list and revoke bearer tokens (admins).
 
 use super::extract::json_body;
+use super::extract::Path;
+use super::openapi_errors::ErrorBody;
+use super::openapi_schemas as S;
 use super::AppState;
 use crate::api::{now_ms, ApiError};
 use crate::auth::tokens::{self, NewToken};
 use axum::body::Body;
-use super::extract::Path;
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::routing::{delete, get};
 use axum::{Json, Router};
-use super::openapi_errors::ErrorBody;
-use super::openapi_schemas as S;
 use serde_json::{json, Value};
 
 pub fn routes() -> Router<AppState> {

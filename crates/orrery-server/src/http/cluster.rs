@@ -1,6 +1,8 @@
 //! `/v1/cluster`, health, readiness and metrics.
 
 use super::extract::json_body;
+use super::openapi_errors::ErrorBody;
+use super::openapi_schemas as S;
 use super::AppState;
 use crate::api::ApiError;
 use crate::service::cluster::{VersionAction, VersionView};
@@ -10,8 +12,6 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
 use orrery_types::group_name;
-use super::openapi_errors::ErrorBody;
-use super::openapi_schemas as S;
 use serde_json::{json, Value};
 
 pub fn routes() -> Router<AppState> {
@@ -95,6 +95,7 @@ async fn version(State(s): State<AppState>) -> Result<Json<Value>, ApiError> {
 /// Exactly one of `hold` and `finalize` (true).
 #[derive(serde::Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(as = ClusterVersionBody)]
 struct VersionBody {
     hold: Option<bool>,
     finalize: Option<bool>,

@@ -2,9 +2,12 @@
 //! `jobs_queues`, logs and events in `jobs_sse`.
 
 use super::extract::json_body;
+use super::extract::{Path, Query};
 use super::jobs_body::{
     offer, BatchBody, ClaimBody, CompleteBatchBody, CompleteBody, FailBody, HeartbeatBody, JobBody,
 };
+use super::openapi_errors::ErrorBody;
+use super::openapi_schemas as S;
 use super::AppState;
 use crate::api::jobs_view::{JobView, RunView, WaitingJobView};
 use crate::api::limits::{BULK_BODY_BYTES, DEFAULT_JOB_LIMIT, MAX_WAIT_S};
@@ -12,15 +15,12 @@ use crate::api::ApiError;
 use crate::auth::Caller;
 use crate::service::jobs::{all_failed, ClaimArgs, CompleteArgs, JobAction, SubmitArgs};
 use axum::body::Body;
-use super::extract::{Path, Query};
 use axum::extract::{Extension, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use orrery_queue::{Job, JobState};
-use super::openapi_errors::ErrorBody;
-use super::openapi_schemas as S;
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 use std::time::Duration;

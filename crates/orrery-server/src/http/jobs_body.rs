@@ -122,6 +122,7 @@ impl From<JobBody> for SubmitArgs {
 /// POST /v1/jobs/batch.
 #[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(as = JobBatchBody)]
 pub struct BatchBody {
     pub jobs: Vec<JobBody>,
 }
@@ -129,6 +130,7 @@ pub struct BatchBody {
 /// What a worker reports about a finished attempt.
 #[derive(Deserialize, Default, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(as = RunFactsBody)]
 pub struct RunBody {
     #[serde(default, deserialize_with = "nullable")]
     #[schema(nullable)]

@@ -1,19 +1,19 @@
 //! `/v1/queues` (create, list, show with counts, delete) and `/v1/gpus`.
 
 use super::extract::json_body;
+use super::extract::Path;
 use super::jobs_body::QueueBody;
+use super::openapi_errors::ErrorBody;
+use super::openapi_schemas as S;
 use super::AppState;
 use crate::api::jobs_view::{GpusView, QueueInfoView, QueueView};
 use crate::api::ApiError;
 use axum::body::Body;
-use super::extract::Path;
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
-use super::openapi_errors::ErrorBody;
-use super::openapi_schemas as S;
 use serde::Serialize;
 use serde_json::{json, Value};
 
@@ -67,8 +67,9 @@ async fn get_queue(State(s): State<AppState>, Path(q): Path<String>) -> Result<R
 #[utoipa::path(delete, path = "/v1/queues/{q}", operation_id = "queue_delete", tag = "jobs",
     params(("q" = String, Path, description = "The queue's name.")),
     responses(
-        (status = 200, description = "Deleted, with its jobs.", body = S::QueueDeleted),
+        (status = 200, description = "Deleted, with its finished jobs.", body = S::QueueDeleted),
         (status = 404, description = "`not_found`: no such queue.", body = ErrorBody),
+        (status = 409, description = "`conflict`: the queue still has queued or running jobs.", body = ErrorBody),
     ))]
 async fn delete_queue(
     State(s): State<AppState>,

@@ -1,13 +1,14 @@
 //! Streams of the job queues: an attempt's logs (followed as Server-Sent
 //! Events) and the shards' events (a page, or a stream).
 
+use super::extract::{Path, Query};
+use super::openapi_errors::ErrorBody;
 use super::AppState;
 use crate::api::cursor::{cursor_string, parse_cursor};
 use crate::api::jobs_view::EventView;
 use crate::api::limits::{DEFAULT_EVENT_LIMIT, MAX_EVENT_LIMIT};
 use crate::api::ApiError;
 use crate::service::jobs::{JobLogs, LogEvent};
-use super::extract::{Path, Query};
 use axum::extract::{Extension, State};
 use axum::http::HeaderMap;
 use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
@@ -15,7 +16,6 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
 use futures::StreamExt;
-use super::openapi_errors::ErrorBody;
 use serde::{Deserialize, Serialize};
 use std::collections::VecDeque;
 use std::convert::Infallible;

@@ -1,19 +1,19 @@
 //! `/v1/kv`: values are raw request bodies, keys the rest of the path.
 
 use super::extract::{linearizable, read_body, Consistency, ReadParams};
+use super::extract::{Path, Query};
+use super::openapi_errors::ErrorBody;
+use super::openapi_schemas as S;
 use super::AppState;
 use crate::api::ApiError;
 use crate::service::kv::{CasOutcome, DEFAULT_LIST_LIMIT};
 use axum::body::Body;
-use super::extract::{Path, Query};
 use axum::extract::State;
 use axum::http::{HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
 use base64::Engine;
-use super::openapi_errors::ErrorBody;
-use super::openapi_schemas as S;
 use serde_json::{json, Value};
 use std::collections::HashMap;
 

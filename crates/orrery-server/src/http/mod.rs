@@ -16,6 +16,7 @@ mod openapi_errors;
 mod openapi_schemas;
 mod policies;
 mod policies_views;
+mod unread;
 mod vectors;
 
 use crate::api::ApiError;
@@ -63,7 +64,9 @@ async fn observe(State(s): State<AppState>, req: Request, next: Next) -> Respons
     let request_id = metrics.next_request_id();
     let span =
         tracing::info_span!("http", node = s.node.id(), request = request_id, %method, %route);
+    let (req, body_read) = unread::watch(req);
     let mut resp = next.run(req).instrument(span).await;
+    unread::close_if_unread(&mut resp, body_read);
     metrics.observe(
         method.as_str(),
         route,

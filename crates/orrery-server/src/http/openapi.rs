@@ -155,11 +155,8 @@ mod tests {
                 let method = m.to_uppercase();
                 let id = op["operationId"].as_str().expect("operationId");
                 assert!(ids.insert(id.to_string()), "operationId {id} twice");
-                let perm = perms::rest(
-                    &method.parse().expect("method"),
-                    &route_of(path, &method),
-                )
-                .expect("perm");
+                let perm = perms::rest(&method.parse().expect("method"), &route_of(path, &method))
+                    .expect("perm");
                 let secured = !op["security"].as_array().expect("security").is_empty();
                 assert_eq!(secured, perm != perms::Perm::Open, "{method} {path}");
                 if secured {

@@ -51,7 +51,9 @@ fn unavailable() -> Response {
          write whose fate is unknown; retry only idempotent writes). Retry after `Retry-After` \
          seconds.",
     );
-    let secs = Object::builder().schema_type(Type::Integer).minimum(Some(0));
+    let secs = Object::builder()
+        .schema_type(Type::Integer)
+        .minimum(Some(0));
     r.headers.insert(
         "Retry-After".into(),
         HeaderBuilder::new()
@@ -63,9 +65,8 @@ fn unavailable() -> Response {
 }
 
 fn unauthorized() -> Response {
-    let mut r = error(
-        "`unauthenticated`: no bearer token, or one that is unknown, expired or revoked.",
-    );
+    let mut r =
+        error("`unauthenticated`: no bearer token, or one that is unknown, expired or revoked.");
     let text = Object::builder().schema_type(Type::String);
     r.headers.insert(
         "WWW-Authenticate".into(),
@@ -134,13 +135,19 @@ fn shared_for(op: &mut Operation, method: &str, route: &str, perm: Option<Perm>)
         .is_some_and(|b| b.content.contains_key("application/json"));
     if json_body {
         add(op, "400", error(BODY_400));
-        add(op, "413", error("`too_large`: the body is over this endpoint's limit."));
+        add(
+            op,
+            "413",
+            error("`too_large`: the body is over this endpoint's limit."),
+        );
     }
     if method != "GET" && !perms::RAW_BODY.contains(&(method, route)) {
         add(
             op,
             "415",
-            error("`unsupported_media_type`: a body sent without `Content-Type: application/json`."),
+            error(
+                "`unsupported_media_type`: a body sent without `Content-Type: application/json`.",
+            ),
         );
     }
 }

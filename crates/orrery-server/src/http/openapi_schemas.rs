@@ -322,7 +322,7 @@ pub struct PolicyVersions {
 }
 
 #[derive(ToSchema, serde::Serialize)]
-pub struct RunView {
+pub struct PolicyRunView {
     id: String,
     policy_id: String,
     version: u32,
@@ -339,7 +339,7 @@ pub struct RunView {
 
 #[derive(ToSchema, serde::Serialize)]
 pub struct Runs {
-    runs: Vec<RunView>,
+    runs: Vec<PolicyRunView>,
     next_cursor: Option<String>,
 }
 

@@ -1,19 +1,19 @@
 //! REST routes for policies, versions, runs and data sources.
 
 use super::extract::parse_json;
+use super::extract::{Path, Query};
+use super::openapi_errors::ErrorBody;
+use super::openapi_schemas as S;
 use super::policies_views::{outcome_json, policy_json, run_json, version_json};
 use super::AppState;
 use crate::api::ApiError;
 use crate::service::policies::{parse_source, source_json, RunRequest, DEFAULT_RUN_LIST};
 use axum::body::Bytes;
-use super::extract::{Path, Query};
 use axum::extract::{DefaultBodyLimit, State};
 use axum::http::StatusCode;
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use orrery_policy::store::{RunFilter, RunStatus};
-use super::openapi_errors::ErrorBody;
-use super::openapi_schemas as S;
 use serde::Deserialize;
 use serde_json::{json, Value};
 
@@ -47,6 +47,7 @@ pub fn routes() -> Router<AppState> {
 
 #[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(as = PolicyCreateBody)]
 struct CreateBody {
     name: String,
     #[serde(default)]
@@ -78,13 +79,14 @@ async fn list(State(s): State<AppState>) -> Result<Json<Value>, ApiError> {
 }
 
 #[utoipa::path(get, path = "/v1/policies/{id}", operation_id = "policy_get", tag = "policies",
-    params(("id" = String, Path, description = "The policy's id or name.")),
+    params(("id" = String, Path, description = "The policy's id.")),
     responses((status = 200, description = "The policy.", body = S::PolicyView), (status = 404, description = "`not_found`: no such policy.", body = ErrorBody)))]
 async fn show(State(s): State<AppState>, Path(id): Path<String>) -> Result<Json<Value>, ApiError> {
     Ok(Json(policy_json(&s.policies.get(&id).await?)))
 }
 
 #[derive(Deserialize, utoipa::ToSchema)]
+#[schema(as = PolicyWeight)]
 struct Weight {
     version: u32,
     weight: u64,
@@ -93,13 +95,14 @@ struct Weight {
 /// Only these two fields exist: a version's graph can never be patched.
 #[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(as = PolicyPatchBody)]
 struct PatchBody {
     description: Option<String>,
     allocation: Option<Vec<Weight>>,
 }
 
 #[utoipa::path(patch, path = "/v1/policies/{id}", operation_id = "policy_patch", tag = "policies",
-    params(("id" = String, Path, description = "The policy's id or name.")), request_body = Option<PatchBody>,
+    params(("id" = String, Path, description = "The policy's id.")), request_body = Option<PatchBody>,
     responses(
         (status = 200, description = "The policy.", body = S::PolicyView),
         (status = 400, description = "`invalid_patch`, `invalid_allocation`.", body = ErrorBody),
@@ -127,7 +130,7 @@ async fn patch(
 }
 
 #[utoipa::path(delete, path = "/v1/policies/{id}", operation_id = "policy_delete", tag = "policies",
-    params(("id" = String, Path, description = "The policy's id or name.")),
+    params(("id" = String, Path, description = "The policy's id.")),
     responses((status = 200, description = "Deleted, with its versions.", body = S::Deleted), (status = 404, description = "`not_found`: no such policy.", body = ErrorBody)))]
 async fn delete(
     State(s): State<AppState>,
@@ -139,6 +142,7 @@ async fn delete(
 
 #[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(as = PolicyVersionBody)]
 struct VersionBody {
     graph: Value,
     #[serde(default = "yes")]
@@ -152,7 +156,7 @@ fn yes() -> bool {
 }
 
 #[utoipa::path(post, path = "/v1/policies/{id}/versions", operation_id = "policy_version_create",
-    tag = "policies", params(("id" = String, Path, description = "The policy's id or name.")), request_body = VersionBody,
+    tag = "policies", params(("id" = String, Path, description = "The policy's id.")), request_body = VersionBody,
     responses(
         (status = 201, description = "The new version.", body = S::PolicyVersionView),
         (status = 400, description = "`invalid_graph` (the message names the node).", body = ErrorBody),
@@ -170,7 +174,7 @@ async fn version_create(
 }
 
 #[utoipa::path(get, path = "/v1/policies/{id}/versions", operation_id = "policy_versions", tag = "policies",
-    params(("id" = String, Path, description = "The policy's id or name.")),
+    params(("id" = String, Path, description = "The policy's id.")),
     responses((status = 200, description = "The policy's versions.", body = S::PolicyVersions), (status = 404, description = "`not_found`: no such policy.", body = ErrorBody)))]
 async fn versions(
     State(s): State<AppState>,
@@ -192,7 +196,7 @@ fn version_num(v: &str) -> Result<u32, ApiError> {
 }
 
 #[utoipa::path(get, path = "/v1/policies/{id}/versions/{v}", operation_id = "policy_version_get",
-    tag = "policies", params(("id" = String, Path, description = "The policy's id or name."), ("v" = u32, Path, description = "The version number.")),
+    tag = "policies", params(("id" = String, Path, description = "The policy's id."), ("v" = u32, Path, description = "The version number.")),
     responses(
         (status = 200, description = "The version with its graph.", body = S::PolicyVersionView),
         (status = 400, description = "`invalid_version`.", body = ErrorBody),
@@ -208,7 +212,7 @@ async fn version_get(
 }
 
 #[utoipa::path(post, path = "/v1/policies/{id}/versions/{v}/archive",
-    operation_id = "policy_version_archive", tag = "policies", params(("id" = String, Path, description = "The policy's id or name."), ("v" = u32, Path, description = "The version number.")),
+    operation_id = "policy_version_archive", tag = "policies", params(("id" = String, Path, description = "The policy's id."), ("v" = u32, Path, description = "The version number.")),
     responses(
         (status = 200, description = "The version, archived.", body = S::PolicyVersionView),
         (status = 400, description = "`invalid_version`.", body = ErrorBody),
@@ -225,6 +229,7 @@ async fn version_archive(
 
 #[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(as = PolicyRunBody)]
 struct RunBody {
     /// The policy's input document.
     input: Value,
@@ -238,10 +243,10 @@ struct RunBody {
 }
 
 #[utoipa::path(post, path = "/v1/policies/{id}/runs", operation_id = "policy_run", tag = "policies",
-    params(("id" = String, Path, description = "The policy's id or name.")), request_body = RunBody,
+    params(("id" = String, Path, description = "The policy's id.")), request_body = RunBody,
     responses(
-        (status = 200, description = "The run, finished (`mode: sync`).", body = S::RunView),
-        (status = 202, description = "The run, started (`mode: async`).", body = S::RunView),
+        (status = 200, description = "The run, finished (`mode: sync`).", body = S::PolicyRunView),
+        (status = 202, description = "The run, started (`mode: async`).", body = S::PolicyRunView),
         (status = 400, description = "`invalid_mode`, `invalid_input`, `invalid_graph`.", body = ErrorBody),
         (status = 404, description = "`not_found`: no such policy or version.", body = ErrorBody),
         (status = 409, description = "`conflict`: no active version, or `run_key` reused with another input.", body = ErrorBody),
@@ -273,13 +278,14 @@ async fn run(
 
 #[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(as = PolicyBatchBody)]
 struct BatchBody {
     inputs: Vec<Value>,
     version: Option<u32>,
 }
 
 #[utoipa::path(post, path = "/v1/policies/{id}/runs/batch", operation_id = "policy_run_batch",
-    tag = "policies", params(("id" = String, Path, description = "The policy's id or name.")), request_body = BatchBody,
+    tag = "policies", params(("id" = String, Path, description = "The policy's id.")), request_body = BatchBody,
     responses(
         (status = 200, description = "One outcome per input, in order.", body = S::BatchRunAnswer),
         (status = 400, description = "`invalid_input`.", body = ErrorBody),
@@ -301,7 +307,7 @@ async fn batch(
 #[utoipa::path(get, path = "/v1/runs/{id}", operation_id = "run_get", tag = "policies",
     params(("id" = String, Path, description = "The run's id.")),
     responses(
-        (status = 200, description = "The run.", body = S::RunView),
+        (status = 200, description = "The run.", body = S::PolicyRunView),
         (status = 404, description = "`not_found`: no such run.", body = ErrorBody),
     ))]
 async fn run_get(

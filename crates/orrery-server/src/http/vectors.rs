@@ -5,19 +5,19 @@
 //! and name the element (`points[3].vector`, `vector[1]`).
 
 use super::extract::{json_body, ReadParams};
+use super::extract::{Path, Query};
+use super::openapi_errors::ErrorBody;
+use super::openapi_schemas as S;
 use super::AppState;
 use crate::api::limits::MAX_VECTOR_BATCH_BYTES;
 use crate::api::ApiError;
 use crate::service::vectors::{hits_json, NewCollection, SearchSpec};
 use axum::body::Body;
-use super::extract::{Path, Query};
 use axum::extract::{DefaultBodyLimit, State};
 use axum::http::StatusCode;
 use axum::routing::{get, post, put};
 use axum::{Json, Router};
 use orrery_vector::{CollectionConfig, Point, PointId, ShardInfo, Vector};
-use super::openapi_errors::ErrorBody;
-use super::openapi_schemas as S;
 use serde::{Deserialize, Deserializer};
 use serde_json::{json, Map, Value};
 use std::time::Instant;
@@ -48,6 +48,7 @@ fn present<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Value>, D::Error> {
 }
 
 #[derive(Deserialize, utoipa::ToSchema)]
+#[schema(as = CollectionCreateBody)]
 struct CreateBody {
     #[schema(value_type = String, required = true)]
     name: Option<String>,
@@ -62,6 +63,7 @@ struct CreateBody {
 }
 
 #[derive(Deserialize, utoipa::ToSchema)]
+#[schema(as = PointsUpsertBody)]
 struct UpsertBody {
     #[schema(value_type = Vec<PointBody>, required = true)]
     points: Option<Vec<PointBody>>,
@@ -82,6 +84,7 @@ struct PointBody {
 
 /// Exactly one of `ids` and `filter`.
 #[derive(Deserialize, utoipa::ToSchema)]
+#[schema(as = PointsDeleteBody)]
 struct DeleteBody {
     #[serde(default, deserialize_with = "present")]
     #[schema(value_type = Option<Vec<S::PointIdSchema>>)]
@@ -105,6 +108,7 @@ struct SearchBody {
 }
 
 #[derive(Deserialize, utoipa::ToSchema)]
+#[schema(as = SearchBatchBody)]
 struct BatchBody {
     #[schema(value_type = Vec<SearchBody>, required = true)]
     searches: Option<Vec<SearchBody>>,
