@@ -26,7 +26,10 @@ async fn every_node_serves_the_committed_document_without_a_token() {
         assert_eq!(text, committed, "a node serves another document");
         let v: Value = serde_json::from_str(&text).expect("JSON");
         assert_eq!(v["openapi"], "3.1.0");
-        assert_eq!(v["paths"]["/healthz"]["get"]["security"], Value::Array(vec![]));
+        assert_eq!(
+            v["paths"]["/healthz"]["get"]["security"],
+            Value::Array(vec![])
+        );
         assert_eq!(
             v["components"]["securitySchemes"]["bearer"]["scheme"],
             "bearer"
@@ -55,14 +58,12 @@ async fn undecodable_queries_and_paths_are_json_errors() {
             .await
             .expect("request");
         assert_eq!(resp.status(), 400, "{path}");
-        assert_eq!(
-            resp.headers()["content-type"],
-            "application/json",
-            "{path}"
-        );
+        assert_eq!(resp.headers()["content-type"], "application/json", "{path}");
         let v: Value = resp.json().await.expect("JSON body");
         assert_eq!(v["error"]["code"], code, "{path}: {v}");
-        assert!(v["error"]["message"].as_str().is_some_and(|m| !m.is_empty()));
+        assert!(v["error"]["message"]
+            .as_str()
+            .is_some_and(|m| !m.is_empty()));
     }
 }
 
