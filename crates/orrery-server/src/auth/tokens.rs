@@ -114,6 +114,7 @@ pub fn authenticate(node: &Node, token: &str, now_ms: u64) -> Result<Caller, Api
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct NewToken {
+    #[schema(pattern = "^[A-Za-z0-9._@-]{1,64}$")]
     pub name: String,
     /// admin, writer, reader or worker.
     #[schema(pattern = "^(admin|writer|reader|worker)$")]

@@ -25,6 +25,7 @@ fn empty_object() -> Value {
 #[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct QueueBody {
+    #[schema(pattern = "^[A-Za-z0-9._-]{1,128}$")]
     name: String,
     partitions: Option<u32>,
     lease_s: Option<u32>,
@@ -62,7 +63,9 @@ impl From<QueueBody> for QueueArgs {
 #[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct JobBody {
+    #[schema(pattern = "^[A-Za-z0-9._-]{1,128}$")]
     queue: String,
+    #[schema(min_length = 1, max_length = 128)]
     kind: String,
     #[serde(default = "empty_object")]
     params: Value,
@@ -205,6 +208,7 @@ pub fn offer(gpus: Vec<GpuOfferBody>) -> Vec<(String, u64)> {
 #[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ClaimBody {
+    #[schema(min_length = 1, max_length = 256)]
     pub worker_id: String,
     #[serde(default, deserialize_with = "nullable")]
     #[schema(nullable)]
@@ -215,7 +219,7 @@ pub struct ClaimBody {
     pub wait_s: Option<f64>,
     /// Present (even `null`): the answer is `{"jobs": [...]}`.
     #[serde(default, deserialize_with = "present")]
-    #[schema(value_type = Option<u32>)]
+    #[schema(value_type = Option<u32>, minimum = 1, maximum = 256)]
     pub max: Option<Option<u32>>,
     #[serde(default, deserialize_with = "nullable")]
     #[schema(nullable)]

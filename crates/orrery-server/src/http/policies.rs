@@ -49,6 +49,7 @@ pub fn routes() -> Router<AppState> {
 #[serde(deny_unknown_fields)]
 #[schema(as = PolicyCreateBody)]
 struct CreateBody {
+    #[schema(pattern = "^[A-Za-z0-9._-]{1,128}$")]
     name: String,
     #[serde(default)]
     description: String,

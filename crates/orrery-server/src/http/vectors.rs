@@ -50,9 +50,9 @@ fn present<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Value>, D::Error> {
 #[derive(Deserialize, utoipa::ToSchema)]
 #[schema(as = CollectionCreateBody)]
 struct CreateBody {
-    #[schema(value_type = String, required = true)]
+    #[schema(value_type = String, required = true, pattern = "^[A-Za-z0-9_-]{1,128}$")]
     name: Option<String>,
-    #[schema(value_type = u32, required = true)]
+    #[schema(value_type = u32, required = true, minimum = 1, maximum = 4096)]
     dim: Option<usize>,
     metric: Option<String>,
     shards: Option<u64>,
