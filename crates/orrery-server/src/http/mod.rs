@@ -13,6 +13,7 @@ mod jobs_sse;
 mod kv;
 mod openapi;
 mod openapi_errors;
+mod openapi_jobs;
 mod openapi_schemas;
 mod policies;
 mod policies_views;
