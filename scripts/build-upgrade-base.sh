@@ -6,9 +6,11 @@
 #
 # A cached binary is reused; delete it to rebuild. The build uses a target
 # directory of its own under the cache (ORRERY_UPGRADE_TARGET_DIR overrides),
-# so it never disturbs the current build, and a later base commit rebuilds
-# incrementally; CI need only cache the binary's directory. Prints the
-# binary's path on its last line.
+# so it never disturbs the current build; that target directory (several
+# GB) is deleted once the binary is cached, unless
+# ORRERY_UPGRADE_KEEP_TARGET=1 keeps it for a faster rebuild at a later
+# base commit (a full disk failed a CI run). Prints the binary's path on
+# its last line.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 repo="$(pwd)"
@@ -20,7 +22,14 @@ case "$commit" in
 esac
 cache="${ORRERY_UPGRADE_CACHE:-$HOME/.cache/orrery-upgrade}"
 out="$cache/$commit/orrery"
+target="${ORRERY_UPGRADE_TARGET_DIR:-$cache/target}"
+drop_target() {
+    if [ "${ORRERY_UPGRADE_KEEP_TARGET:-0}" != 1 ] && [ -d "$target" ]; then
+        rm -rf "$target"
+    fi
+}
 if [ -x "$out" ]; then
+    drop_target
     echo "upgrade base $commit: cached"
     echo "$out"
     exit 0
@@ -36,10 +45,10 @@ src="$(mktemp -d "${TMPDIR:-/tmp}/orrery-upgrade-base.XXXXXX")"
 trap 'rm -rf "$src"' EXIT
 git -C "$repo" archive "$commit" | tar -x -C "$src"
 
-target="${ORRERY_UPGRADE_TARGET_DIR:-$cache/target}"
 echo "building orrery at $commit in $src (target dir $target)"
 start=$(date +%s)
-(cd "$src" && CARGO_TARGET_DIR="$target" cargo build --locked -p orrery --bin orrery)
+# No debug info: the binary is stripped anyway, and it halves the build.
+(cd "$src" && CARGO_TARGET_DIR="$target" CARGO_PROFILE_DEV_DEBUG=0 cargo build --locked -p orrery --bin orrery)
 echo "built in $(( $(date +%s) - start )) s"
 
 mkdir -p "$cache/$commit"
@@ -47,4 +56,5 @@ cp "$target/debug/orrery" "$out.tmp"
 # Debug info is most of a debug binary (~400 MB): the cache keeps ~10x less.
 strip "$out.tmp" 2>/dev/null || true
 mv "$out.tmp" "$out"
+drop_target
 echo "$out"

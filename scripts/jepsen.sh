@@ -54,7 +54,11 @@ case "$profile" in
             --nodes 3 --time-limit 15 --concurrency 8 --rate 60 --seed 42
         run set-kill valid --workload set --nemesis kill "${common[@]}"
         run register-pause valid --workload register --nemesis pause "${common[@]}"
+        # Nodes the membership nemesis adds receive replicas by rebalancing
+        # (results.json counts the moves: rebalance_moves) while it also
+        # removes leaders: the set and queue workloads must stay valid.
         run set-membership valid --workload set --nemesis membership "${common[@]}"
+        run queue-membership valid --workload queue --nemesis membership "${common[@]}"
         run register-all valid --workload register --nemesis all "${common[@]}"
         run queue-kill valid --workload queue --nemesis kill "${common[@]}"
         # Clock faults and kills in turn (clock, kill, …, then heal; ~40 s):

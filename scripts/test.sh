@@ -20,6 +20,15 @@ echo "== cargo test"
 # 2-core machine from starving Raft heartbeats.
 cargo test --workspace --locked -- --test-threads "${ORRERY_TEST_THREADS:-2}"
 
+# The client libraries, each against a secure 3-node cluster of its own,
+# on the binaries `cargo test` just built.
+bin_dir="${CARGO_TARGET_DIR:-target}/debug"
+echo "== Python client (clients/python)"
+ORRERY_BIN="$bin_dir" scripts/test-python-client.sh
+
+echo "== JavaScript client (clients/js)"
+ORRERY_BIN="$bin_dir" scripts/test-js-client.sh
+
 echo "== fault-injection suite (jepsen/, short profile)"
 # Needs root for its private network namespace and iptables; CI runs as
 # root. ORRERY_SKIP_JEPSEN=1 skips it (say so when you report results).

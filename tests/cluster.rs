@@ -4,7 +4,7 @@
 mod common;
 
 use common::*;
-use serde_json::Value;
+use serde_json::{json, Value};
 use std::time::{Duration, Instant};
 
 /// PUT, retrying 503s (leader changes) until `timeout`. Values are unique
@@ -276,7 +276,11 @@ async fn every_acknowledged_write_survives_killing_all_nodes() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn membership_add_remove_and_retired_ids() {
     let mut c = Cluster::formed(3, 2, &[]).await;
-    // A fourth node joins; every shard already has 3 replicas, so it gets none.
+    // With rebalancing paused, a fourth node joins and gets no replicas
+    // (every shard already has 3): this test is about membership alone
+    // (tests/rebalance.rs moves replicas onto new nodes).
+    let paused = c.ctl_json(0, &["cluster", "rebalance", "--pause"]);
+    assert_eq!(paused["paused"], true, "{paused}");
     let i4 = c.add_node(&[]).await;
     let (addr4, peer4) = (c.nodes[i4].addr.clone(), c.nodes[i4].peer_addr.clone());
     c.ctl_ok(
@@ -307,6 +311,16 @@ async fn membership_add_remove_and_retired_ids() {
     assert_eq!(
         c.get(3, "via4", "linearizable").await,
         (200, "x".to_string())
+    );
+    // Paused: after several of the rebalancer's 2 s rounds, still nothing.
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    let members = c.ctl_json(0, &["members", "list"]);
+    let m4 = &members["members"].as_array().unwrap()[3];
+    assert_eq!(m4["id"], 4, "{members}");
+    assert_eq!(
+        m4["shards"],
+        json!([]),
+        "paused, yet a replica moved: {members}"
     );
     // Removing node 4 (no replicas) works; its id is retired.
     c.ctl_ok(2, &["members", "remove", "4"]);

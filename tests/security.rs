@@ -538,6 +538,26 @@ async fn cors_only_for_the_configured_origin_and_metrics_public_only_when_asked(
         r.headers()["access-control-allow-origin"],
         "https://console.example"
     );
+    // An actual call from that origin exposes the headers browser clients
+    // read: a write's revision, Retry-After, the request id.
+    let r = d
+        .http
+        .put(d.nodes[0].url("/v1/kv/cors"))
+        .header("origin", "https://console.example")
+        .body("v")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let exposed = r
+        .headers()
+        .get("access-control-expose-headers")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_lowercase();
+    for h in ["x-orrery-revision", "retry-after", "x-request-id"] {
+        assert!(exposed.contains(h), "{h} not exposed: {exposed:?}");
+    }
     // Another origin is never named (the browser then refuses the call).
     let r = preflight(&d, "https://evil.example").await.unwrap();
     let allowed = r.headers().get("access-control-allow-origin");

@@ -421,6 +421,12 @@ pub async fn run_test(o: TestOpts) -> Result<Outcome> {
         m.insert("notes".into(), json!(fin.notes));
         m.insert("leftover_processes".into(), leftover_json);
         m.insert("processes_cleaned".into(), cleaned.clone());
+        // Replica moves the placement leaders started (rebalancing onto
+        // nodes the membership nemesis added), from the node logs.
+        m.insert(
+            "rebalance_moves".into(),
+            json!(count_in_node_logs(&dir, "rebalance: moving a replica")),
+        );
     }
     std::fs::write(
         dir.join("results.json"),
@@ -595,6 +601,22 @@ async fn run_phases(o: &TestOpts, seed: u64, dir: &Path, mut db: Db) -> Result<F
         results,
         notes,
     })
+}
+
+/// Lines containing `needle` in the node logs (`n*.log`) of a test directory.
+fn count_in_node_logs(dir: &std::path::Path, needle: &str) -> usize {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return 0;
+    };
+    entries
+        .flatten()
+        .filter(|e| {
+            let name = e.file_name().to_string_lossy().to_string();
+            name.starts_with('n') && name.ends_with(".log")
+        })
+        .filter_map(|e| std::fs::read_to_string(e.path()).ok())
+        .map(|text| text.lines().filter(|l| l.contains(needle)).count())
+        .sum()
 }
 
 #[cfg(test)]

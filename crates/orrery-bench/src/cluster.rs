@@ -221,6 +221,17 @@ impl LocalCluster {
     /// and no lagging replica, and a write and a linearizable read succeed
     /// through every node.
     pub async fn form(&mut self, shards: u32, timeout: Duration) -> Result<()> {
+        self.form_members(shards, self.nodes.len(), timeout).await
+    }
+
+    /// Forms a cluster of the first `members` nodes (the others stay
+    /// outside until [`LocalCluster::add_member`]).
+    pub async fn form_members(
+        &mut self,
+        shards: u32,
+        members: usize,
+        timeout: Duration,
+    ) -> Result<()> {
         let deadline = Instant::now() + timeout;
         let mut c = Client::connect_with(&self.nodes[0].addr, &crate::access::grpc()).await?;
         let init = c
@@ -234,7 +245,7 @@ impl LocalCluster {
             // The first client was made before there was a token.
             c = Client::connect_with(&self.nodes[0].addr, &crate::access::grpc()).await?;
         }
-        for i in 1..self.nodes.len() {
+        for i in 1..members {
             let n = &self.nodes[i];
             let req = pb::AddMemberRequest {
                 id: n.id,
@@ -251,7 +262,7 @@ impl LocalCluster {
                 eprintln!("  node {id}: {p}");
             }
         }
-        let want = self.nodes.len().min(3);
+        let want = members.min(3);
         let mut last = String::new();
         loop {
             self.check_alive()?;
@@ -268,8 +279,8 @@ impl LocalCluster {
             }
             tokio::time::sleep(Duration::from_millis(300)).await;
         }
-        // End to end through every node.
-        for n in &self.nodes {
+        // End to end through every member.
+        for n in &self.nodes[..members] {
             let mut nc = Client::connect_with(&n.addr, &crate::access::grpc()).await?;
             let key = format!("bench/ready/{}", n.id);
             loop {
@@ -288,6 +299,24 @@ impl LocalCluster {
                 }
             }
         }
+        Ok(())
+    }
+
+    /// Adds node `i` (spawned, not yet a member) through node 1; returns
+    /// when it is a voter (its shard replicas come later, by rebalancing).
+    pub async fn add_member(&self, i: usize, timeout: Duration) -> Result<()> {
+        let mut c = Client::connect_with(&self.nodes[0].addr, &crate::access::grpc()).await?;
+        let n = &self.nodes[i];
+        let req = pb::AddMemberRequest {
+            id: n.id,
+            addr: n.addr.clone(),
+            peer_addr: n.peer_addr.clone(),
+            learner_only: false,
+        };
+        tokio::time::timeout(timeout, c.cluster().add_member(req))
+            .await
+            .map_err(|_| anyhow!("adding node {} timed out", n.id))?
+            .with_context(|| format!("adding node {}", n.id))?;
         Ok(())
     }
 

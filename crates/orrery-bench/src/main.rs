@@ -13,6 +13,7 @@ mod jobs;
 mod load;
 mod machine;
 mod policies;
+mod scaleout;
 mod vectors;
 
 use anyhow::{anyhow, bail, Context, Result};
@@ -47,6 +48,9 @@ enum Cmd {
     Policies(policies::PolicyArgs),
     /// Vector collections: load rate, recall@10 vs exact, qps and latency per ef.
     Vectors(vectors::VectorArgs),
+    /// Scale-out: nodes added to a loaded cluster; time until they hold
+    /// their share of replicas, state received, PUT latency meanwhile.
+    Scaleout(scaleout::ScaleoutArgs),
 }
 
 #[derive(clap::Args)]
@@ -382,6 +386,7 @@ fn main() {
             Cmd::Jobs(args) => jobs::run(args).await,
             Cmd::Policies(args) => policies::policies(args).await,
             Cmd::Vectors(args) => vectors::run(args).await,
+            Cmd::Scaleout(args) => scaleout::run(args).await,
         }
     });
     // Workers left behind by an interrupted cell must not outlive the run.

@@ -328,6 +328,24 @@ impl Client {
         orrery_proto::v1::auth_client::AuthClient::new(self.channel.clone())
     }
 
+    /// Rebalancing: paused or not, balanced or not, shards moving.
+    pub async fn rebalance(&mut self) -> Result<pb::RebalanceState, Error> {
+        Ok(self
+            .cluster
+            .get_rebalance(pb::GetRebalanceRequest {})
+            .await?
+            .into_inner())
+    }
+
+    /// Pauses (`true`) or resumes (`false`) rebalancing, cluster-wide.
+    pub async fn set_rebalance(&mut self, paused: bool) -> Result<pb::RebalanceState, Error> {
+        Ok(self
+            .cluster
+            .set_rebalance(pb::SetRebalanceRequest { paused })
+            .await?
+            .into_inner())
+    }
+
     pub fn cluster(&mut self) -> &mut ClusterClient<Channel> {
         &mut self.cluster
     }

@@ -102,6 +102,19 @@ impl Client {
     }
 
     /// A synchronous run: evaluated by the node, recorded, returned.
+    /// Archives a version (refused while the allocation gives it weight).
+    pub async fn policy_version_archive(
+        &mut self,
+        id: &str,
+        version: u32,
+    ) -> Result<pb::PolicyVersion, Error> {
+        let r = pb::PolicyVersionRef {
+            policy_id: id.into(),
+            version,
+        };
+        Ok(self.policies.archive_version(r).await?.into_inner())
+    }
+
     pub async fn policy_run(
         &mut self,
         id: &str,

@@ -3,6 +3,9 @@
 //! planner functions compute *proposals* (they never mutate state), which
 //! the placement leader then commits through Raft.
 
+mod rebalance;
+pub use rebalance::{is_balanced, plan_rebalance, replica_counts, InFlight, MoveLimits};
+
 use orrery_types::{NodeAddr, NodeId, ShardId, MAX_REPLICAS};
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet};

@@ -255,7 +255,21 @@ pub async fn run(
         tracing::info!("shutting down");
         let _ = stop_tx.send(true);
     });
-    let (a, b) = tokio::join!(client_srv, peer_srv);
+    // Graceful shutdown waits for open connections to end, and a follower
+    // of an SSE stream (`/v1/events/stream`, `logs?follow=true`) never
+    // does: after the stop signal, connections get DRAIN to finish.
+    let mut rx3 = stop_rx.clone();
+    let drain_over = async move {
+        let _ = rx3.changed().await;
+        tokio::time::sleep(DRAIN).await;
+    };
+    let (a, b) = tokio::select! {
+        r = async { tokio::join!(client_srv, peer_srv) } => r,
+        _ = drain_over => {
+            tracing::warn!("connections still open {}s after the stop signal; closing them", DRAIN.as_secs());
+            (Ok(()), Ok(()))
+        }
+    };
     services.jobs.shutdown().await;
     registry.shutdown().await;
     a.map_err(ServerError::Serve)?;
@@ -263,6 +277,10 @@ pub async fn run(
     tracing::info!("stopped");
     Ok(())
 }
+
+/// How long open connections may take to finish once a node is told to
+/// stop (SIGTERM) before they are closed.
+const DRAIN: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// A per-group gauge: name, help text, and how to read it from a report.
 type Gauge = (&'static str, &'static str, fn(&GroupReport) -> u64);

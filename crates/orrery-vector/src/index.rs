@@ -33,6 +33,21 @@ pub struct MetricDist(pub Metric);
 
 impl Distance<f32> for MetricDist {
     fn eval(&self, a: &[f32], b: &[f32]) -> f32 {
+        let d = self.raw(a, b);
+        // Finite vectors can still overflow: a dot product of components
+        // near 1e30 sums +inf and -inf to NaN, which hnsw_rs asserts on
+        // (it would take the node down). NaN and infinities sort as the
+        // farthest.
+        if !d.is_finite() {
+            f32::MAX
+        } else {
+            d
+        }
+    }
+}
+
+impl MetricDist {
+    fn raw(&self, a: &[f32], b: &[f32]) -> f32 {
         match self.0 {
             Metric::L2 => a.iter().zip(b).map(|(x, y)| (x - y) * (x - y)).sum(),
             Metric::Cosine => (1.0 - crate::dot(a, b)).max(0.0),

@@ -856,3 +856,5 @@ impl ShardCollection {
 
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tests_index;

@@ -156,6 +156,13 @@ struct ServeArgs {
     /// (`deadline_ms` in its graph; 100 when absent) [default: 1000].
     #[arg(long, env = "ORRERY_POLICY_MAX_DEADLINE_MS")]
     policy_max_deadline_ms: Option<u64>,
+    /// Replica moves the rebalancer runs at once in the whole cluster
+    /// (read on the placement leader) [default: 2].
+    #[arg(long, env = "ORRERY_REBALANCE_MAX_MOVES")]
+    rebalance_max_moves: Option<usize>,
+    /// Replica moves that may involve one node at once [default: 1].
+    #[arg(long, env = "ORRERY_REBALANCE_MAX_MOVES_PER_NODE")]
+    rebalance_max_moves_per_node: Option<usize>,
 }
 
 impl ServeArgs {
@@ -196,7 +203,9 @@ impl ServeArgs {
             metrics_public,
             cors_origin,
             http_sources_allow,
-            policy_max_deadline_ms
+            policy_max_deadline_ms,
+            rebalance_max_moves,
+            rebalance_max_moves_per_node
         )
     }
 }
@@ -310,6 +319,19 @@ async fn serve(args: ServeArgs) -> Result<()> {
             None => PolicyConfig::default().max_deadline_ms,
         },
     };
+    let defaults = orrery_placement::MoveLimits::default();
+    let rebalance = orrery_placement::MoveLimits {
+        max_in_flight: match args.rebalance_max_moves {
+            Some(0) => bail!("--rebalance-max-moves must be positive (pause with `orreryctl cluster rebalance --pause`)"),
+            Some(n) => n,
+            None => defaults.max_in_flight,
+        },
+        max_per_node: match args.rebalance_max_moves_per_node {
+            Some(0) => bail!("--rebalance-max-moves-per-node must be positive"),
+            Some(n) => n,
+            None => defaults.max_per_node,
+        },
+    };
     let cfg = NodeConfig {
         id,
         addr: args.advertise.unwrap_or_else(|| listen.clone()),
@@ -343,6 +365,7 @@ async fn serve(args: ServeArgs) -> Result<()> {
         join_token: args.join_token,
         cors_origin: args.cors_origin,
         policies,
+        rebalance,
     };
     orrery_server::run(cfg, &listen, &peer_listen, shutdown_signal(), |b| {
         eprintln!(

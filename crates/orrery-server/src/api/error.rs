@@ -129,24 +129,46 @@ impl IntoResponse for ApiError {
     }
 }
 
+/// The gRPC status, with metadata `orrery-error-code` (the code REST's body
+/// carries: gRPC codes alone conflate e.g. `conflict` and
+/// `cluster_version_too_low`) and, on UNAVAILABLE, `retry-after` in seconds
+/// (as REST's header), so that gRPC clients can map and retry as REST ones.
 impl From<ApiError> for tonic::Status {
     fn from(e: ApiError) -> Self {
-        let msg = e.to_string();
-        match e {
-            ApiError::BadRequest { .. } => tonic::Status::invalid_argument(msg),
-            ApiError::NotFound(_) => tonic::Status::not_found(msg),
-            ApiError::Conflict(_) => tonic::Status::failed_precondition(msg),
-            ApiError::TooLarge(_) => tonic::Status::resource_exhausted(msg),
-            ApiError::Unavailable(_) | ApiError::OutcomeUnknown(_) | ApiError::NotInitialized => {
-                tonic::Status::unavailable(msg)
-            }
-            ApiError::Internal(_) => tonic::Status::internal(msg),
-            ApiError::ClusterVersionTooLow { .. } => tonic::Status::failed_precondition(msg),
-            ApiError::Unauthenticated(_) => tonic::Status::unauthenticated(msg),
-            ApiError::Forbidden(_) => tonic::Status::permission_denied(msg),
-            ApiError::UnsupportedMediaType(_) => tonic::Status::invalid_argument(msg),
-            ApiError::EvaluationTimeout(_) => tonic::Status::deadline_exceeded(msg),
+        let mut status = grpc_status(&e);
+        let unavailable = status.code() == tonic::Code::Unavailable;
+        let md = status.metadata_mut();
+        // Codes are ASCII identifiers; a code that were not would just go
+        // without the metadata rather than fail the reply.
+        if let Ok(v) = e.code().parse() {
+            md.insert("orrery-error-code", v);
         }
+        if unavailable {
+            md.insert(
+                "retry-after",
+                tonic::metadata::MetadataValue::from_static("1"),
+            );
+        }
+        status
+    }
+}
+
+fn grpc_status(e: &ApiError) -> tonic::Status {
+    let msg = e.to_string();
+    match e {
+        ApiError::BadRequest { .. } => tonic::Status::invalid_argument(msg),
+        ApiError::NotFound(_) => tonic::Status::not_found(msg),
+        ApiError::Conflict(_) => tonic::Status::failed_precondition(msg),
+        ApiError::TooLarge(_) => tonic::Status::resource_exhausted(msg),
+        ApiError::Unavailable(_) | ApiError::OutcomeUnknown(_) | ApiError::NotInitialized => {
+            tonic::Status::unavailable(msg)
+        }
+        ApiError::Internal(_) => tonic::Status::internal(msg),
+        ApiError::ClusterVersionTooLow { .. } => tonic::Status::failed_precondition(msg),
+        ApiError::Unauthenticated(_) => tonic::Status::unauthenticated(msg),
+        ApiError::Forbidden(_) => tonic::Status::permission_denied(msg),
+        ApiError::UnsupportedMediaType(_) => tonic::Status::invalid_argument(msg),
+        ApiError::EvaluationTimeout(_) => tonic::Status::deadline_exceeded(msg),
     }
 }
 
@@ -227,6 +249,48 @@ mod tests {
         let e = ApiError::from(orrery_policy::PolicyError::TooLarge("big".into()));
         assert_eq!(e.http_status(), StatusCode::PAYLOAD_TOO_LARGE);
         assert_eq!(e.body()["error"]["code"], "too_large");
+    }
+
+    #[test]
+    fn grpc_statuses_carry_the_code_and_retry_after() {
+        let s = tonic::Status::from(ApiError::Conflict("stale token".into()));
+        assert_eq!(s.code(), tonic::Code::FailedPrecondition);
+        assert_eq!(s.metadata().get("orrery-error-code").unwrap(), "conflict");
+        assert!(s.metadata().get("retry-after").is_none());
+        let s = tonic::Status::from(ApiError::ClusterVersionTooLow {
+            required: 2,
+            active: 1,
+        });
+        assert_eq!(s.code(), tonic::Code::FailedPrecondition);
+        assert_eq!(
+            s.metadata().get("orrery-error-code").unwrap(),
+            "cluster_version_too_low"
+        );
+        let s = tonic::Status::from(ApiError::bad("key_too_large", "big"));
+        assert_eq!(s.code(), tonic::Code::InvalidArgument);
+        assert_eq!(
+            s.metadata().get("orrery-error-code").unwrap(),
+            "key_too_large"
+        );
+        for e in [
+            ApiError::unavailable("no quorum"),
+            ApiError::OutcomeUnknown("?".into()),
+            ApiError::NotInitialized,
+        ] {
+            let code = e.code().to_string();
+            let s = tonic::Status::from(e);
+            assert_eq!(s.code(), tonic::Code::Unavailable);
+            assert_eq!(s.metadata().get("retry-after").unwrap(), "1");
+            assert_eq!(
+                s.metadata().get("orrery-error-code").unwrap(),
+                code.as_str()
+            );
+        }
+        // The metadata survives the trip into an HTTP response (trailers-only).
+        let r =
+            tonic::Status::from(ApiError::unavailable("no quorum")).into_http::<axum::body::Body>();
+        assert_eq!(r.headers()["orrery-error-code"], "unavailable");
+        assert_eq!(r.headers()["retry-after"], "1");
     }
 
     #[test]

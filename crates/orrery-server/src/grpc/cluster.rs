@@ -135,6 +135,33 @@ impl Cluster for ClusterApi {
         let v = self.0.cluster.set_version(action).await?;
         Ok(Response::new(version_pb(v)))
     }
+
+    async fn get_rebalance(
+        &self,
+        _req: Request<pb::GetRebalanceRequest>,
+    ) -> Result<Response<pb::RebalanceState>, Status> {
+        Ok(Response::new(rebalance_pb(
+            self.0.cluster.rebalance().await?,
+        )))
+    }
+
+    async fn set_rebalance(
+        &self,
+        req: Request<pb::SetRebalanceRequest>,
+    ) -> Result<Response<pb::RebalanceState>, Status> {
+        let paused = req.into_inner().paused;
+        Ok(Response::new(rebalance_pb(
+            self.0.cluster.set_rebalance(paused).await?,
+        )))
+    }
+}
+
+fn rebalance_pb(r: crate::node::RebalanceStatus) -> pb::RebalanceState {
+    pb::RebalanceState {
+        paused: r.paused,
+        balanced: r.balanced,
+        moving: r.moving,
+    }
 }
 
 fn version_pb(v: VersionView) -> pb::ClusterVersion {

@@ -150,6 +150,13 @@ impl Policies for PoliciesApi {
         )))
     }
 
+    async fn archive_version(&self, req: Request<pb::PolicyVersionRef>) -> R<pb::PolicyVersion> {
+        let r = req.into_inner();
+        Ok(Response::new(version(
+            self.svc().version_archive(&r.policy_id, r.version).await?,
+        )))
+    }
+
     async fn run(&self, req: Request<pb::RunPolicyRequest>) -> R<pb::PolicyRun> {
         let r = req.into_inner();
         let input = json_arg("input_json", &r.input_json)?;

@@ -110,5 +110,12 @@ pub fn cors(origin: &str) -> Result<tower_http::cors::CorsLayer, String> {
             Method::DELETE,
         ])
         .allow_headers([header::AUTHORIZATION, header::CONTENT_TYPE])
+        // What browser clients read besides the body: a write's revision,
+        // when to retry a 503, and the request id to quote in a report.
+        .expose_headers([
+            header::HeaderName::from_static("x-orrery-revision"),
+            header::RETRY_AFTER,
+            header::HeaderName::from_static("x-request-id"),
+        ])
         .max_age(std::time::Duration::from_secs(600)))
 }

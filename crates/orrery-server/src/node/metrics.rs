@@ -41,6 +41,10 @@ pub struct Metrics {
     peer_append_entries: AtomicU64,
     peer_vote_rpcs: AtomicU64,
     peer_snapshot_rpcs: AtomicU64,
+    /// Replica moves this node started as placement leader, and the moves
+    /// under way when it last looked.
+    rebalance_moves: AtomicU64,
+    rebalance_moving: AtomicU64,
     rotation: AtomicUsize,
     request_ids: AtomicU64,
 }
@@ -85,6 +89,14 @@ impl Metrics {
         self.peer_append_rpcs.fetch_add(1, Ordering::Relaxed);
         self.peer_append_entries
             .fetch_add(entries as u64, Ordering::Relaxed);
+    }
+
+    pub fn rebalance_moved(&self) {
+        self.rebalance_moves.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub fn rebalance_moving(&self, n: usize) {
+        self.rebalance_moving.store(n as u64, Ordering::Relaxed);
     }
 
     pub fn peer_vote(&self) {
@@ -198,6 +210,17 @@ impl Metrics {
             "orrery_peer_install_snapshot_rpcs_total",
             "InstallSnapshot RPCs (snapshot chunks) received.",
             &self.peer_snapshot_rpcs,
+        );
+        counter(
+            out,
+            "orrery_rebalance_moves_total",
+            "Replica moves this node started as placement leader.",
+            &self.rebalance_moves,
+        );
+        let _ = writeln!(
+            out,
+            "# HELP orrery_rebalance_moves_in_flight Replica moves under way when the placement leader last looked (0 on other nodes).\n# TYPE orrery_rebalance_moves_in_flight gauge\norrery_rebalance_moves_in_flight {}",
+            self.rebalance_moving.load(Ordering::Relaxed)
         );
     }
 }

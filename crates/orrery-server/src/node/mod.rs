@@ -9,6 +9,7 @@ mod handover;
 pub mod metrics;
 pub mod ops;
 pub mod peer;
+mod rebalance;
 mod reconcile;
 mod route;
 mod status;
@@ -17,6 +18,7 @@ pub mod validate;
 pub mod version;
 
 pub use admin::placement_error;
+pub use rebalance::RebalanceStatus;
 pub use typed::{DomainCommand, DomainQuery};
 
 use crate::api::ApiError;
@@ -75,6 +77,9 @@ pub struct NodeConfig {
     pub cors_origin: Option<String>,
     /// Policy settings: the http source allowlist, the deadline maximum.
     pub policies: crate::service::policies::PolicyConfig,
+    /// How many replica moves the rebalancer runs at once (when this node
+    /// leads the placement group).
+    pub rebalance: orrery_placement::MoveLimits,
 }
 
 impl NodeConfig {
@@ -101,6 +106,8 @@ pub struct Node {
     paused: Mutex<HashMap<GroupId, Instant>>,
     /// Lanes that merge concurrent queue writes into one entry per group.
     group_commit: GroupCommit,
+    /// When this node (as placement leader) last looked for moves.
+    last_rebalance: Mutex<Option<Instant>>,
 }
 
 /// On a leader: how many entries of its log `target` does not have yet.
@@ -125,6 +132,7 @@ impl Node {
             last_hand_over: Mutex::new(HashMap::new()),
             paused: Mutex::new(HashMap::new()),
             group_commit: GroupCommit::default(),
+            last_rebalance: Mutex::new(None),
         })
     }
 

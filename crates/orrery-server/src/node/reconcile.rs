@@ -74,6 +74,11 @@ impl Node {
                 if plan.is_empty() {
                     plan = plan_leaders(&p);
                 }
+                if plan.is_empty() {
+                    // Balance replica counts only once every shard has its
+                    // replicas and its preferred leader.
+                    self.maybe_rebalance(&p).await;
+                }
                 for cmd in plan {
                     tracing::info!(?cmd, "placement plan");
                     if let Err(e) = self.placement_write(cmd).await {
@@ -135,11 +140,15 @@ impl Node {
                 Ok::<_, String>(())
             }
             .await;
-            if let Err(e) = r {
-                tracing::warn!(group = g.id, "shard membership change: {e}");
-            }
             lock(&node.busy).remove(&g.id);
-            node.wake_reconciler();
+            match r {
+                // Done: the next step (a hand-over, the next move) at once.
+                Ok(()) => node.wake_reconciler(),
+                // Retried on the reconciler's next tick (500 ms), not at
+                // once: waking it here made a change that cannot finish
+                // (e.g. another still in progress) spin at full CPU.
+                Err(e) => tracing::warn!(group = g.id, "shard membership change: {e}"),
+            }
         });
     }
 

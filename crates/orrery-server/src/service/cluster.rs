@@ -217,6 +217,22 @@ impl ClusterService {
         })
     }
 
+    /// Rebalancing: paused or not, balanced or not, shards moving.
+    pub async fn rebalance(&self) -> Result<crate::node::RebalanceStatus, ApiError> {
+        self.placement_local()?;
+        self.node.rebalance_status().await
+    }
+
+    /// Pauses (`true`) or resumes rebalancing cluster-wide.
+    pub async fn set_rebalance(
+        &self,
+        paused: bool,
+    ) -> Result<crate::node::RebalanceStatus, ApiError> {
+        self.placement_local()?;
+        self.node.set_rebalance_paused(paused).await?;
+        self.node.rebalance_status().await
+    }
+
     /// The cluster version as of now (read through the placement leader)
     /// and every member's.
     pub async fn version(&self) -> Result<VersionView, ApiError> {

@@ -8,6 +8,8 @@ use std::time::{Duration, Instant};
 
 #[path = "../ctl/auth.rs"]
 mod auth;
+#[path = "../ctl/data_sources.rs"]
+mod data_sources;
 #[path = "../ctl/jobs.rs"]
 mod jobs;
 #[path = "../ctl/policies.rs"]
@@ -79,6 +81,9 @@ enum Cmd {
     /// Policy runs.
     #[command(subcommand)]
     Runs(policies::RunsCmd),
+    /// Data sources that policies look values up in.
+    #[command(subcommand)]
+    DataSources(data_sources::DataSourcesCmd),
 }
 
 #[derive(Subcommand)]
@@ -103,6 +108,14 @@ enum ClusterCmd {
         /// new version). No rollback to an older build after this.
         #[arg(long)]
         finalize: bool,
+    },
+    /// Rebalancing of replicas over the voters: shows whether it is paused
+    /// and which shards move; --pause / --resume switch it cluster-wide.
+    Rebalance {
+        #[arg(long, conflicts_with = "resume")]
+        pause: bool,
+        #[arg(long)]
+        resume: bool,
     },
 }
 
@@ -404,6 +417,32 @@ async fn run(cli: Cli) -> Result<()> {
                 print_version(&v);
             }
         }
+        Cmd::Cluster(ClusterCmd::Rebalance { pause, resume }) => {
+            let r = match (pause, resume) {
+                (true, _) => c.set_rebalance(true).await?,
+                (_, true) => c.set_rebalance(false).await?,
+                _ => c.rebalance().await?,
+            };
+            let view = json!({"paused": r.paused, "balanced": r.balanced, "moving": r.moving});
+            if cli.json {
+                print_json(&view);
+            } else {
+                println!(
+                    "rebalancing {}; replicas {}; shards moving: {}",
+                    if r.paused { "PAUSED" } else { "on" },
+                    if r.balanced {
+                        "balanced"
+                    } else {
+                        "not balanced yet"
+                    },
+                    if r.moving.is_empty() {
+                        "none".to_string()
+                    } else {
+                        format!("{:?}", r.moving)
+                    }
+                );
+            }
+        }
         Cmd::Members(MembersCmd::Add {
             id,
             addr,
@@ -475,15 +514,19 @@ async fn run(cli: Cli) -> Result<()> {
         Cmd::Gpus => jobs::gpus(&c, cli.json).await?,
         Cmd::Policies(cmd) => policies::policies(&mut c, cmd, cli.json).await?,
         Cmd::Runs(cmd) => policies::runs(&mut c, cmd, cli.json).await?,
+        Cmd::DataSources(cmd) => data_sources::data_sources(&mut c, cmd, cli.json).await?,
         Cmd::Shards(ShardsCmd::List) => {
             let r = c
                 .cluster()
                 .list_shards(pb::ListShardsRequest {})
                 .await?
                 .into_inner();
+            // Shards whose replicas are moving (empty from builds before
+            // rebalancing, which do not answer GetRebalance).
+            let moving = c.rebalance().await.map(|r| r.moving).unwrap_or_default();
             if cli.json {
                 print_json(
-                    &json!({"shards": r.shards.iter().map(|s| json!({"id": s.id, "group": s.group_id, "replicas": s.replicas, "epoch": s.epoch, "leader": nz(s.leader)})).collect::<Vec<_>>()}),
+                    &json!({"shards": r.shards.iter().map(|s| json!({"id": s.id, "group": s.group_id, "replicas": s.replicas, "epoch": s.epoch, "leader": nz(s.leader), "moving": moving.contains(&s.id)})).collect::<Vec<_>>()}),
                 );
             } else {
                 println!(
@@ -496,8 +539,13 @@ async fn run(cli: Cli) -> Result<()> {
                     } else {
                         s.leader.to_string()
                     };
+                    let note = if moving.contains(&s.id) {
+                        "  (moving)"
+                    } else {
+                        ""
+                    };
                     println!(
-                        "{:<6} {:<6} {:<7} {:<6} {:?}",
+                        "{:<6} {:<6} {:<7} {:<6} {:?}{note}",
                         s.id, s.group_id, leader, s.epoch, s.replicas
                     );
                 }

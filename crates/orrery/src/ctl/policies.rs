@@ -17,6 +17,17 @@ pub enum PoliciesCmd {
     List,
     /// A policy (by id or name) with its versions.
     Show { id: String },
+    /// Change a policy's description and/or its allocation of traffic.
+    Update {
+        id: String,
+        #[arg(long)]
+        description: Option<String>,
+        /// VERSION=WEIGHT pairs, comma-separated, e.g. `1=90,2=10`.
+        #[arg(long)]
+        allocation: Option<String>,
+    },
+    /// Delete a policy, its versions and its runs.
+    Delete { id: String },
     /// Versions of a policy.
     #[command(subcommand)]
     Version(VersionCmd),
@@ -37,6 +48,16 @@ pub enum PoliciesCmd {
         #[arg(long = "async")]
         run_async: bool,
     },
+    /// Evaluate many inputs at once (not recorded as runs); prints one
+    /// result per input, in input order.
+    RunBatch {
+        id: String,
+        /// A JSON array of inputs, or one JSON input per line; `-` reads stdin.
+        #[arg(long)]
+        inputs: std::path::PathBuf,
+        #[arg(long)]
+        version: Option<u32>,
+    },
 }
 
 #[derive(Subcommand)]
@@ -51,6 +72,13 @@ pub enum VersionCmd {
         #[arg(long)]
         inactive: bool,
     },
+    /// A policy's versions.
+    List { id: String },
+    /// One version, with its graph.
+    Get { id: String, version: u32 },
+    /// Archive a version: still readable, never run (refused while the
+    /// allocation gives it weight).
+    Archive { id: String, version: u32 },
 }
 
 #[derive(Subcommand)]
@@ -73,6 +101,47 @@ pub enum RunsCmd {
     },
     /// One run, with its trace.
     Get { id: String },
+}
+
+/// `1=90,2=10` → [(1, 90), (2, 10)].
+fn parse_allocation(s: &str) -> Result<Vec<(u32, u64)>> {
+    s.split(',')
+        .map(|pair| {
+            let (v, w) = pair
+                .split_once('=')
+                .with_context(|| format!("--allocation: {pair:?} is not VERSION=WEIGHT"))?;
+            let v = v
+                .trim()
+                .parse()
+                .with_context(|| format!("--allocation: bad version {v:?}"))?;
+            let w = w
+                .trim()
+                .parse()
+                .with_context(|| format!("--allocation: bad weight {w:?}"))?;
+            Ok((v, w))
+        })
+        .collect()
+}
+
+/// A JSON array of inputs, or one JSON document per line.
+fn read_inputs(path: &std::path::Path) -> Result<Vec<String>> {
+    let text = if path.as_os_str() == "-" {
+        std::io::read_to_string(std::io::stdin()).context("reading stdin")?
+    } else {
+        std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?
+    };
+    if let Ok(Value::Array(items)) = serde_json::from_str::<Value>(&text) {
+        return Ok(items.iter().map(Value::to_string).collect());
+    }
+    text.lines()
+        .enumerate()
+        .filter(|(_, l)| !l.trim().is_empty())
+        .map(|(i, l)| {
+            serde_json::from_str::<Value>(l)
+                .map(|v| v.to_string())
+                .with_context(|| format!("{} line {}: not JSON", path.display(), i + 1))
+        })
+        .collect()
 }
 
 fn parse(s: &str) -> Value {
@@ -138,6 +207,65 @@ pub async fn policies(c: &mut Client, cmd: PoliciesCmd, as_json: bool) -> Result
             let mut v = policy_json(&p);
             v["versions"] = json!(vs.iter().map(version_json).collect::<Vec<_>>());
             pretty(&v);
+        }
+        PoliciesCmd::Update {
+            id,
+            description,
+            allocation,
+        } => {
+            let allocation = allocation.as_deref().map(parse_allocation).transpose()?;
+            if description.is_none() && allocation.is_none() {
+                anyhow::bail!("nothing to change: give --description and/or --allocation");
+            }
+            let p = c.policy_update(&id, description, allocation).await?;
+            pretty(&policy_json(&p));
+        }
+        PoliciesCmd::Delete { id } => {
+            c.policy_delete(&id).await?;
+            println!("deleted policy {id}");
+        }
+        PoliciesCmd::RunBatch {
+            id,
+            inputs,
+            version,
+        } => {
+            let inputs = read_inputs(&inputs)?;
+            let r = c.policy_run_batch(&id, inputs, version).await?;
+            let results: Vec<Value> = r
+                .results
+                .iter()
+                .map(|b| {
+                    json!({"status": b.status, "output": b.output_json.as_deref().map(parse),
+                           "error": b.error})
+                })
+                .collect();
+            pretty(&json!({"version": r.version, "results": results}));
+        }
+        PoliciesCmd::Version(VersionCmd::List { id }) => {
+            let vs = c.policy_versions(&id).await?;
+            if as_json {
+                pretty(&json!({"versions": vs.iter().map(version_json).collect::<Vec<_>>()}));
+            } else {
+                println!("{:<8} {:<9} {:<14} CREATED", "VERSION", "ARCHIVED", "BY");
+                for v in &vs {
+                    println!(
+                        "{:<8} {:<9} {:<14} {}",
+                        v.version, v.archived, v.created_by, v.created
+                    );
+                }
+            }
+        }
+        PoliciesCmd::Version(VersionCmd::Get { id, version }) => {
+            let p = c.policy_get(&id).await?;
+            pretty(&version_json(&c.policy_version(&p.id, version).await?));
+        }
+        PoliciesCmd::Version(VersionCmd::Archive { id, version }) => {
+            let v = c.policy_version_archive(&id, version).await?;
+            if as_json {
+                pretty(&version_json(&v));
+            } else {
+                println!("archived version {} of policy {}", v.version, v.policy_id);
+            }
         }
         PoliciesCmd::Version(VersionCmd::Create { id, file, inactive }) => {
             let text = std::fs::read_to_string(&file)

@@ -1,0 +1,303 @@
+//! Rebalancing: moves replicas from the voters that hold the most to those
+//! that hold the fewest, until every voter's count is within one of every
+//! other's. Pure, like the other planners: it reads the replicated shard
+//! map and returns `SetReplicas` proposals, so a new placement leader
+//! derives the same plan from the same state.
+//!
+//! A move replaces one replica by another in a single `SetReplicas`; the
+//! shard's leader carries it out as it carries out drains (the new replica
+//! joins as a learner, catches up, then `ReplaceAllVoters`), so a shard
+//! never has fewer than its replicas voting during a move.
+
+use crate::{PlacementCommand, PlacementState};
+use orrery_types::{NodeId, ShardId};
+use std::collections::{BTreeMap, BTreeSet};
+
+/// How much may move at once.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct MoveLimits {
+    /// Moves in flight in the whole cluster (those already under way count).
+    pub max_in_flight: usize,
+    /// Moves in flight that involve one node, as source or target: a new
+    /// node receives snapshots one shard at a time.
+    pub max_per_node: usize,
+}
+
+impl Default for MoveLimits {
+    fn default() -> Self {
+        MoveLimits {
+            max_in_flight: 2,
+            max_per_node: 1,
+        }
+    }
+}
+
+/// A move under way: a shard whose group has not yet reached its replicas
+/// in the shard map, and the nodes it involves.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct InFlight {
+    pub shards: BTreeSet<ShardId>,
+    pub per_node: BTreeMap<NodeId, usize>,
+}
+
+/// Replicas each voter holds (voters holding none count, with 0).
+pub fn replica_counts(state: &PlacementState) -> BTreeMap<NodeId, usize> {
+    let mut load: BTreeMap<NodeId, usize> = state.voters().map(|m| (m.id, 0)).collect();
+    for s in &state.shards {
+        for r in &s.replicas {
+            if let Some(l) = load.get_mut(r) {
+                *l += 1;
+            }
+        }
+    }
+    load
+}
+
+/// Whether replica counts are balanced: every voter within one of every
+/// other (what the planner converges to).
+pub fn is_balanced(state: &PlacementState) -> bool {
+    let load = replica_counts(state);
+    let (min, max) = (load.values().min(), load.values().max());
+    matches!((min, max), (Some(a), Some(b)) if b - a <= 1)
+}
+
+/// Plans up to the limits' worth of moves, given the moves already under
+/// way (never a second move of a shard in flight). Each move takes one
+/// replica off the most loaded voter (ties: highest id) and gives it to
+/// the least loaded voter that does not hold the shard (ties: lowest id).
+/// Shards with a replica that is not a voter (a drain in progress) are
+/// left to [`crate::plan_replicas`].
+pub fn plan_rebalance(
+    state: &PlacementState,
+    in_flight: &InFlight,
+    limits: MoveLimits,
+) -> Vec<PlacementCommand> {
+    let mut load = replica_counts(state);
+    let mut per_node = in_flight.per_node.clone();
+    let mut busy: BTreeSet<ShardId> = in_flight.shards.clone();
+    let mut out = Vec::new();
+    let room = |per_node: &BTreeMap<NodeId, usize>, n: NodeId| {
+        per_node.get(&n).copied().unwrap_or(0) < limits.max_per_node
+    };
+    while busy.len() < limits.max_in_flight {
+        // Sources from most to least loaded, targets from least to most:
+        // the first pair that has a shard to move and room for it wins.
+        let mut by_load: Vec<(usize, NodeId)> = load.iter().map(|(n, l)| (*l, *n)).collect();
+        by_load.sort();
+        let mut found = None;
+        'search: for &(hi_load, hi) in by_load.iter().rev() {
+            if !room(&per_node, hi) {
+                continue;
+            }
+            for &(lo_load, lo) in &by_load {
+                if hi_load < lo_load + 2 {
+                    break;
+                }
+                if lo == hi || !room(&per_node, lo) {
+                    continue;
+                }
+                let shard = state.shards.iter().enumerate().find(|(i, s)| {
+                    !busy.contains(&(*i as ShardId))
+                        && s.replicas.contains(&hi)
+                        && !s.replicas.contains(&lo)
+                        && s.replicas.iter().all(|r| load.contains_key(r))
+                });
+                if let Some((i, _)) = shard {
+                    found = Some((i as ShardId, hi, lo));
+                    break 'search;
+                }
+            }
+        }
+        let Some((shard, from, to)) = found else {
+            break;
+        };
+        let info = &state.shards[shard as usize];
+        // The new replica goes last: it must catch up before it could be
+        // the preferred leader; the leader planner rotates later.
+        let mut replicas: Vec<NodeId> = info
+            .replicas
+            .iter()
+            .copied()
+            .filter(|r| *r != from)
+            .collect();
+        replicas.push(to);
+        out.push(PlacementCommand::SetReplicas {
+            shard,
+            replicas,
+            expected_epoch: info.epoch,
+        });
+        busy.insert(shard);
+        *load.entry(from).or_default() -= 1;
+        *load.entry(to).or_default() += 1;
+        *per_node.entry(from).or_default() += 1;
+        *per_node.entry(to).or_default() += 1;
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{plan_replicas, MemberState, PlacementResponse};
+    use orrery_types::NodeAddr;
+    use proptest::prelude::*;
+
+    fn addr(i: u64) -> NodeAddr {
+        NodeAddr {
+            addr: format!("127.0.0.1:{}", 17000 + i),
+            peer_addr: format!("127.0.0.1:{}", 17100 + i),
+        }
+    }
+
+    fn cluster(nodes: u64, shards: u32) -> PlacementState {
+        let mut s = PlacementState::default();
+        s.apply(crate::PlacementCommand::Init {
+            cluster_id: "c".into(),
+            shard_count: shards,
+            node_id: 1,
+            addr: addr(1),
+        });
+        for id in 2..=nodes.min(3) {
+            upsert(&mut s, id, MemberState::Voter);
+        }
+        for c in plan_replicas(&s) {
+            assert_eq!(s.apply(c), PlacementResponse::Ok);
+        }
+        for id in 4..=nodes {
+            upsert(&mut s, id, MemberState::Voter);
+        }
+        s
+    }
+
+    fn upsert(s: &mut PlacementState, id: u64, state: MemberState) {
+        let r = s.apply(PlacementCommand::UpsertMember {
+            id,
+            addr: addr(id),
+            state,
+        });
+        assert_eq!(r, PlacementResponse::Ok);
+    }
+
+    /// Applies plans (each round's moves completing at once) until none.
+    fn run_to_fixed_point(s: &mut PlacementState, limits: MoveLimits) -> usize {
+        let mut moves = 0;
+        for _ in 0..1000 {
+            let plan = plan_rebalance(s, &InFlight::default(), limits);
+            if plan.is_empty() {
+                return moves;
+            }
+            moves += plan.len();
+            for c in plan {
+                assert_eq!(s.apply(c), PlacementResponse::Ok);
+            }
+        }
+        panic!("no fixed point after 1000 rounds");
+    }
+
+    #[test]
+    fn new_nodes_take_their_share() {
+        // 8 shards x 3 replicas on nodes 1-3, then nodes 4 and 5 join.
+        let mut s = cluster(5, 8);
+        assert_eq!(replica_counts(&s).get(&4), Some(&0));
+        let moves = run_to_fixed_point(&mut s, MoveLimits::default());
+        let counts = replica_counts(&s);
+        // 24 replicas over 5 voters: 4 or 5 each.
+        assert!(counts.values().all(|c| (4..=5).contains(c)), "{counts:?}");
+        // Only what had to move moved: nodes 4 and 5 got 9 between them.
+        assert_eq!(moves, counts[&4] + counts[&5], "{counts:?}");
+        assert!(s.shards.iter().all(|sh| sh.replicas.len() == 3));
+    }
+
+    #[test]
+    fn limits_bound_each_round() {
+        let s = cluster(5, 8);
+        let plan = plan_rebalance(&s, &InFlight::default(), MoveLimits::default());
+        assert_eq!(plan.len(), 2, "{plan:?}");
+        // One move per node: the two moves have four distinct nodes.
+        let mut nodes: BTreeSet<NodeId> = BTreeSet::new();
+        for c in &plan {
+            let PlacementCommand::SetReplicas {
+                shard, replicas, ..
+            } = c
+            else {
+                panic!("{c:?}");
+            };
+            let before = &s.shards[*shard as usize].replicas;
+            nodes.extend(before.iter().filter(|r| !replicas.contains(r)));
+            nodes.extend(replicas.iter().filter(|r| !before.contains(r)));
+        }
+        assert_eq!(nodes.len(), 4, "{plan:?}");
+        // Moves already in flight use up the budget.
+        let busy = InFlight {
+            shards: [0, 1].into_iter().collect(),
+            per_node: BTreeMap::new(),
+        };
+        assert!(plan_rebalance(&s, &busy, MoveLimits::default()).is_empty());
+        // A shard in flight is never moved again.
+        let one = InFlight {
+            shards: [0].into_iter().collect(),
+            per_node: BTreeMap::new(),
+        };
+        let plan = plan_rebalance(&s, &one, MoveLimits::default());
+        assert!(plan
+            .iter()
+            .all(|c| !matches!(c, PlacementCommand::SetReplicas { shard: 0, .. })));
+    }
+
+    #[test]
+    fn balanced_or_draining_clusters_are_left_alone() {
+        let mut s = cluster(3, 8);
+        assert!(is_balanced(&s));
+        assert!(plan_rebalance(&s, &InFlight::default(), MoveLimits::default()).is_empty());
+        // Node 3 leaves and node 4 joins: the drain is plan_replicas' job;
+        // the rebalancer touches no shard with a leaving replica.
+        upsert(&mut s, 4, MemberState::Voter);
+        upsert(&mut s, 3, MemberState::Leaving);
+        let plan = plan_rebalance(&s, &InFlight::default(), MoveLimits::default());
+        for c in &plan {
+            let PlacementCommand::SetReplicas { shard, .. } = c else {
+                panic!("{c:?}");
+            };
+            assert!(!s.shards[*shard as usize].replicas.contains(&3), "{c:?}");
+        }
+    }
+
+    proptest! {
+        /// From any cluster grown by any number of nodes: moves keep every
+        /// shard at its replica count with distinct voters, never touch a
+        /// shard twice in one plan, and end balanced (within one).
+        #[test]
+        fn converges_to_balance(
+            start in 1u64..=5,
+            added in 0u64..=6,
+            shards in 1u32..=24,
+            max_in_flight in 1usize..=4,
+            max_per_node in 1usize..=3,
+        ) {
+            let mut s = cluster(start, shards);
+            for id in start + 1..=start + added {
+                upsert(&mut s, id, MemberState::Voter);
+            }
+            let sizes: Vec<usize> = s.shards.iter().map(|x| x.replicas.len()).collect();
+            let limits = MoveLimits { max_in_flight, max_per_node };
+            for _ in 0..1000 {
+                let plan = plan_rebalance(&s, &InFlight::default(), limits);
+                if plan.is_empty() {
+                    break;
+                }
+                prop_assert!(plan.len() <= max_in_flight);
+                let mut seen = BTreeSet::new();
+                for c in plan {
+                    let PlacementCommand::SetReplicas { shard, .. } = &c else {
+                        panic!("{c:?}");
+                    };
+                    prop_assert!(seen.insert(*shard));
+                    prop_assert_eq!(s.apply(c), PlacementResponse::Ok);
+                }
+            }
+            prop_assert!(is_balanced(&s), "{:?}", replica_counts(&s));
+            let after: Vec<usize> = s.shards.iter().map(|x| x.replicas.len()).collect();
+            prop_assert_eq!(sizes, after);
+        }
+    }
+}
