@@ -7,12 +7,13 @@
 #
 #   scripts/schemathesis.sh          the CI profile (under 3 minutes)
 #   scripts/schemathesis.sh --long   ten times the examples per operation
+#                                    (about 15 minutes)
 #
 # Environment:
 #   ORRERY_BIN         prebuilt `orrery` and `orreryctl` (a directory); unset:
 #                      cargo build -p orrery (debug).
-#   ST_PORT_BASE       ports of the cluster (default 27600: client 27601-3,
-#                      peers 27701-3).
+#   ST_PORT_BASE       ports of the cluster: client B+1..B+3, peers
+#                      B+101..B+103 (default: a free range).
 #   ST_EXAMPLES        examples per operation (default 30; --long: 300).
 #   ST_SEED            the run's random seed (default 1: CI runs are repeatable).
 #   ST_KEEP=1          keep the cluster's directory (logs, the JUnit report).
@@ -41,7 +42,23 @@ if [ -z "${ORRERY_BIN:-}" ]; then
     ORRERY_BIN="${CARGO_TARGET_DIR:-target}/debug"
 fi
 export ORRERY_BIN
-export ORRERY_PORT_BASE="${ST_PORT_BASE:-27600}"
+# A port base whose client (B+1..B+3) and peer (B+101..B+103) ports are
+# free (ST_PORT_BASE: that one).
+in_use() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
+base_port="${ST_PORT_BASE:-}"
+for _ in $(seq 1 50); do
+    [ -n "$base_port" ] && break
+    # Below the kernel's ephemeral range (32768-60999): no outgoing
+    # connection can take a port between this check and the bind.
+    b=$((20000 + (RANDOM % 125) * 100))
+    free=1
+    for p in $((b + 1)) $((b + 2)) $((b + 3)) $((b + 101)) $((b + 102)) $((b + 103)); do
+        if in_use "$p"; then free=0; break; fi
+    done
+    if [ "$free" = 1 ]; then base_port="$b"; fi
+done
+[ -n "$base_port" ] || { echo "found no free port range" >&2; exit 1; }
+export ORRERY_PORT_BASE="$base_port"
 export ORRERY_CLUSTER_DIR
 ORRERY_CLUSTER_DIR="$(mktemp -d /tmp/orrery-schemathesis.XXXXXX)"
 report="${ST_REPORT_DIR:-$ORRERY_CLUSTER_DIR}"
