@@ -126,6 +126,7 @@ job = { values = ["$job"] }
 policy = { values = ["$policy"] }
 run = { values = ["$run"] }
 point = { values = ["1"] }
+wait = { values = [0, 0.2] }
 
 [parameters]
 "path.q" = { dictionary = "queue", probability = 0.8 }
@@ -145,6 +146,12 @@ parameters = { "path.id" = { dictionary = "policy", probability = 0.8 } }
 [[operations]]
 include-path-regex = "^/v1/runs/"
 parameters = { "path.id" = { dictionary = "run", probability = 0.8 } }
+
+# A claim long-polls up to wait_s (<= 60) seconds on a queue with no job
+# for it: short waits keep the run inside its budget.
+[[operations]]
+include-operation-id = "queue_claim"
+parameters = { "body.wait_s" = { dictionary = "wait", probability = 1.0 } }
 
 [[operations]]
 include-path-regex = "^/v1/collections/"
@@ -174,7 +181,7 @@ fi
     --tls-verify "$ca" \
     --phases examples,coverage,fuzzing,stateful \
     --max-examples "$examples" \
-    --request-timeout 20 \
+    --request-timeout 65 \
     --exclude-operation-id cluster_set_version \
     --exclude-operation-id token_revoke \
     --exclude-operation-id events_stream \
