@@ -10,12 +10,15 @@ use orrery_types::NodeId;
 use serde::Serialize;
 use std::collections::BTreeMap;
 
-#[derive(Serialize)]
+#[derive(Serialize, utoipa::ToSchema)]
 pub struct JobView<'a> {
+    #[schema(value_type = String)]
     id: orrery_queue::JobId,
     queue: &'a str,
     partition: u32,
     kind: &'a str,
+    /// The job's parameters, as submitted.
+    #[schema(value_type = serde_json::Value)]
     params: Embedded<'a>,
     priority: i32,
     state: &'static str,
@@ -26,6 +29,7 @@ pub struct JobView<'a> {
     resources: ResourcesView,
     dedupe_key: Option<&'a str>,
     submitted_by: Option<&'a str>,
+    #[schema(value_type = serde_json::Value)]
     result: Option<Embedded<'a>>,
     last_error: Option<&'a str>,
     created_ms: u64,
@@ -41,7 +45,7 @@ pub struct JobView<'a> {
     token: Option<u32>,
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, utoipa::ToSchema)]
 struct ResourcesView {
     gpus: u32,
     gpu_memory_mb: u64,
@@ -49,7 +53,7 @@ struct ResourcesView {
     shared_gpu: bool,
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, utoipa::ToSchema)]
 struct LeaseView<'a> {
     worker_id: &'a str,
     node: u64,
@@ -126,14 +130,14 @@ impl<'a> JobView<'a> {
 }
 
 /// One job as a get answers: with why it waits, if it does.
-#[derive(Serialize)]
+#[derive(Serialize, utoipa::ToSchema)]
 pub struct WaitingJobView<'a> {
     #[serde(flatten)]
     pub job: JobView<'a>,
     pub waiting: Option<String>,
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, utoipa::ToSchema)]
 pub struct QueueView<'a> {
     name: &'a str,
     partitions: u32,
@@ -144,7 +148,7 @@ pub struct QueueView<'a> {
     created_ms: u64,
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, utoipa::ToSchema)]
 struct BackoffView {
     initial_ms: u64,
     multiplier: f64,
@@ -170,10 +174,11 @@ impl<'a> QueueView<'a> {
 }
 
 /// A queue with its job counts per state and its oldest queued job's age.
-#[derive(Serialize)]
+#[derive(Serialize, utoipa::ToSchema)]
 pub struct QueueInfoView<'a> {
     #[serde(flatten)]
     queue: QueueView<'a>,
+    #[schema(value_type = BTreeMap<String, u64>)]
     counts: BTreeMap<&'static str, u64>,
     oldest_queued_age_ms: Option<u64>,
 }
@@ -192,14 +197,17 @@ impl<'a> QueueInfoView<'a> {
     }
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, utoipa::ToSchema)]
 pub struct RunView<'a> {
     attempt: u32,
     node: u64,
     worker_id: &'a str,
+    #[schema(value_type = Vec<String>)]
     gpu_uuids: &'a [String],
     started_ms: u64,
     finished_ms: Option<u64>,
+    /// succeeded, failed, cancelled or expired.
+    #[schema(value_type = Option<String>)]
     outcome: Option<orrery_queue::Outcome>,
     exit_code: Option<i32>,
     error: Option<&'a str>,
@@ -227,16 +235,18 @@ impl<'a> RunView<'a> {
     }
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, utoipa::ToSchema)]
 pub struct EventView<'a> {
     id: String,
     shard: u32,
     seq: u64,
     #[serde(rename = "type")]
     kind: &'a str,
+    #[schema(value_type = String)]
     job_id: orrery_queue::JobId,
     queue: &'a str,
     attempt: u32,
+    #[schema(value_type = serde_json::Value)]
     payload: Payload<'a>,
     ts: u64,
 }
@@ -270,14 +280,15 @@ impl<'a> EventView<'a> {
 }
 
 /// Every node's GPUs, and per node when it reported them.
-#[derive(Serialize)]
+#[derive(Serialize, utoipa::ToSchema)]
 pub struct GpusView<'a> {
     gpus: Vec<GpuView<'a>>,
     nodes: Vec<NodeGpusView>,
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, utoipa::ToSchema)]
 struct GpuView<'a> {
+    #[schema(value_type = u64)]
     node: NodeId,
     uuid: &'a str,
     index: u32,
@@ -289,8 +300,9 @@ struct GpuView<'a> {
     compute_capability: &'a str,
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, utoipa::ToSchema)]
 struct NodeGpusView {
+    #[schema(value_type = u64)]
     node: NodeId,
     reported_ms: u64,
     gpus: usize,

@@ -67,6 +67,8 @@ pub const REST: &[(&str, &str, Perm)] = &[
     ("GET", "/healthz", Open),
     ("GET", "/readyz", Open),
     ("GET", "/metrics", Metrics),
+    // The OpenAPI document: the API's shape, no data.
+    ("GET", "/v1/openapi.json", Open),
     ("GET", "/v1/cluster", Read),
     ("GET", "/v1/cluster/version", Read),
     ("POST", "/v1/cluster/version", Admin),

@@ -111,12 +111,16 @@ pub fn authenticate(node: &Node, token: &str, now_ms: u64) -> Result<Caller, Api
 }
 
 /// What `POST /v1/auth/tokens` asks for.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct NewToken {
+    #[schema(pattern = "^[A-Za-z0-9._@-]{1,64}$")]
     pub name: String,
+    /// admin, writer, reader or worker.
+    #[schema(pattern = "^(admin|writer|reader|worker)$")]
     pub role: String,
     #[serde(default)]
+    /// Workers only: the queues the token may work (none: all).
     pub queues: Option<Vec<String>>,
     /// Lifetime in seconds (none: until revoked).
     #[serde(default)]

@@ -1,11 +1,14 @@
 //! `/v1/auth/tokens`: create, list and revoke bearer tokens (admins).
 
 use super::extract::json_body;
+use super::extract::Path;
+use super::openapi_errors::ErrorBody;
+use super::openapi_schemas as S;
 use super::AppState;
 use crate::api::{now_ms, ApiError};
 use crate::auth::tokens::{self, NewToken};
 use axum::body::Body;
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use axum::routing::{delete, get};
 use axum::{Json, Router};
@@ -17,6 +20,10 @@ pub fn routes() -> Router<AppState> {
         .route("/v1/auth/tokens/{id}", delete(revoke))
 }
 
+/// A new token; its secret is in the answer only.
+#[utoipa::path(post, path = "/v1/auth/tokens", operation_id = "token_create", tag = "auth",
+    request_body = NewToken,
+    responses((status = 201, description = "The token, with its secret.", body = S::NewTokenView)))]
 async fn create(
     State(s): State<AppState>,
     body: Body,
@@ -28,6 +35,8 @@ async fn create(
     Ok((StatusCode::CREATED, Json(v)))
 }
 
+#[utoipa::path(get, path = "/v1/auth/tokens", operation_id = "token_list", tag = "auth",
+    responses((status = 200, description = "Every token (no secrets).", body = S::TokenList)))]
 async fn list(State(s): State<AppState>) -> Result<Json<Value>, ApiError> {
     let all = tokens::list(&s.node).await?;
     Ok(Json(
@@ -35,6 +44,12 @@ async fn list(State(s): State<AppState>) -> Result<Json<Value>, ApiError> {
     ))
 }
 
+#[utoipa::path(delete, path = "/v1/auth/tokens/{id}", operation_id = "token_revoke", tag = "auth",
+    params(("id" = String, Path, description = "The token's id.")),
+    responses(
+        (status = 200, description = "The revoked token.", body = S::TokenView),
+        (status = 404, description = "`not_found`: no such token.", body = ErrorBody),
+    ))]
 async fn revoke(
     State(s): State<AppState>,
     Path(id): Path<String>,

@@ -1,6 +1,8 @@
 //! `/v1/cluster`, health, readiness and metrics.
 
 use super::extract::json_body;
+use super::openapi_errors::ErrorBody;
+use super::openapi_schemas as S;
 use super::AppState;
 use crate::api::ApiError;
 use crate::service::cluster::{VersionAction, VersionView};
@@ -23,6 +25,8 @@ pub fn routes() -> Router<AppState> {
 
 /// The cluster as this node knows it (its own copy of the placement state,
 /// and the leaders of the groups it hosts): answers without a quorum.
+#[utoipa::path(get, path = "/v1/cluster", operation_id = "cluster_status", tag = "cluster",
+    responses((status = 200, description = "Members, shards and their leaders.", body = S::ClusterView)))]
 async fn cluster(State(s): State<AppState>) -> Result<Json<Value>, ApiError> {
     let p = s.cluster.placement_local()?;
     let leaders = s.cluster.local_leaders();
@@ -82,12 +86,16 @@ fn version_json(v: &VersionView) -> Value {
 
 /// `GET /v1/cluster/version`: the active cluster version (through the
 /// placement leader), whether it is held, and what each member supports.
+#[utoipa::path(get, path = "/v1/cluster/version", operation_id = "cluster_version", tag = "cluster",
+    responses((status = 200, description = "The cluster version.", body = S::VersionView)))]
 async fn version(State(s): State<AppState>) -> Result<Json<Value>, ApiError> {
     Ok(Json(version_json(&s.cluster.version().await?)))
 }
 
-#[derive(serde::Deserialize)]
+/// Exactly one of `hold` and `finalize` (true).
+#[derive(serde::Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(as = ClusterVersionBody)]
 struct VersionBody {
     hold: Option<bool>,
     finalize: Option<bool>,
@@ -95,6 +103,12 @@ struct VersionBody {
 
 /// `POST /v1/cluster/version` with `{"hold": true|false}` or
 /// `{"finalize": true}`.
+#[utoipa::path(post, path = "/v1/cluster/version", operation_id = "cluster_set_version",
+    tag = "cluster", request_body = VersionBody,
+    responses(
+        (status = 200, description = "The cluster version after the change.", body = S::VersionView),
+        (status = 409, description = "`conflict`: a member does not support the version yet.", body = ErrorBody),
+    ))]
 async fn set_version(State(s): State<AppState>, body: Body) -> Result<Json<Value>, ApiError> {
     let b: VersionBody = json_body(body, 4096).await?;
     let action = match (b.hold, b.finalize) {
@@ -110,10 +124,14 @@ async fn set_version(State(s): State<AppState>, body: Body) -> Result<Json<Value
     Ok(Json(version_json(&s.cluster.set_version(action).await?)))
 }
 
+#[utoipa::path(get, path = "/healthz", operation_id = "healthz", tag = "cluster",
+    responses((status = 200, description = "The process is up.", body = S::Health)))]
 async fn healthz() -> Json<Value> {
     Json(json!({"status": "ok"}))
 }
 
+#[utoipa::path(get, path = "/readyz", operation_id = "readyz", tag = "cluster",
+    responses((status = 200, description = "This node knows a placement leader.", body = S::Ready)))]
 async fn readyz(State(s): State<AppState>) -> Response {
     match s.cluster.readiness() {
         Ok(l) => Json(json!({"status": "ready", "placement_leader": l})).into_response(),
@@ -121,6 +139,9 @@ async fn readyz(State(s): State<AppState>) -> Response {
     }
 }
 
+#[utoipa::path(get, path = "/metrics", operation_id = "metrics", tag = "cluster",
+    responses((status = 200, description = "Prometheus text exposition.",
+        content_type = "text/plain; version=0.0.4", body = String)))]
 async fn metrics(State(s): State<AppState>) -> Response {
     let mut out = String::new();
     s.node.metrics.render(&mut out);

@@ -3,14 +3,59 @@
 
 use crate::api::ApiError;
 use axum::body::Body;
+use axum::extract::FromRequestParts;
+use axum::http::request::Parts;
 use serde::de::DeserializeOwned;
 use serde::Deserialize;
 use serde_json::Value;
 
+/// `axum::extract::Query`, refused as an [`ApiError`] (`invalid_query`,
+/// in the JSON error body) rather than axum's plain-text rejection.
+pub struct Query<T>(pub T);
+
+impl<T: DeserializeOwned, S: Send + Sync> FromRequestParts<S> for Query<T> {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
+        axum::extract::Query::<T>::from_request_parts(parts, state)
+            .await
+            .map(|q| Query(q.0))
+            .map_err(|e| ApiError::bad("invalid_query", e.body_text()))
+    }
+}
+
+/// `axum::extract::Path`, refused as an [`ApiError`] (`invalid_path`: a
+/// segment that is not UTF-8 once percent-decoded).
+pub struct Path<T>(pub T);
+
+impl<T: DeserializeOwned + Send, S: Send + Sync> FromRequestParts<S> for Path<T> {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
+        axum::extract::Path::<T>::from_request_parts(parts, state)
+            .await
+            .map(|p| Path(p.0))
+            .map_err(|e| ApiError::bad("invalid_path", e.body_text()))
+    }
+}
+
 /// `?consistency=linearizable|stale` on reads.
-#[derive(Deserialize, Default)]
+#[derive(Deserialize, Default, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct ReadParams {
+    /// `linearizable` (default: through the leader) or `stale` (this
+    /// node's replica).
+    #[param(value_type = Option<Consistency>)]
     pub consistency: Option<String>,
+}
+
+/// How a read is served.
+#[derive(utoipa::ToSchema)]
+#[schema(rename_all = "lowercase")]
+#[allow(dead_code)]
+pub enum Consistency {
+    Linearizable,
+    Stale,
 }
 
 impl ReadParams {

@@ -2,9 +2,12 @@
 //! `jobs_queues`, logs and events in `jobs_sse`.
 
 use super::extract::json_body;
+use super::extract::{Path, Query};
 use super::jobs_body::{
     offer, BatchBody, ClaimBody, CompleteBatchBody, CompleteBody, FailBody, HeartbeatBody, JobBody,
 };
+use super::openapi_errors::ErrorBody;
+use super::openapi_schemas as S;
 use super::AppState;
 use crate::api::jobs_view::{JobView, RunView, WaitingJobView};
 use crate::api::limits::{BULK_BODY_BYTES, DEFAULT_JOB_LIMIT, MAX_WAIT_S};
@@ -12,7 +15,7 @@ use crate::api::ApiError;
 use crate::auth::Caller;
 use crate::service::jobs::{all_failed, ClaimArgs, CompleteArgs, JobAction, SubmitArgs};
 use axum::body::Body;
-use axum::extract::{Extension, Path, Query, State};
+use axum::extract::{Extension, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -42,6 +45,14 @@ pub fn routes() -> Router<AppState> {
 // Submits
 // ---------------------------------------------------------------------
 
+/// Submits a job (idempotent with `dedupe_key`).
+#[utoipa::path(post, path = "/v1/jobs", operation_id = "job_submit", tag = "jobs",
+    request_body = JobBody,
+    responses(
+        (status = 201, description = "Created.", body = JobView),
+        (status = 200, description = "A job with this `dedupe_key` exists: that job.", body = JobView),
+        (status = 404, description = "`not_found`: no such queue.", body = ErrorBody),
+    ))]
 async fn submit(
     State(s): State<AppState>,
     Extension(caller): Extension<Caller>,
@@ -89,6 +100,12 @@ struct Submitted<'a> {
     failed: usize,
 }
 
+#[utoipa::path(post, path = "/v1/jobs/batch", operation_id = "job_submit_batch", tag = "jobs",
+    request_body = BatchBody,
+    responses(
+        (status = 200, description = "One entry per job, in order.", body = S::Submitted),
+        (status = 404, description = "`not_found`: every job named an unknown queue.", body = ErrorBody),
+    ))]
 /// POST /v1/jobs/batch {"jobs": [job, ...]}: 200 with one entry per job,
 /// in order: the job (with `created`) or `{"error": {...}}`.
 async fn submit_batch(
@@ -183,6 +200,13 @@ impl<'a> Completions<'a> {
     }
 }
 
+#[utoipa::path(post, path = "/v1/jobs/complete", operation_id = "job_complete_batch", tag = "jobs",
+    request_body = CompleteBatchBody,
+    responses(
+        (status = 200, description = "One entry per completion, in order.", body = S::Completions),
+        (status = 404, description = "`not_found`: an unknown job.", body = ErrorBody),
+        (status = 409, description = "`conflict`: every completion was refused (stale lease tokens, finished jobs).", body = ErrorBody),
+    ))]
 /// POST /v1/jobs/complete {"completions": [{id, token, result?, run?}, ...]}:
 /// 200 with one entry per completion, in order: `{"id", "state"}` or
 /// `{"id", "error": {...}}` (e.g. 409 conflict for a stale token).
@@ -211,6 +235,14 @@ struct ClaimedJobs<'a> {
     completions: Option<Completions<'a>>,
 }
 
+#[utoipa::path(post, path = "/v1/queues/{q}/claim", operation_id = "queue_claim", tag = "jobs",
+    params(("q" = String, Path, description = "The queue's name.")), request_body = ClaimBody,
+    responses(
+        (status = 200, description = "The job with its lease `token`; with `max` or `complete`: `{\"jobs\": [...]}`.",
+            body = S::ClaimAnswer),
+        (status = 204, description = "Nothing to claim."),
+        (status = 404, description = "`not_found`: no such queue.", body = ErrorBody),
+    ))]
 /// POST /v1/queues/{q}/claim {worker_id, kinds?, lease_s?, wait_s?, max?,
 /// free_gpus?, shared_gpus?, free_cpus?, complete?}: the job with its lease
 /// `token`, or 204; with `max`, `{"jobs": [...]}`. With `complete` (the jobs
@@ -277,6 +309,13 @@ async fn claim(
     }
 }
 
+#[utoipa::path(post, path = "/v1/jobs/{id}/heartbeat", operation_id = "job_heartbeat", tag = "jobs",
+    params(("id" = String, Path, description = "The job's id.")), request_body = HeartbeatBody,
+    responses(
+        (status = 200, description = "The lease, extended.", body = S::Heartbeat),
+        (status = 404, description = "`not_found`: no such job.", body = ErrorBody),
+        (status = 409, description = "`conflict`: a stale lease token or a finished job.", body = ErrorBody),
+    ))]
 async fn heartbeat(
     State(s): State<AppState>,
     Extension(caller): Extension<Caller>,
@@ -291,6 +330,13 @@ async fn heartbeat(
     ))
 }
 
+#[utoipa::path(post, path = "/v1/jobs/{id}/complete", operation_id = "job_complete", tag = "jobs",
+    params(("id" = String, Path, description = "The job's id.")), request_body = CompleteBody,
+    responses(
+        (status = 200, description = "The job, succeeded.", body = JobView),
+        (status = 404, description = "`not_found`: no such job.", body = ErrorBody),
+        (status = 409, description = "`conflict`: a stale lease token or a finished job.", body = ErrorBody),
+    ))]
 async fn complete(
     State(s): State<AppState>,
     Extension(caller): Extension<Caller>,
@@ -306,6 +352,13 @@ async fn complete(
     Ok(Json(JobView::new(&job)).into_response())
 }
 
+#[utoipa::path(post, path = "/v1/jobs/{id}/fail", operation_id = "job_fail", tag = "jobs",
+    params(("id" = String, Path, description = "The job's id.")), request_body = FailBody,
+    responses(
+        (status = 200, description = "The job, queued for a retry or failed.", body = JobView),
+        (status = 404, description = "`not_found`: no such job.", body = ErrorBody),
+        (status = 409, description = "`conflict`: a stale lease token or a finished job.", body = ErrorBody),
+    ))]
 async fn fail(
     State(s): State<AppState>,
     Extension(caller): Extension<Caller>,
@@ -327,14 +380,27 @@ async fn fail(
 // Reads
 // ---------------------------------------------------------------------
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 struct ListParams {
+    /// Only this queue's jobs (required for tokens limited to queues).
     queue: Option<String>,
+    /// queued, running, succeeded, failed, cancelled or dead.
+    #[param(value_type = Option<String>, pattern = "^(queued|running|succeeded|failed|cancelled|dead)$")]
     state: Option<String>,
+    /// Jobs per page (default 100, at most 1000).
+    #[param(value_type = Option<u32>, minimum = 1, maximum = 1000)]
     limit: Option<String>,
+    /// `next_cursor` of the previous page.
     cursor: Option<String>,
 }
 
+#[utoipa::path(get, path = "/v1/jobs", operation_id = "job_list", tag = "jobs",
+    params(ListParams),
+    responses(
+        (status = 200, description = "A page of jobs, in id order.", body = S::JobList),
+        (status = 400, description = "`invalid_limit`, `invalid_state`, `invalid_cursor`.", body = ErrorBody),
+    ))]
 async fn list_jobs(
     State(s): State<AppState>,
     Extension(caller): Extension<Caller>,
@@ -389,6 +455,12 @@ async fn list_jobs(
     .into_response())
 }
 
+#[utoipa::path(get, path = "/v1/jobs/{id}", operation_id = "job_get", tag = "jobs",
+    params(("id" = String, Path, description = "The job's id.")),
+    responses(
+        (status = 200, description = "The job, and why it waits if it does.", body = WaitingJobView),
+        (status = 404, description = "`not_found`: no such job.", body = ErrorBody),
+    ))]
 async fn get_job(
     State(s): State<AppState>,
     Extension(caller): Extension<Caller>,
@@ -403,6 +475,13 @@ async fn get_job(
     .into_response())
 }
 
+#[utoipa::path(post, path = "/v1/jobs/{id}/cancel", operation_id = "job_cancel", tag = "jobs",
+    params(("id" = String, Path, description = "The job's id.")),
+    responses(
+        (status = 200, description = "The job, cancelled (or asked to stop if running).", body = JobView),
+        (status = 404, description = "`not_found`: no such job.", body = ErrorBody),
+        (status = 409, description = "`conflict`: the job is finished.", body = ErrorBody),
+    ))]
 async fn cancel(
     State(s): State<AppState>,
     Extension(caller): Extension<Caller>,
@@ -415,6 +494,12 @@ async fn cancel(
     Ok(Json(JobView::new(&job)).into_response())
 }
 
+#[utoipa::path(get, path = "/v1/jobs/{id}/runs", operation_id = "job_runs", tag = "jobs",
+    params(("id" = String, Path, description = "The job's id.")),
+    responses(
+        (status = 200, description = "The job's attempts.", body = S::JobRuns),
+        (status = 404, description = "`not_found`: no such job.", body = ErrorBody),
+    ))]
 async fn runs(
     State(s): State<AppState>,
     Extension(caller): Extension<Caller>,

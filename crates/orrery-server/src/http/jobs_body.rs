@@ -22,19 +22,21 @@ fn empty_object() -> Value {
 }
 
 /// POST /v1/queues.
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct QueueBody {
+    #[schema(pattern = "^[A-Za-z0-9._-]{1,128}$")]
     name: String,
     partitions: Option<u32>,
     lease_s: Option<u32>,
     max_attempts: Option<u32>,
     #[serde(default, deserialize_with = "nullable")]
+    #[schema(nullable)]
     backoff: BackoffBody,
     concurrency_limit: Option<u32>,
 }
 
-#[derive(Deserialize, Default)]
+#[derive(Deserialize, Default, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 struct BackoffBody {
     initial_ms: Option<u64>,
@@ -58,34 +60,42 @@ impl From<QueueBody> for QueueArgs {
 }
 
 /// A job submission (POST /v1/jobs, or one item of POST /v1/jobs/batch).
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct JobBody {
+    #[schema(pattern = "^[A-Za-z0-9._-]{1,128}$")]
     queue: String,
+    #[schema(min_length = 1, max_length = 128)]
     kind: String,
     #[serde(default = "empty_object")]
     params: Value,
     #[serde(default, deserialize_with = "nullable")]
+    #[schema(nullable)]
     priority: i32,
     run_at: Option<u64>,
     run_at_ms: Option<u64>,
     delay_ms: Option<u64>,
     #[serde(default, deserialize_with = "nullable")]
+    #[schema(nullable)]
     resources: ResourcesBody,
     dedupe_key: Option<String>,
     submitted_by: Option<String>,
 }
 
-#[derive(Deserialize, Default)]
+#[derive(Deserialize, Default, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 struct ResourcesBody {
     #[serde(default, deserialize_with = "nullable")]
+    #[schema(nullable)]
     gpus: u32,
     #[serde(default, deserialize_with = "nullable")]
+    #[schema(nullable)]
     gpu_memory_mb: u64,
     #[serde(default, deserialize_with = "nullable")]
+    #[schema(nullable)]
     cpus: u32,
     #[serde(default, deserialize_with = "nullable")]
+    #[schema(nullable)]
     shared_gpu: bool,
 }
 
@@ -113,17 +123,20 @@ impl From<JobBody> for SubmitArgs {
 }
 
 /// POST /v1/jobs/batch.
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(as = JobBatchBody)]
 pub struct BatchBody {
     pub jobs: Vec<JobBody>,
 }
 
 /// What a worker reports about a finished attempt.
-#[derive(Deserialize, Default)]
+#[derive(Deserialize, Default, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(as = RunFactsBody)]
 pub struct RunBody {
     #[serde(default, deserialize_with = "nullable")]
+    #[schema(nullable)]
     gpu_uuids: Vec<String>,
     exit_code: Option<i32>,
     duration_ms: Option<u64>,
@@ -147,7 +160,7 @@ impl From<RunBody> for RunFacts {
 }
 
 /// One completion: `{id, token, result?, run?}`.
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CompletionBody {
     id: String,
@@ -155,6 +168,7 @@ pub struct CompletionBody {
     #[serde(default)]
     result: Value,
     #[serde(default, deserialize_with = "nullable")]
+    #[schema(nullable)]
     run: RunBody,
 }
 
@@ -170,14 +184,14 @@ impl From<CompletionBody> for CompleteArgs {
 }
 
 /// POST /v1/jobs/complete.
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CompleteBatchBody {
     pub completions: Vec<CompletionBody>,
 }
 
 /// A GPU a claim offers; no `free_memory_mb`: any amount.
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 pub struct GpuOfferBody {
     uuid: String,
     free_memory_mb: Option<u64>,
@@ -191,51 +205,60 @@ pub fn offer(gpus: Vec<GpuOfferBody>) -> Vec<(String, u64)> {
 }
 
 /// POST /v1/queues/{q}/claim.
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ClaimBody {
+    #[schema(min_length = 1, max_length = 256)]
     pub worker_id: String,
     #[serde(default, deserialize_with = "nullable")]
+    #[schema(nullable)]
     pub kinds: Vec<String>,
     pub lease_s: Option<u32>,
+    /// Long-poll up to this many seconds for a job.
+    #[schema(minimum = 0, maximum = 60)]
     pub wait_s: Option<f64>,
     /// Present (even `null`): the answer is `{"jobs": [...]}`.
     #[serde(default, deserialize_with = "present")]
+    #[schema(value_type = Option<u32>, minimum = 1, maximum = 256)]
     pub max: Option<Option<u32>>,
     #[serde(default, deserialize_with = "nullable")]
+    #[schema(nullable)]
     pub free_gpus: Vec<GpuOfferBody>,
     #[serde(default, deserialize_with = "nullable")]
+    #[schema(nullable)]
     pub shared_gpus: Vec<GpuOfferBody>,
     pub free_cpus: Option<u32>,
     pub complete: Option<Vec<CompletionBody>>,
 }
 
 /// POST /v1/jobs/{id}/heartbeat.
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct HeartbeatBody {
     pub token: u32,
 }
 
 /// POST /v1/jobs/{id}/complete.
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CompleteBody {
     pub token: u32,
     #[serde(default)]
     pub result: Value,
     #[serde(default, deserialize_with = "nullable")]
+    #[schema(nullable)]
     pub run: RunBody,
 }
 
 /// POST /v1/jobs/{id}/fail.
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct FailBody {
     pub token: u32,
     pub error: Option<String>,
     pub retry: Option<bool>,
     #[serde(default, deserialize_with = "nullable")]
+    #[schema(nullable)]
     pub run: RunBody,
 }
 

@@ -1,13 +1,15 @@
 //! Streams of the job queues: an attempt's logs (followed as Server-Sent
 //! Events) and the shards' events (a page, or a stream).
 
+use super::extract::{Path, Query};
+use super::openapi_errors::ErrorBody;
 use super::AppState;
 use crate::api::cursor::{cursor_string, parse_cursor};
 use crate::api::jobs_view::EventView;
 use crate::api::limits::{DEFAULT_EVENT_LIMIT, MAX_EVENT_LIMIT};
 use crate::api::ApiError;
 use crate::service::jobs::{JobLogs, LogEvent};
-use axum::extract::{Extension, Path, Query, State};
+use axum::extract::{Extension, State};
 use axum::http::HeaderMap;
 use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
@@ -34,14 +36,28 @@ fn flag(v: Option<&str>) -> bool {
     matches!(v, Some("true" | "1"))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 struct LogParams {
+    /// `true`: follow the attempt's output as Server-Sent Events.
+    #[param(value_type = Option<bool>)]
     follow: Option<String>,
     /// Set by the node that proxies the request here: read this node's logs.
+    #[param(value_type = Option<bool>)]
     local: Option<String>,
+    /// The attempt (default: the last).
+    #[param(value_type = Option<u32>, minimum = 1)]
     attempt: Option<String>,
 }
 
+#[utoipa::path(get, path = "/v1/jobs/{id}/logs", operation_id = "job_logs", tag = "jobs",
+    params(("id" = String, Path, description = "The job's id."), LogParams),
+    responses(
+        (status = 200, description = "The attempt's output as text; with `follow=true` a stream of             Server-Sent Events (`log` events, `lagged` when some were dropped, then `end`).",
+            content((String = "text/plain; charset=utf-8"), (String = "text/event-stream"))),
+        (status = 400, description = "`invalid_field` (attempt), `missing_field`.", body = ErrorBody),
+        (status = 404, description = "`not_found`: no such job, attempt or log.", body = ErrorBody),
+    ))]
 /// The logs of an attempt (default: the last), from the node that ran it;
 /// `follow=true`: as SSE (`log` events, then `end`).
 async fn logs(
@@ -94,18 +110,30 @@ async fn logs(
         .into_response())
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 struct EventParams {
+    /// A `cursor` from an earlier answer (seqs joined by `.`); none: from the start.
+    #[param(pattern = "^([0-9]+(\\.[0-9]+)*)?$")]
     since: Option<String>,
+    /// Events per page (default 1000).
+    #[param(value_type = Option<u32>, minimum = 1, maximum = 10000)]
     limit: Option<String>,
 }
 
-#[derive(Serialize)]
+/// A page of job events.
+#[derive(Serialize, utoipa::ToSchema)]
 struct Events<'a> {
     events: Vec<EventView<'a>>,
     cursor: String,
 }
 
+#[utoipa::path(get, path = "/v1/events", operation_id = "events", tag = "jobs",
+    params(EventParams),
+    responses(
+        (status = 200, description = "Events after the cursor, and the cursor after them.", body = Events),
+        (status = 400, description = "`invalid_cursor`, `invalid_field` (limit).", body = ErrorBody),
+    ))]
 async fn events(
     State(s): State<AppState>,
     Query(p): Query<EventParams>,
@@ -127,6 +155,13 @@ async fn events(
     .into_response())
 }
 
+#[utoipa::path(get, path = "/v1/events/stream", operation_id = "events_stream", tag = "jobs",
+    params(EventParams, ("Last-Event-ID" = Option<String>, Header, description = "Resume after this cursor (wins over `since`).")),
+    responses(
+        (status = 200, description = "Server-Sent Events, one per job event: `event` is its type,             `id` the cursor after it, `data` the event as in `GET /v1/events`. Never ends.",
+            content_type = "text/event-stream", body = String),
+        (status = 400, description = "`invalid_cursor`.", body = ErrorBody),
+    ))]
 /// Server-Sent Events of every shard's events. Each SSE `id` is the cursor
 /// after that event, so a reconnect with `Last-Event-ID` resumes exactly.
 async fn events_stream(

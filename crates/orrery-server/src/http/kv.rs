@@ -1,11 +1,14 @@
 //! `/v1/kv`: values are raw request bodies, keys the rest of the path.
 
-use super::extract::{linearizable, read_body, ReadParams};
+use super::extract::{linearizable, read_body, Consistency, ReadParams};
+use super::extract::{Path, Query};
+use super::openapi_errors::ErrorBody;
+use super::openapi_schemas as S;
 use super::AppState;
 use crate::api::ApiError;
 use crate::service::kv::{CasOutcome, DEFAULT_LIST_LIMIT};
 use axum::body::Body;
-use axum::extract::{Path, Query, State};
+use axum::extract::State;
 use axum::http::{HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
@@ -23,6 +26,16 @@ pub fn routes() -> Router<AppState> {
         )
 }
 
+/// Stores the raw body as the key's value.
+#[utoipa::path(put, path = "/v1/kv/{key}", operation_id = "kv_put", tag = "kv",
+    params(("key" = String, Path, description = "The key (may contain `/`).")),
+    request_body(content = Option<Vec<u8>>, content_type = "application/octet-stream",
+        description = "The value, as raw bytes (none: the empty value)."),
+    responses(
+        (status = 200, description = "Stored.", body = S::KvRevision),
+        (status = 400, description = "`empty_key`.", body = ErrorBody),
+        (status = 413, description = "`too_large`: the value is over the limit.", body = ErrorBody),
+    ))]
 async fn kv_put(
     State(s): State<AppState>,
     Path(key): Path<String>,
@@ -36,6 +49,16 @@ async fn kv_put(
     Ok(Json(json!({ "revision": revision })))
 }
 
+/// The key's value, as the raw bytes stored.
+#[utoipa::path(get, path = "/v1/kv/{key}", operation_id = "kv_get", tag = "kv",
+    params(("key" = String, Path, description = "The key (may contain `/`)."), ReadParams),
+    responses(
+        (status = 200, description = "The value.", content_type = "application/octet-stream",
+            body = Vec<u8>, headers(("x-orrery-revision" = u64, description = "The value's revision."))),
+        (status = 400, description = "`invalid_consistency`, `empty_key`.", body = ErrorBody),
+        (status = 404, description = "`not_found`: no such key.", body = ErrorBody),
+        (status = 413, description = "`too_large`: the key is over the limit.", body = ErrorBody),
+    ))]
 async fn kv_get(
     State(s): State<AppState>,
     Path(key): Path<String>,
@@ -57,6 +80,13 @@ async fn kv_get(
     }
 }
 
+#[utoipa::path(delete, path = "/v1/kv/{key}", operation_id = "kv_delete", tag = "kv",
+    params(("key" = String, Path, description = "The key (may contain `/`).")),
+    responses(
+        (status = 200, description = "Deleted (or was absent).", body = S::KvDeleted),
+        (status = 400, description = "`empty_key`.", body = ErrorBody),
+        (status = 413, description = "`too_large`: the key is over the limit.", body = ErrorBody),
+    ))]
 async fn kv_delete(
     State(s): State<AppState>,
     Path(key): Path<String>,
@@ -66,6 +96,15 @@ async fn kv_delete(
 }
 
 /// `POST /v1/kv/{key}/cas`: the wildcard route also matches the suffix.
+/// Compare-and-swap: writes `value` if the current value is `expected`.
+#[utoipa::path(post, path = "/v1/kv/{key}/cas", operation_id = "kv_cas", tag = "kv",
+    params(("key" = String, Path, description = "The key (may contain `/`).")),
+    request_body = S::CasBody,
+    responses(
+        (status = 200, description = "Swapped.", body = S::CasDone),
+        (status = 404, description = "`not_found`: a POST to a key path without `/cas`.", body = ErrorBody),
+        (status = 409, description = "The current value differs.", body = S::CasFailed),
+    ))]
 async fn kv_post(
     State(s): State<AppState>,
     Path(path): Path<String>,
@@ -144,6 +183,13 @@ fn value_json(v: &[u8]) -> (&'static str, Value) {
     }
 }
 
+#[utoipa::path(get, path = "/v1/kv", operation_id = "kv_list", tag = "kv",
+    params(KvListParams),
+    responses(
+        (status = 200, description = "Keys in order, with their values.", body = S::KvList),
+        (status = 400, description = "`invalid_limit`, `invalid_consistency`.", body = ErrorBody),
+        (status = 413, description = "`too_large`: the prefix is over the key limit.", body = ErrorBody),
+    ))]
 async fn kv_list(
     State(s): State<AppState>,
     Query(p): Query<HashMap<String, String>>,
@@ -177,6 +223,27 @@ async fn kv_list(
     Ok(Json(json!({ "count": items.len(), "items": items })))
 }
 
+/// `GET /v1/kv`'s query (read as strings by the handler, so that a bad
+/// limit is a 400 naming it).
+#[derive(utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+#[allow(dead_code)]
+struct KvListParams {
+    /// Only keys with this prefix.
+    prefix: Option<String>,
+    /// At most this many keys (default 100).
+    #[param(minimum = 1, maximum = 10000)]
+    limit: Option<u32>,
+    /// `linearizable` (default: through the leader) or `stale` (this replica).
+    consistency: Option<Consistency>,
+}
+
+#[utoipa::path(delete, path = "/v1/kv", operation_id = "kv_delete_prefix", tag = "kv",
+    params(("prefix" = String, Query, description = "Delete every key with this (non-empty) prefix.")),
+    responses(
+        (status = 200, description = "How many keys were deleted.", body = S::KvPrefixDeleted),
+        (status = 400, description = "`empty_prefix`.", body = ErrorBody),
+    ))]
 /// `DELETE /v1/kv?prefix=p`: every key with the (non-empty) prefix.
 async fn kv_delete_prefix(
     State(s): State<AppState>,

@@ -11,8 +11,13 @@ mod jobs_body;
 mod jobs_queues;
 mod jobs_sse;
 mod kv;
+mod openapi;
+mod openapi_errors;
+mod openapi_jobs;
+mod openapi_schemas;
 mod policies;
 mod policies_views;
+mod unread;
 mod vectors;
 
 use crate::api::ApiError;
@@ -38,6 +43,7 @@ pub fn router(services: AppState) -> Router {
         .merge(vectors::routes())
         .merge(policies::routes())
         .merge(auth_tokens::routes())
+        .merge(openapi::routes())
         .route_layer(middleware::from_fn_with_state(
             services.clone(),
             auth::guard,
@@ -59,7 +65,9 @@ async fn observe(State(s): State<AppState>, req: Request, next: Next) -> Respons
     let request_id = metrics.next_request_id();
     let span =
         tracing::info_span!("http", node = s.node.id(), request = request_id, %method, %route);
+    let (req, body_read) = unread::watch(req);
     let mut resp = next.run(req).instrument(span).await;
+    unread::close_if_unread(&mut resp, body_read);
     metrics.observe(
         method.as_str(),
         route,

@@ -1,12 +1,15 @@
 //! REST routes for policies, versions, runs and data sources.
 
 use super::extract::parse_json;
+use super::extract::{Path, Query};
+use super::openapi_errors::ErrorBody;
+use super::openapi_schemas as S;
 use super::policies_views::{outcome_json, policy_json, run_json, version_json};
 use super::AppState;
 use crate::api::ApiError;
 use crate::service::policies::{parse_source, source_json, RunRequest, DEFAULT_RUN_LIST};
 use axum::body::Bytes;
-use axum::extract::{DefaultBodyLimit, Path, Query, State};
+use axum::extract::{DefaultBodyLimit, State};
 use axum::http::StatusCode;
 use axum::routing::{get, post};
 use axum::{Json, Router};
@@ -42,14 +45,22 @@ pub fn routes() -> Router<AppState> {
         .layer(DefaultBodyLimit::max(BODY_LIMIT))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(as = PolicyCreateBody)]
 struct CreateBody {
+    #[schema(pattern = "^[A-Za-z0-9._-]{1,128}$")]
     name: String,
     #[serde(default)]
     description: String,
 }
 
+#[utoipa::path(post, path = "/v1/policies", operation_id = "policy_create", tag = "policies",
+    request_body = CreateBody,
+    responses(
+        (status = 201, description = "The policy (no versions yet).", body = S::PolicyView),
+        (status = 409, description = "`conflict`: the name is taken.", body = ErrorBody),
+    ))]
 async fn create(
     State(s): State<AppState>,
     b: Bytes,
@@ -59,6 +70,8 @@ async fn create(
     Ok((StatusCode::CREATED, Json(policy_json(&p))))
 }
 
+#[utoipa::path(get, path = "/v1/policies", operation_id = "policy_list", tag = "policies",
+    responses((status = 200, description = "Every policy.", body = S::Policies)))]
 async fn list(State(s): State<AppState>) -> Result<Json<Value>, ApiError> {
     let ps = s.policies.list().await?;
     Ok(Json(
@@ -66,24 +79,36 @@ async fn list(State(s): State<AppState>) -> Result<Json<Value>, ApiError> {
     ))
 }
 
+#[utoipa::path(get, path = "/v1/policies/{id}", operation_id = "policy_get", tag = "policies",
+    params(("id" = String, Path, description = "The policy's id.")),
+    responses((status = 200, description = "The policy.", body = S::PolicyView), (status = 404, description = "`not_found`: no such policy.", body = ErrorBody)))]
 async fn show(State(s): State<AppState>, Path(id): Path<String>) -> Result<Json<Value>, ApiError> {
     Ok(Json(policy_json(&s.policies.get(&id).await?)))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
+#[schema(as = PolicyWeight)]
 struct Weight {
     version: u32,
     weight: u64,
 }
 
 /// Only these two fields exist: a version's graph can never be patched.
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(as = PolicyPatchBody)]
 struct PatchBody {
     description: Option<String>,
     allocation: Option<Vec<Weight>>,
 }
 
+#[utoipa::path(patch, path = "/v1/policies/{id}", operation_id = "policy_patch", tag = "policies",
+    params(("id" = String, Path, description = "The policy's id.")), request_body = Option<PatchBody>,
+    responses(
+        (status = 200, description = "The policy.", body = S::PolicyView),
+        (status = 400, description = "`invalid_patch`, `invalid_allocation`.", body = ErrorBody),
+        (status = 404, description = "`not_found`: no such policy.", body = ErrorBody),
+    ))]
 async fn patch(
     State(s): State<AppState>,
     Path(id): Path<String>,
@@ -105,6 +130,9 @@ async fn patch(
     Ok(Json(policy_json(&p)))
 }
 
+#[utoipa::path(delete, path = "/v1/policies/{id}", operation_id = "policy_delete", tag = "policies",
+    params(("id" = String, Path, description = "The policy's id.")),
+    responses((status = 200, description = "Deleted, with its versions.", body = S::Deleted), (status = 404, description = "`not_found`: no such policy.", body = ErrorBody)))]
 async fn delete(
     State(s): State<AppState>,
     Path(id): Path<String>,
@@ -113,8 +141,9 @@ async fn delete(
     Ok(Json(json!({"deleted": true})))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(as = PolicyVersionBody)]
 struct VersionBody {
     graph: Value,
     #[serde(default = "yes")]
@@ -127,6 +156,13 @@ fn yes() -> bool {
     true
 }
 
+#[utoipa::path(post, path = "/v1/policies/{id}/versions", operation_id = "policy_version_create",
+    tag = "policies", params(("id" = String, Path, description = "The policy's id.")), request_body = VersionBody,
+    responses(
+        (status = 201, description = "The new version.", body = S::PolicyVersionView),
+        (status = 400, description = "`invalid_graph` (the message names the node).", body = ErrorBody),
+        (status = 404, description = "`not_found`: no such policy.", body = ErrorBody),
+    ))]
 async fn version_create(
     State(s): State<AppState>,
     Path(id): Path<String>,
@@ -138,6 +174,9 @@ async fn version_create(
     Ok((StatusCode::CREATED, Json(version_json(&ver.await?))))
 }
 
+#[utoipa::path(get, path = "/v1/policies/{id}/versions", operation_id = "policy_versions", tag = "policies",
+    params(("id" = String, Path, description = "The policy's id.")),
+    responses((status = 200, description = "The policy's versions.", body = S::PolicyVersions), (status = 404, description = "`not_found`: no such policy.", body = ErrorBody)))]
 async fn versions(
     State(s): State<AppState>,
     Path(id): Path<String>,
@@ -157,6 +196,13 @@ fn version_num(v: &str) -> Result<u32, ApiError> {
     })
 }
 
+#[utoipa::path(get, path = "/v1/policies/{id}/versions/{v}", operation_id = "policy_version_get",
+    tag = "policies", params(("id" = String, Path, description = "The policy's id."), ("v" = u32, Path, description = "The version number.")),
+    responses(
+        (status = 200, description = "The version with its graph.", body = S::PolicyVersionView),
+        (status = 400, description = "`invalid_version`.", body = ErrorBody),
+        (status = 404, description = "`not_found`: no such policy or version.", body = ErrorBody),
+    ))]
 async fn version_get(
     State(s): State<AppState>,
     Path((id, v)): Path<(String, String)>,
@@ -166,6 +212,14 @@ async fn version_get(
     Ok(Json(version_json(&ver)))
 }
 
+#[utoipa::path(post, path = "/v1/policies/{id}/versions/{v}/archive",
+    operation_id = "policy_version_archive", tag = "policies", params(("id" = String, Path, description = "The policy's id."), ("v" = u32, Path, description = "The version number.")),
+    responses(
+        (status = 200, description = "The version, archived.", body = S::PolicyVersionView),
+        (status = 400, description = "`invalid_version`.", body = ErrorBody),
+        (status = 404, description = "`not_found`: no such policy or version.", body = ErrorBody),
+        (status = 409, description = "`conflict`: the version has allocation weight.", body = ErrorBody),
+    ))]
 async fn version_archive(
     State(s): State<AppState>,
     Path((id, v)): Path<(String, String)>,
@@ -174,15 +228,31 @@ async fn version_archive(
     Ok(Json(version_json(&ver)))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(as = PolicyRunBody)]
 struct RunBody {
+    /// The policy's input document.
     input: Value,
+    /// A version (default: one picked by the allocation).
     version: Option<u32>,
+    /// Idempotency key: the same key answers with the same run.
     run_key: Option<String>,
+    /// `sync` (default: wait for the outcome) or `async`.
+    #[schema(pattern = "^(sync|async)$")]
     mode: Option<String>,
 }
 
+#[utoipa::path(post, path = "/v1/policies/{id}/runs", operation_id = "policy_run", tag = "policies",
+    params(("id" = String, Path, description = "The policy's id.")), request_body = RunBody,
+    responses(
+        (status = 200, description = "The run, finished (`mode: sync`).", body = S::PolicyRunView),
+        (status = 202, description = "The run, started (`mode: async`).", body = S::PolicyRunView),
+        (status = 400, description = "`invalid_mode`, `invalid_input`, `invalid_graph`.", body = ErrorBody),
+        (status = 404, description = "`not_found`: no such policy or version.", body = ErrorBody),
+        (status = 409, description = "`conflict`: no active version, or `run_key` reused with another input.", body = ErrorBody),
+        (status = 422, description = "`evaluation_timeout`: the run passed its deadline.", body = ErrorBody),
+    ))]
 async fn run(
     State(s): State<AppState>,
     Path(id): Path<String>,
@@ -207,13 +277,23 @@ async fn run(
     Ok((status, Json(run_json(&run))))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(as = PolicyBatchBody)]
 struct BatchBody {
     inputs: Vec<Value>,
     version: Option<u32>,
 }
 
+#[utoipa::path(post, path = "/v1/policies/{id}/runs/batch", operation_id = "policy_run_batch",
+    tag = "policies", params(("id" = String, Path, description = "The policy's id.")), request_body = BatchBody,
+    responses(
+        (status = 200, description = "One outcome per input, in order.", body = S::BatchRunAnswer),
+        (status = 400, description = "`invalid_input`.", body = ErrorBody),
+        (status = 404, description = "`not_found`: no such policy or version.", body = ErrorBody),
+        (status = 409, description = "`conflict`: no active version.", body = ErrorBody),
+        (status = 422, description = "`evaluation_timeout`.", body = ErrorBody),
+    ))]
 async fn batch(
     State(s): State<AppState>,
     Path(id): Path<String>,
@@ -225,6 +305,12 @@ async fn batch(
     Ok(Json(json!({"version": version, "results": results})))
 }
 
+#[utoipa::path(get, path = "/v1/runs/{id}", operation_id = "run_get", tag = "policies",
+    params(("id" = String, Path, description = "The run's id.")),
+    responses(
+        (status = 200, description = "The run.", body = S::PolicyRunView),
+        (status = 404, description = "`not_found`: no such run.", body = ErrorBody),
+    ))]
 async fn run_get(
     State(s): State<AppState>,
     Path(id): Path<String>,
@@ -232,15 +318,31 @@ async fn run_get(
     Ok(Json(run_json(&s.policies.run_get(&id).await?)))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 struct RunsParams {
+    /// Only this policy's runs (its id).
     policy: Option<String>,
+    /// Only this version's runs.
+    #[param(value_type = Option<u32>)]
     version: Option<String>,
+    /// running, succeeded or failed.
+    #[param(pattern = "^(running|succeeded|failed)$")]
     status: Option<String>,
+    /// Runs per page (default 100, at most 1000).
+    #[param(value_type = Option<u32>, minimum = 1, maximum = 1000)]
     limit: Option<String>,
+    /// `next_cursor` of the previous page.
     cursor: Option<String>,
 }
 
+#[utoipa::path(get, path = "/v1/runs", operation_id = "run_list", tag = "policies",
+    params(RunsParams),
+    responses(
+        (status = 200, description = "Runs, newest first.", body = S::Runs),
+        (status = 400, description = "`invalid_limit`, `invalid_version`, `invalid_status`.", body = ErrorBody),
+        (status = 404, description = "`not_found`: no such policy.", body = ErrorBody),
+    ))]
 async fn runs_list(
     State(s): State<AppState>,
     Query(p): Query<RunsParams>,
@@ -279,6 +381,13 @@ async fn runs_list(
     ))
 }
 
+#[utoipa::path(post, path = "/v1/data-sources", operation_id = "data_source_create", tag = "policies",
+    request_body = S::DataSourceBody,
+    responses(
+        (status = 201, description = "The data source.", body = S::DataSourceView),
+        (status = 400, description = "`invalid_source`, `invalid_name`.", body = ErrorBody),
+        (status = 409, description = "`conflict`: the name is taken.", body = ErrorBody),
+    ))]
 async fn source_create(
     State(s): State<AppState>,
     b: Bytes,
@@ -288,6 +397,8 @@ async fn source_create(
     Ok((StatusCode::CREATED, Json(source_json(&src))))
 }
 
+#[utoipa::path(get, path = "/v1/data-sources", operation_id = "data_source_list", tag = "policies",
+    responses((status = 200, description = "Every data source.", body = S::DataSources)))]
 async fn sources(State(s): State<AppState>) -> Result<Json<Value>, ApiError> {
     let list = s.policies.data_sources().await?;
     Ok(Json(
@@ -295,6 +406,13 @@ async fn sources(State(s): State<AppState>) -> Result<Json<Value>, ApiError> {
     ))
 }
 
+#[utoipa::path(delete, path = "/v1/data-sources/{name}", operation_id = "data_source_delete",
+    tag = "policies", params(("name" = String, Path, description = "The data source's name.")),
+    responses(
+        (status = 200, description = "Deleted.", body = S::Deleted),
+        (status = 404, description = "`not_found`: no such data source.", body = ErrorBody),
+        (status = 409, description = "`conflict`: a policy version uses it.", body = ErrorBody),
+    ))]
 async fn source_delete(
     State(s): State<AppState>,
     Path(name): Path<String>,

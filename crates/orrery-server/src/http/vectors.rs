@@ -5,12 +5,15 @@
 //! and name the element (`points[3].vector`, `vector[1]`).
 
 use super::extract::{json_body, ReadParams};
+use super::extract::{Path, Query};
+use super::openapi_errors::ErrorBody;
+use super::openapi_schemas as S;
 use super::AppState;
 use crate::api::limits::MAX_VECTOR_BATCH_BYTES;
 use crate::api::ApiError;
 use crate::service::vectors::{hits_json, NewCollection, SearchSpec};
 use axum::body::Body;
-use axum::extract::{DefaultBodyLimit, Path, Query, State};
+use axum::extract::{DefaultBodyLimit, State};
 use axum::http::StatusCode;
 use axum::routing::{get, post, put};
 use axum::{Json, Router};
@@ -44,9 +47,12 @@ fn present<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Value>, D::Error> {
     Value::deserialize(d).map(Some)
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
+#[schema(as = CollectionCreateBody)]
 struct CreateBody {
+    #[schema(value_type = String, required = true, pattern = "^[A-Za-z0-9_-]{1,128}$")]
     name: Option<String>,
+    #[schema(value_type = u32, required = true, minimum = 1, maximum = 4096)]
     dim: Option<usize>,
     metric: Option<String>,
     shards: Option<u64>,
@@ -56,33 +62,42 @@ struct CreateBody {
     ef_search: Option<usize>,
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
+#[schema(as = PointsUpsertBody)]
 struct UpsertBody {
+    #[schema(value_type = Vec<PointBody>, required = true)]
     points: Option<Vec<PointBody>>,
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 struct PointBody {
     #[serde(default, deserialize_with = "present")]
+    #[schema(value_type = S::PointIdSchema, required = true)]
     id: Option<Value>,
     #[serde(default)]
+    #[schema(value_type = Vec<f32>, required = true)]
     vector: Value,
     #[serde(default)]
+    #[schema(value_type = Option<Object>)]
     payload: Value,
 }
 
 /// Exactly one of `ids` and `filter`.
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
+#[schema(as = PointsDeleteBody)]
 struct DeleteBody {
     #[serde(default, deserialize_with = "present")]
+    #[schema(value_type = Option<Vec<S::PointIdSchema>>)]
     ids: Option<Value>,
     #[serde(default, deserialize_with = "present")]
+    #[schema(value_type = Option<Object>)]
     filter: Option<Value>,
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 struct SearchBody {
     #[serde(default)]
+    #[schema(value_type = Vec<f32>, required = true)]
     vector: Value,
     k: Option<usize>,
     ef: Option<usize>,
@@ -92,8 +107,10 @@ struct SearchBody {
     with_vector: Option<bool>,
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
+#[schema(as = SearchBatchBody)]
 struct BatchBody {
+    #[schema(value_type = Vec<SearchBody>, required = true)]
     searches: Option<Vec<SearchBody>>,
 }
 
@@ -189,6 +206,13 @@ fn took_ms(start: Instant) -> f64 {
     start.elapsed().as_secs_f64() * 1000.0
 }
 
+#[utoipa::path(post, path = "/v1/collections", operation_id = "collection_create", tag = "vectors",
+    request_body = CreateBody,
+    responses(
+        (status = 201, description = "The collection's definition.", body = S::CollectionView),
+        (status = 400, description = "`invalid_name`, `invalid_dim`, `invalid_metric`, `invalid_config`.", body = ErrorBody),
+        (status = 409, description = "`conflict`: the collection exists.", body = ErrorBody),
+    ))]
 async fn create(
     State(s): State<AppState>,
     body: Body,
@@ -218,6 +242,8 @@ async fn create(
     Ok((StatusCode::CREATED, Json(config_json(&made))))
 }
 
+#[utoipa::path(get, path = "/v1/collections", operation_id = "collection_list", tag = "vectors",
+    responses((status = 200, description = "Every collection's definition.", body = S::Collections)))]
 async fn list(State(s): State<AppState>) -> Result<Json<Value>, ApiError> {
     let cat = s.vectors.catalog().await?;
     Ok(Json(
@@ -225,12 +251,18 @@ async fn list(State(s): State<AppState>) -> Result<Json<Value>, ApiError> {
     ))
 }
 
+#[utoipa::path(get, path = "/v1/collections/{c}", operation_id = "collection_get", tag = "vectors",
+    params(("c" = String, Path, description = "The collection's name.")),
+    responses((status = 200, description = "The definition with its points per shard.", body = S::CollectionDetails), (status = 404, description = "`not_found`: no such collection.", body = ErrorBody)))]
 async fn show(State(s): State<AppState>, Path(c): Path<String>) -> Result<Json<Value>, ApiError> {
     let cfg = s.vectors.collection(&c).await?;
     let shards = s.vectors.collection_shards(&cfg).await?;
     Ok(Json(details_json(&cfg, &shards)))
 }
 
+#[utoipa::path(delete, path = "/v1/collections/{c}", operation_id = "collection_drop", tag = "vectors",
+    params(("c" = String, Path, description = "The collection's name.")),
+    responses((status = 200, description = "Dropped.", body = S::Dropped), (status = 404, description = "`not_found`: no such collection.", body = ErrorBody)))]
 async fn drop_collection(
     State(s): State<AppState>,
     Path(c): Path<String>,
@@ -239,6 +271,13 @@ async fn drop_collection(
     Ok(Json(json!({"dropped": c})))
 }
 
+#[utoipa::path(put, path = "/v1/collections/{c}/points", operation_id = "points_upsert", tag = "vectors",
+    params(("c" = String, Path, description = "The collection's name.")), request_body = UpsertBody,
+    responses(
+        (status = 200, description = "How many points were written.", body = S::Upserted),
+        (status = 400, description = "`invalid_points`, `invalid_id`, `invalid_vector`, `invalid_payload`.", body = ErrorBody),
+        (status = 404, description = "`not_found`: no such collection.", body = ErrorBody),
+    ))]
 async fn upsert(
     State(s): State<AppState>,
     Path(c): Path<String>,
@@ -257,6 +296,13 @@ async fn upsert(
     Ok(Json(json!({"upserted": n})))
 }
 
+#[utoipa::path(get, path = "/v1/collections/{c}/points/{id}", operation_id = "point_get", tag = "vectors",
+    params(("c" = String, Path, description = "The collection's name."), ("id" = String, Path, description = "The point's id: an unsigned integer or a UUID.")),
+    responses(
+        (status = 200, description = "The point.", body = S::PointView),
+        (status = 400, description = "`invalid_id`.", body = ErrorBody),
+        (status = 404, description = "`not_found`: no such collection or point.", body = ErrorBody),
+    ))]
 async fn get_point(
     State(s): State<AppState>,
     Path((c, id)): Path<(String, String)>,
@@ -269,6 +315,13 @@ async fn get_point(
     ))
 }
 
+#[utoipa::path(post, path = "/v1/collections/{c}/points/delete", operation_id = "points_delete", tag = "vectors",
+    params(("c" = String, Path, description = "The collection's name.")), request_body = DeleteBody,
+    responses(
+        (status = 200, description = "How many points were deleted.", body = S::PointsDeleted),
+        (status = 400, description = "`invalid_delete`, `invalid_ids`, `invalid_filter`.", body = ErrorBody),
+        (status = 404, description = "`not_found`: no such collection.", body = ErrorBody),
+    ))]
 async fn delete_points(
     State(s): State<AppState>,
     Path(c): Path<String>,
@@ -300,6 +353,13 @@ async fn delete_points(
     Ok(Json(json!({"deleted": n})))
 }
 
+#[utoipa::path(post, path = "/v1/collections/{c}/search", operation_id = "search", tag = "vectors",
+    params(("c" = String, Path, description = "The collection's name."), ReadParams), request_body = SearchBody,
+    responses(
+        (status = 200, description = "The nearest points, best first.", body = S::SearchAnswer),
+        (status = 400, description = "`invalid_vector`, `invalid_k`, `invalid_ef`, `invalid_filter`, `invalid_consistency`.", body = ErrorBody),
+        (status = 404, description = "`not_found`: no such collection.", body = ErrorBody),
+    ))]
 async fn search(
     State(s): State<AppState>,
     Path(c): Path<String>,
@@ -315,6 +375,13 @@ async fn search(
     ))
 }
 
+#[utoipa::path(post, path = "/v1/collections/{c}/search/batch", operation_id = "search_batch", tag = "vectors",
+    params(("c" = String, Path, description = "The collection's name."), ReadParams), request_body = BatchBody,
+    responses(
+        (status = 200, description = "One result per search, in order.", body = S::BatchSearchAnswer),
+        (status = 400, description = "`invalid_searches` and the codes of a search.", body = ErrorBody),
+        (status = 404, description = "`not_found`: no such collection.", body = ErrorBody),
+    ))]
 async fn search_batch(
     State(s): State<AppState>,
     Path(c): Path<String>,
