@@ -29,6 +29,9 @@ ORRERY_BIN="$bin_dir" scripts/test-python-client.sh
 echo "== JavaScript client (clients/js)"
 ORRERY_BIN="$bin_dir" scripts/test-js-client.sh
 
+echo "== schemathesis: every REST operation fuzzed from the OpenAPI document"
+ORRERY_BIN="$bin_dir" scripts/schemathesis.sh
+
 echo "== fault-injection suite (jepsen/, short profile)"
 # Needs root for its private network namespace and iptables; CI runs as
 # root. ORRERY_SKIP_JEPSEN=1 skips it (say so when you report results).
