@@ -151,8 +151,15 @@ async fn measure(
     tokio::time::sleep(steady).await;
     stop.store(true, Ordering::Relaxed);
     let mut samples: Vec<Sample> = Vec::new();
+    let mut error_samples: Vec<String> = Vec::new();
     for w in workers {
-        samples.extend(w.await?);
+        let (s, e) = w.await?;
+        samples.extend(s);
+        for m in e {
+            if error_samples.len() < 5 && !error_samples.contains(&m) {
+                error_samples.push(m);
+            }
+        }
     }
 
     let addrs: Vec<String> = cluster.nodes.iter().map(|n| n.addr.clone()).collect();
@@ -194,6 +201,7 @@ async fn measure(
         "before": phase(t0 + Duration::from_secs(1), t_add),
         "during": phase(t_add, t_done),
         "after": phase(t_done, t_done + steady),
+        "error_samples": error_samples,
         "machine_after": machine::brief(),
     }));
     Ok(())
@@ -213,25 +221,34 @@ async fn put_loop(
     value_bytes: usize,
     stop: Arc<AtomicBool>,
     op_timeout: Duration,
-) -> Vec<Sample> {
+) -> (Vec<Sample>, Vec<String>) {
     let v = load::value(value_bytes, w as u64 + 11);
     let mut out = Vec::new();
+    let mut errors: Vec<String> = Vec::new();
     let mut seq = 0u64;
     while !stop.load(Ordering::Relaxed) {
         seq += 1;
         let key = format!("bench/scale/w{w}/{seq}");
         let t = Instant::now();
-        let ok = matches!(
-            tokio::time::timeout(op_timeout, conn.put(&key, &v)).await,
-            Ok(Ok(()))
-        );
+        let r = tokio::time::timeout(op_timeout, conn.put(&key, &v)).await;
         let done = Instant::now();
+        let ok = matches!(r, Ok(Ok(())));
+        let msg = match r {
+            Ok(Ok(())) => None,
+            Ok(Err(e)) => Some(e.to_string()),
+            Err(_) => Some(format!("no answer within {op_timeout:?}")),
+        };
+        if let Some(m) = msg {
+            if errors.len() < 3 && !errors.contains(&m) {
+                errors.push(m);
+            }
+        }
         out.push((done, (done - t).as_nanos() as u64, ok));
         if !ok {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
     }
-    out
+    (out, errors)
 }
 
 /// PUTs that ended in [from, to): count, rate, failures, p50/p99 (ms).
