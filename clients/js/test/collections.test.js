@@ -3,6 +3,17 @@ import { describe, test } from "node:test";
 import { Conflict, InvalidArgument, NotFound } from "../src/index.js";
 import { client, skip, unique } from "../testing/env.js";
 
+// The point count as the answering node's replicas see it (docs/api.md):
+// it may lag a write acknowledged a moment ago.
+async function pointsSettle(c, name, want, withinMs = 10000) {
+  const deadline = Date.now() + withinMs;
+  for (;;) {
+    const got = (await c.collections.get(name)).points;
+    if (got === want || Date.now() > deadline) return got;
+    await new Promise((r) => setTimeout(r, 100));
+  }
+}
+
 describe("collections", { skip }, () => {
   const c = skip ? null : client();
   const name = skip ? "" : unique("vc");
@@ -25,7 +36,7 @@ describe("collections", { skip }, () => {
       pts.push({ id: i, vector: v, payload: { parity: i % 2 ? "odd" : "even", n: i } });
     }
     assert.equal(await c.collections.upsert(name, pts), 20);
-    assert.equal((await c.collections.get(name)).points, 20);
+    assert.equal(await pointsSettle(c, name, 20), 20);
 
     const hits = await c.collections.search(name, [4.2, 0, 0], { k: 3 });
     assert.equal(hits.length, 3);
@@ -58,7 +69,7 @@ describe("collections", { skip }, () => {
 
     assert.equal(await c.collections.deletePoints(name, { ids: [1, 2] }), 2);
     assert.equal(await c.collections.deletePoints(name, { filter: { must: [{ key: "n", range: { gte: 19 } }] } }), 2);
-    assert.equal((await c.collections.get(name)).points, 16);
+    assert.equal(await pointsSettle(c, name, 16), 16);
     assert.equal(await c.collections.getPoint(name, 1), null);
   });
 

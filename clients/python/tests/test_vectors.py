@@ -1,11 +1,23 @@
 """Collections, points and search, with lists and numpy arrays."""
 
+import time
 import uuid
 
 import numpy as np
 import pytest
 
 import orrery
+
+
+def points_settle(client, name, want, within_s=10.0):
+    """The collection's point count as the answering node's replicas
+    see it (docs/api.md): it may lag a write acknowledged a moment ago."""
+    deadline = time.monotonic() + within_s
+    while True:
+        got = client.collections.get(name).points
+        if got == want or time.monotonic() > deadline:
+            return got
+        time.sleep(0.1)
 
 
 def test_collections_points_search(client, name):
@@ -25,7 +37,7 @@ def test_collections_points_search(client, name):
     # A plain list and a Point with a UUID id too.
     points.append(orrery.Point(id=pid, vector=vecs[19].tolist(), payload={"lang": "de"}))
     assert client.collections.upsert(name, points) == 20
-    assert client.collections.get(name).points == 20
+    assert points_settle(client, name, 20) == 20
 
     hits = client.collections.search(name, vecs[4], k=3)
     assert hits[0].id == 4 and hits[0].score == pytest.approx(1.0, abs=1e-4)
@@ -49,7 +61,7 @@ def test_collections_points_search(client, name):
     with pytest.raises(orrery.NotFound):
         client.collections.get_point(name, 5)
     assert client.collections.delete(name, filter={"must": [{"key": "lang", "match": "de"}]}) == 1
-    assert client.collections.get(name).points == 17
+    assert points_settle(client, name, 17) == 17
 
     with pytest.raises(orrery.InvalidArgument):
         client.collections.search(name, [1.0, 2.0], k=1)  # wrong dimension
