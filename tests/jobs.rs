@@ -636,24 +636,7 @@ async fn claim_with_completions(t: &Jc) {
 
 /// Sums a counter over every node's `/metrics`.
 async fn counter(t: &Jc, name: &str) -> f64 {
-    let mut sum = 0.0;
-    for i in 0..t.c.nodes.len() {
-        let text =
-            t.c.http
-                .get(t.c.nodes[i].url("/metrics"))
-                .send()
-                .await
-                .expect("metrics")
-                .text()
-                .await
-                .expect("metrics text");
-        sum += text
-            .lines()
-            .find_map(|l| l.strip_prefix(&format!("{name} ")))
-            .and_then(|v| v.trim().parse::<f64>().ok())
-            .unwrap_or_else(|| panic!("node {i} has no {name}"));
-    }
-    sum
+    t.c.counter_sum(name).await
 }
 
 /// Concurrent single-job requests are merged into shared log entries, and

@@ -4,103 +4,10 @@
 
 mod common;
 
+use common::load::Load;
 use common::*;
 use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
-
-/// Writers that PUT fresh keys through every node in turn, retrying a 503
-/// or a connection error on the next node (as the clients do); any other
-/// answer is a failure.
-struct Load {
-    stop: Arc<AtomicBool>,
-    acked: Arc<Mutex<Vec<(String, String)>>>,
-    failed: Arc<Mutex<Vec<String>>>,
-    retries: Arc<AtomicU64>,
-    tasks: Vec<tokio::task::JoinHandle<()>>,
-}
-
-impl Load {
-    fn start(c: &Cluster, writers: usize) -> Load {
-        let stop = Arc::new(AtomicBool::new(false));
-        let acked = Arc::new(Mutex::new(Vec::new()));
-        let failed = Arc::new(Mutex::new(Vec::new()));
-        let retries = Arc::new(AtomicU64::new(0));
-        let tasks = (0..writers)
-            .map(|w| {
-                let (s, a, f, r) = (stop.clone(), acked.clone(), failed.clone(), retries.clone());
-                let urls: Vec<String> = c.nodes.iter().map(|n| n.url("/v1/kv/")).collect();
-                let http = c.http.clone();
-                tokio::spawn(async move {
-                    let mut n = 0usize;
-                    while !s.load(Ordering::Relaxed) {
-                        n += 1;
-                        let key = format!("load/{w}/{n:06}");
-                        let value = format!("v{w}-{n}");
-                        let deadline = Instant::now() + Duration::from_secs(60);
-                        let mut i = n + w;
-                        let outcome = loop {
-                            let url = format!("{}{key}", urls[i % urls.len()]);
-                            match http.put(&url).body(value.clone()).send().await {
-                                Ok(resp) if resp.status() == 200 => break Ok(()),
-                                Ok(resp) if resp.status() != 503 => {
-                                    let st = resp.status();
-                                    break Err(format!(
-                                        "{st}: {}",
-                                        resp.text().await.unwrap_or_default()
-                                    ));
-                                }
-                                _ if Instant::now() > deadline => {
-                                    break Err("no answer in 60 s".into())
-                                }
-                                _ => {
-                                    r.fetch_add(1, Ordering::Relaxed);
-                                    i += 1;
-                                    tokio::time::sleep(Duration::from_millis(100)).await;
-                                }
-                            }
-                        };
-                        match outcome {
-                            // A PUT of the same value is idempotent: a retry
-                            // after an unknown outcome is safe.
-                            Ok(()) => a
-                                .lock()
-                                .unwrap_or_else(|e| e.into_inner())
-                                .push((key, value)),
-                            Err(e) => f
-                                .lock()
-                                .unwrap_or_else(|e| e.into_inner())
-                                .push(format!("{key}: {e}")),
-                        }
-                        tokio::time::sleep(Duration::from_millis(20)).await;
-                    }
-                })
-            })
-            .collect();
-        Load {
-            stop,
-            acked,
-            failed,
-            retries,
-            tasks,
-        }
-    }
-
-    fn acked(&self) -> usize {
-        self.acked.lock().unwrap_or_else(|e| e.into_inner()).len()
-    }
-
-    async fn finish(self) -> (Vec<(String, String)>, Vec<String>, u64) {
-        self.stop.store(true, Ordering::Relaxed);
-        for t in self.tasks {
-            t.await.expect("load task");
-        }
-        let acked = std::mem::take(&mut *self.acked.lock().unwrap_or_else(|e| e.into_inner()));
-        let failed = std::mem::take(&mut *self.failed.lock().unwrap_or_else(|e| e.into_inner()));
-        (acked, failed, self.retries.load(Ordering::Relaxed))
-    }
-}
 
 /// Replicas and preferred leaderships per node id, from `shards list`.
 fn shares(c: &Cluster) -> (BTreeMap<u64, usize>, BTreeMap<u64, usize>) {
@@ -164,7 +71,10 @@ async fn added_nodes_take_their_share_under_load() {
         c.put_ok(i % 3, &format!("before/{i}"), &format!("b{i}"))
             .await;
     }
-    let load = Load::start(&c, 2);
+    // Two writers through nodes 1-3, retrying 503s and connection errors
+    // on the next node as the clients do; any other answer is a failure.
+    let bases = c.nodes.iter().map(|n| n.url("")).collect();
+    let load = Load::start(c.http.clone(), bases, 2);
 
     // Paused, a new node receives nothing.
     let paused = c.ctl_json(1, &["cluster", "rebalance", "--pause"]);
@@ -228,23 +138,7 @@ async fn added_nodes_take_their_share_under_load() {
 
     // The placement leader counted its moves: at least the 9 replicas
     // nodes 4 and 5 received.
-    let mut moves = 0.0;
-    for i in 0..c.nodes.len() {
-        let text = c
-            .http
-            .get(c.nodes[i].url("/metrics"))
-            .send()
-            .await
-            .expect("metrics")
-            .text()
-            .await
-            .expect("metrics text");
-        moves += text
-            .lines()
-            .find_map(|l| l.strip_prefix("orrery_rebalance_moves_total "))
-            .and_then(|v| v.trim().parse::<f64>().ok())
-            .unwrap_or(0.0);
-    }
+    let moves = c.counter_sum("orrery_rebalance_moves_total").await;
     assert!(moves >= 9.0, "moves counted: {moves}");
 
     // Under load the whole time: only retryable answers, nothing lost.

@@ -11,11 +11,11 @@
 
 mod common;
 
+use common::load::{put_retrying, Load};
 use common::{wait_until, Cluster};
 use serde_json::{json, Value};
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::AtomicU64;
 use std::time::{Duration, Instant};
 
 const MAX_VERSION_ENV: &str = "ORRERY_TEST_MAX_CLUSTER_VERSION";
@@ -61,122 +61,8 @@ fn base_bin() -> Option<PathBuf> {
     None
 }
 
-/// A client that writes unique keys one after another, retrying each on
-/// 503 and connection errors (rotating over the nodes, with backoff), and
-/// records every write it saw acknowledged.
-struct Load {
-    stop: Arc<AtomicBool>,
-    acked: Arc<Mutex<Vec<(String, String)>>>,
-    failed: Arc<Mutex<Vec<String>>>,
-    retries: Arc<AtomicU64>,
-    tasks: Vec<tokio::task::JoinHandle<()>>,
-}
-
 /// Concurrent writers of the load.
 const WRITERS: usize = 2;
-
-impl Load {
-    fn start(addrs: Vec<String>) -> Load {
-        let stop = Arc::new(AtomicBool::new(false));
-        let acked = Arc::new(Mutex::new(Vec::new()));
-        let failed = Arc::new(Mutex::new(Vec::new()));
-        let retries = Arc::new(AtomicU64::new(0));
-        let writers = (0..WRITERS).map(|w| {
-            let (s, a, f, r) = (stop.clone(), acked.clone(), failed.clone(), retries.clone());
-            let addrs = addrs.clone();
-            tokio::spawn(async move {
-                let http = reqwest::Client::builder()
-                    .timeout(Duration::from_secs(10))
-                    .build()
-                    .expect("http client");
-                let mut n = 0usize;
-                while !s.load(Ordering::Relaxed) {
-                    n += 1;
-                    let key = format!("load/{w}/{n:06}");
-                    let value = format!("value-{w}-{n}-{}", n * 7919 % 1000);
-                    match put_retrying(&http, &addrs, n + w, &key, &value, &r).await {
-                        Ok(()) => a.lock().unwrap().push((key, value)),
-                        Err(e) => f.lock().unwrap().push(format!("{key}: {e}")),
-                    }
-                    tokio::time::sleep(Duration::from_millis(10)).await;
-                }
-            })
-        });
-        let tasks = writers.collect();
-        Load {
-            stop,
-            acked,
-            failed,
-            retries,
-            tasks,
-        }
-    }
-
-    /// Waits until `more` further writes are acknowledged: the cluster
-    /// serves.
-    async fn wait_for_more(&self, more: usize) {
-        let want = self.acked() + more;
-        let start = Instant::now();
-        while self.acked() < want {
-            assert!(
-                start.elapsed() < Duration::from_secs(60),
-                "the load made no progress: {} acknowledged; failures: {:?}",
-                self.acked(),
-                self.failed.lock().unwrap()
-            );
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-    }
-
-    fn acked(&self) -> usize {
-        self.acked.lock().unwrap().len()
-    }
-
-    /// Stops the load; returns the acknowledged writes.
-    async fn finish(self) -> (Vec<(String, String)>, Vec<String>, u64) {
-        self.stop.store(true, Ordering::Relaxed);
-        for t in self.tasks {
-            t.await.expect("load task");
-        }
-        let acked = std::mem::take(&mut *self.acked.lock().unwrap());
-        let failed = std::mem::take(&mut *self.failed.lock().unwrap());
-        (acked, failed, self.retries.load(Ordering::Relaxed))
-    }
-}
-
-/// PUTs `key` until it is acknowledged. A PUT of the same value is
-/// idempotent, so retrying after an unknown outcome is safe.
-async fn put_retrying(
-    http: &reqwest::Client,
-    addrs: &[String],
-    start: usize,
-    key: &str,
-    value: &str,
-    retries: &AtomicU64,
-) -> Result<(), String> {
-    let deadline = Instant::now() + Duration::from_secs(60);
-    let mut backoff = Duration::from_millis(50);
-    let mut i = start;
-    loop {
-        let url = format!("http://{}/v1/kv/{key}", addrs[i % addrs.len()]);
-        let why = match http.put(&url).body(value.to_string()).send().await {
-            Ok(r) if r.status() == 200 => return Ok(()),
-            Ok(r) if r.status() == 503 => format!("503: {}", r.text().await.unwrap_or_default()),
-            Ok(r) => {
-                let s = r.status();
-                return Err(format!("{s}: {}", r.text().await.unwrap_or_default()));
-            }
-            Err(e) => format!("{e}"),
-        };
-        retries.fetch_add(1, Ordering::Relaxed);
-        if Instant::now() > deadline {
-            return Err(format!("gave up after 60 s: {why}"));
-        }
-        i += 1;
-        tokio::time::sleep(backoff).await;
-        backoff = (backoff * 2).min(Duration::from_secs(1));
-    }
-}
 
 /// Restarts node `i` on `bin` (`None`: this build) with its data, and waits
 /// until every group has caught up and the load has gone on.
@@ -256,7 +142,12 @@ async fn rolling_upgrade_under_load_with_rollback() {
     let v = cluster_view(&c, 0).await;
     assert!(v.get("cluster_version").is_none(), "not the old build: {v}");
     step("3 nodes on the previous release; load starts");
-    let load = Load::start(c.nodes.iter().map(|n| n.addr.clone()).collect());
+    // The old nodes speak plain HTTP (the bases say http://).
+    let http = reqwest::Client::builder()
+        .timeout(Duration::from_secs(10))
+        .build()
+        .expect("http client");
+    let load = Load::start(http, c.nodes.iter().map(|n| n.url("")).collect(), WRITERS);
     load.wait_for_more(50).await;
 
     // Nodes 3 and 2 on this build: the cluster stays at version 1, and the
@@ -325,7 +216,7 @@ async fn rolling_upgrade_under_load_with_rollback() {
     step("node 1 rolled back to the previous release");
     put_retrying(
         &c.http,
-        &[c.nodes[0].addr.clone()],
+        &[c.nodes[0].url("")],
         0,
         "rollback/probe",
         "ok",

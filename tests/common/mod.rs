@@ -3,6 +3,8 @@
 
 #![allow(dead_code)]
 
+pub mod load;
+
 use serde_json::Value;
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
@@ -572,6 +574,29 @@ impl Cluster {
             }
             tokio::time::sleep(Duration::from_millis(200)).await;
         }
+    }
+
+    /// An unlabelled counter summed over every node's `/metrics` (each
+    /// node must have it).
+    pub async fn counter_sum(&self, name: &str) -> f64 {
+        let mut sum = 0.0;
+        for (i, n) in self.nodes.iter().enumerate() {
+            let text = self
+                .http
+                .get(n.url("/metrics"))
+                .send()
+                .await
+                .expect("metrics")
+                .text()
+                .await
+                .expect("metrics text");
+            sum += text
+                .lines()
+                .find_map(|l| l.strip_prefix(&format!("{name} ")))
+                .and_then(|v| v.trim().parse::<f64>().ok())
+                .unwrap_or_else(|| panic!("node {} has no {name}", i + 1));
+        }
+        sum
     }
 
     /// `GET /v1/jobs/{id}` through node `i`.

@@ -246,19 +246,9 @@ impl LocalCluster {
             c = Client::connect_with(&self.nodes[0].addr, &crate::access::grpc()).await?;
         }
         for i in 1..members {
-            let n = &self.nodes[i];
-            let req = pb::AddMemberRequest {
-                id: n.id,
-                addr: n.addr.clone(),
-                peer_addr: n.peer_addr.clone(),
-                learner_only: false,
-            };
-            let id = n.id;
-            let r = tokio::time::timeout_at(deadline.into(), c.cluster().add_member(req))
-                .await
-                .map_err(|_| anyhow!("adding node {id} timed out"))?
-                .with_context(|| format!("adding node {id}"))?;
-            for p in r.into_inner().progress {
+            let id = self.nodes[i].id;
+            let left = deadline.saturating_duration_since(Instant::now());
+            for p in self.add_member(i, left).await? {
                 eprintln!("  node {id}: {p}");
             }
         }
@@ -303,8 +293,9 @@ impl LocalCluster {
     }
 
     /// Adds node `i` (spawned, not yet a member) through node 1; returns
-    /// when it is a voter (its shard replicas come later, by rebalancing).
-    pub async fn add_member(&self, i: usize, timeout: Duration) -> Result<()> {
+    /// the steps it reported once it is a voter (its shard replicas come
+    /// later: those of shards that lack them, or by rebalancing).
+    pub async fn add_member(&self, i: usize, timeout: Duration) -> Result<Vec<String>> {
         let mut c = Client::connect_with(&self.nodes[0].addr, &crate::access::grpc()).await?;
         let n = &self.nodes[i];
         let req = pb::AddMemberRequest {
@@ -313,11 +304,11 @@ impl LocalCluster {
             peer_addr: n.peer_addr.clone(),
             learner_only: false,
         };
-        tokio::time::timeout(timeout, c.cluster().add_member(req))
+        let r = tokio::time::timeout(timeout, c.cluster().add_member(req))
             .await
             .map_err(|_| anyhow!("adding node {} timed out", n.id))?
             .with_context(|| format!("adding node {}", n.id))?;
-        Ok(())
+        Ok(r.into_inner().progress)
     }
 
     /// Which node leads how many shards, as node 1 sees it.

@@ -390,7 +390,8 @@ mod tests {
     use super::*;
     use proptest::prelude::*;
 
-    fn addr(i: u64) -> NodeAddr {
+    /// Node `i`'s addresses (also used by the rebalancer's tests).
+    pub(crate) fn addr(i: u64) -> NodeAddr {
         NodeAddr {
             addr: format!("127.0.0.1:{}", 17000 + i),
             peer_addr: format!("127.0.0.1:{}", 17100 + i),

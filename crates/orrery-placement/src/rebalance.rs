@@ -138,16 +138,9 @@ pub fn plan_rebalance(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::tests::addr;
     use crate::{plan_replicas, MemberState, PlacementResponse};
-    use orrery_types::NodeAddr;
     use proptest::prelude::*;
-
-    fn addr(i: u64) -> NodeAddr {
-        NodeAddr {
-            addr: format!("127.0.0.1:{}", 17000 + i),
-            peer_addr: format!("127.0.0.1:{}", 17100 + i),
-        }
-    }
 
     fn cluster(nodes: u64, shards: u32) -> PlacementState {
         let mut s = PlacementState::default();
