@@ -62,6 +62,39 @@ impl Options {
         }
     }
 }
+/// The endpoints in a comma-separated list (`ORRERY_ENDPOINTS`), blanks
+/// dropped.
+pub fn split_endpoints(list: &str) -> Vec<String> {
+    list.split(',')
+        .map(str::trim)
+        .filter(|e| !e.is_empty())
+        .map(String::from)
+        .collect()
+}
+
+/// The cluster's endpoints from the environment: `ORRERY_ENDPOINT` (one
+/// node) when set, else `ORRERY_ENDPOINTS` (comma-separated); empty when
+/// neither is.
+pub fn endpoints_from_env() -> Vec<String> {
+    let var = |k: &str| std::env::var(k).ok().filter(|v| !v.trim().is_empty());
+    var("ORRERY_ENDPOINT")
+        .or_else(|| var("ORRERY_ENDPOINTS"))
+        .map(|v| split_endpoints(&v))
+        .unwrap_or_default()
+}
+
+#[cfg(test)]
+mod endpoint_tests {
+    #[test]
+    fn split_endpoints_drops_blanks() {
+        assert_eq!(
+            super::split_endpoints(" a:1, b:2,,c:3 ,"),
+            vec!["a:1", "b:2", "c:3"]
+        );
+        assert!(super::split_endpoints(" , ").is_empty());
+    }
+}
+
 pub use vectors::{PointId, VectorCollection, VectorHit, VectorPoint, VectorSearchRequest};
 
 #[derive(Debug, thiserror::Error)]
@@ -127,6 +160,38 @@ impl Client {
     /// [`Options::from_env`] (none: an `--insecure` cluster).
     pub async fn connect(endpoint: &str) -> Result<Self, Error> {
         Self::connect_with(endpoint, &Options::from_env()).await
+    }
+
+    /// Connects to the first of `endpoints` (`host:port` each) that
+    /// answers, in order: any node serves every request, so a client given
+    /// the whole cluster (`ORRERY_ENDPOINTS`) starts while some nodes are
+    /// down. The error names every endpoint tried.
+    pub async fn connect_any<S: AsRef<str>>(
+        endpoints: &[S],
+        opts: &Options,
+    ) -> Result<Self, Error> {
+        let mut failures = Vec::new();
+        for e in endpoints {
+            match Self::connect_with(e.as_ref(), opts).await {
+                Ok(c) => return Ok(c),
+                Err(Error::Connect { endpoint, message }) => {
+                    failures.push(format!("{endpoint}: {message}"))
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        Err(Error::Connect {
+            endpoint: endpoints
+                .iter()
+                .map(|e| e.as_ref())
+                .collect::<Vec<_>>()
+                .join(","),
+            message: if failures.is_empty() {
+                "no endpoint given".into()
+            } else {
+                failures.join("; ")
+            },
+        })
     }
 
     /// Connects to `endpoint` (`host:port`): TLS trusting `opts.ca_cert`

@@ -8,6 +8,8 @@ use serde::Deserialize;
 use std::path::PathBuf;
 use std::time::Duration;
 
+mod healthcheck;
+
 #[derive(Parser)]
 #[command(
     name = "orrery",
@@ -23,6 +25,9 @@ struct Cli {
 enum Cmd {
     /// Run a node.
     Serve(Box<ServeArgs>),
+    /// Exit 0 when the local node is ready (`GET /readyz` answers 200): the
+    /// container image's HEALTHCHECK.
+    Healthcheck(healthcheck::HealthcheckArgs),
 }
 
 #[derive(Clone, Copy, ValueEnum, Deserialize, Default, PartialEq, Eq)]
@@ -398,6 +403,7 @@ fn main() {
     let result = rt.block_on(async {
         match cli.cmd {
             Cmd::Serve(args) => serve(*args).await,
+            Cmd::Healthcheck(args) => healthcheck::run(args).await,
         }
     });
     if let Err(e) = result {

@@ -20,14 +20,14 @@ mod vectors;
 #[derive(Parser)]
 #[command(name = "orreryctl", version, about = "Administer an Orrery cluster")]
 struct Cli {
-    /// Any node's client address.
-    #[arg(
-        long,
-        global = true,
-        env = "ORRERY_ENDPOINT",
-        default_value = "127.0.0.1:17001"
-    )]
-    endpoint: String,
+    /// Any node's client address, or several separated by commas: the
+    /// first that answers is used [default: 127.0.0.1:17001].
+    #[arg(long, global = true, env = "ORRERY_ENDPOINT")]
+    endpoint: Option<String>,
+    /// The cluster's client addresses, comma-separated, tried in order
+    /// (`cluster/compose-env.sh` prints them); --endpoint wins.
+    #[arg(long, global = true, env = "ORRERY_ENDPOINTS")]
+    endpoints: Option<String>,
     /// Bearer token (`cluster init` prints the root token; `auth tokens
     /// create` makes others).
     #[arg(long, global = true, env = "ORRERY_TOKEN", hide_env_values = true)]
@@ -369,7 +369,12 @@ async fn run(cli: Cli) -> Result<()> {
         ca_cert: cli.ca_cert.clone(),
         token: cli.token.clone(),
     };
-    let mut c = Client::connect_with(&cli.endpoint, &opts).await?;
+    let list = cli
+        .endpoint
+        .as_deref()
+        .or(cli.endpoints.as_deref())
+        .unwrap_or("127.0.0.1:17001");
+    let mut c = Client::connect_any(&orrery_client::split_endpoints(list), &opts).await?;
     match cli.cmd {
         Cmd::Certs(cmd) => auth::certs(cmd, cli.json)?,
         Cmd::Auth(cmd) => auth::auth(&c, cmd, cli.json).await?,
