@@ -42,3 +42,16 @@ elif [ "$(id -u)" -ne 0 ]; then
 else
     scripts/jepsen.sh ci
 fi
+
+echo "== container tests (cluster/docker-compose.yml on real containers)"
+# Needs a Docker engine with Compose (v2 or v1.29); skipped, saying so,
+# when no engine answers. ORRERY_SKIP_CONTAINERS=1 skips them too.
+if [ "${ORRERY_SKIP_CONTAINERS:-0}" = 1 ]; then
+    echo "skipped: ORRERY_SKIP_CONTAINERS=1"
+elif ! docker info >/dev/null 2>&1; then
+    echo "skipped: no Docker engine answers (docker info)"
+elif ! docker compose version >/dev/null 2>&1 && ! command -v docker-compose >/dev/null 2>&1; then
+    echo "skipped: neither docker compose (v2) nor docker-compose (v1) is installed"
+else
+    scripts/test-containers.sh
+fi

@@ -77,6 +77,57 @@ async fn orreryctl_commands() {
         .unwrap();
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("cannot connect"));
+
+    // Several endpoints (ORRERY_ENDPOINTS, or a list in --endpoint): the
+    // first that answers serves; ORRERY_ENDPOINT, when set, wins.
+    let dead = format!("127.0.0.1:{}", free_port());
+    let live = c.nodes[1].addr.clone();
+    let ctl_env = |vars: &[(&str, &str)], args: &[&str]| {
+        let mut cmd = Command::new(orreryctl_bin());
+        cmd.env_remove("ORRERY_ENDPOINT")
+            .env_remove("ORRERY_ENDPOINTS")
+            .env("ORRERY_CA_CERT", c.ca_cert())
+            .env("ORRERY_TOKEN", c.token());
+        for (k, v) in vars {
+            cmd.env(k, v);
+        }
+        cmd.args(args).output().unwrap()
+    };
+    let list = format!("{dead},{live}");
+    let out = ctl_env(&[("ORRERY_ENDPOINTS", &list)], &["kv", "get", "app/b"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "2");
+    let out = ctl_env(&[], &["--endpoint", &list, "kv", "get", "app/b"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = ctl_env(
+        &[("ORRERY_ENDPOINTS", &list), ("ORRERY_ENDPOINT", &dead)],
+        &["kv", "get", "app/b"],
+    );
+    assert!(!out.status.success(), "ORRERY_ENDPOINT did not win");
+    // Every endpoint dead: the error names them all.
+    let dead2 = format!("127.0.0.1:{}", free_port());
+    let out = ctl_env(
+        &[("ORRERY_ENDPOINTS", &format!("{dead},{dead2}"))],
+        &["status"],
+    );
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && err.contains(&dead) && err.contains(&dead2), "{err}");
+
+    // The Rust client: the same with Client::connect_any.
+    let opts = orrery_client::Options {
+        ca_cert: Some(c.ca_cert()),
+        token: Some(c.token().to_string()),
+    };
+    let mut client = orrery_client::Client::connect_any(&[dead.clone(), live], &opts)
+        .await
+        .expect("connect_any skips the dead endpoint");
+    assert_eq!(
+        client.get("app/b").await.unwrap().map(|v| v.value),
+        Some(b"2".to_vec())
+    );
+    assert!(orrery_client::Client::connect_any(&[dead, dead2], &opts)
+        .await
+        .is_err());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -176,4 +227,44 @@ async fn serve_reads_config_file_and_env_with_flags_winning() {
         "{err}"
     );
     let _: Option<Value> = None;
+}
+
+/// `orrery healthcheck` (the image's HEALTHCHECK): 1 while the node has no
+/// cluster, 0 once it is ready, 1 with the wrong CA or a dead port; it
+/// finds the port and the CA in ORRERY_LISTEN and ORRERY_CERTS_DIR.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn healthcheck_reports_readiness_over_tls() {
+    let c = Cluster::start(1, &[]).await;
+    let check = |listen: &str, certs: &std::path::Path| {
+        Command::new(orrery_bin())
+            .arg("healthcheck")
+            .env("ORRERY_LISTEN", listen)
+            .env("ORRERY_CERTS_DIR", certs)
+            .env_remove("ORRERY_INSECURE")
+            .output()
+            .unwrap()
+    };
+    let addr = c.nodes[0].addr.clone();
+    let out = check(&addr, &c.certs_dir(1));
+    assert!(!out.status.success(), "ready before init");
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("503"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    c.form(1);
+    let ready = wait_until(Duration::from_secs(20), || async {
+        check(&addr, &c.certs_dir(1)).status.success()
+    })
+    .await;
+    assert!(ready.is_ok(), "never healthy");
+    let out = check(&addr, &c.certs_dir(1));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("\"ready\""));
+    // Another CA: the node's certificate is not trusted.
+    let other = tempfile::tempdir().unwrap();
+    orrery_tls::create_ca(other.path(), false).unwrap();
+    let out = check(&addr, other.path());
+    assert!(!out.status.success(), "trusted a node of another CA");
+    let out = check(&format!("127.0.0.1:{}", free_port()), &c.certs_dir(1));
+    assert!(!out.status.success(), "healthy on a dead port");
 }
