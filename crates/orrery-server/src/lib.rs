@@ -7,6 +7,7 @@
 
 pub mod api;
 pub mod auth;
+pub mod bootstrap;
 pub mod grpc;
 pub mod http;
 mod listen;
@@ -155,6 +156,9 @@ pub async fn run(
     let authn =
         auth::Authenticator::new(node.clone(), cfg.auth.clone()).map_err(ServerError::Serve)?;
     let services = Services::new(node.clone(), Arc::new(authn));
+    if let Some(b) = cfg.bootstrap.clone() {
+        tokio::spawn(bootstrap::run(services.clone(), b, stop_rx.clone()));
+    }
     services
         .jobs
         .start(stop_rx.clone(), services.policies.kind_handlers());

@@ -12,7 +12,7 @@ pub mod peer;
 mod rebalance;
 mod reconcile;
 mod route;
-mod status;
+pub(crate) mod status;
 pub mod typed;
 pub mod validate;
 pub mod version;
@@ -80,6 +80,8 @@ pub struct NodeConfig {
     /// How many replica moves the rebalancer runs at once (when this node
     /// leads the placement group).
     pub rebalance: orrery_placement::MoveLimits,
+    /// `--initial-members`: form a cluster by itself at start.
+    pub bootstrap: Option<crate::bootstrap::Bootstrap>,
 }
 
 impl NodeConfig {
