@@ -97,11 +97,24 @@ t2=$(date +%s)
 ctx=$(mktemp -d)
 trap 'rm -rf "$ctx"' EXIT
 cp cluster/Dockerfile "$ctx/Dockerfile"
-cp "$target_dir/release/orrery" "$target_dir/release/orreryctl" "$ctx/"
+# The release profile keeps line tables (file:line in panics); compressed,
+# they cost a quarter of the space (the node binary: 240 MB -> ~70 MB).
+for b in orrery orreryctl; do
+    if command -v objcopy >/dev/null 2>&1; then
+        objcopy --compress-debug-sections=zlib "$target_dir/release/$b" "$ctx/$b"
+    else
+        cp "$target_dir/release/$b" "$ctx/$b"
+    fi
+done
 echo "== docker build -t $image ($(du -sh "$ctx" | cut -f1) context)"
 revision=$(git describe --always --dirty 2>/dev/null || echo unknown)
-docker build -q -t "$image" \
+# The output only matters when it fails (the legacy builder also warns
+# that it is deprecated; BuildKit is not needed for this file).
+docker build -t "$image" \
     --label "org.opencontainers.image.revision=$revision" \
-    --label "org.orrery.build=${ORRERY_IMAGE_BUILD:-}" "$ctx" >/dev/null
+    --label "org.orrery.build=${ORRERY_IMAGE_BUILD:-}" "$ctx" >"$ctx/build.log" 2>&1 || {
+    cat "$ctx/build.log" >&2
+    exit 1
+}
 t_image=$(since "$t2")
 echo "built $image: cargo ${t_build}s, base image ${t_base}s, docker build ${t_image}s"
