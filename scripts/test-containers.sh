@@ -50,7 +50,7 @@ echo "ORRERY_ENDPOINTS=$ORRERY_ENDPOINTS"
 
 t2=$(date +%s)
 ORRERY_CONTAINER_TESTS=1 ORRERY_COMPOSE="${COMPOSE[*]}" \
-    ORRERY_REBUILD_IMAGE="ORRERY_SKIP_CARGO=1 ORRERY_IMAGE_BUILD=roll-$$ scripts/docker-image.sh" \
+    ORRERY_REBUILD_IMAGE="ORRERY_SKIP_CARGO=1 ORRERY_IMAGE_BUILD=roll-$$ $PWD/scripts/docker-image.sh" \
     cargo test --locked -p orrery --test containers -- --nocapture
 t_test=$(($(date +%s) - t2))
 echo "container tests: image ${t_image}s, up ${t_up}s, tests ${t_test}s"

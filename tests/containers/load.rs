@@ -96,9 +96,12 @@ where
     let mut i = start;
     loop {
         let n = i % nodes.len();
-        let why = match nodes.client(n).await {
-            Err(e) => e.to_string(),
-            Ok(c) => match tokio::time::timeout(ATTEMPT_TIMEOUT, op(c)).await {
+        // The connect is bounded too: a paused container's kernel accepts
+        // the TCP connection, and the TLS handshake then never finishes.
+        let why = match tokio::time::timeout(ATTEMPT_TIMEOUT, nodes.client(n)).await {
+            Err(_) => format!("no connection within {ATTEMPT_TIMEOUT:?}"),
+            Ok(Err(e)) => e.to_string(),
+            Ok(Ok(c)) => match tokio::time::timeout(ATTEMPT_TIMEOUT, op(c)).await {
                 Ok(Ok(v)) => return Ok(v),
                 Ok(Err(e)) if retryable(&e) => e.to_string(),
                 Ok(Err(e)) => return Err(format!("{}: {e}", nodes.endpoints[n])),
