@@ -95,10 +95,18 @@ async fn orreryctl_commands() {
     };
     let list = format!("{dead},{live}");
     let out = ctl_env(&[("ORRERY_ENDPOINTS", &list)], &["kv", "get", "app/b"]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "2");
     let out = ctl_env(&[], &["--endpoint", &list, "kv", "get", "app/b"]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let out = ctl_env(
         &[("ORRERY_ENDPOINTS", &list), ("ORRERY_ENDPOINT", &dead)],
         &["kv", "get", "app/b"],
@@ -111,7 +119,10 @@ async fn orreryctl_commands() {
         &["status"],
     );
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(!out.status.success() && err.contains(&dead) && err.contains(&dead2), "{err}");
+    assert!(
+        !out.status.success() && err.contains(&dead) && err.contains(&dead2),
+        "{err}"
+    );
 
     // The Rust client: the same with Client::connect_any.
     let opts = orrery_client::Options {

@@ -42,9 +42,12 @@ async fn status(endpoint: &str, opts: &Options) -> Result<pb::StatusResponse, St
         .await
         .map_err(|_| "connect: no answer".to_string())?
         .map_err(|e| e.to_string())?;
-    let r = tokio::time::timeout(Duration::from_secs(3), c.cluster().status(pb::StatusRequest {}))
-        .await
-        .map_err(|_| "status: no answer".to_string())?;
+    let r = tokio::time::timeout(
+        Duration::from_secs(3),
+        c.cluster().status(pb::StatusRequest {}),
+    )
+    .await
+    .map_err(|_| "status: no answer".to_string())?;
     r.map(|r| r.into_inner()).map_err(|e| e.to_string())
 }
 
@@ -121,7 +124,10 @@ async fn compose_cluster_survives_kill_partition_pause_and_rolling_restart() {
     let endpoints = orrery_client::endpoints_from_env();
     assert_eq!(endpoints.len(), 3, "ORRERY_ENDPOINTS: {endpoints:?}");
     let opts = Options::from_env();
-    assert!(opts.ca_cert.is_some() && opts.token.is_some(), "ORRERY_CA_CERT and ORRERY_TOKEN");
+    assert!(
+        opts.ca_cert.is_some() && opts.token.is_some(),
+        "ORRERY_CA_CERT and ORRERY_TOKEN"
+    );
     let step = Duration::from_secs(120);
 
     wait_converged(&p, &endpoints, &opts, step).await;
@@ -206,14 +212,24 @@ async fn compose_cluster_survives_kill_partition_pause_and_rolling_restart() {
         roll.last().copied().unwrap_or_default(),
         roll_failures.len()
     );
-    assert!(roll_failures.is_empty(), "requests failed during the roll: {roll_failures:?}");
+    assert!(
+        roll_failures.is_empty(),
+        "requests failed during the roll: {roll_failures:?}"
+    );
 
     let retries = load.retries();
     let failures = load.failures();
     let acked = load.finish().await;
-    eprintln!("load: {} writes acknowledged, {retries} retries", acked.len());
+    eprintln!(
+        "load: {} writes acknowledged, {retries} retries",
+        acked.len()
+    );
     assert!(failures.is_empty(), "requests failed: {failures:?}");
-    assert!(acked.len() >= 1000, "only {} writes acknowledged", acked.len());
+    assert!(
+        acked.len() >= 1000,
+        "only {} writes acknowledged",
+        acked.len()
+    );
 
     // Nothing acknowledged is lost: every write read back through every
     // node (linearizable), and from every node's own replica (stale: all
@@ -226,7 +242,7 @@ async fn compose_cluster_survives_kill_partition_pause_and_rolling_restart() {
                     let (e, opts) = (e.clone(), opts.clone());
                     async move { read_back(&e, &opts, chunk, consistency).await }
                 })
-                .buffer_unordered(4)
+                .buffer_unordered(16)
                 .collect::<Vec<Vec<String>>>()
                 .await
                 .concat();

@@ -72,7 +72,10 @@ pub fn docker(args: &[&str]) -> String {
 /// `docker ARGS`, its exit status and stdout + stderr, for commands that are
 /// expected to fail.
 pub fn docker_status(args: &[&str]) -> (bool, String) {
-    let out = Command::new("docker").args(args).output().expect("run docker");
+    let out = Command::new("docker")
+        .args(args)
+        .output()
+        .expect("run docker");
     let text = format!(
         "{}{}",
         String::from_utf8_lossy(&out.stdout),

@@ -66,13 +66,15 @@ impl Nodes {
 fn retryable(e: &Error) -> bool {
     match e {
         Error::Connect { .. } => true,
-        Error::Status(s) => matches!(
-            s.code(),
-            tonic::Code::Unavailable | tonic::Code::Cancelled | tonic::Code::DeadlineExceeded
-        ) || (s.code() == tonic::Code::Unknown
-            && ["transport", "connection", "h2", "broken pipe", "reset"]
-                .iter()
-                .any(|w| s.message().to_lowercase().contains(w))),
+        Error::Status(s) => {
+            matches!(
+                s.code(),
+                tonic::Code::Unavailable | tonic::Code::Cancelled | tonic::Code::DeadlineExceeded
+            ) || (s.code() == tonic::Code::Unknown
+                && ["transport", "connection", "h2", "broken pipe", "reset"]
+                    .iter()
+                    .any(|w| s.message().to_lowercase().contains(w)))
+        }
     }
 }
 
@@ -157,9 +159,9 @@ impl Load {
                             let key = k.clone();
                             let r = retrying(&mut nodes, n + w + 1, &retries, |c| {
                                 let k = key.clone();
-                                Box::pin(async move {
-                                    c.get_with(k, Consistency::Linearizable).await
-                                })
+                                Box::pin(
+                                    async move { c.get_with(k, Consistency::Linearizable).await },
+                                )
                             })
                             .await;
                             let r = match r {
