@@ -153,7 +153,7 @@ impl Load {
                             mine.push((key.clone(), value.clone()));
                         }
                         shared.record(t, r.map(|_| (key.clone(), value.clone())), &key);
-                        if n % 3 == 0 && !mine.is_empty() {
+                        if n.is_multiple_of(3) && !mine.is_empty() {
                             let (k, v) = mine[(n * 7919) % mine.len()].clone();
                             let t = Instant::now();
                             let key = k.clone();
