@@ -32,6 +32,9 @@ cleanup() {
     else
         "${COMPOSE[@]}" down -v --remove-orphans >/dev/null 2>&1 || true
         rm -rf "$XDG_CACHE_HOME/orrery-compose/$COMPOSE_PROJECT_NAME"
+        # Images this run left untagged (the one the roll replaced); only
+        # ours carry the org.orrery.build label.
+        docker image prune -f --filter label=org.orrery.build >/dev/null 2>&1 || true
     fi
     exit "$rc"
 }
