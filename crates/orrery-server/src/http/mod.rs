@@ -12,7 +12,7 @@ mod jobs_queues;
 mod jobs_sse;
 mod kv;
 mod openapi;
-mod openapi_errors;
+pub(crate) mod openapi_errors;
 mod openapi_jobs;
 mod openapi_schemas;
 mod policies;

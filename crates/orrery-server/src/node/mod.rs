@@ -13,6 +13,7 @@ mod rebalance;
 mod reconcile;
 mod route;
 pub(crate) mod status;
+pub mod storage_health;
 pub mod typed;
 pub mod validate;
 pub mod version;
@@ -110,6 +111,8 @@ pub struct Node {
     group_commit: GroupCommit,
     /// When this node (as placement leader) last looked for moves.
     last_rebalance: Mutex<Option<Instant>>,
+    /// Why this node's storage failed, once it did (`storage_health.rs`).
+    storage_failed: std::sync::OnceLock<String>,
 }
 
 /// On a leader: how many entries of its log `target` does not have yet.
@@ -135,6 +138,7 @@ impl Node {
             paused: Mutex::new(HashMap::new()),
             group_commit: GroupCommit::default(),
             last_rebalance: Mutex::new(None),
+            storage_failed: std::sync::OnceLock::new(),
         })
     }
 
@@ -172,6 +176,9 @@ impl Node {
     /// leader cut off from its quorum keeps believing it leads; it must
     /// not report ready). Returns the leader, or why not.
     pub fn readiness(&self) -> Result<NodeId, String> {
+        if let Some(why) = self.storage_failure() {
+            return Err(format!("storage failed: {why}"));
+        }
         let Some(g) = self.placement_group() else {
             return Err("not part of an initialised cluster yet".into());
         };

@@ -123,6 +123,9 @@ impl Node {
         // Every write passes here, local or forwarded: a command the active
         // cluster version does not allow is never proposed, nor forwarded.
         self.check_version(&cmd).await?;
+        // A node whose storage failed acknowledges nothing (not even what
+        // it would forward: it is about to stop).
+        self.check_storage()?;
         // ... and the public API's input rules (a peer's Forward skipped
         // that API).
         super::validate::command(&self.cfg, &cmd)?;

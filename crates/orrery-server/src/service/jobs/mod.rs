@@ -132,7 +132,10 @@ pub fn all_failed<T>(results: &[Result<T, ApiError>]) -> Option<ApiError> {
     let first = results.first()?.as_ref().err()?;
     let retryable = matches!(
         first,
-        ApiError::Unavailable(_) | ApiError::OutcomeUnknown(_) | ApiError::NotInitialized
+        ApiError::Unavailable(_)
+            | ApiError::OutcomeUnknown(_)
+            | ApiError::NotInitialized
+            | ApiError::StorageUnavailable(_)
     );
     let same = results
         .iter()
