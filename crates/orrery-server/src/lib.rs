@@ -12,6 +12,7 @@ pub mod grpc;
 pub mod http;
 mod listen;
 pub mod node;
+pub mod overload;
 pub mod service;
 
 pub use api::ApiError;
@@ -190,6 +191,11 @@ pub async fn run(
     if let Some(origin) = &cfg.cors_origin {
         app = app.layer(http::cors(origin).map_err(ServerError::Serve)?);
     }
+    // Outermost: the excess is refused before any other work is done.
+    app = app.layer(axum::middleware::from_fn_with_state(
+        node.budgets.clone(),
+        overload::guard,
+    ));
     let make = app.into_make_service_with_connect_info::<auth::ConnInfo>();
 
     let mut rx1 = stop_rx.clone();
@@ -202,12 +208,18 @@ pub async fn run(
             let tls = certs
                 .server_config(false)
                 .map_err(|e| ServerError::Serve(e.to_string()))?;
-            let l = listen::TlsListener(orrery_tls::accept_tls(client_l, tls));
+            let l = overload::Capped {
+                inner: listen::TlsListener(orrery_tls::accept_tls(client_l, tls)),
+                budgets: node.budgets.clone(),
+            };
             let srv = axum::serve(l, make).with_graceful_shutdown(stopped);
             Box::pin(async move { srv.await.map_err(|e| e.to_string()) })
         }
         None => {
-            let l = listen::PlainListener(client_l);
+            let l = overload::Capped {
+                inner: listen::PlainListener(client_l),
+                budgets: node.budgets.clone(),
+            };
             let srv = axum::serve(l, make).with_graceful_shutdown(stopped);
             Box::pin(async move { srv.await.map_err(|e| e.to_string()) })
         }

@@ -169,6 +169,18 @@ struct ServeArgs {
     /// (`deadline_ms` in its graph; 100 when absent) [default: 1000].
     #[arg(long, env = "ORRERY_POLICY_MAX_DEADLINE_MS")]
     policy_max_deadline_ms: Option<u64>,
+    /// Client connections this node keeps open; more are closed as soon as
+    /// they are accepted [default: 4096].
+    #[arg(long, env = "ORRERY_MAX_CONNECTIONS")]
+    max_connections: Option<usize>,
+    /// Requests this node handles at once (streams not counted); more are
+    /// answered 503 `overloaded` at once [default: 512].
+    #[arg(long, env = "ORRERY_MAX_REQUESTS")]
+    max_requests: Option<usize>,
+    /// Long-lived streams (event streams, followed logs) open at once; more
+    /// are answered 503 `overloaded` [default: 256].
+    #[arg(long, env = "ORRERY_MAX_STREAMS")]
+    max_streams: Option<usize>,
     /// Replica moves the rebalancer runs at once in the whole cluster
     /// (read on the placement leader) [default: 2].
     #[arg(long, env = "ORRERY_REBALANCE_MAX_MOVES")]
@@ -221,7 +233,10 @@ impl ServeArgs {
             http_sources_allow,
             policy_max_deadline_ms,
             rebalance_max_moves,
-            rebalance_max_moves_per_node
+            rebalance_max_moves_per_node,
+            max_connections,
+            max_requests,
+            max_streams
         )
     }
 }
@@ -380,6 +395,21 @@ async fn serve(args: ServeArgs) -> Result<()> {
             Some(b)
         }
     };
+    let dl = orrery_server::overload::Limits::default();
+    let positive = |v: Option<usize>, d: usize, flag: &str| match v {
+        Some(0) => bail!("{flag} must be positive"),
+        Some(n) => Ok(n),
+        None => Ok(d),
+    };
+    let limits = orrery_server::overload::Limits {
+        max_connections: positive(
+            args.max_connections,
+            dl.max_connections,
+            "--max-connections",
+        )?,
+        max_requests: positive(args.max_requests, dl.max_requests, "--max-requests")?,
+        max_streams: positive(args.max_streams, dl.max_streams, "--max-streams")?,
+    };
     let cfg = NodeConfig {
         id,
         addr,
@@ -413,6 +443,7 @@ async fn serve(args: ServeArgs) -> Result<()> {
         policies,
         rebalance,
         bootstrap,
+        limits,
     };
     orrery_server::run(cfg, &listen, &peer_listen, shutdown_signal(), |b| {
         eprintln!(

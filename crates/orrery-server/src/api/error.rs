@@ -52,6 +52,10 @@ pub enum ApiError {
     /// variant index travels in forwarded replies.
     #[error("storage unavailable on this node: {0}")]
     StorageUnavailable(String),
+    /// This node is handling as many requests as it may (`overload.rs`):
+    /// nothing was done; retry shortly or on another node.
+    #[error("overloaded: {0}")]
+    Overloaded(String),
 }
 
 impl ApiError {
@@ -82,6 +86,7 @@ impl ApiError {
             ApiError::UnsupportedMediaType(_) => "unsupported_media_type",
             ApiError::EvaluationTimeout(_) => "evaluation_timeout",
             ApiError::StorageUnavailable(_) => "storage_unavailable",
+            ApiError::Overloaded(_) => "overloaded",
         }
     }
 
@@ -94,7 +99,8 @@ impl ApiError {
             ApiError::Unavailable(_)
             | ApiError::OutcomeUnknown(_)
             | ApiError::NotInitialized
-            | ApiError::StorageUnavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            | ApiError::StorageUnavailable(_)
+            | ApiError::Overloaded(_) => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
             ApiError::ClusterVersionTooLow { .. } => StatusCode::CONFLICT,
             ApiError::Unauthenticated(_) => StatusCode::UNAUTHORIZED,
@@ -170,7 +176,8 @@ fn grpc_status(e: &ApiError) -> tonic::Status {
         ApiError::Unavailable(_)
         | ApiError::OutcomeUnknown(_)
         | ApiError::NotInitialized
-        | ApiError::StorageUnavailable(_) => tonic::Status::unavailable(msg),
+        | ApiError::StorageUnavailable(_)
+        | ApiError::Overloaded(_) => tonic::Status::unavailable(msg),
         ApiError::Internal(_) => tonic::Status::internal(msg),
         ApiError::ClusterVersionTooLow { .. } => tonic::Status::failed_precondition(msg),
         ApiError::Unauthenticated(_) => tonic::Status::unauthenticated(msg),
@@ -285,6 +292,7 @@ mod tests {
             ApiError::OutcomeUnknown("?".into()),
             ApiError::NotInitialized,
             ApiError::StorageUnavailable("disk full".into()),
+            ApiError::Overloaded("busy".into()),
         ] {
             let code = e.code().to_string();
             let s = tonic::Status::from(e);

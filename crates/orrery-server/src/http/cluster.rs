@@ -150,6 +150,7 @@ async fn readyz(State(s): State<AppState>) -> Response {
 async fn metrics(State(s): State<AppState>) -> Response {
     let mut out = String::new();
     s.node.metrics.render(&mut out);
+    s.node.budgets.render(&mut out);
     let (gpus, held) = s.jobs.local_gpus();
     crate::render_raft_metrics(&s.node, &gpus, &held, &mut out);
     ([("content-type", "text/plain; version=0.0.4")], out).into_response()

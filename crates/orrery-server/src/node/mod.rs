@@ -81,6 +81,8 @@ pub struct NodeConfig {
     /// How many replica moves the rebalancer runs at once (when this node
     /// leads the placement group).
     pub rebalance: orrery_placement::MoveLimits,
+    /// Caps on client connections and requests in flight (`overload.rs`).
+    pub limits: crate::overload::Limits,
     /// `--initial-members`: form a cluster by itself at start.
     pub bootstrap: Option<crate::bootstrap::Bootstrap>,
 }
@@ -98,6 +100,8 @@ pub struct Node {
     pub cfg: NodeConfig,
     pub registry: Arc<Registry>,
     pub metrics: Arc<Metrics>,
+    /// The client port's connection and request budgets.
+    pub budgets: Arc<crate::overload::Budgets>,
     reconcile: Notify,
     /// Groups with a membership change in flight (started by this node).
     busy: Mutex<HashSet<GroupId>>,
@@ -129,6 +133,7 @@ fn behind(m: &orrery_raft::RaftMetrics, target: NodeId) -> u64 {
 impl Node {
     pub fn new(cfg: NodeConfig, registry: Arc<Registry>) -> Arc<Self> {
         Arc::new(Self {
+            budgets: crate::overload::Budgets::new(cfg.limits),
             cfg,
             registry,
             metrics: Arc::new(Metrics::default()),

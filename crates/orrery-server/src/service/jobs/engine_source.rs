@@ -17,7 +17,8 @@ fn source_error(e: ApiError) -> SourceError {
         ApiError::Unavailable(_)
         | ApiError::OutcomeUnknown(_)
         | ApiError::NotInitialized
-        | ApiError::StorageUnavailable(_) => SourceError::Unavailable(e.to_string()),
+        | ApiError::StorageUnavailable(_)
+        | ApiError::Overloaded(_) => SourceError::Unavailable(e.to_string()),
         other => SourceError::Other(other.to_string()),
     }
 }

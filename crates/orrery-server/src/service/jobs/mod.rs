@@ -136,6 +136,7 @@ pub fn all_failed<T>(results: &[Result<T, ApiError>]) -> Option<ApiError> {
             | ApiError::OutcomeUnknown(_)
             | ApiError::NotInitialized
             | ApiError::StorageUnavailable(_)
+            | ApiError::Overloaded(_)
     );
     let same = results
         .iter()
