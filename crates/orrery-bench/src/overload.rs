@@ -151,7 +151,7 @@ async fn measure(cluster: &mut LocalCluster, args: &OverloadArgs, step: Duration
                 }
             }));
             n += 1;
-            if n % 256 == 0 {
+            if n.is_multiple_of(256) {
                 peak_rss = peak_rss.max(rss_kib(&pids));
             }
         }
