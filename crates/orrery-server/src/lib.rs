@@ -11,6 +11,7 @@ pub mod bootstrap;
 pub mod grpc;
 pub mod http;
 mod listen;
+pub mod restore;
 pub mod node;
 pub mod service;
 
