@@ -339,3 +339,7 @@ fn seed(
     seed_group::<TypeConfig>(storage, group, meta, data, vote)?;
     Ok(())
 }
+
+#[cfg(test)]
+#[path = "restore_tests.rs"]
+mod tests;
