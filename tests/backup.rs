@@ -67,7 +67,10 @@ async fn content(c: &Cluster, i: usize) -> Content {
     let mut versions = BTreeMap::new();
     for p in policies["policies"].as_array().expect("policies") {
         let id = p["id"].as_str().expect("policy id");
-        versions.insert(id.to_string(), get(format!("/v1/policies/{id}/versions")).await);
+        versions.insert(
+            id.to_string(),
+            get(format!("/v1/policies/{id}/versions")).await,
+        );
     }
     let rest = json!({
         "queues": get("/v1/queues".into()).await,
@@ -87,11 +90,18 @@ async fn content(c: &Cluster, i: usize) -> Content {
 /// Data in every domain, made before the backup and not changed after.
 async fn populate(c: &Cluster) -> String {
     for k in 0..50 {
-        c.put_ok(k % 3, &format!("data/{k:03}"), &format!("v{k}")).await;
+        c.put_ok(k % 3, &format!("data/{k:03}"), &format!("v{k}"))
+            .await;
     }
     c.put_ok(0, "data/binary", "\u{00e9}t\u{00e9}").await;
-    c.json_ok(0, "POST", "/v1/queues", Some(json!({"name": "bq", "lease_s": 300})), 201)
-        .await;
+    c.json_ok(
+        0,
+        "POST",
+        "/v1/queues",
+        Some(json!({"name": "bq", "lease_s": 300})),
+        201,
+    )
+    .await;
     for j in 0..12 {
         let body = json!({"queue": "bq", "kind": "work", "params": {"n": j}, "priority": j % 3});
         c.json_ok(j % 3, "POST", "/v1/jobs", Some(body), 201).await;
@@ -105,22 +115,41 @@ async fn populate(c: &Cluster) -> String {
         let id = v["id"].as_str().expect("claimed job id").to_string();
         if finish {
             let done = json!({"token": v["token"], "result": {"ok": true}});
-            c.json_ok(2, "POST", &format!("/v1/jobs/{id}/complete"), Some(done), 200)
-                .await;
+            c.json_ok(
+                2,
+                "POST",
+                &format!("/v1/jobs/{id}/complete"),
+                Some(done),
+                200,
+            )
+            .await;
         }
     }
     let coll = json!({"name": "docs", "dim": 4, "metric": "cosine"});
-    c.json_ok(0, "POST", "/v1/collections", Some(coll), 201).await;
+    c.json_ok(0, "POST", "/v1/collections", Some(coll), 201)
+        .await;
     let points: Vec<Value> = (0..POINTS)
         .map(|p| {
             let f = p as f32;
             json!({"id": p, "vector": [1.0, f, f * 0.5, 2.0 - f], "payload": {"n": p}})
         })
         .collect();
-    c.json_ok(1, "PUT", "/v1/collections/docs/points", Some(json!({"points": points})), 200)
-        .await;
+    c.json_ok(
+        1,
+        "PUT",
+        "/v1/collections/docs/points",
+        Some(json!({"points": points})),
+        200,
+    )
+    .await;
     let p = c
-        .json_ok(2, "POST", "/v1/policies", Some(json!({"name": "limit"})), 201)
+        .json_ok(
+            2,
+            "POST",
+            "/v1/policies",
+            Some(json!({"name": "limit"})),
+            201,
+        )
         .await;
     let pid = p["id"].as_str().expect("policy id").to_string();
     for tag in ["one", "two"] {
@@ -131,15 +160,33 @@ async fn populate(c: &Cluster) -> String {
             ],
             "edges": [{"from": "in", "to": "out"}]
         });
-        c.json_ok(0, "POST", &format!("/v1/policies/{pid}/versions"), Some(json!({"graph": graph})), 201)
-            .await;
+        c.json_ok(
+            0,
+            "POST",
+            &format!("/v1/policies/{pid}/versions"),
+            Some(json!({"graph": graph})),
+            201,
+        )
+        .await;
     }
     for x in [3, 30] {
-        c.json_ok(1, "POST", &format!("/v1/policies/{pid}/runs"), Some(json!({"input": {"x": x}})), 200)
-            .await;
+        c.json_ok(
+            1,
+            "POST",
+            &format!("/v1/policies/{pid}/runs"),
+            Some(json!({"input": {"x": x}})),
+            200,
+        )
+        .await;
     }
     let t = c
-        .json_ok(0, "POST", "/v1/auth/tokens", Some(json!({"name": "writer", "role": "writer"})), 201)
+        .json_ok(
+            0,
+            "POST",
+            "/v1/auth/tokens",
+            Some(json!({"name": "writer", "role": "writer"})),
+            201,
+        )
         .await;
     t["token"].as_str().expect("token").to_string()
 }
@@ -185,7 +232,11 @@ async fn restored(file: &Path, n: usize, token: &str) -> Cluster {
     for i in 0..n {
         let url = c.nodes[i].url("/readyz");
         wait_until(Duration::from_secs(60), || async {
-            c.http.get(&url).send().await.is_ok_and(|r| r.status() == 200)
+            c.http
+                .get(&url)
+                .send()
+                .await
+                .is_ok_and(|r| r.status() == 200)
         })
         .await
         .unwrap_or_else(|_| panic!("restored node {} not ready:\n{}", i + 1, c.log_tails(30)));
@@ -207,16 +258,33 @@ async fn check_restored(
     for i in 0..c.nodes.len() {
         let got = content(c, i).await;
         assert_eq!(got.kv, before.kv, "keys read through node {}", i + 1);
-        assert_eq!(got.rest, before.rest, "jobs, points, policies, tokens through node {}", i + 1);
+        assert_eq!(
+            got.rest,
+            before.rest,
+            "jobs, points, policies, tokens through node {}",
+            i + 1
+        );
         for (k, v) in acked_before {
-            assert_eq!(got.load.get(k), Some(&json!(v)), "acknowledged before the backup: {k}");
+            assert_eq!(
+                got.load.get(k),
+                Some(&json!(v)),
+                "acknowledged before the backup: {k}"
+            );
         }
         for (k, v) in &got.load {
-            assert_eq!(source_end.load.get(k), Some(v), "restored {k} the source never had");
+            assert_eq!(
+                source_end.load.get(k),
+                Some(v),
+                "restored {k} the source never had"
+            );
         }
     }
     let cl = c.json_ok(0, "GET", "/v1/cluster", None, 200).await;
-    assert_ne!(cl["cluster_id"].as_str(), Some(source_id), "a new cluster id");
+    assert_ne!(
+        cl["cluster_id"].as_str(),
+        Some(source_id),
+        "a new cluster id"
+    );
     assert_eq!(cl["members"].as_array().map(Vec::len), Some(c.nodes.len()));
     // It takes writes: with the root token, and with a token made in the
     // source cluster.
@@ -250,7 +318,10 @@ async fn backup_under_load_restores_into_new_clusters() {
     let acked_before = load.acked_so_far();
     let dir = tempfile::tempdir().expect("tempdir");
     let file = dir.path().join("cluster.backup");
-    let out = src.ctl_ok(1, &["backup", "create", "--out", file.to_str().expect("path")]);
+    let out = src.ctl_ok(
+        1,
+        &["backup", "create", "--out", file.to_str().expect("path")],
+    );
     assert!(out.contains("checksums ok"), "{out}");
     assert!(!dir.path().join("cluster.backup.partial").exists());
     load.wait_for_more(50).await;
@@ -268,10 +339,19 @@ async fn backup_under_load_restores_into_new_clusters() {
     let rest_file = dir.path().join("rest.backup");
     std::fs::write(&rest_file, body.bytes().await.expect("backup body")).expect("write");
     let v = src.ctl_json(0, &["backup", "verify", rest_file.to_str().expect("path")]);
-    assert_eq!(v["groups"].as_array().map(Vec::len), Some(SHARDS as usize + 1));
+    assert_eq!(
+        v["groups"].as_array().map(Vec::len),
+        Some(SHARDS as usize + 1)
+    );
     assert_eq!(v["cluster_id"], source_id.as_str());
     let reader = src
-        .json_ok(0, "POST", "/v1/auth/tokens", Some(json!({"name": "r", "role": "reader"})), 201)
+        .json_ok(
+            0,
+            "POST",
+            "/v1/auth/tokens",
+            Some(json!({"name": "r", "role": "reader"})),
+            201,
+        )
         .await;
     let r = http_client(&src.ca_cert(), reader["token"].as_str())
         .post(src.nodes[0].url("/v1/backup"))
@@ -284,8 +364,14 @@ async fn backup_under_load_restores_into_new_clusters() {
     assert!(failed.is_empty(), "load failures: {failed:?}");
     assert!(acked.len() > acked_before.len());
     // The reader token was made after the backup: compare without it.
-    src.json_ok(0, "DELETE", &format!("/v1/auth/tokens/{}", reader["id"].as_str().expect("id")), None, 200)
-        .await;
+    src.json_ok(
+        0,
+        "DELETE",
+        &format!("/v1/auth/tokens/{}", reader["id"].as_str().expect("id")),
+        None,
+        200,
+    )
+    .await;
     let mut source_end = content(&src, 0).await;
     source_end.rest["tokens"] = before.rest["tokens"].clone();
     assert!(source_end.load.len() >= acked.len());
@@ -304,7 +390,10 @@ async fn backup_under_load_restores_into_new_clusters() {
     let out = restore(&probe, &bad_file, 0);
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success() && err.contains("damaged"), "{err}");
-    assert!(!probe.nodes[0].data_dir.exists(), "restore wrote into the data directory");
+    assert!(
+        !probe.nodes[0].data_dir.exists(),
+        "restore wrote into the data directory"
+    );
     // A directory in use is refused.
     std::fs::create_dir_all(&probe.nodes[0].data_dir).expect("mkdir");
     std::fs::write(probe.nodes[0].data_dir.join("node_id"), "1\n").expect("write");
@@ -313,8 +402,24 @@ async fn backup_under_load_restores_into_new_clusters() {
     assert!(!out.status.success() && err.contains("not empty"), "{err}");
 
     let three = restored(&file, 3, &token).await;
-    check_restored(&three, &before, &source_end, &acked_before, &writer, &source_id).await;
+    check_restored(
+        &three,
+        &before,
+        &source_end,
+        &acked_before,
+        &writer,
+        &source_id,
+    )
+    .await;
     drop(three);
     let one = restored(&file, 1, &token).await;
-    check_restored(&one, &before, &source_end, &acked_before, &writer, &source_id).await;
+    check_restored(
+        &one,
+        &before,
+        &source_end,
+        &acked_before,
+        &writer,
+        &source_id,
+    )
+    .await;
 }

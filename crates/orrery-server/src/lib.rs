@@ -11,8 +11,8 @@ pub mod bootstrap;
 pub mod grpc;
 pub mod http;
 mod listen;
-pub mod restore;
 pub mod node;
+pub mod restore;
 pub mod service;
 
 pub use api::ApiError;

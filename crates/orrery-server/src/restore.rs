@@ -261,8 +261,8 @@ async fn write_groups(
     let mut placement: Option<PlacementState> = None;
     let mut written = Vec::new();
     while let Some(section) = reader.next_section().map_err(file_err)? {
-        let mut state = <GroupState as StateMachine<TypeConfig>>::restore(&section.data)
-            .map_err(|e| {
+        let mut state =
+            <GroupState as StateMachine<TypeConfig>>::restore(&section.data).map_err(|e| {
                 RestoreError::Content(format!("group {} does not decode: {e}", section.group))
             })?;
         let voters: BTreeSet<NodeId> = if section.group == PLACEMENT_GROUP {
@@ -298,7 +298,15 @@ async fn write_groups(
         } else {
             section.data
         };
-        seed(&storage, &opts.members, &voters, opts.id, section.group, &last, data)?;
+        seed(
+            &storage,
+            &opts.members,
+            &voters,
+            opts.id,
+            section.group,
+            &last,
+            data,
+        )?;
         written.push((section.group, section.point.index));
     }
     storage.flush().await?;

@@ -122,7 +122,8 @@ pub struct BackupEncoder {
 
 impl BackupEncoder {
     pub fn new(header: &BackupHeader) -> Result<(Self, Vec<u8>)> {
-        let json = serde_json::to_vec(header).map_err(|e| BackupFileError::Encode(e.to_string()))?;
+        let json =
+            serde_json::to_vec(header).map_err(|e| BackupFileError::Encode(e.to_string()))?;
         let mut out = Vec::with_capacity(16 + json.len());
         out.extend_from_slice(MAGIC);
         out.extend_from_slice(&FORMAT_VERSION.to_le_bytes());

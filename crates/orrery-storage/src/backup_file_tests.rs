@@ -74,7 +74,10 @@ fn every_flipped_byte_is_detected() {
 
 #[test]
 fn truncation_and_trailing_bytes_are_refused() {
-    let bytes = encode(&header(vec![0, 1]), &sections(&[b"a".to_vec(), b"b".to_vec()]));
+    let bytes = encode(
+        &header(vec![0, 1]),
+        &sections(&[b"a".to_vec(), b"b".to_vec()]),
+    );
     for n in 0..bytes.len() {
         assert!(verify(&bytes[..n]).is_err(), "cut at {n} not detected");
     }

@@ -3,11 +3,11 @@
 use crate::node::ops::AdminOp;
 use crate::service::cluster::{ShardView, StatusView, VersionAction, VersionView};
 use crate::service::Services;
+use futures::StreamExt;
 use orrery_placement::{Member, PlacementState};
 use orrery_proto::v1 as pb;
 use orrery_proto::v1::cluster_server::Cluster;
 use orrery_types::group_name;
-use futures::StreamExt;
 use std::sync::Arc;
 use tonic::{Request, Response, Status};
 

@@ -26,7 +26,8 @@ pub fn routes() -> Router<AppState> {
 async fn create(State(s): State<AppState>) -> Result<Response, ApiError> {
     let stream = s.backup.create().await?;
     // An error after the first byte can only end the body early.
-    let body = Body::from_stream(stream.map(|r| r.map_err(|e| std::io::Error::other(e.to_string()))));
+    let body =
+        Body::from_stream(stream.map(|r| r.map_err(|e| std::io::Error::other(e.to_string()))));
     Ok((
         [
             (header::CONTENT_TYPE, "application/octet-stream"),

@@ -85,7 +85,12 @@ impl BackupService {
                         send(&tx, piece.to_vec()).await?;
                     }
                     send(&tx, tail).await?;
-                    tracing::debug!(group = g, index = c.point.index, bytes = c.data.len(), "backup: group copied");
+                    tracing::debug!(
+                        group = g,
+                        index = c.point.index,
+                        bytes = c.data.len(),
+                        "backup: group copied"
+                    );
                 }
                 send(&tx, enc.finish().map_err(internal)?).await?;
                 tracing::info!("backup finished");
