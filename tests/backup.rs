@@ -257,6 +257,14 @@ async fn check_restored(
 ) {
     for i in 0..c.nodes.len() {
         let got = content(c, i).await;
+        eprintln!(
+            "restored {}-node cluster, node {}: {} load keys ({} acknowledged before the backup, {} in the source at the end)",
+            c.nodes.len(),
+            i + 1,
+            got.load.len(),
+            acked_before.len(),
+            source_end.load.len()
+        );
         assert_eq!(got.kv, before.kv, "keys read through node {}", i + 1);
         assert_eq!(
             got.rest,
@@ -318,9 +326,16 @@ async fn backup_under_load_restores_into_new_clusters() {
     let acked_before = load.acked_so_far();
     let dir = tempfile::tempdir().expect("tempdir");
     let file = dir.path().join("cluster.backup");
+    let took = std::time::Instant::now();
     let out = src.ctl_ok(
         1,
         &["backup", "create", "--out", file.to_str().expect("path")],
+    );
+    eprintln!(
+        "backup: {} bytes in {:?}, {} writes acknowledged before it",
+        std::fs::metadata(&file).map(|m| m.len()).unwrap_or(0),
+        took.elapsed(),
+        acked_before.len()
     );
     assert!(out.contains("checksums ok"), "{out}");
     assert!(!dir.path().join("cluster.backup.partial").exists());
