@@ -341,8 +341,8 @@ fn seed(
     };
     // A vote one term past the backup's last entry: the new cluster's
     // first leaders are elected in later terms than every entry they
-    // follow (a term below the last entry's would sort their entries
-    // before it).
+    // follow. With no vote (term 0) openraft panicked handling the first
+    // vote requests (tried: no shard ever elected a leader).
     let vote = openraft::Vote::new(last.leader_id.term + 1, me);
     seed_group::<TypeConfig>(storage, group, meta, data, vote)?;
     Ok(())
