@@ -25,10 +25,12 @@ use std::path::{Path, PathBuf};
 
 #[derive(Debug, thiserror::Error)]
 pub enum RestoreError {
-    #[error("{path}: {source}")]
+    #[error("{path}: {reason}")]
     File {
         path: String,
-        source: BackupFileError,
+        // Not `source`: the message already says it, and anyhow would
+        // print it twice.
+        reason: BackupFileError,
     },
     #[error("--members: {0}")]
     Members(String),
@@ -144,11 +146,12 @@ pub fn plan_placement(
 }
 
 /// The new cluster's id: the same on every node restored from the same
-/// file with the same members, and not the source's.
-fn new_cluster_id(file_sha256: &str, members: &BTreeMap<NodeId, NodeAddr>) -> String {
+/// file with the same members, and not the source's. `file` names the
+/// file's content (its sections' checksums and its header).
+fn new_cluster_id(file: &str, members: &BTreeMap<NodeId, NodeAddr>) -> String {
     let mut h = Sha256::new();
     h.update(b"orrery restore\0");
-    h.update(file_sha256.as_bytes());
+    h.update(file.as_bytes());
     for (id, a) in members {
         h.update(format!("{id}@{}/{}\0", a.addr, a.peer_addr).as_bytes());
     }
@@ -156,13 +159,6 @@ fn new_cluster_id(file_sha256: &str, members: &BTreeMap<NodeId, NodeAddr>) -> St
         .iter()
         .map(|b| format!("{b:02x}"))
         .collect()
-}
-
-fn file_sha256(path: &Path) -> std::io::Result<String> {
-    let mut f = std::fs::File::open(path)?;
-    let mut h = Sha256::new();
-    std::io::copy(&mut f, &mut h)?;
-    Ok(h.finalize().iter().map(|b| format!("{b:02x}")).collect())
 }
 
 fn dir_err(dir: &Path, message: impl Into<String>) -> RestoreError {
@@ -193,9 +189,9 @@ pub async fn restore(opts: &RestoreOptions) -> Result<RestoreSummary, RestoreErr
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
         Err(e) => return Err(dir_err(dir, e.to_string())),
     }
-    let file_err = |source: BackupFileError| RestoreError::File {
+    let file_err = |reason: BackupFileError| RestoreError::File {
         path: opts.from.display().to_string(),
-        source,
+        reason,
     };
     let open = || {
         std::fs::File::open(&opts.from)
@@ -203,9 +199,17 @@ pub async fn restore(opts: &RestoreOptions) -> Result<RestoreSummary, RestoreErr
             .map_err(|e| file_err(e.into()))
     };
     // First pass: every checksum, before anything is written.
-    let (header, _) = backup_file::verify(open()?).map_err(file_err)?;
-    let sum = file_sha256(&opts.from).map_err(|e| file_err(e.into()))?;
-    let cluster_id = new_cluster_id(&sum, &opts.members);
+    let (header, sections) = backup_file::verify(open()?).map_err(file_err)?;
+    // Named by what was just verified, so the file is not hashed again.
+    let mut name = format!(
+        "{} {} {}",
+        header.cluster_id, header.created_ms, header.source_node
+    );
+    for s in &sections {
+        name.push(' ');
+        name.push_str(&s.sha256);
+    }
+    let cluster_id = new_cluster_id(&name, &opts.members);
     std::fs::create_dir_all(dir).map_err(|e| dir_err(dir, e.to_string()))?;
     let result = write_groups(opts, open()?, &cluster_id).await;
     if result.is_err() {
@@ -235,9 +239,9 @@ async fn write_groups(
     file: impl std::io::Read,
     cluster_id: &str,
 ) -> Result<Vec<(GroupId, u64)>, RestoreError> {
-    let file_err = |source: BackupFileError| RestoreError::File {
+    let file_err = |reason: BackupFileError| RestoreError::File {
         path: opts.from.display().to_string(),
-        source,
+        reason,
     };
     let mut reader = BackupReader::open(file).map_err(file_err)?;
     let header = reader.header().clone();
