@@ -60,35 +60,15 @@ pub struct RestoreSummary {
     pub shard_count: u32,
 }
 
-/// Parses `ID@CLIENT/PEER,...` (e.g. `1@10.0.0.1:17001/10.0.0.1:17101`).
-pub fn parse_members(s: &str) -> Result<BTreeMap<NodeId, NodeAddr>, RestoreError> {
-    let bad = |m: String| RestoreError::Members(m);
-    let mut out = BTreeMap::new();
-    for part in s.split(',').map(str::trim).filter(|p| !p.is_empty()) {
-        let (id, addrs) = part
-            .split_once('@')
-            .ok_or_else(|| bad(format!("{part:?}: expected ID@CLIENT/PEER")))?;
-        let id: NodeId = id
-            .parse()
-            .ok()
-            .filter(|i| *i > 0)
-            .ok_or_else(|| bad(format!("{part:?}: the id must be a positive integer")))?;
-        let (addr, peer_addr) = addrs
-            .split_once('/')
-            .filter(|(a, p)| !a.is_empty() && !p.is_empty())
-            .ok_or_else(|| bad(format!("{part:?}: expected ID@CLIENT/PEER")))?;
-        let a = NodeAddr {
-            addr: addr.to_string(),
-            peer_addr: peer_addr.to_string(),
-        };
-        if out.insert(id, a).is_some() {
-            return Err(bad(format!("node {id} is listed twice")));
-        }
-    }
-    if out.is_empty() {
-        return Err(bad("no members".into()));
-    }
-    Ok(out)
+/// Parses the member list as `--initial-members` does (`ID@CLIENT/PEER`
+/// or `ID@HOST` with the given ports, comma-separated), so that a
+/// Compose file's list serves both.
+pub fn parse_members(
+    s: &str,
+    client_port: u16,
+    peer_port: u16,
+) -> Result<BTreeMap<NodeId, NodeAddr>, RestoreError> {
+    crate::bootstrap::parse_members(s, client_port, peer_port).map_err(RestoreError::Members)
 }
 
 /// The new cluster's placement: the old shard count, the new members (all

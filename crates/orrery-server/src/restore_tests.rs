@@ -37,11 +37,23 @@ fn source() -> PlacementState {
 
 #[test]
 fn members_parse_and_bad_lists_are_refused() {
-    let m = parse_members("1@a:1/a:2, 7@b:1/b:2").expect("parse");
+    let m = parse_members("1@a:1/a:2, 7@b:1/b:2", 17001, 17101).expect("parse");
     assert_eq!(m.len(), 2);
     assert_eq!(m[&7].peer_addr, "b:2");
-    for bad in ["", "1@a:1", "0@a/b", "x@a/b", "1@a/b,1@c/d", "1@/b"] {
-        assert!(parse_members(bad).is_err(), "{bad:?} accepted");
+    let m = parse_members("1@n1,2@n2", 7001, 7101).expect("parse hosts");
+    assert_eq!(
+        (m[&2].addr.as_str(), m[&2].peer_addr.as_str()),
+        ("n2:7001", "n2:7101")
+    );
+    for bad in [
+        "",
+        "1@a:1",
+        "0@a:1/b:2",
+        "x@a:1/b:2",
+        "1@a:1/b:2,1@c:1/d:2",
+        "1@/b:2",
+    ] {
+        assert!(parse_members(bad, 1, 2).is_err(), "{bad:?} accepted");
     }
 }
 

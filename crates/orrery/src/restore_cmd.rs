@@ -17,15 +17,23 @@ pub struct RestoreArgs {
     #[arg(long)]
     id: u64,
     /// Every member of the new cluster, this one included, the same list
-    /// on every node: `ID@CLIENT/PEER,...`, the addresses as the nodes
-    /// will advertise them (e.g. `1@10.0.0.1:17001/10.0.0.1:17101`).
+    /// on every node, as `--initial-members` takes it: `ID@CLIENT/PEER,...`
+    /// with the addresses the nodes will advertise (e.g.
+    /// `1@10.0.0.1:17001/10.0.0.1:17101`), or `ID@HOST,...` for nodes that
+    /// all listen on --client-port and --peer-port (e.g. `1@n1,2@n2,3@n3`).
     #[arg(long)]
     members: String,
+    /// The client port of `ID@HOST` members.
+    #[arg(long, default_value_t = 17001)]
+    client_port: u16,
+    /// The peer port of `ID@HOST` members.
+    #[arg(long, default_value_t = 17101)]
+    peer_port: u16,
 }
 
 pub async fn run(a: RestoreArgs) -> Result<()> {
     let opts = RestoreOptions {
-        members: parse_members(&a.members)?,
+        members: parse_members(&a.members, a.client_port, a.peer_port)?,
         from: a.from,
         data_dir: a.data_dir,
         id: a.id,
