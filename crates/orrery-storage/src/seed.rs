@@ -60,3 +60,7 @@ where
     m.sync().map_err(|e| Error::Manifest(e.to_string()))?;
     Ok(())
 }
+
+#[cfg(test)]
+#[path = "seed_tests.rs"]
+mod tests;
