@@ -180,6 +180,13 @@ pub async fn restore(opts: &RestoreOptions) -> Result<RestoreSummary, RestoreErr
     };
     // First pass: every checksum, before anything is written.
     let (header, sections) = backup_file::verify(open()?).map_err(file_err)?;
+    let supported = crate::node::version::supported();
+    if header.cluster_version > supported {
+        return Err(RestoreError::Content(format!(
+            "it is of cluster version {}, and this build supports versions up to {supported}: restore with the build that took it, or a newer one",
+            header.cluster_version
+        )));
+    }
     // Named by what was just verified, so the file is not hashed again.
     let mut name = format!(
         "{} {} {}",
