@@ -13,6 +13,7 @@ pub mod http;
 mod listen;
 pub mod node;
 pub mod overload;
+pub mod restore;
 pub mod service;
 
 pub use api::ApiError;

@@ -8,6 +8,8 @@ use serde::Deserialize;
 use std::path::PathBuf;
 use std::time::Duration;
 
+mod restore_cmd;
+
 #[derive(Parser)]
 #[command(
     name = "orrery",
@@ -23,6 +25,9 @@ struct Cli {
 enum Cmd {
     /// Run a node.
     Serve(Box<ServeArgs>),
+    /// Prepare this node's data directory of a new cluster from a backup
+    /// (offline; run it for every node, then start them).
+    Restore(restore_cmd::RestoreArgs),
 }
 
 #[derive(Clone, Copy, ValueEnum, Deserialize, Default, PartialEq, Eq)]
@@ -483,6 +488,7 @@ fn main() {
     let result = rt.block_on(async {
         match cli.cmd {
             Cmd::Serve(args) => serve(*args).await,
+            Cmd::Restore(args) => restore_cmd::run(args).await,
         }
     });
     if let Err(e) = result {

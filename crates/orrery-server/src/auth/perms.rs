@@ -72,6 +72,8 @@ pub const REST: &[(&str, &str, Perm)] = &[
     ("GET", "/v1/cluster", Read),
     ("GET", "/v1/cluster/version", Read),
     ("POST", "/v1/cluster/version", Admin),
+    // A backup holds every token record and all data: admins only.
+    ("POST", "/v1/backup", Admin),
     ("GET", "/v1/auth/tokens", Admin),
     ("POST", "/v1/auth/tokens", Admin),
     ("DELETE", "/v1/auth/tokens/{id}", Admin),
@@ -144,6 +146,7 @@ pub const GRPC: &[(&str, Perm)] = &[
     ("/orrery.v1.Cluster/SetVersion", Admin),
     ("/orrery.v1.Cluster/GetRebalance", Read),
     ("/orrery.v1.Cluster/SetRebalance", Admin),
+    ("/orrery.v1.Cluster/CreateBackup", Admin),
     ("/orrery.v1.Auth/CreateToken", Admin),
     ("/orrery.v1.Auth/ListTokens", Admin),
     ("/orrery.v1.Auth/RevokeToken", Admin),

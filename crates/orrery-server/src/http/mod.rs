@@ -4,6 +4,7 @@
 
 mod auth;
 mod auth_tokens;
+mod backup;
 mod cluster;
 pub mod extract;
 mod jobs;
@@ -39,6 +40,7 @@ pub fn router(services: AppState) -> Router {
     Router::new()
         .merge(kv::routes())
         .merge(cluster::routes())
+        .merge(backup::routes())
         .merge(jobs::routes())
         .merge(vectors::routes())
         .merge(policies::routes())

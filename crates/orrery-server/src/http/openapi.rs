@@ -7,7 +7,7 @@
 //! (regenerate it with `ORRERY_UPDATE_OPENAPI=1 cargo test -p
 //! orrery-server --lib openapi`).
 
-use super::{auth_tokens, cluster, jobs, jobs_queues, jobs_sse, kv, policies, vectors};
+use super::{auth_tokens, backup, cluster, jobs, jobs_queues, jobs_sse, kv, policies, vectors};
 use super::{openapi_errors, AppState};
 use axum::http::header;
 use axum::response::IntoResponse;
@@ -31,7 +31,7 @@ pub fn routes() -> Router<AppState> {
     ),
     paths(
         cluster::healthz, cluster::readyz, cluster::metrics, serve,
-        cluster::cluster, cluster::version, cluster::set_version,
+        cluster::cluster, cluster::version, cluster::set_version, backup::create,
         auth_tokens::list, auth_tokens::create, auth_tokens::revoke,
         kv::kv_list, kv::kv_delete_prefix, kv::kv_get, kv::kv_put, kv::kv_delete, kv::kv_post,
         jobs_queues::list_queues, jobs_queues::create_queue, jobs_queues::get_queue,

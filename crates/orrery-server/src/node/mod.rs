@@ -4,6 +4,7 @@
 //! here with the shard map.
 
 mod admin;
+pub mod backup;
 pub mod group_commit;
 mod handover;
 pub mod metrics;

@@ -342,7 +342,7 @@ impl Node {
 }
 
 pub(super) fn run_query(g: &Group, q: &Query) -> QueryResult {
-    g.sm.read(|s| match q {
+    g.sm.read_at(|s, applied| match q {
         Query::KvGet { key } => QueryResult::KvGet(s.kv.get(key).cloned()),
         Query::KvList { prefix, limit } => QueryResult::KvList(s.kv.list(prefix, *limit)),
         Query::Placement => QueryResult::Placement(Box::new(s.placement.clone())),
@@ -358,6 +358,7 @@ pub(super) fn run_query(g: &Group, q: &Query) -> QueryResult {
             QueryResult::VectorInfo(s.vector.shard_info(collection, *uid))
         }
         Query::Policy(q) => QueryResult::Policy(s.policy.query(q)),
+        Query::GroupCopy => QueryResult::GroupCopy(super::backup::copy_state(s, applied)),
     })
 }
 
