@@ -39,10 +39,12 @@ impl Node {
         if let Some(f) = self.registry.storage().wal().failure() {
             return Some(format!("write-ahead log: {f}"));
         }
+        // Only storage errors: a group that stopped for another reason (a
+        // panic in apply) is that group's failure, not the node's storage.
         self.registry.all().into_iter().find_map(|g| {
             match &g.raft.metrics().borrow().running_state {
-                Err(openraft::error::Fatal::Stopped) | Ok(()) => None,
-                Err(e) => Some(format!("{}: {e}", g.name())),
+                Err(openraft::error::Fatal::StorageError(e)) => Some(format!("{}: {e}", g.name())),
+                _ => None,
             }
         })
     }
