@@ -5,6 +5,7 @@
 mod auth;
 mod auth_tokens;
 mod cluster;
+mod cluster_members;
 pub mod extract;
 mod jobs;
 mod jobs_body;
@@ -17,6 +18,7 @@ mod openapi_jobs;
 mod openapi_schemas;
 mod policies;
 mod policies_views;
+mod ui;
 mod unread;
 mod vectors;
 
@@ -39,11 +41,13 @@ pub fn router(services: AppState) -> Router {
     Router::new()
         .merge(kv::routes())
         .merge(cluster::routes())
+        .merge(cluster_members::routes())
         .merge(jobs::routes())
         .merge(vectors::routes())
         .merge(policies::routes())
         .merge(auth_tokens::routes())
         .merge(openapi::routes())
+        .merge(ui::routes())
         .route_layer(middleware::from_fn_with_state(
             services.clone(),
             auth::guard,
