@@ -18,7 +18,8 @@ import urllib.request
 import pytest
 from selenium import webdriver
 from selenium.webdriver.chrome.service import Service
-from selenium.common.exceptions import TimeoutException
+from selenium.common.exceptions import (NoSuchElementException, StaleElementReferenceException,
+                                        TimeoutException)
 from selenium.webdriver.common.by import By
 from selenium.webdriver.common.keys import Keys
 from selenium.webdriver.support import expected_conditions as EC
@@ -106,7 +107,11 @@ class Console:
 
     def wait(self, cond, timeout=WAIT_S, msg=""):
         try:
-            return WebDriverWait(self.d, timeout, poll_frequency=0.2).until(cond, msg)
+            # Pages redraw as they refresh: an element read mid-redraw is
+            # stale, and the condition is simply tried again.
+            return WebDriverWait(self.d, timeout, poll_frequency=0.2,
+                                 ignored_exceptions=(NoSuchElementException,
+                                                     StaleElementReferenceException)).until(cond, msg)
         except TimeoutException:
             # What the page showed, to tell a slow cluster from a broken page.
             body = self.d.find_element(By.TAG_NAME, "body").text
@@ -138,7 +143,8 @@ class Console:
         return self.wait(EC.presence_of_element_located((By.CSS_SELECTOR, css)), msg=css)
 
     def text(self, css):
-        return self.one(css).text
+        """The element's text, read again if a redraw replaced it."""
+        return self.wait(lambda d: (d.find_element(By.CSS_SELECTOR, css).text,), msg=css)[0]
 
     def shot(self, name):
         if SHOTS:

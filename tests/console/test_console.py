@@ -80,14 +80,16 @@ def test_cluster_shows_three_members_and_every_shard_leader(console, root_token,
     assert root_token not in console.d.current_url
 
     def settled(d):
-        members = d.find_elements(By.CSS_SELECTOR, "#members tbody tr[data-member]")
-        leaders = d.find_elements(By.CSS_SELECTOR, "#shards tbody tr[data-shard] td.leader")
+        # Read at once (the page redraws every 2 s).
+        members = [m.get_attribute("data-member")
+                   for m in d.find_elements(By.CSS_SELECTOR, "#members tbody tr[data-member]")]
+        leaders = [td.text for td in d.find_elements(By.CSS_SELECTOR, "#shards tbody tr[data-shard] td.leader")]
         return (len(members) == 3 and len(leaders) == SHARDS
-                and all(td.text.startswith("node ") for td in leaders)) and (members, leaders)
+                and all(t.startswith("node ") for t in leaders)) and (members, leaders)
 
     members, leaders = console.wait(settled, msg="3 members and a leader per shard")
-    assert sorted(m.get_attribute("data-member") for m in members) == ["1", "2", "3"]
-    assert {td.text for td in leaders} <= {"node 1", "node 2", "node 3"}
+    assert sorted(members) == ["1", "2", "3"]
+    assert set(leaders) <= {"node 1", "node 2", "node 3"}
     assert "ready" in console.text("[data-ready]")
     assert console.text("#who").startswith("root")
     if node == 1:
@@ -127,7 +129,7 @@ def test_submit_a_job_and_watch_its_log_arrive_live(console, root_token, data):
     console.wait(lambda d: "line-1" in d.find_element(By.ID, "log").text, msg="first log line")
     first_seen = console.text("#log")
     assert "line-6" not in first_seen, f"the whole log arrived at once: {first_seen!r}"
-    assert console.text("#job-state").startswith("running")
+    console.wait(lambda d: d.find_element(By.ID, "job-state").text.startswith("running"), msg="running")
     console.shot("job-live-log")
     console.wait(lambda d: "line-6" in d.find_element(By.ID, "log").text, msg="last log line")
     console.wait(lambda d: d.find_element(By.ID, "job-state").text == "succeeded", msg="succeeded")
@@ -241,3 +243,72 @@ def test_static_files_carry_the_security_headers(root_token):
         urllib.request.urlopen(node_url(2) + "/v1/cluster", context=ctx)
     assert e.value.code == 401
     assert Api(root_token, node=3).call("GET", "/v1/auth/whoami")["role"] == "admin"
+
+
+@pytest.fixture
+def spare_node():
+    """A fourth node, started and not yet a member (its pid file next to
+    the others', so that scripts/test-console.sh stops it in any case)."""
+    from conftest import CLUSTER_DIR, PORT_BASE
+    import os
+    import subprocess
+    bin_dir = os.environ.get("ORRERY_BIN", "target/debug")
+    certs = CLUSTER_DIR / "certs" / "n4"
+    if not (certs / "node.crt").exists():
+        subprocess.run([f"{bin_dir}/orreryctl", "certs", "create-node", "--certs-dir", str(CLUSTER_DIR / "ca"),
+                        "--out", str(certs), "127.0.0.1", "localhost"], check=True, capture_output=True)
+    addr, peer = f"127.0.0.1:{PORT_BASE + 4}", f"127.0.0.1:{PORT_BASE + 104}"
+    log = open(CLUSTER_DIR / "n4.log", "ab")
+    p = subprocess.Popen([f"{bin_dir}/orrery", "serve", "--id", "4", "--listen", addr, "--peer-listen", peer,
+                          "--data-dir", str(CLUSTER_DIR / "n4"), "--certs-dir", str(certs)],
+                         stdout=log, stderr=log, stdin=subprocess.DEVNULL)
+    (CLUSTER_DIR / "n4.pid").write_text(str(p.pid))
+    import ssl
+    import urllib.request
+    ctx = ssl.create_default_context(cafile=str(CLUSTER_DIR / "ca" / "ca.crt"))
+    for _ in range(100):
+        try:
+            urllib.request.urlopen(f"https://localhost:{PORT_BASE + 4}/healthz", context=ctx, timeout=1)
+            break
+        except OSError:
+            assert p.poll() is None, "node 4 exited; see n4.log"
+            time.sleep(0.1)
+    yield addr, peer
+    p.terminate()
+    p.wait(timeout=10)
+
+
+def test_admin_adds_and_removes_a_member_after_confirming(console, root_token, spare_node):
+    addr, peer = spare_node
+    console.sign_in(root_token)
+    console.wait(lambda d: len(d.find_elements(By.CSS_SELECTOR, "#members tr[data-member]")) == 3)
+    console.one("details.admin summary").click()
+    console.one("#add-id").send_keys("4")
+    console.one("#add-addr").send_keys(addr)
+    console.one("#add-peer").send_keys(peer)
+    console.one("#add-learner").click()
+    console.one("#add-id").submit()
+    # A confirmation first; nothing changes until it is given.
+    dialog = console.wait(lambda d: (e := d.find_element(By.ID, "confirm")).is_displayed() and e)
+    assert "Add node 4" in dialog.text
+    console.one("#confirm-ok").click()
+
+    def member_4(d):
+        rows = [r.text for r in d.find_elements(By.CSS_SELECTOR, "#members tr[data-member='4']")]
+        return rows and rows[0]
+
+    row = console.wait(member_4, timeout=60, msg="node 4 listed")
+    assert "learner" in row
+    # Cancelling the removal keeps it.
+    console.one("#members tr[data-member='4'] button.danger").click()
+    console.wait(lambda d: d.find_element(By.ID, "confirm").is_displayed())
+    console.d.find_element(By.CSS_SELECTOR, "#confirm button[value=cancel]").click()
+    time.sleep(2.5)  # a refresh later
+    assert console.all("#members tr[data-member='4']")
+    console.one("#members tr[data-member='4'] button.danger").click()
+    console.wait(lambda d: d.find_element(By.ID, "confirm").is_displayed())
+    console.one("#confirm-ok").click()
+    console.wait(lambda d: len(d.find_elements(By.CSS_SELECTOR, "#members tr[data-member]")) == 3
+                 and not d.find_elements(By.CSS_SELECTOR, "#members tr[data-member='4']"),
+                 timeout=90, msg="node 4 removed")
+    assert unexpected_errors(console) == []
