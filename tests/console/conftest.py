@@ -146,9 +146,11 @@ class Console:
         """The element's text, read again if a redraw replaced it."""
         return self.wait(lambda d: (d.find_element(By.CSS_SELECTOR, css).text,), msg=css)[0]
 
-    def shot(self, name):
+    def shot(self, name, scroll_to=None):
         if SHOTS:
             os.makedirs(SHOTS, exist_ok=True)
+            if scroll_to:
+                self.d.execute_script("document.querySelector(arguments[0]).scrollIntoView()", scroll_to)
             time.sleep(0.3)  # let the last refresh paint
             self.d.save_screenshot(os.path.join(SHOTS, f"{name}.png"))
 

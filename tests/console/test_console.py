@@ -110,6 +110,7 @@ def test_roles_are_offered_only_what_they_may_do(console, api):
     console.one("#queues")
     assert console.all("#s-kind") == [], "a reader is offered the submit form"
     assert "reader" in console.text("#who")
+    assert "null" not in console.text("main"), "a left-out control printed as text"
     # Signing out forgets the token.
     console.d.find_element(By.ID, "signout").click()
     console.wait(lambda d: d.find_element(By.ID, "signin").is_displayed())
@@ -130,14 +131,14 @@ def test_submit_a_job_and_watch_its_log_arrive_live(console, root_token, data):
     first_seen = console.text("#log")
     assert "line-6" not in first_seen, f"the whole log arrived at once: {first_seen!r}"
     console.wait(lambda d: d.find_element(By.ID, "job-state").text.startswith("running"), msg="running")
-    console.shot("job-live-log")
+    console.shot("job-live-log", "#runs-h")
     console.wait(lambda d: "line-6" in d.find_element(By.ID, "log").text, msg="last log line")
     console.wait(lambda d: d.find_element(By.ID, "job-state").text == "succeeded", msg="succeeded")
-    console.wait(lambda d: d.find_element(By.CSS_SELECTOR, "#runs td.exit-code").text == "0")
+    console.wait(lambda d: d.find_element(By.CSS_SELECTOR, "#runs td.exit-code").text == "0", msg="exit code 0")
     lines = [l for l in console.text("#log").splitlines() if l.startswith("line-")]
     assert lines == [f"line-{i}" for i in range(1, 7)]
     console.go("#/jobs?queue=console")
-    console.wait(lambda d: len(d.find_elements(By.CSS_SELECTOR, "#jobs tr[data-job]")) >= 1)
+    console.wait(lambda d: len(d.find_elements(By.CSS_SELECTOR, "#jobs tr[data-job]")) >= 1, msg="jobs listed")
     console.shot("jobs")
     assert unexpected_errors(console) == []
 
@@ -151,7 +152,7 @@ def test_a_failed_jobs_exit_code_shows(console, root_token, api, data):
     console.wait(lambda d: d.find_element(By.CSS_SELECTOR, "#runs td.exit-code").text == "3", msg="exit code 3")
     assert "exited with code 3" in console.text("#job-error")
     console.wait(lambda d: "about to fail" in d.find_element(By.ID, "log").text)
-    console.shot("job-failed")
+    console.shot("job-failed", "#runs-h")
     # Filtering the list by state finds it.
     console.go("#/jobs?queue=console-once&state=" + console.text("#job-state"))
     console.one(f"#jobs tr[data-job='{job['id']}']")
@@ -171,7 +172,7 @@ def test_a_policy_is_drawn_and_runs(console, root_token, data):
     # Laid out in layers: the input leftmost, the outputs rightmost.
     xs = {g.get_attribute("data-node"): g.rect["x"] for g in console.all("svg.graph g.node")}
     assert xs["in"] < xs["size"] < xs["ab"] < xs["check"] < xs["review"]
-    console.shot("policy")
+    console.shot("policy", "#graph-h")
     box = console.one("#run-input")
     box.clear()
     box.send_keys(json.dumps({"amount": 500, "customer": "c-7"}))
@@ -183,7 +184,7 @@ def test_a_policy_is_drawn_and_runs(console, root_token, data):
     visited = {g.get_attribute("data-node") for g in console.all("svg.graph g.node.visited")}
     assert {"in", "size", "ab", decision} <= visited, visited
     assert console.all("svg.graph g.edge.taken"), "no edge of the path highlighted"
-    console.shot("policy-run")
+    console.shot("policy-run", "#graph-h")
     console.go(f"#/policies?policy={POLICY}")
     console.wait(lambda d: len(d.find_elements(By.CSS_SELECTOR, "tr[data-run]")) >= 1)
     assert unexpected_errors(console) == []
@@ -205,7 +206,7 @@ def test_search_a_collection(console, root_token, data):
     assert ids[0] == "1", ids
     assert sorted(ids) == ["1", "3", "5"], "the filter kept only red points"
     assert all('"red"' in r.text for r in rows)
-    console.shot("vectors")
+    console.shot("vectors", "#search-h")
     # A pasted vector works too.
     console.one("#v-by-vector").click()
     console.one("#v-vector").send_keys("[1.0, 0.5, 1.25]")

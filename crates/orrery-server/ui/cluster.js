@@ -13,12 +13,12 @@ export function render(main, ctx) {
   const members = h('div');
   const groups = h('div');
   const updated = h('p.muted', { 'aria-live': 'off' });
-  main.append(h('h1', 'Cluster'), status, h('section', { 'aria-labelledby': 'ready-h' },
+  main.append(...[h('h1', 'Cluster'), status, h('section', { 'aria-labelledby': 'ready-h' },
     h('h2#ready-h', 'Readiness'), ready),
   h('section', { 'aria-labelledby': 'members-h' }, h('h2#members-h', 'Members'), members),
   ctx.can('admin') ? addForm(status, refresh) : null,
   h('section', { 'aria-labelledby': 'groups-h' }, h('h2#groups-h', 'Shard groups'), groups),
-  updated);
+  updated].filter(Boolean));
 
   let timer = null;
   let stopped = false;

@@ -6,9 +6,9 @@
 
 import { s } from './dom.js';
 
-const W = 150;
+const W = 132;
 const H = 46;
-const GAP_X = 120;
+const GAP_X = 96;
 const GAP_Y = 34;
 
 export function layout(graph) {
@@ -74,7 +74,7 @@ export function draw(graph, path) {
     viewBox: `0 0 ${width} ${height}`, width, height, role: 'img', class: 'graph',
     'aria-label': `Policy graph: ${(graph.nodes || []).length} nodes, ${(graph.edges || []).length} edges`,
   });
-  svg.append(s('defs', {}, s('marker', { id: 'arrow', viewBox: '0 0 10 10', refX: 10, refY: 5, markerWidth: 8, markerHeight: 8, orient: 'auto-start-reverse' },
+  svg.append(s('defs', {}, s('marker', { id: 'arrow', viewBox: '0 0 10 10', refX: 10, refY: 5, markerWidth: 9, markerHeight: 9, markerUnits: 'userSpaceOnUse', orient: 'auto-start-reverse' },
     s('path', { d: 'M 0 0 L 10 5 L 0 10 z', class: 'arrowhead' }))));
   for (const e of graph.edges || []) {
     const a = pos.get(e.from);
@@ -99,7 +99,7 @@ export function draw(graph, path) {
     svg.append(s('g', { class: cls, 'data-node': n.id, transform: `translate(${p.cx - W / 2} ${p.cy - H / 2})` },
       s('title', {}, `${n.id} (${n.type})\n${JSON.stringify(n.config || {}, null, 1)}`),
       s('rect', { width: W, height: H, rx: 8 }),
-      s('text', { x: W / 2, y: 19, 'text-anchor': 'middle', class: 'node-id' }, clip(n.id, 20)),
+      s('text', { x: W / 2, y: 19, 'text-anchor': 'middle', class: 'node-id' }, clip(n.id, 17)),
       s('text', { x: W / 2, y: 36, 'text-anchor': 'middle', class: 'node-type' }, n.type)));
   }
   return svg;

@@ -36,7 +36,11 @@ export function render(main, ctx) {
     refresh();
   });
 
+  let inflight = false;
   async function refresh() {
+    // One refresh at a time (the timer and a stream's end both ask).
+    if (inflight) return;
+    inflight = true;
     clearTimeout(timer);
     try {
       const [j, r] = await Promise.all([get(`/v1/jobs/${id}`), get(`/v1/jobs/${id}/runs`)]);
@@ -50,6 +54,7 @@ export function render(main, ctx) {
     } catch (e) {
       if (!stopped) notice(status, `Could not read the job: ${e.message}`, true);
     }
+    inflight = false;
     if (!stopped && !(job && DONE.includes(job.state))) timer = setTimeout(refresh, 1500);
   }
 

@@ -136,12 +136,12 @@ function runForm(id, version, figure) {
         const run = await api('POST', `/v1/policies/${encodeURIComponent(id)}/runs`, { input: value, version: version.version });
         const path = (run.trace || []).map((t) => t.id);
         figure.querySelector('#graph').replaceChildren(draw(version.graph, path));
-        result.replaceChildren(
+        result.replaceChildren(...[
           h('p', 'Run ', h('code', run.id), ': ', h(`span.state.${run.status}#run-status`, run.status),
             ` — path ${path.join(' → ')}`),
           run.error ? h('p.error#run-error', run.error) : null,
           h('h3', 'Output'), h('div#run-output', json(run.output)),
-          h('details', h('summary', 'Trace'), json(run.trace)));
+          h('details', h('summary', 'Trace'), json(run.trace))].filter(Boolean));
       } catch (err) {
         result.replaceChildren(h('p.error', { role: 'alert' }, `Run failed: ${err.message}`));
       }

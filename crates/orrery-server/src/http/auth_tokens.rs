@@ -12,9 +12,9 @@ use crate::auth::tokens::{self, NewToken};
 use crate::auth::Caller;
 use axum::body::Body;
 use axum::extract::State;
-use axum::Extension;
 use axum::http::StatusCode;
 use axum::routing::{delete, get};
+use axum::Extension;
 use axum::{Json, Router};
 use serde_json::{json, Value};
 

@@ -151,8 +151,13 @@ async fn add_member(
         ("invalid_addr", "addr", &b.addr),
         ("invalid_peer_addr", "peer_addr", &b.peer_addr),
     ] {
-        if v.rsplit_once(':').is_none_or(|(h, p)| h.is_empty() || p.parse::<u16>().is_err()) {
-            return Err(ApiError::bad(code, format!("{name} must be host:port, got {v:?}")));
+        if v.rsplit_once(':')
+            .is_none_or(|(h, p)| h.is_empty() || p.parse::<u16>().is_err())
+        {
+            return Err(ApiError::bad(
+                code,
+                format!("{name} must be host:port, got {v:?}"),
+            ));
         }
     }
     let (progress, member) = s
@@ -168,10 +173,12 @@ async fn add_member(
 }
 
 fn member_id(id: &str) -> Result<NodeId, ApiError> {
-    id.parse::<NodeId>()
-        .ok()
-        .filter(|i| *i > 0)
-        .ok_or_else(|| ApiError::bad("invalid_id", format!("a member id is a positive integer, got {id:?}")))
+    id.parse::<NodeId>().ok().filter(|i| *i > 0).ok_or_else(|| {
+        ApiError::bad(
+            "invalid_id",
+            format!("a member id is a positive integer, got {id:?}"),
+        )
+    })
 }
 
 #[utoipa::path(delete, path = "/v1/cluster/members/{id}", operation_id = "cluster_remove_member",
@@ -186,7 +193,9 @@ async fn remove_member(
 ) -> Result<Json<Value>, ApiError> {
     let (progress, member) = s
         .cluster
-        .admin(AdminOp::RemoveMember { id: member_id(&id)? })
+        .admin(AdminOp::RemoveMember {
+            id: member_id(&id)?,
+        })
         .await?;
     Ok(Json(change_json(&s, progress, member)))
 }
@@ -204,7 +213,9 @@ async fn promote_member(
 ) -> Result<Json<Value>, ApiError> {
     let (progress, member) = s
         .cluster
-        .admin(AdminOp::PromoteMember { id: member_id(&id)? })
+        .admin(AdminOp::PromoteMember {
+            id: member_id(&id)?,
+        })
         .await?;
     Ok(Json(change_json(&s, progress, member)))
 }

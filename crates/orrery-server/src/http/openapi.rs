@@ -7,7 +7,9 @@
 //! (regenerate it with `ORRERY_UPDATE_OPENAPI=1 cargo test -p
 //! orrery-server --lib openapi`).
 
-use super::{auth_tokens, cluster, cluster_members, jobs, jobs_queues, jobs_sse, kv, policies, vectors};
+use super::{
+    auth_tokens, cluster, cluster_members, jobs, jobs_queues, jobs_sse, kv, policies, vectors,
+};
 use super::{openapi_errors, AppState};
 use axum::http::header;
 use axum::response::IntoResponse;

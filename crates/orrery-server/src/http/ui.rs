@@ -25,9 +25,21 @@ pub fn routes() -> Router<AppState> {
 
 /// (name under `/ui/`, content type, bytes).
 const FILES: &[(&str, &str, &str)] = &[
-    ("index.html", "text/html; charset=utf-8", include_str!("../../ui/index.html")),
-    ("style.css", "text/css; charset=utf-8", include_str!("../../ui/style.css")),
-    ("icon.svg", "image/svg+xml", include_str!("../../ui/icon.svg")),
+    (
+        "index.html",
+        "text/html; charset=utf-8",
+        include_str!("../../ui/index.html"),
+    ),
+    (
+        "style.css",
+        "text/css; charset=utf-8",
+        include_str!("../../ui/style.css"),
+    ),
+    (
+        "icon.svg",
+        "image/svg+xml",
+        include_str!("../../ui/icon.svg"),
+    ),
     ("app.js", JS, include_str!("../../ui/app.js")),
     ("api.js", JS, include_str!("../../ui/api.js")),
     ("dom.js", JS, include_str!("../../ui/dom.js")),
@@ -140,8 +152,14 @@ mod tests {
                 }
             }
             if name.ends_with(".js") {
-                assert!(!body.contains("innerHTML"), "{name}: build DOM nodes, not HTML strings");
-                assert!(!body.contains("localStorage"), "{name}: the token lives in sessionStorage");
+                assert!(
+                    !body.contains("innerHTML"),
+                    "{name}: build DOM nodes, not HTML strings"
+                );
+                assert!(
+                    !body.contains("localStorage"),
+                    "{name}: the token lives in sessionStorage"
+                );
                 assert!(!body.contains("document.cookie"), "{name}: no cookies");
             }
         }
@@ -154,11 +172,17 @@ mod tests {
         let h = r.headers();
         assert_eq!(h[header::CONTENT_TYPE], JS);
         assert_eq!(h[header::X_FRAME_OPTIONS], "DENY");
-        assert!(h[header::CONTENT_SECURITY_POLICY].to_str().expect("csp").contains("default-src 'self'"));
+        assert!(h[header::CONTENT_SECURITY_POLICY]
+            .to_str()
+            .expect("csp")
+            .contains("default-src 'self'"));
         let tag = h[header::ETAG].clone();
         let mut again = HeaderMap::new();
         again.insert(header::IF_NONE_MATCH, tag);
         assert_eq!(serve("app.js", &again).status(), StatusCode::NOT_MODIFIED);
-        assert_eq!(serve("../Cargo.toml", &HeaderMap::new()).status(), StatusCode::NOT_FOUND);
+        assert_eq!(
+            serve("../Cargo.toml", &HeaderMap::new()).status(),
+            StatusCode::NOT_FOUND
+        );
     }
 }
