@@ -8,13 +8,12 @@ use super::openapi_errors::ErrorBody;
 use super::AppState;
 use crate::api::ApiError;
 use crate::node::ops::AdminOp;
-use crate::service::cluster::StatusView;
+use crate::service::cluster::{AdminOutcome, StatusView};
 use axum::body::Body;
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::routing::{delete, get, post};
 use axum::{Json, Router};
-use orrery_placement::Member;
 use orrery_types::{group_name, NodeId};
 use serde_json::{json, Value};
 
@@ -120,17 +119,12 @@ pub struct MemberChange {
     member: Option<super::openapi_schemas::MemberView>,
 }
 
-fn change_json(s: &AppState, progress: Vec<String>, member: Option<Member>) -> Value {
-    let member = member.map(|m| {
-        let shards = s
-            .cluster
-            .placement_local()
-            .map(|p| p.shards_of(m.id))
-            .unwrap_or_default();
+fn change_json(out: AdminOutcome) -> Value {
+    let member = out.member.map(|(m, shards)| {
         json!({"id": m.id, "addr": m.addr.addr, "peer_addr": m.addr.peer_addr,
                "state": m.state.as_str(), "shards": shards})
     });
-    json!({"progress": progress, "member": member})
+    json!({"progress": out.progress, "member": member})
 }
 
 #[utoipa::path(post, path = "/v1/cluster/members", operation_id = "cluster_add_member",
@@ -160,7 +154,7 @@ async fn add_member(
             ));
         }
     }
-    let (progress, member) = s
+    let out = s
         .cluster
         .admin(AdminOp::AddMember {
             id: b.id,
@@ -169,7 +163,7 @@ async fn add_member(
             learner_only: b.learner_only,
         })
         .await?;
-    Ok((StatusCode::CREATED, Json(change_json(&s, progress, member))))
+    Ok((StatusCode::CREATED, Json(change_json(out))))
 }
 
 fn member_id(id: &str) -> Result<NodeId, ApiError> {
@@ -191,13 +185,13 @@ async fn remove_member(
     State(s): State<AppState>,
     Path(id): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
-    let (progress, member) = s
+    let out = s
         .cluster
         .admin(AdminOp::RemoveMember {
             id: member_id(&id)?,
         })
         .await?;
-    Ok(Json(change_json(&s, progress, member)))
+    Ok(Json(change_json(out)))
 }
 
 #[utoipa::path(post, path = "/v1/cluster/members/{id}/promote",
@@ -211,11 +205,11 @@ async fn promote_member(
     State(s): State<AppState>,
     Path(id): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
-    let (progress, member) = s
+    let out = s
         .cluster
         .admin(AdminOp::PromoteMember {
             id: member_id(&id)?,
         })
         .await?;
-    Ok(Json(change_json(&s, progress, member)))
+    Ok(Json(change_json(out)))
 }
