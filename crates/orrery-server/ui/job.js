@@ -2,7 +2,7 @@
 // duration, GPU peak memory and utilisation), and the live log of its
 // latest attempt, streamed as Server-Sent Events over fetch.
 
-import { api, get, stream } from './api.js';
+import { api, ApiError, get, stream } from './api.js';
 import { confirmAction, dash, duration, h, json, notice, table, time } from './dom.js';
 
 const DONE = ['succeeded', 'failed', 'cancelled', 'dead'];
@@ -58,10 +58,15 @@ export function render(main, ctx) {
     if (!stopped && !(job && DONE.includes(job.state))) timer = setTimeout(refresh, 1500);
   }
 
-  async function follow(attempt) {
+  // Follows an attempt's log. The stream replays what the run printed so
+  // far, then new lines; a dropped connection (a proxy, a restarted
+  // node, a flaky network) is followed again from the start.
+  async function follow(attempt, tries = 0) {
     following = attempt;
     log.replaceChildren();
     logState.textContent = `Attempt ${attempt}: following…`;
+    let ended = false;
+    let lost = null;
     try {
       await stream(`/v1/jobs/${id}/logs?follow=true&attempt=${attempt}`, (type, data) => {
         if (attempt !== following) return;
@@ -69,18 +74,29 @@ export function render(main, ctx) {
           log.append(type === 'lagged' ? h('span.muted', `${data}\n`) : data);
           log.scrollTop = log.scrollHeight;
         } else if (type === 'end') {
+          ended = true;
           logState.textContent = `Attempt ${attempt}: ended.`;
         }
       }, abort.signal);
-      if (!stopped && attempt === following) {
-        if (!logState.textContent.endsWith('ended.')) logState.textContent = `Attempt ${attempt}: stream closed.`;
-        refresh();
-      }
+      if (!ended) lost = 'the stream closed early';
     } catch (e) {
-      if (!stopped && attempt === following) {
-        logState.textContent = `Attempt ${attempt}: no log (${e.message}).`;
+      // An API answer (404: no log kept, 403) is final; a broken
+      // connection or a 5xx is worth another try.
+      if (e instanceof ApiError && e.status > 0 && e.status < 500) {
+        if (!stopped && attempt === following) logState.textContent = `Attempt ${attempt}: no log (${e.message}).`;
+        return;
       }
+      lost = e.message;
     }
+    if (stopped || attempt !== following) return;
+    if (lost && tries < 5) {
+      logState.textContent = `Attempt ${attempt}: connection lost (${lost}); reconnecting…`;
+      await new Promise((r) => { setTimeout(r, 1000); });
+      if (!stopped && attempt === following) follow(attempt, tries + 1);
+      return;
+    }
+    if (lost) logState.textContent = `Attempt ${attempt}: log stream lost (${lost}).`;
+    refresh();
   }
 
   refresh();
