@@ -154,7 +154,7 @@ def test_submit_a_job_and_watch_its_log_arrive_live(console, root_token, data):
 def test_a_failed_jobs_exit_code_shows(console, root_token, api, data):
     job = api.call("POST", "/v1/jobs", {"queue": "console-once", "kind": "command",
                                         "params": {"argv": ["sh", "-c", "echo about to fail; exit 3"]}})
-    console.sign_in(root_token)
+    console.sign_in(root_token, node=2)
     console.go(f"#/job/{job['id']}")
     console.wait(lambda d: d.find_element(By.ID, "job-state").text in ("failed", "dead"), msg="job failed")
     console.wait(lambda d: d.find_element(By.CSS_SELECTOR, "#runs td.exit-code").text == "3", msg="exit code 3")
@@ -166,8 +166,23 @@ def test_a_failed_jobs_exit_code_shows(console, root_token, api, data):
     console.one(f"#jobs tr[data-job='{job['id']}']")
 
 
+def test_cancel_a_running_job_after_confirming(console, root_token, api, data):
+    job = api.call("POST", "/v1/jobs", {"queue": "console", "kind": "command",
+                                        "params": {"argv": ["sh", "-c", "echo waiting; sleep 60"]}})
+    console.sign_in(root_token, node=3)
+    console.go(f"#/job/{job['id']}")
+    console.wait(lambda d: "waiting" in d.find_element(By.ID, "log").text, msg="the job runs")
+    console.one("#cancel").click()
+    console.wait(lambda d: d.find_element(By.ID, "confirm").is_displayed(), msg="confirmation")
+    console.one("#confirm-ok").click()
+    console.wait(lambda d: d.find_element(By.ID, "job-state").text == "cancelled", msg="cancelled")
+    assert not console.d.find_element(By.ID, "cancel").is_displayed()
+    assert api.call("GET", f"/v1/jobs/{job['id']}")["state"] == "cancelled"
+    assert unexpected_errors(console) == []
+
+
 def test_a_policy_is_drawn_and_runs(console, root_token, data):
-    console.sign_in(root_token)
+    console.sign_in(root_token, node=3)
     console.go("#/policies")
     console.one(f"#policies tr[data-policy='{POLICY}'] a").click()
     console.wait(lambda d: len(d.find_elements(By.CSS_SELECTOR, "svg.graph g.node")) == len(GRAPH["nodes"]),
@@ -199,7 +214,7 @@ def test_a_policy_is_drawn_and_runs(console, root_token, data):
 
 
 def test_search_a_collection(console, root_token, data):
-    console.sign_in(root_token)
+    console.sign_in(root_token, node=2)
     console.go("#/vectors")
     row = console.one(f"#collections tr[data-collection='{COLLECTION}']")
     assert "3" in row.text
