@@ -50,7 +50,7 @@ function searchForm(names) {
         const req = { vector: vec, k: Number(k.value) || 10, with_payload: true };
         if (filter.value.trim()) req.filter = JSON.parse(filter.value);
         const r = await api('POST', `/v1/collections/${c}/search`, req);
-        out.replaceChildren(table(`${r.result.length} results in ${r.took_ms} ms`, ['Id', 'Score', 'Payload'],
+        out.replaceChildren(table(`${r.result.length} results in ${Number(r.took_ms).toFixed(1)} ms`, ['Id', 'Score', 'Payload'],
           r.result.map((x) => h('tr', { 'data-point': x.id }, h('td', h('code', String(x.id))),
             h('td.num', x.score.toFixed(4)), h('td', json(x.payload)))), { id: 'results' }));
       } catch (err) {
