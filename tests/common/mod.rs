@@ -287,6 +287,19 @@ impl Cluster {
         bin: Option<PathBuf>,
         env: &[(&str, &str)],
     ) -> usize {
+        let i = self.plan_node(extra, bin, env);
+        self.restart(i).await;
+        i
+    }
+
+    /// Adds node `count + 1` (ports chosen, certificate made when started)
+    /// without starting it: tests that must know every address first.
+    pub fn plan_node(
+        &mut self,
+        extra: &[&str],
+        bin: Option<PathBuf>,
+        env: &[(&str, &str)],
+    ) -> usize {
         let id = self.nodes.len() as u64 + 1;
         let data_dir = self.dir.path().join(format!("n{id}"));
         let node = TestNode {
@@ -304,9 +317,7 @@ impl Cluster {
             child: None,
         };
         self.nodes.push(node);
-        let i = self.nodes.len() - 1;
-        self.restart(i).await;
-        i
+        self.nodes.len() - 1
     }
 
     /// (Re)starts node `i` with its data directory, and waits for /healthz.

@@ -8,6 +8,8 @@ use serde::Deserialize;
 use std::path::PathBuf;
 use std::time::Duration;
 
+mod restore_cmd;
+
 #[derive(Parser)]
 #[command(
     name = "orrery",
@@ -23,6 +25,9 @@ struct Cli {
 enum Cmd {
     /// Run a node.
     Serve(Box<ServeArgs>),
+    /// Prepare this node's data directory of a new cluster from a backup
+    /// (offline; run it for every node, then start them).
+    Restore(restore_cmd::RestoreArgs),
 }
 
 #[derive(Clone, Copy, ValueEnum, Deserialize, Default, PartialEq, Eq)]
@@ -69,6 +74,19 @@ struct ServeArgs {
     /// Ask this node (client address) to add us to its cluster.
     #[arg(long, env = "ORRERY_JOIN")]
     join: Option<String>,
+    /// Form a cluster of these nodes by itself: `ID@HOST,…` (each listens
+    /// on this node's ports) or `ID@CLIENT_ADDR/PEER_ADDR,…`. The lowest id
+    /// creates the cluster once every listed node answers and none belongs
+    /// to a cluster, then adds the others. Give every node the same list.
+    #[arg(long, env = "ORRERY_INITIAL_MEMBERS")]
+    initial_members: Option<String>,
+    /// Shards of a cluster formed by --initial-members [default: 8].
+    #[arg(long, env = "ORRERY_INITIAL_SHARDS")]
+    initial_shards: Option<u32>,
+    /// Where the node that forms a cluster (--initial-members) writes its
+    /// root token, readable by this user only [default: DATA_DIR/root.token].
+    #[arg(long, env = "ORRERY_ROOT_TOKEN_FILE")]
+    root_token_file: Option<PathBuf>,
     /// Log format [default: text]; filter with RUST_LOG.
     #[arg(long, env = "ORRERY_LOG_FORMAT", value_enum)]
     log_format: Option<LogFormat>,
@@ -156,6 +174,18 @@ struct ServeArgs {
     /// (`deadline_ms` in its graph; 100 when absent) [default: 1000].
     #[arg(long, env = "ORRERY_POLICY_MAX_DEADLINE_MS")]
     policy_max_deadline_ms: Option<u64>,
+    /// Client connections this node keeps open; more are closed as soon as
+    /// they are accepted [default: 4096].
+    #[arg(long, env = "ORRERY_MAX_CONNECTIONS")]
+    max_connections: Option<usize>,
+    /// Requests this node handles at once (streams not counted); more are
+    /// answered 503 `overloaded` at once [default: 512].
+    #[arg(long, env = "ORRERY_MAX_REQUESTS")]
+    max_requests: Option<usize>,
+    /// Long-lived streams (event streams, followed logs) open at once; more
+    /// are answered 503 `overloaded` [default: 256].
+    #[arg(long, env = "ORRERY_MAX_STREAMS")]
+    max_streams: Option<usize>,
     /// Replica moves the rebalancer runs at once in the whole cluster
     /// (read on the placement leader) [default: 2].
     #[arg(long, env = "ORRERY_REBALANCE_MAX_MOVES")]
@@ -180,6 +210,9 @@ impl ServeArgs {
             peer_source,
             data_dir,
             join,
+            initial_members,
+            initial_shards,
+            root_token_file,
             log_format,
             heartbeat_ms,
             election_timeout_ms,
@@ -205,7 +238,10 @@ impl ServeArgs {
             http_sources_allow,
             policy_max_deadline_ms,
             rebalance_max_moves,
-            rebalance_max_moves_per_node
+            rebalance_max_moves_per_node,
+            max_connections,
+            max_requests,
+            max_streams
         )
     }
 }
@@ -332,13 +368,58 @@ async fn serve(args: ServeArgs) -> Result<()> {
             None => defaults.max_per_node,
         },
     };
+    let addr = args.advertise.unwrap_or_else(|| listen.clone());
+    let peer_addr = args.peer_advertise.unwrap_or_else(|| peer_listen.clone());
+    let data_dir = args
+        .data_dir
+        .unwrap_or_else(|| PathBuf::from(format!("orrery-data/n{id}")));
+    let bootstrap = match &args.initial_members {
+        None => None,
+        Some(_) if args.join.is_some() => {
+            bail!("--initial-members and --join exclude each other")
+        }
+        Some(spec) => {
+            let members = orrery_server::bootstrap::parse_members(
+                spec,
+                port_of(&listen, "--listen")?,
+                port_of(&peer_listen, "--peer-listen")?,
+            )
+            .map_err(|e| anyhow::anyhow!("--initial-members: {e}"))?;
+            let b = orrery_server::bootstrap::Bootstrap {
+                members,
+                shards: args.initial_shards.unwrap_or(0),
+                root_token_file: args
+                    .root_token_file
+                    .unwrap_or_else(|| data_dir.join("root.token")),
+            };
+            let me = orrery_types::NodeAddr {
+                addr: addr.clone(),
+                peer_addr: peer_addr.clone(),
+            };
+            b.check(id, &me).map_err(anyhow::Error::msg)?;
+            Some(b)
+        }
+    };
+    let dl = orrery_server::overload::Limits::default();
+    let positive = |v: Option<usize>, d: usize, flag: &str| match v {
+        Some(0) => bail!("{flag} must be positive"),
+        Some(n) => Ok(n),
+        None => Ok(d),
+    };
+    let limits = orrery_server::overload::Limits {
+        max_connections: positive(
+            args.max_connections,
+            dl.max_connections,
+            "--max-connections",
+        )?,
+        max_requests: positive(args.max_requests, dl.max_requests, "--max-requests")?,
+        max_streams: positive(args.max_streams, dl.max_streams, "--max-streams")?,
+    };
     let cfg = NodeConfig {
         id,
-        addr: args.advertise.unwrap_or_else(|| listen.clone()),
-        peer_addr: args.peer_advertise.unwrap_or_else(|| peer_listen.clone()),
-        data_dir: args
-            .data_dir
-            .unwrap_or_else(|| PathBuf::from(format!("orrery-data/n{id}"))),
+        addr,
+        peer_addr,
+        data_dir,
         raft,
         max_key_bytes: args.max_key_bytes.unwrap_or(4096),
         max_value_bytes: args.max_value_bytes.unwrap_or(16 << 20),
@@ -366,6 +447,8 @@ async fn serve(args: ServeArgs) -> Result<()> {
         cors_origin: args.cors_origin,
         policies,
         rebalance,
+        bootstrap,
+        limits,
     };
     orrery_server::run(cfg, &listen, &peer_listen, shutdown_signal(), |b| {
         eprintln!(
@@ -375,6 +458,13 @@ async fn serve(args: ServeArgs) -> Result<()> {
     })
     .await?;
     Ok(())
+}
+
+/// The port of a listen address (`HOST:PORT`).
+fn port_of(addr: &str, flag: &str) -> Result<u16> {
+    addr.rsplit_once(':')
+        .and_then(|(_, p)| p.parse().ok())
+        .ok_or_else(|| anyhow::anyhow!("{flag} {addr:?}: expected HOST:PORT"))
 }
 
 // glibc's malloc spent a quarter of a loaded node's CPU in its bins
@@ -398,6 +488,7 @@ fn main() {
     let result = rt.block_on(async {
         match cli.cmd {
             Cmd::Serve(args) => serve(*args).await,
+            Cmd::Restore(args) => restore_cmd::run(args).await,
         }
     });
     if let Err(e) = result {

@@ -86,6 +86,8 @@ pub const REST: &[(&str, &str, Perm)] = &[
     ("DELETE", "/v1/cluster/members/{id}", Admin),
     ("POST", "/v1/cluster/members/{id}/promote", Admin),
     ("GET", "/v1/auth/whoami", Authenticated),
+    // A backup holds every token record and all data: admins only.
+    ("POST", "/v1/backup", Admin),
     ("GET", "/v1/auth/tokens", Admin),
     ("POST", "/v1/auth/tokens", Admin),
     ("DELETE", "/v1/auth/tokens/{id}", Admin),
@@ -158,6 +160,7 @@ pub const GRPC: &[(&str, Perm)] = &[
     ("/orrery.v1.Cluster/SetVersion", Admin),
     ("/orrery.v1.Cluster/GetRebalance", Read),
     ("/orrery.v1.Cluster/SetRebalance", Admin),
+    ("/orrery.v1.Cluster/CreateBackup", Admin),
     ("/orrery.v1.Auth/CreateToken", Admin),
     ("/orrery.v1.Auth/ListTokens", Admin),
     ("/orrery.v1.Auth/RevokeToken", Admin),

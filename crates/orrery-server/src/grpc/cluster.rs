@@ -3,6 +3,7 @@
 use crate::node::ops::AdminOp;
 use crate::service::cluster::{ShardView, StatusView, VersionAction, VersionView};
 use crate::service::Services;
+use futures::StreamExt;
 use orrery_placement::{Member, PlacementState};
 use orrery_proto::v1 as pb;
 use orrery_proto::v1::cluster_server::Cluster;
@@ -158,7 +159,24 @@ impl Cluster for ClusterApi {
             self.0.cluster.set_rebalance(paused).await?,
         )))
     }
+
+    type CreateBackupStream = BackupChunks;
+
+    /// The backup file's bytes in order; an error ends the stream (what
+    /// came before it does not verify as a whole file).
+    async fn create_backup(
+        &self,
+        _req: Request<pb::CreateBackupRequest>,
+    ) -> Result<Response<Self::CreateBackupStream>, Status> {
+        let stream = self.0.backup.create().await?;
+        Ok(Response::new(Box::pin(stream.map(|r| {
+            r.map(|data| pb::BackupChunk { data }).map_err(Status::from)
+        }))))
+    }
 }
+
+type BackupChunks =
+    std::pin::Pin<Box<dyn futures::Stream<Item = Result<pb::BackupChunk, Status>> + Send>>;
 
 fn rebalance_pb(r: crate::node::RebalanceStatus) -> pb::RebalanceState {
     pb::RebalanceState {

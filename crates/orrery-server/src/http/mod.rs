@@ -4,6 +4,7 @@
 
 mod auth;
 mod auth_tokens;
+mod backup;
 mod cluster;
 mod cluster_members;
 pub mod extract;
@@ -13,7 +14,7 @@ mod jobs_queues;
 mod jobs_sse;
 mod kv;
 mod openapi;
-mod openapi_errors;
+pub(crate) mod openapi_errors;
 mod openapi_jobs;
 mod openapi_schemas;
 mod policies;
@@ -42,6 +43,7 @@ pub fn router(services: AppState) -> Router {
         .merge(kv::routes())
         .merge(cluster::routes())
         .merge(cluster_members::routes())
+        .merge(backup::routes())
         .merge(jobs::routes())
         .merge(vectors::routes())
         .merge(policies::routes())

@@ -8,7 +8,8 @@
 //! orrery-server --lib openapi`).
 
 use super::{
-    auth_tokens, cluster, cluster_members, jobs, jobs_queues, jobs_sse, kv, policies, vectors,
+    auth_tokens, backup, cluster, cluster_members, jobs, jobs_queues, jobs_sse, kv, policies,
+    vectors,
 };
 use super::{openapi_errors, AppState};
 use axum::http::header;
@@ -33,7 +34,7 @@ pub fn routes() -> Router<AppState> {
     ),
     paths(
         cluster::healthz, cluster::readyz, cluster::metrics, serve,
-        cluster::cluster, cluster::version, cluster::set_version,
+        cluster::cluster, cluster::version, cluster::set_version, backup::create,
         cluster_members::status, cluster_members::add_member, cluster_members::remove_member,
         cluster_members::promote_member,
         auth_tokens::list, auth_tokens::create, auth_tokens::revoke, auth_tokens::whoami,
