@@ -14,21 +14,25 @@ use tonic::{Request, Response, Status};
 pub struct ClusterApi(pub Arc<Services>);
 
 fn member_pb(p: &PlacementState, m: &Member) -> pb::Member {
+    member_with_shards(m, p.shards_of(m.id))
+}
+
+fn member_with_shards(m: &Member, shards: Vec<u32>) -> pb::Member {
     pb::Member {
         id: m.id,
         addr: m.addr.addr.clone(),
         peer_addr: m.addr.peer_addr.clone(),
         state: m.state.as_str().to_string(),
-        shards: p.shards_of(m.id),
+        shards,
     }
 }
 
 impl ClusterApi {
     /// Runs a membership change and returns the member as it now stands.
     async fn admin(&self, op: AdminOp) -> Result<(Vec<String>, Option<pb::Member>), Status> {
-        let (progress, member) = self.0.cluster.admin(op).await?;
-        let p = self.0.cluster.placement_local()?;
-        Ok((progress, member.map(|m| member_pb(&p, &m))))
+        let out = self.0.cluster.admin(op).await?;
+        let member = out.member.map(|(m, shards)| member_with_shards(&m, shards));
+        Ok((out.progress, member))
     }
 }
 

@@ -6,6 +6,7 @@ mod auth;
 mod auth_tokens;
 mod backup;
 mod cluster;
+mod cluster_members;
 pub mod extract;
 mod jobs;
 mod jobs_body;
@@ -18,6 +19,7 @@ mod openapi_jobs;
 mod openapi_schemas;
 mod policies;
 mod policies_views;
+mod ui;
 mod unread;
 mod vectors;
 
@@ -40,12 +42,14 @@ pub fn router(services: AppState) -> Router {
     Router::new()
         .merge(kv::routes())
         .merge(cluster::routes())
+        .merge(cluster_members::routes())
         .merge(backup::routes())
         .merge(jobs::routes())
         .merge(vectors::routes())
         .merge(policies::routes())
         .merge(auth_tokens::routes())
         .merge(openapi::routes())
+        .merge(ui::routes())
         .route_layer(middleware::from_fn_with_state(
             services.clone(),
             auth::guard,
