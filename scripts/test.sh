@@ -29,6 +29,9 @@ ORRERY_BIN="$bin_dir" scripts/test-python-client.sh
 echo "== JavaScript client (clients/js)"
 ORRERY_BIN="$bin_dir" scripts/test-js-client.sh
 
+echo "== web console (tests/console, headless Chromium)"
+ORRERY_BIN="$bin_dir" scripts/test-console.sh
+
 echo "== schemathesis: every REST operation fuzzed from the OpenAPI document"
 ORRERY_BIN="$bin_dir" scripts/schemathesis.sh
 

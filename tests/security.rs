@@ -19,6 +19,7 @@ fn concrete(route: &str) -> String {
         .replace("{v}", "1")
         .replace("{name}", "sec-s")
         .replace("{id}", "sec-x")
+        .replace("{*file}", "app.js")
 }
 
 /// Sends `method path` with `token` (and `{}` as a JSON body); the

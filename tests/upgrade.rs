@@ -8,6 +8,10 @@
 //! refused until every node is upgraded and nothing acknowledged is lost.
 //! The other test needs only this build: it lowers the version a node
 //! supports with the test-only `ORRERY_TEST_MAX_CLUSTER_VERSION`.
+//!
+//! Both are about the upgrade to version 2 (kv-delete-prefix): this
+//! build's nodes are capped at 2 here ([`CAP`]); later versions have unit
+//! tests of their own and the same machinery.
 
 mod common;
 
@@ -19,6 +23,9 @@ use std::sync::atomic::AtomicU64;
 use std::time::{Duration, Instant};
 
 const MAX_VERSION_ENV: &str = "ORRERY_TEST_MAX_CLUSTER_VERSION";
+
+/// Every node of this build supports at most version 2 in these tests.
+const CAP: (&str, &str) = (MAX_VERSION_ENV, "2");
 
 /// The previous release's `orrery` binary: `$ORRERY_UPGRADE_BASE_BIN`, or
 /// the cached build of the commit in tests/upgrade-base. Missing: a failure
@@ -127,7 +134,7 @@ async fn rolling_upgrade_under_load_with_rollback() {
     let Some(old) = base_bin() else { return };
     let t0 = Instant::now();
     let step = |what: &str| eprintln!("[{:>5.1}s] {what}", t0.elapsed().as_secs_f64());
-    let mut c = Cluster::start(0, &[]).await;
+    let mut c = Cluster::start_with_env(0, &[], &[CAP]).await;
     // The previous release has no TLS: its cluster, and this build's
     // nodes joining it, run --insecure (docs/operations.md, "Upgrades").
     for _ in 0..3 {
@@ -301,7 +308,7 @@ async fn rolling_upgrade_under_load_with_rollback() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn version_gates_commands_until_every_node_supports_it() {
-    let mut c = Cluster::start(0, &[]).await;
+    let mut c = Cluster::start_with_env(0, &[], &[CAP]).await;
     // Node 1 acts as a build that supports only version 1. It forms the
     // cluster: a cluster whose members all support version 2 would advance
     // before the others joined.
@@ -351,6 +358,11 @@ async fn version_gates_commands_until_every_node_supports_it() {
     assert_eq!(v["deleted"], 3, "{v}");
     let (s, _) = c.get(1, "keep/x", "linearizable").await;
     assert_eq!(s, 200, "a key outside the prefix was deleted");
+    // A value over the chunk size on a cluster below version 3 is written
+    // in one entry (chunks are refused by the gate, then not used).
+    let big: String = "b".repeat(3 << 20);
+    c.put_ok(2, "big", &big).await;
+    assert_eq!(c.get(0, "big", "linearizable").await, (200, big));
     let out = c.ctl_ok(2, &["kv", "delete", "--prefix", "keep/"]);
     assert!(out.contains("deleted 1 keys"), "{out}");
     c.put_ok(1, "one", "v").await;

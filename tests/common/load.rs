@@ -67,6 +67,11 @@ impl Load {
         }
     }
 
+    /// The writes acknowledged so far.
+    pub fn acked_so_far(&self) -> Vec<(String, String)> {
+        lock(&self.acked).clone()
+    }
+
     pub fn acked(&self) -> usize {
         lock(&self.acked).len()
     }

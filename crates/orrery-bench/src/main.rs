@@ -12,6 +12,7 @@ mod cluster;
 mod jobs;
 mod load;
 mod machine;
+mod overload;
 mod policies;
 mod scaleout;
 mod vectors;
@@ -51,6 +52,9 @@ enum Cmd {
     /// Scale-out: nodes added to a loaded cluster; time until they hold
     /// their share of replicas, state received, PUT latency meanwhile.
     Scaleout(scaleout::ScaleoutArgs),
+    /// Overload: PUTs offered open-loop at 1x, 2x, 4x the measured
+    /// capacity: served vs offered, shed (503 overloaded), p99, memory.
+    Overload(overload::OverloadArgs),
 }
 
 #[derive(clap::Args)]
@@ -387,6 +391,7 @@ fn main() {
             Cmd::Policies(args) => policies::policies(args).await,
             Cmd::Vectors(args) => vectors::run(args).await,
             Cmd::Scaleout(args) => scaleout::run(args).await,
+            Cmd::Overload(args) => overload::run(args).await,
         }
     });
     // Workers left behind by an interrupted cell must not outlive the run.

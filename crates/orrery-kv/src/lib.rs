@@ -5,7 +5,10 @@
 //! index doubles as the revision of the value it wrote; revisions are
 //! therefore per shard and strictly increasing within one shard.
 
+mod staged;
+
 use serde::{Deserialize, Serialize};
+pub use staged::{ChunkOutcome, Staging, CHUNK_BYTES, STAGED_TTL_MS};
 use std::collections::BTreeMap;
 
 /// A write to the KV namespace, replicated through the shard's Raft log.
@@ -38,6 +41,25 @@ pub enum KvCommand {
         #[serde(with = "serde_bytes")]
         prefix: Vec<u8>,
     },
+    /// Stages `data` at `offset` of upload `upload` (cluster version 3):
+    /// part of a value too large for one entry (`staged.rs`). `ts_ms` is
+    /// the writer's clock, for expiring abandoned uploads.
+    PutChunk {
+        upload: u64,
+        offset: u64,
+        #[serde(with = "serde_bytes")]
+        data: Vec<u8>,
+        ts_ms: u64,
+    },
+    /// Writes the staged upload (exactly `len` bytes) under `key`
+    /// (cluster version 3).
+    PutStaged {
+        upload: u64,
+        #[serde(with = "serde_bytes")]
+        key: Vec<u8>,
+        len: u64,
+        ts_ms: u64,
+    },
 }
 
 /// The outcome of a [`KvCommand`].
@@ -63,6 +85,15 @@ pub enum KvResponse {
         deleted: u64,
         revision: u64,
     },
+    /// A chunk was staged (or was already): the upload's length now.
+    Staged {
+        len: u64,
+    },
+    /// A chunk that does not continue its upload, or a `PutStaged` whose
+    /// upload does not hold `len` bytes: nothing changed; what it holds.
+    StagedMismatch {
+        have: u64,
+    },
 }
 
 /// A stored value and the revision that wrote it.
@@ -87,6 +118,12 @@ pub struct KvItem {
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct KvState {
     map: BTreeMap<Vec<u8>, Versioned>,
+    /// Large values being written in chunks. Not in `snapshot()`: the
+    /// group snapshot stores it in a section of its own, only when
+    /// non-empty, so that snapshots keep the base format until a cluster
+    /// uses chunked writes (cluster version 3).
+    #[serde(skip)]
+    pub staged: Staging,
 }
 
 impl KvState {
@@ -139,6 +176,39 @@ impl KvState {
                         revision: current.map(|c| c.revision).unwrap_or(0),
                         current: current.map(|c| c.value.clone()),
                     }
+                }
+            }
+            KvCommand::PutChunk {
+                upload,
+                offset,
+                data,
+                ts_ms,
+            } => {
+                self.staged.expire(ts_ms);
+                match self.staged.chunk(upload, offset, &data, ts_ms) {
+                    ChunkOutcome::Staged(len) => KvResponse::Staged { len },
+                    ChunkOutcome::Mismatch(have) => KvResponse::StagedMismatch { have },
+                }
+            }
+            KvCommand::PutStaged {
+                upload,
+                key,
+                len,
+                ts_ms,
+            } => {
+                self.staged.expire(ts_ms);
+                match self.staged.take(upload, len) {
+                    Ok(value) => {
+                        self.map.insert(
+                            key,
+                            Versioned {
+                                value,
+                                revision: index,
+                            },
+                        );
+                        KvResponse::Put { revision: index }
+                    }
+                    Err(have) => KvResponse::StagedMismatch { have },
                 }
             }
             KvCommand::DeletePrefix { prefix } => {
@@ -381,6 +451,22 @@ mod tests {
                     prefix: p.as_bytes().to_vec(),
                 }
             }),
+            (0u64..2, 0u64..4, prop::sample::select(vec!["x", "y"])).prop_map(|(u, o, d)| {
+                KvCommand::PutChunk {
+                    upload: u,
+                    offset: o,
+                    data: d.as_bytes().to_vec(),
+                    ts_ms: 0,
+                }
+            }),
+            (0u64..2, prop::sample::select(vec!["a", "b"]), 0u64..4).prop_map(|(u, k, len)| {
+                KvCommand::PutStaged {
+                    upload: u,
+                    key: k.as_bytes().to_vec(),
+                    len,
+                    ts_ms: 0,
+                }
+            }),
         ]
     }
 
@@ -393,10 +479,15 @@ mod tests {
             let mut a = KvState::default();
             let mut b = KvState::default();
             let mut model: BTreeMap<Vec<u8>, Vec<u8>> = BTreeMap::new();
+            let mut uploads: BTreeMap<u64, Vec<u8>> = BTreeMap::new();
             for (i, c) in cmds.iter().enumerate() {
                 let idx = i as u64 + 1;
                 if i == cut {
+                    // As the group snapshot does: the map, and the staging
+                    // section beside it.
+                    let staged = Staging::restore(&b.staged.snapshot().unwrap()).unwrap();
                     b = KvState::restore(&b.snapshot().unwrap()).unwrap();
+                    b.staged = staged;
                 }
                 let ra = a.apply(idx, c.clone());
                 let rb = b.apply(idx, c.clone());
@@ -408,6 +499,25 @@ mod tests {
                         if model.get(key) == expected.as_ref() { model.insert(key.clone(), value.clone()); }
                     }
                     KvCommand::DeletePrefix { prefix } => model.retain(|k, _| !k.starts_with(prefix)),
+                    KvCommand::PutChunk { upload, offset, data, .. } => {
+                        let u = uploads.entry(*upload).or_default();
+                        let at = *offset as usize;
+                        if at == u.len() {
+                            u.extend_from_slice(data);
+                        } else if at + data.len() <= u.len() && u[at..at + data.len()] == data[..] {
+                        } else {
+                            prop_assert_eq!(&ra, &KvResponse::StagedMismatch { have: u.len() as u64 });
+                        }
+                    }
+                    KvCommand::PutStaged { upload, key, len, .. } => {
+                        if uploads.get(upload).is_some_and(|u| u.len() as u64 == *len) {
+                            let v = uploads.remove(upload).unwrap_or_default();
+                            model.insert(key.clone(), v);
+                        } else {
+                            let mismatch = matches!(ra, KvResponse::StagedMismatch { .. });
+                            prop_assert!(mismatch, "PutStaged answered {:?}", ra);
+                        }
+                    }
                 }
             }
             prop_assert_eq!(&a, &b);

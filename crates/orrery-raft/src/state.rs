@@ -86,6 +86,20 @@ impl GroupState {
     }
 }
 
+/// The first byte of a snapshot with sections after the base ones. A base
+/// snapshot never starts with it: its first byte begins a bincode varint
+/// length, and 0xFF is not a valid varint tag.
+const EXTENDED: u8 = 0xFF;
+
+/// Sections written only when non-empty, after the base snapshot, so that
+/// a group that never used them keeps the base format (what nodes of
+/// cluster version 1 and 2 read).
+#[derive(Serialize, Deserialize)]
+struct Extensions {
+    /// Large KV values being written in chunks (cluster version 3).
+    kv_staged: Vec<u8>,
+}
+
 #[derive(Serialize, Deserialize)]
 struct SnapshotV1 {
     placement: Vec<u8>,
@@ -119,14 +133,35 @@ impl StateMachine<crate::TypeConfig> for GroupState {
             vector: self.vector.snapshot()?,
             policy: self.policy.snapshot()?,
         };
-        orrery_storage::encode(&s).map_err(|e| e.to_string())
+        let base = orrery_storage::encode(&s).map_err(|e| e.to_string())?;
+        if self.kv.staged.is_empty() {
+            return Ok(base);
+        }
+        let ext = Extensions {
+            kv_staged: self.kv.staged.snapshot()?,
+        };
+        let mut out = vec![EXTENDED];
+        out.extend(orrery_storage::encode(&(base, ext)).map_err(|e| e.to_string())?);
+        Ok(out)
     }
 
     fn restore(data: &[u8]) -> Result<Self, String> {
-        let s: SnapshotV1 = orrery_storage::decode(data).map_err(|e| e.to_string())?;
+        let (base, ext) = match data.split_first() {
+            Some((&EXTENDED, rest)) => {
+                let (base, ext): (Vec<u8>, Extensions) =
+                    orrery_storage::decode(rest).map_err(|e| e.to_string())?;
+                (std::borrow::Cow::Owned(base), Some(ext))
+            }
+            _ => (std::borrow::Cow::Borrowed(data), None),
+        };
+        let s: SnapshotV1 = orrery_storage::decode(&base).map_err(|e| e.to_string())?;
+        let mut kv = KvState::restore(&s.kv)?;
+        if let Some(ext) = ext {
+            kv.staged = orrery_kv::Staging::restore(&ext.kv_staged)?;
+        }
         Ok(GroupState {
             placement: PlacementState::restore(&s.placement)?,
-            kv: KvState::restore(&s.kv)?,
+            kv,
             queue: QueueState::restore(&s.queue)?,
             vector: VectorState::restore(&s.vector)?,
             policy: PolicyState::restore(&s.policy)?,
@@ -158,8 +193,24 @@ mod tests {
             Response::Placement(PlacementResponse::Rejected(_))
         ));
         let bytes = StateMachine::snapshot(&s).unwrap();
+        assert_ne!(bytes[0], EXTENDED, "no staging: the base format");
         let back = <GroupState as StateMachine<crate::TypeConfig>>::restore(&bytes).unwrap();
         assert_eq!(back, s);
+        // A chunked upload in progress travels in the extended format.
+        let mut staged = s.clone();
+        staged.apply(
+            5,
+            Command::Kv(KvCommand::PutChunk {
+                upload: 1,
+                offset: 0,
+                data: vec![7; 10],
+                ts_ms: 1,
+            }),
+        );
+        let ext = StateMachine::snapshot(&staged).unwrap();
+        assert_eq!(ext[0], EXTENDED);
+        let back = <GroupState as StateMachine<crate::TypeConfig>>::restore(&ext).unwrap();
+        assert_eq!(back, staged);
         let mut bad = bytes.clone();
         let last = bad.len() - 1;
         bad[last] ^= 1;

@@ -37,11 +37,16 @@ pub const VERSIONS: &[ClusterVersion] = &[
         name: "kv-delete-prefix",
         adds: "kv.DeletePrefix: delete every key with a prefix (DELETE /v1/kv?prefix=)",
     },
+    ClusterVersion {
+        number: 3,
+        name: "kv-chunked-values",
+        adds: "kv.PutChunk/PutStaged: values over 1 MiB replicate as 1 MiB entries; snapshots holding an upload in progress use the extended format",
+    },
 ];
 
 /// The highest cluster version this build supports: the last of [`VERSIONS`]
 /// (a test checks they agree).
-pub const SUPPORTED: u32 = 2;
+pub const SUPPORTED: u32 = 3;
 
 /// The version a cluster runs before it ever recorded one.
 pub const BASE: u32 = 1;
@@ -63,6 +68,8 @@ pub const COMMAND_VERSIONS: &[(&str, u32)] = &[
     ("kv.Delete", 1),
     ("kv.Cas", 1),
     ("kv.DeletePrefix", 2),
+    ("kv.PutChunk", 3),
+    ("kv.PutStaged", 3),
     ("queue.CreateQueue", 1),
     ("queue.DeleteQueue", 1),
     ("queue.ReportGpus", 1),

@@ -12,6 +12,8 @@ pub mod grpc;
 pub mod http;
 mod listen;
 pub mod node;
+pub mod overload;
+pub mod restore;
 pub mod service;
 
 pub use api::ApiError;
@@ -48,6 +50,11 @@ pub enum ServerError {
     Storage(#[from] orrery_storage::StorageError),
     #[error("server: {0}")]
     Serve(String),
+    #[error(
+        "storage failed: {0}; this node stopped rather than acknowledge writes it cannot store. \
+         Free space or fix the disk, then start it again (docs/operations.md, Failure handling)"
+    )]
+    StorageFailed(String),
 }
 
 /// Where the node's listeners ended up (useful with port 0).
@@ -185,6 +192,11 @@ pub async fn run(
     if let Some(origin) = &cfg.cors_origin {
         app = app.layer(http::cors(origin).map_err(ServerError::Serve)?);
     }
+    // Outermost: the excess is refused before any other work is done.
+    app = app.layer(axum::middleware::from_fn_with_state(
+        node.budgets.clone(),
+        overload::guard,
+    ));
     let make = app.into_make_service_with_connect_info::<auth::ConnInfo>();
 
     let mut rx1 = stop_rx.clone();
@@ -197,12 +209,18 @@ pub async fn run(
             let tls = certs
                 .server_config(false)
                 .map_err(|e| ServerError::Serve(e.to_string()))?;
-            let l = listen::TlsListener(orrery_tls::accept_tls(client_l, tls));
+            let l = overload::Capped {
+                inner: listen::TlsListener(orrery_tls::accept_tls(client_l, tls)),
+                budgets: node.budgets.clone(),
+            };
             let srv = axum::serve(l, make).with_graceful_shutdown(stopped);
             Box::pin(async move { srv.await.map_err(|e| e.to_string()) })
         }
         None => {
-            let l = listen::PlainListener(client_l);
+            let l = overload::Capped {
+                inner: listen::PlainListener(client_l),
+                budgets: node.budgets.clone(),
+            };
             let srv = axum::serve(l, make).with_graceful_shutdown(stopped);
             Box::pin(async move { srv.await.map_err(|e| e.to_string()) })
         }
@@ -254,9 +272,17 @@ pub async fn run(
 
     tracing::info!(node = cfg.id, client = %bound.client, peer = %bound.peer, "orrery node listening");
     on_bound(bound);
+    let storage_watch = tokio::spawn(node::storage_health::watch(node.clone(), stop_rx.clone()));
+    let failed_storage = Arc::new(std::sync::OnceLock::new());
+    let failed = failed_storage.clone();
     tokio::spawn(async move {
-        shutdown.await;
-        tracing::info!("shutting down");
+        tokio::select! {
+            _ = shutdown => tracing::info!("shutting down"),
+            Ok(Some(why)) = storage_watch => {
+                tracing::error!("stopping: storage failed");
+                let _ = failed.set(why);
+            }
+        }
         let _ = stop_tx.send(true);
     });
     // Graceful shutdown waits for open connections to end, and a follower
@@ -276,6 +302,9 @@ pub async fn run(
     };
     services.jobs.shutdown().await;
     registry.shutdown().await;
+    if let Some(why) = failed_storage.get() {
+        return Err(ServerError::StorageFailed(why.clone()));
+    }
     a.map_err(ServerError::Serve)?;
     b.map_err(ServerError::Serve)?;
     tracing::info!("stopped");
@@ -338,6 +367,11 @@ pub fn render_raft_metrics(
             );
         }
     }
+    let _ = writeln!(
+        out,
+        "# HELP orrery_storage_failed 1 once this node's storage failed (it then stops).\n# TYPE orrery_storage_failed gauge\norrery_storage_failed {}",
+        u8::from(node.storage_failure().is_some())
+    );
     let w = node.registry.storage().wal().stats();
     let wal: [(&str, &str, &str, u64); 5] = [
         (

@@ -49,18 +49,21 @@ impl Listener for PlainListener {
     }
 }
 
-impl Connected<IncomingStream<'_, PlainListener>> for ConnInfo {
-    fn connect_info(_: IncomingStream<'_, PlainListener>) -> Self {
+type Capped<L> = crate::overload::Capped<L>;
+
+impl Connected<IncomingStream<'_, Capped<PlainListener>>> for ConnInfo {
+    fn connect_info(_: IncomingStream<'_, Capped<PlainListener>>) -> Self {
         ConnInfo { node_cert: false }
     }
 }
 
-impl Connected<IncomingStream<'_, TlsListener>> for ConnInfo {
+impl Connected<IncomingStream<'_, Capped<TlsListener>>> for ConnInfo {
     /// The handshake verified any certificate shown against the cluster CA.
-    fn connect_info(stream: IncomingStream<'_, TlsListener>) -> Self {
+    fn connect_info(stream: IncomingStream<'_, Capped<TlsListener>>) -> Self {
         ConnInfo {
             node_cert: stream
                 .io()
+                .io
                 .get_ref()
                 .1
                 .peer_certificates()

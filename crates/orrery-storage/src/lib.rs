@@ -15,15 +15,18 @@
 //! * every stored record carries a CRC32 so that a flipped byte is reported as
 //!   corruption instead of being applied or replicated.
 
+pub mod backup_file;
 mod codec;
 mod log_store;
 mod manifest;
+mod seed;
 mod state_machine;
 mod wal;
 
 pub use codec::{decode, encode, CodecError};
 pub use log_store::LogStore;
 pub use manifest::{GroupMark, Manifest};
+pub use seed::seed_group;
 pub use state_machine::{SmHandle, SnapshotBuilder, StateMachine, StateMachineStore};
 pub use wal::{EntryLeader, NewEntry, Wal, WalStats, SEGMENT_BYTES};
 

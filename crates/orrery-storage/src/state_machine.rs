@@ -19,7 +19,7 @@ use std::io::Cursor;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock, RwLockReadGuard};
 
-const KEY_SNAPSHOT: &[u8] = b"current";
+pub(crate) const KEY_SNAPSHOT: &[u8] = b"current";
 
 /// The contract every group's domain state fulfils. Implementations must be
 /// deterministic: the same commands applied to the same state give the same
@@ -51,9 +51,9 @@ struct Inner<C: RaftTypeConfig, M> {
 
 #[derive(Serialize, Deserialize)]
 #[serde(bound = "")]
-struct StoredSnapshot<C: RaftTypeConfig> {
-    meta: SnapshotMeta<C::NodeId, C::Node>,
-    data: Vec<u8>,
+pub(crate) struct StoredSnapshot<C: RaftTypeConfig> {
+    pub(crate) meta: SnapshotMeta<C::NodeId, C::Node>,
+    pub(crate) data: Vec<u8>,
 }
 
 /// The leading field of a `StoredSnapshot` record, read without the data.
@@ -89,6 +89,14 @@ impl<C: RaftTypeConfig, M> SmHandle<C, M> {
     /// restored on start); 0 before the first.
     pub fn snapshot_bytes(&self) -> u64 {
         self.snapshot_bytes.load(Ordering::Relaxed)
+    }
+
+    /// Runs `f` on the applied state and the log id of the last entry
+    /// applied to it, under one read lock (a backup's copy of a group is
+    /// the state exactly at that entry).
+    pub fn read_at<T>(&self, f: impl FnOnce(&M, Option<&LogId<C::NodeId>>) -> T) -> T {
+        let g = self.lock();
+        f(&g.state, g.last_applied.as_ref())
     }
 
     pub fn last_applied_index(&self) -> u64 {

@@ -712,6 +712,11 @@ impl Wal {
         delete_segments(&self.shared, segs);
     }
 
+    /// Why the log refuses every write, once a write or fsync failed.
+    pub fn failure(&self) -> Option<String> {
+        self.state().failed.clone()
+    }
+
     pub fn stats(&self) -> WalStats {
         let st = self.state();
         WalStats {

@@ -9,6 +9,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 mod healthcheck;
+mod restore_cmd;
 
 #[derive(Parser)]
 #[command(
@@ -28,6 +29,9 @@ enum Cmd {
     /// Exit 0 when the local node is ready (`GET /readyz` answers 200): the
     /// container image's HEALTHCHECK.
     Healthcheck(healthcheck::HealthcheckArgs),
+    /// Prepare this node's data directory of a new cluster from a backup
+    /// (offline; run it for every node, then start them).
+    Restore(restore_cmd::RestoreArgs),
 }
 
 #[derive(Clone, Copy, ValueEnum, Deserialize, Default, PartialEq, Eq)]
@@ -174,6 +178,18 @@ struct ServeArgs {
     /// (`deadline_ms` in its graph; 100 when absent) [default: 1000].
     #[arg(long, env = "ORRERY_POLICY_MAX_DEADLINE_MS")]
     policy_max_deadline_ms: Option<u64>,
+    /// Client connections this node keeps open; more are closed as soon as
+    /// they are accepted [default: 4096].
+    #[arg(long, env = "ORRERY_MAX_CONNECTIONS")]
+    max_connections: Option<usize>,
+    /// Requests this node handles at once (streams not counted); more are
+    /// answered 503 `overloaded` at once [default: 512].
+    #[arg(long, env = "ORRERY_MAX_REQUESTS")]
+    max_requests: Option<usize>,
+    /// Long-lived streams (event streams, followed logs) open at once; more
+    /// are answered 503 `overloaded` [default: 256].
+    #[arg(long, env = "ORRERY_MAX_STREAMS")]
+    max_streams: Option<usize>,
     /// Replica moves the rebalancer runs at once in the whole cluster
     /// (read on the placement leader) [default: 2].
     #[arg(long, env = "ORRERY_REBALANCE_MAX_MOVES")]
@@ -226,7 +242,10 @@ impl ServeArgs {
             http_sources_allow,
             policy_max_deadline_ms,
             rebalance_max_moves,
-            rebalance_max_moves_per_node
+            rebalance_max_moves_per_node,
+            max_connections,
+            max_requests,
+            max_streams
         )
     }
 }
@@ -385,6 +404,21 @@ async fn serve(args: ServeArgs) -> Result<()> {
             Some(b)
         }
     };
+    let dl = orrery_server::overload::Limits::default();
+    let positive = |v: Option<usize>, d: usize, flag: &str| match v {
+        Some(0) => bail!("{flag} must be positive"),
+        Some(n) => Ok(n),
+        None => Ok(d),
+    };
+    let limits = orrery_server::overload::Limits {
+        max_connections: positive(
+            args.max_connections,
+            dl.max_connections,
+            "--max-connections",
+        )?,
+        max_requests: positive(args.max_requests, dl.max_requests, "--max-requests")?,
+        max_streams: positive(args.max_streams, dl.max_streams, "--max-streams")?,
+    };
     let cfg = NodeConfig {
         id,
         addr,
@@ -418,6 +452,7 @@ async fn serve(args: ServeArgs) -> Result<()> {
         policies,
         rebalance,
         bootstrap,
+        limits,
     };
     orrery_server::run(cfg, &listen, &peer_listen, shutdown_signal(), |b| {
         eprintln!(
@@ -458,6 +493,7 @@ fn main() {
         match cli.cmd {
             Cmd::Serve(args) => serve(*args).await,
             Cmd::Healthcheck(args) => healthcheck::run(args).await,
+            Cmd::Restore(args) => restore_cmd::run(args).await,
         }
     });
     if let Err(e) = result {

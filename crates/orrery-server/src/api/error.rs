@@ -47,6 +47,15 @@ pub enum ApiError {
     /// variant index travels in forwarded replies.
     #[error("{0}")]
     EvaluationTimeout(String),
+    /// This node's storage failed (disk full, I/O error): it acknowledges
+    /// no write, and stops (see `node/storage_health.rs`). Last: the
+    /// variant index travels in forwarded replies.
+    #[error("storage unavailable on this node: {0}")]
+    StorageUnavailable(String),
+    /// This node is handling as many requests as it may (`overload.rs`):
+    /// nothing was done; retry shortly or on another node.
+    #[error("overloaded: {0}")]
+    Overloaded(String),
 }
 
 impl ApiError {
@@ -76,6 +85,8 @@ impl ApiError {
             ApiError::Forbidden(_) => "forbidden",
             ApiError::UnsupportedMediaType(_) => "unsupported_media_type",
             ApiError::EvaluationTimeout(_) => "evaluation_timeout",
+            ApiError::StorageUnavailable(_) => "storage_unavailable",
+            ApiError::Overloaded(_) => "overloaded",
         }
     }
 
@@ -85,9 +96,11 @@ impl ApiError {
             ApiError::NotFound(_) => StatusCode::NOT_FOUND,
             ApiError::Conflict(_) => StatusCode::CONFLICT,
             ApiError::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
-            ApiError::Unavailable(_) | ApiError::OutcomeUnknown(_) | ApiError::NotInitialized => {
-                StatusCode::SERVICE_UNAVAILABLE
-            }
+            ApiError::Unavailable(_)
+            | ApiError::OutcomeUnknown(_)
+            | ApiError::NotInitialized
+            | ApiError::StorageUnavailable(_)
+            | ApiError::Overloaded(_) => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
             ApiError::ClusterVersionTooLow { .. } => StatusCode::CONFLICT,
             ApiError::Unauthenticated(_) => StatusCode::UNAUTHORIZED,
@@ -160,9 +173,11 @@ fn grpc_status(e: &ApiError) -> tonic::Status {
         ApiError::NotFound(_) => tonic::Status::not_found(msg),
         ApiError::Conflict(_) => tonic::Status::failed_precondition(msg),
         ApiError::TooLarge(_) => tonic::Status::resource_exhausted(msg),
-        ApiError::Unavailable(_) | ApiError::OutcomeUnknown(_) | ApiError::NotInitialized => {
-            tonic::Status::unavailable(msg)
-        }
+        ApiError::Unavailable(_)
+        | ApiError::OutcomeUnknown(_)
+        | ApiError::NotInitialized
+        | ApiError::StorageUnavailable(_)
+        | ApiError::Overloaded(_) => tonic::Status::unavailable(msg),
         ApiError::Internal(_) => tonic::Status::internal(msg),
         ApiError::ClusterVersionTooLow { .. } => tonic::Status::failed_precondition(msg),
         ApiError::Unauthenticated(_) => tonic::Status::unauthenticated(msg),
@@ -276,6 +291,8 @@ mod tests {
             ApiError::unavailable("no quorum"),
             ApiError::OutcomeUnknown("?".into()),
             ApiError::NotInitialized,
+            ApiError::StorageUnavailable("disk full".into()),
+            ApiError::Overloaded("busy".into()),
         ] {
             let code = e.code().to_string();
             let s = tonic::Status::from(e);

@@ -16,6 +16,8 @@ pub enum Perm {
     Init,
     /// `/metrics`: any role, or anyone with `--metrics-public`.
     Metrics,
+    /// Any authenticated caller, whatever its role (`whoami`).
+    Authenticated,
     /// Reads of data and cluster state (not tokens).
     Read,
     /// Writes of KV, queues, vectors, policies, sources; policy runs.
@@ -36,6 +38,7 @@ impl Perm {
             Perm::Open => "open",
             Perm::Init => "cluster.init",
             Perm::Metrics => "metrics",
+            Perm::Authenticated => "authenticated",
             Perm::Read => "read",
             Perm::Write => "write",
             Perm::Admin => "admin",
@@ -50,7 +53,7 @@ impl Perm {
     pub fn allows(self, role: Role) -> bool {
         use Role::*;
         match self {
-            Perm::Open | Perm::Metrics => true,
+            Perm::Open | Perm::Metrics | Perm::Authenticated => true,
             Perm::Init | Perm::Admin => role == Admin,
             Perm::Read => matches!(role, Admin | Writer | Reader),
             Perm::Write | Perm::JobsSubmit => matches!(role, Admin | Writer),
@@ -69,9 +72,22 @@ pub const REST: &[(&str, &str, Perm)] = &[
     ("GET", "/metrics", Metrics),
     // The OpenAPI document: the API's shape, no data.
     ("GET", "/v1/openapi.json", Open),
+    // The web console's static files (http/ui.rs): public, like a login
+    // page; every piece of data they show comes from the API with the
+    // user's token. Not API routes, so not in the OpenAPI document.
+    ("GET", "/ui", Open),
+    ("GET", "/ui/", Open),
+    ("GET", "/ui/{*file}", Open),
     ("GET", "/v1/cluster", Read),
     ("GET", "/v1/cluster/version", Read),
     ("POST", "/v1/cluster/version", Admin),
+    ("GET", "/v1/cluster/status", Read),
+    ("POST", "/v1/cluster/members", Admin),
+    ("DELETE", "/v1/cluster/members/{id}", Admin),
+    ("POST", "/v1/cluster/members/{id}/promote", Admin),
+    ("GET", "/v1/auth/whoami", Authenticated),
+    // A backup holds every token record and all data: admins only.
+    ("POST", "/v1/backup", Admin),
     ("GET", "/v1/auth/tokens", Admin),
     ("POST", "/v1/auth/tokens", Admin),
     ("DELETE", "/v1/auth/tokens/{id}", Admin),
@@ -144,6 +160,7 @@ pub const GRPC: &[(&str, Perm)] = &[
     ("/orrery.v1.Cluster/SetVersion", Admin),
     ("/orrery.v1.Cluster/GetRebalance", Read),
     ("/orrery.v1.Cluster/SetRebalance", Admin),
+    ("/orrery.v1.Cluster/CreateBackup", Admin),
     ("/orrery.v1.Auth/CreateToken", Admin),
     ("/orrery.v1.Auth/ListTokens", Admin),
     ("/orrery.v1.Auth/RevokeToken", Admin),
@@ -197,6 +214,13 @@ pub const GRPC: &[(&str, Perm)] = &[
     ("/orrery.v1.Policies/ListDataSources", Read),
     ("/orrery.v1.Policies/DeleteDataSource", Write),
 ];
+
+/// Routes that serve the web console's files rather than the API: they
+/// are left out of the OpenAPI document on purpose (http/openapi.rs's
+/// parity test skips exactly these).
+pub fn is_console_route(route: &str) -> bool {
+    route == "/ui" || route.starts_with("/ui/")
+}
 
 pub fn rest(method: &Method, route: &str) -> Option<Perm> {
     REST.iter()
@@ -337,6 +361,9 @@ mod tests {
         assert!(Write.allows(Writer) && JobsSubmit.allows(Writer) && !Perm::Admin.allows(Writer));
         assert!(!JobsWork.allows(Writer));
         assert!(JobsWork.allows(Worker) && JobsRead.allows(Worker));
+        for r in [Role::Admin, Writer, Reader, Worker] {
+            assert!(Authenticated.allows(r), "{r:?}");
+        }
         assert!(!Read.allows(Worker) && !Write.allows(Worker) && !JobsSubmit.allows(Worker));
     }
 }

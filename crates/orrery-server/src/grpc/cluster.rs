@@ -3,6 +3,7 @@
 use crate::node::ops::AdminOp;
 use crate::service::cluster::{ShardView, StatusView, VersionAction, VersionView};
 use crate::service::Services;
+use futures::StreamExt;
 use orrery_placement::{Member, PlacementState};
 use orrery_proto::v1 as pb;
 use orrery_proto::v1::cluster_server::Cluster;
@@ -13,21 +14,25 @@ use tonic::{Request, Response, Status};
 pub struct ClusterApi(pub Arc<Services>);
 
 fn member_pb(p: &PlacementState, m: &Member) -> pb::Member {
+    member_with_shards(m, p.shards_of(m.id))
+}
+
+fn member_with_shards(m: &Member, shards: Vec<u32>) -> pb::Member {
     pb::Member {
         id: m.id,
         addr: m.addr.addr.clone(),
         peer_addr: m.addr.peer_addr.clone(),
         state: m.state.as_str().to_string(),
-        shards: p.shards_of(m.id),
+        shards,
     }
 }
 
 impl ClusterApi {
     /// Runs a membership change and returns the member as it now stands.
     async fn admin(&self, op: AdminOp) -> Result<(Vec<String>, Option<pb::Member>), Status> {
-        let (progress, member) = self.0.cluster.admin(op).await?;
-        let p = self.0.cluster.placement_local()?;
-        Ok((progress, member.map(|m| member_pb(&p, &m))))
+        let out = self.0.cluster.admin(op).await?;
+        let member = out.member.map(|(m, shards)| member_with_shards(&m, shards));
+        Ok((out.progress, member))
     }
 }
 
@@ -154,7 +159,24 @@ impl Cluster for ClusterApi {
             self.0.cluster.set_rebalance(paused).await?,
         )))
     }
+
+    type CreateBackupStream = BackupChunks;
+
+    /// The backup file's bytes in order; an error ends the stream (what
+    /// came before it does not verify as a whole file).
+    async fn create_backup(
+        &self,
+        _req: Request<pb::CreateBackupRequest>,
+    ) -> Result<Response<Self::CreateBackupStream>, Status> {
+        let stream = self.0.backup.create().await?;
+        Ok(Response::new(Box::pin(stream.map(|r| {
+            r.map(|data| pb::BackupChunk { data }).map_err(Status::from)
+        }))))
+    }
 }
+
+type BackupChunks =
+    std::pin::Pin<Box<dyn futures::Stream<Item = Result<pb::BackupChunk, Status>> + Send>>;
 
 fn rebalance_pb(r: crate::node::RebalanceStatus) -> pb::RebalanceState {
     pb::RebalanceState {

@@ -1,4 +1,6 @@
-//! `/v1/auth/tokens`: create, list and revoke bearer tokens (admins).
+//! `/v1/auth/tokens`: create, list and revoke bearer tokens (admins);
+//! `/v1/auth/whoami`: the caller's own identity and role (anyone with a
+//! token), so a client such as the web console offers only what it may do.
 
 use super::extract::json_body;
 use super::extract::Path;
@@ -7,10 +9,12 @@ use super::openapi_schemas as S;
 use super::AppState;
 use crate::api::{now_ms, ApiError};
 use crate::auth::tokens::{self, NewToken};
+use crate::auth::Caller;
 use axum::body::Body;
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::routing::{delete, get};
+use axum::Extension;
 use axum::{Json, Router};
 use serde_json::{json, Value};
 
@@ -18,6 +22,35 @@ pub fn routes() -> Router<AppState> {
     Router::new()
         .route("/v1/auth/tokens", get(list).post(create))
         .route("/v1/auth/tokens/{id}", delete(revoke))
+        .route("/v1/auth/whoami", get(whoami))
+}
+
+/// `GET /v1/auth/whoami`.
+#[derive(utoipa::ToSchema, serde::Serialize)]
+#[allow(dead_code)]
+pub struct WhoAmI {
+    /// The token's name, the JWT's `sub`, `node` or `anonymous`.
+    identity: String,
+    /// `admin`, `writer`, `reader` or `worker`; null for the anonymous
+    /// caller of an `--insecure` node (which may do everything but run
+    /// `command` jobs).
+    role: Option<String>,
+    /// A worker token's queues; null: all.
+    queues: Option<Vec<String>>,
+    /// The node runs with `--insecure`.
+    insecure: bool,
+}
+
+/// Who the caller is: what its token (or JWT) says.
+#[utoipa::path(get, path = "/v1/auth/whoami", operation_id = "auth_whoami", tag = "auth",
+    responses((status = 200, description = "The caller's identity, role and queues.", body = WhoAmI)))]
+async fn whoami(State(s): State<AppState>, Extension(caller): Extension<Caller>) -> Json<Value> {
+    Json(json!({
+        "identity": caller.name,
+        "role": caller.role.map(|r| r.as_str()),
+        "queues": caller.queues,
+        "insecure": s.auth.insecure(),
+    }))
 }
 
 /// A new token; its secret is in the answer only.

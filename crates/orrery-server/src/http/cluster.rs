@@ -125,9 +125,14 @@ async fn set_version(State(s): State<AppState>, body: Body) -> Result<Json<Value
 }
 
 #[utoipa::path(get, path = "/healthz", operation_id = "healthz", tag = "cluster",
-    responses((status = 200, description = "The process is up.", body = S::Health)))]
-async fn healthz() -> Json<Value> {
-    Json(json!({"status": "ok"}))
+    responses((status = 200, description = "The process is up.", body = S::Health),
+        (status = 503, description = "`storage_unavailable`: this node's storage failed; it stops within seconds.", body = crate::http::openapi_errors::ErrorBody)))]
+async fn healthz(State(s): State<AppState>) -> Response {
+    match s.node.storage_failure() {
+        None => Json(json!({"status": "ok"})).into_response(),
+        // Alive, but storing nothing: a supervisor should restart it.
+        Some(why) => ApiError::StorageUnavailable(why).into_response(),
+    }
 }
 
 #[utoipa::path(get, path = "/readyz", operation_id = "readyz", tag = "cluster",
@@ -145,6 +150,7 @@ async fn readyz(State(s): State<AppState>) -> Response {
 async fn metrics(State(s): State<AppState>) -> Response {
     let mut out = String::new();
     s.node.metrics.render(&mut out);
+    s.node.budgets.render(&mut out);
     let (gpus, held) = s.jobs.local_gpus();
     crate::render_raft_metrics(&s.node, &gpus, &held, &mut out);
     ([("content-type", "text/plain; version=0.0.4")], out).into_response()

@@ -176,12 +176,13 @@ async fn events_stream(
         .or(p.since)
         .unwrap_or_default();
     let cursor = parse_cursor(&from)?;
+    let changed = s.jobs.events.subscribe();
     let stream = futures::stream::unfold(
-        (s, cursor, VecDeque::<SseEvent>::new()),
-        |(s, mut cursor, mut pending)| async move {
+        (s, cursor, VecDeque::<SseEvent>::new(), changed),
+        |(s, mut cursor, mut pending, mut changed)| async move {
             loop {
                 if let Some(ev) = pending.pop_front() {
-                    return Some((Ok::<_, Infallible>(ev), (s, cursor, pending)));
+                    return Some((Ok::<_, Infallible>(ev), (s, cursor, pending, changed)));
                 }
                 match s.jobs.events_since(&cursor, 500).await {
                     Ok((evs, _)) if !evs.is_empty() => {
@@ -201,7 +202,12 @@ async fn events_stream(
                             );
                         }
                     }
-                    Ok(_) => tokio::time::sleep(Duration::from_millis(300)).await,
+                    // Nothing new: wait for the node's events watcher (the
+                    // timeout only bounds a missed notification).
+                    Ok(_) => {
+                        let _ =
+                            tokio::time::timeout(Duration::from_secs(30), changed.changed()).await;
+                    }
                     Err(e) => {
                         tracing::debug!("event stream: {e}");
                         tokio::time::sleep(Duration::from_secs(1)).await;

@@ -4,7 +4,9 @@
 
 mod auth;
 mod auth_tokens;
+mod backup;
 mod cluster;
+mod cluster_members;
 pub mod extract;
 mod jobs;
 mod jobs_body;
@@ -12,11 +14,12 @@ mod jobs_queues;
 mod jobs_sse;
 mod kv;
 mod openapi;
-mod openapi_errors;
+pub(crate) mod openapi_errors;
 mod openapi_jobs;
 mod openapi_schemas;
 mod policies;
 mod policies_views;
+mod ui;
 mod unread;
 mod vectors;
 
@@ -39,11 +42,14 @@ pub fn router(services: AppState) -> Router {
     Router::new()
         .merge(kv::routes())
         .merge(cluster::routes())
+        .merge(cluster_members::routes())
+        .merge(backup::routes())
         .merge(jobs::routes())
         .merge(vectors::routes())
         .merge(policies::routes())
         .merge(auth_tokens::routes())
         .merge(openapi::routes())
+        .merge(ui::routes())
         .route_layer(middleware::from_fn_with_state(
             services.clone(),
             auth::guard,

@@ -4,6 +4,7 @@
 //! here with the shard map.
 
 mod admin;
+pub mod backup;
 pub mod group_commit;
 mod handover;
 pub mod metrics;
@@ -13,6 +14,7 @@ mod rebalance;
 mod reconcile;
 mod route;
 pub(crate) mod status;
+pub mod storage_health;
 pub mod typed;
 pub mod validate;
 pub mod version;
@@ -80,6 +82,8 @@ pub struct NodeConfig {
     /// How many replica moves the rebalancer runs at once (when this node
     /// leads the placement group).
     pub rebalance: orrery_placement::MoveLimits,
+    /// Caps on client connections and requests in flight (`overload.rs`).
+    pub limits: crate::overload::Limits,
     /// `--initial-members`: form a cluster by itself at start.
     pub bootstrap: Option<crate::bootstrap::Bootstrap>,
 }
@@ -97,6 +101,8 @@ pub struct Node {
     pub cfg: NodeConfig,
     pub registry: Arc<Registry>,
     pub metrics: Arc<Metrics>,
+    /// The client port's connection and request budgets.
+    pub budgets: Arc<crate::overload::Budgets>,
     reconcile: Notify,
     /// Groups with a membership change in flight (started by this node).
     busy: Mutex<HashSet<GroupId>>,
@@ -110,6 +116,8 @@ pub struct Node {
     group_commit: GroupCommit,
     /// When this node (as placement leader) last looked for moves.
     last_rebalance: Mutex<Option<Instant>>,
+    /// Why this node's storage failed, once it did (`storage_health.rs`).
+    storage_failed: std::sync::OnceLock<String>,
 }
 
 /// On a leader: how many entries of its log `target` does not have yet.
@@ -126,6 +134,7 @@ fn behind(m: &orrery_raft::RaftMetrics, target: NodeId) -> u64 {
 impl Node {
     pub fn new(cfg: NodeConfig, registry: Arc<Registry>) -> Arc<Self> {
         Arc::new(Self {
+            budgets: crate::overload::Budgets::new(cfg.limits),
             cfg,
             registry,
             metrics: Arc::new(Metrics::default()),
@@ -135,6 +144,7 @@ impl Node {
             paused: Mutex::new(HashMap::new()),
             group_commit: GroupCommit::default(),
             last_rebalance: Mutex::new(None),
+            storage_failed: std::sync::OnceLock::new(),
         })
     }
 
@@ -172,6 +182,9 @@ impl Node {
     /// leader cut off from its quorum keeps believing it leads; it must
     /// not report ready). Returns the leader, or why not.
     pub fn readiness(&self) -> Result<NodeId, String> {
+        if let Some(why) = self.storage_failure() {
+            return Err(format!("storage failed: {why}"));
+        }
         let Some(g) = self.placement_group() else {
             return Err("not part of an initialised cluster yet".into());
         };

@@ -31,6 +31,9 @@ pub enum Query {
         uid: u64,
     },
     Policy(orrery_policy::store::PolicyQuery),
+    /// The group's whole state, serialised, and the log point it is at (a
+    /// backup's section; see `node/backup.rs`).
+    GroupCopy,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -44,6 +47,7 @@ pub enum QueryResult {
     VectorGet(Option<orrery_vector::StoredPoint>),
     VectorInfo(orrery_vector::ShardInfo),
     Policy(orrery_policy::store::PolicyQueryResult),
+    GroupCopy(Result<super::backup::GroupCopy, String>),
 }
 
 /// Membership operations, executed by the placement leader.

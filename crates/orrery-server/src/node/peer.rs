@@ -13,10 +13,14 @@ use serde::{de::DeserializeOwned, Serialize};
 use std::pin::Pin;
 use std::sync::Arc;
 use tokio::sync::{mpsc, watch};
-use tokio_stream::wrappers::UnboundedReceiverStream;
+use tokio_stream::wrappers::ReceiverStream;
 use tokio_stream::Stream;
 use tonic::{Request, Response, Status, Streaming};
 use tracing::Instrument;
+
+/// Frames of one peer's Raft stream handled at once (and replies queued):
+/// enough for every group on a link to have an AppendEntries in flight.
+const STREAM_IN_FLIGHT: usize = 256;
 
 pub struct PeerService {
     pub node: Arc<Node>,
@@ -92,7 +96,12 @@ impl Peer for PeerService {
         req: Request<Streaming<RaftStreamRequest>>,
     ) -> Result<Response<Self::RaftStreamStream>, Status> {
         let mut inbound = req.into_inner();
-        let (tx, rx) = mpsc::unbounded_channel();
+        // Bounded: at most STREAM_IN_FLIGHT frames are handled at once and
+        // as many replies wait to be sent. A peer that sends faster than
+        // this node handles stops being read, and HTTP/2 flow control
+        // pushes back on it, instead of queueing without limit.
+        let (tx, rx) = mpsc::channel(STREAM_IN_FLIGHT);
+        let slots = Arc::new(tokio::sync::Semaphore::new(STREAM_IN_FLIGHT));
         let node = self.node.clone();
         let mut stop = self.stop.clone();
         if *stop.borrow() {
@@ -103,6 +112,9 @@ impl Peer for PeerService {
             // waits for its fsync, and the other groups on this link must
             // not wait behind it (nor lose the shared fsync).
             loop {
+                let Ok(slot) = slots.clone().acquire_owned().await else {
+                    break;
+                };
                 let frame = tokio::select! {
                     m = inbound.message() => match m {
                         Ok(Some(frame)) => frame,
@@ -112,6 +124,7 @@ impl Peer for PeerService {
                 };
                 let (node, tx) = (node.clone(), tx.clone());
                 tokio::spawn(async move {
+                    let _slot = slot;
                     let result = match frame.request {
                         Some(r) => raft_rpc(&node, r).await,
                         None => Err(Status::invalid_argument(
@@ -121,17 +134,16 @@ impl Peer for PeerService {
                     let reply = RaftStreamReply::new(frame.id, result);
                     // The sender has gone when the link broke: nothing to
                     // answer then.
-                    let _ = tx.send(Ok(reply));
+                    let _ = tx.send(Ok(reply)).await;
                 });
             }
         });
         // The reply stream ends at stop even if a frame is still being
         // handled: its caller learns the link is gone, as from a crash.
         let mut stop = self.stop.clone();
-        let replies =
-            futures::StreamExt::take_until(UnboundedReceiverStream::new(rx), async move {
-                let _ = stop.wait_for(|s| *s).await;
-            });
+        let replies = futures::StreamExt::take_until(ReceiverStream::new(rx), async move {
+            let _ = stop.wait_for(|s| *s).await;
+        });
         Ok(Response::new(Box::pin(replies)))
     }
 

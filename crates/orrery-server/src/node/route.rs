@@ -123,6 +123,9 @@ impl Node {
         // Every write passes here, local or forwarded: a command the active
         // cluster version does not allow is never proposed, nor forwarded.
         self.check_version(&cmd).await?;
+        // A node whose storage failed acknowledges nothing (not even what
+        // it would forward: it is about to stop).
+        self.check_storage()?;
         // ... and the public API's input rules (a peer's Forward skipped
         // that API).
         super::validate::command(&self.cfg, &cmd)?;
@@ -339,7 +342,7 @@ impl Node {
 }
 
 pub(super) fn run_query(g: &Group, q: &Query) -> QueryResult {
-    g.sm.read(|s| match q {
+    g.sm.read_at(|s, applied| match q {
         Query::KvGet { key } => QueryResult::KvGet(s.kv.get(key).cloned()),
         Query::KvList { prefix, limit } => QueryResult::KvList(s.kv.list(prefix, *limit)),
         Query::Placement => QueryResult::Placement(Box::new(s.placement.clone())),
@@ -355,6 +358,7 @@ pub(super) fn run_query(g: &Group, q: &Query) -> QueryResult {
             QueryResult::VectorInfo(s.vector.shard_info(collection, *uid))
         }
         Query::Policy(q) => QueryResult::Policy(s.policy.query(q)),
+        Query::GroupCopy => QueryResult::GroupCopy(super::backup::copy_state(s, applied)),
     })
 }
 

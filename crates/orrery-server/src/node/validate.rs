@@ -40,6 +40,16 @@ pub fn kv_key(cfg: &NodeConfig, key: &[u8]) -> Result<(), ApiError> {
     Ok(())
 }
 
+fn kv_value_len(cfg: &NodeConfig, len: u64) -> Result<(), ApiError> {
+    if len > cfg.max_value_bytes as u64 {
+        return Err(ApiError::TooLarge(format!(
+            "value is {len} bytes; the limit is {} bytes",
+            cfg.max_value_bytes
+        )));
+    }
+    Ok(())
+}
+
 pub fn kv_value(cfg: &NodeConfig, value: &[u8]) -> Result<(), ApiError> {
     let max = cfg.max_value_bytes;
     if value.len() > max {
@@ -106,6 +116,23 @@ pub fn command(cfg: &NodeConfig, cmd: &Command) -> Result<(), ApiError> {
             kv_value(cfg, value)
         }
         Command::Kv(KvCommand::Delete { key }) => kv_key(cfg, key),
+        // An upload never grows past the value limit, nor a chunk past the
+        // chunk size (else it would be the large entry chunking avoids).
+        Command::Kv(KvCommand::PutChunk { offset, data, .. }) => {
+            if data.len() > orrery_kv::CHUNK_BYTES {
+                return Err(ApiError::TooLarge(format!(
+                    "a chunk is {} bytes; the limit is {}",
+                    data.len(),
+                    orrery_kv::CHUNK_BYTES
+                )));
+            }
+            let end = offset.saturating_add(data.len() as u64);
+            kv_value_len(cfg, end)
+        }
+        Command::Kv(KvCommand::PutStaged { key, len, .. }) => {
+            kv_key(cfg, key)?;
+            kv_value_len(cfg, *len)
+        }
         Command::Queue(QueueCommand::CreateQueue(spec)) => name("queue", &spec.name),
         Command::Queue(QueueCommand::Enqueue { job: j, .. }) => job(j),
         Command::Queue(QueueCommand::EnqueueMany { jobs, .. }) => jobs.iter().try_for_each(job),

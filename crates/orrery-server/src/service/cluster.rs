@@ -63,6 +63,14 @@ pub struct StatusView {
     pub insecure: bool,
 }
 
+/// What a membership change did: its progress lines, and the member as
+/// the placement leader now has it, with the shards it holds (`None` once
+/// removed).
+pub struct AdminOutcome {
+    pub progress: Vec<String>,
+    pub member: Option<(Member, Vec<u32>)>,
+}
+
 /// The cluster version: the active one (and whether it is held), the
 /// newest this node supports, and what each member supports (`None`: it
 /// did not answer).
@@ -108,15 +116,22 @@ impl ClusterService {
     }
 
     /// Runs a membership change; returns its progress lines and the member
-    /// as it now stands (none once removed).
-    pub async fn admin(&self, op: AdminOp) -> Result<(Vec<String>, Option<Member>), ApiError> {
+    /// as it now stands with the shards it holds (none once removed).
+    pub async fn admin(&self, op: AdminOp) -> Result<AdminOutcome, ApiError> {
         let id = match &op {
             AdminOp::AddMember { id, .. }
             | AdminOp::RemoveMember { id }
             | AdminOp::PromoteMember { id } => *id,
         };
         let AdminResult::Progress(progress) = self.node.admin(op).await?;
-        Ok((progress, self.node.placement().members.get(&id).cloned()))
+        // Read through the placement leader: the change was made there, and
+        // this node's own copy may not have applied it yet (a promote would
+        // still show the member as a learner).
+        let p = self.node.placement_current().await;
+        Ok(AdminOutcome {
+            progress,
+            member: p.members.get(&id).map(|m| (m.clone(), p.shards_of(id))),
+        })
     }
 
     /// This node's copy of the placement state, once initialised.

@@ -59,11 +59,66 @@ impl KvService {
     pub async fn put(&self, key: Vec<u8>, value: Vec<u8>) -> Result<u64, ApiError> {
         self.check_key(&key)?;
         self.check_value(value.len())?;
+        if value.len() > orrery_kv::CHUNK_BYTES {
+            match self.put_chunked(&key, &value).await {
+                // A cluster not yet at version 3 takes it in one entry.
+                Err(ApiError::ClusterVersionTooLow { .. }) => {}
+                other => return other,
+            }
+        }
         match self
             .write(&key.clone(), KvCommand::Put { key, value })
             .await?
         {
             KvResponse::Put { revision } => Ok(revision),
+            other => Err(mismatched(other)),
+        }
+    }
+
+    /// A large value as 1 MiB `PutChunk` entries and a final `PutStaged`
+    /// (`orrery-kv`'s staged.rs): no log entry is larger than a chunk, so
+    /// none misses openraft's one-heartbeat AppendEntries window. A chunk
+    /// whose outcome is unknown is proposed again (chunks are idempotent by
+    /// offset); any other failure fails the PUT, and the partial upload
+    /// expires.
+    async fn put_chunked(&self, key: &[u8], value: &[u8]) -> Result<u64, ApiError> {
+        let upload: u64 = rand::random();
+        let mut offset = 0usize;
+        for data in value.chunks(orrery_kv::CHUNK_BYTES) {
+            let mut tries = 0;
+            loop {
+                let cmd = KvCommand::PutChunk {
+                    upload,
+                    offset: offset as u64,
+                    data: data.to_vec(),
+                    ts_ms: crate::api::now_ms(),
+                };
+                match self.write(key, cmd).await {
+                    Ok(KvResponse::Staged { .. }) => break,
+                    Ok(KvResponse::StagedMismatch { have }) => {
+                        return Err(ApiError::Conflict(format!(
+                            "chunked upload out of step (it holds {have} bytes, this chunk starts at {offset}); retry the PUT"
+                        )))
+                    }
+                    Ok(other) => return Err(mismatched(other)),
+                    Err(ApiError::OutcomeUnknown(_)) if tries < 3 => tries += 1,
+                    Err(e) => return Err(e),
+                }
+            }
+            offset += data.len();
+        }
+        let cmd = KvCommand::PutStaged {
+            upload,
+            key: key.to_vec(),
+            len: value.len() as u64,
+            ts_ms: crate::api::now_ms(),
+        };
+        match self.write(key, cmd).await? {
+            KvResponse::Put { revision } => Ok(revision),
+            KvResponse::StagedMismatch { have } => Err(ApiError::Conflict(format!(
+                "chunked upload incomplete ({have} of {} bytes staged); retry the PUT",
+                value.len()
+            ))),
             other => Err(mismatched(other)),
         }
     }

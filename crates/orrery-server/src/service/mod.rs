@@ -2,6 +2,7 @@
 //! Each service is a struct holding what it needs (the node runtime, its own
 //! caches); the REST and gRPC fronts share them and never call each other.
 
+pub mod backup;
 pub mod cluster;
 pub mod jobs;
 pub mod kv;
@@ -17,6 +18,7 @@ pub struct Services {
     /// Who may call what (both fronts' guards).
     pub auth: Arc<crate::auth::Authenticator>,
     pub cluster: cluster::ClusterService,
+    pub backup: backup::BackupService,
     pub kv: Arc<kv::KvService>,
     pub vectors: Arc<vectors::VectorsService>,
     pub jobs: Arc<jobs::JobsService>,
@@ -39,6 +41,7 @@ impl Services {
         jobs.set_kind_check(Arc::new(policies::PolicyKindCheck(node.clone())));
         Arc::new(Self {
             cluster: cluster::ClusterService::new(node.clone()),
+            backup: backup::BackupService::new(node.clone()),
             kv,
             vectors,
             jobs,

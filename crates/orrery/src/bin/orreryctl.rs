@@ -8,6 +8,8 @@ use std::time::{Duration, Instant};
 
 #[path = "../ctl/auth.rs"]
 mod auth;
+#[path = "../ctl/backup.rs"]
+mod backup;
 #[path = "../ctl/data_sources.rs"]
 mod data_sources;
 #[path = "../ctl/jobs.rs"]
@@ -54,6 +56,9 @@ enum Cmd {
     /// Tokens (admins).
     #[command(subcommand)]
     Auth(auth::AuthCmd),
+    /// Backups of the whole cluster (admins): create, verify.
+    #[command(subcommand)]
+    Backup(backup::BackupCmd),
     /// Membership.
     #[command(subcommand)]
     Members(MembersCmd),
@@ -363,6 +368,13 @@ async fn wait_for_replicas(c: &mut Client, id: u64, wait: Duration) -> Result<()
 async fn run(cli: Cli) -> Result<()> {
     let cli = match cli.cmd {
         Cmd::Certs(cmd) => return auth::certs(cmd, cli.json),
+        Cmd::Backup(cmd) => match backup::offline(&cmd, cli.json) {
+            Some(r) => return r,
+            None => Cli {
+                cmd: Cmd::Backup(cmd),
+                ..cli
+            },
+        },
         cmd => Cli { cmd, ..cli },
     };
     let opts = orrery_client::Options {
@@ -378,6 +390,7 @@ async fn run(cli: Cli) -> Result<()> {
     match cli.cmd {
         Cmd::Certs(cmd) => auth::certs(cmd, cli.json)?,
         Cmd::Auth(cmd) => auth::auth(&c, cmd, cli.json).await?,
+        Cmd::Backup(cmd) => backup::run(&mut c, cmd, cli.json).await?,
         Cmd::Vectors(v) => vectors::run(&mut c, v, cli.json).await?,
         Cmd::Cluster(ClusterCmd::Init { shards }) => {
             let r = c

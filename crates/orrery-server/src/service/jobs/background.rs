@@ -28,6 +28,7 @@ impl JobsService {
         handlers: Vec<(String, Arc<dyn KindHandler>)>,
     ) {
         tokio::spawn(self.clone().run_lease_expiry(stop.clone()));
+        tokio::spawn(super::events_hub::run(self.clone(), stop.clone()));
         let cfg = &self.node.cfg;
         if cfg.workers == 0 {
             tracing::info!("no job workers on this node (--workers 0)");

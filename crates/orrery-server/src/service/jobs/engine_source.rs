@@ -14,9 +14,11 @@ pub(super) struct EngineSource(pub(super) Arc<JobsService>);
 fn source_error(e: ApiError) -> SourceError {
     match e {
         ApiError::Conflict(m) | ApiError::NotFound(m) => SourceError::Conflict(m),
-        ApiError::Unavailable(_) | ApiError::OutcomeUnknown(_) | ApiError::NotInitialized => {
-            SourceError::Unavailable(e.to_string())
-        }
+        ApiError::Unavailable(_)
+        | ApiError::OutcomeUnknown(_)
+        | ApiError::NotInitialized
+        | ApiError::StorageUnavailable(_)
+        | ApiError::Overloaded(_) => SourceError::Unavailable(e.to_string()),
         other => SourceError::Other(other.to_string()),
     }
 }

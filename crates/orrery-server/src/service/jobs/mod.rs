@@ -11,6 +11,7 @@ mod catalog;
 mod claim;
 mod complete;
 mod engine_source;
+pub mod events_hub;
 mod logs;
 mod read;
 mod submit;
@@ -46,6 +47,8 @@ pub struct JobsService {
     /// Notified on every local enqueue (and retry) so that waiting claims
     /// look again at once.
     wake: Notify,
+    /// Notifies event-stream followers of new events (one watcher per node).
+    pub events: events_hub::EventsHub,
     /// For reading logs from the node that ran an attempt.
     http: OnceLock<reqwest::Client>,
     kind_check: OnceLock<Arc<dyn KindCheck>>,
@@ -132,7 +135,11 @@ pub fn all_failed<T>(results: &[Result<T, ApiError>]) -> Option<ApiError> {
     let first = results.first()?.as_ref().err()?;
     let retryable = matches!(
         first,
-        ApiError::Unavailable(_) | ApiError::OutcomeUnknown(_) | ApiError::NotInitialized
+        ApiError::Unavailable(_)
+            | ApiError::OutcomeUnknown(_)
+            | ApiError::NotInitialized
+            | ApiError::StorageUnavailable(_)
+            | ApiError::Overloaded(_)
     );
     let same = results
         .iter()
@@ -160,6 +167,7 @@ impl JobsService {
             node,
             engine: OnceLock::new(),
             wake: Notify::new(),
+            events: events_hub::EventsHub::default(),
             http: OnceLock::new(),
             kind_check: OnceLock::new(),
         }
