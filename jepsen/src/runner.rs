@@ -364,6 +364,9 @@ pub async fn run_test(o: TestOpts) -> Result<Outcome> {
         // Before any node starts: a missing library is not a mid-test surprise.
         db.libfaketime()?;
     }
+    if o.nemesis.contains(&NemesisKind::Power) {
+        db.use_faultfs()?;
+    }
     let procs: Arc<Procs> = db.procs();
     let guard = CleanupOnDrop(&procs);
     let result = tokio::select! {

@@ -44,7 +44,8 @@ pub fn serve(
         })
 }
 
-fn handle(cmd: &str, state: &Mutex<State>) -> (String, bool) {
+/// Runs one command; the flag says the power was cut.
+pub fn handle(cmd: &str, state: &Mutex<State>) -> (String, bool) {
     let mut st = state.lock().unwrap_or_else(|p| p.into_inner());
     match cmd {
         "ping" => ("ok".into(), false),

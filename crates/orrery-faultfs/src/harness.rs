@@ -1,11 +1,13 @@
-//! For test harnesses: a mount run as its own process (the binary), so a
-//! power cut can drop it as a real one would, and a fresh one remounted.
+//! For test harnesses: the filesystem mounted from inside the test process
+//! (its FUSE threads serve the node processes), a power cut, a remount.
 
 use crate::control;
+use crate::fs::FaultFs;
+use crate::state::State;
 use std::io;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::{Command, Stdio};
+use std::sync::{Arc, Mutex};
 
 /// Why a test cannot mount (printed by tests that then skip), or `None`.
 pub fn unavailable() -> Option<String> {
@@ -28,100 +30,72 @@ pub fn unavailable() -> Option<String> {
     None
 }
 
-/// A running `orrery-faultfs mount`.
+/// Mounts `fs` at `mountpoint` on background threads. `allow_other`, so
+/// node processes of any user can use it; `auto_unmount`, so a test that
+/// dies leaves no mount behind.
+pub fn spawn(fs: FaultFs, mountpoint: &Path) -> io::Result<fuser::BackgroundSession> {
+    let mut config = fuser::Config::default();
+    config.mount_options = vec![
+        fuser::MountOption::FSName("orrery-faultfs".into()),
+        fuser::MountOption::AutoUnmount,
+    ];
+    config.acl = fuser::SessionACL::All;
+    config.n_threads = Some(4);
+    fuser::spawn_mount(fs, mountpoint, &config)
+}
+
+/// A mounted filesystem.
 pub struct Mounted {
-    child: Option<Child>,
+    state: Arc<Mutex<State>>,
+    session: Option<fuser::BackgroundSession>,
     pub backing: PathBuf,
     pub mountpoint: PathBuf,
-    pub control: PathBuf,
 }
 
 impl Mounted {
-    /// Mounts `backing` at `mountpoint` with the binary `bin`, logging to
-    /// `log`, and waits until it answers.
-    pub fn start(bin: &Path, backing: &Path, mountpoint: &Path, log: &Path) -> io::Result<Mounted> {
+    /// Mounts `backing` (created if missing) at `mountpoint`.
+    pub fn start(backing: &Path, mountpoint: &Path) -> io::Result<Mounted> {
         std::fs::create_dir_all(backing)?;
         std::fs::create_dir_all(mountpoint)?;
-        let control = mountpoint.with_extension("faultfs.sock");
-        let _ = std::fs::remove_file(&control);
-        let out = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(log)?;
-        let child = Command::new(bin)
-            .arg("mount")
-            .arg(backing)
-            .arg(mountpoint)
-            .arg("--control")
-            .arg(&control)
-            .stdout(out.try_clone()?)
-            .stderr(out)
-            .spawn()?;
-        let mut m = Mounted {
-            child: Some(child),
-            backing: backing.to_path_buf(),
+        let backing = backing.canonicalize()?;
+        let fs = FaultFs::new(State::new(backing.clone())?);
+        let state = fs.shared();
+        let session = spawn(fs, mountpoint)?;
+        Ok(Mounted {
+            state,
+            session: Some(session),
+            backing,
             mountpoint: mountpoint.to_path_buf(),
-            control,
-        };
-        let start = Instant::now();
-        loop {
-            if control::send(&m.control, "ping").is_ok() {
-                return Ok(m);
-            }
-            if let Some(c) = m.child.as_mut() {
-                if let Some(st) = c.try_wait()? {
-                    m.child = None;
-                    return Err(io::Error::other(format!(
-                        "orrery-faultfs exited at once ({st}); see {}",
-                        log.display()
-                    )));
-                }
-            }
-            if start.elapsed() > Duration::from_secs(20) {
-                return Err(io::Error::other("orrery-faultfs did not come up in 20 s"));
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
+        })
     }
 
+    /// One control command (see [`control`]); `crash` and `crash-tear`
+    /// are [`Mounted::power_cut`].
     pub fn command(&self, cmd: &str) -> io::Result<String> {
-        control::send(&self.control, cmd)
+        let (reply, _) = control::handle(cmd, &self.state);
+        if reply.starts_with("ok") {
+            Ok(reply)
+        } else {
+            Err(io::Error::other(reply))
+        }
     }
 
     /// Power cut: drops what was not synced (with `tear`, keeps half of the
-    /// latest write), detaches the mount and waits for the process to end.
-    /// Returns the filesystem's report line.
-    pub fn power_cut(mut self, tear: bool) -> io::Result<String> {
-        let reply = self.command(if tear { "crash-tear" } else { "crash" })?;
-        if let Some(mut c) = self.child.take() {
-            let start = Instant::now();
-            while c.try_wait()?.is_none() {
-                if start.elapsed() > Duration::from_secs(20) {
-                    let _ = c.kill();
-                    let _ = c.wait();
-                    break;
-                }
-                std::thread::sleep(Duration::from_millis(20));
-            }
-        }
-        Ok(reply)
+    /// latest write) and detaches the mount. Kill the processes using it
+    /// first. Returns the filesystem's report line.
+    pub fn power_cut(self, tear: bool) -> io::Result<String> {
+        self.command(if tear { "crash-tear" } else { "crash" })
     }
 }
 
 impl Drop for Mounted {
-    /// A clean unmount (SIGTERM); nothing is dropped.
     fn drop(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            // SAFETY: kill(2) on our own child's pid.
-            unsafe { libc::kill(c.id() as i32, libc::SIGTERM) };
-            let start = Instant::now();
-            while matches!(c.try_wait(), Ok(None)) && start.elapsed() < Duration::from_secs(10) {
-                std::thread::sleep(Duration::from_millis(20));
-            }
-            let _ = c.kill();
-            let _ = c.wait();
-        }
         detach(&self.mountpoint);
+        if let Some(s) = self.session.take() {
+            // Its threads end once the kernel lets go of the mount; a
+            // process still holding a file there must not block the test.
+            std::thread::spawn(move || drop(s));
+        }
     }
 }
 

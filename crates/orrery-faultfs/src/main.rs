@@ -61,14 +61,7 @@ fn mount(backing: PathBuf, mountpoint: PathBuf, sock: PathBuf) -> anyhow::Result
     let signals = block_signals();
     let fs = FaultFs::new(State::new(backing.clone()).context("preparing the backing directory")?);
     let shared = fs.shared();
-    let mut config = fuser::Config::default();
-    config.mount_options = vec![
-        fuser::MountOption::FSName("orrery-faultfs".into()),
-        fuser::MountOption::AutoUnmount,
-    ];
-    config.acl = fuser::SessionACL::All;
-    config.n_threads = Some(4);
-    let session = fuser::spawn_mount(fs, &mountpoint, &config)
+    let session = orrery_faultfs::harness::spawn(fs, &mountpoint)
         .with_context(|| format!("mounting at {}", mountpoint.display()))?;
     tracing::info!(backing = %backing.display(), mountpoint = %mountpoint.display(), control = %sock.display(), "mounted");
     let mnt = mountpoint.clone();

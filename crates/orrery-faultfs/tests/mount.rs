@@ -13,13 +13,7 @@ fn mount(dir: &Path) -> Option<Mounted> {
         return None;
     }
     Some(
-        Mounted::start(
-            Path::new(env!("CARGO_BIN_EXE_orrery-faultfs")),
-            &dir.join("backing"),
-            &dir.join("mnt"),
-            &dir.join("faultfs.log"),
-        )
-        .expect("mount"),
+        Mounted::start(&dir.join("backing"), &dir.join("mnt")).expect("mount"),
     )
 }
 
