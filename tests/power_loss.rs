@@ -74,7 +74,7 @@ async fn restart_and_read(c: &mut Cluster, acked: &[(String, String)]) -> Found 
         loop {
             if let Some(st) = c.exited(i) {
                 let log = c.log(i);
-                let why = log.lines().rev().find(|l| l.contains("ERROR")).unwrap_or("").to_string();
+                let why = log.lines().rev().find(|l| !l.trim().is_empty()).unwrap_or("").to_string();
                 found.exited.push(format!("node {} ({st}): {why}", i + 1));
                 break;
             }
