@@ -74,7 +74,12 @@ async fn restart_and_read(c: &mut Cluster, acked: &[(String, String)]) -> Found 
         loop {
             if let Some(st) = c.exited(i) {
                 let log = c.log(i);
-                let why = log.lines().rev().find(|l| !l.trim().is_empty()).unwrap_or("").to_string();
+                let why = log
+                    .lines()
+                    .rev()
+                    .find(|l| !l.trim().is_empty())
+                    .unwrap_or("")
+                    .to_string();
                 found.exited.push(format!("node {} ({st}): {why}", i + 1));
                 break;
             }
@@ -89,7 +94,9 @@ async fn restart_and_read(c: &mut Cluster, acked: &[(String, String)]) -> Found 
                 break;
             }
             if start.elapsed() > Duration::from_secs(40) {
-                found.exited.push(format!("node {} never became healthy", i + 1));
+                found
+                    .exited
+                    .push(format!("node {} never became healthy", i + 1));
                 break;
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
@@ -116,7 +123,9 @@ async fn restart_and_read(c: &mut Cluster, acked: &[(String, String)]) -> Found 
                 Ok(r) if r.status() == 200 => {
                     let got = r.text().await.unwrap_or_default();
                     if &got != value {
-                        found.lost.push(format!("{key} = {got:?}, acknowledged {value:?}"));
+                        found
+                            .lost
+                            .push(format!("{key} = {got:?}, acknowledged {value:?}"));
                     }
                     break;
                 }

@@ -287,7 +287,11 @@ impl Nemesis {
                 for &id in &v {
                     reports.push(json!({"node": id, "faultfs": self.db.power_cut(id)?}));
                 }
-                log(&self.rec, "start-power", json!({"nodes": v, "cuts": reports}));
+                log(
+                    &self.rec,
+                    "start-power",
+                    json!({"nodes": v, "cuts": reports}),
+                );
                 Ok(Some(Fault::PowerCut(v)))
             }
             NemesisKind::Pause => {

@@ -212,9 +212,9 @@ mod tests {
                 match op {
                     Op::Create(d, n) => {
                         let key = (*d, n.to_string());
-                        if !ns.entries.contains_key(&key) {
+                        if let std::collections::btree_map::Entry::Vacant(e) = ns.entries.entry(key) {
                             next_ino += 1;
-                            ns.entries.insert(key, next_ino);
+                            e.insert(next_ino);
                             j.record(Change::Created { dir: *d, name: n.to_string(), ino: next_ino });
                         }
                     }

@@ -125,12 +125,13 @@ impl State {
     }
 
     fn shadow(&mut self, ino: u64, f: &File) -> io::Result<&mut Shadow> {
-        if !self.shadows.contains_key(&ino) {
+        Ok(match self.shadows.entry(ino) {
+            std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
             // Untouched since mount: what the file holds is durable.
-            let len = f.metadata()?.len();
-            self.shadows.insert(ino, Shadow::new(len));
-        }
-        Ok(self.shadows.get_mut(&ino).expect("inserted above"))
+            std::collections::hash_map::Entry::Vacant(e) => {
+                e.insert(Shadow::new(f.metadata()?.len()))
+            }
+        })
     }
 
     /// Saves the durable bytes in `[start, end)` of `f` before they change.
@@ -210,7 +211,7 @@ impl State {
 
     /// Moves `path` into the trash instead of deleting it; returns its
     /// trash name.
-    fn to_trash(&mut self, path: &Path) -> io::Result<String> {
+    fn move_to_trash(&mut self, path: &Path) -> io::Result<String> {
         self.next_trash += 1;
         let t = self.next_trash.to_string();
         std::fs::rename(path, self.trash_dir().join(&t))?;
@@ -220,7 +221,7 @@ impl State {
     /// unlink/rmdir of `name` in `dir` (checked by the caller).
     pub fn remove(&mut self, dir: u64, name: &OsStr, path: &Path) -> io::Result<()> {
         let ino = std::fs::symlink_metadata(path)?.ino();
-        let trash = self.to_trash(path)?;
+        let trash = self.move_to_trash(path)?;
         self.nodes.remove(&ino);
         self.journal.record(Change::Removed {
             dir,
@@ -253,7 +254,7 @@ impl State {
                     return Err(io::Error::from_raw_os_error(code));
                 }
                 self.nodes.remove(&old.ino());
-                Some(self.to_trash(to)?)
+                Some(self.move_to_trash(to)?)
             }
             Err(e) if e.kind() == io::ErrorKind::NotFound => None,
             Err(e) => return Err(e),

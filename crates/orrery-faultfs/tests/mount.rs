@@ -12,9 +12,7 @@ fn mount(dir: &Path) -> Option<Mounted> {
         println!("SKIPPED: {why}");
         return None;
     }
-    Some(
-        Mounted::start(&dir.join("backing"), &dir.join("mnt")).expect("mount"),
-    )
+    Some(Mounted::start(&dir.join("backing"), &dir.join("mnt")).expect("mount"))
 }
 
 fn sync_dir(p: &Path) {

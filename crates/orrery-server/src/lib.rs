@@ -97,7 +97,11 @@ fn check_identity(cfg: &NodeConfig) -> Result<(), ServerError> {
 /// content: a temporary file, fsynced, renamed into place, and the
 /// directory fsynced. (A plain write left an empty `node_id` after a power
 /// cut, and the node refused to start: found by tests/power_loss.rs.)
-fn write_durably(dir: &std::path::Path, file: &std::path::Path, data: &[u8]) -> std::io::Result<()> {
+fn write_durably(
+    dir: &std::path::Path,
+    file: &std::path::Path,
+    data: &[u8],
+) -> std::io::Result<()> {
     use std::io::Write;
     let tmp = file.with_extension("tmp");
     let mut f = std::fs::File::create(&tmp)?;
