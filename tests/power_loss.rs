@@ -194,3 +194,75 @@ async fn without_the_logs_fsync_a_power_cut_loses_acknowledged_writes() {
          the faultfs layer no longer drops unsynced data"
     );
 }
+
+/// The EIO mode under one node: once its fsyncs fail, that node refuses
+/// writes with 503 `storage_unavailable` (never a 500), `/readyz` says the
+/// storage failed, and it stops; the other two serve on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_failing_fsync_stops_its_node_with_storage_unavailable() {
+    if let Some(why) = orrery_faultfs::unavailable() {
+        eprintln!("SKIPPED: {why}");
+        return;
+    }
+    let (mut c, mounts) = cluster_on_faultfs(&[]).await;
+    let bases = c.nodes.iter().map(|n| n.url("")).collect();
+    let load = Load::start(c.http.clone(), bases, 3);
+    load.wait_for_more(30).await;
+    let i = 2;
+    mounts[i]
+        .as_ref()
+        .expect("mounted")
+        .command("fail-fsync on")
+        .expect("fail-fsync on");
+    let (mut ready_said, mut put_said) = (false, false);
+    let start = Instant::now();
+    while !(ready_said && put_said) && start.elapsed() < Duration::from_secs(30) {
+        if let Ok(r) = c.http.get(c.nodes[i].url("/readyz")).send().await {
+            let (s, b) = (r.status(), r.text().await.unwrap_or_default());
+            ready_said |= s == 503 && b.contains("storage failed");
+        }
+        if let Ok(r) = c
+            .http
+            .put(c.nodes[i].url("/v1/kv/probe"))
+            .body("x")
+            .send()
+            .await
+        {
+            let (s, b) = (r.status(), r.text().await.unwrap_or_default());
+            assert_ne!(s, 500, "a 500 from the node whose fsync fails: {b}");
+            put_said |= s == 503 && b.contains("storage_unavailable");
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(
+        ready_said,
+        "/readyz never said the storage failed; log:\n{}",
+        c.log(i)
+    );
+    assert!(
+        put_said,
+        "no write was refused with storage_unavailable; log:\n{}",
+        c.log(i)
+    );
+    let mut status = None;
+    for _ in 0..100 {
+        status = c.exited(i);
+        if status.is_some() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let status = status.unwrap_or_else(|| panic!("node 3 kept running; log:\n{}", c.log(i)));
+    assert!(
+        !status.success(),
+        "node 3 exited with success after an fsync failure"
+    );
+    // The other two serve on.
+    load.wait_for_more(30).await;
+    let (_acked, failed, _retries) = load.finish().await;
+    assert!(failed.is_empty(), "writes failed: {failed:?}");
+    for i in 0..3 {
+        c.kill9(i);
+    }
+    drop(mounts);
+}
