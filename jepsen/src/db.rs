@@ -73,6 +73,11 @@ pub struct Db {
     procs: Arc<Procs>,
     /// libfaketime, found on the first clock-skewed start.
     libfaketime: Option<PathBuf>,
+    /// The power nemesis: each node's data directory is an
+    /// `orrery-faultfs` mount (mounted at its first start), so that a power
+    /// cut drops what the node did not fsync.
+    faultfs: bool,
+    mounts: std::collections::HashMap<u64, orrery_faultfs::Mounted>,
 }
 
 impl Db {
@@ -134,6 +139,8 @@ impl Db {
             access,
             procs,
             libfaketime: None,
+            faultfs: false,
+            mounts: std::collections::HashMap::new(),
         })
     }
 
@@ -197,6 +204,45 @@ impl Db {
         Ok(Some(out))
     }
 
+    /// Puts every node's data directory on an `orrery-faultfs` mount (the
+    /// power nemesis); a test that cannot mount cannot run.
+    pub fn use_faultfs(&mut self) -> Result<(), CouldNotRun> {
+        if let Some(why) = orrery_faultfs::unavailable() {
+            return Err(CouldNotRun(format!("the power nemesis needs FUSE: {why}")));
+        }
+        self.faultfs = true;
+        Ok(())
+    }
+
+    /// The faultfs mount's backing directory of node `id` (the "disk").
+    fn disk_dir(&self, id: u64) -> PathBuf {
+        self.dir.join("data").join(format!("n{id}.disk"))
+    }
+
+    fn mount(&mut self, id: u64) -> Result<()> {
+        if self.faultfs && !self.mounts.contains_key(&id) {
+            let m = orrery_faultfs::Mounted::start(&self.disk_dir(id), &self.data_dir(id))
+                .with_context(|| format!("mounting faultfs for node n{id}"))?;
+            self.mounts.insert(id, m);
+        }
+        Ok(())
+    }
+
+    /// Power cut of node `id`: `kill -9`, then its mount drops everything
+    /// the node had not fsynced and is mounted again over what is left.
+    /// Returns the filesystem's report.
+    pub fn power_cut(&mut self, id: u64) -> Result<String> {
+        self.kill(id)?;
+        let Some(m) = self.mounts.remove(&id) else {
+            bail!("node n{id} has no faultfs mount");
+        };
+        let report = m
+            .power_cut(false)
+            .with_context(|| format!("power cut of node n{id}"))?;
+        self.mount(id)?;
+        Ok(report)
+    }
+
     pub fn data_dir(&self, id: u64) -> PathBuf {
         self.dir.join("data").join(format!("n{id}"))
     }
@@ -210,6 +256,7 @@ impl Db {
     /// waits for it, so its pid is not the node's, and a kill of it left
     /// the real node running, untracked, holding the node's ports.
     pub async fn start(&mut self, id: u64, clock_offset_s: Option<i64>) -> Result<()> {
+        self.mount(id)?;
         let log = OpenOptions::new()
             .create(true)
             .append(true)
@@ -383,6 +430,9 @@ impl Db {
             n.pid = None;
             n.paused = false;
         }
+        // No node uses them any more: unmounted (a clean unmount keeps
+        // everything).
+        self.mounts.clear();
     }
 
     /// Runs orreryctl, killed after 30 s: an admin call sent to a node cut

@@ -31,6 +31,9 @@ pub enum NemesisKind {
     Clock,
     /// Random packet loss between nodes.
     Loss,
+    /// Power cut of a minority or of every node: killed, their faultfs
+    /// mounts drop what was not fsynced, restarted after the interval.
+    Power,
     /// A random one of the above for each interval.
     All,
 }
@@ -45,6 +48,7 @@ impl NemesisKind {
             NemesisKind::Membership => "membership",
             NemesisKind::Clock => "clock",
             NemesisKind::Loss => "loss",
+            NemesisKind::Power => "power",
             NemesisKind::All => "all",
         }
     }
@@ -60,6 +64,8 @@ pub fn schedule_name(kinds: &[NemesisKind]) -> String {
 enum Fault {
     Network(&'static str),
     Killed(Vec<u64>),
+    /// Power cut; restarted when the fault stops.
+    PowerCut(Vec<u64>),
     Paused(Vec<u64>),
     Clock(u64),
     /// A fresh node added; removed when the fault stops.
@@ -264,6 +270,30 @@ impl Nemesis {
                 log(&self.rec, "start-kill", json!(v));
                 Ok(Some(Fault::Killed(v)))
             }
+            NemesisKind::Power => {
+                // Every node at once half the time: only then can a write
+                // that a majority acknowledged but did not fsync be lost.
+                let v = if self.rng.gen_bool(0.5) {
+                    self.running_ids()
+                } else {
+                    self.victims().await
+                };
+                let mut reports = Vec::new();
+                // Killed first, all of them, then the disks cut: what a
+                // node fsynced before it died is all that may remain.
+                for &id in &v {
+                    self.db.kill(id)?;
+                }
+                for &id in &v {
+                    reports.push(json!({"node": id, "faultfs": self.db.power_cut(id)?}));
+                }
+                log(
+                    &self.rec,
+                    "start-power",
+                    json!({"nodes": v, "cuts": reports}),
+                );
+                Ok(Some(Fault::PowerCut(v)))
+            }
             NemesisKind::Pause => {
                 let v = self.victims().await;
                 for &id in &v {
@@ -422,6 +452,12 @@ impl Nemesis {
                     self.db.start(id, None).await?;
                 }
                 log(&self.rec, "stop-kill", json!(v));
+            }
+            Fault::PowerCut(v) => {
+                for &id in &v {
+                    self.db.start(id, None).await?;
+                }
+                log(&self.rec, "stop-power", json!(v));
             }
             Fault::Paused(v) => {
                 for &id in &v {

@@ -364,6 +364,9 @@ pub async fn run_test(o: TestOpts) -> Result<Outcome> {
         // Before any node starts: a missing library is not a mid-test surprise.
         db.libfaketime()?;
     }
+    if o.nemesis.contains(&NemesisKind::Power) {
+        db.use_faultfs()?;
+    }
     let procs: Arc<Procs> = db.procs();
     let guard = CleanupOnDrop(&procs);
     let result = tokio::select! {
@@ -416,7 +419,20 @@ pub async fn run_test(o: TestOpts) -> Result<Outcome> {
             fin.valid = json!("unknown");
         }
     }
+    // A node that finds, on restart, less in its log than it had made
+    // durable and acknowledged (its durability manifest says so) refuses to
+    // start: acknowledged data was lost even though no client read could
+    // show it (the node serves nothing). That is invalid, not unknown.
+    let lost_durable = count_in_node_logs(&dir, "lost durable state");
+    if lost_durable > 0 {
+        fin.notes.push(format!(
+            "{lost_durable} node start(s) refused because the node lost durable state \
+             (acknowledged log entries gone after a power cut)"
+        ));
+        fin.valid = json!(false);
+    }
     if let Value::Object(m) = &mut fin.results {
+        m.insert("lost_durable_state".into(), json!(lost_durable));
         m.insert("valid".into(), fin.valid.clone());
         m.insert("notes".into(), json!(fin.notes));
         m.insert("leftover_processes".into(), leftover_json);

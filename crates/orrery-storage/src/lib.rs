@@ -20,6 +20,7 @@ mod codec;
 mod log_store;
 mod manifest;
 mod seed;
+mod sled_sync;
 mod state_machine;
 mod wal;
 
@@ -27,6 +28,7 @@ pub use codec::{decode, encode, CodecError};
 pub use log_store::LogStore;
 pub use manifest::{GroupMark, Manifest};
 pub use seed::seed_group;
+pub use sled_sync::SledFiles;
 pub use state_machine::{SmHandle, SnapshotBuilder, StateMachine, StateMachineStore};
 pub use wal::{EntryLeader, NewEntry, Wal, WalStats, SEGMENT_BYTES};
 
@@ -65,11 +67,24 @@ pub fn power_loss_simulation() -> bool {
     std::env::var_os("ORRERY_TEST_POWER_LOSS").is_some_and(|v| v == "1")
 }
 
+/// TEST ONLY (`ORRERY_TEST_SKIP_FSYNC=1`): the write-ahead log skips the
+/// `fdatasync` of its frames, so it acknowledges appends that only the page
+/// cache holds. It exists to prove that the power-loss tests (the
+/// `orrery-faultfs` mount, `tests/power_loss.rs`, the jepsen `power`
+/// nemesis) catch a log that does not sync: with it they must find lost
+/// writes. Never set it anywhere else; the node logs an error at start
+/// while it is on.
+pub fn test_skip_fsync() -> bool {
+    static SKIP: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *SKIP.get_or_init(|| std::env::var_os("ORRERY_TEST_SKIP_FSYNC").is_some_and(|v| v == "1"))
+}
+
 /// The node's storage: the write-ahead log and the sled database shared by
 /// all groups.
 #[derive(Clone)]
 pub struct NodeStorage {
     db: sled::Db,
+    sled_files: SledFiles,
     wal: Wal,
     manifest: Manifest,
 }
@@ -85,6 +100,12 @@ impl NodeStorage {
     /// [`NodeStorage::open`] with log segments of `segment_bytes` (tests
     /// use small ones to exercise rotation and deletion).
     pub fn open_with_segment_bytes(dir: &Path, segment_bytes: u64) -> Result<Self, StorageError> {
+        if test_skip_fsync() {
+            tracing::error!(
+                "ORRERY_TEST_SKIP_FSYNC=1: TEST ONLY. The write-ahead log does NOT fsync: \
+                 acknowledged writes are lost on power loss. Never run a real node like this."
+            );
+        }
         let db = sled::Config::new()
             .path(dir.join("sled"))
             // Durability comes from explicit flushes; sled's own periodic
@@ -108,7 +129,13 @@ impl NodeStorage {
                 }
             }
         });
-        Ok(Self { db, wal, manifest })
+        let sled_files = SledFiles::new(&dir.join("sled"));
+        Ok(Self {
+            db,
+            sled_files,
+            wal,
+            manifest,
+        })
     }
 
     pub fn manifest(&self) -> &Manifest {
@@ -127,6 +154,11 @@ impl NodeStorage {
             }
         }
         Ok(())
+    }
+
+    /// sled's files, fsynced after each flush (see [`SledFiles`]).
+    pub fn sled_files(&self) -> &SledFiles {
+        &self.sled_files
     }
 
     pub fn db(&self) -> &sled::Db {
@@ -167,7 +199,7 @@ impl NodeStorage {
         for suffix in ["log", "meta", "snap"] {
             self.db.drop_tree(format!("g{group}.{suffix}"))?;
         }
-        self.db.flush()?;
+        self.sled_files.flush_db(&self.db)?;
         Ok(())
     }
 
@@ -182,8 +214,8 @@ impl NodeStorage {
             .await
             .map_err(|e| StorageError::Io(e.to_string()))?
             .map_err(|e| StorageError::Io(e.to_string()))?;
-        let db = self.db.clone();
-        tokio::task::spawn_blocking(move || db.flush())
+        let (db, files) = (self.db.clone(), self.sled_files.clone());
+        tokio::task::spawn_blocking(move || files.flush_db(&db))
             .await
             .map_err(|e| StorageError::Io(e.to_string()))??;
         Ok(())
@@ -199,9 +231,9 @@ impl NodeStorage {
 /// in such a flush, the writes they waited for never ran, and the node's
 /// storage stopped for good: every Raft RPC to it timed out (seen while
 /// benchmarking; sled 0.34.7's pool does not grow when its threads block).
-pub(crate) async fn flush_tree(tree: &sled::Tree) -> sled::Result<usize> {
-    let tree = tree.clone();
-    tokio::task::spawn_blocking(move || tree.flush())
+pub(crate) async fn flush_tree(tree: &sled::Tree, files: &SledFiles) -> sled::Result<usize> {
+    let (tree, files) = (tree.clone(), files.clone());
+    tokio::task::spawn_blocking(move || files.flush_tree(&tree))
         .await
         .unwrap_or_else(|e| Err(sled::Error::Io(std::io::Error::other(e.to_string()))))
 }
@@ -234,11 +266,12 @@ mod flush_tests {
                 let tasks: Vec<_> = (0..32u64)
                     .map(|g| {
                         let tree = s.tree(g, "meta").expect("tree");
+                        let files = s.sled_files().clone();
                         tokio::spawn(async move {
                             for i in 0u32..20 {
                                 tree.insert(i.to_be_bytes(), vec![7u8; 512])
                                     .expect("insert");
-                                flush_tree(&tree).await.expect("flush");
+                                flush_tree(&tree, &files).await.expect("flush");
                             }
                         })
                     })

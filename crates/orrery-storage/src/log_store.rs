@@ -38,6 +38,7 @@ pub struct LogStore<C: RaftTypeConfig> {
     group: GroupId,
     wal: Wal,
     meta: sled::Tree,
+    sled_files: crate::SledFiles,
     manifest: Manifest,
     /// 1 + the highest log index known flushed (0: none), shared by clones.
     flushed: Arc<AtomicU64>,
@@ -64,6 +65,7 @@ impl<C: RaftTypeConfig> Clone for LogStore<C> {
             group: self.group,
             wal: self.wal.clone(),
             meta: self.meta.clone(),
+            sled_files: self.sled_files.clone(),
             manifest: self.manifest.clone(),
             flushed: self.flushed.clone(),
             appended: self.appended.clone(),
@@ -99,6 +101,7 @@ where
             committed: Arc::new(std::sync::Mutex::new(None)),
             wal,
             meta,
+            sled_files: storage.sled_files().clone(),
             manifest: storage.manifest().clone(),
             _c: PhantomData,
         })
@@ -289,7 +292,7 @@ fn migrate_sled_log(
     wal.sync()
         .map_err(|e| Error::Io(format!("group {group} log migration: {e}")))?;
     storage.db().drop_tree(name)?;
-    storage.db().flush()?;
+    storage.sled_files().flush_db(storage.db())?;
     Ok(())
 }
 
@@ -363,7 +366,7 @@ where
         self.write_meta(KEY_VOTE, vote)?;
         // A vote must survive a crash before it is acted on, or a node could
         // vote twice in one term.
-        crate::flush_tree(&self.meta)
+        crate::flush_tree(&self.meta, &self.sled_files)
             .await
             .map_err(|e| io_err(ErrorSubject::Vote, ErrorVerb::Write, e))?;
         let (m, group) = (self.manifest.clone(), self.group);
@@ -482,7 +485,7 @@ where
         // Record the purge point durably first: a crash between the two steps
         // then leaves extra entries (harmless) rather than a hole.
         self.write_meta(KEY_PURGED, &log_id)?;
-        crate::flush_tree(&self.meta)
+        crate::flush_tree(&self.meta, &self.sled_files)
             .await
             .map_err(|e| io_err(ErrorSubject::Store, ErrorVerb::Write, e))?;
         self.wal.purge(self.group, log_id.index);
