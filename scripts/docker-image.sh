@@ -19,6 +19,11 @@
 # with a build id (the rolling-restart test rebuilds the image from the
 # same binaries and needs a new image, not the cached one).
 #
+# ORRERY_IMAGE_PROFILE=debug builds the image from the debug binaries
+# instead (what `cargo test` builds anyway): scripts/test.sh uses it so that
+# CI does not pay for a second, release build of the whole workspace. Users
+# and benchmarks get the release image (the default).
+#
 # `scripts/docker-image.sh --base-only` makes sure the base image exists
 # and stops there.
 set -euo pipefail
@@ -29,6 +34,12 @@ base="debian:bookworm-slim"
 cache="${ORRERY_IMAGE_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/orrery-image}"
 mirror="${DEBIAN_MIRROR:-http://deb.debian.org/debian}"
 target_dir="${CARGO_TARGET_DIR:-target}"
+profile="${ORRERY_IMAGE_PROFILE:-release}"
+case "$profile" in
+release) cargo_profile=(--release); bin_dir="$target_dir/release" ;;
+debug) cargo_profile=(); bin_dir="$target_dir/debug" ;;
+*) echo "ORRERY_IMAGE_PROFILE must be release or debug, not $profile" >&2; exit 2 ;;
+esac
 sudo_=""
 [ "$(id -u)" -ne 0 ] && sudo_="sudo"
 
@@ -40,13 +51,13 @@ base_only=0
 
 t0=$(date +%s)
 if [ "${ORRERY_SKIP_CARGO:-0}" != 1 ] && [ "$base_only" = 0 ]; then
-    echo "== cargo build --release (orrery, orreryctl)"
-    cargo build --release --locked -p orrery --bins
+    echo "== cargo build ($profile: orrery, orreryctl)"
+    cargo build "${cargo_profile[@]}" --locked -p orrery --bins
 fi
 t_build=$(since "$t0")
 if [ "$base_only" = 0 ]; then
     for b in orrery orreryctl; do
-        [ -x "$target_dir/release/$b" ] || { echo "missing $target_dir/release/$b" >&2; exit 1; }
+        [ -x "$bin_dir/$b" ] || { echo "missing $bin_dir/$b" >&2; exit 1; }
     done
 fi
 
@@ -101,9 +112,9 @@ cp cluster/Dockerfile "$ctx/Dockerfile"
 # they cost a quarter of the space (the node binary: 240 MB -> ~70 MB).
 for b in orrery orreryctl; do
     if command -v objcopy >/dev/null 2>&1; then
-        objcopy --compress-debug-sections=zlib "$target_dir/release/$b" "$ctx/$b"
+        objcopy --compress-debug-sections=zlib "$bin_dir/$b" "$ctx/$b"
     else
-        cp "$target_dir/release/$b" "$ctx/$b"
+        cp "$bin_dir/$b" "$ctx/$b"
     fi
 done
 echo "== docker build -t $image ($(du -sh "$ctx" | cut -f1) context)"

@@ -49,7 +49,7 @@ echo "cluster healthy after ${t_up}s"
 eval "$(cluster/compose-env.sh)"
 echo "ORRERY_ENDPOINTS=$ORRERY_ENDPOINTS"
 # The host's orreryctl reaches the cluster with only those variables.
-"${CARGO_TARGET_DIR:-target}/release/orreryctl" members list
+"${CARGO_TARGET_DIR:-target}/${ORRERY_IMAGE_PROFILE:-release}/orreryctl" members list
 
 t2=$(date +%s)
 ORRERY_CONTAINER_TESTS=1 ORRERY_COMPOSE="${COMPOSE[*]}" \

@@ -56,5 +56,8 @@ elif ! docker info >/dev/null 2>&1; then
 elif ! docker compose version >/dev/null 2>&1 && ! command -v docker-compose >/dev/null 2>&1; then
     echo "skipped: neither docker compose (v2) nor docker-compose (v1) is installed"
 else
-    scripts/test-containers.sh
+    # From the debug binaries `cargo test` built: a release build of the
+    # workspace would add ~10 minutes to a cold CI run. The suite tests
+    # deployment behaviour (forming, faults, rolls), not speed.
+    ORRERY_IMAGE_PROFILE="${ORRERY_IMAGE_PROFILE:-debug}" scripts/test-containers.sh
 fi
