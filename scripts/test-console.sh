@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # The web console's browser tests (tests/console/): headless Chromium from
 # Debian's packages (chromium, chromium-driver), driven by Selenium from
-# PyPI (pinned in tests/console/requirements.txt, venv cached under
-# ${XDG_CACHE_HOME:-~/.cache}/orrery-venvs/console), against a secure
+# PyPI, and a Firefox smoke test (firefox-esr, libnss3-tools; Marionette
+# via marionette_driver from PyPI), pinned in tests/console/requirements.txt, venv cached under
+# ${XDG_CACHE_HOME:-~/.cache}/orrery-venvs/console, against a secure
 # 3-node cluster started here on ports of its own and torn down at the end.
 #
 #   scripts/test-console.sh [--screenshots] [pytest args...]
@@ -23,6 +24,12 @@ done
 for b in chromium chromedriver; do
     command -v "$b" >/dev/null || { echo "test-console: no $b (apt-get install chromium chromium-driver)" >&2; exit 1; }
 done
+
+# Firefox (tests/console/test_firefox.py, over Marionette) runs when
+# Debian's firefox-esr and certutil are here; otherwise its tests skip.
+if ! command -v firefox-esr >/dev/null || ! command -v certutil >/dev/null; then
+    echo "test-console: *** SKIPPING the Firefox tests: no firefox-esr or certutil (apt-get install firefox-esr libnss3-tools) ***" >&2
+fi
 
 if [ "${1:-}" = --screenshots ]; then
     shift
