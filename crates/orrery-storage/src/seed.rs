@@ -50,7 +50,8 @@ where
         meta_tree.insert(KEY_PURGED, encode(last)?)?;
     }
     meta_tree.insert(KEY_VOTE, encode(&vote)?)?;
-    storage.db().flush()?;
+    // sled's flush alone is not durable (sled_sync.rs).
+    storage.sled_files().flush_db(storage.db())?;
     let m = storage.manifest();
     m.record_vote(group, vote.leader_id.term, vote.leader_id.node_id)
         .map_err(|e| Error::Manifest(e.to_string()))?;
