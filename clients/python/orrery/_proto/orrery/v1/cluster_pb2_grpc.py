@@ -89,6 +89,11 @@ class ClusterStub:
                 request_serializer=orrery_dot_v1_dot_cluster__pb2.SetRebalanceRequest.SerializeToString,
                 response_deserializer=orrery_dot_v1_dot_cluster__pb2.RebalanceState.FromString,
                 _registered_method=True)
+        self.CreateBackup = channel.unary_stream(
+                '/orrery.v1.Cluster/CreateBackup',
+                request_serializer=orrery_dot_v1_dot_cluster__pb2.CreateBackupRequest.SerializeToString,
+                response_deserializer=orrery_dot_v1_dot_cluster__pb2.BackupChunk.FromString,
+                _registered_method=True)
 
 
 class ClusterServicer:
@@ -171,6 +176,15 @@ class ClusterServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def CreateBackup(self, request, context):
+        """A backup of every group (placement and every shard), each copied on
+        its leader at one point of its log, streamed as the bytes of the
+        backup file in order (docs/operations.md, "Backup and restore").
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_ClusterServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -228,6 +242,11 @@ def add_ClusterServicer_to_server(servicer, server):
                     servicer.SetRebalance,
                     request_deserializer=orrery_dot_v1_dot_cluster__pb2.SetRebalanceRequest.FromString,
                     response_serializer=orrery_dot_v1_dot_cluster__pb2.RebalanceState.SerializeToString,
+            ),
+            'CreateBackup': grpc.unary_stream_rpc_method_handler(
+                    servicer.CreateBackup,
+                    request_deserializer=orrery_dot_v1_dot_cluster__pb2.CreateBackupRequest.FromString,
+                    response_serializer=orrery_dot_v1_dot_cluster__pb2.BackupChunk.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -527,6 +546,33 @@ class Cluster:
             '/orrery.v1.Cluster/SetRebalance',
             orrery_dot_v1_dot_cluster__pb2.SetRebalanceRequest.SerializeToString,
             orrery_dot_v1_dot_cluster__pb2.RebalanceState.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CreateBackup(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/orrery.v1.Cluster/CreateBackup',
+            orrery_dot_v1_dot_cluster__pb2.CreateBackupRequest.SerializeToString,
+            orrery_dot_v1_dot_cluster__pb2.BackupChunk.FromString,
             options,
             channel_credentials,
             insecure,
