@@ -214,49 +214,8 @@ async fn a_failing_fsync_stops_its_node_with_storage_unavailable() {
         .expect("mounted")
         .command("fail-fsync on")
         .expect("fail-fsync on");
-    let (mut ready_said, mut put_said) = (false, false);
-    let start = Instant::now();
-    while !(ready_said && put_said) && start.elapsed() < Duration::from_secs(30) {
-        if let Ok(r) = c.http.get(c.nodes[i].url("/readyz")).send().await {
-            let (s, b) = (r.status(), r.text().await.unwrap_or_default());
-            ready_said |= s == 503 && b.contains("storage failed");
-        }
-        if let Ok(r) = c
-            .http
-            .put(c.nodes[i].url("/v1/kv/probe"))
-            .body("x")
-            .send()
-            .await
-        {
-            let (s, b) = (r.status(), r.text().await.unwrap_or_default());
-            assert_ne!(s, 500, "a 500 from the node whose fsync fails: {b}");
-            put_said |= s == 503 && b.contains("storage_unavailable");
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    assert!(
-        ready_said,
-        "/readyz never said the storage failed; log:\n{}",
-        c.log(i)
-    );
-    assert!(
-        put_said,
-        "no write was refused with storage_unavailable; log:\n{}",
-        c.log(i)
-    );
-    let mut status = None;
-    for _ in 0..100 {
-        status = c.exited(i);
-        if status.is_some() {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    let status = status.unwrap_or_else(|| panic!("node 3 kept running; log:\n{}", c.log(i)));
-    assert!(
-        !status.success(),
-        "node 3 exited with success after an fsync failure"
-    );
+    let http = c.http.clone();
+    common::storage::assert_stops_on_storage_failure(&mut c, i, &http).await;
     // The other two serve on.
     load.wait_for_more(30).await;
     let (_acked, failed, _retries) = load.finish().await;

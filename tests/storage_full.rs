@@ -68,47 +68,7 @@ async fn a_full_disk_stops_its_node_and_loses_nothing() {
     let filled = fill(&dir.join("filler"));
     eprintln!("filled node 3's disk with {} MiB", filled >> 20);
     // Within its grace period node 3 says why and refuses writes.
-    let (mut ready_said, mut put_said) = (false, false);
-    let start = std::time::Instant::now();
-    while !(ready_said && put_said) && start.elapsed() < Duration::from_secs(30) {
-        if let Ok(r) = http.get(c.nodes[i].url("/readyz")).send().await {
-            let (s, b) = (r.status(), r.text().await.unwrap_or_default());
-            ready_said |= s == 503 && b.contains("storage failed");
-        }
-        if let Ok(r) = http
-            .put(c.nodes[i].url("/v1/kv/probe"))
-            .body("x")
-            .send()
-            .await
-        {
-            let (s, b) = (r.status(), r.text().await.unwrap_or_default());
-            assert_ne!(s, 500, "a 500 from the node with a full disk: {b}");
-            put_said |= s == 503 && b.contains("storage_unavailable");
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    assert!(
-        ready_said,
-        "/readyz never said the storage failed; log:\n{}",
-        c.log(i)
-    );
-    assert!(
-        put_said,
-        "no write was refused with storage_unavailable; log:\n{}",
-        c.log(i)
-    );
-
-    // Then it stops, with a message that says what to do.
-    let mut status = None;
-    for _ in 0..100 {
-        status = c.exited(i);
-        if status.is_some() {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    let status = status.unwrap_or_else(|| panic!("node 3 kept running; log:\n{}", c.log(i)));
-    assert!(!status.success());
+    common::storage::assert_stops_on_storage_failure(&mut c, i, &http).await;
     let log = c.log(i);
     assert!(
         log.contains("storage failed") && log.contains("Free space"),

@@ -4,6 +4,7 @@
 #![allow(dead_code)]
 
 pub mod load;
+pub mod storage;
 
 use serde_json::Value;
 use std::net::TcpListener;
