@@ -94,17 +94,20 @@ async fn wait_indexed(c: &Cluster, i: usize) {
 }
 
 /// Recall@10 of index search through node `i` (stale: its own replicas
-/// and indexes) against exact search.
+/// and indexes) against exact search, at the collection's `ef_search` or
+/// at `ef`.
 async fn recall(c: &Cluster, i: usize, queries: &[Vec<f32>]) -> f64 {
+    recall_at(c, i, queries, None).await
+}
+
+async fn recall_at(c: &Cluster, i: usize, queries: &[Vec<f32>], ef: Option<usize>) -> f64 {
     let mut hit = 0;
     for q in queries {
-        let approx = search(
-            c,
-            i,
-            json!({"vector": q, "k": 10, "with_payload": false}),
-            true,
-        )
-        .await;
+        let mut body = json!({"vector": q, "k": 10, "with_payload": false});
+        if let Some(ef) = ef {
+            body["ef"] = json!(ef);
+        }
+        let approx = search(c, i, body, true).await;
         let exact = search(c, i, json!({"vector": q, "k": 10, "exact": true}), true).await;
         let want: HashSet<String> = ids(&exact).iter().map(|v| v.to_string()).collect();
         hit += ids(&approx)
@@ -431,8 +434,14 @@ async fn vector_collections_end_to_end() {
     c.restart(2).await;
     c.wait_caught_up(0, Duration::from_secs(120)).await;
     wait_indexed(&c, 2).await;
-    let r = recall(&c, 2, &queries[40..60]).await;
-    assert!(r >= 0.95, "recall@10 after restart is {r}");
+    // The rebuilt graph is not the one built before (inserts run in
+    // parallel), and at ef 128 recall on this clustered set varies between
+    // builds by a few points around 0.95 (a CI run saw 0.93). At ef 256 it
+    // is about 0.99 for a sound graph, while an index missing points or
+    // links falls far below: the margin tests the rebuild, not HNSW's
+    // variance.
+    let r = recall_at(&c, 2, &queries[40..60], Some(256)).await;
+    assert!(r >= 0.95, "recall@10 at ef 256 after restart is {r}");
     let info = ok(&c, 2, "GET", "/v1/collections/docs", Value::Null).await;
     assert_eq!(info["points"], N - 2 - N / 20);
 
