@@ -7,7 +7,7 @@ use openraft::ChangeMembers;
 use openraft::ServerState;
 use orrery_placement::{plan_leaders, plan_replicas, PlacementState};
 use orrery_raft::Group;
-use orrery_types::shard_group;
+use orrery_types::{shard_group, PLACEMENT_GROUP};
 use orrery_types::{NodeAddr, NodeId};
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
@@ -30,10 +30,14 @@ impl Node {
     }
 
     pub(super) async fn reconcile_once(self: &Arc<Self>) -> Result<(), ApiError> {
-        let p = self.placement();
-        if !p.is_initialized() {
+        let local = self.placement();
+        if !local.is_initialized() {
             return Ok(());
         }
+        let p = match self.map_to_act_on(local).await {
+            Some(p) => p,
+            None => return Ok(()),
+        };
         let me = self.id();
         for (s, info) in p.shards.iter().enumerate() {
             let gid = shard_group(s as u32);
@@ -91,6 +95,62 @@ impl Node {
         Ok(())
     }
 
+    /// The shard map this tick acts on, or `None` to skip the tick.
+    ///
+    /// This node's own copy of the placement state can be far behind: a
+    /// restarted node applies only the committed prefix it stored (the
+    /// commit index is written every few hundred entries), so its first
+    /// view can be the map `Init` wrote, with one replica per shard. openraft
+    /// brings a node that led a shard group back as that group's leader at
+    /// once, so acting on that view would shrink live groups to the
+    /// replicas of a long-gone map (seen in the container suite: a node
+    /// restarted in a rolling upgrade replaced shard voters [1,2,3] with
+    /// [1]). Any change to a group's membership, and the placement
+    /// leader's plans, are therefore made only from the map read through
+    /// the placement leader (linearizable); without a quorum, nothing is
+    /// changed this tick. Ticks with nothing to change use the local copy.
+    async fn map_to_act_on(self: &Arc<Self>, local: PlacementState) -> Option<PlacementState> {
+        let leads_placement = self
+            .placement_group()
+            .is_some_and(|pg| pg.raft.metrics().borrow().state == ServerState::Leader);
+        let pending = local.shards.iter().enumerate().any(|(s, info)| {
+            self.registry
+                .get(shard_group(s as u32))
+                .is_some_and(|g| self.membership_change_due(&g, &info.replicas))
+        });
+        if !leads_placement && !pending {
+            return Some(local);
+        }
+        match self
+            .read(PLACEMENT_GROUP, super::typed::PlacementRead, true)
+            .await
+        {
+            Ok(p) => Some(p),
+            Err(e) => {
+                tracing::debug!("reconcile skipped: shard map not confirmed: {e}");
+                None
+            }
+        }
+    }
+
+    /// Whether this node leads `g` and its voters differ from `desired`,
+    /// with no change in progress: a membership change is due.
+    fn membership_change_due(&self, g: &Group, desired: &[NodeId]) -> bool {
+        let m = g.raft.metrics().borrow().clone();
+        if m.state != ServerState::Leader {
+            return false;
+        }
+        let mem = m.membership_config.membership();
+        let voters: BTreeSet<NodeId> = mem.voter_ids().collect();
+        let want: BTreeSet<NodeId> = desired.iter().copied().collect();
+        // A leader that is no longer a voter has removed itself (a move off
+        // this node) and only waits for that change to commit and to step
+        // down. It must propose nothing more: openraft keeps it leader
+        // until then, but its state no longer counts it as one (a second
+        // change there trips openraft's "only leader" assertion).
+        voters != want && voters.contains(&self.id()) && mem.get_joint_config().len() <= 1
+    }
+
     /// On a shard leader: make the group's voters equal the shard map's
     /// replicas (learners first, so a new replica catches up before voting).
     pub(super) fn reconcile_shard_membership(
@@ -99,16 +159,12 @@ impl Node {
         desired: &[NodeId],
         p: &PlacementState,
     ) {
+        if !self.membership_change_due(g, desired) {
+            return;
+        }
         let m = g.raft.metrics().borrow().clone();
-        if m.state != ServerState::Leader {
-            return;
-        }
         let mem = m.membership_config.membership().clone();
-        let voters: BTreeSet<NodeId> = mem.voter_ids().collect();
         let want: BTreeSet<NodeId> = desired.iter().copied().collect();
-        if voters == want || m.membership_config.membership().get_joint_config().len() > 1 {
-            return;
-        }
         let mut nodes = BTreeMap::new();
         for id in &want {
             match p.members.get(id) {
