@@ -61,11 +61,17 @@ cache="${XDG_CACHE_HOME:-$HOME/.cache}/orrery-compose/$project"
 mkdir -p "$cache"
 read_file "$n1" /var/lib/orrery/certs/n1/ca.crt >"$cache/ca.crt.part"
 mv "$cache/ca.crt.part" "$cache/ca.crt"
-token=$(read_file "$n1" /var/lib/orrery/data/root.token | tr -d '[:space:]')
-[ -n "$token" ] || { echo "n1 has no root token yet (the cluster is still forming?)" >&2; exit 1; }
+# A cluster restored from a backup (scripts/compose-restore.sh) writes no
+# root token: it keeps the backed-up cluster's users and tokens.
+token=$(read_file "$n1" /var/lib/orrery/data/root.token 2>/dev/null | tr -d '[:space:]' || true)
+if [ -z "$token" ] && [ -e "$cache/restored" ]; then
+    echo "# restored cluster: set ORRERY_TOKEN to a token of the backed-up cluster" >&2
+else
+    [ -n "$token" ] || { echo "n1 has no root token yet (the cluster is still forming?)" >&2; exit 1; }
+fi
 
 # ORRERY_ENDPOINT (one node) would win over ORRERY_ENDPOINTS in orreryctl.
 echo "unset ORRERY_ENDPOINT"
 echo "export ORRERY_ENDPOINTS=$(IFS=,; echo "${endpoints[*]}")"
 printf 'export ORRERY_CA_CERT=%q\n' "$cache/ca.crt"
-printf 'export ORRERY_TOKEN=%q\n' "$token"
+[ -z "$token" ] || printf 'export ORRERY_TOKEN=%q\n' "$token"

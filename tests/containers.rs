@@ -2,7 +2,9 @@
 //! under a continuous client load: a node killed and started again, a node
 //! cut off the network and put back, the leader paused, and a rolling
 //! restart onto a rebuilt image with zero failed requests; at the end every
-//! acknowledged write is read back from every node.
+//! acknowledged write is read back from every node. A backup taken under
+//! the load is then restored into a second Compose project, which must
+//! hold every write acknowledged before the backup.
 //!
 //! It needs a Docker engine and a project that is up:
 //! `scripts/test-containers.sh` builds the image, starts the project,
@@ -14,6 +16,8 @@
 mod docker;
 #[path = "containers/load.rs"]
 mod load;
+#[path = "containers/restore.rs"]
+mod restore;
 
 use docker::{docker_status, Project};
 use futures::StreamExt;
@@ -217,6 +221,13 @@ async fn compose_cluster_survives_kill_partition_pause_and_rolling_restart() {
         "requests failed during the roll: {roll_failures:?}"
     );
 
+    // A backup taken under the load, for the restore drill at the end:
+    // every write acknowledged before it started must be in it.
+    let backup_dir = tempfile::tempdir().expect("tempdir");
+    let before_backup = load.acked_so_far();
+    let backup_file = restore::backup(backup_dir.path());
+    load.wait_for_more(50, step).await;
+
     let retries = load.retries();
     let failures = load.failures();
     let acked = load.finish().await;
@@ -237,15 +248,7 @@ async fn compose_cluster_survives_kill_partition_pause_and_rolling_restart() {
     wait_converged(&p, &endpoints, &opts, step).await;
     for (i, e) in endpoints.iter().enumerate() {
         for consistency in [Consistency::Linearizable, Consistency::Stale] {
-            let lost: Vec<String> = futures::stream::iter(acked.chunks(64))
-                .map(|chunk| {
-                    let (e, opts) = (e.clone(), opts.clone());
-                    async move { read_back(&e, &opts, chunk, consistency).await }
-                })
-                .buffer_unordered(16)
-                .collect::<Vec<Vec<String>>>()
-                .await
-                .concat();
+            let lost = read_back_all(e, &opts, &acked, consistency).await;
             assert!(
                 lost.is_empty(),
                 "node {} ({e}, {consistency:?}): {} of {} acknowledged writes wrong or missing: {:?}",
@@ -260,6 +263,51 @@ async fn compose_cluster_survives_kill_partition_pause_and_rolling_restart() {
         "every one of {} acknowledged writes read back from all 3 nodes",
         acked.len()
     );
+
+    // The restore drill: the backup into a new Compose project (its own
+    // volumes, certificates and ports), reached with the old cluster's
+    // token; every write acknowledged before the backup is there.
+    let base: u16 = std::env::var("ORRERY_PORT_BASE")
+        .ok()
+        .and_then(|b| b.parse().ok())
+        .unwrap_or(27100)
+        + 10;
+    let token = opts.token.clone().expect("token");
+    let name = format!("{}-restored", p.name);
+    eprintln!("== restore the backup into project {name}");
+    let r = restore::Restored::start(p.sibling(&name), &backup_file, base, &token);
+    wait_converged(&r.project, &r.endpoints, &r.opts, step).await;
+    for (i, e) in r.endpoints.iter().enumerate() {
+        let lost = read_back_all(e, &r.opts, &before_backup, Consistency::Linearizable).await;
+        assert!(
+            lost.is_empty(),
+            "restored node {} ({e}): {} of {} writes acknowledged before the backup wrong or missing: {:?}",
+            i + 1,
+            lost.len(),
+            before_backup.len(),
+            &lost[..lost.len().min(10)]
+        );
+    }
+    eprintln!(
+        "restored cluster {name}: all {} writes acknowledged before the backup read back from its 3 nodes",
+        before_backup.len()
+    );
+}
+
+/// The keys of `acked` that `endpoint` does not answer with the written
+/// value, 16 chunks of 64 at a time.
+async fn read_back_all(
+    endpoint: &str,
+    opts: &Options,
+    acked: &[(String, String)],
+    consistency: Consistency,
+) -> Vec<String> {
+    futures::stream::iter(acked.chunks(64))
+        .map(|chunk| async move { read_back(endpoint, opts, chunk, consistency).await })
+        .buffer_unordered(16)
+        .collect::<Vec<Vec<String>>>()
+        .await
+        .concat()
 }
 
 /// The keys of `chunk` that `endpoint` does not answer with the written

@@ -20,10 +20,25 @@ impl Project {
         }
     }
 
-    /// `compose ARGS` (the project from the environment); its stdout.
+    /// Another project of the same Compose file.
+    pub fn sibling(&self, name: &str) -> Project {
+        Project {
+            compose: self.compose.clone(),
+            name: name.to_string(),
+        }
+    }
+
+    /// The Compose command line, e.g. `["docker-compose"]`.
+    pub fn command(&self) -> &[String] {
+        &self.compose
+    }
+
+    /// `compose -p NAME ARGS`; its stdout.
     pub fn compose(&self, args: &[&str]) -> String {
         let mut cmd = Command::new(&self.compose[0]);
-        cmd.args(&self.compose[1..]).args(args);
+        cmd.args(&self.compose[1..])
+            .args(["-p", &self.name])
+            .args(args);
         run(cmd)
     }
 

@@ -204,6 +204,11 @@ impl Load {
         lock(&self.shared.acked).len()
     }
 
+    /// The writes acknowledged so far (the load goes on).
+    pub fn acked_so_far(&self) -> Vec<(String, String)> {
+        lock(&self.shared.acked).clone()
+    }
+
     pub fn failures(&self) -> Vec<String> {
         lock(&self.shared.failed).clone()
     }
