@@ -3,11 +3,16 @@
 //! ```sh
 //! cargo run --release -p orrery-vector --example ann_bench -- \
 //!     [--n 100000] [--dim 64] [--queries 1000] [--m 16] [--efc 200] \
-//!     [--ef 16,32,64,128] [--threads 2] [--metric l2] [--seed 1]
+//!     [--ef 16,32,64,128] [--threads 2] [--metric l2] [--seed 1] \
+//!     [--dump DIR] [--skip-hnsw-rs 1] [--centres 100] [--ood 1] [--batch 8192]
 //! ```
 //!
+//! `--dump DIR` writes `base.f32` and `queries.f32` (little-endian f32) for
+//! `scripts/vectors_baseline.py` (faiss); `scripts/bench-ann.sh` runs both.
+//!
 //! Data: N points around 100 centres (the clustered set of
-//! tests/vectors.rs, scaled), queries drawn the same way. Reports, per
+//! tests/vectors.rs, scaled), queries drawn the same way (or, `--ood 1`,
+//! around other centres, as tests/vectors.rs does). Reports, per
 //! index, the build rate (inserts/s, batches of 8192 as the indexer sends
 //! them, on a rayon pool of `--threads`), then for each ef the
 //! single-thread queries/s and recall@10 against exact search.
@@ -51,6 +56,11 @@ struct Args {
     threads: usize,
     metric: Metric,
     seed: u64,
+    dump: Option<String>,
+    skip_hnsw_rs: bool,
+    centres: usize,
+    ood: bool,
+    batch: usize,
 }
 
 fn args() -> Result<Args, String> {
@@ -64,6 +74,11 @@ fn args() -> Result<Args, String> {
         threads: 2,
         metric: Metric::L2,
         seed: 1,
+        dump: None,
+        skip_hnsw_rs: false,
+        centres: 100,
+        ood: false,
+        batch: 8192,
     };
     let v: Vec<String> = std::env::args().skip(1).collect();
     for pair in v.chunks(2) {
@@ -80,6 +95,11 @@ fn args() -> Result<Args, String> {
             "--efc" => a.efc = num()?,
             "--threads" => a.threads = num()?,
             "--seed" => a.seed = num()? as u64,
+            "--batch" => a.batch = num()?.max(1),
+            "--centres" => a.centres = num()?.max(1),
+            "--ood" => a.ood = num()? != 0,
+            "--dump" => a.dump = Some(val.clone()),
+            "--skip-hnsw-rs" => a.skip_hnsw_rs = num()? != 0,
             "--metric" => a.metric = Metric::parse(val).ok_or("metric: cosine, l2 or dot")?,
             "--ef" => {
                 a.ef = val
@@ -117,7 +137,7 @@ fn bench(
 ) {
     let t = Instant::now();
     pool.install(|| {
-        for c in pts.chunks(8192) {
+        for c in pts.chunks(a.batch) {
             idx.insert_batch(c);
         }
     });
@@ -148,6 +168,15 @@ fn bench(
     }
 }
 
+fn dump(path: &str, data: &[Vec<f32>]) -> std::io::Result<()> {
+    let bytes: Vec<u8> = data
+        .iter()
+        .flatten()
+        .flat_map(|x| x.to_le_bytes())
+        .collect();
+    std::fs::write(path, bytes)
+}
+
 fn main() {
     let a = match args() {
         Ok(a) => a,
@@ -165,6 +194,16 @@ fn main() {
         .enumerate()
         .collect();
     let qs = clustered(&mut r, &centres, a.queries);
+    if let Some(d) = &a.dump {
+        let base: Vec<Vec<f32>> = pts.iter().map(|(_, v)| v.clone()).collect();
+        let written = std::fs::create_dir_all(d)
+            .and_then(|_| dump(&format!("{d}/base.f32"), &base))
+            .and_then(|_| dump(&format!("{d}/queries.f32"), &qs));
+        if let Err(e) = written {
+            eprintln!("--dump {d}: {e}");
+            std::process::exit(1);
+        }
+    }
     let truth: Vec<Vec<usize>> = qs.par_iter().map(|q| exact(a.metric, &pts, q)).collect();
     let pool = match rayon::ThreadPoolBuilder::new()
         .num_threads(a.threads)
@@ -190,6 +229,9 @@ fn main() {
     bench("ours", &ours, &a, &pts, &qs, &truth, &pool);
     println!("ours: {:.0} bytes/point", ours.bytes() as f64 / a.n as f64);
     drop(ours);
+    if a.skip_hnsw_rs {
+        return;
+    }
     let theirs = HnswIndex::new(a.metric, a.m, a.efc, a.n);
     bench("hnsw_rs", &theirs, &a, &pts, &qs, &truth, &pool);
 }

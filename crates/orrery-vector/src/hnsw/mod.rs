@@ -36,6 +36,9 @@ const MAX_LEVEL: u8 = 16;
 /// Batches smaller than this are linked in order on the calling thread
 /// (and so are deterministic); larger ones in parallel.
 const PARALLEL_MIN: usize = 64;
+/// The beam on layer 1 (whose finds all enter layer 0, see `search`) is
+/// a quarter of the layer-0 beam, at most this.
+const UPPER_EF_MAX: usize = 32;
 
 pub struct Hnsw {
     metric: Metric,
@@ -167,7 +170,7 @@ impl Hnsw {
         }
         for layer in (0..=level.min(top_level)).rev() {
             let mut found = visited::with_visited(s.len(), |v| {
-                w.search_layer(v, q, cur, self.ef_construction, layer, None)
+                w.search_layer(v, q, &[cur], self.ef_construction, layer, None)
             });
             found.retain(|c| c.slot != slot);
             let chosen = w.select(&found, self.m);
@@ -218,7 +221,7 @@ impl Hnsw {
 }
 
 impl AnnIndex for Hnsw {
-    fn insert_batch(&self, items: &[(usize, Vec<f32>)]) {
+    fn insert_batch(&self, mut items: &[(usize, Vec<f32>)]) {
         if items.is_empty() {
             return;
         }
@@ -229,6 +232,11 @@ impl AnnIndex for Hnsw {
                 s.dim = items[0].1.len();
                 s.reserve(self.capacity.max(items.len()));
             }
+            // Slots are u32 (half the list memory of usize): past 4 billion
+            // nodes (far beyond one replica's memory) the index stops
+            // growing rather than wrap around.
+            let room = (u32::MAX as usize - 1).saturating_sub(s.len());
+            items = &items[..items.len().min(room)];
             s.reserve(items.len());
             let first = s.len();
             for (i, (id, v)) in items.iter().enumerate() {
@@ -264,12 +272,23 @@ impl AnnIndex for Hnsw {
             d: self.dist.eval(&q, s.vector(ep)),
             slot: ep,
         };
-        for layer in (1..=top_level).rev() {
+        for layer in (2..=top_level).rev() {
             cur = w.greedy(&q, cur, layer);
         }
+        // Layer 1 is searched with a beam, not greedily, and all it finds
+        // seed layer 0: on clustered data layer 0 has few links between
+        // clusters, and a query far from every cluster has its neighbours
+        // in several; one entry point would leave the walk in one cluster.
+        let eps = if top_level >= 1 {
+            visited::with_visited(s.len(), |v| {
+                w.search_layer(v, &q, &[cur], (ef / 4).clamp(1, UPPER_EF_MAX), 1, None)
+            })
+        } else {
+            vec![cur]
+        };
         let keep_slot = |slot: u32| keep(s.ext[slot as usize]);
         let found = visited::with_visited(s.len(), |v| {
-            w.search_layer(v, &q, cur, ef.max(k), 0, Some(&keep_slot))
+            w.search_layer(v, &q, &eps, ef.max(k), 0, Some(&keep_slot))
         });
         // The same id inserted twice is two nodes; report it once.
         let mut seen = HashSet::with_capacity(k);

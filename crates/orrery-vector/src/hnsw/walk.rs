@@ -58,7 +58,7 @@ impl Walk<'_> {
         }
     }
 
-    /// Beam search of `layer` from `ep` keeping the `ef` closest nodes that
+    /// Beam search of `layer` from the entry points `eps` keeping the `ef` closest nodes that
     /// `keep` accepts (closest first). With a filter the walk goes on until
     /// `ef` accepted nodes are found or the reachable graph is exhausted (as
     /// hnswlib does): refused nodes still lead somewhere.
@@ -66,7 +66,7 @@ impl Walk<'_> {
         &self,
         visited: &mut Visited,
         q: &[f32],
-        ep: Cand,
+        eps: &[Cand],
         ef: usize,
         layer: usize,
         keep: Option<&dyn Fn(u32) -> bool>,
@@ -76,20 +76,32 @@ impl Walk<'_> {
         let accepts = |s: u32| keep.is_none_or(|k| k(s));
         let mut candidates: BinaryHeap<Reverse<Cand>> = BinaryHeap::with_capacity(ef * 2);
         let mut top: BinaryHeap<Cand> = BinaryHeap::with_capacity(ef + 1);
-        visited.check_and_mark(ep.slot);
-        candidates.push(Reverse(ep));
-        let mut bound = f32::MAX;
-        if accepts(ep.slot) {
-            top.push(ep);
-            bound = ep.d;
+        for &ep in eps {
+            if visited.check_and_mark(ep.slot) {
+                continue;
+            }
+            candidates.push(Reverse(ep));
+            if accepts(ep.slot) {
+                top.push(ep);
+                if top.len() > ef {
+                    top.pop();
+                }
+            }
         }
+        let mut bound = top.peek().map_or(f32::MAX, |t| t.d);
         let mut buf = Vec::with_capacity(store.max_neighbours(layer));
         while let Some(Reverse(c)) = candidates.pop() {
             if c.d > bound && (top.len() >= ef || keep.is_none()) {
                 break;
             }
             store.neighbours(c.slot, layer, &mut buf);
-            for &n in &buf {
+            if let Some(&n) = buf.first() {
+                store.prefetch(n);
+            }
+            for (i, &n) in buf.iter().enumerate() {
+                if let Some(&next) = buf.get(i + 1) {
+                    store.prefetch(next);
+                }
                 if visited.check_and_mark(n) {
                     continue;
                 }
