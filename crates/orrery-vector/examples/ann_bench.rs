@@ -150,18 +150,27 @@ fn bench(
     );
     for &ef in &a.ef {
         let t = Instant::now();
+        let mut lat = Vec::with_capacity(qs.len());
         let got: Vec<Vec<usize>> = qs
             .iter()
-            .map(|q| idx.search(q, 10, ef, &|_| true))
+            .map(|q| {
+                let s = Instant::now();
+                let r = idx.search(q, 10, ef, &|_| true);
+                lat.push(s.elapsed().as_secs_f64() * 1000.0);
+                r
+            })
             .collect();
         let secs = t.elapsed().as_secs_f64();
+        // The median is what a loaded machine disturbs least.
+        lat.sort_by(f64::total_cmp);
+        let p50 = lat.get(lat.len() / 2).copied().unwrap_or(0.0);
         let hit: usize = got
             .iter()
             .zip(truth)
             .map(|(g, t)| t.iter().filter(|x| g.contains(x)).count())
             .sum();
         println!(
-            "{name:8} ef {ef:4}  {:8.0} qps (1 thread)  recall@10 {:.3}",
+            "{name:8} ef {ef:4}  {:8.0} qps (1 thread)  p50 {p50:.3} ms  recall@10 {:.3}",
             qs.len() as f64 / secs,
             hit as f64 / (10 * qs.len()) as f64
         );
