@@ -1,12 +1,14 @@
 //! The visited set of a graph walk: one generation-stamped array per thread,
 //! reused between walks, so that a search neither allocates nor clears a
-//! set the size of the graph.
+//! set the size of the graph. Stamps are u16 (as hnswlib's): 2 bytes per
+//! node per thread that ever walked the graph, cleared once every 65 535
+//! walks.
 
 use std::cell::RefCell;
 
 pub struct Visited {
-    marks: Vec<u32>,
-    generation: u32,
+    marks: Vec<u16>,
+    generation: u16,
 }
 
 impl Visited {
@@ -17,7 +19,7 @@ impl Visited {
         }
         self.generation = self.generation.wrapping_add(1);
         if self.generation == 0 {
-            // After 2^32 walks stamps would repeat: clear once and go on.
+            // After 2^16 walks stamps would repeat: clear once and go on.
             self.marks.iter_mut().for_each(|m| *m = 0);
             self.generation = 1;
         }
@@ -84,7 +86,7 @@ mod tests {
     fn generation_wrap_clears_old_stamps() {
         let mut v = Visited {
             marks: Vec::new(),
-            generation: u32::MAX - 1,
+            generation: u16::MAX - 1,
         };
         v.reset(4);
         assert!(!v.check_and_mark(1));
