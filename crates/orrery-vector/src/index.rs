@@ -10,111 +10,20 @@
 //! tombstones) are dropped at search time; past a threshold the indexer is
 //! handed all live points and rebuilds from scratch.
 
+use crate::hnsw::Hnsw;
 use crate::{Metric, PointId};
-use hnsw_rs::anndists::dist::Distance;
-use hnsw_rs::hnsw::Hnsw;
 use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};
 use std::sync::mpsc::{channel, Receiver, Sender};
 use std::sync::{Arc, Mutex, RwLock};
 
-/// An approximate nearest-neighbour index over internal ids. Kept small so
-/// that a faster implementation can replace hnsw_rs.
+/// An approximate nearest-neighbour index over internal ids: our own
+/// [`Hnsw`] (hnsw_rs, behind the `hnsw_rs` feature, only for the
+/// side-by-side benchmark `examples/ann_bench.rs`).
 pub trait AnnIndex: Send + Sync {
+    /// Adds the items; the same id inserted twice is reported once.
     fn insert_batch(&self, items: &[(usize, Vec<f32>)]);
     /// The nearest `k` ids accepted by `keep`, closest first.
     fn search(&self, q: &[f32], k: usize, ef: usize, keep: &dyn Fn(usize) -> bool) -> Vec<usize>;
-}
-
-/// hnsw_rs requires distances >= 0 (it asserts). Cosine uses normalised
-/// vectors and `1 - dot`; L2 the squared distance; dot a strictly
-/// decreasing positive map of the inner product, so the order is exact.
-#[derive(Clone, Copy)]
-pub struct MetricDist(pub Metric);
-
-impl Distance<f32> for MetricDist {
-    fn eval(&self, a: &[f32], b: &[f32]) -> f32 {
-        let d = self.raw(a, b);
-        // Finite vectors can still overflow: a dot product of components
-        // near 1e30 sums +inf and -inf to NaN, which hnsw_rs asserts on
-        // (it would take the node down). NaN and infinities sort as the
-        // farthest.
-        if !d.is_finite() {
-            f32::MAX
-        } else {
-            d
-        }
-    }
-}
-
-impl MetricDist {
-    fn raw(&self, a: &[f32], b: &[f32]) -> f32 {
-        match self.0 {
-            Metric::L2 => a.iter().zip(b).map(|(x, y)| (x - y) * (x - y)).sum(),
-            Metric::Cosine => (1.0 - crate::dot(a, b)).max(0.0),
-            Metric::Dot => {
-                let d = crate::dot(a, b);
-                if d <= 0.0 {
-                    1.0 - d
-                } else {
-                    1.0 / (1.0 + d)
-                }
-            }
-        }
-    }
-}
-
-pub struct HnswIndex {
-    hnsw: Hnsw<'static, f32, MetricDist>,
-    metric: Metric,
-}
-
-impl HnswIndex {
-    /// `m` must already be validated (hnsw_rs exits the process above 256).
-    pub fn new(metric: Metric, m: usize, ef_construction: usize, capacity: usize) -> Self {
-        let m = m.clamp(2, crate::MAX_M);
-        HnswIndex {
-            hnsw: Hnsw::new(
-                m,
-                capacity.max(1024),
-                16,
-                ef_construction,
-                MetricDist(metric),
-            ),
-            metric,
-        }
-    }
-
-    fn prepare(&self, v: &[f32]) -> Vec<f32> {
-        match self.metric {
-            Metric::Cosine => crate::normalized(v),
-            _ => v.to_vec(),
-        }
-    }
-}
-
-impl AnnIndex for HnswIndex {
-    fn insert_batch(&self, items: &[(usize, Vec<f32>)]) {
-        let prepared: Vec<(Vec<f32>, usize)> =
-            items.iter().map(|(id, v)| (self.prepare(v), *id)).collect();
-        if prepared.len() >= 64 {
-            let refs: Vec<(&Vec<f32>, usize)> = prepared.iter().map(|(v, id)| (v, *id)).collect();
-            self.hnsw.parallel_insert(&refs);
-        } else {
-            for (v, id) in &prepared {
-                self.hnsw.insert((v.as_slice(), *id));
-            }
-        }
-    }
-
-    fn search(&self, q: &[f32], k: usize, ef: usize, keep: &dyn Fn(usize) -> bool) -> Vec<usize> {
-        let q = self.prepare(q);
-        let filter = |id: &usize| keep(*id);
-        self.hnsw
-            .search_filter(&q, k, ef.max(k), Some(&filter))
-            .into_iter()
-            .map(|n| n.d_id)
-            .collect()
-    }
 }
 
 /// Index states shown by `GET /v1/collections/{c}`.
@@ -232,11 +141,10 @@ fn pool() -> Option<&'static rayon::ThreadPool> {
 }
 
 fn run(rx: Receiver<Msg>, s: Arc<Shared>, metric: Metric, m: usize, efc: usize) {
-    let new_index =
-        |cap: usize| -> Arc<dyn AnnIndex> { Arc::new(HnswIndex::new(metric, m, efc, cap)) };
+    let new_index = |cap: usize| -> Arc<dyn AnnIndex> { Arc::new(Hnsw::new(metric, m, efc, cap)) };
     while let Ok(first) = rx.recv() {
-        // Coalesce whatever is queued into one batch: bulk loads then go
-        // through parallel_insert instead of one small insert per command.
+        // Coalesce whatever is queued into one batch: bulk loads are then
+        // linked in parallel instead of one small insert per command.
         let mut msgs = vec![first];
         while let Ok(m) = rx.try_recv() {
             msgs.push(m);

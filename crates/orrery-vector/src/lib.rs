@@ -14,6 +14,9 @@
 //! (lower is better).
 
 pub mod filter;
+pub mod hnsw;
+#[cfg(feature = "hnsw_rs")]
+pub mod hnsw_rs_index;
 pub mod index;
 
 use filter::Filter;
@@ -25,7 +28,8 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 pub const MAX_DIM: usize = 4096;
-/// hnsw_rs calls `process::exit` above 256.
+/// Beyond this, neighbour lists cost more than they help (and hnsw_rs,
+/// still in the benchmark, calls `process::exit` above 256).
 pub const MAX_M: usize = 256;
 pub const MAX_EF: usize = 10_000;
 pub const MAX_K: usize = 1000;
@@ -211,7 +215,7 @@ pub struct CollectionConfig {
 }
 
 impl CollectionConfig {
-    /// Checks everything before it can reach hnsw_rs. `cluster_shards` bounds
+    /// Checks everything before it can reach the index. `cluster_shards` bounds
     /// `shards`; `max_replicas` bounds `replication`.
     pub fn validate(&self, cluster_shards: u32, max_replicas: u32) -> Result<(), (String, String)> {
         let bad = |f: &str, m: String| Err((f.to_string(), m));

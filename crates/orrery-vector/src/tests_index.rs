@@ -1,7 +1,8 @@
 //! The approximate index against exact search, and against inputs that
 //! used to crash it.
 
-use crate::index::{AnnIndex, HnswIndex};
+use crate::hnsw::Hnsw;
+use crate::index::AnnIndex;
 use crate::Metric;
 use proptest::prelude::*;
 
@@ -44,7 +45,7 @@ fn huge_finite_vectors_never_panic_the_index() {
     // Components near 1e30 are finite (accepted at upsert), but their
     // products overflow: dot products of mixed signs sum to NaN.
     for metric in [Metric::L2, Metric::Cosine, Metric::Dot] {
-        let idx = HnswIndex::new(metric, 16, 64, 256);
+        let idx = Hnsw::new(metric, 16, 64, 256);
         let points: Vec<(usize, Vec<f32>)> = (0..200)
             .map(|i| {
                 let s = if i % 2 == 0 { 1e30 } else { -1e30 };
@@ -92,7 +93,7 @@ proptest! {
                 v
             })
             .collect();
-        let idx = HnswIndex::new(metric, 16, 100, points.len());
+        let idx = Hnsw::new(metric, 16, 100, points.len());
         let items: Vec<(usize, Vec<f32>)> = points.iter().cloned().enumerate().collect();
         idx.insert_batch(&items);
         let keep = |i: usize| i % modulus != 1 % modulus || modulus == 1;
