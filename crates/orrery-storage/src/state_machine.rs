@@ -36,12 +36,15 @@ pub(crate) const KEY_SNAPSHOT: &[u8] = b"current";
 /// state and responses on every replica.
 pub trait StateMachine<C: RaftTypeConfig>: Default + Send + Sync + 'static {
     /// Applies one committed command. `index` is the command's log index,
-    /// usable as a revision number.
+    /// usable as a revision number. A panic here is caught and undone (the
+    /// command answers [`StateMachine::failed_response`]); it must be as
+    /// deterministic as the rest, i.e. depend on the command and the state
+    /// only.
     fn apply(&mut self, index: u64, cmd: C::D) -> C::R;
     /// [`StateMachine::apply`] where no client reads the response: on a
     /// follower, or on a leader applying an entry an earlier leader
-    /// appended. It must change the state exactly as `apply` does; it may
-    /// return a cheaper response.
+    /// appended. It must change the state exactly as `apply` does (and
+    /// panic exactly when it does); it may return a cheaper response.
     fn apply_unobserved(&mut self, index: u64, cmd: C::D) -> C::R {
         self.apply(index, cmd)
     }
