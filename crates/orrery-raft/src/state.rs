@@ -64,7 +64,9 @@ pub enum Response {
     /// The command's apply panicked: it changed nothing, on any replica
     /// (see `orrery_storage::StateMachine::failed_response`). Last: the
     /// variant index travels in forwarded replies.
-    Failed { message: String },
+    Failed {
+        message: String,
+    },
 }
 
 /// Everything a group's state machine holds. The placement group uses

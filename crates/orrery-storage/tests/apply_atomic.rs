@@ -10,9 +10,7 @@
 //! commands, and a restart that replays the log must reach the same.
 
 use openraft::storage::{RaftLogStorage, RaftStateMachine};
-use openraft::{
-    CommittedLeaderId, Entry, EntryPayload, LogId, RaftLogReader, RaftSnapshotBuilder,
-};
+use openraft::{CommittedLeaderId, Entry, EntryPayload, LogId, RaftLogReader, RaftSnapshotBuilder};
 use orrery_storage::{
     decode, encode, EntryLeader, LogStore, NewEntry, NodeStorage, StateMachine, StateMachineStore,
 };
@@ -33,7 +31,11 @@ pub struct Add {
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Resp {
-    Done { index: u64, sum: u64, count: u64 },
+    Done {
+        index: u64,
+        sum: u64,
+        count: u64,
+    },
     /// What `apply_unobserved` answers.
     Unobserved,
     Empty,
@@ -119,12 +121,17 @@ const SEGMENT_BYTES: u64 = 2048;
 
 #[derive(Debug, Clone)]
 enum Step {
-    Cmd { leader: u64, cmd: Add },
+    Cmd {
+        leader: u64,
+        cmd: Add,
+    },
     Blank,
     /// Apply what is pending as one batch.
     Apply,
     /// Apply, then build a snapshot; with `purge`, purge the log up to it.
-    Snapshot { purge: bool },
+    Snapshot {
+        purge: bool,
+    },
     /// Apply, then reopen the node and replay the log after the snapshot.
     Restart,
 }
@@ -392,4 +399,143 @@ async fn a_rebuild_without_its_log_is_a_storage_error() {
     let err = sm.apply(vec![add(6, Some(2))]).await;
     assert!(err.is_err(), "{err:?}");
     assert_eq!(sm.handle().last_applied_index(), 5);
+}
+
+// ---------------------------------------------------------------------------
+// Through a real single-node openraft `Raft`: the core survives a panic.
+// ---------------------------------------------------------------------------
+
+struct NoNetwork;
+
+impl openraft::network::RaftNetworkFactory<Cfg> for NoNetwork {
+    type Network = NoNetwork;
+    async fn new_client(&mut self, _target: u64, _node: &openraft::BasicNode) -> NoNetwork {
+        NoNetwork
+    }
+}
+
+type RpcErr<E = openraft::error::RaftError<u64>> =
+    openraft::error::RPCError<u64, openraft::BasicNode, E>;
+
+fn unreachable<E: std::error::Error>() -> RpcErr<E> {
+    openraft::error::RPCError::Unreachable(openraft::error::Unreachable::new(
+        &std::io::Error::other("single node"),
+    ))
+}
+
+impl openraft::network::RaftNetwork<Cfg> for NoNetwork {
+    async fn append_entries(
+        &mut self,
+        _rpc: openraft::raft::AppendEntriesRequest<Cfg>,
+        _option: openraft::network::RPCOption,
+    ) -> Result<openraft::raft::AppendEntriesResponse<u64>, RpcErr> {
+        Err(unreachable())
+    }
+    async fn install_snapshot(
+        &mut self,
+        _rpc: openraft::raft::InstallSnapshotRequest<Cfg>,
+        _option: openraft::network::RPCOption,
+    ) -> Result<
+        openraft::raft::InstallSnapshotResponse<u64>,
+        RpcErr<openraft::error::RaftError<u64, openraft::error::InstallSnapshotError>>,
+    > {
+        Err(unreachable())
+    }
+    async fn vote(
+        &mut self,
+        _rpc: openraft::raft::VoteRequest<u64>,
+        _option: openraft::network::RPCOption,
+    ) -> Result<openraft::raft::VoteResponse<u64>, RpcErr> {
+        Err(unreachable())
+    }
+}
+
+async fn start_raft(dir: &Path) -> (openraft::Raft<Cfg>, orrery_storage::SmHandle<Cfg, Acc>) {
+    let (_storage, log, sm) = open_all(dir).await;
+    let handle = sm.handle();
+    let config = openraft::Config {
+        heartbeat_interval: 50,
+        election_timeout_min: 100,
+        election_timeout_max: 200,
+        snapshot_policy: openraft::SnapshotPolicy::Never,
+        ..Default::default()
+    }
+    .validate()
+    .expect("config");
+    let raft = openraft::Raft::new(LOCAL, std::sync::Arc::new(config), NoNetwork, log, sm)
+        .await
+        .expect("raft");
+    (raft, handle)
+}
+
+#[tokio::test]
+async fn a_raft_group_answers_a_panicking_command_and_keeps_going() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let wait = Some(Duration::from_secs(5));
+    let add = |value: u64, fail_at: Option<u8>| Add {
+        key: (value % 3) as u8,
+        value,
+        fail_at,
+    };
+    let mut model = Acc::default();
+    let state = {
+        let (raft, handle) = start_raft(dir.path()).await;
+        raft.initialize(BTreeMap::from([(LOCAL, openraft::BasicNode::new("n1"))]))
+            .await
+            .expect("initialize");
+        raft.wait(wait)
+            .current_leader(LOCAL, "leader")
+            .await
+            .expect("leader");
+        for v in 1..=30u64 {
+            // Every seventh command panics, at varying points.
+            let fail_at = (v % 7 == 0).then_some((v % 5) as u8);
+            let cmd = add(v, fail_at);
+            let resp = raft.client_write(cmd.clone()).await.expect("write");
+            let index = resp.log_id.index;
+            match fail_at {
+                Some(at) => assert_eq!(
+                    resp.data,
+                    Resp::Failed(format!(
+                        "applying the command at log index {index} failed: injected failure at step {at}"
+                    ))
+                ),
+                None => {
+                    model.change(index, &cmd);
+                    assert_eq!(
+                        resp.data,
+                        Resp::Done {
+                            index,
+                            sum: model.sum,
+                            count: model.count
+                        }
+                    );
+                }
+            }
+            if v == 15 {
+                raft.trigger().snapshot().await.expect("snapshot");
+                raft.wait(wait)
+                    .snapshot(resp.log_id, "snapshot")
+                    .await
+                    .expect("snapshot built");
+            }
+        }
+        assert_eq!(handle.read(Acc::clone), model);
+        let state = handle.read(Acc::clone);
+        raft.shutdown().await.expect("shutdown");
+        state
+    };
+    // A restart replays the log after the snapshot, failures included.
+    let (raft, handle) = start_raft(dir.path()).await;
+    raft.wait(wait)
+        .current_leader(LOCAL, "leader again")
+        .await
+        .expect("leader");
+    let last = raft.metrics().borrow().last_log_index.expect("last");
+    raft.wait(wait)
+        .applied_index_at_least(Some(last), "replayed")
+        .await
+        .expect("replayed");
+    assert_eq!(handle.read(Acc::clone), state);
+    raft.shutdown().await.expect("shutdown");
 }
