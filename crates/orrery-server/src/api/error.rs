@@ -320,6 +320,23 @@ mod tests {
     }
 
     #[test]
+    fn apply_failed_is_a_500_without_retry_after() {
+        let e = ApiError::ApplyFailed("applying the command at log index 7 failed: bug".into());
+        assert_eq!(e.http_status(), StatusCode::INTERNAL_SERVER_ERROR);
+        assert_eq!(e.body()["error"]["code"], "apply_failed");
+        // Retrying the same command fails the same way: no Retry-After.
+        let r = e.clone().into_response();
+        assert!(r.headers().get(header::RETRY_AFTER).is_none());
+        let s = tonic::Status::from(e);
+        assert_eq!(s.code(), tonic::Code::Internal);
+        assert_eq!(
+            s.metadata().get("orrery-error-code").unwrap(),
+            "apply_failed"
+        );
+        assert!(s.metadata().get("retry-after").is_none());
+    }
+
+    #[test]
     fn statuses_and_bodies() {
         let e = ApiError::bad("key_too_large", "key is 5000 bytes");
         assert_eq!(e.http_status(), StatusCode::BAD_REQUEST);
