@@ -87,6 +87,9 @@ _BY_CODE = {
     "outcome_unknown": OutcomeUnknown,
     "not_initialized": NotInitialized,
     "internal": Internal,
+    # A committed write whose apply failed (a server bug, caught): nothing
+    # changed, and retrying fails the same way.
+    "apply_failed": Internal,
     "unauthenticated": Unauthenticated,
     "forbidden": PermissionDenied,
     "evaluation_timeout": EvaluationTimeout,

@@ -61,6 +61,12 @@ pub enum Response {
     Queue(QueueResponse),
     Vector(VectorResponse),
     Policy(PolicyResponse),
+    /// The command's apply panicked: it changed nothing, on any replica
+    /// (see `orrery_storage::StateMachine::failed_response`). Last: the
+    /// variant index travels in forwarded replies.
+    Failed {
+        message: String,
+    },
 }
 
 /// Everything a group's state machine holds. The placement group uses
@@ -76,13 +82,35 @@ pub struct GroupState {
 
 impl GroupState {
     pub fn apply(&mut self, index: u64, cmd: Command) -> Response {
-        match cmd {
+        #[cfg(test)]
+        let fail = failpoint::armed(&cmd);
+        let r = match cmd {
             Command::Placement(c) => Response::Placement(self.placement.apply(c)),
             Command::Kv(c) => Response::Kv(self.kv.apply(index, c)),
             Command::Queue(c) => Response::Queue(self.queue.apply(index, c)),
             Command::Vector(c) => Response::Vector(self.vector.apply(index, c)),
             Command::Policy(c) => Response::Policy(self.policy.apply(c)),
+        };
+        #[cfg(test)]
+        if fail {
+            panic!("test failpoint after applying entry {index}");
         }
+        r
+    }
+}
+
+/// Tests only: a KV put of [`failpoint::KEY`] panics right after the KV
+/// module applied it, leaving the state half-changed, as a domain bug
+/// would.
+#[cfg(test)]
+pub(crate) mod failpoint {
+    use super::Command;
+    use orrery_kv::KvCommand;
+
+    pub(crate) const KEY: &[u8] = b"\0test-failpoint:panic-after-apply";
+
+    pub(crate) fn armed(cmd: &Command) -> bool {
+        matches!(cmd, Command::Kv(KvCommand::Put { key, .. }) if key == KEY)
     }
 }
 
@@ -123,6 +151,10 @@ impl StateMachine<crate::TypeConfig> for GroupState {
 
     fn empty_response() -> Response {
         Response::Empty
+    }
+
+    fn failed_response(message: String) -> Response {
+        Response::Failed { message }
     }
 
     fn snapshot(&self) -> Result<Vec<u8>, String> {
@@ -168,6 +200,9 @@ impl StateMachine<crate::TypeConfig> for GroupState {
         })
     }
 }
+
+#[cfg(test)]
+mod apply_tests;
 
 #[cfg(test)]
 mod tests {

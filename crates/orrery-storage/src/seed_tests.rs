@@ -26,6 +26,9 @@ impl StateMachine<C> for Lines {
     fn empty_response() -> String {
         String::new()
     }
+    fn failed_response(message: String) -> String {
+        message
+    }
     fn snapshot(&self) -> Result<Vec<u8>, String> {
         Ok(self.0.join("\n").into_bytes())
     }

@@ -4,6 +4,14 @@
 //! command and the log index, never the clock or the disk. This module owns
 //! everything else: last-applied bookkeeping, membership, and persisting
 //! snapshots with a checksum.
+//!
+//! A command applies completely or not at all: a panic in a domain apply is
+//! caught, the state is rebuilt to exactly what it was before the command
+//! (see `rebuild.rs`), and the command answers
+//! [`StateMachine::failed_response`]. The write lock is held across the
+//! apply and the rebuild, so readers never see a half-applied command.
+
+mod rebuild;
 
 use crate::codec::{decode, encode};
 use crate::{NodeStorage, StorageError as Error};
@@ -15,7 +23,9 @@ use openraft::{
 };
 use orrery_types::GroupId;
 use serde::{Deserialize, Serialize};
+use std::collections::BTreeSet;
 use std::io::Cursor;
+use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock, RwLockReadGuard};
 
@@ -26,17 +36,24 @@ pub(crate) const KEY_SNAPSHOT: &[u8] = b"current";
 /// state and responses on every replica.
 pub trait StateMachine<C: RaftTypeConfig>: Default + Send + Sync + 'static {
     /// Applies one committed command. `index` is the command's log index,
-    /// usable as a revision number.
+    /// usable as a revision number. A panic here is caught and undone (the
+    /// command answers [`StateMachine::failed_response`]); it must be as
+    /// deterministic as the rest, i.e. depend on the command and the state
+    /// only.
     fn apply(&mut self, index: u64, cmd: C::D) -> C::R;
     /// [`StateMachine::apply`] where no client reads the response: on a
     /// follower, or on a leader applying an entry an earlier leader
-    /// appended. It must change the state exactly as `apply` does; it may
-    /// return a cheaper response.
+    /// appended. It must change the state exactly as `apply` does (and
+    /// panic exactly when it does); it may return a cheaper response.
     fn apply_unobserved(&mut self, index: u64, cmd: C::D) -> C::R {
         self.apply(index, cmd)
     }
     /// Response for log entries that carry no command (blank, membership).
     fn empty_response() -> C::R;
+    /// Response for a command whose apply panicked: it changed nothing, on
+    /// any replica. `message` is deterministic (the log index and the
+    /// panic's text), so every replica answers the same.
+    fn failed_response(message: String) -> C::R;
     /// Serialises the whole state.
     fn snapshot(&self) -> Result<Vec<u8>, String>;
     /// Builds a state from `snapshot`'s output.
@@ -47,6 +64,9 @@ struct Inner<C: RaftTypeConfig, M> {
     last_applied: Option<LogId<C::NodeId>>,
     membership: StoredMembership<C::NodeId, C::Node>,
     state: M,
+    /// Indexes after the stored snapshot whose apply panicked: a rebuild
+    /// skips them without applying them again (it would find them anyway).
+    failed: BTreeSet<u64>,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -108,10 +128,19 @@ impl<C: RaftTypeConfig, M> SmHandle<C, M> {
     }
 
     fn lock(&self) -> RwLockReadGuard<'_, Inner<C, M>> {
-        // A poisoned lock means a panic inside apply; the state is still the
-        // last consistent one, since apply replaces it only on success.
-        self.inner.read().unwrap_or_else(|p| p.into_inner())
+        read_lock(&self.inner)
     }
+}
+
+/// The lock is poisoned only if a writer panics while holding it. No
+/// domain code runs unguarded under the write lock: `apply` catches every
+/// panic of a domain apply and rebuilds the state before answering, the
+/// rebuild catches the panics of `restore` and `apply` too, and the other
+/// writers only assign whole values. So a poisoned lock (which would take
+/// a panic in our own bookkeeping) still holds a consistent state, and
+/// taking it keeps readers from panicking in turn.
+fn read_lock<T>(l: &RwLock<T>) -> RwLockReadGuard<'_, T> {
+    l.read().unwrap_or_else(|p| p.into_inner())
 }
 
 /// The state machine store of one group.
@@ -157,6 +186,7 @@ where
             last_applied: None,
             membership: StoredMembership::default(),
             state: M::default(),
+            failed: BTreeSet::new(),
         };
         let mut snapshot_bytes = 0;
         if let Some(bytes) = snap_tree.get(KEY_SNAPSHOT)? {
@@ -201,6 +231,7 @@ where
         self.group
     }
 
+    /// See [`read_lock`] for why a poisoned lock is still consistent.
     fn write_lock(&self) -> std::sync::RwLockWriteGuard<'_, Inner<C, M>> {
         self.inner.write().unwrap_or_else(|p| p.into_inner())
     }
@@ -274,8 +305,12 @@ where
 {
     async fn build_snapshot(&mut self) -> Result<Snapshot<C>, StorageError<C::NodeId>> {
         let (data, last_applied, membership) = {
-            let g = self.store.inner.read().unwrap_or_else(|p| p.into_inner());
-            let data = g.state.snapshot().map_err(|e| sm_err(ErrorVerb::Read, e))?;
+            let g = read_lock(&self.store.inner);
+            // A panic in `snapshot` fails this build, not openraft's core.
+            let data = catch_unwind(AssertUnwindSafe(|| g.state.snapshot()))
+                .map_err(|p| rebuild::panic_message(p.as_ref()))
+                .and_then(|r| r)
+                .map_err(|e| sm_err(ErrorVerb::Read, e))?;
             (data, g.last_applied, g.membership.clone())
         };
         let seq = self.store.snapshot_seq.fetch_add(1, Ordering::Relaxed);
@@ -317,7 +352,7 @@ where
         ),
         StorageError<C::NodeId>,
     > {
-        let g = self.inner.read().unwrap_or_else(|p| p.into_inner());
+        let g = read_lock(&self.inner);
         Ok((g.last_applied, g.membership.clone()))
     }
 
@@ -326,30 +361,38 @@ where
         I: IntoIterator<Item = C::Entry> + OptionalSend,
         I::IntoIter: OptionalSend,
     {
+        // Held across each apply and any rebuild: readers see a state only
+        // between whole commands.
         let mut g = self.write_lock();
         let mut out = Vec::new();
         for entry in entries {
-            g.last_applied = Some(entry.log_id);
+            let log_id = entry.log_id;
             match entry.payload {
                 EntryPayload::Blank => out.push(M::empty_response()),
                 EntryPayload::Normal(cmd) => {
-                    // A client waits for this response only on the node
-                    // whose leadership appended the entry.
-                    let index = entry.log_id.index;
-                    if self
-                        .local
-                        .is_none_or(|n| entry.log_id.leader_id.node_id == n)
-                    {
-                        out.push(g.state.apply(index, cmd))
-                    } else {
-                        out.push(g.state.apply_unobserved(index, cmd))
+                    match rebuild::apply_caught::<C, M>(&mut g.state, self.local, &log_id, cmd) {
+                        Ok(r) => out.push(r),
+                        Err(panic) => {
+                            let index = log_id.index;
+                            tracing::error!(group = self.group, index, %panic, "apply panicked; undoing the command");
+                            let inner = &mut *g;
+                            inner.state = self
+                                .state_before(index, &mut inner.failed)
+                                .map_err(|e| sm_err(ErrorVerb::Write, e))?;
+                            inner.failed.insert(index);
+                            out.push(M::failed_response(format!(
+                                "applying the command at log index {index} failed: {panic}"
+                            )));
+                        }
                     }
                 }
                 EntryPayload::Membership(m) => {
-                    g.membership = StoredMembership::new(Some(entry.log_id), m);
+                    g.membership = StoredMembership::new(Some(log_id), m);
                     out.push(M::empty_response());
                 }
             }
+            // Only once the entry's outcome is settled.
+            g.last_applied = Some(log_id);
         }
         Ok(out)
     }
@@ -382,6 +425,7 @@ where
         self.save_snapshot(&stored).await?;
         let mut g = self.write_lock();
         g.state = state;
+        g.failed.clear();
         g.last_applied = meta.last_log_id;
         g.membership = meta.last_membership.clone();
         tracing::info!(group = self.group, snapshot = %meta.snapshot_id, "snapshot installed");

@@ -56,6 +56,8 @@ pub enum TestResp {
         index: u64,
     },
     Empty,
+    /// A command whose apply panicked (this state never panics).
+    Failed(String),
 }
 
 openraft::declare_raft_types!(
@@ -104,6 +106,10 @@ impl StateMachine<TestConfig> for TestState {
 
     fn empty_response() -> TestResp {
         TestResp::Empty
+    }
+
+    fn failed_response(message: String) -> TestResp {
+        TestResp::Failed(message)
     }
 
     fn snapshot(&self) -> Result<Vec<u8>, String> {

@@ -56,6 +56,12 @@ pub enum ApiError {
     /// nothing was done; retry shortly or on another node.
     #[error("overloaded: {0}")]
     Overloaded(String),
+    /// The command was committed but its apply failed (a bug in a domain
+    /// module, caught): it changed nothing, on any replica, and the same
+    /// command will fail again. Last: the variant index travels in
+    /// forwarded replies.
+    #[error("the command could not be applied and changed nothing: {0}")]
+    ApplyFailed(String),
 }
 
 impl ApiError {
@@ -87,6 +93,7 @@ impl ApiError {
             ApiError::EvaluationTimeout(_) => "evaluation_timeout",
             ApiError::StorageUnavailable(_) => "storage_unavailable",
             ApiError::Overloaded(_) => "overloaded",
+            ApiError::ApplyFailed(_) => "apply_failed",
         }
     }
 
@@ -101,7 +108,9 @@ impl ApiError {
             | ApiError::NotInitialized
             | ApiError::StorageUnavailable(_)
             | ApiError::Overloaded(_) => StatusCode::SERVICE_UNAVAILABLE,
-            ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            // 500: the server's fault, and retrying cannot help (no
+            // Retry-After, unlike the 503s).
+            ApiError::Internal(_) | ApiError::ApplyFailed(_) => StatusCode::INTERNAL_SERVER_ERROR,
             ApiError::ClusterVersionTooLow { .. } => StatusCode::CONFLICT,
             ApiError::Unauthenticated(_) => StatusCode::UNAUTHORIZED,
             ApiError::Forbidden(_) => StatusCode::FORBIDDEN,
@@ -178,7 +187,7 @@ fn grpc_status(e: &ApiError) -> tonic::Status {
         | ApiError::NotInitialized
         | ApiError::StorageUnavailable(_)
         | ApiError::Overloaded(_) => tonic::Status::unavailable(msg),
-        ApiError::Internal(_) => tonic::Status::internal(msg),
+        ApiError::Internal(_) | ApiError::ApplyFailed(_) => tonic::Status::internal(msg),
         ApiError::ClusterVersionTooLow { .. } => tonic::Status::failed_precondition(msg),
         ApiError::Unauthenticated(_) => tonic::Status::unauthenticated(msg),
         ApiError::Forbidden(_) => tonic::Status::permission_denied(msg),
@@ -308,6 +317,23 @@ mod tests {
             tonic::Status::from(ApiError::unavailable("no quorum")).into_http::<axum::body::Body>();
         assert_eq!(r.headers()["orrery-error-code"], "unavailable");
         assert_eq!(r.headers()["retry-after"], "1");
+    }
+
+    #[test]
+    fn apply_failed_is_a_500_without_retry_after() {
+        let e = ApiError::ApplyFailed("applying the command at log index 7 failed: bug".into());
+        assert_eq!(e.http_status(), StatusCode::INTERNAL_SERVER_ERROR);
+        assert_eq!(e.body()["error"]["code"], "apply_failed");
+        // Retrying the same command fails the same way: no Retry-After.
+        let r = e.clone().into_response();
+        assert!(r.headers().get(header::RETRY_AFTER).is_none());
+        let s = tonic::Status::from(e);
+        assert_eq!(s.code(), tonic::Code::Internal);
+        assert_eq!(
+            s.metadata().get("orrery-error-code").unwrap(),
+            "apply_failed"
+        );
+        assert!(s.metadata().get("retry-after").is_none());
     }
 
     #[test]

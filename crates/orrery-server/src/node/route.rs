@@ -148,6 +148,11 @@ impl Node {
                     match timeout_at(deadline.into(), self.propose(&g, cmd.clone())).await {
                         // Proposed, not committed in time: it may still be.
                         Err(_) | Ok(Err(Failure::TimedOut)) => return Err(unknown()),
+                        // Committed, and its apply failed on every replica:
+                        // a definite answer, nothing was changed.
+                        Ok(Ok(Response::Failed { message })) => {
+                            return Err(ApiError::ApplyFailed(message))
+                        }
                         Ok(Ok(resp)) => return Ok(resp),
                         Ok(Err(Failure::Raft(e))) => match *e {
                             RaftError::APIError(ClientWriteError::ForwardToLeader(f)) => self
