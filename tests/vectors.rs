@@ -503,3 +503,52 @@ async fn vector_collections_end_to_end() {
     let info = ok(&c, 1, "GET", "/v1/collections/docs", Value::Null).await;
     assert_eq!(info["points"], 0);
 }
+
+/// A collection created without `shards` gets one shard per voter (here
+/// one, on a cluster of two shard groups), not every shard group: the
+/// points, searches and per-shard states stay on that one group. An
+/// explicit `shards` still wins.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn default_shards_is_one_per_voter() {
+    let c = Cluster::formed(1, 2, &[]).await;
+    c.wait_caught_up(0, Duration::from_secs(60)).await;
+    let made = ok(
+        &c,
+        0,
+        "POST",
+        "/v1/collections",
+        json!({"name": "docs", "dim": 2, "metric": "l2"}),
+    )
+    .await;
+    assert_eq!(made["shards"], 1, "{made}");
+    let points: Vec<Value> = (0..20)
+        .map(|i| json!({"id": i, "vector": [i as f32, 0.0]}))
+        .collect();
+    let r = ok(
+        &c,
+        0,
+        "PUT",
+        "/v1/collections/docs/points",
+        json!({"points": points}),
+    )
+    .await;
+    assert_eq!(r["upserted"], 20);
+    let hits = search(&c, 0, json!({"vector": [7.2, 0.0], "k": 2}), false).await;
+    assert_eq!(ids(&hits), vec![json!(7), json!(8)]);
+    let info = ok(&c, 0, "GET", "/v1/collections/docs", Value::Null).await;
+    let states = info["shard_states"].as_array().expect("shard_states");
+    assert_eq!(states.len(), 1, "{info}");
+    assert_eq!(states[0]["points"], 20);
+
+    let two = ok(
+        &c,
+        0,
+        "POST",
+        "/v1/collections",
+        json!({"name": "wide", "dim": 2, "shards": 2}),
+    )
+    .await;
+    assert_eq!(two["shards"], 2, "{two}");
+    let info = ok(&c, 0, "GET", "/v1/collections/wide", Value::Null).await;
+    assert_eq!(info["shard_states"].as_array().map(Vec::len), Some(2));
+}

@@ -30,13 +30,25 @@ pub struct NewCollection {
     pub dim: usize,
     /// `cosine` (the default), `l2` or `dot`.
     pub metric: Option<String>,
-    /// Default: every shard of the cluster.
+    /// Default: [`default_shards`].
     pub shards: Option<u32>,
     /// Default: [`MAX_REPLICAS`].
     pub replication: Option<u32>,
     pub m: Option<usize>,
     pub ef_construction: Option<usize>,
     pub ef_search: Option<usize>,
+}
+
+/// The shard count of a collection created without one: one shard per
+/// voter node (Qdrant's default), within 1..=the cluster's shard groups.
+/// Every search scatters to all of a collection's shards, so more shards
+/// than nodes only adds fan-out (each node then serves several shards of
+/// one query) without adding hardware; a collection too large for that
+/// sets `shards` itself.
+fn default_shards(voters: usize, cluster_shards: u32) -> u32 {
+    u32::try_from(voters)
+        .unwrap_or(u32::MAX)
+        .clamp(1, cluster_shards.max(1))
 }
 
 fn unexpected(r: VectorResponse) -> ApiError {
@@ -89,11 +101,19 @@ impl VectorsService {
             })?,
         };
         let cluster_shards = self.node.shard_groups()?.len() as u32;
+        let shards = match n.shards {
+            Some(s) => s,
+            // Read through the placement leader: a node just added counts.
+            None => default_shards(
+                self.node.placement_current().await.voters().count(),
+                cluster_shards,
+            ),
+        };
         let c = CollectionConfig {
             name: n.name,
             dim: n.dim,
             metric,
-            shards: n.shards.unwrap_or(cluster_shards),
+            shards,
             replication: n.replication.unwrap_or(MAX_REPLICAS as u32),
             m: n.m.unwrap_or(DEFAULT_M),
             ef_construction: n.ef_construction.unwrap_or(DEFAULT_EF_CONSTRUCTION),
@@ -154,5 +174,19 @@ impl VectorsService {
             self.node.read(shard_group(s), q, false)
         });
         futures::future::join_all(futs).await.into_iter().collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::default_shards;
+
+    #[test]
+    fn default_is_one_shard_per_voter_within_the_cluster_shards() {
+        assert_eq!(default_shards(3, 8), 3);
+        assert_eq!(default_shards(1, 8), 1);
+        assert_eq!(default_shards(12, 8), 8);
+        assert_eq!(default_shards(0, 8), 1);
+        assert_eq!(default_shards(5, 0), 1);
     }
 }
