@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Builds the node and the benchmark in release mode, then runs the policy
-# benchmark on a local 3-node cluster: sync runs of a 20-node graph (no
-# external lookups) with 1 and 16 clients, and batch evaluation.
+# benchmark: the evaluator alone in process (`--evaluator-only` stops
+# there), then on a local 3-node cluster a KV PUT with 1 client, sync runs
+# of a 20-node graph (no external lookups) with 1 and 16 clients, and
+# batch evaluation.
 # Arguments go to `orrery-bench policies`, e.g. `--duration 5 --clients 1,16`.
 # JSON lines go to stdout, progress to stderr:
 #   scripts/bench-policies.sh --duration 5 | tee bench-policies.jsonl

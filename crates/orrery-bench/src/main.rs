@@ -14,6 +14,7 @@ mod load;
 mod machine;
 mod overload;
 mod policies;
+mod policy_eval;
 mod scaleout;
 mod vectors;
 

@@ -1,6 +1,8 @@
-//! `orrery-bench policies`: sync run latency and throughput for a 20-node
-//! graph without external lookups, and batch evaluation throughput, over
-//! REST against a local cluster.
+//! `orrery-bench policies`: the evaluator alone, in process (see
+//! [`crate::policy_eval`]); then, over REST against a local cluster, sync
+//! run latency and throughput for a 20-node graph without external
+//! lookups next to a KV PUT measured in the same run, and batch
+//! evaluation throughput.
 
 use crate::cluster::LocalCluster;
 use crate::machine::{self, round3};
@@ -36,6 +38,9 @@ pub struct PolicyArgs {
     data_root: Option<PathBuf>,
     #[arg(long)]
     keep_data: bool,
+    /// Only the in-process evaluator cell: no cluster.
+    #[arg(long)]
+    evaluator_only: bool,
 }
 
 /// input -> 16 transforms -> branch -> 2 outputs: 20 nodes.
@@ -89,10 +94,50 @@ fn pct(sorted: &[f64], q: f64) -> Option<f64> {
     Some(round3(sorted[i]))
 }
 
+/// PUT latencies in ms, sorted, of 256-byte values written one at a time
+/// for `duration` over REST.
+async fn kv_put_latencies(
+    http: &reqwest::Client,
+    base: &str,
+    duration: Duration,
+) -> Result<Vec<f64>> {
+    let value = vec![b'x'; 256];
+    let mut lat = Vec::new();
+    let start = Instant::now();
+    let mut i = 0u64;
+    while start.elapsed() < duration {
+        let t = Instant::now();
+        let r = http
+            .put(format!("{base}/v1/kv/bench-policies-{i}"))
+            .body(value.clone())
+            .send()
+            .await?;
+        let status = r.status();
+        let body = r.bytes().await?;
+        if !status.is_success() {
+            bail!("PUT {status}: {}", String::from_utf8_lossy(&body));
+        }
+        lat.push(t.elapsed().as_secs_f64() * 1e3);
+        i += 1;
+    }
+    lat.sort_by(|a, b| a.total_cmp(b));
+    Ok(lat)
+}
+
 pub async fn policies(args: PolicyArgs) -> Result<()> {
     let duration = secs(args.duration, "--duration")?;
     if duration.is_zero() || args.clients.contains(&0) || args.nodes == 0 || args.batch == 0 {
         bail!("--duration, --clients, --nodes and --batch must be positive");
+    }
+    eprintln!("evaluator alone, in process, {duration:?} per cell ...");
+    let inputs: Vec<Value> = (0..args.batch).map(input).collect();
+    emit(&crate::policy_eval::evaluator_cell(
+        &graph(),
+        &inputs,
+        duration,
+    )?);
+    if args.evaluator_only {
+        return Ok(());
     }
     let (bin, data_root) = crate::node_binary_and_data_root(&args.bin_dir, &args.data_root)?;
     eprintln!("starting {} nodes from {} ...", args.nodes, bin.display());
@@ -155,6 +200,21 @@ async fn run(cluster: &mut LocalCluster, args: &PolicyArgs, duration: Duration) 
         "duration_s": duration.as_secs_f64(),
         "batch": args.batch,
         "machine": machine::full(),
+    }));
+
+    // The reference for a sync run: one replicated write with one client,
+    // as a run is one evaluation plus one replicated write of its record.
+    eprintln!("KV PUT, 1 client, {duration:?} ...");
+    let lat = kv_put_latencies(&http, &base, duration).await?;
+    emit(&json!({
+        "bench": "policies",
+        "kind": "result",
+        "op": "kv_put",
+        "clients": 1,
+        "puts": lat.len(),
+        "p50_ms": pct(&lat, 0.5),
+        "p99_ms": pct(&lat, 0.99),
+        "loadavg": machine::loadavg(),
     }));
 
     for &clients in &args.clients {

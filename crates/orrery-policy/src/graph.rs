@@ -171,6 +171,8 @@ pub struct Compiled {
     pub input: usize,
     /// The graph's own deadline, if it names one.
     pub deadline_ms: Option<u64>,
+    /// Slots and lookup groups: what a run needs beyond the nodes.
+    pub(crate) plan: crate::plan::Plan,
 }
 
 fn err(node: &str, msg: impl Into<String>) -> PolicyError {
@@ -828,6 +830,7 @@ fn compile_here(graph: &Graph, catalog: &Catalog) -> Result<Arc<Compiled>, Polic
         .map(|c| c.ok_or_else(|| err("", "internal: node not compiled")))
         .collect::<Result<Vec<_>, _>>()?;
     Ok(Arc::new(Compiled {
+        plan: crate::plan::Plan::build(&nodes),
         nodes,
         input,
         deadline_ms: graph.deadline_ms,

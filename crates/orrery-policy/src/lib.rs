@@ -11,11 +11,17 @@
 pub mod eval;
 pub mod graph;
 pub mod limits;
+mod plan;
 pub mod store;
 mod walk;
 
 #[cfg(test)]
+mod reference;
+
+#[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tests_compiled;
 #[cfg(test)]
 mod tests_limits;
 

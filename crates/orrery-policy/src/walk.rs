@@ -1,71 +1,26 @@
 //! The walk of one evaluation: from the input node to the output it
 //! reaches, a trace entry per node, under a deadline.
 //!
-//! CEL is evaluated in jobs handed to [`Effects::compute`] (the server's
-//! bounded blocking pool), never on the caller's task; lookups and job
+//! The nodes between two waits (a lookup, an enqueue) are evaluated as one
+//! stretch in one job handed to [`Effects::compute`] (the server's bounded
+//! pool of CPU threads), never on the caller's task: a graph without
+//! lookups is one job, one hop to the pool and back, however many nodes
+//! it has. A stretch evaluates every node against one CEL context built
+//! for it ([`Cel`]) and the run's slots ([`Scope`]). Lookups and job
 //! submissions are awaited here. The deadline counts the time spent
 //! evaluating and waiting for the pool, not the time a lookup or an
 //! enqueue waits on the network: those have their own deadlines.
 
 use crate::eval::{bucket, key_text, now_ms, to_cel, to_json, Effects, Outcome, TraceEntry};
-use crate::graph::{Compiled, CompiledKind, Expression, OnError};
-use crate::limits::TICK;
-use cel::{Context, ExecutionError, ResolveResult, Value};
+use crate::graph::{Compiled, CompiledKind, CompiledNode, Expression, OnError};
+use crate::plan::{Cel, Scope};
+use cel::{Context, Value};
 use serde_json::{Map, Value as Json};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-/// The message of the error that ends an expression past its deadline.
-const PAST_DEADLINE: &str = "the run passed its deadline";
-
-#[derive(Clone)]
-struct Scope {
-    input: Value,
-    vars: Vec<(String, Value)>,
-}
-
-impl Scope {
-    fn set(&mut self, name: &str, v: Value) {
-        match self.vars.iter_mut().find(|(n, _)| n == name) {
-            Some(slot) => slot.1 = v,
-            None => self.vars.push((name.to_string(), v)),
-        }
-    }
-
-    /// The variables, and [`TICK`] failing from `deadline` on.
-    fn context(&self, deadline: Instant) -> Result<Context<'static, 'static>, String> {
-        let mut ctx = Context::default();
-        ctx.add_variable_from_value("input", self.input.clone());
-        for (n, v) in &self.vars {
-            ctx.add_variable_from_value(n.clone(), v.clone());
-        }
-        ctx.add_function(TICK, move || -> ResolveResult {
-            if Instant::now() >= deadline {
-                Err(ExecutionError::function_error(TICK, PAST_DEADLINE))
-            } else {
-                Ok(Value::Bool(true))
-            }
-        })
-        .map_err(|e| format!("internal: {e:?}"))?;
-        Ok(ctx)
-    }
-}
-
 fn eval(ctx: &Context, e: &Expression) -> Result<Value, String> {
     Value::resolve(&e.checked, ctx).map_err(|err| format!("{:?}: {err}", e.source))
-}
-
-/// What the CPU part of a node computed.
-enum Cpu {
-    /// Transform: the values assigned, or the first failure.
-    Assign(Result<Vec<(String, Value)>, String>),
-    Branch(Result<usize, String>),
-    /// Allocation: the arm and the node it leads to.
-    Arm(Result<(String, usize), String>),
-    /// Lookups: each one's key text.
-    Keys(Vec<Result<String, String>>),
-    /// Enqueue params and output fields.
-    Fields(Result<Map<String, Json>, String>),
 }
 
 fn fields(
@@ -83,74 +38,17 @@ fn fields(
     Ok(out)
 }
 
-/// The CEL work of node `at` (and of the lookups `group` it starts).
-fn cpu(c: &Compiled, at: usize, group: &[usize], scope: &Scope, deadline: Instant) -> Cpu {
-    let ctx = match scope.context(deadline) {
-        Ok(ctx) => ctx,
-        Err(e) => return Cpu::Fields(Err(e)),
-    };
-    let node = &c.nodes[at];
-    match &node.kind {
-        CompiledKind::Transform { assign } => Cpu::Assign(
-            assign
-                .iter()
-                .map(|(name, e)| {
-                    eval(&ctx, e)
-                        .map(|v| (name.clone(), v))
-                        .map_err(|err| format!("assign.{name}: {err}"))
-                })
-                .collect(),
-        ),
-        CompiledKind::Branch {
-            conditions,
-            default,
-        } => {
-            for (e, target) in conditions {
-                match eval(&ctx, e) {
-                    Ok(Value::Bool(true)) => return Cpu::Branch(Ok(*target)),
-                    Ok(Value::Bool(false)) => {}
-                    Ok(other) => {
-                        return Cpu::Branch(Err(format!(
-                            "condition {:?} is not a bool: {other:?}",
-                            e.source
-                        )))
-                    }
-                    Err(err) => return Cpu::Branch(Err(err)),
-                }
-            }
-            Cpu::Branch(Ok(*default))
-        }
-        CompiledKind::Allocation { key, arms, total } => {
-            Cpu::Arm(eval(&ctx, key).and_then(|v| key_text(&v)).and_then(|k| {
-                let b = bucket(&node.id, &k, *total);
-                arms.iter()
-                    .find(|(_, cum, _)| b < *cum)
-                    .or(arms.last())
-                    .map(|(arm, _, to)| (arm.clone(), *to))
-                    .ok_or_else(|| "no arm".to_string())
-            }))
-        }
-        CompiledKind::Lookup { .. } => Cpu::Keys(
-            group
-                .iter()
-                .map(|&i| match &c.nodes[i].kind {
-                    CompiledKind::Lookup { key, .. } => eval(&ctx, key).and_then(|v| key_text(&v)),
-                    _ => Err("internal: not a lookup".into()),
-                })
-                .collect(),
-        ),
-        CompiledKind::Enqueue { params, .. } => Cpu::Fields(fields(&ctx, params, "params")),
-        CompiledKind::Output { fields: f } => Cpu::Fields(fields(&ctx, f, "fields")),
-        CompiledKind::Input { .. } => Cpu::Fields(Ok(Map::new())),
-    }
+fn entry(id: &str, kind: &str, started: u64, t: Instant) -> TraceEntry {
+    entry_at(id, kind, started, t, Instant::now())
 }
 
-fn entry(id: &str, kind: &str, started: u64, t: Instant) -> TraceEntry {
+/// A trace entry for a node that ran from `t` to `end`.
+fn entry_at(id: &str, kind: &str, started: u64, t: Instant, end: Instant) -> TraceEntry {
     TraceEntry {
         id: id.to_string(),
         kind: kind.to_string(),
         started,
-        duration_us: t.elapsed().as_micros() as u64,
+        duration_us: end.saturating_duration_since(t).as_micros() as u64,
         output: None,
         branch: None,
         arm: None,
@@ -167,26 +65,285 @@ fn failed(trace: Vec<TraceEntry>, error: String, timed_out: bool) -> Outcome {
     }
 }
 
-/// Consecutive lookups whose keys do not read each other's results: they
-/// run concurrently.
-fn lookup_group(c: &Compiled, at: usize) -> Vec<usize> {
-    let mut group = vec![at];
-    let mut names: Vec<&str> = Vec::new();
-    if let CompiledKind::Lookup { name, .. } = &c.nodes[at].kind {
-        names.push(name);
-    }
-    let mut nx = c.nodes[at].next;
-    while let Some(n) = nx {
-        match &c.nodes[n].kind {
-            CompiledKind::Lookup { key, name, .. } if !names.iter().any(|d| reads(key, d)) => {
-                group.push(n);
-                names.push(name);
-                nx = c.nodes[n].next;
-            }
-            _ => break,
+fn timeout(budget: Duration, at: &str) -> String {
+    format!(
+        "evaluation_timeout: the run passed its deadline of {} ms at node {at:?}",
+        budget.as_millis()
+    )
+}
+
+const NO_OUTPUT: &str = "internal: the walk ended without an output";
+
+/// The wall clock of a run, read once: a node's start in ms since the
+/// epoch is the run's start plus the monotonic time since.
+#[derive(Clone, Copy)]
+struct Wall {
+    ms: u64,
+    at: Instant,
+}
+
+impl Wall {
+    fn now() -> Wall {
+        Wall {
+            ms: now_ms(),
+            at: Instant::now(),
         }
     }
-    group
+
+    fn ms(self, t: Instant) -> u64 {
+        self.ms + t.saturating_duration_since(self.at).as_millis() as u64
+    }
+}
+
+/// A run between stretches: where it is and what it has assigned.
+struct Walk {
+    wall: Wall,
+    scope: Scope,
+    at: usize,
+    /// Nodes visited: a graph is acyclic, so a walk visits each at most once.
+    steps: usize,
+}
+
+/// Where a stretch stopped.
+enum Stop {
+    /// The run ended: its output, or its error and whether it timed out.
+    End(Result<Json, (String, bool)>),
+    /// The lookups starting at the current node need their sources: their
+    /// key texts, and whether computing them passed the deadline.
+    Lookups {
+        keys: Vec<Result<String, String>>,
+        past: bool,
+    },
+    /// The enqueue node at the current node needs its submission.
+    Enqueue {
+        params: Result<Map<String, Json>, String>,
+        started: u64,
+        t: Instant,
+        past: bool,
+    },
+}
+
+/// How a node that failed with `e` ends the run: past the deadline, it
+/// failed because of it (its comprehension's deadline check).
+fn fail(node: &CompiledNode, e: String, past: bool, budget: Duration) -> Stop {
+    if past {
+        Stop::End(Err((timeout(budget, &node.id), true)))
+    } else {
+        Stop::End(Err((format!("node {:?}: {e}", node.id), false)))
+    }
+}
+
+fn next(w: &mut Walk, node: &CompiledNode) -> Option<Stop> {
+    match node.next {
+        Some(n) => {
+            w.at = n;
+            None
+        }
+        None => Some(Stop::End(Err((NO_OUTPUT.into(), false)))),
+    }
+}
+
+/// Evaluates nodes from `w.at` until the run ends or waits on a lookup or
+/// an enqueue, appending their trace entries to `trace`.
+fn stretch(
+    c: &Compiled,
+    w: &mut Walk,
+    deadline: Instant,
+    budget: Duration,
+    trace: &mut Vec<TraceEntry>,
+) -> Stop {
+    let mut cel = match Cel::new(deadline) {
+        Ok(cel) => cel,
+        Err(e) => return fail(&c.nodes[w.at], e, false, budget),
+    };
+    let plan = &c.plan;
+    let wall = w.wall;
+    loop {
+        let node = &c.nodes[w.at];
+        if w.steps > c.nodes.len() {
+            return Stop::End(Err((NO_OUTPUT.into(), false)));
+        }
+        w.steps += 1;
+        // Two clock reads per node (start, end): at 20 nodes a run, reading
+        // the clocks more often was a tenth of a run's cost.
+        let t = Instant::now();
+        if t >= deadline {
+            return Stop::End(Err((timeout(budget, &node.id), true)));
+        }
+        let started = wall.ms(t);
+        let scope = &w.scope;
+        let stop = match &node.kind {
+            CompiledKind::Input { .. } => {
+                trace.push(entry_at(&node.id, node.kind_name, started, t, t));
+                next(w, node)
+            }
+            CompiledKind::Transform { assign } => {
+                let vals = cel.with(plan, scope, |ctx| {
+                    assign
+                        .iter()
+                        .map(|(name, e)| {
+                            eval(ctx, e).map_err(|err| format!("assign.{name}: {err}"))
+                        })
+                        .collect::<Result<Vec<Value>, String>>()
+                });
+                let end = Instant::now();
+                let past = end >= deadline;
+                let mut te = entry_at(&node.id, node.kind_name, started, t, end);
+                match vals.and_then(|v| v) {
+                    Err(err) => {
+                        te.error = Some(err.clone());
+                        trace.push(te);
+                        Some(fail(node, err, past, budget))
+                    }
+                    Ok(vals) => {
+                        let mut shown = Map::new();
+                        let mut set = Ok(());
+                        for (((name, _), v), &slot) in
+                            assign.iter().zip(vals).zip(&plan.writes[w.at])
+                        {
+                            shown.insert(name.clone(), to_json(&v).unwrap_or(Json::Null));
+                            set = set.and(w.scope.set(slot, v));
+                        }
+                        te.output = Some(Json::Object(shown));
+                        trace.push(te);
+                        match set {
+                            Ok(()) => next(w, node),
+                            Err(e) => Some(fail(node, e, past, budget)),
+                        }
+                    }
+                }
+            }
+            CompiledKind::Branch {
+                conditions,
+                default,
+            } => {
+                let chosen = cel.with(plan, scope, |ctx| {
+                    for (e, target) in conditions {
+                        match eval(ctx, e) {
+                            Ok(Value::Bool(true)) => return Ok(*target),
+                            Ok(Value::Bool(false)) => {}
+                            Ok(other) => {
+                                return Err(format!(
+                                    "condition {:?} is not a bool: {other:?}",
+                                    e.source
+                                ))
+                            }
+                            Err(err) => return Err(err),
+                        }
+                    }
+                    Ok(*default)
+                });
+                let end = Instant::now();
+                let past = end >= deadline;
+                let mut te = entry_at(&node.id, node.kind_name, started, t, end);
+                match chosen.and_then(|r| r) {
+                    Ok(to) => {
+                        te.branch = Some(c.nodes[to].id.clone());
+                        trace.push(te);
+                        w.at = to;
+                        None
+                    }
+                    Err(e) => {
+                        te.error = Some(e.clone());
+                        trace.push(te);
+                        Some(fail(node, e, past, budget))
+                    }
+                }
+            }
+            CompiledKind::Allocation { key, arms, total } => {
+                let r = cel
+                    .with(plan, scope, |ctx| eval(ctx, key))
+                    .and_then(|v| v)
+                    .and_then(|v| key_text(&v))
+                    .and_then(|k| {
+                        let b = bucket(&node.id, &k, *total);
+                        arms.iter()
+                            .find(|(_, cum, _)| b < *cum)
+                            .or(arms.last())
+                            .map(|(arm, _, to)| (arm.clone(), *to))
+                            .ok_or_else(|| "no arm".to_string())
+                    });
+                let end = Instant::now();
+                let past = end >= deadline;
+                let mut te = entry_at(&node.id, node.kind_name, started, t, end);
+                match r {
+                    Ok((arm, to)) => {
+                        te.arm = Some(arm);
+                        te.branch = Some(c.nodes[to].id.clone());
+                        trace.push(te);
+                        w.at = to;
+                        None
+                    }
+                    Err(e) => {
+                        te.error = Some(e.clone());
+                        trace.push(te);
+                        Some(fail(node, e, past, budget))
+                    }
+                }
+            }
+            CompiledKind::Lookup { .. } => {
+                let group = &plan.groups[w.at];
+                let keys = cel.with(plan, scope, |ctx| {
+                    group
+                        .iter()
+                        .map(|&i| match &c.nodes[i].kind {
+                            CompiledKind::Lookup { key, .. } => {
+                                eval(ctx, key).and_then(|v| key_text(&v))
+                            }
+                            _ => Err("internal: not a lookup".into()),
+                        })
+                        .collect()
+                });
+                let keys = keys.unwrap_or_else(|e| vec![Err(e)]);
+                let past = Instant::now() >= deadline;
+                Some(Stop::Lookups { keys, past })
+            }
+            CompiledKind::Enqueue { params, .. } => {
+                let params = cel
+                    .with(plan, scope, |ctx| fields(ctx, params, "params"))
+                    .and_then(|p| p);
+                let past = Instant::now() >= deadline;
+                Some(Stop::Enqueue {
+                    params,
+                    started,
+                    t,
+                    past,
+                })
+            }
+            CompiledKind::Output { fields: f } => {
+                let out = cel
+                    .with(plan, scope, |ctx| fields(ctx, f, "fields"))
+                    .and_then(|o| o);
+                let end = Instant::now();
+                let past = end >= deadline;
+                let mut te = entry_at(&node.id, node.kind_name, started, t, end);
+                Some(match out {
+                    Err(e) => {
+                        te.error = Some(e.clone());
+                        trace.push(te);
+                        fail(node, e, past, budget)
+                    }
+                    Ok(out) => {
+                        let out = Json::Object(out);
+                        te.output = Some(out.clone());
+                        trace.push(te);
+                        Stop::End(Ok(out))
+                    }
+                })
+            }
+        };
+        if let Some(stop) = stop {
+            return stop;
+        }
+    }
+}
+
+/// The instant a stretch must end by: `budget` of evaluation after
+/// `begun`, not counting `io`.
+fn deadline_of(begun: Instant, io: Duration, budget: Duration) -> Instant {
+    begun
+        .checked_add(io.saturating_add(budget))
+        .unwrap_or(begun)
 }
 
 /// Evaluates `c` on an input already checked by
@@ -197,200 +354,165 @@ pub async fn evaluate(
     fx: &dyn Effects,
     budget: Duration,
 ) -> Outcome {
-    let mut scope = Scope {
-        input,
-        vars: Vec::new(),
-    };
-    let mut trace = Vec::new();
-    let mut at = c.input;
     let begun = Instant::now();
+    let mut trace = Vec::new();
+    let scope = match Scope::new(&c.plan, input) {
+        Ok(s) => s,
+        Err(e) => return failed(trace, e, false),
+    };
+    let mut w = Walk {
+        wall: Wall::now(),
+        scope,
+        at: c.input,
+        steps: 0,
+    };
     // Time spent waiting on lookups and submissions: not evaluation.
     let mut io = Duration::ZERO;
-    let timeout = |at: &str| {
-        format!(
-            "evaluation_timeout: the run passed its deadline of {} ms at node {at:?}",
-            budget.as_millis()
-        )
-    };
-    // A graph is acyclic, so a walk visits at most every node once.
-    for _ in 0..=c.nodes.len() {
+    // The input node computes nothing: recorded here, not in a job.
+    if let CompiledKind::Input { .. } = c.nodes[w.at].kind {
+        let node = &c.nodes[w.at];
+        if begun.elapsed() >= budget {
+            return failed(trace, timeout(budget, &node.id), true);
+        }
+        w.steps += 1;
+        trace.push(entry(&node.id, node.kind_name, now_ms(), Instant::now()));
+        match node.next {
+            Some(n) => w.at = n,
+            None => return failed(trace, NO_OUTPUT.into(), false),
+        }
+    }
+    loop {
+        let deadline = deadline_of(begun, io, budget);
+        let at = w.at;
         let node = &c.nodes[at];
-        let spent = begun.elapsed().saturating_sub(io);
-        let Some(left) = budget.checked_sub(spent).filter(|d| !d.is_zero()) else {
-            return failed(trace, timeout(&node.id), true);
+        if Instant::now() >= deadline {
+            return failed(trace, timeout(budget, &node.id), true);
+        }
+        let (tx, rx) = futures::channel::oneshot::channel();
+        let cc = c.clone();
+        let job = Box::new(move || {
+            let mut w = w;
+            let mut tr = Vec::new();
+            let stop = stretch(&cc, &mut w, deadline, budget, &mut tr);
+            let _ = tx.send((w, tr, stop));
+        });
+        let ran = fx.compute(job, deadline).await;
+        let stop;
+        (w, stop) = match (ran, rx.await) {
+            (Ok(()), Ok((w, mut tr, stop))) => {
+                trace.append(&mut tr);
+                (w, stop)
+            }
+            (Err(e), _) if Instant::now() < deadline => {
+                return failed(trace, format!("node {:?}: {e}", node.id), false)
+            }
+            _ => return failed(trace, timeout(budget, &node.id), true),
         };
-        let deadline = Instant::now() + left;
-        let started = now_ms();
-        let t = Instant::now();
-        let group = match &node.kind {
-            CompiledKind::Lookup { .. } => lookup_group(c, at),
-            _ => Vec::new(),
-        };
-        let computed = if matches!(node.kind, CompiledKind::Input { .. }) {
-            Cpu::Fields(Ok(Map::new()))
-        } else {
-            let (tx, rx) = futures::channel::oneshot::channel();
-            let (cc, sc, g) = (c.clone(), scope.clone(), group.clone());
-            let job = Box::new(move || {
-                let _ = tx.send(cpu(&cc, at, &g, &sc, deadline));
-            });
-            let ran = fx.compute(job, deadline).await;
-            match (ran, rx.await) {
-                (Ok(()), Ok(out)) => out,
-                (Err(e), _) if Instant::now() < deadline => {
-                    return failed(trace, format!("node {:?}: {e}", node.id), false)
-                }
-                _ => return failed(trace, timeout(&node.id), true),
-            }
-        };
-        let past = Instant::now() >= deadline;
-        let step: Result<Option<usize>, String> = match (&node.kind, computed) {
-            (CompiledKind::Input { .. }, _) => {
-                trace.push(entry(&node.id, node.kind_name, started, t));
-                Ok(node.next)
-            }
-            (CompiledKind::Transform { .. }, Cpu::Assign(vals)) => {
-                let mut te = entry(&node.id, node.kind_name, started, t);
-                match vals {
-                    Err(err) => {
-                        te.error = Some(err.clone());
-                        trace.push(te);
-                        Err(err)
-                    }
-                    Ok(vals) => {
-                        let mut shown = Map::new();
-                        for (n, v) in vals {
-                            shown.insert(n.clone(), to_json(&v).unwrap_or(Json::Null));
-                            scope.set(&n, v);
-                        }
-                        te.output = Some(Json::Object(shown));
-                        trace.push(te);
-                        Ok(node.next)
-                    }
+        let node = &c.nodes[w.at];
+        let step = match stop {
+            Stop::End(Ok(out)) => {
+                return Outcome {
+                    output: Some(out),
+                    trace,
+                    error: None,
+                    timed_out: false,
                 }
             }
-            (CompiledKind::Branch { .. }, Cpu::Branch(chosen)) => {
-                let mut te = entry(&node.id, node.kind_name, started, t);
-                match &chosen {
-                    Ok(to) => te.branch = Some(c.nodes[*to].id.clone()),
-                    Err(e) => te.error = Some(e.clone()),
-                }
-                trace.push(te);
-                chosen.map(Some)
-            }
-            (CompiledKind::Allocation { .. }, Cpu::Arm(r)) => {
-                let mut te = entry(&node.id, node.kind_name, started, t);
-                let r = r.map(|(arm, to)| {
-                    te.arm = Some(arm);
-                    te.branch = Some(c.nodes[to].id.clone());
-                    Some(to)
-                });
-                if let Err(e) = &r {
-                    te.error = Some(e.clone());
-                }
-                trace.push(te);
-                r
-            }
-            (CompiledKind::Lookup { .. }, Cpu::Keys(keys)) => {
+            Stop::End(Err((e, timed_out))) => return failed(trace, e, timed_out),
+            Stop::Lookups { keys, past } => {
                 let io_start = Instant::now();
-                let r = lookups(c, &group, keys, fx, &mut scope, &mut trace).await;
+                let r = lookups(c, w.at, keys, fx, &mut w.scope, &mut trace).await;
                 io += io_start.elapsed();
-                r
+                (r, past)
             }
-            (
-                CompiledKind::Enqueue {
-                    queue, kind, name, ..
-                },
-                Cpu::Fields(p),
-            ) => {
+            Stop::Enqueue {
+                params,
+                started,
+                t,
+                past,
+            } => {
                 let io_start = Instant::now();
-                let r = match p {
-                    Err(e) => Err(e),
-                    Ok(p) => fx
-                        .enqueue(&node.id, queue, kind, Json::Object(p.clone()))
-                        .await
-                        .map(|job| (job, p))
-                        .map_err(|e| format!("enqueue to {queue:?}: {e}")),
-                };
+                let r = enqueue(c, w.at, params, fx, &mut w.scope, (started, t)).await;
                 io += io_start.elapsed();
-                let mut te = entry(&node.id, node.kind_name, started, t);
-                match r {
-                    Ok((job, p)) => {
-                        let id = job.clone().map(Json::String).unwrap_or(Json::Null);
-                        if let Some(n) = name {
-                            scope.set(n, to_cel(&id));
-                        }
-                        te.output = Some(serde_json::json!({
-                            "job_id": id,
-                            "queue": queue,
-                            "kind": kind,
-                            "params": Json::Object(p),
-                            "submitted": job.is_some(),
-                        }));
-                        trace.push(te);
-                        Ok(node.next)
-                    }
-                    Err(e) => {
-                        te.error = Some(e.clone());
-                        trace.push(te);
-                        Err(e)
-                    }
-                }
+                let (r, te) = r;
+                trace.push(te);
+                (r, past)
             }
-            (CompiledKind::Output { .. }, Cpu::Fields(out)) => {
-                let mut te = entry(&node.id, node.kind_name, started, t);
-                return match out {
-                    Err(e) => {
-                        te.error = Some(e.clone());
-                        trace.push(te);
-                        if past {
-                            return failed(trace, timeout(&node.id), true);
-                        }
-                        failed(trace, format!("node {:?}: {e}", node.id), false)
-                    }
-                    Ok(out) => {
-                        te.output = Some(Json::Object(out.clone()));
-                        trace.push(te);
-                        Outcome {
-                            output: Some(Json::Object(out)),
-                            trace,
-                            error: None,
-                            timed_out: false,
-                        }
-                    }
-                };
-            }
-            _ => Err("internal: the evaluation of a node did not match its kind".into()),
         };
         match step {
-            Ok(Some(next)) => at = next,
-            Ok(None) => break,
-            // An expression that failed past the deadline failed because
-            // of it (its comprehension's deadline check).
-            Err(_) if past => return failed(trace, timeout(&node.id), true),
-            Err(e) => {
+            (Ok(Some(n)), _) => w.at = n,
+            (Ok(None), _) => return failed(trace, NO_OUTPUT.into(), false),
+            (Err(_), true) => return failed(trace, timeout(budget, &node.id), true),
+            (Err(e), false) => {
                 let id = trace.last().map(|t| t.id.clone()).unwrap_or_default();
                 return failed(trace, format!("node {id:?}: {e}"), false);
             }
         }
     }
-    failed(
-        trace,
-        "internal: the walk ended without an output".into(),
-        false,
-    )
 }
 
-/// Runs a group of lookups concurrently and binds their results; the next
-/// node, or the first failure not absorbed by an `on_error`.
+/// Submits the job of the enqueue node `at`: the next node or why not,
+/// and the node's trace entry.
+async fn enqueue(
+    c: &Compiled,
+    at: usize,
+    params: Result<Map<String, Json>, String>,
+    fx: &dyn Effects,
+    scope: &mut Scope,
+    (started, t): (u64, Instant),
+) -> (Result<Option<usize>, String>, TraceEntry) {
+    let node = &c.nodes[at];
+    let CompiledKind::Enqueue {
+        queue, kind, name, ..
+    } = &node.kind
+    else {
+        let mut te = entry(&node.id, node.kind_name, started, t);
+        te.error = Some("internal: not an enqueue".into());
+        return (Err("internal: not an enqueue".into()), te);
+    };
+    let r = match params {
+        Err(e) => Err(e),
+        Ok(p) => fx
+            .enqueue(&node.id, queue, kind, Json::Object(p.clone()))
+            .await
+            .map(|job| (job, p))
+            .map_err(|e| format!("enqueue to {queue:?}: {e}")),
+    };
+    let mut te = entry(&node.id, node.kind_name, started, t);
+    let r = r.and_then(|(job, p)| {
+        let id = job.clone().map(Json::String).unwrap_or(Json::Null);
+        if name.is_some() {
+            for &slot in &c.plan.writes[at] {
+                scope.set(slot, to_cel(&id))?;
+            }
+        }
+        te.output = Some(serde_json::json!({
+            "job_id": id,
+            "queue": queue,
+            "kind": kind,
+            "params": Json::Object(p),
+            "submitted": job.is_some(),
+        }));
+        Ok(node.next)
+    });
+    if let Err(e) = &r {
+        te.error = Some(e.clone());
+    }
+    (r, te)
+}
+
+/// Runs the group of lookups starting at `at` concurrently and binds their
+/// results; the next node, or the first failure not absorbed by an
+/// `on_error`.
 async fn lookups(
     c: &Compiled,
-    group: &[usize],
+    at: usize,
     keys: Vec<Result<String, String>>,
     fx: &dyn Effects,
     scope: &mut Scope,
     trace: &mut Vec<TraceEntry>,
 ) -> Result<Option<usize>, String> {
+    let group = &c.plan.groups[at];
     let futs = group.iter().zip(&keys).map(|(&i, k)| {
         let started = now_ms();
         let t = Instant::now();
@@ -407,7 +529,7 @@ async fn lookups(
     let mut r = Ok(None);
     for (i, started, t, res) in results {
         let n = &c.nodes[i];
-        let CompiledKind::Lookup { name, on_error, .. } = &n.kind else {
+        let CompiledKind::Lookup { on_error, .. } = &n.kind else {
             continue;
         };
         let mut te = entry(&n.id, n.kind_name, started, t);
@@ -423,9 +545,14 @@ async fn lookups(
                 Ok(d.clone())
             }
         };
+        let bound = bound.and_then(|v| {
+            for &slot in &c.plan.writes[i] {
+                scope.set(slot, to_cel(&v))?;
+            }
+            Ok(v)
+        });
         match bound {
             Ok(v) => {
-                scope.set(name, to_cel(&v));
                 te.output = Some(v);
                 trace.push(te);
                 r = Ok(n.next);
@@ -438,9 +565,4 @@ async fn lookups(
         }
     }
     r
-}
-
-/// Whether an expression reads the name `n`.
-fn reads(e: &Expression, n: &str) -> bool {
-    e.program.references().has_variable(n)
 }

@@ -43,7 +43,7 @@ pub(super) fn http_client(allow: &HttpAllowlist) -> Result<reqwest::Client, Stri
 /// two), with stacks deep enough for the deepest expression allowed. A
 /// runaway expression can occupy one of these threads until its deadline
 /// check fires, never an async worker.
-pub(super) fn cpu_pool() -> Option<rayon::ThreadPool> {
+pub(super) fn cpu_pool(name: &'static str) -> Option<rayon::ThreadPool> {
     let n = std::thread::available_parallelism()
         .map(|n| n.get())
         .unwrap_or(2)
@@ -51,7 +51,7 @@ pub(super) fn cpu_pool() -> Option<rayon::ThreadPool> {
     rayon::ThreadPoolBuilder::new()
         .num_threads(n)
         .stack_size(orrery_policy::limits::EVAL_STACK_BYTES)
-        .thread_name(|i| format!("policy-cel-{i}"))
+        .thread_name(move |i| format!("{name}-{i}"))
         .build()
         .map_err(|e| tracing::warn!("policy evaluation pool: {e}; using the blocking pool"))
         .ok()
@@ -85,6 +85,9 @@ pub(super) struct PolicyEffects<'s> {
     /// retried after a crash between submit and record) finds the job the
     /// first attempt submitted instead of submitting a second one.
     pub(super) run_id: Option<String>,
+    /// Whether CPU work runs on the calling thread: set where the caller
+    /// already is a pool thread (a batch), which then needs no hop.
+    pub(super) inline: bool,
 }
 
 /// The dedupe key of the job that enqueue node `node` of run `run_id`
@@ -245,9 +248,17 @@ impl Effects for PolicyEffects<'_> {
         })
     }
 
-    /// On [`PoliciesService::cpu_pool`]; a job that starts past its
-    /// deadline (the pool was busy) does not run.
+    /// On [`PoliciesService::cpu_pool`] (or here, when `inline`); a job
+    /// that starts past its deadline (the pool was busy) does not run.
     fn compute<'a>(&'a self, job: Job, deadline: Instant) -> BoxFuture<'a, Result<(), String>> {
+        if self.inline {
+            // A job that would start past its deadline does not run; the
+            // walk then reports the timeout, as when the pool was busy.
+            if Instant::now() < deadline {
+                job();
+            }
+            return Box::pin(async { Ok(()) });
+        }
         Box::pin(async move {
             let (tx, rx) = tokio::sync::oneshot::channel();
             let run = move || {

@@ -80,6 +80,9 @@ pub struct PoliciesService {
     /// The threads CEL runs on (see [`effects`]); `None` when they could
     /// not be started, and then tokio's blocking pool runs it.
     cpu_pool: Option<rayon::ThreadPool>,
+    /// The threads batches run on, over every core: a pool of their own
+    /// so that a batch never queues the sync runs' jobs behind its inputs.
+    batch_pool: Option<rayon::ThreadPool>,
 }
 
 fn check_name(what: &str, name: &str) -> Result<(), ApiError> {
@@ -111,7 +114,8 @@ impl PoliciesService {
             compiled: Default::default(),
             http_cache: Default::default(),
             http_client: effects::http_client(&node.cfg.policies.http_allow),
-            cpu_pool: effects::cpu_pool(),
+            cpu_pool: effects::cpu_pool("policy-cel"),
+            batch_pool: effects::cpu_pool("policy-batch"),
             node,
         }
     }

@@ -102,6 +102,7 @@ impl PoliciesService {
             sources,
             submit: run_id.is_some(),
             run_id: run_id.map(str::to_string),
+            inline: false,
         })
     }
 
@@ -272,22 +273,34 @@ impl PoliciesService {
         let budget = self.budget(&c);
         let svc = self.clone();
         let handle = tokio::runtime::Handle::current();
+        let lookups = c.has_lookups();
         let outcomes = tokio::task::spawn_blocking(move || {
             let fx = PolicyEffects {
                 svc: &svc,
                 sources,
                 submit: false,
                 run_id: None,
+                // On a pool thread (with its deep stack): no hop per run.
+                // Without the pool, CEL runs where `compute` puts it.
+                inline: svc.batch_pool.is_some(),
+            };
+            let one = |v| {
+                let run = evaluate(&c, v, &fx, budget);
+                if lookups {
+                    // Pool threads are outside the runtime; lookups need
+                    // its reactor, so block on it through the handle.
+                    handle.block_on(run)
+                } else {
+                    // Nothing to wait on: the future completes as it is polled.
+                    futures::executor::block_on(run)
+                }
             };
             use rayon::prelude::*;
-            checked
-                .into_par_iter()
-                .map(|v| {
-                    // Rayon threads are outside the runtime; lookups (if
-                    // any) need its reactor, so block on it through the handle.
-                    handle.block_on(evaluate(&c, v, &fx, budget))
-                })
-                .collect::<Vec<_>>()
+            let all = || checked.into_par_iter().map(one).collect::<Vec<_>>();
+            match &svc.batch_pool {
+                Some(pool) => pool.install(all),
+                None => all(),
+            }
         })
         .await
         .map_err(|e| ApiError::Internal(format!("batch: {e}")))?;
