@@ -13,6 +13,7 @@ pub mod graph;
 pub mod limits;
 mod plan;
 pub mod store;
+pub mod termination;
 mod walk;
 
 #[cfg(test)]
