@@ -4,6 +4,7 @@
 //! registry of the groups a node hosts.
 
 pub mod network;
+pub mod read_index;
 pub mod registry;
 pub mod snapshots;
 pub mod state;

@@ -69,9 +69,18 @@ pub struct Group {
     /// led under, and the last log index it had then (see
     /// [`Group::read_barrier`]).
     restart_floor: std::sync::Mutex<Option<(openraft::Vote<NodeId>, u64)>>,
+    /// Leadership confirmations shared by concurrent linearizable reads.
+    read_index: crate::read_index::ReadIndex,
 }
 
 impl Group {
+    /// Confirms, for a linearizable read that arrives now, that this
+    /// replica leads and has applied the read index; concurrent reads share
+    /// the confirmation round (see [`crate::read_index`]).
+    pub async fn ensure_linearizable(&self) -> crate::read_index::Confirmed {
+        self.read_index.confirm(&self.raft).await
+    }
+
     /// Waits, after `ensure_linearizable` succeeded, until a read on this
     /// replica may be served.
     ///
@@ -245,6 +254,7 @@ impl Registry {
             sm,
             log,
             restart_floor: std::sync::Mutex::new(restart_floor),
+            read_index: Default::default(),
         });
         self.groups
             .write()

@@ -295,7 +295,7 @@ impl Node {
         loop {
             let target = match self.registry.get(group) {
                 Some(g) if !linearizable => return Ok(run_query(&g, &query)),
-                Some(g) => match timeout_at(deadline.into(), g.raft.ensure_linearizable()).await {
+                Some(g) => match timeout_at(deadline.into(), g.ensure_linearizable()).await {
                     Err(_) => {
                         return Err(ApiError::unavailable(format!(
                             "{} could not confirm leadership within {:?}: no quorum",
