@@ -18,6 +18,8 @@ pub mod hnsw;
 #[cfg(feature = "hnsw_rs")]
 pub mod hnsw_rs_index;
 pub mod index;
+pub mod payload_index;
+use payload_index::Narrowed;
 
 use filter::Filter;
 use index::IndexHandle;
@@ -408,6 +410,9 @@ pub struct ShardCollection {
     pub last_rev: u64,
     #[serde(skip)]
     pub index: Option<Arc<IndexHandle>>,
+    /// Which points hold which payload values (derived, like `index`).
+    #[serde(skip, default = "payload_index::PayloadIndex::unbuilt")]
+    pub payload_index: payload_index::PayloadIndex,
 }
 
 impl PartialEq for ShardCollection {
@@ -555,6 +560,10 @@ impl VectorState {
                     if !no_index {
                         fresh.push((p.id.clone(), p.vector.0.clone()));
                     }
+                    if let Some(old) = c.points.get(&p.id) {
+                        c.payload_index.remove(&p.id, &old.payload);
+                    }
+                    c.payload_index.insert(&p.id, &p.payload);
                     c.points.insert(
                         p.id,
                         StoredPoint {
@@ -582,9 +591,15 @@ impl VectorState {
                     Ok(c) => c,
                     Err(e) => return VectorResponse::Rejected(e),
                 };
+                let (points, pi) = (&mut c.points, &mut c.payload_index);
                 let count = ids
                     .iter()
-                    .filter(|id| c.points.remove(id).is_some())
+                    .filter(|id| {
+                        points
+                            .remove(id)
+                            .map(|old| pi.remove(id, &old.payload))
+                            .is_some()
+                    })
                     .count();
                 c.after_delete(index, no_index);
                 VectorResponse::Deleted { count }
@@ -607,7 +622,14 @@ impl VectorState {
                     Err(e) => return VectorResponse::Rejected(e),
                 };
                 let before = c.points.len();
-                c.points.retain(|_, p| !parsed.matches(&p.payload));
+                let pi = &mut c.payload_index;
+                c.points.retain(|id, p| {
+                    let keep = !parsed.matches(&p.payload);
+                    if !keep {
+                        pi.remove(id, &p.payload);
+                    }
+                    keep
+                });
                 let count = before - c.points.len();
                 c.after_delete(index, no_index);
                 VectorResponse::Deleted { count }
@@ -689,9 +711,21 @@ impl VectorState {
         };
         let matches = |p: &StoredPoint| filter.as_ref().is_none_or(|f| f.matches(&p.payload));
         // A selective filter leaves few candidates: scanning them exactly is
-        // cheap and exact, where graph search would wander past them.
-        let selective = filter.is_some()
-            && c.points.values().filter(|p| matches(p)).count() < FILTER_EXACT_BELOW;
+        // cheap and exact, where graph search would wander past them. The
+        // payload index names a superset of them without a scan.
+        let narrowed = match &filter {
+            None => Narrowed::Many,
+            Some(f) => c.payload_index.candidates(f, FILTER_EXACT_BELOW),
+        };
+        let selective = match narrowed {
+            Narrowed::Few(ids) => {
+                return Ok((c.exact_among(req, &ids, &matches), SearchMode::Exact));
+            }
+            Narrowed::Many => false,
+            Narrowed::Unknown => {
+                c.points.values().filter(|p| matches(p)).count() < FILTER_EXACT_BELOW
+            }
+        };
         let use_index = !req.exact
             && !selective
             && c.points.len() >= EXACT_BELOW
@@ -721,6 +755,7 @@ impl VectorState {
                 .map(|(v, _)| v)
                 .map_err(|e| format!("vector snapshot: {e}"))?;
         for c in s.data.values_mut() {
+            c.build_payload_index();
             if !c.points.is_empty() {
                 c.rebuild(c.last_rev);
             }
@@ -733,6 +768,9 @@ impl VectorState {
         bincode::serde::decode_from_slice::<VectorState, _>(data, bincode::config::standard())
             .map(|(mut v, _)| {
                 v.no_index = true;
+                for c in v.data.values_mut() {
+                    c.build_payload_index();
+                }
                 v
             })
             .map_err(|e| format!("vector snapshot: {e}"))
@@ -740,6 +778,40 @@ impl VectorState {
 }
 
 impl ShardCollection {
+    fn build_payload_index(&mut self) {
+        self.payload_index =
+            payload_index::PayloadIndex::build(self.points.iter().map(|(id, p)| (id, &p.payload)));
+    }
+
+    /// Exact search among `ids` (a superset of the matching points).
+    fn exact_among(
+        &self,
+        req: &SearchRequest,
+        ids: &std::collections::BTreeSet<PointId>,
+        matches: &dyn Fn(&StoredPoint) -> bool,
+    ) -> Vec<Hit> {
+        let mut scored: Vec<(f32, &PointId, &StoredPoint)> = ids
+            .iter()
+            .filter_map(|id| self.points.get_key_value(id))
+            .filter(|(_, p)| matches(p))
+            .map(|(id, p)| (req.metric.score(&req.vector, &p.vector.0), id, p))
+            .collect();
+        scored.sort_by(|a, b| {
+            let o = a.0.total_cmp(&b.0);
+            let o = if req.metric.higher_is_better() {
+                o.reverse()
+            } else {
+                o
+            };
+            o.then_with(|| a.1.cmp(b.1))
+        });
+        scored.truncate(req.k);
+        scored
+            .into_iter()
+            .map(|(_, id, p)| self.hit(req, id, p))
+            .collect()
+    }
+
     fn index_handle(&mut self) -> Arc<IndexHandle> {
         let (metric, m, efc) = (
             self.metric.unwrap_or(Metric::L2),
@@ -862,3 +934,5 @@ impl ShardCollection {
 mod tests;
 #[cfg(test)]
 mod tests_index;
+#[cfg(test)]
+mod tests_payload_index;
