@@ -19,11 +19,11 @@ pub mod hnsw;
 pub mod hnsw_rs_index;
 pub mod index;
 pub mod payload_index;
+mod shard;
 use payload_index::Narrowed;
 
 use filter::Filter;
 use index::IndexHandle;
-use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 use std::collections::BTreeMap;
@@ -774,159 +774,6 @@ impl VectorState {
                 v
             })
             .map_err(|e| format!("vector snapshot: {e}"))
-    }
-}
-
-impl ShardCollection {
-    fn build_payload_index(&mut self) {
-        self.payload_index =
-            payload_index::PayloadIndex::build(self.points.iter().map(|(id, p)| (id, &p.payload)));
-    }
-
-    /// Exact search among `ids` (a superset of the matching points).
-    fn exact_among(
-        &self,
-        req: &SearchRequest,
-        ids: &std::collections::BTreeSet<PointId>,
-        matches: &dyn Fn(&StoredPoint) -> bool,
-    ) -> Vec<Hit> {
-        let mut scored: Vec<(f32, &PointId, &StoredPoint)> = ids
-            .iter()
-            .filter_map(|id| self.points.get_key_value(id))
-            .filter(|(_, p)| matches(p))
-            .map(|(id, p)| (req.metric.score(&req.vector, &p.vector.0), id, p))
-            .collect();
-        scored.sort_by(|a, b| {
-            let o = a.0.total_cmp(&b.0);
-            let o = if req.metric.higher_is_better() {
-                o.reverse()
-            } else {
-                o
-            };
-            o.then_with(|| a.1.cmp(b.1))
-        });
-        scored.truncate(req.k);
-        scored
-            .into_iter()
-            .map(|(_, id, p)| self.hit(req, id, p))
-            .collect()
-    }
-
-    fn index_handle(&mut self) -> Arc<IndexHandle> {
-        let (metric, m, efc) = (
-            self.metric.unwrap_or(Metric::L2),
-            self.m,
-            self.ef_construction,
-        );
-        self.index
-            .get_or_insert_with(|| IndexHandle::spawn(metric, m.max(2), efc.max(1)))
-            .clone()
-    }
-
-    fn after_delete(&mut self, index: u64, no_index: bool) {
-        self.last_rev = index;
-        if !no_index && !self.maybe_rebuild(index) {
-            if let Some(h) = &self.index {
-                h.advance(index);
-            }
-        }
-    }
-
-    /// Rebuilds once stale entries (overwritten or deleted points still in
-    /// the graph) pass a threshold, so tombstones cannot take over the index.
-    /// Returns whether a rebuild was started.
-    fn maybe_rebuild(&mut self, index: u64) -> bool {
-        let Some(h) = &self.index else { return false };
-        let sent = h.sent.load(std::sync::atomic::Ordering::Relaxed);
-        let live = self.points.len() as u64;
-        let stale = sent.saturating_sub(live);
-        if stale > REBUILD_STALE_MIN && stale > live / 4 {
-            self.rebuild(index);
-            return true;
-        }
-        false
-    }
-
-    fn rebuild(&mut self, index: u64) {
-        if self.metric.is_none() {
-            return;
-        }
-        let items = self
-            .points
-            .iter()
-            .map(|(id, p)| (id.clone(), p.rev, p.vector.0.clone()))
-            .collect();
-        self.index_handle().rebuild(index, items);
-    }
-
-    fn hit(&self, req: &SearchRequest, id: &PointId, p: &StoredPoint) -> Hit {
-        Hit {
-            id: id.clone(),
-            score: req.metric.score(&req.vector, &p.vector.0),
-            payload: req.with_payload.then(|| p.payload.clone()),
-            vector: req.with_vector.then(|| p.vector.0.clone()),
-        }
-    }
-
-    /// Brute force over every point, in parallel.
-    fn exact(
-        &self,
-        req: &SearchRequest,
-        matches: &(dyn Fn(&StoredPoint) -> bool + Sync),
-    ) -> Vec<Hit> {
-        let metric = req.metric;
-        let mut scored: Vec<(f32, &PointId)> = self
-            .points
-            .par_iter()
-            .filter(|(_, p)| matches(p))
-            .map(|(id, p)| (metric.score(&req.vector, &p.vector.0), id))
-            .collect();
-        let cmp = |a: &(f32, &PointId), b: &(f32, &PointId)| {
-            let o = a.0.total_cmp(&b.0);
-            let o = if metric.higher_is_better() {
-                o.reverse()
-            } else {
-                o
-            };
-            o.then_with(|| a.1.cmp(b.1))
-        };
-        if scored.len() > req.k {
-            scored.select_nth_unstable_by(req.k, cmp);
-            scored.truncate(req.k);
-        }
-        scored.sort_by(cmp);
-        scored
-            .into_iter()
-            .filter_map(|(_, id)| self.points.get(id).map(|p| self.hit(req, id, p)))
-            .collect()
-    }
-
-    /// The index's candidates, each re-checked against the state (still
-    /// present at the indexed revision, and matching the filter), scored
-    /// exactly. `None` when the index is unusable.
-    fn index_search(
-        &self,
-        req: &SearchRequest,
-        matches: &dyn Fn(&StoredPoint) -> bool,
-    ) -> Option<Vec<Hit>> {
-        let h = self.index.as_ref()?;
-        let idx = h.shared.index.read().ok()?.clone()?;
-        let entries = h.shared.entries.read().ok()?;
-        let live = |internal: usize| -> Option<(&PointId, &StoredPoint)> {
-            let (pid, rev) = entries.get(internal)?;
-            let p = self.points.get(pid)?;
-            (p.rev == *rev && matches(p)).then_some((pid, p))
-        };
-        let keep = |internal: usize| live(internal).is_some();
-        let found = idx.search(&req.vector, req.k, req.ef.max(req.k), &keep);
-        let mut hits: Vec<Hit> = found
-            .into_iter()
-            .filter_map(|i| live(i).map(|(id, p)| self.hit(req, id, p)))
-            .collect();
-        hits.sort_by(|a, b| req.metric.cmp_hits(a, b));
-        hits.dedup_by(|a, b| a.id == b.id);
-        hits.truncate(req.k);
-        Some(hits)
     }
 }
 
