@@ -155,6 +155,16 @@ pub async fn run(
 
     let storage = NodeStorage::open(&cfg.data_dir)?;
     storage.check_groups_present()?;
+    // Vector indexes are saved next to the snapshots and loaded on restore
+    // (a cache: without it, a restart rebuilds them). Set before any group
+    // restores its state.
+    let index_dir = cfg.data_dir.join("vector-index");
+    if let Err(e) = orrery_vector::persist::set_dir(index_dir.clone()) {
+        tracing::warn!(
+            "cannot use {} for vector index dumps ({e}); indexes will be rebuilt after restarts",
+            index_dir.display()
+        );
+    }
     let registry = Arc::new(Registry::new(
         cfg.id,
         storage.clone(),

@@ -104,11 +104,43 @@ fn main() {
         }
         std::thread::sleep(Duration::from_millis(100));
     }
+    let build_s = t.elapsed().as_secs_f64();
     println!(
-        "orrery-vector filter_bench: {n} points, dim {dim}, {nq} queries, k 10, ef 64; index built in {:.1} s; {} cores",
-        t.elapsed().as_secs_f64(),
+        "orrery-vector filter_bench: {n} points, dim {dim}, {nq} queries, k 10, ef 64; index built in {build_s:.1} s; {} cores",
         std::thread::available_parallelism().map_or(1, |p| p.get())
     );
+
+    // Restart: the index saved with a snapshot and loaded on restore,
+    // against the rebuild a restore without a dump starts.
+    let dump_dir = std::env::temp_dir().join(format!("orrery-filter-bench-{}", std::process::id()));
+    orrery_vector::persist::set_dir(dump_dir.clone()).expect("dump dir");
+    let snap = s.snapshot().expect("snapshot");
+    let t = Instant::now();
+    while std::fs::read_dir(&dump_dir).map_or(0, |d| d.count()) == 0 {
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    std::thread::sleep(Duration::from_millis(200));
+    let saved = t.elapsed();
+    let bytes: u64 = std::fs::read_dir(&dump_dir)
+        .map(|d| {
+            d.flatten()
+                .filter_map(|e| e.metadata().ok())
+                .map(|m| m.len())
+                .sum()
+        })
+        .unwrap_or(0);
+    let t = Instant::now();
+    let restored = VectorState::restore(&snap).expect("restore");
+    let ready_in = t.elapsed();
+    println!(
+        "restart: index dump {:.1} MB saved in {:.2} s; restore with the dump ready in {:.2} s (state {:?}); without it, a rebuild ({:.1} s above)",
+        bytes as f64 / 1e6,
+        saved.as_secs_f64(),
+        ready_in.as_secs_f64(),
+        restored.shard_info("c", 1).index,
+        build_s
+    );
+    let _ = std::fs::remove_dir_all(&dump_dir);
 
     type FilterOf = Box<dyn Fn(usize) -> Option<serde_json::Value>>;
     let filters: [(&str, FilterOf); 3] = [

@@ -24,6 +24,11 @@ pub trait AnnIndex: Send + Sync {
     fn insert_batch(&self, items: &[(usize, Vec<f32>)]);
     /// The nearest `k` ids accepted by `keep`, closest first.
     fn search(&self, q: &[f32], k: usize, ef: usize, keep: &dyn Fn(usize) -> bool) -> Vec<usize>;
+    /// The index as bytes that [`crate::persist`] can load back; `None`
+    /// for an index that cannot be saved.
+    fn dump(&self) -> Option<Vec<u8>> {
+        None
+    }
 }
 
 /// Index states shown by `GET /v1/collections/{c}`.
@@ -51,6 +56,8 @@ enum Msg {
         rev: u64,
         items: Vec<(PointId, u64, Vec<f32>)>,
     },
+    /// Save the index, once everything sent before has been inserted.
+    Dump(crate::persist::DumpTo),
 }
 
 /// What searches read; written by the indexer thread.
@@ -73,12 +80,42 @@ pub struct IndexHandle {
 
 impl IndexHandle {
     pub fn spawn(metric: Metric, m: usize, ef_construction: usize) -> Arc<IndexHandle> {
+        Self::spawn_with(metric, m, ef_construction, None)
+    }
+
+    /// An indexer that starts from a loaded index (see [`crate::persist`]),
+    /// ready and current through `rev`.
+    pub fn spawn_loaded(
+        metric: Metric,
+        m: usize,
+        ef_construction: usize,
+        loaded: crate::persist::Loaded,
+        rev: u64,
+    ) -> Arc<IndexHandle> {
+        Self::spawn_with(metric, m, ef_construction, Some((loaded, rev)))
+    }
+
+    fn spawn_with(
+        metric: Metric,
+        m: usize,
+        ef_construction: usize,
+        loaded: Option<(crate::persist::Loaded, u64)>,
+    ) -> Arc<IndexHandle> {
         let (tx, rx) = channel();
-        let shared = Arc::new(Shared {
-            index: RwLock::new(None),
-            entries: RwLock::new(Vec::new()),
-            indexed_through: AtomicU64::new(0),
-            state: AtomicU8::new(BUILDING),
+        let sent = loaded.as_ref().map_or(0, |(l, _)| l.entries.len() as u64);
+        let shared = Arc::new(match loaded {
+            None => Shared {
+                index: RwLock::new(None),
+                entries: RwLock::new(Vec::new()),
+                indexed_through: AtomicU64::new(0),
+                state: AtomicU8::new(BUILDING),
+            },
+            Some((l, rev)) => Shared {
+                index: RwLock::new(Some(l.index)),
+                entries: RwLock::new(l.entries),
+                indexed_through: AtomicU64::new(rev),
+                state: AtomicU8::new(READY),
+            },
         });
         let s = shared.clone();
         let spawned = std::thread::Builder::new()
@@ -91,7 +128,7 @@ impl IndexHandle {
         Arc::new(IndexHandle {
             tx: Mutex::new(tx),
             shared,
-            sent: AtomicU64::new(0),
+            sent: AtomicU64::new(sent),
         })
     }
 
@@ -114,6 +151,12 @@ impl IndexHandle {
     pub fn rebuild(&self, rev: u64, items: Vec<(PointId, u64, Vec<f32>)>) {
         self.sent.store(items.len() as u64, Ordering::Relaxed);
         self.send(Msg::Rebuild { rev, items });
+    }
+
+    /// Asks the indexer to save the index once it has inserted everything
+    /// sent so far.
+    pub fn dump(&self, to: crate::persist::DumpTo) {
+        self.send(Msg::Dump(to));
     }
 
     /// Usable for a collection whose last applied change is `last_rev`.
@@ -149,6 +192,7 @@ fn run(rx: Receiver<Msg>, s: Arc<Shared>, metric: Metric, m: usize, efc: usize) 
         while let Ok(m) = rx.try_recv() {
             msgs.push(m);
         }
+        let mut dumps = Vec::new();
         let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
             let mut batch: Vec<(usize, Vec<f32>)> = Vec::new();
             let mut through = s.indexed_through.load(Ordering::Acquire);
@@ -163,6 +207,7 @@ fn run(rx: Receiver<Msg>, s: Arc<Shared>, metric: Metric, m: usize, efc: usize) 
                         through = through.max(rev);
                     }
                     Msg::Advance { rev } => through = through.max(rev),
+                    Msg::Dump(to) => dumps.push(to),
                     Msg::Rebuild { rev, items } => {
                         batch.clear();
                         let idx = new_index(items.len());
@@ -197,6 +242,11 @@ fn run(rx: Receiver<Msg>, s: Arc<Shared>, metric: Metric, m: usize, efc: usize) 
             Ok(through) => {
                 s.indexed_through.store(through, Ordering::Release);
                 s.state.store(READY, Ordering::Release);
+                // Every batch of this round is inserted: entries and graph
+                // agree, which is what a dump must capture.
+                for to in dumps {
+                    crate::persist::save(&s, to);
+                }
             }
             Err(_) => {
                 tracing::error!(

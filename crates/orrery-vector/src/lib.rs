@@ -19,6 +19,7 @@ pub mod hnsw;
 pub mod hnsw_rs_index;
 pub mod index;
 pub mod payload_index;
+pub mod persist;
 mod shard;
 use payload_index::Narrowed;
 
@@ -744,7 +745,14 @@ impl VectorState {
     }
 
     pub fn snapshot(&self) -> Result<Vec<u8>, String> {
-        bincode::serde::encode_to_vec(self, bincode::config::standard()).map_err(|e| e.to_string())
+        let bytes = bincode::serde::encode_to_vec(self, bincode::config::standard())
+            .map_err(|e| e.to_string())?;
+        // Save current indexes next to the snapshot (a cache: see
+        // `persist`; written by the indexer threads, not here).
+        for (name, c) in &self.data {
+            persist::request(name, c);
+        }
+        Ok(bytes)
     }
 
     /// Restores the state and starts rebuilding every collection's index;
@@ -754,10 +762,24 @@ impl VectorState {
             bincode::serde::decode_from_slice(data, bincode::config::standard())
                 .map(|(v, _)| v)
                 .map_err(|e| format!("vector snapshot: {e}"))?;
-        for c in s.data.values_mut() {
+        for (name, c) in s.data.iter_mut() {
             c.build_payload_index();
-            if !c.points.is_empty() {
-                c.rebuild(c.last_rev);
+            if c.points.is_empty() {
+                continue;
+            }
+            match (persist::load(name, c), c.metric) {
+                (Some(loaded), Some(metric)) => {
+                    let h = IndexHandle::spawn_loaded(
+                        metric,
+                        c.m.max(2),
+                        c.ef_construction.max(1),
+                        loaded,
+                        c.last_rev,
+                    );
+                    persist::claim_loaded(Arc::as_ptr(&h) as usize, name, c);
+                    c.index = Some(h);
+                }
+                _ => c.rebuild(c.last_rev),
             }
         }
         Ok(s)
@@ -783,3 +805,5 @@ mod tests;
 mod tests_index;
 #[cfg(test)]
 mod tests_payload_index;
+#[cfg(test)]
+mod tests_persist;

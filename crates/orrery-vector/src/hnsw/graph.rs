@@ -17,15 +17,15 @@ pub struct Store {
     /// Max neighbours on layer 0 and on the upper layers.
     pub m0: usize,
     pub m: usize,
-    data: Vec<f32>,
+    pub(super) data: Vec<f32>,
     /// Slot -> the caller's id.
     pub ext: Vec<usize>,
     pub levels: Vec<u8>,
     /// Slot -> start of its upper lists in `upper` (unused at level 0).
-    upper_off: Vec<usize>,
-    layer0: Vec<AtomicU32>,
-    upper: Vec<AtomicU32>,
-    locks: Vec<Mutex<()>>,
+    pub(super) upper_off: Vec<usize>,
+    pub(super) layer0: Vec<AtomicU32>,
+    pub(super) upper: Vec<AtomicU32>,
+    pub(super) locks: Vec<Mutex<()>>,
 }
 
 impl Store {

@@ -15,6 +15,7 @@
 //! thread scheduling (the links do, for parallel batches).
 
 mod distance;
+mod dump;
 mod graph;
 mod visited;
 mod walk;
@@ -221,6 +222,10 @@ impl Hnsw {
 }
 
 impl AnnIndex for Hnsw {
+    fn dump(&self) -> Option<Vec<u8>> {
+        Some(Hnsw::dump(self))
+    }
+
     fn insert_batch(&self, mut items: &[(usize, Vec<f32>)]) {
         if items.is_empty() {
             return;
