@@ -10,7 +10,13 @@ use serde_json::{json, Value};
 use std::time::{Duration, Instant};
 
 /// Sends a request, retrying 503s (leader elections on a loaded machine).
-async fn call(c: &Cluster, i: usize, method: &str, path: &str, body: Option<Value>) -> (u16, Value) {
+async fn call(
+    c: &Cluster,
+    i: usize,
+    method: &str,
+    path: &str,
+    body: Option<Value>,
+) -> (u16, Value) {
     let start = Instant::now();
     loop {
         let (s, v) = c.json_req(i, method, path, body.clone()).await;
@@ -118,7 +124,14 @@ async fn sub_policy_decision_table_and_terminate_over_rest() {
     .await;
     assert!(v4.is_ok(), "cluster version 4\n{}", c.log_tails(30));
 
-    let a = ok(&c, 0, "POST", "/v1/policies", Some(json!({"name": "scoring"}))).await;
+    let a = ok(
+        &c,
+        0,
+        "POST",
+        "/v1/policies",
+        Some(json!({"name": "scoring"})),
+    )
+    .await;
     let a_id = a["id"].as_str().unwrap().to_string();
     let b = ok(&c, 0, "POST", "/v1/policies", Some(json!({"name": "loan"}))).await;
     let b_id = b["id"].as_str().unwrap().to_string();
@@ -129,14 +142,35 @@ async fn sub_policy_decision_table_and_terminate_over_rest() {
     let m = refused(&c, &b_id, loan("scoring", Some(7)), "score").await;
     assert!(m.contains("has no version 7"), "{m}");
 
-    let v = ok(&c, 1, "POST", &format!("/v1/policies/{a_id}/versions"), Some(json!({"graph": scoring()}))).await;
+    let v = ok(
+        &c,
+        1,
+        "POST",
+        &format!("/v1/policies/{a_id}/versions"),
+        Some(json!({"graph": scoring()})),
+    )
+    .await;
     assert_eq!(v["version"], 1);
-    let v = ok(&c, 2, "POST", &format!("/v1/policies/{b_id}/versions"), Some(json!({"graph": loan("scoring", None)}))).await;
+    let v = ok(
+        &c,
+        2,
+        "POST",
+        &format!("/v1/policies/{b_id}/versions"),
+        Some(json!({"graph": loan("scoring", None)})),
+    )
+    .await;
     assert_eq!(v["version"], 1);
 
     // Approved: the child's output bound, the flags collected.
     let path = format!("/v1/policies/{b_id}/runs");
-    let run = ok(&c, 0, "POST", &path, Some(json!({"input": {"income": 3000, "debts": 3, "amount": 1000}}))).await;
+    let run = ok(
+        &c,
+        0,
+        "POST",
+        &path,
+        Some(json!({"input": {"income": 3000, "debts": 3, "amount": 1000}})),
+    )
+    .await;
     assert_eq!(run["status"], "succeeded", "{run}");
     assert_eq!(
         run["output"],
@@ -168,7 +202,14 @@ async fn sub_policy_decision_table_and_terminate_over_rest() {
     assert_eq!(stored["trace"], run["trace"]);
 
     // The parent's terminate: succeeded, no output, the termination.
-    let run = ok(&c, 1, "POST", &path, Some(json!({"input": {"income": 3000, "debts": 0, "amount": 9000}}))).await;
+    let run = ok(
+        &c,
+        1,
+        "POST",
+        &path,
+        Some(json!({"input": {"income": 3000, "debts": 0, "amount": 9000}})),
+    )
+    .await;
     assert_eq!(run["status"], "succeeded", "{run}");
     assert_eq!(run["output"], Value::Null, "{run}");
     assert_eq!(
@@ -178,15 +219,28 @@ async fn sub_policy_decision_table_and_terminate_over_rest() {
     );
     // The child's terminate ends only the child: visible in the nested
     // trace and the bound value, and the parent decides on it.
-    let run = ok(&c, 2, "POST", &path, Some(json!({"input": {"income": 9000, "debts": 9, "amount": 100}}))).await;
+    let run = ok(
+        &c,
+        2,
+        "POST",
+        &path,
+        Some(json!({"input": {"income": 9000, "debts": 9, "amount": 100}})),
+    )
+    .await;
     assert_eq!(
         run["termination"],
         json!({"status": "declined", "reason": "scoring: debts: 9"}),
         "{run}"
     );
     let sub = &run["trace"][1];
-    assert_eq!(sub["children"].as_array().unwrap().last().unwrap()["id"], "too_many_debts");
-    assert_eq!(sub["output"]["termination"], json!({"status": "declined", "reason": "debts: 9"}));
+    assert_eq!(
+        sub["children"].as_array().unwrap().last().unwrap()["id"],
+        "too_many_debts"
+    );
+    assert_eq!(
+        sub["output"]["termination"],
+        json!({"status": "declined", "reason": "debts: 9"})
+    );
     assert_eq!(sub["output"]["output"], Value::Null);
 
     // Batches carry the termination per result.
@@ -202,15 +256,24 @@ async fn sub_policy_decision_table_and_terminate_over_rest() {
     )
     .await;
     let r = batch["results"].as_array().unwrap();
-    assert_eq!(r[0]["output"], json!({"tier": "gold", "flags": ["large"], "child_version": 1}), "{batch}");
+    assert_eq!(
+        r[0]["output"],
+        json!({"tier": "gold", "flags": ["large"], "child_version": 1}),
+        "{batch}"
+    );
     assert!(r[0].get("termination").is_none(), "{batch}");
-    assert_eq!(r[1]["termination"], json!({"status": "review", "reason": "over the basic limit"}), "{batch}");
+    assert_eq!(
+        r[1]["termination"],
+        json!({"status": "review", "reason": "over the basic limit"}),
+        "{batch}"
+    );
 
     // A version of the child that runs the parent: loan's allocation runs
     // scoring, so scoring -> loan -> scoring is a cycle.
     let mut cyclic = scoring();
     cyclic["nodes"][2] = json!({"id": "br", "type": "sub_policy", "config": {"policy": "loan", "input": {"income": "input.income", "debts": "input.debts", "amount": "1"}, "output": "again"}});
-    cyclic["nodes"][3] = json!({"id": "too_many_debts", "type": "terminate", "config": {"status": "never"}});
+    cyclic["nodes"][3] =
+        json!({"id": "too_many_debts", "type": "terminate", "config": {"status": "never"}});
     cyclic["edges"] = json!([
         {"from": "in", "to": "tiers"},
         {"from": "tiers", "to": "br"},
@@ -225,18 +288,52 @@ async fn sub_policy_decision_table_and_terminate_over_rest() {
 
     // A pinned version that is archived is refused; the same pin on a
     // live version is accepted.
-    let v2 = ok(&c, 0, "POST", &format!("/v1/policies/{a_id}/versions"), Some(json!({"graph": scoring(), "activate": false}))).await;
+    let v2 = ok(
+        &c,
+        0,
+        "POST",
+        &format!("/v1/policies/{a_id}/versions"),
+        Some(json!({"graph": scoring(), "activate": false})),
+    )
+    .await;
     assert_eq!(v2["version"], 2);
-    ok(&c, 1, "POST", &format!("/v1/policies/{b_id}/versions"), Some(json!({"graph": loan("scoring", Some(2))}))).await;
-    ok(&c, 1, "POST", &format!("/v1/policies/{a_id}/versions/2/archive"), None).await;
+    ok(
+        &c,
+        1,
+        "POST",
+        &format!("/v1/policies/{b_id}/versions"),
+        Some(json!({"graph": loan("scoring", Some(2))})),
+    )
+    .await;
+    ok(
+        &c,
+        1,
+        "POST",
+        &format!("/v1/policies/{a_id}/versions/2/archive"),
+        None,
+    )
+    .await;
     let m = refused(&c, &b_id, loan("scoring", Some(2)), "score").await;
-    assert!(m.contains("version 2 of policy \"scoring\" is archived"), "{m}");
+    assert!(
+        m.contains("version 2 of policy \"scoring\" is archived"),
+        "{m}"
+    );
     // At run time too: loan v2 pins the now archived version; the run
     // fails naming the node.
-    let run = ok(&c, 2, "POST", &path, Some(json!({"input": {"income": 1, "debts": 0, "amount": 1}}))).await;
+    let run = ok(
+        &c,
+        2,
+        "POST",
+        &path,
+        Some(json!({"input": {"income": 1, "debts": 0, "amount": 1}})),
+    )
+    .await;
     assert_eq!(run["status"], "failed", "{run}");
     let e = run["error"].as_str().unwrap();
-    assert!(e.starts_with("node \"score\"") && e.contains("archived"), "{e}");
+    assert!(
+        e.starts_with("node \"score\"") && e.contains("archived"),
+        "{e}"
+    );
 }
 
 /// Below cluster version 4 a graph with a new node type is refused as the
@@ -247,7 +344,14 @@ async fn new_node_types_need_cluster_version_4() {
     c.form(1);
     let p = ok(&c, 0, "POST", "/v1/policies", Some(json!({"name": "old"}))).await;
     let id = p["id"].as_str().unwrap().to_string();
-    let (s, v) = call(&c, 1, "POST", &format!("/v1/policies/{id}/versions"), Some(json!({"graph": scoring()}))).await;
+    let (s, v) = call(
+        &c,
+        1,
+        "POST",
+        &format!("/v1/policies/{id}/versions"),
+        Some(json!({"graph": scoring()})),
+    )
+    .await;
     assert_eq!(s, 409, "{v}");
     assert_eq!(v["error"]["code"], "cluster_version_too_low", "{v}");
     let m = v["error"]["message"].as_str().unwrap();
@@ -259,6 +363,13 @@ async fn new_node_types_need_cluster_version_4() {
         ],
         "edges": [{"from": "in", "to": "out"}]
     });
-    let v = ok(&c, 2, "POST", &format!("/v1/policies/{id}/versions"), Some(json!({"graph": plain}))).await;
+    let v = ok(
+        &c,
+        2,
+        "POST",
+        &format!("/v1/policies/{id}/versions"),
+        Some(json!({"graph": plain})),
+    )
+    .await;
     assert_eq!(v["version"], 1);
 }
