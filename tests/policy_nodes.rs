@@ -268,6 +268,26 @@ async fn sub_policy_decision_table_and_terminate_over_rest() {
         "{batch}"
     );
 
+    // gRPC: the sync run and the batch carry the termination too.
+    let mut client = c.grpc(2).await.expect("connect");
+    let input = json!({"income": 9000, "debts": 9, "amount": 100}).to_string();
+    let r = client
+        .policy_run(&b_id, &input, None, None)
+        .await
+        .expect("grpc run");
+    assert_eq!(r.status, "succeeded");
+    let t = r.termination.expect("termination over gRPC");
+    assert_eq!(
+        (t.status.as_str(), t.reason.as_deref()),
+        ("declined", Some("scoring: debts: 9"))
+    );
+    let b = client
+        .policy_run_batch(&b_id, vec![input], None)
+        .await
+        .expect("grpc batch");
+    let t = b.results[0].termination.clone().expect("batch termination");
+    assert_eq!(t.status, "declined");
+
     // A version of the child that runs the parent: loan's allocation runs
     // scoring, so scoring -> loan -> scoring is a cycle.
     let mut cyclic = scoring();
