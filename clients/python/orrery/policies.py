@@ -6,7 +6,7 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 from ._core import Group, Op, op
 from ._proto.orrery.v1 import policies_pb2 as pb
-from .types import BatchResult, Policy, PolicyBatch, PolicyRun, PolicyVersion, RunPage
+from .types import BatchResult, Policy, PolicyBatch, PolicyRun, PolicyVersion, RunPage, termination_of
 
 
 class PoliciesOps(Group):
@@ -82,7 +82,7 @@ class PoliciesOps(Group):
                                        version=version)
         return Op("Policies", "RunBatch", req, lambda r: PolicyBatch(r.version, [
             BatchResult(x.status, json.loads(x.output_json) if x.HasField("output_json") else None,
-                        x.error if x.HasField("error") else None) for x in r.results]))
+                        x.error if x.HasField("error") else None, termination_of(x)) for x in r.results]))
 
     @op
     def get_run(self, run_id: str) -> PolicyRun:

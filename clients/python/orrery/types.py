@@ -338,6 +338,9 @@ class PolicyRun:
     error: Optional[str]
     created: int
     finished: Optional[int]
+    #: {"status", "reason"?} when a terminate node ended the run (in the
+    #: answer of a sync run; stored runs do not hold it yet)
+    termination: Optional[Dict[str, Any]] = None
 
     @staticmethod
     def from_pb(r):
@@ -350,7 +353,18 @@ class PolicyRun:
             r.error if r.HasField("error") else None,
             r.created,
             r.finished if r.HasField("finished") else None,
+            termination_of(r),
         )
+
+
+def termination_of(m) -> Optional[Dict[str, Any]]:
+    """A PolicyRun's or PolicyBatchResult's termination as a dict, or None."""
+    if not m.HasField("termination"):
+        return None
+    t = {"status": m.termination.status}
+    if m.termination.HasField("reason"):
+        t["reason"] = m.termination.reason
+    return t
 
 
 @dataclass
@@ -358,6 +372,8 @@ class BatchResult:
     status: str
     output: Any
     error: Optional[str]
+    #: {"status", "reason"?} when a terminate node ended the evaluation
+    termination: Optional[Dict[str, Any]] = None
 
 
 @dataclass

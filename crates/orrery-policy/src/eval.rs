@@ -8,6 +8,7 @@
 //! runtime. The walk itself is in [`crate::walk`].
 
 use crate::graph::{Compiled, CompiledKind, FieldType};
+use crate::termination::Termination;
 use crate::{limits, PolicyError};
 use cel::Value;
 use futures::future::BoxFuture;
@@ -52,6 +53,20 @@ pub trait Effects: Send + Sync {
         job();
         Box::pin(async { Ok(()) })
     }
+
+    /// The compiled version of the policy named `policy` that a
+    /// `sub_policy` node runs: version `version` when the node pins one,
+    /// otherwise the one the policy's traffic allocation picks for this
+    /// run (the implementation knows the run's key). Returns the version
+    /// number with it. The default knows no other policy.
+    fn sub_policy<'a>(
+        &'a self,
+        policy: &'a str,
+        version: Option<u32>,
+    ) -> BoxFuture<'a, Result<(u32, Arc<Compiled>), String>> {
+        let _ = version;
+        Box::pin(async move { Err(format!("policy {policy:?} is not available here")) })
+    }
 }
 
 /// Effects for graphs without lookups (and for benchmarks): any lookup fails.
@@ -83,6 +98,12 @@ pub struct TraceEntry {
     pub arm: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
+    /// A decision table's matching rows (0-based, in row order).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rows: Option<Vec<usize>>,
+    /// A sub_policy node's run of its child: the child's own trace.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub children: Vec<TraceEntry>,
 }
 
 /// The result of evaluating a graph on one input.
@@ -94,6 +115,10 @@ pub struct Outcome {
     /// The run failed because it passed its deadline (`error` says where).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub timed_out: bool,
+    /// Set when a `terminate` node ended the run (then `output` is `None`
+    /// and the run succeeded).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub termination: Option<Termination>,
 }
 
 impl Outcome {

@@ -152,6 +152,28 @@ pub enum CompiledKind {
     Output {
         fields: Vec<(String, Expression)>,
     },
+    /// Rows of a condition and the values of `columns`, in row order (see
+    /// [`crate::graph_nodes`]).
+    DecisionTable {
+        /// `collect` (every matching row) rather than `first`.
+        collect: bool,
+        columns: Vec<String>,
+        rows: Vec<(Expression, Vec<Expression>)>,
+        /// The values when no row matches, in column order.
+        default: Option<Vec<Expression>>,
+    },
+    /// Ends the run with a status and an optional reason.
+    Terminate {
+        status: String,
+        reason: Option<Expression>,
+    },
+    /// Runs another policy on a mapped input; `name` is bound to the result.
+    SubPolicy {
+        policy: String,
+        version: Option<u32>,
+        input: Vec<(String, Expression)>,
+        name: String,
+    },
 }
 
 #[derive(Debug)]
@@ -175,14 +197,14 @@ pub struct Compiled {
     pub(crate) plan: crate::plan::Plan,
 }
 
-fn err(node: &str, msg: impl Into<String>) -> PolicyError {
+pub(crate) fn err(node: &str, msg: impl Into<String>) -> PolicyError {
     PolicyError::Invalid {
         node: node.to_string(),
         message: msg.into(),
     }
 }
 
-fn obj<'a>(
+pub(crate) fn obj<'a>(
     node: &str,
     cfg: &'a Json,
     key: &str,
@@ -192,13 +214,13 @@ fn obj<'a>(
         .ok_or_else(|| err(node, format!("config.{key} must be an object")))
 }
 
-fn string<'a>(node: &str, cfg: &'a Json, key: &str) -> Result<&'a str, PolicyError> {
+pub(crate) fn string<'a>(node: &str, cfg: &'a Json, key: &str) -> Result<&'a str, PolicyError> {
     cfg.get(key)
         .and_then(Json::as_str)
         .ok_or_else(|| err(node, format!("config.{key} must be a string")))
 }
 
-fn check_keys(node: &str, cfg: &Json, allowed: &[&str]) -> Result<(), PolicyError> {
+pub(crate) fn check_keys(node: &str, cfg: &Json, allowed: &[&str]) -> Result<(), PolicyError> {
     match cfg {
         Json::Object(m) => {
             for k in m.keys() {
@@ -215,7 +237,7 @@ fn check_keys(node: &str, cfg: &Json, allowed: &[&str]) -> Result<(), PolicyErro
     }
 }
 
-fn valid_name(s: &str) -> bool {
+pub(crate) fn valid_name(s: &str) -> bool {
     let mut c = s.chars();
     matches!(c.next(), Some(ch) if ch.is_ascii_alphabetic() || ch == '_')
         && c.all(|ch| ch.is_ascii_alphanumeric() || ch == '_')
@@ -322,7 +344,7 @@ fn collect_entry(e: &cel::common::ast::EntryExpr, bound: &mut Vec<String>, r: &m
 
 /// Parses `src` and checks that it reads only `input` fields declared in
 /// the input node and names in `scope`.
-fn expression(
+pub(crate) fn expression(
     node: &str,
     what: &str,
     src: &Json,
@@ -420,7 +442,8 @@ fn compile_here(graph: &Graph, catalog: &Catalog) -> Result<Arc<Compiled>, Polic
             return Err(err(&n.id, "duplicate node id"));
         }
         match n.kind.as_str() {
-            "input" | "transform" | "branch" | "allocation" | "lookup" | "output" => {}
+            "input" | "transform" | "branch" | "allocation" | "lookup" | "output"
+            | "decision_table" | "terminate" | "sub_policy" => {}
             "enqueue" => {
                 if catalog.queues.is_none() {
                     return Err(err(
@@ -432,7 +455,7 @@ fn compile_here(graph: &Graph, catalog: &Catalog) -> Result<Arc<Compiled>, Polic
             other => {
                 return Err(err(
                     &n.id,
-                    format!("unknown node type {other:?} (input, transform, branch, allocation, lookup, enqueue, output)"),
+                    format!("unknown node type {other:?} (input, transform, branch, allocation, lookup, enqueue, output, decision_table, terminate, sub_policy)"),
                 ))
             }
         }
@@ -510,11 +533,15 @@ fn compile_here(graph: &Graph, catalog: &Catalog) -> Result<Arc<Compiled>, Polic
     for (i, n) in graph.nodes.iter().enumerate() {
         let edges = &out[i];
         match n.kind.as_str() {
-            "output" => {
+            "output" | "terminate" => {
                 if !edges.is_empty() {
                     return Err(err(
                         &n.id,
-                        "an output node is terminal: it may have no out-edges",
+                        format!(
+                            "a{} {} node is terminal: it may have no out-edges",
+                            if n.kind == "output" { "n" } else { "" },
+                            n.kind
+                        ),
                     ));
                 }
             }
@@ -540,7 +567,7 @@ fn compile_here(graph: &Graph, catalog: &Catalog) -> Result<Arc<Compiled>, Polic
                     return Err(err(
                         &n.id,
                         format!(
-                            "a {} node needs exactly one out-edge, found {} (a path must end in an output node)",
+                            "a {} node needs exactly one out-edge, found {} (a path must end in an output or terminate node)",
                             n.kind,
                             edges.len()
                         ),
@@ -802,6 +829,17 @@ fn compile_here(graph: &Graph, catalog: &Catalog) -> Result<Arc<Compiled>, Polic
                 }
                 CompiledKind::Output { fields }
             }
+            "decision_table" => crate::graph_nodes::decision_table(
+                &n.id,
+                cfg,
+                &input_fields,
+                &scope,
+                &mut assigned,
+            )?,
+            "terminate" => crate::graph_nodes::terminate(&n.id, cfg, &input_fields, &scope)?,
+            "sub_policy" => {
+                crate::graph_nodes::sub_policy(&n.id, cfg, &input_fields, &scope, &mut assigned)?
+            }
             _ => return Err(err(&n.id, "unknown node type")),
         };
         for &(_, t) in &out[i] {
@@ -819,6 +857,9 @@ fn compile_here(graph: &Graph, catalog: &Catalog) -> Result<Arc<Compiled>, Polic
                 "allocation" => "allocation",
                 "lookup" => "lookup",
                 "enqueue" => "enqueue",
+                "decision_table" => "decision_table",
+                "terminate" => "terminate",
+                "sub_policy" => "sub_policy",
                 _ => "output",
             },
             kind,
@@ -876,7 +917,44 @@ impl Compiled {
     pub fn has_lookups(&self) -> bool {
         !self.sources().is_empty()
     }
+
+    /// The `sub_policy` nodes: (node id, policy name, pinned version).
+    pub fn sub_policies(&self) -> Vec<(String, String, Option<u32>)> {
+        self.nodes
+            .iter()
+            .filter_map(|n| match &n.kind {
+                CompiledKind::SubPolicy {
+                    policy, version, ..
+                } => Some((n.id.clone(), policy.clone(), *version)),
+                _ => None,
+            })
+            .collect()
+    }
+
+    /// Whether evaluating this graph may wait on anything but CPU: a
+    /// lookup, or another policy's run (which may have lookups of its own
+    /// and needs the server to resolve it).
+    pub fn waits(&self) -> bool {
+        self.has_lookups() || !self.sub_policies().is_empty()
+    }
+
+    /// Whether the graph uses a node type that needs cluster version 4
+    /// ([`NODE_TYPES_VERSION`]).
+    pub fn uses_v4_nodes(&self) -> bool {
+        self.nodes.iter().any(|n| {
+            matches!(
+                n.kind,
+                CompiledKind::DecisionTable { .. }
+                    | CompiledKind::Terminate { .. }
+                    | CompiledKind::SubPolicy { .. }
+            )
+        })
+    }
 }
+
+/// The cluster version that admits `sub_policy`, `decision_table` and
+/// `terminate` nodes (orrery-raft's `version.rs`, "policy-node-types").
+pub const NODE_TYPES_VERSION: u32 = 4;
 
 /// Parses a graph from JSON with a clear error.
 pub fn parse_graph(v: &Json) -> Result<Graph, PolicyError> {

@@ -10,11 +10,13 @@
 
 pub mod eval;
 pub mod graph;
+mod graph_nodes;
 pub mod limits;
 mod plan;
 pub mod store;
 pub mod termination;
 mod walk;
+mod walk_nodes;
 
 #[cfg(test)]
 mod reference;
@@ -25,6 +27,8 @@ mod tests;
 mod tests_compiled;
 #[cfg(test)]
 mod tests_limits;
+#[cfg(test)]
+mod tests_nodes;
 
 /// The one error type of this crate.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]

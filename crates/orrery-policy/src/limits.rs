@@ -18,6 +18,15 @@ use cel::IdedExpr;
 pub const MAX_NODES: usize = 200;
 /// Edges in one graph.
 pub const MAX_EDGES: usize = 1_000;
+/// Rows of one decision table.
+pub const MAX_TABLE_ROWS: usize = 256;
+/// Output columns of one decision table.
+pub const MAX_TABLE_COLUMNS: usize = 32;
+/// `sub_policy` runs nested in one another (a run of a policy that runs a
+/// policy that... counts one per level): deeper is an error, which is also
+/// what ends a cycle between policies that appeared after their versions
+/// were created.
+pub const MAX_SUB_POLICY_DEPTH: usize = 8;
 /// Bytes of one CEL expression's source.
 pub const MAX_EXPR_BYTES: usize = 4_096;
 /// Depth of one expression's syntax tree (the evaluator recurses on it).

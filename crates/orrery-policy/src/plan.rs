@@ -26,7 +26,8 @@ pub struct Plan {
     /// Every name some node assigns, sorted: slot `i` holds `names[i]`.
     names: Vec<String>,
     /// Per node, the slots it writes, in the order of its assignments
-    /// (a transform's `assign`, a lookup's or an enqueue's `as`).
+    /// (a transform's `assign`, a lookup's or an enqueue's `as`, a
+    /// decision table's columns, a sub-policy's `output`).
     pub(crate) writes: Vec<Vec<usize>>,
     /// Per lookup node, the consecutive lookups that start with it and do
     /// not read each other's results: they run concurrently.
@@ -42,6 +43,8 @@ impl Plan {
                 }
                 CompiledKind::Lookup { name, .. } => vec![name.clone()],
                 CompiledKind::Enqueue { name: Some(n), .. } => vec![n.clone()],
+                CompiledKind::DecisionTable { columns, .. } => columns.clone(),
+                CompiledKind::SubPolicy { name, .. } => vec![name.clone()],
                 _ => Vec::new(),
             }
         };

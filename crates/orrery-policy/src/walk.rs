@@ -14,16 +14,19 @@
 use crate::eval::{bucket, key_text, now_ms, to_cel, to_json, Effects, Outcome, TraceEntry};
 use crate::graph::{Compiled, CompiledKind, CompiledNode, Expression, OnError};
 use crate::plan::{Cel, Scope};
+use crate::termination::Termination;
+use crate::walk_nodes;
 use cel::{Context, Value};
+use futures::future::BoxFuture;
 use serde_json::{Map, Value as Json};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-fn eval(ctx: &Context, e: &Expression) -> Result<Value, String> {
+pub(crate) fn eval(ctx: &Context, e: &Expression) -> Result<Value, String> {
     Value::resolve(&e.checked, ctx).map_err(|err| format!("{:?}: {err}", e.source))
 }
 
-fn fields(
+pub(crate) fn fields(
     ctx: &Context,
     list: &[(String, Expression)],
     what: &str,
@@ -38,7 +41,7 @@ fn fields(
     Ok(out)
 }
 
-fn entry(id: &str, kind: &str, started: u64, t: Instant) -> TraceEntry {
+pub(crate) fn entry(id: &str, kind: &str, started: u64, t: Instant) -> TraceEntry {
     entry_at(id, kind, started, t, Instant::now())
 }
 
@@ -53,6 +56,8 @@ fn entry_at(id: &str, kind: &str, started: u64, t: Instant, end: Instant) -> Tra
         branch: None,
         arm: None,
         error: None,
+        rows: None,
+        children: Vec::new(),
     }
 }
 
@@ -62,10 +67,11 @@ fn failed(trace: Vec<TraceEntry>, error: String, timed_out: bool) -> Outcome {
         trace,
         error: Some(error),
         timed_out,
+        termination: None,
     }
 }
 
-fn timeout(budget: Duration, at: &str) -> String {
+pub(crate) fn timeout(budget: Duration, at: &str) -> String {
     format!(
         "evaluation_timeout: the run passed its deadline of {} ms at node {at:?}",
         budget.as_millis()
@@ -104,10 +110,16 @@ struct Walk {
     steps: usize,
 }
 
+/// How a run ended well: at an output node, or at a terminate node.
+enum Done {
+    Output(Json),
+    Terminated(Termination),
+}
+
 /// Where a stretch stopped.
 enum Stop {
     /// The run ended: its output, or its error and whether it timed out.
-    End(Result<Json, (String, bool)>),
+    End(Result<Done, (String, bool)>),
     /// The lookups starting at the current node need their sources: their
     /// key texts, and whether computing them passed the deadline.
     Lookups {
@@ -117,6 +129,14 @@ enum Stop {
     /// The enqueue node at the current node needs its submission.
     Enqueue {
         params: Result<Map<String, Json>, String>,
+        started: u64,
+        t: Instant,
+        past: bool,
+    },
+    /// The sub_policy node at the current node needs its child's run: the
+    /// child's input as mapped.
+    SubPolicy {
+        input: Result<Map<String, Json>, String>,
         started: u64,
         t: Instant,
         past: bool,
@@ -327,8 +347,81 @@ fn stretch(
                         let out = Json::Object(out);
                         te.output = Some(out.clone());
                         trace.push(te);
-                        Stop::End(Ok(out))
+                        Stop::End(Ok(Done::Output(out)))
                     }
+                })
+            }
+            CompiledKind::DecisionTable {
+                collect,
+                columns,
+                rows,
+                default,
+            } => {
+                let r = cel
+                    .with(plan, scope, |ctx| {
+                        walk_nodes::table(ctx, *collect, rows, default.as_deref(), columns)
+                    })
+                    .and_then(|r| r);
+                let end = Instant::now();
+                let past = end >= deadline;
+                let mut te = entry_at(&node.id, node.kind_name, started, t, end);
+                match r {
+                    Err(e) => {
+                        te.error = Some(e.clone());
+                        trace.push(te);
+                        Some(fail(node, e, past, budget))
+                    }
+                    Ok((matched, vals)) => {
+                        let mut shown = Map::new();
+                        let mut set = Ok(());
+                        for ((name, v), &slot) in columns.iter().zip(vals).zip(&plan.writes[w.at]) {
+                            shown.insert(name.clone(), to_json(&v).unwrap_or(Json::Null));
+                            set = set.and(w.scope.set(slot, v));
+                        }
+                        te.output = Some(Json::Object(shown));
+                        te.rows = Some(matched);
+                        trace.push(te);
+                        match set {
+                            Ok(()) => next(w, node),
+                            Err(e) => Some(fail(node, e, past, budget)),
+                        }
+                    }
+                }
+            }
+            CompiledKind::Terminate { status, reason } => {
+                let r = cel
+                    .with(plan, scope, |ctx| walk_nodes::reason(ctx, reason.as_ref()))
+                    .and_then(|r| r);
+                let end = Instant::now();
+                let past = end >= deadline;
+                let mut te = entry_at(&node.id, node.kind_name, started, t, end);
+                Some(match r {
+                    Err(e) => {
+                        te.error = Some(e.clone());
+                        trace.push(te);
+                        fail(node, e, past, budget)
+                    }
+                    Ok(reason) => {
+                        let term = Termination {
+                            status: status.clone(),
+                            reason,
+                        };
+                        te.output = serde_json::to_value(&term).ok();
+                        trace.push(te);
+                        Stop::End(Ok(Done::Terminated(term)))
+                    }
+                })
+            }
+            CompiledKind::SubPolicy { input, .. } => {
+                let input = cel
+                    .with(plan, scope, |ctx| fields(ctx, input, "input"))
+                    .and_then(|p| p);
+                let past = Instant::now() >= deadline;
+                Some(Stop::SubPolicy {
+                    input,
+                    started,
+                    t,
+                    past,
                 })
             }
         };
@@ -354,6 +447,46 @@ pub async fn evaluate(
     fx: &dyn Effects,
     budget: Duration,
 ) -> Outcome {
+    evaluate_in(c, input, fx, budget, Nesting::default())
+        .await
+        .0
+}
+
+/// Where a run sits among sub-policy runs: how deep, and the path of
+/// `sub_policy` node ids that led to it ("" for the top run), which
+/// prefixes the node ids its enqueues submit with so that a child's
+/// enqueue node never shares its dedupe key with the parent's.
+#[derive(Clone, Default)]
+pub(crate) struct Nesting {
+    pub(crate) depth: usize,
+    pub(crate) path: String,
+}
+
+/// [`evaluate`] at any depth: the outcome, and the time spent waiting on
+/// lookups, submissions and policy resolutions (which a parent does not
+/// count against its deadline either).
+pub(crate) fn evaluate_in<'a>(
+    c: &'a Arc<Compiled>,
+    input: Value,
+    fx: &'a dyn Effects,
+    budget: Duration,
+    nest: Nesting,
+) -> BoxFuture<'a, (Outcome, Duration)> {
+    Box::pin(async move {
+        let mut io = Duration::ZERO;
+        let o = walk(c, input, fx, budget, &nest, &mut io).await;
+        (o, io)
+    })
+}
+
+async fn walk(
+    c: &Arc<Compiled>,
+    input: Value,
+    fx: &dyn Effects,
+    budget: Duration,
+    nest: &Nesting,
+    io: &mut Duration,
+) -> Outcome {
     let begun = Instant::now();
     let mut trace = Vec::new();
     let scope = match Scope::new(&c.plan, input) {
@@ -366,8 +499,7 @@ pub async fn evaluate(
         at: c.input,
         steps: 0,
     };
-    // Time spent waiting on lookups and submissions: not evaluation.
-    let mut io = Duration::ZERO;
+    // Time spent waiting on lookups and submissions (`io`): not evaluation.
     // The input node computes nothing: recorded here, not in a job.
     if let CompiledKind::Input { .. } = c.nodes[w.at].kind {
         let node = &c.nodes[w.at];
@@ -382,7 +514,7 @@ pub async fn evaluate(
         }
     }
     loop {
-        let deadline = deadline_of(begun, io, budget);
+        let deadline = deadline_of(begun, *io, budget);
         let at = w.at;
         let node = &c.nodes[at];
         if Instant::now() >= deadline {
@@ -410,19 +542,24 @@ pub async fn evaluate(
         };
         let node = &c.nodes[w.at];
         let step = match stop {
-            Stop::End(Ok(out)) => {
+            Stop::End(Ok(done)) => {
+                let (output, termination) = match done {
+                    Done::Output(out) => (Some(out), None),
+                    Done::Terminated(t) => (None, Some(t)),
+                };
                 return Outcome {
-                    output: Some(out),
+                    output,
                     trace,
                     error: None,
                     timed_out: false,
-                }
+                    termination,
+                };
             }
             Stop::End(Err((e, timed_out))) => return failed(trace, e, timed_out),
             Stop::Lookups { keys, past } => {
                 let io_start = Instant::now();
                 let r = lookups(c, w.at, keys, fx, &mut w.scope, &mut trace).await;
-                io += io_start.elapsed();
+                *io += io_start.elapsed();
                 (r, past)
             }
             Stop::Enqueue {
@@ -432,11 +569,41 @@ pub async fn evaluate(
                 past,
             } => {
                 let io_start = Instant::now();
-                let r = enqueue(c, w.at, params, fx, &mut w.scope, (started, t)).await;
-                io += io_start.elapsed();
+                let at = (started, t);
+                let r = enqueue(c, w.at, params, fx, &mut w.scope, at, &nest.path).await;
+                *io += io_start.elapsed();
                 let (r, te) = r;
                 trace.push(te);
                 (r, past)
+            }
+            Stop::SubPolicy {
+                input,
+                started,
+                t,
+                past,
+            } => {
+                let deadline = deadline_of(begun, *io, budget);
+                let call = walk_nodes::SubCall {
+                    c,
+                    at: w.at,
+                    input,
+                    started,
+                    t,
+                    deadline,
+                    nest,
+                };
+                let (r, te, child_io) = walk_nodes::sub_policy(call, fx, &mut w.scope).await;
+                *io += child_io;
+                trace.push(te);
+                match r {
+                    // The child ran out of the time this run lent it.
+                    Err((e, true)) => {
+                        let _ = e;
+                        return failed(trace, timeout(budget, &node.id), true);
+                    }
+                    Err((e, false)) => (Err(e), past),
+                    Ok(n) => (Ok(n), past),
+                }
             }
         };
         match step {
@@ -460,6 +627,7 @@ async fn enqueue(
     fx: &dyn Effects,
     scope: &mut Scope,
     (started, t): (u64, Instant),
+    path: &str,
 ) -> (Result<Option<usize>, String>, TraceEntry) {
     let node = &c.nodes[at];
     let CompiledKind::Enqueue {
@@ -473,7 +641,12 @@ async fn enqueue(
     let r = match params {
         Err(e) => Err(e),
         Ok(p) => fx
-            .enqueue(&node.id, queue, kind, Json::Object(p.clone()))
+            .enqueue(
+                &format!("{path}{}", node.id),
+                queue,
+                kind,
+                Json::Object(p.clone()),
+            )
             .await
             .map(|job| (job, p))
             .map_err(|e| format!("enqueue to {queue:?}: {e}")),

@@ -42,11 +42,16 @@ pub const VERSIONS: &[ClusterVersion] = &[
         name: "kv-chunked-values",
         adds: "kv.PutChunk/PutStaged: values over 1 MiB replicate as 1 MiB entries; snapshots holding an upload in progress use the extended format",
     },
+    ClusterVersion {
+        number: 4,
+        name: "policy-node-types",
+        adds: "policy graphs may use sub_policy, decision_table and terminate nodes",
+    },
 ];
 
 /// The highest cluster version this build supports: the last of [`VERSIONS`]
 /// (a test checks they agree).
-pub const SUPPORTED: u32 = 3;
+pub const SUPPORTED: u32 = 4;
 
 /// The version a cluster runs before it ever recorded one.
 pub const BASE: u32 = 1;

@@ -7,6 +7,7 @@ use crate::service::policies::{
 };
 use crate::service::Services;
 use orrery_policy::store::{DataSource, Policy, Run, RunFilter, RunStatus, Version};
+use orrery_policy::termination::Termination;
 use orrery_proto::v1 as pb;
 use orrery_proto::v1::policies_server::Policies;
 use serde_json::Value;
@@ -65,6 +66,14 @@ fn run(r: Run) -> pb::PolicyRun {
         error: r.error,
         created: r.created_ms,
         finished: r.finished_ms,
+        termination: None,
+    }
+}
+
+fn termination(t: Termination) -> pb::PolicyTermination {
+    pb::PolicyTermination {
+        status: t.status,
+        reason: t.reason,
     }
 }
 
@@ -166,8 +175,13 @@ impl Policies for PoliciesApi {
             run_key: r.run_key,
         };
         let out = match r.mode.as_deref() {
-            None | Some("sync") => self.svc().run(&r.policy_id, req).await?,
-            Some("async") => self.svc().run_async(&r.policy_id, req).await?,
+            None | Some("sync") => {
+                let (r, t) = self.svc().run(&r.policy_id, req).await?;
+                let mut out = run(r);
+                out.termination = t.map(termination);
+                out
+            }
+            Some("async") => run(self.svc().run_async(&r.policy_id, req).await?),
             Some(other) => {
                 return Err(ApiError::bad(
                     "invalid_mode",
@@ -176,7 +190,7 @@ impl Policies for PoliciesApi {
                 .into())
             }
         };
-        Ok(Response::new(run(out)))
+        Ok(Response::new(out))
     }
 
     async fn run_batch(
@@ -199,6 +213,7 @@ impl Policies for PoliciesApi {
                     status: if o.succeeded() { "succeeded" } else { "failed" }.into(),
                     output_json: o.output.map(|v| v.to_string()),
                     error: o.error,
+                    termination: o.termination.map(termination),
                 })
                 .collect(),
         }))

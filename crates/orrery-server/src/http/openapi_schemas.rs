@@ -335,6 +335,19 @@ pub struct PolicyRunView {
     error: Option<String>,
     created: u64,
     finished: Option<u64>,
+    /// Set when a terminate node ended the run; in the answer of a sync run.
+    #[schema(nullable = false)]
+    termination: Option<TerminationView>,
+}
+
+/// How a terminate node ended a run.
+#[derive(ToSchema, serde::Serialize)]
+pub struct TerminationView {
+    /// The status the node named, e.g. `approved`, `declined`, `error`.
+    status: String,
+    /// The reason the node gave, as text.
+    #[schema(nullable = false)]
+    reason: Option<String>,
 }
 
 #[derive(ToSchema, serde::Serialize)]
@@ -349,6 +362,9 @@ pub struct BatchOutcome {
     status: String,
     output: Value,
     error: Option<String>,
+    /// Set when a terminate node ended the evaluation.
+    #[schema(nullable = false)]
+    termination: Option<TerminationView>,
 }
 
 #[derive(ToSchema, serde::Serialize)]

@@ -265,7 +265,15 @@ async fn run(
         run_key: r.run_key,
     };
     let (status, run) = match r.mode.as_deref() {
-        None | Some("sync") => (StatusCode::OK, s.policies.run(&id, req).await?),
+        None | Some("sync") => {
+            let (run, termination) = s.policies.run(&id, req).await?;
+            let mut v = run_json(&run);
+            // Not in the stored run (yet): only the sync answer has it.
+            if let (Some(t), Some(m)) = (termination, v.as_object_mut()) {
+                m.insert("termination".into(), json!(t));
+            }
+            return Ok((StatusCode::OK, Json(v)));
+        }
         Some("async") => (StatusCode::ACCEPTED, s.policies.run_async(&id, req).await?),
         Some(other) => {
             return Err(ApiError::bad(

@@ -49,5 +49,9 @@ pub fn version_json(v: &Version) -> Json {
 /// One result of a batch.
 pub fn outcome_json(o: Outcome) -> Json {
     let status = if o.succeeded() { "succeeded" } else { "failed" };
-    json!({"status": status, "output": o.output, "error": o.error})
+    let mut v = json!({"status": status, "output": o.output, "error": o.error});
+    if let (Some(t), Some(m)) = (o.termination, v.as_object_mut()) {
+        m.insert("termination".into(), json!(t));
+    }
+    v
 }

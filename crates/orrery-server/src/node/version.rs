@@ -124,7 +124,14 @@ impl Node {
     /// active one (or than this node supports), before anything is
     /// proposed or forwarded.
     pub(super) async fn check_version(&self, cmd: &Command) -> Result<(), ApiError> {
-        let required = required_version(cmd);
+        self.require_version(required_version(cmd)).await
+    }
+
+    /// The gate for a feature that is no command of its own (a policy
+    /// graph using node types of version 4, say): refused with the error
+    /// the gate gives commands while the active version (or this node's)
+    /// is below `required`.
+    pub async fn require_version(&self, required: u32) -> Result<(), ApiError> {
         if required <= BASE {
             return Ok(());
         }

@@ -7,6 +7,7 @@ use super::PoliciesService;
 use crate::api::lock;
 use futures::future::BoxFuture;
 use orrery_policy::eval::{vector_query, Effects, Job};
+use orrery_policy::graph::Compiled;
 use orrery_policy::store::{DataSource, DataSourceKind};
 use serde_json::{json, Value as Json};
 use std::collections::{BTreeMap, HashMap};
@@ -88,7 +89,18 @@ pub(super) struct PolicyEffects<'s> {
     /// Whether CPU work runs on the calling thread: set where the caller
     /// already is a pool thread (a batch), which then needs no hop.
     pub(super) inline: bool,
+    /// What an unpinned sub_policy node's allocation is keyed by: the
+    /// parent run's key, or its id (a batch or backtest: the parent
+    /// policy's id, as for the batch's own version).
+    pub(super) alloc_key: String,
+    /// The sub-policies resolved so far by (name, pinned version): one
+    /// effects value serves one run (or one batch), whose allocation key
+    /// is fixed, so the answer cannot change within it.
+    pub(super) resolved: SubPolicies,
 }
+
+/// Resolved sub-policies of one evaluation (see [`PolicyEffects::resolved`]).
+pub(super) type SubPolicies = Mutex<HashMap<(String, Option<u32>), (u32, Arc<Compiled>)>>;
 
 /// The dedupe key of the job that enqueue node `node` of run `run_id`
 /// submits: fixed length (well under the 256-character limit) whatever
@@ -276,6 +288,28 @@ impl Effects for PolicyEffects<'_> {
                 Ok(Err(_)) => Err("the evaluation thread stopped".into()),
                 Err(_) => Err("the evaluation did not finish by its deadline".into()),
             }
+        })
+    }
+
+    /// Through the service's compiled cache and the policy's allocation
+    /// (see [`super::subpolicy`]), once per evaluation.
+    fn sub_policy<'a>(
+        &'a self,
+        policy: &'a str,
+        version: Option<u32>,
+    ) -> BoxFuture<'a, Result<(u32, Arc<Compiled>), String>> {
+        Box::pin(async move {
+            let k = (policy.to_string(), version);
+            if let Some(r) = lock(&self.resolved).get(&k) {
+                return Ok(r.clone());
+            }
+            let r = self
+                .svc
+                .resolve_sub_policy(policy, version, &self.alloc_key)
+                .await
+                .map_err(|e| e.to_string())?;
+            lock(&self.resolved).insert(k, r.clone());
+            Ok(r)
         })
     }
 

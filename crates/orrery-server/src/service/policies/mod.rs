@@ -16,6 +16,7 @@ pub use jobs::PolicyKindCheck;
 mod runs;
 mod sources;
 mod store;
+mod subpolicy;
 
 pub use effects::enqueue_dedupe_key;
 pub use netguard::HttpAllowlist;
@@ -28,7 +29,7 @@ use crate::service::jobs::JobsService;
 use crate::service::kv::KvService;
 use crate::service::vectors::VectorsService;
 use effects::HttpCache;
-use orrery_policy::graph::{compile, parse_graph, Catalog, Compiled};
+use orrery_policy::graph::{compile, parse_graph, Catalog, Compiled, NODE_TYPES_VERSION};
 use orrery_policy::store::{
     Policy, PolicyCommand, PolicyQuery, PolicyQueryResult, PolicyResponse, Version,
 };
@@ -217,7 +218,13 @@ impl PoliciesService {
                 .collect(),
             queues: Some(self.deps.queue_names().await?.into_iter().collect()),
         };
-        compile(&g, &catalog)?;
+        let c = compile(&g, &catalog)?;
+        // The node types of cluster version 4: refused, as the gate
+        // refuses a command, until every node can evaluate them.
+        if c.uses_v4_nodes() {
+            self.node.require_version(NODE_TYPES_VERSION).await?;
+        }
+        self.check_sub_policies(&p, &c).await?;
         // Stored exactly as submitted: GET returns what was validated.
         let cmd = PolicyCommand::CreateVersion {
             policy_id: p.id,

@@ -11,6 +11,7 @@ use orrery_policy::graph::Compiled;
 use orrery_policy::store::{
     Policy, PolicyCommand, PolicyQuery, PolicyQueryResult, Run, RunFilter, RunStatus,
 };
+use orrery_policy::termination::Termination;
 use orrery_policy::PolicyError;
 use serde_json::{json, Value as Json};
 use std::collections::BTreeMap;
@@ -57,7 +58,12 @@ impl PoliciesService {
 
     /// Which version a run uses: the requested one, or the allocation's
     /// choice by a stable hash of the run key (or the run id).
-    async fn choose(&self, p: &Policy, version: Option<u32>, key: &str) -> Result<u32, ApiError> {
+    pub(super) async fn choose(
+        &self,
+        p: &Policy,
+        version: Option<u32>,
+        key: &str,
+    ) -> Result<u32, ApiError> {
         match version {
             Some(v) => {
                 let ver = self.version_get(&p.id, v).await?;
@@ -83,12 +89,15 @@ impl PoliciesService {
 
     /// Effects for evaluating `c`: recorded runs (`run_id` given) submit
     /// their enqueue nodes' jobs; without a run id nothing is submitted.
+    /// `alloc_key` picks the versions of unpinned sub-policies.
     async fn effects(
         &self,
         c: &Compiled,
         run_id: Option<&str>,
+        alloc_key: &str,
     ) -> Result<PolicyEffects<'_>, ApiError> {
-        let sources = if c.has_lookups() {
+        // A sub-policy may look up what its parent does not.
+        let sources = if c.waits() {
             self.data_sources()
                 .await?
                 .into_iter()
@@ -103,6 +112,8 @@ impl PoliciesService {
             submit: run_id.is_some(),
             run_id: run_id.map(str::to_string),
             inline: false,
+            alloc_key: alloc_key.to_string(),
+            resolved: Default::default(),
         })
     }
 
@@ -123,14 +134,22 @@ impl PoliciesService {
         Ok(run)
     }
 
-    /// Evaluates a run here and records it through Raft.
-    pub async fn run(&self, id: &str, req: RunRequest) -> Result<Run, ApiError> {
+    /// Evaluates a run here and records it through Raft; with it, how a
+    /// terminate node ended it, if one did (the stored run does not hold
+    /// it yet: the fronts show it in the sync answer).
+    pub async fn run(
+        &self,
+        id: &str,
+        req: RunRequest,
+    ) -> Result<(Run, Option<Termination>), ApiError> {
         let st = self.start(id, &req).await?;
         let c = &st.compiled;
         let input = check_input(c, &req.input)?;
-        let fx = self.effects(c, Some(&st.run_id)).await?;
+        let key = req.run_key.clone().unwrap_or_else(|| st.run_id.clone());
+        let fx = self.effects(c, Some(&st.run_id), &key).await?;
         let outcome = evaluate(c, input, &fx, self.budget(c)).await;
         let timed_out = outcome.timed_out.then(|| outcome.error.clone());
+        let termination = outcome.termination.clone();
         let run = finished_run(
             st.run_id,
             &st.policy_id,
@@ -149,7 +168,7 @@ impl PoliciesService {
                 run.id,
                 e.unwrap_or_default()
             ))),
-            None => Ok(run),
+            None => Ok((run, termination)),
         }
     }
 
@@ -201,7 +220,8 @@ impl PoliciesService {
         let c = self.compiled(&run.policy_id, run.version).await?;
         let outcome = match check_input(&c, &input) {
             Ok(v) => {
-                let fx = self.effects(&c, Some(&run.id)).await?;
+                let key = run.run_key.clone().unwrap_or_else(|| run.id.clone());
+                let fx = self.effects(&c, Some(&run.id), &key).await?;
                 evaluate(&c, v, &fx, self.budget(&c)).await
             }
             Err(e) => failed(e),
@@ -229,7 +249,7 @@ impl PoliciesService {
     ) -> Result<Vec<Outcome>, ApiError> {
         let p = self.get(policy).await?;
         let c = self.compiled(&p.id, version).await?;
-        let fx = self.effects(&c, None).await?;
+        let fx = self.effects(&c, None, &p.id).await?;
         let budget = self.budget(&c);
         let mut out = Vec::with_capacity(inputs.len());
         for input in inputs {
@@ -269,11 +289,13 @@ impl PoliciesService {
                 other => ApiError::from(other),
             })?);
         }
-        let sources = self.effects(&c, None).await?.sources;
+        let sources = self.effects(&c, None, &p.id).await?.sources;
+        let alloc_key = p.id.clone();
         let budget = self.budget(&c);
         let svc = self.clone();
         let handle = tokio::runtime::Handle::current();
-        let lookups = c.has_lookups();
+        // Lookups and sub-policies wait on the runtime.
+        let lookups = c.waits();
         let outcomes = tokio::task::spawn_blocking(move || {
             let fx = PolicyEffects {
                 svc: &svc,
@@ -283,6 +305,8 @@ impl PoliciesService {
                 // On a pool thread (with its deep stack): no hop per run.
                 // Without the pool, CEL runs where `compute` puts it.
                 inline: svc.batch_pool.is_some(),
+                alloc_key,
+                resolved: Default::default(),
             };
             let one = |v| {
                 let run = evaluate(&c, v, &fx, budget);
@@ -363,6 +387,7 @@ fn failed(e: PolicyError) -> Outcome {
         trace: Vec::new(),
         error: Some(e.to_string()),
         timed_out: false,
+        termination: None,
     }
 }
 

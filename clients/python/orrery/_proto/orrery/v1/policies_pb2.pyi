@@ -117,7 +117,7 @@ class PolicyVersionRef(_message.Message):
     def __init__(self, policy_id: _Optional[str] = ..., version: _Optional[int] = ...) -> None: ...
 
 class PolicyRun(_message.Message):
-    __slots__ = ("id", "policy_id", "version", "status", "run_key", "input_json", "output_json", "trace_json", "error", "created", "finished")
+    __slots__ = ("id", "policy_id", "version", "status", "run_key", "input_json", "output_json", "trace_json", "error", "created", "finished", "termination")
     ID_FIELD_NUMBER: _ClassVar[int]
     POLICY_ID_FIELD_NUMBER: _ClassVar[int]
     VERSION_FIELD_NUMBER: _ClassVar[int]
@@ -129,6 +129,7 @@ class PolicyRun(_message.Message):
     ERROR_FIELD_NUMBER: _ClassVar[int]
     CREATED_FIELD_NUMBER: _ClassVar[int]
     FINISHED_FIELD_NUMBER: _ClassVar[int]
+    TERMINATION_FIELD_NUMBER: _ClassVar[int]
     id: str
     policy_id: str
     version: int
@@ -140,7 +141,16 @@ class PolicyRun(_message.Message):
     error: str
     created: int
     finished: int
-    def __init__(self, id: _Optional[str] = ..., policy_id: _Optional[str] = ..., version: _Optional[int] = ..., status: _Optional[str] = ..., run_key: _Optional[str] = ..., input_json: _Optional[str] = ..., output_json: _Optional[str] = ..., trace_json: _Optional[str] = ..., error: _Optional[str] = ..., created: _Optional[int] = ..., finished: _Optional[int] = ...) -> None: ...
+    termination: PolicyTermination
+    def __init__(self, id: _Optional[str] = ..., policy_id: _Optional[str] = ..., version: _Optional[int] = ..., status: _Optional[str] = ..., run_key: _Optional[str] = ..., input_json: _Optional[str] = ..., output_json: _Optional[str] = ..., trace_json: _Optional[str] = ..., error: _Optional[str] = ..., created: _Optional[int] = ..., finished: _Optional[int] = ..., termination: _Optional[_Union[PolicyTermination, _Mapping]] = ...) -> None: ...
+
+class PolicyTermination(_message.Message):
+    __slots__ = ("status", "reason")
+    STATUS_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    status: str
+    reason: str
+    def __init__(self, status: _Optional[str] = ..., reason: _Optional[str] = ...) -> None: ...
 
 class RunPolicyRequest(_message.Message):
     __slots__ = ("policy_id", "input_json", "version", "run_key", "mode")
@@ -167,14 +177,16 @@ class PolicyRunBatchRequest(_message.Message):
     def __init__(self, policy_id: _Optional[str] = ..., inputs_json: _Optional[_Iterable[str]] = ..., version: _Optional[int] = ...) -> None: ...
 
 class PolicyBatchResult(_message.Message):
-    __slots__ = ("status", "output_json", "error")
+    __slots__ = ("status", "output_json", "error", "termination")
     STATUS_FIELD_NUMBER: _ClassVar[int]
     OUTPUT_JSON_FIELD_NUMBER: _ClassVar[int]
     ERROR_FIELD_NUMBER: _ClassVar[int]
+    TERMINATION_FIELD_NUMBER: _ClassVar[int]
     status: str
     output_json: str
     error: str
-    def __init__(self, status: _Optional[str] = ..., output_json: _Optional[str] = ..., error: _Optional[str] = ...) -> None: ...
+    termination: PolicyTermination
+    def __init__(self, status: _Optional[str] = ..., output_json: _Optional[str] = ..., error: _Optional[str] = ..., termination: _Optional[_Union[PolicyTermination, _Mapping]] = ...) -> None: ...
 
 class PolicyRunBatchResponse(_message.Message):
     __slots__ = ("version", "results")
