@@ -13,6 +13,8 @@ pub mod graph;
 pub mod limits;
 mod plan;
 pub mod store;
+mod store_apply;
+pub mod store_ext;
 pub mod termination;
 mod walk;
 
@@ -25,6 +27,8 @@ mod tests;
 mod tests_compiled;
 #[cfg(test)]
 mod tests_limits;
+#[cfg(test)]
+mod tests_shadow_retention;
 
 /// The one error type of this crate.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
