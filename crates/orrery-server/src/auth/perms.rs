@@ -127,6 +127,7 @@ pub const REST: &[(&str, &str, Perm)] = &[
     ("POST", "/v1/policies/{id}/versions/{v}/archive", Write),
     ("POST", "/v1/policies/{id}/runs", Write),
     ("POST", "/v1/policies/{id}/runs/batch", Write),
+    ("GET", "/v1/policies/{id}/shadow", Read),
     ("GET", "/v1/runs", Read),
     ("GET", "/v1/runs/{id}", Read),
     ("GET", "/v1/data-sources", Read),

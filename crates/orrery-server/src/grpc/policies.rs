@@ -166,7 +166,7 @@ impl Policies for PoliciesApi {
             run_key: r.run_key,
         };
         let out = match r.mode.as_deref() {
-            None | Some("sync") => self.svc().run(&r.policy_id, req).await?,
+            None | Some("sync") => self.svc().run(&r.policy_id, req).await?.0,
             Some("async") => self.svc().run_async(&r.policy_id, req).await?,
             Some(other) => {
                 return Err(ApiError::bad(
