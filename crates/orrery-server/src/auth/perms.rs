@@ -214,6 +214,8 @@ pub const GRPC: &[(&str, Perm)] = &[
     ("/orrery.v1.Policies/CreateDataSource", Write),
     ("/orrery.v1.Policies/ListDataSources", Read),
     ("/orrery.v1.Policies/DeleteDataSource", Write),
+    ("/orrery.v1.Policies/SetPolicySettings", Write),
+    ("/orrery.v1.Policies/CompareShadow", Read),
 ];
 
 /// Routes that serve the web console's files rather than the API: they
