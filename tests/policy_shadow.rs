@@ -8,7 +8,13 @@ use serde_json::{json, Value};
 use std::time::{Duration, Instant};
 
 /// Sends a request, retrying 503s (leader elections on a loaded machine).
-async fn call(c: &Cluster, i: usize, method: &str, path: &str, body: Option<Value>) -> (u16, Value) {
+async fn call(
+    c: &Cluster,
+    i: usize,
+    method: &str,
+    path: &str,
+    body: Option<Value>,
+) -> (u16, Value) {
     let start = Instant::now();
     loop {
         let url = c.nodes[i].url(path);
@@ -90,13 +96,27 @@ async fn shadow_versions_retention_and_filters() {
     for q in ["live-q", "shadow-q"] {
         ok(&c, 0, "POST", "/v1/queues", Some(json!({"name": q}))).await;
     }
-    let p = ok(&c, 1, "POST", "/v1/policies", Some(json!({"name": "limits"}))).await;
+    let p = ok(
+        &c,
+        1,
+        "POST",
+        "/v1/policies",
+        Some(json!({"name": "limits"})),
+    )
+    .await;
     let pid = p["id"].as_str().unwrap().to_string();
     assert_eq!(p["shadow_version"], Value::Null, "{p}");
     let versions = format!("/v1/policies/{pid}/versions");
     // v1 live (enqueues to live-q), v2 the challenger (enqueues to
     // shadow-q), v3 to be archived.
-    ok(&c, 0, "POST", &versions, Some(json!({"graph": graph("live-q", 10.0)}))).await;
+    ok(
+        &c,
+        0,
+        "POST",
+        &versions,
+        Some(json!({"graph": graph("live-q", 10.0)})),
+    )
+    .await;
     let body = json!({"graph": graph("shadow-q", 20.0), "activate": false});
     ok(&c, 0, "POST", &versions, Some(body.clone())).await;
     ok(&c, 0, "POST", &versions, Some(body)).await;
@@ -110,7 +130,11 @@ async fn shadow_versions_retention_and_filters() {
 
     // Refusals: no such version (400), an archived one (409).
     let (s, v) = call(&c, 0, "PATCH", &pol, Some(json!({"shadow_version": 99}))).await;
-    assert_eq!((s, v["error"]["code"].as_str()), (400, Some("invalid_shadow_version")), "{v}");
+    assert_eq!(
+        (s, v["error"]["code"].as_str()),
+        (400, Some("invalid_shadow_version")),
+        "{v}"
+    );
     let (s, v) = call(&c, 0, "PATCH", &pol, Some(json!({"shadow_version": 3}))).await;
     assert_eq!(s, 409, "{v}");
     let (s, v) = call(&c, 0, "PATCH", &pol, Some(json!({"run_retention_ms": 0}))).await;
@@ -127,12 +151,23 @@ async fn shadow_versions_retention_and_filters() {
     let mut shadowed = Vec::new();
     for amount in [5, 15, 25] {
         tokio::time::sleep(Duration::from_millis(20)).await;
-        let r = ok(&c, amount % 3, "POST", &runs, Some(json!({"input": {"amount": amount}}))).await;
+        let r = ok(
+            &c,
+            amount % 3,
+            "POST",
+            &runs,
+            Some(json!({"input": {"amount": amount}})),
+        )
+        .await;
         assert_eq!(r["status"], "succeeded", "{r}");
         assert_eq!(r["version"], 1, "{r}");
         assert_eq!(r["shadow"]["version"], 2, "{r}");
         assert_eq!(r["shadow"]["error"], Value::Null, "{r}");
-        assert_eq!(r["shadow"]["would_enqueue"], json!(["send -> shadow-q"]), "{r}");
+        assert_eq!(
+            r["shadow"]["would_enqueue"],
+            json!(["send -> shadow-q"]),
+            "{r}"
+        );
         // The caller gets the live output only.
         let live = if amount > 10 { "approve" } else { "deny" };
         let shadow = if amount > 20 { "approve" } else { "deny" };
@@ -143,7 +178,14 @@ async fn shadow_versions_retention_and_filters() {
     // Every live run submitted its job; no shadow submitted one.
     assert_eq!(queued(&c, "live-q").await, 4);
     assert_eq!(queued(&c, "shadow-q").await, 0);
-    let got = ok(&c, 0, "GET", &format!("/v1/runs/{}", shadowed[1]["id"].as_str().unwrap()), None).await;
+    let got = ok(
+        &c,
+        0,
+        "GET",
+        &format!("/v1/runs/{}", shadowed[1]["id"].as_str().unwrap()),
+        None,
+    )
+    .await;
     assert_eq!(got["shadow"]["output"]["decision"], "deny", "{got}");
 
     // The comparison: 3 shadowed runs, 2 agree, the 15 differs.
@@ -155,29 +197,89 @@ async fn shadow_versions_retention_and_filters() {
     assert!((cmp["agreement_rate"].as_f64().unwrap() - 2.0 / 3.0).abs() < 1e-9);
     // Paged: one run per page, the cursor continues.
     let page = ok(&c, 0, "GET", &format!("{pol}/shadow?limit=1"), None).await;
-    assert_eq!((page["compared"].as_u64(), page["agreed"].as_u64()), (Some(1), Some(1)), "{page}");
+    assert_eq!(
+        (page["compared"].as_u64(), page["agreed"].as_u64()),
+        (Some(1), Some(1)),
+        "{page}"
+    );
     let cur = page["next_cursor"].as_str().expect("cursor");
-    let page = ok(&c, 0, "GET", &format!("{pol}/shadow?limit=1&cursor={cur}"), None).await;
+    let page = ok(
+        &c,
+        0,
+        "GET",
+        &format!("{pol}/shadow?limit=1&cursor={cur}"),
+        None,
+    )
+    .await;
     assert_eq!(page["differed"], 1, "{page}");
 
     // Filters: version, status, time.
     let t1 = shadowed[1]["created"].as_u64().unwrap();
     let all = ok(&c, 0, "GET", &format!("/v1/runs?policy={pid}"), None).await;
     assert_eq!(ids(&all).len(), 4, "{all}");
-    let v = ok(&c, 1, "GET", &format!("/v1/runs?policy={pid}&since={t1}"), None).await;
-    assert_eq!(ids(&v), [&shadowed[2]["id"], &shadowed[1]["id"]].map(|i| i.as_str().unwrap().to_string()));
-    let v = ok(&c, 1, "GET", &format!("/v1/runs?policy={pid}&until={t1}"), None).await;
+    let v = ok(
+        &c,
+        1,
+        "GET",
+        &format!("/v1/runs?policy={pid}&since={t1}"),
+        None,
+    )
+    .await;
+    assert_eq!(
+        ids(&v),
+        [&shadowed[2]["id"], &shadowed[1]["id"]].map(|i| i.as_str().unwrap().to_string())
+    );
+    let v = ok(
+        &c,
+        1,
+        "GET",
+        &format!("/v1/runs?policy={pid}&until={t1}"),
+        None,
+    )
+    .await;
     assert_eq!(ids(&v).len(), 2, "{v}");
     assert!(!ids(&v).contains(&shadowed[1]["id"].as_str().unwrap().to_string()));
-    let v = ok(&c, 2, "GET", &format!("/v1/runs?policy={pid}&version=2"), None).await;
+    let v = ok(
+        &c,
+        2,
+        "GET",
+        &format!("/v1/runs?policy={pid}&version=2"),
+        None,
+    )
+    .await;
     assert!(ids(&v).is_empty(), "{v}");
-    let v = ok(&c, 2, "GET", &format!("/v1/runs?policy={pid}&version=1&status=failed"), None).await;
+    let v = ok(
+        &c,
+        2,
+        "GET",
+        &format!("/v1/runs?policy={pid}&version=1&status=failed"),
+        None,
+    )
+    .await;
     assert!(ids(&v).is_empty(), "{v}");
-    let v = ok(&c, 2, "GET", &format!("/v1/runs?policy={pid}&status=succeeded&limit=2"), None).await;
+    let v = ok(
+        &c,
+        2,
+        "GET",
+        &format!("/v1/runs?policy={pid}&status=succeeded&limit=2"),
+        None,
+    )
+    .await;
     assert_eq!(ids(&v).len(), 2, "{v}");
     let (s, v) = call(&c, 0, "GET", "/v1/runs?since=yesterday", None).await;
-    assert_eq!((s, v["error"]["code"].as_str()), (400, Some("invalid_time")), "{v}");
-    let v = ok(&c, 0, "GET", &format!("/v1/runs?policy={pid}&outcome=approved"), None).await;
+    assert_eq!(
+        (s, v["error"]["code"].as_str()),
+        (400, Some("invalid_time")),
+        "{v}"
+    );
+    let v = ok(
+        &c,
+        0,
+        "GET",
+        &format!("/v1/runs?policy={pid}&outcome=approved"),
+        None,
+    )
+    .await;
     assert!(ids(&v).is_empty(), "no terminate node ran: {v}");
 
     // Clearing the shadow: the next run has none.
@@ -187,13 +289,41 @@ async fn shadow_versions_retention_and_filters() {
     assert_eq!(r["shadow"], Value::Null, "{r}");
 
     // Retention: a policy keeping its runs 3 s loses them; `limits` keeps its.
-    let short = ok(&c, 0, "POST", "/v1/policies", Some(json!({"name": "short"}))).await;
+    let short = ok(
+        &c,
+        0,
+        "POST",
+        "/v1/policies",
+        Some(json!({"name": "short"})),
+    )
+    .await;
     let sid = short["id"].as_str().unwrap().to_string();
-    ok(&c, 0, "POST", &format!("/v1/policies/{sid}/versions"), Some(json!({"graph": graph("live-q", 1.0)}))).await;
-    let v = ok(&c, 0, "PATCH", &format!("/v1/policies/{sid}"), Some(json!({"run_retention_ms": 3000}))).await;
+    ok(
+        &c,
+        0,
+        "POST",
+        &format!("/v1/policies/{sid}/versions"),
+        Some(json!({"graph": graph("live-q", 1.0)})),
+    )
+    .await;
+    let v = ok(
+        &c,
+        0,
+        "PATCH",
+        &format!("/v1/policies/{sid}"),
+        Some(json!({"run_retention_ms": 3000})),
+    )
+    .await;
     assert_eq!(v["run_retention_ms"], 3000, "{v}");
     for amount in 0..3 {
-        ok(&c, amount, "POST", &format!("/v1/policies/{sid}/runs"), Some(json!({"input": {"amount": amount}}))).await;
+        ok(
+            &c,
+            amount,
+            "POST",
+            &format!("/v1/policies/{sid}/runs"),
+            Some(json!({"input": {"amount": amount}})),
+        )
+        .await;
     }
     let v = ok(&c, 0, "GET", &format!("/v1/runs?policy={sid}"), None).await;
     assert_eq!(ids(&v).len(), 3, "{v}");
@@ -206,9 +336,17 @@ async fn shadow_versions_retention_and_filters() {
         s == 200 && ids(&v).is_empty()
     })
     .await;
-    assert!(pruned.is_ok(), "runs past their retention were kept\n{}", c.log_tails(20));
+    assert!(
+        pruned.is_ok(),
+        "runs past their retention were kept\n{}",
+        c.log_tails(20)
+    );
     let v = ok(&c, 0, "GET", &format!("/v1/runs?policy={pid}"), None).await;
-    assert_eq!(ids(&v).len(), 5, "runs of the default retention were pruned: {v}");
+    assert_eq!(
+        ids(&v).len(),
+        5,
+        "runs of the default retention were pruned: {v}"
+    );
 
     // Every node restarts from its snapshot and log: the pruned runs stay
     // gone, the others keep their shadow results.
@@ -222,13 +360,27 @@ async fn shadow_versions_retention_and_filters() {
     for i in 0..3 {
         let v = ok(&c, i, "GET", &format!("/v1/runs?policy={sid}"), None).await;
         assert!(ids(&v).is_empty(), "node {i}: {v}");
-        let got = ok(&c, i, "GET", &format!("/v1/runs/{}", shadowed[1]["id"].as_str().unwrap()), None).await;
-        assert_eq!(got["shadow"]["output"]["decision"], "deny", "node {i}: {got}");
+        let got = ok(
+            &c,
+            i,
+            "GET",
+            &format!("/v1/runs/{}", shadowed[1]["id"].as_str().unwrap()),
+            None,
+        )
+        .await;
+        assert_eq!(
+            got["shadow"]["output"]["decision"], "deny",
+            "node {i}: {got}"
+        );
     }
     let p = ok(&c, 2, "GET", &format!("/v1/policies/{sid}"), None).await;
     assert_eq!(p["run_retention_ms"], 3000, "{p}");
     let cmp = ok(&c, 1, "GET", &format!("{pol}/shadow"), None).await;
-    assert_eq!((cmp["compared"].as_u64(), cmp["agreed"].as_u64()), (Some(3), Some(2)), "{cmp}");
+    assert_eq!(
+        (cmp["compared"].as_u64(), cmp["agreed"].as_u64()),
+        (Some(3), Some(2)),
+        "{cmp}"
+    );
 }
 
 /// Below cluster version 5 the new operations are refused by the gate,
@@ -246,19 +398,51 @@ async fn below_version_5_the_new_operations_are_refused() {
     let p = ok(&c, 0, "POST", "/v1/policies", Some(json!({"name": "old"}))).await;
     let pid = p["id"].as_str().unwrap().to_string();
     ok(&c, 0, "POST", "/v1/queues", Some(json!({"name": "live-q"}))).await;
-    ok(&c, 0, "POST", &format!("/v1/policies/{pid}/versions"), Some(json!({"graph": graph("live-q", 1.0)}))).await;
+    ok(
+        &c,
+        0,
+        "POST",
+        &format!("/v1/policies/{pid}/versions"),
+        Some(json!({"graph": graph("live-q", 1.0)})),
+    )
+    .await;
     let pol = format!("/v1/policies/{pid}");
-    for body in [json!({"shadow_version": 1}), json!({"run_retention_ms": 1000})] {
+    for body in [
+        json!({"shadow_version": 1}),
+        json!({"run_retention_ms": 1000}),
+    ] {
         let (s, v) = call(&c, 0, "PATCH", &pol, Some(body)).await;
-        assert_eq!((s, v["error"]["code"].as_str()), (409, Some("cluster_version_too_low")), "{v}");
+        assert_eq!(
+            (s, v["error"]["code"].as_str()),
+            (409, Some("cluster_version_too_low")),
+            "{v}"
+        );
     }
     let (s, v) = call(&c, 0, "GET", &format!("{pol}/shadow"), None).await;
-    assert_eq!((s, v["error"]["code"].as_str()), (409, Some("cluster_version_too_low")), "{v}");
+    assert_eq!(
+        (s, v["error"]["code"].as_str()),
+        (409, Some("cluster_version_too_low")),
+        "{v}"
+    );
     let (s, v) = call(&c, 0, "GET", "/v1/runs?since=0", None).await;
     assert_eq!(s, 409, "{v}");
-    let r = ok(&c, 0, "POST", &format!("{pol}/runs"), Some(json!({"input": {"amount": 3}}))).await;
+    let r = ok(
+        &c,
+        0,
+        "POST",
+        &format!("{pol}/runs"),
+        Some(json!({"input": {"amount": 3}})),
+    )
+    .await;
     assert_eq!(r["status"], "succeeded", "{r}");
-    let v = ok(&c, 0, "GET", &format!("/v1/runs?policy={pid}&status=succeeded"), None).await;
+    let v = ok(
+        &c,
+        0,
+        "GET",
+        &format!("/v1/runs?policy={pid}&status=succeeded"),
+        None,
+    )
+    .await;
     assert_eq!(ids(&v), [r["id"].as_str().unwrap().to_string()]);
     assert_eq!(v["runs"][0]["shadow"], Value::Null, "{v}");
 }

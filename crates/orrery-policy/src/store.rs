@@ -200,7 +200,7 @@ pub enum PolicyResponse {
     Conflict(String),
     Rejected(String),
     // Cluster version 5.
-    PolicySettings(Policy, PolicySettings),
+    PolicySettings(Box<(Policy, PolicySettings)>),
     RunsPruned(u32),
 }
 
@@ -216,19 +216,34 @@ pub struct RunFilter {
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum PolicyQuery {
-    Policy { id: String },
-    PolicyByName { name: String },
+    Policy {
+        id: String,
+    },
+    PolicyByName {
+        name: String,
+    },
     Policies,
-    Versions { policy_id: String },
-    Version { policy_id: String, version: u32 },
+    Versions {
+        policy_id: String,
+    },
+    Version {
+        policy_id: String,
+        version: u32,
+    },
     DataSources,
-    Run { id: String },
+    Run {
+        id: String,
+    },
     Runs(RunFilter),
     // Cluster version 5: asked only once every node decodes them.
     /// A policy by id, else by name, with its settings.
-    PolicyFull { id_or_name: String },
+    PolicyFull {
+        id_or_name: String,
+    },
     PoliciesFull,
-    RunFull { id: String },
+    RunFull {
+        id: String,
+    },
     RunsFull(RunFilterExt),
 }
 
@@ -244,7 +259,7 @@ pub enum PolicyQueryResult {
     // Cluster version 5.
     PolicyFull(Option<(Policy, PolicySettings)>),
     PoliciesFull(Vec<(Policy, PolicySettings)>),
-    RunFull(Option<RunRecord>),
+    RunFull(Option<Box<RunRecord>>),
     RunsFull(Vec<RunRecord>),
 }
 
@@ -521,7 +536,7 @@ impl PolicyState {
                     .collect(),
             ),
             PolicyQuery::RunFull { id } => {
-                PolicyQueryResult::RunFull(self.runs.get(id).map(|r| self.record(r)))
+                PolicyQueryResult::RunFull(self.runs.get(id).map(|r| Box::new(self.record(r))))
             }
             PolicyQuery::RunsFull(f) => PolicyQueryResult::RunsFull(self.list_runs_full(f)),
         }

@@ -2,9 +2,7 @@
 //! retention, stored terminations); the data is described in `store_ext`.
 
 use crate::store::{Policy, PolicyResponse, PolicyState, Run};
-use crate::store_ext::{
-    prunable, PolicySettings, RunFilterExt, RunRecord, MAX_RUN_RETENTION_MS,
-};
+use crate::store_ext::{prunable, PolicySettings, RunFilterExt, RunRecord, MAX_RUN_RETENTION_MS};
 use std::collections::BTreeMap;
 
 impl PolicyState {
@@ -91,9 +89,7 @@ impl PolicyState {
         if let Some(Some(v)) = shadow_version {
             match self.versions.get(&(id.clone(), v)) {
                 None => {
-                    return PolicyResponse::Rejected(format!(
-                        "shadow version {v} does not exist"
-                    ))
+                    return PolicyResponse::Rejected(format!("shadow version {v} does not exist"))
                 }
                 Some(ver) if ver.archived => {
                     return PolicyResponse::Conflict(format!("shadow version {v} is archived"))
@@ -125,7 +121,7 @@ impl PolicyState {
         } else {
             self.ext.settings.insert(id, s.clone());
         }
-        PolicyResponse::PolicySettings(p, s)
+        PolicyResponse::PolicySettings(Box::new((p, s)))
     }
 
     pub(crate) fn prune_runs(

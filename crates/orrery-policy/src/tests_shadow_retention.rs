@@ -4,7 +4,6 @@
 
 use crate::store::*;
 use crate::store_ext::*;
-use crate::termination::Termination;
 use proptest::prelude::*;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -61,7 +60,11 @@ fn catalog() -> PolicyState {
     s
 }
 
-fn set(s: &mut PolicyState, shadow: Option<Option<u32>>, ret: Option<Option<u64>>) -> PolicyResponse {
+fn set(
+    s: &mut PolicyState,
+    shadow: Option<Option<u32>>,
+    ret: Option<Option<u64>>,
+) -> PolicyResponse {
     s.apply(PolicyCommand::SetPolicySettings {
         id: "p".into(),
         shadow_version: shadow,
@@ -101,10 +104,10 @@ fn old_snapshot_bytes_restore() {
     let s = PolicyState::restore(&bytes).unwrap();
     assert_eq!(
         s.query(&PolicyQuery::RunFull { id: "r1".into() }),
-        PolicyQueryResult::RunFull(Some(RunRecord {
+        PolicyQueryResult::RunFull(Some(Box::new(RunRecord {
             run: r,
             ext: RunExt::default()
-        }))
+        })))
     );
     // The run index is rebuilt: a prune finds the run.
     let mut s = s;
@@ -121,9 +124,13 @@ fn old_snapshot_bytes_restore() {
 
 fn shadowed_state() -> PolicyState {
     let mut s = catalog();
+    let want = PolicySettings {
+        shadow_version: Some(2),
+        run_retention_ms: Some(50),
+    };
     assert!(matches!(
         set(&mut s, Some(Some(2)), Some(Some(50))),
-        PolicyResponse::PolicySettings(_, PolicySettings { shadow_version: Some(2), run_retention_ms: Some(50) })
+        PolicyResponse::PolicySettings(ps) if ps.1 == want
     ));
     s.apply(PolicyCommand::PutRunV2 {
         run: run("r1", "p", 1, RunStatus::Succeeded, 5),
@@ -172,14 +179,23 @@ fn a_damaged_trailer_is_refused() {
 #[test]
 fn settings_are_validated_and_the_shadow_cannot_be_archived() {
     let mut s = catalog();
-    assert!(matches!(set(&mut s, Some(Some(7)), None), PolicyResponse::Rejected(_)));
-    assert!(matches!(set(&mut s, None, Some(Some(0))), PolicyResponse::Rejected(_)));
+    assert!(matches!(
+        set(&mut s, Some(Some(7)), None),
+        PolicyResponse::Rejected(_)
+    ));
+    assert!(matches!(
+        set(&mut s, None, Some(Some(0))),
+        PolicyResponse::Rejected(_)
+    ));
     s.apply(PolicyCommand::ArchiveVersion {
         policy_id: "p".into(),
         version: 2,
         now_ms: 3,
     });
-    assert!(matches!(set(&mut s, Some(Some(2)), None), PolicyResponse::Conflict(_)));
+    assert!(matches!(
+        set(&mut s, Some(Some(2)), None),
+        PolicyResponse::Conflict(_)
+    ));
     s.apply(PolicyCommand::CreateVersion {
         policy_id: "p".into(),
         graph: "{}".into(),
@@ -187,7 +203,10 @@ fn settings_are_validated_and_the_shadow_cannot_be_archived() {
         activate: false,
         now_ms: 4,
     });
-    assert!(matches!(set(&mut s, Some(Some(3)), None), PolicyResponse::PolicySettings(..)));
+    assert!(matches!(
+        set(&mut s, Some(Some(3)), None),
+        PolicyResponse::PolicySettings(..)
+    ));
     let r = s.apply(PolicyCommand::ArchiveVersion {
         policy_id: "p".into(),
         version: 3,
@@ -196,9 +215,13 @@ fn settings_are_validated_and_the_shadow_cannot_be_archived() {
     assert!(matches!(r, PolicyResponse::Conflict(m) if m.contains("shadow")));
     assert_eq!(s.settings("p").shadow_version, Some(3));
     assert_eq!(
-        s.query(&PolicyQuery::PolicyFull { id_or_name: "pol".into() }),
+        s.query(&PolicyQuery::PolicyFull {
+            id_or_name: "pol".into()
+        }),
         PolicyQueryResult::PolicyFull(Some((
-            s.query(&PolicyQuery::Policy { id: "p".into() }).policy().unwrap(),
+            s.query(&PolicyQuery::Policy { id: "p".into() })
+                .policy()
+                .unwrap(),
             s.settings("p")
         )))
     );
@@ -252,15 +275,65 @@ fn full_run_listing_filters_by_time_outcome_and_shadow() {
         run: run("r3", "p", 1, RunStatus::Succeeded, 30),
     });
     assert_eq!(full(&s, filter()), ["r3", "r2", "r1"]);
-    assert_eq!(full(&s, RunFilterExt { since_ms: Some(20), ..filter() }), ["r3", "r2"]);
-    assert_eq!(full(&s, RunFilterExt { until_ms: Some(20), ..filter() }), ["r1"]);
     assert_eq!(
-        full(&s, RunFilterExt { since_ms: Some(6), until_ms: Some(30), ..filter() }),
+        full(
+            &s,
+            RunFilterExt {
+                since_ms: Some(20),
+                ..filter()
+            }
+        ),
+        ["r3", "r2"]
+    );
+    assert_eq!(
+        full(
+            &s,
+            RunFilterExt {
+                until_ms: Some(20),
+                ..filter()
+            }
+        ),
+        ["r1"]
+    );
+    assert_eq!(
+        full(
+            &s,
+            RunFilterExt {
+                since_ms: Some(6),
+                until_ms: Some(30),
+                ..filter()
+            }
+        ),
         ["r2"]
     );
-    assert_eq!(full(&s, RunFilterExt { outcome: Some("approved".into()), ..filter() }), ["r1"]);
-    assert!(full(&s, RunFilterExt { outcome: Some("declined".into()), ..filter() }).is_empty());
-    assert_eq!(full(&s, RunFilterExt { shadowed: true, ..filter() }), ["r1"]);
+    assert_eq!(
+        full(
+            &s,
+            RunFilterExt {
+                outcome: Some("approved".into()),
+                ..filter()
+            }
+        ),
+        ["r1"]
+    );
+    assert!(full(
+        &s,
+        RunFilterExt {
+            outcome: Some("declined".into()),
+            ..filter()
+        }
+    )
+    .is_empty());
+    assert_eq!(
+        full(
+            &s,
+            RunFilterExt {
+                shadowed: true,
+                ..filter()
+            }
+        ),
+        ["r1"]
+    );
     let mut f = filter();
     f.base.version = Some(1);
     f.base.status = Some(RunStatus::Succeeded);
@@ -269,7 +342,16 @@ fn full_run_listing_filters_by_time_outcome_and_shadow() {
     s.apply(PolicyCommand::PutRun {
         run: run("r4", "p", 1, RunStatus::Running, 40),
     });
-    assert_eq!(full(&s, RunFilterExt { base: status_running(), ..filter() }), ["r4"]);
+    assert_eq!(
+        full(
+            &s,
+            RunFilterExt {
+                base: status_running(),
+                ..filter()
+            }
+        ),
+        ["r4"]
+    );
 }
 
 fn status_running() -> RunFilter {
@@ -296,7 +378,10 @@ fn prune_honours_per_policy_retention_and_keeps_running_runs() {
             run: run(id, p, 1, st, t),
             ext: RunExt {
                 shadow: None,
-                termination: Some(StoredTermination { status: "x".into(), reason: None }),
+                termination: Some(StoredTermination {
+                    status: "x".into(),
+                    reason: None,
+                }),
             },
         });
     }

@@ -1,12 +1,12 @@
 //! The orrery.v1.Policies gRPC service: the same operations as the REST
 //! routes, through the same [`PoliciesService`].
 
+use super::policies_shadow as shadow;
 use crate::api::ApiError;
 use crate::service::policies::{
     parse_source, source_json, PoliciesService, RunRequest, DEFAULT_RUN_LIST,
 };
 use crate::service::Services;
-use super::policies_shadow as shadow;
 use orrery_policy::store::{DataSource, Policy, Run, RunFilter, RunStatus, Version};
 use orrery_policy::store_ext::{PolicySettings, RunExt, RunFilterExt};
 use orrery_proto::v1 as pb;

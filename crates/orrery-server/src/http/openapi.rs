@@ -9,8 +9,7 @@
 
 use super::{
     auth_tokens, backup, cluster, cluster_members, jobs, jobs_queues, jobs_sse, kv, policies,
-    policies_shadow,
-    vectors,
+    policies_shadow, vectors,
 };
 use super::{openapi_errors, AppState};
 use axum::http::header;

@@ -152,7 +152,9 @@ async fn patch(
         s.policies.update(&id, p.description, alloc).await?;
     }
     let (pol, st) = if settings {
-        let set = s.policies.settings_set(&id, p.shadow_version, p.run_retention_ms);
+        let set = s
+            .policies
+            .settings_set(&id, p.shadow_version, p.run_retention_ms);
         set.await?
     } else {
         s.policies.get_full(&id).await?

@@ -60,8 +60,8 @@ pub(super) async fn compare(
     Path(id): Path<String>,
     Query(p): Query<CompareParams>,
 ) -> Result<Json<Value>, ApiError> {
-    let limit = num("limit", "invalid_limit", p.limit.as_deref())?
-        .map_or(DEFAULT_RUN_LIST, |l| l as usize);
+    let limit =
+        num("limit", "invalid_limit", p.limit.as_deref())?.map_or(DEFAULT_RUN_LIST, |l| l as usize);
     let since = num("since", "invalid_time", p.since.as_deref())?;
     let until = num("until", "invalid_time", p.until.as_deref())?;
     let (pol, st) = s.policies.get_full(&id).await?;

@@ -43,10 +43,14 @@ pub enum RetentionCmd {
 pub async fn shadow(c: &mut Client, cmd: ShadowCmd, as_json: bool) -> Result<()> {
     match cmd {
         ShadowCmd::Set { id, version } => {
-            pretty(&policy_json(&c.policy_settings(&id, Some(Some(version)), None).await?));
+            pretty(&policy_json(
+                &c.policy_settings(&id, Some(Some(version)), None).await?,
+            ));
         }
         ShadowCmd::Clear { id } => {
-            pretty(&policy_json(&c.policy_settings(&id, Some(None), None).await?));
+            pretty(&policy_json(
+                &c.policy_settings(&id, Some(None), None).await?,
+            ));
         }
         ShadowCmd::Compare {
             id,
@@ -87,7 +91,10 @@ pub async fn shadow(c: &mut Client, cmd: ShadowCmd, as_json: bool) -> Result<()>
                     r.shadow_failed
                 );
                 for d in &r.differing {
-                    println!("  {} v{} vs shadow v{}", d.run_id, d.version, d.shadow_version);
+                    println!(
+                        "  {} v{} vs shadow v{}",
+                        d.run_id, d.version, d.shadow_version
+                    );
                 }
                 if let Some(n) = r.next_cursor {
                     println!("(more: --cursor {n})");

@@ -63,9 +63,7 @@ impl PoliciesService {
         let default = self.node.cfg.policies.run_retention_ms;
         for g in led {
             let now = now_ms();
-            let due = g
-                .sm
-                .read(|s| s.policy.prune_due(now, default, &retention));
+            let due = g.sm.read(|s| s.policy.prune_due(now, default, &retention));
             if !due {
                 continue;
             }
@@ -94,7 +92,10 @@ impl PoliciesService {
     /// policy's retention lives in the placement group, its runs in shards).
     async fn retentions(&self) -> Result<Vec<(String, u64)>, ApiError> {
         debug_assert!(self.shadow_active(), "needs version {SHADOW_VERSION}");
-        match self.read(PLACEMENT_GROUP, PolicyQuery::PoliciesFull).await? {
+        match self
+            .read(PLACEMENT_GROUP, PolicyQuery::PoliciesFull)
+            .await?
+        {
             PolicyQueryResult::PoliciesFull(ps) => Ok(ps
                 .into_iter()
                 .filter_map(|(p, s)| s.run_retention_ms.map(|ms| (p.id, ms)))

@@ -95,7 +95,11 @@ impl PoliciesService {
     /// Whether the cluster runs version 5 (this node's copy of the record:
     /// it may lag, which only delays the new format).
     pub(super) fn shadow_active(&self) -> bool {
-        self.node.version_local().active.min(crate::node::version::supported()) >= SHADOW_VERSION
+        self.node
+            .version_local()
+            .active
+            .min(crate::node::version::supported())
+            >= SHADOW_VERSION
     }
 
     fn too_low(&self) -> ApiError {
@@ -127,7 +131,10 @@ impl PoliciesService {
             let ps = self.list().await?;
             return Ok(ps.into_iter().map(|p| (p, Default::default())).collect());
         }
-        match self.read(PLACEMENT_GROUP, PolicyQuery::PoliciesFull).await? {
+        match self
+            .read(PLACEMENT_GROUP, PolicyQuery::PoliciesFull)
+            .await?
+        {
             PolicyQueryResult::PoliciesFull(p) => Ok(p),
             other => Err(unexpected(other)),
         }
@@ -165,7 +172,7 @@ impl PoliciesService {
         };
         // Refused by the gate (409 cluster_version_too_low) before version 5.
         match self.write(PLACEMENT_GROUP, cmd).await {
-            Ok(PolicyResponse::PolicySettings(p, s)) => Ok((p, s)),
+            Ok(PolicyResponse::PolicySettings(ps)) => Ok(*ps),
             Ok(other) => Err(unexpected(other)),
             // The state machine's own check (a race with a version change).
             Err(ApiError::BadRequest { message, .. }) => {
@@ -280,10 +287,8 @@ impl PoliciesService {
         mut f: RunFilterExt,
     ) -> Result<(Vec<RunRecord>, Option<String>), ApiError> {
         if !self.shadow_active() {
-            let wants_new = f.since_ms.is_some()
-                || f.until_ms.is_some()
-                || f.outcome.is_some()
-                || f.shadowed;
+            let wants_new =
+                f.since_ms.is_some() || f.until_ms.is_some() || f.outcome.is_some() || f.shadowed;
             if wants_new {
                 return Err(self.too_low());
             }
@@ -335,8 +340,11 @@ impl PoliciesService {
             });
         }
         let group = self.node.group_for_key(id.as_bytes())?;
-        match self.read(group, PolicyQuery::RunFull { id: id.into() }).await? {
-            PolicyQueryResult::RunFull(Some(r)) => Ok(r),
+        match self
+            .read(group, PolicyQuery::RunFull { id: id.into() })
+            .await?
+        {
+            PolicyQueryResult::RunFull(Some(r)) => Ok(*r),
             PolicyQueryResult::RunFull(None) => {
                 Err(ApiError::NotFound(format!("run {id:?} not found")))
             }
