@@ -213,6 +213,15 @@ async fn shadow_versions_retention_and_filters() {
     .await;
     assert_eq!(page["differed"], 1, "{page}");
 
+    // The same through orreryctl (gRPC).
+    let v = c.ctl_json(1, &["policies", "shadow", "compare", &pid]);
+    assert_eq!(
+        (v["compared"].as_u64(), v["agreed"].as_u64()),
+        (Some(3), Some(2)),
+        "{v}"
+    );
+    assert_eq!(v["differing"][0]["id"], shadowed[1]["id"], "{v}");
+
     // Filters: version, status, time.
     let t1 = shadowed[1]["created"].as_u64().unwrap();
     let all = ok(&c, 0, "GET", &format!("/v1/runs?policy={pid}"), None).await;
@@ -281,9 +290,31 @@ async fn shadow_versions_retention_and_filters() {
     )
     .await;
     assert!(ids(&v).is_empty(), "no terminate node ran: {v}");
+    let t = t1.to_string();
+    let v = c.ctl_json(2, &["runs", "list", "--policy", &pid, "--since", &t]);
+    assert_eq!(ids(&v).len(), 2, "{v}");
+    assert_eq!(v["runs"][0]["shadow"]["version"], 2, "{v}");
+    let v = c.ctl_json(
+        2,
+        &[
+            "runs",
+            "list",
+            "--policy",
+            &pid,
+            "--until",
+            &t,
+            "--version",
+            "1",
+        ],
+    );
+    assert_eq!(ids(&v).len(), 2, "{v}");
 
     // Clearing the shadow: the next run has none.
     let v = ok(&c, 1, "PATCH", &pol, Some(json!({"shadow_version": null}))).await;
+    assert_eq!(v["shadow_version"], Value::Null, "{v}");
+    let v = c.ctl_json(0, &["policies", "shadow", "set", &pid, "2"]);
+    assert_eq!(v["shadow_version"], 2, "{v}");
+    let v = c.ctl_json(0, &["policies", "shadow", "clear", &pid]);
     assert_eq!(v["shadow_version"], Value::Null, "{v}");
     let r = ok(&c, 0, "POST", &runs, Some(json!({"input": {"amount": 2}}))).await;
     assert_eq!(r["shadow"], Value::Null, "{r}");
@@ -314,6 +345,11 @@ async fn shadow_versions_retention_and_filters() {
         Some(json!({"run_retention_ms": 3000})),
     )
     .await;
+    assert_eq!(v["run_retention_ms"], 3000, "{v}");
+    // And through orreryctl, by name: set, clear (the node default), set.
+    let v = c.ctl_json(1, &["policies", "retention", "clear", "short"]);
+    assert_eq!(v["run_retention_ms"], Value::Null, "{v}");
+    let v = c.ctl_json(1, &["policies", "retention", "set", "short", "3000"]);
     assert_eq!(v["run_retention_ms"], 3000, "{v}");
     for amount in 0..3 {
         ok(
