@@ -31,6 +31,12 @@ impl PolicyState {
             .collect()
     }
 
+    /// Whether this group holds any run (the sweep reads the retentions
+    /// only for groups that do).
+    pub fn has_runs(&self) -> bool {
+        !self.runs.is_empty()
+    }
+
     /// Whether a [`crate::store::PolicyCommand::PruneRuns`] with these
     /// arguments would forget anything (the leader asks before proposing).
     pub fn prune_due(

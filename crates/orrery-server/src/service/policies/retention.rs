@@ -53,7 +53,9 @@ impl PoliciesService {
             .all()
             .into_iter()
             .filter(|g| {
-                g.id != PLACEMENT_GROUP && g.raft.metrics().borrow().current_leader == Some(me)
+                g.id != PLACEMENT_GROUP
+                    && g.raft.metrics().borrow().current_leader == Some(me)
+                    && g.sm.read(|s| s.policy.has_runs())
             })
             .collect();
         if led.is_empty() {
