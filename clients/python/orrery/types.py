@@ -302,11 +302,17 @@ class Policy:
     #: [(version, weight)]
     allocation: List[tuple]
     latest_version: int
+    #: evaluated next to the live version on recorded runs (cluster version 5)
+    shadow_version: Optional[int] = None
+    #: how long runs are kept, ms; None: the node's default
+    run_retention_ms: Optional[int] = None
 
     @staticmethod
     def from_pb(p):
         return Policy(p.id, p.name, p.description, p.created, p.updated,
-                      [(a.version, a.weight) for a in p.allocation], p.latest_version)
+                      [(a.version, a.weight) for a in p.allocation], p.latest_version,
+                      p.shadow_version if p.HasField("shadow_version") else None,
+                      p.run_retention_ms if p.HasField("run_retention_ms") else None)
 
 
 @dataclass
@@ -338,12 +344,21 @@ class PolicyRun:
     error: Optional[str]
     created: int
     finished: Optional[int]
-    #: {"status", "reason"?} when a terminate node ended the run (in the
-    #: answer of a sync run; stored runs do not hold it yet)
+    #: {"version", "output", "error", "would_enqueue"} of the shadow version, or None
+    shadow: Optional[Dict[str, Any]] = None
+    #: {"status", "reason"?} when a terminate node ended the run, or None
     termination: Optional[Dict[str, Any]] = None
 
     @staticmethod
     def from_pb(r):
+        shadow = None
+        if r.HasField("shadow"):
+            s = r.shadow
+            shadow = {"version": s.version,
+                      "output": _json(s.output_json) if s.HasField("output_json") else None,
+                      "error": s.error if s.HasField("error") else None,
+                      "would_enqueue": list(s.would_enqueue)}
+        termination = termination_of(r)
         return PolicyRun(
             r.id, r.policy_id, r.version, r.status,
             r.run_key if r.HasField("run_key") else None,
@@ -353,7 +368,8 @@ class PolicyRun:
             r.error if r.HasField("error") else None,
             r.created,
             r.finished if r.HasField("finished") else None,
-            termination_of(r),
+            shadow,
+            termination,
         )
 
 

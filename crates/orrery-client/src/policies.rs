@@ -173,6 +173,32 @@ impl Client {
             .into_inner())
     }
 
+    /// Sets (`Some(Some)`), clears (`Some(None)`) or keeps (`None`) the
+    /// shadow version and the run retention (cluster version 5).
+    pub async fn policy_settings(
+        &mut self,
+        id: &str,
+        shadow_version: Option<Option<u32>>,
+        run_retention_ms: Option<Option<u64>>,
+    ) -> Result<pb::Policy, Error> {
+        let r = pb::SetPolicySettingsRequest {
+            id: id.into(),
+            set_shadow_version: shadow_version.is_some(),
+            shadow_version: shadow_version.flatten(),
+            set_run_retention: run_retention_ms.is_some(),
+            run_retention_ms: run_retention_ms.flatten(),
+        };
+        Ok(self.policies.set_policy_settings(r).await?.into_inner())
+    }
+
+    /// Live and shadow outputs compared over a page of shadowed runs.
+    pub async fn policy_shadow_compare(
+        &mut self,
+        req: pb::CompareShadowRequest,
+    ) -> Result<pb::ShadowComparison, Error> {
+        Ok(self.policies.compare_shadow(req).await?.into_inner())
+    }
+
     /// Newest first; pass the returned cursor to get the next page.
     pub async fn runs_list(
         &mut self,

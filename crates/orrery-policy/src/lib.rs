@@ -14,6 +14,8 @@ mod graph_nodes;
 pub mod limits;
 mod plan;
 pub mod store;
+mod store_apply;
+pub mod store_ext;
 pub mod termination;
 mod walk;
 mod walk_nodes;
@@ -29,6 +31,8 @@ mod tests_compiled;
 mod tests_limits;
 #[cfg(test)]
 mod tests_nodes;
+#[cfg(test)]
+mod tests_shadow_retention;
 
 /// The one error type of this crate.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]

@@ -9,8 +9,9 @@
 //! No command can change a version's graph: versions are only created,
 //! archived or deleted with their policy.
 
+use crate::store_ext::{PolicyExt, PolicySettings, RunExt, RunFilterExt, RunRecord};
 use serde::{Deserialize, Serialize};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Policy {
@@ -161,6 +162,31 @@ pub enum PolicyCommand {
     PutRun {
         run: Run,
     },
+    // Cluster version 5 (see `store_ext`): appended, bincode stores the
+    // variant index.
+    /// Sets (`Some(Some)`), clears (`Some(None)`) or keeps (`None`) a
+    /// policy's shadow version and run retention.
+    SetPolicySettings {
+        id: String,
+        shadow_version: Option<Option<u32>>,
+        run_retention_ms: Option<Option<u64>>,
+        now_ms: u64,
+    },
+    /// [`PolicyCommand::PutRun`] with the run's extras.
+    PutRunV2 {
+        run: Run,
+        ext: RunExt,
+    },
+    /// Forgets up to `max` finished runs created at least their policy's
+    /// retention (`retention`, else `default_retention_ms`) before
+    /// `now_ms`. The leader stamps the time and the retentions, so every
+    /// replica forgets the same runs.
+    PruneRuns {
+        now_ms: u64,
+        default_retention_ms: u64,
+        retention: Vec<(String, u64)>,
+        max: u32,
+    },
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -173,6 +199,9 @@ pub enum PolicyResponse {
     NotFound(String),
     Conflict(String),
     Rejected(String),
+    // Cluster version 5.
+    PolicySettings(Box<(Policy, PolicySettings)>),
+    RunsPruned(u32),
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -187,14 +216,35 @@ pub struct RunFilter {
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum PolicyQuery {
-    Policy { id: String },
-    PolicyByName { name: String },
+    Policy {
+        id: String,
+    },
+    PolicyByName {
+        name: String,
+    },
     Policies,
-    Versions { policy_id: String },
-    Version { policy_id: String, version: u32 },
+    Versions {
+        policy_id: String,
+    },
+    Version {
+        policy_id: String,
+        version: u32,
+    },
     DataSources,
-    Run { id: String },
+    Run {
+        id: String,
+    },
     Runs(RunFilter),
+    // Cluster version 5: asked only once every node decodes them.
+    /// A policy by id, else by name, with its settings.
+    PolicyFull {
+        id_or_name: String,
+    },
+    PoliciesFull,
+    RunFull {
+        id: String,
+    },
+    RunsFull(RunFilterExt),
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -206,15 +256,28 @@ pub enum PolicyQueryResult {
     DataSources(Vec<DataSource>),
     Run(Option<Run>),
     Runs(Vec<Run>),
+    // Cluster version 5.
+    PolicyFull(Option<(Policy, PolicySettings)>),
+    PoliciesFull(Vec<(Policy, PolicySettings)>),
+    RunFull(Option<Box<RunRecord>>),
+    RunsFull(Vec<RunRecord>),
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PolicyState {
-    policies: BTreeMap<String, Policy>,
+    pub(crate) policies: BTreeMap<String, Policy>,
     names: BTreeMap<String, String>,
-    versions: BTreeMap<(String, u32), Version>,
+    pub(crate) versions: BTreeMap<(String, u32), Version>,
     sources: BTreeMap<String, DataSource>,
-    runs: BTreeMap<String, Run>,
+    pub(crate) runs: BTreeMap<String, Run>,
+    /// Cluster version 5's data: not part of the base encoding (see
+    /// [`PolicyState::snapshot`]).
+    #[serde(skip)]
+    pub(crate) ext: PolicyExt,
+    /// (created_ms, run id) per policy id: derived from `runs` (rebuilt on
+    /// restore), so that a prune finds the oldest runs without a scan.
+    #[serde(skip)]
+    pub(crate) run_index: BTreeMap<String, BTreeSet<(u64, String)>>,
 }
 
 fn check_allocation(
@@ -304,6 +367,7 @@ impl PolicyState {
                 None => PolicyResponse::NotFound(format!("policy {id} not found")),
                 Some(p) => {
                     self.names.remove(&p.name);
+                    self.ext.settings.remove(&id);
                     self.versions.retain(|(pid, _), _| *pid != id);
                     PolicyResponse::Deleted
                 }
@@ -343,6 +407,7 @@ impl PolicyState {
                     .policies
                     .get(&policy_id)
                     .is_some_and(|p| p.allocation.iter().any(|(v, w)| *v == version && *w > 0));
+                let is_shadow = self.is_shadow(&policy_id, version);
                 let Some(v) = self.versions.get_mut(&(policy_id.clone(), version)) else {
                     return PolicyResponse::NotFound(format!(
                         "version {version} of policy {policy_id} not found"
@@ -351,6 +416,11 @@ impl PolicyState {
                 if in_use {
                     return PolicyResponse::Conflict(format!(
                         "version {version} receives traffic; change the allocation first"
+                    ));
+                }
+                if is_shadow {
+                    return PolicyResponse::Conflict(format!(
+                        "version {version} is the policy's shadow version; clear or change it first"
                     ));
                 }
                 v.archived = true;
@@ -374,18 +444,50 @@ impl PolicyState {
                 Some(_) => PolicyResponse::Deleted,
                 None => PolicyResponse::NotFound(format!("data source {name:?} not found")),
             },
-            PolicyCommand::PutRun { run } => {
-                // A finished run is final: a late "running" write (e.g. a
-                // retried async start) must not resurrect it.
-                if let Some(old) = self.runs.get(&run.id) {
-                    if old.status != RunStatus::Running {
-                        return PolicyResponse::RunStored;
-                    }
-                }
-                self.runs.insert(run.id.clone(), run);
-                PolicyResponse::RunStored
+            PolicyCommand::PutRun { run } => self.put_run(run, RunExt::default()),
+            PolicyCommand::PutRunV2 { run, ext } => self.put_run(run, ext),
+            PolicyCommand::SetPolicySettings {
+                id,
+                shadow_version,
+                run_retention_ms,
+                now_ms,
+            } => self.set_settings(id, shadow_version, run_retention_ms, now_ms),
+            PolicyCommand::PruneRuns {
+                now_ms,
+                default_retention_ms,
+                retention,
+                max,
+            } => self.prune_runs(now_ms, default_retention_ms, retention, max),
+        }
+    }
+
+    fn put_run(&mut self, run: Run, ext: RunExt) -> PolicyResponse {
+        // A finished run is final: a late "running" write (e.g. a
+        // retried async start) must not resurrect it.
+        if let Some(old) = self.runs.get(&run.id) {
+            if old.status != RunStatus::Running {
+                return PolicyResponse::RunStored;
+            }
+            let key = (old.created_ms, old.id.clone());
+            if let Some(set) = self.run_index.get_mut(&old.policy_id) {
+                set.remove(&key);
             }
         }
+        self.index_run(&run);
+        if ext.is_empty() {
+            self.ext.runs.remove(&run.id);
+        } else {
+            self.ext.runs.insert(run.id.clone(), ext);
+        }
+        self.runs.insert(run.id.clone(), run);
+        PolicyResponse::RunStored
+    }
+
+    pub(crate) fn index_run(&mut self, run: &Run) {
+        self.run_index
+            .entry(run.policy_id.clone())
+            .or_default()
+            .insert((run.created_ms, run.id.clone()));
     }
 
     pub fn query(&self, q: &PolicyQuery) -> PolicyQueryResult {
@@ -418,6 +520,25 @@ impl PolicyState {
             }
             PolicyQuery::Run { id } => PolicyQueryResult::Run(self.runs.get(id).cloned()),
             PolicyQuery::Runs(f) => PolicyQueryResult::Runs(self.list_runs(f)),
+            PolicyQuery::PolicyFull { id_or_name } => {
+                let p = self.policies.get(id_or_name).or_else(|| {
+                    self.names
+                        .get(id_or_name)
+                        .and_then(|id| self.policies.get(id))
+                });
+                PolicyQueryResult::PolicyFull(p.map(|p| (p.clone(), self.settings(&p.id))))
+            }
+            PolicyQuery::PoliciesFull => PolicyQueryResult::PoliciesFull(
+                self.names
+                    .values()
+                    .filter_map(|id| self.policies.get(id))
+                    .map(|p| (p.clone(), self.settings(&p.id)))
+                    .collect(),
+            ),
+            PolicyQuery::RunFull { id } => {
+                PolicyQueryResult::RunFull(self.runs.get(id).map(|r| Box::new(self.record(r))))
+            }
+            PolicyQuery::RunsFull(f) => PolicyQueryResult::RunsFull(self.list_runs_full(f)),
         }
     }
 
@@ -440,13 +561,27 @@ impl PolicyState {
             .collect()
     }
 
+    /// The base record (bincode of the struct without its skipped fields:
+    /// byte for byte the format of cluster versions 1-4), then, only when
+    /// cluster version 5's data is present, its trailer (see `store_ext`).
     pub fn snapshot(&self) -> Result<Vec<u8>, String> {
-        bincode::serde::encode_to_vec(self, bincode::config::standard()).map_err(|e| e.to_string())
+        let mut out = bincode::serde::encode_to_vec(self, bincode::config::standard())
+            .map_err(|e| e.to_string())?;
+        if !self.ext.is_empty() {
+            out.extend(self.ext.encode_trailer()?);
+        }
+        Ok(out)
     }
 
     pub fn restore(data: &[u8]) -> Result<Self, String> {
-        bincode::serde::decode_from_slice(data, bincode::config::standard())
-            .map(|(v, _)| v)
-            .map_err(|e| format!("policy snapshot: {e}"))
+        let (mut s, used): (Self, usize) =
+            bincode::serde::decode_from_slice(data, bincode::config::standard())
+                .map_err(|e| format!("policy snapshot: {e}"))?;
+        s.ext = PolicyExt::decode_trailer(&data[used..])?;
+        let runs: Vec<Run> = s.runs.values().cloned().collect();
+        for r in &runs {
+            s.index_run(r);
+        }
+        Ok(s)
     }
 }

@@ -47,11 +47,16 @@ pub const VERSIONS: &[ClusterVersion] = &[
         name: "policy-node-types",
         adds: "policy graphs may use sub_policy, decision_table and terminate nodes",
     },
+    ClusterVersion {
+        number: 5,
+        name: "policy-shadow-retention",
+        adds: "policy.SetPolicySettings/PutRunV2/PruneRuns: shadow versions, run retention and stored terminations; policy snapshots holding them use the extended format",
+    },
 ];
 
 /// The highest cluster version this build supports: the last of [`VERSIONS`]
 /// (a test checks they agree).
-pub const SUPPORTED: u32 = 4;
+pub const SUPPORTED: u32 = 5;
 
 /// The version a cluster runs before it ever recorded one.
 pub const BASE: u32 = 1;
@@ -105,6 +110,9 @@ pub const COMMAND_VERSIONS: &[(&str, u32)] = &[
     ("policy.CreateDataSource", 1),
     ("policy.DeleteDataSource", 1),
     ("policy.PutRun", 1),
+    ("policy.SetPolicySettings", 5),
+    ("policy.PutRunV2", 5),
+    ("policy.PruneRuns", 5),
 ];
 
 /// The version `number`, if this build knows it.

@@ -198,6 +198,7 @@ pub async fn run(
     services
         .jobs
         .start(stop_rx.clone(), services.policies.kind_handlers());
+    services.policies.start_retention(stop_rx.clone());
     if cfg.auth.insecure {
         tracing::warn!(
             "--insecure: no TLS, and every caller may do anything but run command jobs; never expose this node"

@@ -178,6 +178,10 @@ struct ServeArgs {
     /// (`deadline_ms` in its graph; 100 when absent) [default: 1000].
     #[arg(long, env = "ORRERY_POLICY_MAX_DEADLINE_MS")]
     policy_max_deadline_ms: Option<u64>,
+    /// How long policy runs are kept, in seconds, when their policy sets no
+    /// `run_retention_ms` [default: 604800, 7 days].
+    #[arg(long, env = "ORRERY_POLICY_RUN_RETENTION_S")]
+    policy_run_retention_s: Option<u64>,
     /// Client connections this node keeps open; more are closed as soon as
     /// they are accepted [default: 4096].
     #[arg(long, env = "ORRERY_MAX_CONNECTIONS")]
@@ -241,6 +245,7 @@ impl ServeArgs {
             cors_origin,
             http_sources_allow,
             policy_max_deadline_ms,
+            policy_run_retention_s,
             rebalance_max_moves,
             rebalance_max_moves_per_node,
             max_connections,
@@ -357,6 +362,11 @@ async fn serve(args: ServeArgs) -> Result<()> {
             Some(0) => bail!("--policy-max-deadline-ms must be positive"),
             Some(ms) => ms,
             None => PolicyConfig::default().max_deadline_ms,
+        },
+        run_retention_ms: match args.policy_run_retention_s {
+            Some(0) => bail!("--policy-run-retention-s must be positive"),
+            Some(s) => s.saturating_mul(1000),
+            None => PolicyConfig::default().run_retention_ms,
         },
     };
     let defaults = orrery_placement::MoveLimits::default();

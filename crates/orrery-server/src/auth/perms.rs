@@ -127,6 +127,7 @@ pub const REST: &[(&str, &str, Perm)] = &[
     ("POST", "/v1/policies/{id}/versions/{v}/archive", Write),
     ("POST", "/v1/policies/{id}/runs", Write),
     ("POST", "/v1/policies/{id}/runs/batch", Write),
+    ("GET", "/v1/policies/{id}/shadow", Read),
     ("GET", "/v1/runs", Read),
     ("GET", "/v1/runs/{id}", Read),
     ("GET", "/v1/data-sources", Read),
@@ -213,6 +214,8 @@ pub const GRPC: &[(&str, Perm)] = &[
     ("/orrery.v1.Policies/CreateDataSource", Write),
     ("/orrery.v1.Policies/ListDataSources", Read),
     ("/orrery.v1.Policies/DeleteDataSource", Write),
+    ("/orrery.v1.Policies/SetPolicySettings", Write),
+    ("/orrery.v1.Policies/CompareShadow", Read),
 ];
 
 /// Routes that serve the web console's files rather than the API: they

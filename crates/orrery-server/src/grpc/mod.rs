@@ -9,6 +9,7 @@ mod jobs;
 mod jobs_convert;
 mod kv;
 mod policies;
+mod policies_shadow;
 mod vectors;
 
 use crate::service::Services;

@@ -1,12 +1,14 @@
 //! The orrery.v1.Policies gRPC service: the same operations as the REST
 //! routes, through the same [`PoliciesService`].
 
+use super::policies_shadow as shadow;
 use crate::api::ApiError;
 use crate::service::policies::{
     parse_source, source_json, PoliciesService, RunRequest, DEFAULT_RUN_LIST,
 };
 use crate::service::Services;
 use orrery_policy::store::{DataSource, Policy, Run, RunFilter, RunStatus, Version};
+use orrery_policy::store_ext::{PolicySettings, RunExt, RunFilterExt};
 use orrery_policy::termination::Termination;
 use orrery_proto::v1 as pb;
 use orrery_proto::v1::policies_server::Policies;
@@ -26,8 +28,10 @@ fn json_arg(what: &str, s: &str) -> Result<Value, ApiError> {
     serde_json::from_str(s).map_err(|e| ApiError::bad("invalid_json", format!("{what}: {e}")))
 }
 
-fn policy(p: Policy) -> pb::Policy {
+fn policy((p, st): (Policy, PolicySettings)) -> pb::Policy {
     pb::Policy {
+        shadow_version: st.shadow_version,
+        run_retention_ms: st.run_retention_ms,
         id: p.id,
         name: p.name,
         description: p.description,
@@ -53,8 +57,10 @@ fn version(v: Version) -> pb::PolicyVersion {
     }
 }
 
-fn run(r: Run) -> pb::PolicyRun {
+fn run(r: Run, ext: RunExt) -> pb::PolicyRun {
     pb::PolicyRun {
+        shadow: ext.shadow.map(shadow::shadow_pb),
+        termination: ext.termination.map(shadow::termination_pb),
         id: r.id,
         policy_id: r.policy_id,
         version: r.version,
@@ -66,7 +72,6 @@ fn run(r: Run) -> pb::PolicyRun {
         error: r.error,
         created: r.created_ms,
         finished: r.finished_ms,
-        termination: None,
     }
 }
 
@@ -90,14 +95,14 @@ impl Policies for PoliciesApi {
     async fn create_policy(&self, req: Request<pb::CreatePolicyRequest>) -> R<pb::Policy> {
         let r = req.into_inner();
         let p = self.svc().create(r.name, r.description).await?;
-        Ok(Response::new(policy(p)))
+        Ok(Response::new(policy((p, PolicySettings::default()))))
     }
 
     async fn list_policies(
         &self,
         _req: Request<pb::ListPoliciesRequest>,
     ) -> R<pb::ListPoliciesResponse> {
-        let ps = self.svc().list().await?;
+        let ps = self.svc().list_full().await?;
         Ok(Response::new(pb::ListPoliciesResponse {
             policies: ps.into_iter().map(policy).collect(),
         }))
@@ -105,7 +110,7 @@ impl Policies for PoliciesApi {
 
     async fn get_policy(&self, req: Request<pb::PolicyRef>) -> R<pb::Policy> {
         Ok(Response::new(policy(
-            self.svc().get(&req.into_inner().id).await?,
+            self.svc().get_full(&req.into_inner().id).await?,
         )))
     }
 
@@ -114,8 +119,8 @@ impl Policies for PoliciesApi {
         let alloc = r
             .set_allocation
             .then(|| r.allocation.iter().map(|w| (w.version, w.weight)).collect());
-        let p = self.svc().update(&r.id, r.description, alloc).await?;
-        Ok(Response::new(policy(p)))
+        self.svc().update(&r.id, r.description, alloc).await?;
+        Ok(Response::new(policy(self.svc().get_full(&r.id).await?)))
     }
 
     async fn delete_policy(&self, req: Request<pb::PolicyRef>) -> R<pb::PolicyDeleteResponse> {
@@ -175,13 +180,11 @@ impl Policies for PoliciesApi {
             run_key: r.run_key,
         };
         let out = match r.mode.as_deref() {
-            None | Some("sync") => {
-                let (r, t) = self.svc().run(&r.policy_id, req).await?;
-                let mut out = run(r);
-                out.termination = t.map(termination);
-                out
-            }
-            Some("async") => run(self.svc().run_async(&r.policy_id, req).await?),
+            None | Some("sync") => self.svc().run(&r.policy_id, req).await?,
+            Some("async") => (
+                self.svc().run_async(&r.policy_id, req).await?,
+                RunExt::default(),
+            ),
             Some(other) => {
                 return Err(ApiError::bad(
                     "invalid_mode",
@@ -190,7 +193,7 @@ impl Policies for PoliciesApi {
                 .into())
             }
         };
-        Ok(Response::new(out))
+        Ok(Response::new(run(out.0, out.1)))
     }
 
     async fn run_batch(
@@ -220,10 +223,8 @@ impl Policies for PoliciesApi {
     }
 
     async fn get_run(&self, req: Request<pb::PolicyRunRef>) -> R<pb::PolicyRun> {
-        Ok(Response::new(run(self
-            .svc()
-            .run_get(&req.into_inner().id)
-            .await?)))
+        let r = self.svc().run_get_full(&req.into_inner().id).await?;
+        Ok(Response::new(run(r.run, r.ext)))
     }
 
     async fn list_runs(
@@ -240,9 +241,8 @@ impl Policies for PoliciesApi {
                 )
             })?),
         };
-        let (runs, next) = self
-            .svc()
-            .runs_list(RunFilter {
+        let f = RunFilterExt {
+            base: RunFilter {
                 policy_id: r.policy.filter(|p| !p.is_empty()),
                 version: r.version,
                 status,
@@ -252,10 +252,15 @@ impl Policies for PoliciesApi {
                 } else {
                     r.limit as usize
                 },
-            })
-            .await?;
+            },
+            since_ms: r.since,
+            until_ms: r.until,
+            outcome: r.outcome.filter(|o| !o.is_empty()),
+            shadowed: false,
+        };
+        let (runs, next) = self.svc().runs_list_full(f).await?;
         Ok(Response::new(pb::ListPolicyRunsResponse {
-            runs: runs.into_iter().map(run).collect(),
+            runs: runs.into_iter().map(|r| run(r.run, r.ext)).collect(),
             next_cursor: next,
         }))
     }
@@ -285,5 +290,25 @@ impl Policies for PoliciesApi {
     ) -> R<pb::PolicyDeleteResponse> {
         self.svc().data_source_delete(req.into_inner().name).await?;
         Ok(Response::new(pb::PolicyDeleteResponse { deleted: true }))
+    }
+
+    async fn set_policy_settings(
+        &self,
+        req: Request<pb::SetPolicySettingsRequest>,
+    ) -> R<pb::Policy> {
+        let r = req.into_inner();
+        let shadow = r.set_shadow_version.then_some(r.shadow_version);
+        let retention = r.set_run_retention.then_some(r.run_retention_ms);
+        let p = self.svc().settings_set(&r.id, shadow, retention).await?;
+        Ok(Response::new(policy(p)))
+    }
+
+    async fn compare_shadow(
+        &self,
+        req: Request<pb::CompareShadowRequest>,
+    ) -> R<pb::ShadowComparison> {
+        Ok(Response::new(
+            shadow::compare(self.svc(), req.into_inner()).await?,
+        ))
     }
 }

@@ -18,6 +18,7 @@ pub(crate) mod openapi_errors;
 mod openapi_jobs;
 mod openapi_schemas;
 mod policies;
+mod policies_shadow;
 mod policies_views;
 mod ui;
 mod unread;

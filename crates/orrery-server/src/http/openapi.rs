@@ -9,7 +9,7 @@
 
 use super::{
     auth_tokens, backup, cluster, cluster_members, jobs, jobs_queues, jobs_sse, kv, policies,
-    vectors,
+    policies_shadow, vectors,
 };
 use super::{openapi_errors, AppState};
 use axum::http::header;
@@ -47,7 +47,7 @@ pub fn routes() -> Router<AppState> {
         policies::list, policies::create, policies::show, policies::patch, policies::delete,
         policies::versions, policies::version_create, policies::version_get,
         policies::version_archive, policies::run, policies::batch, policies::runs_list,
-        policies::run_get, policies::sources, policies::source_create, policies::source_delete,
+        policies::run_get, policies_shadow::compare, policies::sources, policies::source_create, policies::source_delete,
         vectors::list, vectors::create, vectors::show, vectors::drop_collection,
         vectors::upsert, vectors::delete_points, vectors::get_point, vectors::search,
         vectors::search_batch,

@@ -287,6 +287,12 @@ pub struct PolicyView {
     updated: u64,
     allocation: Vec<WeightView>,
     latest_version: u32,
+    /// The shadow (challenger) version evaluated next to the live one on
+    /// every recorded run; null when none.
+    shadow_version: Option<u32>,
+    /// How long this policy's runs are kept; null: the node's default
+    /// (`--policy-run-retention-s`, 7 days).
+    run_retention_ms: Option<u64>,
 }
 
 #[derive(ToSchema, serde::Serialize)]
@@ -335,19 +341,55 @@ pub struct PolicyRunView {
     error: Option<String>,
     created: u64,
     finished: Option<u64>,
-    /// Set when a terminate node ended the run; in the answer of a sync run.
-    #[schema(nullable = false)]
+    /// What the policy's shadow version made of the same input; null when
+    /// the policy had no shadow version.
+    shadow: Option<ShadowView>,
+    /// How a `terminate` node ended the run; null when none did.
     termination: Option<TerminationView>,
 }
 
-/// How a terminate node ended a run.
+#[derive(ToSchema, serde::Serialize)]
+pub struct ShadowView {
+    version: u32,
+    output: Value,
+    error: Option<String>,
+    /// The enqueue nodes that would have submitted a job (`node -> queue`):
+    /// a shadow submits nothing.
+    would_enqueue: Vec<String>,
+}
+
 #[derive(ToSchema, serde::Serialize)]
 pub struct TerminationView {
-    /// The status the node named, e.g. `approved`, `declined`, `error`.
+    /// The status the terminate node named, e.g. `approved`.
     status: String,
-    /// The reason the node gave, as text.
-    #[schema(nullable = false)]
     reason: Option<String>,
+}
+
+/// Live and shadow outputs compared over a page of shadowed runs.
+#[derive(ToSchema, serde::Serialize)]
+pub struct ShadowComparison {
+    policy_id: String,
+    /// The policy's shadow version now (null: none set).
+    shadow_version: Option<u32>,
+    /// Shadowed runs in this page.
+    compared: u64,
+    /// Runs whose live and shadow outputs are equal as JSON (or both failed).
+    agreed: u64,
+    differed: u64,
+    /// Runs whose shadow evaluation failed.
+    shadow_failed: u64,
+    /// agreed / compared; null when nothing was compared.
+    agreement_rate: Option<f64>,
+    differing: Vec<DifferingRun>,
+    /// Pass as `cursor` for the next (older) page.
+    next_cursor: Option<String>,
+}
+
+#[derive(ToSchema, serde::Serialize)]
+pub struct DifferingRun {
+    id: String,
+    version: u32,
+    shadow_version: u32,
 }
 
 #[derive(ToSchema, serde::Serialize)]

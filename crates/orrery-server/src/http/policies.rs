@@ -14,6 +14,7 @@ use axum::http::StatusCode;
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use orrery_policy::store::{RunFilter, RunStatus};
+use orrery_policy::store_ext::{PolicySettings, RunExt, RunFilterExt};
 use serde::Deserialize;
 use serde_json::{json, Value};
 
@@ -37,6 +38,10 @@ pub fn routes() -> Router<AppState> {
         .route("/v1/policies/{id}/runs/batch", post(batch))
         .route("/v1/runs", get(runs_list))
         .route("/v1/runs/{id}", get(run_get))
+        .route(
+            "/v1/policies/{id}/shadow",
+            get(super::policies_shadow::compare),
+        )
         .route("/v1/data-sources", post(source_create).get(sources))
         .route(
             "/v1/data-sources/{name}",
@@ -67,15 +72,16 @@ async fn create(
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
     let c: CreateBody = parse_json(&b)?;
     let p = s.policies.create(c.name, c.description).await?;
-    Ok((StatusCode::CREATED, Json(policy_json(&p))))
+    let settings = PolicySettings::default();
+    Ok((StatusCode::CREATED, Json(policy_json(&p, &settings))))
 }
 
 #[utoipa::path(get, path = "/v1/policies", operation_id = "policy_list", tag = "policies",
     responses((status = 200, description = "Every policy.", body = S::Policies)))]
 async fn list(State(s): State<AppState>) -> Result<Json<Value>, ApiError> {
-    let ps = s.policies.list().await?;
+    let ps = s.policies.list_full().await?;
     Ok(Json(
-        json!({"policies": ps.iter().map(policy_json).collect::<Vec<_>>()}),
+        json!({"policies": ps.iter().map(|(p, st)| policy_json(p, st)).collect::<Vec<_>>()}),
     ))
 }
 
@@ -83,7 +89,8 @@ async fn list(State(s): State<AppState>) -> Result<Json<Value>, ApiError> {
     params(("id" = String, Path, description = "The policy's id.")),
     responses((status = 200, description = "The policy.", body = S::PolicyView), (status = 404, description = "`not_found`: no such policy.", body = ErrorBody)))]
 async fn show(State(s): State<AppState>, Path(id): Path<String>) -> Result<Json<Value>, ApiError> {
-    Ok(Json(policy_json(&s.policies.get(&id).await?)))
+    let (p, st) = s.policies.get_full(&id).await?;
+    Ok(Json(policy_json(&p, &st)))
 }
 
 #[derive(Deserialize, utoipa::ToSchema)]
@@ -93,21 +100,32 @@ struct Weight {
     weight: u64,
 }
 
-/// Only these two fields exist: a version's graph can never be patched.
+/// Only these fields exist: a version's graph can never be patched.
 #[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 #[schema(as = PolicyPatchBody)]
 struct PatchBody {
     description: Option<String>,
     allocation: Option<Vec<Weight>>,
+    /// A version evaluated next to the live one on every recorded run,
+    /// without side effects; null clears it (cluster version 5).
+    #[serde(default, deserialize_with = "super::policies_shadow::some")]
+    #[schema(value_type = Option<u32>)]
+    shadow_version: Option<Option<u32>>,
+    /// How long this policy's runs are kept, in ms; null: the node's
+    /// default (cluster version 5).
+    #[serde(default, deserialize_with = "super::policies_shadow::some")]
+    #[schema(value_type = Option<u64>, minimum = 1)]
+    run_retention_ms: Option<Option<u64>>,
 }
 
 #[utoipa::path(patch, path = "/v1/policies/{id}", operation_id = "policy_patch", tag = "policies",
     params(("id" = String, Path, description = "The policy's id.")), request_body = Option<PatchBody>,
     responses(
         (status = 200, description = "The policy.", body = S::PolicyView),
-        (status = 400, description = "`invalid_patch`, `invalid_allocation`.", body = ErrorBody),
+        (status = 400, description = "`invalid_patch`, `invalid_allocation`, `invalid_shadow_version` (no such version), `invalid_settings` (`run_retention_ms` out of range).", body = ErrorBody),
         (status = 404, description = "`not_found`: no such policy.", body = ErrorBody),
+        (status = 409, description = "`conflict`: the shadow version is archived; `cluster_version_too_low`: `shadow_version`/`run_retention_ms` before cluster version 5.", body = ErrorBody),
     ))]
 async fn patch(
     State(s): State<AppState>,
@@ -118,16 +136,30 @@ async fn patch(
         ApiError::BadRequest { message, .. } => ApiError::bad(
             "invalid_patch",
             format!(
-                "{message} (PATCH accepts description and allocation only; versions are immutable)"
+                "{message} (PATCH accepts description, allocation, shadow_version and run_retention_ms only; versions are immutable)"
             ),
         ),
         other => other,
     })?;
-    let alloc = p
+    let alloc: Option<Vec<(u32, u64)>> = p
         .allocation
         .map(|a| a.into_iter().map(|w| (w.version, w.weight)).collect());
-    let p = s.policies.update(&id, p.description, alloc).await?;
-    Ok(Json(policy_json(&p)))
+    let settings = p.shadow_version.is_some() || p.run_retention_ms.is_some();
+    // Two writes when both kinds of field are given: the allocation first,
+    // so that a shadow version may be set in the same request that moves
+    // traffic off it.
+    if !settings || p.description.is_some() || alloc.is_some() {
+        s.policies.update(&id, p.description, alloc).await?;
+    }
+    let (pol, st) = if settings {
+        let set = s
+            .policies
+            .settings_set(&id, p.shadow_version, p.run_retention_ms);
+        set.await?
+    } else {
+        s.policies.get_full(&id).await?
+    };
+    Ok(Json(policy_json(&pol, &st)))
 }
 
 #[utoipa::path(delete, path = "/v1/policies/{id}", operation_id = "policy_delete", tag = "policies",
@@ -264,17 +296,12 @@ async fn run(
         version: r.version,
         run_key: r.run_key,
     };
-    let (status, run) = match r.mode.as_deref() {
-        None | Some("sync") => {
-            let (run, termination) = s.policies.run(&id, req).await?;
-            let mut v = run_json(&run);
-            // Not in the stored run (yet): only the sync answer has it.
-            if let (Some(t), Some(m)) = (termination, v.as_object_mut()) {
-                m.insert("termination".into(), json!(t));
-            }
-            return Ok((StatusCode::OK, Json(v)));
-        }
-        Some("async") => (StatusCode::ACCEPTED, s.policies.run_async(&id, req).await?),
+    let (status, (run, ext)) = match r.mode.as_deref() {
+        None | Some("sync") => (StatusCode::OK, s.policies.run(&id, req).await?),
+        Some("async") => (
+            StatusCode::ACCEPTED,
+            (s.policies.run_async(&id, req).await?, RunExt::default()),
+        ),
         Some(other) => {
             return Err(ApiError::bad(
                 "invalid_mode",
@@ -282,7 +309,7 @@ async fn run(
             ))
         }
     };
-    Ok((status, Json(run_json(&run))))
+    Ok((status, Json(run_json(&run, &ext))))
 }
 
 #[derive(Deserialize, utoipa::ToSchema)]
@@ -323,7 +350,8 @@ async fn run_get(
     State(s): State<AppState>,
     Path(id): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
-    Ok(Json(run_json(&s.policies.run_get(&id).await?)))
+    let r = s.policies.run_get_full(&id).await?;
+    Ok(Json(run_json(&r.run, &r.ext)))
 }
 
 #[derive(Deserialize, utoipa::IntoParams)]
@@ -342,14 +370,38 @@ struct RunsParams {
     limit: Option<String>,
     /// `next_cursor` of the previous page.
     cursor: Option<String>,
+    /// Runs created at or after this time, ms since the Unix epoch
+    /// (cluster version 5).
+    #[param(value_type = Option<u64>)]
+    since: Option<String>,
+    /// Runs created before this time, ms since the Unix epoch (cluster
+    /// version 5).
+    #[param(value_type = Option<u64>)]
+    until: Option<String>,
+    /// Runs a `terminate` node ended with this status, e.g. `approved`
+    /// (cluster version 5).
+    outcome: Option<String>,
+}
+
+fn time_param(name: &str, v: Option<&str>) -> Result<Option<u64>, ApiError> {
+    v.map(|t| {
+        t.parse().map_err(|_| {
+            ApiError::bad(
+                "invalid_time",
+                format!("{name} must be ms since the Unix epoch, got {t:?}"),
+            )
+        })
+    })
+    .transpose()
 }
 
 #[utoipa::path(get, path = "/v1/runs", operation_id = "run_list", tag = "policies",
     params(RunsParams),
     responses(
         (status = 200, description = "Runs, newest first.", body = S::Runs),
-        (status = 400, description = "`invalid_limit`, `invalid_version`, `invalid_status`.", body = ErrorBody),
+        (status = 400, description = "`invalid_limit`, `invalid_version`, `invalid_status`, `invalid_time`.", body = ErrorBody),
         (status = 404, description = "`not_found`: no such policy.", body = ErrorBody),
+        (status = 409, description = "`cluster_version_too_low`: `since`, `until` or `outcome` before cluster version 5.", body = ErrorBody),
     ))]
 async fn runs_list(
     State(s): State<AppState>,
@@ -374,19 +426,22 @@ async fn runs_list(
             )
         })?),
     };
-    let (runs, cursor) = s
-        .policies
-        .runs_list(RunFilter {
+    let f = RunFilterExt {
+        base: RunFilter {
             policy_id: p.policy,
             version,
             status,
             before: p.cursor,
             limit,
-        })
-        .await?;
-    Ok(Json(
-        json!({"runs": runs.iter().map(run_json).collect::<Vec<_>>(), "next_cursor": cursor}),
-    ))
+        },
+        since_ms: time_param("since", p.since.as_deref())?,
+        until_ms: time_param("until", p.until.as_deref())?,
+        outcome: p.outcome,
+        shadowed: false,
+    };
+    let (runs, cursor) = s.policies.runs_list_full(f).await?;
+    let runs: Vec<Value> = runs.iter().map(|r| run_json(&r.run, &r.ext)).collect();
+    Ok(Json(json!({"runs": runs, "next_cursor": cursor})))
 }
 
 #[utoipa::path(post, path = "/v1/data-sources", operation_id = "data_source_create", tag = "policies",

@@ -3,11 +3,34 @@
 
 use orrery_policy::eval::Outcome;
 use orrery_policy::store::{Policy, Run, Version};
+use orrery_policy::store_ext::{PolicySettings, RunExt};
 use serde_json::{json, Value as Json};
 
-/// A run as the API shows it.
-pub fn run_json(r: &Run) -> Json {
-    let parse = |s: &str| serde_json::from_str::<Json>(s).unwrap_or(Json::String(s.into()));
+fn parse(s: &str) -> Json {
+    serde_json::from_str::<Json>(s).unwrap_or(Json::String(s.into()))
+}
+
+/// A run as the API shows it: `shadow` and `termination` are null when
+/// the run has none (always, before cluster version 5).
+pub fn run_json(r: &Run, ext: &RunExt) -> Json {
+    let mut v = run_base_json(r);
+    v["shadow"] = match &ext.shadow {
+        Some(sh) => json!({
+            "version": sh.version,
+            "output": sh.output.as_deref().map(parse),
+            "error": sh.error,
+            "would_enqueue": sh.would_enqueue,
+        }),
+        None => Json::Null,
+    };
+    v["termination"] = match &ext.termination {
+        Some(t) => json!({"status": t.status, "reason": t.reason}),
+        None => Json::Null,
+    };
+    v
+}
+
+fn run_base_json(r: &Run) -> Json {
     json!({
         "id": r.id,
         "policy_id": r.policy_id,
@@ -23,8 +46,12 @@ pub fn run_json(r: &Run) -> Json {
     })
 }
 
-pub fn policy_json(p: &Policy) -> Json {
+/// A policy with its settings (`shadow_version`, `run_retention_ms`: null
+/// when unset).
+pub fn policy_json(p: &Policy, st: &PolicySettings) -> Json {
     json!({
+        "shadow_version": st.shadow_version,
+        "run_retention_ms": st.run_retention_ms,
         "id": p.id,
         "name": p.name,
         "description": p.description,

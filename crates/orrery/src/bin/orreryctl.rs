@@ -16,6 +16,8 @@ mod data_sources;
 mod jobs;
 #[path = "../ctl/policies.rs"]
 mod policies;
+#[path = "../ctl/policies_shadow.rs"]
+mod policies_shadow;
 #[path = "../ctl/vectors.rs"]
 mod vectors;
 

@@ -48,6 +48,13 @@ pub enum PoliciesCmd {
         #[arg(long = "async")]
         run_async: bool,
     },
+    /// The shadow (challenger) version: evaluated next to the live one on
+    /// every recorded run, without side effects, and compared with it.
+    #[command(subcommand)]
+    Shadow(crate::policies_shadow::ShadowCmd),
+    /// How long the policy's runs are kept.
+    #[command(subcommand)]
+    Retention(crate::policies_shadow::RetentionCmd),
     /// Evaluate many inputs at once (not recorded as runs); prints one
     /// result per input, in input order.
     RunBatch {
@@ -98,6 +105,15 @@ pub enum RunsCmd {
         /// The next_cursor of the previous page.
         #[arg(long)]
         cursor: Option<String>,
+        /// Runs created at or after this time (ms since the Unix epoch).
+        #[arg(long)]
+        since: Option<u64>,
+        /// Runs created before this time (ms since the Unix epoch).
+        #[arg(long)]
+        until: Option<u64>,
+        /// Runs a terminate node ended with this status (e.g. approved).
+        #[arg(long)]
+        outcome: Option<String>,
     },
     /// One run, with its trace.
     Get { id: String },
@@ -148,10 +164,11 @@ fn parse(s: &str) -> Value {
     serde_json::from_str(s).unwrap_or(Value::String(s.to_string()))
 }
 
-fn policy_json(p: &pb::Policy) -> Value {
+pub(crate) fn policy_json(p: &pb::Policy) -> Value {
     json!({"id": p.id, "name": p.name, "description": p.description, "created": p.created, "updated": p.updated,
            "allocation": p.allocation.iter().map(|w| json!({"version": w.version, "weight": w.weight})).collect::<Vec<_>>(),
-           "latest_version": p.latest_version})
+           "latest_version": p.latest_version, "shadow_version": p.shadow_version,
+           "run_retention_ms": p.run_retention_ms})
 }
 
 fn version_json(v: &pb::PolicyVersion) -> Value {
@@ -160,12 +177,21 @@ fn version_json(v: &pb::PolicyVersion) -> Value {
 }
 
 fn run_json(r: &pb::PolicyRun) -> Value {
+    let shadow = r.shadow.as_ref().map(|s| {
+        json!({"version": s.version, "output": s.output_json.as_deref().map(parse), "error": s.error,
+               "would_enqueue": s.would_enqueue})
+    });
+    let termination = r
+        .termination
+        .as_ref()
+        .map(|t| json!({"status": t.status, "reason": t.reason}));
     json!({"id": r.id, "policy_id": r.policy_id, "version": r.version, "status": r.status, "run_key": r.run_key,
            "input": parse(&r.input_json), "output": r.output_json.as_deref().map(parse),
-           "trace": parse(&r.trace_json), "error": r.error, "created": r.created, "finished": r.finished})
+           "trace": parse(&r.trace_json), "error": r.error, "created": r.created, "finished": r.finished,
+           "shadow": shadow, "termination": termination})
 }
 
-fn pretty(v: &Value) {
+pub(crate) fn pretty(v: &Value) {
     println!("{}", serde_json::to_string_pretty(v).unwrap_or_default());
 }
 
@@ -220,6 +246,8 @@ pub async fn policies(c: &mut Client, cmd: PoliciesCmd, as_json: bool) -> Result
             let p = c.policy_update(&id, description, allocation).await?;
             pretty(&policy_json(&p));
         }
+        PoliciesCmd::Shadow(cmd) => crate::policies_shadow::shadow(c, cmd, as_json).await?,
+        PoliciesCmd::Retention(cmd) => crate::policies_shadow::retention(c, cmd).await?,
         PoliciesCmd::Delete { id } => {
             c.policy_delete(&id).await?;
             println!("deleted policy {id}");
@@ -309,6 +337,9 @@ pub async fn runs(c: &mut Client, cmd: RunsCmd, as_json: bool) -> Result<()> {
             status,
             limit,
             cursor,
+            since,
+            until,
+            outcome,
         } => {
             let r = c
                 .runs_list(pb::ListPolicyRunsRequest {
@@ -317,6 +348,9 @@ pub async fn runs(c: &mut Client, cmd: RunsCmd, as_json: bool) -> Result<()> {
                     status,
                     limit,
                     cursor,
+                    since,
+                    until,
+                    outcome,
                 })
                 .await?;
             if as_json {

@@ -13,10 +13,14 @@ pub mod jobs;
 mod netguard;
 
 pub use jobs::PolicyKindCheck;
+mod retention;
 mod runs;
+mod shadow;
 mod sources;
 mod store;
 mod subpolicy;
+
+pub use shadow::{agrees, Comparison, SHADOW_VERSION};
 
 pub use effects::enqueue_dedupe_key;
 pub use netguard::HttpAllowlist;
@@ -52,6 +56,9 @@ pub struct PolicyConfig {
     /// The largest deadline a version may ask for, in ms
     /// (`--policy-max-deadline-ms`).
     pub max_deadline_ms: u64,
+    /// How long runs are kept when their policy names no retention
+    /// (`--policy-run-retention-s`); 7 days by default.
+    pub run_retention_ms: u64,
 }
 
 impl Default for PolicyConfig {
@@ -59,6 +66,7 @@ impl Default for PolicyConfig {
         Self {
             http_allow: HttpAllowlist::default(),
             max_deadline_ms: orrery_policy::limits::DEFAULT_MAX_DEADLINE_MS,
+            run_retention_ms: orrery_policy::store_ext::DEFAULT_RUN_RETENTION_MS,
         }
     }
 }

@@ -11,7 +11,7 @@ use orrery_policy::graph::Compiled;
 use orrery_policy::store::{
     Policy, PolicyCommand, PolicyQuery, PolicyQueryResult, Run, RunFilter, RunStatus,
 };
-use orrery_policy::termination::Termination;
+use orrery_policy::store_ext::{RunExt, StoredTermination};
 use orrery_policy::PolicyError;
 use serde_json::{json, Value as Json};
 use std::collections::BTreeMap;
@@ -36,12 +36,14 @@ struct Started {
     run_id: String,
     version: u32,
     compiled: Arc<Compiled>,
+    /// The policy's shadow version, evaluated next to `version`.
+    shadow: Option<u32>,
 }
 
 impl PoliciesService {
     /// Stamps a new run of policy `id` and picks and compiles its version.
     async fn start(&self, id: &str, req: &RunRequest) -> Result<Started, ApiError> {
-        let p = self.get(id).await?;
+        let (p, settings) = self.get_full(id).await?;
         let created = now_ms();
         let run_id = new_run_id(created);
         let key = req.run_key.clone().unwrap_or_else(|| run_id.clone());
@@ -53,6 +55,7 @@ impl PoliciesService {
             run_id,
             version,
             compiled,
+            shadow: settings.shadow_version,
         })
     }
 
@@ -90,7 +93,7 @@ impl PoliciesService {
     /// Effects for evaluating `c`: recorded runs (`run_id` given) submit
     /// their enqueue nodes' jobs; without a run id nothing is submitted.
     /// `alloc_key` picks the versions of unpinned sub-policies.
-    async fn effects(
+    pub(super) async fn effects(
         &self,
         c: &Compiled,
         run_id: Option<&str>,
@@ -119,7 +122,7 @@ impl PoliciesService {
 
     /// How long one evaluation of `c` may take: its graph's `deadline_ms`
     /// or the default, never above this node's maximum.
-    fn budget(&self, c: &Compiled) -> Duration {
+    pub(super) fn budget(&self, c: &Compiled) -> Duration {
         let ms = c
             .deadline_ms
             .unwrap_or(orrery_policy::limits::DEFAULT_DEADLINE_MS)
@@ -127,29 +130,62 @@ impl PoliciesService {
         Duration::from_millis(ms)
     }
 
-    async fn record(&self, run: Run) -> Result<Run, ApiError> {
+    /// Writes the run; its extras only once the cluster runs version 5
+    /// (before that they are dropped: old nodes could not decode them).
+    async fn record(&self, run: Run, ext: RunExt) -> Result<(Run, RunExt), ApiError> {
         let group = self.node.group_for_key(run.id.as_bytes())?;
-        let cmd = PolicyCommand::PutRun { run: run.clone() };
+        let cmd = if ext.is_empty() || !self.shadow_active() {
+            PolicyCommand::PutRun { run: run.clone() }
+        } else {
+            PolicyCommand::PutRunV2 {
+                run: run.clone(),
+                ext: ext.clone(),
+            }
+        };
         self.write(group, cmd).await?;
-        Ok(run)
+        Ok((run, ext))
     }
 
-    /// Evaluates a run here and records it through Raft; with it, how a
-    /// terminate node ended it, if one did (the stored run does not hold
-    /// it yet: the fronts show it in the sync answer).
-    pub async fn run(
+    /// Evaluates a recorded run's version, and its shadow version (when
+    /// the policy has one) on the same input, side by side. The shadow
+    /// never fails the run: its error is recorded in the extras.
+    async fn evaluate_recorded(
         &self,
-        id: &str,
-        req: RunRequest,
-    ) -> Result<(Run, Option<Termination>), ApiError> {
+        c: &Arc<Compiled>,
+        policy_id: &str,
+        run_id: &str,
+        input: &Json,
+        shadow: Option<u32>,
+        alloc_key: &str,
+    ) -> Result<(Outcome, RunExt), ApiError> {
+        let checked = check_input(c, input)?;
+        // `alloc_key` picks the versions of unpinned sub-policies.
+        let fx = self.effects(c, Some(run_id), alloc_key).await?;
+        let live = evaluate(c, checked, &fx, self.budget(c));
+        let (outcome, shadow) = match shadow {
+            Some(v) => {
+                let sh = self.shadow_eval(policy_id, v, input, alloc_key);
+                let (o, s) = futures::future::join(live, sh).await;
+                (o, Some(s))
+            }
+            None => (live.await, None),
+        };
+        let ext = RunExt {
+            shadow,
+            termination: outcome.termination.clone().map(StoredTermination::from),
+        };
+        Ok((outcome, ext))
+    }
+
+    /// Evaluates a run here and records it through Raft.
+    pub async fn run(&self, id: &str, req: RunRequest) -> Result<(Run, RunExt), ApiError> {
         let st = self.start(id, &req).await?;
         let c = &st.compiled;
-        let input = check_input(c, &req.input)?;
         let key = req.run_key.clone().unwrap_or_else(|| st.run_id.clone());
-        let fx = self.effects(c, Some(&st.run_id), &key).await?;
-        let outcome = evaluate(c, input, &fx, self.budget(c)).await;
+        let (outcome, ext) = self
+            .evaluate_recorded(c, &st.policy_id, &st.run_id, &req.input, st.shadow, &key)
+            .await?;
         let timed_out = outcome.timed_out.then(|| outcome.error.clone());
-        let termination = outcome.termination.clone();
         let run = finished_run(
             st.run_id,
             &st.policy_id,
@@ -159,7 +195,7 @@ impl PoliciesService {
             outcome,
             st.created,
         )?;
-        let run = self.record(run).await?;
+        let (run, ext) = self.record(run, ext).await?;
         // Recorded (failed) like any other run, so that it can be looked
         // up; the caller is told with its own error code.
         match timed_out {
@@ -168,7 +204,7 @@ impl PoliciesService {
                 run.id,
                 e.unwrap_or_default()
             ))),
-            None => Ok((run, termination)),
+            None => Ok((run, ext)),
         }
     }
 
@@ -182,6 +218,7 @@ impl PoliciesService {
             run_id,
             version,
             compiled: c,
+            shadow: _,
         } = self.start(id, &req).await?;
         check_input(&c, &req.input)?;
         let run = Run {
@@ -197,7 +234,7 @@ impl PoliciesService {
             created_ms: created,
             finished_ms: None,
         };
-        let run = self.record(run).await?;
+        let (run, _) = self.record(run, RunExt::default()).await?;
         // Deduplicated by run id: a retried request cannot start it twice.
         self.submit_policy_job(
             jobs::RUN_KIND,
@@ -218,13 +255,19 @@ impl PoliciesService {
         let input: Json =
             serde_json::from_str(&run.input).map_err(|e| ApiError::Internal(e.to_string()))?;
         let c = self.compiled(&run.policy_id, run.version).await?;
-        let outcome = match check_input(&c, &input) {
-            Ok(v) => {
+        // The shadow version as of now: the run is evaluated now.
+        let shadow = match self.get_full(&run.policy_id).await {
+            Ok((_, s)) => s.shadow_version,
+            Err(ApiError::NotFound(_)) => None,
+            Err(e) => return Err(e),
+        };
+        let (outcome, ext) = match check_input(&c, &input) {
+            Ok(_) => {
                 let key = run.run_key.clone().unwrap_or_else(|| run.id.clone());
-                let fx = self.effects(&c, Some(&run.id), &key).await?;
-                evaluate(&c, v, &fx, self.budget(&c)).await
+                self.evaluate_recorded(&c, &run.policy_id, &run.id, &input, shadow, &key)
+                    .await?
             }
-            Err(e) => failed(e),
+            Err(e) => (failed(e), RunExt::default()),
         };
         let done = finished_run(
             run.id,
@@ -235,7 +278,7 @@ impl PoliciesService {
             outcome,
             run.created_ms,
         )?;
-        self.record(done).await
+        self.record(done, ext).await.map(|(r, _)| r)
     }
 
     /// Evaluates `inputs` on one version (archived ones too: a backtest may

@@ -15,7 +15,7 @@ class PolicyWeight(_message.Message):
     def __init__(self, version: _Optional[int] = ..., weight: _Optional[int] = ...) -> None: ...
 
 class Policy(_message.Message):
-    __slots__ = ("id", "name", "description", "created", "updated", "allocation", "latest_version")
+    __slots__ = ("id", "name", "description", "created", "updated", "allocation", "latest_version", "shadow_version", "run_retention_ms")
     ID_FIELD_NUMBER: _ClassVar[int]
     NAME_FIELD_NUMBER: _ClassVar[int]
     DESCRIPTION_FIELD_NUMBER: _ClassVar[int]
@@ -23,6 +23,8 @@ class Policy(_message.Message):
     UPDATED_FIELD_NUMBER: _ClassVar[int]
     ALLOCATION_FIELD_NUMBER: _ClassVar[int]
     LATEST_VERSION_FIELD_NUMBER: _ClassVar[int]
+    SHADOW_VERSION_FIELD_NUMBER: _ClassVar[int]
+    RUN_RETENTION_MS_FIELD_NUMBER: _ClassVar[int]
     id: str
     name: str
     description: str
@@ -30,7 +32,9 @@ class Policy(_message.Message):
     updated: int
     allocation: _containers.RepeatedCompositeFieldContainer[PolicyWeight]
     latest_version: int
-    def __init__(self, id: _Optional[str] = ..., name: _Optional[str] = ..., description: _Optional[str] = ..., created: _Optional[int] = ..., updated: _Optional[int] = ..., allocation: _Optional[_Iterable[_Union[PolicyWeight, _Mapping]]] = ..., latest_version: _Optional[int] = ...) -> None: ...
+    shadow_version: int
+    run_retention_ms: int
+    def __init__(self, id: _Optional[str] = ..., name: _Optional[str] = ..., description: _Optional[str] = ..., created: _Optional[int] = ..., updated: _Optional[int] = ..., allocation: _Optional[_Iterable[_Union[PolicyWeight, _Mapping]]] = ..., latest_version: _Optional[int] = ..., shadow_version: _Optional[int] = ..., run_retention_ms: _Optional[int] = ...) -> None: ...
 
 class CreatePolicyRequest(_message.Message):
     __slots__ = ("name", "description")
@@ -117,7 +121,7 @@ class PolicyVersionRef(_message.Message):
     def __init__(self, policy_id: _Optional[str] = ..., version: _Optional[int] = ...) -> None: ...
 
 class PolicyRun(_message.Message):
-    __slots__ = ("id", "policy_id", "version", "status", "run_key", "input_json", "output_json", "trace_json", "error", "created", "finished", "termination")
+    __slots__ = ("id", "policy_id", "version", "status", "run_key", "input_json", "output_json", "trace_json", "error", "created", "finished", "shadow", "termination")
     ID_FIELD_NUMBER: _ClassVar[int]
     POLICY_ID_FIELD_NUMBER: _ClassVar[int]
     VERSION_FIELD_NUMBER: _ClassVar[int]
@@ -129,6 +133,7 @@ class PolicyRun(_message.Message):
     ERROR_FIELD_NUMBER: _ClassVar[int]
     CREATED_FIELD_NUMBER: _ClassVar[int]
     FINISHED_FIELD_NUMBER: _ClassVar[int]
+    SHADOW_FIELD_NUMBER: _ClassVar[int]
     TERMINATION_FIELD_NUMBER: _ClassVar[int]
     id: str
     policy_id: str
@@ -141,8 +146,21 @@ class PolicyRun(_message.Message):
     error: str
     created: int
     finished: int
+    shadow: PolicyShadowResult
     termination: PolicyTermination
-    def __init__(self, id: _Optional[str] = ..., policy_id: _Optional[str] = ..., version: _Optional[int] = ..., status: _Optional[str] = ..., run_key: _Optional[str] = ..., input_json: _Optional[str] = ..., output_json: _Optional[str] = ..., trace_json: _Optional[str] = ..., error: _Optional[str] = ..., created: _Optional[int] = ..., finished: _Optional[int] = ..., termination: _Optional[_Union[PolicyTermination, _Mapping]] = ...) -> None: ...
+    def __init__(self, id: _Optional[str] = ..., policy_id: _Optional[str] = ..., version: _Optional[int] = ..., status: _Optional[str] = ..., run_key: _Optional[str] = ..., input_json: _Optional[str] = ..., output_json: _Optional[str] = ..., trace_json: _Optional[str] = ..., error: _Optional[str] = ..., created: _Optional[int] = ..., finished: _Optional[int] = ..., shadow: _Optional[_Union[PolicyShadowResult, _Mapping]] = ..., termination: _Optional[_Union[PolicyTermination, _Mapping]] = ...) -> None: ...
+
+class PolicyShadowResult(_message.Message):
+    __slots__ = ("version", "output_json", "error", "would_enqueue")
+    VERSION_FIELD_NUMBER: _ClassVar[int]
+    OUTPUT_JSON_FIELD_NUMBER: _ClassVar[int]
+    ERROR_FIELD_NUMBER: _ClassVar[int]
+    WOULD_ENQUEUE_FIELD_NUMBER: _ClassVar[int]
+    version: int
+    output_json: str
+    error: str
+    would_enqueue: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, version: _Optional[int] = ..., output_json: _Optional[str] = ..., error: _Optional[str] = ..., would_enqueue: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class PolicyTermination(_message.Message):
     __slots__ = ("status", "reason")
@@ -203,18 +221,24 @@ class PolicyRunRef(_message.Message):
     def __init__(self, id: _Optional[str] = ...) -> None: ...
 
 class ListPolicyRunsRequest(_message.Message):
-    __slots__ = ("policy", "version", "status", "limit", "cursor")
+    __slots__ = ("policy", "version", "status", "limit", "cursor", "since", "until", "outcome")
     POLICY_FIELD_NUMBER: _ClassVar[int]
     VERSION_FIELD_NUMBER: _ClassVar[int]
     STATUS_FIELD_NUMBER: _ClassVar[int]
     LIMIT_FIELD_NUMBER: _ClassVar[int]
     CURSOR_FIELD_NUMBER: _ClassVar[int]
+    SINCE_FIELD_NUMBER: _ClassVar[int]
+    UNTIL_FIELD_NUMBER: _ClassVar[int]
+    OUTCOME_FIELD_NUMBER: _ClassVar[int]
     policy: str
     version: int
     status: str
     limit: int
     cursor: str
-    def __init__(self, policy: _Optional[str] = ..., version: _Optional[int] = ..., status: _Optional[str] = ..., limit: _Optional[int] = ..., cursor: _Optional[str] = ...) -> None: ...
+    since: int
+    until: int
+    outcome: str
+    def __init__(self, policy: _Optional[str] = ..., version: _Optional[int] = ..., status: _Optional[str] = ..., limit: _Optional[int] = ..., cursor: _Optional[str] = ..., since: _Optional[int] = ..., until: _Optional[int] = ..., outcome: _Optional[str] = ...) -> None: ...
 
 class ListPolicyRunsResponse(_message.Message):
     __slots__ = ("runs", "next_cursor")
@@ -245,3 +269,59 @@ class PolicyDataSourceRef(_message.Message):
     NAME_FIELD_NUMBER: _ClassVar[int]
     name: str
     def __init__(self, name: _Optional[str] = ...) -> None: ...
+
+class SetPolicySettingsRequest(_message.Message):
+    __slots__ = ("id", "set_shadow_version", "shadow_version", "set_run_retention", "run_retention_ms")
+    ID_FIELD_NUMBER: _ClassVar[int]
+    SET_SHADOW_VERSION_FIELD_NUMBER: _ClassVar[int]
+    SHADOW_VERSION_FIELD_NUMBER: _ClassVar[int]
+    SET_RUN_RETENTION_FIELD_NUMBER: _ClassVar[int]
+    RUN_RETENTION_MS_FIELD_NUMBER: _ClassVar[int]
+    id: str
+    set_shadow_version: bool
+    shadow_version: int
+    set_run_retention: bool
+    run_retention_ms: int
+    def __init__(self, id: _Optional[str] = ..., set_shadow_version: _Optional[bool] = ..., shadow_version: _Optional[int] = ..., set_run_retention: _Optional[bool] = ..., run_retention_ms: _Optional[int] = ...) -> None: ...
+
+class CompareShadowRequest(_message.Message):
+    __slots__ = ("policy_id", "since", "until", "limit", "cursor")
+    POLICY_ID_FIELD_NUMBER: _ClassVar[int]
+    SINCE_FIELD_NUMBER: _ClassVar[int]
+    UNTIL_FIELD_NUMBER: _ClassVar[int]
+    LIMIT_FIELD_NUMBER: _ClassVar[int]
+    CURSOR_FIELD_NUMBER: _ClassVar[int]
+    policy_id: str
+    since: int
+    until: int
+    limit: int
+    cursor: str
+    def __init__(self, policy_id: _Optional[str] = ..., since: _Optional[int] = ..., until: _Optional[int] = ..., limit: _Optional[int] = ..., cursor: _Optional[str] = ...) -> None: ...
+
+class ShadowDifference(_message.Message):
+    __slots__ = ("run_id", "version", "shadow_version")
+    RUN_ID_FIELD_NUMBER: _ClassVar[int]
+    VERSION_FIELD_NUMBER: _ClassVar[int]
+    SHADOW_VERSION_FIELD_NUMBER: _ClassVar[int]
+    run_id: str
+    version: int
+    shadow_version: int
+    def __init__(self, run_id: _Optional[str] = ..., version: _Optional[int] = ..., shadow_version: _Optional[int] = ...) -> None: ...
+
+class ShadowComparison(_message.Message):
+    __slots__ = ("policy_id", "shadow_version", "compared", "agreed", "shadow_failed", "differing", "next_cursor")
+    POLICY_ID_FIELD_NUMBER: _ClassVar[int]
+    SHADOW_VERSION_FIELD_NUMBER: _ClassVar[int]
+    COMPARED_FIELD_NUMBER: _ClassVar[int]
+    AGREED_FIELD_NUMBER: _ClassVar[int]
+    SHADOW_FAILED_FIELD_NUMBER: _ClassVar[int]
+    DIFFERING_FIELD_NUMBER: _ClassVar[int]
+    NEXT_CURSOR_FIELD_NUMBER: _ClassVar[int]
+    policy_id: str
+    shadow_version: int
+    compared: int
+    agreed: int
+    shadow_failed: int
+    differing: _containers.RepeatedCompositeFieldContainer[ShadowDifference]
+    next_cursor: str
+    def __init__(self, policy_id: _Optional[str] = ..., shadow_version: _Optional[int] = ..., compared: _Optional[int] = ..., agreed: _Optional[int] = ..., shadow_failed: _Optional[int] = ..., differing: _Optional[_Iterable[_Union[ShadowDifference, _Mapping]]] = ..., next_cursor: _Optional[str] = ...) -> None: ...

@@ -114,6 +114,16 @@ class PoliciesStub:
                 request_serializer=orrery_dot_v1_dot_policies__pb2.PolicyDataSourceRef.SerializeToString,
                 response_deserializer=orrery_dot_v1_dot_policies__pb2.PolicyDeleteResponse.FromString,
                 _registered_method=True)
+        self.SetPolicySettings = channel.unary_unary(
+                '/orrery.v1.Policies/SetPolicySettings',
+                request_serializer=orrery_dot_v1_dot_policies__pb2.SetPolicySettingsRequest.SerializeToString,
+                response_deserializer=orrery_dot_v1_dot_policies__pb2.Policy.FromString,
+                _registered_method=True)
+        self.CompareShadow = channel.unary_unary(
+                '/orrery.v1.Policies/CompareShadow',
+                request_serializer=orrery_dot_v1_dot_policies__pb2.CompareShadowRequest.SerializeToString,
+                response_deserializer=orrery_dot_v1_dot_policies__pb2.ShadowComparison.FromString,
+                _registered_method=True)
 
 
 class PoliciesServicer:
@@ -223,6 +233,21 @@ class PoliciesServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def SetPolicySettings(self, request, context):
+        """Sets or clears the shadow version and the run retention (cluster
+        version 5; FAILED_PRECONDITION before it).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def CompareShadow(self, request, context):
+        """Agreement of live and shadow outputs over a page of shadowed runs.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_PoliciesServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -305,6 +330,16 @@ def add_PoliciesServicer_to_server(servicer, server):
                     servicer.DeleteDataSource,
                     request_deserializer=orrery_dot_v1_dot_policies__pb2.PolicyDataSourceRef.FromString,
                     response_serializer=orrery_dot_v1_dot_policies__pb2.PolicyDeleteResponse.SerializeToString,
+            ),
+            'SetPolicySettings': grpc.unary_unary_rpc_method_handler(
+                    servicer.SetPolicySettings,
+                    request_deserializer=orrery_dot_v1_dot_policies__pb2.SetPolicySettingsRequest.FromString,
+                    response_serializer=orrery_dot_v1_dot_policies__pb2.Policy.SerializeToString,
+            ),
+            'CompareShadow': grpc.unary_unary_rpc_method_handler(
+                    servicer.CompareShadow,
+                    request_deserializer=orrery_dot_v1_dot_policies__pb2.CompareShadowRequest.FromString,
+                    response_serializer=orrery_dot_v1_dot_policies__pb2.ShadowComparison.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -739,6 +774,60 @@ class Policies:
             '/orrery.v1.Policies/DeleteDataSource',
             orrery_dot_v1_dot_policies__pb2.PolicyDataSourceRef.SerializeToString,
             orrery_dot_v1_dot_policies__pb2.PolicyDeleteResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SetPolicySettings(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/orrery.v1.Policies/SetPolicySettings',
+            orrery_dot_v1_dot_policies__pb2.SetPolicySettingsRequest.SerializeToString,
+            orrery_dot_v1_dot_policies__pb2.Policy.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CompareShadow(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/orrery.v1.Policies/CompareShadow',
+            orrery_dot_v1_dot_policies__pb2.CompareShadowRequest.SerializeToString,
+            orrery_dot_v1_dot_policies__pb2.ShadowComparison.FromString,
             options,
             channel_credentials,
             insecure,
