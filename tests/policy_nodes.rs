@@ -177,7 +177,7 @@ async fn sub_policy_decision_table_and_terminate_over_rest() {
         json!({"tier": "silver", "flags": ["indebted"], "child_version": 1}),
         "{run}"
     );
-    assert!(run.get("termination").is_none(), "{run}");
+    assert!(run["termination"].is_null(), "{run}");
     let trace = run["trace"].as_array().unwrap();
     let ids: Vec<&str> = trace.iter().map(|t| t["id"].as_str().unwrap()).collect();
     assert_eq!(ids, ["in", "score", "flags", "br", "approve"], "{run}");
