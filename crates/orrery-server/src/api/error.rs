@@ -62,6 +62,12 @@ pub enum ApiError {
     /// forwarded replies.
     #[error("the command could not be applied and changed nothing: {0}")]
     ApplyFailed(String),
+    /// The request was not answered within its deadline (`overload/guard.rs`:
+    /// `--request-deadline-ms` or the caller's `grpc-timeout`): its work
+    /// was dropped, but a write proposed before may still be applied.
+    /// Last: the variant index travels in forwarded replies.
+    #[error("timeout: {0}")]
+    Timeout(String),
 }
 
 impl ApiError {
@@ -94,6 +100,7 @@ impl ApiError {
             ApiError::StorageUnavailable(_) => "storage_unavailable",
             ApiError::Overloaded(_) => "overloaded",
             ApiError::ApplyFailed(_) => "apply_failed",
+            ApiError::Timeout(_) => "timeout",
         }
     }
 
@@ -107,7 +114,11 @@ impl ApiError {
             | ApiError::OutcomeUnknown(_)
             | ApiError::NotInitialized
             | ApiError::StorageUnavailable(_)
-            | ApiError::Overloaded(_) => StatusCode::SERVICE_UNAVAILABLE,
+            | ApiError::Overloaded(_)
+            // 503 + Retry-After rather than 504: no gateway is involved, and
+            // clients treat it like `outcome_unknown` (retry idempotent
+            // requests, re-read before retrying others).
+            | ApiError::Timeout(_) => StatusCode::SERVICE_UNAVAILABLE,
             // 500: the server's fault, and retrying cannot help (no
             // Retry-After, unlike the 503s).
             ApiError::Internal(_) | ApiError::ApplyFailed(_) => StatusCode::INTERNAL_SERVER_ERROR,
@@ -192,7 +203,9 @@ fn grpc_status(e: &ApiError) -> tonic::Status {
         ApiError::Unauthenticated(_) => tonic::Status::unauthenticated(msg),
         ApiError::Forbidden(_) => tonic::Status::permission_denied(msg),
         ApiError::UnsupportedMediaType(_) => tonic::Status::invalid_argument(msg),
-        ApiError::EvaluationTimeout(_) => tonic::Status::deadline_exceeded(msg),
+        ApiError::EvaluationTimeout(_) | ApiError::Timeout(_) => {
+            tonic::Status::deadline_exceeded(msg)
+        }
     }
 }
 

@@ -20,7 +20,7 @@ mod openapi_schemas;
 mod policies;
 mod policies_views;
 mod ui;
-mod unread;
+pub(crate) mod unread;
 mod vectors;
 
 use crate::api::ApiError;
