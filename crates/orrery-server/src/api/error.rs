@@ -164,12 +164,14 @@ impl IntoResponse for ApiError {
 
 /// The gRPC status, with metadata `orrery-error-code` (the code REST's body
 /// carries: gRPC codes alone conflate e.g. `conflict` and
-/// `cluster_version_too_low`) and, on UNAVAILABLE, `retry-after` in seconds
+/// `cluster_version_too_low`) and, on every status REST answers 503 for,
+/// `retry-after` in seconds
 /// (as REST's header), so that gRPC clients can map and retry as REST ones.
 impl From<ApiError> for tonic::Status {
     fn from(e: ApiError) -> Self {
         let mut status = grpc_status(&e);
-        let unavailable = status.code() == tonic::Code::Unavailable;
+        // Every 503 (UNAVAILABLE, and DEADLINE_EXCEEDED for `timeout`).
+        let unavailable = e.http_status() == StatusCode::SERVICE_UNAVAILABLE;
         let md = status.metadata_mut();
         // Codes are ASCII identifiers; a code that were not would just go
         // without the metadata rather than fail the reply.
@@ -275,6 +277,19 @@ mod tests {
         let r = e.clone().into_response();
         assert_eq!(r.headers()[header::RETRY_AFTER], "1");
         assert_eq!(tonic::Status::from(e).code(), tonic::Code::Unavailable);
+    }
+
+    #[test]
+    fn a_passed_deadline_is_a_503_timeout_and_deadline_exceeded() {
+        let e = ApiError::Timeout("not answered within 30000 ms".into());
+        assert_eq!(e.http_status(), StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(e.body()["error"]["code"], "timeout");
+        let r = e.clone().into_response();
+        assert_eq!(r.headers()[header::RETRY_AFTER], "1");
+        let s = tonic::Status::from(e);
+        assert_eq!(s.code(), tonic::Code::DeadlineExceeded);
+        assert_eq!(s.metadata().get("orrery-error-code").unwrap(), "timeout");
+        assert_eq!(s.metadata().get("retry-after").unwrap(), "1");
     }
 
     #[test]
