@@ -100,7 +100,12 @@ async fn requests_past_their_deadline_get_503_timeout() {
     let mut c = Cluster::formed(
         3,
         2,
-        &["--request-timeout-ms", "1500", "--request-deadline-ms", "3000"],
+        &[
+            "--request-timeout-ms",
+            "1500",
+            "--request-deadline-ms",
+            "3000",
+        ],
     )
     .await;
     let http = http_client(&c.ca_cert(), Some(c.token()));
@@ -168,7 +173,10 @@ async fn requests_past_their_deadline_get_503_timeout() {
     let (status, code) = common::h2c::grpc_status(resp).await;
     assert_eq!(status.as_deref(), Some("4"), "DEADLINE_EXCEEDED, {code:?}");
     assert_eq!(code.as_deref(), Some("timeout"));
-    assert!(took >= Duration::from_millis(290), "answered after {took:?}");
+    assert!(
+        took >= Duration::from_millis(290),
+        "answered after {took:?}"
+    );
     let m = c
         .http
         .get(c.nodes[0].url("/metrics"))

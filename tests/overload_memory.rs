@@ -38,18 +38,27 @@ const BOUND_MIB: u64 = 256;
 fn flags(uncapped: bool) -> Vec<&'static str> {
     if uncapped {
         vec![
-            "--max-connections", "100000",
-            "--max-requests", "100000",
-            "--max-queued", "100000",
-            "--request-deadline-ms", "600000",
+            "--max-connections",
+            "100000",
+            "--max-requests",
+            "100000",
+            "--max-queued",
+            "100000",
+            "--request-deadline-ms",
+            "600000",
         ]
     } else {
         vec![
-            "--max-connections", "96",
-            "--max-requests", "16",
-            "--max-queued", "16",
-            "--queue-wait-ms", "250",
-            "--request-deadline-ms", DEADLINE,
+            "--max-connections",
+            "96",
+            "--max-requests",
+            "16",
+            "--max-queued",
+            "16",
+            "--queue-wait-ms",
+            "250",
+            "--request-deadline-ms",
+            DEADLINE,
         ]
     }
 }
@@ -228,7 +237,10 @@ async fn memory_stays_bounded_under_excess_load() {
         .iter()
         .filter(|o| matches!(o, Outcome::Answered(503, code, _) if code == "overloaded"))
         .count();
-    let closed = seen.iter().filter(|o| matches!(o, Outcome::Closed(_))).count();
+    let closed = seen
+        .iter()
+        .filter(|o| matches!(o, Outcome::Closed(_)))
+        .count();
     let timed_out = seen
         .iter()
         .filter(|o| matches!(o, Outcome::Answered(503, code, _) if code == "timeout"))
@@ -264,8 +276,14 @@ async fn memory_stays_bounded_under_excess_load() {
     // CPU: 300 TLS handshakes from a debug-built client on a loaded
     // 2-core machine take seconds (2.6-4.8 s seen at load average 10).
     let slowest = slowest_refusal.unwrap_or_default();
-    assert!(slowest < Duration::from_secs(8), "a refusal took {slowest:?}");
-    assert!(probe_ok, "the probe failed under the flood ({probe_took:?})");
+    assert!(
+        slowest < Duration::from_secs(8),
+        "a refusal took {slowest:?}"
+    );
+    assert!(
+        probe_ok,
+        "the probe failed under the flood ({probe_took:?})"
+    );
 
     // (b) Normal requests are served again once the request deadline
     // has freed the places the stalled uploads held.
@@ -294,9 +312,15 @@ async fn memory_stays_bounded_under_excess_load() {
             .unwrap_or(0.0)
     };
     assert!(counter("orrery_requests_timed_out_total") >= 1.0, "{m}");
-    assert!(counter("orrery_requests_shed_total") >= overloaded as f64, "{m}");
+    assert!(
+        counter("orrery_requests_shed_total") >= overloaded as f64,
+        "{m}"
+    );
     let peak_mib = (peak.load(Ordering::Relaxed).saturating_sub(baseline)) / 1024;
-    assert!(peak_mib < BOUND_MIB, "RSS grew by {peak_mib} MiB (bound {BOUND_MIB} MiB)");
+    assert!(
+        peak_mib < BOUND_MIB,
+        "RSS grew by {peak_mib} MiB (bound {BOUND_MIB} MiB)"
+    );
     sampler.abort();
     for t in tasks {
         t.abort();

@@ -62,9 +62,7 @@ pub fn grpc_frame(msg: &impl prost::Message) -> Bytes {
 /// The gRPC status of an answer and its `orrery-error-code`: from the
 /// headers (a trailers-only answer, as every error from the server's
 /// guards is) or else the trailers.
-pub async fn grpc_status(
-    resp: http::Response<h2::RecvStream>,
-) -> (Option<String>, Option<String>) {
+pub async fn grpc_status(resp: http::Response<h2::RecvStream>) -> (Option<String>, Option<String>) {
     let get = |h: &http::HeaderMap, k: &str| {
         h.get(k)
             .and_then(|v| v.to_str().ok())
