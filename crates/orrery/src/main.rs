@@ -202,7 +202,7 @@ struct ServeArgs {
     /// How long, in ms, a request (not a stream) may take until its answer
     /// starts; later it is answered 503 `timeout` and its work dropped. At
     /// least --request-timeout-ms. A shorter gRPC grpc-timeout wins
-    /// [default: 30000].
+    /// [default: 30000, or twice --request-timeout-ms when that is longer].
     #[arg(long, env = "ORRERY_REQUEST_DEADLINE_MS")]
     request_deadline_ms: Option<u64>,
     /// Replica moves the rebalancer runs at once in the whole cluster
@@ -422,6 +422,7 @@ async fn serve(args: ServeArgs) -> Result<()> {
             Some(b)
         }
     };
+    let request_timeout = Duration::from_millis(args.request_timeout_ms.unwrap_or(5000));
     let dl = orrery_server::overload::Limits::default();
     let positive = |v: Option<usize>, d: usize, flag: &str| match v {
         Some(0) => bail!("{flag} must be positive"),
@@ -440,11 +441,14 @@ async fn serve(args: ServeArgs) -> Result<()> {
         queue_wait: args
             .queue_wait_ms
             .map_or(dl.queue_wait, Duration::from_millis),
-        request_deadline: args
-            .request_deadline_ms
-            .map_or(dl.request_deadline, Duration::from_millis),
+        // Unset: 30 s, or twice --request-timeout-ms when that is longer,
+        // so that raising the services' wait does not leave the outer
+        // deadline cutting it short.
+        request_deadline: args.request_deadline_ms.map_or(
+            dl.request_deadline.max(request_timeout * 2),
+            Duration::from_millis,
+        ),
     };
-    let request_timeout = Duration::from_millis(args.request_timeout_ms.unwrap_or(5000));
     // The services' own wait (leader, quorum, commit) answers a clearer
     // error than the outer deadline: the outer one must not cut it short.
     if limits.request_deadline < request_timeout {
