@@ -245,18 +245,21 @@ async fn memory_stays_bounded_under_excess_load() {
         .iter()
         .filter(|o| matches!(o, Outcome::Answered(503, code, _) if code == "timeout"))
         .count();
-    let slowest_refusal = seen
+    let mut refusals: Vec<Duration> = seen
         .iter()
         .filter_map(|o| match o {
             Outcome::Answered(503, _, t) | Outcome::Closed(t) => Some(*t),
             _ => None,
         })
-        .max();
+        .collect();
+    refusals.sort();
+    let median_refusal = refusals.get(refusals.len() / 2).copied();
+    let slowest_refusal = refusals.last().copied();
     let peak_mib = (peak.load(Ordering::Relaxed).saturating_sub(baseline)) / 1024;
     eprintln!(
         "uncapped={uncapped}: after {:?}, of {total} uploads: {pending} pending, {overloaded} \
-         answered 503 overloaded, {closed} closed, {timed_out} timed out; slowest refusal \
-         {slowest_refusal:?}; RSS baseline {} MiB, peak growth {peak_mib} MiB (bound \
+         answered 503 overloaded, {closed} closed, {timed_out} timed out; refusals: median \
+         {median_refusal:?}, slowest {slowest_refusal:?}; RSS baseline {} MiB, peak growth {peak_mib} MiB (bound \
          {BOUND_MIB}); probe {probe_ok} in {probe_took:?}",
         started.elapsed(),
         baseline / 1024
@@ -267,19 +270,15 @@ async fn memory_stays_bounded_under_excess_load() {
     );
     assert!(
         pending <= MAX_REQUESTS,
-        "{pending} requests still unanswered after 5 s (at most {MAX_REQUESTS} hold a place)"
+        "{pending} requests still unanswered after {FLOOD:?} (at most {MAX_REQUESTS} hold a place)"
     );
     assert!(overloaded > 0, "nothing was answered 503 overloaded");
     assert_eq!(timed_out, 0, "the deadline passed already");
-    // Quickly: well before the deadline a held request waits out. What
-    // the refusals take beyond the 250 ms of queueing is connecting and
-    // CPU: 300 TLS handshakes from a debug-built client on a loaded
-    // 2-core machine take seconds (2.6-4.8 s seen at load average 10).
-    let slowest = slowest_refusal.unwrap_or_default();
-    assert!(
-        slowest < Duration::from_secs(8),
-        "a refusal took {slowest:?}"
-    );
+    // "Quickly" is what `pending` above checks: every refusal came within
+    // FLOOD, before the deadline that ends a request holding a place. The
+    // time itself is mostly connecting and CPU (300 TLS handshakes from a
+    // debug-built client on a loaded 2-core machine: medians of 0.3-5.8 s
+    // seen at load average 10), so it is printed, not asserted.
     assert!(
         probe_ok,
         "the probe failed under the flood ({probe_took:?})"
