@@ -237,6 +237,29 @@ async fn serve_reads_config_file_and_env_with_flags_winning() {
         err.contains("'gpu0' is neither a GPU index") && err.contains("nvidia-smi -L"),
         "{err}"
     );
+    // An outer request deadline shorter than the services' own wait would
+    // cut their clearer answer short: refused (`timeout` ends the node if
+    // it started anyway, so the test fails rather than hangs).
+    let out = Command::new("timeout")
+        .arg("20")
+        .arg(orrery_bin())
+        .args([
+            "serve",
+            "--id",
+            "1",
+            "--insecure",
+            "--request-deadline-ms",
+            "1000",
+        ])
+        .current_dir(dir.path())
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("--request-deadline-ms (1000 ms) must be at least --request-timeout-ms"),
+        "{err}"
+    );
     let _: Option<Value> = None;
 }
 

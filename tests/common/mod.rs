@@ -3,6 +3,7 @@
 
 #![allow(dead_code)]
 
+pub mod h2c;
 pub mod load;
 pub mod storage;
 
@@ -106,6 +107,22 @@ impl TestNode {
 
     pub fn is_running(&self) -> bool {
         self.child.is_some()
+    }
+
+    /// The node process's id, while it runs.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(|c| c.id())
+    }
+
+    /// The node process's resident memory in KiB (`VmRSS`), while it runs.
+    pub fn rss_kib(&self) -> Option<u64> {
+        let s = std::fs::read_to_string(format!("/proc/{}/status", self.pid()?)).ok()?;
+        s.lines()
+            .find(|l| l.starts_with("VmRSS:"))?
+            .split_whitespace()
+            .nth(1)?
+            .parse()
+            .ok()
     }
 }
 

@@ -93,6 +93,9 @@ _BY_CODE = {
     "unauthenticated": Unauthenticated,
     "forbidden": PermissionDenied,
     "evaluation_timeout": EvaluationTimeout,
+    # The node's request deadline passed (or the call's grpc-timeout, seen
+    # by the server first): like `outcome_unknown`, a write may still apply.
+    "timeout": OutcomeUnknown,
 }
 
 _BY_GRPC = {

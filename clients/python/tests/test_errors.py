@@ -31,6 +31,7 @@ class Status(grpc.RpcError):
     (grpc.StatusCode.FAILED_PRECONDITION, "cluster_version_too_low", orrery.ClusterVersionTooLow),
     (grpc.StatusCode.INVALID_ARGUMENT, "empty_key", orrery.InvalidArgument),
     (grpc.StatusCode.UNAVAILABLE, "outcome_unknown", orrery.OutcomeUnknown),
+    (grpc.StatusCode.DEADLINE_EXCEEDED, "timeout", orrery.OutcomeUnknown),
     (grpc.StatusCode.UNAVAILABLE, "not_initialized", orrery.NotInitialized),
     (grpc.StatusCode.DEADLINE_EXCEEDED, "evaluation_timeout", orrery.EvaluationTimeout),
     (grpc.StatusCode.PERMISSION_DENIED, "forbidden", orrery.PermissionDenied),

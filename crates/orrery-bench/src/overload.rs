@@ -2,8 +2,9 @@
 //! serve. First its capacity is measured closed-loop (PUTs over REST);
 //! then PUTs are offered open-loop (at a fixed rate, whatever the answers)
 //! at 1×, 2× and 4× that capacity. Per step: offered and served rates, how
-//! many were shed (503 `overloaded`) and how fast, p50/p99 of the served,
-//! other errors, and the nodes' peak resident memory.
+//! many were shed (503 `overloaded`) and how fast, how many passed the
+//! nodes' request deadline (503 `timeout`), p50/p99 of the served, other
+//! errors, and the nodes' peak resident memory.
 
 use crate::cluster::LocalCluster;
 use crate::load::{self, CellSpec, Op, Protocol};
@@ -63,6 +64,7 @@ pub async fn run(args: OverloadArgs) -> Result<()> {
 struct Seen {
     served_ms: Vec<f64>,
     shed_ms: Vec<f64>,
+    timed_out: u64,
     other: u64,
     samples: Vec<String>,
 }
@@ -139,6 +141,7 @@ async fn measure(cluster: &mut LocalCluster, args: &OverloadArgs, step: Duration
                 match status {
                     200 => s.served_ms.push(ms),
                     503 if body.contains("\"overloaded\"") => s.shed_ms.push(ms),
+                    503 if body.contains("\"timeout\"") => s.timed_out += 1,
                     _ => {
                         s.other += 1;
                         if s.samples.len() < 3 {
@@ -167,7 +170,7 @@ async fn measure(cluster: &mut LocalCluster, args: &OverloadArgs, step: Duration
             "bench": "overload", "step": format!("{f}x"),
             "offered_per_s": round3(n as f64 / offered_for.as_secs_f64()),
             "served_per_s": round3(s.served_ms.len() as f64 / offered_for.as_secs_f64()),
-            "served": s.served_ms.len(), "shed": s.shed_ms.len(), "other_errors": s.other,
+            "served": s.served_ms.len(), "shed": s.shed_ms.len(), "timed_out": s.timed_out, "other_errors": s.other,
             "served_p50_ms": pct(&s.served_ms, 0.5), "served_p99_ms": pct(&s.served_ms, 0.99),
             "shed_p99_ms": pct(&s.shed_ms, 0.99),
             "nodes_peak_rss_mib": round3(peak_rss as f64 / 1024.0),

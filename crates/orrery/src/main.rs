@@ -194,6 +194,21 @@ struct ServeArgs {
     /// are answered 503 `overloaded` [default: 256].
     #[arg(long, env = "ORRERY_MAX_STREAMS")]
     max_streams: Option<usize>,
+    /// Requests that may wait for a place when --max-requests are in
+    /// flight; more are answered 503 `overloaded` at once. 0: no queue
+    /// [default: 512].
+    #[arg(long, env = "ORRERY_MAX_QUEUED")]
+    max_queued: Option<usize>,
+    /// How long, in ms, a request may wait for a place before it is
+    /// answered 503 `overloaded`. 0: no queue [default: 250].
+    #[arg(long, env = "ORRERY_QUEUE_WAIT_MS")]
+    queue_wait_ms: Option<u64>,
+    /// How long, in ms, a request (not a stream) may take until its answer
+    /// starts; later it is answered 503 `timeout` and its work dropped. At
+    /// least --request-timeout-ms. A shorter gRPC grpc-timeout wins
+    /// [default: 30000, or twice --request-timeout-ms when that is longer].
+    #[arg(long, env = "ORRERY_REQUEST_DEADLINE_MS")]
+    request_deadline_ms: Option<u64>,
     /// Replica moves the rebalancer runs at once in the whole cluster
     /// (read on the placement leader) [default: 2].
     #[arg(long, env = "ORRERY_REBALANCE_MAX_MOVES")]
@@ -250,7 +265,10 @@ impl ServeArgs {
             rebalance_max_moves_per_node,
             max_connections,
             max_requests,
-            max_streams
+            max_streams,
+            max_queued,
+            queue_wait_ms,
+            request_deadline_ms
         )
     }
 }
@@ -414,6 +432,7 @@ async fn serve(args: ServeArgs) -> Result<()> {
             Some(b)
         }
     };
+    let request_timeout = Duration::from_millis(args.request_timeout_ms.unwrap_or(5000));
     let dl = orrery_server::overload::Limits::default();
     let positive = |v: Option<usize>, d: usize, flag: &str| match v {
         Some(0) => bail!("{flag} must be positive"),
@@ -428,7 +447,27 @@ async fn serve(args: ServeArgs) -> Result<()> {
         )?,
         max_requests: positive(args.max_requests, dl.max_requests, "--max-requests")?,
         max_streams: positive(args.max_streams, dl.max_streams, "--max-streams")?,
+        max_queued: args.max_queued.unwrap_or(dl.max_queued),
+        queue_wait: args
+            .queue_wait_ms
+            .map_or(dl.queue_wait, Duration::from_millis),
+        // Unset: 30 s, or twice --request-timeout-ms when that is longer,
+        // so that raising the services' wait does not leave the outer
+        // deadline cutting it short.
+        request_deadline: args.request_deadline_ms.map_or(
+            dl.request_deadline.max(request_timeout * 2),
+            Duration::from_millis,
+        ),
     };
+    // The services' own wait (leader, quorum, commit) answers a clearer
+    // error than the outer deadline: the outer one must not cut it short.
+    if limits.request_deadline < request_timeout {
+        bail!(
+            "--request-deadline-ms ({} ms) must be at least --request-timeout-ms ({} ms)",
+            limits.request_deadline.as_millis(),
+            request_timeout.as_millis()
+        );
+    }
     let cfg = NodeConfig {
         id,
         addr,
@@ -437,7 +476,7 @@ async fn serve(args: ServeArgs) -> Result<()> {
         raft,
         max_key_bytes: args.max_key_bytes.unwrap_or(4096),
         max_value_bytes: args.max_value_bytes.unwrap_or(16 << 20),
-        request_timeout: Duration::from_millis(args.request_timeout_ms.unwrap_or(5000)),
+        request_timeout,
         admin_timeout: Duration::from_secs(60),
         join: args.join,
         peer_source: args.peer_source,

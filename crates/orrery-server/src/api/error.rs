@@ -62,6 +62,12 @@ pub enum ApiError {
     /// forwarded replies.
     #[error("the command could not be applied and changed nothing: {0}")]
     ApplyFailed(String),
+    /// The request was not answered within its deadline (`overload/guard.rs`:
+    /// `--request-deadline-ms` or the caller's `grpc-timeout`): its work
+    /// was dropped, but a write proposed before may still be applied.
+    /// Last: the variant index travels in forwarded replies.
+    #[error("timeout: {0}")]
+    Timeout(String),
 }
 
 impl ApiError {
@@ -94,6 +100,7 @@ impl ApiError {
             ApiError::StorageUnavailable(_) => "storage_unavailable",
             ApiError::Overloaded(_) => "overloaded",
             ApiError::ApplyFailed(_) => "apply_failed",
+            ApiError::Timeout(_) => "timeout",
         }
     }
 
@@ -107,7 +114,11 @@ impl ApiError {
             | ApiError::OutcomeUnknown(_)
             | ApiError::NotInitialized
             | ApiError::StorageUnavailable(_)
-            | ApiError::Overloaded(_) => StatusCode::SERVICE_UNAVAILABLE,
+            | ApiError::Overloaded(_)
+            // 503 + Retry-After rather than 504: no gateway is involved, and
+            // clients treat it like `outcome_unknown` (retry idempotent
+            // requests, re-read before retrying others).
+            | ApiError::Timeout(_) => StatusCode::SERVICE_UNAVAILABLE,
             // 500: the server's fault, and retrying cannot help (no
             // Retry-After, unlike the 503s).
             ApiError::Internal(_) | ApiError::ApplyFailed(_) => StatusCode::INTERNAL_SERVER_ERROR,
@@ -153,12 +164,14 @@ impl IntoResponse for ApiError {
 
 /// The gRPC status, with metadata `orrery-error-code` (the code REST's body
 /// carries: gRPC codes alone conflate e.g. `conflict` and
-/// `cluster_version_too_low`) and, on UNAVAILABLE, `retry-after` in seconds
+/// `cluster_version_too_low`) and, on every status REST answers 503 for,
+/// `retry-after` in seconds
 /// (as REST's header), so that gRPC clients can map and retry as REST ones.
 impl From<ApiError> for tonic::Status {
     fn from(e: ApiError) -> Self {
         let mut status = grpc_status(&e);
-        let unavailable = status.code() == tonic::Code::Unavailable;
+        // Every 503 (UNAVAILABLE, and DEADLINE_EXCEEDED for `timeout`).
+        let unavailable = e.http_status() == StatusCode::SERVICE_UNAVAILABLE;
         let md = status.metadata_mut();
         // Codes are ASCII identifiers; a code that were not would just go
         // without the metadata rather than fail the reply.
@@ -192,7 +205,9 @@ fn grpc_status(e: &ApiError) -> tonic::Status {
         ApiError::Unauthenticated(_) => tonic::Status::unauthenticated(msg),
         ApiError::Forbidden(_) => tonic::Status::permission_denied(msg),
         ApiError::UnsupportedMediaType(_) => tonic::Status::invalid_argument(msg),
-        ApiError::EvaluationTimeout(_) => tonic::Status::deadline_exceeded(msg),
+        ApiError::EvaluationTimeout(_) | ApiError::Timeout(_) => {
+            tonic::Status::deadline_exceeded(msg)
+        }
     }
 }
 
@@ -262,6 +277,19 @@ mod tests {
         let r = e.clone().into_response();
         assert_eq!(r.headers()[header::RETRY_AFTER], "1");
         assert_eq!(tonic::Status::from(e).code(), tonic::Code::Unavailable);
+    }
+
+    #[test]
+    fn a_passed_deadline_is_a_503_timeout_and_deadline_exceeded() {
+        let e = ApiError::Timeout("not answered within 30000 ms".into());
+        assert_eq!(e.http_status(), StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(e.body()["error"]["code"], "timeout");
+        let r = e.clone().into_response();
+        assert_eq!(r.headers()[header::RETRY_AFTER], "1");
+        let s = tonic::Status::from(e);
+        assert_eq!(s.code(), tonic::Code::DeadlineExceeded);
+        assert_eq!(s.metadata().get("orrery-error-code").unwrap(), "timeout");
+        assert_eq!(s.metadata().get("retry-after").unwrap(), "1");
     }
 
     #[test]

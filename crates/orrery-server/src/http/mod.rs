@@ -21,7 +21,7 @@ mod policies;
 mod policies_shadow;
 mod policies_views;
 mod ui;
-mod unread;
+pub(crate) mod unread;
 mod vectors;
 
 use crate::api::ApiError;

@@ -47,9 +47,10 @@ pub fn error(description: &str) -> Response {
 fn unavailable() -> Response {
     let mut r = error(
         "Not served now, nothing happened: `unavailable` (no leader or quorum, a timeout), \
-         `not_initialized` (the node is not part of a cluster yet), or `outcome_unknown` (a \
-         write whose fate is unknown; retry only idempotent writes). Retry after `Retry-After` \
-         seconds.",
+         `not_initialized` (the node is not part of a cluster yet), `overloaded` (the node is \
+         handling as many requests as it may), or `outcome_unknown` / `timeout` (a write whose \
+         fate is unknown, or a request past the node's deadline; retry only idempotent \
+         writes). Retry after `Retry-After` seconds.",
     );
     let secs = Object::builder()
         .schema_type(Type::Integer)

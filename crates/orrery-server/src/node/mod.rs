@@ -134,7 +134,7 @@ fn behind(m: &orrery_raft::RaftMetrics, target: NodeId) -> u64 {
 impl Node {
     pub fn new(cfg: NodeConfig, registry: Arc<Registry>) -> Arc<Self> {
         Arc::new(Self {
-            budgets: crate::overload::Budgets::new(cfg.limits),
+            budgets: crate::overload::Budgets::new(cfg.limits, cfg.admin_timeout),
             cfg,
             registry,
             metrics: Arc::new(Metrics::default()),
