@@ -15,6 +15,7 @@ mod netguard;
 pub use jobs::PolicyKindCheck;
 mod runs;
 mod sources;
+mod speculate;
 mod store;
 
 pub use effects::enqueue_dedupe_key;
