@@ -15,7 +15,6 @@ mod netguard;
 pub use jobs::PolicyKindCheck;
 mod runs;
 mod sources;
-mod speculate;
 mod store;
 
 pub use effects::enqueue_dedupe_key;

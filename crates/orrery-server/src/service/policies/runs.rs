@@ -24,17 +24,17 @@ pub struct RunRequest {
     pub run_key: Option<String>,
 }
 
-pub(super) fn new_run_id(created: u64) -> String {
+fn new_run_id(created: u64) -> String {
     format!("{created:012x}{:016x}", rand::random::<u64>())
 }
 
 /// A run as it starts: its id and stamp, and the version that serves it.
-pub(super) struct Started {
-    pub(super) policy_id: String,
-    pub(super) created: u64,
-    pub(super) run_id: String,
-    pub(super) version: u32,
-    pub(super) compiled: Arc<Compiled>,
+struct Started {
+    policy_id: String,
+    created: u64,
+    run_id: String,
+    version: u32,
+    compiled: Arc<Compiled>,
 }
 
 impl PoliciesService {
@@ -57,12 +57,7 @@ impl PoliciesService {
 
     /// Which version a run uses: the requested one, or the allocation's
     /// choice by a stable hash of the run key (or the run id).
-    pub(super) async fn choose(
-        &self,
-        p: &Policy,
-        version: Option<u32>,
-        key: &str,
-    ) -> Result<u32, ApiError> {
+    async fn choose(&self, p: &Policy, version: Option<u32>, key: &str) -> Result<u32, ApiError> {
         match version {
             Some(v) => {
                 let ver = self.version_get(&p.id, v).await?;
@@ -88,7 +83,7 @@ impl PoliciesService {
 
     /// Effects for evaluating `c`: recorded runs (`run_id` given) submit
     /// their enqueue nodes' jobs; without a run id nothing is submitted.
-    pub(super) async fn effects(
+    async fn effects(
         &self,
         c: &Compiled,
         run_id: Option<&str>,
@@ -113,7 +108,7 @@ impl PoliciesService {
 
     /// How long one evaluation of `c` may take: its graph's `deadline_ms`
     /// or the default, never above this node's maximum.
-    pub(super) fn budget(&self, c: &Compiled) -> Duration {
+    fn budget(&self, c: &Compiled) -> Duration {
         let ms = c
             .deadline_ms
             .unwrap_or(orrery_policy::limits::DEFAULT_DEADLINE_MS)
@@ -130,8 +125,11 @@ impl PoliciesService {
 
     /// Evaluates a run here and records it through Raft.
     pub async fn run(&self, id: &str, req: RunRequest) -> Result<Run, ApiError> {
-        // The evaluation overlaps the policy read where it can (speculate.rs).
-        let (st, outcome) = self.start_evaluated(id, &req).await?;
+        let st = self.start(id, &req).await?;
+        let c = &st.compiled;
+        let input = check_input(c, &req.input)?;
+        let fx = self.effects(c, Some(&st.run_id)).await?;
+        let outcome = evaluate(c, input, &fx, self.budget(c)).await;
         let timed_out = outcome.timed_out.then(|| outcome.error.clone());
         let run = finished_run(
             st.run_id,
