@@ -5,6 +5,7 @@
 //! evaluation throughput.
 
 use crate::cluster::LocalCluster;
+use crate::load::{Conn, Protocol};
 use crate::machine::{self, round3};
 use crate::{emit, interrupted, secs, unix_now};
 use anyhow::{anyhow, bail, Result};
@@ -72,7 +73,7 @@ pub fn graph() -> Value {
     json!({"nodes": nodes, "edges": edges})
 }
 
-fn input(i: usize) -> Value {
+pub fn input(i: usize) -> Value {
     json!({"income": 1000 + (i % 977), "debt": (i * 37) % 1500, "age": 18 + (i % 60), "customer": format!("c{i}")})
 }
 
@@ -95,30 +96,37 @@ fn pct(sorted: &[f64], q: f64) -> Option<f64> {
 }
 
 /// PUT latencies in ms, sorted, of 256-byte values written one at a time
-/// for `duration` over REST.
-async fn kv_put_latencies(
-    http: &reqwest::Client,
-    base: &str,
-    duration: Duration,
-) -> Result<Vec<f64>> {
+/// for `duration` over REST to the node at `addr` (the KV benchmark's HTTP
+/// client, [`crate::load::Conn`]).
+async fn kv_put_latencies(addr: &str, duration: Duration) -> Result<Vec<f64>> {
+    let mut conn = Conn::connect(Protocol::Http, addr, Duration::from_secs(60)).await?;
     let value = vec![b'x'; 256];
     let mut lat = Vec::new();
     let start = Instant::now();
     let mut i = 0u64;
     while start.elapsed() < duration {
         let t = Instant::now();
-        let r = http
-            .put(format!("{base}/v1/kv/bench-policies-{i}"))
-            .body(value.clone())
-            .send()
-            .await?;
+        conn.put(&format!("bench-policies-{i}"), &value).await?;
+        lat.push(t.elapsed().as_secs_f64() * 1e3);
+        i += 1;
+    }
+    lat.sort_by(|a, b| a.total_cmp(b));
+    Ok(lat)
+}
+
+/// GET latencies in ms, sorted, of `url`, one at a time for `duration`.
+async fn get_latencies(http: &reqwest::Client, url: &str, duration: Duration) -> Result<Vec<f64>> {
+    let mut lat = Vec::new();
+    let start = Instant::now();
+    while start.elapsed() < duration {
+        let t = Instant::now();
+        let r = http.get(url).send().await?;
         let status = r.status();
         let body = r.bytes().await?;
         if !status.is_success() {
-            bail!("PUT {status}: {}", String::from_utf8_lossy(&body));
+            bail!("GET {url}: {status} {}", String::from_utf8_lossy(&body));
         }
         lat.push(t.elapsed().as_secs_f64() * 1e3);
-        i += 1;
     }
     lat.sort_by(|a, b| a.total_cmp(b));
     Ok(lat)
@@ -136,6 +144,24 @@ pub async fn policies(args: PolicyArgs) -> Result<()> {
         &inputs,
         duration,
     )?);
+    // The anchor: zen-engine on the equivalent graph, checked to give
+    // Orrery's outputs on every input before it is timed.
+    let zen = crate::policy_zen::decision()?;
+    let c = crate::policy_eval::compiled(&graph())?;
+    let outputs = inputs
+        .iter()
+        .map(|i| crate::policy_eval::output(&c, i))
+        .collect::<Result<Vec<_>>>()?;
+    crate::policy_zen::check_equivalent(&zen, &inputs, &outputs)?;
+    eprintln!(
+        "zen-engine (same outputs on all {} inputs) ...",
+        inputs.len()
+    );
+    for trace in [false, true] {
+        emit(&crate::policy_zen::zen_cell(
+            &zen, &inputs, duration, trace,
+        )?);
+    }
     if args.evaluator_only {
         return Ok(());
     }
@@ -205,13 +231,28 @@ async fn run(cluster: &mut LocalCluster, args: &PolicyArgs, duration: Duration) 
     // The reference for a sync run: one replicated write with one client,
     // as a run is one evaluation plus one replicated write of its record.
     eprintln!("KV PUT, 1 client, {duration:?} ...");
-    let lat = kv_put_latencies(&http, &base, duration).await?;
+    let lat = kv_put_latencies(&addrs[0], duration).await?;
     emit(&json!({
         "bench": "policies",
         "kind": "result",
         "op": "kv_put",
         "clients": 1,
         "puts": lat.len(),
+        "p50_ms": pct(&lat, 0.5),
+        "p99_ms": pct(&lat, 0.99),
+        "loadavg": machine::loadavg(),
+    }));
+
+    // What a sync run reads before it evaluates: the policy (its
+    // allocation), as `GET /v1/policies/{id}` reads it.
+    eprintln!("policy GET, 1 client, {duration:?} ...");
+    let lat = get_latencies(&http, &format!("{base}/v1/policies/{id}"), duration).await?;
+    emit(&json!({
+        "bench": "policies",
+        "kind": "result",
+        "op": "policy_get",
+        "clients": 1,
+        "gets": lat.len(),
         "p50_ms": pct(&lat, 0.5),
         "p99_ms": pct(&lat, 0.99),
         "loadavg": machine::loadavg(),

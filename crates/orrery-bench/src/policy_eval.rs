@@ -11,11 +11,31 @@ use serde_json::{json, Value};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+/// The largest deadline a node allows by default: a preempted thread
+/// must not turn into a failed run.
+const BUDGET: Duration = Duration::from_millis(orrery_policy::limits::DEFAULT_MAX_DEADLINE_MS);
+
 /// One run; false when it failed (past its deadline on a loaded machine).
 fn one(c: &Arc<Compiled>, input: &Value, budget: Duration) -> Result<bool> {
     let v = check_input(c, input).map_err(|e| anyhow!("input: {e}"))?;
     let o = futures::executor::block_on(evaluate(c, v, &NoEffects, budget));
     Ok(o.error.is_none())
+}
+
+/// `graph`, parsed and compiled as the server compiles a version.
+pub fn compiled(graph: &Value) -> Result<Arc<Compiled>> {
+    let g = parse_graph(graph).map_err(|e| anyhow!("graph: {e}"))?;
+    compile(&g, &Catalog::default()).map_err(|e| anyhow!("graph: {e}"))
+}
+
+/// The output of one run of `c` on `input` (an error when it failed).
+pub fn output(c: &Arc<Compiled>, input: &Value) -> Result<Value> {
+    let v = check_input(c, input).map_err(|e| anyhow!("input: {e}"))?;
+    let o = futures::executor::block_on(evaluate(c, v, &NoEffects, BUDGET));
+    match (o.output, o.error) {
+        (Some(out), None) => Ok(out),
+        (_, e) => bail!("the graph fails on {input}: {e:?}"),
+    }
 }
 
 fn pct_us(sorted: &[f64], q: f64) -> Option<f64> {
@@ -29,11 +49,8 @@ fn pct_us(sorted: &[f64], q: f64) -> Option<f64> {
 /// Runs/s on one thread (with per-run latency) and on every core, for
 /// `duration` each.
 pub fn evaluator_cell(graph: &Value, inputs: &[Value], duration: Duration) -> Result<Value> {
-    let g = parse_graph(graph).map_err(|e| anyhow!("graph: {e}"))?;
-    let c = compile(&g, &Catalog::default()).map_err(|e| anyhow!("graph: {e}"))?;
-    // The largest deadline a node allows by default: a preempted thread
-    // must not turn into a failed run.
-    let budget = Duration::from_millis(orrery_policy::limits::DEFAULT_MAX_DEADLINE_MS);
+    let c = compiled(graph)?;
+    let budget = BUDGET;
     for i in inputs.iter().take(100) {
         if !one(&c, i, budget)? {
             bail!("the graph fails on {i}");
