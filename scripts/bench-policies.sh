@@ -9,5 +9,5 @@
 #   scripts/bench-policies.sh --duration 5 | tee bench-policies.jsonl
 set -euo pipefail
 cd "$(dirname "$0")/.."
-cargo build --release -p orrery -p orrery-bench >&2
+cargo build --release -p orrery -p orrery-bench --features orrery-bench/zen >&2
 exec "${CARGO_TARGET_DIR:-target}/release/orrery-bench" policies "$@"

@@ -15,6 +15,7 @@ mod machine;
 mod overload;
 mod policies;
 mod policy_eval;
+#[cfg(feature = "zen")]
 mod policy_zen;
 mod scaleout;
 mod vectors;

@@ -132,6 +132,38 @@ async fn get_latencies(http: &reqwest::Client, url: &str, duration: Duration) ->
     Ok(lat)
 }
 
+/// The anchor: zen-engine on the equivalent graph, checked to give
+/// Orrery's outputs on every input before it is timed. Built only with
+/// the `zen` feature (`scripts/bench-policies.sh` enables it): zen-engine
+/// brings a JavaScript engine and swc, minutes of build that the test
+/// suite does not need.
+#[cfg(feature = "zen")]
+fn anchor(inputs: &[Value], duration: Duration) -> Result<()> {
+    let zen = crate::policy_zen::decision()?;
+    let c = crate::policy_eval::compiled(&graph())?;
+    let outputs = inputs
+        .iter()
+        .map(|i| crate::policy_eval::output(&c, i))
+        .collect::<Result<Vec<_>>>()?;
+    crate::policy_zen::check_equivalent(&zen, inputs, &outputs)?;
+    eprintln!(
+        "zen-engine (same outputs on all {} inputs) ...",
+        inputs.len()
+    );
+    for trace in [false, true] {
+        emit(&crate::policy_zen::zen_cell(&zen, inputs, duration, trace)?);
+    }
+    Ok(())
+}
+
+#[cfg(not(feature = "zen"))]
+fn anchor(_inputs: &[Value], _duration: Duration) -> Result<()> {
+    eprintln!(
+        "zen-engine anchor not built: build orrery-bench with --features zen (scripts/bench-policies.sh does)"
+    );
+    Ok(())
+}
+
 pub async fn policies(args: PolicyArgs) -> Result<()> {
     let duration = secs(args.duration, "--duration")?;
     if duration.is_zero() || args.clients.contains(&0) || args.nodes == 0 || args.batch == 0 {
@@ -144,24 +176,7 @@ pub async fn policies(args: PolicyArgs) -> Result<()> {
         &inputs,
         duration,
     )?);
-    // The anchor: zen-engine on the equivalent graph, checked to give
-    // Orrery's outputs on every input before it is timed.
-    let zen = crate::policy_zen::decision()?;
-    let c = crate::policy_eval::compiled(&graph())?;
-    let outputs = inputs
-        .iter()
-        .map(|i| crate::policy_eval::output(&c, i))
-        .collect::<Result<Vec<_>>>()?;
-    crate::policy_zen::check_equivalent(&zen, &inputs, &outputs)?;
-    eprintln!(
-        "zen-engine (same outputs on all {} inputs) ...",
-        inputs.len()
-    );
-    for trace in [false, true] {
-        emit(&crate::policy_zen::zen_cell(
-            &zen, &inputs, duration, trace,
-        )?);
-    }
+    anchor(&inputs, duration)?;
     if args.evaluator_only {
         return Ok(());
     }

@@ -29,6 +29,7 @@ pub fn compiled(graph: &Value) -> Result<Arc<Compiled>> {
 }
 
 /// The output of one run of `c` on `input` (an error when it failed).
+#[cfg(feature = "zen")]
 pub fn output(c: &Arc<Compiled>, input: &Value) -> Result<Value> {
     let v = check_input(c, input).map_err(|e| anyhow!("input: {e}"))?;
     let o = futures::executor::block_on(evaluate(c, v, &NoEffects, BUDGET));
