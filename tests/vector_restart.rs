@@ -116,13 +116,17 @@ async fn a_restarted_node_loads_its_index_instead_of_rebuilding() {
         "{}",
         c.log_tails(30)
     );
-    let (_, info) = c.json_req(2, "GET", "/v1/collections/docs", None).await;
-    assert!(
+    // Loaded, not rebuilt: ready as soon as the entries after the dump's
+    // snapshot (replayed from the log) are inserted — seconds, where a
+    // rebuild starts over (`building`).
+    let ready = wait_until(Duration::from_secs(10), || async {
+        let (_, info) = c.json_req(2, "GET", "/v1/collections/docs", None).await;
         info["shard_states"]
             .as_array()
-            .is_some_and(|a| a.iter().all(|s| s["index"] == "ready")),
-        "{info}"
-    );
+            .is_some_and(|a| a.iter().all(|s| s["index"] == "ready"))
+    })
+    .await;
+    assert!(ready.is_ok(), "{}", c.log_tails(30));
     for (q, want) in queries.iter().zip(&before) {
         assert_eq!(
             &top10(&c, 2, q).await,

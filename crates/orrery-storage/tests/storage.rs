@@ -1744,8 +1744,7 @@ async fn run_ops(ops: Vec<Op>) {
             Op::Reopen => {
                 drop(log);
                 drop(storage);
-                storage =
-                    NodeStorage::open_with_segment_bytes(dir.path(), MODEL_SEGMENT_BYTES).unwrap();
+                storage = reopen_model(dir.path());
                 log = Log::open(&storage, GROUP).unwrap();
             }
         }
@@ -1753,9 +1752,30 @@ async fn run_ops(ops: Vec<Op>) {
     }
     drop(log);
     drop(storage);
-    let storage = NodeStorage::open_with_segment_bytes(dir.path(), MODEL_SEGMENT_BYTES).unwrap();
+    let storage = reopen_model(dir.path());
     let mut log = Log::open(&storage, GROUP).unwrap();
     check_model(&mut log, &model).await;
+}
+
+/// Reopens the model test's storage. sled's flusher thread can hold the
+/// database (and its file lock) for a moment after the last handle is
+/// dropped; on a loaded machine the reopen then fails with "could not
+/// acquire lock". That is the test reopening within one process, not a
+/// restart (a new process waits for the old one to exit), so it retries.
+fn reopen_model(dir: &Path) -> NodeStorage {
+    let start = std::time::Instant::now();
+    loop {
+        match NodeStorage::open_with_segment_bytes(dir, MODEL_SEGMENT_BYTES) {
+            Ok(s) => return s,
+            Err(e)
+                if e.to_string().contains("could not acquire lock")
+                    && start.elapsed() < std::time::Duration::from_secs(10) =>
+            {
+                std::thread::sleep(std::time::Duration::from_millis(20))
+            }
+            Err(e) => panic!("reopen failed: {e}"),
+        }
+    }
 }
 
 proptest! {

@@ -78,6 +78,14 @@ pub struct IndexHandle {
     pub sent: AtomicU64,
 }
 
+impl Drop for IndexHandle {
+    // A dropped collection (or a state replaced by a snapshot install) no
+    // longer holds its dump: unclaimed, the sweep deletes it after an hour.
+    fn drop(&mut self) {
+        crate::persist::release(self as *const IndexHandle as usize);
+    }
+}
+
 impl IndexHandle {
     pub fn spawn(metric: Metric, m: usize, ef_construction: usize) -> Arc<IndexHandle> {
         Self::spawn_with(metric, m, ef_construction, None)

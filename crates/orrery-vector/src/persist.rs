@@ -22,8 +22,8 @@
 //!   dump's id table at its revision (extra entries are harmless: searches
 //!   re-check every candidate against the state, as for overwritten points).
 //! * **Cleaned**: a collection's previous dump is deleted when it saves a
-//!   new one; dumps nobody loaded or saved for an hour are deleted at the
-//!   next save.
+//!   new one; dumps no live collection loaded or saved, an hour old, are
+//!   deleted at the next save.
 //!
 //! Off unless the server names a directory ([`set_dir`]); unit tests and
 //! tools that never call it write nothing.
@@ -105,7 +105,7 @@ fn fingerprint(name: &str, c: &ShardCollection) -> u64 {
     h.0
 }
 
-fn path_for(dir: &Path, name: &str, c: &ShardCollection) -> PathBuf {
+pub(crate) fn path_for(dir: &Path, name: &str, c: &ShardCollection) -> PathBuf {
     dir.join(format!("{:016x}.hnsw", fingerprint(name, c)))
 }
 
@@ -120,6 +120,16 @@ fn claim(owner: usize, path: PathBuf) -> Option<PathBuf> {
     let old = c.insert(owner, path)?;
     // Deletable only if no other collection instance uses it.
     (!c.values().any(|p| *p == old)).then_some(old)
+}
+
+/// Forgets what the collection instance with index handle `owner` saved
+/// or loaded (it is gone); the file itself is left to the sweep, since a
+/// restart may still load it.
+pub(crate) fn release(owner: usize) {
+    claims()
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .remove(&owner);
 }
 
 /// Asks `c`'s indexer to save its index, if it is current and a directory

