@@ -471,6 +471,11 @@ impl PolicyState {
             let key = (old.created_ms, old.id.clone());
             if let Some(set) = self.run_index.get_mut(&old.policy_id) {
                 set.remove(&key);
+                // No empty sets: the index is derived, and a restored
+                // state (which rebuilds it) must equal this one.
+                if set.is_empty() {
+                    self.run_index.remove(&old.policy_id);
+                }
             }
         }
         self.index_run(&run);
