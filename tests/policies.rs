@@ -10,50 +10,6 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-/// Sends a request, retrying 503s (leader elections on a loaded machine).
-async fn call(
-    c: &Cluster,
-    i: usize,
-    method: &str,
-    path: &str,
-    body: Option<Value>,
-) -> (u16, Value) {
-    let start = Instant::now();
-    loop {
-        let url = c.nodes[i].url(path);
-        let mut req = match method {
-            "GET" => c.http.get(&url),
-            "POST" => c.http.post(&url),
-            "PATCH" => c.http.patch(&url),
-            "PUT" => c.http.put(&url),
-            "DELETE" => c.http.delete(&url),
-            _ => unreachable!(),
-        };
-        if let Some(b) = &body {
-            req = req.json(b);
-        }
-        let r = req
-            .timeout(Duration::from_secs(30))
-            .send()
-            .await
-            .expect("send");
-        let status = r.status().as_u16();
-        let text = r.text().await.unwrap_or_default();
-        if status == 503 && start.elapsed() < Duration::from_secs(60) {
-            tokio::time::sleep(Duration::from_millis(200)).await;
-            continue;
-        }
-        let v = serde_json::from_str(&text).unwrap_or(Value::String(text));
-        return (status, v);
-    }
-}
-
-async fn ok(c: &Cluster, i: usize, method: &str, path: &str, body: Option<Value>) -> Value {
-    let (s, v) = call(c, i, method, path, body).await;
-    assert!(s == 200 || s == 201, "{method} {path}: {s} {v}");
-    v
-}
-
 fn credit_graph(tag: &str) -> Value {
     json!({
         "nodes": [
@@ -130,23 +86,18 @@ async fn policies_end_to_end() {
     .await;
 
     // --- policies and validation ---
-    let p = ok(
-        &c,
-        0,
-        "POST",
-        "/v1/policies",
-        Some(json!({"name": "credit", "description": "limits"})),
-    )
-    .await;
+    let p = c
+        .json_success(
+            0,
+            "POST",
+            "/v1/policies",
+            Some(json!({"name": "credit", "description": "limits"})),
+        )
+        .await;
     let id = p["id"].as_str().expect("id").to_string();
-    let (s, v) = call(
-        &c,
-        1,
-        "POST",
-        "/v1/policies",
-        Some(json!({"name": "credit"})),
-    )
-    .await;
+    let (s, v) = c
+        .json_retrying(1, "POST", "/v1/policies", Some(json!({"name": "credit"})))
+        .await;
     assert_eq!(s, 409, "{v}");
 
     let mut cyclic = credit_graph("x");
@@ -170,14 +121,14 @@ async fn policies_end_to_end() {
         ),
         (no_source, "\"ratio\"", "does not exist"),
     ] {
-        let (s, v) = call(
-            &c,
-            2,
-            "POST",
-            &format!("/v1/policies/{id}/versions"),
-            Some(json!({"graph": g})),
-        )
-        .await;
+        let (s, v) = c
+            .json_retrying(
+                2,
+                "POST",
+                &format!("/v1/policies/{id}/versions"),
+                Some(json!({"graph": g})),
+            )
+            .await;
         assert_eq!(s, 400, "{v}");
         assert_eq!(v["error"]["code"], "invalid_graph");
         let m = v["error"]["message"].as_str().unwrap();
@@ -185,23 +136,23 @@ async fn policies_end_to_end() {
     }
 
     // --- version 1, sync runs, traces, runs readable from any node ---
-    let v1 = ok(
-        &c,
-        1,
-        "POST",
-        &format!("/v1/policies/{id}/versions"),
-        Some(json!({"graph": credit_graph("v1")})),
-    )
-    .await;
+    let v1 = c
+        .json_success(
+            1,
+            "POST",
+            &format!("/v1/policies/{id}/versions"),
+            Some(json!({"graph": credit_graph("v1")})),
+        )
+        .await;
     assert_eq!(v1["version"], 1);
-    let run = ok(
-        &c,
-        0,
-        "POST",
-        &format!("/v1/policies/{id}/runs"),
-        Some(json!({"input": {"income": 100, "debt": 80, "customer": "a"}})),
-    )
-    .await;
+    let run = c
+        .json_success(
+            0,
+            "POST",
+            &format!("/v1/policies/{id}/runs"),
+            Some(json!({"input": {"income": 100, "debt": 80, "customer": "a"}})),
+        )
+        .await;
     assert_eq!(run["status"], "succeeded");
     assert_eq!(
         run["output"],
@@ -221,54 +172,60 @@ async fn policies_end_to_end() {
         .all(|t| t["duration_us"].is_u64() && t["started"].is_u64()));
     let run_id = run["id"].as_str().unwrap().to_string();
     for i in 0..3 {
-        let r = ok(&c, i, "GET", &format!("/v1/runs/{run_id}"), None).await;
+        let r = c
+            .json_success(i, "GET", &format!("/v1/runs/{run_id}"), None)
+            .await;
         assert_eq!(r, run, "run read from node {}", i + 1);
     }
-    let approve = ok(
-        &c,
-        2,
-        "POST",
-        "/v1/policies/credit/runs",
-        Some(json!({"input": {"income": 100, "debt": 10, "customer": "b"}})),
-    )
-    .await;
+    let approve = c
+        .json_success(
+            2,
+            "POST",
+            "/v1/policies/credit/runs",
+            Some(json!({"input": {"income": 100, "debt": 10, "customer": "b"}})),
+        )
+        .await;
     assert_eq!(approve["output"]["decision"], "approve");
     // Bad input: 400, nothing recorded.
-    let (s, v) = call(
-        &c,
-        0,
-        "POST",
-        &format!("/v1/policies/{id}/runs"),
-        Some(json!({"input": {"income": "lots"}})),
-    )
-    .await;
+    let (s, v) = c
+        .json_retrying(
+            0,
+            "POST",
+            &format!("/v1/policies/{id}/runs"),
+            Some(json!({"input": {"income": "lots"}})),
+        )
+        .await;
     assert_eq!(s, 400, "{v}");
     // Async: a bad input is still a 400; a good one is 202 + a running run
     // that a `policy.run` job finishes.
-    let (s, v) = call(
-        &c,
-        0,
-        "POST",
-        &format!("/v1/policies/{id}/runs"),
-        Some(json!({"input": {}, "mode": "async"})),
-    )
-    .await;
+    let (s, v) = c
+        .json_retrying(
+            0,
+            "POST",
+            &format!("/v1/policies/{id}/runs"),
+            Some(json!({"input": {}, "mode": "async"})),
+        )
+        .await;
     assert_eq!(s, 400, "{v}");
     assert_eq!(v["error"]["code"], "invalid_input", "{v}");
-    let (s, v) = call(
-        &c,
-        0,
-        "POST",
-        &format!("/v1/policies/{id}/runs"),
-        Some(json!({"input": {"income": 100, "debt": 90, "customer": "async"}, "mode": "async"})),
-    )
-    .await;
+    let (s, v) = c
+        .json_retrying(
+            0,
+            "POST",
+            &format!("/v1/policies/{id}/runs"),
+            Some(
+                json!({"input": {"income": 100, "debt": 90, "customer": "async"}, "mode": "async"}),
+            ),
+        )
+        .await;
     assert_eq!(s, 202, "{v}");
     assert_eq!(v["status"], "running", "{v}");
     let async_id = v["id"].as_str().expect("run id").to_string();
     let deadline = Instant::now() + Duration::from_secs(60);
     let done = loop {
-        let r = ok(&c, 2, "GET", &format!("/v1/runs/{async_id}"), None).await;
+        let r = c
+            .json_success(2, "GET", &format!("/v1/runs/{async_id}"), None)
+            .await;
         if r["status"] != "running" {
             break r;
         }
@@ -279,70 +236,71 @@ async fn policies_end_to_end() {
     assert_eq!(done["output"]["decision"], "deny", "{done}");
     assert_eq!(done["output"]["ratio"], 0.9, "{done}");
     assert!(!done["trace"].as_array().unwrap().is_empty(), "{done}");
-    let q = ok(&c, 1, "GET", "/v1/queues/_policies", None).await;
+    let q = c.json_success(1, "GET", "/v1/queues/_policies", None).await;
     assert_eq!(q["counts"]["succeeded"], 1, "{q}");
 
     // --- immutability: no API path changes a version's graph ---
-    let (s, v) = call(
-        &c,
-        0,
-        "PATCH",
-        &format!("/v1/policies/{id}"),
-        Some(json!({"graph": credit_graph("evil")})),
-    )
-    .await;
+    let (s, v) = c
+        .json_retrying(
+            0,
+            "PATCH",
+            &format!("/v1/policies/{id}"),
+            Some(json!({"graph": credit_graph("evil")})),
+        )
+        .await;
     assert_eq!(s, 400, "{v}");
-    let (s, _) = call(
-        &c,
-        0,
-        "PATCH",
-        &format!("/v1/policies/{id}/versions/1"),
-        Some(json!({"graph": credit_graph("evil")})),
-    )
-    .await;
+    let (s, _) = c
+        .json_retrying(
+            0,
+            "PATCH",
+            &format!("/v1/policies/{id}/versions/1"),
+            Some(json!({"graph": credit_graph("evil")})),
+        )
+        .await;
     assert_eq!(s, 405);
-    let (s, _) = call(
-        &c,
-        0,
-        "POST",
-        &format!("/v1/policies/{id}/versions/1"),
-        Some(json!({"graph": credit_graph("evil")})),
-    )
-    .await;
+    let (s, _) = c
+        .json_retrying(
+            0,
+            "POST",
+            &format!("/v1/policies/{id}/versions/1"),
+            Some(json!({"graph": credit_graph("evil")})),
+        )
+        .await;
     assert_eq!(s, 405);
-    let p = ok(
-        &c,
-        0,
-        "PATCH",
-        &format!("/v1/policies/{id}"),
-        Some(json!({"description": "new"})),
-    )
-    .await;
+    let p = c
+        .json_success(
+            0,
+            "PATCH",
+            &format!("/v1/policies/{id}"),
+            Some(json!({"description": "new"})),
+        )
+        .await;
     assert_eq!(p["description"], "new");
 
     // --- allocation: version 2 inactive, then a 50/50 split ---
-    let v2 = ok(
-        &c,
-        0,
-        "POST",
-        &format!("/v1/policies/{id}/versions"),
-        Some(json!({"graph": credit_graph("v2"), "activate": false})),
-    )
-    .await;
+    let v2 = c
+        .json_success(
+            0,
+            "POST",
+            &format!("/v1/policies/{id}/versions"),
+            Some(json!({"graph": credit_graph("v2"), "activate": false})),
+        )
+        .await;
     assert_eq!(v2["version"], 2);
-    let again = ok(&c, 2, "GET", &format!("/v1/policies/{id}/versions/1"), None).await;
+    let again = c
+        .json_success(2, "GET", &format!("/v1/policies/{id}/versions/1"), None)
+        .await;
     assert_eq!(again["graph"], credit_graph("v1"), "version 1 unchanged");
-    let (s, _) = call(
-        &c,
-        0,
-        "PATCH",
-        &format!("/v1/policies/{id}"),
-        Some(json!({"allocation": [{"version": 7, "weight": 1}]})),
-    )
-    .await;
+    let (s, _) = c
+        .json_retrying(
+            0,
+            "PATCH",
+            &format!("/v1/policies/{id}"),
+            Some(json!({"allocation": [{"version": 7, "weight": 1}]})),
+        )
+        .await;
     assert_eq!(s, 400);
-    ok(
-        &c,
+    c.json_success(
         1,
         "PATCH",
         &format!("/v1/policies/{id}"),
@@ -352,35 +310,35 @@ async fn policies_end_to_end() {
     let mut per_version = [0; 3];
     for k in 0..40 {
         let body = json!({"input": {"income": 10, "debt": 1, "customer": "c"}, "run_key": format!("cust-{k}")});
-        let a = ok(
-            &c,
-            k % 3,
-            "POST",
-            &format!("/v1/policies/{id}/runs"),
-            Some(body.clone()),
-        )
-        .await;
-        let b = ok(
-            &c,
-            (k + 1) % 3,
-            "POST",
-            &format!("/v1/policies/{id}/runs"),
-            Some(body),
-        )
-        .await;
+        let a = c
+            .json_success(
+                k % 3,
+                "POST",
+                &format!("/v1/policies/{id}/runs"),
+                Some(body.clone()),
+            )
+            .await;
+        let b = c
+            .json_success(
+                (k + 1) % 3,
+                "POST",
+                &format!("/v1/policies/{id}/runs"),
+                Some(body),
+            )
+            .await;
         assert_eq!(a["version"], b["version"], "same run_key, same version");
         assert_eq!(a["output"]["v"], format!("v{}", a["version"]));
         per_version[a["version"].as_u64().unwrap() as usize] += 1;
     }
     assert!(per_version[1] > 5 && per_version[2] > 5, "{per_version:?}");
-    let forced = ok(
-        &c,
-        0,
-        "POST",
-        &format!("/v1/policies/{id}/runs"),
-        Some(json!({"input": {"income": 10, "debt": 1, "customer": "c"}, "version": 2})),
-    )
-    .await;
+    let forced = c
+        .json_success(
+            0,
+            "POST",
+            &format!("/v1/policies/{id}/runs"),
+            Some(json!({"input": {"income": 10, "debt": 1, "customer": "c"}, "version": 2})),
+        )
+        .await;
     assert_eq!(forced["version"], 2);
 
     // --- runs listing: newest first, filters, cursor pagination ---
@@ -391,7 +349,7 @@ async fn policies_end_to_end() {
             Some(cur) => format!("/v1/runs?policy={id}&version=2&limit=7&cursor={cur}"),
             None => format!("/v1/runs?policy={id}&version=2&limit=7"),
         };
-        let page = ok(&c, 1, "GET", &q, None).await;
+        let page = c.json_success(1, "GET", &q, None).await;
         for r in page["runs"].as_array().unwrap() {
             assert_eq!(r["version"], 2);
             seen.push(r["id"].as_str().unwrap().to_string());
@@ -411,80 +369,74 @@ async fn policies_end_to_end() {
     let inputs: Vec<Value> = (0..60)
         .map(|i| json!({"income": 100 + i, "debt": i * 3, "customer": format!("b{i}")}))
         .collect();
-    let b = ok(
-        &c,
-        2,
-        "POST",
-        &format!("/v1/policies/{id}/runs/batch"),
-        Some(json!({"inputs": inputs, "version": 1})),
-    )
-    .await;
+    let b = c
+        .json_success(
+            2,
+            "POST",
+            &format!("/v1/policies/{id}/runs/batch"),
+            Some(json!({"inputs": inputs, "version": 1})),
+        )
+        .await;
     let results = b["results"].as_array().unwrap();
     assert_eq!(results.len(), inputs.len());
     for (i, input) in inputs.iter().enumerate().step_by(7) {
-        let one = ok(
-            &c,
-            0,
-            "POST",
-            &format!("/v1/policies/{id}/runs"),
-            Some(json!({"input": input, "version": 1})),
-        )
-        .await;
+        let one = c
+            .json_success(
+                0,
+                "POST",
+                &format!("/v1/policies/{id}/runs"),
+                Some(json!({"input": input, "version": 1})),
+            )
+            .await;
         assert_eq!(results[i]["output"], one["output"], "input {i}");
     }
-    let (s, _) = call(
-        &c,
-        2,
-        "POST",
-        &format!("/v1/policies/{id}/runs/batch"),
-        Some(json!({"inputs": vec![json!({}); 10_001]})),
-    )
-    .await;
+    let (s, _) = c
+        .json_retrying(
+            2,
+            "POST",
+            &format!("/v1/policies/{id}/runs/batch"),
+            Some(json!({"inputs": vec![json!({}); 10_001]})),
+        )
+        .await;
     assert_eq!(s, 400);
 
     // --- lookups: kv and http data sources, error policies ---
     c.put_ok(0, "scores/alice", r#"{"value": 7}"#).await;
     let hits = Arc::new(AtomicUsize::new(0));
     let svc = http_service(hits.clone()).await;
-    ok(
-        &c,
+    c.json_success(
         0,
         "POST",
         "/v1/data-sources",
         Some(json!({"name": "scores", "kind": "kv", "key_template": "scores/{key}"})),
     )
     .await;
-    ok(&c, 1, "POST", "/v1/data-sources", Some(json!({"name": "web", "kind": "http", "url_template": format!("{svc}/score/{{key}}"), "timeout_ms": 1000, "retries": 1, "cache_ttl_ms": 60000}))).await;
-    ok(&c, 1, "POST", "/v1/data-sources", Some(json!({"name": "slow", "kind": "http", "url_template": format!("{svc}/slow/{{key}}"), "timeout_ms": 200}))).await;
-    let (s, _) = call(
-        &c,
-        1,
-        "POST",
-        "/v1/data-sources",
-        Some(json!({"name": "scores", "kind": "kv", "key_template": "x/{key}"})),
-    )
-    .await;
+    c.json_success(1, "POST", "/v1/data-sources", Some(json!({"name": "web", "kind": "http", "url_template": format!("{svc}/score/{{key}}"), "timeout_ms": 1000, "retries": 1, "cache_ttl_ms": 60000}))).await;
+    c.json_success(1, "POST", "/v1/data-sources", Some(json!({"name": "slow", "kind": "http", "url_template": format!("{svc}/slow/{{key}}"), "timeout_ms": 200}))).await;
+    let (s, _) = c
+        .json_retrying(
+            1,
+            "POST",
+            "/v1/data-sources",
+            Some(json!({"name": "scores", "kind": "kv", "key_template": "x/{key}"})),
+        )
+        .await;
     assert_eq!(s, 409);
-    let (s, v) = call(
-        &c,
-        1,
-        "POST",
-        "/v1/data-sources",
-        Some(json!({"name": "emb", "kind": "vector", "collection": "c", "k": 3, "field": "v"})),
-    )
-    .await;
+    let (s, v) = c
+        .json_retrying(
+            1,
+            "POST",
+            "/v1/data-sources",
+            Some(json!({"name": "emb", "kind": "vector", "collection": "c", "k": 3, "field": "v"})),
+        )
+        .await;
     assert_eq!(s, 400, "{v}");
-    let sources = ok(&c, 2, "GET", "/v1/data-sources", None).await;
+    let sources = c.json_success(2, "GET", "/v1/data-sources", None).await;
     assert_eq!(sources["data_sources"].as_array().unwrap().len(), 3);
 
-    let lp = ok(
-        &c,
-        0,
-        "POST",
-        "/v1/policies",
-        Some(json!({"name": "enrich"})),
-    )
-    .await;
+    let lp = c
+        .json_success(0, "POST", "/v1/policies", Some(json!({"name": "enrich"})))
+        .await;
     let lid = lp["id"].as_str().unwrap().to_string();
     let lookup_graph = |kv_err: Value| {
         let mut kv = json!({"source": "scores", "key": "input.customer", "as": "score"});
@@ -504,22 +456,21 @@ async fn policies_end_to_end() {
             "edges": [{"from": "in", "to": "kv"}, {"from": "kv", "to": "web"}, {"from": "web", "to": "slow"}, {"from": "slow", "to": "out"}]
         })
     };
-    ok(
-        &c,
+    c.json_success(
         0,
         "POST",
         &format!("/v1/policies/{lid}/versions"),
         Some(json!({"graph": lookup_graph(json!({}))})),
     )
     .await;
-    let r = ok(
-        &c,
-        1,
-        "POST",
-        &format!("/v1/policies/{lid}/runs"),
-        Some(json!({"input": {"customer": "alice"}})),
-    )
-    .await;
+    let r = c
+        .json_success(
+            1,
+            "POST",
+            &format!("/v1/policies/{lid}/runs"),
+            Some(json!({"input": {"customer": "alice"}})),
+        )
+        .await;
     assert_eq!(
         r["output"],
         json!({"kv": {"value": 7}, "web": 42, "slow": null}),
@@ -537,64 +488,63 @@ async fn policies_end_to_end() {
         "{slow}"
     );
     // fail: the kv key is missing for bob.
-    let r = ok(
-        &c,
-        1,
-        "POST",
-        &format!("/v1/policies/{lid}/runs"),
-        Some(json!({"input": {"customer": "bob"}})),
-    )
-    .await;
+    let r = c
+        .json_success(
+            1,
+            "POST",
+            &format!("/v1/policies/{lid}/runs"),
+            Some(json!({"input": {"customer": "bob"}})),
+        )
+        .await;
     assert_eq!(r["status"], "failed");
     assert!(r["error"].as_str().unwrap().contains("\"kv\""), "{r}");
-    let failed = ok(&c, 2, "GET", "/v1/runs?policy=enrich&status=failed", None).await;
+    let failed = c
+        .json_success(2, "GET", "/v1/runs?policy=enrich&status=failed", None)
+        .await;
     assert_eq!(failed["runs"].as_array().unwrap().len(), 1);
     // default for kv; the web 404 falls back to its default too.
-    ok(
-        &c,
+    c.json_success(
         0,
         "POST",
         &format!("/v1/policies/{lid}/versions"),
         Some(json!({"graph": lookup_graph(json!({"on_error": "default", "default": -1}))})),
     )
     .await;
-    let r = ok(
-        &c,
-        2,
-        "POST",
-        &format!("/v1/policies/{lid}/runs"),
-        Some(json!({"input": {"customer": "bob"}})),
-    )
-    .await;
+    let r = c
+        .json_success(
+            2,
+            "POST",
+            &format!("/v1/policies/{lid}/runs"),
+            Some(json!({"input": {"customer": "bob"}})),
+        )
+        .await;
     assert_eq!(
         r["output"],
         json!({"kv": -1, "web": 0, "slow": null}),
         "{r}"
     );
     // skip
-    ok(
-        &c,
+    c.json_success(
         0,
         "POST",
         &format!("/v1/policies/{lid}/versions"),
         Some(json!({"graph": lookup_graph(json!({"on_error": "skip"}))})),
     )
     .await;
-    let r = ok(
-        &c,
-        0,
-        "POST",
-        &format!("/v1/policies/{lid}/runs"),
-        Some(json!({"input": {"customer": "bob"}})),
-    )
-    .await;
+    let r = c
+        .json_success(
+            0,
+            "POST",
+            &format!("/v1/policies/{lid}/runs"),
+            Some(json!({"input": {"customer": "bob"}})),
+        )
+        .await;
     assert_eq!(r["output"]["kv"], Value::Null, "{r}");
     // The http cache: alice's score is fetched at most once per node
     // within the TTL (each node has its own cache).
     let before = hits.load(Ordering::SeqCst);
     for _ in 0..3 {
-        ok(
-            &c,
+        c.json_success(
             0,
             "POST",
             &format!("/v1/policies/{lid}/runs"),
@@ -677,28 +627,26 @@ async fn policies_end_to_end() {
     assert_eq!(list["runs"].as_array().unwrap().len(), 1);
 
     // --- delete ---
-    ok(&c, 0, "DELETE", "/v1/data-sources/slow", None).await;
-    ok(&c, 0, "DELETE", &format!("/v1/policies/{lid}"), None).await;
-    let (s, _) = call(&c, 1, "GET", &format!("/v1/policies/{lid}"), None).await;
+    c.json_success(0, "DELETE", "/v1/data-sources/slow", None)
+        .await;
+    c.json_success(0, "DELETE", &format!("/v1/policies/{lid}"), None)
+        .await;
+    let (s, _) = c
+        .json_retrying(1, "GET", &format!("/v1/policies/{lid}"), None)
+        .await;
     assert_eq!(s, 404);
 
     // --- enqueue nodes submit a real job; the run records its id ---
-    ok(
-        &c,
-        0,
-        "POST",
-        "/v1/queues",
-        Some(json!({"name": "reviews"})),
-    )
-    .await;
-    let ep = ok(
-        &c,
-        1,
-        "POST",
-        "/v1/policies",
-        Some(json!({"name": "review-flow"})),
-    )
-    .await;
+    c.json_success(0, "POST", "/v1/queues", Some(json!({"name": "reviews"})))
+        .await;
+    let ep = c
+        .json_success(
+            1,
+            "POST",
+            "/v1/policies",
+            Some(json!({"name": "review-flow"})),
+        )
+        .await;
     let eid = ep["id"].as_str().unwrap().to_string();
     let review_graph = json!({
         "nodes": [
@@ -710,22 +658,21 @@ async fn policies_end_to_end() {
         ],
         "edges": [{"from": "in", "to": "send"}, {"from": "send", "to": "out"}]
     });
-    ok(
-        &c,
+    c.json_success(
         2,
         "POST",
         &format!("/v1/policies/{eid}/versions"),
         Some(json!({"graph": review_graph})),
     )
     .await;
-    let run = ok(
-        &c,
-        0,
-        "POST",
-        &format!("/v1/policies/{eid}/runs"),
-        Some(json!({"input": {"customer": "carol", "amount": 21}})),
-    )
-    .await;
+    let run = c
+        .json_success(
+            0,
+            "POST",
+            &format!("/v1/policies/{eid}/runs"),
+            Some(json!({"input": {"customer": "carol", "amount": 21}})),
+        )
+        .await;
     assert_eq!(run["status"], "succeeded", "{run}");
     let job_id = run["output"]["job"].as_str().expect("job id").to_string();
     let send = run["trace"]
@@ -737,7 +684,9 @@ async fn policies_end_to_end() {
         .clone();
     assert_eq!(send["type"], "enqueue");
     assert_eq!(send["output"]["job_id"], json!(job_id));
-    let job = ok(&c, 2, "GET", &format!("/v1/jobs/{job_id}"), None).await;
+    let job = c
+        .json_success(2, "GET", &format!("/v1/jobs/{job_id}"), None)
+        .await;
     assert_eq!(job["queue"], "reviews");
     assert_eq!(job["kind"], "review.manual");
     // Submitted with the run's dedupe key, so re-evaluating the run (a
@@ -753,37 +702,37 @@ async fn policies_end_to_end() {
         job["params"],
         json!({"customer": "carol", "twice": 42.0, "tag": "policy"})
     );
-    let got = ok(
-        &c,
-        1,
-        "GET",
-        &format!("/v1/runs/{}", run["id"].as_str().unwrap()),
-        None,
-    )
-    .await;
+    let got = c
+        .json_success(
+            1,
+            "GET",
+            &format!("/v1/runs/{}", run["id"].as_str().unwrap()),
+            None,
+        )
+        .await;
     assert_eq!(got["output"]["job"], json!(job_id));
     // A batch evaluates the graph but submits nothing.
-    let b = ok(
-        &c,
-        1,
-        "POST",
-        &format!("/v1/policies/{eid}/runs/batch"),
-        Some(json!({"inputs": [{"customer": "dave", "amount": 1}]})),
-    )
-    .await;
-    let counts = ok(&c, 0, "GET", "/v1/queues/reviews", None).await;
+    let b = c
+        .json_success(
+            1,
+            "POST",
+            &format!("/v1/policies/{eid}/runs/batch"),
+            Some(json!({"inputs": [{"customer": "dave", "amount": 1}]})),
+        )
+        .await;
+    let counts = c.json_success(0, "GET", "/v1/queues/reviews", None).await;
     assert_eq!(counts["counts"]["queued"], 1, "{counts} {b}");
     // An enqueue node naming a queue that does not exist: 400 naming the node.
     let mut bad = review_graph.clone();
     bad["nodes"][1]["config"]["queue"] = json!("nowhere");
-    let (s, v) = call(
-        &c,
-        0,
-        "POST",
-        &format!("/v1/policies/{eid}/versions"),
-        Some(json!({"graph": bad})),
-    )
-    .await;
+    let (s, v) = c
+        .json_retrying(
+            0,
+            "POST",
+            &format!("/v1/policies/{eid}/versions"),
+            Some(json!({"graph": bad})),
+        )
+        .await;
     assert_eq!(s, 400, "{v}");
     let m = v["error"]["message"].as_str().unwrap();
     assert!(
@@ -806,29 +755,25 @@ async fn policies_end_to_end() {
     }
     lines.push_str("{\"income\": \"bad\"}\n");
     std::fs::write(root_path.join("history.jsonl"), lines).expect("write inputs");
-    ok(
-        &c,
-        0,
-        "POST",
-        "/v1/queues",
-        Some(json!({"name": "backtests"})),
-    )
-    .await;
-    let job = ok(
-        &c,
-        1,
-        "POST",
-        "/v1/jobs",
-        Some(
-            json!({"queue": "backtests", "kind": "policy.backtest", "params": {
+    c.json_success(0, "POST", "/v1/queues", Some(json!({"name": "backtests"})))
+        .await;
+    let job = c
+        .json_success(
+            1,
+            "POST",
+            "/v1/jobs",
+            Some(
+                json!({"queue": "backtests", "kind": "policy.backtest", "params": {
             "policy": id, "version": 1, "input_file": "history.jsonl", "compare_with_version": 2}}),
-        ),
-    )
-    .await;
+            ),
+        )
+        .await;
     let job_id = job["id"].as_str().expect("job id").to_string();
     let deadline = Instant::now() + Duration::from_secs(60);
     let done = loop {
-        let j = ok(&c, 2, "GET", &format!("/v1/jobs/{job_id}"), None).await;
+        let j = c
+            .json_success(2, "GET", &format!("/v1/jobs/{job_id}"), None)
+            .await;
         if j["state"] == "succeeded" || j["state"] == "failed" || j["state"] == "dead" {
             break j;
         }
@@ -851,17 +796,17 @@ async fn policies_end_to_end() {
     assert_eq!(ex[0]["compare_output"]["v"], "v2");
     // Params are checked when the job is submitted: a path outside the fs
     // root is a 400 naming the field, and no job is created.
-    let (s, v) = call(
-        &c,
-        1,
-        "POST",
-        "/v1/jobs",
-        Some(
-            json!({"queue": "backtests", "kind": "policy.backtest", "params": {
+    let (s, v) = c
+        .json_retrying(
+            1,
+            "POST",
+            "/v1/jobs",
+            Some(
+                json!({"queue": "backtests", "kind": "policy.backtest", "params": {
             "policy": id, "version": 1, "input_file": "../../etc/passwd.jsonl"}}),
-        ),
-    )
-    .await;
+            ),
+        )
+        .await;
     assert_eq!(s, 400, "{v}");
     assert_eq!(v["error"]["code"], "invalid_params", "{v}");
     assert!(
@@ -873,21 +818,23 @@ async fn policies_end_to_end() {
     );
     // A well-formed name whose file is missing on the worker fails the job
     // with the reason.
-    let job = ok(
-        &c,
-        1,
-        "POST",
-        "/v1/jobs",
-        Some(
-            json!({"queue": "backtests", "kind": "policy.backtest", "params": {
+    let job = c
+        .json_success(
+            1,
+            "POST",
+            "/v1/jobs",
+            Some(
+                json!({"queue": "backtests", "kind": "policy.backtest", "params": {
             "policy": id, "version": 1, "input_file": "missing.jsonl"}}),
-        ),
-    )
-    .await;
+            ),
+        )
+        .await;
     let job_id = job["id"].as_str().expect("job id").to_string();
     let deadline = Instant::now() + Duration::from_secs(90);
     loop {
-        let j = ok(&c, 2, "GET", &format!("/v1/jobs/{job_id}"), None).await;
+        let j = c
+            .json_success(2, "GET", &format!("/v1/jobs/{job_id}"), None)
+            .await;
         if j["state"] == "dead" || j["state"] == "failed" {
             let e = j["last_error"].as_str().unwrap_or_default();
             assert!(
@@ -906,7 +853,9 @@ async fn policies_end_to_end() {
 async fn finished(c: &Cluster, i: usize, run_id: &str) -> Value {
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
-        let r = ok(c, i, "GET", &format!("/v1/runs/{run_id}"), None).await;
+        let r = c
+            .json_success(i, "GET", &format!("/v1/runs/{run_id}"), None)
+            .await;
         if r["status"] != "running" {
             return r;
         }
@@ -959,8 +908,7 @@ async fn vector_lookups_grpc_async_runs_and_backtest_checks() {
     c.wait_caught_up(0, Duration::from_secs(60)).await;
 
     // --- a collection with a few labelled points ---
-    ok(
-        &c,
+    c.json_success(
         0,
         "POST",
         "/v1/collections",
@@ -973,10 +921,14 @@ async fn vector_lookups_grpc_async_runs_and_backtest_checks() {
         {"id": 3, "vector": [0.0, 0.0, 1.0], "payload": {"risk": "low", "label": "new"}},
         {"id": 4, "vector": [0.8, 0.3, 0.0], "payload": {"risk": "high", "label": "ring-b"}}
     ]});
-    let r = ok(&c, 1, "PUT", "/v1/collections/cases/points", Some(points)).await;
+    let r = c
+        .json_success(1, "PUT", "/v1/collections/cases/points", Some(points))
+        .await;
     assert_eq!(r["upserted"], 4, "{r}");
     let indexed = wait_until(Duration::from_secs(60), || async {
-        let (s, v) = call(&c, 0, "GET", "/v1/collections/cases", None).await;
+        let (s, v) = c
+            .json_retrying(0, "GET", "/v1/collections/cases", None)
+            .await;
         s == 200
             && v["points"] == 4
             && v["shard_states"]
@@ -1013,13 +965,13 @@ async fn vector_lookups_grpc_async_runs_and_backtest_checks() {
             "filter",
         ),
     ] {
-        let (s, v) = call(&c, 0, "POST", "/v1/data-sources", Some(body.clone())).await;
+        let (s, v) = c
+            .json_retrying(0, "POST", "/v1/data-sources", Some(body.clone()))
+            .await;
         assert_eq!(s, 400, "{body}: {v}");
         assert!(error_message(&v).contains(needle), "{body}: {v}");
     }
-    let src = ok(
-        &c,
-        0,
+    let src = c.json_success(0,
         "POST",
         "/v1/data-sources",
         Some(json!({"name": "similar", "kind": "vector", "collection": "cases", "k": 2, "vector_field": "embedding"})),
@@ -1028,16 +980,14 @@ async fn vector_lookups_grpc_async_runs_and_backtest_checks() {
     assert_eq!(src["kind"], "vector", "{src}");
     assert_eq!(src["k"], 2, "{src}");
     assert_eq!(src["with_payload"], true, "{src}");
-    ok(
-        &c,
-        1,
+    c.json_success(1,
         "POST",
         "/v1/data-sources",
         Some(json!({"name": "similar_low", "kind": "vector", "collection": "cases", "k": 1,
                     "vector_field": "embedding", "filter": {"must": [{"key": "risk", "match": "low"}]}})),
     )
     .await;
-    let listed = ok(&c, 2, "GET", "/v1/data-sources", None).await;
+    let listed = c.json_success(2, "GET", "/v1/data-sources", None).await;
     let low = listed["data_sources"]
         .as_array()
         .unwrap()
@@ -1048,32 +998,26 @@ async fn vector_lookups_grpc_async_runs_and_backtest_checks() {
     assert_eq!(low["filter"]["must"][0]["key"], "risk", "{low}");
 
     // --- a policy branching on the nearest neighbour's payload ---
-    let p = ok(
-        &c,
-        0,
-        "POST",
-        "/v1/policies",
-        Some(json!({"name": "fraud"})),
-    )
-    .await;
+    let p = c
+        .json_success(0, "POST", "/v1/policies", Some(json!({"name": "fraud"})))
+        .await;
     let id = p["id"].as_str().unwrap().to_string();
     // The key "input" is an object: the query vector is its vector_field.
-    ok(
-        &c,
+    c.json_success(
         0,
         "POST",
         &format!("/v1/policies/{id}/versions"),
         Some(json!({"graph": fraud_graph("similar", "input", json!({}))})),
     )
     .await;
-    let run = ok(
-        &c,
-        1,
-        "POST",
-        &format!("/v1/policies/{id}/runs"),
-        Some(json!({"input": {"embedding": [0.95, 0.05, 0.0], "amount": 10}})),
-    )
-    .await;
+    let run = c
+        .json_success(
+            1,
+            "POST",
+            &format!("/v1/policies/{id}/runs"),
+            Some(json!({"input": {"embedding": [0.95, 0.05, 0.0], "amount": 10}})),
+        )
+        .await;
     assert_eq!(run["status"], "succeeded", "{run}");
     assert_eq!(
         run["output"],
@@ -1090,14 +1034,14 @@ async fn vector_lookups_grpc_async_runs_and_backtest_checks() {
     assert!(hits[0]["score"].as_f64().unwrap() < hits[1]["score"].as_f64().unwrap());
     assert_eq!(trace[2]["branch"], "deny", "{run}");
     // Near a low-risk point: approved, through another node.
-    let run = ok(
-        &c,
-        2,
-        "POST",
-        &format!("/v1/policies/{id}/runs"),
-        Some(json!({"input": {"embedding": [0.0, 0.9, 0.1], "amount": 10}})),
-    )
-    .await;
+    let run = c
+        .json_success(
+            2,
+            "POST",
+            &format!("/v1/policies/{id}/runs"),
+            Some(json!({"input": {"embedding": [0.0, 0.9, 0.1], "amount": 10}})),
+        )
+        .await;
     assert_eq!(
         run["output"],
         json!({"decision": "approve", "neighbours": 2}),
@@ -1106,22 +1050,21 @@ async fn vector_lookups_grpc_async_runs_and_backtest_checks() {
     assert_eq!(run["trace"][2]["branch"], "approve", "{run}");
 
     // The key may also be the vector itself; the source's filter applies.
-    ok(
-        &c,
+    c.json_success(
         0,
         "POST",
         &format!("/v1/policies/{id}/versions"),
         Some(json!({"graph": fraud_graph("similar_low", "input.embedding", json!({}))})),
     )
     .await;
-    let run = ok(
-        &c,
-        0,
-        "POST",
-        &format!("/v1/policies/{id}/runs"),
-        Some(json!({"input": {"embedding": [0.95, 0.05, 0.0], "amount": 10}})),
-    )
-    .await;
+    let run = c
+        .json_success(
+            0,
+            "POST",
+            &format!("/v1/policies/{id}/runs"),
+            Some(json!({"input": {"embedding": [0.95, 0.05, 0.0], "amount": 10}})),
+        )
+        .await;
     assert_eq!(run["version"], 2, "{run}");
     assert_eq!(run["output"]["decision"], "approve", "{run}");
     let hits = run["trace"][1]["output"].as_array().unwrap();
@@ -1130,22 +1073,21 @@ async fn vector_lookups_grpc_async_runs_and_backtest_checks() {
 
     // --- failing lookups follow on_error ---
     // fail (the default): a wrong dimension fails the run at the lookup.
-    ok(
-        &c,
+    c.json_success(
         0,
         "POST",
         &format!("/v1/policies/{id}/versions"),
         Some(json!({"graph": fraud_graph("similar", "input", json!({}))})),
     )
     .await;
-    let run = ok(
-        &c,
-        1,
-        "POST",
-        &format!("/v1/policies/{id}/runs"),
-        Some(json!({"input": {"embedding": [1.0, 0.0], "amount": 10}})),
-    )
-    .await;
+    let run = c
+        .json_success(
+            1,
+            "POST",
+            &format!("/v1/policies/{id}/runs"),
+            Some(json!({"input": {"embedding": [1.0, 0.0], "amount": 10}})),
+        )
+        .await;
     assert_eq!(run["status"], "failed", "{run}");
     let e = run["error"].as_str().unwrap();
     assert!(
@@ -1155,36 +1097,34 @@ async fn vector_lookups_grpc_async_runs_and_backtest_checks() {
     assert_eq!(run["trace"].as_array().unwrap().len(), 2, "{run}");
     assert!(run["trace"][1]["error"].as_str().unwrap().contains("dim 3"));
     // A non-numeric vector fails too.
-    let run = ok(
-        &c,
-        1,
-        "POST",
-        &format!("/v1/policies/{id}/runs"),
-        Some(json!({"input": {"embedding": [1.0, "x", 0.0], "amount": 10}})),
-    )
-    .await;
+    let run = c
+        .json_success(
+            1,
+            "POST",
+            &format!("/v1/policies/{id}/runs"),
+            Some(json!({"input": {"embedding": [1.0, "x", 0.0], "amount": 10}})),
+        )
+        .await;
     assert_eq!(run["status"], "failed", "{run}");
     assert!(
         run["error"].as_str().unwrap().contains("vector[1]"),
         "{run}"
     );
     // default: the run goes on with the default value.
-    ok(
-        &c,
-        0,
+    c.json_success(0,
         "POST",
         &format!("/v1/policies/{id}/versions"),
         Some(json!({"graph": fraud_graph("similar", "input", json!({"on_error": "default", "default": []}))})),
     )
     .await;
-    let run = ok(
-        &c,
-        2,
-        "POST",
-        &format!("/v1/policies/{id}/runs"),
-        Some(json!({"input": {"embedding": [1.0, 0.0], "amount": 10}})),
-    )
-    .await;
+    let run = c
+        .json_success(
+            2,
+            "POST",
+            &format!("/v1/policies/{id}/runs"),
+            Some(json!({"input": {"embedding": [1.0, 0.0], "amount": 10}})),
+        )
+        .await;
     assert_eq!(run["status"], "succeeded", "{run}");
     assert_eq!(
         run["output"],
@@ -1244,21 +1184,23 @@ async fn vector_lookups_grpc_async_runs_and_backtest_checks() {
     assert_eq!(done["output"]["decision"], "approve", "{done}");
 
     // --- a deleted collection is a lookup error under on_error ---
-    ok(&c, 0, "DELETE", "/v1/collections/cases", None).await;
-    let run = ok(
-        &c,
-        0,
-        "POST",
-        &format!("/v1/policies/{id}/runs"),
-        Some(json!({"input": {"embedding": [1.0, 0.0, 0.0], "amount": 10}})),
-    )
-    .await;
+    c.json_success(0, "DELETE", "/v1/collections/cases", None)
+        .await;
+    let run = c
+        .json_success(
+            0,
+            "POST",
+            &format!("/v1/policies/{id}/runs"),
+            Some(json!({"input": {"embedding": [1.0, 0.0, 0.0], "amount": 10}})),
+        )
+        .await;
     assert_eq!(run["output"]["neighbours"], 0, "{run}");
     let te = run["trace"][1]["error"].as_str().unwrap();
     assert!(te.contains("\"cases\" does not exist"), "{run}");
 
     // --- backtest params are checked when the job is submitted ---
-    ok(&c, 0, "POST", "/v1/queues", Some(json!({"name": "bt"}))).await;
+    c.json_success(0, "POST", "/v1/queues", Some(json!({"name": "bt"})))
+        .await;
     for (params, field) in [
         (
             json!({"policy": "nope", "version": 1, "input_file": "h.jsonl"}),
@@ -1285,24 +1227,22 @@ async fn vector_lookups_grpc_async_runs_and_backtest_checks() {
             "params.version",
         ),
     ] {
-        let (s, v) = call(
-            &c,
-            1,
-            "POST",
-            "/v1/jobs",
-            Some(json!({"queue": "bt", "kind": "policy.backtest", "params": params})),
-        )
-        .await;
+        let (s, v) = c
+            .json_retrying(
+                1,
+                "POST",
+                "/v1/jobs",
+                Some(json!({"queue": "bt", "kind": "policy.backtest", "params": params})),
+            )
+            .await;
         assert_eq!(s, 400, "{params}: {v}");
         assert_eq!(v["error"]["code"], "invalid_params", "{v}");
         assert!(error_message(&v).contains(field), "{params}: {v}");
     }
-    let q = ok(&c, 2, "GET", "/v1/queues/bt", None).await;
+    let q = c.json_success(2, "GET", "/v1/queues/bt", None).await;
     assert_eq!(q["counts"]["queued"], 0, "{q}");
     // Valid params are accepted (by name or id, with a comparison).
-    let (s, v) = call(
-        &c,
-        1,
+    let (s, v) = c.json_retrying(1,
         "POST",
         "/v1/jobs",
         Some(json!({"queue": "bt", "kind": "policy.backtest", "params":

@@ -7,44 +7,19 @@ mod common;
 
 use common::*;
 use serde_json::{json, Value};
-use std::time::{Duration, Instant};
-
-/// Sends a request, retrying 503s (leader elections on a loaded machine).
-async fn call(
-    c: &Cluster,
-    i: usize,
-    method: &str,
-    path: &str,
-    body: Option<Value>,
-) -> (u16, Value) {
-    let start = Instant::now();
-    loop {
-        let (s, v) = c.json_req(i, method, path, body.clone()).await;
-        if s == 503 && start.elapsed() < Duration::from_secs(60) {
-            tokio::time::sleep(Duration::from_millis(200)).await;
-            continue;
-        }
-        return (s, v);
-    }
-}
-
-async fn ok(c: &Cluster, i: usize, method: &str, path: &str, body: Option<Value>) -> Value {
-    let (s, v) = call(c, i, method, path, body).await;
-    assert!(s == 200 || s == 201, "{method} {path}: {s} {v}");
-    v
-}
+use std::time::Duration;
 
 /// A version of `policy` refused with 400 `invalid_graph` naming `node`;
 /// the error message.
 async fn refused(c: &Cluster, policy: &str, graph: Value, node: &str) -> String {
-    let (s, v) = call(
-        c,
-        1,
-        "POST",
-        &format!("/v1/policies/{policy}/versions"),
-        Some(json!({"graph": graph})),
-    )
-    .await;
+    let (s, v) = c
+        .json_retrying(
+            1,
+            "POST",
+            &format!("/v1/policies/{policy}/versions"),
+            Some(json!({"graph": graph})),
+        )
+        .await;
     assert_eq!(s, 400, "{v}");
     assert_eq!(v["error"]["code"], "invalid_graph", "{v}");
     let m = v["error"]["message"].as_str().unwrap_or("").to_string();
@@ -124,16 +99,13 @@ async fn sub_policy_decision_table_and_terminate_over_rest() {
     .await;
     assert!(v4.is_ok(), "cluster version 4\n{}", c.log_tails(30));
 
-    let a = ok(
-        &c,
-        0,
-        "POST",
-        "/v1/policies",
-        Some(json!({"name": "scoring"})),
-    )
-    .await;
+    let a = c
+        .json_success(0, "POST", "/v1/policies", Some(json!({"name": "scoring"})))
+        .await;
     let a_id = a["id"].as_str().unwrap().to_string();
-    let b = ok(&c, 0, "POST", "/v1/policies", Some(json!({"name": "loan"}))).await;
+    let b = c
+        .json_success(0, "POST", "/v1/policies", Some(json!({"name": "loan"})))
+        .await;
     let b_id = b["id"].as_str().unwrap().to_string();
     // A sub_policy naming a policy that does not exist, or a version it
     // does not have: refused, naming the node.
@@ -142,35 +114,35 @@ async fn sub_policy_decision_table_and_terminate_over_rest() {
     let m = refused(&c, &b_id, loan("scoring", Some(7)), "score").await;
     assert!(m.contains("has no version 7"), "{m}");
 
-    let v = ok(
-        &c,
-        1,
-        "POST",
-        &format!("/v1/policies/{a_id}/versions"),
-        Some(json!({"graph": scoring()})),
-    )
-    .await;
+    let v = c
+        .json_success(
+            1,
+            "POST",
+            &format!("/v1/policies/{a_id}/versions"),
+            Some(json!({"graph": scoring()})),
+        )
+        .await;
     assert_eq!(v["version"], 1);
-    let v = ok(
-        &c,
-        2,
-        "POST",
-        &format!("/v1/policies/{b_id}/versions"),
-        Some(json!({"graph": loan("scoring", None)})),
-    )
-    .await;
+    let v = c
+        .json_success(
+            2,
+            "POST",
+            &format!("/v1/policies/{b_id}/versions"),
+            Some(json!({"graph": loan("scoring", None)})),
+        )
+        .await;
     assert_eq!(v["version"], 1);
 
     // Approved: the child's output bound, the flags collected.
     let path = format!("/v1/policies/{b_id}/runs");
-    let run = ok(
-        &c,
-        0,
-        "POST",
-        &path,
-        Some(json!({"input": {"income": 3000, "debts": 3, "amount": 1000}})),
-    )
-    .await;
+    let run = c
+        .json_success(
+            0,
+            "POST",
+            &path,
+            Some(json!({"input": {"income": 3000, "debts": 3, "amount": 1000}})),
+        )
+        .await;
     assert_eq!(run["status"], "succeeded", "{run}");
     assert_eq!(
         run["output"],
@@ -198,18 +170,20 @@ async fn sub_policy_decision_table_and_terminate_over_rest() {
     assert_eq!(trace[2]["rows"], json!([1]), "{run}");
     // The stored run keeps the nested trace.
     let id = run["id"].as_str().unwrap();
-    let stored = ok(&c, 2, "GET", &format!("/v1/runs/{id}"), None).await;
+    let stored = c
+        .json_success(2, "GET", &format!("/v1/runs/{id}"), None)
+        .await;
     assert_eq!(stored["trace"], run["trace"]);
 
     // The parent's terminate: succeeded, no output, the termination.
-    let run = ok(
-        &c,
-        1,
-        "POST",
-        &path,
-        Some(json!({"input": {"income": 3000, "debts": 0, "amount": 9000}})),
-    )
-    .await;
+    let run = c
+        .json_success(
+            1,
+            "POST",
+            &path,
+            Some(json!({"input": {"income": 3000, "debts": 0, "amount": 9000}})),
+        )
+        .await;
     assert_eq!(run["status"], "succeeded", "{run}");
     assert_eq!(run["output"], Value::Null, "{run}");
     assert_eq!(
@@ -219,14 +193,14 @@ async fn sub_policy_decision_table_and_terminate_over_rest() {
     );
     // The child's terminate ends only the child: visible in the nested
     // trace and the bound value, and the parent decides on it.
-    let run = ok(
-        &c,
-        2,
-        "POST",
-        &path,
-        Some(json!({"input": {"income": 9000, "debts": 9, "amount": 100}})),
-    )
-    .await;
+    let run = c
+        .json_success(
+            2,
+            "POST",
+            &path,
+            Some(json!({"input": {"income": 9000, "debts": 9, "amount": 100}})),
+        )
+        .await;
     assert_eq!(
         run["termination"],
         json!({"status": "declined", "reason": "scoring: debts: 9"}),
@@ -244,17 +218,17 @@ async fn sub_policy_decision_table_and_terminate_over_rest() {
     assert_eq!(sub["output"]["output"], Value::Null);
 
     // Batches carry the termination per result.
-    let batch = ok(
-        &c,
-        0,
-        "POST",
-        &format!("/v1/policies/{b_id}/runs/batch"),
-        Some(json!({"inputs": [
-            {"income": 6000, "debts": 0, "amount": 20000},
-            {"income": 100, "debts": 0, "amount": 50000}
-        ]})),
-    )
-    .await;
+    let batch = c
+        .json_success(
+            0,
+            "POST",
+            &format!("/v1/policies/{b_id}/runs/batch"),
+            Some(json!({"inputs": [
+                {"income": 6000, "debts": 0, "amount": 20000},
+                {"income": 100, "debts": 0, "amount": 50000}
+            ]})),
+        )
+        .await;
     let r = batch["results"].as_array().unwrap();
     assert_eq!(
         r[0]["output"],
@@ -308,25 +282,23 @@ async fn sub_policy_decision_table_and_terminate_over_rest() {
 
     // A pinned version that is archived is refused; the same pin on a
     // live version is accepted.
-    let v2 = ok(
-        &c,
-        0,
-        "POST",
-        &format!("/v1/policies/{a_id}/versions"),
-        Some(json!({"graph": scoring(), "activate": false})),
-    )
-    .await;
+    let v2 = c
+        .json_success(
+            0,
+            "POST",
+            &format!("/v1/policies/{a_id}/versions"),
+            Some(json!({"graph": scoring(), "activate": false})),
+        )
+        .await;
     assert_eq!(v2["version"], 2);
-    ok(
-        &c,
+    c.json_success(
         1,
         "POST",
         &format!("/v1/policies/{b_id}/versions"),
         Some(json!({"graph": loan("scoring", Some(2))})),
     )
     .await;
-    ok(
-        &c,
+    c.json_success(
         1,
         "POST",
         &format!("/v1/policies/{a_id}/versions/2/archive"),
@@ -340,14 +312,14 @@ async fn sub_policy_decision_table_and_terminate_over_rest() {
     );
     // At run time too: loan v2 pins the now archived version; the run
     // fails naming the node.
-    let run = ok(
-        &c,
-        2,
-        "POST",
-        &path,
-        Some(json!({"input": {"income": 1, "debts": 0, "amount": 1}})),
-    )
-    .await;
+    let run = c
+        .json_success(
+            2,
+            "POST",
+            &path,
+            Some(json!({"input": {"income": 1, "debts": 0, "amount": 1}})),
+        )
+        .await;
     assert_eq!(run["status"], "failed", "{run}");
     let e = run["error"].as_str().unwrap();
     assert!(
@@ -362,16 +334,18 @@ async fn sub_policy_decision_table_and_terminate_over_rest() {
 async fn new_node_types_need_cluster_version_4() {
     let c = Cluster::start_with_env(3, &[], &[("ORRERY_TEST_MAX_CLUSTER_VERSION", "3")]).await;
     c.form(1);
-    let p = ok(&c, 0, "POST", "/v1/policies", Some(json!({"name": "old"}))).await;
+    let p = c
+        .json_success(0, "POST", "/v1/policies", Some(json!({"name": "old"})))
+        .await;
     let id = p["id"].as_str().unwrap().to_string();
-    let (s, v) = call(
-        &c,
-        1,
-        "POST",
-        &format!("/v1/policies/{id}/versions"),
-        Some(json!({"graph": scoring()})),
-    )
-    .await;
+    let (s, v) = c
+        .json_retrying(
+            1,
+            "POST",
+            &format!("/v1/policies/{id}/versions"),
+            Some(json!({"graph": scoring()})),
+        )
+        .await;
     assert_eq!(s, 409, "{v}");
     assert_eq!(v["error"]["code"], "cluster_version_too_low", "{v}");
     let m = v["error"]["message"].as_str().unwrap();
@@ -383,13 +357,13 @@ async fn new_node_types_need_cluster_version_4() {
         ],
         "edges": [{"from": "in", "to": "out"}]
     });
-    let v = ok(
-        &c,
-        2,
-        "POST",
-        &format!("/v1/policies/{id}/versions"),
-        Some(json!({"graph": plain})),
-    )
-    .await;
+    let v = c
+        .json_success(
+            2,
+            "POST",
+            &format!("/v1/policies/{id}/versions"),
+            Some(json!({"graph": plain})),
+        )
+        .await;
     assert_eq!(v["version"], 1);
 }

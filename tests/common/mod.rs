@@ -559,13 +559,17 @@ impl Cluster {
             "GET" => self.http.get(&url),
             "POST" => self.http.post(&url),
             "PUT" => self.http.put(&url),
+            "PATCH" => self.http.patch(&url),
             "DELETE" => self.http.delete(&url),
             _ => panic!("json_req: unsupported method {method}"),
         };
         if let Some(b) = body {
             r = r.json(&b);
         }
+        // Policy evaluation with lookups and a loaded machine can exceed
+        // the client's default 20 s.
         let resp = r
+            .timeout(Duration::from_secs(30))
             .send()
             .await
             .unwrap_or_else(|e| panic!("{method} {path}: {e}"));
@@ -577,6 +581,39 @@ impl Cluster {
             serde_json::from_str(&text).unwrap_or(Value::String(text))
         };
         (status, v)
+    }
+
+    /// A [`Cluster::json_req`] that retries 503 (leader elections on a
+    /// loaded machine) for up to 60 s; any other answer is returned.
+    pub async fn json_retrying(
+        &self,
+        i: usize,
+        method: &str,
+        path: &str,
+        body: Option<Value>,
+    ) -> (u16, Value) {
+        let start = Instant::now();
+        loop {
+            let (s, v) = self.json_req(i, method, path, body.clone()).await;
+            if s == 503 && start.elapsed() < Duration::from_secs(60) {
+                tokio::time::sleep(Duration::from_millis(200)).await;
+                continue;
+            }
+            return (s, v);
+        }
+    }
+
+    /// A [`Cluster::json_retrying`] that must succeed (200 or 201).
+    pub async fn json_success(
+        &self,
+        i: usize,
+        method: &str,
+        path: &str,
+        body: Option<Value>,
+    ) -> Value {
+        let (s, v) = self.json_retrying(i, method, path, body).await;
+        assert!(s == 200 || s == 201, "{method} {path}: {s} {v}");
+        v
     }
 
     /// A [`Cluster::json_req`] that must answer `want`; 503 (a leader

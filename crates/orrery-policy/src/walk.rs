@@ -153,6 +153,34 @@ fn fail(node: &CompiledNode, e: String, past: bool, budget: Duration) -> Stop {
     }
 }
 
+/// How an ending node (output, terminate) ends the run: with what `done`
+/// makes of its value (the trace entry's output and the outcome), or, when
+/// its expressions failed, as [`fail`] says (`past`: the node ended past
+/// the deadline); its trace entry is recorded either way.
+fn end_run<T>(
+    trace: &mut Vec<TraceEntry>,
+    mut te: TraceEntry,
+    node: &CompiledNode,
+    r: Result<T, String>,
+    past: bool,
+    budget: Duration,
+    done: impl FnOnce(T) -> (Option<Json>, Done),
+) -> Stop {
+    match r {
+        Err(e) => {
+            te.error = Some(e.clone());
+            trace.push(te);
+            fail(node, e, past, budget)
+        }
+        Ok(v) => {
+            let (output, d) = done(v);
+            te.output = output;
+            trace.push(te);
+            Stop::End(Ok(d))
+        }
+    }
+}
+
 fn next(w: &mut Walk, node: &CompiledNode) -> Option<Stop> {
     match node.next {
         Some(n) => {
@@ -335,21 +363,19 @@ fn stretch(
                     .with(plan, scope, |ctx| fields(ctx, f, "fields"))
                     .and_then(|o| o);
                 let end = Instant::now();
-                let past = end >= deadline;
-                let mut te = entry_at(&node.id, node.kind_name, started, t, end);
-                Some(match out {
-                    Err(e) => {
-                        te.error = Some(e.clone());
-                        trace.push(te);
-                        fail(node, e, past, budget)
-                    }
-                    Ok(out) => {
+                let te = entry_at(&node.id, node.kind_name, started, t, end);
+                Some(end_run(
+                    trace,
+                    te,
+                    node,
+                    out,
+                    end >= deadline,
+                    budget,
+                    |out| {
                         let out = Json::Object(out);
-                        te.output = Some(out.clone());
-                        trace.push(te);
-                        Stop::End(Ok(Done::Output(out)))
-                    }
-                })
+                        (Some(out.clone()), Done::Output(out))
+                    },
+                ))
             }
             CompiledKind::DecisionTable {
                 collect,
@@ -393,24 +419,22 @@ fn stretch(
                     .with(plan, scope, |ctx| walk_nodes::reason(ctx, reason.as_ref()))
                     .and_then(|r| r);
                 let end = Instant::now();
-                let past = end >= deadline;
-                let mut te = entry_at(&node.id, node.kind_name, started, t, end);
-                Some(match r {
-                    Err(e) => {
-                        te.error = Some(e.clone());
-                        trace.push(te);
-                        fail(node, e, past, budget)
-                    }
-                    Ok(reason) => {
+                let te = entry_at(&node.id, node.kind_name, started, t, end);
+                Some(end_run(
+                    trace,
+                    te,
+                    node,
+                    r,
+                    end >= deadline,
+                    budget,
+                    |reason| {
                         let term = Termination {
                             status: status.clone(),
                             reason,
                         };
-                        te.output = serde_json::to_value(&term).ok();
-                        trace.push(te);
-                        Stop::End(Ok(Done::Terminated(term)))
-                    }
-                })
+                        (serde_json::to_value(&term).ok(), Done::Terminated(term))
+                    },
+                ))
             }
             CompiledKind::SubPolicy { input, .. } => {
                 let input = cel
