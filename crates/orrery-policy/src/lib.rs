@@ -16,6 +16,7 @@ mod plan;
 pub mod store;
 mod store_apply;
 pub mod store_ext;
+mod store_keys;
 pub mod termination;
 mod walk;
 mod walk_nodes;
@@ -31,6 +32,8 @@ mod tests_compiled;
 mod tests_limits;
 #[cfg(test)]
 mod tests_nodes;
+#[cfg(test)]
+mod tests_run_keys;
 #[cfg(test)]
 mod tests_shadow_retention;
 

@@ -187,6 +187,15 @@ pub enum PolicyCommand {
         retention: Vec<(String, u64)>,
         max: u32,
     },
+    // Cluster version 6 (see `store_keys`).
+    /// Records a new run requested with a `run_key` unless its policy
+    /// already has a run with that key here: then answers with that run
+    /// ([`PolicyResponse::RunExisting`]) when the inputs are equal, else
+    /// a conflict. Nothing is written in either case.
+    PutRunOnce {
+        run: Run,
+        ext: RunExt,
+    },
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -202,6 +211,8 @@ pub enum PolicyResponse {
     // Cluster version 5.
     PolicySettings(Box<(Policy, PolicySettings)>),
     RunsPruned(u32),
+    // Cluster version 6.
+    RunExisting(Box<RunRecord>),
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -245,6 +256,11 @@ pub enum PolicyQuery {
         id: String,
     },
     RunsFull(RunFilterExt),
+    // Cluster version 6: the run of a policy with a run key.
+    RunByKey {
+        policy_id: String,
+        run_key: String,
+    },
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -278,6 +294,10 @@ pub struct PolicyState {
     /// restore), so that a prune finds the oldest runs without a scan.
     #[serde(skip)]
     pub(crate) run_index: BTreeMap<String, BTreeSet<(u64, String)>>,
+    /// (policy id, run key) -> ids of the runs with that key: derived
+    /// from `runs` like `run_index` (see `store_keys`).
+    #[serde(skip)]
+    pub(crate) run_keys: BTreeMap<(String, String), BTreeSet<String>>,
 }
 
 fn check_allocation(
@@ -458,10 +478,11 @@ impl PolicyState {
                 retention,
                 max,
             } => self.prune_runs(now_ms, default_retention_ms, retention, max),
+            PolicyCommand::PutRunOnce { run, ext } => self.put_run_once(run, ext),
         }
     }
 
-    fn put_run(&mut self, run: Run, ext: RunExt) -> PolicyResponse {
+    pub(crate) fn put_run(&mut self, run: Run, ext: RunExt) -> PolicyResponse {
         // A finished run is final: a late "running" write (e.g. a
         // retried async start) must not resurrect it.
         if let Some(old) = self.runs.get(&run.id) {
@@ -469,6 +490,8 @@ impl PolicyState {
                 return PolicyResponse::RunStored;
             }
             let key = (old.created_ms, old.id.clone());
+            let old = old.clone();
+            self.unkey_run(&old);
             if let Some(set) = self.run_index.get_mut(&old.policy_id) {
                 set.remove(&key);
                 // No empty sets: the index is derived, and a restored
@@ -489,6 +512,7 @@ impl PolicyState {
     }
 
     pub(crate) fn index_run(&mut self, run: &Run) {
+        self.key_run(run);
         self.run_index
             .entry(run.policy_id.clone())
             .or_default()
@@ -544,6 +568,10 @@ impl PolicyState {
                 PolicyQueryResult::RunFull(self.runs.get(id).map(|r| Box::new(self.record(r))))
             }
             PolicyQuery::RunsFull(f) => PolicyQueryResult::RunsFull(self.list_runs_full(f)),
+            PolicyQuery::RunByKey { policy_id, run_key } => PolicyQueryResult::RunFull(
+                self.run_by_key(policy_id, run_key)
+                    .map(|r| Box::new(self.record(r))),
+            ),
         }
     }
 

@@ -148,6 +148,7 @@ impl PolicyState {
         );
         for id in &gone {
             if let Some(r) = self.runs.remove(id) {
+                self.unkey_run(&r);
                 if let Some(set) = self.run_index.get_mut(&r.policy_id) {
                     set.remove(&(r.created_ms, r.id.clone()));
                     if set.is_empty() {

@@ -626,25 +626,43 @@ fn cmd_strategy() -> impl Strategy<Value = PolicyCommand> {
             }),
         prop::sample::select(vec!["s1", "s2", "s3"])
             .prop_map(|n| PolicyCommand::DeleteDataSource { name: n.into() }),
-        (0u64..50, id, 1u32..3, any::<bool>()).prop_map(|(t, p, v, ok)| PolicyCommand::PutRun {
-            run: Run {
-                id: format!("{t:012x}00"),
-                policy_id: p.into(),
-                version: v,
-                status: if ok {
-                    RunStatus::Succeeded
+        (
+            (0u64..50, id, 1u32..3, any::<bool>()),
+            (
+                prop::option::of(prop::sample::select(vec!["k1", "k2"])),
+                any::<bool>(),
+                0u8..2
+            )
+        )
+            .prop_map(|((t, p, v, ok), (key, once, input))| {
+                let run = Run {
+                    id: format!("{t:012x}00"),
+                    policy_id: p.into(),
+                    version: v,
+                    status: if ok {
+                        RunStatus::Succeeded
+                    } else {
+                        RunStatus::Running
+                    },
+                    run_key: key.map(str::to_string),
+                    input: format!("{{\"n\":{input}}}"),
+                    output: None,
+                    trace: "[]".into(),
+                    error: None,
+                    created_ms: t,
+                    finished_ms: None,
+                };
+                // Keyed runs recorded once (cluster version 6), or plainly
+                // (a job's final write; runs from before version 6).
+                if once {
+                    PolicyCommand::PutRunOnce {
+                        run,
+                        ext: Default::default(),
+                    }
                 } else {
-                    RunStatus::Running
-                },
-                run_key: None,
-                input: "{}".into(),
-                output: None,
-                trace: "[]".into(),
-                error: None,
-                created_ms: t,
-                finished_ms: None,
-            }
-        }),
+                    PolicyCommand::PutRun { run }
+                }
+            }),
     ]
 }
 

@@ -52,11 +52,16 @@ pub const VERSIONS: &[ClusterVersion] = &[
         name: "policy-shadow-retention",
         adds: "policy.SetPolicySettings/PutRunV2/PruneRuns: shadow versions, run retention and stored terminations; policy snapshots holding them use the extended format",
     },
+    ClusterVersion {
+        number: 6,
+        name: "policy-run-keys",
+        adds: "policy.PutRunOnce: a run requested with a run_key is recorded once per policy and key (a retry answers with that run; another input is a 409)",
+    },
 ];
 
 /// The highest cluster version this build supports: the last of [`VERSIONS`]
 /// (a test checks they agree).
-pub const SUPPORTED: u32 = 5;
+pub const SUPPORTED: u32 = 6;
 
 /// The version a cluster runs before it ever recorded one.
 pub const BASE: u32 = 1;
@@ -113,6 +118,7 @@ pub const COMMAND_VERSIONS: &[(&str, u32)] = &[
     ("policy.SetPolicySettings", 5),
     ("policy.PutRunV2", 5),
     ("policy.PruneRuns", 5),
+    ("policy.PutRunOnce", 6),
 ];
 
 /// The version `number`, if this build knows it.

@@ -268,7 +268,10 @@ struct RunBody {
     input: Value,
     /// A version (default: one picked by the allocation).
     version: Option<u32>,
-    /// Idempotency key: the same key answers with the same run.
+    /// Idempotency key (cluster version 6): the first request with a key
+    /// records the run; later ones for the policy with the same key and
+    /// input answer with it, another input is a 409. It also keys the
+    /// allocation (the same key gets the same version).
     run_key: Option<String>,
     /// `sync` (default: wait for the outcome) or `async`.
     #[schema(pattern = "^(sync|async)$")]

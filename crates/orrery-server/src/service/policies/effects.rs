@@ -327,7 +327,12 @@ impl Effects for PolicyEffects<'_> {
             if !self.submit {
                 return Ok(None);
             }
-            let dedupe = self.run_id.as_deref().map(|r| enqueue_dedupe_key(r, node));
+            // Attempts of one keyed run share the id's anchor: their
+            // jobs are submitted once.
+            let dedupe = self
+                .run_id
+                .as_deref()
+                .map(|r| enqueue_dedupe_key(super::run_keys::run_anchor(r), node));
             match self.svc.deps.submit_job(queue, kind, params, dedupe).await {
                 Ok(id) => Ok(Some(id)),
                 Err(e) => Err(e.to_string()),

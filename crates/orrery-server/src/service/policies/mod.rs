@@ -14,6 +14,7 @@ mod netguard;
 
 pub use jobs::PolicyKindCheck;
 mod retention;
+mod run_keys;
 mod runs;
 mod shadow;
 mod sources;

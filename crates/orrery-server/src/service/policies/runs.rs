@@ -3,6 +3,7 @@
 //! the unrecorded evaluations (batches, backtests) and run reads.
 
 use super::effects::PolicyEffects;
+use super::run_keys::{keyed_run_id, run_group};
 use super::store::unexpected;
 use super::{jobs, PoliciesService, MAX_BATCH, MAX_RUN_LIST};
 use crate::api::{now_ms, ApiError};
@@ -38,6 +39,8 @@ struct Started {
     compiled: Arc<Compiled>,
     /// The policy's shadow version, evaluated next to `version`.
     shadow: Option<u32>,
+    /// Whether the run is recorded once for its key (see `run_keys`).
+    once: bool,
 }
 
 impl PoliciesService {
@@ -45,7 +48,11 @@ impl PoliciesService {
     async fn start(&self, id: &str, req: &RunRequest) -> Result<Started, ApiError> {
         let (p, settings) = self.get_full(id).await?;
         let created = now_ms();
-        let run_id = new_run_id(created);
+        let once = req.run_key.is_some() && self.run_keys_active();
+        let run_id = match &req.run_key {
+            Some(k) if once => keyed_run_id(created, &p.id, k),
+            _ => new_run_id(created),
+        };
         let key = req.run_key.clone().unwrap_or_else(|| run_id.clone());
         let version = self.choose(&p, req.version, &key).await?;
         let compiled = self.compiled(&p.id, version).await?;
@@ -56,6 +63,7 @@ impl PoliciesService {
             version,
             compiled,
             shadow: settings.shadow_version,
+            once,
         })
     }
 
@@ -133,7 +141,7 @@ impl PoliciesService {
     /// Writes the run; its extras only once the cluster runs version 5
     /// (before that they are dropped: old nodes could not decode them).
     async fn record(&self, run: Run, ext: RunExt) -> Result<(Run, RunExt), ApiError> {
-        let group = self.node.group_for_key(run.id.as_bytes())?;
+        let group = run_group(&self.node, &run.id)?;
         let cmd = if ext.is_empty() || !self.shadow_active() {
             PolicyCommand::PutRun { run: run.clone() }
         } else {
@@ -182,6 +190,16 @@ impl PoliciesService {
         let st = self.start(id, &req).await?;
         let c = &st.compiled;
         let key = req.run_key.clone().unwrap_or_else(|| st.run_id.clone());
+        // A retry answers with the key's run, evaluating nothing again.
+        if st.once {
+            let input = text(&req.input)?;
+            if let Some(r) = self
+                .keyed_existing(&st.run_id, &st.policy_id, &key, &input)
+                .await?
+            {
+                return Ok((r.run, r.ext));
+            }
+        }
         let (outcome, ext) = self
             .evaluate_recorded(c, &st.policy_id, &st.run_id, &req.input, st.shadow, &key)
             .await?;
@@ -195,7 +213,11 @@ impl PoliciesService {
             outcome,
             st.created,
         )?;
-        let (run, ext) = self.record(run, ext).await?;
+        let (run, ext) = if st.once {
+            self.record_once(run, ext).await?
+        } else {
+            self.record(run, ext).await?
+        };
         // Recorded (failed) like any other run, so that it can be looked
         // up; the caller is told with its own error code.
         match timed_out {
@@ -219,30 +241,59 @@ impl PoliciesService {
             version,
             compiled: c,
             shadow: _,
+            once,
         } = self.start(id, &req).await?;
         check_input(&c, &req.input)?;
+        let input = text(&req.input)?;
+        let existing = match &req.run_key {
+            Some(k) if once => self.keyed_existing(&run_id, &policy_id, k, &input).await?,
+            _ => None,
+        };
+        if let Some(r) = existing {
+            // Its job may not have been submitted (the first attempt can
+            // stop between the record and the submit): submitting again
+            // is deduplicated by the run id.
+            if r.run.status == RunStatus::Running {
+                self.submit_run_job(&r.run.id).await?;
+            }
+            return Ok(r.run);
+        }
         let run = Run {
             id: run_id,
             policy_id,
             version,
             status: RunStatus::Running,
             run_key: req.run_key,
-            input: text(&req.input)?,
+            input,
             output: None,
             trace: "[]".to_string(),
             error: None,
             created_ms: created,
             finished_ms: None,
         };
-        let (run, _) = self.record(run, RunExt::default()).await?;
-        // Deduplicated by run id: a retried request cannot start it twice.
+        let (run, _) = if once {
+            self.record_once(run, RunExt::default()).await?
+        } else {
+            self.record(run, RunExt::default()).await?
+        };
+        // `run` may be an earlier attempt's, finished already.
+        if run.status == RunStatus::Running {
+            self.submit_run_job(&run.id).await?;
+        }
+        Ok(run)
+    }
+
+    /// Submits the `policy.run` job that evaluates running run `run_id`;
+    /// deduplicated by the run id, so a retried request cannot start it
+    /// twice.
+    async fn submit_run_job(&self, run_id: &str) -> Result<(), ApiError> {
         self.submit_policy_job(
             jobs::RUN_KIND,
-            json!({"run_id": run.id}),
-            Some(run.id.clone()),
+            json!({"run_id": run_id}),
+            Some(run_id.to_string()),
         )
         .await?;
-        Ok(run)
+        Ok(())
     }
 
     /// Evaluates a `running` run and records its end; a run that already
@@ -378,7 +429,7 @@ impl PoliciesService {
         if id.is_empty() {
             return Err(ApiError::bad("invalid_id", "empty run id"));
         }
-        let group = self.node.group_for_key(id.as_bytes())?;
+        let group = run_group(&self.node, id)?;
         match self.read(group, PolicyQuery::Run { id: id.into() }).await? {
             PolicyQueryResult::Run(Some(r)) => Ok(r),
             PolicyQueryResult::Run(None) => {

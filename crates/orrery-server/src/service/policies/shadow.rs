@@ -350,7 +350,7 @@ impl PoliciesService {
                 ext: Default::default(),
             });
         }
-        let group = self.node.group_for_key(id.as_bytes())?;
+        let group = super::run_keys::run_group(&self.node, id)?;
         match self
             .read(group, PolicyQuery::RunFull { id: id.into() })
             .await?
