@@ -48,12 +48,7 @@ async fn finished(c: &Cluster, run_id: &str) -> Value {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_run_key_records_one_run() {
     let c = Cluster::formed(3, 4, &[]).await;
-    wait_until(Duration::from_secs(60), || async {
-        let (s, v) = c.json_req(0, "GET", "/v1/cluster/version", None).await;
-        s == 200 && v["active"].as_u64() >= Some(6)
-    })
-    .await
-    .unwrap_or_else(|_| panic!("cluster version 6 never active\n{}", c.log_tails(20)));
+    c.wait_version(6).await;
     c.json_success(0, "POST", "/v1/queues", Some(json!({"name": "review"})))
         .await;
     let p = c

@@ -583,6 +583,29 @@ impl Cluster {
         (status, v)
     }
 
+    /// Waits (60 s at most) until every running node's own copy of the
+    /// cluster version is at least `min`: features gated on a version act
+    /// on the receiving node's copy, and the version rises one step a
+    /// second after the cluster forms.
+    pub async fn wait_version(&self, min: u64) {
+        for i in 0..self.nodes.len() {
+            if !self.nodes[i].is_running() {
+                continue;
+            }
+            wait_until(Duration::from_secs(60), || async {
+                let (s, v) = self.json_req(i, "GET", "/v1/cluster", None).await;
+                s == 200 && v["cluster_version"]["active"].as_u64() >= Some(min)
+            })
+            .await
+            .unwrap_or_else(|_| {
+                panic!(
+                    "node {i} never showed cluster version {min}\n{}",
+                    self.log_tails(20)
+                )
+            });
+        }
+    }
+
     /// A [`Cluster::json_req`] that retries 503 (leader elections on a
     /// loaded machine) for up to 60 s; any other answer is returned.
     pub async fn json_retrying(
