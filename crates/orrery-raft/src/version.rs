@@ -52,11 +52,16 @@ pub const VERSIONS: &[ClusterVersion] = &[
         name: "policy-shadow-retention",
         adds: "policy.SetPolicySettings/PutRunV2/PruneRuns: shadow versions, run retention and stored terminations; policy snapshots holding them use the extended format",
     },
+    ClusterVersion {
+        number: 6,
+        name: "workflows",
+        adds: "queue.StartWorkflow/CancelWorkflow: workflows (DAGs of step jobs) in shard groups; queue snapshots holding workflows use the extended format",
+    },
 ];
 
 /// The highest cluster version this build supports: the last of [`VERSIONS`]
 /// (a test checks they agree).
-pub const SUPPORTED: u32 = 5;
+pub const SUPPORTED: u32 = 6;
 
 /// The version a cluster runs before it ever recorded one.
 pub const BASE: u32 = 1;
@@ -96,6 +101,8 @@ pub const COMMAND_VERSIONS: &[(&str, u32)] = &[
     ("queue.Settle", 1),
     ("queue.Prune", 1),
     ("queue.ClaimSharing", 1),
+    ("queue.StartWorkflow", 6),
+    ("queue.CancelWorkflow", 6),
     ("vector.CreateCollection", 1),
     ("vector.DropCollection", 1),
     ("vector.Upsert", 1),
