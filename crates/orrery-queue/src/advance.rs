@@ -119,14 +119,13 @@ impl QueueState {
         }
     }
 
-    /// A workflow and the live state of its jobs.
+    /// A workflow and the state of its jobs (those still retained).
     pub fn workflow(&self, id: JobId) -> Option<WorkflowRead> {
         let w = self.workflows.get(&id)?;
         let live = w
             .steps
             .iter()
             .flat_map(|p| p.items.iter().flatten())
-            .filter(|i| i.ended.is_none())
             .filter_map(|i| self.jobs.get(&i.job))
             .map(|j| (j.id, j.state, j.attempts))
             .collect();

@@ -153,8 +153,8 @@ pub struct Workflow {
     pub finished_ms: Option<u64>,
 }
 
-/// A workflow as read, with the live state (queued or running) and
-/// attempts of its jobs that have not ended.
+/// A workflow as read, with the state and attempts of its jobs (those
+/// not yet pruned).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct WorkflowRead {
     pub workflow: Workflow,
