@@ -56,6 +56,15 @@ impl JobsService {
                     s.name
                 )));
             }
+            // The node's engine runs its kinds with their own params; a
+            // step's job carries the workflow's (see `orrery_queue::workflow`).
+            if orrery_exec::BUILTIN_KINDS.contains(&s.kind.as_str()) {
+                return Err(at(format!(
+                    "kind {:?} is run by the nodes' engine, which does not take a step's params; \
+                     steps are for kinds that workers claim",
+                    s.kind
+                )));
+            }
             if s.resources.gpus > 64 {
                 return Err(at("resources.gpus must be at most 64".into()));
             }
