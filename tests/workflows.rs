@@ -76,12 +76,19 @@ async fn workflows_end_to_end() {
     .unwrap_or_else(|_| panic!("cluster version 6 never active\n{}", c.log_tails(20)));
     refused_definitions(&c).await;
     cancel_stops_the_rest(&c).await;
+    cli(&c).await;
     fan_out_fan_in_through_a_kill(&mut c).await;
 }
 
 async fn refused_definitions(c: &Cluster) {
-    c.json_ok(0, "POST", "/v1/queues", Some(json!({"name": "wf-bad"})), 201)
-        .await;
+    c.json_ok(
+        0,
+        "POST",
+        "/v1/queues",
+        Some(json!({"name": "wf-bad"})),
+        201,
+    )
+    .await;
     for (steps, needle) in [
         (
             json!([{"name": "a", "kind": "k", "depends_on": ["b"]}, {"name": "b", "kind": "k", "depends_on": ["a"]}]),
@@ -102,14 +109,24 @@ async fn refused_definitions(c: &Cluster) {
         (json!([{"name": "a", "kind": "command"}]), "step \"a\""),
     ] {
         let (s, v) = c
-            .json_req(0, "POST", "/v1/workflows", Some(json!({"queue": "wf-bad", "steps": steps})))
+            .json_req(
+                0,
+                "POST",
+                "/v1/workflows",
+                Some(json!({"queue": "wf-bad", "steps": steps})),
+            )
             .await;
         assert!(s == 400 || s == 403, "{steps} -> {s}: {v}");
         let msg = v["error"]["message"].as_str().unwrap_or_default();
         assert!(msg.contains(needle), "{msg:?} does not mention {needle:?}");
     }
     let (s, _) = c
-        .json_req(0, "POST", "/v1/workflows", Some(json!({"queue": "no-such-q", "steps": [{"name": "a", "kind": "k"}]})))
+        .json_req(
+            0,
+            "POST",
+            "/v1/workflows",
+            Some(json!({"queue": "no-such-q", "steps": [{"name": "a", "kind": "k"}]})),
+        )
         .await;
     assert_eq!(s, 404);
     let (s, _) = c
@@ -123,15 +140,27 @@ async fn refused_definitions(c: &Cluster) {
 /// Cancel: the queued root is cancelled, the running one asked to stop,
 /// and the dependents are never created.
 async fn cancel_stops_the_rest(c: &Cluster) {
-    c.json_ok(0, "POST", "/v1/queues", Some(json!({"name": "wf-cancel"})), 201)
-        .await;
+    c.json_ok(
+        0,
+        "POST",
+        "/v1/queues",
+        Some(json!({"name": "wf-cancel"})),
+        201,
+    )
+    .await;
     let steps = json!([
         {"name": "a", "kind": "wf.a", "priority": 5},
         {"name": "b", "kind": "wf.b"},
         {"name": "c", "kind": "wf.c", "depends_on": ["a", "b"]},
     ]);
     let w = c
-        .json_ok(1, "POST", "/v1/workflows", Some(json!({"queue": "wf-cancel", "steps": steps})), 201)
+        .json_ok(
+            1,
+            "POST",
+            "/v1/workflows",
+            Some(json!({"queue": "wf-cancel", "steps": steps})),
+            201,
+        )
         .await;
     let id = w["id"].as_str().expect("id").to_string();
     assert_eq!(step(&w, "c")["state"], "pending");
@@ -148,18 +177,60 @@ async fn cancel_stops_the_rest(c: &Cluster) {
     // The running job learns of it at its heartbeat and may still finish.
     let aid = a[0]["id"].as_str().unwrap();
     let hb = c
-        .json_ok(0, "POST", &format!("/v1/jobs/{aid}/heartbeat"), Some(json!({"token": a[0]["token"]})), 200)
+        .json_ok(
+            0,
+            "POST",
+            &format!("/v1/jobs/{aid}/heartbeat"),
+            Some(json!({"token": a[0]["token"]})),
+            200,
+        )
         .await;
     assert_eq!(hb["cancelled"], true, "{hb}");
     assert_eq!(complete(c, 0, &a[0], json!(1)).await, 200);
     tokio::time::sleep(Duration::from_millis(500)).await;
-    assert_eq!(claim(c, 1, "wf-cancel", 10, 30).await, Some(vec![]), "nothing claimable after a cancel");
+    assert_eq!(
+        claim(c, 1, "wf-cancel", 10, 30).await,
+        Some(vec![]),
+        "nothing claimable after a cancel"
+    );
     let w = workflow(c, 0, &id).await;
     assert_eq!(w["state"], "cancelled");
     assert!(step(&w, "c")["jobs"].as_array().unwrap().is_empty(), "{w}");
     // Cancelling again answers the same; a finished workflow cannot be.
     c.json_ok(1, "POST", &format!("/v1/workflows/{id}/cancel"), None, 200)
         .await;
+}
+
+/// `orreryctl workflows start|get|cancel` (REST, TLS, the root token).
+async fn cli(c: &Cluster) {
+    c.json_ok(
+        0,
+        "POST",
+        "/v1/queues",
+        Some(json!({"name": "wf-cli"})),
+        201,
+    )
+    .await;
+    let def = c.dir.path().join("wf.json");
+    let body = json!({"queue": "wf-cli", "steps": [
+        {"name": "a", "kind": "wf.a"}, {"name": "b", "kind": "wf.b", "depends_on": ["a"]}]});
+    std::fs::write(&def, body.to_string()).expect("write wf.json");
+    let w = c.ctl_json(1, &["workflows", "start", "--file", def.to_str().unwrap()]);
+    let id = w["id"].as_str().expect("id").to_string();
+    assert_eq!(step(&w, "b")["state"], "pending", "{w}");
+    let text = c.ctl_ok(2, &["workflows", "get", &id]);
+    assert!(
+        text.contains("running") && text.contains("pending"),
+        "{text}"
+    );
+    let w = c.ctl_json(0, &["workflows", "cancel", &id]);
+    assert_eq!(w["state"], "cancelled", "{w}");
+    let bad = c.ctl(0, &["workflows", "get", "0000000000000000000000000a"]);
+    assert!(!bad.status.success());
+    assert!(
+        String::from_utf8_lossy(&bad.stderr).contains("404"),
+        "{bad:?}"
+    );
 }
 
 /// What the worker saw: every (step, item) it completed, in order.
@@ -180,7 +251,10 @@ impl Seen {
         match step.as_str() {
             "list" => {}
             "each" => {
-                assert!(self.done.contains_key(&("list".into(), None)), "an item before its list");
+                assert!(
+                    self.done.contains_key(&("list".into(), None)),
+                    "an item before its list"
+                );
                 assert_eq!(deps["list"].as_array().map(Vec::len), Some(ITEMS));
                 assert_eq!(job["params"]["item"], json!(idx.unwrap() * 10));
             }
@@ -190,7 +264,9 @@ impl Seen {
                     .count();
                 assert_eq!(items, ITEMS, "the fan-in ran before all of its items");
                 let got: Vec<Value> = deps["each"].as_array().expect("fan-in array").clone();
-                let want: Vec<Value> = (0..ITEMS as u64).map(|i| json!({"x": i * 10 + 1})).collect();
+                let want: Vec<Value> = (0..ITEMS as u64)
+                    .map(|i| json!({"x": i * 10 + 1}))
+                    .collect();
                 assert_eq!(got, want);
             }
             other => panic!("unexpected step {other}"),
@@ -204,10 +280,7 @@ async fn leader_of(c: &Cluster, i: usize, g: u64) -> Option<usize> {
     if s != 200 {
         return None;
     }
-    v["groups"]
-        .as_array()?
-        .iter()
-        .find(|x| x["group"] == g)?["leader"]
+    v["groups"].as_array()?.iter().find(|x| x["group"] == g)?["leader"]
         .as_u64()
         .map(|n| n as usize - 1)
 }
@@ -215,15 +288,27 @@ async fn leader_of(c: &Cluster, i: usize, g: u64) -> Option<usize> {
 async fn fan_out_fan_in_through_a_kill(c: &mut Cluster) {
     // Short leases so the jobs the killed node's worker held come back
     // soon; attempts enough that the re-election costs none its life.
-    c.json_ok(0, "POST", "/v1/queues", Some(json!({"name": "wf", "lease_s": 4, "max_attempts": 10})), 201)
-        .await;
+    c.json_ok(
+        0,
+        "POST",
+        "/v1/queues",
+        Some(json!({"name": "wf", "lease_s": 4, "max_attempts": 10})),
+        201,
+    )
+    .await;
     let steps = json!([
         {"name": "list", "kind": "wf.list"},
         {"name": "each", "kind": "wf.item", "depends_on": ["list"], "for_each": "list"},
         {"name": "total", "kind": "wf.total", "depends_on": ["each"]},
     ]);
     let w = c
-        .json_ok(0, "POST", "/v1/workflows", Some(json!({"queue": "wf", "steps": steps, "input": {"n": ITEMS}})), 201)
+        .json_ok(
+            0,
+            "POST",
+            "/v1/workflows",
+            Some(json!({"queue": "wf", "steps": steps, "input": {"n": ITEMS}})),
+            201,
+        )
         .await;
     let id = w["id"].as_str().expect("id").to_string();
     assert_eq!(w["state"], "running");
@@ -239,7 +324,8 @@ async fn fan_out_fan_in_through_a_kill(c: &mut Cluster) {
     assert_eq!(list[0]["params"]["input"]["n"], ITEMS);
     let items: Vec<u64> = (0..ITEMS as u64).map(|i| i * 10).collect();
     assert_eq!(complete(c, 0, &list[0], json!(items)).await, 200);
-    seen.done.insert(("list".into(), None), list[0]["id"].to_string());
+    seen.done
+        .insert(("list".into(), None), list[0]["id"].to_string());
 
     // A worker on the group's leader takes some items; the leader dies
     // with them running.
@@ -253,7 +339,10 @@ async fn fan_out_fan_in_through_a_kill(c: &mut Cluster) {
     for j in &held {
         seen.check_claimed(j);
     }
-    let held_ids: BTreeSet<String> = held.iter().map(|j| j["id"].as_str().unwrap().to_string()).collect();
+    let held_ids: BTreeSet<String> = held
+        .iter()
+        .map(|j| j["id"].as_str().unwrap().to_string())
+        .collect();
     c.kill9(victim);
     let alive: Vec<usize> = (0..3).filter(|i| *i != victim).collect();
 
@@ -293,7 +382,8 @@ async fn fan_out_fan_in_through_a_kill(c: &mut Cluster) {
             // succeeded with this very attempt.
             let ours = s == 200 || {
                 let runs = c.job_runs(node, j["id"].as_str().unwrap()).await;
-                runs.iter().any(|r| r["attempt"] == j["token"] && r["outcome"] == "succeeded")
+                runs.iter()
+                    .any(|r| r["attempt"] == j["token"] && r["outcome"] == "succeeded")
             };
             if ours {
                 let prev = seen.done.insert((step.clone(), idx), j["id"].to_string());
@@ -303,7 +393,11 @@ async fn fan_out_fan_in_through_a_kill(c: &mut Cluster) {
             }
         }
     }
-    assert!(seen.rerun_after_success.is_empty(), "claimed after success: {:?}", seen.rerun_after_success);
+    assert!(
+        seen.rerun_after_success.is_empty(),
+        "claimed after success: {:?}",
+        seen.rerun_after_success
+    );
     assert_eq!(seen.done.len(), ITEMS + 2);
 
     let node = alive[0];
@@ -316,15 +410,34 @@ async fn fan_out_fan_in_through_a_kill(c: &mut Cluster) {
     assert!(jobs.iter().all(|j| j["state"] == "succeeded"), "{each}");
     // Every job ran to success once; the held ones first expired.
     let mut expired = 0;
-    for j in jobs.iter().chain(step(&w, "list")["jobs"].as_array().unwrap()).chain(step(&w, "total")["jobs"].as_array().unwrap()) {
+    for j in jobs
+        .iter()
+        .chain(step(&w, "list")["jobs"].as_array().unwrap())
+        .chain(step(&w, "total")["jobs"].as_array().unwrap())
+    {
         let jid = j["id"].as_str().unwrap();
         let runs = c.job_runs(node, jid).await;
-        let ok: Vec<&Value> = runs.iter().filter(|r| r["outcome"] == "succeeded").collect();
-        assert_eq!(ok.len(), 1, "job {jid} succeeded {} times: {runs:?}", ok.len());
-        assert_eq!(runs.last().map(|r| &r["outcome"]), Some(&json!("succeeded")), "a run after success: {runs:?}");
+        let ok: Vec<&Value> = runs
+            .iter()
+            .filter(|r| r["outcome"] == "succeeded")
+            .collect();
+        assert_eq!(
+            ok.len(),
+            1,
+            "job {jid} succeeded {} times: {runs:?}",
+            ok.len()
+        );
+        assert_eq!(
+            runs.last().map(|r| &r["outcome"]),
+            Some(&json!("succeeded")),
+            "a run after success: {runs:?}"
+        );
         if held_ids.contains(jid) {
             expired += runs.iter().filter(|r| r["outcome"] == "expired").count();
         }
     }
-    assert!(expired >= held_ids.len(), "the held jobs' leases did not expire: {expired}");
+    assert!(
+        expired >= held_ids.len(),
+        "the held jobs' leases did not expire: {expired}"
+    );
 }
