@@ -441,3 +441,35 @@ async fn fan_out_fan_in_through_a_kill(c: &mut Cluster) {
         "the held jobs' leases did not expire: {expired}"
     );
 }
+
+/// Below cluster version 6 a workflow is refused before it is proposed
+/// (an older node could not decode the entry), and nothing is enqueued.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn below_version_6_workflows_are_refused() {
+    let c = Cluster::start_with_env(
+        1,
+        &["--workers", "0"],
+        &[("ORRERY_TEST_MAX_CLUSTER_VERSION", "5")],
+    )
+    .await;
+    c.form(1);
+    wait_until(Duration::from_secs(60), || async {
+        let (s, v) = c.json_req(0, "GET", "/v1/cluster/version", None).await;
+        s == 200 && v["active"] == 5
+    })
+    .await
+    .expect("cluster version 5");
+    c.json_ok(0, "POST", "/v1/queues", Some(json!({"name": "old"})), 201)
+        .await;
+    let (s, v) = c
+        .json_req(
+            0,
+            "POST",
+            "/v1/workflows",
+            Some(json!({"queue": "old", "steps": [{"name": "a", "kind": "k"}]})),
+        )
+        .await;
+    assert_eq!(s, 409, "{v}");
+    assert_eq!(v["error"]["code"], "cluster_version_too_low", "{v}");
+    assert_eq!(claim(&c, 0, "old", 10, 30).await, Some(vec![]));
+}
