@@ -2,7 +2,7 @@
 
 use crate::{
     ClaimSpec, Completion, GpuRecord, Job, JobState, NewJob, QueueSpec, RunFacts, Settlement,
-    MAX_BATCH, MAX_RESULT_BYTES,
+    WorkflowRead, WorkflowSpec, MAX_BATCH, MAX_RESULT_BYTES,
 };
 use serde::{Deserialize, Serialize};
 
@@ -102,6 +102,20 @@ pub enum QueueCommand {
         shared_gpus: Vec<(String, u64)>,
         now_ms: u64,
     },
+    /// Starts a workflow in this shard (cluster version 7): its id is a
+    /// job id of `shard`, and the steps without dependencies are enqueued
+    /// in the same entry (see [`crate::workflow`]).
+    StartWorkflow {
+        shard: u32,
+        spec: WorkflowSpec,
+        now_ms: u64,
+    },
+    /// Cancels a running workflow: no more step is created, its queued
+    /// jobs are cancelled and its running ones asked to stop.
+    CancelWorkflow {
+        id: String,
+        now_ms: u64,
+    },
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -124,6 +138,14 @@ pub enum QueueError {
     ResultTooLarge(usize),
     /// A bulk command with more than [`MAX_BATCH`] items.
     BatchTooLarge(usize),
+    /// A workflow definition the DAG checks refuse (the message names the step).
+    InvalidWorkflow(String),
+    UnknownWorkflow(String),
+    /// Cancel of a workflow that already ended otherwise.
+    WorkflowEnded {
+        id: String,
+        state: String,
+    },
 }
 
 impl std::error::Error for QueueError {}
@@ -157,6 +179,14 @@ impl std::fmt::Display for QueueError {
             QueueError::BatchTooLarge(n) => {
                 write!(f, "{n} items in one request; the limit is {MAX_BATCH}")
             }
+            QueueError::InvalidWorkflow(m) => write!(f, "invalid workflow: {m}"),
+            QueueError::UnknownWorkflow(id) => write!(
+                f,
+                "workflow {id:?} does not exist (or ended longer ago than the job retention period)"
+            ),
+            QueueError::WorkflowEnded { id, state } => {
+                write!(f, "workflow {id} already ended {state}")
+            }
         }
     }
 }
@@ -188,4 +218,6 @@ pub enum QueueResponse {
     /// was applied by [`QueueState::apply_unobserved`](crate::QueueState::apply_unobserved): no client reads
     /// that replica's response, so copies of jobs are not made for it.
     Unobserved,
+    /// A workflow as it is after the command.
+    Workflow(Box<WorkflowRead>),
 }

@@ -37,10 +37,14 @@
 //! * `claim`: claim selection; `lifecycle`: enqueue, completion, retries,
 //!   cancel, expiry and pruning; `tally`: the derived indexes;
 //! * `snapshot`: the snapshot encoding; `query`: [`JobsQuery`], the reads
-//!   that travel between nodes; [`coalesce`]: group commit of commands.
+//!   that travel between nodes; [`coalesce`]: group commit of commands;
+//! * [`workflow`]: workflows (DAGs of step jobs); `advance`: how they
+//!   advance inside the applies that end their jobs.
 
 pub mod coalesce;
+pub mod workflow;
 
+mod advance;
 mod claim;
 mod command;
 mod id;
@@ -60,6 +64,10 @@ pub use model::{
 };
 pub use query::{JobsQuery, JobsQueryResult};
 pub use state::QueueState;
+pub use workflow::{
+    OnFailure, StepItem, StepProgress, StepSpec, Workflow, WorkflowRead, WorkflowSpec,
+    WorkflowState,
+};
 
 #[cfg(test)]
 mod tests;

@@ -110,9 +110,8 @@ impl QueueState {
         respond: bool,
     ) -> QueueResponse {
         let queue = self.names.get(&new.queue);
-        let dedupe_key = new.dedupe_key.map(String::into_boxed_str);
-        if let Some(key) = &dedupe_key {
-            if let Some(existing) = self.dedupe.get(&(queue.clone(), key.clone())) {
+        if let Some(key) = &new.dedupe_key {
+            if let Some(existing) = self.dedupe.get(&(queue.clone(), Box::from(key.as_str()))) {
                 if let Some(j) = self.jobs.get(existing) {
                     if !respond {
                         return QueueResponse::Unobserved;
@@ -124,7 +123,20 @@ impl QueueState {
                 }
             }
         }
-        let id = JobId::new(now_ms, shard, seq);
+        self.enqueue_as(JobId::new(now_ms, shard, seq), new, now_ms, respond)
+    }
+
+    /// Enqueues `new` as job `id` (no dedupe check: the caller did it, or
+    /// the job has no key).
+    pub(crate) fn enqueue_as(
+        &mut self,
+        id: JobId,
+        new: NewJob,
+        now_ms: u64,
+        respond: bool,
+    ) -> QueueResponse {
+        let queue = self.names.get(&new.queue);
+        let dedupe_key = new.dedupe_key.map(String::into_boxed_str);
         let job = Box::new(Job {
             id,
             kind: self.names.get(&new.kind),
@@ -241,6 +253,7 @@ impl QueueState {
         self.finished.insert((now_ms, id));
         let tag = job.tag();
         self.event(event, tag, payload, now_ms);
+        self.workflow_job_ended(id, state, now_ms);
     }
 
     /// Forgets up to `max` jobs that finished before `before_ms`.

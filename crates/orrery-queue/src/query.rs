@@ -3,7 +3,7 @@
 //! answer [`JobsQueryResult`], both encoded with bincode, so variants and
 //! fields keep their order and types.
 
-use crate::{ClaimSpec, Event, GpuReport, Job, JobState, QueueSpec, QueueState};
+use crate::{ClaimSpec, Event, GpuReport, Job, JobState, QueueSpec, QueueState, WorkflowRead};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
@@ -34,6 +34,8 @@ pub enum JobsQuery {
         shared_gpus: Vec<(String, u64)>,
         now_ms: u64,
     },
+    /// A workflow by id (cluster version 7).
+    Workflow(String),
 }
 
 /// The answer to a [`JobsQuery`] (one variant per kind of read; both
@@ -50,6 +52,7 @@ pub enum JobsQueryResult {
     Counts(BTreeMap<JobState, u64>, Option<u64>),
     Events(Vec<Event>),
     Claimable(bool),
+    Workflow(Option<Box<WorkflowRead>>),
 }
 
 impl QueueState {
@@ -84,6 +87,11 @@ impl QueueState {
                 shared_gpus,
                 now_ms,
             } => JobsQueryResult::Claimable(self.claimable(spec, shared_gpus, *now_ms)),
+            JobsQuery::Workflow(id) => JobsQueryResult::Workflow(
+                crate::JobId::parse(id)
+                    .and_then(|w| self.workflow(w))
+                    .map(Box::new),
+            ),
         }
     }
 }

@@ -1,11 +1,12 @@
 //! [`QueueState`]: the state of one group, the dispatch of commands to the
 //! operations that apply them, and the reads of the state.
 
+use crate::advance::{IdCursor, Place};
 use crate::lifecycle::truncate;
 use crate::tally::{is_live, Interner, ReadyIndex, Tally};
 use crate::{
     job_seq, ClaimSpec, Completion, Event, GpuReport, Job, JobId, JobState, Name, Outcome,
-    QueueCommand, QueueError, QueueResponse, QueueSpec, MAX_BATCH, MAX_ERROR_BYTES,
+    QueueCommand, QueueError, QueueResponse, QueueSpec, Workflow, MAX_BATCH, MAX_ERROR_BYTES,
 };
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
@@ -44,6 +45,17 @@ pub struct QueueState {
     /// of every retained job under the lock that apply waits for.
     #[serde(skip)]
     pub(crate) tally: Tally,
+    /// Workflows by id. Not in the serde form: the snapshot appends them
+    /// after it (see `snapshot`), so snapshots without any keep the format
+    /// that older builds decode.
+    #[serde(skip)]
+    pub(crate) workflows: BTreeMap<JobId, Workflow>,
+    /// Each workflow job's place in its workflow (derived from `workflows`).
+    #[serde(skip)]
+    pub(crate) wf_jobs: BTreeMap<JobId, Place>,
+    /// Ids for jobs an apply creates (set per apply).
+    #[serde(skip)]
+    pub(crate) ids: IdCursor,
 }
 
 impl QueueState {
@@ -62,6 +74,7 @@ impl QueueState {
     }
 
     fn apply_as(&mut self, index: u64, cmd: QueueCommand, respond: bool) -> QueueResponse {
+        self.ids = IdCursor::at(index);
         match cmd {
             QueueCommand::CreateQueue(spec) => {
                 if self.queues.contains_key(&spec.name) {
@@ -227,7 +240,16 @@ impl QueueState {
             },
             QueueCommand::ExpireLeases { now_ms } => QueueResponse::Expired(self.expire(now_ms)),
             QueueCommand::Prune { before_ms, max } => {
+                self.prune_workflows(before_ms);
                 QueueResponse::Pruned(self.prune(before_ms, max))
+            }
+            QueueCommand::StartWorkflow {
+                shard,
+                spec,
+                now_ms,
+            } => self.start_workflow(shard, spec, now_ms, respond),
+            QueueCommand::CancelWorkflow { id, now_ms } => {
+                self.cancel_workflow(&id, now_ms, respond)
             }
         }
     }

@@ -63,6 +63,7 @@ mod bulk;
 mod model_check;
 mod query;
 mod unit;
+mod workflow;
 
 const KINDS: [&str; 2] = ["noop", "other"];
 const QUEUES: [&str; 2] = ["q", "r"];

@@ -57,11 +57,16 @@ pub const VERSIONS: &[ClusterVersion] = &[
         name: "policy-run-keys",
         adds: "policy.PutRunOnce: a run requested with a run_key is recorded once per policy and key (a retry answers with that run; another input is a 409)",
     },
+    ClusterVersion {
+        number: 7,
+        name: "workflows",
+        adds: "queue.StartWorkflow/CancelWorkflow: workflows (DAGs of step jobs) in shard groups; queue snapshots holding workflows use the extended format",
+    },
 ];
 
 /// The highest cluster version this build supports: the last of [`VERSIONS`]
 /// (a test checks they agree).
-pub const SUPPORTED: u32 = 6;
+pub const SUPPORTED: u32 = 7;
 
 /// The version a cluster runs before it ever recorded one.
 pub const BASE: u32 = 1;
@@ -101,6 +106,8 @@ pub const COMMAND_VERSIONS: &[(&str, u32)] = &[
     ("queue.Settle", 1),
     ("queue.Prune", 1),
     ("queue.ClaimSharing", 1),
+    ("queue.StartWorkflow", 7),
+    ("queue.CancelWorkflow", 7),
     ("vector.CreateCollection", 1),
     ("vector.DropCollection", 1),
     ("vector.Upsert", 1),

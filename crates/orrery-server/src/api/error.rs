@@ -250,16 +250,21 @@ impl From<orrery_policy::PolicyError> for ApiError {
 // Job queues
 // ---------------------------------------------------------------------
 
-/// A queue module rejection: 409 for stale tokens and finished jobs, 404
-/// for unknown queues and jobs, 413 for oversized results and batches.
+/// A queue module rejection: 409 for stale tokens and finished jobs (and
+/// workflows), 404 for unknown queues, jobs and workflows, 400 for invalid
+/// workflows, 413 for oversized results and batches.
 impl From<orrery_queue::QueueError> for ApiError {
     fn from(e: orrery_queue::QueueError) -> Self {
         use orrery_queue::QueueError as Q;
         match &e {
-            Q::QueueExists(_) | Q::StaleToken { .. } | Q::AlreadyFinished { .. } => {
-                ApiError::Conflict(e.to_string())
+            Q::QueueExists(_)
+            | Q::StaleToken { .. }
+            | Q::AlreadyFinished { .. }
+            | Q::WorkflowEnded { .. } => ApiError::Conflict(e.to_string()),
+            Q::UnknownQueue(_) | Q::UnknownJob(_) | Q::UnknownWorkflow(_) => {
+                ApiError::NotFound(e.to_string())
             }
-            Q::UnknownQueue(_) | Q::UnknownJob(_) => ApiError::NotFound(e.to_string()),
+            Q::InvalidWorkflow(m) => ApiError::bad("invalid_workflow", m.clone()),
             Q::ResultTooLarge(_) | Q::BatchTooLarge(_) => ApiError::TooLarge(e.to_string()),
         }
     }

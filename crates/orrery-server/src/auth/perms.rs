@@ -114,6 +114,10 @@ pub const REST: &[(&str, &str, Perm)] = &[
     ("POST", "/v1/jobs/{id}/heartbeat", JobsWork),
     ("POST", "/v1/jobs/{id}/complete", JobsWork),
     ("POST", "/v1/jobs/{id}/fail", JobsWork),
+    // Workflows: as the jobs they are made of.
+    ("POST", "/v1/workflows", JobsSubmit),
+    ("GET", "/v1/workflows/{id}", JobsRead),
+    ("POST", "/v1/workflows/{id}/cancel", JobsSubmit),
     ("GET", "/v1/events", Read),
     ("GET", "/v1/events/stream", Read),
     ("GET", "/v1/policies", Read),

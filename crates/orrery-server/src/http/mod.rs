@@ -23,6 +23,7 @@ mod policies_views;
 mod ui;
 pub(crate) mod unread;
 mod vectors;
+mod workflows;
 
 use crate::api::ApiError;
 use crate::service::Services;
@@ -46,6 +47,7 @@ pub fn router(services: AppState) -> Router {
         .merge(cluster_members::routes())
         .merge(backup::routes())
         .merge(jobs::routes())
+        .merge(workflows::routes())
         .merge(vectors::routes())
         .merge(policies::routes())
         .merge(auth_tokens::routes())

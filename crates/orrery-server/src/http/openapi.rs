@@ -9,7 +9,7 @@
 
 use super::{
     auth_tokens, backup, cluster, cluster_members, jobs, jobs_queues, jobs_sse, kv, policies,
-    policies_shadow, vectors,
+    policies_shadow, vectors, workflows,
 };
 use super::{openapi_errors, AppState};
 use axum::http::header;
@@ -44,6 +44,7 @@ pub fn routes() -> Router<AppState> {
         jobs::claim, jobs::list_jobs, jobs::submit, jobs::submit_batch, jobs::complete_batch,
         jobs::get_job, jobs::cancel, jobs::runs, jobs::heartbeat, jobs::complete, jobs::fail,
         jobs_sse::logs, jobs_sse::events, jobs_sse::events_stream,
+        workflows::start, workflows::show, workflows::cancel,
         policies::list, policies::create, policies::show, policies::patch, policies::delete,
         policies::versions, policies::version_create, policies::version_get,
         policies::version_archive, policies::run, policies::batch, policies::runs_list,

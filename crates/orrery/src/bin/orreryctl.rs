@@ -20,6 +20,8 @@ mod policies;
 mod policies_shadow;
 #[path = "../ctl/vectors.rs"]
 mod vectors;
+#[path = "../ctl/workflows.rs"]
+mod workflows;
 
 #[derive(Parser)]
 #[command(name = "orreryctl", version, about = "Administer an Orrery cluster")]
@@ -91,6 +93,9 @@ enum Cmd {
     /// Data sources that policies look values up in.
     #[command(subcommand)]
     DataSources(data_sources::DataSourcesCmd),
+    /// Workflows (DAGs of step jobs): start, get, cancel.
+    #[command(subcommand)]
+    Workflows(workflows::WorkflowsCmd),
 }
 
 #[derive(Subcommand)]
@@ -388,6 +393,14 @@ async fn run(cli: Cli) -> Result<()> {
         .as_deref()
         .or(cli.endpoints.as_deref())
         .unwrap_or("127.0.0.1:17001");
+    if let Cmd::Workflows(cmd) = cli.cmd {
+        let rest = workflows::Rest {
+            endpoints: orrery_client::split_endpoints(list),
+            ca_cert: cli.ca_cert,
+            token: cli.token,
+        };
+        return workflows::run(&rest, cmd, cli.json).await;
+    }
     let mut c = Client::connect_any(&orrery_client::split_endpoints(list), &opts).await?;
     match cli.cmd {
         Cmd::Certs(cmd) => auth::certs(cmd, cli.json)?,
@@ -535,6 +548,7 @@ async fn run(cli: Cli) -> Result<()> {
         Cmd::Policies(cmd) => policies::policies(&mut c, cmd, cli.json).await?,
         Cmd::Runs(cmd) => policies::runs(&mut c, cmd, cli.json).await?,
         Cmd::DataSources(cmd) => data_sources::data_sources(&mut c, cmd, cli.json).await?,
+        Cmd::Workflows(_) => bail!("workflows are answered over REST (above)"),
         Cmd::Shards(ShardsCmd::List) => {
             let r = c
                 .cluster()

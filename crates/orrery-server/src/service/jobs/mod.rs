@@ -15,6 +15,8 @@ pub mod events_hub;
 mod logs;
 mod read;
 mod submit;
+mod workflows;
+pub use workflows::{StepArgs, WorkflowArgs};
 
 pub use catalog::QueueInfo;
 pub use logs::{JobLogs, LogEvent};

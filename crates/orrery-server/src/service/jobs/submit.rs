@@ -167,7 +167,7 @@ impl JobsService {
     /// The partitions of `spec` whose shard this node leads now. Empty for
     /// a queue with a concurrency limit: the limit is split evenly over the
     /// partitions, so its jobs must stay spread over all of them.
-    fn led_partitions(&self, spec: &QueueSpec) -> Vec<u32> {
+    pub(super) fn led_partitions(&self, spec: &QueueSpec) -> Vec<u32> {
         if spec.concurrency_limit.is_some() {
             return Vec::new();
         }
