@@ -221,3 +221,36 @@ pub fn dump(dir: &Path, d: &Dataset) -> Result<()> {
     )?;
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The brute-force truth is the true nearest set, nearest first, and a
+    /// filtered truth holds only points its filter accepts.
+    #[test]
+    fn exact_truth_is_nearest_and_filtered() {
+        let d = synthetic(2000, 8, 20, 7);
+        let dist = |q: &[f32], i: u64| -> f32 {
+            d.base[i as usize]
+                .iter()
+                .zip(q)
+                .map(|(a, b)| (a - b) * (a - b))
+                .sum()
+        };
+        for (qi, q) in d.queries.iter().enumerate() {
+            let t = &d.truth[qi];
+            assert_eq!(t.len(), 10);
+            let worst = dist(q, t[9]);
+            assert!(t.windows(2).all(|w| dist(q, w[0]) <= dist(q, w[1])));
+            let closer = (0..d.base.len() as u64)
+                .filter(|&i| dist(q, i) < worst)
+                .count();
+            assert!(closer <= 9, "{closer} points are closer than the 10th");
+            for (f, ft) in filter_cells().iter().zip(&d.filtered_truth) {
+                assert_eq!(ft[qi].len(), 10);
+                assert!(ft[qi].iter().all(|&i| (f.keep)(i)), "{}", f.name);
+            }
+        }
+    }
+}
