@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Single-process baseline for scripts/bench-vectors.sh: faiss IndexHNSWFlat
+"""Single-process faiss baseline for scripts/bench-ann.sh: faiss IndexHNSWFlat
 (1 thread) on the same vectors (little-endian f32 files written by
 `orrery-bench vectors --dump DIR`). Prints JSON lines: build time, and per
 ef recall@10 against brute force and queries/s."""

@@ -19,6 +19,8 @@ mod policy_eval;
 mod policy_zen;
 mod scaleout;
 mod vectors;
+mod vectors_cells;
+mod vectors_data;
 
 use anyhow::{anyhow, bail, Context, Result};
 use clap::{Parser, Subcommand};

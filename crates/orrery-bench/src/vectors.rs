@@ -1,15 +1,20 @@
-//! `orrery-bench vectors`: load a clustered dataset into a vector
-//! collection on a local cluster, then sweep ef: recall@10 against exact
-//! search, queries/s and latency for several client counts (REST).
+//! `orrery-bench vectors`: load a data set into a vector collection on a
+//! local cluster (TLS and tokens, as users run it), wait until the index
+//! of every shard is ready on every replica (the build time), measure the
+//! nodes' memory per point, then sweep ef: recall@10 against exact ground
+//! truth, queries/s and latency for several client counts, linearizable
+//! and `consistency=stale`; then filtered cells at 10 % and 1 %
+//! selectivity. The data set is real embeddings prepared by
+//! `scripts/vectors_data.py` (`--data DIR`), or synthetic clusters
+//! (`--synthetic`). See scripts/bench-vectors.sh.
 
 use crate::cluster::LocalCluster;
 use crate::machine::{self, round3};
-use anyhow::{bail, Context, Result};
+use crate::vectors_cells::{self as cells, Cell, Target};
+use crate::vectors_data::{self as data, Dataset};
+use anyhow::{bail, Result};
 use serde_json::{json, Value};
-use std::collections::HashSet;
-use std::io::Write;
-use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 #[derive(clap::Args)]
@@ -17,31 +22,52 @@ pub struct VectorArgs {
     /// Directory holding the `orrery` binary [default: this executable's directory].
     #[arg(long)]
     pub bin_dir: Option<PathBuf>,
-    /// Points to load.
+    /// A data set written by scripts/vectors_data.py (real embeddings with
+    /// cached exact ground truth). Without it, --synthetic is required.
+    #[arg(long, conflicts_with = "synthetic")]
+    pub data: Option<PathBuf>,
+    /// Synthetic clustered vectors (--n x --dim, --queries) instead of --data.
+    #[arg(long)]
+    pub synthetic: bool,
+    /// Points to generate (--synthetic).
     #[arg(long, default_value_t = 100_000)]
     pub n: usize,
+    /// Dimensions (--synthetic).
     #[arg(long, default_value_t = 128)]
     pub dim: usize,
-    /// Queries per (ef, clients) cell; recall uses the first 100.
-    #[arg(long, default_value_t = 500)]
+    /// Queries (--synthetic; with --data, the file decides). Every cell
+    /// runs each query once.
+    #[arg(long, default_value_t = 1000)]
     pub queries: usize,
-    #[arg(long, value_delimiter = ',', default_values_t = [16usize, 32, 64, 128, 256])]
+    #[arg(long, value_delimiter = ',', default_values_t = [10usize, 16, 32, 64, 128, 256])]
     pub ef: Vec<usize>,
     #[arg(long, value_delimiter = ',', default_values_t = [1usize, 16])]
     pub clients: Vec<usize>,
+    /// Consistency levels of the sweep: linearizable (the default of the
+    /// API) and stale.
+    #[arg(long, value_delimiter = ',', default_values = ["linearizable", "stale"])]
+    pub consistency: Vec<String>,
+    /// ef of the filtered cells.
+    #[arg(long, default_value_t = 64)]
+    pub filter_ef: usize,
     #[arg(long, default_value_t = 16)]
     pub m: usize,
     #[arg(long, default_value_t = 200)]
     pub ef_construction: usize,
     #[arg(long, default_value_t = 3)]
     pub nodes: usize,
+    /// Shard groups of the cluster (`cluster init`); the collection takes
+    /// the API's default shard count (one per node) unless
+    /// --collection-shards is given.
     #[arg(long, default_value_t = 8)]
     pub shards: u32,
+    #[arg(long)]
+    pub collection_shards: Option<u32>,
     /// Points per upsert request.
     #[arg(long, default_value_t = 5000)]
     pub batch: usize,
-    /// Write the dataset as little-endian f32 files `base.f32` and
-    /// `queries.f32` here (for the single-process baseline).
+    /// Write the synthetic set (vectors and unfiltered truth) here, for
+    /// the hnswlib baseline.
     #[arg(long)]
     pub dump: Option<PathBuf>,
     #[arg(long, default_value_t = 42)]
@@ -50,87 +76,38 @@ pub struct VectorArgs {
     pub data_root: Option<PathBuf>,
 }
 
-/// xorshift64*: the dataset is a pure function of the seed.
-struct Rng(u64);
-impl Rng {
-    fn next(&mut self) -> f32 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        let x = self.0.wrapping_mul(0x2545_f491_4f6c_dd1d);
-        (x >> 40) as f32 / (1u64 << 24) as f32 * 2.0 - 1.0
+pub async fn run(args: VectorArgs) -> Result<()> {
+    if args.queries == 0 || args.batch == 0 || args.batch > 10_000 {
+        bail!("--queries must be positive and --batch 1..=10000");
     }
-}
-
-/// `n` points around 100 centres (and queries from the same distribution).
-pub fn clustered(n: usize, dim: usize, seed: u64) -> Vec<Vec<f32>> {
-    let mut c = Rng(0x9e37_79b9_7f4a_7c15);
-    let centres: Vec<Vec<f32>> = (0..100)
-        .map(|_| (0..dim).map(|_| c.next()).collect())
-        .collect();
-    let mut r = Rng(seed.max(1));
-    (0..n)
-        .map(|i| {
-            centres[i % 100]
-                .iter()
-                .map(|x| x + 0.3 * r.next())
-                .collect()
-        })
-        .collect()
-}
-
-fn dump(path: &Path, data: &[Vec<f32>]) -> Result<()> {
-    let mut f = std::io::BufWriter::new(
-        std::fs::File::create(path).with_context(|| path.display().to_string())?,
-    );
-    for v in data {
-        for x in v {
-            f.write_all(&x.to_le_bytes())?;
+    for c in &args.consistency {
+        if c != "linearizable" && c != "stale" {
+            bail!("--consistency takes linearizable and/or stale, not {c}");
         }
     }
-    f.flush()?;
-    Ok(())
-}
-
-async fn post(http: &reqwest::Client, url: &str, body: &Value) -> Result<Value> {
-    let r = http.post(url).json(body).send().await?;
-    let s = r.status();
-    let v: Value = r.json().await.unwrap_or(Value::Null);
-    if !s.is_success() {
-        bail!("POST {url}: {s} {v}");
-    }
-    Ok(v)
-}
-
-fn ids(v: &Value) -> Vec<u64> {
-    v["result"]
-        .as_array()
-        .map(|a| a.iter().filter_map(|h| h["id"].as_u64()).collect())
-        .unwrap_or_default()
-}
-
-fn pct(sorted: &[f64], p: f64) -> f64 {
-    if sorted.is_empty() {
-        return 0.0;
-    }
-    sorted[((sorted.len() as f64 - 1.0) * p).round() as usize]
-}
-
-pub async fn run(args: VectorArgs) -> Result<()> {
-    if args.n == 0 || args.dim == 0 || args.queries == 0 || args.batch == 0 || args.batch > 10_000 {
-        bail!("--n, --dim, --queries must be positive and --batch 1..=10000");
-    }
     let (bin, data_root) = crate::node_binary_and_data_root(&args.bin_dir, &args.data_root)?;
-    eprintln!("generating {} x {} clustered vectors ...", args.n, args.dim);
-    let base = clustered(args.n, args.dim, args.seed);
-    let queries = clustered(args.queries, args.dim, args.seed + 1);
+    let ds = match (&args.data, args.synthetic) {
+        (Some(d), _) => {
+            eprintln!("reading {} ...", d.display());
+            data::load_dir(d)?
+        }
+        (None, true) => {
+            if args.n == 0 || args.dim == 0 {
+                bail!("--n and --dim must be positive");
+            }
+            eprintln!(
+                "generating {} x {} clustered vectors and their exact neighbours ...",
+                args.n, args.dim
+            );
+            data::synthetic(args.n, args.dim, args.queries, args.seed)
+        }
+        (None, false) => bail!("give --data DIR (scripts/vectors_data.py) or --synthetic"),
+    };
     if let Some(d) = &args.dump {
-        std::fs::create_dir_all(d)?;
-        dump(&d.join("base.f32"), &base)?;
-        dump(&d.join("queries.f32"), &queries)?;
+        data::dump(d, &ds)?;
     }
     let mut cluster = LocalCluster::spawn(&bin, args.nodes, &data_root, false)?;
-    let r = measure(&mut cluster, &args, base, queries).await;
+    let r = measure(&mut cluster, &args, &ds).await;
     if r.is_err() {
         for i in 0..cluster.nodes.len() {
             eprintln!(
@@ -144,12 +121,29 @@ pub async fn run(args: VectorArgs) -> Result<()> {
     r
 }
 
-async fn measure(
-    cluster: &mut LocalCluster,
-    args: &VectorArgs,
-    base: Vec<Vec<f32>>,
-    queries: Vec<Vec<f32>>,
-) -> Result<()> {
+async fn post(http: &reqwest::Client, url: &str, body: &Value) -> Result<Value> {
+    let r = http.post(url).json(body).send().await?;
+    let s = r.status();
+    let v: Value = r.json().await.unwrap_or(Value::Null);
+    if !s.is_success() {
+        bail!("POST {url}: {s} {v}");
+    }
+    Ok(v)
+}
+
+/// Resident memory of a process in KiB (0 once it is gone).
+fn rss_kib(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmRSS:"))
+                .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
+        })
+        .unwrap_or(0)
+}
+
+async fn measure(cluster: &mut LocalCluster, args: &VectorArgs, ds: &Dataset) -> Result<()> {
     cluster.wait_healthy(Duration::from_secs(30)).await?;
     cluster.form(args.shards, Duration::from_secs(120)).await?;
     let urls: Vec<String> = cluster
@@ -157,23 +151,35 @@ async fn measure(
         .iter()
         .map(|n| crate::access::base(&n.addr))
         .collect();
+    let pids = cluster.pids();
     let http = crate::access::http_client()?;
+    let n = ds.base.len();
+    let mut create = json!({"name": "bench", "dim": ds.dim, "metric": "l2", "m": args.m,
+                            "ef_construction": args.ef_construction});
+    if let Some(s) = args.collection_shards {
+        create["shards"] = json!(s);
+    }
+    let def = post(&http, &format!("{}/v1/collections", urls[0]), &create).await?;
     println!(
         "{}",
-        json!({"bench": "vectors", "machine": machine::brief(), "nodes": args.nodes, "shards": args.shards,
-               "n": args.n, "dim": args.dim, "metric": "l2", "m": args.m, "ef_construction": args.ef_construction,
-               "protocol": "http", "build": if cfg!(debug_assertions) { "debug" } else { "release" }})
+        json!({"bench": "vectors", "machine": machine::full(), "source": ds.source, "nodes": args.nodes,
+               "cluster_shards": args.shards, "collection_shards": def["shards"], "n": n, "dim": ds.dim,
+               "queries": ds.queries.len(), "metric": "l2", "m": args.m, "ef_construction": args.ef_construction,
+               "protocol": "http", "shard_leaders": cluster.shard_leaders().await.ok(),
+               "build": if cfg!(debug_assertions) { "debug" } else { "release" }})
     );
-    post(&http, &format!("{}/v1/collections", urls[0]),
-        &json!({"name": "bench", "dim": args.dim, "metric": "l2", "m": args.m, "ef_construction": args.ef_construction})).await?;
+    let rss0: Vec<u64> = pids.iter().map(|&p| rss_kib(p)).collect();
 
-    eprintln!("loading ...");
+    eprintln!("loading {n} points ...");
     let start = Instant::now();
-    for (b, chunk) in base.chunks(args.batch).enumerate() {
+    for (b, chunk) in ds.base.chunks(args.batch).enumerate() {
         let points: Vec<Value> = chunk
             .iter()
             .enumerate()
-            .map(|(j, v)| json!({"id": b * args.batch + j, "vector": v}))
+            .map(|(j, v)| {
+                let id = b * args.batch + j;
+                json!({"id": id, "vector": v, "payload": {"bucket": id % 100}})
+            })
             .collect();
         let url = format!("{}/v1/collections/bench/points", urls[b % urls.len()]);
         let r = http
@@ -188,96 +194,111 @@ async fn measure(
                 r.text().await.unwrap_or_default()
             );
         }
-        eprint!(
-            "\r  {} / {}",
-            (b + 1) * args.batch.min(chunk.len().max(1)),
-            args.n
-        );
+        eprint!("\r  {} / {n}", b * args.batch + chunk.len());
     }
     let load_s = start.elapsed().as_secs_f64();
     eprintln!();
-    // Indexing continues after the writes return; measure until ready.
-    loop {
-        let v: Value = http
-            .get(format!("{}/v1/collections/bench", urls[0]))
-            .send()
-            .await?
-            .json()
-            .await?;
-        let ready = v["shard_states"]
-            .as_array()
-            .is_some_and(|a| a.iter().all(|s| s["index"] == "ready"));
-        if ready {
-            break;
+    // Indexing continues after the writes return: each node reports its
+    // own replicas' index states; wait until all are ready on every node.
+    let mut ready_s: Vec<Option<f64>> = vec![None; urls.len()];
+    let mut last = Value::Null;
+    while ready_s.iter().any(Option::is_none) {
+        for (i, url) in urls.iter().enumerate() {
+            if ready_s[i].is_some() {
+                continue;
+            }
+            let v: Value = http
+                .get(format!("{url}/v1/collections/bench"))
+                .send()
+                .await?
+                .json()
+                .await?;
+            let states = v["shard_states"].as_array().cloned().unwrap_or_default();
+            let ready = !states.is_empty()
+                && v["points"].as_u64() == Some(n as u64)
+                && states.iter().all(|s| {
+                    s["index"] == "ready" && s["indexed_entries"].as_u64() >= s["points"].as_u64()
+                });
+            if ready {
+                ready_s[i] = Some(start.elapsed().as_secs_f64());
+            }
+            last = v;
         }
         if start.elapsed() > Duration::from_secs(3600) {
-            bail!("indexes not ready after an hour: {v}");
+            bail!("indexes not ready after an hour: {last}");
         }
-        tokio::time::sleep(Duration::from_millis(200)).await;
+        tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    let indexed_s = start.elapsed().as_secs_f64();
+    let ready_s: Vec<f64> = ready_s.into_iter().flatten().collect();
+    let rss1: Vec<u64> = pids.iter().map(|&p| rss_kib(p)).collect();
+    let indexed_s = ready_s.iter().copied().fold(0.0, f64::max);
+    let bytes_per_point: Vec<f64> = rss0
+        .iter()
+        .zip(&rss1)
+        .map(|(a, b)| round3((b.saturating_sub(*a) * 1024) as f64 / n as f64))
+        .collect();
+    // Every node holds a replica of every shard of the collection (3
+    // nodes, replication 3), so each builds indexes over all n points.
     println!(
         "{}",
-        json!({"phase": "load", "points": args.n, "load_s": round3(load_s),
-        "points_per_s": round3(args.n as f64 / load_s), "indexed_s": round3(indexed_s)})
+        json!({"phase": "load", "points": n, "load_s": round3(load_s),
+               "points_per_s": round3(n as f64 / load_s), "indexed_s": round3(indexed_s),
+               "ready_s_per_node": ready_s.iter().map(|s| round3(*s)).collect::<Vec<_>>(),
+               "inserts_per_s_per_node": round3(n as f64 / indexed_s),
+               "rss_before_mib": rss0.iter().map(|k| k / 1024).collect::<Vec<_>>(),
+               "rss_after_mib": rss1.iter().map(|k| k / 1024).collect::<Vec<_>>(),
+               "rss_bytes_per_point_per_node": bytes_per_point})
     );
 
-    eprintln!("exact ground truth ...");
-    let nrecall = queries.len().min(100);
-    let mut truth = Vec::new();
-    for q in &queries[..nrecall] {
-        let v = post(
-            &http,
-            &format!("{}/v1/collections/bench/search", urls[0]),
-            &json!({"vector": q, "k": 10, "exact": true, "with_payload": false}),
-        )
-        .await?;
-        truth.push(ids(&v).into_iter().collect::<HashSet<u64>>());
-    }
-    let queries = Arc::new(queries);
-    for &ef in &args.ef {
-        let mut hit = 0;
-        for (q, t) in queries.iter().zip(&truth) {
-            let v = post(
-                &http,
-                &format!("{}/v1/collections/bench/search", urls[0]),
-                &json!({"vector": q, "k": 10, "ef": ef, "with_payload": false}),
-            )
-            .await?;
-            hit += ids(&v).iter().filter(|i| t.contains(i)).count();
+    let target = Target {
+        http: &http,
+        urls: &urls,
+        collection: "bench",
+        pids: &pids,
+    };
+    // Warm up: connections (TLS handshakes) for every client, caches.
+    let warm = Cell {
+        ef: args.ef[0],
+        clients: args.clients.iter().copied().max().unwrap_or(1),
+        consistency: None,
+        filter: None,
+    };
+    let nwarm = ds.queries.len().min(200);
+    cells::run(&target, &warm, &ds.queries[..nwarm], &ds.truth[..nwarm]).await?;
+    for consistency in &args.consistency {
+        let c = (consistency == "stale").then_some("stale");
+        for &ef in &args.ef {
+            for &clients in &args.clients {
+                let cell = Cell {
+                    ef,
+                    clients,
+                    consistency: c,
+                    filter: None,
+                };
+                let line = cells::run(&target, &cell, &ds.queries, &ds.truth).await?;
+                println!("{line}");
+                cluster.check_alive()?;
+            }
         }
-        let recall = hit as f64 / (nrecall * 10) as f64;
+    }
+    for (f, truth) in data::filter_cells().iter().zip(&ds.filtered_truth) {
         for &clients in &args.clients {
-            let t0 = Instant::now();
-            let mut tasks = Vec::new();
-            for c in 0..clients {
-                let (http, queries) = (http.clone(), queries.clone());
-                let url = format!("{}/v1/collections/bench/search", urls[c % urls.len()]);
-                tasks.push(tokio::spawn(async move {
-                    let mut lat = Vec::new();
-                    let mut i = c;
-                    while i < queries.len() {
-                        let s = Instant::now();
-                        post(&http, &url, &json!({"vector": queries[i], "k": 10, "ef": ef, "with_payload": false})).await?;
-                        lat.push(s.elapsed().as_secs_f64() * 1000.0);
-                        i += clients;
-                    }
-                    Ok::<_, anyhow::Error>(lat)
-                }));
-            }
-            let mut lat = Vec::new();
-            for t in tasks {
-                lat.extend(t.await??);
-            }
-            let secs = t0.elapsed().as_secs_f64();
-            lat.sort_by(|a, b| a.total_cmp(b));
-            println!(
-                "{}",
-                json!({"phase": "search", "ef": ef, "clients": clients, "recall_at_10": round3(recall),
-                "queries": lat.len(), "qps": round3(lat.len() as f64 / secs),
-                "p50_ms": round3(pct(&lat, 0.5)), "p99_ms": round3(pct(&lat, 0.99))})
-            );
+            let cell = Cell {
+                ef: args.filter_ef,
+                clients,
+                consistency: None,
+                filter: Some((f.name, &f.json)),
+            };
+            let mut line = cells::run(&target, &cell, &ds.queries, truth).await?;
+            line["selectivity"] = json!(f.selectivity);
+            println!("{line}");
         }
     }
+    let rss2: Vec<u64> = pids.iter().map(|&p| rss_kib(p)).collect();
+    println!(
+        "{}",
+        json!({"phase": "end", "rss_after_searches_mib": rss2.iter().map(|k| k / 1024).collect::<Vec<_>>(),
+               "loadavg": machine::loadavg()})
+    );
     Ok(())
 }
