@@ -21,7 +21,8 @@ pub mod index;
 pub mod payload_index;
 pub mod persist;
 mod shard;
-use payload_index::Narrowed;
+mod view;
+pub use view::SearchView;
 
 use filter::Filter;
 use index::IndexHandle;
@@ -399,14 +400,26 @@ pub enum VectorError {
     Invalid(String),
 }
 
+/// A shard's points: a persistent ordered map, so that a clone (a search's
+/// view, see [`SearchView`]) costs O(1) and apply, changing the map while
+/// a view lives, copies only the paths it touches. Each value is behind an
+/// `Arc` so that such a path copy clones pointers, not vectors. Serialized
+/// exactly as the `BTreeMap<PointId, StoredPoint>` it replaced (a map of
+/// its length and then its entries in key order; `Arc<T>` serializes as
+/// `T`), so snapshots keep their format (`tests_view.rs` checks the bytes).
+pub type Points = imbl::OrdMap<PointId, Arc<StoredPoint>>;
+
 /// One collection's points on one shard replica.
+///
+/// Cloning one is cheap (persistent maps and `Arc`s): that clone is the
+/// consistent view a search takes under the state lock.
 #[derive(Clone, Default, Serialize, Deserialize)]
 pub struct ShardCollection {
     pub uid: u64,
     pub metric: Option<Metric>,
     pub m: usize,
     pub ef_construction: usize,
-    pub points: BTreeMap<PointId, StoredPoint>,
+    pub points: Points,
     /// The last log index that changed this collection here.
     pub last_rev: u64,
     #[serde(skip)]
@@ -567,11 +580,11 @@ impl VectorState {
                     c.payload_index.insert(&p.id, &p.payload);
                     c.points.insert(
                         p.id,
-                        StoredPoint {
+                        Arc::new(StoredPoint {
                             vector: p.vector,
                             payload: p.payload,
                             rev: index,
-                        },
+                        }),
                     );
                 }
                 c.last_rev = index;
@@ -597,7 +610,7 @@ impl VectorState {
                     .iter()
                     .filter(|id| {
                         points
-                            .remove(id)
+                            .remove(*id)
                             .map(|old| pi.remove(id, &old.payload))
                             .is_some()
                     })
@@ -622,16 +635,19 @@ impl VectorState {
                     Ok(c) => c,
                     Err(e) => return VectorResponse::Rejected(e),
                 };
-                let before = c.points.len();
-                let pi = &mut c.payload_index;
-                c.points.retain(|id, p| {
-                    let keep = !parsed.matches(&p.payload);
-                    if !keep {
-                        pi.remove(id, &p.payload);
+                // (The persistent map has no `retain`.)
+                let doomed: Vec<PointId> = c
+                    .points
+                    .iter()
+                    .filter(|(_, p)| parsed.matches(&p.payload))
+                    .map(|(id, _)| id.clone())
+                    .collect();
+                for id in &doomed {
+                    if let Some(old) = c.points.remove(id) {
+                        c.payload_index.remove(id, &old.payload);
                     }
-                    keep
-                });
-                let count = before - c.points.len();
+                }
+                let count = doomed.len();
                 c.after_delete(index, no_index);
                 VectorResponse::Deleted { count }
             }
@@ -662,6 +678,7 @@ impl VectorState {
             .get(collection)
             .filter(|c| c.uid == uid)
             .and_then(|c| c.points.get(id))
+            .map(|p| &**p)
     }
 
     pub fn shard_info(&self, collection: &str, uid: u64) -> ShardInfo {
@@ -695,9 +712,17 @@ impl VectorState {
         }
     }
 
-    /// Searches this shard: the index when it is current and the shard is
-    /// not small, exact search otherwise or when the index under-fills.
+    /// Searches this shard (a view taken and searched at once; see
+    /// [`VectorState::view`]).
     pub fn search(&self, req: &SearchRequest) -> Result<(Vec<Hit>, SearchMode), VectorError> {
+        Ok(self.view(req)?.run())
+    }
+
+    /// A consistent view of what `req` searches, for searching after the
+    /// caller has released the state's lock: O(1) (a clone of persistent
+    /// maps and `Arc`s), never a copy of the points. A bad filter fails
+    /// here, as the search would.
+    pub fn view(&self, req: &SearchRequest) -> Result<SearchView, VectorError> {
         let filter = match &req.filter {
             None => None,
             Some(text) => Some(
@@ -707,41 +732,15 @@ impl VectorState {
                     .map_err(VectorError::Invalid)?,
             ),
         };
-        let Some(c) = self.data.get(&req.collection).filter(|c| c.uid == req.uid) else {
-            return Ok((Vec::new(), SearchMode::Exact));
-        };
-        let matches = |p: &StoredPoint| filter.as_ref().is_none_or(|f| f.matches(&p.payload));
-        // A selective filter leaves few candidates: scanning them exactly is
-        // cheap and exact, where graph search would wander past them. The
-        // payload index names a superset of them without a scan.
-        let narrowed = match &filter {
-            None => Narrowed::Many,
-            Some(f) => c.payload_index.candidates(f, FILTER_EXACT_BELOW),
-        };
-        let selective = match narrowed {
-            Narrowed::Few(ids) => {
-                return Ok((c.exact_among(req, &ids, &matches), SearchMode::Exact));
-            }
-            Narrowed::Many => false,
-            Narrowed::Unknown => {
-                c.points.values().filter(|p| matches(p)).count() < FILTER_EXACT_BELOW
-            }
-        };
-        let use_index = !req.exact
-            && !selective
-            && c.points.len() >= EXACT_BELOW
-            && c.index.as_ref().is_some_and(|h| h.current(c.last_rev));
-        if use_index {
-            if let Some(hits) = c.index_search(req, &matches) {
-                if hits.len() >= req.k {
-                    return Ok((hits, SearchMode::Index));
-                }
-                // Under-filled (selective filter, unreachable points): exact
-                // search gives every matching point a chance.
-                return Ok((c.exact(req, &matches), SearchMode::IndexThenExact));
-            }
-        }
-        Ok((c.exact(req, &matches), SearchMode::Exact))
+        Ok(SearchView {
+            req: req.clone(),
+            filter,
+            collection: self
+                .data
+                .get(&req.collection)
+                .filter(|c| c.uid == req.uid)
+                .cloned(),
+        })
     }
 
     pub fn snapshot(&self) -> Result<Vec<u8>, String> {
@@ -807,3 +806,5 @@ mod tests_index;
 mod tests_payload_index;
 #[cfg(test)]
 mod tests_persist;
+#[cfg(test)]
+mod tests_view;

@@ -14,11 +14,15 @@
 //! only ever narrow further), and the caller re-checks the whole filter on
 //! each candidate. So the one property that matters is completeness: a
 //! point that matches is always a candidate (`tests_payload_index.rs`).
+//!
+//! Its maps are persistent (`imbl`): a search's view of the collection
+//! (see [`crate::SearchView`]) clones the index in O(1) and keeps reading
+//! it while apply changes the live one.
 
 use crate::filter::{Condition, Filter, Range, Scalar, Test};
 use crate::PointId;
 use serde_json::{Map, Value};
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::BTreeSet;
 
 /// Longer strings are not indexed (they are rarely filtered on by equality
 /// and would double the memory of text payloads); a condition on one
@@ -47,12 +51,16 @@ impl Ord for Num {
     }
 }
 
-type Ids = BTreeSet<PointId>;
+type Ids = imbl::OrdSet<PointId>;
+
+/// What [`PayloadIndex::candidates`] hands out: an ordinary set, built
+/// for one search.
+pub type Candidates = BTreeSet<PointId>;
 
 #[derive(Clone, Debug, Default)]
 struct Field {
-    strs: HashMap<String, Ids>,
-    nums: BTreeMap<Num, Ids>,
+    strs: imbl::HashMap<String, Ids>,
+    nums: imbl::OrdMap<Num, Ids>,
     bools: [Ids; 2],
 }
 
@@ -63,7 +71,7 @@ struct Field {
 pub struct PayloadIndex {
     /// Whether it reflects every point (false until built after restore).
     built: bool,
-    fields: HashMap<Vec<String>, Field>,
+    fields: imbl::HashMap<Vec<String>, Field>,
 }
 
 fn leaves<'a>(path: &mut Vec<String>, v: &'a Value, out: &mut dyn FnMut(&[String], &'a Value)) {
@@ -91,7 +99,7 @@ impl Default for PayloadIndex {
     fn default() -> Self {
         PayloadIndex {
             built: true,
-            fields: HashMap::new(),
+            fields: imbl::HashMap::new(),
         }
     }
 }
@@ -100,7 +108,7 @@ impl PayloadIndex {
     pub fn unbuilt() -> Self {
         PayloadIndex {
             built: false,
-            fields: HashMap::new(),
+            fields: imbl::HashMap::new(),
         }
     }
 
@@ -218,18 +226,18 @@ impl PayloadIndex {
     }
 
     /// Every point for which `c` holds, or `None` if the index cannot say.
-    fn condition(&self, c: &Condition) -> Option<Ids> {
+    fn condition(&self, c: &Condition) -> Option<Candidates> {
         let Some(f) = self.fields.get(&c.path) else {
             // No point has a scalar at this path: the condition holds for
             // none (a missing key makes every condition false).
-            return Some(Ids::new());
+            return Some(Candidates::new());
         };
-        let mut out = Ids::new();
+        let mut out = Candidates::new();
         match &c.test {
-            Test::Match(s) => out.extend(f.scalar(s)?.iter().cloned()),
+            Test::Match(s) => out.extend(f.scalar(s)?.into_iter().flatten().cloned()),
             Test::Any(list) => {
                 for s in list {
-                    out.extend(f.scalar(s)?.iter().cloned());
+                    out.extend(f.scalar(s)?.into_iter().flatten().cloned());
                 }
             }
             Test::Range(r) => {
@@ -250,23 +258,23 @@ pub enum Narrowed {
     /// At least the given number of points may match.
     Many,
     /// Every matching point is among these.
-    Few(Ids),
+    Few(Candidates),
 }
 
-static EMPTY: Ids = Ids::new();
-
 impl Field {
-    fn scalar(&self, s: &Scalar) -> Option<&Ids> {
+    /// The points holding `s` (`Some(None)`: none), or `None` if the index
+    /// cannot say.
+    fn scalar(&self, s: &Scalar) -> Option<Option<&Ids>> {
         Some(match s {
             Scalar::Str(x) if x.len() > MAX_KEYWORD => return None,
-            Scalar::Str(x) => self.strs.get(x).unwrap_or(&EMPTY),
-            Scalar::Num(x) => self.nums.get(&Num::new(*x)).unwrap_or(&EMPTY),
-            Scalar::Bool(b) => &self.bools[*b as usize],
+            Scalar::Str(x) => self.strs.get(x),
+            Scalar::Num(x) => self.nums.get(&Num::new(*x)),
+            Scalar::Bool(b) => Some(&self.bools[*b as usize]),
         })
     }
 
     fn scalar_len(&self, s: &Scalar) -> Option<usize> {
-        self.scalar(s).map(BTreeSet::len)
+        self.scalar(s).map(|ids| ids.map_or(0, |ids| ids.len()))
     }
 
     /// The keys `r` accepts, with their points.

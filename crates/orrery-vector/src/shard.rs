@@ -25,6 +25,7 @@ impl ShardCollection {
         let mut scored: Vec<(f32, &PointId, &StoredPoint)> = ids
             .iter()
             .filter_map(|id| self.points.get_key_value(id))
+            .map(|(id, p)| (id, &**p))
             .filter(|(_, p)| matches(p))
             .map(|(id, p)| (req.metric.score(&req.vector, &p.vector.0), id, p))
             .collect();
@@ -107,9 +108,12 @@ impl ShardCollection {
         matches: &(dyn Fn(&StoredPoint) -> bool + Sync),
     ) -> Vec<Hit> {
         let metric = req.metric;
-        let mut scored: Vec<(f32, &PointId)> = self
-            .points
+        // The persistent map has no parallel iterator: collect references
+        // first (what rayon does for a `BTreeMap` too).
+        let all: Vec<(&PointId, &Arc<StoredPoint>)> = self.points.iter().collect();
+        let mut scored: Vec<(f32, &PointId)> = all
             .par_iter()
+            .map(|(id, p)| (*id, p))
             .filter(|(_, p)| matches(p))
             .map(|(id, p)| (metric.score(&req.vector, &p.vector.0), id))
             .collect();
@@ -146,7 +150,7 @@ impl ShardCollection {
         let entries = h.shared.entries.read().ok()?;
         let live = |internal: usize| -> Option<(&PointId, &StoredPoint)> {
             let (pid, rev) = entries.get(internal)?;
-            let p = self.points.get(pid)?;
+            let p: &StoredPoint = self.points.get(pid)?;
             (p.rev == *rev && matches(p)).then_some((pid, p))
         };
         let keep = |internal: usize| live(internal).is_some();

@@ -3,7 +3,7 @@ use proptest::prelude::*;
 use serde_json::json;
 use std::time::{Duration, Instant};
 
-fn cfg(name: &str, dim: usize, metric: Metric) -> CollectionConfig {
+pub(crate) fn cfg(name: &str, dim: usize, metric: Metric) -> CollectionConfig {
     CollectionConfig {
         name: name.into(),
         dim,
@@ -17,7 +17,7 @@ fn cfg(name: &str, dim: usize, metric: Metric) -> CollectionConfig {
     }
 }
 
-fn point(id: u64, v: Vec<f32>, payload: Value) -> Point {
+pub(crate) fn point(id: u64, v: Vec<f32>, payload: Value) -> Point {
     Point {
         id: PointId::Num(id),
         vector: Vector(v),
@@ -25,7 +25,7 @@ fn point(id: u64, v: Vec<f32>, payload: Value) -> Point {
     }
 }
 
-fn upsert(uid: u64, metric: Metric, points: Vec<Point>) -> VectorCommand {
+pub(crate) fn upsert(uid: u64, metric: Metric, points: Vec<Point>) -> VectorCommand {
     VectorCommand::Upsert {
         collection: "c".into(),
         uid,
@@ -36,7 +36,13 @@ fn upsert(uid: u64, metric: Metric, points: Vec<Point>) -> VectorCommand {
     }
 }
 
-fn req(v: Vec<f32>, k: usize, metric: Metric, filter: Option<Value>, exact: bool) -> SearchRequest {
+pub(crate) fn req(
+    v: Vec<f32>,
+    k: usize,
+    metric: Metric,
+    filter: Option<Value>,
+    exact: bool,
+) -> SearchRequest {
     SearchRequest {
         collection: "c".into(),
         uid: 1,
@@ -250,7 +256,7 @@ fn scores_per_metric() {
 }
 
 /// Deterministic pseudo-random clustered vectors.
-fn clustered(n: usize, dim: usize, seed: u64) -> Vec<Vec<f32>> {
+pub(crate) fn clustered(n: usize, dim: usize, seed: u64) -> Vec<Vec<f32>> {
     use rand::{Rng, SeedableRng};
     let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
     let centres: Vec<Vec<f32>> = (0..20)
@@ -266,7 +272,7 @@ fn clustered(n: usize, dim: usize, seed: u64) -> Vec<Vec<f32>> {
         .collect()
 }
 
-fn wait_ready(s: &VectorState) {
+pub(crate) fn wait_ready(s: &VectorState) {
     let deadline = Instant::now() + Duration::from_secs(120);
     while s.shard_info("c", 1).index != "ready" {
         assert!(Instant::now() < deadline, "index never became ready");
@@ -359,7 +365,7 @@ fn restore_rebuilds_the_index() {
     assert_eq!(hits[0].id, PointId::Num(0));
 }
 
-fn arb_cmd() -> impl Strategy<Value = VectorCommand> {
+pub(crate) fn arb_cmd() -> impl Strategy<Value = VectorCommand> {
     let id = (0u64..6).prop_map(PointId::Num);
     let pt =
         (id.clone(), prop::collection::vec(-2.0f32..2.0, 2), 0u64..3).prop_map(|(id, v, g)| {

@@ -167,11 +167,11 @@ fn damaged_or_foreign_dumps_are_rebuilt_from() {
     let mut more = s.data["damaged"].clone();
     more.points.insert(
         PointId::Num(123_456),
-        StoredPoint {
+        Arc::new(StoredPoint {
             vector: Vector(vec![0.0; 8]),
             payload: Default::default(),
             rev: 7,
-        },
+        }),
     );
     let err = persist::decode(&good, Metric::L2, &more)
         .err()

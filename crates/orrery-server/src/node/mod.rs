@@ -18,6 +18,7 @@ pub mod storage_health;
 pub mod typed;
 pub mod validate;
 pub mod version;
+mod view_read;
 
 pub use admin::placement_error;
 pub use rebalance::RebalanceStatus;

@@ -294,7 +294,7 @@ impl Node {
         };
         loop {
             let target = match self.registry.get(group) {
-                Some(g) if !linearizable => return Ok(run_query(&g, &query)),
+                Some(g) if !linearizable => return run_query(&g, &query).await,
                 Some(g) => match timeout_at(deadline.into(), g.ensure_linearizable()).await {
                     Err(_) => {
                         return Err(ApiError::unavailable(format!(
@@ -311,7 +311,7 @@ impl Node {
                                 self.cfg.request_timeout
                             )));
                         }
-                        return Ok(run_query(&g, &query));
+                        return run_query(&g, &query).await;
                     }
                     Ok(Err(RaftError::APIError(CheckIsLeaderError::ForwardToLeader(f)))) => self
                         .leader_target(&f)
@@ -346,24 +346,55 @@ impl Node {
     }
 }
 
-pub(super) fn run_query(g: &Group, q: &Query) -> QueryResult {
-    g.sm.read_at(|s, applied| match q {
-        Query::KvGet { key } => QueryResult::KvGet(s.kv.get(key).cloned()),
-        Query::KvList { prefix, limit } => QueryResult::KvList(s.kv.list(prefix, *limit)),
-        Query::Placement => QueryResult::Placement(Box::new(s.placement.clone())),
-        Query::Jobs(q) => QueryResult::Jobs(s.queue.query(q)),
-        Query::VectorCatalog => QueryResult::VectorCatalog(s.vector.catalog.clone()),
-        Query::VectorSearch(r) => QueryResult::VectorSearch(s.vector.search(r).map(|(h, _)| h)),
-        Query::VectorGet {
-            collection,
-            uid,
-            id,
-        } => QueryResult::VectorGet(s.vector.get_point(collection, *uid, id).cloned()),
-        Query::VectorInfo { collection, uid } => {
-            QueryResult::VectorInfo(s.vector.shard_info(collection, *uid))
-        }
-        Query::Policy(q) => QueryResult::Policy(s.policy.query(q)),
-        Query::GroupCopy => QueryResult::GroupCopy(super::backup::copy_state(s, applied)),
+pub(super) async fn run_query(g: &Group, q: &Query) -> Result<QueryResult, ApiError> {
+    run_query_paused(g, q, || {}).await
+}
+
+/// [`run_query`], with `pause` run where a vector search begins, after the
+/// state's lock is released (a test's hook; see `view_read`).
+pub(super) async fn run_query_paused(
+    g: &Group,
+    q: &Query,
+    pause: impl FnOnce() + Send + 'static,
+) -> Result<QueryResult, ApiError> {
+    match read_state(g, q) {
+        Read::Done(r) => Ok(r),
+        Read::Search(view) => super::view_read::search(view, pause).await,
+    }
+}
+
+enum Read {
+    Done(QueryResult),
+    /// A vector search's view, searched after the lock is released.
+    Search(Box<orrery_vector::SearchView>),
+}
+
+/// Answers `q` under the state's read lock, except a vector search, which
+/// only takes its view there: apply (every domain of the group) must not
+/// wait for a long search.
+fn read_state(g: &Group, q: &Query) -> Read {
+    g.sm.read_at(|s, applied| {
+        Read::Done(match q {
+            Query::KvGet { key } => QueryResult::KvGet(s.kv.get(key).cloned()),
+            Query::KvList { prefix, limit } => QueryResult::KvList(s.kv.list(prefix, *limit)),
+            Query::Placement => QueryResult::Placement(Box::new(s.placement.clone())),
+            Query::Jobs(q) => QueryResult::Jobs(s.queue.query(q)),
+            Query::VectorCatalog => QueryResult::VectorCatalog(s.vector.catalog.clone()),
+            Query::VectorSearch(r) => match s.vector.view(r) {
+                Ok(v) => return Read::Search(Box::new(v)),
+                Err(e) => QueryResult::VectorSearch(Err(e)),
+            },
+            Query::VectorGet {
+                collection,
+                uid,
+                id,
+            } => QueryResult::VectorGet(s.vector.get_point(collection, *uid, id).cloned()),
+            Query::VectorInfo { collection, uid } => {
+                QueryResult::VectorInfo(s.vector.shard_info(collection, *uid))
+            }
+            Query::Policy(q) => QueryResult::Policy(s.policy.query(q)),
+            Query::GroupCopy => QueryResult::GroupCopy(super::backup::copy_state(s, applied)),
+        })
     })
 }
 
