@@ -347,6 +347,9 @@ impl Node {
 }
 
 pub(super) fn run_query(g: &Group, q: &Query) -> QueryResult {
+    // Taken before `read_at`'s lock: the membership sits under the same one.
+    let membership =
+        matches!(q, Query::Membership).then(|| super::group_gc::committed_membership(g));
     g.sm.read_at(|s, applied| match q {
         Query::KvGet { key } => QueryResult::KvGet(s.kv.get(key).cloned()),
         Query::KvList { prefix, limit } => QueryResult::KvList(s.kv.list(prefix, *limit)),
@@ -364,6 +367,7 @@ pub(super) fn run_query(g: &Group, q: &Query) -> QueryResult {
         }
         Query::Policy(q) => QueryResult::Policy(s.policy.query(q)),
         Query::GroupCopy => QueryResult::GroupCopy(super::backup::copy_state(s, applied)),
+        Query::Membership => QueryResult::Membership(membership.clone().unwrap_or_default()),
     })
 }
 
