@@ -6,19 +6,22 @@
 //! (the leader stops replicating to it). This node drops such a group only
 //! when all of these hold:
 //!
-//! * the shard map read through the placement leader (linearizable; never
-//!   this node's own copy, which can be far behind, see `reconcile.rs`)
+//! * the shard map read through the placement leader (linearizable, asked
+//!   of the other members; never this node's own copy, which can be far
+//!   behind, see `reconcile.rs`)
 //!   does not list this node, in two reads at least [`GRACE`] apart and
 //!   in every read between (a map that lists it again starts the clock
 //!   over);
 //! * this node does not lead the group and starts no change of it;
-//! * after this node has **stopped** the group (it then answers the
-//!   group's Raft RPCs "not hosted", as a crashed node would), the group's
-//!   committed membership, read linearizably through its leader, holds
-//!   this node neither as voter nor as learner. Stopping first means no
-//!   configuration can come to count this node's copy between that check
-//!   and the deletion; if the check fails, the group is opened again from
-//!   its untouched storage.
+//! * the group's committed membership, read linearizably through its
+//!   leader, holds this node neither as voter nor as learner; and still
+//!   does not once this node has **stopped** the group (it then answers
+//!   the group's Raft RPCs "not hosted", as a crashed node would).
+//!   Stopping before that second read means no configuration can come to
+//!   count this node's copy between the check and the deletion; if the
+//!   check fails, the group is opened again from its untouched storage.
+//!   The first read, with the group running, keeps a move that cannot
+//!   finish from costing the group its quorum while the node asks.
 //!
 //! A node cut off from the placement leader or from the group's leader
 //! reads nothing, so it drops nothing. What is kept of a dropped group is
@@ -26,8 +29,9 @@
 //! without a log grants no vote (`peer.rs`): a replica that comes back is
 //! a learner with an empty log and a term no older than before.
 
-use super::ops::{CommittedMembership, Query, QueryResult};
-use super::typed::{DomainQuery, PlacementRead};
+use super::ops::{CommittedMembership, ForwardOk, ForwardOp, Query, QueryResult};
+use super::route::FwdErr;
+use super::typed::PlacementRead;
 use super::Node;
 use crate::api::lock;
 use openraft::ServerState;
@@ -51,22 +55,6 @@ pub(super) fn committed_membership(g: &Group) -> CommittedMembership {
         index: stored.log_id().map_or(0, |l| l.index),
         voters: m.voter_ids().collect(),
         learners: m.learner_ids().collect(),
-    }
-}
-
-/// A group's committed membership, read on its leader.
-struct MembershipRead;
-
-impl DomainQuery for MembershipRead {
-    type Answer = CommittedMembership;
-    fn into_query(self) -> Query {
-        Query::Membership
-    }
-    fn answer(r: QueryResult) -> Result<CommittedMembership, Box<QueryResult>> {
-        match r {
-            QueryResult::Membership(m) => Ok(m),
-            other => Err(Box::new(other)),
-        }
     }
 }
 
@@ -102,11 +90,34 @@ fn due(
         .collect()
 }
 
+/// How often a node looks for groups to drop.
+const EVERY: Duration = Duration::from_secs(1);
+
 impl Node {
+    /// Drops, every second, the shard groups this node has left. A task of
+    /// its own: its reads may each wait for a request timeout, which must
+    /// not hold up the reconciler. Should the reconciler open a group again
+    /// meanwhile (the map gave it back), the registry refuses to delete a
+    /// group that runs (`Registry::delete_stopped`).
+    pub(super) async fn run_group_gc(
+        self: Arc<Self>,
+        mut shutdown: tokio::sync::watch::Receiver<bool>,
+    ) {
+        loop {
+            tokio::select! {
+                _ = tokio::time::sleep(EVERY) => {}
+                _ = shutdown.changed() => return,
+            }
+            let local = self.placement();
+            if local.is_initialized() {
+                self.drop_departed_groups(&local).await;
+            }
+        }
+    }
+
     /// One pass: drops the shard groups hosted here that this node has left
-    /// (see the module comment). Runs on the reconciler's task, so no
-    /// reconcile step opens a group while it is being dropped.
-    pub(super) async fn drop_departed_groups(self: &Arc<Self>, local: &PlacementState) {
+    /// (see the module comment).
+    async fn drop_departed_groups(self: &Arc<Self>, local: &PlacementState) {
         let me = self.id();
         let hosted: Vec<GroupId> = self.registry.all().iter().map(|g| g.id).collect();
         // Nothing to look at by this node's own copy: no read needed. (A
@@ -116,17 +127,13 @@ impl Node {
             lock(&self.departed).clear();
             return;
         }
-        let p = match self.read(PLACEMENT_GROUP, PlacementRead, true).await {
-            Ok(p) => p,
-            Err(e) => {
-                tracing::debug!("group drop waits: shard map not confirmed: {e}");
-                return;
-            }
+        let Some(p) = self.confirmed_map(local).await else {
+            return;
         };
         let gone = departed(&p, me, &hosted);
         let due = due(&mut lock(&self.departed), &gone, Instant::now(), GRACE);
         for gid in due {
-            match self.drop_group_if_left(gid).await {
+            match self.drop_group_if_left(gid, &p).await {
                 Ok(true) => {
                     lock(&self.departed).remove(&gid);
                     self.metrics.group_dropped();
@@ -148,10 +155,14 @@ impl Node {
         }
     }
 
-    /// Stops `gid`, confirms through its leader that the committed
-    /// membership leaves this node out, and deletes its data; or opens it
-    /// again. Returns whether it was dropped.
-    async fn drop_group_if_left(self: &Arc<Self>, gid: GroupId) -> Result<bool, String> {
+    /// Confirms through its leader that the committed membership of `gid`
+    /// leaves this node out, stops the group, confirms it again, and
+    /// deletes its data; or opens it again. Returns whether it was dropped.
+    async fn drop_group_if_left(
+        self: &Arc<Self>,
+        gid: GroupId,
+        p: &PlacementState,
+    ) -> Result<bool, String> {
         let Some(g) = self.registry.get(gid) else {
             return Ok(false);
         };
@@ -164,29 +175,106 @@ impl Node {
             return Ok(false);
         }
         drop(g);
+        // First asked with the group running: while the membership still
+        // holds this node (a move that cannot finish), stopping its copy
+        // could cost the group its quorum for as long as the read waits.
+        if !self.left(gid, p).await {
+            return Ok(false);
+        }
         self.registry.stop(gid).await.map_err(|e| e.to_string())?;
-        // Stopped: this node's copy is out of every quorum from now on. The
-        // read goes to the group's leader elsewhere (none runs here).
-        let check = self.read(gid, MembershipRead, true).await;
-        match check {
-            Ok(m) if m.index > 0 && !m.includes(self.id()) => {
-                self.registry
-                    .delete_stopped(gid)
-                    .await
-                    .map_err(|e| e.to_string())?;
-                Ok(true)
-            }
-            other => {
-                match &other {
-                    Ok(m) => tracing::debug!(group = gid, ?m, "group kept: still a member"),
-                    Err(e) => {
-                        tracing::debug!(group = gid, "group kept: membership not confirmed: {e}")
-                    }
+        // Stopped: this node's copy is out of every quorum from now on.
+        if self.left(gid, p).await {
+            self.registry
+                .delete_stopped(gid)
+                .await
+                .map_err(|e| e.to_string())?;
+            Ok(true)
+        } else {
+            self.registry.ensure(gid).await.map_err(|e| e.to_string())?;
+            Ok(false)
+        }
+    }
+
+    /// The shard map read through the placement leader. On the leader
+    /// itself, locally; elsewhere asked of the other members in this node's
+    /// copy (each forwards to the leader): a node removed from the cluster
+    /// (drained) still lists itself in its copy and cannot route the read
+    /// through its own placement group, yet must drop what it hosted.
+    async fn confirmed_map(&self, local: &PlacementState) -> Option<PlacementState> {
+        let me = self.id();
+        let leads = self
+            .placement_group()
+            .is_some_and(|g| g.raft.metrics().borrow().state == ServerState::Leader);
+        if leads {
+            return match self.read(PLACEMENT_GROUP, PlacementRead, true).await {
+                Ok(p) => Some(p),
+                Err(e) => {
+                    tracing::debug!("group drop waits: shard map not confirmed: {e}");
+                    None
                 }
-                self.registry.ensure(gid).await.map_err(|e| e.to_string())?;
-                Ok(false)
+            };
+        }
+        let op = ForwardOp::Read {
+            group: PLACEMENT_GROUP,
+            query: Query::Placement,
+            linearizable: true,
+        };
+        for m in local.members.values().filter(|m| m.id != me) {
+            match self
+                .forward(&m.addr.peer_addr, &op, 0, self.deadline())
+                .await
+            {
+                Ok(ForwardOk::Read(QueryResult::Placement(p))) => return Some(*p),
+                Ok(_) => tracing::debug!(node = m.id, "shard map read: unexpected reply"),
+                Err(FwdErr::Api(e)) => tracing::debug!(node = m.id, "shard map read: {e}"),
+                Err(FwdErr::Sent(e)) | Err(FwdErr::NotSent(e)) => {
+                    tracing::debug!(node = m.id, "shard map read: {e}")
+                }
             }
         }
+        tracing::debug!("group drop waits: shard map not confirmed by any member");
+        None
+    }
+
+    /// Whether `gid`'s committed membership, read linearizably through its
+    /// leader, leaves this node out. Asked of the group's replicas in the
+    /// confirmed map `p` (each forwards to the leader), never of this
+    /// node's own copy: a removed voter's copy may be campaigning in a
+    /// configuration long gone, and cannot route the read.
+    async fn left(&self, gid: GroupId, p: &PlacementState) -> bool {
+        let me = self.id();
+        let replicas: Vec<String> = group_shard(gid)
+            .and_then(|s| p.shards.get(s as usize))
+            .map(|info| {
+                info.replicas
+                    .iter()
+                    .filter(|id| **id != me)
+                    .filter_map(|id| p.members.get(id).map(|m| m.addr.peer_addr.clone()))
+                    .collect()
+            })
+            .unwrap_or_default();
+        let op = ForwardOp::Read {
+            group: gid,
+            query: Query::Membership,
+            linearizable: true,
+        };
+        for addr in replicas {
+            match self.forward(&addr, &op, 0, self.deadline()).await {
+                Ok(ForwardOk::Read(QueryResult::Membership(m))) => {
+                    let out = m.index > 0 && !m.includes(me);
+                    if !out {
+                        tracing::debug!(group = gid, ?m, "group kept: still a member");
+                    }
+                    return out;
+                }
+                Ok(_) => tracing::debug!(group = gid, %addr, "membership read: unexpected reply"),
+                Err(FwdErr::Api(e)) => tracing::debug!(group = gid, %addr, "membership read: {e}"),
+                Err(FwdErr::Sent(e)) | Err(FwdErr::NotSent(e)) => {
+                    tracing::debug!(group = gid, %addr, "membership read: {e}")
+                }
+            }
+        }
+        false
     }
 }
 

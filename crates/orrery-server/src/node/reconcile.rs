@@ -17,6 +17,8 @@ impl Node {
     /// Brings the groups hosted here in line with the shard map, and on the
     /// placement leader, the shard map in line with the members.
     pub async fn run_reconciler(self: Arc<Self>, mut shutdown: tokio::sync::watch::Receiver<bool>) {
+        // Its reads can wait for a request timeout each: a task of its own.
+        tokio::spawn(self.clone().run_group_gc(shutdown.clone()));
         loop {
             if let Err(e) = self.reconcile_once().await {
                 tracing::debug!("reconcile: {e}");
@@ -34,7 +36,7 @@ impl Node {
         if !local.is_initialized() {
             return Ok(());
         }
-        let p = match self.map_to_act_on(local.clone()).await {
+        let p = match self.map_to_act_on(local).await {
             Some(p) => p,
             None => return Ok(()),
         };
@@ -92,9 +94,6 @@ impl Node {
                 }
             }
         }
-        // Groups this node was moved off: dropped once it is confirmed
-        // through the placement and group leaders (`group_gc.rs`).
-        self.drop_departed_groups(&local).await;
         Ok(())
     }
 
