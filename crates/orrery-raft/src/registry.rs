@@ -121,6 +121,15 @@ impl Group {
         self.log.is_pristine()
     }
 
+    /// Whether this replica holds any log entry or snapshot. A replica
+    /// without one is a learner yet to be caught up (or a group not yet
+    /// joined): it must grant no vote. Had it held entries before (a
+    /// group dropped here and re-added), a candidate missing committed
+    /// entries could otherwise win with its vote.
+    pub fn has_log(&self) -> bool {
+        self.raft.metrics().borrow().last_log_index.is_some()
+    }
+
     pub fn name(&self) -> String {
         group_name(self.id)
     }
@@ -265,6 +274,46 @@ impl Registry {
             self.snapshot_logs,
         ));
         Ok(group)
+    }
+
+    /// Stops group `id` and takes it out of the registry, its storage
+    /// untouched: until it is [`Registry::ensure`]d again this node answers
+    /// the group's Raft RPCs with "not hosted", as a crashed node would.
+    /// Returns the stopped group, if it ran here.
+    pub async fn stop(&self, id: GroupId) -> Result<Option<Arc<Group>>, Error> {
+        let _guard = self.create_lock.lock().await;
+        let removed = self
+            .groups
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&id);
+        if let Some(g) = &removed {
+            g.raft
+                .shutdown()
+                .await
+                .map_err(|e| Error::Fatal(format!("group {id}: stopping raft: {e}")))?;
+            tracing::info!(group = id, name = %group_name(id), "raft group stopped");
+        }
+        Ok(removed)
+    }
+
+    /// Deletes a stopped group's log, metadata and snapshot from this
+    /// node's storage, keeping only its last vote (see
+    /// `NodeStorage::drop_group_keeping_vote`).
+    pub async fn delete_stopped(&self, id: GroupId) -> Result<(), Error> {
+        let _guard = self.create_lock.lock().await;
+        if self.get(id).is_some() {
+            return Err(Error::Fatal(format!(
+                "group {id} runs here: it cannot be deleted"
+            )));
+        }
+        let storage = self.storage.clone();
+        tokio::task::spawn_blocking(move || storage.drop_group_keeping_vote(id))
+            .await
+            .map_err(|e| Error::Fatal(e.to_string()))?
+            .map_err(|e| Error::Fatal(format!("group {id}: deleting its data: {e}")))?;
+        tracing::info!(group = id, name = %group_name(id), "group data deleted");
+        Ok(())
     }
 
     /// Stops every group's Raft task (on shutdown).

@@ -35,6 +35,9 @@ pub use wal::{EntryLeader, NewEntry, Wal, WalStats, SEGMENT_BYTES};
 use orrery_types::GroupId;
 use std::path::Path;
 
+/// Votes of groups dropped from this node, by group id (big-endian).
+const DROPPED_TREE: &str = "dropped";
+
 /// Errors raised by the storage layer outside openraft's own error types.
 #[derive(Debug, thiserror::Error)]
 pub enum StorageError {
@@ -201,6 +204,42 @@ impl NodeStorage {
         }
         self.sled_files.flush_db(&self.db)?;
         Ok(())
+    }
+
+    /// [`NodeStorage::drop_group`], keeping the group's last vote (as not
+    /// committed) in the `dropped` tree: if the group is later opened here
+    /// again, [`LogStore::open`] starts it with that vote instead of none.
+    ///
+    /// Why: a replica that moved off this node may come back later, as a
+    /// learner with an empty log. Had it forgotten its term, a leader of
+    /// an older term, cut off since before the move, could count it in a
+    /// quorum of its old configuration and commit, and acknowledge, a
+    /// write the current leader never sees. With the term kept, that old
+    /// leader's appends are refused.
+    pub fn drop_group_keeping_vote(&self, group: GroupId) -> Result<(), StorageError> {
+        let meta = self.tree(group, "meta")?;
+        let vote = match meta.get(log_store::KEY_VOTE)? {
+            Some(raw) => Some(decode::<openraft::Vote<u64>>(&raw)?),
+            None => None,
+        };
+        if let Some(mut v) = vote {
+            // Not committed: a committed vote of its own would bring the
+            // group back as a leader (of an empty log).
+            v.committed = false;
+            self.db
+                .open_tree(DROPPED_TREE)?
+                .insert(group.to_be_bytes(), encode(&v)?)?;
+            // Durable before the group's own trees go.
+            self.sled_files.flush_db(&self.db)?;
+        }
+        self.drop_group(group)
+    }
+
+    /// The vote a dropped group left behind (see
+    /// [`NodeStorage::drop_group_keeping_vote`]), encoded as the `meta`
+    /// tree stores it.
+    pub(crate) fn dropped_vote(&self, group: GroupId) -> Result<Option<sled::IVec>, StorageError> {
+        Ok(self.db.open_tree(DROPPED_TREE)?.get(group.to_be_bytes())?)
     }
 
     pub(crate) fn tree(&self, group: GroupId, suffix: &str) -> Result<sled::Tree, StorageError> {

@@ -82,6 +82,13 @@ where
 {
     pub fn open(storage: &NodeStorage, group: GroupId) -> Result<Self, Error> {
         let meta = storage.tree(group, "meta")?;
+        if !meta.contains_key(KEY_VOTE)? {
+            // A group dropped here before comes back with the term it had.
+            if let Some(vote) = storage.dropped_vote(group)? {
+                meta.insert(KEY_VOTE, vote)?;
+                storage.sled_files().flush_tree(&meta)?;
+            }
+        }
         let wal = storage.wal().clone();
         let purged = read_meta_raw::<LogId<u64>>(&meta, KEY_PURGED)
             .map_err(|detail| Error::Corrupt {

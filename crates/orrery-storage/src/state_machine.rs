@@ -119,6 +119,12 @@ impl<C: RaftTypeConfig, M> SmHandle<C, M> {
         f(&g.state, g.last_applied.as_ref())
     }
 
+    /// The configuration of the last membership entry applied here: one
+    /// that is committed.
+    pub fn applied_membership(&self) -> StoredMembership<C::NodeId, C::Node> {
+        self.lock().membership.clone()
+    }
+
     pub fn last_applied_index(&self) -> u64 {
         self.lock()
             .last_applied

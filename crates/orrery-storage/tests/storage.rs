@@ -1246,6 +1246,45 @@ async fn stored_groups_survive_reopen_and_drop_group() {
     }
 }
 
+/// A group dropped keeping its vote (a replica moved off the node) comes
+/// back with no entries and no snapshot, but with its last vote, no longer
+/// committed, across a restart; other groups are untouched.
+#[tokio::test]
+async fn a_group_dropped_keeping_its_vote_comes_back_with_that_term_only() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let storage = NodeStorage::open(dir.path()).unwrap();
+        for g in [5u64, 6] {
+            let mut log = Log::open(&storage, g).unwrap();
+            log.save_vote(&Vote::new_committed(7, 2)).await.unwrap();
+        }
+        plant(&storage, 5, &[push(7, 1, "a", 1), push(7, 2, "b", 2)]);
+        plant(&storage, 6, &[push(7, 1, "c", 3)]);
+        storage.flush().await.unwrap();
+        storage.drop_group_keeping_vote(5).unwrap();
+        assert_eq!(storage.stored_groups(), vec![6]);
+    }
+    let storage = open_node(dir.path()).await;
+    assert_eq!(storage.stored_groups(), vec![6]);
+    let mut back = Log::open(&storage, 5).unwrap();
+    assert_eq!(back.verify().unwrap(), 0);
+    assert!(all_entries(&mut back).await.is_empty());
+    assert_eq!(back.read_vote().await.unwrap(), Some(Vote::new(7, 2)));
+    assert!(Sm::open(&storage, 5)
+        .unwrap()
+        .get_current_snapshot()
+        .await
+        .unwrap()
+        .is_none());
+    let mut other = Log::open(&storage, 6).unwrap();
+    assert_eq!(all_entries(&mut other).await.len(), 1);
+    // A group dropped without keeping its vote still comes back empty.
+    storage.drop_group(6).unwrap();
+    let mut gone = Log::open(&storage, 6).unwrap();
+    assert!(gone.is_pristine());
+    assert_eq!(gone.read_vote().await.unwrap(), None);
+}
+
 // ---------------------------------------------------------------------------
 // Write-ahead log
 // ---------------------------------------------------------------------------

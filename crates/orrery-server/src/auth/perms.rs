@@ -85,6 +85,9 @@ pub const REST: &[(&str, &str, Perm)] = &[
     ("POST", "/v1/cluster/members", Admin),
     ("DELETE", "/v1/cluster/members/{id}", Admin),
     ("POST", "/v1/cluster/members/{id}/promote", Admin),
+    // As gRPC GetRebalance / SetRebalance.
+    ("GET", "/v1/cluster/rebalance", Read),
+    ("PUT", "/v1/cluster/rebalance", Admin),
     ("GET", "/v1/auth/whoami", Authenticated),
     // A backup holds every token record and all data: admins only.
     ("POST", "/v1/backup", Admin),

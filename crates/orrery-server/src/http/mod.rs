@@ -7,6 +7,7 @@ mod auth_tokens;
 mod backup;
 mod cluster;
 mod cluster_members;
+mod cluster_rebalance;
 pub mod extract;
 mod jobs;
 mod jobs_body;
@@ -45,6 +46,7 @@ pub fn router(services: AppState) -> Router {
         .merge(kv::routes())
         .merge(cluster::routes())
         .merge(cluster_members::routes())
+        .merge(cluster_rebalance::routes())
         .merge(backup::routes())
         .merge(jobs::routes())
         .merge(workflows::routes())

@@ -8,8 +8,8 @@
 //! orrery-server --lib openapi`).
 
 use super::{
-    auth_tokens, backup, cluster, cluster_members, jobs, jobs_queues, jobs_sse, kv, policies,
-    policies_shadow, vectors, workflows,
+    auth_tokens, backup, cluster, cluster_members, cluster_rebalance, jobs, jobs_queues, jobs_sse,
+    kv, policies, policies_shadow, vectors, workflows,
 };
 use super::{openapi_errors, AppState};
 use axum::http::header;
@@ -36,7 +36,8 @@ pub fn routes() -> Router<AppState> {
         cluster::healthz, cluster::readyz, cluster::metrics, serve,
         cluster::cluster, cluster::version, cluster::set_version, backup::create,
         cluster_members::status, cluster_members::add_member, cluster_members::remove_member,
-        cluster_members::promote_member,
+        cluster_members::promote_member, cluster_rebalance::get_rebalance,
+        cluster_rebalance::set_rebalance,
         auth_tokens::list, auth_tokens::create, auth_tokens::revoke, auth_tokens::whoami,
         kv::kv_list, kv::kv_delete_prefix, kv::kv_get, kv::kv_put, kv::kv_delete, kv::kv_post,
         jobs_queues::list_queues, jobs_queues::create_queue, jobs_queues::get_queue,

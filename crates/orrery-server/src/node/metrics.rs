@@ -45,6 +45,8 @@ pub struct Metrics {
     /// under way when it last looked.
     rebalance_moves: AtomicU64,
     rebalance_moving: AtomicU64,
+    /// Shard groups this node dropped after a move took it out of them.
+    groups_dropped: AtomicU64,
     rotation: AtomicUsize,
     request_ids: AtomicU64,
 }
@@ -97,6 +99,10 @@ impl Metrics {
 
     pub fn rebalance_moving(&self, n: usize) {
         self.rebalance_moving.store(n as u64, Ordering::Relaxed);
+    }
+
+    pub fn group_dropped(&self) {
+        self.groups_dropped.fetch_add(1, Ordering::Relaxed);
     }
 
     pub fn peer_vote(&self) {
@@ -216,6 +222,12 @@ impl Metrics {
             "orrery_rebalance_moves_total",
             "Replica moves this node started as placement leader.",
             &self.rebalance_moves,
+        );
+        counter(
+            out,
+            "orrery_groups_dropped_total",
+            "Shard groups this node dropped (Raft stopped, log and snapshot deleted) after leaving them.",
+            &self.groups_dropped,
         );
         let _ = writeln!(
             out,

@@ -6,6 +6,7 @@
 mod admin;
 pub mod backup;
 pub mod group_commit;
+mod group_gc;
 mod handover;
 pub mod metrics;
 pub mod ops;
@@ -119,6 +120,9 @@ pub struct Node {
     last_rebalance: Mutex<Option<Instant>>,
     /// Why this node's storage failed, once it did (`storage_health.rs`).
     storage_failed: std::sync::OnceLock<String>,
+    /// Shard groups hosted here that the confirmed shard map no longer
+    /// lists this node for, and since when (`group_gc.rs`).
+    departed: Mutex<HashMap<GroupId, Instant>>,
 }
 
 /// On a leader: how many entries of its log `target` does not have yet.
@@ -146,6 +150,7 @@ impl Node {
             group_commit: GroupCommit::default(),
             last_rebalance: Mutex::new(None),
             storage_failed: std::sync::OnceLock::new(),
+            departed: Mutex::new(HashMap::new()),
         })
     }
 

@@ -34,6 +34,11 @@ pub enum Query {
     /// The group's whole state, serialised, and the log point it is at (a
     /// backup's section; see `node/backup.rs`).
     GroupCopy,
+    /// The group's committed membership: its last applied configuration
+    /// (read on the leader, linearizably, by a node deciding whether it may
+    /// drop its copy of the group; see `node/group_gc.rs`). Appended last:
+    /// bincode numbers variants by position.
+    Membership,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -48,6 +53,24 @@ pub enum QueryResult {
     VectorInfo(orrery_vector::ShardInfo),
     Policy(orrery_policy::store::PolicyQueryResult),
     GroupCopy(Result<super::backup::GroupCopy, String>),
+    Membership(CommittedMembership),
+}
+
+/// A group's applied (so committed) configuration.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CommittedMembership {
+    /// Index of the configuration's log entry (0: none applied yet).
+    pub index: u64,
+    /// Voters of every configuration in it (both halves of a joint one).
+    pub voters: Vec<NodeId>,
+    pub learners: Vec<NodeId>,
+}
+
+impl CommittedMembership {
+    /// Whether `node` votes in or learns from this configuration.
+    pub fn includes(&self, node: NodeId) -> bool {
+        self.voters.contains(&node) || self.learners.contains(&node)
+    }
 }
 
 /// Membership operations, executed by the placement leader.

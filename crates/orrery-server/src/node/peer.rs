@@ -55,6 +55,18 @@ async fn raft_rpc(node: &Node, r: RaftRequest) -> Result<RaftReply, Status> {
         Ok(RaftKind::Vote) => {
             let rpc: openraft::raft::VoteRequest<u64> = decode(&r.payload)?;
             node.metrics.peer_vote();
+            // A replica with no log yet (a learner being added, perhaps
+            // after this node dropped the group: `group_gc.rs`) must not
+            // help a candidate win: it may have forgotten entries that
+            // candidate lacks. Every group starts from one node's log, so
+            // no election ever needs such a vote.
+            if !group.has_log() {
+                return Err(Status::unavailable(format!(
+                    "group {} has no log on node {}: it grants no vote",
+                    r.group_id,
+                    node.id()
+                )));
+            }
             encode(&group.raft.vote(rpc).await)?
         }
         Ok(RaftKind::InstallSnapshot) => {

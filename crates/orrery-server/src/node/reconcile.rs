@@ -17,6 +17,8 @@ impl Node {
     /// Brings the groups hosted here in line with the shard map, and on the
     /// placement leader, the shard map in line with the members.
     pub async fn run_reconciler(self: Arc<Self>, mut shutdown: tokio::sync::watch::Receiver<bool>) {
+        // Its reads can wait for a request timeout each: a task of its own.
+        tokio::spawn(self.clone().run_group_gc(shutdown.clone()));
         loop {
             if let Err(e) = self.reconcile_once().await {
                 tracing::debug!("reconcile: {e}");
@@ -108,7 +110,8 @@ impl Node {
     /// [1]). Any change to a group's membership, and the placement
     /// leader's plans, are therefore made only from the map read through
     /// the placement leader (linearizable); without a quorum, nothing is
-    /// changed this tick. Ticks with nothing to change use the local copy.
+    /// changed this tick, and no group opened. Ticks with nothing to change
+    /// use the local copy.
     async fn map_to_act_on(self: &Arc<Self>, local: PlacementState) -> Option<PlacementState> {
         let leads_placement = self
             .placement_group()
@@ -118,7 +121,15 @@ impl Node {
                 .get(shard_group(s as u32))
                 .is_some_and(|g| self.membership_change_due(&g, &info.replicas))
         });
-        if !leads_placement && !pending {
+        // A shard group to open here for the first time (a replica moved to
+        // this node) is opened only on the confirmed map too: a restarted
+        // node's stale copy may still list groups it was moved off, and
+        // dropped (`group_gc.rs`).
+        let me = self.id();
+        let missing = local.shards.iter().enumerate().any(|(s, info)| {
+            info.replicas.contains(&me) && self.registry.get(shard_group(s as u32)).is_none()
+        });
+        if !leads_placement && !pending && !missing {
             return Some(local);
         }
         match self

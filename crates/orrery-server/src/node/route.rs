@@ -373,6 +373,9 @@ enum Read {
 /// only takes its view there: apply (every domain of the group) must not
 /// wait for a long search.
 fn read_state(g: &Group, q: &Query) -> Read {
+    // Taken before `read_at`'s lock: the membership sits under the same one.
+    let membership =
+        matches!(q, Query::Membership).then(|| super::group_gc::committed_membership(g));
     g.sm.read_at(|s, applied| {
         Read::Done(match q {
             Query::KvGet { key } => QueryResult::KvGet(s.kv.get(key).cloned()),
@@ -394,6 +397,7 @@ fn read_state(g: &Group, q: &Query) -> Read {
             }
             Query::Policy(q) => QueryResult::Policy(s.policy.query(q)),
             Query::GroupCopy => QueryResult::GroupCopy(super::backup::copy_state(s, applied)),
+            Query::Membership => QueryResult::Membership(membership.clone().unwrap_or_default()),
         })
     })
 }
