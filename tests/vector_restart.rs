@@ -33,6 +33,17 @@ fn dumps(c: &Cluster, i: usize) -> Vec<std::path::PathBuf> {
         .unwrap_or_default()
 }
 
+/// Node `i`'s `orrery_raft_snapshot_index` for `group` (0 before any).
+async fn snapshot_index(c: &Cluster, i: usize, group: &str) -> u64 {
+    let (_, v) = c.json_req(i, "GET", "/metrics", None).await;
+    let text = v.as_str().unwrap_or_default();
+    let label = format!("orrery_raft_snapshot_index{{group=\"{group}\"}}");
+    text.lines()
+        .find_map(|l| l.strip_prefix(label.as_str()))
+        .and_then(|rest| rest.trim().parse::<f64>().ok())
+        .map_or(0, |x| x as u64)
+}
+
 async fn top10(c: &Cluster, i: usize, q: &[f32]) -> Vec<Value> {
     let v = c
         .json_ok(
@@ -76,17 +87,37 @@ async fn a_restarted_node_loads_its_index_instead_of_rebuilding() {
         .await;
     }
     c.wait_caught_up(0, Duration::from_secs(120)).await;
-    // Node 3 saves its index with a snapshot taken once it is current.
-    let saved = wait_until(Duration::from_secs(60), || async {
+    // Node 3 saves its index with a snapshot taken once the index is
+    // current (a snapshot taken while it was still building saves none, so
+    // the dump of an earlier, smaller state may be all there is). Once it
+    // is ready, writes to the collection's group that leave the collection
+    // as it is (KV keys of shard 0) make that group snapshot again, and
+    // that snapshot saves the dump of the state a restart restores.
+    let ready = wait_until(Duration::from_secs(60), || async {
         let (_, v) = c.json_req(2, "GET", "/v1/collections/docs", None).await;
-        let ready = v["shard_states"]
+        v["shard_states"]
             .as_array()
-            .is_some_and(|a| a.iter().all(|s| s["index"] == "ready"));
-        if ready {
-            // A write makes the group snapshot again with the index current.
-            c.put(0, "nudge", "x").await;
-        }
-        ready && !dumps(&c, 2).is_empty()
+            .is_some_and(|a| a.iter().all(|s| s["index"] == "ready"))
+    })
+    .await;
+    assert!(
+        ready.is_ok(),
+        "index never ready on node 3:\n{}",
+        c.log_tails(20)
+    );
+    let snapshot_before = snapshot_index(&c, 2, "shard-0").await;
+    let keys = (0..)
+        .map(|i| format!("nudge-{i}"))
+        .filter(|k| orrery_types::shard_for_key(k.as_bytes(), 2) == 0)
+        .take(25);
+    // A snapshot is due after `--snapshot-logs` entries *and* as many log
+    // bytes as the last snapshot's state (~200 KB here): 25 × 20 KB.
+    let filler = "x".repeat(20_000);
+    for k in keys {
+        assert!(c.put(0, &k, &filler).await.status().is_success());
+    }
+    let saved = wait_until(Duration::from_secs(60), || async {
+        snapshot_index(&c, 2, "shard-0").await > snapshot_before && !dumps(&c, 2).is_empty()
     })
     .await;
     assert!(
@@ -94,6 +125,8 @@ async fn a_restarted_node_loads_its_index_instead_of_rebuilding() {
         "no index dump on node 3:\n{}",
         c.log_tails(20)
     );
+    // The indexer thread writes the dump the snapshot asked for.
+    tokio::time::sleep(Duration::from_secs(1)).await;
     let queries: Vec<Vec<f32>> = (0..10).map(|i| vector(100_000 + i)).collect();
     let mut before = Vec::new();
     for q in &queries {
