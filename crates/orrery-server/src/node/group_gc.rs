@@ -281,21 +281,8 @@ impl Node {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use orrery_placement::ShardInfo;
 
-    fn map(replicas: &[&[NodeId]]) -> PlacementState {
-        PlacementState {
-            cluster_id: Some("c".into()),
-            shards: replicas
-                .iter()
-                .map(|r| ShardInfo {
-                    replicas: r.to_vec(),
-                    epoch: 2,
-                })
-                .collect(),
-            ..Default::default()
-        }
-    }
+    use crate::node::test_shard_map as map;
 
     #[test]
     fn only_shard_groups_the_map_moved_off_are_departed() {

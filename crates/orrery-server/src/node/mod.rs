@@ -255,3 +255,20 @@ impl Node {
         self.reconcile.notify_one();
     }
 }
+
+/// A shard map listing `replicas` per shard (epoch 2): the planners' and
+/// the group drop's unit tests read it.
+#[cfg(test)]
+pub(crate) fn test_shard_map(replicas: &[&[NodeId]]) -> orrery_placement::PlacementState {
+    orrery_placement::PlacementState {
+        cluster_id: Some("c".into()),
+        shards: replicas
+            .iter()
+            .map(|r| orrery_placement::ShardInfo {
+                replicas: r.to_vec(),
+                epoch: 2,
+            })
+            .collect(),
+        ..Default::default()
+    }
+}

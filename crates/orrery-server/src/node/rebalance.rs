@@ -150,7 +150,6 @@ fn in_flight(p: &PlacementState, reports: &[GroupReport]) -> Option<InFlight> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use orrery_placement::ShardInfo;
 
     fn report(
         group: orrery_types::GroupId,
@@ -174,19 +173,7 @@ mod tests {
         }
     }
 
-    fn map(replicas: &[&[NodeId]]) -> PlacementState {
-        PlacementState {
-            cluster_id: Some("c".into()),
-            shards: replicas
-                .iter()
-                .map(|r| ShardInfo {
-                    replicas: r.to_vec(),
-                    epoch: 2,
-                })
-                .collect(),
-            ..Default::default()
-        }
-    }
+    use crate::node::test_shard_map as map;
 
     #[test]
     fn moves_in_flight_come_from_the_leaders_reports() {
