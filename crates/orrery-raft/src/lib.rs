@@ -3,6 +3,7 @@
 //! gRPC network (one channel per peer, shared by all groups), and the
 //! registry of the groups a node hosts.
 
+pub mod lease;
 pub mod network;
 pub mod read_index;
 pub mod registry;
@@ -11,7 +12,7 @@ pub mod state;
 pub mod version;
 
 pub use network::PeerClients;
-pub use registry::{Group, RaftSettings, Registry};
+pub use registry::{Group, RaftSettings, ReadPath, Registry};
 pub use state::{Command, GroupState, Response};
 
 use orrery_types::{NodeAddr, NodeId};

@@ -8,6 +8,7 @@ use orrery_storage::{LogStore, NodeStorage, StateMachineStore};
 use orrery_types::{group_name, GroupId, NodeId};
 use std::collections::BTreeMap;
 use std::sync::{Arc, RwLock};
+use std::time::{Duration, Instant};
 
 /// Raft timing and compaction settings, the same for every group.
 #[derive(Clone, Debug)]
@@ -23,6 +24,10 @@ pub struct RaftSettings {
     /// lagging followers catch up from the log instead of a snapshot.
     pub keep_logs: u64,
     pub snapshot_chunk_bytes: u64,
+    /// How long a leadership confirmed by a read-index round serves
+    /// linearizable reads without another round (see [`crate::lease`]);
+    /// 0 turns leases off. Must stay below `election_min_ms`.
+    pub read_lease_ms: u64,
 }
 
 impl Default for RaftSettings {
@@ -34,6 +39,7 @@ impl Default for RaftSettings {
             snapshot_logs: 10_000,
             keep_logs: 1_000,
             snapshot_chunk_bytes: 1 << 20,
+            read_lease_ms: 400,
         }
     }
 }
@@ -71,6 +77,19 @@ pub struct Group {
     restart_floor: std::sync::Mutex<Option<(openraft::Vote<NodeId>, u64)>>,
     /// Leadership confirmations shared by concurrent linearizable reads.
     read_index: crate::read_index::ReadIndex,
+    /// The leader lease those confirmations grant (see [`crate::lease`]).
+    lease: std::sync::Mutex<Option<crate::lease::Lease>>,
+    lease_len: Duration,
+}
+
+/// How a linearizable read was confirmed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ReadPath {
+    /// Under the leader's lease: no network round.
+    Lease,
+    /// By a read-index round (a heartbeat to a quorum), shared with the
+    /// reads that arrived with it.
+    Round,
 }
 
 impl Group {
@@ -78,7 +97,82 @@ impl Group {
     /// replica leads and has applied the read index; concurrent reads share
     /// the confirmation round (see [`crate::read_index`]).
     pub async fn ensure_linearizable(&self) -> crate::read_index::Confirmed {
-        self.read_index.confirm(&self.raft).await
+        self.confirm_read().await.0
+    }
+
+    /// [`Group::ensure_linearizable`], saying which way the read was
+    /// confirmed: under this leader's lease when it holds a valid one,
+    /// else by a round, which renews the lease when it succeeds.
+    pub async fn confirm_read(&self) -> (crate::read_index::Confirmed, ReadPath) {
+        if let Some(index) = self.lease_read().await {
+            return (Ok(Some(index)), ReadPath::Lease);
+        }
+        // The round this read joins starts after it arrived, so its
+        // heartbeats leave after `arrived`: the lease counts from here.
+        let arrived = Instant::now();
+        let (leader, vote, membership) = {
+            let m = self.raft.metrics();
+            let m = m.borrow();
+            (
+                m.state == openraft::ServerState::Leader,
+                m.vote,
+                *m.membership_config.log_id(),
+            )
+        };
+        let r = self.read_index.confirm(&self.raft).await;
+        if r.is_ok() && leader && !self.lease_len.is_zero() {
+            let lease = crate::lease::Lease {
+                vote,
+                membership,
+                until: arrived + self.lease_len,
+            };
+            let mut held = self.lease.lock().unwrap_or_else(|p| p.into_inner());
+            // Rounds may end out of order; keep the later lease.
+            if held
+                .as_ref()
+                .is_none_or(|h| h.vote != vote || h.until < lease.until)
+            {
+                *held = Some(lease);
+            }
+        }
+        (r, ReadPath::Round)
+    }
+
+    /// A read under the lease: the read index, once applied here, or
+    /// `None` when the read needs a round.
+    async fn lease_read(&self) -> Option<openraft::LogId<NodeId>> {
+        let lease = self
+            .lease
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()?;
+        if Instant::now() >= lease.until {
+            return None;
+        }
+        // Asked of the core itself (a message on its queue, no network):
+        // the metrics may lag a step-down.
+        let core = self
+            .raft
+            .with_raft_state(|st| crate::lease::CoreView {
+                leader: st.server_state == openraft::ServerState::Leader,
+                vote: *st.vote_ref(),
+                membership: *st.membership_state.effective().log_id(),
+                committed: st.committed,
+            })
+            .await
+            .ok()?;
+        let index = crate::lease::lease_read_index(&lease, &core, Instant::now())?;
+        let mut rx = self.raft.metrics();
+        loop {
+            if rx
+                .borrow_and_update()
+                .last_applied
+                .is_some_and(|a| a.index >= index.index)
+            {
+                return Some(index);
+            }
+            rx.changed().await.ok()?;
+        }
     }
 
     /// Waits, after `ensure_linearizable` succeeded, until a read on this
@@ -158,6 +252,11 @@ pub struct Registry {
     clients: PeerClients,
     config: Arc<Config>,
     snapshot_logs: u64,
+    lease_len: Duration,
+    /// When this node started: it grants no vote for `election_max_ms`
+    /// after (see [`Registry::grants_votes`]).
+    started: Instant,
+    vote_quiet: Duration,
     groups: RwLock<BTreeMap<GroupId, Arc<Group>>>,
     create_lock: tokio::sync::Mutex<()>,
 }
@@ -175,6 +274,14 @@ impl Registry {
             clients,
             config: Arc::new(settings.openraft_config()?),
             snapshot_logs: settings.snapshot_logs,
+            lease_len: Duration::from_millis(settings.read_lease_ms),
+            started: Instant::now(),
+            // Without leases nothing relies on the quiet time.
+            vote_quiet: if settings.read_lease_ms == 0 {
+                Duration::ZERO
+            } else {
+                Duration::from_millis(settings.election_max_ms)
+            },
             groups: RwLock::new(BTreeMap::new()),
             create_lock: tokio::sync::Mutex::new(()),
         })
@@ -182,6 +289,15 @@ impl Registry {
 
     pub fn node_id(&self) -> NodeId {
         self.node_id
+    }
+
+    /// Whether this node may grant votes yet. A follower refuses votes for
+    /// `election_max_ms` after it last heard from its leader — the leader
+    /// lease counts on that (see [`crate::lease`]) — but a restarted node
+    /// has forgotten when that was: it refuses every vote for as long
+    /// after it starts instead.
+    pub fn grants_votes(&self) -> bool {
+        self.started.elapsed() >= self.vote_quiet
     }
 
     pub fn clients(&self) -> &PeerClients {
@@ -264,6 +380,8 @@ impl Registry {
             log,
             restart_floor: std::sync::Mutex::new(restart_floor),
             read_index: Default::default(),
+            lease: std::sync::Mutex::new(None),
+            lease_len: self.lease_len,
         });
         self.groups
             .write()

@@ -100,6 +100,12 @@ struct ServeArgs {
     /// Minimum election timeout in ms [default: 800]; the maximum is twice this.
     #[arg(long, env = "ORRERY_ELECTION_TIMEOUT_MS")]
     election_timeout_ms: Option<u64>,
+    /// How long in ms a leader serves linearizable reads after a quorum
+    /// confirmed it, without another heartbeat round [default: half the
+    /// election timeout]; 0 turns leader leases off (docs/architecture.md,
+    /// "Reads"). Must be below --election-timeout-ms.
+    #[arg(long, env = "ORRERY_READ_LEASE_MS")]
+    read_lease_ms: Option<u64>,
     /// Snapshot (and compact the log) every this many entries [default: 10000].
     #[arg(long, env = "ORRERY_SNAPSHOT_LOGS")]
     snapshot_logs: Option<u64>,
@@ -239,6 +245,7 @@ impl ServeArgs {
             log_format,
             heartbeat_ms,
             election_timeout_ms,
+            read_lease_ms,
             snapshot_logs,
             keep_logs,
             max_key_bytes,
@@ -271,6 +278,13 @@ impl ServeArgs {
             request_deadline_ms
         )
     }
+}
+
+/// `ORRERY_TEST_UNSAFE_READ_LEASE=1` lets the tests set a lease longer
+/// than the followers' (tests/read_lease.rs shows that such a lease gives
+/// stale reads: the negative control of the lease's safety test).
+fn unsafe_lease_for_tests() -> bool {
+    std::env::var("ORRERY_TEST_UNSAFE_READ_LEASE").is_ok_and(|v| v == "1")
 }
 
 fn init_logging(format: LogFormat) {
@@ -337,8 +351,19 @@ async fn serve(args: ServeArgs) -> Result<()> {
         election_max_ms: election * 2,
         snapshot_logs: args.snapshot_logs.unwrap_or(10_000),
         keep_logs: args.keep_logs.unwrap_or(1_000),
+        read_lease_ms: args.read_lease_ms.unwrap_or(election / 2),
         ..RaftSettings::default()
     };
+    // A lease as long as the followers' own (election_max_ms) would leave no
+    // margin for clocks that run at different rates; half the minimum
+    // election timeout tolerates a 4x difference.
+    if raft.read_lease_ms >= raft.election_min_ms && !unsafe_lease_for_tests() {
+        bail!(
+            "--read-lease-ms ({}) must be below --election-timeout-ms ({}); 0 turns leases off",
+            raft.read_lease_ms,
+            raft.election_min_ms
+        );
+    }
     if raft.heartbeat_ms >= raft.election_min_ms {
         bail!(
             "--heartbeat-ms ({}) must be below --election-timeout-ms ({})",

@@ -47,6 +47,8 @@ pub struct Metrics {
     rebalance_moving: AtomicU64,
     /// Shard groups this node dropped after a move took it out of them.
     groups_dropped: AtomicU64,
+    reads_by_lease: AtomicU64,
+    reads_by_round: AtomicU64,
     rotation: AtomicUsize,
     request_ids: AtomicU64,
 }
@@ -103,6 +105,14 @@ impl Metrics {
 
     pub fn group_dropped(&self) {
         self.groups_dropped.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub fn linearizable_read(&self, path: orrery_raft::ReadPath) {
+        match path {
+            orrery_raft::ReadPath::Lease => &self.reads_by_lease,
+            orrery_raft::ReadPath::Round => &self.reads_by_round,
+        }
+        .fetch_add(1, Ordering::Relaxed);
     }
 
     pub fn peer_vote(&self) {
@@ -228,6 +238,12 @@ impl Metrics {
             "orrery_groups_dropped_total",
             "Shard groups this node dropped (Raft stopped, log and snapshot deleted) after leaving them.",
             &self.groups_dropped,
+        );
+        let _ = writeln!(
+            out,
+            "# HELP orrery_linearizable_reads_total Linearizable reads this node confirmed as a group's leader, by how: under its leader lease or by a read-index round.\n# TYPE orrery_linearizable_reads_total counter\norrery_linearizable_reads_total{{path=\"lease\"}} {}\norrery_linearizable_reads_total{{path=\"round\"}} {}",
+            self.reads_by_lease.load(Ordering::Relaxed),
+            self.reads_by_round.load(Ordering::Relaxed)
         );
         let _ = writeln!(
             out,

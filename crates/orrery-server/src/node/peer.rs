@@ -60,6 +60,15 @@ async fn raft_rpc(node: &Node, r: RaftRequest) -> Result<RaftReply, Status> {
             // help a candidate win: it may have forgotten entries that
             // candidate lacks. Every group starts from one node's log, so
             // no election ever needs such a vote.
+            // A node that just started has forgotten when it last heard
+            // from a leader; a leader's read lease counts on its followers
+            // refusing votes for that long (orrery_raft::lease).
+            if !node.registry.grants_votes() {
+                return Err(Status::unavailable(format!(
+                    "node {} started less than an election timeout ago: it grants no vote yet",
+                    node.id()
+                )));
+            }
             if !group.has_log() {
                 return Err(Status::unavailable(format!(
                     "group {} has no log on node {}: it grants no vote",

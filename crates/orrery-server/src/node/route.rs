@@ -295,7 +295,7 @@ impl Node {
         loop {
             let target = match self.registry.get(group) {
                 Some(g) if !linearizable => return run_query(&g, &query).await,
-                Some(g) => match timeout_at(deadline.into(), g.ensure_linearizable()).await {
+                Some(g) => match timeout_at(deadline.into(), self.confirm_read(&g)).await {
                     Err(_) => {
                         return Err(ApiError::unavailable(format!(
                             "{} could not confirm leadership within {:?}: no quorum",
@@ -343,6 +343,18 @@ impl Node {
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
+    }
+}
+
+impl Node {
+    /// Confirms a linearizable read on `g` (under its lease or by a
+    /// round) and counts which.
+    async fn confirm_read(&self, g: &Group) -> orrery_raft::read_index::Confirmed {
+        let (r, path) = g.confirm_read().await;
+        if r.is_ok() {
+            self.metrics.linearizable_read(path);
+        }
+        r
     }
 }
 
