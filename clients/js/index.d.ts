@@ -144,6 +144,44 @@ export declare class Jobs {
   completeBatch(completions: Array<{ id: string; token: number; result?: any; run?: Json }>): Promise<{ results: Json[]; completed: number; failed: number }>;
 }
 
+export interface WorkflowStep {
+  name: string;
+  kind: string;
+  params?: any;
+  depends_on?: string[];
+  /** A step in depends_on whose result is an array: one job per item. */
+  for_each?: string;
+  on_failure?: "fail_workflow" | "continue";
+  priority?: number;
+  resources?: { gpus?: number; gpu_memory_mb?: number; cpus?: number; shared_gpu?: boolean };
+}
+
+export interface Workflow extends Json {
+  id: string;
+  queue: string;
+  partition: number;
+  state: "running" | "succeeded" | "failed" | "cancelled";
+  error: string | null;
+  input: any;
+  steps: Array<{
+    name: string;
+    kind: string;
+    depends_on: string[];
+    for_each: string | null;
+    on_failure: "fail_workflow" | "continue";
+    state: "pending" | "claimable" | "running" | "succeeded" | "failed" | "cancelled" | "skipped";
+    jobs: Array<{ id: string; state: Job["state"]; attempts: number }>;
+    result: any;
+    error: string | null;
+  }>;
+}
+
+export declare class Workflows {
+  start(workflow: { queue: string; steps: WorkflowStep[]; input?: any }): Promise<Workflow>;
+  get(id: string): Promise<Workflow>;
+  cancel(id: string): Promise<Workflow>;
+}
+
 export declare class Events {
   list(opts?: { since?: string; limit?: number }): Promise<{ events: Omit<JobEvent, "cursor">[]; cursor: string }>;
   stream(opts?: { since?: string; signal?: AbortSignal }): AsyncGenerator<JobEvent>;
@@ -202,6 +240,7 @@ export declare class Client {
   readonly cluster: Cluster;
   readonly queues: Queues;
   readonly jobs: Jobs;
+  readonly workflows: Workflows;
   readonly events: Events;
   readonly gpus: Gpus;
   readonly collections: Collections;

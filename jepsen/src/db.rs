@@ -519,6 +519,32 @@ impl Db {
         Ok(r.json().await?)
     }
 
+    /// Waits (up to 60 s) until every running node's copy of the cluster
+    /// version is at least `min` (a new cluster finalizes the newest
+    /// shortly after it forms; workflows need 7).
+    pub async fn wait_version(&self, min: u64) -> Result<()> {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        for n in self.nodes.iter().filter(|n| n.running()) {
+            loop {
+                let active = match self.cluster_view(n.id).await {
+                    Ok(v) => v["cluster_version"]["active"].as_u64().unwrap_or(0),
+                    Err(_) => 0,
+                };
+                if active >= min {
+                    break;
+                }
+                if Instant::now() > deadline {
+                    bail!(
+                        "n{} never reached cluster version {min} (at {active})",
+                        n.id
+                    );
+                }
+                tokio::time::sleep(Duration::from_millis(300)).await;
+            }
+        }
+        Ok(())
+    }
+
     /// Creates the `queue` workload's queue (idempotent: an existing one is fine).
     pub async fn create_queue(&self) -> Result<()> {
         use crate::workload::{QUEUE, QUEUE_LEASE_S};

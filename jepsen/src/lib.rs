@@ -13,4 +13,5 @@ pub mod recorder;
 pub mod results;
 pub mod runner;
 pub mod stats;
+pub mod workflow_ops;
 pub mod workload;

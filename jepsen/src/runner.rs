@@ -224,6 +224,8 @@ async fn client_loop(
     let mut process = next_process.fetch_add(1, Ordering::Relaxed);
     // Queue workload: the lease this process holds, completed next.
     let mut held: Option<(String, u64)> = None;
+    // Workflow workload: the step job this process holds (its claim).
+    let mut held_step: Option<Value> = None;
     while !*stop.borrow() {
         let d = mean_delay.mul_f64(rng.gen_range(0.0..2.0));
         tokio::time::sleep(d).await;
@@ -239,12 +241,16 @@ async fn client_loop(
         };
         // A held job is completed on its own or, half of the time, inside
         // the next claim (a settlement), so both paths meet the faults.
-        let req = match held.take() {
-            Some((job, token)) if rng.gen_bool(0.5) => Request::Settle { job, token },
-            Some((job, token)) => Request::Complete { job, token },
-            None => gen.next(&mut rng),
+        let req = match (held.take(), held_step.take()) {
+            (Some((job, token)), _) if rng.gen_bool(0.5) => Request::Settle { job, token },
+            (Some((job, token)), _) => Request::Complete { job, token },
+            (None, Some(claimed)) => Request::CompleteStep { claimed },
+            (None, None) => gen.next(&mut rng),
         };
         let (kind, value) = invoke_and_complete(&client, &rec, &req, process, node).await;
+        if let (Request::ClaimStep, OpType::Ok) = (&req, kind) {
+            held_step = Some(value.clone());
+        }
         if let (Request::Claim, OpType::Ok) = (&req, kind) {
             if let (Some(job), Some(token)) = (value["job"].as_str(), value["token"].as_u64()) {
                 held = Some((job.to_string(), token));
@@ -266,6 +272,7 @@ async fn client_loop(
         }
         if kind == OpType::Info {
             held = None;
+            held_step = None;
             // Its operation may still be in flight: a process with an
             // unknown outcome never issues another operation.
             process = next_process.fetch_add(1, Ordering::Relaxed);
@@ -468,7 +475,13 @@ async fn run_phases(o: &TestOpts, seed: u64, dir: &Path, mut db: Db) -> Result<F
         return Err(e.context("setting up the cluster"));
     }
     eprintln!("orrery-jepsen: cluster of {} nodes up", o.nodes);
-    if o.workload == Workload::Queue {
+    if o.workload == Workload::Workflow {
+        if let Err(e) = db.wait_version(7).await {
+            db.stop_all().await;
+            return Err(e.context("waiting for cluster version 7 (workflows)"));
+        }
+    }
+    if matches!(o.workload, Workload::Queue | Workload::Workflow) {
         if let Err(e) = db.create_queue().await {
             db.stop_all().await;
             return Err(e.context("creating the test queue"));
@@ -562,11 +575,11 @@ async fn run_phases(o: &TestOpts, seed: u64, dir: &Path, mut db: Db) -> Result<F
                 .await;
             }
         }
-        Workload::Set | Workload::Queue => {
-            let read = if o.workload == Workload::Queue {
-                Request::ReadQueue
-            } else {
-                Request::ReadSet
+        Workload::Set | Workload::Queue | Workload::Workflow => {
+            let read = match o.workload {
+                Workload::Queue => Request::ReadQueue,
+                Workload::Workflow => Request::ReadWorkflows,
+                _ => Request::ReadSet,
             };
             final_ok &= final_read(
                 &client,

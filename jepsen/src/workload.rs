@@ -27,6 +27,8 @@ pub enum Workload {
     Set,
     /// Job queues: enqueue, claim (a lease token), complete with the token.
     Queue,
+    /// Workflows (a -> {b, c} -> d): start, claim and complete step jobs.
+    Workflow,
 }
 
 impl Workload {
@@ -35,6 +37,7 @@ impl Workload {
             Workload::Register => "register",
             Workload::Set => "set",
             Workload::Queue => "queue",
+            Workload::Workflow => "workflow",
         }
     }
 }
@@ -136,6 +139,18 @@ pub enum Request {
     },
     /// Every job of the test queue: `{"pending": [...], "completed": [...]}`.
     ReadQueue,
+    /// Start a workflow; ok value: its id.
+    StartWorkflow {
+        element: u64,
+    },
+    /// Lease one step job; ok value `{"job", "token", "workflow", "step"}`.
+    ClaimStep,
+    /// Complete a leased step job (the claim's ok value).
+    CompleteStep {
+        claimed: Value,
+    },
+    /// Every workflow: `{"workflows": {id: {"state", "steps"}}}`.
+    ReadWorkflows,
 }
 
 /// The queue the `queue` workload uses (created at setup).
@@ -157,7 +172,16 @@ impl Request {
                 (f::CAS, Some(key.clone()), json!([expected, new]))
             }
             Request::Add { element } => (f::ADD, None, json!(element)),
-            Request::ReadSet | Request::ReadQueue => (f::READ, None, Value::Null),
+            Request::ReadSet | Request::ReadQueue | Request::ReadWorkflows => {
+                (f::READ, None, Value::Null)
+            }
+            Request::StartWorkflow { element } => (
+                crate::check::workflow::START,
+                None,
+                json!({"element": element}),
+            ),
+            Request::ClaimStep => (f::CLAIM, None, Value::Null),
+            Request::CompleteStep { claimed } => (f::COMPLETE, None, claimed.clone()),
             Request::Enqueue { element } => (f::ENQUEUE, None, json!({"element": element})),
             Request::Claim => (f::CLAIM, None, Value::Null),
             Request::Complete { job, token } | Request::Settle { job, token } => {
@@ -226,6 +250,16 @@ impl Generator {
             },
             // Completions come from the process that holds a lease (the
             // client loop asks for them); the generator balances the rest.
+            // As for the queue: a process completes the step it holds.
+            Workload::Workflow => {
+                if rng.gen_bool(0.25) {
+                    Request::StartWorkflow {
+                        element: self.values.fetch_add(1, Ordering::Relaxed),
+                    }
+                } else {
+                    Request::ClaimStep
+                }
+            }
             Workload::Queue => {
                 if rng.gen_bool(0.5) {
                     Request::Enqueue {
@@ -241,7 +275,9 @@ impl Generator {
 
 /// HTTP client for the workloads; connections originate from [`CLIENT_IP`].
 pub struct Client {
-    http: reqwest::Client,
+    pub(crate) http: reqwest::Client,
+    /// Workflows acknowledged as started (read at the end).
+    pub(crate) started: Mutex<std::collections::BTreeSet<String>>,
     access: crate::access::Access,
     consistency: ReadConsistency,
     set_prefix: String,
@@ -249,7 +285,7 @@ pub struct Client {
 
 impl Client {
     /// `https://ADDR` (or `http://` on an `--insecure` run) of `node`.
-    fn base(&self, node: u64) -> String {
+    pub(crate) fn base(&self, node: u64) -> String {
         self.access.base(&client_addr(node))
     }
 
@@ -258,7 +294,7 @@ impl Client {
     }
 }
 
-fn err_text(e: &reqwest::Error) -> String {
+pub(crate) fn err_text(e: &reqwest::Error) -> String {
     let mut s = e.to_string();
     let mut src = std::error::Error::source(e);
     while let Some(inner) = src {
@@ -294,6 +330,7 @@ impl Client {
                     .pool_max_idle_per_host(64)
                     .default_headers(headers),
             )?,
+            started: Mutex::new(Default::default()),
             access: access.clone(),
             consistency,
             set_prefix: format!("{run_prefix}/s/"),
@@ -427,6 +464,10 @@ impl Client {
             }
             Request::Settle { job, token } => self.settle(job, *token, node).await,
             Request::ReadQueue => self.read_queue(node).await,
+            Request::StartWorkflow { element } => self.start_workflow(*element, node).await,
+            Request::ClaimStep => self.claim_step(node).await,
+            Request::CompleteStep { claimed } => self.complete_step(claimed, node).await,
+            Request::ReadWorkflows => self.read_workflows(node).await,
             Request::ReadSet => {
                 let url = format!(
                     "{}/v1/kv?prefix={}&limit=10000&consistency={}",
@@ -551,7 +592,7 @@ impl Client {
     }
 }
 
-async fn status_text(r: reqwest::Response) -> String {
+pub(crate) async fn status_text(r: reqwest::Response) -> String {
     let status = r.status();
     let body = r.text().await.unwrap_or_default();
     let body: String = body.chars().take(300).collect();
@@ -562,7 +603,7 @@ async fn status_text(r: reqwest::Response) -> String {
 /// proposed); 503 `unavailable` fail (nothing proposed); a connection never
 /// established fail; everything else (`outcome_unknown`, timeouts, cut
 /// connections) info.
-async fn write_outcome(
+pub(crate) async fn write_outcome(
     r: reqwest::Result<reqwest::Response>,
     value: Value,
 ) -> (OpType, Value, Option<String>) {

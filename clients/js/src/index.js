@@ -9,6 +9,7 @@ import { DataSources, Policies, Runs } from "./policies.js";
 import { Queues } from "./queues.js";
 import { Tokens } from "./tokens.js";
 import { Transport } from "./transport.js";
+import { Workflows } from "./workflows.js";
 
 export * from "./errors.js";
 
@@ -33,6 +34,7 @@ export class Client {
     this.cluster = new Cluster(t);
     this.queues = new Queues(t);
     this.jobs = new Jobs(t);
+    this.workflows = new Workflows(t);
     this.events = new Events(t);
     this.gpus = new Gpus(t);
     this.collections = new Collections(t);

@@ -16,7 +16,7 @@ from .errors import (ClusterVersionTooLow, Conflict, EvaluationTimeout, Internal
 from .types import (BatchResult, CasResult, ClusterStatus, ClusterVersion, Collection, CompleteResult, EventPage,
                     GroupStatus, Heartbeat, Hit, Job, JobPage, KeyValue, Member, Members, NewToken, Point,
                     Policy, PolicyBatch, PolicyRun, PolicyVersion, Queue, RunPage, Shard, SubmitResult,
-                    TokenInfo)
+                    TokenInfo, Workflow)
 from .worker import AsyncWorkItem, WorkItem
 
 __version__ = "0.1.0"
@@ -29,5 +29,5 @@ __all__ = [
     "BatchResult", "CasResult", "ClusterStatus", "ClusterVersion", "Collection", "CompleteResult", "EventPage",
     "GroupStatus", "Heartbeat", "Hit", "Job", "JobPage", "KeyValue", "Member", "Members", "NewToken", "Point",
     "Policy", "PolicyBatch", "PolicyRun", "PolicyVersion", "Queue", "RunPage", "Shard", "SubmitResult",
-    "TokenInfo",
+    "TokenInfo", "Workflow",
 ]

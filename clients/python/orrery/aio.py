@@ -12,6 +12,7 @@ from ._core import CHANNEL_OPTIONS, STUBS, Op, Settings, bind_async, env_setting
 from ._proto.orrery.v1 import jobs_pb2
 from .cluster import AuthOps, ClusterOps
 from .jobs import JobsOps, QueuesOps
+from .workflows import WorkflowsOps
 from .kv import KvOps
 from .policies import PoliciesOps
 from .vectors import CollectionsOps
@@ -109,6 +110,11 @@ class AsyncQueues(QueuesOps):
 
 
 @bind_async
+class AsyncWorkflows(WorkflowsOps):
+    pass
+
+
+@bind_async
 class AsyncJobs(AsyncWorkerMixin, JobsOps):
     async def logs(self, id: str, attempt: Optional[int] = None, follow: bool = False,
                    timeout: Optional[float] = None) -> AsyncIterator[bytes]:
@@ -156,6 +162,7 @@ class AsyncClient:
         self.auth = AsyncAuthApi(self._t)
         self.queues = AsyncQueues(self._t)
         self.jobs = AsyncJobs(self._t)
+        self.workflows = AsyncWorkflows(self._t)
         self.collections = AsyncCollections(self._t)
         self.policies = AsyncPolicies(self._t)
 

@@ -11,6 +11,7 @@ from ._core import STUBS, CHANNEL_OPTIONS, Op, Settings, bind_sync, env_settings
 from ._proto.orrery.v1 import jobs_pb2
 from .cluster import AuthOps, ClusterOps
 from .jobs import JobsOps, QueuesOps
+from .workflows import WorkflowsOps
 from .kv import KvOps
 from .policies import PoliciesOps
 from .vectors import CollectionsOps
@@ -108,6 +109,11 @@ class Queues(QueuesOps):
 
 
 @bind_sync
+class Workflows(WorkflowsOps):
+    pass
+
+
+@bind_sync
 class Jobs(SyncWorkerMixin, JobsOps):
     def logs(self, id: str, attempt: Optional[int] = None, follow: bool = False,
              timeout: Optional[float] = None) -> Iterator[bytes]:
@@ -168,6 +174,7 @@ class Client:
         self.auth = AuthApi(self._t)
         self.queues = Queues(self._t)
         self.jobs = Jobs(self._t)
+        self.workflows = Workflows(self._t)
         self.collections = Collections(self._t)
         self.policies = Policies(self._t)
 

@@ -402,3 +402,35 @@ class PolicyBatch:
 class RunPage:
     runs: List[PolicyRun]
     next_cursor: Optional[str]
+
+
+@dataclass
+class Workflow:
+    """A workflow (a DAG of step jobs) with each step's state, jobs and result."""
+    id: str
+    queue: str
+    #: running, succeeded, failed or cancelled.
+    state: str
+    #: The REST form: input, error, times and `steps`.
+    raw: Dict[str, Any]
+
+    @property
+    def error(self) -> Optional[str]:
+        return self.raw.get("error")
+
+    @property
+    def steps(self) -> List[Dict[str, Any]]:
+        """Each step: name, kind, depends_on, for_each, on_failure, state
+        (pending, claimable, running, succeeded, failed, cancelled, skipped),
+        jobs [{id, state, attempts}], result, error."""
+        return self.raw.get("steps", [])
+
+    def step(self, name: str) -> Dict[str, Any]:
+        for s in self.steps:
+            if s.get("name") == name:
+                return s
+        raise KeyError(name)
+
+    @staticmethod
+    def from_pb(w):
+        return Workflow(w.id, w.queue, w.state, _json(w.json, {}))

@@ -216,6 +216,26 @@ impl Client {
     }
 }
 
+impl Client {
+    /// Starts a workflow (`Workflow.json`: the REST view, per-step state).
+    pub async fn start_workflow(
+        &self,
+        req: pb::StartWorkflowRequest,
+    ) -> Result<pb::Workflow, Error> {
+        Ok(self.jobs().start_workflow(req).await?.into_inner())
+    }
+
+    pub async fn get_workflow(&self, id: &str) -> Result<pb::Workflow, Error> {
+        let req = pb::GetWorkflowRequest { id: id.into() };
+        Ok(self.jobs().get_workflow(req).await?.into_inner())
+    }
+
+    pub async fn cancel_workflow(&self, id: &str) -> Result<pb::Workflow, Error> {
+        let req = pb::CancelWorkflowRequest { id: id.into() };
+        Ok(self.jobs().cancel_workflow(req).await?.into_inner())
+    }
+}
+
 /// `(id, token, result_json)` triples as completion messages.
 fn complete_requests(items: Vec<(String, u32, String)>) -> Vec<pb::CompleteRequest> {
     items

@@ -5,7 +5,7 @@ use crate::lifecycle::json_str;
 use crate::workflow::{OnFailure, StepItem, Workflow, WorkflowRead, MAX_FAN_OUT};
 use crate::{
     job_seq, JobId, JobState, NewJob, QueueError, QueueResponse, QueueState, WorkflowSpec,
-    WorkflowState,
+    WorkflowState, MAX_PARAMS_BYTES,
 };
 use serde_json::value::RawValue;
 
@@ -243,6 +243,19 @@ impl QueueState {
             s.params,
             deps.join(",")
         );
+        // What the step's job(s) would receive may not exceed what a
+        // submit may carry: the step fails instead (a fan-in of large
+        // results, an oversized item).
+        let fits = |n: usize| {
+            if n > MAX_PARAMS_BYTES {
+                return Err(format!(
+                    "its params (input, params and its dependencies' results) would be {n} bytes; \
+                     the limit for a job's params is {MAX_PARAMS_BYTES} bytes"
+                ));
+            }
+            Ok(())
+        };
+        fits(head.len() + 1)?;
         let params: Vec<String> = match &s.for_each {
             None => vec![format!("{head}}}")],
             Some(f) => {
@@ -263,6 +276,9 @@ impl QueueState {
                     .collect()
             }
         };
+        for p in &params {
+            fits(p.len())?;
+        }
         let new = |params: String| NewJob {
             queue: w.spec.queue.clone(),
             partition: w.spec.partition,

@@ -60,7 +60,7 @@ pub use id::{job_seq, job_shard, JobId};
 pub use model::{
     Backoff, ClaimSpec, Completion, Event, GpuRecord, GpuReport, Job, JobState, Lease, Name,
     NewJob, Outcome, QueueSpec, Resources, Run, RunFacts, Settlement, CANCELLED, EVENTS_KEPT,
-    MAX_BATCH, MAX_ERROR_BYTES, MAX_RESULT_BYTES,
+    MAX_BATCH, MAX_ERROR_BYTES, MAX_PARAMS_BYTES, MAX_RESULT_BYTES,
 };
 pub use query::{JobsQuery, JobsQueryResult};
 pub use state::QueueState;

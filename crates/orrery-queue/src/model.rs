@@ -12,6 +12,10 @@ pub type Name = Arc<str>;
 
 /// Largest stored result (JSON text); the server refuses larger ones with 413.
 pub const MAX_RESULT_BYTES: usize = 1 << 20;
+/// Largest job params (JSON text): the server refuses larger submits with
+/// 413, and a workflow step whose assembled params (its dependencies'
+/// results) would be larger fails instead of being enqueued.
+pub const MAX_PARAMS_BYTES: usize = 256 * 1024;
 /// Largest stored error message; longer ones are truncated.
 pub const MAX_ERROR_BYTES: usize = 4096;
 /// Events kept per shard; older ones are dropped (a reader that falls

@@ -64,6 +64,7 @@ mod model_check;
 mod query;
 mod unit;
 mod workflow;
+mod workflow_limits;
 
 const KINDS: [&str; 2] = ["noop", "other"];
 const QUEUES: [&str; 2] = ["q", "r"];

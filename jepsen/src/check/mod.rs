@@ -3,6 +3,7 @@
 pub mod linear;
 pub mod queue;
 pub mod set;
+pub mod workflow;
 
 use crate::history::{read_jsonl, Op};
 use serde_json::{json, Value};
@@ -12,7 +13,8 @@ use std::path::Path;
 /// "unknown" instead of running on.
 pub const DEFAULT_BUDGET: u64 = 5_000_000;
 
-/// Runs the checker for `workload` (`register`, `set` or `queue`) on a
+/// Runs the checker for `workload` (`register`, `set`, `queue` or
+/// `workflow`) on a
 /// history; the result always has a `valid` field (`true`, `false` or
 /// `"unknown"`).
 pub fn check_history(history: &[Op], workload: &str) -> Result<Value, String> {
@@ -30,7 +32,12 @@ pub fn check_history_with_budget(
         "register" => serde_json::to_value(linear::check(history, budget)?),
         "set" => serde_json::to_value(set::check(history)?),
         "queue" => serde_json::to_value(queue::check(history)?),
-        other => return Err(format!("unknown workload {other:?} (register, set, queue)")),
+        "workflow" => serde_json::to_value(workflow::check(history)?),
+        other => {
+            return Err(format!(
+                "unknown workload {other:?} (register, set, queue, workflow)"
+            ))
+        }
     }
     .map_err(|e| e.to_string())?;
     Ok(json!({"valid": v["valid"].clone(), "workload": workload, "checker": v}))

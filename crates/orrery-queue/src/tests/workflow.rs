@@ -6,7 +6,7 @@ use super::*;
 use crate::workflow::{OnFailure, StepSpec, WorkflowSpec, WorkflowState};
 use serde_json::Value;
 
-fn step(name: &str, deps: &[&str]) -> StepSpec {
+pub(super) fn step(name: &str, deps: &[&str]) -> StepSpec {
     StepSpec {
         name: name.into(),
         kind: "noop".into(),
@@ -19,7 +19,7 @@ fn step(name: &str, deps: &[&str]) -> StepSpec {
     }
 }
 
-fn wf(steps: Vec<StepSpec>) -> WorkflowSpec {
+pub(super) fn wf(steps: Vec<StepSpec>) -> WorkflowSpec {
     WorkflowSpec {
         queue: "q".into(),
         partition: 0,
@@ -36,7 +36,7 @@ fn wf(steps: Vec<StepSpec>) -> WorkflowSpec {
     }
 }
 
-fn start(s: &mut QueueState, idx: u64, spec: WorkflowSpec, now: u64) -> JobId {
+pub(super) fn start(s: &mut QueueState, idx: u64, spec: WorkflowSpec, now: u64) -> JobId {
     match s.apply(
         idx,
         QueueCommand::StartWorkflow {
@@ -51,13 +51,19 @@ fn start(s: &mut QueueState, idx: u64, spec: WorkflowSpec, now: u64) -> JobId {
 }
 
 /// (step, index) of a workflow job, from its params.
-fn place(j: &Job) -> Option<(String, Option<u64>)> {
+pub(super) fn place(j: &Job) -> Option<(String, Option<u64>)> {
     let v: Value = serde_json::from_str(&j.params).ok()?;
     let step = v["workflow"]["step"].as_str()?.to_string();
     Some((step, v["index"].as_u64()))
 }
 
-fn complete(s: &mut QueueState, idx: u64, j: &Job, result: &str, now: u64) -> QueueResponse {
+pub(super) fn complete(
+    s: &mut QueueState,
+    idx: u64,
+    j: &Job,
+    result: &str,
+    now: u64,
+) -> QueueResponse {
     s.apply(
         idx,
         QueueCommand::Complete {
@@ -142,7 +148,7 @@ fn fan_out_and_fan_in_pass_results() {
     assert_eq!(round, s);
 }
 
-fn spec_all() -> ClaimSpec {
+pub(super) fn spec_all() -> ClaimSpec {
     spec("w", 1000)
 }
 
@@ -332,6 +338,10 @@ enum WOp {
     Complete(usize, usize),
     /// The same, through a `Settle` (as group commit sends it).
     Settle(usize, usize),
+    /// Complete the running job with a large result (a string of
+    /// `BIG` bytes): two of them in what a step receives exceed the
+    /// params limit, one does not.
+    CompleteBig(usize),
     /// Fail the running job (retry or not).
     Fail(usize, bool),
     /// Cancel a live job of the workflow.
@@ -347,6 +357,7 @@ fn wop() -> impl Strategy<Value = WOp> {
         4 => (1u32..4).prop_map(WOp::Claim),
         4 => (0usize..8, 0usize..4).prop_map(|(j, n)| WOp::Complete(j, n)),
         2 => (0usize..8, 0usize..4).prop_map(|(j, n)| WOp::Settle(j, n)),
+        2 => (0usize..8).prop_map(WOp::CompleteBig),
         2 => (0usize..8, any::<bool>()).prop_map(|(j, r)| WOp::Fail(j, r)),
         1 => (0usize..8).prop_map(WOp::CancelJob),
         1 => Just(WOp::CancelWorkflow),
@@ -381,8 +392,36 @@ fn model_value(s: &QueueState, d: &Dag, i: usize) -> Option<Value> {
     }
 }
 
-/// How many jobs step `i` should have once created, per the model.
+/// Bytes of a big result: one fits in a job's params, two do not (the
+/// rest of what a step of these DAGs receives is under 1 KiB).
+const BIG: usize = 150_000;
+
+fn bigs(v: &Value) -> usize {
+    match v {
+        Value::String(t) if t.len() >= BIG => 1,
+        Value::Array(a) => a.iter().map(bigs).sum(),
+        _ => 0,
+    }
+}
+
+/// Whether step `i`'s params would exceed the limit, per the model: two
+/// big results among its dependencies' values, or a big fan-out item
+/// (which is in the dependencies' values too, and then again as `item`).
+fn oversized(s: &QueueState, d: &Dag, i: usize) -> bool {
+    let value = |j: usize| model_value(s, d, j).unwrap_or(Value::Null);
+    let head: usize = d.steps[i].0.iter().map(|&j| bigs(&value(j))).sum();
+    head >= 2
+        || d.steps[i]
+            .1
+            .is_some_and(|f| matches!(value(f), Value::Array(a) if a.iter().any(|x| bigs(x) > 0)))
+}
+
+/// How many jobs step `i` should have once created, per the model (None:
+/// the step fails without jobs).
 fn expected_items(s: &QueueState, d: &Dag, i: usize) -> Option<usize> {
+    if oversized(s, d, i) {
+        return None;
+    }
     match d.steps[i].1 {
         None => Some(1),
         Some(f) => match model_value(s, d, f)? {
@@ -416,6 +455,11 @@ fn check_model(
     for j in s.jobs.values() {
         let (name, idx) = place(j).ok_or_else(|| TestCaseError::fail("a job without a place"))?;
         let i: usize = name[1..].parse().unwrap();
+        prop_assert!(
+            j.params.len() <= MAX_PARAMS_BYTES,
+            "{name}: params of {} bytes",
+            j.params.len()
+        );
         if created.insert(j.id) {
             // New: each step item exactly once, and never before its deps.
             prop_assert!(
@@ -491,6 +535,13 @@ fn cmd_of(op: &WOp, s: &QueueState, wid: JobId, now: u64) -> Option<QueueCommand
             items: vec![completion(&pick(*j)?, *n)],
             now_ms: now,
         },
+        WOp::CompleteBig(j) => QueueCommand::CompleteMany {
+            items: vec![Completion {
+                result: format!("\"{}\"", "b".repeat(BIG)),
+                ..completion(&pick(*j)?, 0)
+            }],
+            now_ms: now,
+        },
         WOp::Settle(j, n) => QueueCommand::Settle {
             work: vec![Settlement {
                 completions: vec![completion(&pick(*j)?, *n)],
@@ -535,7 +586,11 @@ fn cmd_of(op: &WOp, s: &QueueState, wid: JobId, now: u64) -> Option<QueueCommand
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(300))]
     #[test]
-    fn workflows_follow_their_dag(d in dag(), ops in prop::collection::vec(wop(), 0..60)) {
+    fn workflows_follow_their_dag(
+        d in dag(),
+        ops in prop::collection::vec(wop(), 0..60),
+        big_every in prop::option::of(1usize..4),
+    ) {
         let mut a = QueueState::default();
         let mut b = QueueState::default();
         let mut now = 1_000u64;
@@ -546,8 +601,15 @@ proptest! {
         check_model(&a, &d, wid, &mut seen, &mut created, &mut ended)?;
         let mut idx = 1;
         // The random operations, then a drive to the end: claim and
-        // complete everything (results of 2 items) until nothing is left.
-        let drive = (0..120).flat_map(|_| [WOp::Claim(100), WOp::Complete(0, 2)]);
+        // complete everything (results of 2 items, or every `big_every`-th
+        // a big one) until nothing is left.
+        let drive = (0..120).flat_map(|n| {
+            let done = match big_every {
+                Some(k) if n % k == 0 => WOp::CompleteBig(0),
+                _ => WOp::Complete(0, 2),
+            };
+            [WOp::Claim(100), done]
+        });
         for op in ops.into_iter().chain(drive) {
             now += 1_000;
             if let WOp::Snapshot = op {

@@ -13,7 +13,8 @@ pub const MAX_VECTOR_BATCH_BYTES: usize = 64 * 1024 * 1024;
 
 pub const MAX_QUEUE_NAME: usize = 128;
 pub const MAX_PARTITIONS: u32 = 256;
-pub const MAX_PARAMS_BYTES: usize = 256 * 1024;
+/// One value for submits and the workflow steps the queue assembles.
+pub const MAX_PARAMS_BYTES: usize = orrery_queue::MAX_PARAMS_BYTES;
 /// Longest long-poll of a claim.
 pub const MAX_WAIT_S: u64 = 60;
 pub const MAX_CLAIM_BATCH: u32 = 256;

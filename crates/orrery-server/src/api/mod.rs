@@ -5,6 +5,7 @@ pub mod cursor;
 pub mod error;
 pub mod jobs_view;
 pub mod limits;
+pub mod workflow_view;
 
 pub use error::ApiError;
 

@@ -341,4 +341,25 @@ impl Jobs for JobsApi {
             json: conv::json_text(&GpusView::new(&reports)),
         }))
     }
+
+    async fn start_workflow(
+        &self,
+        req: Request<pb::StartWorkflowRequest>,
+    ) -> Result<Response<pb::Workflow>, Status> {
+        super::workflows::start(&self.0, req).await
+    }
+
+    async fn get_workflow(
+        &self,
+        req: Request<pb::GetWorkflowRequest>,
+    ) -> Result<Response<pb::Workflow>, Status> {
+        super::workflows::get(&self.0, req).await
+    }
+
+    async fn cancel_workflow(
+        &self,
+        req: Request<pb::CancelWorkflowRequest>,
+    ) -> Result<Response<pb::Workflow>, Status> {
+        super::workflows::cancel(&self.0, req).await
+    }
 }

@@ -42,7 +42,7 @@ pub fn queue_spec(q: &QueueSpec) -> pb::QueueInfo {
 }
 
 /// JSON text of a request field; empty means `empty`.
-fn parse_json(field: &str, s: &str, empty: Value) -> Result<Value, ApiError> {
+pub fn parse_json(field: &str, s: &str, empty: Value) -> Result<Value, ApiError> {
     if s.is_empty() {
         return Ok(empty);
     }

@@ -11,6 +11,7 @@ mod kv;
 mod policies;
 mod policies_shadow;
 mod vectors;
+mod workflows;
 
 use crate::service::Services;
 use orrery_proto::v1::cluster_server::ClusterServer;

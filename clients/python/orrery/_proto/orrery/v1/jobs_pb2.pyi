@@ -331,3 +331,63 @@ class CompleteBatchResponse(_message.Message):
     ITEMS_FIELD_NUMBER: _ClassVar[int]
     items: _containers.RepeatedCompositeFieldContainer[CompleteBatchItem]
     def __init__(self, items: _Optional[_Iterable[_Union[CompleteBatchItem, _Mapping]]] = ...) -> None: ...
+
+class WorkflowStep(_message.Message):
+    __slots__ = ("name", "kind", "params_json", "depends_on", "for_each", "on_failure", "priority", "gpus", "gpu_memory_mb", "cpus", "shared_gpu")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    KIND_FIELD_NUMBER: _ClassVar[int]
+    PARAMS_JSON_FIELD_NUMBER: _ClassVar[int]
+    DEPENDS_ON_FIELD_NUMBER: _ClassVar[int]
+    FOR_EACH_FIELD_NUMBER: _ClassVar[int]
+    ON_FAILURE_FIELD_NUMBER: _ClassVar[int]
+    PRIORITY_FIELD_NUMBER: _ClassVar[int]
+    GPUS_FIELD_NUMBER: _ClassVar[int]
+    GPU_MEMORY_MB_FIELD_NUMBER: _ClassVar[int]
+    CPUS_FIELD_NUMBER: _ClassVar[int]
+    SHARED_GPU_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    kind: str
+    params_json: str
+    depends_on: _containers.RepeatedScalarFieldContainer[str]
+    for_each: str
+    on_failure: str
+    priority: int
+    gpus: int
+    gpu_memory_mb: int
+    cpus: int
+    shared_gpu: bool
+    def __init__(self, name: _Optional[str] = ..., kind: _Optional[str] = ..., params_json: _Optional[str] = ..., depends_on: _Optional[_Iterable[str]] = ..., for_each: _Optional[str] = ..., on_failure: _Optional[str] = ..., priority: _Optional[int] = ..., gpus: _Optional[int] = ..., gpu_memory_mb: _Optional[int] = ..., cpus: _Optional[int] = ..., shared_gpu: _Optional[bool] = ...) -> None: ...
+
+class StartWorkflowRequest(_message.Message):
+    __slots__ = ("queue", "steps", "input_json")
+    QUEUE_FIELD_NUMBER: _ClassVar[int]
+    STEPS_FIELD_NUMBER: _ClassVar[int]
+    INPUT_JSON_FIELD_NUMBER: _ClassVar[int]
+    queue: str
+    steps: _containers.RepeatedCompositeFieldContainer[WorkflowStep]
+    input_json: str
+    def __init__(self, queue: _Optional[str] = ..., steps: _Optional[_Iterable[_Union[WorkflowStep, _Mapping]]] = ..., input_json: _Optional[str] = ...) -> None: ...
+
+class GetWorkflowRequest(_message.Message):
+    __slots__ = ("id",)
+    ID_FIELD_NUMBER: _ClassVar[int]
+    id: str
+    def __init__(self, id: _Optional[str] = ...) -> None: ...
+
+class CancelWorkflowRequest(_message.Message):
+    __slots__ = ("id",)
+    ID_FIELD_NUMBER: _ClassVar[int]
+    id: str
+    def __init__(self, id: _Optional[str] = ...) -> None: ...
+
+class Workflow(_message.Message):
+    __slots__ = ("id", "queue", "state", "json")
+    ID_FIELD_NUMBER: _ClassVar[int]
+    QUEUE_FIELD_NUMBER: _ClassVar[int]
+    STATE_FIELD_NUMBER: _ClassVar[int]
+    JSON_FIELD_NUMBER: _ClassVar[int]
+    id: str
+    queue: str
+    state: str
+    json: str
+    def __init__(self, id: _Optional[str] = ..., queue: _Optional[str] = ..., state: _Optional[str] = ..., json: _Optional[str] = ...) -> None: ...

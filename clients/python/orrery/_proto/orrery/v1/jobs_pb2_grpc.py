@@ -127,6 +127,21 @@ class JobsStub:
                 request_serializer=orrery_dot_v1_dot_jobs__pb2.CompleteBatchRequest.SerializeToString,
                 response_deserializer=orrery_dot_v1_dot_jobs__pb2.CompleteBatchResponse.FromString,
                 _registered_method=True)
+        self.StartWorkflow = channel.unary_unary(
+                '/orrery.v1.Jobs/StartWorkflow',
+                request_serializer=orrery_dot_v1_dot_jobs__pb2.StartWorkflowRequest.SerializeToString,
+                response_deserializer=orrery_dot_v1_dot_jobs__pb2.Workflow.FromString,
+                _registered_method=True)
+        self.GetWorkflow = channel.unary_unary(
+                '/orrery.v1.Jobs/GetWorkflow',
+                request_serializer=orrery_dot_v1_dot_jobs__pb2.GetWorkflowRequest.SerializeToString,
+                response_deserializer=orrery_dot_v1_dot_jobs__pb2.Workflow.FromString,
+                _registered_method=True)
+        self.CancelWorkflow = channel.unary_unary(
+                '/orrery.v1.Jobs/CancelWorkflow',
+                request_serializer=orrery_dot_v1_dot_jobs__pb2.CancelWorkflowRequest.SerializeToString,
+                response_deserializer=orrery_dot_v1_dot_jobs__pb2.Workflow.FromString,
+                _registered_method=True)
 
 
 class JobsServicer:
@@ -247,6 +262,26 @@ class JobsServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def StartWorkflow(self, request, context):
+        """Workflows (docs/api.md, "Workflows"; cluster version 7): DAGs of step
+        jobs. Start, read with per-step state, cancel.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetWorkflow(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def CancelWorkflow(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_JobsServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -339,6 +374,21 @@ def add_JobsServicer_to_server(servicer, server):
                     servicer.CompleteBatch,
                     request_deserializer=orrery_dot_v1_dot_jobs__pb2.CompleteBatchRequest.FromString,
                     response_serializer=orrery_dot_v1_dot_jobs__pb2.CompleteBatchResponse.SerializeToString,
+            ),
+            'StartWorkflow': grpc.unary_unary_rpc_method_handler(
+                    servicer.StartWorkflow,
+                    request_deserializer=orrery_dot_v1_dot_jobs__pb2.StartWorkflowRequest.FromString,
+                    response_serializer=orrery_dot_v1_dot_jobs__pb2.Workflow.SerializeToString,
+            ),
+            'GetWorkflow': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetWorkflow,
+                    request_deserializer=orrery_dot_v1_dot_jobs__pb2.GetWorkflowRequest.FromString,
+                    response_serializer=orrery_dot_v1_dot_jobs__pb2.Workflow.SerializeToString,
+            ),
+            'CancelWorkflow': grpc.unary_unary_rpc_method_handler(
+                    servicer.CancelWorkflow,
+                    request_deserializer=orrery_dot_v1_dot_jobs__pb2.CancelWorkflowRequest.FromString,
+                    response_serializer=orrery_dot_v1_dot_jobs__pb2.Workflow.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -830,6 +880,87 @@ class Jobs:
             '/orrery.v1.Jobs/CompleteBatch',
             orrery_dot_v1_dot_jobs__pb2.CompleteBatchRequest.SerializeToString,
             orrery_dot_v1_dot_jobs__pb2.CompleteBatchResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def StartWorkflow(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/orrery.v1.Jobs/StartWorkflow',
+            orrery_dot_v1_dot_jobs__pb2.StartWorkflowRequest.SerializeToString,
+            orrery_dot_v1_dot_jobs__pb2.Workflow.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetWorkflow(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/orrery.v1.Jobs/GetWorkflow',
+            orrery_dot_v1_dot_jobs__pb2.GetWorkflowRequest.SerializeToString,
+            orrery_dot_v1_dot_jobs__pb2.Workflow.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CancelWorkflow(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/orrery.v1.Jobs/CancelWorkflow',
+            orrery_dot_v1_dot_jobs__pb2.CancelWorkflowRequest.SerializeToString,
+            orrery_dot_v1_dot_jobs__pb2.Workflow.FromString,
             options,
             channel_credentials,
             insecure,
