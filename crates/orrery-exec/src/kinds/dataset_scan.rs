@@ -83,11 +83,14 @@ pub(crate) fn run(params: &Value, ctx: &RunContext) -> Result<Value, String> {
         .glob("params.glob", &pattern(path, glob))
         .map_err(|e| e.to_string())?;
     let total = matched.len();
-    let shown_paths: Vec<(String, PathBuf)> = matched
+    // Pages follow the paths' string order (the catalog's), not the
+    // component order paths sort in ("a.b/c" < "a/b" here).
+    let mut shown_paths: Vec<(String, PathBuf)> = matched
         .into_iter()
         .map(|p| (shown(&p), p))
         .filter(|(s, _)| after.is_none_or(|a| s.as_str() > a))
         .collect();
+    shown_paths.sort_by(|a, b| a.0.cmp(&b.0));
     let more = shown_paths.len() > limit;
     let page: Vec<(String, PathBuf)> = shown_paths.into_iter().take(limit).collect();
     ctx.log(&format!(
