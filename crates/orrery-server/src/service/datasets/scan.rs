@@ -23,6 +23,16 @@ use std::time::Duration;
 pub const WRITE_BATCH: usize = 500;
 /// Files per scan job (one page).
 pub const PAGE_FILES: u64 = 1000;
+/// TEST ONLY: files per scan job instead of [`PAGE_FILES`], so that tests
+/// cover scans of many pages with few files.
+pub const TEST_PAGE_FILES_ENV: &str = "ORRERY_TEST_DATASET_PAGE_FILES";
+
+fn page_files() -> u64 {
+    std::env::var(TEST_PAGE_FILES_ENV)
+        .ok()
+        .and_then(|v| v.trim().parse::<u64>().ok())
+        .map_or(PAGE_FILES, |n| n.clamp(1, PAGE_FILES))
+}
 /// How often a scan's job is looked at while it runs.
 const POLL: Duration = Duration::from_millis(250);
 /// Transient failures (no leader, outcome unknown) tolerated in a row.
@@ -109,7 +119,7 @@ impl DatasetsService {
         let args = SubmitArgs {
             queue: def.queue.clone(),
             kind: "dataset.scan".into(),
-            params: json!({"path": def.path, "glob": def.glob, "after": after, "limit": PAGE_FILES}),
+            params: json!({"path": def.path, "glob": def.glob, "after": after, "limit": page_files()}),
             submitted_by: Some(format!("dataset:{}", def.name)),
             ..SubmitArgs::default()
         };
