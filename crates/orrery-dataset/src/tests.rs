@@ -263,9 +263,12 @@ fn paging_walks_every_item_once() {
 
 /// A model: per dataset, the current generation, whether it is running,
 /// and path -> (meta, caption).
+/// Per path: the scan's facts and the caption.
+type ModelItems = BTreeMap<String, (ItemMeta, Option<String>)>;
+
 #[derive(Default, Debug)]
 struct Model {
-    sets: BTreeMap<String, (u64, bool, BTreeMap<String, (ItemMeta, Option<String>)>)>,
+    sets: BTreeMap<String, (u64, bool, ModelItems)>,
 }
 
 fn arb_cmd() -> impl Strategy<Value = DatasetCommand> {

@@ -37,8 +37,11 @@ pub(crate) fn pattern(path: &str, glob: &str) -> String {
     }
 }
 
+/// Size, sha256 (hex), width and height of one file.
+type Facts = (u64, String, u32, u32);
+
 /// Size, sha256 (hex) and dimensions of one file.
-fn one(mut file: std::fs::File) -> Result<(u64, String, u32, u32), String> {
+fn one(mut file: std::fs::File) -> Result<Facts, String> {
     let mut h = Sha256::new();
     let mut buf = vec![0u8; 64 * 1024];
     let mut size = 0u64;
@@ -98,7 +101,7 @@ pub(crate) fn run(params: &Value, ctx: &RunContext) -> Result<Value, String> {
         page.len(),
         after.unwrap_or("")
     ));
-    let results: Vec<(String, Result<(u64, String, u32, u32), String>)> = page
+    let results: Vec<(String, Result<Facts, String>)> = page
         .par_iter()
         .map(|(s, p)| {
             if ctx.is_cancelled() {
