@@ -410,3 +410,36 @@ async fn cli(c: &Cluster) {
     let del = c.ctl_json(2, &["datasets", "delete", "ctl-set"]);
     assert_eq!(del["items"], 9);
 }
+
+/// Below cluster version 8 every dataset endpoint is refused before
+/// anything is proposed or read.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn datasets_need_cluster_version_8() {
+    let root = tempfile::tempdir().expect("tempdir");
+    let root_s = root.path().to_string_lossy().to_string();
+    std::fs::create_dir_all(root.path().join("imgs")).expect("mkdir");
+    let c = Cluster::start_with_env(
+        1,
+        &["--workers", "1", "--fs-root", &root_s],
+        &[("ORRERY_TEST_MAX_CLUSTER_VERSION", "7")],
+    )
+    .await;
+    c.form(1);
+    c.wait_version(7).await;
+    for (method, path, body) in [
+        (
+            "POST",
+            "/v1/datasets",
+            Some(json!({"name": "d", "path": "imgs", "glob": "*.png"})),
+        ),
+        ("GET", "/v1/datasets", None),
+        ("GET", "/v1/datasets/d/items", None),
+    ] {
+        let (s, v) = c.json_retrying(0, method, path, body).await;
+        assert_eq!(
+            (s, code(&v)),
+            (409, "cluster_version_too_low"),
+            "{method} {path}: {v}"
+        );
+    }
+}
