@@ -493,7 +493,7 @@ async fn do_work(
                 Err(e) => refused(e),
             }
         }
-        "fs.summarize" | "fs.csv_transform" | "image.thumbnail" => {
+        "fs.summarize" | "fs.csv_transform" | "image.thumbnail" | "dataset.scan" => {
             if ctx.fs.is_none() {
                 return refused(format!(
                     "{} jobs are refused on node {} (no usable --fs-root)",

@@ -8,7 +8,7 @@
 //! module.
 //!
 //! Built-in kinds (see [`BUILTIN_KINDS`] and docs/api.md):
-//! `fs.summarize`, `fs.csv_transform`, `image.thumbnail` (confined to the
+//! `fs.summarize`, `fs.csv_transform`, `image.thumbnail`, `dataset.scan` (confined to the
 //! node's `fs_root`) and `command` (only with `allow_command_jobs`). More kinds
 //! plug in through [`KindHandler`].
 
@@ -31,6 +31,8 @@ mod tests;
 mod tests_command;
 #[cfg(test)]
 mod tests_confine;
+#[cfg(test)]
+mod tests_dataset;
 
 pub use confine::{confine_existing, FsRoot};
 pub use engine::{Engine, CANCELLED, GPU_REFRESH};
@@ -308,6 +310,7 @@ pub const BUILTIN_KINDS: &[&str] = &[
     "fs.csv_transform",
     "image.thumbnail",
     "command",
+    "dataset.scan",
 ];
 
 /// Validates a built-in kind's params at enqueue time (unknown kinds => Ok:

@@ -13,6 +13,7 @@
 //! [`Command`] and [`Response`], and one arm to [`GroupState::apply`].
 //! Snapshots then include it automatically (see `snapshot`/`restore` below).
 
+use orrery_dataset::{DatasetCommand, DatasetResponse, DatasetState};
 use orrery_kv::{KvCommand, KvResponse, KvState};
 use orrery_placement::{PlacementCommand, PlacementResponse, PlacementState};
 use orrery_policy::store::{PolicyCommand, PolicyResponse, PolicyState};
@@ -29,6 +30,8 @@ pub enum Command {
     Queue(QueueCommand),
     Vector(VectorCommand),
     Policy(PolicyCommand),
+    /// Datasets (cluster version 8). Last: bincode stores the index.
+    Dataset(DatasetCommand),
 }
 
 impl std::fmt::Display for Command {
@@ -47,6 +50,7 @@ impl std::fmt::Display for Command {
             Command::Queue(c) => write!(f, "queue:{c:?}"),
             Command::Vector(_) => write!(f, "vector"),
             Command::Policy(_) => write!(f, "policy"),
+            Command::Dataset(_) => write!(f, "dataset"),
         }
     }
 }
@@ -67,6 +71,8 @@ pub enum Response {
     Failed {
         message: String,
     },
+    /// After `Failed`, whose index travels in forwarded replies.
+    Dataset(DatasetResponse),
 }
 
 /// Everything a group's state machine holds. The placement group uses
@@ -78,6 +84,7 @@ pub struct GroupState {
     pub queue: QueueState,
     pub vector: VectorState,
     pub policy: PolicyState,
+    pub dataset: DatasetState,
 }
 
 impl GroupState {
@@ -90,6 +97,7 @@ impl GroupState {
             Command::Queue(c) => Response::Queue(self.queue.apply(index, c)),
             Command::Vector(c) => Response::Vector(self.vector.apply(index, c)),
             Command::Policy(c) => Response::Policy(self.policy.apply(c)),
+            Command::Dataset(c) => Response::Dataset(self.dataset.apply(c)),
         };
         #[cfg(test)]
         if fail {
@@ -131,6 +139,14 @@ fn split_extensions(
     data: &[u8],
 ) -> Result<(std::borrow::Cow<'_, [u8]>, Option<Extensions>), String> {
     if let Some((&EXTENDED, rest)) = data.split_first() {
+        // With the dataset section (cluster version 8) first: the older
+        // two-part record lacks it and fails this decode at its end.
+        if let Ok((base, mut ext, datasets)) =
+            orrery_storage::decode::<(Vec<u8>, Extensions, Vec<u8>)>(rest)
+        {
+            ext.datasets = Some(datasets);
+            return Ok((std::borrow::Cow::Owned(base), Some(ext)));
+        }
         match orrery_storage::decode::<(Vec<u8>, Extensions)>(rest) {
             Ok((base, ext)) => return Ok((std::borrow::Cow::Owned(base), Some(ext))),
             Err(ext_err) => {
@@ -152,6 +168,11 @@ fn split_extensions(
 struct Extensions {
     /// Large KV values being written in chunks (cluster version 3).
     kv_staged: Vec<u8>,
+    /// The datasets (cluster version 8): encoded as a third part of the
+    /// record, after `(base, Extensions)`, and only when there are any;
+    /// never part of this struct's own encoding.
+    #[serde(skip)]
+    datasets: Option<Vec<u8>>,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -192,14 +213,20 @@ impl StateMachine<crate::TypeConfig> for GroupState {
             policy: self.policy.snapshot()?,
         };
         let base = orrery_storage::encode(&s).map_err(|e| e.to_string())?;
-        if self.kv.staged.is_empty() {
+        if self.kv.staged.is_empty() && self.dataset.is_empty() {
             return Ok(base);
         }
         let ext = Extensions {
             kv_staged: self.kv.staged.snapshot()?,
+            datasets: None,
         };
         let mut out = vec![EXTENDED];
-        out.extend(orrery_storage::encode(&(base, ext)).map_err(|e| e.to_string())?);
+        let record = if self.dataset.is_empty() {
+            orrery_storage::encode(&(base, ext))
+        } else {
+            orrery_storage::encode(&(base, ext, self.dataset.snapshot()?))
+        };
+        out.extend(record.map_err(|e| e.to_string())?);
         Ok(out)
     }
 
@@ -207,8 +234,12 @@ impl StateMachine<crate::TypeConfig> for GroupState {
         let (base, ext) = split_extensions(data)?;
         let s: SnapshotV1 = orrery_storage::decode(&base).map_err(|e| e.to_string())?;
         let mut kv = KvState::restore(&s.kv)?;
+        let mut dataset = DatasetState::default();
         if let Some(ext) = ext {
             kv.staged = orrery_kv::Staging::restore(&ext.kv_staged)?;
+            if let Some(d) = &ext.datasets {
+                dataset = DatasetState::restore(d)?;
+            }
         }
         Ok(GroupState {
             placement: PlacementState::restore(&s.placement)?,
@@ -216,6 +247,7 @@ impl StateMachine<crate::TypeConfig> for GroupState {
             queue: QueueState::restore(&s.queue)?,
             vector: VectorState::restore(&s.vector)?,
             policy: PolicyState::restore(&s.policy)?,
+            dataset,
         })
     }
 }
@@ -271,6 +303,51 @@ mod tests {
         assert!(<GroupState as StateMachine<crate::TypeConfig>>::restore(&bad).is_err());
         // A damaged extended snapshot is refused too.
         let mut bad = ext.clone();
+        let last = bad.len() - 1;
+        bad[last] ^= 1;
+        assert!(<GroupState as StateMachine<crate::TypeConfig>>::restore(&bad).is_err());
+    }
+
+    /// Datasets travel in a third part of the extended record; groups
+    /// without datasets keep the formats older nodes read.
+    #[test]
+    fn datasets_round_trip_in_the_extended_snapshot() {
+        use orrery_dataset::{DatasetCommand as D, DatasetQuery, DatasetQueryResult};
+        let mut s = GroupState::default();
+        let base = StateMachine::snapshot(&s).unwrap();
+        assert_ne!(base[0], EXTENDED);
+        s.apply(
+            1,
+            Command::Dataset(D::Create {
+                name: "imgs".into(),
+                path: "a".into(),
+                glob: "*.png".into(),
+                queue: "datasets".into(),
+                now_ms: 1,
+            }),
+        );
+        let bytes = StateMachine::snapshot(&s).unwrap();
+        assert_eq!(bytes[0], EXTENDED);
+        let back = <GroupState as StateMachine<crate::TypeConfig>>::restore(&bytes).unwrap();
+        assert_eq!(back, s);
+        assert!(matches!(
+            back.dataset.query(&DatasetQuery::Get("imgs".into())),
+            DatasetQueryResult::Get(Some(_))
+        ));
+        // With a chunked upload too: both sections come back.
+        s.apply(
+            2,
+            Command::Kv(KvCommand::PutChunk {
+                upload: 1,
+                offset: 0,
+                data: vec![7; 10],
+                ts_ms: 1,
+            }),
+        );
+        let bytes = StateMachine::snapshot(&s).unwrap();
+        let back = <GroupState as StateMachine<crate::TypeConfig>>::restore(&bytes).unwrap();
+        assert_eq!(back, s);
+        let mut bad = bytes.clone();
         let last = bad.len() - 1;
         bad[last] ^= 1;
         assert!(<GroupState as StateMachine<crate::TypeConfig>>::restore(&bad).is_err());

@@ -62,11 +62,16 @@ pub const VERSIONS: &[ClusterVersion] = &[
         name: "workflows",
         adds: "queue.StartWorkflow/CancelWorkflow: workflows (DAGs of step jobs) in shard groups; queue snapshots holding workflows use the extended format",
     },
+    ClusterVersion {
+        number: 8,
+        name: "datasets",
+        adds: "dataset.*: datasets (catalogs of image items, scanned by dataset.scan jobs) in shard groups; snapshots holding datasets use the extended format with a dataset section",
+    },
 ];
 
 /// The highest cluster version this build supports: the last of [`VERSIONS`]
 /// (a test checks they agree).
-pub const SUPPORTED: u32 = 7;
+pub const SUPPORTED: u32 = 8;
 
 /// The version a cluster runs before it ever recorded one.
 pub const BASE: u32 = 1;
@@ -126,6 +131,14 @@ pub const COMMAND_VERSIONS: &[(&str, u32)] = &[
     ("policy.PutRunV2", 5),
     ("policy.PruneRuns", 5),
     ("policy.PutRunOnce", 6),
+    ("dataset.Create", 8),
+    ("dataset.Delete", 8),
+    ("dataset.BeginScan", 8),
+    ("dataset.PutItems", 8),
+    ("dataset.RemoveItems", 8),
+    ("dataset.FinishScan", 8),
+    ("dataset.AttachOutputs", 8),
+    ("dataset.ScanJob", 8),
 ];
 
 /// The version `number`, if this build knows it.
@@ -373,6 +386,7 @@ mod tests {
             ("Queue", variants::<QueueCommand>()),
             ("Vector", variants::<VectorCommand>()),
             ("Policy", variants::<PolicyCommand>()),
+            ("Dataset", variants::<orrery_dataset::DatasetCommand>()),
         ]
     }
 

@@ -15,6 +15,7 @@ pub(crate) fn validate(kind: &str, params: &Value) -> Result<(), String> {
         "fs.csv_transform" => validate_csv(params),
         "image.thumbnail" => validate_thumbnail(params),
         "command" => validate_command(params),
+        "dataset.scan" => validate_dataset_scan(params),
         _ => Ok(()),
     }
 }
@@ -161,6 +162,21 @@ fn validate_thumbnail(p: &Value) -> Result<(), String> {
     Ok(())
 }
 
+fn validate_dataset_scan(p: &Value) -> Result<(), String> {
+    let o = object("dataset.scan", p, &["path", "glob", "after", "limit"])?;
+    match o.get("path") {
+        None | Some(Value::Null) | Some(Value::String(_)) => {}
+        Some(_) => return Err("params.path must be a string".into()),
+    }
+    req_str(o, "glob")?;
+    match o.get("after") {
+        None | Some(Value::Null) | Some(Value::String(_)) => {}
+        Some(_) => return Err("params.after must be a string (a path)".into()),
+    }
+    opt_u64(o, "limit", 1, dataset_scan::MAX_LIMIT)?;
+    Ok(())
+}
+
 fn validate_command(p: &Value) -> Result<(), String> {
     let o = object("command", p, &["argv", "env", "cwd", "timeout_s"])?;
     match o.get("argv") {
@@ -217,6 +233,7 @@ fn validate_command(p: &Value) -> Result<(), String> {
 pub(crate) mod command;
 pub(crate) mod command_env;
 pub(crate) mod csv_transform;
+pub(crate) mod dataset_scan;
 pub(crate) mod fs_summarize;
 pub(crate) mod thumbnail;
 
@@ -311,6 +328,7 @@ pub(crate) fn run_blocking(
         "fs.summarize" => fs_summarize::run(params, ctx),
         "fs.csv_transform" => csv_transform::run(params, ctx),
         "image.thumbnail" => thumbnail::run(params, ctx),
+        "dataset.scan" => dataset_scan::run(params, ctx),
         other => Err(format!("kind '{other}' is not a built-in blocking kind")),
     }
 }

@@ -8,6 +8,7 @@ mod backup;
 mod cluster;
 mod cluster_members;
 mod cluster_rebalance;
+mod datasets;
 pub mod extract;
 mod jobs;
 mod jobs_body;
@@ -51,6 +52,7 @@ pub fn router(services: AppState) -> Router {
         .merge(jobs::routes())
         .merge(workflows::routes())
         .merge(vectors::routes())
+        .merge(datasets::routes())
         .merge(policies::routes())
         .merge(auth_tokens::routes())
         .merge(openapi::routes())

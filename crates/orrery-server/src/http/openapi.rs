@@ -8,8 +8,8 @@
 //! orrery-server --lib openapi`).
 
 use super::{
-    auth_tokens, backup, cluster, cluster_members, cluster_rebalance, jobs, jobs_queues, jobs_sse,
-    kv, policies, policies_shadow, vectors, workflows,
+    auth_tokens, backup, cluster, cluster_members, cluster_rebalance, datasets, jobs, jobs_queues,
+    jobs_sse, kv, policies, policies_shadow, vectors, workflows,
 };
 use super::{openapi_errors, AppState};
 use axum::http::header;
@@ -53,6 +53,8 @@ pub fn routes() -> Router<AppState> {
         vectors::list, vectors::create, vectors::show, vectors::drop_collection,
         vectors::upsert, vectors::delete_points, vectors::get_point, vectors::search,
         vectors::search_batch,
+        datasets::create, datasets::list, datasets::show, datasets::items, datasets::scan,
+        datasets::attach, datasets::delete,
     ),
     components(schemas(openapi_errors::ErrorBody, super::extract::Consistency)),
     modifiers(&Shared),

@@ -39,6 +39,8 @@ pub enum Query {
     /// drop its copy of the group; see `node/group_gc.rs`). Appended last:
     /// bincode numbers variants by position.
     Membership,
+    /// Datasets (cluster version 8; the service checks it before sending).
+    Dataset(orrery_dataset::DatasetQuery),
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -54,6 +56,7 @@ pub enum QueryResult {
     Policy(orrery_policy::store::PolicyQueryResult),
     GroupCopy(Result<super::backup::GroupCopy, String>),
     Membership(CommittedMembership),
+    Dataset(orrery_dataset::DatasetQueryResult),
 }
 
 /// A group's applied (so committed) configuration.

@@ -410,6 +410,7 @@ fn read_state(g: &Group, q: &Query) -> Read {
             Query::Policy(q) => QueryResult::Policy(s.policy.query(q)),
             Query::GroupCopy => QueryResult::GroupCopy(super::backup::copy_state(s, applied)),
             Query::Membership => QueryResult::Membership(membership.clone().unwrap_or_default()),
+            Query::Dataset(q) => QueryResult::Dataset(s.dataset.query(q)),
         })
     })
 }

@@ -7,6 +7,7 @@
 //! between nodes of different builds keep decoding.
 
 use crate::node::ops::{Query, QueryResult};
+use orrery_dataset::{DatasetCommand, DatasetQuery, DatasetQueryResult, DatasetResponse};
 use orrery_kv::{KvCommand, KvItem, KvResponse, Versioned};
 use orrery_placement::{PlacementCommand, PlacementResponse, PlacementState};
 use orrery_policy::store::{PolicyCommand, PolicyQuery, PolicyQueryResult, PolicyResponse};
@@ -56,6 +57,7 @@ domain_command!(KvCommand, Kv, KvResponse);
 domain_command!(QueueCommand, Queue, QueueResponse);
 domain_command!(VectorCommand, Vector, VectorResponse);
 domain_command!(PolicyCommand, Policy, PolicyResponse);
+domain_command!(DatasetCommand, Dataset, DatasetResponse);
 
 /// Reads whose wire form is a [`Query`] variant wrapping the query value.
 macro_rules! domain_query {
@@ -77,6 +79,7 @@ macro_rules! domain_query {
 
 domain_query!(JobsQuery, Jobs, JobsQueryResult);
 domain_query!(PolicyQuery, Policy, PolicyQueryResult);
+domain_query!(DatasetQuery, Dataset, DatasetQueryResult);
 
 /// Reads whose wire form is a [`Query`] variant with inline fields: a small
 /// struct per read, converted to that variant.

@@ -4,6 +4,7 @@
 
 pub mod backup;
 pub mod cluster;
+pub mod datasets;
 pub mod jobs;
 pub mod kv;
 pub mod policies;
@@ -23,6 +24,7 @@ pub struct Services {
     pub vectors: Arc<vectors::VectorsService>,
     pub jobs: Arc<jobs::JobsService>,
     pub policies: Arc<policies::PoliciesService>,
+    pub datasets: Arc<datasets::DatasetsService>,
 }
 
 impl Services {
@@ -39,7 +41,9 @@ impl Services {
             jobs.clone(),
         ));
         jobs.set_kind_check(Arc::new(policies::PolicyKindCheck(node.clone())));
+        let datasets = Arc::new(datasets::DatasetsService::new(node.clone(), jobs.clone()));
         Arc::new(Self {
+            datasets,
             cluster: cluster::ClusterService::new(node.clone()),
             backup: backup::BackupService::new(node.clone()),
             kv,

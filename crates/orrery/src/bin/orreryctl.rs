@@ -12,6 +12,8 @@ mod auth;
 mod backup;
 #[path = "../ctl/data_sources.rs"]
 mod data_sources;
+#[path = "../ctl/datasets.rs"]
+mod datasets;
 #[path = "../ctl/jobs.rs"]
 mod jobs;
 #[path = "../ctl/policies.rs"]
@@ -96,6 +98,10 @@ enum Cmd {
     /// Workflows (DAGs of step jobs): start, get, cancel.
     #[command(subcommand)]
     Workflows(workflows::WorkflowsCmd),
+    /// Datasets (catalogs of image items under --fs-root): create, list,
+    /// get, items, scan, delete.
+    #[command(subcommand)]
+    Datasets(datasets::DatasetsCmd),
 }
 
 #[derive(Subcommand)]
@@ -401,6 +407,14 @@ async fn run(cli: Cli) -> Result<()> {
         };
         return workflows::run(&rest, cmd, cli.json).await;
     }
+    if let Cmd::Datasets(cmd) = cli.cmd {
+        let rest = workflows::Rest {
+            endpoints: orrery_client::split_endpoints(list),
+            ca_cert: cli.ca_cert,
+            token: cli.token,
+        };
+        return datasets::run(&rest, cmd, cli.json).await;
+    }
     let mut c = Client::connect_any(&orrery_client::split_endpoints(list), &opts).await?;
     match cli.cmd {
         Cmd::Certs(cmd) => auth::certs(cmd, cli.json)?,
@@ -549,6 +563,7 @@ async fn run(cli: Cli) -> Result<()> {
         Cmd::Runs(cmd) => policies::runs(&mut c, cmd, cli.json).await?,
         Cmd::DataSources(cmd) => data_sources::data_sources(&mut c, cmd, cli.json).await?,
         Cmd::Workflows(_) => bail!("workflows are answered over REST (above)"),
+        Cmd::Datasets(_) => bail!("datasets are answered over REST (above)"),
         Cmd::Shards(ShardsCmd::List) => {
             let r = c
                 .cluster()

@@ -42,7 +42,7 @@ impl Rest {
     }
 
     /// Sends the request to each endpoint in turn until one answers.
-    async fn call(
+    pub(crate) async fn call(
         &self,
         method: reqwest::Method,
         path: &str,
