@@ -62,11 +62,23 @@ pub const VERSIONS: &[ClusterVersion] = &[
         name: "workflows",
         adds: "queue.StartWorkflow/CancelWorkflow: workflows (DAGs of step jobs) in shard groups; queue snapshots holding workflows use the extended format",
     },
+    // Number 8 is `datasets` (branch datasets); this placeholder keeps the
+    // numbering contiguous on this branch and is replaced at the merge.
+    ClusterVersion {
+        number: 8,
+        name: "datasets",
+        adds: "reserved (datasets)",
+    },
+    ClusterVersion {
+        number: 9,
+        name: "capacity-weights",
+        adds: "placement.SetCapacity/SetMoveLimits: members' declared capacities weight replica and leader shares; the rebalancer's throttles are replicated; placement snapshots holding them carry a trailing section",
+    },
 ];
 
 /// The highest cluster version this build supports: the last of [`VERSIONS`]
 /// (a test checks they agree).
-pub const SUPPORTED: u32 = 7;
+pub const SUPPORTED: u32 = 9;
 
 /// The version a cluster runs before it ever recorded one.
 pub const BASE: u32 = 1;
@@ -84,6 +96,8 @@ pub const COMMAND_VERSIONS: &[(&str, u32)] = &[
     ("placement.UpsertMember", 1),
     ("placement.RemoveMember", 1),
     ("placement.SetReplicas", 1),
+    ("placement.SetCapacity", 9),
+    ("placement.SetMoveLimits", 9),
     ("kv.Put", 1),
     ("kv.Delete", 1),
     ("kv.Cas", 1),
