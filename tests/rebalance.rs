@@ -302,6 +302,10 @@ async fn added_nodes_take_their_share_under_load() {
         }
         n
     };
+    let mut bytes_before = 0.0;
+    for i in 0..3 {
+        bytes_before += counter(&c, i, "orrery_peer_install_snapshot_bytes_total").await;
+    }
     for id in [id4, id5] {
         // Under load on a small machine a drain can outlast the command's
         // 60 s; it goes on in the background, and running it again
@@ -338,6 +342,14 @@ async fn added_nodes_take_their_share_under_load() {
     assert!(
         snapshots_after > snapshots_before,
         "no snapshot sent to the nodes that got their replicas back"
+    );
+    let mut bytes_after = 0.0;
+    for i in 0..3 {
+        bytes_after += counter(&c, i, "orrery_peer_install_snapshot_bytes_total").await;
+    }
+    assert!(
+        bytes_after > bytes_before,
+        "snapshot bytes received not counted ({bytes_before} -> {bytes_after})"
     );
 
     // Under load the whole time: only retryable answers, nothing lost.

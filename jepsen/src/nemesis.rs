@@ -15,6 +15,8 @@ use serde_json::{json, Value};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
+mod rebalance;
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
 pub enum NemesisKind {
     None,
@@ -36,6 +38,10 @@ pub enum NemesisKind {
     Power,
     /// A random one of the above for each interval.
     All,
+    /// Add fresh nodes under load that stay: they must receive replicas
+    /// by rebalancing while the schedule's other kinds (`rebalance,kill`)
+    /// strike. Not part of `all`. Appended last.
+    Rebalance,
 }
 
 impl NemesisKind {
@@ -50,6 +56,7 @@ impl NemesisKind {
             NemesisKind::Loss => "loss",
             NemesisKind::Power => "power",
             NemesisKind::All => "all",
+            NemesisKind::Rebalance => "rebalance",
         }
     }
 }
@@ -70,6 +77,8 @@ enum Fault {
     Clock(u64),
     /// A fresh node added; removed when the fault stops.
     Added(u64),
+    /// A fresh node added by `rebalance`; it stays.
+    Rebalancing(u64),
 }
 
 pub struct Nemesis {
@@ -85,6 +94,8 @@ pub struct Nemesis {
     pub live: Arc<RwLock<Vec<u64>>>,
     next_fresh_id: u64,
     max_ids: u64,
+    /// Nodes the `rebalance` kind added as members.
+    rebalance_added: Vec<u64>,
 }
 
 fn log(rec: &Recorder, f: &str, value: Value) {
@@ -110,6 +121,7 @@ impl Nemesis {
             next_fresh_id: n + 1,
             // Node addresses are 127.0.0.<id>; 100 is the clients'.
             max_ids: 99,
+            rebalance_added: Vec::new(),
         }
     }
 
@@ -319,6 +331,7 @@ impl Nemesis {
                 Ok(Some(Fault::Clock(id)))
             }
             NemesisKind::Membership => self.membership_start().await,
+            NemesisKind::Rebalance => self.rebalance_start().await,
         }
     }
 
@@ -472,6 +485,9 @@ impl Nemesis {
             }
             Fault::Added(id) => {
                 self.membership_stop(id).await?;
+            }
+            Fault::Rebalancing(id) => {
+                self.rebalance_stop(id).await?;
             }
         }
         Ok(())

@@ -592,6 +592,8 @@ async fn run_phases(o: &TestOpts, seed: u64, dir: &Path, mut db: Db) -> Result<F
             .await;
         }
     }
+    // Nodes the rebalance nemesis added: did they receive replicas?
+    let rebalance = nemesis.rebalance_report(Duration::from_secs(60)).await;
     nemesis.db.stop_all().await;
 
     let (ops, write_err) = rec.finish();
@@ -613,6 +615,16 @@ async fn run_phases(o: &TestOpts, seed: u64, dir: &Path, mut db: Db) -> Result<F
         notes.push(format!("writing the history failed: {e}"));
         valid = json!("unknown");
     }
+    if let Some(r) = &rebalance {
+        if r["all_received_replicas"] != json!(true) {
+            notes.push(
+                "nodes the rebalance nemesis added hold no replica 60 s after healing".to_string(),
+            );
+            if valid == json!(true) {
+                valid = json!("unknown");
+            }
+        }
+    }
     let summary = stats::summarize(&ops);
     if let Err(e) = stats::plot(&ops, &dir.join("latency-raw.png")) {
         notes.push(format!("plot: {e:#}"));
@@ -624,6 +636,7 @@ async fn run_phases(o: &TestOpts, seed: u64, dir: &Path, mut db: Db) -> Result<F
         "seed": seed,
         "checker": checked,
         "stats": summary,
+        "rebalance": rebalance,
     });
     Ok(Finished {
         valid,

@@ -404,11 +404,25 @@ impl Client {
 
     /// Pauses (`true`) or resumes (`false`) rebalancing, cluster-wide.
     pub async fn set_rebalance(&mut self, paused: bool) -> Result<pb::RebalanceState, Error> {
-        Ok(self
-            .cluster
-            .set_rebalance(pb::SetRebalanceRequest { paused })
-            .await?
-            .into_inner())
+        self.change_rebalance(Some(paused), None, None).await
+    }
+
+    /// Changes any of the rebalancing settings (`None` leaves one as it
+    /// is): paused, moves in flight cluster-wide, moves per node (the
+    /// limits need cluster version 9).
+    pub async fn change_rebalance(
+        &mut self,
+        paused: Option<bool>,
+        max_moves: Option<u32>,
+        max_per_node: Option<u32>,
+    ) -> Result<pb::RebalanceState, Error> {
+        let req = pb::SetRebalanceRequest {
+            paused: paused.unwrap_or(false),
+            keep_paused: paused.is_none(),
+            max_moves,
+            max_per_node,
+        };
+        Ok(self.cluster.set_rebalance(req).await?.into_inner())
     }
 
     pub fn cluster(&mut self) -> &mut ClusterClient<Channel> {

@@ -4,7 +4,9 @@
 //! the placement leader then commits through Raft.
 
 mod rebalance;
+mod settings;
 pub use rebalance::{is_balanced, plan_rebalance, replica_counts, InFlight, MoveLimits};
+pub use settings::{MAX_CAPACITY, MAX_MOVES};
 
 use orrery_types::{NodeAddr, NodeId, ShardId, MAX_REPLICAS};
 use serde::{Deserialize, Serialize};
@@ -71,6 +73,17 @@ pub enum PlacementCommand {
         replicas: Vec<NodeId>,
         expected_epoch: u64,
     },
+    /// A member's declared capacity (1..=[`MAX_CAPACITY`], default 1): the
+    /// planners give it replicas and leaders in proportion. Cluster
+    /// version 9; appended last.
+    SetCapacity { id: NodeId, capacity: u32 },
+    /// The rebalancer's throttles, cluster-wide (each 1..=[`MAX_MOVES`]);
+    /// until set, the placement leader's `--rebalance-max-moves*` flags.
+    /// Cluster version 9; appended last.
+    SetMoveLimits {
+        max_in_flight: u32,
+        max_per_node: u32,
+    },
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -99,6 +112,8 @@ pub enum PlacementError {
     },
     UnknownShard(ShardId),
     InvalidReplicas(String),
+    /// A capacity or a move limit out of range. Appended last.
+    InvalidSetting(String),
 }
 
 impl std::fmt::Display for PlacementError {
@@ -119,6 +134,7 @@ impl std::fmt::Display for PlacementError {
             }
             PlacementError::UnknownShard(s) => write!(f, "shard {s} does not exist"),
             PlacementError::InvalidReplicas(m) => write!(f, "invalid replica set: {m}"),
+            PlacementError::InvalidSetting(m) => write!(f, "{m}"),
         }
     }
 }
@@ -129,6 +145,15 @@ pub struct PlacementState {
     pub members: BTreeMap<NodeId, Member>,
     pub shards: Vec<ShardInfo>,
     pub retired: BTreeSet<NodeId>,
+    /// Declared capacities other than 1 (cluster version 9). Not in the
+    /// base encoding: snapshots carry them in a trailing section
+    /// ([`settings`]), so that a state without any keeps the old format.
+    #[serde(skip)]
+    pub capacities: BTreeMap<NodeId, u32>,
+    /// The rebalancer's throttles once set (cluster version 9); trailing
+    /// section like `capacities`.
+    #[serde(skip)]
+    pub move_limits: Option<MoveLimits>,
 }
 
 impl PlacementState {
@@ -210,8 +235,20 @@ impl PlacementState {
                     return Err(PlacementError::HoldsReplicas { id, shards });
                 }
                 self.members.remove(&id);
+                self.capacities.remove(&id);
                 self.retired.insert(id);
                 Ok(())
+            }
+            PlacementCommand::SetCapacity { id, capacity } => {
+                self.require_init()?;
+                self.set_capacity(id, capacity)
+            }
+            PlacementCommand::SetMoveLimits {
+                max_in_flight,
+                max_per_node,
+            } => {
+                self.require_init()?;
+                self.set_move_limits(max_in_flight, max_per_node)
             }
             PlacementCommand::SetReplicas {
                 shard,
@@ -257,13 +294,18 @@ impl PlacementState {
     }
 
     pub fn snapshot(&self) -> Result<Vec<u8>, String> {
-        bincode::serde::encode_to_vec(self, bincode::config::standard()).map_err(|e| e.to_string())
+        let mut out = bincode::serde::encode_to_vec(self, bincode::config::standard())
+            .map_err(|e| e.to_string())?;
+        self.encode_settings(&mut out)?;
+        Ok(out)
     }
 
     pub fn restore(data: &[u8]) -> Result<Self, String> {
-        bincode::serde::decode_from_slice(data, bincode::config::standard())
-            .map(|(v, _)| v)
-            .map_err(|e| format!("placement snapshot: {e}"))
+        let (mut s, used): (Self, usize) =
+            bincode::serde::decode_from_slice(data, bincode::config::standard())
+                .map_err(|e| format!("placement snapshot: {e}"))?;
+        s.decode_settings(data.get(used..).unwrap_or_default())?;
+        Ok(s)
     }
 }
 
@@ -304,10 +346,15 @@ pub fn plan_replicas(state: &PlacementState) -> Vec<PlacementCommand> {
             .filter(|r| !leaving.contains(r))
             .collect();
         while replicas.len() < want {
+            // The voter that would be least full for its capacity.
+            let fill = |n: NodeId, l: usize| (l as u64 + 1, u64::from(state.capacity(n)));
             let pick = load
                 .iter()
                 .filter(|(n, _)| !replicas.contains(n))
-                .min_by_key(|(n, l)| (**l, **n))
+                .min_by(|(a, la), (b, lb)| {
+                    let ((xa, ca), (xb, cb)) = (fill(**a, **la), fill(**b, **lb));
+                    (xa * cb).cmp(&(xb * ca)).then(a.cmp(b))
+                })
                 .map(|(n, _)| *n);
             match pick {
                 Some(n) => {
@@ -334,8 +381,9 @@ pub fn plan_replicas(state: &PlacementState) -> Vec<PlacementCommand> {
 }
 
 /// Plans preferred-leader rotation: reorders fully replicated shards so that
-/// each voter is the preferred leader (`replicas[0]`) of about the same
-/// number of shards. Only the order changes, never the set.
+/// each voter is the preferred leader (`replicas[0]`) of about its weighted
+/// share of shards (`shards × capacity / total capacity`; with equal
+/// capacities, the same number). Only the order changes, never the set.
 pub fn plan_leaders(state: &PlacementState) -> Vec<PlacementCommand> {
     let voters: BTreeSet<NodeId> = state.voters().map(|m| m.id).collect();
     if voters.len() < 2 {
@@ -349,31 +397,33 @@ pub fn plan_leaders(state: &PlacementState) -> Vec<PlacementCommand> {
             }
         }
     }
-    let ceil = state.shards.len().div_ceil(voters.len());
+    // Deviations from the weighted share, scaled by the total capacity:
+    // one shard led is `cap`.
+    let (mut dev, cap) = rebalance::deviations(state, &led);
     let mut out = Vec::new();
     for (i, s) in state.shards.iter().enumerate() {
         let Some(&first) = s.replicas.first() else {
             continue;
         };
-        if led.get(&first).copied().unwrap_or(0) <= ceil {
+        let Some(&d_first) = dev.get(&first) else {
             continue;
-        }
-        // Hand this shard to the replica that leads the fewest shards, if
-        // that improves the balance.
+        };
+        // Hand this shard to the replica furthest below its share, if
+        // their gap is more than one shard (so every hand-over narrows it
+        // and planning ends).
         let best = s
             .replicas
             .iter()
             .skip(1)
-            .filter(|r| voters.contains(r))
-            .min_by_key(|r| (led[r], **r))
-            .copied();
-        if let Some(b) = best {
-            if led[&b] + 1 < led[&first] {
+            .filter_map(|r| dev.get(r).map(|d| (*d, *r)))
+            .min();
+        if let Some((d_b, b)) = best {
+            if d_first - d_b > cap {
                 let mut replicas = s.replicas.clone();
                 replicas.retain(|r| *r != b);
                 replicas.insert(0, b);
-                *led.entry(first).or_default() -= 1;
-                *led.entry(b).or_default() += 1;
+                *dev.entry(first).or_default() -= cap;
+                *dev.entry(b).or_default() += cap;
                 out.push(PlacementCommand::SetReplicas {
                     shard: i as ShardId,
                     replicas,

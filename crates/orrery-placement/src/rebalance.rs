@@ -1,6 +1,7 @@
-//! Rebalancing: moves replicas from the voters that hold the most to those
-//! that hold the fewest, until every voter's count is within one of every
-//! other's. Pure, like the other planners: it reads the replicated shard
+//! Rebalancing: moves replicas from the voters that hold the most (for
+//! their capacity) to those that hold the fewest, until every voter's
+//! count is within one of its weighted share (`replicas × capacity / total
+//! capacity`; with equal capacities, within one of every other's). Pure, like the other planners: it reads the replicated shard
 //! map and returns `SetReplicas` proposals, so a new placement leader
 //! derives the same plan from the same state.
 //!
@@ -11,10 +12,11 @@
 
 use crate::{PlacementCommand, PlacementState};
 use orrery_types::{NodeId, ShardId};
+use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet};
 
 /// How much may move at once.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct MoveLimits {
     /// Moves in flight in the whole cluster (those already under way count).
     pub max_in_flight: usize,
@@ -53,26 +55,46 @@ pub fn replica_counts(state: &PlacementState) -> BTreeMap<NodeId, usize> {
     load
 }
 
-/// Whether replica counts are balanced: every voter within one of every
-/// other (what the planner converges to).
+/// Each voter's deviation from its weighted share, scaled by the total
+/// capacity `C` to stay in integers: `count × C − total × capacity`. A
+/// deviation of one replica is `C`.
+pub(crate) fn deviations(
+    state: &PlacementState,
+    counts: &BTreeMap<NodeId, usize>,
+) -> (BTreeMap<NodeId, i64>, i64) {
+    let cap: i64 = counts.keys().map(|n| i64::from(state.capacity(*n))).sum();
+    let total: i64 = counts.values().map(|c| *c as i64).sum();
+    let dev = counts
+        .iter()
+        .map(|(n, c)| (*n, *c as i64 * cap - total * i64::from(state.capacity(*n))))
+        .collect();
+    (dev, cap)
+}
+
+/// Whether replica counts are balanced: no voter is more than one replica
+/// further above its weighted share than another is (what the planner
+/// converges to; every voter is then within one of its share).
 pub fn is_balanced(state: &PlacementState) -> bool {
-    let load = replica_counts(state);
-    let (min, max) = (load.values().min(), load.values().max());
-    matches!((min, max), (Some(a), Some(b)) if b - a <= 1)
+    let (dev, cap) = deviations(state, &replica_counts(state));
+    let (min, max) = (dev.values().min(), dev.values().max());
+    matches!((min, max), (Some(a), Some(b)) if b - a <= cap)
 }
 
 /// Plans up to the limits' worth of moves, given the moves already under
 /// way (never a second move of a shard in flight). Each move takes one
-/// replica off the most loaded voter (ties: highest id) and gives it to
-/// the least loaded voter that does not hold the shard (ties: lowest id).
-/// Shards with a replica that is not a voter (a drain in progress) are
-/// left to [`crate::plan_replicas`].
+/// replica off the voter furthest above its weighted share (ties: highest
+/// id) and gives it to the voter furthest below its share that does not
+/// hold the shard (ties: lowest id), if that narrows their gap (by more
+/// than one replica: `Σ deviation²` falls with every move, so planning
+/// ends). Shards with a replica that is not a voter (a drain in progress)
+/// are left to [`crate::plan_replicas`].
 pub fn plan_rebalance(
     state: &PlacementState,
     in_flight: &InFlight,
     limits: MoveLimits,
 ) -> Vec<PlacementCommand> {
-    let mut load = replica_counts(state);
+    let load = replica_counts(state);
+    let (mut dev, cap) = deviations(state, &load);
     let mut per_node = in_flight.per_node.clone();
     let mut busy: BTreeSet<ShardId> = in_flight.shards.clone();
     let mut out = Vec::new();
@@ -82,7 +104,7 @@ pub fn plan_rebalance(
     while busy.len() < limits.max_in_flight {
         // Sources from most to least loaded, targets from least to most:
         // the first pair that has a shard to move and room for it wins.
-        let mut by_load: Vec<(usize, NodeId)> = load.iter().map(|(n, l)| (*l, *n)).collect();
+        let mut by_load: Vec<(i64, NodeId)> = dev.iter().map(|(n, d)| (*d, *n)).collect();
         by_load.sort();
         let mut found = None;
         'search: for &(hi_load, hi) in by_load.iter().rev() {
@@ -90,7 +112,7 @@ pub fn plan_rebalance(
                 continue;
             }
             for &(lo_load, lo) in &by_load {
-                if hi_load < lo_load + 2 {
+                if hi_load - lo_load <= cap {
                     break;
                 }
                 if lo == hi || !room(&per_node, lo) {
@@ -136,8 +158,8 @@ pub fn plan_rebalance(
             expected_epoch: info.epoch,
         });
         busy.insert(shard);
-        *load.entry(from).or_default() -= 1;
-        *load.entry(to).or_default() += 1;
+        *dev.entry(from).or_default() -= cap;
+        *dev.entry(to).or_default() += cap;
         *per_node.entry(from).or_default() += 1;
         *per_node.entry(to).or_default() += 1;
     }
@@ -293,15 +315,71 @@ mod tests {
         }
     }
 
+    fn set_capacity(s: &mut PlacementState, id: u64, capacity: u32) {
+        let r = s.apply(PlacementCommand::SetCapacity { id, capacity });
+        assert_eq!(r, PlacementResponse::Ok);
+    }
+
+    /// The nodes a `SetReplicas` move involves (removed and added).
+    fn involved(s: &PlacementState, c: &PlacementCommand) -> Vec<NodeId> {
+        let PlacementCommand::SetReplicas {
+            shard, replicas, ..
+        } = c
+        else {
+            panic!("{c:?}");
+        };
+        let before = &s.shards[*shard as usize].replicas;
+        let mut out: Vec<NodeId> = before
+            .iter()
+            .filter(|r| !replicas.contains(r))
+            .copied()
+            .collect();
+        out.extend(replicas.iter().filter(|r| !before.contains(r)));
+        out
+    }
+
+    #[test]
+    fn a_node_of_capacity_two_takes_twice_the_share() {
+        // 8 shards x 3 replicas on nodes 1-3; nodes 4 and 5 join, node 5
+        // declaring capacity 2: total capacity 6, so node 5's share is
+        // 24 x 2 / 6 = 8 and everyone else's 4.
+        let mut s = cluster(5, 8);
+        set_capacity(&mut s, 5, 2);
+        run_to_fixed_point(&mut s, MoveLimits::default());
+        let counts = replica_counts(&s);
+        assert_eq!(counts[&5], 8, "{counts:?}");
+        assert!((1..=4).all(|n| counts[&n] == 4), "{counts:?}");
+        assert!(is_balanced(&s));
+        // Leaders: 8 x 2 / 6 = 2.67 for node 5, 1.33 for the others.
+        for c in crate::plan_leaders(&s) {
+            assert_eq!(s.apply(c), PlacementResponse::Ok);
+        }
+        assert!(crate::plan_leaders(&s).is_empty(), "fixed point");
+        let led = |n: NodeId| s.shards.iter().filter(|x| x.replicas[0] == n).count();
+        assert!((2..=3).contains(&led(5)), "node 5 leads {}", led(5));
+        assert!((1..=4).all(|n| (1..=2).contains(&led(n))));
+        // Equal capacities again: node 5 gives back what it holds beyond
+        // an equal share.
+        set_capacity(&mut s, 5, 1);
+        assert!(!is_balanced(&s));
+        run_to_fixed_point(&mut s, MoveLimits::default());
+        assert!(replica_counts(&s).values().all(|c| (4..=5).contains(c)));
+    }
+
     proptest! {
-        /// From any cluster grown by any number of nodes: moves keep every
-        /// shard at its replica count with distinct voters, never touch a
-        /// shard twice in one plan, and end balanced (within one).
+        /// From any cluster grown by any number of nodes, of any
+        /// capacities: moves keep every shard at its replica count with
+        /// distinct voters, never touch a shard twice in one plan nor a node
+        /// more than the limits allow, and end balanced: every voter within
+        /// one replica of its weighted share (where every share fits in the
+        /// shard count; else no pair of voters is more than one replica
+        /// apart from their shares while a move between them exists).
         #[test]
         fn converges_to_balance(
             start in 1u64..=5,
             added in 0u64..=6,
             shards in 1u32..=24,
+            caps in prop::collection::vec(1u32..=3, 11),
             max_in_flight in 1usize..=4,
             max_per_node in 1usize..=3,
         ) {
@@ -309,15 +387,27 @@ mod tests {
             for id in start + 1..=start + added {
                 upsert(&mut s, id, MemberState::Voter);
             }
+            for id in 1..=start + added {
+                set_capacity(&mut s, id, caps[id as usize - 1]);
+            }
             let sizes: Vec<usize> = s.shards.iter().map(|x| x.replicas.len()).collect();
             let limits = MoveLimits { max_in_flight, max_per_node };
+            let mut done = false;
             for _ in 0..1000 {
                 let plan = plan_rebalance(&s, &InFlight::default(), limits);
                 if plan.is_empty() {
+                    done = true;
                     break;
                 }
                 prop_assert!(plan.len() <= max_in_flight);
                 let mut seen = BTreeSet::new();
+                let mut per_node: BTreeMap<NodeId, usize> = BTreeMap::new();
+                for c in &plan {
+                    for n in involved(&s, c) {
+                        *per_node.entry(n).or_default() += 1;
+                    }
+                }
+                prop_assert!(per_node.values().all(|n| *n <= max_per_node), "{per_node:?}");
                 for c in plan {
                     let PlacementCommand::SetReplicas { shard, .. } = &c else {
                         panic!("{c:?}");
@@ -326,9 +416,21 @@ mod tests {
                     prop_assert_eq!(s.apply(c), PlacementResponse::Ok);
                 }
             }
-            prop_assert!(is_balanced(&s), "{:?}", replica_counts(&s));
+            prop_assert!(done, "no fixed point");
             let after: Vec<usize> = s.shards.iter().map(|x| x.replicas.len()).collect();
             prop_assert_eq!(sizes, after);
+            let counts = replica_counts(&s);
+            let (dev, cap) = deviations(&s, &counts);
+            let total: i64 = counts.values().map(|c| *c as i64).sum();
+            let fits = counts
+                .keys()
+                .all(|n| total * i64::from(s.capacity(*n)) <= i64::from(shards) * cap);
+            if fits {
+                prop_assert!(
+                    dev.values().all(|d| d.abs() <= cap),
+                    "counts {:?} caps {:?}", counts, s.capacities
+                );
+            }
         }
     }
 }

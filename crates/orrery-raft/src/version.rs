@@ -67,11 +67,16 @@ pub const VERSIONS: &[ClusterVersion] = &[
         name: "datasets",
         adds: "dataset.*: datasets (catalogs of image items, scanned by dataset.scan jobs) in shard groups; snapshots holding datasets use the extended format with a dataset section",
     },
+    ClusterVersion {
+        number: 9,
+        name: "capacity-weights",
+        adds: "placement.SetCapacity/SetMoveLimits: members' declared capacities weight replica and leader shares; the rebalancer's throttles are replicated; placement snapshots holding them carry a trailing section",
+    },
 ];
 
 /// The highest cluster version this build supports: the last of [`VERSIONS`]
 /// (a test checks they agree).
-pub const SUPPORTED: u32 = 8;
+pub const SUPPORTED: u32 = 9;
 
 /// The version a cluster runs before it ever recorded one.
 pub const BASE: u32 = 1;
@@ -89,6 +94,8 @@ pub const COMMAND_VERSIONS: &[(&str, u32)] = &[
     ("placement.UpsertMember", 1),
     ("placement.RemoveMember", 1),
     ("placement.SetReplicas", 1),
+    ("placement.SetCapacity", 9),
+    ("placement.SetMoveLimits", 9),
     ("kv.Put", 1),
     ("kv.Delete", 1),
     ("kv.Cas", 1),

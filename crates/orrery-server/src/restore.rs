@@ -108,6 +108,11 @@ pub fn plan_placement(
             .filter(|id| !members.contains_key(id))
             .copied()
             .collect(),
+        // New members declare their capacities when they start; the
+        // throttles are set again by the operator (the restored cluster
+        // may not run version 9 yet).
+        capacities: BTreeMap::new(),
+        move_limits: None,
     };
     for plan in [plan_replicas as fn(&PlacementState) -> _, plan_leaders] {
         // Each plan is computed against one state; applying it can enable

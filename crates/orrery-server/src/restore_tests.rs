@@ -23,6 +23,7 @@ fn source() -> PlacementState {
             })
             .collect(),
         retired: [4, 9].into_iter().collect(),
+        ..PlacementState::default()
     };
     for id in 1..=3 {
         let m = Member {

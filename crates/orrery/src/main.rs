@@ -222,6 +222,16 @@ struct ServeArgs {
     /// Replica moves that may involve one node at once [default: 1].
     #[arg(long, env = "ORRERY_REBALANCE_MAX_MOVES_PER_NODE")]
     rebalance_max_moves_per_node: Option<usize>,
+    /// This node's capacity relative to the others' (1..=1000): it is given
+    /// replicas and shard leaders in proportion (cluster version 9)
+    /// [default: 1].
+    #[arg(long, env = "ORRERY_CAPACITY")]
+    capacity: Option<u32>,
+    /// How long, in seconds, the shard map must have left this node out of
+    /// a shard group before the node drops the group's data (5..=86400)
+    /// [default: 10].
+    #[arg(long, env = "ORRERY_DROP_GRACE_S")]
+    drop_grace_s: Option<u64>,
 }
 
 impl ServeArgs {
@@ -270,6 +280,8 @@ impl ServeArgs {
             policy_run_retention_s,
             rebalance_max_moves,
             rebalance_max_moves_per_node,
+            capacity,
+            drop_grace_s,
             max_connections,
             max_requests,
             max_streams,
@@ -425,6 +437,21 @@ async fn serve(args: ServeArgs) -> Result<()> {
             None => defaults.max_per_node,
         },
     };
+    let capacity = match args.capacity {
+        Some(c) if !(1..=orrery_placement::MAX_CAPACITY).contains(&c) => bail!(
+            "--capacity must be 1..={}, not {c}",
+            orrery_placement::MAX_CAPACITY
+        ),
+        Some(c) => c,
+        None => 1,
+    };
+    let drop_grace = match args.drop_grace_s {
+        Some(s) if !(5..=86_400).contains(&s) => {
+            bail!("--drop-grace-s must be 5..=86400 (seconds), not {s}")
+        }
+        Some(s) => Duration::from_secs(s),
+        None => Duration::from_secs(10),
+    };
     let addr = args.advertise.unwrap_or_else(|| listen.clone());
     let peer_addr = args.peer_advertise.unwrap_or_else(|| peer_listen.clone());
     let data_dir = args
@@ -525,6 +552,8 @@ async fn serve(args: ServeArgs) -> Result<()> {
         cors_origin: args.cors_origin,
         policies,
         rebalance,
+        capacity,
+        drop_grace,
         bootstrap,
         limits,
     };

@@ -14,7 +14,10 @@ use tonic::{Request, Response, Status};
 pub struct ClusterApi(pub Arc<Services>);
 
 fn member_pb(p: &PlacementState, m: &Member) -> pb::Member {
-    member_with_shards(m, p.shards_of(m.id))
+    pb::Member {
+        capacity: p.capacity(m.id),
+        ..member_with_shards(m, p.shards_of(m.id))
+    }
 }
 
 fn member_with_shards(m: &Member, shards: Vec<u32>) -> pb::Member {
@@ -24,6 +27,7 @@ fn member_with_shards(m: &Member, shards: Vec<u32>) -> pb::Member {
         peer_addr: m.addr.peer_addr.clone(),
         state: m.state.as_str().to_string(),
         shards,
+        capacity: 1,
     }
 }
 
@@ -154,9 +158,14 @@ impl Cluster for ClusterApi {
         &self,
         req: Request<pb::SetRebalanceRequest>,
     ) -> Result<Response<pb::RebalanceState>, Status> {
-        let paused = req.into_inner().paused;
+        let r = req.into_inner();
+        let change = crate::node::RebalanceChange {
+            paused: (!r.keep_paused).then_some(r.paused),
+            max_moves: r.max_moves,
+            max_per_node: r.max_per_node,
+        };
         Ok(Response::new(rebalance_pb(
-            self.0.cluster.set_rebalance(paused).await?,
+            self.0.cluster.set_rebalance(change).await?,
         )))
     }
 
@@ -183,6 +192,9 @@ fn rebalance_pb(r: crate::node::RebalanceStatus) -> pb::RebalanceState {
         paused: r.paused,
         balanced: r.balanced,
         moving: r.moving,
+        max_moves: r.limits.max_in_flight as u32,
+        max_per_node: r.limits.max_per_node as u32,
+        limits_set: r.limits_set,
     }
 }
 

@@ -36,7 +36,7 @@ async fn cluster(State(s): State<AppState>) -> Result<Json<Value>, ApiError> {
         .values()
         .map(|m| {
             let mut o = json!({"id": m.id, "addr": m.addr.addr, "peer_addr": m.addr.peer_addr, "state": m.state.as_str(),
-                   "shards": p.shards_of(m.id)});
+                   "capacity": p.capacity(m.id), "shards": p.shards_of(m.id)});
             // The cluster version it supports; absent when it did not answer.
             if let Some(Some(mv)) = v.nodes.iter().find(|(id, _)| *id == m.id).map(|(_, mv)| mv) {
                 o["version"] = json!(mv.supported);

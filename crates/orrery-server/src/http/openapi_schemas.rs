@@ -45,6 +45,10 @@ pub struct MemberView {
     peer_addr: String,
     /// `voter` or `learner`.
     state: String,
+    /// Its declared capacity (`--capacity`; 1 unless set): replicas and
+    /// leaders are given in proportion. Absent in a membership change's
+    /// answer.
+    capacity: Option<u32>,
     shards: Vec<u32>,
     /// The cluster version the member supports; absent when it did not answer.
     version: Option<u32>,

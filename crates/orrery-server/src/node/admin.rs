@@ -416,5 +416,6 @@ pub fn placement_error(e: orrery_placement::PlacementError) -> ApiError {
         P::NotInitialized => ApiError::NotInitialized,
         P::UnknownMember(_) | P::UnknownShard(_) => ApiError::NotFound(e.to_string()),
         P::InvalidReplicas(_) => ApiError::bad("invalid_replicas", e.to_string()),
+        P::InvalidSetting(_) => ApiError::bad("invalid_setting", e.to_string()),
     }
 }

@@ -9,8 +9,10 @@
 //! * the shard map read through the placement leader (linearizable, asked
 //!   of the other members; never this node's own copy, which can be far
 //!   behind, see `reconcile.rs`)
-//!   does not list this node, in two reads at least [`GRACE`] apart and
-//!   in every read between (a map that lists it again starts the clock
+//!   does not list this node, in two reads at least the grace apart
+//!   (`--drop-grace-s`, default 10 s: moves finish their hand-over first,
+//!   and a map that flaps does not make a node drop and fetch a group
+//!   again) and in every read between (a map that lists it again starts the clock
 //!   over);
 //! * this node does not lead the group and starts no change of it;
 //! * the group's committed membership, read linearizably through its
@@ -41,11 +43,6 @@ use orrery_types::{group_shard, GroupId, NodeId, PLACEMENT_GROUP};
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-
-/// How long the shard map must have left this node out of a group before
-/// the group is dropped here: moves finish their hand-over first, and a
-/// map that flaps does not make a node drop and fetch a group again.
-pub(super) const GRACE: Duration = Duration::from_secs(10);
 
 /// The committed membership of `g` as this replica applied it.
 pub(super) fn committed_membership(g: &Group) -> CommittedMembership {
@@ -131,7 +128,12 @@ impl Node {
             return;
         };
         let gone = departed(&p, me, &hosted);
-        let due = due(&mut lock(&self.departed), &gone, Instant::now(), GRACE);
+        let due = due(
+            &mut lock(&self.departed),
+            &gone,
+            Instant::now(),
+            self.cfg.drop_grace,
+        );
         for gid in due {
             match self.drop_group_if_left(gid, &p).await {
                 Ok(true) => {

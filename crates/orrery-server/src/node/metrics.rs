@@ -41,6 +41,7 @@ pub struct Metrics {
     peer_append_entries: AtomicU64,
     peer_vote_rpcs: AtomicU64,
     peer_snapshot_rpcs: AtomicU64,
+    peer_snapshot_bytes: AtomicU64,
     /// Replica moves this node started as placement leader, and the moves
     /// under way when it last looked.
     rebalance_moves: AtomicU64,
@@ -119,8 +120,13 @@ impl Metrics {
         self.peer_vote_rpcs.fetch_add(1, Ordering::Relaxed);
     }
 
-    pub fn peer_snapshot(&self) {
+    /// An InstallSnapshot RPC (one chunk of `bytes` snapshot bytes)
+    /// received: what moving a replica here sent, when it went by
+    /// snapshot.
+    pub fn peer_snapshot(&self, bytes: usize) {
         self.peer_snapshot_rpcs.fetch_add(1, Ordering::Relaxed);
+        self.peer_snapshot_bytes
+            .fetch_add(bytes as u64, Ordering::Relaxed);
     }
 
     /// A process-unique id for a client request, for logs and `x-request-id`.
@@ -226,6 +232,12 @@ impl Metrics {
             "orrery_peer_install_snapshot_rpcs_total",
             "InstallSnapshot RPCs (snapshot chunks) received.",
             &self.peer_snapshot_rpcs,
+        );
+        counter(
+            out,
+            "orrery_peer_install_snapshot_bytes_total",
+            "Snapshot bytes received in InstallSnapshot RPCs (replicas moved or caught up here by snapshot).",
+            &self.peer_snapshot_bytes,
         );
         counter(
             out,

@@ -22,7 +22,7 @@ pub mod version;
 mod view_read;
 
 pub use admin::placement_error;
-pub use rebalance::RebalanceStatus;
+pub use rebalance::{RebalanceChange, RebalanceStatus};
 pub use typed::{DomainCommand, DomainQuery};
 
 use crate::api::ApiError;
@@ -84,6 +84,12 @@ pub struct NodeConfig {
     /// How many replica moves the rebalancer runs at once (when this node
     /// leads the placement group).
     pub rebalance: orrery_placement::MoveLimits,
+    /// This node's declared capacity (`--capacity`, 1..=1000): recorded in
+    /// the placement state once the cluster runs version 9.
+    pub capacity: u32,
+    /// How long the shard map must have left this node out of a group
+    /// before the group is dropped here (`--drop-grace-s`, `group_gc.rs`).
+    pub drop_grace: Duration,
     /// Caps on client connections and requests in flight (`overload.rs`).
     pub limits: crate::overload::Limits,
     /// `--initial-members`: form a cluster by itself at start.
@@ -168,11 +174,27 @@ impl Node {
     /// which may be stale.
     pub async fn placement_current(&self) -> PlacementState {
         if self.placement().is_initialized() {
-            if let Ok(p) = self.read(PLACEMENT_GROUP, typed::PlacementRead, true).await {
+            if let Ok(p) = self.placement_read().await {
                 return p;
             }
         }
         self.placement()
+    }
+
+    /// The placement state read linearizably (through the placement
+    /// leader). The settings of cluster version 9 (capacities, move
+    /// limits) are not in the state's encoding, so a read answered by
+    /// another node lacks them: they are taken from this node's copy, which
+    /// may lag by the entries not yet applied here (they change rarely;
+    /// [`Node::change_rebalance`] waits for its own change to apply here).
+    pub(super) async fn placement_read(&self) -> Result<PlacementState, ApiError> {
+        let mut p = self
+            .read(PLACEMENT_GROUP, typed::PlacementRead, true)
+            .await?;
+        let local = self.placement();
+        p.capacities = local.capacities;
+        p.move_limits = local.move_limits;
+        Ok(p)
     }
 
     /// This node's copy of the placement state (may lag the leader's).

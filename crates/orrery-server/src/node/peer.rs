@@ -80,7 +80,7 @@ async fn raft_rpc(node: &Node, r: RaftRequest) -> Result<RaftReply, Status> {
         }
         Ok(RaftKind::InstallSnapshot) => {
             let rpc: openraft::raft::InstallSnapshotRequest<TypeConfig> = decode(&r.payload)?;
-            node.metrics.peer_snapshot();
+            node.metrics.peer_snapshot(rpc.data.len());
             encode(&group.raft.install_snapshot(rpc).await)?
         }
         Err(_) => {

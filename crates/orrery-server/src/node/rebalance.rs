@@ -14,7 +14,9 @@ use super::ops::GroupReport;
 use super::Node;
 use crate::api::{lock, ApiError};
 use orrery_kv::KvCommand;
-use orrery_placement::{is_balanced, plan_rebalance, InFlight, PlacementState};
+use orrery_placement::{
+    is_balanced, plan_rebalance, InFlight, MoveLimits, PlacementCommand, PlacementState,
+};
 use orrery_types::{shard_group, NodeId, PLACEMENT_GROUP};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeSet;
@@ -42,7 +44,23 @@ pub struct RebalanceStatus {
     pub balanced: bool,
     /// Shards whose group has not reached its replicas in the shard map.
     pub moving: Vec<u32>,
+    /// The throttles in force: the replicated ones once set, else this
+    /// node's `--rebalance-max-moves*` flags.
+    pub limits: MoveLimits,
+    /// Whether `limits` were set cluster-wide (else they are the flags).
+    pub limits_set: bool,
 }
+
+/// A change of the rebalancing settings; `None` leaves one as it is.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct RebalanceChange {
+    pub paused: Option<bool>,
+    pub max_moves: Option<u32>,
+    pub max_per_node: Option<u32>,
+}
+
+/// The cluster version that records capacities and throttles.
+pub const CAPACITY_VERSION: u32 = 9;
 
 impl Node {
     /// Whether rebalancing is paused (this node's copy of the setting).
@@ -69,6 +87,46 @@ impl Node {
         Ok(())
     }
 
+    /// Applies a change: the throttles first (validated by the placement
+    /// state machine, cluster version 9), then the pause switch.
+    pub async fn change_rebalance(&self, c: RebalanceChange) -> Result<(), ApiError> {
+        if c.max_moves.is_some() || c.max_per_node.is_some() {
+            self.require_version(CAPACITY_VERSION).await?;
+            let now = self.move_limits(&self.placement_current().await);
+            let cmd = PlacementCommand::SetMoveLimits {
+                max_in_flight: c.max_moves.unwrap_or(now.max_in_flight as u32),
+                max_per_node: c.max_per_node.unwrap_or(now.max_per_node as u32),
+            };
+            let want = match cmd {
+                PlacementCommand::SetMoveLimits {
+                    max_in_flight,
+                    max_per_node,
+                } => MoveLimits {
+                    max_in_flight: max_in_flight as usize,
+                    max_per_node: max_per_node as usize,
+                },
+                _ => now,
+            };
+            self.placement_write(cmd).await?;
+            // Views read the limits from this node's copy: let the change
+            // reach it (bounded; it applies within a heartbeat or so).
+            let deadline = Instant::now() + Duration::from_secs(3);
+            while self.placement().move_limits != Some(want) && Instant::now() < deadline {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        }
+        if let Some(paused) = c.paused {
+            self.set_rebalance_paused(paused).await?;
+        }
+        self.wake_reconciler();
+        Ok(())
+    }
+
+    /// The throttles in force by `p`: the replicated ones, else the flags.
+    fn move_limits(&self, p: &PlacementState) -> MoveLimits {
+        p.move_limits.unwrap_or(self.cfg.rebalance)
+    }
+
     /// The setting (linearizable) and the moves under way, from every
     /// member's reports.
     pub async fn rebalance_status(&self) -> Result<RebalanceStatus, ApiError> {
@@ -81,7 +139,37 @@ impl Node {
             paused: self.rebalance_paused(),
             balanced: is_balanced(&p),
             moving,
+            limits: self.move_limits(&p),
+            limits_set: p.move_limits.is_some(),
         })
+    }
+
+    /// Records this node's `--capacity` in the placement state when it
+    /// differs from what is recorded (a node joining, or restarted with
+    /// another capacity), once the cluster runs version 9. Any node, every
+    /// reconcile tick; `p` is the map the tick acts on.
+    pub(super) async fn declare_capacity(&self, p: &PlacementState) {
+        let me = self.id();
+        let want = self.cfg.capacity;
+        // This node's copy decides whether to declare (`p` may come from
+        // a read answered elsewhere, without capacities: see
+        // `placement_read`).
+        let recorded = self.placement().capacity(me);
+        if !p.members.contains_key(&me) || recorded == want {
+            return;
+        }
+        if self.version_local().active < CAPACITY_VERSION {
+            tracing::debug!(want, "capacity waits for cluster version 9");
+            return;
+        }
+        let cmd = PlacementCommand::SetCapacity {
+            id: me,
+            capacity: want,
+        };
+        match self.placement_write(cmd).await {
+            Ok(()) => tracing::info!(capacity = want, "capacity recorded"),
+            Err(e) => tracing::debug!("capacity not recorded: {e}"),
+        }
     }
 
     /// On the placement leader, with nothing else planned: start moves.
@@ -107,7 +195,7 @@ impl Node {
             return;
         };
         self.metrics.rebalance_moving(moving.shards.len());
-        for cmd in plan_rebalance(p, &moving, self.cfg.rebalance) {
+        for cmd in plan_rebalance(p, &moving, self.move_limits(p)) {
             tracing::info!(?cmd, "rebalance: moving a replica");
             if let Err(e) = self.placement_write(cmd).await {
                 tracing::debug!("rebalance move not applied: {e}");

@@ -7,7 +7,7 @@ use openraft::ChangeMembers;
 use openraft::ServerState;
 use orrery_placement::{plan_leaders, plan_replicas, PlacementState};
 use orrery_raft::Group;
-use orrery_types::{shard_group, PLACEMENT_GROUP};
+use orrery_types::shard_group;
 use orrery_types::{NodeAddr, NodeId};
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
@@ -73,6 +73,7 @@ impl Node {
             self.reconcile_shard_membership(&g, &info.replicas, &p);
             self.maybe_hand_over(&g, &info.replicas, &p);
         }
+        self.declare_capacity(&p).await;
         // The placement leader keeps the shard map complete.
         if let Some(pg) = self.placement_group() {
             if pg.raft.metrics().borrow().state == ServerState::Leader {
@@ -132,10 +133,7 @@ impl Node {
         if !leads_placement && !pending && !missing {
             return Some(local);
         }
-        match self
-            .read(PLACEMENT_GROUP, super::typed::PlacementRead, true)
-            .await
-        {
+        match self.placement_read().await {
             Ok(p) => Some(p),
             Err(e) => {
                 tracing::debug!("reconcile skipped: shard map not confirmed: {e}");

@@ -238,13 +238,14 @@ impl ClusterService {
         self.node.rebalance_status().await
     }
 
-    /// Pauses (`true`) or resumes rebalancing cluster-wide.
+    /// Pauses or resumes rebalancing cluster-wide, and sets its throttles
+    /// (cluster version 9); `None` leaves a setting as it is.
     pub async fn set_rebalance(
         &self,
-        paused: bool,
+        change: crate::node::RebalanceChange,
     ) -> Result<crate::node::RebalanceStatus, ApiError> {
         self.placement_local()?;
-        self.node.set_rebalance_paused(paused).await?;
+        self.node.change_rebalance(change).await?;
         self.node.rebalance_status().await
     }
 

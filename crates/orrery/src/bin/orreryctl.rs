@@ -128,12 +128,19 @@ enum ClusterCmd {
         finalize: bool,
     },
     /// Rebalancing of replicas over the voters: shows whether it is paused
-    /// and which shards move; --pause / --resume switch it cluster-wide.
+    /// and which shards move; --pause / --resume switch it cluster-wide;
+    /// --max-moves / --max-per-node set its throttles (cluster version 9).
     Rebalance {
         #[arg(long, conflicts_with = "resume")]
         pause: bool,
         #[arg(long)]
         resume: bool,
+        /// Replica moves in flight at most, cluster-wide (1..=64).
+        #[arg(long)]
+        max_moves: Option<u32>,
+        /// Replica moves in flight at most that involve one node (1..=64).
+        #[arg(long)]
+        max_per_node: Option<u32>,
     },
 }
 
@@ -208,7 +215,8 @@ fn print_json(v: &Value) {
 }
 
 fn member_json(m: &pb::Member) -> Value {
-    json!({"id": m.id, "addr": m.addr, "peer_addr": m.peer_addr, "state": m.state, "shards": m.shards})
+    json!({"id": m.id, "addr": m.addr, "peer_addr": m.peer_addr, "state": m.state,
+        "capacity": m.capacity, "shards": m.shards})
 }
 
 async fn status(c: &mut Client, as_json: bool) -> Result<()> {
@@ -464,24 +472,38 @@ async fn run(cli: Cli) -> Result<()> {
                 print_version(&v);
             }
         }
-        Cmd::Cluster(ClusterCmd::Rebalance { pause, resume }) => {
-            let r = match (pause, resume) {
-                (true, _) => c.set_rebalance(true).await?,
-                (_, true) => c.set_rebalance(false).await?,
-                _ => c.rebalance().await?,
+        Cmd::Cluster(ClusterCmd::Rebalance {
+            pause,
+            resume,
+            max_moves,
+            max_per_node,
+        }) => {
+            let paused = match (pause, resume) {
+                (true, _) => Some(true),
+                (_, true) => Some(false),
+                _ => None,
             };
-            let view = json!({"paused": r.paused, "balanced": r.balanced, "moving": r.moving});
+            let r = if paused.is_none() && max_moves.is_none() && max_per_node.is_none() {
+                c.rebalance().await?
+            } else {
+                c.change_rebalance(paused, max_moves, max_per_node).await?
+            };
+            let view = json!({"paused": r.paused, "balanced": r.balanced, "moving": r.moving,
+                "max_moves": r.max_moves, "max_per_node": r.max_per_node, "limits_set": r.limits_set});
             if cli.json {
                 print_json(&view);
             } else {
                 println!(
-                    "rebalancing {}; replicas {}; shards moving: {}",
+                    "rebalancing {}; replicas {}; moves at most {} in flight, {} per node{}; shards moving: {}",
                     if r.paused { "PAUSED" } else { "on" },
                     if r.balanced {
                         "balanced"
                     } else {
                         "not balanced yet"
                     },
+                    r.max_moves,
+                    r.max_per_node,
+                    if r.limits_set { "" } else { " (node flags)" },
                     if r.moving.is_empty() {
                         "none".to_string()
                     } else {
@@ -532,13 +554,18 @@ async fn run(cli: Cli) -> Result<()> {
                     r.cluster_id, r.placement_leader
                 );
                 println!(
-                    "{:<6} {:<8} {:<22} {:<22} SHARDS",
-                    "ID", "STATE", "ADDR", "PEER ADDR"
+                    "{:<6} {:<8} {:<22} {:<22} {:<4} SHARDS",
+                    "ID", "STATE", "ADDR", "PEER ADDR", "CAP"
                 );
                 for m in &r.members {
                     println!(
-                        "{:<6} {:<8} {:<22} {:<22} {:?}",
-                        m.id, m.state, m.addr, m.peer_addr, m.shards
+                        "{:<6} {:<8} {:<22} {:<22} {:<4} {:?}",
+                        m.id,
+                        m.state,
+                        m.addr,
+                        m.peer_addr,
+                        m.capacity.max(1),
+                        m.shards
                     );
                 }
             }

@@ -21,20 +21,32 @@ class GetRebalanceRequest(_message.Message):
     def __init__(self) -> None: ...
 
 class SetRebalanceRequest(_message.Message):
-    __slots__ = ("paused",)
+    __slots__ = ("paused", "max_moves", "max_per_node", "keep_paused")
     PAUSED_FIELD_NUMBER: _ClassVar[int]
+    MAX_MOVES_FIELD_NUMBER: _ClassVar[int]
+    MAX_PER_NODE_FIELD_NUMBER: _ClassVar[int]
+    KEEP_PAUSED_FIELD_NUMBER: _ClassVar[int]
     paused: bool
-    def __init__(self, paused: _Optional[bool] = ...) -> None: ...
+    max_moves: int
+    max_per_node: int
+    keep_paused: bool
+    def __init__(self, paused: _Optional[bool] = ..., max_moves: _Optional[int] = ..., max_per_node: _Optional[int] = ..., keep_paused: _Optional[bool] = ...) -> None: ...
 
 class RebalanceState(_message.Message):
-    __slots__ = ("paused", "balanced", "moving")
+    __slots__ = ("paused", "balanced", "moving", "max_moves", "max_per_node", "limits_set")
     PAUSED_FIELD_NUMBER: _ClassVar[int]
     BALANCED_FIELD_NUMBER: _ClassVar[int]
     MOVING_FIELD_NUMBER: _ClassVar[int]
+    MAX_MOVES_FIELD_NUMBER: _ClassVar[int]
+    MAX_PER_NODE_FIELD_NUMBER: _ClassVar[int]
+    LIMITS_SET_FIELD_NUMBER: _ClassVar[int]
     paused: bool
     balanced: bool
     moving: _containers.RepeatedScalarFieldContainer[int]
-    def __init__(self, paused: _Optional[bool] = ..., balanced: _Optional[bool] = ..., moving: _Optional[_Iterable[int]] = ...) -> None: ...
+    max_moves: int
+    max_per_node: int
+    limits_set: bool
+    def __init__(self, paused: _Optional[bool] = ..., balanced: _Optional[bool] = ..., moving: _Optional[_Iterable[int]] = ..., max_moves: _Optional[int] = ..., max_per_node: _Optional[int] = ..., limits_set: _Optional[bool] = ...) -> None: ...
 
 class InitRequest(_message.Message):
     __slots__ = ("shards",)
@@ -101,18 +113,20 @@ class ListMembersRequest(_message.Message):
     def __init__(self) -> None: ...
 
 class Member(_message.Message):
-    __slots__ = ("id", "addr", "peer_addr", "state", "shards")
+    __slots__ = ("id", "addr", "peer_addr", "state", "shards", "capacity")
     ID_FIELD_NUMBER: _ClassVar[int]
     ADDR_FIELD_NUMBER: _ClassVar[int]
     PEER_ADDR_FIELD_NUMBER: _ClassVar[int]
     STATE_FIELD_NUMBER: _ClassVar[int]
     SHARDS_FIELD_NUMBER: _ClassVar[int]
+    CAPACITY_FIELD_NUMBER: _ClassVar[int]
     id: int
     addr: str
     peer_addr: str
     state: str
     shards: _containers.RepeatedScalarFieldContainer[int]
-    def __init__(self, id: _Optional[int] = ..., addr: _Optional[str] = ..., peer_addr: _Optional[str] = ..., state: _Optional[str] = ..., shards: _Optional[_Iterable[int]] = ...) -> None: ...
+    capacity: int
+    def __init__(self, id: _Optional[int] = ..., addr: _Optional[str] = ..., peer_addr: _Optional[str] = ..., state: _Optional[str] = ..., shards: _Optional[_Iterable[int]] = ..., capacity: _Optional[int] = ...) -> None: ...
 
 class ListMembersResponse(_message.Message):
     __slots__ = ("cluster_id", "members", "placement_leader")
