@@ -535,6 +535,23 @@ async fn default_shards_is_one_per_voter() {
     assert_eq!(r["upserted"], 20);
     let hits = search(&c, 0, json!({"vector": [7.2, 0.0], "k": 2}), false).await;
     assert_eq!(ids(&hits), vec![json!(7), json!(8)]);
+    // A stale search reads the definition from the node's own placement
+    // replica; a name it does not know is still looked up (and missing).
+    let hits = search(&c, 0, json!({"vector": [7.2, 0.0], "k": 2}), true).await;
+    assert_eq!(ids(&hits), vec![json!(7), json!(8)]);
+    let (s, v) = call(
+        &c,
+        0,
+        "POST",
+        "/v1/collections/nope/search?consistency=stale",
+        json!({"vector": [1.0, 0.0]}),
+    )
+    .await;
+    assert_eq!(
+        (s, v["error"]["code"].as_str()),
+        (404, Some("not_found")),
+        "{v}"
+    );
     let info = ok(&c, 0, "GET", "/v1/collections/docs", Value::Null).await;
     let states = info["shard_states"].as_array().expect("shard_states");
     assert_eq!(states.len(), 1, "{info}");

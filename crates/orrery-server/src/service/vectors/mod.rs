@@ -66,6 +66,27 @@ async fn collection(node: &Node, name: &str) -> Result<CollectionConfig, ApiErro
         .ok_or_else(|| ApiError::NotFound(format!("collection {name:?} does not exist")))
 }
 
+/// The collection `name` for a search at this consistency. Linearizable:
+/// [`collection`]. Stale: this node's own placement replica, like the
+/// shard reads that follow (no network hop, no read-index round), and
+/// through the placement leader only when that replica does not know the
+/// name (so a collection just created through another node is found).
+async fn collection_at(
+    node: &Node,
+    name: &str,
+    linearizable: bool,
+) -> Result<CollectionConfig, ApiError> {
+    if !linearizable {
+        let local = node
+            .placement_group()
+            .and_then(|g| g.sm.read(|s| s.vector.catalog.get(name).cloned()));
+        if let Some(c) = local {
+            return Ok(c);
+        }
+    }
+    collection(node, name).await
+}
+
 impl VectorsService {
     pub fn new(node: Arc<Node>) -> Self {
         Self { node }

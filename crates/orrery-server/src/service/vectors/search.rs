@@ -2,7 +2,7 @@
 //! (each read served like a KV read: linearizable through the shard leader
 //! unless stale), and the shards' top k merged.
 
-use super::{collection, VectorsService};
+use super::{collection_at, VectorsService};
 use crate::api::ApiError;
 use crate::node::typed::VectorSearch;
 use crate::node::Node;
@@ -112,7 +112,7 @@ impl VectorsService {
         spec: SearchSpec,
         linearizable: bool,
     ) -> Result<Vec<Hit>, ApiError> {
-        let c = collection(&self.node, name).await?;
+        let c = collection_at(&self.node, name, linearizable).await?;
         search_in(&self.node, &c, spec, linearizable).await
     }
 
@@ -124,7 +124,7 @@ impl VectorsService {
         specs: Vec<SearchSpec>,
         linearizable: bool,
     ) -> Result<Vec<Vec<Hit>>, ApiError> {
-        let c = collection(&self.node, name).await?;
+        let c = collection_at(&self.node, name, linearizable).await?;
         let futs = specs
             .into_iter()
             .map(|s| search_in(&self.node, &c, s, linearizable));
