@@ -224,6 +224,7 @@ async fn list(State(s): State<AppState>) -> Result<Response, ApiError> {
     params(("name" = String, Path, description = "The dataset's name.")),
     responses(
         (status = 200, description = "The dataset and its last scan.", body = DatasetView),
+        (status = 400, description = "`invalid_name`: a name that may not be a dataset's (letters, digits, `.`, `_` and `-` only).", body = ErrorBody),
         (status = 404, description = "`not_found`: no such dataset.", body = ErrorBody),
     ))]
 async fn show(State(s): State<AppState>, Path(name): Path<String>) -> Result<Response, ApiError> {
@@ -234,7 +235,7 @@ async fn show(State(s): State<AppState>, Path(name): Path<String>) -> Result<Res
     params(("name" = String, Path, description = "The dataset's name."), ItemsParams),
     responses(
         (status = 200, description = "A page of items in path order.", body = ItemsView),
-        (status = 400, description = "`invalid_query`: a bad limit or filter.", body = ErrorBody),
+        (status = 400, description = "`invalid_query`: a bad limit or filter; `invalid_name`: a name that may not be a dataset's.", body = ErrorBody),
         (status = 404, description = "`not_found`: no such dataset.", body = ErrorBody),
     ))]
 async fn items(
@@ -269,6 +270,7 @@ async fn items(
     params(("name" = String, Path, description = "The dataset's name.")),
     responses(
         (status = 202, description = "The dataset, its new scan running.", body = DatasetView),
+        (status = 400, description = "`invalid_name`: a name that may not be a dataset's (letters, digits, `.`, `_` and `-` only).", body = ErrorBody),
         (status = 404, description = "`not_found`: no such dataset.", body = ErrorBody),
     ))]
 async fn scan(State(s): State<AppState>, Path(name): Path<String>) -> Result<Response, ApiError> {
@@ -283,7 +285,7 @@ async fn scan(State(s): State<AppState>, Path(name): Path<String>) -> Result<Res
     request_body = AttachBody,
     responses(
         (status = 200, description = "How many items changed, and the paths that are no item.", body = AttachView),
-        (status = 400, description = "`invalid_items` (none, or over 1000) or `invalid_dataset` (an output too long, a thumbnail path with `..`).", body = ErrorBody),
+        (status = 400, description = "`invalid_items` (none, or over 1000), `invalid_dataset` (an output too long, a thumbnail path with `..`) or `invalid_name`.", body = ErrorBody),
         (status = 404, description = "`not_found`: no such dataset.", body = ErrorBody),
     ))]
 async fn attach(
@@ -313,6 +315,7 @@ async fn attach(
     params(("name" = String, Path, description = "The dataset's name.")),
     responses(
         (status = 200, description = "Deleted, with how many items it had.", body = DeletedView),
+        (status = 400, description = "`invalid_name`: a name that may not be a dataset's (letters, digits, `.`, `_` and `-` only).", body = ErrorBody),
         (status = 404, description = "`not_found`: no such dataset.", body = ErrorBody),
     ))]
 async fn delete(State(s): State<AppState>, Path(name): Path<String>) -> Result<Response, ApiError> {
