@@ -10,24 +10,6 @@ use std::collections::BTreeMap;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-/// Replicas and preferred leaderships per node id, from `shards list`.
-fn shares(c: &Cluster) -> (BTreeMap<u64, usize>, BTreeMap<u64, usize>) {
-    let shards = c.ctl_json(0, &["shards", "list"]);
-    let mut replicas = BTreeMap::new();
-    let mut preferred = BTreeMap::new();
-    for s in shards["shards"].as_array().expect("shards") {
-        let r = s["replicas"].as_array().expect("replicas");
-        for (k, n) in r.iter().enumerate() {
-            let id = n.as_u64().expect("node id");
-            *replicas.entry(id).or_default() += 1;
-            if k == 0 {
-                *preferred.entry(id).or_default() += 1;
-            }
-        }
-    }
-    (replicas, preferred)
-}
-
 /// Starts a node with `extra` flags and adds it as a voter.
 async fn add_member(c: &mut Cluster, extra: &[&str]) -> u64 {
     let i = c.add_node(extra).await;

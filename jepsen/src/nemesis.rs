@@ -337,13 +337,24 @@ impl Nemesis {
 
     /// Adds a fresh node (a new id: removed ids never come back).
     async fn membership_start(&mut self) -> Result<Option<Fault>> {
+        Ok(self
+            .add_fresh_node("start-add-member")
+            .await?
+            .map(|(id, _)| Fault::Added(id)))
+    }
+
+    /// Starts a fresh node and adds it as a voter (through any live node),
+    /// logging `event` first. `None` when no id is left; else the id and
+    /// whether it joined (a partition or a kill may get in the way: it then
+    /// stays running, outside the cluster).
+    pub(super) async fn add_fresh_node(&mut self, event: &str) -> Result<Option<(u64, bool)>> {
         if self.next_fresh_id > self.max_ids {
             return Ok(None);
         }
         let id = self.next_fresh_id;
         self.next_fresh_id += 1;
         self.db.add_node_slot(id);
-        log(&self.rec, "start-add-member", json!({"node": id}));
+        log(&self.rec, event, json!({"node": id}));
         self.db.start(id, None).await?;
         match self.db.add_member(id) {
             Ok(()) => {
@@ -352,14 +363,17 @@ impl Nemesis {
                     .unwrap_or_else(|p| p.into_inner())
                     .push(id);
                 log(&self.rec, "added-member", json!({"node": id}));
+                Ok(Some((id, true)))
             }
-            Err(e) => log(
-                &self.rec,
-                "add-member-failed",
-                json!({"node": id, "error": e.to_string()}),
-            ),
+            Err(e) => {
+                log(
+                    &self.rec,
+                    "add-member-failed",
+                    json!({"node": id, "error": e.to_string()}),
+                );
+                Ok(Some((id, false)))
+            }
         }
-        Ok(Some(Fault::Added(id)))
     }
 
     /// Removes a member: the fresh node added at the start of this fault,

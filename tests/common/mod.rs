@@ -832,3 +832,26 @@ pub fn dir_size(p: &Path) -> u64 {
         })
         .unwrap_or(0)
 }
+
+/// Replicas and preferred leaderships per node id, from `shards list`.
+pub fn shares(
+    c: &Cluster,
+) -> (
+    std::collections::BTreeMap<u64, usize>,
+    std::collections::BTreeMap<u64, usize>,
+) {
+    let shards = c.ctl_json(0, &["shards", "list"]);
+    let mut replicas = std::collections::BTreeMap::new();
+    let mut preferred = std::collections::BTreeMap::new();
+    for s in shards["shards"].as_array().expect("shards") {
+        let r = s["replicas"].as_array().expect("replicas");
+        for (k, n) in r.iter().enumerate() {
+            let id = n.as_u64().expect("node id");
+            *replicas.entry(id).or_default() += 1;
+            if k == 0 {
+                *preferred.entry(id).or_default() += 1;
+            }
+        }
+    }
+    (replicas, preferred)
+}

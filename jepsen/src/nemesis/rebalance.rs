@@ -18,34 +18,13 @@ impl Nemesis {
     /// Starts a fresh node and adds it as a voter (through any live node).
     /// The fault's end only looks at what it received so far.
     pub(super) async fn rebalance_start(&mut self) -> Result<Option<Fault>> {
-        if self.next_fresh_id > self.max_ids {
-            return Ok(None);
-        }
-        let id = self.next_fresh_id;
-        self.next_fresh_id += 1;
-        self.db.add_node_slot(id);
-        log(&self.rec, "start-rebalance", json!({"node": id}));
-        self.db.start(id, None).await?;
-        match self.db.add_member(id) {
-            Ok(()) => {
-                self.live
-                    .write()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .push(id);
+        match self.add_fresh_node("start-rebalance").await? {
+            Some((id, true)) => {
                 self.rebalance_added.push(id);
-                log(&self.rec, "added-member", json!({"node": id}));
                 Ok(Some(Fault::Rebalancing(id)))
             }
-            Err(e) => {
-                // Not a member (a partition or a kill got in the way): it
-                // stays running, outside the cluster, and is not counted.
-                log(
-                    &self.rec,
-                    "add-member-failed",
-                    json!({"node": id, "error": e.to_string()}),
-                );
-                Ok(None)
-            }
+            // Not a member: not counted.
+            _ => Ok(None),
         }
     }
 
