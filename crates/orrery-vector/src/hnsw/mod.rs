@@ -175,10 +175,7 @@ impl Hnsw {
             });
             found.retain(|c| c.slot != slot);
             let chosen = w.select(&found, self.m);
-            {
-                let _g = s.lock(slot);
-                s.set_neighbours(slot, layer, &chosen);
-            }
+            self.set_own(s, slot, layer, &chosen);
             for &n in &chosen {
                 self.connect(s, n, slot, layer);
             }
@@ -192,6 +189,47 @@ impl Hnsw {
         }
     }
 
+    /// Sets the list of a node being linked. Inserts of a batch run in
+    /// parallel, and another insert can reach this node from an upper layer
+    /// (where it is linked already) and connect itself here before this
+    /// insert sets the list: overwriting would drop that back-link, and a
+    /// node whose only in-link it was becomes unreachable (seen in 2-D data,
+    /// where lists are short). So what is there is kept, pruned with the
+    /// heuristic when the union overflows.
+    fn set_own(&self, s: &Store, slot: u32, layer: usize, chosen: &[u32]) {
+        let mut list = chosen.to_vec();
+        let _g = s.lock(slot);
+        let mut there = Vec::new();
+        s.neighbours(slot, layer, &mut there);
+        for n in there {
+            if !list.contains(&n) {
+                list.push(n);
+            }
+        }
+        if list.len() > s.max_neighbours(layer) {
+            list = self.prune(s, slot, &list, layer);
+        }
+        s.set_neighbours(slot, layer, &list);
+    }
+
+    /// The heuristic's choice among `list` as neighbours of `n`.
+    fn prune(&self, s: &Store, n: u32, list: &[u32], layer: usize) -> Vec<u32> {
+        let base = s.vector(n);
+        let mut cands: Vec<Cand> = list
+            .iter()
+            .map(|&x| Cand {
+                d: self.dist.eval(base, s.vector(x)),
+                slot: x,
+            })
+            .collect();
+        cands.sort();
+        let w = Walk {
+            store: s,
+            dist: &self.dist,
+        };
+        w.select(&cands, s.max_neighbours(layer))
+    }
+
     /// Adds `new` to the list of `n`, pruning with the heuristic when full.
     fn connect(&self, s: &Store, n: u32, new: u32, layer: usize) {
         let _g = s.lock(n);
@@ -202,20 +240,7 @@ impl Hnsw {
         }
         list.push(new);
         if list.len() > s.max_neighbours(layer) {
-            let base = s.vector(n);
-            let mut cands: Vec<Cand> = list
-                .iter()
-                .map(|&x| Cand {
-                    d: self.dist.eval(base, s.vector(x)),
-                    slot: x,
-                })
-                .collect();
-            cands.sort();
-            let w = Walk {
-                store: s,
-                dist: &self.dist,
-            };
-            list = w.select(&cands, s.max_neighbours(layer));
+            list = self.prune(s, n, &list, layer);
         }
         s.set_neighbours(n, layer, &list);
     }
