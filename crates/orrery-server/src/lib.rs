@@ -11,6 +11,7 @@ pub mod bootstrap;
 pub mod grpc;
 pub mod http;
 mod listen;
+pub mod netguard;
 pub mod node;
 pub mod overload;
 pub mod restore;
