@@ -67,6 +67,13 @@ impl ProviderClients {
             }))
             .build()
             .map_err(|e| format!("the providers' http client could not be built: {e}"))?;
+        for p in cfg.providers.values() {
+            // Not fatal: the allowlist may be meant to change; each request
+            // is refused with this message until it does.
+            if let Err(e) = check_url_for(&p.base_url, &allow, PROVIDERS) {
+                tracing::warn!(provider = %p.name, "requests to this provider will be refused: {e}");
+            }
+        }
         let limits = cfg
             .providers
             .values()

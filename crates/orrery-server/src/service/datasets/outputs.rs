@@ -38,8 +38,13 @@ impl DatasetOutputs for EngineOutputs {
                 },
             })
             .collect();
-        let (_, missing) = self
-            .svc()?
+        let svc = self.svc()?;
+        // Below the datasets version older nodes could not apply the write.
+        svc.node
+            .require_version(super::DATASETS_VERSION)
+            .await
+            .map_err(|e| e.to_string())?;
+        let (_, missing) = svc
             .attach(dataset, items)
             .await
             .map_err(|e| e.to_string())?;
