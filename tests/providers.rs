@@ -340,7 +340,8 @@ async fn image_caption_against_a_stand_in_provider() {
     ts.sort_by(f64::total_cmp);
     assert_eq!(ts.len(), 4);
     for w in ts.windows(2) {
-        assert!(w[1] - w[0] >= 0.45, "requests not spaced: {ts:?}");
+        // 500 ms apart when sent; 100 ms of slack for the way there.
+        assert!(w[1] - w[0] >= 0.4, "requests not spaced: {ts:?}");
     }
 
     // An unknown provider fails at once (no retry), naming the known ones.
