@@ -22,6 +22,7 @@ use tokio::task::JoinHandle;
 
 use crate::confine::FsRoot;
 use crate::gpu::{GpuAllocator, GpuInventory};
+use crate::hooks::Hooks;
 use crate::kinds::command::{self, CommandEnd, CommandSpec, Launch};
 use crate::kinds::command_env::{child_env, RunAs, Scratch};
 use crate::logs::LogBook;
@@ -52,6 +53,8 @@ struct Shared {
     scratch_root: PathBuf,
     scratch_owned: bool,
     source: Arc<dyn JobSource>,
+    /// The provider client and dataset writer the pipeline kinds use.
+    hooks: Hooks,
     handlers: HashMap<String, Arc<dyn KindHandler>>,
     kinds: Vec<String>,
     logs: LogBook,
@@ -121,10 +124,22 @@ impl Engine {
 
     /// [`Engine::start`] with a given inventory (tests, or a node that loaded NVML itself).
     pub fn start_with_inventory(
+        cfg: ExecConfig,
+        source: Arc<dyn JobSource>,
+        handlers: Vec<(String, Arc<dyn KindHandler>)>,
+        gpus: GpuInventory,
+    ) -> Engine {
+        Self::start_with_hooks(cfg, source, handlers, gpus, Hooks::default())
+    }
+
+    /// [`Engine::start_with_inventory`] with the [`Hooks`] the pipeline
+    /// kinds need: without a captioner `image.caption` is not claimed.
+    pub fn start_with_hooks(
         mut cfg: ExecConfig,
         source: Arc<dyn JobSource>,
         handlers: Vec<(String, Arc<dyn KindHandler>)>,
         gpus: GpuInventory,
+        hooks: Hooks,
     ) -> Engine {
         cfg.slots = cfg.slots.max(1);
         let fs = cfg.fs_root.take().and_then(|r| match FsRoot::open(&r) {
@@ -153,6 +168,7 @@ impl Engine {
             .iter()
             .filter(|k| match **k {
                 "command" => cfg.allow_command_jobs,
+                "image.caption" => cfg.fs_root.is_some() && hooks.captioner.is_some(),
                 _ => cfg.fs_root.is_some(),
             })
             .map(|k| k.to_string())
@@ -180,6 +196,7 @@ impl Engine {
             scratch_root,
             scratch_owned,
             source,
+            hooks,
             handlers,
             kinds,
             gpus,
@@ -493,19 +510,44 @@ async fn do_work(
                 Err(e) => refused(e),
             }
         }
-        "fs.summarize" | "fs.csv_transform" | "image.thumbnail" | "dataset.scan" => {
+        "fs.summarize" | "fs.csv_transform" | "image.thumbnail" | "dataset.scan"
+        | "image.caption" => {
             if ctx.fs.is_none() {
                 return refused(format!(
                     "{} jobs are refused on node {} (no usable --fs-root)",
                     job.kind, sh.cfg.node_id
                 ));
             }
-            if let Err(e) = kinds::validate(&job.kind, &job.params) {
+            // A workflow step's job carries the step's envelope.
+            let params = kinds::step::resolve(&job.kind, &job.params);
+            if let Err(e) = kinds::validate(&job.kind, &params) {
                 return refused(e);
             }
+            let node = sh.cfg.node_id;
+            let pipeline_end = |r: Result<Value, kinds::pipeline::Failed>| match r {
+                Ok(v) => WorkEnd {
+                    result: Ok(v),
+                    exit_code: Some(0),
+                    retry: true,
+                },
+                Err(f) => WorkEnd {
+                    retry: f.retry,
+                    ..refused(f.message)
+                },
+            };
+            if job.kind == "image.caption" {
+                let r = kinds::pipeline::caption(&sh.hooks, node, &params, ctx, cancel).await;
+                return pipeline_end(r);
+            }
             let kind = job.kind.clone();
-            let params = job.params.clone();
-            blocking(move || kinds::run_blocking(&kind, &params, &ctx)).await
+            let run_params = params.clone();
+            let end = blocking(move || kinds::run_blocking(&kind, &run_params, &ctx)).await;
+            match end.result {
+                Ok(v) if job.kind == "image.thumbnail" => pipeline_end(
+                    kinds::pipeline::attach_thumbnails(&sh.hooks, node, &params, v).await,
+                ),
+                _ => end,
+            }
         }
         other => refused(format!(
             "kind '{other}' is not runnable on node {}",

@@ -9,8 +9,9 @@
 //!
 //! Built-in kinds (see [`BUILTIN_KINDS`] and docs/api.md):
 //! `fs.summarize`, `fs.csv_transform`, `image.thumbnail`, `dataset.scan` (confined to the
-//! node's `fs_root`) and `command` (only with `allow_command_jobs`). More kinds
-//! plug in through [`KindHandler`].
+//! node's `fs_root`), `image.caption` (with a [`Captioner`] too, see [`Hooks`])
+//! and `command` (only with `allow_command_jobs`). More kinds plug in through
+//! [`KindHandler`].
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -23,6 +24,7 @@ mod confine;
 mod confine_glob;
 mod engine;
 mod gpu;
+mod hooks;
 mod kinds;
 mod logs;
 #[cfg(test)]
@@ -33,10 +35,17 @@ mod tests_command;
 mod tests_confine;
 #[cfg(test)]
 mod tests_dataset;
+#[cfg(test)]
+mod tests_pipeline;
 
 pub use confine::{confine_existing, FsRoot};
 pub use engine::{Engine, CANCELLED, GPU_REFRESH};
 pub use gpu::{GpuId, GpuInventory, GpuSelection};
+pub use hooks::{
+    Caption, CaptionError, CaptionRequest, Captioner, DatasetOutputs, Hooks, ItemOutputs,
+};
+pub use kinds::caption::{CaptionParams, DEFAULT_PROMPT};
+pub use kinds::step::STEP_KINDS;
 pub use logs::{LogBook, LogChunk, FINISHED_RUNS_KEPT};
 
 /// The engine's error type (path confinement and internal failures).
@@ -311,12 +320,20 @@ pub const BUILTIN_KINDS: &[&str] = &[
     "image.thumbnail",
     "command",
     "dataset.scan",
+    "image.caption",
 ];
 
 /// Validates a built-in kind's params at enqueue time (unknown kinds => Ok:
 /// external workers may run any kind). Err(message naming the field) => HTTP 400.
 pub fn validate_params(kind: &str, params: &serde_json::Value) -> Result<(), String> {
     kinds::validate(kind, params)
+}
+
+/// Validates the `params` of a workflow step of one of the [`STEP_KINDS`]
+/// (its `dataset` and `path` may come from the step's item or the
+/// workflow's input when it runs).
+pub fn validate_step_params(kind: &str, params: &serde_json::Value) -> Result<(), String> {
+    kinds::step::validate_step(kind, params)
 }
 
 pub(crate) fn now_ms() -> u64 {

@@ -11,8 +11,10 @@ pub mod bootstrap;
 pub mod grpc;
 pub mod http;
 mod listen;
+pub mod netguard;
 pub mod node;
 pub mod overload;
+pub mod providers;
 pub mod restore;
 pub mod service;
 
@@ -195,9 +197,21 @@ pub async fn run(
     if let Some(b) = cfg.bootstrap.clone() {
         tokio::spawn(bootstrap::run(services.clone(), b, stop_rx.clone()));
     }
+    let hooks = orrery_exec::Hooks {
+        outputs: Some(Arc::new(service::datasets::EngineOutputs(Arc::downgrade(
+            &services.datasets,
+        )))),
+        captioner: match &cfg.providers {
+            None => None,
+            Some(p) => Some(Arc::new(
+                providers::ProviderClients::new(p.clone(), cfg.policies.http_allow.clone())
+                    .map_err(ServerError::Serve)?,
+            )),
+        },
+    };
     services
         .jobs
-        .start(stop_rx.clone(), services.policies.kind_handlers());
+        .start(stop_rx.clone(), services.policies.kind_handlers(), hooks);
     services.policies.start_retention(stop_rx.clone());
     if cfg.auth.insecure {
         tracing::warn!(

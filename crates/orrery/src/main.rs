@@ -180,6 +180,12 @@ struct ServeArgs {
     /// (`127.0.0.1,10.1.0.0/16,metrics.internal`) [default: none].
     #[arg(long, env = "ORRERY_HTTP_SOURCES_ALLOW")]
     http_sources_allow: Option<String>,
+    /// The model providers file (TOML) `image.caption` jobs use; read and
+    /// checked at start, API keys included (docs/operations.md, "Model
+    /// providers") [default: none, and this node does not claim
+    /// image.caption jobs].
+    #[arg(long, env = "ORRERY_PROVIDERS")]
+    providers: Option<PathBuf>,
     /// The largest deadline, in ms, a policy version may ask for
     /// (`deadline_ms` in its graph; 100 when absent) [default: 1000].
     #[arg(long, env = "ORRERY_POLICY_MAX_DEADLINE_MS")]
@@ -276,6 +282,7 @@ impl ServeArgs {
             metrics_public,
             cors_origin,
             http_sources_allow,
+            providers,
             policy_max_deadline_ms,
             policy_run_retention_s,
             rebalance_max_moves,
@@ -424,6 +431,12 @@ async fn serve(args: ServeArgs) -> Result<()> {
             None => PolicyConfig::default().run_retention_ms,
         },
     };
+    let providers = match &args.providers {
+        None => None,
+        Some(f) => Some(std::sync::Arc::new(
+            orrery_server::providers::load(f).map_err(|e| anyhow::anyhow!("--providers {e}"))?,
+        )),
+    };
     let defaults = orrery_placement::MoveLimits::default();
     let rebalance = orrery_placement::MoveLimits {
         max_in_flight: match args.rebalance_max_moves {
@@ -556,6 +569,7 @@ async fn serve(args: ServeArgs) -> Result<()> {
         drop_grace,
         bootstrap,
         limits,
+        providers,
     };
     orrery_server::run(cfg, &listen, &peer_listen, shutdown_signal(), |b| {
         eprintln!(

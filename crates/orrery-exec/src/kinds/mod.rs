@@ -16,6 +16,7 @@ pub(crate) fn validate(kind: &str, params: &Value) -> Result<(), String> {
         "image.thumbnail" => validate_thumbnail(params),
         "command" => validate_command(params),
         "dataset.scan" => validate_dataset_scan(params),
+        "image.caption" => caption::validate(params),
         _ => Ok(()),
     }
 }
@@ -152,9 +153,21 @@ fn validate_thumbnail(p: &Value) -> Result<(), String> {
     let o = object(
         "image.thumbnail",
         p,
-        &["input_glob", "output_dir", "max_side"],
+        &["input_glob", "output_dir", "max_side", "dataset", "path"],
     )?;
-    req_str(o, "input_glob")?;
+    // One image (`path`, e.g. a dataset item) or every match of a glob.
+    match (o.get("input_glob"), o.get("path")) {
+        (Some(_), Some(_)) => return Err("give params.input_glob or params.path, not both".into()),
+        (_, Some(_)) => {
+            req_str(o, "path")?;
+        }
+        _ => {
+            req_str(o, "input_glob")?;
+        }
+    }
+    if o.contains_key("dataset") {
+        req_str(o, "dataset")?;
+    }
     req_str(o, "output_dir")?;
     if opt_u64(o, "max_side", 1, 16384)?.is_none() {
         return Err("params.max_side is required".into());
@@ -230,11 +243,14 @@ fn validate_command(p: &Value) -> Result<(), String> {
     Ok(())
 }
 
+pub(crate) mod caption;
 pub(crate) mod command;
 pub(crate) mod command_env;
 pub(crate) mod csv_transform;
 pub(crate) mod dataset_scan;
 pub(crate) mod fs_summarize;
+pub(crate) mod pipeline;
+pub(crate) mod step;
 pub(crate) mod thumbnail;
 
 /// How many inputs share each file name (outputs are flat in `output_dir`).

@@ -1,4 +1,4 @@
-//! `image.thumbnail {input_glob, output_dir, max_side}`: resized copies that
+//! `image.thumbnail {input_glob | path, output_dir, max_side, dataset?}`: resized copies that
 //! keep the aspect ratio, the longer side becoming `max_side` (images already
 //! that small are copied at their size, never enlarged). The output has the
 //! input's file name and format (PNG or JPEG).
@@ -72,10 +72,18 @@ pub(crate) fn run(params: &Value, ctx: &RunContext) -> Result<Value, String> {
     let fs = ctx
         .fs()
         .ok_or("image.thumbnail needs a node with --fs-root")?;
-    let glob = params
-        .get("input_glob")
-        .and_then(Value::as_str)
-        .ok_or("params.input_glob is required")?;
+    // One file (`path`) is the glob matching just it.
+    let (field, glob) = match params.get("path").and_then(Value::as_str) {
+        Some(p) => ("params.path", glob::Pattern::escape(p)),
+        None => (
+            "params.input_glob",
+            params
+                .get("input_glob")
+                .and_then(Value::as_str)
+                .ok_or("params.input_glob is required")?
+                .to_string(),
+        ),
+    };
     let out = params
         .get("output_dir")
         .and_then(Value::as_str)
@@ -86,9 +94,14 @@ pub(crate) fn run(params: &Value, ctx: &RunContext) -> Result<Value, String> {
         .and_then(|n| u32::try_from(n).ok())
         .filter(|&n| n > 0)
         .ok_or("params.max_side must be a positive integer")?;
-    let inputs = fs
-        .glob("params.input_glob", glob)
-        .map_err(|e| e.to_string())?;
+    let inputs = fs.glob(field, &glob).map_err(|e| e.to_string())?;
+    if field == "params.path" && inputs.is_empty() {
+        let p = params
+            .get("path")
+            .and_then(Value::as_str)
+            .unwrap_or_default();
+        return Err(format!("params.path {p:?}: no such file"));
+    }
     let (out_rel, out_dir) = fs
         .output_dir("params.output_dir", out)
         .map_err(|e| e.to_string())?;

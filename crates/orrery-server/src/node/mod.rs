@@ -94,6 +94,10 @@ pub struct NodeConfig {
     pub limits: crate::overload::Limits,
     /// `--initial-members`: form a cluster by itself at start.
     pub bootstrap: Option<crate::bootstrap::Bootstrap>,
+    /// `--providers`: the model providers `image.caption` jobs use (read
+    /// and checked at start, keys included); `None`: this node does not
+    /// claim `image.caption` jobs.
+    pub providers: Option<Arc<crate::providers::ProvidersConfig>>,
 }
 
 impl NodeConfig {

@@ -4,7 +4,10 @@
 //! Scans run as `dataset.scan` jobs in the dataset's queue; this node
 //! follows each scan's jobs and writes what they found (`scan.rs`).
 
+mod outputs;
 mod scan;
+
+pub use outputs::EngineOutputs;
 
 use crate::api::{now_ms, ApiError};
 use crate::node::Node;

@@ -20,12 +20,13 @@ const PRUNE_ENTRIES_PER_SWEEP: usize = 4;
 impl JobsService {
     /// Starts the lease-expiry sweep, and (with `workers > 0`) the execution
     /// engine, with the built-in kinds and `handlers` (kinds other domains
-    /// add), and its GPU inventory report. Stops when `stop` turns true;
+    /// add) and the `hooks` of the pipeline kinds, and its GPU inventory report. Stops when `stop` turns true;
     /// the engine stops with [`Self::shutdown`].
     pub fn start(
         self: &Arc<Self>,
         stop: watch::Receiver<bool>,
         handlers: Vec<(String, Arc<dyn KindHandler>)>,
+        hooks: orrery_exec::Hooks,
     ) {
         tokio::spawn(self.clone().run_lease_expiry(stop.clone()));
         tokio::spawn(super::events_hub::run(self.clone(), stop.clone()));
@@ -45,7 +46,8 @@ impl JobsService {
             ..Default::default()
         };
         let source = Arc::new(EngineSource(self.clone()));
-        let engine = orrery_exec::Engine::start(exec, source, handlers);
+        let gpus = orrery_exec::GpuInventory::load_selected(exec.gpus.clone());
+        let engine = orrery_exec::Engine::start_with_hooks(exec, source, handlers, gpus, hooks);
         let _ = self.engine.set(Arc::new(engine));
         tokio::spawn(self.clone().run_gpu_report(stop));
     }

@@ -58,7 +58,11 @@ impl JobsService {
             }
             // The node's engine runs its kinds with their own params; a
             // step's job carries the workflow's (see `orrery_queue::workflow`).
-            if orrery_exec::BUILTIN_KINDS.contains(&s.kind.as_str()) {
+            // (`image.thumbnail` and `image.caption` take the step's params,
+            // `dataset`/`path` filled from the item or input: kinds/step.rs.)
+            if orrery_exec::STEP_KINDS.contains(&s.kind.as_str()) {
+                orrery_exec::validate_step_params(&s.kind, &s.params).map_err(at)?;
+            } else if orrery_exec::BUILTIN_KINDS.contains(&s.kind.as_str()) {
                 return Err(at(format!(
                     "kind {:?} is run by the nodes' engine, which does not take a step's params; \
                      steps are for kinds that workers claim",

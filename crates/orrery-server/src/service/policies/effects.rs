@@ -2,9 +2,9 @@
 //! (the KV namespace, HTTP services, vector collections), job submissions
 //! from enqueue nodes, and the threads CEL runs on.
 
-use super::netguard::{check_url, GuardedResolver, HttpAllowlist};
 use super::PoliciesService;
 use crate::api::lock;
+use crate::netguard::{check_url, GuardedResolver, HttpAllowlist, HTTP_SOURCES};
 use futures::future::BoxFuture;
 use orrery_policy::eval::{vector_query, Effects, Job};
 use orrery_policy::graph::Compiled;
@@ -35,6 +35,7 @@ pub(super) fn http_client(allow: &HttpAllowlist) -> Result<reqwest::Client, Stri
         .no_proxy()
         .dns_resolver(Arc::new(GuardedResolver {
             allow: Arc::new(allow.clone()),
+            who: HTTP_SOURCES,
         }))
         .build()
         .map_err(|e| format!("the http client could not be built: {e}"))

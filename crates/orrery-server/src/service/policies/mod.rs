@@ -10,7 +10,6 @@ mod backtest;
 mod deps;
 mod effects;
 pub mod jobs;
-mod netguard;
 
 pub use jobs::PolicyKindCheck;
 mod retention;
@@ -23,8 +22,8 @@ mod subpolicy;
 
 pub use shadow::{agrees, Comparison, SHADOW_VERSION};
 
+pub use crate::netguard::HttpAllowlist;
 pub use effects::enqueue_dedupe_key;
-pub use netguard::HttpAllowlist;
 pub use runs::RunRequest;
 pub use sources::{parse_source, source_json};
 
@@ -84,7 +83,7 @@ pub struct PoliciesService {
     /// Responses of `http` data sources with a `cache_ttl_ms`.
     http_cache: HttpCache,
     /// For `http` sources: no redirects, no proxies, every address checked
-    /// (see [`netguard`]). An error when it could not be built: then every
+    /// (see [`crate::netguard`]). An error when it could not be built: then every
     /// http lookup fails with it.
     http_client: Result<reqwest::Client, String>,
     /// The threads CEL runs on (see [`effects`]); `None` when they could

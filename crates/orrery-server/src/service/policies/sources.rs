@@ -4,9 +4,9 @@
 //! [`source_json`].
 
 use super::effects::{HTTP_DEFAULT_DEADLINE_MS, HTTP_MAX_DEADLINE_MS};
-use super::netguard::{check_url, HttpAllowlist};
 use super::{check_name, PoliciesService};
 use crate::api::{now_ms, ApiError};
+use crate::netguard::{check_url, HttpAllowlist};
 use orrery_policy::store::{
     DataSource, DataSourceKind, PolicyCommand, PolicyQuery, PolicyQueryResult, PolicyResponse,
 };
@@ -184,7 +184,7 @@ pub fn parse_source(body: &Json) -> Result<DataSource, ApiError> {
 }
 
 /// Checks an http source's URL as a lookup will see it: http(s), no
-/// credentials, no forbidden address literal (see [`super::netguard`]).
+/// credentials, no forbidden address literal (see [`crate::netguard`]).
 /// `{key}` stands for a key made of letters; a key that turns the host
 /// into an address is checked again at lookup time.
 fn check_template(url_template: &str, allow: &HttpAllowlist) -> Result<(), ApiError> {

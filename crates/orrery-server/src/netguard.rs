@@ -1,5 +1,6 @@
-//! Where `http` data sources may connect: never to the node's own host or
-//! private networks (SSRF) unless the operator allowlists them.
+//! Where outbound HTTP may connect (`http` data sources of policies, model
+//! providers): never to the node's own host or private networks (SSRF)
+//! unless the operator allowlists them (`--http-sources-allow`).
 //!
 //! Checked twice: a URL naming a forbidden address literally is refused
 //! when the source is created, and every address a host name resolves to
@@ -177,6 +178,16 @@ pub fn forbidden(ip: IpAddr) -> Option<&'static str> {
 /// and no forbidden address named literally. A host name passes here; its
 /// addresses are checked when a lookup connects.
 pub fn check_url(url: &str, allow: &HttpAllowlist) -> Result<Url, String> {
+    check_url_for(url, allow, HTTP_SOURCES)
+}
+
+/// Who the guard's messages name for `http` data sources.
+pub const HTTP_SOURCES: &str = "http sources";
+/// Who the guard's messages name for model providers.
+pub const PROVIDERS: &str = "model providers";
+
+/// [`check_url`], its refusals naming `who` (e.g. [`PROVIDERS`]).
+pub fn check_url_for(url: &str, allow: &HttpAllowlist, who: &str) -> Result<Url, String> {
     let u = Url::parse(url).map_err(|e| format!("{url:?} is not a URL: {e}"))?;
     if u.scheme() != "http" && u.scheme() != "https" {
         return Err(format!(
@@ -200,7 +211,7 @@ pub fn check_url(url: &str, allow: &HttpAllowlist) -> Result<Url, String> {
     match allow.refuses(ip) {
         None => Ok(u),
         Some(why) => Err(format!(
-            "{ip} is a {why} address; http sources may not reach it unless the operator allows it (--http-sources-allow)"
+            "{ip} is a {why} address; {who} may not reach it unless the operator allows it (--http-sources-allow)"
         )),
     }
 }
@@ -209,11 +220,14 @@ pub fn check_url(url: &str, allow: &HttpAllowlist) -> Result<Url, String> {
 /// forbidden address among its answers.
 pub struct GuardedResolver {
     pub allow: Arc<HttpAllowlist>,
+    /// Who the refusals name ([`HTTP_SOURCES`], [`PROVIDERS`]).
+    pub who: &'static str,
 }
 
 impl Resolve for GuardedResolver {
     fn resolve(&self, name: Name) -> Resolving {
         let allow = self.allow.clone();
+        let who = self.who;
         Box::pin(async move {
             let host = name.as_str().to_string();
             let addrs: Vec<SocketAddr> =
@@ -222,7 +236,7 @@ impl Resolve for GuardedResolver {
                 for a in &addrs {
                     if let Some(why) = allow.refuses(a.ip()) {
                         return Err(format!(
-                            "{host} resolves to {}, a {why} address; http sources may not reach it unless the operator allows it (--http-sources-allow)",
+                            "{host} resolves to {}, a {why} address; {who} may not reach it unless the operator allows it (--http-sources-allow)",
                             a.ip()
                         )
                         .into());
@@ -343,12 +357,14 @@ mod tests {
             .unwrap();
         let r = GuardedResolver {
             allow: Arc::new(HttpAllowlist::default()),
+            who: HTTP_SOURCES,
         };
         let name: Name = "localhost".parse().unwrap();
         let e = rt.block_on(r.resolve(name)).err().unwrap().to_string();
         assert!(e.contains("loopback"), "{e}");
         let r = GuardedResolver {
             allow: Arc::new(HttpAllowlist::parse("localhost").unwrap()),
+            who: HTTP_SOURCES,
         };
         let name: Name = "localhost".parse().unwrap();
         assert!(rt.block_on(r.resolve(name)).is_ok());
