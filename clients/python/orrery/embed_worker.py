@@ -80,29 +80,43 @@ def _caption_from_deps(deps: Dict[str, Any]) -> Optional[str]:
 
 
 class Rest:
-    """The few REST calls the worker needs (dataset items)."""
+    """The few REST calls the worker needs (dataset items), over the same
+    endpoints as its gRPC client: a node that cannot be reached is skipped
+    for the next one."""
 
-    def __init__(self, endpoint: str, token: Optional[str], ca_cert: Optional[str], timeout: float = 30.0):
-        self.base = f"https://{endpoint}" if ca_cert else f"http://{endpoint}"
+    def __init__(self, endpoints, token: Optional[str], ca_cert: Optional[str], timeout: float = 30.0):
+        if isinstance(endpoints, str):
+            endpoints = endpoints.split(",")
+        scheme = "https" if ca_cert else "http"
+        self.bases = [f"{scheme}://{e.strip()}" for e in endpoints if e.strip()]
         self.ctx = ssl.create_default_context(cafile=ca_cert) if ca_cert else None
         self.token = token
         self.timeout = timeout
 
     def call(self, method: str, path: str, body: Any = None) -> Any:
         data = json.dumps(body).encode() if body is not None else None
-        req = urllib.request.Request(self.base + path, data=data, method=method)
-        if data is not None:
-            req.add_header("Content-Type", "application/json")
-        if self.token:
-            req.add_header("Authorization", f"Bearer {self.token}")
-        try:
-            with urllib.request.urlopen(req, timeout=self.timeout, context=self.ctx) as r:
-                return json.loads(r.read() or b"null")
-        except urllib.error.HTTPError as e:
-            text = e.read().decode(errors="replace")
-            if e.code in (400, 404):
-                raise BadParams(f"{method} {path}: {e.code} {text}") from None
-            raise RuntimeError(f"{method} {path}: {e.code} {text}") from None
+        last: Optional[Exception] = None
+        for base in self.bases:
+            req = urllib.request.Request(base + path, data=data, method=method)
+            if data is not None:
+                req.add_header("Content-Type", "application/json")
+            if self.token:
+                req.add_header("Authorization", f"Bearer {self.token}")
+            try:
+                with urllib.request.urlopen(req, timeout=self.timeout, context=self.ctx) as r:
+                    return json.loads(r.read() or b"null")
+            except urllib.error.HTTPError as e:
+                text = e.read().decode(errors="replace")
+                if e.code in (400, 404):
+                    raise BadParams(f"{method} {path}: {e.code} {text}") from None
+                if e.code != 503:
+                    raise RuntimeError(f"{method} {path}: {e.code} {text}") from None
+                last = RuntimeError(f"{method} {path}: {e.code} {text}")
+            except (urllib.error.URLError, OSError) as e:
+                last = e
+        # Every node refused or was out of reach: the job is failed and
+        # retried with the queue's backoff.
+        raise RuntimeError(f"{method} {path}: no node answered ({last})")
 
     def item(self, dataset: str, path: str) -> Dict[str, Any]:
         q = urllib.parse.urlencode({"path": path})
@@ -207,7 +221,7 @@ def main(argv=None) -> int:
     endpoints = args.endpoint.split(",")
     model = MiniLM(args.model_dir)
     with Client(endpoints, token=args.token, ca_cert=args.ca_cert) as c:
-        w = EmbedWorker(c, Rest(endpoints[0], args.token, args.ca_cert), model)
+        w = EmbedWorker(c, Rest(endpoints, args.token, args.ca_cert), model)
         log.info("claiming %s jobs from queue %s", KIND, args.queue)
         try:
             w.run(args.queue)

@@ -46,9 +46,15 @@ def png(width, height, rgb):
             + chunk(b"IDAT", zlib.compress(rows)) + chunk(b"IEND", b""))
 
 
+# Datasets need cluster version 8; a fresh cluster advances to its newest
+# version by itself, a moment after it formed.
+DATASETS_VERSION = 8
+
+
 def make_dataset(cluster, name, n):
     """Dataset `name` of `n` generated images, scanned; returns (name, the
     items' paths in path order)."""
+    wait_for(lambda: rest(cluster, "GET", "/v1/cluster/version")[1]["active"] >= DATASETS_VERSION, timeout=60)
     d = os.path.join(cluster.fs_root, name)
     os.makedirs(d)
     for i in range(n):

@@ -5,6 +5,8 @@ workflows over REST (docs/api.md, "Text search and pipelines")."""
 
 import json
 import os
+import subprocess
+import sys
 import threading
 import time
 import uuid
@@ -72,7 +74,9 @@ def worker(client, cluster, model, name):
     """A real embed worker (a thread) on queue `name`."""
     stop = threading.Event()
     client.queues.create(name)
-    w = EmbedWorker(client, Rest(cluster.endpoint(1), cluster.token, cluster.ca), model)
+    # A first endpoint that refuses connections: the REST calls fail over.
+    rest_api = Rest(["127.0.0.1:1", *cluster.endpoints], cluster.token, cluster.ca)
+    w = EmbedWorker(client, rest_api, model)
     t = threading.Thread(target=w.run, kwargs={"queue": name, "stop": stop, "wait_s": 0.5}, daemon=True)
     t.start()
     yield name
@@ -92,6 +96,25 @@ def test_worker_runs_text_embed_jobs(client, worker, model):
     bad = client.jobs.submit(worker, "text.embed", {"texts": "not a list"})
     failed = wait_for(lambda: (j := client.jobs.get(bad)).state in ("failed", "dead") and j)
     assert failed.state == "failed" and "texts" in failed.raw["last_error"]
+
+
+def test_the_console_script_serves_a_queue(cluster, client, name):
+    """`orrery-embed-worker` as installed (the package's entry point), a
+    process of its own."""
+    exe = os.path.join(os.path.dirname(sys.executable), "orrery-embed-worker")
+    env = dict(os.environ, ORRERY_TOKEN=cluster.token, ORRERY_CA_CERT=cluster.ca)
+    p = subprocess.Popen([exe, "--endpoint", ",".join(cluster.endpoints), "--queue", name], env=env,
+                         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        wait_for(lambda: name in [q.name for q in client.queues.list()], timeout=30)
+        jid = client.jobs.submit(name, "text.embed", {"texts": ["hello world"]})
+        done = wait_for(lambda: (j := client.jobs.get(jid)).state != "queued" and j.state != "running" and j,
+                        timeout=30)
+        assert done.state == "succeeded" and len(done.result["vectors"][0]) == DIM, done.raw
+    finally:
+        p.terminate()
+        out, _ = p.communicate(timeout=10)
+    assert "claiming text.embed jobs from queue " + name in out, out
 
 
 CAPTIONS = [

@@ -10,6 +10,7 @@ use crate::api::ApiError;
 use crate::auth::Caller;
 use crate::service::jobs::{StepArgs, WorkflowArgs};
 use crate::service::vectors::NewCollection;
+use futures::StreamExt;
 use orrery_dataset::{check_name, Item, ItemFilter, MAX_PAGE};
 use serde_json::{json, Map, Value};
 
@@ -23,6 +24,8 @@ const STEPS: [(&str, &str); 3] = [
 pub const MAX_PIPELINE_LIMIT: usize = 1000;
 /// Longest caption prompt (bytes).
 const MAX_PROMPT: usize = 4096;
+/// Workflow starts one request keeps in flight.
+const STARTS_IN_FLIGHT: usize = 16;
 
 /// A pipeline request as a client gave it.
 pub struct Pipeline {
@@ -169,36 +172,47 @@ impl DatasetsService {
             collection,
             next: None,
         };
+        // The items first (reads), then the workflows (writes).
+        let mut todo: Vec<String> = Vec::new();
         let mut after = p.after;
         'pages: loop {
             let page = self
                 .items_range(name, after.clone(), None, MAX_PAGE, ItemFilter::default())
                 .await?;
             for item in page.items {
-                let path = item.meta.path.clone();
-                if started.workflows.len() == limit {
+                if todo.len() == limit {
                     started.next = after;
                     break 'pages;
                 }
-                after = Some(path.clone());
+                after = Some(item.meta.path.clone());
                 if only_missing && !lacks_output(&item, &steps) {
                     started.skipped += 1;
-                    continue;
+                } else {
+                    todo.push(item.meta.path);
                 }
-                let w = self
-                    .jobs
-                    .start_workflow(WorkflowArgs {
-                        queue: queue.clone(),
-                        steps: steps.clone(),
-                        input: json!({"dataset": name, "path": path}),
-                        caller: Some(caller.clone()),
-                    })
-                    .await?;
-                started.workflows.push((w.workflow.id.to_string(), path));
             }
             if page.next.is_none() {
                 break;
             }
+        }
+        // Several starts in flight (each is one Raft entry in its queue
+        // partition's shard), answered in path order; the first error ends
+        // the request (the workflows already started run on).
+        let starts = todo.into_iter().map(|path| {
+            let args = WorkflowArgs {
+                queue: queue.clone(),
+                steps: steps.clone(),
+                input: json!({"dataset": name, "path": path}),
+                caller: Some(caller.clone()),
+            };
+            async move {
+                let w = self.jobs.start_workflow(args).await?;
+                Ok::<_, ApiError>((w.workflow.id.to_string(), path))
+            }
+        });
+        let mut stream = futures::stream::iter(starts).buffered(STARTS_IN_FLIGHT);
+        while let Some(r) = stream.next().await {
+            started.workflows.push(r?);
         }
         Ok(started)
     }
