@@ -70,11 +70,13 @@ def merged_params(params: Any) -> Tuple[Dict[str, Any], Dict[str, Any]]:
 
 
 def _caption_from_deps(deps: Dict[str, Any]) -> Optional[str]:
-    # The caption step's result carries it as "caption" (or is the string).
-    for v in deps.values():
+    # The caption step's result carries it as "caption"; a bare string
+    # counts only from a step named "caption" (a thumbnail step's result
+    # may be a path, which is no text to embed).
+    for name, v in deps.items():
         if isinstance(v, dict) and isinstance(v.get("caption"), str) and v["caption"]:
             return v["caption"]
-        if isinstance(v, str) and v:
+        if name == "caption" and isinstance(v, str) and v:
             return v
     return None
 

@@ -14,7 +14,7 @@ import uuid
 import numpy as np
 import pytest
 
-from orrery.embed_worker import BadParams, EmbedWorker, Rest, merged_params, point_id
+from orrery.embed_worker import BadParams, EmbedWorker, Rest, _caption_from_deps, merged_params, point_id
 from orrery.minilm import DIM, MODEL_NAME, MiniLM
 from dataset_rest import make_dataset, rest, wait_for
 
@@ -56,6 +56,10 @@ def test_params_shapes():
     assert merged_params(step) == ({"dataset": "d", "path": "p", "collection": "c"}, {"caption": {"caption": "x"}})
     with pytest.raises(BadParams):
         merged_params([1])
+    assert _caption_from_deps({"caption": {"caption": "a cat"}}) == "a cat"
+    assert _caption_from_deps({"caption": "a dog"}) == "a dog"
+    assert _caption_from_deps({"thumbnail": "thumbs/a.png"}) is None
+    assert _caption_from_deps({"thumbnail": {"path": "t.png"}, "caption": None}) is None
     w = EmbedWorker(None, None, model=_NoModel())
     for bad in ({"texts": []}, {"texts": [1]}, {"texts": "a"}, {"dataset": "d", "path": "p"}, {}):
         with pytest.raises(BadParams):
