@@ -68,6 +68,14 @@ def test_params_shapes():
     assert str(uuid.UUID(point_id("d", "a.png"))) == point_id("d", "a.png")
 
 
+def orreryctl(cluster, *args):
+    r = subprocess.run([os.path.join(cluster.bin, "orreryctl"), "--endpoint", cluster.endpoint(2),
+                        "--token", cluster.token, "--ca-cert", cluster.ca, *args],
+                       stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, timeout=60)
+    assert r.returncode == 0, r.stdout
+    return r.stdout
+
+
 class _NoModel:
     def embed(self, texts):
         raise AssertionError("not reached")
@@ -162,6 +170,10 @@ def test_search_finds_the_captioned_image(cluster, client, worker, name):
         assert r["results"][0]["caption"] == caps[want]
         scores = [h["score"] for h in r["results"]]
         assert scores == sorted(scores, reverse=True) and len(scores) == 3
+    # orreryctl speaks the same REST call.
+    out = orreryctl(cluster, "datasets", "search", ds, "boat on a lake", "--k", "1", "--queue", worker,
+                    "--collection", name)
+    assert out.split()[1] == paths[4] and CAPTIONS[4] in out, out
     # The caller's filter narrows the dataset's own.
     st, r, _ = rest(cluster, "POST", f"/v1/datasets/{ds}/search",
                     {"text": "bicycle", "k": 10, "queue": worker, "collection": name,
@@ -215,10 +227,9 @@ def test_pipeline_workflows_caption_then_embed(cluster, client, worker, name):
                      "queue": worker, "collection": name, "limit": 2})
     assert st == 202 and r["started"] == 2 and r["next"] == paths[1], r
     assert [w["path"] for w in r["workflows"]] == paths[:2]
-    st, rest_r, _ = rest(cluster, "POST", f"/v1/datasets/{ds}/pipeline",
-                         {"steps": ["caption", "embed"], "queue": worker, "collection": name,
-                          "after": r["next"]})
-    assert st == 202 and [w["path"] for w in rest_r["workflows"]] == paths[2:], rest_r
+    rest_r = json.loads(orreryctl(cluster, "--json", "datasets", "pipeline", ds, "--steps", "caption,embed",
+                                  "--queue", worker, "--collection", name, "--after", r["next"]))
+    assert [w["path"] for w in rest_r["workflows"]] == paths[2:], rest_r
     ids = [w["id"] for w in r["workflows"] + rest_r["workflows"]]
     wf = client.workflows.get(ids[0])
     assert wf.raw["input"] == {"dataset": ds, "path": paths[0]}
