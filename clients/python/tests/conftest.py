@@ -42,8 +42,12 @@ class Cluster:
         self.dir = tempfile.mkdtemp(prefix="orrery-pytest-")
         self.base = _port_base()
         self.bin = os.path.abspath(os.environ.get("ORRERY_BIN") or os.path.join(REPO, "target", "debug"))
+        # The nodes' --fs-root (datasets, test_embed_worker.py): one
+        # directory every node sees, as a shared mount would be.
+        self.fs_root = os.path.join(self.dir, "files")
+        os.makedirs(self.fs_root)
         self.env = dict(os.environ, ORRERY_CLUSTER_DIR=self.dir, ORRERY_PORT_BASE=str(self.base),
-                        ORRERY_BIN=self.bin)
+                        ORRERY_BIN=self.bin, ORRERY_FS_ROOT=self.fs_root)
         self.env.pop("ORRERY_TOKEN", None)
 
     def sh(self, *args, check=True):

@@ -129,6 +129,8 @@ pub const REST: &[(&str, &str, Perm)] = &[
     ("GET", "/v1/datasets/{name}/items", Read),
     ("PATCH", "/v1/datasets/{name}/items", Write),
     ("POST", "/v1/datasets/{name}/scan", Write),
+    ("POST", "/v1/datasets/{name}/search", Read),
+    ("POST", "/v1/datasets/{name}/pipeline", Write),
     ("GET", "/v1/events", Read),
     ("GET", "/v1/events/stream", Read),
     ("GET", "/v1/policies", Read),

@@ -151,6 +151,8 @@ pub struct ItemsParams {
     has_embedding: Option<bool>,
     /// File extension without the dot, any case (`png`).
     ext: Option<String>,
+    /// Only the item at this path (a page of one, or none).
+    path: Option<String>,
 }
 
 /// PATCH /v1/datasets/{name}/items.
@@ -243,6 +245,31 @@ async fn items(
     Path(name): Path<String>,
     Query(q): Query<ItemsParams>,
 ) -> Result<Response, ApiError> {
+    if let Some(path) = q.path {
+        if q.after.is_some() || q.limit.is_some() {
+            return Err(ApiError::bad(
+                "invalid_query",
+                "path names one item: after and limit do not go with it",
+            ));
+        }
+        let filter = ItemFilter {
+            has_caption: q.has_caption,
+            has_thumbnail: q.has_thumbnail,
+            has_embedding: q.has_embedding,
+            ext: q.ext.map(|e| e.trim_start_matches('.').to_string()),
+        };
+        orrery_dataset::check_name(&name).map_err(|m| ApiError::bad("invalid_name", m))?;
+        s.datasets.get(&name).await?;
+        let items = s
+            .datasets
+            .item(&name, &path)
+            .await?
+            .filter(|i| filter.matches(i))
+            .map(ItemView::from)
+            .into_iter()
+            .collect();
+        return Ok(Json(ItemsView { items, next: None }).into_response());
+    }
     let limit = q.limit.unwrap_or(100);
     if !(1..=orrery_dataset::MAX_PAGE).contains(&limit) {
         return Err(ApiError::bad(

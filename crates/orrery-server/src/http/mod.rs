@@ -9,6 +9,7 @@ mod cluster;
 mod cluster_members;
 mod cluster_rebalance;
 mod datasets;
+mod datasets_search;
 pub mod extract;
 mod jobs;
 mod jobs_body;
@@ -53,6 +54,7 @@ pub fn router(services: AppState) -> Router {
         .merge(workflows::routes())
         .merge(vectors::routes())
         .merge(datasets::routes())
+        .merge(datasets_search::routes())
         .merge(policies::routes())
         .merge(auth_tokens::routes())
         .merge(openapi::routes())

@@ -8,8 +8,8 @@
 //! orrery-server --lib openapi`).
 
 use super::{
-    auth_tokens, backup, cluster, cluster_members, cluster_rebalance, datasets, jobs, jobs_queues,
-    jobs_sse, kv, policies, policies_shadow, vectors, workflows,
+    auth_tokens, backup, cluster, cluster_members, cluster_rebalance, datasets, datasets_search,
+    jobs, jobs_queues, jobs_sse, kv, policies, policies_shadow, vectors, workflows,
 };
 use super::{openapi_errors, AppState};
 use axum::http::header;
@@ -54,7 +54,7 @@ pub fn routes() -> Router<AppState> {
         vectors::upsert, vectors::delete_points, vectors::get_point, vectors::search,
         vectors::search_batch,
         datasets::create, datasets::list, datasets::show, datasets::items, datasets::scan,
-        datasets::attach, datasets::delete,
+        datasets::attach, datasets::delete, datasets_search::search, datasets_search::pipeline,
     ),
     components(schemas(openapi_errors::ErrorBody, super::extract::Consistency)),
     modifiers(&Shared),

@@ -41,7 +41,11 @@ impl Services {
             jobs.clone(),
         ));
         jobs.set_kind_check(Arc::new(policies::PolicyKindCheck(node.clone())));
-        let datasets = Arc::new(datasets::DatasetsService::new(node.clone(), jobs.clone()));
+        let datasets = Arc::new(datasets::DatasetsService::new(
+            node.clone(),
+            jobs.clone(),
+            vectors.clone(),
+        ));
         Arc::new(Self {
             datasets,
             cluster: cluster::ClusterService::new(node.clone()),

@@ -1,5 +1,6 @@
-//! `orreryctl datasets create|list|get|items|scan|delete` (docs/api.md,
-//! "Datasets"), over the REST API (datasets have no gRPC service).
+//! `orreryctl datasets create|list|get|items|scan|delete|pipeline|search`
+//! (docs/api.md, "Datasets", "Text search and pipelines"), over the REST
+//! API (datasets have no gRPC service).
 
 use super::workflows::Rest;
 use anyhow::Result;
@@ -44,6 +45,60 @@ pub enum DatasetsCmd {
     Scan { name: String },
     /// Delete the dataset's catalog (the files stay).
     Delete { name: String },
+    /// Start one workflow per item lacking outputs: thumbnail, caption, embed.
+    Pipeline {
+        name: String,
+        /// Steps, comma-separated, in this order: thumbnail,caption,embed.
+        #[arg(long, default_value = "thumbnail,caption,embed", value_delimiter = ',')]
+        steps: Vec<String>,
+        /// The caption step's provider (a name from the providers file).
+        #[arg(long)]
+        provider: Option<String>,
+        /// The caption step's prompt.
+        #[arg(long)]
+        prompt: Option<String>,
+        /// Every item, also those that have the outputs already.
+        #[arg(long)]
+        all: bool,
+        /// The workflows' queue (default: `pipeline`).
+        #[arg(long)]
+        queue: Option<String>,
+        /// The embed step's collection (default: the dataset's name).
+        #[arg(long)]
+        collection: Option<String>,
+        /// Start after this item path (a previous answer's `next`).
+        #[arg(long)]
+        after: Option<String>,
+        /// Most workflows to start (1..=1000).
+        #[arg(long)]
+        limit: Option<usize>,
+    },
+    /// Items whose captions are closest to TEXT (needs a running
+    /// orrery-embed-worker).
+    Search {
+        name: String,
+        text: String,
+        #[arg(long, default_value_t = 10)]
+        k: usize,
+        /// How long to wait for the query's embedding.
+        #[arg(long)]
+        timeout_ms: Option<u64>,
+        /// The embed worker's queue (default: `pipeline`).
+        #[arg(long)]
+        queue: Option<String>,
+        /// The embeddings collection (default: the dataset's name).
+        #[arg(long)]
+        collection: Option<String>,
+    },
+}
+
+/// Adds the fields that are set to a JSON object.
+fn set_opt(body: &mut Value, fields: &[(&str, Option<Value>)]) {
+    for (k, v) in fields {
+        if let Some(v) = v {
+            body[*k] = v.clone();
+        }
+    }
 }
 
 /// Percent-encodes a query value.
@@ -125,6 +180,52 @@ pub async fn run(rest: &Rest, cmd: DatasetsCmd, as_json: bool) -> Result<()> {
             rest.call(Method::DELETE, &format!("/v1/datasets/{}", enc(name)), None)
                 .await?
         }
+        DatasetsCmd::Pipeline {
+            name,
+            steps,
+            provider,
+            prompt,
+            all,
+            queue,
+            collection,
+            after,
+            limit,
+        } => {
+            let mut body = json!({"steps": steps, "only_missing": !all});
+            set_opt(
+                &mut body,
+                &[
+                    ("provider", provider.as_ref().map(|v| json!(v))),
+                    ("prompt", prompt.as_ref().map(|v| json!(v))),
+                    ("queue", queue.as_ref().map(|v| json!(v))),
+                    ("collection", collection.as_ref().map(|v| json!(v))),
+                    ("after", after.as_ref().map(|v| json!(v))),
+                    ("limit", limit.map(|v| json!(v))),
+                ],
+            );
+            let path = format!("/v1/datasets/{}/pipeline", enc(name));
+            rest.call(Method::POST, &path, Some(&body)).await?
+        }
+        DatasetsCmd::Search {
+            name,
+            text,
+            k,
+            timeout_ms,
+            queue,
+            collection,
+        } => {
+            let mut body = json!({"text": text, "k": k});
+            set_opt(
+                &mut body,
+                &[
+                    ("timeout_ms", timeout_ms.map(|v| json!(v))),
+                    ("queue", queue.as_ref().map(|v| json!(v))),
+                    ("collection", collection.as_ref().map(|v| json!(v))),
+                ],
+            );
+            let path = format!("/v1/datasets/{}/search", enc(name));
+            rest.call(Method::POST, &path, Some(&body)).await?
+        }
     };
     if as_json {
         println!("{}", serde_json::to_string_pretty(&v)?);
@@ -154,6 +255,34 @@ pub async fn run(rest: &Rest, cmd: DatasetsCmd, as_json: bool) -> Result<()> {
         }
         DatasetsCmd::Delete { name } => {
             println!("deleted {name} ({} items)", v["items"]);
+        }
+        DatasetsCmd::Pipeline { .. } => {
+            println!(
+                "started {} workflows in queue {} ({} items skipped)",
+                v["started"],
+                v["queue"].as_str().unwrap_or(""),
+                v["skipped"]
+            );
+            for w in v["workflows"].as_array().into_iter().flatten() {
+                println!(
+                    "{}  {}",
+                    w["id"].as_str().unwrap_or(""),
+                    w["path"].as_str().unwrap_or("")
+                );
+            }
+            if let Some(n) = v["next"].as_str() {
+                println!("(more: --after {n})");
+            }
+        }
+        DatasetsCmd::Search { .. } => {
+            for h in v["results"].as_array().into_iter().flatten() {
+                println!(
+                    "{:.4}  {}  {}",
+                    h["score"].as_f64().unwrap_or(f64::NAN),
+                    h["path"].as_str().unwrap_or(""),
+                    h["caption"].as_str().unwrap_or("")
+                );
+            }
         }
         _ => print_dataset(&v),
     }

@@ -3,18 +3,27 @@
 //! `hash("dataset/" + name)`; the list scatters to every shard group.
 //! Scans run as `dataset.scan` jobs in the dataset's queue; this node
 //! follows each scan's jobs and writes what they found (`scan.rs`).
+//! Text search over the items' embeddings (`search.rs`) and pipeline
+//! workflows over the items (`pipeline.rs`) build on the jobs and vectors
+//! services.
 
 mod outputs;
+mod pipeline;
 mod scan;
+mod search;
+
+pub use pipeline::{Pipeline, PipelineStarted, MAX_PIPELINE_LIMIT};
+pub use search::{SearchHit, SearchResult, TextSearch, MAX_SEARCH_K};
 
 pub use outputs::EngineOutputs;
 
 use crate::api::{now_ms, ApiError};
 use crate::node::Node;
 use crate::service::jobs::{JobsService, QueueArgs};
+use crate::service::vectors::VectorsService;
 use orrery_dataset::{
     check_name, check_rel_path, Attach, DatasetCommand, DatasetDef, DatasetError, DatasetQuery,
-    DatasetQueryResult, DatasetResponse, ItemFilter, ItemsPage, MAX_BATCH,
+    DatasetQueryResult, DatasetResponse, Item, ItemFilter, ItemsPage, MAX_BATCH,
 };
 use orrery_types::GroupId;
 use std::sync::Arc;
@@ -23,10 +32,42 @@ use std::sync::Arc;
 pub const DATASETS_VERSION: u32 = 8;
 /// The queue scans go to when a dataset names none; created on first use.
 pub const DEFAULT_QUEUE: &str = "datasets";
+/// The queue of pipeline workflows and query embeddings when a request
+/// names none; created on first use. The embed worker claims from it too.
+pub const DEFAULT_PIPELINE_QUEUE: &str = "pipeline";
+/// The job kind the embed worker (clients/python, `orrery-embed-worker`) runs.
+pub const EMBED_KIND: &str = "text.embed";
+/// all-MiniLM-L6-v2's dimension: what the embed worker makes.
+pub const EMBED_DIM: usize = 384;
+
+/// The embeddings collection of a dataset that names none: its name with
+/// `.` (allowed in dataset names, not in collection names) as `_`. Two
+/// datasets may map to one collection; every point carries its dataset
+/// and every search filters on it, so they share it harmlessly.
+pub fn default_collection(dataset: &str) -> String {
+    dataset.replace('.', "_")
+}
+
+/// A string just below `path` in byte order, as the exclusive lower bound
+/// of a range whose first entry is `path`: `path` with its last character
+/// decremented and the highest character appended many times. Only paths
+/// with that tail (U+10FFFF, a non-character) sort between the two.
+fn just_below(path: &str) -> Option<String> {
+    let mut chars: Vec<char> = path.chars().collect();
+    let last = chars.pop()? as u32;
+    // (last - 1) skipping the surrogate gap; a last '\0' leaves the prefix,
+    // which nothing sorts between.
+    if let Some(c) = (0..last).rev().find_map(char::from_u32) {
+        chars.push(c);
+        chars.extend(std::iter::repeat_n(char::MAX, 8));
+    }
+    Some(chars.into_iter().collect())
+}
 
 pub struct DatasetsService {
     node: Arc<Node>,
     jobs: Arc<JobsService>,
+    vectors: Arc<VectorsService>,
 }
 
 /// A dataset to create, as a client gave it.
@@ -54,8 +95,12 @@ fn unexpected(r: impl std::fmt::Debug) -> ApiError {
 }
 
 impl DatasetsService {
-    pub fn new(node: Arc<Node>, jobs: Arc<JobsService>) -> Self {
-        Self { node, jobs }
+    pub fn new(node: Arc<Node>, jobs: Arc<JobsService>, vectors: Arc<VectorsService>) -> Self {
+        Self {
+            node,
+            jobs,
+            vectors,
+        }
     }
 
     fn group(&self, name: &str) -> Result<GroupId, ApiError> {
@@ -117,7 +162,7 @@ impl DatasetsService {
         let path = self.checked_path(&d.path)?;
         let queue = d.queue.unwrap_or_else(|| DEFAULT_QUEUE.to_string());
         crate::service::jobs::check_name("queue", &queue)?;
-        self.ensure_queue(&queue).await?;
+        self.ensure_queue(&queue, DEFAULT_QUEUE).await?;
         let cmd = DatasetCommand::Create {
             name: d.name.clone(),
             path,
@@ -132,11 +177,12 @@ impl DatasetsService {
         self.start_scan(&d.name).await
     }
 
-    /// The default queue is created on first use; a named one must exist.
-    async fn ensure_queue(&self, queue: &str) -> Result<(), ApiError> {
+    /// The default queue (`default`) is created on first use; a named one
+    /// must exist.
+    async fn ensure_queue(&self, queue: &str, default: &str) -> Result<(), ApiError> {
         match self.jobs.queue_spec_fresh(queue).await {
             Ok(_) => Ok(()),
-            Err(ApiError::NotFound(_)) if queue == DEFAULT_QUEUE => {
+            Err(ApiError::NotFound(_)) if queue == default => {
                 let a = QueueArgs {
                     name: queue.to_string(),
                     ..QueueArgs::default()
@@ -147,7 +193,7 @@ impl DatasetsService {
                 }
             }
             Err(ApiError::NotFound(_)) => Err(ApiError::NotFound(format!(
-                "queue {queue:?} does not exist (create it, or leave queue out to use {DEFAULT_QUEUE:?})"
+                "queue {queue:?} does not exist (create it, or leave queue out to use {default:?})"
             ))),
             Err(e) => Err(e),
         }
@@ -192,6 +238,23 @@ impl DatasetsService {
     ) -> Result<ItemsPage, ApiError> {
         check_name(name).map_err(|m| ApiError::bad("invalid_name", m))?;
         self.items_range(name, after, None, limit, filter).await
+    }
+
+    /// The item at `path`, if the dataset has it.
+    pub async fn item(&self, name: &str, path: &str) -> Result<Option<Item>, ApiError> {
+        let Some(after) = just_below(path) else {
+            return Ok(None);
+        };
+        let page = self
+            .items_range(
+                name,
+                Some(after),
+                Some(path.into()),
+                16,
+                ItemFilter::default(),
+            )
+            .await?;
+        Ok(page.items.into_iter().find(|i| i.meta.path == path))
     }
 
     async fn items_range(
