@@ -134,6 +134,12 @@ pub struct PipelineBody {
     after: Option<String>,
     /// Most workflows to start (1..=1000, default 1000).
     limit: Option<usize>,
+    /// The thumbnail step's output root under `--fs-root` (default
+    /// `thumbnails/<dataset>`); an item's thumbnail goes to this joined
+    /// with the item's directory.
+    thumbnail_dir: Option<String>,
+    /// The thumbnail step's longest side (1..=4096, default 256).
+    max_side: Option<u32>,
 }
 
 #[derive(Serialize, utoipa::ToSchema)]
@@ -185,6 +191,8 @@ async fn pipeline(
                 collection: b.collection,
                 after: b.after,
                 limit: b.limit,
+                thumbnail_dir: b.thumbnail_dir,
+                max_side: b.max_side,
             },
             &caller,
         )

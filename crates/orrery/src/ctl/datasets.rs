@@ -72,6 +72,13 @@ pub enum DatasetsCmd {
         /// Most workflows to start (1..=1000).
         #[arg(long)]
         limit: Option<usize>,
+        /// The thumbnail step's output root under --fs-root (default
+        /// `thumbnails/NAME`).
+        #[arg(long)]
+        thumbnail_dir: Option<String>,
+        /// The thumbnail step's longest side (default 256).
+        #[arg(long)]
+        max_side: Option<u32>,
     },
     /// Items whose captions are closest to TEXT (needs a running
     /// orrery-embed-worker).
@@ -190,6 +197,8 @@ pub async fn run(rest: &Rest, cmd: DatasetsCmd, as_json: bool) -> Result<()> {
             collection,
             after,
             limit,
+            thumbnail_dir,
+            max_side,
         } => {
             let mut body = json!({"steps": steps, "only_missing": !all});
             set_opt(
@@ -201,6 +210,8 @@ pub async fn run(rest: &Rest, cmd: DatasetsCmd, as_json: bool) -> Result<()> {
                     ("collection", collection.as_ref().map(|v| json!(v))),
                     ("after", after.as_ref().map(|v| json!(v))),
                     ("limit", limit.map(|v| json!(v))),
+                    ("thumbnail_dir", thumbnail_dir.as_ref().map(|v| json!(v))),
+                    ("max_side", max_side.map(|v| json!(v))),
                 ],
             );
             let path = format!("/v1/datasets/{}/pipeline", enc(name));

@@ -26,6 +26,13 @@ pub const MAX_PIPELINE_LIMIT: usize = 1000;
 const MAX_PROMPT: usize = 4096;
 /// Workflow starts one request keeps in flight.
 const STARTS_IN_FLIGHT: usize = 16;
+/// The thumbnail step's longest side by default, and at most.
+pub const DEFAULT_MAX_SIDE: u32 = 256;
+const MAX_MAX_SIDE: u32 = 4096;
+/// Where thumbnails go by default: `thumbnails/<dataset>` under the root,
+/// outside the dataset's own directory so that a re-scan never takes them
+/// for images of the dataset.
+const THUMBNAIL_ROOT: &str = "thumbnails";
 
 /// A pipeline request as a client gave it.
 pub struct Pipeline {
@@ -37,6 +44,12 @@ pub struct Pipeline {
     pub collection: Option<String>,
     pub after: Option<String>,
     pub limit: Option<usize>,
+    /// The thumbnail step's output root (root-relative; default
+    /// `thumbnails/<dataset>`); each item's thumbnail goes under it at the
+    /// item's own directory, so that items of the same file name in
+    /// different directories never share a thumbnail.
+    pub thumbnail_dir: Option<String>,
+    pub max_side: Option<u32>,
 }
 
 pub struct PipelineStarted {
@@ -109,7 +122,66 @@ fn workflow_steps(p: &Pipeline, collection: &Option<String>) -> Result<Vec<StepA
     if (p.provider.is_some() || p.prompt.is_some()) && !p.steps.iter().any(|s| s == "caption") {
         return Err(bad("provider and prompt are for the caption step".into()));
     }
+    let thumbs = p.steps.iter().any(|s| s == "thumbnail");
+    if (p.thumbnail_dir.is_some() || p.max_side.is_some()) && !thumbs {
+        return Err(bad(
+            "thumbnail_dir and max_side are for the thumbnail step".into()
+        ));
+    }
+    if let Some(m) = p.max_side {
+        if !(1..=MAX_MAX_SIDE).contains(&m) {
+            return Err(bad(format!("max_side must be 1..={MAX_MAX_SIDE}, got {m}")));
+        }
+    }
+    if let Some(d) = &p.thumbnail_dir {
+        check_relative(d).map_err(|m| bad(format!("thumbnail_dir: {m}")))?;
+    }
     Ok(out)
+}
+
+/// A root-relative directory: not empty, not absolute, no `..` or empty
+/// components (the node's confined file access checks it again, against
+/// symlinks too, when the step runs).
+fn check_relative(d: &str) -> Result<(), String> {
+    if d.is_empty() || d.len() > 1024 {
+        return Err("must be 1..=1024 bytes".into());
+    }
+    if d.starts_with('/') || d.contains('\\') || d.contains('\0') {
+        return Err(format!(
+            "{d:?} must be relative to --fs-root, with / separators"
+        ));
+    }
+    if d.split('/').any(|c| c.is_empty() || c == "..") {
+        return Err(format!("{d:?} must not hold `..` or empty components"));
+    }
+    Ok(())
+}
+
+/// The steps of one item's workflow: the thumbnail step gets its output
+/// directory (the thumbnail root joined with the item's own directory)
+/// and size; the caption step reads the thumbnail when there is one.
+fn item_steps(steps: &[StepArgs], thumb_root: &str, max_side: u32, path: &str) -> Vec<StepArgs> {
+    let has_thumb = steps.iter().any(|s| s.name == "thumbnail");
+    let dir = match path.rsplit_once('/') {
+        Some((parent, _)) => format!("{thumb_root}/{parent}"),
+        None => thumb_root.to_string(),
+    };
+    steps
+        .iter()
+        .cloned()
+        .map(|mut s| {
+            if let Value::Object(m) = &mut s.params {
+                if s.name == "thumbnail" {
+                    m.insert("output_dir".into(), json!(dir));
+                    m.insert("max_side".into(), json!(max_side));
+                }
+                if s.name == "caption" && has_thumb {
+                    m.insert("use_thumbnail".into(), json!(true));
+                }
+            }
+            s
+        })
+        .collect()
 }
 
 /// Whether `item` lacks an output of one of `steps`.
@@ -152,6 +224,11 @@ impl DatasetsService {
             ));
         }
         let steps = workflow_steps(&p, &collection)?;
+        let thumb_root = p
+            .thumbnail_dir
+            .clone()
+            .unwrap_or_else(|| format!("{THUMBNAIL_ROOT}/{name}"));
+        let max_side = p.max_side.unwrap_or(DEFAULT_MAX_SIDE);
         let queue = p
             .queue
             .clone()
@@ -201,7 +278,7 @@ impl DatasetsService {
         let starts = todo.into_iter().map(|path| {
             let args = WorkflowArgs {
                 queue: queue.clone(),
-                steps: steps.clone(),
+                steps: item_steps(&steps, &thumb_root, max_side, &path),
                 input: json!({"dataset": name, "path": path}),
                 caller: Some(caller.clone()),
             };
@@ -261,6 +338,8 @@ mod tests {
             collection: None,
             after: None,
             limit: None,
+            thumbnail_dir: None,
+            max_side: None,
         }
     }
 
@@ -301,5 +380,34 @@ mod tests {
         let mut p = req(&["embed"]);
         p.prompt = Some("x".into());
         assert!(workflow_steps(&p, &Some("c".into())).is_err());
+        let mut p = req(&["caption"]);
+        p.max_side = Some(64);
+        assert!(
+            workflow_steps(&p, &None).is_err(),
+            "max_side without thumbnail"
+        );
+        for bad in ["", "/abs", "a/../b", "a//b", "..", "a\\b"] {
+            let mut p = req(&["thumbnail"]);
+            p.thumbnail_dir = Some(bad.into());
+            assert!(workflow_steps(&p, &None).is_err(), "{bad:?}");
+        }
+        let mut p = req(&["thumbnail"]);
+        p.max_side = Some(0);
+        assert!(workflow_steps(&p, &None).is_err());
+    }
+
+    #[test]
+    fn each_item_gets_its_own_thumbnail_directory() {
+        let s = workflow_steps(&req(&["thumbnail", "caption"]), &None).unwrap();
+        let a = item_steps(&s, "thumbnails/d", 128, "photos/a/x.png");
+        assert_eq!(
+            a[0].params,
+            json!({"output_dir": "thumbnails/d/photos/a", "max_side": 128})
+        );
+        assert_eq!(a[1].params, json!({"use_thumbnail": true}));
+        let top = item_steps(&s, "thumbnails/d", 128, "x.png");
+        assert_eq!(top[0].params["output_dir"], json!("thumbnails/d"));
+        let c = workflow_steps(&req(&["caption"]), &None).unwrap();
+        assert_eq!(item_steps(&c, "t", 1, "a/b.png")[0].params, json!({}));
     }
 }
