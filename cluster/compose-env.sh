@@ -27,18 +27,23 @@ while [ $# -gt 0 ]; do
         *) echo "usage: $0 [-p PROJECT] [-f COMPOSE_FILE]" >&2; exit 2 ;;
     esac
 done
-# Compose's own default project name: the compose file's directory,
-# lowercased, without characters a project name cannot hold.
+# COMPOSE_FILE may list several files separated by `:` (as Compose reads
+# it): every one is passed, and the first names the project.
+IFS=: read -r -a files <<<"$file"
+# Compose's own default project name: the (first) compose file's
+# directory, lowercased, without characters a project name cannot hold.
 if [ -z "$project" ]; then
-    project=$(basename "$(cd "$(dirname "$file")" && pwd)" | tr 'A-Z' 'a-z' | tr -cd 'a-z0-9_-')
+    project=$(basename "$(cd "$(dirname "${files[0]}")" && pwd)" | tr 'A-Z' 'a-z' | tr -cd 'a-z0-9_-')
 fi
+fargs=()
+for f in "${files[@]}"; do fargs+=(-f "$f"); done
 
 if docker compose version >/dev/null 2>&1; then
     compose=(docker compose)
 else
     compose=(docker-compose)
 fi
-dc() { "${compose[@]}" -p "$project" -f "$file" "$@"; }
+dc() { "${compose[@]}" -p "$project" "${fargs[@]}" "$@"; }
 
 container() {
     local id

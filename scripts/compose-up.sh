@@ -9,7 +9,12 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/compose-lib.sh
 
-args=(-f "${COMPOSE_FILE:-cluster/docker-compose.yml}" "$@")
+# COMPOSE_FILE may list several files separated by `:` (as Compose reads
+# it), e.g. the base file and an override (docs/pipelines.md).
+args=()
+IFS=: read -r -a files <<<"${COMPOSE_FILE:-cluster/docker-compose.yml}"
+for f in "${files[@]}"; do args+=(-f "$f"); done
+args+=("$@")
 if [ "${COMPOSE[0]} ${COMPOSE[1]:-}" = "docker compose" ]; then
     exec "${COMPOSE[@]}" "${args[@]}" up -d --wait
 fi

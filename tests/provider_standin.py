@@ -148,7 +148,10 @@ class Server(ThreadingHTTPServer):
 
 
 def main():
-    srv = Server(("127.0.0.1", 0), Handler)
+    # STANDIN_HOST=0.0.0.0 serves containers too (docs/pipelines.md tries
+    # the Compose walk-through against it); STANDIN_PORT picks the port.
+    host = os.environ.get("STANDIN_HOST", "127.0.0.1")
+    srv = Server((host, int(os.environ.get("STANDIN_PORT", "0"))), Handler)
     print(srv.server_address[1], flush=True)
     srv.serve_forever()
 

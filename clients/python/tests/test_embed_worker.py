@@ -241,6 +241,10 @@ def test_pipeline_workflows_caption_then_embed(cluster, client, worker, name):
     # real embed worker then embeds the caption it finds in deps.
     captions = {paths[0]: "a yellow submarine under the sea", paths[1]: "a field of sunflowers",
                 paths[2]: "an old steam locomotive"}
+    # No node of this cluster has --providers: the job says who can run it.
+    queued = wait_for(lambda: [j for j in client.jobs.list(queue=worker).jobs if j.kind == "image.caption"])
+    st, j, _ = rest(cluster, "GET", f"/v1/jobs/{queued[0].id}")
+    assert st == 200 and "--providers" in (j.get("waiting") or ""), j
     seen = 0
     deadline = time.monotonic() + 30
     while seen < 3 and time.monotonic() < deadline:

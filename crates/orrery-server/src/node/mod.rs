@@ -262,6 +262,15 @@ impl Node {
         }
     }
 
+    /// Whether this node leads `group` as far as its own Raft core last
+    /// said (a hint for choosing where to write: the write itself still
+    /// goes through the normal route, which forwards if it is stale).
+    pub fn leads(&self, group: GroupId) -> bool {
+        self.registry
+            .get(group)
+            .is_some_and(|g| g.raft.metrics().borrow().current_leader == Some(self.id()))
+    }
+
     pub fn group_for_key(&self, key: &[u8]) -> Result<GroupId, ApiError> {
         Ok(shard_group(orrery_types::shard_for_key(
             key,

@@ -59,6 +59,14 @@ impl JobsService {
                 format!("waiting: no node has {n} free GPU{plural}")
             });
         }
+        if &*job.kind == "image.caption" {
+            // Nodes do not report which engine kinds they run; say who can.
+            return Some(
+                "waiting: image.caption runs on nodes started with --providers and --fs-root, \
+                 or on an external worker claiming image.caption"
+                    .into(),
+            );
+        }
         None
     }
 

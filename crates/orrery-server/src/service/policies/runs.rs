@@ -7,6 +7,7 @@ use super::run_keys::{keyed_run_id, run_group};
 use super::store::unexpected;
 use super::{jobs, PoliciesService, MAX_BATCH, MAX_RUN_LIST};
 use crate::api::{now_ms, ApiError};
+use crate::node::Node;
 use orrery_policy::eval::{check_input, evaluate, pick, Outcome};
 use orrery_policy::graph::Compiled;
 use orrery_policy::store::{
@@ -30,6 +31,26 @@ fn new_run_id(created: u64) -> String {
     format!("{created:012x}{:016x}", rand::random::<u64>())
 }
 
+/// Random ids tried for a run whose group this node leads.
+const LOCAL_ID_TRIES: usize = 16;
+
+/// A new run id, preferably one routed to a shard group this node leads:
+/// the id is random anyway, and recording the run then needs no hop to
+/// another node's leader (a sync run's write is half its latency). With
+/// S groups and this node leading L of them, 16 tries miss with
+/// probability (1 - L/S)^16: 1 % for one group in eight. Keyed runs keep
+/// their key-derived ids (every attempt must reach the same group).
+fn local_run_id(node: &Node, created: u64) -> String {
+    let mut id = new_run_id(created);
+    for _ in 0..LOCAL_ID_TRIES {
+        if run_group(node, &id).is_ok_and(|g| node.leads(g)) {
+            break;
+        }
+        id = new_run_id(created);
+    }
+    id
+}
+
 /// A run as it starts: its id and stamp, and the version that serves it.
 struct Started {
     policy_id: String,
@@ -51,7 +72,7 @@ impl PoliciesService {
         let once = req.run_key.is_some() && self.run_keys_active();
         let run_id = match &req.run_key {
             Some(k) if once => keyed_run_id(created, &p.id, k),
-            _ => new_run_id(created),
+            _ => local_run_id(&self.node, created),
         };
         let key = req.run_key.clone().unwrap_or_else(|| run_id.clone());
         let version = self.choose(&p, req.version, &key).await?;
@@ -515,4 +536,37 @@ fn finished_run(
         created_ms: created,
         finished_ms: Some(now_ms().max(created)),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Preferring ids of the groups this node leads must not bias the
+    /// allocation, which picks a run's version by a hash of its id: among
+    /// the ids of one group of eight, a 10/90 split stays 10/90.
+    #[test]
+    fn ids_chosen_by_group_keep_the_allocation_split() {
+        let weights = [(1u32, 10u64), (2, 90)];
+        for group in 0..8 {
+            let (mut seen, mut first) = (0u32, 0u32);
+            while seen < 20_000 {
+                let id = new_run_id(1_796_670_287_144);
+                if orrery_types::shard_for_key(
+                    super::super::run_keys::run_anchor(&id).as_bytes(),
+                    8,
+                ) != group
+                {
+                    continue;
+                }
+                seen += 1;
+                if pick("pol-0123456789abcdef", &id, &weights) == Some(&1) {
+                    first += 1;
+                }
+            }
+            let share = f64::from(first) / f64::from(seen);
+            // 20 000 draws: the standard deviation of the share is 0.002.
+            assert!((share - 0.10).abs() < 0.01, "group {group}: {share}");
+        }
+    }
 }
