@@ -7,16 +7,7 @@ import time
 import pytest
 
 import orrery
-
-
-def wait_for(pred, timeout=20.0, every=0.1):
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        v = pred()
-        if v:
-            return v
-        time.sleep(every)
-    raise AssertionError("timed out waiting")
+from dataset_rest import wait_for
 
 
 def test_queues(client, name):

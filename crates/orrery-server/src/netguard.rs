@@ -163,6 +163,20 @@ fn forbidden_v6(ip: Ipv6Addr) -> Option<&'static str> {
     })
 }
 
+/// An outbound request's error and its causes, on one line: reqwest's own
+/// message hides why (a refused address, a TLS failure, a timeout) in its
+/// sources. Shared by http data sources and model providers.
+pub fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut cur = e.source();
+    while let Some(c) = cur {
+        s.push_str(": ");
+        s.push_str(&c.to_string());
+        cur = c.source();
+    }
+    s
+}
+
 /// Why `ip` is refused by the rules alone (no allowlist), if it is.
 pub fn forbidden(ip: IpAddr) -> Option<&'static str> {
     if let Some(v4) = embedded_v4(ip) {

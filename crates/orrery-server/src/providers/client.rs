@@ -14,7 +14,7 @@ use serde_json::{json, Value};
 
 use super::config::{Provider, ProviderKind, ProvidersConfig};
 use super::limiter::{retry_after, Limiter};
-use crate::netguard::{check_url_for, GuardedResolver, HttpAllowlist, PROVIDERS};
+use crate::netguard::{check_url_for, error_chain, GuardedResolver, HttpAllowlist, PROVIDERS};
 
 /// The largest answer read from a provider.
 pub const MAX_ANSWER_BYTES: usize = 1 << 20;
@@ -41,18 +41,6 @@ fn permanent(message: String) -> CaptionError {
         message,
         retry: false,
     }
-}
-
-/// An error and its causes on one line (reqwest hides why in its sources).
-fn chain(e: &dyn std::error::Error) -> String {
-    let mut s = e.to_string();
-    let mut cur = e.source();
-    while let Some(c) = cur {
-        s.push_str(": ");
-        s.push_str(&c.to_string());
-        cur = c.source();
-    }
-    s
 }
 
 impl ProviderClients {
@@ -175,7 +163,7 @@ impl ProviderClients {
             Ok(r) => r,
             Err(e) if e.is_timeout() => return Err(timed_out()),
             Err(e) => {
-                let why = chain(&e);
+                let why = error_chain(&e);
                 // The guard's refusal is the operator's to lift: no retry.
                 let guard = why.contains("may not reach it");
                 return Err(CaptionError {
@@ -203,7 +191,7 @@ impl ProviderClients {
                 }
                 Ok(None) => break,
                 Err(e) if e.is_timeout() => return Err(timed_out()),
-                Err(e) => return Err(retry(format!("provider {name:?}: {}", chain(&e)))),
+                Err(e) => return Err(retry(format!("provider {name:?}: {}", error_chain(&e)))),
             }
         }
         let excerpt = || {

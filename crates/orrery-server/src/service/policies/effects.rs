@@ -4,7 +4,7 @@
 
 use super::PoliciesService;
 use crate::api::lock;
-use crate::netguard::{check_url, GuardedResolver, HttpAllowlist, HTTP_SOURCES};
+use crate::netguard::{check_url, error_chain, GuardedResolver, HttpAllowlist, HTTP_SOURCES};
 use futures::future::BoxFuture;
 use orrery_policy::eval::{vector_query, Effects, Job};
 use orrery_policy::graph::Compiled;
@@ -57,19 +57,6 @@ pub(super) fn cpu_pool(name: &'static str) -> Option<rayon::ThreadPool> {
         .build()
         .map_err(|e| tracing::warn!("policy evaluation pool: {e}; using the blocking pool"))
         .ok()
-}
-
-/// An error and its causes, on one line: reqwest's own message hides why
-/// (a refused address, a TLS failure) in its sources.
-fn chain(e: &dyn std::error::Error) -> String {
-    let mut s = e.to_string();
-    let mut cur = e.source();
-    while let Some(c) = cur {
-        s.push_str(": ");
-        s.push_str(&c.to_string());
-        cur = c.source();
-    }
-    s
 }
 
 /// HTTP lookups' answers by (source, URL), with when they were fetched.
@@ -200,7 +187,7 @@ impl PolicyEffects<'_> {
                         Err(e) => return Err(format!("{name}: {e}")),
                     },
                     Ok(resp) => last = format!("{name}: HTTP {}", resp.status()),
-                    Err(e) => last = format!("{name}: {}", chain(&e)),
+                    Err(e) => last = format!("{name}: {}", error_chain(&e)),
                 }
             }
             Err(last)
@@ -353,7 +340,7 @@ async fn body(mut resp: reqwest::Response) -> Result<Vec<u8>, String> {
         return Err(too_big());
     }
     let mut out = Vec::new();
-    while let Some(chunk) = resp.chunk().await.map_err(|e| chain(&e))? {
+    while let Some(chunk) = resp.chunk().await.map_err(|e| error_chain(&e))? {
         if out.len() + chunk.len() > LOOKUP_MAX_BYTES {
             return Err(too_big());
         }
