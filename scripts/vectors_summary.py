@@ -59,6 +59,19 @@ def main():
     for label, ref in [("hnswlib_1thread", hb["inserts_per_s_1thread"]),
                        ("hnswlib_allcores", hb["inserts_per_s_allcores"])]:
         ratios.append({"ratio": f"build: orrery_per_node / {label}", "value": round(per_node / ref, 3)})
+    # The nodes share the machine's cores, so each builds with a fraction
+    # of them: per CPU-second spent (everything a node did from the first
+    # write to index ready) against hnswlib on 1 thread (1 CPU-second/s).
+    per_cpu = load.get("inserts_per_node_cpu_s")
+    if per_cpu:
+        w.append(f"  node CPU from first write to ready: {load['build_cpu_s_per_node']} s per node = "
+                 f"{per_cpu:.0f} inserts per node CPU-second; hnswlib 1 thread "
+                 f"{hb['inserts_per_s_1thread']:.0f} per CPU-second = "
+                 f"{per_cpu / hb['inserts_per_s_1thread']:.3f}x")
+        ratios.append({"ratio": "build: orrery_per_node_cpu_s / hnswlib_1thread_per_cpu_s",
+                       "value": round(per_cpu / hb["inserts_per_s_1thread"], 3)})
+    if load.get("leaders"):
+        w.append("  leaders: " + ", ".join(f"{l['group']} node {l['leader']}" for l in load["leaders"]))
     # Memory.
     bpp = load["rss_bytes_per_point_per_node"]
     w.append(f"\nMemory per point: node RSS growth / N = {', '.join(f'{x:.0f}' for x in bpp)} bytes "

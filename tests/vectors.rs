@@ -132,7 +132,8 @@ async fn vector_collections_end_to_end() {
     let mut c = Cluster::formed(3, 2, &flags).await;
     c.wait_caught_up(0, Duration::from_secs(60)).await;
 
-    let made = ok(&c, 0, "POST", "/v1/collections", json!({"name": "docs", "dim": DIM, "metric": "l2", "m": 16, "ef_construction": 200, "ef_search": 128})).await;
+    let made = ok(&c, 0, "POST", "/v1/collections", json!({"name": "docs", "dim": DIM, "metric": "l2", "shards": 2, "m": 16, "ef_construction": 200, "ef_search": 128})).await;
+    // Two shards: searches scatter and merge.
     assert_eq!(made["shards"], 2);
     assert_eq!(made["replication"], 3);
     let list = ok(&c, 1, "GET", "/v1/collections", Value::Null).await;
@@ -504,14 +505,15 @@ async fn vector_collections_end_to_end() {
     assert_eq!(info["points"], 0);
 }
 
-/// A collection created without `shards` gets one shard per voter (here
-/// one, on a cluster of two shard groups), not every shard group: the
-/// points, searches and per-shard states stay on that one group. An
-/// explicit `shards` still wins.
+/// A collection created without `shards` gets one shard (here on a
+/// cluster of two voters and two shard groups, where the previous default,
+/// one per voter, gave two): the points, searches and per-shard states
+/// stay on that one group. An explicit `shards` still wins.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn default_shards_is_one_per_voter() {
-    let c = Cluster::formed(1, 2, &[]).await;
+async fn default_is_one_shard() {
+    let c = Cluster::formed(2, 2, &[]).await;
     c.wait_caught_up(0, Duration::from_secs(60)).await;
+    c.wait_caught_up(1, Duration::from_secs(60)).await;
     let made = ok(
         &c,
         0,

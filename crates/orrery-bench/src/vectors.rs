@@ -57,7 +57,7 @@ pub struct VectorArgs {
     #[arg(long, default_value_t = 3)]
     pub nodes: usize,
     /// Shard groups of the cluster (`cluster init`); the collection takes
-    /// the API's default shard count (one per node) unless
+    /// the API's default shard count (1) unless
     /// --collection-shards is given.
     #[arg(long, default_value_t = 8)]
     pub shards: u32,
@@ -171,6 +171,12 @@ async fn measure(cluster: &mut LocalCluster, args: &VectorArgs, ds: &Dataset) ->
     let rss0: Vec<u64> = pids.iter().map(|&p| rss_kib(p)).collect();
 
     eprintln!("loading {n} points ...");
+    let cpu_of = |pids: &[u32]| -> Vec<f64> {
+        pids.iter()
+            .map(|p| crate::machine::cpu_seconds(&p.to_string()).unwrap_or(0.0))
+            .collect()
+    };
+    let cpu_before = cpu_of(&pids);
     let start = Instant::now();
     for (b, chunk) in ds.base.chunks(args.batch).enumerate() {
         let points: Vec<Value> = chunk
@@ -231,12 +237,40 @@ async fn measure(cluster: &mut LocalCluster, args: &VectorArgs, ds: &Dataset) ->
     }
     let ready_s: Vec<f64> = ready_s.into_iter().flatten().collect();
     let rss1: Vec<u64> = pids.iter().map(|&p| rss_kib(p)).collect();
+    // CPU each node spent from the first write to index ready (receiving,
+    // replicating, applying and indexing): on a machine where the nodes
+    // share the cores, the build's cost that the sharing does not blur.
+    let build_cpu_s: Vec<f64> = cpu_of(&pids)
+        .iter()
+        .zip(&cpu_before)
+        .map(|(a, b)| round3(a - b))
+        .collect();
+    let mean_cpu = build_cpu_s.iter().sum::<f64>() / build_cpu_s.len().max(1) as f64;
     let indexed_s = ready_s.iter().copied().fold(0.0, f64::max);
     let bytes_per_point: Vec<f64> = rss0
         .iter()
         .zip(&rss1)
         .map(|(a, b)| round3((b.saturating_sub(*a) * 1024) as f64 / n as f64))
         .collect();
+    // Who leads what: a linearizable search reads the catalog on the
+    // placement leader and each collection shard on its leader, so whether
+    // client 0's node (node 1) leads them decides how many forwards a
+    // one-client search makes.
+    let status: Value = http
+        .get(format!("{}/v1/cluster/status", urls[0]))
+        .send()
+        .await?
+        .json()
+        .await?;
+    let leaders: Vec<Value> = status["groups"]
+        .as_array()
+        .map(|gs| {
+            gs.iter()
+                .map(|g| json!({"group": g["name"], "leader": g["leader"]}))
+                .collect()
+        })
+        .unwrap_or_default();
+    eprintln!("leaders: {}", Value::Array(leaders.clone()));
     // Every node holds a replica of every shard of the collection (3
     // nodes, replication 3), so each builds indexes over all n points.
     println!(
@@ -245,9 +279,11 @@ async fn measure(cluster: &mut LocalCluster, args: &VectorArgs, ds: &Dataset) ->
                "points_per_s": round3(n as f64 / load_s), "indexed_s": round3(indexed_s),
                "ready_s_per_node": ready_s.iter().map(|s| round3(*s)).collect::<Vec<_>>(),
                "inserts_per_s_per_node": round3(n as f64 / indexed_s),
+               "build_cpu_s_per_node": build_cpu_s,
+               "inserts_per_node_cpu_s": round3(n as f64 / mean_cpu.max(1e-9)),
                "rss_before_mib": rss0.iter().map(|k| k / 1024).collect::<Vec<_>>(),
                "rss_after_mib": rss1.iter().map(|k| k / 1024).collect::<Vec<_>>(),
-               "rss_bytes_per_point_per_node": bytes_per_point})
+               "rss_bytes_per_point_per_node": bytes_per_point, "leaders": leaders})
     );
 
     let target = Target {

@@ -5,13 +5,19 @@
 //! indexer thread over a channel; the thread inserts them in batches. The
 //! index is therefore allowed to lag the state, and search uses it only when
 //! it has caught up with the collection's last applied revision (otherwise
-//! exact search answers). Results are always re-checked against the state,
-//! so overwritten and deleted points (which stay in the graph as implicit
-//! tombstones) are dropped at search time; past a threshold the indexer is
+//! exact search answers). Overwritten and deleted points stay in the graph
+//! as tombstones: the indexer records, per entry, the revision at which its
+//! point was overwritten or deleted (`dead_at`), so a search of the state at
+//! revision R keeps exactly the entries with `rev <= R < dead_at` — an
+//! integer check per candidate instead of a lookup in the points map (which
+//! only the k results, and filtered searches, still do) — and none at all
+//! when no entry is dead yet or newer than R (after a bulk load), where
+//! the walk is the plain HNSW search. Past a threshold the indexer is
 //! handed all live points and rebuilds from scratch.
 
 use crate::hnsw::Hnsw;
 use crate::{Metric, PointId};
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};
 use std::sync::mpsc::{channel, Receiver, Sender};
 use std::sync::{Arc, Mutex, RwLock};
@@ -24,6 +30,11 @@ pub trait AnnIndex: Send + Sync {
     fn insert_batch(&self, items: &[(usize, Vec<f32>)]);
     /// The nearest `k` ids accepted by `keep`, closest first.
     fn search(&self, q: &[f32], k: usize, ef: usize, keep: &dyn Fn(usize) -> bool) -> Vec<usize>;
+    /// The nearest `k` ids, every one accepted: what a search whose
+    /// candidates are all current needs (no per-candidate check).
+    fn search_all(&self, q: &[f32], k: usize, ef: usize) -> Vec<usize> {
+        self.search(q, k, ef, &|_| true)
+    }
     /// The index as bytes that [`crate::persist`] can load back; `None`
     /// for an index that cannot be saved.
     fn dump(&self) -> Option<Vec<u8>> {
@@ -35,6 +46,9 @@ pub trait AnnIndex: Send + Sync {
 pub const BUILDING: u8 = 0;
 pub const READY: u8 = 1;
 pub const FAILED: u8 = 2;
+
+/// `dead_at` of an entry whose point is still current.
+pub const ALIVE: u64 = u64::MAX;
 
 pub fn state_name(s: u8) -> &'static str {
     match s {
@@ -49,8 +63,10 @@ enum Msg {
         rev: u64,
         items: Vec<(PointId, Vec<f32>)>,
     },
-    /// Nothing to index (a delete), but the index is current up to `rev`.
+    /// Nothing to index, but the index is current up to `rev`.
     Advance { rev: u64 },
+    /// These points were deleted at `rev`; the index is current up to it.
+    Kill { rev: u64, ids: Vec<PointId> },
     /// Replace the whole index with these live points.
     Rebuild {
         rev: u64,
@@ -60,11 +76,53 @@ enum Msg {
     Dump(crate::persist::DumpTo),
 }
 
+/// Per internal id, the revision at which its point was overwritten or
+/// deleted ([`ALIVE`] while it is current), and two bounds that let a
+/// search skip the per-candidate check when every entry is current for it.
+#[derive(Default)]
+pub struct Liveness {
+    pub dead_at: Vec<u64>,
+    /// The smallest `dead_at` ([`ALIVE`] when none is dead).
+    pub min_dead: u64,
+    /// No entry was indexed at a later revision than this.
+    pub max_rev: u64,
+}
+
+impl Liveness {
+    pub fn new(dead_at: Vec<u64>, max_rev: u64) -> Liveness {
+        let min_dead = dead_at.iter().copied().min().unwrap_or(ALIVE);
+        Liveness {
+            dead_at,
+            min_dead,
+            max_rev,
+        }
+    }
+
+    /// Entry `i`, indexed at `rev`, is current for the state at `at`.
+    pub fn visible(&self, i: usize, rev: u64, at: u64) -> bool {
+        rev <= at && self.dead_at.get(i).is_some_and(|d| *d > at)
+    }
+
+    /// Every entry is current for the state at `at`.
+    pub fn all_visible(&self, at: u64) -> bool {
+        self.max_rev <= at && self.min_dead > at
+    }
+
+    fn kill(&mut self, i: usize, rev: u64) {
+        if let Some(d) = self.dead_at.get_mut(i) {
+            *d = (*d).min(rev);
+            self.min_dead = self.min_dead.min(rev);
+        }
+    }
+}
+
 /// What searches read; written by the indexer thread.
 pub struct Shared {
     pub index: RwLock<Option<Arc<dyn AnnIndex>>>,
     /// Internal id -> (point, revision it was indexed at).
     pub entries: RwLock<Vec<(PointId, u64)>>,
+    /// Which entries are current at which revision. Locked after `entries`.
+    pub liveness: RwLock<Liveness>,
     pub indexed_through: AtomicU64,
     pub state: AtomicU8,
 }
@@ -115,11 +173,16 @@ impl IndexHandle {
             None => Shared {
                 index: RwLock::new(None),
                 entries: RwLock::new(Vec::new()),
+                liveness: RwLock::new(Liveness::new(Vec::new(), 0)),
                 indexed_through: AtomicU64::new(0),
                 state: AtomicU8::new(BUILDING),
             },
             Some((l, rev)) => Shared {
                 index: RwLock::new(Some(l.index)),
+                liveness: RwLock::new(Liveness::new(
+                    l.dead_at,
+                    l.entries.iter().map(|(_, r)| *r).max().unwrap_or(0),
+                )),
                 entries: RwLock::new(l.entries),
                 indexed_through: AtomicU64::new(rev),
                 state: AtomicU8::new(READY),
@@ -154,6 +217,11 @@ impl IndexHandle {
 
     pub fn advance(&self, rev: u64) {
         self.send(Msg::Advance { rev });
+    }
+
+    /// `ids` were deleted at `rev` (ids the index never held are ignored).
+    pub fn kill(&self, rev: u64, ids: Vec<PointId>) {
+        self.send(Msg::Kill { rev, ids });
     }
 
     pub fn rebuild(&self, rev: u64, items: Vec<(PointId, u64, Vec<f32>)>) {
@@ -191,8 +259,28 @@ fn pool() -> Option<&'static rayon::ThreadPool> {
     .as_ref()
 }
 
+/// Each point's newest entry, from a table (the live ones of a loaded dump).
+fn newest_entries(s: &Shared) -> HashMap<PointId, usize> {
+    let entries = s.entries.read().unwrap_or_else(|p| p.into_inner());
+    let dead = s.liveness.read().unwrap_or_else(|p| p.into_inner());
+    entries
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| dead.dead_at.get(*i).is_some_and(|d| *d == ALIVE))
+        .map(|(i, (pid, _))| (pid.clone(), i))
+        .collect()
+}
+
+/// Marks `pid`'s current entry dead at `rev` (the first such mark stands).
+fn kill(dead: &mut Liveness, newest: &mut HashMap<PointId, usize>, pid: &PointId, rev: u64) {
+    if let Some(i) = newest.remove(pid) {
+        dead.kill(i, rev);
+    }
+}
+
 fn run(rx: Receiver<Msg>, s: Arc<Shared>, metric: Metric, m: usize, efc: usize) {
     let new_index = |cap: usize| -> Arc<dyn AnnIndex> { Arc::new(Hnsw::new(metric, m, efc, cap)) };
+    let mut newest = newest_entries(&s);
     while let Ok(first) = rx.recv() {
         // Coalesce whatever is queued into one batch: bulk loads are then
         // linked in parallel instead of one small insert per command.
@@ -208,23 +296,41 @@ fn run(rx: Receiver<Msg>, s: Arc<Shared>, metric: Metric, m: usize, efc: usize) 
                 match msg {
                     Msg::Insert { rev, items } => {
                         let mut entries = s.entries.write().unwrap_or_else(|p| p.into_inner());
+                        let mut dead = s.liveness.write().unwrap_or_else(|p| p.into_inner());
                         for (pid, v) in items {
+                            kill(&mut dead, &mut newest, &pid, rev);
+                            newest.insert(pid.clone(), entries.len());
                             batch.push((entries.len(), v));
                             entries.push((pid, rev));
+                            dead.dead_at.push(ALIVE);
                         }
+                        dead.max_rev = dead.max_rev.max(rev);
                         through = through.max(rev);
                     }
                     Msg::Advance { rev } => through = through.max(rev),
+                    Msg::Kill { rev, ids } => {
+                        let mut dead = s.liveness.write().unwrap_or_else(|p| p.into_inner());
+                        for pid in &ids {
+                            kill(&mut dead, &mut newest, pid, rev);
+                        }
+                        through = through.max(rev);
+                    }
                     Msg::Dump(to) => dumps.push(to),
                     Msg::Rebuild { rev, items } => {
                         batch.clear();
                         let idx = new_index(items.len());
                         let mut entries = Vec::with_capacity(items.len());
+                        newest.clear();
                         for (pid, prev, v) in items {
+                            newest.insert(pid.clone(), entries.len());
                             batch.push((entries.len(), v));
                             entries.push((pid, prev));
                         }
-                        *s.entries.write().unwrap_or_else(|p| p.into_inner()) = entries;
+                        let alive = Liveness::new(vec![ALIVE; entries.len()], rev);
+                        let mut e = s.entries.write().unwrap_or_else(|p| p.into_inner());
+                        *e = entries;
+                        *s.liveness.write().unwrap_or_else(|p| p.into_inner()) = alive;
+                        drop(e);
                         *s.index.write().unwrap_or_else(|p| p.into_inner()) = Some(idx);
                         through = rev;
                         s.state.store(BUILDING, Ordering::Release);

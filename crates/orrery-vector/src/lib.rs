@@ -606,16 +606,17 @@ impl VectorState {
                     Err(e) => return VectorResponse::Rejected(e),
                 };
                 let (points, pi) = (&mut c.points, &mut c.payload_index);
-                let count = ids
-                    .iter()
+                let removed: Vec<PointId> = ids
+                    .into_iter()
                     .filter(|id| {
                         points
-                            .remove(*id)
+                            .remove(id)
                             .map(|old| pi.remove(id, &old.payload))
                             .is_some()
                     })
-                    .count();
-                c.after_delete(index, no_index);
+                    .collect();
+                let count = removed.len();
+                c.after_delete(index, no_index, removed);
                 VectorResponse::Deleted { count }
             }
             VectorCommand::DeleteFilter {
@@ -648,7 +649,7 @@ impl VectorState {
                     }
                 }
                 let count = doomed.len();
-                c.after_delete(index, no_index);
+                c.after_delete(index, no_index, doomed);
                 VectorResponse::Deleted { count }
             }
         }
@@ -802,6 +803,8 @@ impl VectorState {
 mod tests;
 #[cfg(test)]
 mod tests_index;
+#[cfg(test)]
+mod tests_liveness;
 #[cfg(test)]
 mod tests_payload_index;
 #[cfg(test)]

@@ -65,6 +65,9 @@ pub struct DumpTo {
 pub struct Loaded {
     pub index: Arc<dyn AnnIndex>,
     pub entries: Vec<(PointId, u64)>,
+    /// Per entry: [`crate::index::ALIVE`], or 0 for an entry the restored
+    /// state no longer holds at its revision (dead to every view of it).
+    pub dead_at: Vec<u64>,
 }
 
 /// FNV-1a, 64 bits: stable across builds and platforms (std's hasher is
@@ -257,9 +260,19 @@ pub(crate) fn decode(bytes: &[u8], metric: Metric, c: &ShardCollection) -> Resul
     {
         return Err(format!("point {id} is not in it"));
     }
+    // Only each held point's newest entry is alive (one upsert naming an
+    // id twice indexed it twice at the same revision).
+    let mut dead_at = vec![0; entries.len()];
+    let mut seen = HashSet::new();
+    for (i, (id, rev)) in entries.iter().enumerate().rev() {
+        if c.points.get(id).is_some_and(|p| p.rev == *rev) && seen.insert(id) {
+            dead_at[i] = crate::index::ALIVE;
+        }
+    }
     Ok(Loaded {
         index: Arc::new(index),
         entries,
+        dead_at,
     })
 }
 

@@ -56,11 +56,13 @@ impl ShardCollection {
             .clone()
     }
 
-    pub(crate) fn after_delete(&mut self, index: u64, no_index: bool) {
+    /// After `removed` were deleted at `index`: the indexer marks their
+    /// entries dead at that revision (or rebuilds without them).
+    pub(crate) fn after_delete(&mut self, index: u64, no_index: bool, removed: Vec<PointId>) {
         self.last_rev = index;
         if !no_index && !self.maybe_rebuild(index) {
             if let Some(h) = &self.index {
-                h.advance(index);
+                h.kill(index, removed);
             }
         }
     }
@@ -137,24 +139,49 @@ impl ShardCollection {
             .collect()
     }
 
-    /// The index's candidates, each re-checked against the state (still
-    /// present at the indexed revision, and matching the filter), scored
-    /// exactly. `None` when the index is unusable.
+    /// The index's candidates that this state holds: an entry indexed at
+    /// a revision this state has reached and not yet overwritten or deleted
+    /// by it (see `index.rs`); with a filter, also present and matching.
+    /// The results are read from the state and scored exactly. `None` when
+    /// the index is unusable.
     pub(crate) fn index_search(
         &self,
         req: &SearchRequest,
         matches: &dyn Fn(&StoredPoint) -> bool,
+        filtered: bool,
     ) -> Option<Vec<Hit>> {
         let h = self.index.as_ref()?;
         let idx = h.shared.index.read().ok()?.clone()?;
         let entries = h.shared.entries.read().ok()?;
+        let dead_at = h.shared.liveness.read().ok()?;
+        let at = self.last_rev;
+        let visible = |internal: usize| -> bool {
+            entries
+                .get(internal)
+                .is_some_and(|(_, rev)| dead_at.visible(internal, *rev, at))
+        };
+        // Re-checked against the points even when `visible` says so: the
+        // results need the point, and a mistake in the bookkeeping must not
+        // surface a point this state does not hold.
         let live = |internal: usize| -> Option<(&PointId, &StoredPoint)> {
             let (pid, rev) = entries.get(internal)?;
             let p: &StoredPoint = self.points.get(pid)?;
             (p.rev == *rev && matches(p)).then_some((pid, p))
         };
-        let keep = |internal: usize| live(internal).is_some();
-        let found = idx.search(&req.vector, req.k, req.ef.max(req.k), &keep);
+        let keep = |internal: usize| {
+            if filtered {
+                live(internal).is_some()
+            } else {
+                visible(internal)
+            }
+        };
+        let ef = req.ef.max(req.k);
+        // After a bulk load nothing is stale: no check per candidate at all.
+        let found = if !filtered && dead_at.all_visible(at) {
+            idx.search_all(&req.vector, req.k, ef)
+        } else {
+            idx.search(&req.vector, req.k, ef, &keep)
+        };
         let mut hits: Vec<Hit> = found
             .into_iter()
             .filter_map(|i| live(i).map(|(id, p)| self.hit(req, id, p)))
@@ -163,5 +190,46 @@ impl ShardCollection {
         hits.dedup_by(|a, b| a.id == b.id);
         hits.truncate(req.k);
         Some(hits)
+    }
+}
+
+#[cfg(test)]
+impl ShardCollection {
+    /// Where the index's liveness bookkeeping disagrees with this state:
+    /// an entry visible at its revision whose point it does not hold at
+    /// the entry's revision, or a point with no visible entry. Empty when
+    /// the index is current through `last_rev` and agrees.
+    pub(crate) fn visibility_errors(&self) -> Vec<String> {
+        let Some(h) = &self.index else {
+            return Vec::new();
+        };
+        let entries = h.shared.entries.read().unwrap_or_else(|p| p.into_inner());
+        let dead_at = h.shared.liveness.read().unwrap_or_else(|p| p.into_inner());
+        let at = self.last_rev;
+        let mut errors = Vec::new();
+        let mut covered = std::collections::HashSet::new();
+        for (i, (pid, rev)) in entries.iter().enumerate() {
+            let visible = dead_at.visible(i, *rev, at);
+            if dead_at.all_visible(at) && !visible {
+                errors.push(format!(
+                    "entry {i} ({pid} at {rev}) not visible at {at}, yet all are"
+                ));
+            }
+            let held = self.points.get(pid).is_some_and(|p| p.rev == *rev);
+            if visible && !held {
+                errors.push(format!(
+                    "entry {i} ({pid} at {rev}) visible at {at}, not held"
+                ));
+            }
+            if visible {
+                covered.insert(pid.clone());
+            }
+        }
+        for (pid, p) in self.points.iter() {
+            if !covered.contains(pid) {
+                errors.push(format!("{pid} at {} has no visible entry at {at}", p.rev));
+            }
+        }
+        errors
     }
 }

@@ -200,3 +200,56 @@ fn graph_dump_round_trip_and_truncation() {
         );
     }
 }
+
+/// A dump holds entries for points since overwritten or deleted, and two
+/// for an id one upsert named twice; loaded, only each held point's
+/// newest entry is alive (`tests_liveness.rs` for the live bookkeeping).
+#[test]
+fn a_loaded_dump_marks_its_stale_entries_dead() {
+    dir();
+    let name = "stale_entries";
+    let mut s = state(name, 600);
+    let points = (0..50u64)
+        .chain([10])
+        .map(|i| Point {
+            id: PointId::Num(i),
+            vector: Vector(vec![i as f32; 8]),
+            payload: json!({"i": i}).as_object().cloned().unwrap_or_default(),
+        })
+        .collect();
+    s.apply(
+        3,
+        VectorCommand::Upsert {
+            collection: name.into(),
+            uid: 1,
+            metric: Metric::L2,
+            m: 16,
+            ef_construction: 100,
+            points,
+        },
+    );
+    s.apply(
+        4,
+        VectorCommand::DeleteIds {
+            collection: name.into(),
+            uid: 1,
+            ids: (50..60).map(PointId::Num).collect(),
+        },
+    );
+    wait(&s, name, "ready", Duration::from_secs(60));
+    assert_eq!(s.data[name].visibility_errors(), Vec::<String>::new());
+    let snap = s.snapshot().expect("snapshot");
+    dump_file(name, &s);
+    let r = VectorState::restore(&snap).expect("restore");
+    assert_eq!(r.shard_info(name, 1).index, "ready", "loaded, not rebuilt");
+    let c = &r.data[name];
+    assert_eq!(c.visibility_errors(), Vec::<String>::new());
+    let h = c.index.as_ref().expect("index");
+    let dead = h.shared.liveness.read().expect("liveness");
+    let alive = dead
+        .dead_at
+        .iter()
+        .filter(|d| **d == crate::index::ALIVE)
+        .count();
+    assert_eq!((dead.dead_at.len(), alive), (651, 590));
+}

@@ -82,7 +82,7 @@ impl SearchView {
             && c.points.len() >= EXACT_BELOW
             && c.index.as_ref().is_some_and(|h| h.current(c.last_rev));
         if use_index {
-            if let Some(hits) = c.index_search(req, &matches) {
+            if let Some(hits) = c.index_search(req, &matches, filter.is_some()) {
                 if hits.len() >= req.k {
                     return (hits, SearchMode::Index);
                 }

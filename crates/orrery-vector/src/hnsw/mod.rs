@@ -286,6 +286,26 @@ impl AnnIndex for Hnsw {
     }
 
     fn search(&self, q: &[f32], k: usize, ef: usize, keep: &dyn Fn(usize) -> bool) -> Vec<usize> {
+        self.search_with(q, k, ef, Some(keep))
+    }
+
+    fn search_all(&self, q: &[f32], k: usize, ef: usize) -> Vec<usize> {
+        self.search_with(q, k, ef, None)
+    }
+}
+
+impl Hnsw {
+    /// The walk behind both searches: `keep` `None` is the plain HNSW
+    /// search (it stops as soon as no candidate can improve the top `ef`);
+    /// with a filter, refused nodes are walked through until `ef`
+    /// accepted ones are found.
+    fn search_with(
+        &self,
+        q: &[f32],
+        k: usize,
+        ef: usize,
+        keep: Option<&dyn Fn(usize) -> bool>,
+    ) -> Vec<usize> {
         if k == 0 {
             return Vec::new();
         }
@@ -316,9 +336,11 @@ impl AnnIndex for Hnsw {
         } else {
             vec![cur]
         };
-        let keep_slot = |slot: u32| keep(s.ext[slot as usize]);
+        let ext = &s.ext;
+        let keep_slot = keep.map(|keep| move |slot: u32| keep(ext[slot as usize]));
         let found = visited::with_visited(s.len(), |v| {
-            w.search_layer(v, &q, &eps, ef.max(k), 0, Some(&keep_slot))
+            let keep_slot = keep_slot.as_ref().map(|f| f as &dyn Fn(u32) -> bool);
+            w.search_layer(v, &q, &eps, ef.max(k), 0, keep_slot)
         });
         // The same id inserted twice is two nodes; report it once.
         let mut seen = HashSet::with_capacity(k);
