@@ -42,8 +42,15 @@ fn state(name: &str, n: usize) -> VectorState {
             payload: json!({"i": i}).as_object().cloned().unwrap_or_default(),
         })
         .collect();
+    upsert(&mut s, name, 2, points);
+    wait(&s, name, "ready", Duration::from_secs(60));
+    s
+}
+
+/// Upserts `points` into collection `name` (uid 1, the tests' settings).
+fn upsert(s: &mut VectorState, name: &str, index: u64, points: Vec<Point>) {
     s.apply(
-        2,
+        index,
         VectorCommand::Upsert {
             collection: name.into(),
             uid: 1,
@@ -53,8 +60,6 @@ fn state(name: &str, n: usize) -> VectorState {
             points,
         },
     );
-    wait(&s, name, "ready", Duration::from_secs(60));
-    s
 }
 
 fn wait(s: &VectorState, name: &str, want: &str, within: Duration) {
@@ -217,17 +222,7 @@ fn a_loaded_dump_marks_its_stale_entries_dead() {
             payload: json!({"i": i}).as_object().cloned().unwrap_or_default(),
         })
         .collect();
-    s.apply(
-        3,
-        VectorCommand::Upsert {
-            collection: name.into(),
-            uid: 1,
-            metric: Metric::L2,
-            m: 16,
-            ef_construction: 100,
-            points,
-        },
-    );
+    upsert(&mut s, name, 3, points);
     s.apply(
         4,
         VectorCommand::DeleteIds {
