@@ -46,7 +46,7 @@ pub struct NewCollection {
 /// shard's point count should be large. Measured on 100 000 real
 /// embeddings (docs/benchmarks.md), one shard answered 1.5–2.3× the queries
 /// per second of one shard per node, at one client and at sixteen. Like
-/// Elasticsearch (one primary shard since 7.0) and Milvus, a collection
+/// Elasticsearch (one primary shard by default since 7.0), a collection
 /// expected to outgrow one shard group's nodes sets `shards` itself; the
 /// count is fixed at creation.
 pub const DEFAULT_SHARDS: u32 = 1;
