@@ -153,12 +153,12 @@ impl ShardCollection {
         let h = self.index.as_ref()?;
         let idx = h.shared.index.read().ok()?.clone()?;
         let entries = h.shared.entries.read().ok()?;
-        let dead_at = h.shared.liveness.read().ok()?;
+        let liveness = h.shared.liveness.read().ok()?;
         let at = self.last_rev;
         let visible = |internal: usize| -> bool {
             entries
                 .get(internal)
-                .is_some_and(|(_, rev)| dead_at.visible(internal, *rev, at))
+                .is_some_and(|(_, rev)| liveness.visible(internal, *rev, at))
         };
         // Re-checked against the points even when `visible` says so: the
         // results need the point, and a mistake in the bookkeeping must not
@@ -177,7 +177,7 @@ impl ShardCollection {
         };
         let ef = req.ef.max(req.k);
         // After a bulk load nothing is stale: no check per candidate at all.
-        let found = if !filtered && dead_at.all_visible(at) {
+        let found = if !filtered && liveness.all_visible(at) {
             idx.search_all(&req.vector, req.k, ef)
         } else {
             idx.search(&req.vector, req.k, ef, &keep)
@@ -204,13 +204,13 @@ impl ShardCollection {
             return Vec::new();
         };
         let entries = h.shared.entries.read().unwrap_or_else(|p| p.into_inner());
-        let dead_at = h.shared.liveness.read().unwrap_or_else(|p| p.into_inner());
+        let liveness = h.shared.liveness.read().unwrap_or_else(|p| p.into_inner());
         let at = self.last_rev;
         let mut errors = Vec::new();
         let mut covered = std::collections::HashSet::new();
         for (i, (pid, rev)) in entries.iter().enumerate() {
-            let visible = dead_at.visible(i, *rev, at);
-            if dead_at.all_visible(at) && !visible {
+            let visible = liveness.visible(i, *rev, at);
+            if liveness.all_visible(at) && !visible {
                 errors.push(format!(
                     "entry {i} ({pid} at {rev}) not visible at {at}, yet all are"
                 ));
